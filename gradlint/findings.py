@@ -1,0 +1,125 @@
+"""What every stage of gradlint passes along: the rule table and the Finding record.
+
+Data flows one way: files -> parse -> training-loop facts -> rules -> findings -> reporters.
+This module is the end of that pipe that everyone shares, so it imports nothing heavy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from typing import Optional
+
+
+@dataclass(frozen=True)
+class RuleInfo:
+    code: str
+    name: str
+    summary: str  # one line: what it finds
+    fixable: bool = False
+    default_on: bool = True
+    severity: str = "error"  # "error" | "warning" | "note"
+
+
+# Codes are stable: never renumber, never reuse.
+RULES: dict[str, RuleInfo] = {
+    info.code: info
+    for info in (
+        RuleInfo("GL000", "parse-error", "a file that cannot be decoded or parsed"),
+        RuleInfo(
+            "GL001",
+            "missing-zero-grad",
+            "a training loop that steps an optimizer but lets the next backward accumulate onto "
+            "gradients that step already used",
+        ),
+        RuleInfo(
+            "GL002",
+            "unnecessary-retain-graph",
+            "retain_graph=True where no later backward can traverse the retained graph",
+            fixable=True,
+        ),
+        RuleInfo(
+            "GL003",
+            "nonscalar-backward",
+            "backward() without gradient= on a tensor proven not to be a scalar",
+        ),
+        RuleInfo(
+            "GL100",
+            "unused-noqa",
+            "a `# noqa` comment that suppresses nothing",
+            fixable=False,
+            default_on=False,
+            severity="warning",
+        ),
+    )
+}
+
+
+@dataclass(frozen=True)
+class Edit:
+    """Replace source[start:end] (character offsets into the file's text) with `text`."""
+
+    start: int
+    end: int
+    text: str
+
+
+@dataclass(frozen=True)
+class Fix:
+    description: str
+    edits: tuple[Edit, ...]
+
+
+@dataclass(frozen=True)
+class Finding:
+    code: str
+    message: str
+    path: str  # display path: relative to cwd when under it, else as given
+    line: int  # 1-based
+    column: int  # 1-based
+    end_line: int
+    end_column: int  # 1-based, exclusive (the column after the last character)
+    severity: str = "error"
+    fix: Optional[Fix] = None
+    cell: Optional[int] = None  # notebooks: 1-based code cell; line/column are then within the cell
+    # Filled in by `gradlint run` only.
+    runtime: Optional[str] = None  # "confirmed" | "refuted" | "unexercised"
+    evidence: Optional[str] = None
+    static: bool = True
+    extra: dict = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def name(self) -> str:
+        info = RULES.get(self.code)
+        return info.name if info else self.code
+
+    def sort_key(self) -> tuple:
+        return (self.path, self.cell or 0, self.line, self.column, self.code)
+
+    def with_(self, **changes) -> "Finding":
+        return replace(self, **changes)
+
+    def to_json(self) -> dict:
+        out = {
+            "code": self.code,
+            "name": self.name,
+            "message": self.message,
+            "severity": self.severity,
+            "path": self.path,
+            "line": self.line,
+            "column": self.column,
+            "end_line": self.end_line,
+            "end_column": self.end_column,
+            "fixable": self.fix is not None,
+        }
+        if self.cell is not None:
+            out["cell"] = self.cell
+        if self.fix is not None:
+            out["fix"] = {
+                "description": self.fix.description,
+                "edits": [asdict(e) for e in self.fix.edits],
+            }
+        if self.runtime is not None or not self.static:
+            out["runtime"] = self.runtime
+            out["evidence"] = self.evidence
+            out["static"] = self.static
+        return out
