@@ -36,6 +36,7 @@ RULES: dict[str, RuleInfo] = {
             "unnecessary-retain-graph",
             "retain_graph=True where no later backward can traverse the retained graph",
             fixable=True,
+            severity="warning",  # wastes memory; results stay right
         ),
         RuleInfo(
             "GL003",
