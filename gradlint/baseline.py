@@ -1,0 +1,184 @@
+"""Baselines: adopt gradlint on an existing codebase and fail only on findings added since.
+
+    gradlint check --write-baseline .gradlint-baseline.json   # record today's findings
+    gradlint check --baseline .gradlint-baseline.json         # report only new ones
+
+A baseline counts findings per key = (relative path, rule code, fingerprint of the flagged
+line's normalised text and its enclosing function's qualified name). No line numbers: editing
+code above a finding moves it without making it new. A finding is new when its key has more
+findings today than the baseline recorded; keys whose count went down are reported as fixed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections import Counter
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import gradlint
+from gradlint.findings import Finding
+from gradlint.fingerprint import SourceLines, digest, normalise, posix_path
+
+FORMAT_VERSION = 1
+SourceOf = Callable[[str], Optional[str]]
+
+
+class BaselineError(Exception):
+    """The baseline file cannot be read or written (one-line message for the CLI)."""
+
+
+@dataclass(frozen=True)
+class BaselineStats:
+    recorded: int  # findings the baseline file lists
+    matched: int  # findings today that the baseline covers
+    fixed: int  # recorded findings that are gone
+    new: int  # findings today beyond the baseline
+
+    def describe(self) -> str:
+        return f"{self.matched} finding{'s' if self.matched != 1 else ''} in baseline, {self.fixed} fixed since"
+
+
+def _scopes(source: str) -> list:
+    """(first line, last line, qualified name) of every function and class in a Python source."""
+    import libcst as cst
+    from libcst.metadata import MetadataWrapper, PositionProvider
+
+    class Scopes(cst.CSTVisitor):
+        METADATA_DEPENDENCIES = (PositionProvider,)
+
+        def __init__(self) -> None:
+            self.stack: list = []
+            self.found: list = []
+
+        def _enter(self, node) -> None:
+            self.stack.append(node.name.value)
+            where = self.get_metadata(PositionProvider, node)
+            self.found.append((where.start.line, where.end.line, ".".join(self.stack)))
+
+        def visit_FunctionDef(self, node) -> None:
+            self._enter(node)
+
+        def leave_FunctionDef(self, original_node) -> None:
+            self.stack.pop()
+
+        def visit_ClassDef(self, node) -> None:
+            self._enter(node)
+
+        def leave_ClassDef(self, original_node) -> None:
+            self.stack.pop()
+
+    try:
+        visitor = Scopes()
+        MetadataWrapper(cst.parse_module(source)).visit(visitor)
+        return visitor.found
+    except Exception:  # unparsable (GL000) or LibCST trouble: no scopes, key stays usable
+        return []
+
+
+class _Qualnames:
+    """Enclosing-function lookup, parsing each file (once) only when it has a finding."""
+
+    def __init__(self, lines: SourceLines) -> None:
+        self.lines = lines
+        self._scopes: dict = {}
+        self._program_line: dict = {}
+
+    def _load(self, path: str) -> None:
+        text = self.lines.text(path)
+        if text is not None and path.endswith(".ipynb"):
+            notebook = self.lines.notebook(path)
+            text = notebook.program if notebook else None
+            if notebook:
+                self._program_line[path] = {at: n for n, at in enumerate(notebook.origin, start=1)}
+        self._scopes[path] = _scopes(text) if text is not None else []
+
+    def of(self, finding: Finding) -> str:
+        if finding.path not in self._scopes:
+            self._load(finding.path)
+        line = finding.line
+        if finding.cell is not None:
+            line = self._program_line.get(finding.path, {}).get((finding.cell, finding.line), 0)
+        best = ""
+        best_span = None
+        for first, last, name in self._scopes[finding.path]:
+            if first <= line <= last and (best_span is None or last - first < best_span):
+                best, best_span = name, last - first
+        return best
+
+
+def finding_keys(findings: list, source_of: SourceOf) -> list:
+    """The baseline key of each finding (same order)."""
+    lines = SourceLines(source_of)
+    qualnames = _Qualnames(lines)
+    keys = []
+    for f in findings:
+        text = normalise(lines.line(f))
+        keys.append(f"{posix_path(f.path)}::{f.code}::{digest(text, qualnames.of(f), length=16)}")
+    return keys
+
+
+def write_baseline(findings: list, source_of: SourceOf, path: str) -> int:
+    """Record the findings' counts per key in `path` (atomically); returns how many were recorded."""
+    counts = Counter(finding_keys(findings, source_of))
+    payload = {
+        "version": FORMAT_VERSION,
+        "generated_by": f"gradlint {gradlint.__version__}",
+        "findings": dict(sorted(counts.items())),
+    }
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".gradlint-baseline-", dir=directory)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(payload, handle, indent=2)
+            handle.write("\n")
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise BaselineError(f"cannot write baseline {path}: {exc.strerror or exc}") from None
+    return sum(counts.values())
+
+
+def read_baseline(path: str) -> Counter:
+    """The recorded counts per key; BaselineError when missing or malformed."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+    except OSError as exc:
+        raise BaselineError(f"cannot read baseline {path}: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise BaselineError(f"baseline {path} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("findings"), dict):
+        raise BaselineError(f"baseline {path} has no 'findings' table (write one with --write-baseline)")
+    if data.get("version") != FORMAT_VERSION:
+        raise BaselineError(f"baseline {path} has version {data.get('version')!r}; this gradlint reads {FORMAT_VERSION}")
+    counts = Counter()
+    for key, count in data["findings"].items():
+        if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+            raise BaselineError(f"baseline {path}: count for {key!r} is not a non-negative integer")
+        counts[key] = count
+    return counts
+
+
+def filter_new(findings: list, source_of: SourceOf, path: str, checked: Optional[set] = None) -> tuple:
+    """(findings not covered by the baseline at `path`, BaselineStats). Within a key the first
+    recorded-count findings in source order are the old ones. `checked` (display paths of the
+    files linted) limits "fixed" to those files, so linting a few files (pre-commit) does not
+    count every other file's recorded findings as fixed."""
+    recorded = read_baseline(path)
+    ordered = sorted(findings, key=lambda f: f.sort_key())
+    seen: Counter = Counter()
+    new = []
+    for finding, key in zip(ordered, finding_keys(ordered, source_of)):
+        seen[key] += 1
+        if seen[key] > recorded.get(key, 0):
+            new.append(finding)
+    matched = len(ordered) - len(new)
+    linted = {posix_path(p) for p in checked} if checked is not None else None
+    fixed = sum(
+        max(0, count - seen.get(key, 0))
+        for key, count in recorded.items()
+        if linted is None or key.rsplit("::", 2)[0] in linted
+    )
+    return new, BaselineStats(recorded=sum(recorded.values()), matched=matched, fixed=fixed, new=len(new))
