@@ -1,0 +1,719 @@
+#!/usr/bin/env python
+"""Benchmark ``gradlint check`` against ruff and TorchFix (issue 5).
+
+Not part of the test run. It measures, in one run on one machine, with the repeats of all
+tools interleaved and medians reported:
+
+* on a corpus (default: the Python sources of the installed ``torch`` package, about 2,300
+  files / 1.2M lines), copied into a scratch directory so that no project configuration,
+  ``.gitignore`` or default exclude (``site-packages``) changes what any tool sees:
+
+  - gradlint cold, no cache (``--no-cache``),
+  - gradlint cold, filling a fresh cache directory (a first run in CI),
+  - gradlint warm (the cache filled, nothing changed),
+  - ``ruff check --select F --no-cache --isolated`` (the speed yardstick),
+  - TorchFix (a LibCST-based PyTorch linter, the closest peer);
+
+* gradlint's peak memory on the corpus: the summed RSS of its whole process tree (the
+  process pool's workers included), polled from ``/proc``, plus the largest single process
+  (``ru_maxrss`` from ``wait4``);
+
+* single-file latency on one small training script: ``gradlint check FILE`` (no cache and
+  warm) against ``python -c "import libcst"`` (the floor any LibCST tool pays), ruff and
+  TorchFix;
+
+* whether ``gradlint check FILE`` imports torch (``python -X importtime``).
+
+It prints a table of times and the ratios issue 5 sets targets for. Peers come from an
+isolated venv made by ``benchmarks/peers.sh`` (see benchmarks/README.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+DEFAULT_PEERS_VENV = "/tmp/gradlint-peers"
+DEFAULT_WORK_DIR = os.path.join(tempfile.gettempdir(), "gradlint-bench")
+
+# Exit statuses a linter uses for "ran fine" (0: clean, 1: findings).
+OK_STATUSES = (0, 1)
+
+# A small, typical training script: the kind of file a pre-commit hook sees.
+TRAINING_SCRIPT = '''\
+"""A tiny regression training loop."""
+import torch
+from torch import nn
+
+
+def make_model() -> nn.Module:
+    return nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 1))
+
+
+def train(steps: int = 5) -> float:
+    torch.manual_seed(0)
+    model = make_model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    loss_fn = nn.MSELoss()
+    inputs = torch.randn(32, 8)
+    targets = torch.randn(32, 1)
+    loss = torch.zeros(())
+    for step in range(steps):
+        optimizer.zero_grad()
+        prediction = model(inputs)
+        loss = loss_fn(prediction, targets)
+        loss.backward()
+        optimizer.step()
+        if step % 2 == 0:
+            print(f"step {step}: loss {loss.item():.4f}")
+    return float(loss)
+
+
+if __name__ == "__main__":
+    train()
+'''
+
+
+# --------------------------------------------------------------------------------------------
+# Running and measuring one command
+
+
+@dataclass
+class Run:
+    """One timed execution of a command."""
+
+    wall: float
+    cpu: float  # user + system seconds of the process and its waited-for descendants
+    max_rss_mb: float  # largest single process in the tree (ru_maxrss)
+    # Peaks of the summed RSS / PSS of the live tree, when polled (PSS splits shared pages).
+    tree_rss_mb: float | None
+    tree_pss_mb: float | None
+    status: int
+
+
+def _children_map() -> dict[int, list[int]]:
+    """Map each pid to its direct children, read from /proc/<pid>/stat."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as handle:
+                stat = handle.read()
+        except OSError:
+            continue
+        # The command name may contain spaces and parentheses: fields follow the last ')'.
+        fields = stat[stat.rfind(b")") + 2 :].split()
+        children.setdefault(int(fields[1]), []).append(int(entry))
+    return children
+
+
+def _memory_bytes(pid: int) -> tuple[int, int]:
+    """(RSS, PSS) of one process in bytes; (0, 0) if it is gone.
+
+    RSS counts pages shared between a pool's forked workers once per worker, so its sum
+    over a tree overstates; PSS splits each shared page between its sharers and sums right.
+    """
+    rss = pss = 0
+    try:
+        with open(f"/proc/{pid}/smaps_rollup", "rb") as handle:
+            for line in handle:
+                if line.startswith(b"Rss:"):
+                    rss = int(line.split()[1]) * 1024
+                elif line.startswith(b"Pss:"):
+                    pss = int(line.split()[1]) * 1024
+    except (OSError, IndexError, ValueError):
+        pass
+    return rss, pss
+
+
+def _tree_memory_bytes(root: int) -> tuple[int, int]:
+    """Summed (RSS, PSS) of ``root`` and all its live descendants."""
+    children = _children_map()
+    rss_total = pss_total = 0
+    pending = [root]
+    while pending:
+        pid = pending.pop()
+        rss, pss = _memory_bytes(pid)
+        rss_total += rss
+        pss_total += pss
+        pending.extend(children.get(pid, ()))
+    return rss_total, pss_total
+
+
+class TreeMemoryPoller:
+    """Polls the summed memory of a process tree in a background thread and keeps the peaks.
+
+    A process pool's workers are separate processes whose memory ``ru_maxrss`` does not add
+    up, so the peak of the whole tree can only be seen by sampling it while it runs.
+    """
+
+    def __init__(self, pid: int, interval: float = 0.02) -> None:
+        self.pid = pid
+        self.interval = interval
+        self.peak_rss = 0
+        self.peak_pss = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            rss, pss = _tree_memory_bytes(self.pid)
+            self.peak_rss = max(self.peak_rss, rss)
+            self.peak_pss = max(self.peak_pss, pss)
+            self._stop.wait(self.interval)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def run_command(argv: Sequence[str], cwd: str, poll_memory: bool = False) -> Run:
+    """Run ``argv`` in ``cwd`` with output discarded; time it and read its resource usage."""
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        list(argv), cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    stderr_chunks: list[bytes] = []
+    reader = threading.Thread(
+        target=lambda: stderr_chunks.append(process.stderr.read()), daemon=True
+    )
+    reader.start()
+    poller = TreeMemoryPoller(process.pid) if poll_memory else None
+    if poller is not None:
+        poller.start()
+    # wait4 reports this child's own rusage (its descendants included), unlike
+    # RUSAGE_CHILDREN, which would mix in every earlier run.
+    _, wait_status, usage = os.wait4(process.pid, 0)
+    wall = time.perf_counter() - started
+    if poller is not None:
+        poller.stop()
+    process.returncode = os.waitstatus_to_exitcode(wait_status)
+    reader.join()
+    process.stderr.close()
+    if process.returncode not in OK_STATUSES:
+        message = b"".join(stderr_chunks).decode(errors="replace").strip()[-2000:]
+        raise RuntimeError(
+            f"{' '.join(argv)} exited {process.returncode} in {cwd}:\n{message}"
+        )
+    return Run(
+        wall=wall,
+        cpu=usage.ru_utime + usage.ru_stime,
+        max_rss_mb=usage.ru_maxrss / 1024.0,
+        tree_rss_mb=poller.peak_rss / 2**20 if poller is not None else None,
+        tree_pss_mb=poller.peak_pss / 2**20 if poller is not None else None,
+        status=process.returncode,
+    )
+
+
+@dataclass
+class Measurement:
+    """All runs of one benchmark case."""
+
+    label: str
+    argv: list[str]
+    runs: list[Run] = field(default_factory=list)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(run.wall for run in self.runs)
+
+    @property
+    def best(self) -> float:
+        return min(run.wall for run in self.runs)
+
+    @property
+    def cpu(self) -> float:
+        return statistics.median(run.cpu for run in self.runs)
+
+    @property
+    def max_rss_mb(self) -> float:
+        return max(run.max_rss_mb for run in self.runs)
+
+    def to_json(self) -> dict:
+        return {
+            "label": self.label,
+            "argv": self.argv,
+            "median_s": self.median,
+            "best_s": self.best,
+            "cpu_s": self.cpu,
+            "max_single_rss_mb": self.max_rss_mb,
+            "runs": [run.__dict__ for run in self.runs],
+        }
+
+
+# --------------------------------------------------------------------------------------------
+# Corpus and tools
+
+
+def default_corpus() -> str:
+    """The directory of the installed torch package (found without importing torch)."""
+    spec = importlib.util.find_spec("torch")
+    if spec is None or not spec.origin:
+        sys.exit("torch is not installed here: pass --corpus PATH")
+    return os.path.dirname(spec.origin)
+
+
+def copy_python_sources(source: str, target: str) -> tuple:
+    """Copy the ``*.py`` files of ``source`` into ``target``; return (files, lines, bytes).
+
+    Only ``.py`` files are copied so every tool sees the same files (ruff would also lint
+    ``.pyi`` stubs); the copy lives outside any project, so no configuration, gitignore or
+    default exclude (``site-packages``, ``.venv``) applies.
+    """
+    if os.path.isdir(target):
+        shutil.rmtree(target)
+    files = lines = size = 0
+    for directory, subdirs, names in os.walk(source):
+        subdirs[:] = sorted(d for d in subdirs if d != "__pycache__")
+        for name in sorted(names):
+            if not name.endswith(".py"):
+                continue
+            origin = os.path.join(directory, name)
+            destination = os.path.join(target, os.path.relpath(origin, source))
+            os.makedirs(os.path.dirname(destination), exist_ok=True)
+            with open(origin, "rb") as handle:
+                data = handle.read()
+            with open(destination, "wb") as handle:
+                handle.write(data)
+            files += 1
+            lines += data.count(b"\n") + (0 if not data or data.endswith(b"\n") else 1)
+            size += len(data)
+    return files, lines, size
+
+
+def gradlint_command() -> list[str]:
+    """The gradlint console script beside this interpreter, else ``python -m gradlint``."""
+    script = os.path.join(os.path.dirname(sys.executable), "gradlint")
+    if os.access(script, os.X_OK):
+        return [script]
+    return [sys.executable, "-m", "gradlint"]
+
+
+def peer_tool(venv: str, name: str) -> str | None:
+    """Path of a peer's executable in the peers venv (or on PATH as a fallback)."""
+    candidate = os.path.join(venv, "bin", name)
+    if os.access(candidate, os.X_OK):
+        return candidate
+    return shutil.which(name)
+
+
+def tool_version(argv: Sequence[str]) -> str:
+    try:
+        result = subprocess.run(
+            list(argv), check=False, capture_output=True, text=True, timeout=60
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return "?"
+    return (
+        (result.stdout or result.stderr).strip().splitlines()[0]
+        if result.returncode == 0
+        else "?"
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# The benchmark
+
+
+def run_interleaved(
+    cases: list[Measurement],
+    repeat: int,
+    cwd: str,
+    limits: dict[str, int] | None = None,
+    argv_for: dict[str, Callable[[], list[str]]] | None = None,
+) -> None:
+    """Run every case ``repeat`` times, round-robin so load drifts hit all cases alike.
+
+    ``limits`` caps the runs of a case by label (TorchFix takes minutes: it runs in the first
+    round(s) only); ``argv_for`` gives a case a fresh command line per run (a new cache
+    directory). Each run's time goes to stderr as progress.
+    """
+    limits = limits or {}
+    argv_for = argv_for or {}
+    for round_index in range(repeat):
+        for case in cases:
+            if round_index >= limits.get(case.label, repeat):
+                continue
+            make_argv = argv_for.get(case.label)
+            run = run_command(make_argv() if make_argv else case.argv, cwd)
+            case.runs.append(run)
+            print(
+                f"  [{round_index + 1}/{repeat}] {case.label:<34} {run.wall:8.3f} s",
+                file=sys.stderr,
+                flush=True,
+            )
+
+
+def imported_modules(argv: Sequence[str], cwd: str) -> list[tuple]:
+    """Modules imported by a Python command, from ``-X importtime``: (name, cumulative us)."""
+    env = dict(os.environ, PYTHONPROFILEIMPORTTIME="1")
+    result = subprocess.run(
+        list(argv), check=False, cwd=cwd, env=env, capture_output=True, text=True
+    )
+    modules = []
+    for line in result.stderr.splitlines():
+        if not line.startswith("import time:") or "imported package" in line:
+            continue
+        _, cumulative, name = (
+            part.strip() for part in line[len("import time:") :].split("|")
+        )
+        modules.append((name.strip(), int(cumulative)))
+    return modules
+
+
+def ratio(numerator: float | None, denominator: float | None) -> float | None:
+    if not numerator or not denominator:
+        return None
+    return numerator / denominator
+
+
+def target(measure: str, measured: float | None, op: str, limit: float) -> dict:
+    """One row of the issue-5 target table; ``met`` is None when not measured."""
+    met = None
+    if measured is not None:
+        met = {"<=": measured <= limit, "<": measured < limit, ">=": measured >= limit}[
+            op
+        ]
+    return {
+        "measure": measure,
+        "measured": measured,
+        "target": f"{op} {limit:g}x",
+        "met": met,
+    }
+
+
+def verdict(met: bool | None) -> str:
+    return "n/a" if met is None else ("yes" if met else "NO")
+
+
+def fmt_ratio(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}x"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="timed repeats per case (default 3)"
+    )
+    parser.add_argument(
+        "--single-repeat",
+        type=int,
+        default=10,
+        help="repeats of the single-file cases (default 10)",
+    )
+    parser.add_argument(
+        "--corpus", help="directory to lint (default: the installed torch package)"
+    )
+    parser.add_argument(
+        "--peers-venv", default=DEFAULT_PEERS_VENV, help="venv made by peers.sh"
+    )
+    parser.add_argument(
+        "--skip-torchfix", action="store_true", help="do not run TorchFix"
+    )
+    parser.add_argument(
+        "--torchfix-repeat",
+        type=int,
+        default=1,
+        help="TorchFix runs on the corpus (default 1)",
+    )
+    parser.add_argument("--single-file", help="training script for the latency case")
+    parser.add_argument(
+        "--jobs", help="pass -j to gradlint (default: gradlint's own default)"
+    )
+    parser.add_argument(
+        "--work-dir", default=DEFAULT_WORK_DIR, help="scratch directory"
+    )
+    parser.add_argument(
+        "--json", dest="json_out", help="also write all results as JSON here"
+    )
+    options = parser.parse_args(argv)
+
+    gradlint = gradlint_command()
+    ruff = peer_tool(options.peers_venv, "ruff")
+    torchfix = (
+        None if options.skip_torchfix else peer_tool(options.peers_venv, "torchfix")
+    )
+    if ruff is None:
+        sys.exit("ruff not found: run benchmarks/peers.sh or pass --peers-venv")
+    if not options.skip_torchfix and torchfix is None:
+        sys.exit("torchfix not found: run benchmarks/peers.sh, or pass --skip-torchfix")
+
+    os.makedirs(options.work_dir, exist_ok=True)
+    corpus_source = os.path.abspath(options.corpus or default_corpus())
+    corpus = os.path.join(options.work_dir, "corpus", os.path.basename(corpus_source))
+    files, lines, size = copy_python_sources(corpus_source, corpus)
+    if files == 0:
+        sys.exit(f"no .py files under {corpus_source}")
+    single_dir = os.path.join(options.work_dir, "single")
+    os.makedirs(single_dir, exist_ok=True)
+    single = os.path.join(single_dir, "train.py")
+    if options.single_file:
+        shutil.copyfile(options.single_file, single)
+    else:
+        with open(single, "w", encoding="utf-8") as handle:
+            handle.write(TRAINING_SCRIPT)
+
+    cpus = (
+        len(os.sched_getaffinity(0))
+        if hasattr(os, "sched_getaffinity")
+        else os.cpu_count()
+    )
+    print(f"corpus   {corpus_source}")
+    print(
+        f"         {files} .py files, {lines:,} lines, {size / 2**20:.1f} MiB (copied to {corpus})"
+    )
+    print(
+        f"machine  {cpus} CPUs, {platform.python_implementation()} {platform.python_version()}, "
+        f"load average {os.getloadavg()[0]:.2f} at start"
+    )
+    print(f"gradlint {tool_version(gradlint + ['--version'])} ({' '.join(gradlint)})")
+    print(f"ruff     {tool_version([ruff, '--version'])} ({ruff})")
+    if torchfix:
+        print(f"torchfix {tool_version([torchfix, '--version'])} ({torchfix})")
+    print(
+        f"repeats  {options.repeat} (TorchFix: {options.torchfix_repeat}), medians shown",
+        flush=True,
+    )
+
+    jobs = ["-j", options.jobs] if options.jobs else []
+    base = (
+        gradlint
+        + ["check", "--isolated", "--output-format", "concise", "--exit-zero"]
+        + jobs
+    )
+    caches = os.path.join(options.work_dir, "caches")
+    warm_cache = os.path.join(caches, "warm")
+    shutil.rmtree(caches, ignore_errors=True)
+    os.makedirs(caches)
+
+    # A fresh cache directory per run for "cold, fresh cache": each run gets a new path.
+    fresh_counter = [0]
+
+    def fresh_cache_argv() -> list[str]:
+        fresh_counter[0] += 1
+        return base + [
+            "--cache-dir",
+            os.path.join(caches, f"fresh{fresh_counter[0]}"),
+            corpus,
+        ]
+
+    cold = Measurement("gradlint cold (--no-cache)", base + ["--no-cache", corpus])
+    fresh = Measurement(
+        "gradlint cold (fresh cache)",
+        base + ["--cache-dir", "<new dir per run>", corpus],
+    )
+    warm = Measurement(
+        "gradlint warm (cache, unchanged)", base + ["--cache-dir", warm_cache, corpus]
+    )
+    ruff_case = Measurement(
+        "ruff check --select F --no-cache",
+        [
+            ruff,
+            "check",
+            "--select",
+            "F",
+            "--no-cache",
+            "--isolated",
+            "--quiet",
+            "--exit-zero",
+            corpus,
+        ],
+    )
+    cases = [cold, fresh, warm, ruff_case]
+    torchfix_case = None
+    if torchfix:
+        torchfix_case = Measurement("TorchFix", [torchfix, corpus])
+        cases.append(torchfix_case)
+
+    print("\nfilling the warm cache once (not timed)", file=sys.stderr, flush=True)
+    run_command(warm.argv, options.work_dir)
+
+    print("corpus runs:", file=sys.stderr, flush=True)
+    limits = {torchfix_case.label: options.torchfix_repeat} if torchfix_case else {}
+    run_interleaved(
+        cases,
+        options.repeat,
+        options.work_dir,
+        limits=limits,
+        argv_for={fresh.label: fresh_cache_argv},
+    )
+
+    print("memory run (gradlint cold, /proc polled):", file=sys.stderr, flush=True)
+    memory_run = run_command(cold.argv, options.work_dir, poll_memory=True)
+
+    # Single-file latency.
+    single_base = gradlint + [
+        "check",
+        "--isolated",
+        "--output-format",
+        "concise",
+        "--exit-zero",
+    ]
+    single_cache = os.path.join(caches, "single")
+    single_cases = [
+        Measurement(
+            "python -c 'import libcst'", [sys.executable, "-c", "import libcst"]
+        ),
+        Measurement(
+            "gradlint check FILE --no-cache", single_base + ["--no-cache", single]
+        ),
+        Measurement(
+            "gradlint check FILE (warm cache)",
+            single_base + ["--cache-dir", single_cache, single],
+        ),
+        Measurement(
+            "ruff check --select F FILE",
+            [
+                ruff,
+                "check",
+                "--select",
+                "F",
+                "--no-cache",
+                "--isolated",
+                "--quiet",
+                "--exit-zero",
+                single,
+            ],
+        ),
+    ]
+    if torchfix:
+        single_cases.append(Measurement("TorchFix FILE", [torchfix, single]))
+    run_command(single_cases[2].argv, single_dir)  # fill the single-file cache
+    print("single-file runs:", file=sys.stderr, flush=True)
+    run_interleaved(single_cases, options.single_repeat, single_dir)
+
+    # Does `gradlint check FILE` import torch?
+    importtime_argv = [sys.executable, "-X", "importtime"]
+    if gradlint[0] == sys.executable:
+        importtime_argv += gradlint[1:]
+    else:
+        importtime_argv += gradlint
+    modules = imported_modules(
+        importtime_argv + ["check", "--isolated", "--no-cache", single], single_dir
+    )
+    module_names = {name for name, _ in modules}
+    imports_torch = "torch" in module_names or any(
+        n.startswith("torch.") for n in module_names
+    )
+    top_level = sorted(
+        ((name, us) for name, us in modules if "." not in name),
+        key=lambda item: -item[1],
+    )[:6]
+
+    # ----- report
+    print(f"\n## Corpus: {files} files, {lines:,} lines")
+    print(f"{'case':<36} {'median s':>9} {'best s':>8} {'CPU s':>7} {'max RSS MB':>11}")
+    for case in cases:
+        print(
+            f"{case.label:<36} {case.median:9.3f} {case.best:8.3f} {case.cpu:7.2f} "
+            f"{case.max_rss_mb:11.1f}"
+        )
+    print(
+        f"gradlint peak memory, whole process tree (polled): RSS {memory_run.tree_rss_mb:.1f}"
+        f" MB, PSS {memory_run.tree_pss_mb:.1f} MB; largest single process:"
+        f" {memory_run.max_rss_mb:.1f} MB"
+    )
+
+    with open(single, encoding="utf-8") as handle:
+        single_lines = handle.read().count("\n")
+    print(
+        f"\n## Single file ({os.path.basename(single)}, {single_lines} lines), "
+        f"{options.single_repeat} repeats"
+    )
+    print(f"{'case':<36} {'median s':>9} {'best s':>8}")
+    for case in single_cases:
+        print(f"{case.label:<36} {case.median:9.3f} {case.best:8.3f}")
+    heaviest = ", ".join(f"{name} {us / 1000:.0f} ms" for name, us in top_level)
+    print(
+        f"gradlint check FILE imports torch: {'YES' if imports_torch else 'no'} "
+        f"({len(modules)} modules imported; heaviest: {heaviest})"
+    )
+
+    torchfix_median = torchfix_case.median if torchfix_case else None
+    single_libcst, single_cold, single_warm = (
+        single_cases[0].median,
+        single_cases[1].median,
+        single_cases[2].median,
+    )
+    peak_rss, peak_pss = memory_run.tree_rss_mb or 0.0, memory_run.tree_pss_mb or 0.0
+    targets = [
+        target("gradlint cold / ruff", ratio(cold.median, ruff_case.median), "<=", 3),
+        target(
+            "gradlint cold (fresh cache) / ruff",
+            ratio(fresh.median, ruff_case.median),
+            "<=",
+            3,
+        ),
+        target("gradlint warm / ruff", ratio(warm.median, ruff_case.median), "<", 1),
+        target(
+            "TorchFix / gradlint cold", ratio(torchfix_median, cold.median), ">=", 20
+        ),
+        target(
+            "single file: gradlint / import libcst",
+            ratio(single_cold, single_libcst),
+            "<=",
+            1.5,
+        ),
+        target(
+            "single file warm: gradlint / import libcst",
+            ratio(single_warm, single_libcst),
+            "<=",
+            1.5,
+        ),
+    ]
+    print("\n## Targets (issue 5)")
+    print(f"{'measure':<44} {'measured':>10} {'target':>9}  met")
+    for row in targets:
+        print(
+            f"{row['measure']:<44} {fmt_ratio(row['measured']):>10} "
+            f"{row['target']:>9}  {verdict(row['met'])}"
+        )
+    print(
+        f"{'gradlint peak memory (process tree, RSS)':<44} {peak_rss:>7.0f} MB "
+        f"{'< 300 MB':>9}  {verdict(peak_rss < 300)}"
+    )
+    print(
+        f"{'gradlint check FILE imports torch':<44} "
+        f"{'yes' if imports_torch else 'no':>10} {'no':>9}  {verdict(not imports_torch)}"
+    )
+    print(f"(peak memory of the process tree by PSS: {peak_pss:.0f} MB)")
+
+    if options.json_out:
+        report = {
+            "corpus": {
+                "source": corpus_source,
+                "files": files,
+                "lines": lines,
+                "bytes": size,
+            },
+            "cpus": cpus,
+            "python": platform.python_version(),
+            "cases": [case.to_json() for case in cases],
+            "memory_run": memory_run.__dict__,
+            "single_file": [case.to_json() for case in single_cases],
+            "imports_torch": imports_torch,
+            "targets": targets,
+        }
+        with open(options.json_out, "w", encoding="utf-8") as handle:
+            json.dump(report, handle, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
