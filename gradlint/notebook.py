@@ -26,7 +26,13 @@ _IPYTHON_LINE = re.compile(
 
 
 class NotebookError(ValueError):
-    """The file is not a notebook we can read (bad JSON or not nbformat)."""
+    """The file is not a notebook we can read (bad JSON or not nbformat); `line`/`column` say
+    where in the file, when known."""
+
+    def __init__(self, message: str, line: int = 1, column: int = 1) -> None:
+        super().__init__(message)
+        self.line = line
+        self.column = column
 
 
 def split_lines(text: str) -> list:
@@ -133,7 +139,8 @@ def parse_notebook(text: str) -> Notebook:
     try:
         data = json.loads(text)
     except ValueError as exc:
-        raise NotebookError(f"invalid notebook JSON: {exc}") from None
+        line, column = getattr(exc, "lineno", 1), getattr(exc, "colno", 1)
+        raise NotebookError(f"invalid notebook JSON: {getattr(exc, 'msg', exc)}", line, column) from None
     if not isinstance(data, dict) or not ("cells" in data or "worksheets" in data):
         raise NotebookError("not a Jupyter notebook: no 'cells' list")
     all_cells = _all_cells(data)
@@ -214,3 +221,48 @@ def _find_source(raw: list, start: int, expected: list) -> Optional[tuple]:
         if elements == expected:
             return j + 1, lines
     return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Engine and reporter hooks
+
+
+def lint_notebook(data: bytes, path: str, shown: str, settings, enabled: set) -> list:
+    """The engine's source loader for `.ipynb` (engine.SOURCE_LOADERS): lint the joined program
+    with the same analysis, suppression and selection as a .py file, then move every finding into
+    cell coordinates. A file that is not valid UTF-8 JSON / nbformat is one GL000 finding."""
+    from gradlint import engine
+
+    try:
+        text = data.decode("utf-8-sig")
+        notebook = parse_notebook(text)
+    except UnicodeDecodeError as err:
+        problem = engine.gl000(shown, f"cannot decode notebook as UTF-8: invalid byte at offset {err.start}")
+        return engine.finish([problem], "", shown, enabled)
+    except NotebookError as err:
+        return engine.finish([engine.gl000(shown, str(err), err.line, err.column)], "", shown, enabled)
+    if not notebook.program.strip():
+        return []
+    findings = engine.analyse_text(notebook.program, shown, settings, enabled)
+    findings = engine.finish(findings, notebook.program, shown, enabled)
+    return sorted((notebook.to_cells(f) for f in findings), key=Finding.sort_key)
+
+
+def cell_source_reader(source_of):
+    """(path, cell) -> that code cell's source, for reporters that print source excerpts
+    (ReportContext.extra["cell_source"]). Notebooks are parsed once each."""
+    parsed: dict = {}
+
+    def cell_source(path: str, cell: int):
+        if path not in parsed:
+            text = source_of(path)
+            try:
+                parsed[path] = parse_notebook(text) if text is not None else None
+            except NotebookError:
+                parsed[path] = None
+        notebook = parsed[path]
+        if notebook is None or not 1 <= cell <= len(notebook.cells):
+            return None
+        return "\n".join(notebook.cells[cell - 1]) + "\n"
+
+    return cell_source
