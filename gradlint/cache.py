@@ -1,0 +1,176 @@
+"""A per-file result cache keyed on content, not modification times (which lie in CI).
+
+Layout: `<cache-dir>/<gradlint version>/<settings hash>/<k[:2]>/<k>.json`, where the settings hash
+covers gradlint's version, the Python version, the resolved rule selection, per-file-ignores and
+the analysis options, and each entry key `k` covers the file's path relative to the settings root,
+the sha256 of its bytes, the codes enabled for it, and the content hashes of the project modules it
+imports (a helper edited in another module can change its findings). The cache dir holds a
+`.gitignore` containing `*`. Writes go to a temporary file in the same folder and are renamed into
+place with os.replace, so concurrent runs (parallel pre-commit batches) never see half an entry.
+Every cache failure (read-only disk, corrupt entry) degrades to a miss, never to an error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import tempfile
+from typing import Iterable, List, Optional
+
+from gradlint import __version__
+from gradlint.findings import Edit, Finding, Fix
+
+FORMAT = 1  # bump when the entry layout changes
+
+
+def _digest(*parts: str) -> str:
+    return hashlib.sha256("\0".join(parts).encode("utf-8", "surrogatepass")).hexdigest()
+
+
+_CODE_HASH: List[str] = []
+
+
+def code_hash() -> str:
+    """Hash of gradlint's own sources, so an edited rule (editable installs, development) never
+    serves stale results under an unchanged version number. Read once per process (~200 kB)."""
+    if not _CODE_HASH:
+        import gradlint
+
+        package = os.path.dirname(os.path.abspath(gradlint.__file__))
+        digest = hashlib.sha256()
+        for folder, subfolders, files in os.walk(package):
+            subfolders[:] = sorted(d for d in subfolders if d != "__pycache__")
+            for name in sorted(files):
+                if name.endswith(".py"):
+                    path = os.path.join(folder, name)
+                    digest.update(os.path.relpath(path, package).encode() + b"\0")
+                    try:
+                        with open(path, "rb") as handle:
+                            digest.update(handle.read())
+                    except OSError:
+                        pass
+        _CODE_HASH.append(digest.hexdigest())
+    return _CODE_HASH[0]
+
+
+def settings_hash(settings) -> str:
+    """What every file's findings depend on besides the file itself."""
+    options = settings.analysis_options
+    described = {
+        "format": FORMAT,
+        "version": __version__,
+        "code": code_hash(),
+        "python": list(sys.version_info[:2]),
+        "implementation": sys.implementation.name,
+        "codes": sorted(settings.base_codes),
+        "per_file_ignores": [[p, list(c)] for p, c in settings.per_file_ignores],
+        "backward": list(options.backward_functions),
+        "step": list(options.step_functions),
+        "clear": list(options.clear_functions),
+        "root": os.path.abspath(settings.root),
+    }
+    return _digest(json.dumps(described, sort_keys=True))[:16]
+
+
+def _dump(finding: Finding) -> dict:
+    out = {
+        "code": finding.code,
+        "message": finding.message,
+        "line": finding.line,
+        "column": finding.column,
+        "end_line": finding.end_line,
+        "end_column": finding.end_column,
+        "severity": finding.severity,
+    }
+    if finding.cell is not None:
+        out["cell"] = finding.cell
+    if finding.fix is not None:
+        out["fix"] = {"description": finding.fix.description,
+                      "edits": [[e.start, e.end, e.text] for e in finding.fix.edits]}
+    return out
+
+
+def _load(entry: dict, path: str) -> Finding:
+    fix = None
+    if entry.get("fix"):
+        fix = Fix(entry["fix"]["description"], tuple(Edit(s, e, t) for s, e, t in entry["fix"]["edits"]))
+    return Finding(
+        code=entry["code"],
+        message=entry["message"],
+        path=path,
+        line=entry["line"],
+        column=entry["column"],
+        end_line=entry["end_line"],
+        end_column=entry["end_column"],
+        severity=entry["severity"],
+        fix=fix,
+        cell=entry.get("cell"),
+    )
+
+
+class Cache:
+    """Look up and store one file's findings (without its display path, which is re-attached)."""
+
+    def __init__(self, settings) -> None:
+        self.settings = settings
+        self.top = settings.cache_path
+        self.folder = os.path.join(self.top, __version__, settings_hash(settings))
+        self._ready = False
+
+    def key(self, path: str, data: bytes, enabled: Iterable[str]) -> str:
+        from gradlint.engine import dependency_digest
+
+        return _digest(
+            self.settings.relative(path),
+            hashlib.sha256(data).hexdigest(),
+            ",".join(sorted(enabled)),
+            dependency_digest(data, path, self.settings),
+        )
+
+    def _entry(self, key: str) -> str:
+        return os.path.join(self.folder, key[:2], key + ".json")
+
+    def get(self, key: str, display: str) -> Optional[List[Finding]]:
+        try:
+            with open(self._entry(key), "r", encoding="utf-8") as handle:
+                entries = json.load(handle)
+            return [_load(entry, display) for entry in entries]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def _prepare(self) -> None:
+        if self._ready:
+            return
+        os.makedirs(self.folder, exist_ok=True)
+        ignore = os.path.join(self.top, ".gitignore")
+        if not os.path.exists(ignore):
+            _atomic_write(ignore, "# Automatically created by gradlint.\n*\n")
+        self._ready = True
+
+    def put(self, key: str, findings: List[Finding]) -> None:
+        try:
+            self._prepare()
+            target = self._entry(key)
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            _atomic_write(target, json.dumps([_dump(f) for f in findings], separators=(",", ":")))
+        except OSError:
+            pass  # a cache that cannot be written is only slower
+
+
+def _atomic_write(path: str, text: str) -> None:
+    """Write via a temp file in the same folder + os.replace: readers see old or new, never half."""
+    folder = os.path.dirname(path) or "."
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".json")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; the cache may be shared (CI caches, containers)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise

@@ -1,0 +1,316 @@
+"""The command line: `gradlint check`, `gradlint rules`, `gradlint explain`, `gradlint run`.
+
+Exit status (DESIGN.md): 0 no findings, 1 findings (an unparsable file is one), 2 usage or
+configuration error or an internal error. Bad input never produces a traceback: configuration
+problems are one line on stderr, and a crash while checking one file is reported by name while
+the others are still checked.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import click
+
+from gradlint import __version__
+from gradlint.findings import RULES, Finding
+from gradlint.options import common_options, emit_report, fail, resolve_output_format, settings_from_options
+
+# Show a progress counter on a terminal only when the run is long enough to need one.
+PROGRESS_MIN_FILES = 50
+
+
+class _Group(click.Group):
+    """A click group that turns an unexpected exception into one line and exit status 2."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit, KeyboardInterrupt):
+            raise
+        except BrokenPipeError:  # `gradlint check | head`
+            sys.stderr.close()
+            ctx.exit(1)
+        except Exception as err:  # a gradlint bug: say so, no traceback
+            click.echo(f"gradlint: error: internal error: {type(err).__name__}: {err}", err=True)
+            ctx.exit(2)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "-V", "--version", prog_name="gradlint", message="%(prog)s %(version)s")
+def main() -> None:
+    """gradlint: find gradient-hygiene bugs in PyTorch training loops before the run."""
+
+
+# ---------------------------------------------------------------------------------------------
+# check
+
+
+class _Progress:
+    """`files done/total` on stderr, rewritten in place; only on a terminal."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        self.total = total
+        self.enabled = enabled and total >= PROGRESS_MIN_FILES and sys.stderr.isatty()
+        self.shown = False
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.enabled:
+            sys.stderr.write(f"\rgradlint: {done}/{total} files")
+            sys.stderr.flush()
+            self.shown = True
+
+    def close(self) -> None:
+        if self.shown:
+            sys.stderr.write("\r\033[K")
+            sys.stderr.flush()
+
+
+def _read_text(path: str) -> Optional[str]:
+    from gradlint.engine import DecodeProblem, decode_source
+
+    try:
+        with open(path, "rb") as handle:
+            return decode_source(handle.read())[0]
+    except (OSError, DecodeProblem):
+        return None
+
+
+@main.command("check")
+@click.argument("paths", nargs=-1, type=click.Path())
+@common_options
+@click.option("-j", "--jobs", type=click.IntRange(min=0), default=0, show_default=False,
+              help="Worker processes (default 0: all usable cores; 1 = serial).")
+@click.option("--no-cache", is_flag=True, help="Neither read nor write the result cache.")
+@click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
+              help="Where the result cache lives [default: .gradlint_cache beside the config].")
+@click.option("--force-exclude", is_flag=True,
+              help="Apply exclude/extend-exclude/.gitignore to paths named on the command line too.")
+@click.option("--statistics", is_flag=True, help="Print the number of findings per rule instead of each finding.")
+@click.option("--fix", is_flag=True, help="Apply the available fixes, then report what remains.")
+@click.option("--stdin-filename", default=None, metavar="NAME",
+              help="The name of the file read from stdin (`-`), for messages and per-file-ignores.")
+@click.option("-q", "--quiet", is_flag=True, help="No summary line and no progress on stderr.")
+@click.option("--write-baseline", type=click.Path(dir_okay=False), default=None,
+              help="Record today's findings in FILE (adopting gradlint on an existing codebase).")
+@click.option("--baseline", type=click.Path(dir_okay=False), default=None,
+              help="Report only findings that are not in the baseline FILE.")
+def check(paths: Tuple[str, ...], select, ignore, extend_select, output_format, output, exit_zero, config,
+          isolated, jobs, no_cache, cache_dir, force_exclude, statistics, fix, stdin_filename, quiet,
+          write_baseline, baseline) -> None:
+    """Lint files and folders (default: the current folder); `-` reads stdin."""
+    from gradlint.discovery import DiscoveryError, discover
+    from gradlint.engine import lint_files
+
+    overrides = {"force-exclude": True if force_exclude else None, "cache-dir": cache_dir}
+    settings = settings_from_options(select=select, ignore=ignore, extend_select=extend_select, config=config,
+                                     isolated=isolated, overrides=overrides)
+    fmt = resolve_output_format(output_format, settings)
+    report = dict(output_format=fmt, output=output, exit_zero=exit_zero, settings=settings,
+                  statistics=statistics, quiet=quiet)
+    if "-" in paths:
+        if len(paths) > 1:
+            fail("`-` (stdin) cannot be combined with other paths")
+        sys.exit(_check_stdin(settings, stdin_filename, fix, report))
+    try:
+        files = discover(list(paths) or ["."], settings)
+    except DiscoveryError as err:
+        fail(str(err))
+    if not files:
+        # Nothing to lint (pre-commit passed no Python file, or all were excluded): stay quiet,
+        # except that machine-readable reports are still written so CI gets a valid document.
+        if fmt not in ("full", "concise") or output:
+            emit_report([], files_checked=0, **report)
+        sys.exit(0)
+    progress = _Progress(len(files), enabled=not quiet)
+    try:
+        result = lint_files(files, settings, jobs=jobs, use_cache=not no_cache, progress=progress)
+    finally:
+        progress.close()
+    fixed = 0
+    if fix:
+        fixed, result = _apply_fixes(result, settings, jobs=jobs, use_cache=not no_cache)
+    findings = _baseline(result.findings, write_baseline, baseline)
+    sources: Dict[str, Optional[str]] = {}
+
+    def source_of(path: str) -> Optional[str]:
+        if path not in sources:
+            sources[path] = _read_text(result.paths.get(path, path))
+        return sources[path]
+
+    status = emit_report(findings, files_checked=result.files_checked, source_of=source_of, fixed=fixed,
+                         extra=_report_extra(result), **report)
+    for error in result.errors:
+        click.echo(f"gradlint: error: {error}", err=True)
+    sys.exit(2 if result.errors else status)
+
+
+def _report_extra(result) -> dict:
+    extra: dict = {"cache_hits": result.cache_hits}
+    try:  # notebook excerpts: the notebook module knows how to find a cell's text
+        from gradlint import notebook  # noqa: F401
+
+        cell_source = getattr(notebook, "cell_source", None)
+        if cell_source is not None:
+            extra["cell_source"] = lambda path, cell: cell_source(result.paths.get(path, path), cell)
+    except ImportError:
+        pass
+    return extra
+
+
+def _baseline(findings: List[Finding], write_to: Optional[str], compare_with: Optional[str]) -> List[Finding]:
+    """--write-baseline / --baseline, provided by gradlint.baseline (the CI-formats part)."""
+    if not write_to and not compare_with:
+        return findings
+    try:
+        from gradlint import baseline as baselines
+    except ImportError:
+        fail("baselines are not available in this installation")
+    try:
+        if write_to:
+            baselines.write_baseline(write_to, findings)
+        if compare_with:
+            return list(baselines.filter_new(compare_with, findings))
+    except (OSError, ValueError) as err:
+        fail(f"baseline: {err}")
+    return findings
+
+
+def _check_stdin(settings, stdin_filename: Optional[str], fix: bool, report: dict) -> int:
+    """Lint the source on stdin under the name `--stdin-filename` (default `-`)."""
+    from gradlint.discovery import Excluder
+    from gradlint.engine import DecodeProblem, InternalError, decode_source, lint_bytes
+    from gradlint.engine import apply_fixes
+
+    name = stdin_filename or "-"
+    data = sys.stdin.buffer.read()
+    if stdin_filename and settings.force_exclude and Excluder(settings).excluded_with_parents(name, False):
+        if fix:
+            sys.stdout.buffer.write(data)
+        return 0
+    try:
+        findings = lint_bytes(data, name, settings)
+    except InternalError as err:
+        fail(str(err))
+    try:
+        text = decode_source(data)[0]
+    except DecodeProblem:
+        text = None
+    fixed = 0
+    if fix:
+        # Like ruff: the fixed source goes to stdout, the remaining findings to stderr.
+        if text is not None:
+            new_text, fixed = apply_fixes(text, findings)
+            if fixed:
+                findings = lint_bytes(new_text.encode("utf-8"), name, settings)
+                text = new_text
+            sys.stdout.write(text)
+        else:
+            sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+        report = dict(report, to_stderr=True)
+    return emit_report(findings, files_checked=1, source_of=lambda path: text, fixed=fixed, **report)
+
+
+def _apply_fixes(result, settings, *, jobs: int, use_cache: bool):
+    """Apply fixes file by file (atomic write, only if the result still parses); relint those files."""
+    from gradlint.engine import lint_files
+    from gradlint.engine import fix_file
+
+    by_file: Dict[str, List[Finding]] = {}
+    for finding in result.findings:
+        if finding.fix is not None and RULES.get(finding.code) and RULES[finding.code].fixable:
+            by_file.setdefault(finding.path, []).append(finding)
+    fixed = 0
+    changed: List[str] = []
+    for shown, findings in sorted(by_file.items()):
+        path = result.paths.get(shown, shown)
+        try:
+            count = fix_file(path, findings)
+        except ValueError as err:
+            click.echo(f"gradlint: warning: {shown}: fixes not applied: {err}", err=True)
+            continue
+        except OSError as err:
+            click.echo(f"gradlint: warning: {shown}: cannot write fixes: {err.strerror or err}", err=True)
+            continue
+        if count:
+            fixed += count
+            changed.append(path)
+    if changed:
+        again = lint_files(changed, settings, jobs=jobs, use_cache=use_cache)
+        redone = {p for p in again.paths}
+        keep = [f for f in result.findings if f.path not in redone]
+        result.findings = sorted(keep + again.findings, key=Finding.sort_key)
+        result.errors = [e for e in result.errors] + again.errors
+    return fixed, result
+
+
+# ---------------------------------------------------------------------------------------------
+# rules, explain
+
+
+@main.command("rules")
+@click.option("--output-format", type=click.Choice(["text", "json"]), default="text", help="Table or JSON.")
+def rules_command(output_format: str) -> None:
+    """List the rules: code, name, what it finds, fixable, on by default."""
+    if output_format == "json":
+        import json
+
+        rows = [{"code": r.code, "name": r.name, "summary": r.summary, "fixable": r.fixable,
+                 "default_on": r.default_on, "severity": r.severity} for r in RULES.values()]
+        click.echo(json.dumps(rows, indent=2))
+        return
+    header = ("code", "name", "fixable", "default", "what it finds")
+    rows = [(r.code, r.name, "yes" if r.fixable else "no", "on" if r.default_on else "off", r.summary)
+            for r in RULES.values()]
+    widths = [max(len(row[i]) for row in rows + [header]) for i in range(4)]
+    for row in [header] + rows:
+        click.echo("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:4])) + "  " + row[4])
+
+
+def _rule_page(code: str) -> Optional[str]:
+    """rules/<CODE>.md: from the installed package `gradlint.catalogue`, else from the repo."""
+    try:
+        from importlib import resources
+
+        page = resources.files("gradlint.catalogue").joinpath(f"{code}.md")
+        if page.is_file():
+            return page.read_text(encoding="utf-8")
+    except (ImportError, ModuleNotFoundError, FileNotFoundError, OSError, TypeError, AttributeError):
+        pass
+    import gradlint
+
+    repo_page = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(gradlint.__file__))), "rules",
+                             f"{code}.md")
+    try:
+        with open(repo_page, encoding="utf-8") as handle:
+            return handle.read()
+    except OSError:
+        return None
+
+
+@main.command("explain")
+@click.argument("code")
+def explain(code: str) -> None:
+    """Print the rule page of CODE (e.g. GL001 or missing-zero-grad)."""
+    wanted = code.strip()
+    info = RULES.get(wanted.upper()) or next((r for r in RULES.values() if r.name == wanted.lower()), None)
+    if info is None:
+        fail(f"unknown rule {code!r} (see `gradlint rules`)")
+    page = _rule_page(info.code)
+    if page is None:
+        page = f"# {info.code} {info.name}\n\n{info.summary}\n"
+    click.echo(page, nl=not page.endswith("\n"))
+
+
+# ---------------------------------------------------------------------------------------------
+# run (the runtime tracer lives in gradlint.runtime.cli and must not import torch at import time)
+
+try:
+    from gradlint.runtime.cli import run_command
+except ImportError:  # the runtime part is optional; `check` works without it
+    run_command = None
+if run_command is not None:
+    main.add_command(run_command, "run")

@@ -1,0 +1,202 @@
+"""Which files `gradlint check PATHS` lints.
+
+- Folders are walked recursively for `.py` and `.pyi` files (and `.ipynb` when notebook support
+  is installed); files named explicitly are linted whatever their suffix.
+- `exclude` (default: VCS folders, virtual envs, build output, caches; replaced by the config's
+  `exclude`) and `extend-exclude` are gitignore-style patterns anchored at the settings root.
+- With `respect-gitignore` (default), `.gitignore` files (nested ones too, from the repository
+  root down) and `.git/info/exclude` are honoured.
+- Explicitly named files and folders are linted even when excluded, unless `force-exclude` is
+  set (pre-commit passes every changed file by name; ruff's `--force-exclude` convention).
+- Symlinked folders are followed once: the real path of every visited folder is remembered, so a
+  symlink loop never hangs.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import pathspec
+
+PYTHON_SUFFIXES = (".py", ".pyi")
+
+
+class DiscoveryError(Exception):
+    """A path given on the command line that cannot be linted (one-line message)."""
+
+
+def suffixes() -> Tuple[str, ...]:
+    """File suffixes picked up when walking folders."""
+    if importlib.util.find_spec("gradlint.notebook") is not None:
+        return PYTHON_SUFFIXES + (".ipynb",)
+    return PYTHON_SUFFIXES
+
+
+def _spec(lines: Sequence[str]) -> pathspec.GitIgnoreSpec:
+    return pathspec.GitIgnoreSpec.from_lines(list(lines))
+
+
+def _read_lines(path: str) -> List[str]:
+    try:
+        with open(path, "r", encoding="utf-8", errors="replace") as handle:
+            return handle.read().splitlines()
+    except OSError:
+        return []
+
+
+def _repo_root(start: str) -> Optional[str]:
+    here = start
+    while True:
+        if os.path.exists(os.path.join(here, ".git")):
+            return here
+        parent = os.path.dirname(here)
+        if parent == here:
+            return None
+        here = parent
+
+
+class GitIgnore:
+    """The .gitignore rules that apply under one repository (or under the settings root when the
+    files are not in a git repository). Deeper files override shallower ones, as git does."""
+
+    def __init__(self, top: str, is_repo: bool) -> None:
+        self.top = top
+        self._specs: Dict[str, Optional[pathspec.GitIgnoreSpec]] = {}
+        if is_repo:
+            info = _read_lines(os.path.join(top, ".git", "info", "exclude"))
+            self._info = _spec(info) if info else None
+        else:
+            self._info = None
+
+    def _spec_for(self, folder: str) -> Optional[pathspec.GitIgnoreSpec]:
+        if folder not in self._specs:
+            lines = _read_lines(os.path.join(folder, ".gitignore"))
+            self._specs[folder] = _spec(lines) if any(l.strip() and not l.startswith("#") for l in lines) else None
+        return self._specs[folder]
+
+    def ignored(self, path: str, is_dir: bool) -> bool:
+        """Is `path` (absolute, under self.top) ignored by the .gitignore files above it?"""
+        verdict = None
+        folder = os.path.dirname(path)
+        chain = []
+        while True:
+            chain.append(folder)
+            if folder == self.top or os.path.dirname(folder) == folder:
+                break
+            folder = os.path.dirname(folder)
+        checks = [(self.top, self._info)] if self._info is not None else []
+        checks += [(f, self._spec_for(f)) for f in reversed(chain)]
+        for base, spec in checks:
+            if spec is None:
+                continue
+            rel = os.path.relpath(path, base).replace(os.sep, "/") + ("/" if is_dir else "")
+            result = spec.check_file(rel)
+            if result.include is not None:
+                verdict = result.include
+        return bool(verdict)
+
+
+class Excluder:
+    """Decides whether a path is excluded by the settings' patterns or by .gitignore."""
+
+    def __init__(self, settings) -> None:
+        self.settings = settings
+        self.root = os.path.abspath(settings.root)
+        self.patterns = _spec(settings.exclude_patterns)
+        self._gitignores: Dict[str, Optional[GitIgnore]] = {}
+
+    def _gitignore(self, path: str) -> Optional[GitIgnore]:
+        folder = os.path.dirname(path)
+        if folder not in self._gitignores:
+            repo = _repo_root(folder)
+            if repo is not None:
+                self._gitignores[folder] = self._gitignores.get("repo:" + repo) or GitIgnore(repo, True)
+                self._gitignores["repo:" + repo] = self._gitignores[folder]
+            elif path.startswith(self.root + os.sep):
+                self._gitignores[folder] = self._gitignores.get("root") or GitIgnore(self.root, False)
+                self._gitignores["root"] = self._gitignores[folder]
+            else:
+                self._gitignores[folder] = None
+        return self._gitignores[folder]
+
+    def excluded(self, path: str, is_dir: bool) -> bool:
+        full = os.path.abspath(path)
+        rel = self.settings.relative(full).lstrip("/")
+        if self.patterns.match_file(rel + ("/" if is_dir else "")):
+            return True
+        if self.settings.respect_gitignore:
+            ignore = self._gitignore(full)
+            if ignore is not None and ignore.ignored(full, is_dir):
+                return True
+        return False
+
+    def excluded_with_parents(self, path: str, is_dir: bool) -> bool:
+        """For explicitly named paths under --force-exclude: the path or a folder above it (up
+        to the root) is excluded."""
+        full = os.path.abspath(path)
+        if self.excluded(full, is_dir):
+            return True
+        folder = os.path.dirname(full)
+        while folder.startswith(self.root + os.sep):
+            if self.excluded(folder, True):
+                return True
+            folder = os.path.dirname(folder)
+        return False
+
+
+def discover(paths: Sequence[str], settings, *, force_exclude: Optional[bool] = None) -> List[str]:
+    """The files to lint for the command-line `paths` (sorted, unique). Raises DiscoveryError."""
+    force = settings.force_exclude if force_exclude is None else force_exclude
+    excluder = Excluder(settings)
+    wanted = suffixes()
+    found: Dict[str, str] = {}  # absolute -> as found
+    for given in paths:
+        if not os.path.exists(given):
+            if os.path.islink(given):
+                raise DiscoveryError(f"{given}: broken symbolic link")
+            raise DiscoveryError(f"{given}: no such file or directory")
+        if os.path.isdir(given):
+            if force and excluder.excluded_with_parents(given, True):
+                continue
+            for path in _walk(given, excluder, wanted):
+                found.setdefault(os.path.abspath(path), path)
+        else:
+            if force and excluder.excluded_with_parents(given, False):
+                continue
+            found.setdefault(os.path.abspath(given), given)
+    return sorted(found.values())
+
+
+def _walk(top: str, excluder: Excluder, wanted: Tuple[str, ...]) -> List[str]:
+    """Files under `top` with a wanted suffix, following symlinked folders once each."""
+    out: List[str] = []
+    seen = set()
+    stack = [top]
+    while stack:
+        folder = stack.pop()
+        try:
+            real = os.path.realpath(folder)
+        except OSError:
+            continue
+        if real in seen:
+            continue
+        seen.add(real)
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError:
+            continue  # unreadable folder: nothing to lint there
+        for entry in entries:
+            try:
+                is_dir = entry.is_dir()  # follows symlinks
+                is_file = not is_dir and entry.is_file()
+            except OSError:
+                continue
+            if is_dir:
+                if not excluder.excluded(entry.path, True):
+                    stack.append(entry.path)
+            elif is_file and entry.name.endswith(wanted):
+                if not excluder.excluded(entry.path, False):
+                    out.append(entry.path)
+    return out

@@ -1,0 +1,547 @@
+"""The lint engine: files -> source text -> analysis -> select/ignore/noqa -> sorted findings.
+
+- Bytes are decoded as Python does (PEP 263 coding cookie, UTF-8 BOM); a file that cannot be
+  decoded or parsed gives one GL000 finding and the other files are still linted.
+- A text prefilter skips the LibCST parse for files that cannot hold a finding (see `needs_analysis`);
+  such files still get a cheap syntax check, so GL000 is reported for every file asked about.
+- `lint_files` runs serially for a handful of files and over a process pool otherwise; the output
+  is sorted, so it is the same whatever the scheduling.
+- With `use_cache`, per-file results are kept in a content-keyed cache (gradlint/cache.py).
+
+An unexpected exception inside the analysis of one file is reported as an error naming the file
+(the CLI exits 2 at the end) and never stops the other files.
+"""
+
+from __future__ import annotations
+
+import ast
+import codecs
+import hashlib
+import io
+import os
+import re
+import sys
+import tokenize
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+
+from gradlint.findings import RULES, Finding
+
+# Below this many files a process pool costs more than it saves.
+SERIAL_BELOW = 8
+
+# Every GL001-GL003 finding needs a backward call (`.backward(`, `torch.autograd.backward`,
+# `accelerator.backward`, `manual_backward`) or, for GL002 on torch.autograd.grad, a
+# `retain_graph` keyword; a file without either word (and without a configured helper name or
+# an imported project module that has one) cannot hold a finding.
+PREFILTER_WORDS: Tuple[str, ...] = ("backward", "retain_graph")
+
+
+class InternalError(Exception):
+    """The analysis crashed on one file (a gradlint bug); carries the file and the cause."""
+
+    def __init__(self, path: str, cause: BaseException) -> None:
+        self.path = path
+        self.cause = cause
+        super().__init__(f"internal error while checking {path}: {type(cause).__name__}: {cause}")
+
+
+@dataclass
+class LintResult:
+    findings: List[Finding] = field(default_factory=list)  # sorted by Finding.sort_key
+    files_checked: int = 0
+    errors: List[str] = field(default_factory=list)  # one line each: internal errors, unreadable files
+    cache_hits: int = 0
+    # display path -> the path the file was read from (for source excerpts and --fix)
+    paths: Dict[str, str] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------------------
+# Paths
+
+
+def display_path(path: str, cwd: Optional[str] = None) -> str:
+    """Relative to `cwd` (POSIX separators) when the file lies under it, else as given."""
+    cwd = os.path.abspath(cwd or os.getcwd())
+    full = os.path.abspath(path)
+    try:
+        rel = os.path.relpath(full, cwd)
+    except ValueError:
+        return path
+    if rel == os.pardir or rel.startswith(os.pardir + os.sep):
+        return path
+    return rel.replace(os.sep, "/")
+
+
+# ---------------------------------------------------------------------------------------------
+# Decoding
+
+
+class DecodeProblem(Exception):
+    def __init__(self, message: str, line: int = 1, column: int = 1) -> None:
+        super().__init__(message)
+        self.message = message
+        self.line = line
+        self.column = column
+
+
+def decode_source(data: bytes) -> Tuple[str, str]:
+    """(text, encoding) of Python source bytes, honouring a BOM and a PEP 263 coding cookie."""
+    try:
+        encoding, _ = tokenize.detect_encoding(io.BytesIO(data).readline)
+    except SyntaxError as err:  # bad cookie, BOM with a non-UTF-8 cookie, or bad bytes up front
+        message = str(getattr(err, "msg", err))
+        if "invalid or missing encoding declaration" in message:
+            encoding = "utf-8"  # no usable cookie: decode as UTF-8 below to name the bad byte
+        else:
+            raise DecodeProblem(f"cannot decode file: {message}") from None
+    try:
+        codecs.lookup(encoding)
+        text = data.decode(encoding)
+    except LookupError:
+        raise DecodeProblem(f"cannot decode file: unknown encoding {encoding!r}") from None
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        column = err.start - (data.rfind(b"\n", 0, err.start) + 1) + 1
+        raise DecodeProblem(
+            f"cannot decode file as {encoding}: invalid byte {data[err.start:err.start + 1]!r} "
+            f"at line {line}, column {column}",
+            line,
+            column,
+        ) from None
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    return text, encoding
+
+
+def gl000(path: str, message: str, line: int = 1, column: int = 1) -> Finding:
+    """A parse-error finding (one line of message)."""
+    return Finding(
+        code="GL000",
+        message=" ".join(message.split()),
+        path=path,
+        line=max(line, 1),
+        column=max(column, 1),
+        end_line=max(line, 1),
+        end_column=max(column, 1) + 1,
+        severity=RULES["GL000"].severity,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Syntax checks
+
+
+def _python_syntax_error(text: str, path: str) -> Optional[Tuple[str, int, int]]:
+    """CPython's own parser (fast, C): (message, line, column) of the first syntax error."""
+    try:
+        compile(text, path, "exec", ast.PyCF_ONLY_AST, dont_inherit=True)
+    except SyntaxError as err:
+        return (f"{err.msg}", err.lineno or 1, err.offset or 1)
+    except (ValueError, MemoryError, RecursionError, OverflowError) as err:  # null bytes, nesting
+        return (f"{err}", 1, 1)
+    return None
+
+
+def _libcst_parse(text: str):
+    import libcst
+
+    return libcst.parse_module(text)
+
+
+def parse_error_of(err: BaseException, text: str, path: str) -> Finding:
+    """GL000 for a LibCST ParserSyntaxError. CPython's message and position are clearer when its
+    parser fails too ("'(' was never closed"), so prefer them; else the LibCST one."""
+    python = _python_syntax_error(text, path)
+    if python is not None:
+        message, line, column = python
+        return gl000(path, f"cannot parse: {message}", line, column)
+    message = getattr(err, "message", None) or str(err)
+    line = getattr(err, "raw_line", 1) or 1
+    column = (getattr(err, "raw_column", 0) or 0) + 1
+    return gl000(path, f"cannot parse: {message}", line, column)
+
+
+def syntax_check(text: str, path: str) -> Optional[Finding]:
+    """GL000 when the file does not parse, decided without building a LibCST tree where possible:
+    CPython's parser first; only if it fails is LibCST asked (so the verdict matches files that
+    are analysed, which LibCST must parse)."""
+    if _python_syntax_error(text, path) is None:
+        return None
+    import libcst
+
+    try:
+        _libcst_parse(text)
+    except libcst.ParserSyntaxError as err:
+        return parse_error_of(err, text, path)
+    except (RecursionError, MemoryError) as err:
+        return gl000(path, f"cannot parse: {type(err).__name__}")
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Project imports (prefilter and cache keys)
+
+_IMPORT = re.compile(
+    rb"^[ \t]*(?:from[ \t]+(?P<from>\.*[\w.]*)[ \t]+import[ \t]+\(?(?P<names>[\w., \t]*)"
+    rb"|import[ \t]+(?P<modules>[\w., \t]+))",
+    re.MULTILINE,
+)
+
+
+def _module_files(base: str, dotted: str) -> List[str]:
+    parts = [p for p in dotted.split(".") if p]
+    if not parts:
+        return [os.path.join(base, "__init__.py")]
+    stem = os.path.join(base, *parts)
+    return [stem + ".py", os.path.join(stem, "__init__.py")]
+
+
+def project_imports(data: bytes, path: str, root: Optional[str]) -> List[str]:
+    """Files of the project (under `root`) that `path` imports directly, found with a regex over
+    import statements (no parse): absolute imports from the root, root/src or the file's folder,
+    relative imports from the file's package, and `from pkg import submodule`."""
+    if not root or b"import" not in data:
+        return []
+    root = os.path.abspath(root)
+    here = os.path.dirname(os.path.abspath(path))
+    found: List[str] = []
+    for match in _IMPORT.finditer(data):
+        try:
+            if match.group("from") is not None:
+                spec = match.group("from").decode("ascii")
+                names = [n.strip().split(" ")[0] for n in match.group("names").decode("ascii").split(",")]
+                specs = [(spec, names)]
+            else:
+                modules = match.group("modules").decode("ascii").split(",")
+                specs = [(m.strip().split(" ")[0], []) for m in modules]
+        except UnicodeDecodeError:
+            continue
+        for spec, names in specs:
+            level = len(spec) - len(spec.lstrip("."))
+            dotted = spec[level:]
+            if level:
+                base = here
+                for _ in range(level - 1):
+                    base = os.path.dirname(base)
+                bases = [base]
+            else:
+                if not dotted:
+                    continue
+                bases = [root, os.path.join(root, "src"), here]
+            for base in bases:
+                candidates = _module_files(base, dotted)
+                candidates += [c for n in names if n and n != "*" for c in _module_files(base, f"{dotted}.{n}")]
+                for candidate in candidates:
+                    if candidate not in found and _inside(candidate, root) and os.path.isfile(candidate):
+                        found.append(candidate)
+    me = os.path.abspath(path)
+    return sorted(f for f in found if f != me)
+
+
+def _inside(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+_FILE_FACTS: Dict[str, Tuple[str, bool]] = {}  # per process: path -> (sha256, mentions a prefilter word)
+
+
+def _file_facts(path: str, words: Tuple[bytes, ...]) -> Tuple[str, bool]:
+    key = path + "\0" + ",".join(w.decode() for w in words)
+    if key not in _FILE_FACTS:
+        try:
+            with open(path, "rb") as handle:
+                data = handle.read()
+        except OSError:
+            data = b""
+        _FILE_FACTS[key] = (hashlib.sha256(data).hexdigest(), any(w in data for w in words))
+    return _FILE_FACTS[key]
+
+
+def _words(settings) -> Tuple[str, ...]:
+    return PREFILTER_WORDS + tuple(getattr(settings, "helper_names", ()) or ())
+
+
+def needs_analysis(text: str, data: Optional[bytes], path: str, settings, enabled: Iterable[str]) -> bool:
+    """False when no GL001-GL003 finding is possible: the text names none of the prefilter words,
+    no configured helper, and no project module it imports names one either (one level, which
+    is what a helper defined in another module needs). GL100 also needs files with `noqa`."""
+    words = _words(settings)
+    if any(word in text for word in words):
+        return True
+    if "GL100" in enabled and "noqa" in text.lower():
+        return True
+    if data is None:
+        data = text.encode("utf-8", "surrogatepass")
+    root = getattr(settings, "root", None)
+    bwords = tuple(w.encode() for w in words)
+    return any(_file_facts(dep, bwords)[1] for dep in project_imports(data, path, root))
+
+
+def dependency_digest(data: bytes, path: str, settings) -> str:
+    """Hash of the project modules `path` imports (for the cache key: a helper edited in another
+    module can change this file's findings)."""
+    bwords = tuple(w.encode() for w in _words(settings))
+    parts = [f"{dep}\0{_file_facts(dep, bwords)[0]}" for dep in project_imports(data, path, settings.root)]
+    return hashlib.sha256("\n".join(parts).encode("utf-8", "surrogatepass")).hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+# One file
+
+
+def _rule_codes(enabled: Iterable[str]) -> List[str]:
+    from gradlint.rules import RULE_MODULES
+
+    return sorted(code for code in enabled if code in RULE_MODULES)
+
+
+def analyse_text(text: str, path: str, settings, enabled: set, data: Optional[bytes] = None) -> List[Finding]:
+    """Findings for decoded text (display `path`), before suppression. Raises InternalError."""
+    codes = _rule_codes(enabled)
+    if not codes or not needs_analysis(text, data, path, settings, enabled):
+        problem = syntax_check(text, path)
+        return [problem] if problem is not None else []
+    import libcst
+
+    from gradlint.analysis import analyze
+
+    try:
+        return list(analyze(text, path, settings.analysis_options, codes=codes))
+    except libcst.ParserSyntaxError as err:
+        return [parse_error_of(err, text, path)]
+    except RecursionError as err:  # pathological nesting the parser could not take
+        return [gl000(path, f"cannot parse: too deeply nested ({type(err).__name__})")]
+    except Exception as err:  # a bug in a rule or the analysis: report it, keep going
+        raise InternalError(path, err) from err
+
+
+def finish(findings: List[Finding], text: str, path: str, enabled: set) -> List[Finding]:
+    """Keep enabled codes (GL000 only if enabled), apply noqa, sort."""
+    from gradlint import suppression
+
+    findings = [f for f in findings if f.code in enabled]
+    findings = suppression.apply(findings, text, enabled, path)
+    findings = [f for f in findings if f.code in enabled]
+    return sorted(findings, key=Finding.sort_key)
+
+
+def lint_source(text: str, path: str, settings) -> List[Finding]:
+    """Findings for one file's text: select/ignore/per-file-ignores and noqa applied; GL000 when it
+    does not parse. `path` names the file (for per-file-ignores and imports); findings carry its
+    display path. Raises InternalError if the analysis crashes."""
+    shown = display_path(path)
+    enabled = settings.enabled_codes(path)
+    return finish(analyse_text(text, shown, settings, enabled), text, shown, enabled)
+
+
+def lint_bytes(data: bytes, path: str, settings, enabled: Optional[set] = None) -> List[Finding]:
+    """Like lint_source, from the file's bytes (decoding problems are GL000)."""
+    shown = display_path(path)
+    if enabled is None:
+        enabled = settings.enabled_codes(path)
+    loader = source_loader(path)
+    if loader is not None:
+        return loader(data, path, shown, settings, enabled)
+    try:
+        text, _ = decode_source(data)
+    except DecodeProblem as problem:
+        return finish([gl000(shown, problem.message, problem.line, problem.column)], "", shown, enabled)
+    return finish(analyse_text(text, shown, settings, enabled, data), text, shown, enabled)
+
+
+# Per-suffix source loaders (notebooks): suffix -> "module:function" taking
+# (data, path, display_path, settings, enabled) and returning finished findings.
+SOURCE_LOADERS: Dict[str, str] = {".ipynb": "gradlint.notebook:lint_notebook"}
+
+
+def source_loader(path: str) -> Optional[Callable]:
+    suffix = os.path.splitext(path)[1].lower()
+    spec = SOURCE_LOADERS.get(suffix)
+    if spec is None:
+        return None
+    import importlib
+
+    module, _, func = spec.partition(":")
+    return getattr(importlib.import_module(module), func)
+
+
+# ---------------------------------------------------------------------------------------------
+# Many files
+
+
+@dataclass
+class _Outcome:
+    path: str
+    findings: List[Finding]
+    error: Optional[str] = None
+    cached: bool = False
+
+
+def _lint_path(path: str, settings, cache) -> _Outcome:
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except OSError as err:
+        return _Outcome(path, [], f"cannot read {display_path(path)}: {err.strerror or err}")
+    enabled = settings.enabled_codes(path)
+    key = None
+    if cache is not None:
+        key = cache.key(path, data, enabled)
+        hit = cache.get(key, display_path(path))
+        if hit is not None:
+            return _Outcome(path, hit, cached=True)
+    try:
+        findings = lint_bytes(data, path, settings, enabled)
+    except InternalError as err:
+        return _Outcome(path, [], str(err))
+    except Exception as err:  # never let one file take the run down
+        return _Outcome(path, [], str(InternalError(display_path(path), err)))
+    if cache is not None and key is not None:
+        cache.put(key, findings)
+    return _Outcome(path, findings)
+
+
+_WORKER: dict = {}
+
+
+def _init_worker(settings, use_cache: bool, cwd: str) -> None:
+    os.chdir(cwd)
+    _WORKER["settings"] = settings
+    _WORKER["cache"] = _make_cache(settings) if use_cache else None
+
+
+def _lint_chunk(paths: Sequence[str]) -> List[_Outcome]:
+    return [_lint_path(p, _WORKER["settings"], _WORKER["cache"]) for p in paths]
+
+
+def _make_cache(settings):
+    from gradlint.cache import Cache
+
+    return Cache(settings)
+
+
+def default_jobs() -> int:
+    """All cores this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS, Windows
+        return max(1, os.cpu_count() or 1)
+
+
+def _chunks(paths: List[str], jobs: int) -> List[List[str]]:
+    size = max(1, min(32, len(paths) // (jobs * 4) or 1))
+    return [paths[i:i + size] for i in range(0, len(paths), size)]
+
+
+def lint_files(
+    files: List[str],
+    settings,
+    *,
+    jobs: int = 1,
+    use_cache: bool = False,
+    progress: Optional[Callable[[int, int], None]] = None,
+) -> LintResult:
+    """Lint `files` (paths as given); findings sorted, internal errors collected per file."""
+    unique = sorted(dict.fromkeys(files))
+    result = LintResult(files_checked=len(unique))
+    if not unique:
+        return result
+    jobs = default_jobs() if not jobs or jobs < 1 else jobs
+    outcomes: List[_Outcome] = []
+    if jobs == 1 or len(unique) < SERIAL_BELOW:
+        cache = _make_cache(settings) if use_cache else None
+        for done, path in enumerate(unique, 1):
+            outcomes.append(_lint_path(path, settings, cache))
+            if progress:
+                progress(done, len(unique))
+    else:
+        chunks = _chunks(unique, jobs)
+        with ProcessPoolExecutor(max_workers=min(jobs, len(chunks)), initializer=_init_worker,
+                                 initargs=(settings, use_cache, os.getcwd())) as pool:
+            futures = [pool.submit(_lint_chunk, chunk) for chunk in chunks]
+            done = 0
+            for future in as_completed(futures):
+                part = future.result()
+                outcomes.extend(part)
+                done += len(part)
+                if progress:
+                    progress(done, len(unique))
+    for outcome in sorted(outcomes, key=lambda o: o.path):
+        result.findings.extend(outcome.findings)
+        result.cache_hits += outcome.cached
+        result.paths[display_path(outcome.path)] = outcome.path
+        if outcome.error:
+            result.errors.append(outcome.error)
+    result.findings.sort(key=Finding.sort_key)
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# Fixes
+
+
+def apply_fixes(text: str, findings: Iterable[Finding]) -> Tuple[str, int]:
+    """Apply the fixes of fixable findings to `text`; edits that overlap an earlier fix are
+    skipped (a later run picks them up). Returns (new text, number of findings fixed)."""
+    chosen: List[Finding] = []
+    taken: List[Tuple[int, int]] = []
+    for finding in sorted(findings, key=Finding.sort_key):
+        info = RULES.get(finding.code)
+        if finding.fix is None or info is None or not info.fixable or not finding.fix.edits:
+            continue
+        spans = [(e.start, e.end) for e in finding.fix.edits]
+        if any(not (0 <= s <= e <= len(text)) for s, e in spans):
+            continue
+        if any(s < te and ts < e or (s == e == ts == te) for s, e in spans for ts, te in taken):
+            continue
+        chosen.append(finding)
+        taken.extend(spans)
+    edits = sorted((e for f in chosen for e in f.fix.edits), key=lambda e: (e.start, e.end), reverse=True)
+    for edit in edits:
+        text = text[: edit.start] + edit.text + text[edit.end:]
+    return text, len(chosen)
+
+
+def fix_file(path: str, findings: Iterable[Finding]) -> int:
+    """Apply fixes to the file at `path` in place: atomically (temp file + os.replace, keeping
+    its permissions and encoding) and only if the fixed text still parses. Returns the number of
+    findings fixed; raises ValueError when the fixed text would not parse, OSError on I/O."""
+    import shutil
+    import tempfile
+
+    if source_loader(path) is not None:
+        return 0  # notebooks: fixes are not mapped back into cells
+    target = os.path.realpath(path)  # write through a symlink, do not replace the link
+    with open(target, "rb") as handle:
+        data = handle.read()
+    try:
+        text, encoding = decode_source(data)
+    except DecodeProblem as problem:
+        raise ValueError(problem.message) from None
+    new_text, count = apply_fixes(text, findings)
+    if not count or new_text == text:
+        return 0
+    import libcst
+
+    try:
+        _libcst_parse(new_text)
+    except (libcst.ParserSyntaxError, RecursionError) as err:
+        raise ValueError(f"the fixed code would not parse ({' '.join(str(err).split())[:200]})") from None
+    if data.startswith(codecs.BOM_UTF8) and encoding != "utf-8-sig":
+        encoding = "utf-8-sig"
+    folder = os.path.dirname(target) or "."
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".gradlint-fix-", suffix=".py")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(new_text.encode(encoding))
+        shutil.copymode(target, tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return count
