@@ -132,7 +132,7 @@ def check(paths: Tuple[str, ...], select, ignore, extend_select, output_format, 
     fixed = 0
     if fix:
         fixed, result = _apply_fixes(result, settings, jobs=jobs, use_cache=not no_cache)
-    findings = _baseline(result.findings, write_baseline, baseline)
+    findings = _baseline(result, write_baseline, baseline)
     sources: Dict[str, Optional[str]] = {}
 
     def source_of(path: str) -> Optional[str]:
@@ -160,21 +160,27 @@ def _report_extra(result) -> dict:
     return extra
 
 
-def _baseline(findings: List[Finding], write_to: Optional[str], compare_with: Optional[str]) -> List[Finding]:
-    """--write-baseline / --baseline, provided by gradlint.baseline (the CI-formats part)."""
+def _baseline(result, write_to: Optional[str], compare_with: Optional[str]) -> List[Finding]:
+    """--write-baseline records every finding (none is then reported); --baseline keeps only the
+    findings beyond the recorded counts and says on stderr how many were matched and fixed."""
+    findings = result.findings
     if not write_to and not compare_with:
         return findings
+    from gradlint.baseline import BaselineError, filter_new, write_baseline
+
+    def source_of(path: str) -> Optional[str]:
+        return _read_text(result.paths.get(path, path))
+
     try:
-        from gradlint import baseline as baselines
-    except ImportError:
-        fail("baselines are not available in this installation")
-    try:
-        if write_to:
-            baselines.write_baseline(write_to, findings)
         if compare_with:
-            return list(baselines.filter_new(compare_with, findings))
-    except (OSError, ValueError) as err:
-        fail(f"baseline: {err}")
+            findings, stats = filter_new(findings, source_of, compare_with, checked=set(result.paths))
+            click.echo(f"gradlint: {stats.describe()}", err=True)
+        if write_to:
+            count = write_baseline(result.findings, source_of, write_to)
+            click.echo(f"gradlint: wrote {count} finding{'s' if count != 1 else ''} to baseline {write_to}", err=True)
+            return []
+    except BaselineError as err:
+        fail(str(err))
     return findings
 
 

@@ -266,3 +266,20 @@ def cell_source_reader(source_of):
         return "\n".join(notebook.cells[cell - 1]) + "\n"
 
     return cell_source
+
+
+def cell_source(path: str, cell: int):
+    """The source of code cell `cell` (1-based) of the notebook file at `path`, or None; what the
+    CLI puts in ReportContext.extra["cell_source"] for source excerpts."""
+    return _reader(path, cell)
+
+
+def _read_file(path: str):
+    try:
+        with open(path, "rb") as handle:
+            return handle.read().decode("utf-8-sig")
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+_reader = cell_source_reader(_read_file)
