@@ -35,6 +35,7 @@ import importlib.util
 import json
 import os
 import platform
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -437,6 +438,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--jobs", help="pass -j to gradlint (default: gradlint's own default)"
     )
     parser.add_argument(
+        "--gradlint-args",
+        default="",
+        help="extra options for every gradlint run, e.g. '--select GL002' (one string)",
+    )
+    parser.add_argument(
         "--work-dir", default=DEFAULT_WORK_DIR, help="scratch directory"
     )
     parser.add_argument(
@@ -492,10 +498,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
 
     jobs = ["-j", options.jobs] if options.jobs else []
+    extra = shlex.split(options.gradlint_args)
     base = (
         gradlint
         + ["check", "--isolated", "--output-format", "concise", "--exit-zero"]
         + jobs
+        + extra
     )
     caches = os.path.join(options.work_dir, "caches")
     warm_cache = os.path.join(caches, "warm")
@@ -564,6 +572,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--output-format",
         "concise",
         "--exit-zero",
+        *extra,
     ]
     single_cache = os.path.join(caches, "single")
     single_cases = [
