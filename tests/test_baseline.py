@@ -154,3 +154,31 @@ def test_bad_baseline_files_are_one_line_errors(tmp_path, content, message):
 def test_write_to_missing_directory_is_an_error(tmp_path):
     with pytest.raises(BaselineError, match="cannot write baseline"):
         write_baseline([], {}.get, str(tmp_path / "no" / "such" / "b.json"))
+
+
+# --- end to end through `gradlint check` ------------------------------------------------------
+
+
+def test_cli_write_then_filter(project, gradlint):
+    project.write("old.py", "def f(:\n    pass\n")
+    result = gradlint("check", "--no-cache", "--write-baseline", "baseline.json")
+    assert result.exit_code == 0 and "wrote 1 finding to baseline baseline.json" in result.stderr
+    project.write("old.py", "# a header comment\n\n\ndef f(:\n    pass\n")  # moved, not new
+    result = gradlint("check", "--no-cache", "--baseline", "baseline.json")
+    assert result.exit_code == 0, result.stdout
+    assert "1 finding in baseline, 0 fixed since" in result.stderr
+    project.write("new.py", "x = (\n")
+    result = gradlint("check", "--no-cache", "--baseline", "baseline.json", "--output-format", "json")
+    assert result.exit_code == 1
+    assert [f["path"] for f in json.loads(result.stdout)] == ["new.py"]
+    project.write("old.py", "x = 1\n")
+    result = gradlint("check", "--no-cache", "--baseline", "baseline.json", "new.py", "old.py")
+    assert "0 findings in baseline, 1 fixed since" in result.stderr
+
+
+def test_cli_bad_baseline_exits_2(project, gradlint):
+    project.write("ok.py", "x = 1\n")
+    project.write("baseline.json", "{broken")
+    result = gradlint("check", "--no-cache", "--baseline", "baseline.json")
+    assert result.exit_code == 2
+    assert result.stderr.count("\n") == 1 and "not valid JSON" in result.stderr

@@ -239,3 +239,25 @@ def test_notebook_finding_points_at_ipynb_line(tmp_path, monkeypatch):
     assert text.split("\n")[file_line - 1].strip() == '"loss.backward()"'
     assert "col" not in cmd["props"]
     assert cmd["message"].startswith("nb.ipynb:cell 1:2:1: ")
+
+
+# --- end to end through `gradlint check` ------------------------------------------------------
+
+
+def test_cli_defaults_to_github_under_actions(project, gradlint, monkeypatch):
+    project.write("ok.py", "x = 1\n")
+    project.write("dir, with: colon/broken 100%.py", "def f(:\n    pass\n")
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    summary = project.root / "summary.md"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    result = gradlint("check", "--no-cache")
+    assert result.exit_code == 1
+    [cmd] = parse_commands(result.stdout)
+    assert cmd["kind"] == "error" and cmd["props"]["file"] == "dir, with: colon/broken 100%.py"
+    assert cmd["props"]["title"] == "gradlint (GL000 parse-error)"
+    assert cmd["message"].startswith("dir, with: colon/broken 100%.py:1:7: cannot parse")
+    assert "| GL000 | parse-error | 1 |" in summary.read_text(encoding="utf-8")
+    # the environment variable and the option override the automatic choice
+    monkeypatch.setenv("GRADLINT_OUTPUT_FORMAT", "json")
+    assert json.loads(gradlint("check", "--no-cache").stdout)[0]["code"] == "GL000"
+    assert gradlint("check", "--no-cache", "--output-format", "concise").stdout.startswith("dir, with")

@@ -85,3 +85,14 @@ def test_notebook_issue_names_the_cell(tmp_path):
     [issue] = check_report(render([f], ctx(tmp_path, {"nb.ipynb": text})))
     assert issue["description"].endswith("(cell 1, line 2)")
     assert text.split("\n")[issue["location"]["lines"]["begin"] - 1].strip() == '"loss.backward()"'
+
+
+def test_cli_writes_code_quality_report(project, gradlint, monkeypatch):
+    monkeypatch.setenv("CI_PROJECT_DIR", str(project.root))
+    project.write("a/broken.py", "def f(:\n")
+    project.write("a/twin.py", "def f(:\n")
+    result = gradlint("check", "--no-cache", "--output-format", "gitlab", "-o", "gl-code-quality-report.json")
+    assert result.exit_code == 1
+    issues = check_report((project.root / "gl-code-quality-report.json").read_text(encoding="utf-8"))
+    assert sorted(i["location"]["path"] for i in issues) == ["a/broken.py", "a/twin.py"]
+    assert {i["check_name"] for i in issues} == {"GL000"} and {i["severity"] for i in issues} == {"major"}

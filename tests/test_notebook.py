@@ -152,3 +152,27 @@ def test_bad_notebook_is_gl000_not_a_crash(tmp_path, settings, monkeypatch, data
 def test_empty_notebook_is_clean(tmp_path, settings, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert lint(tmp_path, settings, notebook_text([markdown(["just text"])])) == []
+
+
+# --- end to end through `gradlint check` ------------------------------------------------------
+
+
+def test_cli_reports_notebook_cells(project, gradlint):
+    project.write("nb.ipynb", notebook_text([code(["%pip install torch\n", "import torch\n"]), markdown(["x"]),
+                                              code(["x = 1\n", "def broken(:\n", "    pass"])]))
+    project.write("plain.py", "x = 1\n")
+    result = gradlint("check", "--no-cache", "--output-format", "json")
+    assert result.exit_code == 1
+    [f] = json.loads(result.stdout)
+    assert (f["path"], f["cell"], f["line"], f["code"]) == ("nb.ipynb", 2, 2, "GL000")
+    full = gradlint("check", "--no-cache").stdout
+    assert full.startswith("nb.ipynb:cell 2:2:")
+    assert "2 | def broken(:" in full  # the excerpt is the cell's line, not the JSON file's
+
+
+def test_cli_stdin_filename(project, gradlint):
+    result = gradlint("check", "-", "--stdin-filename", "train.py", "--output-format", "json", input="x = (\n")
+    assert result.exit_code == 1
+    assert [(f["path"], f["code"]) for f in json.loads(result.stdout)] == [("train.py", "GL000")]
+    result = gradlint("check", "-", "--stdin-filename", "train.py", input="x = 1\n")
+    assert result.exit_code == 0

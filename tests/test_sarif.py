@@ -236,3 +236,32 @@ def test_validator_catches_broken_documents(tmp_path, bad):
         result["locations"][0]["physicalLocation"]["region"]["startLine"] = 0
     with pytest.raises(AssertionError):
         validate(json.dumps(doc))
+
+
+# --- end to end through `gradlint check` ------------------------------------------------------
+
+
+def test_cli_writes_valid_sarif(project, gradlint):
+    project.write("ok.py", "import torch\n")
+    project.write("pkg/broken file.py", "x = (\n")
+    result = gradlint("check", "--no-cache", "--output-format", "sarif", "-o", "out.sarif")
+    assert result.exit_code == 1
+    doc = validate((project.root / "out.sarif").read_text(encoding="utf-8"))
+    [res] = doc["runs"][0]["results"]
+    assert res["ruleId"] == "GL000"
+    location = res["locations"][0]["physicalLocation"]
+    assert location["artifactLocation"] == {"uri": "pkg/broken%20file.py", "uriBaseId": "%SRCROOT%"}
+    assert location["region"]["startLine"] == 1
+    assert doc["runs"][0]["originalUriBaseIds"]["%SRCROOT%"]["uri"] == Path.cwd().as_uri() + "/"
+
+
+def test_cli_clean_and_empty_runs_write_documents(project, gradlint):
+    project.write("ok.py", "import torch\n")
+    result = gradlint("check", "--no-cache", "--output-format", "sarif")
+    assert result.exit_code == 0
+    assert validate(result.stdout)["runs"][0]["results"] == []
+    project.write("README.md", "no python\n")
+    (project.root / "ok.py").unlink()
+    result = gradlint("check", "--no-cache", "--output-format", "sarif")
+    assert result.exit_code == 0
+    assert validate(result.stdout)["runs"][0]["results"] == []
