@@ -1,0 +1,772 @@
+"""Training-loop facts: which calls step an optimizer, clear gradients or run a backward pass.
+
+One layer answers these questions for every rule, from the syntax alone:
+
+* what an object is (`kind_of`): an optimizer, a learning-rate scheduler, a GradScaler, a DeepSpeed
+  engine (whose `step()` clears for you), an EMA/SWA helper or an RL environment, known from how it
+  was built (`torch.optim.AdamW(...)`, `get_scheduler(...)`, `deepspeed.initialize(...)`,
+  `accelerator.prepare(...)`, `self.optimizers()`) or, failing that, from a name that says so;
+* what one call does (`call_effects`): a list of `Event`s (backward / step / clear, naming the
+  optimizer by its expression text, e.g. `self.opt_g`), or an `Inline` request for a helper function
+  whose body the control-flow layer should follow (same module, `self.` methods, or project modules
+  resolved by `gradlint.analysis.project`).
+
+Precision first: something that cannot be identified as an optimizer is never stepped, and a call the
+analysis cannot see into that might clear gradients is taken to clear them.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
+
+import libcst as cst
+
+from gradlint.analysis.backward import backward_call
+from gradlint.analysis.names import ImportMap, dotted
+
+# Kinds of objects whose methods matter.
+OPTIMIZER = "optimizer"
+SCHEDULER = "scheduler"
+SCALER = "scaler"
+ENGINE = "engine"  # DeepSpeed engine: engine.step() steps *and* clears
+OTHER = "other"  # EMA/SWA helpers, environments, anything known not to be an optimizer
+
+ALL = "*"  # target of a clear that clears every optimizer (model.zero_grad(), p.grad = None)
+
+BACKWARD = "backward"
+STEP = "step"
+CLEAR = "clear"
+
+KNOWN_OPTIMIZERS = frozenset(
+    """SGD Adam AdamW Adamax Adagrad Adadelta RMSprop Rprop ASGD NAdam RAdam LBFGS SparseAdam Adafactor
+    Lion LAMB Lamb FusedAdam FusedLAMB FusedSGD DeepSpeedCPUAdam AdamW8bit Adam8bit PagedAdamW
+    PagedAdamW8bit SGDW AdaBelief Ranger Shampoo Muon SophiaG Prodigy DAdaptAdam Novograd Adan
+    ZeroRedundancyOptimizer""".split()
+)
+_SCHEDULER_FACTORIES = re.compile(r"(^|\.)(get_\w*schedul\w*|\w*Scheduler\w*|\w*LR|LambdaLR|OneCycleLR|"
+                                  r"ReduceLROnPlateau|SequentialLR|ChainedScheduler|SWALR)$")
+_SCALER_FACTORIES = re.compile(r"(^|\.)(GradScaler|ShardedGradScaler|LossScaler\w*)$")
+_OTHER_FACTORIES = re.compile(r"(^|\.)(\w*EMA\w*|\w*Ema\w*|ExponentialMovingAverage|AveragedModel|make|"
+                              r"make_env|make_vec_env|SyncVectorEnv|AsyncVectorEnv)$")
+_OPTIMIZER_NAME = re.compile(
+    r"^(opt|optim|optimizer|optimiser)([_0-9].*|[A-Z].*)?$|_(opt|optim|optimizer|optimiser)$|optimi[sz]er",
+    re.IGNORECASE,
+)
+# Lower-cased name fragments that say "not an optimizer", checked before the optimizer pattern.
+_NOT_OPTIMIZER_HINTS = (
+    ("sched", SCHEDULER), ("lr_", SCHEDULER), ("warmup", SCHEDULER), ("scaler", SCALER),
+    ("engine", ENGINE), ("ema", OTHER), ("swa", OTHER), ("averag", OTHER), ("env", OTHER),
+)
+# Methods on a `.grad` tensor that wipe it.
+_GRAD_WIPES = frozenset({"zero_", "detach_", "fill_", "mul_"})
+# Builtins and calls that never touch gradients, even when handed an optimizer.
+_HARMLESS_CALLS = frozenset(
+    """print len range enumerate zip isinstance type str int float bool list dict tuple set min max sum
+    abs round sorted reversed getattr hasattr id repr format iter next any all map filter super""".split()
+)
+# Top-level packages whose functions are not the project's own helpers.
+KNOWN_LIBRARIES = frozenset(
+    """torch torchvision torchaudio torchtext numpy np scipy sklearn pandas pd matplotlib plt PIL cv2
+    tqdm wandb mlflow tensorboard tensorboardX logging os sys math random time json yaml re copy
+    collections itertools functools typing dataclasses pathlib argparse pickle datetime warnings
+    contextlib shutil glob transformers accelerate lightning pytorch_lightning deepspeed apex timm
+    einops datasets evaluate gym gymnasium hydra omegaconf rich click fairscale peft diffusers
+    huggingface_hub safetensors jax flax optax tensorflow keras""".split()
+)
+# Names of unresolved helpers that suggest they touch gradients or the optimizer.
+_MIGHT_CLEAR_NAME = re.compile(r"zero|clear|reset|grad|optim|step|update|train|backward", re.IGNORECASE)
+_MODEL_NAME = re.compile(r"model|net|module|params|parameters", re.IGNORECASE)
+
+
+def last_part(text: str) -> str:
+    return text.rsplit(".", 1)[-1]
+
+
+def norm(text: str) -> str:
+    """Expression text without whitespace, so `( i + 1 )` and `(i+1)` compare equal."""
+    return re.sub(r"\s+", "", text)
+
+
+def name_kind(text: str) -> Optional[str]:
+    """What an object's name says it is, or None when the name says nothing."""
+    base = last_part(text)
+    lower = base.lower()
+    if _OPTIMIZER_NAME.search(base) and not any(h in lower for h, _ in _NOT_OPTIMIZER_HINTS[:2]):
+        return OPTIMIZER
+    for hint, kind in _NOT_OPTIMIZER_HINTS:
+        if hint in lower:
+            return kind
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Events and inlining requests
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Event:
+    """Something a call does to gradients.
+
+    `chain` is the call path to it: the call sites of helpers (outermost first) and last the node
+    itself, each paired with whether it lies in the analysed file (other files' nodes have no
+    position there).
+    """
+
+    kind: str  # BACKWARD | STEP | CLEAR
+    target: str  # the optimizer's text for STEP/CLEAR (ALL: every optimizer); "" for BACKWARD
+    chain: Tuple[Tuple[cst.CSTNode, bool], ...]
+
+    @property
+    def node(self) -> cst.CSTNode:
+        return self.chain[-1][0]
+
+    def local_node(self) -> cst.CSTNode:
+        """The innermost node of the chain that lies in the analysed file."""
+        for node, local in reversed(self.chain):
+            if local:
+                return node
+        return self.chain[0][0]
+
+
+@dataclass(frozen=True)
+class Inline:
+    """Follow a helper's body at this call: `scope` is the helper's scope, `site` the call."""
+
+    body: cst.BaseSuite
+    scope: "Scope"
+    site: cst.CSTNode
+    key: Tuple[int, int]  # (id of the module facts, id of the function) for the recursion guard
+
+
+Effect = Union[Event, Inline]
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-module facts
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ClassInfo:
+    methods: Dict[str, cst.FunctionDef]
+    bases: List[str]
+
+
+@dataclass
+class ModuleFacts:
+    """What one module defines and binds: computed once per parsed module."""
+
+    module: cst.Module
+    path: str
+    imports: ImportMap
+    kinds: Dict[str, str] = field(default_factory=dict)  # expression text -> kind, from assignments
+    functions: Dict[str, cst.FunctionDef] = field(default_factory=dict)  # module-level and nested defs
+    classes: Dict[str, ClassInfo] = field(default_factory=dict)
+    models: set = field(default_factory=set)  # texts used as modules: x in x.parameters(), x.zero_grad()
+    star_import: bool = False
+    _relevant: Dict[int, bool] = field(default_factory=dict)
+
+    def kind_of(self, text: str) -> Optional[str]:
+        """The kind of the object `text` names: by how it was built, else by its name."""
+        kind = self.kinds.get(text)
+        if kind is not None:
+            return kind
+        return name_kind(text)
+
+
+def module_facts(module: cst.Module, path: str, imports: Optional[ImportMap] = None) -> ModuleFacts:
+    facts = ModuleFacts(module=module, path=path, imports=imports or ImportMap.of(module))
+    module.visit(_FactCollector(facts))
+    return facts
+
+
+def _target_texts(target: cst.BaseExpression) -> List[Optional[str]]:
+    """Texts bound by an assignment target, one per element of a tuple/list target."""
+    if isinstance(target, (cst.Tuple, cst.List)):
+        return [dotted(el.value) if not isinstance(el, cst.StarredElement) else None for el in target.elements]
+    return [dotted(target)]
+
+
+class _FactCollector(cst.CSTVisitor):
+    """Collects definitions, and the kind of every object bound from a recognisable call."""
+
+    def __init__(self, facts: ModuleFacts) -> None:
+        self.facts = facts
+        self.class_stack: List[ClassInfo] = []
+        self.depth = 0  # function nesting inside the current class
+
+    # definitions
+    def visit_ClassDef(self, node: cst.ClassDef) -> None:
+        info = ClassInfo(methods={}, bases=[dotted(b.value) or "" for b in node.bases])
+        self.facts.classes.setdefault(node.name.value, info)
+        self.class_stack.append(info)
+        self.depth_stack = getattr(self, "depth_stack", [])
+        self.depth_stack.append(self.depth)
+        self.depth = 0
+
+    def leave_ClassDef(self, original_node: cst.ClassDef) -> None:
+        self.class_stack.pop()
+        self.depth = self.depth_stack.pop()
+
+    def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
+        name = node.name.value
+        if self.class_stack and self.depth == 0:
+            self.class_stack[-1].methods.setdefault(name, node)
+        else:
+            self.facts.functions.setdefault(name, node)
+        self.depth += 1
+        self._param_kinds(node)
+
+    def leave_FunctionDef(self, original_node: cst.FunctionDef) -> None:
+        self.depth -= 1
+
+    def visit_ImportFrom(self, node: cst.ImportFrom) -> None:
+        if isinstance(node.names, cst.ImportStar):
+            self.facts.star_import = True
+
+    def _param_kinds(self, node: cst.FunctionDef) -> None:
+        """`optimizer: torch.optim.Optimizer` parameters are optimizers whatever their name."""
+        params = node.params
+        for param in (*params.posonly_params, *params.params, *params.kwonly_params):
+            if param.annotation is None:
+                continue
+            text = self.facts.imports.resolve(param.annotation.annotation) or ""
+            if last_part(text) in ("Optimizer", *KNOWN_OPTIMIZERS):
+                self.facts.kinds.setdefault(param.name.value, OPTIMIZER)
+            elif "LRScheduler" in text or "_LRScheduler" in text:
+                self.facts.kinds.setdefault(param.name.value, SCHEDULER)
+
+    # bindings
+    def visit_Assign(self, node: cst.Assign) -> None:
+        for target in node.targets:
+            self._bind(_target_texts(target.target), node.value)
+
+    def visit_AnnAssign(self, node: cst.AnnAssign) -> None:
+        if node.value is not None:
+            self._bind(_target_texts(node.target), node.value)
+
+    def visit_Call(self, node: cst.Call) -> None:
+        func = node.func
+        if isinstance(func, cst.Attribute) and func.attr.value in ("parameters", "named_parameters", "zero_grad"):
+            text = dotted(func.value)
+            if text:
+                self.facts.models.add(text)
+
+    def _bind(self, targets: List[Optional[str]], value: cst.BaseExpression) -> None:
+        kinds = self._value_kinds(value, len(targets))
+        for text, kind in zip(targets, kinds):
+            if text is None or kind is None:
+                continue
+            previous = self.facts.kinds.get(text)
+            if previous is not None and previous != kind:
+                kind = OTHER  # bound to different things: not identifiable, stay silent
+            self.facts.kinds[text] = kind
+
+    def _value_kinds(self, value: cst.BaseExpression, count: int) -> List[Optional[str]]:
+        """The kind of each of `count` targets bound from `value`."""
+        if isinstance(value, (cst.Tuple, cst.List)) and count > 1 and len(value.elements) == count:
+            return [self._single_kind(el.value) for el in value.elements]
+        if isinstance(value, cst.Call):
+            name = self.facts.imports.resolve(value.func) or ""
+            method = last_part(name)
+            if name.endswith("deepspeed.initialize"):
+                # model_engine, optimizer, loader, scheduler = deepspeed.initialize(...):
+                # the engine steps and clears; the rest are driven by it.
+                return [ENGINE] + [OTHER] * (count - 1)
+            if method == "prepare" and count > 1:
+                # accelerator.prepare(model, optimizer, ...) keeps each argument's kind.
+                return [self._single_kind(arg.value) for arg in value.args][:count] + [None] * (count - len(value.args))
+            if method == "optimizers" and isinstance(value.func, cst.Attribute):
+                return [OPTIMIZER] * count  # LightningModule.optimizers()
+        return [self._single_kind(value)] * count if count == 1 else [None] * count
+
+    def _single_kind(self, value: cst.BaseExpression) -> Optional[str]:
+        if isinstance(value, cst.Call):
+            name = self.facts.imports.resolve(value.func) or ""
+            method = last_part(name)
+            if name.startswith("torch.optim.lr_scheduler") or _SCHEDULER_FACTORIES.search(name):
+                return SCHEDULER
+            if name.startswith("torch.optim.swa_utils"):
+                return OTHER
+            if method in KNOWN_OPTIMIZERS or (name.startswith("torch.optim.") and method[:1].isupper()):
+                return OPTIMIZER
+            if _SCALER_FACTORIES.search(name):
+                return SCALER
+            if _OTHER_FACTORIES.search(name) or name.startswith(("gym.", "gymnasium.")):
+                return OTHER
+            if method == "optimizers" and isinstance(value.func, cst.Attribute):
+                return OPTIMIZER
+            if method == "prepare" and len(value.args) == 1:
+                return self._single_kind(value.args[0].value)
+            return None
+        text = dotted(value)
+        if text is not None:
+            return self.facts.kinds.get(text)
+        if isinstance(value, cst.Subscript):
+            # opts = self.optimizers(); opt_g = opts[0]
+            base = dotted(value.value)
+            if base is not None and self.facts.kinds.get(base) == OPTIMIZER:
+                return OPTIMIZER
+        return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Scopes: where a helper's names point
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Scope:
+    """The module a piece of code lives in, what its parameters are bound to, its class.
+
+    `binding` maps a helper's parameter names to the caller's expression texts, so that a helper
+    `def update(opt): opt.step()` called as `update(self.optimizer)` steps `self.optimizer`.
+    `root` is the analysed module's facts: bound texts are classified there.
+    """
+
+    facts: ModuleFacts
+    root: ModuleFacts
+    binding: Tuple[Tuple[str, str], ...] = ()
+    cls: Optional[str] = None
+    chain: Tuple[Tuple[cst.CSTNode, bool], ...] = ()  # call sites that led here
+
+    @property
+    def local(self) -> bool:
+        return self.facts is self.root
+
+    def subst(self, text: str) -> Tuple[str, bool]:
+        """`text` in the caller's terms, and whether it was bound (then classify it in root)."""
+        head, dot, rest = text.partition(".")
+        for name, bound in self.binding:
+            if name == head:
+                return (bound + dot + rest if dot else bound), True
+        return text, False
+
+    def kind_of(self, text: str) -> Tuple[str, Optional[str]]:
+        text, bound = self.subst(text)
+        facts = self.root if bound or self.local else self.facts
+        return text, facts.kind_of(text)
+
+    def event(self, kind: str, target: str, node: cst.CSTNode) -> Event:
+        return Event(kind, target, self.chain + ((node, self.local),))
+
+
+def expr_text(expr: cst.BaseExpression, facts: ModuleFacts) -> str:
+    text = dotted(expr)
+    if text is not None:
+        return text
+    return norm(facts.module.code_for_node(expr))
+
+
+# ---------------------------------------------------------------------------------------------
+# What one call does
+# ---------------------------------------------------------------------------------------------
+
+
+class Analyzer:
+    """Classifies calls and statements of a module (and of project modules it imports)."""
+
+    def __init__(self, root: ModuleFacts, options, project) -> None:
+        self.root = root
+        self.options = options
+        self.project = project
+        self.backward_names = tuple(options.backward_functions)
+        self.step_names = tuple(options.step_functions)
+        self.clear_names = tuple(options.clear_functions)
+
+    # -- configured helper names -------------------------------------------------------------
+    @staticmethod
+    def _matches(text: Optional[str], names: Sequence[str]) -> bool:
+        if not text or not names:
+            return False
+        return any(text == n or text.endswith("." + n) or n.endswith("." + text) for n in names)
+
+    # -- the main entry ----------------------------------------------------------------------
+    def call_effects(self, call: cst.Call, scope: Scope) -> List[Effect]:
+        """What `call` does to gradients, in order; [] when nothing we track."""
+        facts = scope.facts
+        func = call.func
+        func_text = dotted(func)
+        qual = facts.imports.resolve(func) if func_text else None
+
+        if self._matches(func_text, self.clear_names) or self._matches(qual, self.clear_names):
+            return [scope.event(CLEAR, ALL, call)]
+        if self._matches(func_text, self.backward_names) or self._matches(qual, self.backward_names):
+            return [scope.event(BACKWARD, "", call)]
+        if self._matches(func_text, self.step_names) or self._matches(qual, self.step_names):
+            return [scope.event(STEP, self._configured_step_target(call, scope), call)]
+
+        found = backward_call(call, facts.imports)
+        if found is not None:
+            return [scope.event(BACKWARD, "", call)] if found.accumulates else []
+
+        if isinstance(func, cst.Attribute):
+            effects = self._method_effects(call, func, scope)
+            if effects is not None:
+                return effects
+        return self._helper_effects(call, func_text, qual, scope)
+
+    def _configured_step_target(self, call: cst.Call, scope: Scope) -> str:
+        for arg in call.args:
+            text = dotted(arg.value)
+            if text is not None:
+                bound, kind = scope.kind_of(text)
+                if kind == OPTIMIZER:
+                    return bound
+        return ALL  # steps some optimizer we cannot name: any clear clears it
+
+    def _method_effects(self, call: cst.Call, func: cst.Attribute, scope: Scope) -> Optional[List[Effect]]:
+        """Effects of `receiver.method(...)` we know, or None to try it as a helper."""
+        method = func.attr.value
+        receiver = func.value
+        facts = scope.facts
+        if method == "zero_grad":
+            text = dotted(receiver)
+            if text is not None:
+                bound, kind = scope.kind_of(text)
+                if kind == OPTIMIZER:
+                    return [scope.event(CLEAR, bound, call)]
+            # model.zero_grad(), self.zero_grad(), anything else: clears every optimizer it may own
+            return [scope.event(CLEAR, ALL, call)]
+        if method in _GRAD_WIPES and _is_grad(receiver):
+            if method in ("fill_", "mul_") and not _zero_arg(call):
+                return []
+            return [scope.event(CLEAR, ALL, call)]
+        if method == "step":
+            text = dotted(receiver)
+            if text is None and isinstance(receiver, cst.Subscript):
+                text = dotted(receiver.value)
+                if text is not None:
+                    bound, kind = scope.kind_of(text)
+                    if kind == OPTIMIZER:
+                        return self._step_with_closure(call, expr_text(receiver, facts), scope)
+                return []
+            if text is None:
+                return []
+            bound, kind = scope.kind_of(text)
+            if kind == OPTIMIZER:
+                return self._step_with_closure(call, bound, scope)
+            if kind == SCALER or (kind is None and "scaler" in last_part(text).lower()):
+                if call.args and call.args[0].keyword is None:
+                    target = call.args[0].value
+                    ttext = dotted(target)
+                    if ttext is not None:
+                        bound_t, _ = scope.kind_of(ttext)  # GradScaler.step's argument is an optimizer
+                        return [scope.event(STEP, bound_t, call)]
+                    return [scope.event(STEP, expr_text(target, facts), call)]
+                return []
+            return []  # schedulers, engines (clear for you), EMA, environments, unknown objects
+        if method in ("accumulate",) and call.args:
+            # accelerator.accumulate(model): the prepared optimizer's zero_grad/step are gated
+            return [scope.event(CLEAR, ALL, call)] if _is_accelerate(receiver, facts) else None
+        return None
+
+    def _step_with_closure(self, call: cst.Call, target: str, scope: Scope) -> List[Effect]:
+        """`opt.step()` or `opt.step(closure)`: the closure's effects happen inside the step."""
+        effects: List[Effect] = []
+        closure = None
+        for arg in call.args:
+            if arg.keyword is None or arg.keyword.value == "closure":
+                closure = arg.value
+                break
+        if closure is not None:
+            if isinstance(closure, cst.Lambda):
+                effects.extend(self.expr_effects(closure.body, scope))
+            else:
+                text = dotted(closure)
+                resolved = self._resolve_function(text, scope) if text else None
+                if resolved is not None:
+                    effects.append(resolved(call))
+                else:
+                    effects.append(scope.event(CLEAR, target, call))  # unknown closure: may clear
+        effects.append(scope.event(STEP, target, call))
+        return effects
+
+    # -- helpers -------------------------------------------------------------------------------
+    def _helper_effects(self, call: cst.Call, func_text: Optional[str], qual: Optional[str], scope: Scope) -> List[Effect]:
+        if func_text is not None:
+            resolved = self._resolve_function(func_text, scope, call)
+            if resolved is not None:
+                inline = resolved(call)
+                if self.relevant(inline):
+                    return [inline]
+                return []
+            if func_text in _HARMLESS_CALLS:
+                return []
+        return self._opaque_effects(call, func_text, qual, scope)
+
+    def _opaque_effects(self, call: cst.Call, func_text: Optional[str], qual: Optional[str], scope: Scope) -> List[Effect]:
+        """A call we cannot see into: it may clear what it is handed (precision first)."""
+        facts = scope.facts
+        if qual is not None and qual.split(".")[0] == "torch":
+            return []
+        effects: List[Effect] = []
+        handed_model = False
+        for arg in call.args:
+            text = dotted(arg.value)
+            if text is None:
+                continue
+            bound, kind = scope.kind_of(text)
+            if kind == OPTIMIZER:
+                effects.append(scope.event(CLEAR, bound, call))
+            elif text in facts.models or bound in self.root.models or _MODEL_NAME.search(last_part(text)):
+                handed_model = True
+        if func_text is None:
+            return effects
+        if self._maybe_project_helper(func_text, qual, scope) and (
+            handed_model or _MIGHT_CLEAR_NAME.search(last_part(func_text))
+        ):
+            effects.append(scope.event(CLEAR, ALL, call))
+        return effects
+
+    def _maybe_project_helper(self, func_text: str, qual: Optional[str], scope: Scope) -> bool:
+        """Could this unresolved call be one of the project's own helpers?"""
+        facts = scope.facts
+        head = func_text.split(".")[0]
+        if head in ("self", "cls"):
+            return True  # a method we could not find (inherited from another module)
+        if head in facts.imports.aliases:
+            target = facts.imports.aliases[head]
+            if target.startswith("."):
+                return True
+            return target.split(".")[0] not in KNOWN_LIBRARIES
+        if "." in func_text:
+            return False  # a method of some object: not a helper
+        return facts.star_import
+
+    def _resolve_function(self, text: str, scope: Scope, call: Optional[cst.Call] = None):
+        """A factory `site -> Inline` for the function `text` names, or None."""
+        facts = scope.facts
+        parts = text.split(".")
+        func: Optional[cst.FunctionDef] = None
+        target_facts = facts
+        cls: Optional[str] = None
+        is_method = False
+        if len(parts) == 2 and parts[0] in ("self", "cls") and scope.cls is not None:
+            func, cls = self._find_method(facts, scope.cls, parts[1])
+            is_method = True
+        elif len(parts) == 1 and parts[0] not in facts.imports.aliases:
+            func = facts.functions.get(parts[0])
+        if func is None and self.project is not None and parts[0] in facts.imports.aliases:
+            found = self.project.resolve_function(facts, _qualify(facts.imports, text))
+            if found is not None:
+                target_facts, func = found
+        if func is None:
+            return None
+        params = _param_names(func, skip_self=is_method)
+        key = (id(target_facts), id(func))
+
+        def make(site: cst.Call) -> Inline:
+            binding = _bind_args(params, site, scope) if site is not None and isinstance(site, cst.Call) else ()
+            inner = Scope(
+                facts=target_facts,
+                root=scope.root,
+                binding=binding,
+                cls=cls if is_method else None,
+                chain=scope.chain + ((site, scope.local),),
+            )
+            return Inline(func.body, inner, site, key)
+
+        return make
+
+    @staticmethod
+    def _find_method(facts: ModuleFacts, cls: str, name: str, depth: int = 0):
+        info = facts.classes.get(cls)
+        if info is None or depth > 5:
+            return None, None
+        if name in info.methods:
+            return info.methods[name], cls
+        for base in info.bases:
+            found, owner = Analyzer._find_method(facts, last_part(base), name, depth + 1)
+            if found is not None:
+                return found, owner
+        return None, None
+
+    def relevant(self, inline: Inline, _seen: Optional[set] = None) -> bool:
+        """Does the helper (transitively) do anything to gradients? Memoised per function."""
+        facts = inline.scope.facts
+        cache = facts._relevant
+        key = id(inline.body)
+        if key in cache:
+            return cache[key]
+        seen = _seen if _seen is not None else set()
+        if key in seen:
+            return False
+        seen.add(key)
+        params = {name for name, _ in inline.scope.binding}
+        result = False
+        for call in _calls_in(inline.body):
+            func = call.func
+            if isinstance(func, cst.Attribute) and func.attr.value in (
+                "step", "zero_grad", "backward", "manual_backward", *_GRAD_WIPES, "accumulate"
+            ):
+                result = True
+            elif backward_call(call, facts.imports) is not None:
+                result = True
+            elif any(dotted(a.value) in params for a in call.args if dotted(a.value)):
+                result = True
+            else:
+                text = dotted(func)
+                if text and (
+                    self._matches(text, self.clear_names + self.step_names + self.backward_names)
+                ):
+                    result = True
+                elif text:
+                    resolved = self._resolve_function(text, inline.scope)
+                    if resolved is not None and self.relevant(resolved(call), seen):
+                        result = True
+            if result:
+                break
+        if not result:
+            result = _assigns_grad(inline.body)
+        cache[key] = result
+        return result
+
+    # -- statements ------------------------------------------------------------------------------
+    def expr_effects(self, expr: cst.CSTNode, scope: Scope) -> List[Effect]:
+        """Effects of every call in `expr`, in evaluation order (arguments before the call)."""
+        effects: List[Effect] = []
+        for call in _calls_in(expr):
+            effects.extend(self.call_effects(call, scope))
+        return effects
+
+    def statement_effects(self, stmt: cst.BaseSmallStatement, scope: Scope) -> List[Effect]:
+        effects = self.expr_effects(stmt, scope)
+        if _clears_grad_by_assignment(stmt):
+            effects.append(scope.event(CLEAR, ALL, stmt))
+        return effects
+
+
+def _qualify(imports: ImportMap, text: str) -> str:
+    head, dot, rest = text.partition(".")
+    target = imports.aliases.get(head, head)
+    return target + dot + rest if dot else target
+
+
+def _param_names(func: cst.FunctionDef, skip_self: bool) -> List[str]:
+    params = [p.name.value for p in (*func.params.posonly_params, *func.params.params)]
+    if skip_self and params:
+        params = params[1:]
+    return params
+
+
+def _bind_args(params: List[str], call: cst.Call, scope: Scope) -> Tuple[Tuple[str, str], ...]:
+    """Parameter name -> caller's text (in root terms), for arguments that are plain names."""
+    binding: List[Tuple[str, str]] = []
+    index = 0
+    for arg in call.args:
+        if arg.star:
+            break
+        text = dotted(arg.value)
+        if arg.keyword is not None:
+            name = arg.keyword.value
+        elif index < len(params):
+            name = params[index]
+            index += 1
+        else:
+            continue
+        if text is not None:
+            bound, _ = scope.subst(text)
+            binding.append((name, bound))
+    return tuple(binding)
+
+
+def _is_grad(expr: cst.BaseExpression) -> bool:
+    """`p.grad` or `p.grad.data`."""
+    if isinstance(expr, cst.Attribute) and expr.attr.value == "data":
+        expr = expr.value
+    return isinstance(expr, cst.Attribute) and expr.attr.value == "grad"
+
+
+def _zero_arg(call: cst.Call) -> bool:
+    return bool(call.args) and isinstance(call.args[0].value, (cst.Integer, cst.Float)) and float(
+        call.args[0].value.value.replace("_", "")
+    ) == 0.0
+
+
+def _is_accelerate(receiver: cst.BaseExpression, facts: ModuleFacts) -> bool:
+    text = dotted(receiver) or ""
+    return "accelerator" in last_part(text).lower() or "accelerate" in (facts.imports.resolve(receiver) or "")
+
+
+def _clears_grad_by_assignment(stmt: cst.CSTNode) -> bool:
+    """`p.grad = None`, `p.grad = torch.zeros_like(p)`, `del p.grad`."""
+    if isinstance(stmt, cst.Assign):
+        return any(_is_grad(t.target) for t in stmt.targets)
+    if isinstance(stmt, cst.AnnAssign):
+        return _is_grad(stmt.target)
+    if isinstance(stmt, cst.Del):
+        return _is_grad(stmt.target)
+    return False
+
+
+def _assigns_grad(body: cst.CSTNode) -> bool:
+    found = []
+
+    class _V(cst.CSTVisitor):
+        def visit_Assign(self, node: cst.Assign) -> None:
+            if _clears_grad_by_assignment(node):
+                found.append(node)
+
+        def visit_Del(self, node: cst.Del) -> None:
+            if _clears_grad_by_assignment(node):
+                found.append(node)
+
+    body.visit(_V())
+    return bool(found)
+
+
+class _CallCollector(cst.CSTVisitor):
+    """Calls in evaluation order: a call is recorded after its function and arguments."""
+
+    def __init__(self) -> None:
+        self.calls: List[cst.Call] = []
+
+    def leave_Call(self, original_node: cst.Call) -> None:
+        self.calls.append(original_node)
+
+    # bodies that do not run where they are written
+    def visit_Lambda(self, node: cst.Lambda) -> bool:
+        return False
+
+    def visit_FunctionDef(self, node: cst.FunctionDef) -> bool:
+        return False
+
+    def visit_ClassDef(self, node: cst.ClassDef) -> bool:
+        return False
+
+
+def _calls_in(node: cst.CSTNode) -> List[cst.Call]:
+    collector = _CallCollector()
+    if isinstance(node, cst.FunctionDef):
+        node.body.visit(collector)
+    else:
+        node.visit(collector)
+    return collector.calls
+
+
+def iter_loops(module: cst.Module) -> Iterator[Tuple[cst.CSTNode, Optional[str]]]:
+    """Every for/while loop of the module with the name of its enclosing class (for `self.`)."""
+    out: List[Tuple[cst.CSTNode, Optional[str]]] = []
+
+    class _V(cst.CSTVisitor):
+        def __init__(self) -> None:
+            self.classes: List[Optional[str]] = [None]
+
+        def visit_ClassDef(self, node: cst.ClassDef) -> None:
+            self.classes.append(node.name.value)
+
+        def leave_ClassDef(self, original_node: cst.ClassDef) -> None:
+            self.classes.pop()
+
+        def visit_For(self, node: cst.For) -> None:
+            out.append((node, self.classes[-1]))
+
+        def visit_While(self, node: cst.While) -> None:
+            out.append((node, self.classes[-1]))
+
+    module.visit(_V())
+    return iter(out)

@@ -1,0 +1,503 @@
+"""Control flow of a loop body, as a graph of gradient events, and path search over it.
+
+`build_loop_graph` turns one `for`/`while` loop into a small graph: each node holds the gradient
+events (backward / step / clear, from `gradlint.analysis.facts`) of a statement, in order; edges follow
+`if`/`elif`/`else`, nested loops, `with`, `try`/`except`/`else`/`finally`, `break`, `continue`,
+`return` and `raise`, and the loop's back edge. Helpers called in the loop (same module, `self.`
+methods, project modules) are followed into, up to a small depth.
+
+Branch conditions are remembered along a path: two `if` statements with the same condition (the same
+text, or gated on the same `% k`) take the same branch unless a name in the condition is assigned in
+between. That is what makes `if (i + 1) % k == 0: opt.step()` ... `if (i + 1) % k == 0:
+opt.zero_grad()` one decision. Nested loops are assumed to run at least once (a `for p in
+model.parameters(): p.grad = None` always clears).
+
+`stale_backwards` answers GL001's question for one optimizer: which backward calls lie on a path
+step -> (no clear) -> backward -> (no clear) -> step.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Dict, FrozenSet, List, Optional, Sequence, Tuple
+
+import libcst as cst
+
+from gradlint.analysis.facts import ALL, BACKWARD, CLEAR, STEP, Analyzer, Event, Inline, Scope, norm
+from gradlint.analysis.names import dotted
+
+MAX_INLINE_DEPTH = 4
+MAX_NODES = 4000  # a loop body larger than this is not analysed (precision first: silent)
+
+
+class Node:
+    """A point in the loop: its events in order; `decide` is a branch decision taken on entry."""
+
+    __slots__ = ("events", "succ", "decide", "kills")
+
+    def __init__(self, events: Sequence[Event] = (), decide=None, kills: FrozenSet[str] = frozenset()) -> None:
+        self.events = list(events)
+        self.succ: List[Node] = []
+        self.decide: Optional[Tuple[str, FrozenSet[str], bool]] = decide
+        self.kills = kills
+
+
+@dataclass
+class LoopGraph:
+    header: Node
+    nodes: List[Node] = field(default_factory=list)
+
+    def events(self):
+        for node in self.nodes:
+            yield from node.events
+
+
+class TooLarge(Exception):
+    """The loop's graph grew past MAX_NODES."""
+
+
+# Jump targets while building -------------------------------------------------------------------
+
+
+@dataclass
+class _LoopFrame:
+    latch: Node
+    breaks: List[Node]
+
+
+@dataclass
+class _FuncFrame:
+    returns: List[Node]
+
+
+@dataclass
+class _TryFrame:
+    dispatch: Node
+
+
+@dataclass
+class _FinallyFrame:
+    body: cst.BaseSuite
+    scope: Scope
+
+
+class _Builder:
+    def __init__(self, analyzer: Analyzer) -> None:
+        self.analyzer = analyzer
+        self.nodes: List[Node] = []
+        self.frames: list = []
+        self.active: List[Tuple[int, int]] = []  # helpers being followed (recursion guard)
+
+    # nodes ----------------------------------------------------------------------------------
+    def node(self, preds: Sequence[Node], events: Sequence[Event] = (), decide=None, kills=frozenset()) -> Node:
+        if len(self.nodes) >= MAX_NODES:
+            raise TooLarge()
+        new = Node(events, decide, kills)
+        for pred in preds:
+            pred.succ.append(new)
+        self.nodes.append(new)
+        return new
+
+    def effects(self, preds: List[Node], effects, scope: Scope, kills=frozenset()) -> List[Node]:
+        """Chain the effects of one statement: events share a node, helpers are followed."""
+        pending: List[Event] = []
+        for effect in effects:
+            if isinstance(effect, Event):
+                pending.append(effect)
+                continue
+            if pending:
+                preds = [self.node(preds, pending)]
+                pending = []
+            preds = self.inline(effect, preds)
+        if (pending or kills) and preds:
+            preds = [self.node(preds, pending, kills=kills)]
+        return preds
+
+    def inline(self, inline: Inline, preds: List[Node]) -> List[Node]:
+        if inline.key in self.active or len(self.active) >= MAX_INLINE_DEPTH:
+            return preds
+        self.active.append(inline.key)
+        saved = self.frames
+        frame = _FuncFrame(returns=[])
+        self.frames = [f for f in saved if isinstance(f, _TryFrame)] + [frame]
+        try:
+            exits = self.block(inline.body, preds, inline.scope)
+        finally:
+            self.frames = saved
+            self.active.pop()
+        return exits + frame.returns
+
+    # statements -----------------------------------------------------------------------------
+    def block(self, body: cst.CSTNode, preds: List[Node], scope: Scope) -> List[Node]:
+        if isinstance(body, cst.IndentedBlock):
+            stmts = body.body
+        elif isinstance(body, cst.SimpleStatementSuite):
+            return self.simple(body.body, preds, scope)
+        else:
+            stmts = [body]
+        for stmt in stmts:
+            if not preds:
+                break  # unreachable after break/continue/return/raise
+            preds = self.statement(stmt, preds, scope)
+        return preds
+
+    def statement(self, stmt: cst.CSTNode, preds: List[Node], scope: Scope) -> List[Node]:
+        if isinstance(stmt, cst.SimpleStatementLine):
+            return self.simple(stmt.body, preds, scope)
+        if isinstance(stmt, cst.If):
+            return self.if_(stmt, preds, scope)
+        if isinstance(stmt, (cst.For, cst.While)):
+            return self.loop(stmt, preds, scope)
+        if isinstance(stmt, cst.With):
+            effects = []
+            kills = set()
+            for item in stmt.items:
+                effects.extend(self.analyzer.expr_effects(item.item, scope))
+                if item.asname is not None:
+                    kills.update(_assigned(item.asname.name))
+            preds = self.effects(preds, effects, scope, frozenset(kills))
+            return self.block(stmt.body, preds, scope)
+        if isinstance(stmt, cst.Try):
+            return self.try_(stmt, preds, scope)
+        if isinstance(stmt, (cst.FunctionDef, cst.ClassDef)):
+            return preds  # a definition runs nothing here
+        # match and anything newer: follow the calls in order, no branches
+        return self.effects(preds, self.analyzer.expr_effects(stmt, scope), scope)
+
+    def simple(self, smalls: Sequence[cst.BaseSmallStatement], preds: List[Node], scope: Scope) -> List[Node]:
+        for small in smalls:
+            if not preds:
+                break
+            preds = self.effects(preds, self.analyzer.statement_effects(small, scope), scope, _kills(small))
+            if isinstance(small, cst.Break):
+                self.jump("break", preds)
+                return []
+            if isinstance(small, cst.Continue):
+                self.jump("continue", preds)
+                return []
+            if isinstance(small, cst.Return):
+                self.jump("return", preds)
+                return []
+            if isinstance(small, cst.Raise):
+                self.jump("raise", preds)
+                return []
+        return preds
+
+    def jump(self, kind: str, preds: List[Node]) -> None:
+        """Send `preds` to the target of break/continue/return/raise, through any `finally`."""
+        frames = self.frames
+        for index in range(len(frames) - 1, -1, -1):
+            frame = frames[index]
+            if isinstance(frame, _FinallyFrame):
+                saved = self.frames
+                self.frames = frames[:index]
+                try:
+                    preds = self.block(frame.body, preds, frame.scope)
+                finally:
+                    self.frames = saved
+                if not preds:
+                    return
+            elif isinstance(frame, _LoopFrame) and kind in ("break", "continue"):
+                if kind == "continue":
+                    for pred in preds:
+                        pred.succ.append(frame.latch)
+                else:
+                    frame.breaks.extend(preds)
+                return
+            elif isinstance(frame, _FuncFrame) and kind == "return":
+                frame.returns.extend(preds)
+                return
+            elif isinstance(frame, _TryFrame) and kind == "raise":
+                for pred in preds:
+                    pred.succ.append(frame.dispatch)
+                return
+        # no target inside the analysed loop: the path leaves it
+
+    def if_(self, stmt: cst.If, preds: List[Node], scope: Scope) -> List[Node]:
+        preds = self.effects(preds, self.analyzer.expr_effects(stmt.test, scope), scope, _walrus(stmt.test))
+        key = condition_key(stmt.test, scope.facts.module)
+        then = self.node(preds, decide=(key[0], key[1], key[2]) if key else None)
+        exits = self.block(stmt.body, [then], scope)
+        other = self.node(preds, decide=(key[0], key[1], not key[2]) if key else None)
+        if stmt.orelse is None:
+            return exits + [other]
+        if isinstance(stmt.orelse, cst.If):  # elif
+            return exits + self.if_(stmt.orelse, [other], scope)
+        return exits + self.block(stmt.orelse.body, [other], scope)
+
+    def loop(self, stmt, preds: List[Node], scope: Scope) -> List[Node]:
+        """A nested loop, taken to run its body at least once."""
+        if isinstance(stmt, cst.For):
+            preds = self.effects(preds, self.analyzer.expr_effects(stmt.iter, scope), scope)
+            head = self.node(preds, kills=frozenset(_assigned(stmt.target)))
+            latch = Node()
+            self.nodes.append(latch)
+            endless = False
+        else:
+            preds = self.effects(preds, self.analyzer.expr_effects(stmt.test, scope), scope, _walrus(stmt.test))
+            head = self.node(preds)
+            latch = self.node([], self.analyzer_events(stmt.test, scope))
+            endless = _always_true(stmt.test)
+        latch.succ.append(head)
+        frame = _LoopFrame(latch=latch, breaks=[])
+        self.frames.append(frame)
+        try:
+            exits = self.block(stmt.body, [head], scope)
+        finally:
+            self.frames.pop()
+        for pred in exits:
+            pred.succ.append(latch)
+        after = [] if endless else [latch]
+        if stmt.orelse is not None and after:
+            after = self.block(stmt.orelse.body, after, scope)
+        return after + frame.breaks
+
+    def analyzer_events(self, expr: cst.CSTNode, scope: Scope) -> List[Event]:
+        """Events of an expression evaluated again at a loop's latch (helpers not followed)."""
+        return [e for e in self.analyzer.expr_effects(expr, scope) if isinstance(e, Event)]
+
+    def try_(self, stmt: cst.Try, preds: List[Node], scope: Scope) -> List[Node]:
+        if stmt.finalbody is not None:
+            self.frames.append(_FinallyFrame(stmt.finalbody.body, scope))
+        dispatch = Node()
+        self.nodes.append(dispatch)
+        for pred in preds:
+            pred.succ.append(dispatch)  # an exception before anything ran
+        self.frames.append(_TryFrame(dispatch))
+        try:
+            body = stmt.body.body if isinstance(stmt.body, cst.IndentedBlock) else [stmt.body]
+            current = preds
+            for inner in body:
+                if not current:
+                    break
+                current = self.statement(inner, current, scope)
+                for pred in current:
+                    pred.succ.append(dispatch)  # an exception after this statement
+        finally:
+            self.frames.pop()
+        exits = current
+        if stmt.orelse is not None and exits:
+            exits = self.block(stmt.orelse.body, exits, scope)
+        for handler in stmt.handlers:
+            kills = frozenset(_assigned(handler.name.name)) if handler.name is not None else frozenset()
+            entry = self.node([dispatch], kills=kills)
+            exits = exits + self.block(handler.body, [entry], scope)
+        if stmt.finalbody is not None:
+            self.frames.pop()
+            if exits:
+                exits = self.block(stmt.finalbody.body, exits, scope)
+        return exits
+
+
+# Names assigned, for forgetting branch decisions ---------------------------------------------
+
+
+def _assigned(target: cst.CSTNode) -> List[str]:
+    if isinstance(target, (cst.Tuple, cst.List)):
+        out: List[str] = []
+        for element in target.elements:
+            out.extend(_assigned(element.value))
+        return out
+    if isinstance(target, cst.StarredElement):
+        return _assigned(target.value)
+    text = dotted(target) if isinstance(target, cst.BaseExpression) else None
+    return [text] if text else []
+
+
+def _walrus(expr: cst.CSTNode) -> FrozenSet[str]:
+    found: List[str] = []
+
+    class _V(cst.CSTVisitor):
+        def visit_NamedExpr(self, node: cst.NamedExpr) -> None:
+            found.extend(_assigned(node.target))
+
+    expr.visit(_V())
+    return frozenset(found)
+
+
+def _kills(small: cst.BaseSmallStatement) -> FrozenSet[str]:
+    names: List[str] = []
+    if isinstance(small, cst.Assign):
+        for target in small.targets:
+            names.extend(_assigned(target.target))
+        names.extend(_walrus(small.value))
+    elif isinstance(small, (cst.AugAssign, cst.AnnAssign)):
+        names.extend(_assigned(small.target))
+    elif isinstance(small, cst.Expr):
+        names.extend(_walrus(small.value))
+    return frozenset(names)
+
+
+def _always_true(test: cst.BaseExpression) -> bool:
+    if isinstance(test, cst.Name) and test.value == "True":
+        return True
+    return isinstance(test, cst.Integer) and test.value not in ("0",)
+
+
+# Branch conditions -----------------------------------------------------------------------------
+
+
+def _has_call(expr: cst.CSTNode) -> bool:
+    found = []
+
+    class _V(cst.CSTVisitor):
+        def visit_Call(self, node: cst.Call) -> bool:
+            found.append(node)
+            return False
+
+    expr.visit(_V())
+    return bool(found)
+
+
+def _names(expr: cst.CSTNode) -> FrozenSet[str]:
+    out: List[str] = []
+
+    class _V(cst.CSTVisitor):
+        def visit_Attribute(self, node: cst.Attribute) -> bool:
+            text = dotted(node)
+            if text is not None:
+                out.append(text)
+                return False
+            return True
+
+        def visit_Name(self, node: cst.Name) -> None:
+            out.append(node.value)
+
+    expr.visit(_V())
+    return frozenset(out)
+
+
+def _moduli(expr: cst.CSTNode) -> List[cst.BaseExpression]:
+    out: List[cst.BaseExpression] = []
+
+    class _V(cst.CSTVisitor):
+        def visit_BinaryOperation(self, node: cst.BinaryOperation) -> None:
+            if isinstance(node.operator, cst.Modulo):
+                out.append(node.right)
+
+    expr.visit(_V())
+    return out
+
+
+def condition_key(test: cst.BaseExpression, module: cst.Module) -> Optional[Tuple[str, FrozenSet[str], bool]]:
+    """(key, names it depends on, polarity) of a branch condition, or None when it cannot be
+    compared with others (it calls something, so two evaluations may differ)."""
+    positive = True
+    while isinstance(test, cst.UnaryOperation) and isinstance(test.operator, cst.Not):
+        test = test.expression
+        positive = not positive
+    if _has_call(test):
+        return None
+    moduli = _moduli(test)
+    texts = {norm(module.code_for_node(m)) for m in moduli}
+    if len(texts) == 1:
+        # `(i + 1) % k == 0`, `step % k == 0`, `i % k != 0`: gated on the same period, assumed aligned
+        if (
+            isinstance(test, cst.Comparison)
+            and len(test.comparisons) == 1
+            and isinstance(test.comparisons[0].operator, cst.NotEqual)
+        ):
+            positive = not positive
+        return "%" + texts.pop(), _names(moduli[0]), positive
+    if isinstance(test, cst.Comparison) and len(test.comparisons) == 1 and isinstance(
+        test.comparisons[0].operator, (cst.NotEqual, cst.IsNot)
+    ):
+        op = "==" if isinstance(test.comparisons[0].operator, cst.NotEqual) else " is "
+        text = _canonical(module.code_for_node(test.left)) + op + _canonical(
+            module.code_for_node(test.comparisons[0].comparator)
+        )
+        return text, _names(test), not positive
+    return _canonical(module.code_for_node(test)), _names(test), positive
+
+
+def _canonical(text: str) -> str:
+    """Condition text with insignificant spaces dropped: `(i+1)` == `( i + 1 )`, `a is b` kept."""
+    text = re.sub(r"\s*([^\w\s])\s*", r"\1", text.strip())
+    return re.sub(r"\s+", " ", text)
+
+
+# Building and searching --------------------------------------------------------------------------
+
+
+def build_loop_graph(loop, analyzer: Analyzer, scope: Scope) -> LoopGraph:
+    """The graph of one loop's iterations: header -> body -> latch -> header."""
+    builder = _Builder(analyzer)
+    if isinstance(loop, cst.For):
+        header = builder.node([], kills=frozenset(_assigned(loop.target)))
+        latch = builder.node([])
+    else:
+        header = builder.node([], builder.analyzer_events(loop.test, scope), kills=_walrus(loop.test))
+        latch = builder.node([])
+    latch.succ.append(header)
+    frame = _LoopFrame(latch=latch, breaks=[])  # breaks leave the loop: no path continues
+    builder.frames.append(frame)
+    exits = builder.block(loop.body, [header], scope)
+    for pred in exits:
+        pred.succ.append(latch)
+    return LoopGraph(header=header, nodes=builder.nodes)
+
+
+def _clears(event: Event, optimizer: str) -> bool:
+    return event.kind == CLEAR and (event.target == optimizer or event.target == ALL or optimizer == ALL)
+
+
+def _steps(event: Event, optimizer: str) -> bool:
+    return event.kind == STEP and event.target == optimizer
+
+
+def _enter(node: Node, decisions: FrozenSet) -> Optional[FrozenSet]:
+    """Decisions after entering `node`, or None if the node contradicts an earlier decision."""
+    if node.kills and decisions:
+        decisions = frozenset(
+            d for d in decisions if not any(n == k or n.startswith(k + ".") for n in d[1] for k in node.kills)
+        )
+    if node.decide is not None:
+        key, names, value = node.decide
+        for d in decisions:
+            if d[0] == key:
+                return decisions if d[2] == value else None
+        decisions = decisions | {(key, names, value)}
+    return decisions
+
+
+def stale_path(graph: LoopGraph, optimizer: str, is_target) -> Optional[Event]:
+    """A step of `optimizer` whose gradients a target backward adds to before the next step of it.
+
+    Searches paths step(O) -> (no clear of O) -> backward accepted by `is_target` -> (no clear of O)
+    -> step(O), around the back edge as often as needed. Returns the first such step, or None.
+    Phases: 0 looking for a step, 1 stepped, 2 stepped and then accumulated by a target backward.
+    The backward counts only when the next step after it is `optimizer`'s: it was meant for it.
+    """
+    start = _enter(graph.header, frozenset())
+    queue = deque([(graph.header, 0, None, start)])
+    seen = {(id(graph.header), 0, None, start)}
+    while queue:
+        node, phase, step, decisions = queue.popleft()
+        for event in node.events:
+            if phase == 0:
+                if _steps(event, optimizer):
+                    phase, step = 1, event
+            elif _clears(event, optimizer):
+                phase, step = 0, None
+            elif _steps(event, optimizer):
+                if phase == 2:
+                    return step
+                step = event
+            elif phase == 1 and event.kind == BACKWARD and is_target(event):
+                phase = 2
+            elif phase == 2 and event.kind == STEP:
+                # another optimizer's step comes first: the backward was for that one (a GAN's
+                # discriminator loss), not for `optimizer`
+                phase, step = 0, None
+        for succ in node.succ:
+            entered = _enter(succ, decisions)
+            if entered is None:
+                continue
+            key = (id(succ), phase, id(step) if step is not None else None, entered)
+            if key in seen:
+                continue
+            seen.add(key)
+            queue.append((succ, phase, step, entered))
+    return None

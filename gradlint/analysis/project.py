@@ -1,0 +1,122 @@
+"""Finding the project's own helpers in other modules: `from utils import reset_grads`.
+
+A training loop often calls a helper imported from a sibling module. To know whether that helper
+clears gradients (or steps, or runs a backward) the analysis reads the helper's module: it is located
+relative to the importing file (relative imports, and absolute imports of modules next to it or in a
+parent folder) and under `AnalysisOptions.project_root` (and its `src/`). Modules are parsed on demand
+and memoised by path and modification time; a module that cannot be read or parsed is simply not
+resolved (the caller then treats the helper as unknown). Nothing is imported or executed.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Dict, List, Optional, Tuple
+
+import libcst as cst
+
+from gradlint.analysis.facts import ModuleFacts, module_facts
+
+MAX_PARENTS = 4  # how far up from the importing file an absolute import is looked for
+MAX_REEXPORTS = 3  # `from .train import reset` in a package __init__, followed this many times
+MAX_FILE_BYTES = 2_000_000
+
+# path -> (mtime, facts or None); shared by every file linted in this process
+_MODULES: Dict[str, Tuple[float, Optional[ModuleFacts]]] = {}
+
+
+def _load(path: str) -> Optional[ModuleFacts]:
+    """Facts of the module at `path`, parsed once per modification; None if unreadable."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    cached = _MODULES.get(path)
+    if cached is not None and cached[0] == stat.st_mtime:
+        return cached[1]
+    facts: Optional[ModuleFacts] = None
+    if stat.st_size <= MAX_FILE_BYTES:
+        try:
+            with open(path, "rb") as handle:
+                module = cst.parse_module(handle.read())
+            facts = module_facts(module, path)
+        except Exception:  # unreadable, undecodable or unparsable: not resolved
+            facts = None
+    _MODULES[path] = (stat.st_mtime, facts)
+    return facts
+
+
+class Project:
+    """Resolves dotted names imported by a file to function definitions in project modules."""
+
+    def __init__(self, file_path: str, root: Optional[str]) -> None:
+        self.file_dir = os.path.dirname(os.path.abspath(file_path)) if file_path and file_path != "-" else None
+        self.root = os.path.abspath(root) if root else None
+
+    def _search_dirs(self, from_dir: Optional[str]) -> List[str]:
+        dirs: List[str] = []
+        if from_dir is not None:
+            current = from_dir
+            for _ in range(MAX_PARENTS + 1):
+                dirs.append(current)
+                if self.root is not None and os.path.normpath(current) == os.path.normpath(self.root):
+                    break
+                parent = os.path.dirname(current)
+                if parent == current:
+                    break
+                current = parent
+        if self.root is not None:
+            dirs.extend([self.root, os.path.join(self.root, "src")])
+        return list(dict.fromkeys(dirs))
+
+    @staticmethod
+    def _module_file(base: str, parts: List[str]) -> Optional[str]:
+        path = os.path.join(base, *parts)
+        for candidate in (path + ".py", os.path.join(path, "__init__.py")):
+            if os.path.isfile(candidate):
+                return candidate
+        return None
+
+    def find_module(self, module_name: str, from_path: str) -> Optional[str]:
+        """The file of `module_name` (`pkg.mod`, or `..utils` relative to `from_path`)."""
+        from_dir = os.path.dirname(os.path.abspath(from_path)) if from_path and from_path != "-" else self.file_dir
+        if module_name.startswith("."):
+            level = len(module_name) - len(module_name.lstrip("."))
+            if from_dir is None:
+                return None
+            base = from_dir
+            for _ in range(level - 1):
+                base = os.path.dirname(base)
+            rest = module_name[level:]
+            parts = rest.split(".") if rest else []
+            if not parts:
+                init = os.path.join(base, "__init__.py")
+                return init if os.path.isfile(init) else None
+            return self._module_file(base, parts)
+        parts = module_name.split(".")
+        for base in self._search_dirs(from_dir):
+            found = self._module_file(base, parts)
+            if found is not None:
+                return found
+        return None
+
+    def resolve_function(self, facts: ModuleFacts, qualname: str, depth: int = 0):
+        """(facts of the defining module, FunctionDef) for `qualname` as seen from `facts`'s file,
+        or None. `qualname` is the import-resolved name, e.g. `utils.reset` or `.helpers.clear`."""
+        if depth > MAX_REEXPORTS or "." not in qualname.lstrip("."):
+            return None
+        module_name, _, attr = qualname.rpartition(".")
+        path = self.find_module(module_name, facts.path)
+        if path is None:
+            return None
+        target = _load(path)
+        if target is None:
+            return None
+        func = target.functions.get(attr)
+        if func is not None:
+            return target, func
+        alias = target.imports.aliases.get(attr)
+        if alias is not None:  # re-exported from another module
+            return self.resolve_function(target, alias, depth + 1)
+        return None
+

@@ -1,0 +1,117 @@
+"""GL001 missing-zero-grad: a backward that adds to gradients an optimizer step already applied.
+
+For every loop and every optimizer stepped in it, the rule asks the control-flow layer for a path
+step(O) -> (no clear of O) -> backward -> (no clear of O) -> step(O), around the back edge if need be.
+Each backward on such a path is reported once, on the backward call (or on the call, in the loop, of
+the helper that runs it). GAN loops, gradient accumulation and LBFGS closures have no such path.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Dict, Iterable, List, Tuple
+
+import libcst as cst
+
+from gradlint.analysis.facts import ALL, BACKWARD, CLEAR, STEP, Analyzer, Event, Scope, iter_loops, module_facts
+from gradlint.analysis.flow import TooLarge, build_loop_graph, stale_path
+from gradlint.analysis.project import Project
+from gradlint.findings import Finding
+
+CODE = "GL001"
+
+
+def training_facts(ctx):
+    """The module's training-loop facts, shared with other rules through the context."""
+    return ctx.fact("training_facts", lambda: module_facts(ctx.module, ctx.path, ctx.imports))
+
+
+def _calls_within(node: cst.CSTNode) -> set:
+    ids = set()
+
+    class _V(cst.CSTVisitor):
+        def visit_Call(self, call: cst.Call) -> None:
+            ids.add(id(call))
+
+    node.visit(_V())
+    return ids
+
+
+def _report_node(event: Event, inside: set):
+    """Where a backward is reported in this loop: itself if written in the loop, else the
+    innermost helper call in the loop that leads to it."""
+    for node, _local in reversed(event.chain):
+        if id(node) in inside:
+            return node
+    return None
+
+
+def _short(ctx, node: cst.CSTNode, limit: int = 60) -> str:
+    text = re.sub(r"\s+", " ", ctx.code(node)).strip()
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def check(ctx) -> Iterable[Finding]:
+    facts = training_facts(ctx)
+    analyzer = Analyzer(facts, ctx.options, Project(ctx.path, ctx.options.project_root))
+    # underlying backward node id -> (report node, step event, optimizer, cleared somewhere?)
+    direct: Dict[int, Tuple[cst.CSTNode, Event, str, bool]] = {}
+    via_helper: Dict[int, Tuple[cst.CSTNode, Event, str, bool, int]] = {}
+    for loop, cls in iter_loops(ctx.module):
+        scope = Scope(facts=facts, root=facts, cls=cls)
+        try:
+            graph = build_loop_graph(loop, analyzer, scope)
+        except (TooLarge, RecursionError):
+            continue
+        events = list(graph.events())
+        optimizers = sorted({e.target for e in events if e.kind == STEP})
+        backwards = [e for e in events if e.kind == BACKWARD]
+        if not optimizers or not backwards:
+            continue
+        inside = _calls_within(loop)
+        groups: Dict[int, List[Event]] = {}
+        reports: Dict[int, cst.CSTNode] = {}
+        for event in backwards:
+            node = _report_node(event, inside)
+            if node is not None:
+                groups.setdefault(id(node), []).append(event)
+                reports[id(node)] = node
+        for key, group in groups.items():
+            report = reports[key]
+            underlying = id(group[0].node)
+            if underlying in direct or key in via_helper:
+                continue
+            members = {id(e) for e in group}
+            for optimizer in optimizers:
+                step = stale_path(graph, optimizer, lambda e, members=members: id(e) in members)
+                if step is None:
+                    continue
+                cleared = any(
+                    e.kind == CLEAR and (e.target in (optimizer, ALL) or optimizer == ALL) for e in events
+                )
+                if report is group[0].node:
+                    direct[underlying] = (report, step, optimizer, cleared)
+                else:
+                    via_helper[key] = (report, step, optimizer, cleared, underlying)
+                break
+    findings = [_finding(ctx, *entry, True) for entry in direct.values()]
+    for report, step, optimizer, cleared, underlying in via_helper.values():
+        if underlying not in direct:
+            findings.append(_finding(ctx, report, step, optimizer, cleared, False))
+    return findings
+
+
+def _finding(ctx, report: cst.CSTNode, step: Event, optimizer: str, cleared: bool, is_backward: bool) -> Finding:
+    step_node = step.local_node()
+    step_line = ctx.position(step_node).start.line
+    backward = _short(ctx, report)
+    what = f"`{backward}` adds" if is_backward else f"`{backward}` runs a backward that adds"
+    name = "the optimizer" if optimizer == ALL else f"`{optimizer}`"
+    how = "are never cleared between steps" if not cleared else "are not cleared on every path between steps"
+    clear = "optimizer.zero_grad()" if optimizer == ALL else f"{optimizer}.zero_grad()"
+    message = (
+        f"{what} to gradients that `{_short(ctx, step_node)}` (line {step_line}) already applied: "
+        f"{name}'s gradients {how}; call `{clear}` before the backward or after the step"
+    )
+    return ctx.finding(CODE, report, message)
+
