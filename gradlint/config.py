@@ -83,8 +83,8 @@ class Selection:
     ignore: Tuple[str, ...] = ()
 
     def apply(self, enabled: set) -> set:
-        if self.select is not None:
-            enabled = set()
+        if self.select is not None:  # a new selection; GL000 stays unless ignored by name
+            enabled = {ALWAYS_ON} & set(enabled)
         chosen = [(s, True) for s in (self.select or ()) + self.extend_select]
         chosen += [(s, False) for s in self.ignore]
         # Less specific first, so more specific selectors overrule them; ignore last on a tie.

@@ -101,16 +101,24 @@ class GitIgnore:
 class Excluder:
     """Decides whether a path is excluded by the settings' patterns or by .gitignore."""
 
-    def __init__(self, settings) -> None:
+    def __init__(self, settings, anchor: Optional[str] = None) -> None:
         self.settings = settings
-        self.root = os.path.abspath(settings.root)
+        # `anchor`: an explicitly named folder that is itself excluded; inside it, patterns and
+        # .gitignore files are read relative to it (what it inherits from above does not count).
+        self.anchor = os.path.abspath(anchor) if anchor else None
+        self.root = self.anchor or os.path.abspath(settings.root)
         self.patterns = _spec(settings.exclude_patterns)
         self._gitignores: Dict[str, Optional[GitIgnore]] = {}
+
+    def _relative(self, full: str) -> str:
+        if self.anchor:
+            return os.path.relpath(full, self.anchor).replace(os.sep, "/")
+        return self.settings.relative(full).lstrip("/")
 
     def _gitignore(self, path: str) -> Optional[GitIgnore]:
         folder = os.path.dirname(path)
         if folder not in self._gitignores:
-            repo = _repo_root(folder)
+            repo = None if self.anchor else _repo_root(folder)
             if repo is not None:
                 self._gitignores[folder] = self._gitignores.get("repo:" + repo) or GitIgnore(repo, True)
                 self._gitignores["repo:" + repo] = self._gitignores[folder]
@@ -123,7 +131,7 @@ class Excluder:
 
     def excluded(self, path: str, is_dir: bool) -> bool:
         full = os.path.abspath(path)
-        rel = self.settings.relative(full).lstrip("/")
+        rel = self._relative(full)
         if self.patterns.match_file(rel + ("/" if is_dir else "")):
             return True
         if self.settings.respect_gitignore:
@@ -158,9 +166,13 @@ def discover(paths: Sequence[str], settings, *, force_exclude: Optional[bool] = 
                 raise DiscoveryError(f"{given}: broken symbolic link")
             raise DiscoveryError(f"{given}: no such file or directory")
         if os.path.isdir(given):
-            if force and excluder.excluded_with_parents(given, True):
-                continue
-            for path in _walk(given, excluder, wanted):
+            if excluder.excluded_with_parents(given, True):
+                if force:
+                    continue
+                walker = Excluder(settings, anchor=given)  # named explicitly: lint inside it
+            else:
+                walker = excluder
+            for path in _walk(given, walker, wanted):
                 found.setdefault(os.path.abspath(path), path)
         else:
             if force and excluder.excluded_with_parents(given, False):

@@ -1,0 +1,73 @@
+"""Shared fixtures: a project folder to lint and a CliRunner that runs gradlint in it."""
+
+from __future__ import annotations
+
+import os
+import textwrap
+
+import pytest
+from click.testing import CliRunner
+
+# A training loop every reviewer agrees is GL001: backward and step each iteration, never cleared.
+LOOP_WITHOUT_ZERO_GRAD = """\
+import torch
+
+model = torch.nn.Linear(4, 1)
+opt = torch.optim.SGD(model.parameters(), lr=0.1)
+for x, y in data:
+    loss = torch.nn.functional.mse_loss(model(x), y)
+    loss.backward()
+    opt.step()
+"""
+
+CLEAN_LOOP = """\
+import torch
+
+model = torch.nn.Linear(4, 1)
+opt = torch.optim.SGD(model.parameters(), lr=0.1)
+for x, y in data:
+    opt.zero_grad()
+    loss = torch.nn.functional.mse_loss(model(x), y)
+    loss.backward()
+    opt.step()
+"""
+
+
+@pytest.fixture
+def clean_env(monkeypatch):
+    """No CI or format variables from the environment leak into a test."""
+    for name in ("GITHUB_ACTIONS", "GRADLINT_OUTPUT_FORMAT", "GITHUB_STEP_SUMMARY"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch, clean_env):
+    """An empty project folder (the cwd) with `write(relpath, text)` to add files."""
+    monkeypatch.chdir(tmp_path)
+
+    class Project:
+        root = tmp_path
+
+        def write(self, rel: str, text="", mode: str = "w"):
+            path = tmp_path / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if isinstance(text, bytes):
+                path.write_bytes(text)
+            else:
+                path.write_text(textwrap.dedent(text), encoding="utf-8")
+            return path
+
+    return Project()
+
+
+@pytest.fixture
+def gradlint():
+    """Invoke the CLI in-process: `gradlint("check", ".")` -> click Result (stdout/stderr apart)."""
+    from gradlint.cli import main
+
+    runner = CliRunner()
+
+    def invoke(*args: str, input=None):
+        return runner.invoke(main, list(args), input=input, catch_exceptions=False)
+
+    return invoke
