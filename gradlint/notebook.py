@@ -25,6 +25,10 @@ _IPYTHON_LINE = re.compile(
 )
 
 
+# A message's reference to another program line, e.g. "`optimizer.step()` (line 10)".
+_LINE_REFERENCE = re.compile(r"(\()line (\d+)(\))")
+
+
 class NotebookError(ValueError):
     """The file is not a notebook we can read (bad JSON or not nbformat); `line`/`column` say
     where in the file, when known."""
@@ -83,7 +87,16 @@ class Notebook:
             end_column = len(self.cell_line(cell, end_line)) + 1
         if end_line == line and end_column < finding.column:
             end_column = finding.column
-        return finding.with_(cell=cell, line=line, end_line=end_line, end_column=end_column, fix=None)
+        message = _LINE_REFERENCE.sub(lambda m: self._line_reference(m, cell), finding.message)
+        return finding.with_(
+            cell=cell, line=line, end_line=end_line, end_column=end_column, fix=None, message=message
+        )
+
+    def _line_reference(self, match, cell: int) -> str:
+        """`(line 10)` of the joined program, said in cell terms: `(line 6)` or `(cell 2, line 6)`."""
+        other_cell, other_line = self.locate(int(match.group(2)))
+        where = f"line {other_line}" if other_cell == cell else f"cell {other_cell}, line {other_line}"
+        return f"{match.group(1)}{where}{match.group(3)}"
 
 
 def _cell_source(cell: dict) -> str:

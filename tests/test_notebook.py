@@ -176,3 +176,25 @@ def test_cli_stdin_filename(project, gradlint):
     assert [(f["path"], f["code"]) for f in json.loads(result.stdout)] == [("train.py", "GL000")]
     result = gradlint("check", "-", "--stdin-filename", "train.py", input="x = 1\n")
     assert result.exit_code == 0
+
+
+def test_messages_refer_to_cell_lines():
+    nb = parse_notebook(notebook_text([code(["a = 1\n", "b = 2\n"]), code(["c = 3\n", "d = 4\n", "e = 5"])]))
+    f = Finding("GL001", "backward adds to `opt.step()` (line 5) and `x` (line 2)", "nb.ipynb", 4, 1, 4, 2)
+    assert nb.to_cells(f).message == "backward adds to `opt.step()` (line 3) and `x` (cell 1, line 2)"
+
+
+def test_cli_finds_a_training_loop_split_over_cells(project, gradlint):
+    setup = ["%matplotlib inline\n", "import torch\n", "model = torch.nn.Linear(4, 1)\n",
+             "optimizer = torch.optim.SGD(model.parameters(), lr=0.1)"]
+    loop = ["!nvidia-smi\n", "for step in range(5):\n", "    x = torch.randn(8, 4)\n",
+            "    loss = model(x).pow(2).mean()\n", "    loss.backward()\n", "    optimizer.step()"]
+    project.write("nb.ipynb", notebook_text([code(setup), markdown(["## train"]), code(loop)]))
+    result = gradlint("check", "--no-cache", "--select", "GL001", "--output-format", "json")
+    assert result.exit_code == 1
+    [f] = json.loads(result.stdout)
+    assert (f["code"], f["cell"], f["line"], f["column"], f["end_line"]) == ("GL001", 2, 5, 5, 5)
+    assert "(line 6)" in f["message"]  # the step, in cell terms
+    fixed = [ln.replace("    loss.backward()", "    optimizer.zero_grad()\n    loss.backward()") for ln in loop]
+    project.write("nb.ipynb", notebook_text([code(setup), code(fixed)]))
+    assert gradlint("check", "--no-cache", "--select", "GL001").exit_code == 0
