@@ -66,6 +66,11 @@ _HARMLESS_CALLS = frozenset(
     """print len range enumerate zip isinstance type str int float bool list dict tuple set min max sum
     abs round sorted reversed getattr hasattr id repr format iter next any all map filter super""".split()
 )
+# Methods that read an optimizer or model they are handed, never clear it.
+_HARMLESS_METHODS = frozenset(
+    """unscale_ clip_grad_norm_ clip_grad_value_ log log_dict add_scalar add_scalars info debug warning
+    state_dict load_state_dict add_param_group save save_state watch append extend""".split()
+)
 # Top-level packages whose functions are not the project's own helpers.
 KNOWN_LIBRARIES = frozenset(
     """torch torchvision torchaudio torchtext numpy np scipy sklearn pandas pd matplotlib plt PIL cv2
@@ -166,6 +171,7 @@ class ModuleFacts:
     functions: Dict[str, cst.FunctionDef] = field(default_factory=dict)  # module-level and nested defs
     classes: Dict[str, ClassInfo] = field(default_factory=dict)
     models: set = field(default_factory=set)  # texts used as modules: x in x.parameters(), x.zero_grad()
+    sources: Dict[str, set] = field(default_factory=dict)  # module text -> optimizers built on it
     star_import: bool = False
     _relevant: Dict[int, bool] = field(default_factory=dict)
 
@@ -181,6 +187,23 @@ def module_facts(module: cst.Module, path: str, imports: Optional[ImportMap] = N
     facts = ModuleFacts(module=module, path=path, imports=imports or ImportMap.of(module))
     module.visit(_FactCollector(facts))
     return facts
+
+
+def _parameter_sources(call: cst.Call) -> List[str]:
+    """`netG` in `Adam(netG.parameters(), ...)`: the modules whose parameters an optimizer holds."""
+    found: List[str] = []
+
+    class _V(cst.CSTVisitor):
+        def visit_Call(self, node: cst.Call) -> None:
+            func = node.func
+            if isinstance(func, cst.Attribute) and func.attr.value in ("parameters", "named_parameters"):
+                text = dotted(func.value)
+                if text is not None:
+                    found.append(text)
+
+    for arg in call.args:
+        arg.value.visit(_V())
+    return found
 
 
 def _target_texts(target: cst.BaseExpression) -> List[Optional[str]]:
@@ -257,6 +280,9 @@ class _FactCollector(cst.CSTVisitor):
 
     def _bind(self, targets: List[Optional[str]], value: cst.BaseExpression) -> None:
         kinds = self._value_kinds(value, len(targets))
+        if len(targets) == 1 and targets[0] is not None and kinds[0] == OPTIMIZER and isinstance(value, cst.Call):
+            for module_text in _parameter_sources(value):
+                self.facts.sources.setdefault(module_text, set()).add(targets[0])
         for text, kind in zip(targets, kinds):
             if text is None or kind is None:
                 continue
@@ -429,6 +455,10 @@ class Analyzer:
                 bound, kind = scope.kind_of(text)
                 if kind == OPTIMIZER:
                     return [scope.event(CLEAR, bound, call)]
+                owners = self.root.sources.get(bound) if bound else None
+                if owners:
+                    # netD.zero_grad() where opt_d = Adam(netD.parameters()): clears opt_d's grads
+                    return [scope.event(CLEAR, owner, call) for owner in sorted(owners)]
             # model.zero_grad(), self.zero_grad(), anything else: clears every optimizer it may own
             return [scope.event(CLEAR, ALL, call)]
         if method in _GRAD_WIPES and _is_grad(receiver):
@@ -503,6 +533,15 @@ class Analyzer:
         facts = scope.facts
         if qual is not None and qual.split(".")[0] == "torch":
             return []
+        if isinstance(call.func, cst.Attribute):
+            if call.func.attr.value in _HARMLESS_METHODS:
+                return []
+            receiver = dotted(call.func.value)
+            if receiver is not None and scope.kind_of(receiver)[1] in (SCALER, SCHEDULER, ENGINE, OTHER):
+                return []  # scaler.unscale_(opt), scheduler helpers: they read the optimizer
+        library = qual is not None and not qual.startswith(".") and qual.split(".")[0] in KNOWN_LIBRARIES
+        if library and not _MIGHT_CLEAR_NAME.search(last_part(qual)):
+            return []  # get_scheduler(optimizer=...), wandb.watch(model): they do not clear
         effects: List[Effect] = []
         handed_model = False
         for arg in call.args:

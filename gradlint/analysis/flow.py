@@ -218,9 +218,13 @@ class _Builder:
     def if_(self, stmt: cst.If, preds: List[Node], scope: Scope) -> List[Node]:
         preds = self.effects(preds, self.analyzer.expr_effects(stmt.test, scope), scope, _walrus(stmt.test))
         key = condition_key(stmt.test, scope.facts.module)
-        then = self.node(preds, decide=(key[0], key[1], key[2]) if key else None)
+        none_branch = _grad_none_branch(stmt.test)
+        cleared = [scope.event(CLEAR, ALL, stmt.test)]
+        then = self.node(preds, cleared if none_branch is True else (), decide=(key[0], key[1], key[2]) if key else None)
         exits = self.block(stmt.body, [then], scope)
-        other = self.node(preds, decide=(key[0], key[1], not key[2]) if key else None)
+        other = self.node(
+            preds, cleared if none_branch is False else (), decide=(key[0], key[1], not key[2]) if key else None
+        )
         if stmt.orelse is None:
             return exits + [other]
         if isinstance(stmt.orelse, cst.If):  # elif
@@ -328,6 +332,24 @@ def _kills(small: cst.BaseSmallStatement) -> FrozenSet[str]:
     elif isinstance(small, cst.Expr):
         names.extend(_walrus(small.value))
     return frozenset(names)
+
+
+def _grad_none_branch(test: cst.BaseExpression) -> Optional[bool]:
+    """For `if p.grad is None` / `if p.grad is not None`: the branch (True/False) taken when the
+    gradient is already cleared, so that skipping a clear there is no missed clear."""
+    if not (isinstance(test, cst.Comparison) and len(test.comparisons) == 1):
+        return None
+    comparison = test.comparisons[0]
+    left = test.left
+    if not (isinstance(left, cst.Attribute) and left.attr.value == "grad"):
+        return None
+    if not (isinstance(comparison.comparator, cst.Name) and comparison.comparator.value == "None"):
+        return None
+    if isinstance(comparison.operator, cst.Is):
+        return True
+    if isinstance(comparison.operator, cst.IsNot):
+        return False
+    return None
 
 
 def _always_true(test: cst.BaseExpression) -> bool:

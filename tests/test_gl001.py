@@ -1,0 +1,592 @@
+"""GL001 missing-zero-grad on realistic training code.
+
+Each case is a whole script or function as people write them. A line that must be reported ends with
+the marker `# GL001`; every other line must not be. The tests compare the exact (code, line) pairs.
+"""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from gradlint.analysis import AnalysisOptions, analyze
+
+MARK = "# GL001"
+
+
+def findings(source: str, options: AnalysisOptions = AnalysisOptions(), path: str = "train.py"):
+    return analyze(textwrap.dedent(source), path, options, codes=["GL001"])
+
+
+def expected(source: str):
+    return [("GL001", n) for n, line in enumerate(textwrap.dedent(source).splitlines(), 1) if line.rstrip().endswith(MARK)]
+
+
+def reported(source: str, options: AnalysisOptions = AnalysisOptions(), path: str = "train.py"):
+    return [(f.code, f.line) for f in findings(source, options, path)]
+
+
+FLAGGED = {
+    "vanilla_loop": """
+        import torch
+        from torch import nn
+
+        model = nn.Linear(10, 1)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+        criterion = nn.MSELoss()
+        for epoch in range(10):
+            for x, y in loader:
+                out = model(x)
+                loss = criterion(out, y)
+                loss.backward()  # GL001
+                optimizer.step()
+        """,
+    "function_with_optimizer_param": """
+        def train_one_epoch(model, loader, optimizer, device):
+            model.train()
+            total = 0.0
+            for batch in loader:
+                inputs, labels = batch[0].to(device), batch[1].to(device)
+                logits = model(inputs)
+                loss = F.cross_entropy(logits, labels)
+                loss.backward()  # GL001
+                optimizer.step()
+                total += loss.item()
+            return total / len(loader)
+        """,
+    "amp_grad_scaler_clear_only_first_step": """
+        import torch
+
+        scaler = torch.cuda.amp.GradScaler()
+        opt = torch.optim.AdamW(model.parameters(), lr=3e-4)
+        for step, (x, y) in enumerate(train_loader):
+            if step == 0:
+                opt.zero_grad()
+            with torch.autocast("cuda", dtype=torch.float16):
+                loss = model(x, labels=y).loss
+            scaler.scale(loss).backward()  # GL001
+            scaler.unscale_(opt)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            scaler.step(opt)
+            scaler.update()
+        """,
+    "accelerate_without_clear": """
+        from accelerate import Accelerator
+        import torch
+
+        accelerator = Accelerator()
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        model, optimizer, dataloader = accelerator.prepare(model, optimizer, dataloader)
+        for batch in dataloader:
+            outputs = model(**batch)
+            accelerator.backward(outputs.loss)  # GL001
+            optimizer.step()
+            lr_scheduler.step()
+        """,
+    "gan_generator_never_cleared": """
+        import torch
+
+        opt_d = torch.optim.Adam(netD.parameters(), lr=2e-4, betas=(0.5, 0.999))
+        opt_g = torch.optim.Adam(netG.parameters(), lr=2e-4, betas=(0.5, 0.999))
+        for i, (real, _) in enumerate(dataloader):
+            netD.zero_grad()
+            fake = netG(torch.randn(real.size(0), nz, 1, 1))
+            err_d = criterion(netD(real), ones) + criterion(netD(fake.detach()), zeros)
+            err_d.backward()
+            opt_d.step()
+
+            err_g = criterion(netD(fake), ones)
+            err_g.backward()  # GL001
+            opt_g.step()
+        """,
+    "actor_critic_critic_not_cleared": """
+        import torch
+
+        actor_opt = torch.optim.Adam(actor.parameters(), lr=1e-4)
+        critic_opt = torch.optim.Adam(critic.parameters(), lr=1e-3)
+        for episode in range(1000):
+            state = env.reset()
+            done = False
+            while not done:
+                action, log_prob = actor.act(state)
+                next_state, reward, done, _ = env.step(action)
+                value = critic(state)
+                target = reward + gamma * critic(next_state).detach() * (1 - done)
+                critic_loss = (target - value).pow(2).mean()
+                critic_loss.backward()  # GL001
+                critic_opt.step()
+
+                actor_opt.zero_grad()
+                advantage = (target - value).detach()
+                actor_loss = -(log_prob * advantage).mean()
+                actor_loss.backward()
+                actor_opt.step()
+                state = next_state
+        """,
+    "two_optimizers_one_forgotten": """
+        enc_optimizer = torch.optim.SGD(encoder.parameters(), lr=0.1)
+        dec_optimizer = torch.optim.SGD(decoder.parameters(), lr=0.1)
+        for src, tgt in pairs:
+            enc_optimizer.zero_grad()
+            hidden = encoder(src)
+            loss = decoder_loss(decoder, hidden, tgt)
+            loss.backward()  # GL001
+            dec_optimizer.step()
+            enc_optimizer.step()
+        """,
+    "zero_grad_in_wrong_branch": """
+        for i, (x, y) in enumerate(loader):
+            if i % log_every == 0:
+                print(i)
+                optimizer.zero_grad()
+            loss = loss_fn(model(x), y)
+            loss.backward()  # GL001
+            optimizer.step()
+        """,
+    "method_with_self_optimizer": """
+        import torch
+
+        class Trainer:
+            def __init__(self, model, lr):
+                self.model = model
+                self.optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+                self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, step_size=10)
+
+            def fit(self, loader, epochs):
+                for epoch in range(epochs):
+                    for x, y in loader:
+                        loss = self.model.loss(x, y)
+                        loss.backward()  # GL001
+                        self.optimizer.step()
+                    self.scheduler.step()
+        """,
+    "helper_runs_backward": """
+        def compute_and_backprop(model, batch):
+            loss = model(batch).mean()
+            loss.backward()
+            return loss.item()
+
+        for batch in loader:
+            value = compute_and_backprop(model, batch)  # GL001
+            optimizer.step()
+        """,
+    "helper_steps_without_clearing": """
+        import torch
+
+        optim = torch.optim.RMSprop(policy.parameters(), lr=7e-4)
+
+        def apply_update():
+            torch.nn.utils.clip_grad_norm_(policy.parameters(), 0.5)
+            optim.step()
+
+        for rollout in rollouts:
+            loss = policy.loss(rollout)
+            loss.backward()  # GL001
+            apply_update()
+        """,
+    "continue_skips_clear": """
+        for x, y in loader:
+            loss = criterion(model(x), y)
+            loss.backward()  # GL001
+            optimizer.step()
+            if not torch.isfinite(loss):
+                continue
+            optimizer.zero_grad()
+        """,
+    "clear_in_try_only_on_exception": """
+        for batch in loader:
+            try:
+                loss = model(batch)
+            except RuntimeError:
+                optimizer.zero_grad()
+                continue
+            loss.backward()  # GL001
+            optimizer.step()
+        """,
+    "while_true_with_break": """
+        step = 0
+        while True:
+            x, y = next(it)
+            loss = F.nll_loss(net(x), y)
+            loss.backward()  # GL001
+            opt.step()
+            step += 1
+            if step >= max_steps:
+                break
+        """,
+    "lbfgs_closure_without_zero_grad": """
+        import torch
+
+        optimizer = torch.optim.LBFGS(model.parameters(), lr=1)
+
+        def closure():
+            loss = criterion(model(inputs), targets)
+            loss.backward()
+            return loss
+
+        for i in range(20):
+            optimizer.step(closure)  # GL001
+        """,
+    "imported_optimizer_class": """
+        from torch.optim import Adam
+
+        net_opt = Adam(net.parameters())
+        for data in loader:
+            l = net(data).sum()
+            l.backward()  # GL001
+            net_opt.step()
+        """,
+    "two_backward_step_pairs_one_clear": """
+        for x, y in loader:
+            loss = criterion(model(x), y)
+            loss.backward()
+            optimizer.step()
+            loss2 = criterion(model(x), y)
+            loss2.backward()  # GL001
+            optimizer.step()
+            optimizer.zero_grad()
+        """,
+    "clear_only_every_k_but_step_every_iteration": """
+        for i, batch in enumerate(loader):
+            if (i + 1) % accum == 0:
+                optimizer.zero_grad()
+            loss = model(batch).loss / accum
+            loss.backward()  # GL001
+            optimizer.step()
+        """,
+    "multiline_backward_call": """
+        for x in loader:
+            out = model(x)
+            torch.autograd.backward(  # GL001
+                out.sum(),
+            )
+            optimizer.step()
+        """,
+    "lightning_manual_optimization_with_loop": """
+        class Model(LightningModule):
+            def training_step(self, batch, batch_idx):
+                opt = self.optimizers()
+                for chunk in batch.split(4):
+                    loss = self.compute(chunk)
+                    self.manual_backward(loss)  # GL001
+                    opt.step()
+        """,
+    "fabric_backward": """
+        fabric = L.Fabric()
+        model, optimizer = fabric.setup(model, optimizer)
+        for batch in dataloader:
+            loss = model(batch)
+            fabric.backward(loss)  # GL001
+            optimizer.step()
+        """,
+    "epoch_loop_steps_after_batch_loop": """
+        for epoch in range(epochs):
+            for x, y in loader:
+                loss = criterion(model(x), y)
+                loss.backward()  # GL001
+            optimizer.step()
+        """,
+}
+
+
+CLEAN = {
+    "vanilla_zero_grad_first": """
+        for x, y in loader:
+            optimizer.zero_grad()
+            loss = criterion(model(x), y)
+            loss.backward()
+            optimizer.step()
+        """,
+    "zero_grad_at_end_set_to_none": """
+        for x, y in loader:
+            loss = criterion(model(x), y)
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        """,
+    "zero_grad_right_before_backward": """
+        for x, y in loader:
+            loss = criterion(model(x), y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        """,
+    "model_zero_grad": """
+        for x, y in loader:
+            model.zero_grad()
+            loss = criterion(model(x), y)
+            loss.backward()
+            optimizer.step()
+        """,
+    "p_grad_none_loop": """
+        for x, y in loader:
+            loss = criterion(model(x), y)
+            loss.backward()
+            optimizer.step()
+            for p in model.parameters():
+                p.grad = None
+        """,
+    "p_grad_zero_inplace": """
+        for x, y in loader:
+            for p in model.parameters():
+                if p.grad is not None:
+                    p.grad.detach_()
+                    p.grad.zero_()
+            loss = criterion(model(x), y)
+            loss.backward()
+            optimizer.step()
+        """,
+    "accumulation_modulo_together": """
+        for i, (x, y) in enumerate(loader):
+            loss = criterion(model(x), y) / accumulation_steps
+            loss.backward()
+            if (i + 1) % accumulation_steps == 0:
+                optimizer.step()
+                optimizer.zero_grad()
+        """,
+    "accumulation_correlated_separate_ifs": """
+        for i, batch in enumerate(loader):
+            loss = model(batch).loss / accum
+            loss.backward()
+            if (i+1) % accum == 0:
+                scaler.step(optimizer)
+                scaler.update()
+            if (i + 1) % accum == 0:
+                optimizer.zero_grad()
+        """,
+    "accumulation_clear_at_start_of_period": """
+        for step, batch in enumerate(loader):
+            if step % grad_accum == 0:
+                optimizer.zero_grad()
+            loss = model(batch) / grad_accum
+            loss.backward()
+            if (step + 1) % grad_accum == 0:
+                optimizer.step()
+        """,
+    "accelerate_accumulate": """
+        accelerator = Accelerator(gradient_accumulation_steps=4)
+        model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+        for batch in loader:
+            with accelerator.accumulate(model):
+                loss = model(**batch).loss
+                accelerator.backward(loss)
+                optimizer.step()
+        """,
+    "gan_both_cleared": """
+        for real in loader:
+            opt_d.zero_grad()
+            d_loss = bce(D(real), ones) + bce(D(G(z).detach()), zeros)
+            d_loss.backward()
+            opt_d.step()
+            opt_g.zero_grad()
+            g_loss = bce(D(G(z)), ones)
+            g_loss.backward()
+            opt_g.step()
+        """,
+    "helper_clears": """
+        def reset_grads(model):
+            for p in model.parameters():
+                p.grad = None
+
+        for x, y in loader:
+            loss = criterion(model(x), y)
+            loss.backward()
+            optimizer.step()
+            reset_grads(model)
+        """,
+    "method_helper_clears_via_self": """
+        class Trainer:
+            def _clear(self):
+                self.optimizer.zero_grad()
+
+            def train(self, loader):
+                for batch in loader:
+                    self._clear()
+                    loss = self.model(batch)
+                    loss.backward()
+                    self.optimizer.step()
+        """,
+    "helper_does_whole_update": """
+        def train_step(model, optimizer, batch):
+            optimizer.zero_grad()
+            loss = model(batch).mean()
+            loss.backward()
+            optimizer.step()
+            return loss
+
+        for epoch in range(10):
+            for batch in loader:
+                train_step(model, optimizer, batch)
+        """,
+    "lbfgs_closure_clears": """
+        optimizer = torch.optim.LBFGS(model.parameters())
+        for i in range(20):
+            def closure():
+                optimizer.zero_grad()
+                loss = criterion(model(x), y)
+                loss.backward()
+                return loss
+            optimizer.step(closure)
+        """,
+    "lightning_training_step_no_loop": """
+        class LitModel(LightningModule):
+            def __init__(self):
+                super().__init__()
+                self.automatic_optimization = False
+
+            def training_step(self, batch, batch_idx):
+                opt = self.optimizers()
+                loss = self.model(batch)
+                self.manual_backward(loss)
+                opt.step()
+                return loss
+        """,
+    "deepspeed_engine": """
+        import deepspeed
+
+        model_engine, optimizer, _, _ = deepspeed.initialize(args=args, model=model, model_parameters=params)
+        for step, batch in enumerate(data_loader):
+            loss = model_engine(batch)
+            model_engine.backward(loss)
+            model_engine.step()
+        """,
+    "scheduler_step_only": """
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=100)
+        lr_sched = get_scheduler("linear", optimizer=optimizer)
+        for epoch in range(100):
+            loss = evaluate_loss(model)
+            loss.backward()
+            scheduler.step()
+            lr_sched.step()
+        """,
+    "rl_env_step_and_ema": """
+        ema = ExponentialMovingAverage(model.parameters(), decay=0.99)
+        for t in range(steps):
+            action = policy(obs)
+            obs, reward, done, info = env.step(action)
+            loss = -reward * log_prob
+            loss.backward()
+            ema.step()
+        """,
+    "saliency_no_step": """
+        model.eval()
+        for image, label in dataset:
+            image.requires_grad_(True)
+            score = model(image.unsqueeze(0))[0, label]
+            score.backward()
+            saliency = image.grad.abs().max(dim=0).values
+            saliencies.append(saliency)
+        """,
+    "fisher_information": """
+        fisher = {n: torch.zeros_like(p) for n, p in model.named_parameters()}
+        for x, y in loader:
+            model.zero_grad()
+            loss = F.nll_loss(model(x), y)
+            loss.backward()
+            for n, p in model.named_parameters():
+                fisher[n] += p.grad.pow(2)
+        """,
+    "meta_learning_autograd_grad": """
+        for task in tasks:
+            meta_opt.zero_grad()
+            fast = list(model.parameters())
+            for _ in range(inner_steps):
+                inner_loss = task.loss(model, fast)
+                grads = torch.autograd.grad(inner_loss, fast, create_graph=True)
+                fast = [w - alpha * g for w, g in zip(fast, grads)]
+            outer_loss = task.loss(model, fast)
+            outer_loss.backward()
+            meta_opt.step()
+        """,
+    "break_and_continue_paths": """
+        for i, (x, y) in enumerate(loader):
+            optimizer.zero_grad()
+            if x is None:
+                continue
+            loss = criterion(model(x), y)
+            if torch.isnan(loss):
+                break
+            loss.backward()
+            optimizer.step()
+        """,
+    "try_finally_clears": """
+        for batch in loader:
+            try:
+                loss = model(batch)
+                loss.backward()
+                optimizer.step()
+            finally:
+                optimizer.zero_grad()
+        """,
+    "nested_epoch_batch_clean": """
+        for epoch in range(epochs):
+            model.train()
+            for x, y in loader:
+                optimizer.zero_grad()
+                loss = criterion(model(x), y)
+                loss.backward()
+                optimizer.step()
+            scheduler.step()
+            validate(model)
+        """,
+    "unknown_object_step": """
+        for batch in loader:
+            loss = model(batch)
+            loss.backward()
+            trainer.step()
+            self.updater.step()
+        """,
+    "optimizer_handed_to_unknown_function": """
+        from mylib.training import run_update
+
+        for batch in loader:
+            loss = model(batch)
+            loss.backward()
+            run_update(optimizer)
+            optimizer.step()
+        """,
+    "while_loop_counter_accumulation": """
+        step = 0
+        while step < total_steps:
+            loss = model(next(batches)).mean()
+            loss.backward()
+            if step % accum_steps == 0:
+                opt.step()
+                opt.zero_grad()
+            step += 1
+        """,
+    "no_sync_accumulation": """
+        for i, batch in enumerate(loader):
+            if (i + 1) % accum != 0:
+                with model.no_sync():
+                    loss = model(batch).loss
+                    loss.backward()
+                continue
+            loss = model(batch).loss
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+        """,
+    "zero_grad_via_set_to_none_on_all_groups": """
+        for x, y in loader:
+            loss = criterion(model(x), y)
+            loss.backward()
+            optimizer.step()
+            for group in optimizer.param_groups:
+                for p in group["params"]:
+                    p.grad = None
+        """,
+}
+
+
+@pytest.mark.parametrize("name", sorted(FLAGGED))
+def test_flagged(name):
+    source = FLAGGED[name]
+    assert expected(source), "a flagged case must mark at least one line"
+    assert reported(source) == expected(source)
+
+
+@pytest.mark.parametrize("name", sorted(CLEAN))
+def test_clean(name):
+    assert reported(CLEAN[name]) == []
