@@ -1,0 +1,46 @@
+"""GL003 nonscalar-backward: backward without `gradient=` on a tensor proven not to be a scalar.
+
+torch can only make up the starting gradient of a one-element tensor; for anything else
+`loss.backward()` raises "grad can be implicitly created only for scalar outputs" (and
+`torch.autograd.grad` without `grad_outputs=` does the same). The shapes come from
+`gradlint.analysis.scalars`; when a root's size is unknown the rule says nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+from gradlint.analysis import Context
+from gradlint.analysis.scalars import nonscalar_roots
+from gradlint.findings import Finding
+
+# What the missing argument is called in each form of backward.
+_GRADIENT_ARGUMENT = {
+    "tensor": "gradient=",
+    "delegate": "gradient=",
+    "manual": "gradient=",
+    "autograd.backward": "grad_tensors=",
+    "autograd.grad": "grad_outputs=",
+}
+
+
+def check(ctx: Context) -> Iterable[Finding]:
+    found = ctx.fact("scalars.nonscalar_roots", lambda: nonscalar_roots(ctx.module, ctx.imports))
+    for call, root, shape in found:
+        name = ctx.code(root)
+        argument = _GRADIENT_ARGUMENT.get(call.kind, "gradient=")
+        reduce_hint = f"`{name}.mean()` or `{name}.sum()`" if _simple(name) else "`.mean()` or `.sum()`"
+        message = (
+            f"`{_short(ctx.code(call.node))}` starts from `{name}`, which is not a scalar: {shape.why}; "
+            f"reduce it first ({reduce_hint}) or pass `{argument}` with one weight per element"
+        )
+        yield ctx.finding("GL003", call.node, message)
+
+
+def _simple(text: str) -> bool:
+    return text.replace(".", "").replace("_", "").isalnum()
+
+
+def _short(code: str, limit: int = 60) -> str:
+    code = " ".join(code.split())
+    return code if len(code) <= limit else code[: limit - 3] + "..."
