@@ -69,6 +69,22 @@ class Context:
         """Source text of a node, for messages."""
         return self.module.code_for_node(node)
 
+    def offset(self, line: int, column: int) -> int:
+        """Character offset into the file's text of a position as PositionProvider gives it
+        (1-based line, 0-based column), for the `Edit`s of a fix."""
+        starts = self.fact("_line_starts", self._line_starts)
+        if line - 1 >= len(starts):
+            return len(self.module.code)
+        return starts[line - 1] + column
+
+    def _line_starts(self) -> list:
+        # LibCST round-trips the text exactly, so offsets into module.code are offsets into the file.
+        import re
+
+        starts = [0]
+        starts.extend(m.end() for m in re.finditer(r"\r\n|\r|\n", self.module.code))
+        return starts
+
 
 def analyze(source: str, path: str, options: AnalysisOptions = AnalysisOptions(), codes=None) -> list[Finding]:
     """All findings of the rules in `codes` (default: every rule) for one file's text."""
