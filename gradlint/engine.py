@@ -198,11 +198,28 @@ def _module_files(base: str, dotted: str) -> List[str]:
     return [stem + ".py", os.path.join(stem, "__init__.py")]
 
 
+# How far up from a file absolute imports are looked for (as gradlint.analysis.project does).
+IMPORT_PARENTS = 4
+
+
+def _search_bases(here: str, root: str) -> List[str]:
+    bases = []
+    current = here
+    for _ in range(IMPORT_PARENTS + 1):
+        bases.append(current)
+        parent = os.path.dirname(current)
+        if current == root or parent == current:
+            break
+        current = parent
+    return list(dict.fromkeys(bases + [root, os.path.join(root, "src")]))
+
+
 def project_imports(data: bytes, path: str, root: Optional[str]) -> List[str]:
     """Files of the project (under `root`) that `path` imports directly, found with a regex over
-    import statements (no parse): absolute imports from the root, root/src or the file's folder,
-    relative imports from the file's package, and `from pkg import submodule`."""
-    if not root or b"import" not in data:
+    import statements (no parse), resolved as the analysis resolves them: relative imports from
+    the file's package; absolute imports from the file's folder and a few parents, the root and
+    root/src; `from pkg import name` also as the submodule pkg/name.py."""
+    if not root or b"import" not in data or path == "-":
         return []
     root = os.path.abspath(root)
     here = os.path.dirname(os.path.abspath(path))
@@ -226,10 +243,10 @@ def project_imports(data: bytes, path: str, root: Optional[str]) -> List[str]:
                 for _ in range(level - 1):
                     base = os.path.dirname(base)
                 bases = [base]
+            elif dotted:
+                bases = _search_bases(here, root)
             else:
-                if not dotted:
-                    continue
-                bases = [root, os.path.join(root, "src"), here]
+                continue
             for base in bases:
                 candidates = _module_files(base, dotted)
                 candidates += [c for n in names if n and n != "*" for c in _module_files(base, f"{dotted}.{n}")]
@@ -244,19 +261,53 @@ def _inside(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
 
 
-_FILE_FACTS: Dict[str, Tuple[str, bool]] = {}  # per process: path -> (sha256, mentions a prefilter word)
+class _ProjectFiles:
+    """Per process: for each project file (by path and stat, so edits are seen), its sha256,
+    whether it names a prefilter word, and its direct project imports. Bytes are not kept."""
 
+    def __init__(self) -> None:
+        self.memo: Dict[tuple, Tuple[str, bool, List[str]]] = {}
 
-def _file_facts(path: str, words: Tuple[bytes, ...]) -> Tuple[str, bool]:
-    key = path + "\0" + ",".join(w.decode() for w in words)
-    if key not in _FILE_FACTS:
+    def facts(self, path: str, words: Tuple[bytes, ...], root: str) -> Tuple[str, bool, List[str]]:
         try:
-            with open(path, "rb") as handle:
-                data = handle.read()
+            stat = os.stat(path)
+            stamp: tuple = (stat.st_mtime_ns, stat.st_size)
         except OSError:
-            data = b""
-        _FILE_FACTS[key] = (hashlib.sha256(data).hexdigest(), any(w in data for w in words))
-    return _FILE_FACTS[key]
+            stamp = (None, None)
+        key = (path, stamp, words, root)
+        if key not in self.memo:
+            try:
+                with open(path, "rb") as handle:
+                    data = handle.read()
+            except OSError:
+                data = b""
+            self.memo[key] = (hashlib.sha256(data).hexdigest(), any(w in data for w in words),
+                              project_imports(data, path, root))
+        return self.memo[key]
+
+    def closure(self, data: bytes, path: str, root: Optional[str], depth: int,
+                words: Tuple[bytes, ...]) -> List[str]:
+        """Project modules reachable from `path` through at most `depth` imports."""
+        if not root:
+            return []
+        root = os.path.abspath(root)
+        frontier = project_imports(data, path, root)
+        seen = dict.fromkeys(frontier)
+        for _ in range(depth - 1):
+            frontier = [dep for module in frontier for dep in self.facts(module, words, root)[2] if dep not in seen]
+            seen.update(dict.fromkeys(frontier))
+            if not frontier:
+                break
+        seen.pop(os.path.abspath(path), None)
+        return sorted(seen)
+
+
+_PROJECT = _ProjectFiles()
+
+# Import hops followed: the prefilter needs the helper's module (and one re-export hop, e.g. a
+# package __init__); the cache key follows as far as the analysis follows re-exports.
+PREFILTER_IMPORT_DEPTH = 2
+CACHE_IMPORT_DEPTH = 4
 
 
 def _words(settings) -> Tuple[str, ...]:
@@ -264,9 +315,10 @@ def _words(settings) -> Tuple[str, ...]:
 
 
 def needs_analysis(text: str, data: Optional[bytes], path: str, settings, enabled: Iterable[str]) -> bool:
-    """False when no GL001-GL003 finding is possible: the text names none of the prefilter words,
-    no configured helper, and no project module it imports names one either (one level, which
-    is what a helper defined in another module needs). GL100 also needs files with `noqa`."""
+    """False when no GL001-GL003 finding is possible: the text names none of the prefilter words
+    and no configured helper, and no project module it imports (or that one imports) names one
+    either -- a backward run inside an imported helper is how a file with no `backward` of its
+    own can still hold a GL001. GL100 also needs the files with a `noqa`."""
     words = _words(settings)
     if any(word in text for word in words):
         return True
@@ -274,16 +326,19 @@ def needs_analysis(text: str, data: Optional[bytes], path: str, settings, enable
         return True
     if data is None:
         data = text.encode("utf-8", "surrogatepass")
-    root = getattr(settings, "root", None)
     bwords = tuple(w.encode() for w in words)
-    return any(_file_facts(dep, bwords)[1] for dep in project_imports(data, path, root))
+    root = getattr(settings, "root", None)
+    deps = _PROJECT.closure(data, path, root, PREFILTER_IMPORT_DEPTH, bwords)
+    return any(_PROJECT.facts(dep, bwords, os.path.abspath(root))[1] for dep in deps)
 
 
 def dependency_digest(data: bytes, path: str, settings) -> str:
-    """Hash of the project modules `path` imports (for the cache key: a helper edited in another
-    module can change this file's findings)."""
+    """Hash of the project modules `path` imports, transitively (for the cache key: a helper
+    edited in another module can change this file's findings)."""
     bwords = tuple(w.encode() for w in _words(settings))
-    parts = [f"{dep}\0{_file_facts(dep, bwords)[0]}" for dep in project_imports(data, path, settings.root)]
+    root = os.path.abspath(settings.root)
+    deps = _PROJECT.closure(data, path, root, CACHE_IMPORT_DEPTH, bwords)
+    parts = [f"{dep}\0{_PROJECT.facts(dep, bwords, root)[0]}" for dep in deps]
     return hashlib.sha256("\n".join(parts).encode("utf-8", "surrogatepass")).hexdigest()
 
 
