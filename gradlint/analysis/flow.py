@@ -461,8 +461,12 @@ def build_loop_graph(loop, analyzer: Analyzer, scope: Scope) -> LoopGraph:
     return LoopGraph(header=header, nodes=builder.nodes)
 
 
-def _clears(event: Event, optimizer: str) -> bool:
-    return event.kind == CLEAR and (event.target == optimizer or event.target == ALL or optimizer == ALL)
+def _clears(event: Event, optimizer: str, known: FrozenSet[str]) -> bool:
+    """Does `event` clear `optimizer`'s gradients? A clear of an optimizer we cannot tell apart from
+    it (`for o in optimizers: o.zero_grad()`, a helper's parameter) clears every optimizer."""
+    if event.kind != CLEAR:
+        return False
+    return event.target == optimizer or event.target == ALL or optimizer == ALL or event.target not in known
 
 
 def _steps(event: Event, optimizer: str) -> bool:
@@ -484,11 +488,13 @@ def _enter(node: Node, decisions: FrozenSet) -> Optional[FrozenSet]:
     return decisions
 
 
-def stale_path(graph: LoopGraph, optimizer: str, is_target) -> Optional[Event]:
+def stale_path(graph: LoopGraph, optimizer: str, is_target, known: FrozenSet[str] = frozenset()) -> Optional[Event]:
     """A step of `optimizer` whose gradients a target backward adds to before the next step of it.
 
     Searches paths step(O) -> (no clear of O) -> backward accepted by `is_target` -> (no clear of O)
     -> step(O), around the back edge as often as needed. Returns the first such step, or None.
+    `known` are the optimizer texts that name distinct optimizers (stepped in the loop, or built in
+    the module); a clear of any other text is taken to clear every optimizer.
     Phases: 0 looking for a step, 1 stepped, 2 stepped and then accumulated by a target backward.
     The backward counts only when the next step after it is `optimizer`'s: it was meant for it.
     """
@@ -501,7 +507,7 @@ def stale_path(graph: LoopGraph, optimizer: str, is_target) -> Optional[Event]:
             if phase == 0:
                 if _steps(event, optimizer):
                     phase, step = 1, event
-            elif _clears(event, optimizer):
+            elif _clears(event, optimizer, known):
                 phase, step = 0, None
             elif _steps(event, optimizer):
                 if phase == 2:

@@ -13,7 +13,7 @@ from typing import Dict, Iterable, List, Tuple
 
 import libcst as cst
 
-from gradlint.analysis.facts import ALL, BACKWARD, CLEAR, STEP, Analyzer, Event, Scope, iter_loops, module_facts
+from gradlint.analysis.facts import ALL, BACKWARD, CLEAR, OPTIMIZER, STEP, Analyzer, Event, Scope, iter_loops, module_facts
 from gradlint.analysis.flow import TooLarge, build_loop_graph, stale_path
 from gradlint.analysis.project import Project
 from gradlint.findings import Finding
@@ -68,6 +68,10 @@ def check(ctx) -> Iterable[Finding]:
         backwards = [e for e in events if e.kind == BACKWARD]
         if not optimizers or not backwards:
             continue
+        # texts that name distinct optimizers: stepped here, or built as optimizers in this module
+        known = frozenset(optimizers) | frozenset(
+            e.target for e in events if e.kind == CLEAR and facts.kinds.get(e.target) == OPTIMIZER
+        )
         inside = _calls_within(loop)
         groups: Dict[int, List[Event]] = {}
         reports: Dict[int, cst.CSTNode] = {}
@@ -83,11 +87,12 @@ def check(ctx) -> Iterable[Finding]:
                 continue
             members = {id(e) for e in group}
             for optimizer in optimizers:
-                step = stale_path(graph, optimizer, lambda e, members=members: id(e) in members)
+                step = stale_path(graph, optimizer, lambda e, members=members: id(e) in members, known)
                 if step is None:
                     continue
                 cleared = any(
-                    e.kind == CLEAR and (e.target in (optimizer, ALL) or optimizer == ALL) for e in events
+                    e.kind == CLEAR and (e.target in (optimizer, ALL) or optimizer == ALL or e.target not in known)
+                    for e in events
                 )
                 if report is group[0].node:
                     direct[underlying] = (report, step, optimizer, cleared)
