@@ -1,0 +1,166 @@
+"""The result cache: hits, misses, invalidation (content, settings, imported helpers), layout,
+corruption and concurrent writers."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+
+import pytest
+
+from conftest import CLEAN_LOOP, LOOP_WITHOUT_ZERO_GRAD
+from gradlint import __version__
+from gradlint.cache import Cache
+from gradlint.config import load_settings
+from gradlint.engine import lint_files
+
+pytestmark = pytest.mark.usefixtures("clean_env")
+
+
+def run(project, *files, **overrides):
+    settings = load_settings(str(project.root), overrides=overrides or None)
+    return lint_files(list(files), settings, jobs=1, use_cache=True)
+
+
+def entries(project):
+    top = project.root / ".gradlint_cache"
+    return sorted(p for p in top.rglob("*.json"))
+
+
+def test_second_run_hits_and_gives_the_same_findings(project):
+    project.write("t.py", LOOP_WITHOUT_ZERO_GRAD)
+    project.write("ok.py", CLEAN_LOOP)
+    cold = run(project, "t.py", "ok.py")
+    warm = run(project, "t.py", "ok.py")
+    assert cold.cache_hits == 0 and warm.cache_hits == 2
+    assert warm.findings == cold.findings and [f.code for f in warm.findings] == ["GL001"]
+
+
+def test_layout_and_gitignore(project):
+    project.write("t.py", LOOP_WITHOUT_ZERO_GRAD)
+    run(project, "t.py")
+    top = project.root / ".gradlint_cache"
+    assert (top / ".gitignore").read_text().splitlines()[-1] == "*"
+    (version_dir,) = [p for p in top.iterdir() if p.is_dir()]
+    assert version_dir.name == __version__
+    (entry,) = entries(project)
+    stored = json.loads(entry.read_text())
+    assert stored[0]["code"] == "GL001" and "path" not in stored[0]
+
+
+def test_content_change_misses(project):
+    path = project.write("t.py", LOOP_WITHOUT_ZERO_GRAD)
+    run(project, "t.py")
+    path.write_text(CLEAN_LOOP)
+    again = run(project, "t.py")
+    assert again.cache_hits == 0 and again.findings == []
+    os.utime(path, (0, 0))  # modification times do not matter, content does
+    assert run(project, "t.py").cache_hits == 1
+
+
+def test_settings_change_misses(project):
+    project.write("t.py", LOOP_WITHOUT_ZERO_GRAD)
+    run(project, "t.py")
+    ignored = run(project, "t.py", ignore=["GL001"])
+    assert ignored.cache_hits == 0 and ignored.findings == []
+    assert run(project, "t.py").cache_hits == 1  # the first settings' entries are still there
+    assert run(project, "t.py", **{"clear-functions": ["reset"]}).cache_hits == 0
+
+
+def test_per_file_ignores_are_part_of_the_key(project):
+    project.write("t.py", LOOP_WITHOUT_ZERO_GRAD)
+    run(project, "t.py")
+    project.write("pyproject.toml", "[tool.gradlint]\nper-file-ignores = {'t.py' = ['GL001']}\n")
+    assert run(project, "t.py").findings == []
+
+
+def test_edited_helper_module_invalidates_its_importers(project):
+    helpers = project.write("helpers.py", "def reset(opt):\n    opt.zero_grad()\n")
+    project.write("t.py", "from helpers import reset\n" + CLEAN_LOOP)
+    run(project, "t.py", "helpers.py")
+    assert run(project, "t.py").cache_hits == 1
+    helpers.write_text("def reset(opt):\n    pass\n")
+    assert run(project, "t.py").cache_hits == 0
+
+
+def test_no_cache_writes_nothing_and_cache_dir_moves_it(project):
+    project.write("t.py", LOOP_WITHOUT_ZERO_GRAD)
+    settings = load_settings(str(project.root))
+    lint_files(["t.py"], settings, jobs=1, use_cache=False)
+    assert not (project.root / ".gradlint_cache").exists()
+    run(project, "t.py", **{"cache-dir": "elsewhere/c"})
+    assert (project.root / "elsewhere" / "c" / ".gitignore").exists()
+    assert not (project.root / ".gradlint_cache").exists()
+
+
+def test_cache_beside_the_config_file(project):
+    project.write("pyproject.toml", "[tool.gradlint]\n")
+    project.write("pkg/t.py", LOOP_WITHOUT_ZERO_GRAD)
+    settings = load_settings(str(project.root / "pkg"))
+    lint_files([str(project.root / "pkg" / "t.py")], settings, jobs=1, use_cache=True)
+    assert (project.root / ".gradlint_cache").is_dir() and not (project.root / "pkg" / ".gradlint_cache").exists()
+
+
+def test_corrupt_entry_is_a_miss_and_is_rewritten(project):
+    project.write("t.py", LOOP_WITHOUT_ZERO_GRAD)
+    first = run(project, "t.py")
+    (entry,) = entries(project)
+    entry.write_text("{not json")
+    again = run(project, "t.py")
+    assert again.cache_hits == 0 and again.findings == first.findings
+    assert run(project, "t.py").cache_hits == 1
+
+
+def test_unwritable_cache_degrades_to_no_cache(project):
+    project.write("t.py", LOOP_WITHOUT_ZERO_GRAD)
+    project.write("blocker", "a file where the cache folder should be")
+    result = run(project, "t.py", **{"cache-dir": "blocker/cache"})
+    assert [f.code for f in result.findings] == ["GL001"] and result.errors == []
+
+
+def _writer(args):
+    root, rounds = args
+    os.chdir(root)
+    settings = load_settings(root)
+    cache = Cache(settings)
+    data = open("t.py", "rb").read()
+    key = cache.key("t.py", data, settings.enabled_codes("t.py"))
+    from gradlint.engine import lint_bytes
+
+    findings = lint_bytes(data, "t.py", settings)
+    for _ in range(rounds):
+        cache.put(key, findings)
+        got = cache.get(key, "t.py")
+        assert got is None or got == findings  # never a torn entry
+    return len(findings)
+
+
+def test_concurrent_writers_never_corrupt(project):
+    project.write("t.py", LOOP_WITHOUT_ZERO_GRAD)
+    with multiprocessing.get_context("fork" if hasattr(os, "fork") else "spawn").Pool(4) as pool:
+        counts = pool.map(_writer, [(str(project.root), 40)] * 4)
+    assert counts == [1, 1, 1, 1]
+    (entry,) = entries(project)
+    json.loads(entry.read_text())
+    leftovers = [p for p in (project.root / ".gradlint_cache").rglob(".tmp-*")]
+    assert leftovers == []
+    assert run(project, "t.py").cache_hits == 1
+
+
+def test_parallel_run_fills_and_uses_the_cache(project):
+    for i in range(10):
+        project.write(f"m{i}.py", LOOP_WITHOUT_ZERO_GRAD if i % 2 else CLEAN_LOOP)
+    settings = load_settings(str(project.root))
+    files = [f"m{i}.py" for i in range(10)]
+    cold = lint_files(files, settings, jobs=2, use_cache=True)
+    warm = lint_files(files, settings, jobs=2, use_cache=True)
+    assert warm.cache_hits == 10 and warm.findings == cold.findings and len(cold.findings) == 5
+
+
+def test_check_uses_the_cache_by_default(project, gradlint):
+    project.write("t.py", LOOP_WITHOUT_ZERO_GRAD)
+    first = gradlint("check", "--output-format", "json")
+    assert entries(project)
+    second = gradlint("check", "--output-format", "json")
+    assert first.stdout == second.stdout and first.exit_code == second.exit_code == 1
