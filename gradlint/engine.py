@@ -135,8 +135,12 @@ def gl000(path: str, message: str, line: int = 1, column: int = 1) -> Finding:
 
 def _python_syntax_error(text: str, path: str) -> Optional[Tuple[str, int, int]]:
     """CPython's own parser (fast, C): (message, line, column) of the first syntax error."""
+    import warnings
+
     try:
-        compile(text, path, "exec", ast.PyCF_ONLY_AST, dont_inherit=True)
+        with warnings.catch_warnings():  # invalid escapes etc. are the user's business, not ours
+            warnings.simplefilter("ignore")
+            compile(text, path, "exec", ast.PyCF_ONLY_AST, dont_inherit=True)
     except SyntaxError as err:
         return (f"{err.msg}", err.lineno or 1, err.offset or 1)
     except (ValueError, MemoryError, RecursionError, OverflowError) as err:  # null bytes, nesting
