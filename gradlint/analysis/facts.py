@@ -170,7 +170,7 @@ class ModuleFacts:
     kinds: Dict[str, str] = field(default_factory=dict)  # expression text -> kind, from assignments
     functions: Dict[str, cst.FunctionDef] = field(default_factory=dict)  # module-level and nested defs
     classes: Dict[str, ClassInfo] = field(default_factory=dict)
-    models: set = field(default_factory=set)  # texts used as modules: x in x.parameters(), x.zero_grad()
+    loops: List[Tuple[cst.CSTNode, Optional[str]]] = field(default_factory=list)  # (loop, its class)
     sources: Dict[str, set] = field(default_factory=dict)  # module text -> optimizers built on it
     star_import: bool = False
     _relevant: Dict[int, bool] = field(default_factory=dict)
@@ -185,7 +185,7 @@ class ModuleFacts:
 
 def module_facts(module: cst.Module, path: str, imports: Optional[ImportMap] = None) -> ModuleFacts:
     facts = ModuleFacts(module=module, path=path, imports=imports or ImportMap.of(module))
-    module.visit(_FactCollector(facts))
+    _FactCollector(facts).walk(module.body, None, None, False)
     return facts
 
 
@@ -213,41 +213,78 @@ def _target_texts(target: cst.BaseExpression) -> List[Optional[str]]:
     return [dotted(target)]
 
 
-class _FactCollector(cst.CSTVisitor):
-    """Collects definitions, and the kind of every object bound from a recognisable call."""
+def _statement_children(stmt: cst.CSTNode) -> Iterator[cst.CSTNode]:
+    """The statements directly nested in a compound statement (bodies, else, handlers, finally)."""
+    for name in ("body", "orelse", "finalbody"):
+        part = getattr(stmt, name, None)
+        if part is None:
+            continue
+        if isinstance(part, cst.If):  # elif
+            yield part
+            continue
+        inner = getattr(part, "body", part)
+        if isinstance(inner, (list, tuple)):
+            yield from inner
+        elif isinstance(inner, cst.BaseSuite):
+            yield from _statement_children(inner) if not isinstance(inner, cst.IndentedBlock) else inner.body
+    for handler in getattr(stmt, "handlers", ()) or ():
+        yield from handler.body.body if isinstance(handler.body, cst.IndentedBlock) else ()
+    for case in getattr(stmt, "cases", ()) or ():
+        yield from case.body.body if isinstance(case.body, cst.IndentedBlock) else ()
+
+
+class _FactCollector:
+    """Collects definitions, loops, and the kind of every object bound from a recognisable call.
+
+    It walks statements only (never into expressions), which keeps it a small fraction of the
+    parse time: LibCST visitors over every expression node cost more than parsing.
+    """
 
     def __init__(self, facts: ModuleFacts) -> None:
         self.facts = facts
-        self.class_stack: List[ClassInfo] = []
-        self.depth = 0  # function nesting inside the current class
 
-    # definitions
-    def visit_ClassDef(self, node: cst.ClassDef) -> None:
-        info = ClassInfo(methods={}, bases=[dotted(b.value) or "" for b in node.bases])
-        self.facts.classes.setdefault(node.name.value, info)
-        self.class_stack.append(info)
-        self.depth_stack = getattr(self, "depth_stack", [])
-        self.depth_stack.append(self.depth)
-        self.depth = 0
+    def walk(self, stmts, cls: Optional[ClassInfo], cls_name: Optional[str], in_function: bool) -> None:
+        for stmt in stmts:
+            self.statement(stmt, cls, cls_name, in_function)
 
-    def leave_ClassDef(self, original_node: cst.ClassDef) -> None:
-        self.class_stack.pop()
-        self.depth = self.depth_stack.pop()
+    def statement(self, stmt: cst.CSTNode, cls: Optional[ClassInfo], cls_name: Optional[str], in_function: bool) -> None:
+        if isinstance(stmt, cst.SimpleStatementLine):
+            for small in stmt.body:
+                self.small(small)
+            return
+        if isinstance(stmt, cst.BaseSmallStatement):  # from a one-line suite: `if x: opt = SGD(...)`
+            self.small(stmt)
+            return
+        if isinstance(stmt, cst.ClassDef):
+            info = ClassInfo(methods={}, bases=[dotted(b.value) or "" for b in stmt.bases])
+            self.facts.classes.setdefault(stmt.name.value, info)
+            self.walk(_statement_children(stmt), info, stmt.name.value, False)
+            return
+        if isinstance(stmt, cst.FunctionDef):
+            name = stmt.name.value
+            if cls is not None and not in_function:
+                cls.methods.setdefault(name, stmt)
+            else:
+                self.facts.functions.setdefault(name, stmt)
+            self._param_kinds(stmt)
+            self.walk(_statement_children(stmt), cls, cls_name, True)
+            return
+        if isinstance(stmt, (cst.For, cst.While)):
+            self.facts.loops.append((stmt, cls_name))
+        elif isinstance(stmt, cst.With):
+            for item in stmt.items:
+                if item.asname is not None:
+                    self._bind(_target_texts(item.asname.name), item.item)
+        self.walk(_statement_children(stmt), cls, cls_name, in_function)
 
-    def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
-        name = node.name.value
-        if self.class_stack and self.depth == 0:
-            self.class_stack[-1].methods.setdefault(name, node)
-        else:
-            self.facts.functions.setdefault(name, node)
-        self.depth += 1
-        self._param_kinds(node)
-
-    def leave_FunctionDef(self, original_node: cst.FunctionDef) -> None:
-        self.depth -= 1
-
-    def visit_ImportFrom(self, node: cst.ImportFrom) -> None:
-        if isinstance(node.names, cst.ImportStar):
+    def small(self, small: cst.BaseSmallStatement) -> None:
+        if isinstance(small, cst.Assign):
+            for target in small.targets:
+                self._bind(_target_texts(target.target), small.value)
+        elif isinstance(small, cst.AnnAssign):
+            if small.value is not None:
+                self._bind(_target_texts(small.target), small.value)
+        elif isinstance(small, cst.ImportFrom) and isinstance(small.names, cst.ImportStar):
             self.facts.star_import = True
 
     def _param_kinds(self, node: cst.FunctionDef) -> None:
@@ -259,24 +296,8 @@ class _FactCollector(cst.CSTVisitor):
             text = self.facts.imports.resolve(param.annotation.annotation) or ""
             if last_part(text) in ("Optimizer", *KNOWN_OPTIMIZERS):
                 self.facts.kinds.setdefault(param.name.value, OPTIMIZER)
-            elif "LRScheduler" in text or "_LRScheduler" in text:
+            elif "LRScheduler" in text:
                 self.facts.kinds.setdefault(param.name.value, SCHEDULER)
-
-    # bindings
-    def visit_Assign(self, node: cst.Assign) -> None:
-        for target in node.targets:
-            self._bind(_target_texts(target.target), node.value)
-
-    def visit_AnnAssign(self, node: cst.AnnAssign) -> None:
-        if node.value is not None:
-            self._bind(_target_texts(node.target), node.value)
-
-    def visit_Call(self, node: cst.Call) -> None:
-        func = node.func
-        if isinstance(func, cst.Attribute) and func.attr.value in ("parameters", "named_parameters", "zero_grad"):
-            text = dotted(func.value)
-            if text:
-                self.facts.models.add(text)
 
     def _bind(self, targets: List[Optional[str]], value: cst.BaseExpression) -> None:
         kinds = self._value_kinds(value, len(targets))
@@ -402,6 +423,9 @@ class Analyzer:
         self.backward_names = tuple(options.backward_functions)
         self.step_names = tuple(options.step_functions)
         self.clear_names = tuple(options.clear_functions)
+        # set when a call could be a helper from another project module; the rule then builds the
+        # loop again with `project` set (reading other modules only for loops that need it)
+        self.wants_project = False
 
     # -- configured helper names -------------------------------------------------------------
     @staticmethod
@@ -551,7 +575,7 @@ class Analyzer:
             bound, kind = scope.kind_of(text)
             if kind == OPTIMIZER:
                 effects.append(scope.event(CLEAR, bound, call))
-            elif text in facts.models or bound in self.root.models or _MODEL_NAME.search(last_part(text)):
+            elif text in facts.sources or bound in self.root.sources or _MODEL_NAME.search(last_part(text)):
                 handed_model = True
         if func_text is None:
             return effects
@@ -589,10 +613,13 @@ class Analyzer:
             is_method = True
         elif len(parts) == 1 and parts[0] not in facts.imports.aliases:
             func = facts.functions.get(parts[0])
-        if func is None and self.project is not None and parts[0] in facts.imports.aliases:
-            found = self.project.resolve_function(facts, _qualify(facts.imports, text))
-            if found is not None:
-                target_facts, func = found
+        if func is None and parts[0] in facts.imports.aliases:
+            qualname = _qualify(facts.imports, text)
+            if qualname.startswith(".") or qualname.split(".")[0] not in KNOWN_LIBRARIES:
+                self.wants_project = True  # a helper another module of the project may define
+                found = self.project.resolve_function(facts, qualname) if self.project is not None else None
+                if found is not None:
+                    target_facts, func = found
         if func is None:
             return None
         params = _param_names(func, skip_self=is_method)
@@ -787,25 +814,6 @@ def _calls_in(node: cst.CSTNode) -> List[cst.Call]:
     return collector.calls
 
 
-def iter_loops(module: cst.Module) -> Iterator[Tuple[cst.CSTNode, Optional[str]]]:
-    """Every for/while loop of the module with the name of its enclosing class (for `self.`)."""
-    out: List[Tuple[cst.CSTNode, Optional[str]]] = []
-
-    class _V(cst.CSTVisitor):
-        def __init__(self) -> None:
-            self.classes: List[Optional[str]] = [None]
-
-        def visit_ClassDef(self, node: cst.ClassDef) -> None:
-            self.classes.append(node.name.value)
-
-        def leave_ClassDef(self, original_node: cst.ClassDef) -> None:
-            self.classes.pop()
-
-        def visit_For(self, node: cst.For) -> None:
-            out.append((node, self.classes[-1]))
-
-        def visit_While(self, node: cst.While) -> None:
-            out.append((node, self.classes[-1]))
-
-    module.visit(_V())
-    return iter(out)
+def iter_loops(facts: ModuleFacts) -> Iterator[Tuple[cst.CSTNode, Optional[str]]]:
+    """Every for/while loop of the module, outer before inner, with its enclosing class's name."""
+    return iter(facts.loops)

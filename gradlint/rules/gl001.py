@@ -53,17 +53,25 @@ def _short(ctx, node: cst.CSTNode, limit: int = 60) -> str:
 
 def check(ctx) -> Iterable[Finding]:
     facts = training_facts(ctx)
-    analyzer = Analyzer(facts, ctx.options, Project(ctx.path, ctx.options.project_root))
+    local = Analyzer(facts, ctx.options, None)
+    project = Project(ctx.path, ctx.options.project_root)
     # underlying backward node id -> (report node, step event, optimizer, cleared somewhere?)
     direct: Dict[int, Tuple[cst.CSTNode, Event, str, bool]] = {}
     via_helper: Dict[int, Tuple[cst.CSTNode, Event, str, bool, int]] = {}
-    for loop, cls in iter_loops(ctx.module):
+    for loop, cls in iter_loops(facts):
         scope = Scope(facts=facts, root=facts, cls=cls)
         try:
-            graph = build_loop_graph(loop, analyzer, scope)
+            local.wants_project = False
+            graph = build_loop_graph(loop, local, scope)
+            events = list(graph.events())
+            if not events:
+                continue  # nothing about gradients here, even through this module's helpers
+            if local.wants_project:
+                # helpers imported from the project's other modules: read them for this loop only
+                graph = build_loop_graph(loop, Analyzer(facts, ctx.options, project), scope)
+                events = list(graph.events())
         except (TooLarge, RecursionError):
             continue
-        events = list(graph.events())
         optimizers = sorted({e.target for e in events if e.kind == STEP})
         backwards = [e for e in events if e.kind == BACKWARD]
         if not optimizers or not backwards:
