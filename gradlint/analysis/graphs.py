@@ -1,0 +1,1181 @@
+"""Which later backward can walk a graph kept by `retain_graph=True`? (The fact GL002 reads.)
+
+`retain_graph=True` keeps a graph's saved tensors after its backward so that *another* backward can
+walk it again. It is unnecessary when no later backward can reach that graph. This module proves
+that, or gives up (and the rule stays silent):
+
+1. The graph must not escape the function: the root or anything computed from or into it is not
+   returned, yielded, stored on an attribute or in a container, declared global/nonlocal, captured
+   by a nested function, or passed (after the backward) to a call we do not know.
+2. No backward that runs later in the same pass (later statements of the block and of enclosing
+   blocks, `except`/`finally`, loop `else`) starts from a tensor computed, by def-use inside the
+   function, from a tensor of the retained graph.
+3. When the backward is inside a loop, the next iteration must rebuild its losses from fresh values:
+   every name the loop body reads before assigning it must be a constant, a factory tensor, the
+   loop's batch, a detached value, or a module/function used only as a callee. A hidden state
+   carried across iterations, or a tensor computed before the loop, may link the graphs.
+
+Def-use is flow-insensitive inside a function (every definition of a name counts), which can only
+make the analysis find more links, never fewer: it errs towards silence.
+"""
+
+from __future__ import annotations
+
+import builtins
+from dataclasses import dataclass, field
+from typing import Dict, FrozenSet, Iterable, Iterator, List, Optional, Set, Tuple, Union
+
+import libcst as cst
+
+from gradlint.analysis.backward import BackwardCall, backward_call, unknown_arguments
+from gradlint.analysis.names import ImportMap, dotted
+
+INERT = "inert"  # no autograd history and no requires_grad: links no graphs
+LEAF = "leaf"  # a tensor that requires grad but has no history (a parameter-like leaf)
+GRAPH = "graph"  # may carry autograd history
+UNKNOWN = "unknown"  # defined outside the function (parameters, unknown globals)
+
+_BUILTINS = frozenset(dir(builtins))
+# Builtins whose result carries no graph whatever they are given.
+_CUT_BUILTINS = frozenset(
+    "len int float bool str repr range isinstance issubclass type print hash id format callable hasattr "
+    "round divmod ord chr bin hex oct vars dir open input".split()
+)
+# Attribute reads that give values with no autograd history.
+_CUT_ATTRIBUTES = frozenset(
+    "shape dtype device grad data requires_grad is_leaf ndim grad_fn is_cuda layout names".split()
+)
+# Tensor methods whose result has no autograd history.
+_CUT_METHODS = frozenset(
+    "detach item tolist numpy size dim numel nelement element_size argmax argmin argsort eq ne gt lt ge le "
+    "isnan isinf isfinite nonzero long int bool byte short char new_zeros new_ones new_empty new_full "
+    "new_tensor data_ptr stride is_contiguous storage_offset equal allclose sign floor_divide "
+    "get_device untyped_storage".split()
+)
+# Tensor methods whose result is computed from the receiver only (the arguments are sizes, dims,
+# devices or dtypes).
+_RECEIVER_METHODS = frozenset(
+    "to cuda cpu float double half bfloat16 type view reshape expand repeat permute transpose t flatten "
+    "unflatten squeeze unsqueeze narrow chunk split unbind contiguous clone view_as reshape_as expand_as "
+    "type_as sum mean prod norm max min amax amin std var logsumexp median nansum nanmean softmax "
+    "log_softmax exp log log1p expm1 abs neg sqrt rsqrt square sigmoid tanh relu cumsum cumprod flip roll "
+    "diagonal diag triu tril trace T mT movedim squeeze_ unsqueeze_ repeat_interleave".split()
+)
+# Tensor methods whose result depends on the receiver and the tensor arguments.
+_DATA_METHODS = frozenset(
+    "add sub mul div pow matmul mm bmm mv dot true_divide multiply subtract divide add_ sub_ mul_ div_ "
+    "pow_ clamp clamp_ clamp_min clamp_max clip masked_fill masked_fill_ masked_select where gather "
+    "index_select scatter scatter_add lerp addcmul addcdiv maximum minimum copy_ fill_ zero_ "
+    "__getitem__ index_put".split()
+)
+_LEAF_METHODS = frozenset({"requires_grad_"})
+_CONTAINER_STORES = frozenset("append extend insert add appendleft put put_nowait update setdefault push".split())
+# Calls that take a value to print or log it and keep no tensor alive that a backward could use.
+_LOGGING_METHODS = frozenset(
+    "info debug warning warn error exception critical log log_dict add_scalar add_scalars add_histogram "
+    "set_postfix set_description write print".split()
+)
+_NO_GRAD_CONTEXTS = ("torch.no_grad", "torch.inference_mode", "torch.enable_grad")
+
+_TORCH_FACTORIES = frozenset(
+    "zeros ones empty rand randn randint full eye arange linspace logspace tensor as_tensor from_numpy "
+    "zeros_like ones_like empty_like rand_like randn_like full_like randint_like randperm scalar_tensor "
+    "normal bernoulli multinomial device Generator manual_seed get_default_dtype".split()
+)
+
+
+# --------------------------------------------------------------------------------------------
+# What an expression reads
+
+
+@dataclass
+class Reads:
+    """The names an expression's value may take autograd history from."""
+
+    keys: Set[str] = field(default_factory=set)
+    opaque: bool = False  # calls something unknown (a module, a helper): may create a graph
+    kind: Optional[str] = None  # INERT: no history whatever it reads; LEAF: a new leaf
+
+    def add(self, other: "Reads") -> "Reads":
+        self.keys |= other.keys
+        self.opaque = self.opaque or other.opaque
+        return self
+
+
+def key_of(expr: cst.BaseExpression) -> Optional[str]:
+    """The variable an expression names: `x` -> "x"; `self.h` -> "self.h"; `args.lr` -> "args"."""
+    text = dotted(expr)
+    if text is None:
+        return None
+    return text if text.startswith("self.") else text.split(".")[0]
+
+
+class ReadCollector:
+    """Computes `Reads` of expressions in one module (it needs the imports to know torch)."""
+
+    def __init__(self, imports: ImportMap) -> None:
+        self.imports = imports
+
+    def reads(self, expr: Optional[cst.BaseExpression]) -> Reads:
+        if expr is None:
+            return Reads()
+        try:
+            return self._reads(expr)
+        except RecursionError:
+            return Reads(opaque=True)
+
+    def _name(self, name: str) -> Reads:
+        if name in ("True", "False", "None") or name in self.imports.aliases:
+            return Reads()
+        if name in _BUILTINS:
+            return Reads()
+        return Reads(keys={name})
+
+    def _reads(self, expr: cst.BaseExpression) -> Reads:
+        if isinstance(
+            expr,
+            (cst.Integer, cst.Float, cst.Imaginary, cst.SimpleString, cst.ConcatenatedString, cst.FormattedString),
+        ):
+            return Reads(kind=INERT)
+        if isinstance(expr, cst.Name):
+            return self._name(expr.value)
+        if isinstance(expr, cst.Attribute):
+            if expr.attr.value in _CUT_ATTRIBUTES:
+                return Reads(kind=INERT)
+            key = key_of(expr)
+            if key is not None:
+                head = key.split(".")[0]
+                if head in self.imports.aliases:
+                    return Reads()
+                return Reads(keys={key})
+            return self._reads(expr.value)
+        if isinstance(expr, cst.Subscript):
+            return self._reads(expr.value)
+        if isinstance(expr, (cst.Comparison, cst.Lambda)):
+            return Reads(kind=INERT)
+        if isinstance(expr, cst.UnaryOperation):
+            if isinstance(expr.operator, cst.Not):
+                return Reads(kind=INERT)
+            return self._reads(expr.expression)
+        if isinstance(expr, (cst.BinaryOperation, cst.BooleanOperation)):
+            return self._reads(expr.left).add(self._reads(expr.right))
+        if isinstance(expr, cst.IfExp):
+            return self._reads(expr.body).add(self._reads(expr.orelse))
+        if isinstance(expr, (cst.Tuple, cst.List, cst.Set)):
+            out = Reads()
+            for element in expr.elements:
+                out.add(self._reads(element.value))
+            return out
+        if isinstance(expr, cst.Dict):
+            out = Reads()
+            for element in expr.elements:
+                out.add(self._reads(element.value))
+            return out
+        if isinstance(expr, (cst.Await, cst.StarredElement)):
+            return self._reads(expr.expression if isinstance(expr, cst.Await) else expr.value)
+        if isinstance(expr, cst.NamedExpr):
+            return self._reads(expr.value)
+        if isinstance(expr, cst.Call):
+            return self._call(expr)
+        if isinstance(expr, (cst.ListComp, cst.SetComp, cst.GeneratorExp, cst.DictComp)):
+            return self._comprehension(expr)
+        # Anything else (yield expressions...): every name in it, and assume the worst.
+        return Reads(keys=set(self._all_names(expr)), opaque=True)
+
+    def _all_names(self, node: cst.CSTNode) -> Iterator[str]:
+        collector = _NameCollector()
+        node.visit(collector)
+        for name in collector.names:
+            if name not in self.imports.aliases and name not in _BUILTINS:
+                yield name
+
+    def _comprehension(self, expr) -> Reads:
+        """What the elements are made of: the element expression and the iterables."""
+        bound: Set[str] = set()
+        out = Reads()
+        node = expr.for_in
+        while node is not None:
+            bound |= set(_bound_names(node.target))
+            out.add(self._reads(node.iter))
+            node = node.inner_for_in
+        if isinstance(expr, cst.DictComp):
+            out.add(self._reads(expr.value))
+        else:
+            out.add(self._reads(expr.elt))
+        out.keys -= bound
+        return out
+
+    def _args(self, call: cst.Call, skip_keywords: Iterable[str] = ()) -> Reads:
+        out = Reads()
+        for arg in call.args:
+            if arg.keyword is not None and arg.keyword.value in ("device", "dtype", "non_blocking", *skip_keywords):
+                continue
+            out.add(self._reads(arg.value))
+        return out
+
+    def _call(self, call: cst.Call) -> Reads:
+        func = call.func
+        qualified = self.imports.resolve(func)
+        if qualified is not None:
+            head = qualified.split(".")[0]
+            if head == "torch":
+                return self._torch_call(qualified, call)
+            if isinstance(func, cst.Name) and func.value in _BUILTINS and func.value not in self._shadowed():
+                if func.value in _CUT_BUILTINS:
+                    return Reads(kind=INERT)
+                return self._args(call)  # list/zip/min/sum...: a pass-through of their arguments
+        if isinstance(func, cst.Attribute):
+            method = func.attr.value
+            if method in _CUT_METHODS:
+                return Reads(kind=INERT)
+            if method in _LEAF_METHODS:
+                out = self._reads(func.value)
+                out.kind = LEAF if not out.opaque else None
+                return out
+            if method in _RECEIVER_METHODS:
+                return self._reads(func.value)
+            if method in _DATA_METHODS:
+                return self._reads(func.value).add(self._args(call))
+            last = method
+        elif isinstance(func, cst.Name):
+            last = func.value
+        else:
+            last = ""
+        if last[:1].isupper():
+            return Reads(kind=INERT)  # a constructor: a module, an optimizer, a loader
+        # An unknown callable (a module's forward, a criterion, a helper): its arguments flow in and
+        # it may create a graph of its own.
+        out = self._args(call)
+        out.opaque = True
+        return out
+
+    def _shadowed(self) -> Set[str]:
+        return set()
+
+    def _torch_call(self, qualified: str, call: cst.Call) -> Reads:
+        parts = qualified.split(".")
+        last = parts[-1]
+        if qualified in ("torch.nn.Parameter", "torch.nn.parameter.Parameter"):
+            return Reads(kind=LEAF)
+        if len(parts) == 2 and last in _TORCH_FACTORIES:
+            requires = _keyword(call, "requires_grad")
+            if requires is not None and not _is_false(requires):
+                return Reads(kind=LEAF)
+            return Reads(kind=INERT)
+        if qualified == "torch.autograd.grad":
+            create = _keyword(call, "create_graph")
+            if create is None or _is_false(create):
+                return Reads(kind=INERT)  # plain gradients carry no graph
+            return self._args(call)
+        if last[:1].isupper():
+            return Reads(kind=INERT)  # torch.nn.Linear(...), torch.optim.SGD(...), torch.device objects
+        return self._args(call)
+
+
+def _keyword(call: cst.Call, name: str) -> Optional[cst.BaseExpression]:
+    for arg in call.args:
+        if arg.keyword is not None and arg.keyword.value == name:
+            return arg.value
+    return None
+
+
+def _is_false(expr: cst.BaseExpression) -> bool:
+    return isinstance(expr, cst.Name) and expr.value in ("False", "None")
+
+
+def _is_true(expr: Optional[cst.BaseExpression]) -> bool:
+    return isinstance(expr, cst.Name) and expr.value == "True"
+
+
+class _NameCollector(cst.CSTVisitor):
+    def __init__(self) -> None:
+        self.names: List[str] = []
+
+    def visit_Name(self, node: cst.Name) -> None:
+        self.names.append(node.value)
+
+    def visit_Attribute(self, node: cst.Attribute) -> bool:
+        key = key_of(node)
+        if key is not None:
+            self.names.append(key)
+            return False
+        return True
+
+
+def _bound_names(target: cst.BaseExpression) -> Iterator[str]:
+    if isinstance(target, cst.Name):
+        yield target.value
+    elif isinstance(target, (cst.Tuple, cst.List)):
+        for element in target.elements:
+            yield from _bound_names(element.value)
+    elif isinstance(target, cst.StarredElement):
+        yield from _bound_names(target.value)
+
+
+def _target_keys(target: cst.BaseExpression) -> Iterator[str]:
+    """Variables bound by an assignment target (`self.x` chains included)."""
+    if isinstance(target, cst.Name):
+        yield target.value
+    elif isinstance(target, cst.Attribute):
+        key = dotted(target)
+        if key is not None and key.startswith("self."):
+            yield key
+    elif isinstance(target, (cst.Tuple, cst.List)):
+        for element in target.elements:
+            yield from _target_keys(element.value)
+    elif isinstance(target, cst.StarredElement):
+        yield from _target_keys(target.value)
+
+
+def _stores(target: cst.BaseExpression) -> bool:
+    """Does assigning to `target` put the value somewhere outside the function's locals?"""
+    if isinstance(target, (cst.Attribute, cst.Subscript)):
+        return True
+    if isinstance(target, (cst.Tuple, cst.List)):
+        return any(_stores(el.value) for el in target.elements)
+    if isinstance(target, cst.StarredElement):
+        return _stores(target.value)
+    return False
+
+
+# --------------------------------------------------------------------------------------------
+# One function (or the module body) indexed for the questions above
+
+
+@dataclass
+class Definition:
+    key: str
+    reads: Reads
+    node: cst.CSTNode
+    no_grad: bool = False
+    loop_target: Optional[cst.For] = None  # set for `for <key> in ...` definitions
+
+
+@dataclass
+class Escape:
+    """A place where a value may leave the function's locals."""
+
+    kind: str  # "return", "store", "container", "global", "closure", "call"
+    reads: Set[str]
+    statement: cst.CSTNode
+
+
+@dataclass
+class Later:
+    """A backward-like call: a real backward, a configured helper, or a helper of this module."""
+
+    node: cst.Call
+    tensor: Optional[cst.BaseExpression]  # None: unknown root
+    roots: Optional[Set[str]] = None  # for helpers: every name passed in
+    backward: Optional[BackwardCall] = None
+
+
+_Block = List[cst.CSTNode]
+
+
+@dataclass
+class _Place:
+    parent: Optional[cst.CSTNode]  # the compound statement owning the block, None at the top
+    part: str  # "body", "orelse", "handler", "finally"
+    block: _Block
+    index: int
+
+
+class Scope:
+    """A function body (or the module, or a class body): definitions, uses, statement structure."""
+
+    def __init__(
+        self,
+        node: cst.CSTNode,
+        body: _Block,
+        params: List[str],
+        analysis: "GraphAnalysis",
+        outer: Optional["Scope"],
+    ) -> None:
+        self.node = node
+        self.body = body
+        self.params = set(params)
+        self.analysis = analysis
+        self.outer = outer
+        self.defs: Dict[str, List[Definition]] = {}
+        self.escapes: List[Escape] = []
+        self.places: Dict[cst.CSTNode, _Place] = {}
+        self.children: Dict[Optional[cst.CSTNode], List[cst.CSTNode]] = {}
+        self.later_calls: Dict[cst.CSTNode, List[Later]] = {}  # statement -> backward-like calls in it
+        self.container_collections: Set[str] = set()  # names appended tensors in this scope
+        self.nested_scopes: List[cst.CSTNode] = []
+        self._classes: Optional[Dict[str, str]] = None
+        self._index_block(body, None, "body", no_grad=False, loop=None)
+
+    # -- indexing ------------------------------------------------------------------------------
+    def _index_block(self, block: _Block, parent, part: str, no_grad: bool, loop) -> None:
+        for index, stmt in enumerate(block):
+            self.places[stmt] = _Place(parent, part, block, index)
+            self.children.setdefault(parent, []).append(stmt)
+            self._index_statement(stmt, no_grad, loop)
+
+    def _index_statement(self, stmt: cst.CSTNode, no_grad: bool, loop) -> None:
+        reads = self.analysis.reads
+        if isinstance(stmt, cst.SimpleStatementLine):
+            for small in stmt.body:
+                self._index_small(small, stmt, no_grad)
+            self._note_calls(stmt, stmt)
+            return
+        if isinstance(stmt, cst.BaseSmallStatement):
+            self._index_small(stmt, stmt, no_grad)
+            self._note_calls(stmt, stmt)
+            return
+        if isinstance(stmt, (cst.FunctionDef, cst.ClassDef)):
+            self._define(stmt.name.value, Reads(kind=INERT), stmt, no_grad)
+            self.nested_scopes.append(stmt)
+            free = self._free_reads(stmt)
+            if free:
+                self.escapes.append(Escape("closure", free, stmt))
+            return
+        if isinstance(stmt, cst.If):
+            self._note_calls(stmt.test, stmt)
+            self._index_block(list(_suite(stmt.body)), stmt, "body", no_grad, loop)
+            if isinstance(stmt.orelse, cst.If):
+                self._index_block([stmt.orelse], stmt, "orelse", no_grad, loop)
+            elif stmt.orelse is not None:
+                self._index_block(list(_suite(stmt.orelse.body)), stmt, "orelse", no_grad, loop)
+            return
+        if isinstance(stmt, cst.For):
+            self._note_calls(stmt.iter, stmt)
+            iter_reads = reads.reads(stmt.iter)
+            for key in _target_keys(stmt.target):
+                self.defs.setdefault(key, []).append(Definition(key, iter_reads, stmt, no_grad, loop_target=stmt))
+            self._index_block(list(_suite(stmt.body)), stmt, "body", no_grad, stmt)
+            if stmt.orelse is not None:
+                self._index_block(list(_suite(stmt.orelse.body)), stmt, "orelse", no_grad, loop)
+            return
+        if isinstance(stmt, cst.While):
+            self._note_calls(stmt.test, stmt)
+            self._index_block(list(_suite(stmt.body)), stmt, "body", no_grad, stmt)
+            if stmt.orelse is not None:
+                self._index_block(list(_suite(stmt.orelse.body)), stmt, "orelse", no_grad, loop)
+            return
+        if isinstance(stmt, cst.With):
+            inner_no_grad = no_grad
+            for item in stmt.items:
+                self._note_calls(item.item, stmt)
+                target = item.item.func if isinstance(item.item, cst.Call) else item.item
+                qualified = self.analysis.imports.resolve(target)
+                if qualified in ("torch.no_grad", "torch.inference_mode"):
+                    inner_no_grad = True
+                elif qualified == "torch.set_grad_enabled" and isinstance(item.item, cst.Call):
+                    if item.item.args and _is_false(item.item.args[0].value):
+                        inner_no_grad = True
+                if item.asname is not None:
+                    for key in _target_keys(item.asname.name):
+                        self._define(key, reads.reads(item.item), stmt, no_grad)
+            self._index_block(list(_suite(stmt.body)), stmt, "body", inner_no_grad, loop)
+            return
+        if isinstance(stmt, (cst.Try, getattr(cst, "TryStar", cst.Try))):
+            self._index_block(list(_suite(stmt.body)), stmt, "body", no_grad, loop)
+            for handler in stmt.handlers:
+                if handler.name is not None:
+                    for key in _target_keys(handler.name.name):
+                        self._define(key, Reads(kind=INERT), handler, no_grad)
+                self._index_block(list(_suite(handler.body)), stmt, "handler", no_grad, loop)
+            if stmt.orelse is not None:
+                self._index_block(list(_suite(stmt.orelse.body)), stmt, "orelse", no_grad, loop)
+            if stmt.finalbody is not None:
+                self._index_block(list(_suite(stmt.finalbody.body)), stmt, "finally", no_grad, loop)
+            return
+        # match and anything newer: index its blocks as plain blocks, every name assumed linked.
+        for block in _blocks_of(stmt):
+            self._index_block(block, stmt, "body", no_grad, loop)
+        self._note_calls_shallow(stmt)
+
+    def _index_small(self, small: cst.BaseSmallStatement, stmt: cst.CSTNode, no_grad: bool) -> None:
+        reads = self.analysis.reads
+        if isinstance(small, cst.Assign):
+            value = reads.reads(small.value)
+            for target in small.targets:
+                for key in _target_keys(target.target):
+                    self._define(key, value, small, no_grad)
+                if _stores(target.target):
+                    self.escapes.append(Escape("store", set(value.keys), stmt))
+            self._note_walrus(small.value, small, no_grad)
+        elif isinstance(small, cst.AnnAssign):
+            if small.value is not None:
+                value = reads.reads(small.value)
+                for key in _target_keys(small.target):
+                    self._define(key, value, small, no_grad)
+                if _stores(small.target):
+                    self.escapes.append(Escape("store", set(value.keys), stmt))
+        elif isinstance(small, cst.AugAssign):
+            value = reads.reads(small.value)
+            keys = list(_target_keys(small.target))
+            for key in keys:
+                self._define(key, Reads(keys=set(value.keys) | {key}, opaque=value.opaque), small, no_grad)
+            if _stores(small.target):
+                self.escapes.append(Escape("store", set(value.keys), stmt))
+        elif isinstance(small, (cst.Return,)):
+            if small.value is not None:
+                self.escapes.append(Escape("return", reads.reads(small.value).keys, stmt))
+        elif isinstance(small, cst.Expr):
+            value = small.value
+            if isinstance(value, (cst.Yield,)):
+                inner = value.value
+                if isinstance(inner, cst.From):
+                    inner = inner.item
+                self.escapes.append(Escape("return", reads.reads(inner).keys if inner is not None else set(), stmt))
+            elif isinstance(value, cst.Call):
+                self._index_expression_call(value, stmt, no_grad)
+            self._note_walrus(value, small, no_grad)
+        elif isinstance(small, (cst.Global, cst.Nonlocal)):
+            self.escapes.append(Escape("global", {item.name.value for item in small.names}, stmt))
+        elif isinstance(small, (cst.Import, cst.ImportFrom)):
+            pass  # imported modules are inert
+        # Yields inside assignments (`x = yield y`) leave through the generator too.
+        for node in _yields(small):
+            inner = node.value.item if isinstance(node.value, cst.From) else node.value
+            if inner is not None and not (isinstance(small, cst.Expr) and small.value is node):
+                self.escapes.append(Escape("return", reads.reads(inner).keys, stmt))
+
+    def _index_expression_call(self, call: cst.Call, stmt: cst.CSTNode, no_grad: bool) -> None:
+        """A call whose result is dropped: in-place detaches, container stores, opaque consumers."""
+        reads = self.analysis.reads
+        func = call.func
+        if isinstance(func, cst.Attribute):
+            method = func.attr.value
+            receiver = key_of(func.value)
+            if method == "detach_" and receiver is not None:
+                self._define(receiver, Reads(kind=INERT), call, no_grad)
+                return
+            if method == "requires_grad_" and receiver is not None:
+                self._define(receiver, Reads(keys={receiver}, kind=LEAF), call, no_grad)
+                return
+            if method in _CONTAINER_STORES:
+                value = reads._args(call)
+                self.escapes.append(Escape("container", set(value.keys), stmt))
+                if receiver is not None and value.keys:
+                    self.container_collections.add(receiver)
+                    self._define(receiver, Reads(keys=set(value.keys) | {receiver}), call, no_grad)
+                return
+            if method in _LOGGING_METHODS:
+                return
+        if backward_call(call, self.analysis.imports) is not None:
+            return
+        qualified = self.analysis.imports.resolve(func)
+        if qualified is not None and qualified.split(".")[0] == "torch":
+            return
+        if isinstance(func, cst.Name) and func.value in _BUILTINS:
+            return
+        self.escapes.append(Escape("call", set(reads._args(call).keys), stmt))
+
+    def _note_walrus(self, expr: cst.BaseExpression, small, no_grad: bool) -> None:
+        for node in _walruses(expr):
+            for key in _target_keys(node.target):
+                self._define(key, self.analysis.reads.reads(node.value), small, no_grad)
+
+    def _define(self, key: str, reads: Reads, node: cst.CSTNode, no_grad: bool) -> None:
+        self.defs.setdefault(key, []).append(Definition(key, reads, node, no_grad))
+
+    def _free_reads(self, node: cst.CSTNode) -> Set[str]:
+        """Names of this scope that a nested function or class reads (closures keep them alive)."""
+        from gradlint.analysis.scalars import assigned_keys
+
+        collector = _NameCollector()
+        node.body.visit(collector)
+        local = assigned_keys(node.body)
+        if isinstance(node, cst.FunctionDef):
+            local |= set(_params(node))
+        return {n for n in collector.names if n not in local}
+
+    def _note_calls(self, node: cst.CSTNode, stmt: cst.CSTNode) -> None:
+        for call in _calls_outside_nested(node):
+            later = self.analysis.later_of(call)
+            if later is not None:
+                self.later_calls.setdefault(stmt, []).append(later)
+
+    def _note_calls_shallow(self, stmt: cst.CSTNode) -> None:
+        self._note_calls(stmt, stmt)
+
+    # -- classification --------------------------------------------------------------------
+    def classes(self) -> Dict[str, str]:
+        """INERT/LEAF/GRAPH for every name defined here (a greatest fixpoint from INERT)."""
+        if self._classes is not None:
+            return self._classes
+        classes = {key: INERT for key in self.defs}
+        self._classes = classes
+        changed = True
+        rounds = 0
+        while changed and rounds < 50:
+            changed = False
+            rounds += 1
+            for key, definitions in self.defs.items():
+                new = _join([self._definition_class(d) for d in definitions])
+                if new != classes[key]:
+                    classes[key] = new
+                    changed = True
+        return classes
+
+    def class_of(self, key: str) -> str:
+        """Class of any name read here, including names from outside the function."""
+        if self._classes is not None and key in self._classes:
+            return self._classes[key]
+        if key in self.defs:
+            return self.classes()[key]
+        if key == "self":
+            return INERT
+        if key in self.params:
+            return UNKNOWN
+        if self.outer is not None:
+            head = key.split(".")[0]
+            if head in self.outer.defs and "." not in key:
+                return self.outer.class_of(key)
+        return UNKNOWN
+
+    def _definition_class(self, definition: Definition) -> str:
+        reads = definition.reads
+        if definition.no_grad or reads.kind == INERT:
+            return INERT
+        if definition.loop_target is not None:
+            return GRAPH if self._collection_of_tensors(definition.loop_target) else INERT
+        classes = [self.class_of(k) for k in reads.keys if k != definition.key]
+        if reads.kind == LEAF:
+            return LEAF if not reads.opaque and all(c == INERT for c in classes) else GRAPH
+        if reads.opaque or any(c != INERT for c in classes):
+            return GRAPH
+        return INERT
+
+    def _collection_of_tensors(self, loop: cst.For) -> bool:
+        """Does `for x in <iter>` walk tensors built in this function (`for loss in losses`)?"""
+        return bool(self.collection_keys(loop))
+
+    def collection_keys(self, loop: cst.For) -> Set[str]:
+        keys = set()
+        iterable = loop.iter
+        reads = self.analysis.reads.reads(iterable)
+        if isinstance(iterable, (cst.List, cst.Tuple)):
+            if any(self._class_or_graph(k) != INERT for k in reads.keys):
+                keys |= {k for k in reads.keys if k in self.defs or k in self.params}
+                return keys or {"<display>"}
+        for key in reads.keys:
+            if key in self.container_collections:
+                keys.add(key)
+                continue
+            for definition in self.defs.get(key, ()):
+                value = getattr(definition.node, "value", None)
+                if isinstance(value, (cst.List, cst.Tuple, cst.ListComp)) and any(
+                    self._class_or_graph(k) != INERT for k in definition.reads.keys
+                ):
+                    keys.add(key)
+        return keys
+
+    def _class_or_graph(self, key: str) -> str:
+        # Used while classes are being computed: names not settled yet count as linked.
+        if self._classes is not None and key in self._classes:
+            return self._classes[key]
+        return self.class_of(key)
+
+    # -- def-use closures ----------------------------------------------------------------------
+    def closure(self, keys: Iterable[str]) -> Set[str]:
+        """Every name whose value may flow into a value reading `keys`."""
+        seen: Set[str] = set()
+        todo = list(keys)
+        while todo:
+            key = todo.pop()
+            if key in seen:
+                continue
+            seen.add(key)
+            if key in self.defs and self.class_of(key) in (INERT, LEAF):
+                continue  # no history flows through it (a batch, a constant, a leaf)
+            for definition in self.defs.get(key, ()):
+                if definition.no_grad or definition.reads.kind == INERT:
+                    continue
+                todo.extend(definition.reads.keys)
+        return seen
+
+    def linked(self, keys: Iterable[str]) -> Set[str]:
+        """The names among `keys` that may carry a graph (not constants, batches or leaves)."""
+        return {k for k in keys if self.class_of(k) in (GRAPH, UNKNOWN)}
+
+    def descendants(self, keys: Set[str]) -> Set[str]:
+        """`keys` and every name computed (by def-use) from one of them."""
+        group = set(keys)
+        changed = True
+        while changed:
+            changed = False
+            for key, definitions in self.defs.items():
+                if key in group or self.class_of(key) in (INERT, LEAF):
+                    continue
+                for definition in definitions:
+                    if definition.no_grad or definition.reads.kind == INERT:
+                        continue
+                    if definition.reads.keys & group:
+                        group.add(key)
+                        changed = True
+                        break
+        return group
+
+    # -- statement structure -----------------------------------------------------------------
+    def enclosing(self, stmt: cst.CSTNode) -> List[Tuple[cst.CSTNode, _Place]]:
+        """(statement, place) from `stmt` out to the top of the scope."""
+        chain = []
+        node: Optional[cst.CSTNode] = stmt
+        while node is not None and node in self.places:
+            place = self.places[node]
+            chain.append((node, place))
+            node = place.parent
+        return chain
+
+    def later_statements(self, stmt: cst.CSTNode) -> List[cst.CSTNode]:
+        """Statements that may run after `stmt` in the same pass (not the next loop iteration)."""
+        out: List[cst.CSTNode] = []
+        for node, place in self.enclosing(stmt):
+            out.extend(place.block[place.index + 1 :])
+            parent = place.parent
+            if isinstance(parent, (cst.Try, getattr(cst, "TryStar", cst.Try))):
+                if place.part == "body":
+                    for handler in parent.handlers:
+                        out.extend(_suite(handler.body))
+                    if parent.orelse is not None:
+                        out.extend(_suite(parent.orelse.body))
+                if place.part in ("body", "handler", "orelse") and parent.finalbody is not None:
+                    out.extend(_suite(parent.finalbody.body))
+            elif isinstance(parent, (cst.For, cst.While)) and place.part == "body" and parent.orelse is not None:
+                out.extend(_suite(parent.orelse.body))
+        return out
+
+    def loops_around(self, stmt: cst.CSTNode) -> List[Union[cst.For, cst.While]]:
+        return [
+            place.parent
+            for node, place in self.enclosing(stmt)
+            if isinstance(place.parent, (cst.For, cst.While)) and place.part == "body"
+        ]
+
+    def calls_within(self, statements: Iterable[cst.CSTNode]) -> List[Later]:
+        """Backward-like calls in these statements and the statements nested in them."""
+        out: List[Later] = []
+        for stmt in self.statements_within(statements):
+            out.extend(self.later_calls.get(stmt, ()))
+        return out
+
+    def statements_within(self, statements: Iterable[cst.CSTNode]) -> Set[cst.CSTNode]:
+        found: Set[cst.CSTNode] = set()
+        todo = list(statements)
+        while todo:
+            stmt = todo.pop()
+            if stmt in found:
+                continue
+            found.add(stmt)
+            todo.extend(self.children.get(stmt, ()))
+        return found
+
+    # -- what a loop body carries from one iteration to the next ----------------------------------
+    def carried(self, loop: Union[cst.For, cst.While]) -> Set[str]:
+        """Names the loop body reads before assigning them, that may hold a graph."""
+        reads = self.analysis.reads
+        carried: Set[str] = set()
+        assigned: Set[str] = set()
+        if isinstance(loop, cst.For):
+            assigned |= set(_target_keys(loop.target))
+            carried |= self.collection_keys(loop) - {"<display>"}
+        else:
+            carried |= reads.reads(loop.test).keys
+        self._carried_block(list(_suite(loop.body)), assigned, carried)
+        return {k for k in self.linked(carried)}
+
+    def _carried_block(self, block: _Block, assigned: Set[str], carried: Set[str]) -> Set[str]:
+        for stmt in block:
+            assigned = self._carried_statement(stmt, assigned, carried)
+        return assigned
+
+    def _read(self, expr: Optional[cst.BaseExpression], assigned: Set[str], carried: Set[str]) -> None:
+        if expr is None:
+            return
+        for key in self.analysis.reads.reads(expr).keys:
+            if key not in assigned:
+                carried.add(key)
+
+    def _carried_statement(self, stmt: cst.CSTNode, assigned: Set[str], carried: Set[str]) -> Set[str]:
+        if isinstance(stmt, (cst.SimpleStatementLine,)):
+            for small in stmt.body:
+                assigned = self._carried_small(small, assigned, carried)
+            return assigned
+        if isinstance(stmt, cst.BaseSmallStatement):
+            return self._carried_small(stmt, assigned, carried)
+        if isinstance(stmt, (cst.FunctionDef, cst.ClassDef)):
+            return assigned | {stmt.name.value}
+        if isinstance(stmt, cst.If):
+            self._read(stmt.test, assigned, carried)
+            body = self._carried_block(list(_suite(stmt.body)), set(assigned), carried)
+            if isinstance(stmt.orelse, cst.If):
+                other = self._carried_statement(stmt.orelse, set(assigned), carried)
+            elif stmt.orelse is not None:
+                other = self._carried_block(list(_suite(stmt.orelse.body)), set(assigned), carried)
+            else:
+                other = assigned
+            return assigned | (body & other)
+        if isinstance(stmt, cst.For):
+            self._read(stmt.iter, assigned, carried)
+            inner = set(assigned) | set(_target_keys(stmt.target))
+            self._carried_block(list(_suite(stmt.body)), inner, carried)
+            if stmt.orelse is not None:
+                self._carried_block(list(_suite(stmt.orelse.body)), set(assigned), carried)
+            return assigned
+        if isinstance(stmt, cst.While):
+            self._read(stmt.test, assigned, carried)
+            self._carried_block(list(_suite(stmt.body)), set(assigned), carried)
+            return assigned
+        if isinstance(stmt, cst.With):
+            for item in stmt.items:
+                self._read(item.item, assigned, carried)
+                if item.asname is not None:
+                    assigned = assigned | set(_target_keys(item.asname.name))
+            return self._carried_block(list(_suite(stmt.body)), assigned, carried)
+        if isinstance(stmt, (cst.Try, getattr(cst, "TryStar", cst.Try))):
+            after = self._carried_block(list(_suite(stmt.body)), set(assigned), carried)
+            ends = [after]
+            for handler in stmt.handlers:
+                ends.append(self._carried_block(list(_suite(handler.body)), set(assigned), carried))
+            if stmt.orelse is not None:
+                ends[0] = self._carried_block(list(_suite(stmt.orelse.body)), ends[0], carried)
+            merged = set.intersection(*ends) if ends else assigned
+            if stmt.finalbody is not None:
+                merged = self._carried_block(list(_suite(stmt.finalbody.body)), merged, carried)
+            return merged
+        # Unknown statement kinds: every name in them is read before anything is assigned.
+        collector = _NameCollector()
+        stmt.visit(collector)
+        carried |= {n for n in collector.names if n not in assigned}
+        return assigned
+
+    def _carried_small(self, small: cst.BaseSmallStatement, assigned: Set[str], carried: Set[str]) -> Set[str]:
+        if isinstance(small, cst.Assign):
+            self._read(small.value, assigned, carried)
+            for target in small.targets:
+                self._read_target_bases(target.target, assigned, carried)
+            new = set()
+            for target in small.targets:
+                new |= set(_target_keys(target.target))
+            return assigned | new
+        if isinstance(small, cst.AnnAssign):
+            self._read(small.value, assigned, carried)
+            return assigned | (set(_target_keys(small.target)) if small.value is not None else set())
+        if isinstance(small, cst.AugAssign):
+            self._read(small.value, assigned, carried)
+            keys = set(_target_keys(small.target))
+            carried |= {k for k in keys if k not in assigned}
+            return assigned | keys
+        if isinstance(small, cst.Expr) and isinstance(small.value, cst.Call):
+            call = small.value
+            func = call.func
+            if isinstance(func, cst.Attribute) and func.attr.value == "detach_":
+                key = key_of(func.value)
+                return assigned | ({key} if key else set())
+        if isinstance(small, (cst.Global, cst.Nonlocal, cst.Import, cst.ImportFrom, cst.Pass, cst.Break, cst.Continue)):
+            return assigned
+        if isinstance(small, cst.Del):
+            return assigned
+        value = getattr(small, "value", None)
+        if isinstance(value, cst.BaseExpression):
+            self._read(value, assigned, carried)
+        return assigned
+
+    def _read_target_bases(self, target: cst.BaseExpression, assigned: Set[str], carried: Set[str]) -> None:
+        """`x[i] = v` updates x in place: a later read of x sees the old value plus v."""
+        if isinstance(target, cst.Subscript):
+            key = key_of(target.value)
+            if key is not None and key not in assigned:
+                carried.add(key)
+        elif isinstance(target, (cst.Tuple, cst.List)):
+            for element in target.elements:
+                self._read_target_bases(element.value, assigned, carried)
+
+
+def _join(classes: List[str]) -> str:
+    if not classes:
+        return INERT
+    if any(c in (GRAPH, UNKNOWN) for c in classes):
+        return GRAPH
+    if any(c == LEAF for c in classes):
+        return LEAF if all(c == LEAF for c in classes) else GRAPH
+    return INERT
+
+
+def _suite(suite) -> List[cst.CSTNode]:
+    if isinstance(suite, cst.BaseSuite):
+        return list(suite.body)
+    return list(suite)
+
+
+def _blocks_of(stmt: cst.CSTNode) -> Iterator[_Block]:
+    for case in getattr(stmt, "cases", ()) or ():
+        yield _suite(case.body)
+
+
+class _CallFinder(cst.CSTVisitor):
+    def __init__(self) -> None:
+        self.calls: List[cst.Call] = []
+
+    def visit_Call(self, node: cst.Call) -> None:
+        self.calls.append(node)
+
+    def _stop(self, node) -> bool:
+        return False
+
+    visit_FunctionDef = visit_ClassDef = visit_Lambda = _stop  # type: ignore[assignment]
+    visit_ListComp = visit_SetComp = visit_DictComp = visit_GeneratorExp = _stop  # type: ignore[assignment]
+    # Nested statements are indexed on their own.
+    visit_IndentedBlock = visit_SimpleStatementSuite = _stop  # type: ignore[assignment]
+
+
+def _calls_outside_nested(node: cst.CSTNode) -> List[cst.Call]:
+    finder = _CallFinder()
+    node.visit(finder)
+    return finder.calls
+
+
+class _Yields(cst.CSTVisitor):
+    def __init__(self) -> None:
+        self.found: List[cst.Yield] = []
+
+    def visit_Yield(self, node: cst.Yield) -> None:
+        self.found.append(node)
+
+    def visit_Lambda(self, node) -> bool:
+        return False
+
+
+def _yields(node: cst.CSTNode) -> List[cst.Yield]:
+    finder = _Yields()
+    node.visit(finder)
+    return finder.found
+
+
+class _Walruses(cst.CSTVisitor):
+    def __init__(self) -> None:
+        self.found: List[cst.NamedExpr] = []
+
+    def visit_NamedExpr(self, node: cst.NamedExpr) -> None:
+        self.found.append(node)
+
+
+def _walruses(node: cst.CSTNode) -> List[cst.NamedExpr]:
+    finder = _Walruses()
+    node.visit(finder)
+    return finder.found
+
+
+def _params(fn: cst.FunctionDef) -> List[str]:
+    params = fn.params
+    names = [p.name.value for p in list(params.posonly_params) + list(params.params) + list(params.kwonly_params)]
+    for star in (params.star_arg, params.star_kwarg):
+        if isinstance(star, cst.Param):
+            names.append(star.name.value)
+    return names
+
+
+# --------------------------------------------------------------------------------------------
+# The module
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A `retain_graph=True` the analysis proved unnecessary."""
+
+    call: BackwardCall
+    retain_arg: cst.Arg
+    root: str  # source text of the root tensor
+
+
+class GraphAnalysis:
+    """Scopes of one module and the backward calls in them."""
+
+    def __init__(self, module: cst.Module, imports: ImportMap, backward_functions: Tuple[str, ...] = ()) -> None:
+        self.module = module
+        self.imports = imports
+        self.reads = ReadCollector(imports)
+        self.backward_functions = tuple(backward_functions)
+        self.helpers = _backward_helpers(module, imports)
+        self.scopes: List[Scope] = []
+        self.scope_of: Dict[cst.Call, Scope] = {}
+        self.statement_of: Dict[cst.Call, cst.CSTNode] = {}
+        self._build(module.body, module, [], None)
+
+    def _build(self, body: _Block, node: cst.CSTNode, params: List[str], outer: Optional[Scope]) -> None:
+        scope = Scope(node, list(body), params, self, outer)
+        self.scopes.append(scope)
+        for stmt, calls in scope.later_calls.items():
+            for later in calls:
+                self.scope_of[later.node] = scope
+                self.statement_of[later.node] = stmt
+        module_scope = outer if outer is not None else scope
+        for nested in scope.nested_scopes:
+            if isinstance(nested, cst.FunctionDef):
+                self._build(_suite(nested.body), nested, _params(nested), module_scope)
+            elif isinstance(nested, cst.ClassDef):
+                self._build(_suite(nested.body), nested, [], module_scope)
+
+    def later_of(self, call: cst.Call) -> Optional[Later]:
+        """The call as a backward-like call (a backward, a configured helper, a helper here)."""
+        found = backward_call(call, self.imports)
+        if found is not None:
+            return Later(call, found.tensor if not unknown_arguments(call) else None, backward=found)
+        name = dotted(call.func)
+        if name is None:
+            return None
+        last = name.split(".")[-1]
+        configured = any(name == f or last == f.split(".")[-1] for f in self.backward_functions)
+        if configured or last in self.helpers:
+            roots: Set[str] = set()
+            for arg in call.args:
+                roots |= self.reads.reads(arg.value).keys
+            return Later(call, None, roots=roots)
+        return None
+
+    # -- the question GL002 asks ------------------------------------------------------------------
+    def unnecessary_retains(self) -> List[Verdict]:
+        verdicts = []
+        for call, scope in self.scope_of.items():
+            later = next(l for l in scope.later_calls[self.statement_of[call]] if l.node is call)
+            backward = later.backward
+            if backward is None:
+                continue
+            arg = _retain_argument(backward)
+            if arg is None:
+                continue
+            if self._retain_unneeded(backward, scope, self.statement_of[call]):
+                verdicts.append(Verdict(backward, arg, _short(self.module.code_for_node(backward.tensor))))
+        return verdicts
+
+    def _retain_unneeded(self, backward: BackwardCall, scope: Scope, stmt: cst.CSTNode) -> bool:
+        if backward.tensor is None or unknown_arguments(backward.node):
+            return False
+        if backward.create_graph is not None and not _is_false(backward.create_graph):
+            return False
+        if not _is_true(backward.retain_graph):
+            return False
+        tensor = backward.tensor
+        if self._held_elsewhere(tensor, scope):
+            return False
+        roots = self.reads.reads(tensor)
+        root_keys = set(roots.keys)
+        graph = scope.linked(scope.closure(root_keys))
+        group = scope.descendants(graph)
+        if self._escapes(backward, scope, stmt, group):
+            return False
+        later_statements = scope.later_statements(stmt)
+        candidates = scope.calls_within(later_statements)
+        candidates += [l for l in scope.later_calls.get(stmt, ()) if l.node is not backward.node]
+        for later in candidates:
+            if self._may_traverse(later, scope, graph):
+                return False
+        for loop in scope.loops_around(stmt):
+            carried = scope.carried(loop)
+            if carried & group:
+                return False  # values of this iteration's graph live on into the next one
+            for later in scope.calls_within(_suite(loop.body)):
+                deps = self._deps(later, scope)
+                if deps is None or deps & carried:
+                    return False
+        return True
+
+    def _held_elsewhere(self, tensor: cst.BaseExpression, scope: Scope) -> bool:
+        """A root the function did not compute (a parameter, an attribute, a loop's element)."""
+        base = tensor
+        while isinstance(base, cst.Subscript):
+            base = base.value
+        if not isinstance(base, (cst.Name, cst.Attribute)):
+            return False
+        key = key_of(base)
+        if key is None:
+            return True
+        if key not in scope.defs:
+            return True
+        return any(d.loop_target is not None for d in scope.defs[key])
+
+    def _deps(self, later: Later, scope: Scope) -> Optional[Set[str]]:
+        if later.tensor is None:
+            if later.roots is None:
+                return None
+            return scope.closure(later.roots)
+        return scope.closure(self.reads.reads(later.tensor).keys)
+
+    def _may_traverse(self, later: Later, scope: Scope, graph: Set[str]) -> bool:
+        deps = self._deps(later, scope)
+        if deps is None:
+            return True
+        return bool(scope.linked(deps) & graph)
+
+    def _escapes(self, backward: BackwardCall, scope: Scope, stmt: cst.CSTNode, group: Set[str]) -> bool:
+        after = scope.statements_within(scope.later_statements(stmt))
+        for loop in scope.loops_around(stmt):
+            after |= scope.statements_within(_suite(loop.body))
+        lightning_manual = (
+            backward.kind == "manual"
+            and isinstance(scope.node, cst.FunctionDef)
+            and scope.node.name.value == "training_step"
+        )
+        for escape in scope.escapes:
+            if not escape.reads & group:
+                continue
+            if escape.kind == "return" and lightning_manual:
+                continue  # Lightning does not run backward on what a manual training_step returns
+            if escape.kind == "call" and escape.statement not in after:
+                continue
+            return True
+        return False
+
+
+def _retain_argument(backward: BackwardCall) -> Optional[cst.Arg]:
+    for arg in backward.node.args:
+        if arg.value is backward.retain_graph and backward.retain_graph is not None:
+            return arg
+    return None
+
+
+def _short(code: str, limit: int = 40) -> str:
+    code = " ".join(code.split())
+    return code if len(code) <= limit else code[: limit - 3] + "..."
+
+
+class _HelperFinder(cst.CSTVisitor):
+    """Names of functions in this module whose bodies run a backward."""
+
+    def __init__(self, imports: ImportMap) -> None:
+        self.imports = imports
+        self.direct: Dict[str, Set[str]] = {}  # function name -> names it calls
+        self.runs_backward: Set[str] = set()
+        self._stack: List[str] = []
+
+    def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
+        self._stack.append(node.name.value)
+        self.direct.setdefault(node.name.value, set())
+
+    def leave_FunctionDef(self, original_node: cst.FunctionDef) -> None:
+        self._stack.pop()
+
+    def visit_Call(self, node: cst.Call) -> None:
+        if not self._stack:
+            return
+        current = self._stack[-1]
+        if backward_call(node, self.imports) is not None:
+            self.runs_backward.add(current)
+        name = dotted(node.func)
+        if name is not None:
+            self.direct[current].add(name.split(".")[-1])
+
+
+def _backward_helpers(module: cst.Module, imports: ImportMap) -> FrozenSet[str]:
+    finder = _HelperFinder(imports)
+    module.visit(finder)
+    helpers = set(finder.runs_backward)
+    changed = True
+    while changed:
+        changed = False
+        for name, calls in finder.direct.items():
+            if name not in helpers and calls & helpers:
+                helpers.add(name)
+                changed = True
+    return frozenset(helpers)
+
+
+def unnecessary_retains(module: cst.Module, imports: ImportMap, backward_functions: Tuple[str, ...] = ()):
+    """Every `retain_graph=True` in the module that no later backward can need."""
+    return GraphAnalysis(module, imports, backward_functions).unnecessary_retains()
