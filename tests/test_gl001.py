@@ -590,3 +590,270 @@ def test_flagged(name):
 @pytest.mark.parametrize("name", sorted(CLEAN))
 def test_clean(name):
     assert reported(CLEAN[name]) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers in other modules of the project, configured helper names, messages, de-duplication
+# ---------------------------------------------------------------------------------------------
+
+LOOP_WITH_IMPORTED_HELPER = """
+    import torch
+    from {module} import {helper}
+
+    model = torch.nn.Linear(4, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    for x, y in loader:
+        loss = torch.nn.functional.mse_loss(model(x), y)
+        loss.backward(){mark}
+        optimizer.step()
+        {helper}({argument})
+    """
+
+
+def _project(tmp_path, helper_source: str, module: str = "utils"):
+    path = tmp_path.joinpath(*module.split(".")).with_suffix(".py")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for parent in path.parents:
+        if parent == tmp_path:
+            break
+        parent.joinpath("__init__.py").touch()
+    path.write_text(textwrap.dedent(helper_source))
+    return AnalysisOptions(project_root=str(tmp_path)), str(tmp_path / "train.py")
+
+
+def test_imported_helper_that_clears_is_followed(tmp_path):
+    options, path = _project(
+        tmp_path,
+        """
+        def reset_gradients(*optimizers):
+            for opt in optimizers:
+                opt.zero_grad(set_to_none=True)
+        """,
+    )
+    source = LOOP_WITH_IMPORTED_HELPER.format(module="utils", helper="reset_gradients", argument="optimizer", mark="")
+    assert reported(source, options, path) == []
+
+
+def test_imported_helper_in_a_package_that_clears_through_the_model(tmp_path):
+    options, path = _project(
+        tmp_path,
+        """
+        def drop_grads(module):
+            for p in module.parameters():
+                p.grad = None
+        """,
+        module="mylib.train_utils",
+    )
+    source = LOOP_WITH_IMPORTED_HELPER.format(module="mylib.train_utils", helper="drop_grads", argument="model", mark="")
+    assert reported(source, options, path) == []
+
+
+def test_imported_helper_that_only_logs_does_not_hide_the_bug(tmp_path):
+    options, path = _project(
+        tmp_path,
+        """
+        def log_metrics(value):
+            print(value)
+        """,
+    )
+    source = LOOP_WITH_IMPORTED_HELPER.format(module="utils", helper="log_metrics", argument="loss.item()", mark="  # GL001")
+    assert reported(source, options, path) == expected(source)
+
+
+def test_imported_helper_that_steps_is_followed(tmp_path):
+    options, path = _project(
+        tmp_path,
+        """
+        import torch
+
+        def clip_and_step(model, optimizer, max_norm=1.0):
+            torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+            optimizer.step()
+        """,
+    )
+    source = """
+        from utils import clip_and_step
+
+        for batch in loader:
+            loss = model(batch).mean()
+            loss.backward()  # GL001
+            clip_and_step(model, optimizer)
+        """
+    assert reported(source, options, path) == expected(source)
+
+
+def test_unresolvable_project_helper_that_might_clear_means_silence(tmp_path):
+    source = """
+        from .helpers import reset_state
+
+        for batch in loader:
+            loss = model(batch).mean()
+            loss.backward()
+            optimizer.step()
+            reset_state(model)
+        """
+    assert reported(source, AnalysisOptions(project_root=str(tmp_path)), str(tmp_path / "train.py")) == []
+
+
+def test_helper_module_that_does_not_parse_is_unknown_not_a_crash(tmp_path):
+    options, path = _project(tmp_path, "def reset_grads(model:\n    pass\n")
+    source = LOOP_WITH_IMPORTED_HELPER.format(module="utils", helper="reset_grads", argument="model", mark="")
+    assert reported(source, options, path) == []
+
+
+def test_configured_clear_step_and_backward_functions():
+    source = """
+        for batch in loader:
+            loss = model(batch)
+            run_backward(loss)  # GL001
+            apply_gradients(optimizer)
+        """
+    options = AnalysisOptions(backward_functions=("run_backward",), step_functions=("apply_gradients",))
+    assert reported(source, options) == expected(source)
+    cleared = AnalysisOptions(
+        backward_functions=("run_backward",), step_functions=("apply_gradients",), clear_functions=("wipe",)
+    )
+    wiped = """
+        for batch in loader:
+            loss = model(batch)
+            run_backward(loss)
+            apply_gradients(optimizer)
+            wipe()
+        """
+    assert reported(wiped, cleared) == []
+    assert reported(source) == []  # without configuration nothing is known about these helpers
+
+
+def test_message_names_optimizer_step_line_and_fix():
+    source = """
+        import torch
+
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        for x, y in loader:
+            loss = criterion(model(x), y)
+            loss.backward()
+            optimizer.step()
+        """
+    (finding,) = findings(source)
+    assert finding.code == "GL001" and finding.name == "missing-zero-grad"
+    assert (finding.line, finding.column, finding.end_line, finding.end_column) == (7, 5, 7, 20)
+    assert finding.message == (
+        "`loss.backward()` adds to gradients that `optimizer.step()` (line 8) already applied: "
+        "`optimizer`'s gradients are never cleared between steps; "
+        "call `optimizer.zero_grad()` before the backward or after the step"
+    )
+
+
+def test_message_for_a_clear_that_some_paths_skip():
+    (finding,) = findings(FLAGGED["continue_skips_clear"])
+    assert "not cleared on every path between steps" in finding.message
+
+
+def test_multiline_backward_spans_the_whole_call():
+    (finding,) = findings(FLAGGED["multiline_backward_call"])
+    assert (finding.line, finding.end_line) == (4, 6)
+
+
+def test_message_for_a_helper_running_the_backward():
+    (finding,) = findings(FLAGGED["helper_runs_backward"])
+    assert finding.message.startswith("`compute_and_backprop(model, batch)` runs a backward that adds to gradients")
+
+
+def test_backward_inside_nested_loops_is_reported_once():
+    source = """
+        for epoch in range(3):
+            for x, y in loader:
+                loss = criterion(model(x), y)
+                loss.backward()  # GL001
+                optimizer.step()
+            for x, y in val_loader:
+                print(model(x))
+        """
+    assert reported(source) == expected(source)
+
+
+def test_helper_with_its_own_loop_is_reported_in_the_helper_not_at_the_call():
+    source = """
+        def train_epoch(model, loader, optimizer):
+            for x, y in loader:
+                loss = F.mse_loss(model(x), y)
+                loss.backward()  # GL001
+                optimizer.step()
+
+        for epoch in range(10):
+            train_epoch(model, loader, optimizer)
+        """
+    assert reported(source) == expected(source)
+
+
+def test_reassigned_condition_is_a_new_decision():
+    source = """
+        for i, batch in enumerate(loader):
+            ready = i > warmup
+            loss = model(batch)
+            loss.backward()  # GL001
+            if ready:
+                optimizer.step()
+            ready = check_ready(i)
+            if ready:
+                optimizer.zero_grad()
+        """
+    assert reported(source) == expected(source)
+
+
+def test_condition_reassigned_at_the_end_carries_into_the_next_iteration():
+    # `ready` decides the clear and, unchanged, the next iteration's step: every step is preceded
+    # by a clear, so this is correct code
+    source = """
+        for i, batch in enumerate(loader):
+            loss = model(batch)
+            loss.backward()
+            if ready:
+                optimizer.step()
+            ready = check_ready(i)
+            if ready:
+                optimizer.zero_grad()
+        """
+    assert reported(source) == []
+
+
+def test_same_condition_twice_is_one_decision():
+    source = """
+        for i, batch in enumerate(loader):
+            loss = model(batch)
+            loss.backward()
+            if ready:
+                optimizer.step()
+            log(i)
+            if ready:
+                optimizer.zero_grad()
+        """
+    assert reported(source) == []
+
+
+def test_random_condition_is_never_assumed_equal():
+    source = """
+        for batch in loader:
+            loss = model(batch)
+            loss.backward()  # GL001
+            if random.random() < 0.5:
+                optimizer.step()
+            if random.random() < 0.5:
+                optimizer.zero_grad()
+        """
+    assert reported(source) == expected(source)
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "def f():\n    f()\nfor x in y:\n    f()\n    x.backward()\n    opt.step()\n",  # recursive helper
+        "class A:\n    def g(self):\n        self.g()\n    def run(self):\n        while 1:\n            self.g()\n",
+        "for x in y:\n    opt.step(lambda: (opt.zero_grad(), x.backward()))\n",
+        "while True:\n    try:\n        pass\n    finally:\n        break\n",
+        "for a, *b in c:\n    del a.grad\n    [p.backward() for p in b]\n    (opt := make()).step()\n",
+        "async def f():\n    async for x in y:\n        x.backward()\n        opt.step()\n",
+    ],
+)
+def test_odd_code_does_not_crash(source):
+    findings(source)
