@@ -25,6 +25,8 @@ _GRADLINT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def _ours(filename: str) -> bool:
     """Frames of gradlint, runpy and click: hidden from the script's traceback, as python hides its own."""
+    if filename.startswith("<frozen runpy"):
+        return True
     real = os.path.abspath(filename)
     if real.startswith(_GRADLINT_DIR + os.sep):
         return True

@@ -218,6 +218,8 @@ def judge(static: Sequence[Finding], obs: Observations, *, cwd: Optional[str] = 
         out.append(finding.with_(runtime=verdict, evidence=evidence))
     for finding in runtime_only(obs, matched, cwd):
         if enabled is None or enabled(finding.code, finding.path):
+            if obs.ranks > 1:
+                finding = finding.with_(evidence=f"{finding.evidence} (merged over {obs.ranks} ranks)")
             out.append(finding)
     out.sort(key=Finding.sort_key)
     return out

@@ -1,0 +1,46 @@
+"""Shared helpers for the runtime tests: run code or scripts traced, in-process or as `gradlint run`."""
+
+from __future__ import annotations
+
+import os
+import runpy
+import subprocess
+import sys
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SCRIPTS = os.path.join(HERE, "scripts")
+REPO = os.path.dirname(os.path.dirname(HERE))
+EXAMPLES = os.path.join(REPO, "rules", "examples")
+
+import torch
+
+# The test machines are small and shared: one intra-op thread keeps timings steady.
+torch.set_num_threads(1)
+
+
+def run_traced(path: str, argv=()):
+    """Run a script in this process under gradlint.runtime.trace(); returns the Trace."""
+    import gradlint.runtime
+
+    saved = sys.argv[:]
+    sys.argv = [path, *argv]
+    try:
+        with gradlint.runtime.trace(cwd=REPO) as traced:
+            try:
+                runpy.run_path(path, run_name="__main__")
+            except SystemExit:
+                pass
+    finally:
+        sys.argv = saved
+    return traced
+
+
+def gradlint_run(*args, cwd=SCRIPTS, env=None, timeout=120):
+    """`python -m gradlint run ARGS` in a subprocess; returns CompletedProcess (text)."""
+    environ = dict(os.environ, PYTHONWARNINGS="ignore", **(env or {}))
+    environ.pop("GITHUB_ACTIONS", None)
+    environ.pop("GRADLINT_OUTPUT_FORMAT", None)
+    return subprocess.run([sys.executable, "-m", "gradlint", "run", *args], cwd=cwd, env=environ,
+                          capture_output=True, text=True, timeout=timeout)

@@ -1,0 +1,31 @@
+"""A loop that never clears its gradients (GL001), with switches for the CLI tests."""
+import argparse
+import sys
+
+import torch
+
+parser = argparse.ArgumentParser()
+parser.add_argument("--clear", action="store_true", help="clear the gradients (a correct loop)")
+parser.add_argument("--select", default=None, help="an option gradlint also has: must reach the script")
+parser.add_argument("--exit", type=int, default=None, help="end with SystemExit(N)")
+parser.add_argument("--fail", action="store_true", help="raise after training")
+parser.add_argument("--interrupt", action="store_true", help="raise KeyboardInterrupt after training")
+args = parser.parse_args()
+
+print(f"argv={sys.argv[1:]} main={__name__} path0={sys.path[0]}")
+torch.manual_seed(0)
+model = torch.nn.Linear(4, 1)
+optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+for _ in range(4):
+    if args.clear:
+        optimizer.zero_grad()
+    loss = model(torch.randn(8, 4)).pow(2).mean()
+    loss.backward()
+    optimizer.step()
+
+if args.fail:
+    raise ValueError("boom after training")
+if args.interrupt:
+    raise KeyboardInterrupt
+if args.exit is not None:
+    sys.exit(args.exit)

@@ -1,0 +1,105 @@
+"""`gradlint run` end to end: the script runs as python would run it, the report follows, and the
+exit status says whether a finding was confirmed or the script failed."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from gradlint.cli import main
+from runtime_helpers import SCRIPTS, gradlint_run
+
+STALE = os.path.join(SCRIPTS, "stale_loop.py")
+
+
+@pytest.fixture
+def run(monkeypatch):
+    """`gradlint run ARGS` in-process from the scripts folder: (exit status, stdout, stderr)."""
+    monkeypatch.chdir(SCRIPTS)
+    for name in ("GITHUB_ACTIONS", "GRADLINT_OUTPUT_FORMAT", "RANK", "WORLD_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+
+    def invoke(*args):
+        result = CliRunner().invoke(main, ["run", *args], catch_exceptions=False)
+        return result.exit_code, result.stdout, result.stderr
+
+    return invoke
+
+
+def test_json_report_with_runtime_fields_in_a_subprocess(tmp_path):
+    report = tmp_path / "report.json"
+    done = gradlint_run("--output-format", "json", "-o", str(report), "stale_loop.py", "--select", "x")
+    assert done.returncode == 1, done.stderr
+    # Options after SCRIPT belong to the script; the script runs as __main__ with its folder first.
+    assert f"argv=['--select', 'x'] main=__main__ path0={SCRIPTS}" in done.stdout
+    findings = json.loads(report.read_text())
+    (finding,) = [f for f in findings if f["code"] == "GL001"]
+    assert finding["path"] == "stale_loop.py" and finding["line"] == 23
+    assert finding["runtime"] == "confirmed" and "optimizer step" in finding["evidence"]
+    assert finding["static"] in (True, False)
+
+
+def test_clean_script_exits_0(run):
+    status, out, err = run("stale_loop.py", "--clear")
+    assert status == 0, out + err
+    assert "argv=['--clear']" in out
+    assert "gradlint run: traced 4 backward calls and 4 optimizer steps." in err
+
+
+def test_systemexit_0_is_success_and_nonzero_is_failure(run):
+    assert run("stale_loop.py", "--clear", "--exit", "0")[0] == 0
+    status, out, err = run("stale_loop.py", "--clear", "--exit", "3")
+    assert status == 1
+    assert "traced 4 backward calls" in err  # the report is produced anyway
+
+
+def test_script_exception_shows_its_traceback_and_still_reports(run):
+    status, out, err = run("stale_loop.py", "--fail")
+    assert status == 1
+    assert "Traceback (most recent call last):" in err and "ValueError: boom after training" in err
+    assert 'stale_loop.py", line' in err
+    assert "runpy" not in err and "gradlint/runtime" not in err
+    assert "GL001" in out and "runtime: confirmed" in out
+
+
+def test_keyboard_interrupt_in_the_script_still_reports(run):
+    import torch
+
+    before = torch.Tensor.backward
+    status, out, err = run("stale_loop.py", "--clear", "--interrupt")
+    assert status == 1 and "KeyboardInterrupt" in err
+    assert "traced 4 backward calls" in err
+    assert torch.Tensor.backward is before
+
+
+def test_exit_zero_keeps_findings_but_not_failures(run):
+    assert run("--exit-zero", "stale_loop.py")[0] == 0
+    assert run("--exit-zero", "stale_loop.py", "--fail")[0] == 1
+
+
+def test_select_filters_runtime_only_findings(run, tmp_path):
+    report = tmp_path / "report.json"
+    status, out, err = run("--ignore", "GL001", "--output-format", "json", "-o", str(report), "stale_loop.py")
+    assert status == 0 and json.loads(report.read_text()) == []
+
+
+def test_usage_errors_exit_2(run):
+    assert run()[0] == 2
+    assert run("no_such_script.py")[0] == 2
+    assert run("-m", "no_such_module_gradlint")[0] == 2
+    assert run("--output-format", "nope", "stale_loop.py")[0] == 2
+
+
+def test_module_mode_joins_a_project_helper_in_a_subprocess(tmp_path):
+    report = tmp_path / "report.json"
+    done = gradlint_run("--output-format", "json", "-o", str(report), "-m", "gl_pkg.train", "a", "--b")
+    assert "main=__main__ argv=['a', '--b']" in done.stdout
+    findings = json.loads(report.read_text())
+    gl002 = [f for f in findings if f["code"] == "GL002"]
+    assert gl002 and gl002[0]["path"] == "gl_pkg/steps.py" and gl002[0]["line"] == 5
+    assert gl002[0]["runtime"] == "confirmed"
+    assert done.returncode == 1
