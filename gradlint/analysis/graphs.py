@@ -69,6 +69,14 @@ _DATA_METHODS = frozenset(
     "__getitem__ index_put".split()
 )
 _LEAF_METHODS = frozenset({"requires_grad_"})
+# Methods only modules, optimizers and the like have: their receiver is not a tensor.
+_OBJECT_METHODS = frozenset(
+    "parameters named_parameters train eval state_dict load_state_dict modules named_modules children "
+    "zero_grad buffers named_buffers apply forward register_forward_hook register_full_backward_hook "
+    "get_submodule add_module step".split()
+)
+# Builtins that fetch the next element of a data source, like a loop target.
+_FETCH_BUILTINS = frozenset({"next", "iter"})
 _CONTAINER_STORES = frozenset("append extend insert add appendleft put put_nowait update setdefault push".split())
 # Calls that take a value to print or log it and keep no tensor alive that a backward could use.
 _LOGGING_METHODS = frozenset(
@@ -198,10 +206,10 @@ class ReadCollector:
             bound |= set(_bound_names(node.target))
             out.add(self._reads(node.iter))
             node = node.inner_for_in
-        if isinstance(expr, cst.DictComp):
-            out.add(self._reads(expr.value))
-        else:
-            out.add(self._reads(expr.elt))
+        element = self._reads(expr.value if isinstance(expr, cst.DictComp) else expr.elt)
+        if element.kind == INERT:
+            return Reads(kind=INERT)  # `tuple(h.detach() for h in hidden)`
+        out.add(element)
         out.keys -= bound
         return out
 
@@ -213,6 +221,20 @@ class ReadCollector:
             out.add(self._reads(arg.value))
         return out
 
+    def _pure(self, call: cst.Call) -> Reads:
+        """A function of its arguments only: no history when none of them has any."""
+        out = Reads()
+        kinds = []
+        for arg in call.args:
+            if arg.keyword is not None and arg.keyword.value in ("device", "dtype", "non_blocking"):
+                continue
+            part = self._reads(arg.value)
+            kinds.append(part.kind)
+            out.add(part)
+        if kinds and all(kind == INERT for kind in kinds):
+            return Reads(kind=INERT)
+        return out
+
     def _call(self, call: cst.Call) -> Reads:
         func = call.func
         qualified = self.imports.resolve(func)
@@ -221,9 +243,9 @@ class ReadCollector:
             if head == "torch":
                 return self._torch_call(qualified, call)
             if isinstance(func, cst.Name) and func.value in _BUILTINS and func.value not in self._shadowed():
-                if func.value in _CUT_BUILTINS:
+                if func.value in _CUT_BUILTINS or func.value in _FETCH_BUILTINS:
                     return Reads(kind=INERT)
-                return self._args(call)  # list/zip/min/sum...: a pass-through of their arguments
+                return self._pure(call)  # list/zip/min/sum...: a pass-through of their arguments
         if isinstance(func, cst.Attribute):
             method = func.attr.value
             if method in _CUT_METHODS:
@@ -266,10 +288,10 @@ class ReadCollector:
             create = _keyword(call, "create_graph")
             if create is None or _is_false(create):
                 return Reads(kind=INERT)  # plain gradients carry no graph
-            return self._args(call)
+            return self._pure(call)
         if last[:1].isupper():
             return Reads(kind=INERT)  # torch.nn.Linear(...), torch.optim.SGD(...), torch.device objects
-        return self._args(call)
+        return self._pure(call)
 
 
 def _keyword(call: cst.Call, name: str) -> Optional[cst.BaseExpression]:
@@ -406,6 +428,7 @@ class Scope:
         self.nested_scopes: List[cst.CSTNode] = []
         self._classes: Optional[Dict[str, str]] = None
         self._index_block(body, None, "body", no_grad=False, loop=None)
+        self.objects = _object_names(body)  # names used as modules/functions: never tensors
 
     # -- indexing ------------------------------------------------------------------------------
     def _index_block(self, block: _Block, parent, part: str, no_grad: bool, loop) -> None:
@@ -607,6 +630,8 @@ class Scope:
             changed = False
             rounds += 1
             for key, definitions in self.defs.items():
+                if key in self.objects:
+                    continue
                 new = _join([self._definition_class(d) for d in definitions])
                 if new != classes[key]:
                     classes[key] = new
@@ -615,6 +640,8 @@ class Scope:
 
     def class_of(self, key: str) -> str:
         """Class of any name read here, including names from outside the function."""
+        if key in self.objects:
+            return INERT
         if self._classes is not None and key in self._classes:
             return self._classes[key]
         if key in self.defs:
@@ -788,7 +815,13 @@ class Scope:
     def _read(self, expr: Optional[cst.BaseExpression], assigned: Set[str], carried: Set[str]) -> None:
         if expr is None:
             return
-        for key in self.analysis.reads.reads(expr).keys:
+        keys = set(self.analysis.reads.reads(expr).keys)
+        for call in _calls_outside_nested(expr):
+            later = self.analysis.later_of(call)  # a backward reads the graph of its root
+            if later is not None:
+                keys |= self.analysis.reads.reads(later.tensor).keys if later.tensor is not None else set()
+                keys |= later.roots or set()
+        for key in keys:
             if key not in assigned:
                 carried.add(key)
 
@@ -886,6 +919,39 @@ class Scope:
         elif isinstance(target, (cst.Tuple, cst.List)):
             for element in target.elements:
                 self._read_target_bases(element.value, assigned, carried)
+
+
+class _ObjectNames(cst.CSTVisitor):
+    """Names called like functions or used like modules (`model(x)`, `model.parameters()`)."""
+
+    def __init__(self) -> None:
+        self.names: Set[str] = set()
+
+    def visit_Call(self, node: cst.Call) -> None:
+        func = node.func
+        if isinstance(func, cst.Name):
+            self.names.add(func.value)
+        elif isinstance(func, cst.Attribute):
+            key = key_of(func)
+            if key is not None and key.startswith("self."):
+                self.names.add(key)  # self.model(x)
+            if func.attr.value in _OBJECT_METHODS:
+                receiver = key_of(func.value)
+                if receiver is not None and receiver != "self":
+                    self.names.add(receiver)
+
+    def visit_FunctionDef(self, node: cst.FunctionDef) -> bool:
+        return False
+
+    def visit_ClassDef(self, node: cst.ClassDef) -> bool:
+        return False
+
+
+def _object_names(body: _Block) -> Set[str]:
+    collector = _ObjectNames()
+    for stmt in body:
+        stmt.visit(collector)
+    return collector.names
 
 
 def _join(classes: List[str]) -> str:
