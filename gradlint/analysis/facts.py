@@ -50,9 +50,10 @@ _SCHEDULER_FACTORIES = re.compile(r"(^|\.)(get_\w*schedul\w*|\w*Scheduler\w*|\w*
 _SCALER_FACTORIES = re.compile(r"(^|\.)(GradScaler|ShardedGradScaler|LossScaler\w*)$")
 _OTHER_FACTORIES = re.compile(r"(^|\.)(\w*EMA\w*|\w*Ema\w*|ExponentialMovingAverage|AveragedModel|make|"
                               r"make_env|make_vec_env|SyncVectorEnv|AsyncVectorEnv)$")
+# opt, optim, optimizer, optG, opt_d, optimizer2, g_optim, d_opt, generator_optimizer, OPTIMIZER
 _OPTIMIZER_NAME = re.compile(
-    r"^(opt|optim|optimizer|optimiser)([_0-9].*|[A-Z].*)?$|_(opt|optim|optimizer|optimiser)$|optimi[sz]er",
-    re.IGNORECASE,
+    r"^(opt|optim|optimi[sz]er|OPT|OPTIM|OPTIMI[SZ]ER)([_0-9].*|[A-Z].*)?$|_(opt|optim)$|optimi[sz]er|Optimi[sz]er"
+    r"|OPTIMI[SZ]ER|_OPT$|_OPTIM$"
 )
 # Lower-cased name fragments that say "not an optimizer", checked before the optimizer pattern.
 _NOT_OPTIMIZER_HINTS = (
@@ -579,9 +580,11 @@ class Analyzer:
                 handed_model = True
         if func_text is None:
             return effects
-        if self._maybe_project_helper(func_text, qual, scope) and (
-            handed_model or _MIGHT_CLEAR_NAME.search(last_part(func_text))
-        ):
+        name_says = bool(_MIGHT_CLEAR_NAME.search(last_part(func_text)))
+        if self._maybe_project_helper(func_text, qual, scope) and (handed_model or name_says):
+            effects.append(scope.event(CLEAR, ALL, call))
+        elif "." not in func_text and name_says and func_text not in facts.classes:
+            # a callable we cannot see (a parameter, a local `zero_fn = ...`) named like a clear
             effects.append(scope.event(CLEAR, ALL, call))
         return effects
 
