@@ -857,3 +857,34 @@ def test_random_condition_is_never_assumed_equal():
 )
 def test_odd_code_does_not_crash(source):
     findings(source)
+
+
+def test_oom_handler_that_continues_after_a_failed_backward():
+    # an exception can only come before the step has run: the clear at the end is not skipped
+    # after a successful step
+    source = """
+        for batch in loader:
+            try:
+                loss = model(batch).loss
+                loss.backward()
+                optimizer.step()
+            except torch.cuda.OutOfMemoryError:
+                torch.cuda.empty_cache()
+                continue
+            optimizer.zero_grad()
+        """
+    assert reported(source) == []
+
+
+def test_handler_that_steps_without_clearing():
+    source = """
+        for batch in loader:
+            try:
+                loss = model(batch).loss
+                loss.backward()  # GL001
+                optimizer.step()
+                optimizer.zero_grad()
+            except ValueError:
+                optimizer.step()
+        """
+    assert reported(source) == expected(source)

@@ -137,11 +137,23 @@ class _Builder:
             return self.simple(body.body, preds, scope)
         else:
             stmts = [body]
+        dispatch = self.handler_entry()
         for stmt in stmts:
             if not preds:
                 break  # unreachable after break/continue/return/raise
+            if dispatch is not None:
+                for pred in preds:  # the statement may raise before doing anything
+                    if dispatch not in pred.succ:
+                        pred.succ.append(dispatch)
             preds = self.statement(stmt, preds, scope)
         return preds
+
+    def handler_entry(self) -> Optional[Node]:
+        """Where an exception raised here goes: the innermost enclosing `try`'s handlers."""
+        for frame in reversed(self.frames):
+            if isinstance(frame, _TryFrame):
+                return frame.dispatch
+        return None
 
     def statement(self, stmt: cst.CSTNode, preds: List[Node], scope: Scope) -> List[Node]:
         if isinstance(stmt, cst.SimpleStatementLine):
@@ -267,21 +279,11 @@ class _Builder:
             self.frames.append(_FinallyFrame(stmt.finalbody.body, scope))
         dispatch = Node()
         self.nodes.append(dispatch)
-        for pred in preds:
-            pred.succ.append(dispatch)  # an exception before anything ran
         self.frames.append(_TryFrame(dispatch))
         try:
-            body = stmt.body.body if isinstance(stmt.body, cst.IndentedBlock) else [stmt.body]
-            current = preds
-            for inner in body:
-                if not current:
-                    break
-                current = self.statement(inner, current, scope)
-                for pred in current:
-                    pred.succ.append(dispatch)  # an exception after this statement
+            exits = self.block(stmt.body, preds, scope)  # each statement may raise into dispatch
         finally:
             self.frames.pop()
-        exits = current
         if stmt.orelse is not None and exits:
             exits = self.block(stmt.orelse.body, exits, scope)
         for handler in stmt.handlers:
