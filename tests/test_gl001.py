@@ -888,3 +888,39 @@ def test_handler_that_steps_without_clearing():
                 optimizer.step()
         """
     assert reported(source) == expected(source)
+
+
+def test_nested_defs_resolve_where_they_are_visible():
+    # two functions each define their own `closure`; only the second one forgets to clear
+    source = """
+        def fit_clean(model, optimizer, x, y):
+            def closure():
+                optimizer.zero_grad()
+                loss = F.mse_loss(model(x), y)
+                loss.backward()
+                return loss
+            for _ in range(10):
+                optimizer.step(closure)
+
+        def fit_buggy(model, optimizer, x, y):
+            def closure():
+                loss = F.mse_loss(model(x), y)
+                loss.backward()
+                return loss
+            for _ in range(10):
+                optimizer.step(closure)  # GL001
+        """
+    assert reported(source) == expected(source)
+
+
+def test_step_with_a_non_closure_argument_is_not_an_optimizer_step():
+    source = """
+        for task in tasks:
+            with higher.innerloop_ctx(model, inner_opt) as (fmodel, diff_opt):
+                for _ in range(5):
+                    loss = task.loss(fmodel)
+                    diff_opt.step(loss)
+                meta_loss = task.loss(fmodel)
+                meta_loss.backward()
+        """
+    assert reported(source) == []

@@ -169,9 +169,13 @@ class ModuleFacts:
     path: str
     imports: ImportMap
     kinds: Dict[str, str] = field(default_factory=dict)  # expression text -> kind, from assignments
-    functions: Dict[str, cst.FunctionDef] = field(default_factory=dict)  # module-level and nested defs
+    functions: Dict[str, cst.FunctionDef] = field(default_factory=dict)  # module-level defs
+    # (id of the enclosing def or None, name) -> def: nested defs resolve where they are visible
+    defs: Dict[Tuple[Optional[int], str], cst.FunctionDef] = field(default_factory=dict)
+    parent: Dict[int, Optional[cst.FunctionDef]] = field(default_factory=dict)  # def id -> enclosing def
     classes: Dict[str, ClassInfo] = field(default_factory=dict)
-    loops: List[Tuple[cst.CSTNode, Optional[str]]] = field(default_factory=list)  # (loop, its class)
+    # (loop, name of its class, the def it is in)
+    loops: List[Tuple[cst.CSTNode, Optional[str], Optional[cst.FunctionDef]]] = field(default_factory=list)
     sources: Dict[str, set] = field(default_factory=dict)  # module text -> optimizers built on it
     star_import: bool = False
     _relevant: Dict[int, bool] = field(default_factory=dict)
@@ -186,7 +190,7 @@ class ModuleFacts:
 
 def module_facts(module: cst.Module, path: str, imports: Optional[ImportMap] = None) -> ModuleFacts:
     facts = ModuleFacts(module=module, path=path, imports=imports or ImportMap.of(module))
-    _FactCollector(facts).walk(module.body, None, None, False)
+    _FactCollector(facts).walk(module.body, None, None, None)
     return facts
 
 
@@ -244,11 +248,13 @@ class _FactCollector:
     def __init__(self, facts: ModuleFacts) -> None:
         self.facts = facts
 
-    def walk(self, stmts, cls: Optional[ClassInfo], cls_name: Optional[str], in_function: bool) -> None:
+    def walk(self, stmts, cls: Optional[ClassInfo], cls_name: Optional[str], func: Optional[cst.FunctionDef]) -> None:
         for stmt in stmts:
-            self.statement(stmt, cls, cls_name, in_function)
+            self.statement(stmt, cls, cls_name, func)
 
-    def statement(self, stmt: cst.CSTNode, cls: Optional[ClassInfo], cls_name: Optional[str], in_function: bool) -> None:
+    def statement(
+        self, stmt: cst.CSTNode, cls: Optional[ClassInfo], cls_name: Optional[str], func: Optional[cst.FunctionDef]
+    ) -> None:
         if isinstance(stmt, cst.SimpleStatementLine):
             for small in stmt.body:
                 self.small(small)
@@ -259,24 +265,27 @@ class _FactCollector:
         if isinstance(stmt, cst.ClassDef):
             info = ClassInfo(methods={}, bases=[dotted(b.value) or "" for b in stmt.bases])
             self.facts.classes.setdefault(stmt.name.value, info)
-            self.walk(_statement_children(stmt), info, stmt.name.value, False)
+            self.walk(_statement_children(stmt), info, stmt.name.value, None)
             return
         if isinstance(stmt, cst.FunctionDef):
             name = stmt.name.value
-            if cls is not None and not in_function:
+            if cls is not None and func is None:
                 cls.methods.setdefault(name, stmt)
             else:
-                self.facts.functions.setdefault(name, stmt)
+                if func is None:
+                    self.facts.functions.setdefault(name, stmt)
+                self.facts.defs.setdefault((id(func) if func is not None else None, name), stmt)
+            self.facts.parent[id(stmt)] = func
             self._param_kinds(stmt)
-            self.walk(_statement_children(stmt), cls, cls_name, True)
+            self.walk(_statement_children(stmt), cls, cls_name, stmt)
             return
         if isinstance(stmt, (cst.For, cst.While)):
-            self.facts.loops.append((stmt, cls_name))
+            self.facts.loops.append((stmt, cls_name, func))
         elif isinstance(stmt, cst.With):
             for item in stmt.items:
                 if item.asname is not None:
                     self._bind(_target_texts(item.asname.name), item.item)
-        self.walk(_statement_children(stmt), cls, cls_name, in_function)
+        self.walk(_statement_children(stmt), cls, cls_name, func)
 
     def small(self, small: cst.BaseSmallStatement) -> None:
         if isinstance(small, cst.Assign):
@@ -380,6 +389,7 @@ class Scope:
     binding: Tuple[Tuple[str, str], ...] = ()
     cls: Optional[str] = None
     chain: Tuple[Tuple[cst.CSTNode, bool], ...] = ()  # call sites that led here
+    func: Optional[cst.FunctionDef] = None  # the def this code is in (for nested defs)
 
     @property
     def local(self) -> bool:
@@ -535,8 +545,11 @@ class Analyzer:
                 resolved = self._resolve_function(text, scope) if text else None
                 if resolved is not None:
                     effects.append(resolved(call))
+                elif text is not None and "closure" in text.lower():
+                    effects.append(scope.event(CLEAR, target, call))  # a closure we cannot see: may clear
                 else:
-                    effects.append(scope.event(CLEAR, target, call))  # unknown closure: may clear
+                    # `diffopt.step(loss)` (higher), `opt.step(batch)`: not torch.optim's step(closure)
+                    return []
         effects.append(scope.event(STEP, target, call))
         return effects
 
@@ -615,7 +628,7 @@ class Analyzer:
             func, cls = self._find_method(facts, scope.cls, parts[1])
             is_method = True
         elif len(parts) == 1 and parts[0] not in facts.imports.aliases:
-            func = facts.functions.get(parts[0])
+            func = _visible_def(facts, scope.func, parts[0])
         if func is None and parts[0] in facts.imports.aliases:
             qualname = _qualify(facts.imports, text)
             if qualname.startswith(".") or qualname.split(".")[0] not in KNOWN_LIBRARIES:
@@ -636,6 +649,7 @@ class Analyzer:
                 binding=binding,
                 cls=cls if is_method else None,
                 chain=scope.chain + ((site, scope.local),),
+                func=func,
             )
             return Inline(func.body, inner, site, key)
 
@@ -707,6 +721,17 @@ class Analyzer:
         if _clears_grad_by_assignment(stmt):
             effects.append(scope.event(CLEAR, ALL, stmt))
         return effects
+
+
+def _visible_def(facts: ModuleFacts, where: Optional[cst.FunctionDef], name: str) -> Optional[cst.FunctionDef]:
+    """The def `name` means inside `where`: its own nested defs, then enclosing ones, then module."""
+    current = where
+    for _ in range(50):
+        found = facts.defs.get((id(current) if current is not None else None, name))
+        if found is not None or current is None:
+            return found
+        current = facts.parent.get(id(current))
+    return None
 
 
 def _qualify(imports: ImportMap, text: str) -> str:
@@ -817,6 +842,6 @@ def _calls_in(node: cst.CSTNode) -> List[cst.Call]:
     return collector.calls
 
 
-def iter_loops(facts: ModuleFacts) -> Iterator[Tuple[cst.CSTNode, Optional[str]]]:
-    """Every for/while loop of the module, outer before inner, with its enclosing class's name."""
+def iter_loops(facts: ModuleFacts) -> Iterator[Tuple[cst.CSTNode, Optional[str], Optional[cst.FunctionDef]]]:
+    """Every for/while loop of the module, outer before inner, with its class's name and its def."""
     return iter(facts.loops)

@@ -58,8 +58,8 @@ def check(ctx) -> Iterable[Finding]:
     # underlying backward node id -> (report node, step event, optimizer, cleared somewhere?)
     direct: Dict[int, Tuple[cst.CSTNode, Event, str, bool]] = {}
     via_helper: Dict[int, Tuple[cst.CSTNode, Event, str, bool, int]] = {}
-    for loop, cls in iter_loops(facts):
-        scope = Scope(facts=facts, root=facts, cls=cls)
+    for loop, cls, func in iter_loops(facts):
+        scope = Scope(facts=facts, root=facts, cls=cls, func=func)
         try:
             local.wants_project = False
             graph = build_loop_graph(loop, local, scope)
