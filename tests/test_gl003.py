@@ -239,6 +239,13 @@ FLAGGED = {
             obj = (w + 1).sum(dim=-1)
             obj.backward()  # GL003
     """,
+    "per_sample_sum_over_features": """
+        import torch.nn.functional as F
+
+        per_elem = F.mse_loss(model(x), y, reduction="none")
+        per_sample = per_elem.sum(dim=1)
+        per_sample.backward()  # GL003
+    """,
     "view_then_mean_dim": """
         import torch
 
@@ -361,12 +368,13 @@ CLEAN = {
             loss = crit(a, b)
             loss.backward()
     """,
-    "dim_reduction_of_unknown_rank": """
+    "dim_reduction_that_may_remove_the_batch": """
         import torch.nn.functional as F
 
         per_elem = F.mse_loss(model(x), y, reduction="none")
-        per_sample = per_elem.sum(dim=1)
-        per_sample.backward()
+        per_elem.sum(dim=0).backward()
+        per_elem.mean(-1).backward()
+        model(x).sum(dim=1).backward()
     """,
     "indexing_a_vector": """
         import torch.nn.functional as F

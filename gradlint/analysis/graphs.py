@@ -103,10 +103,16 @@ class Reads:
     keys: Set[str] = field(default_factory=set)
     opaque: bool = False  # calls something unknown (a module, a helper): may create a graph
     kind: Optional[str] = None  # INERT: no history whatever it reads; LEAF: a new leaf
+    # Capitalised callees (`Net(cfg)`, but also `G(z)` for a generator instance): INERT holds only
+    # when each of them turns out to be a class rather than a variable of the function.
+    ctors: Set[str] = field(default_factory=set)
 
     def add(self, other: "Reads") -> "Reads":
+        """Combine with another operand: history-free only when both are."""
+        self.kind = INERT if self.kind == INERT and other.kind == INERT else None
         self.keys |= other.keys
         self.opaque = self.opaque or other.opaque
+        self.ctors |= other.ctors
         return self
 
 
@@ -121,8 +127,9 @@ def key_of(expr: cst.BaseExpression) -> Optional[str]:
 class ReadCollector:
     """Computes `Reads` of expressions in one module (it needs the imports to know torch)."""
 
-    def __init__(self, imports: ImportMap) -> None:
+    def __init__(self, imports: ImportMap, detaching: FrozenSet[str] = frozenset()) -> None:
         self.imports = imports
+        self.detaching = detaching  # functions of this module whose results never carry a graph
 
     def reads(self, expr: Optional[cst.BaseExpression]) -> Reads:
         if expr is None:
@@ -169,15 +176,13 @@ class ReadCollector:
             return self._reads(expr.left).add(self._reads(expr.right))
         if isinstance(expr, cst.IfExp):
             return self._reads(expr.body).add(self._reads(expr.orelse))
-        if isinstance(expr, (cst.Tuple, cst.List, cst.Set)):
-            out = Reads()
-            for element in expr.elements:
-                out.add(self._reads(element.value))
-            return out
-        if isinstance(expr, cst.Dict):
-            out = Reads()
-            for element in expr.elements:
-                out.add(self._reads(element.value))
+        if isinstance(expr, (cst.Tuple, cst.List, cst.Set, cst.Dict)):
+            parts = [self._reads(element.value) for element in expr.elements]
+            out = Reads(kind=INERT)
+            for part in parts:
+                out.add(part)
+            if not parts:
+                out.kind = INERT
             return out
         if isinstance(expr, (cst.Await, cst.StarredElement)):
             return self._reads(expr.expression if isinstance(expr, cst.Await) else expr.value)
@@ -207,7 +212,7 @@ class ReadCollector:
             out.add(self._reads(node.iter))
             node = node.inner_for_in
         element = self._reads(expr.value if isinstance(expr, cst.DictComp) else expr.elt)
-        if element.kind == INERT:
+        if element.kind == INERT and not element.ctors:
             return Reads(kind=INERT)  # `tuple(h.detach() for h in hidden)`
         out.add(element)
         out.keys -= bound
@@ -231,7 +236,7 @@ class ReadCollector:
             part = self._reads(arg.value)
             kinds.append(part.kind)
             out.add(part)
-        if kinds and all(kind == INERT for kind in kinds):
+        if kinds and all(kind == INERT for kind in kinds) and not out.ctors:
             return Reads(kind=INERT)
         return out
 
@@ -246,6 +251,8 @@ class ReadCollector:
                 if func.value in _CUT_BUILTINS or func.value in _FETCH_BUILTINS:
                     return Reads(kind=INERT)
                 return self._pure(call)  # list/zip/min/sum...: a pass-through of their arguments
+        if self.detaching and self._detaching_call(func):
+            return Reads(kind=INERT)
         if isinstance(func, cst.Attribute):
             method = func.attr.value
             if method in _CUT_METHODS:
@@ -264,7 +271,12 @@ class ReadCollector:
         else:
             last = ""
         if last[:1].isupper():
-            return Reads(kind=INERT)  # a constructor: a module, an optimizer, a loader
+            # A constructor (a module, an optimizer, a loader) unless the name is a variable.
+            out = self._args(call)
+            out.opaque = True
+            out.kind = INERT
+            out.ctors = {key_of(func) or last}
+            return out
         # An unknown callable (a module's forward, a criterion, a helper): its arguments flow in and
         # it may create a graph of its own.
         out = self._args(call)
@@ -273,6 +285,14 @@ class ReadCollector:
 
     def _shadowed(self) -> Set[str]:
         return set()
+
+    def _detaching_call(self, func: cst.BaseExpression) -> bool:
+        """`repackage_hidden(h)` / `self.detach_state(s)`: a helper here that only returns detached values."""
+        if isinstance(func, cst.Name):
+            return func.value in self.detaching
+        if isinstance(func, cst.Attribute) and isinstance(func.value, cst.Name) and func.value.value == "self":
+            return func.attr.value in self.detaching
+        return False
 
     def _torch_call(self, qualified: str, call: cst.Call) -> Reads:
         parts = qualified.split(".")
@@ -516,7 +536,15 @@ class Scope:
         if isinstance(small, cst.Assign):
             value = reads.reads(small.value)
             for target in small.targets:
-                for key in _target_keys(target.target):
+                keys = list(_target_keys(target.target))
+                if len(keys) > 1 and not isinstance(small.value, (cst.Tuple, cst.List)):
+                    # `a, b = model(x)`: both come from one call and share its graph.
+                    shared = f"<unpacked@{len(self.defs)}:{keys[0]}>"
+                    self._define(shared, value, small, no_grad)
+                    for key in keys:
+                        self._define(key, Reads(keys={shared}), small, no_grad)
+                    continue
+                for key in keys:
                     self._define(key, value, small, no_grad)
                 if _stores(target.target):
                     self.escapes.append(Escape("store", set(value.keys), stmt))
@@ -599,14 +627,7 @@ class Scope:
 
     def _free_reads(self, node: cst.CSTNode) -> Set[str]:
         """Names of this scope that a nested function or class reads (closures keep them alive)."""
-        from gradlint.analysis.scalars import assigned_keys
-
-        collector = _NameCollector()
-        node.body.visit(collector)
-        local = assigned_keys(node.body)
-        if isinstance(node, cst.FunctionDef):
-            local |= set(_params(node))
-        return {n for n in collector.names if n not in local}
+        return {n for n in free_names(node) if n in self.defs or n in self.params}
 
     def _note_calls(self, node: cst.CSTNode, stmt: cst.CSTNode) -> None:
         for call in _calls_outside_nested(node):
@@ -656,9 +677,27 @@ class Scope:
                 return self.outer.class_of(key)
         return UNKNOWN
 
+    def is_instance(self, name: str) -> bool:
+        """Is a capitalised callee a variable here (`G = Generator()`), not a class?"""
+        if name in self.params:
+            return True
+        definitions = self.defs.get(name)
+        if definitions:
+            return any(not isinstance(d.node, cst.ClassDef) for d in definitions)
+        if self.outer is not None:
+            return self.outer.is_instance(name)
+        return False
+
+    def inert_definition(self, definition: Definition) -> bool:
+        """Does this definition give a value with no history, whatever it reads?"""
+        reads = definition.reads
+        if definition.no_grad:
+            return True
+        return reads.kind == INERT and not any(self.is_instance(c) for c in reads.ctors)
+
     def _definition_class(self, definition: Definition) -> str:
         reads = definition.reads
-        if definition.no_grad or reads.kind == INERT:
+        if self.inert_definition(definition):
             return INERT
         if definition.loop_target is not None:
             return GRAPH if self._collection_of_tensors(definition.loop_target) else INERT
@@ -712,7 +751,7 @@ class Scope:
             if key in self.defs and self.class_of(key) in (INERT, LEAF):
                 continue  # no history flows through it (a batch, a constant, a leaf)
             for definition in self.defs.get(key, ()):
-                if definition.no_grad or definition.reads.kind == INERT:
+                if self.inert_definition(definition):
                     continue
                 todo.extend(definition.reads.keys)
         return seen
@@ -731,7 +770,7 @@ class Scope:
                 if key in group or self.class_of(key) in (INERT, LEAF):
                     continue
                 for definition in definitions:
-                    if definition.no_grad or definition.reads.kind == INERT:
+                    if self.inert_definition(definition):
                         continue
                     if definition.reads.keys & group:
                         group.add(key)
@@ -954,6 +993,90 @@ def _object_names(body: _Block) -> Set[str]:
     return collector.names
 
 
+class _FreeNames(cst.CSTVisitor):
+    """Names a function, lambda, class or comprehension reads from the scopes around it."""
+
+    def __init__(self) -> None:
+        self.reads: Set[str] = set()
+
+    def visit_Name(self, node: cst.Name) -> None:
+        self.reads.add(node.value)
+
+    def visit_Attribute(self, node: cst.Attribute) -> bool:
+        key = key_of(node)
+        if key is not None:
+            self.reads.add(key)
+            self.reads.add(key.split(".")[0])
+            return False
+        return True
+
+    def _nested(self, node: cst.CSTNode) -> bool:
+        self.reads |= free_names(node)
+        return False
+
+    def visit_Arg(self, node: cst.Arg) -> bool:
+        node.value.visit(self)  # not the keyword's name
+        return False
+
+    visit_FunctionDef = visit_ClassDef = visit_Lambda = _nested  # type: ignore[assignment]
+    visit_ListComp = visit_SetComp = visit_DictComp = visit_GeneratorExp = _nested  # type: ignore[assignment]
+
+
+def free_names(node: cst.CSTNode) -> Set[str]:
+    """Free variables of a nested scope (its own parameters and assignments removed)."""
+    from gradlint.analysis.scalars import assigned_keys
+
+    inner = _FreeNames()
+    local: Set[str] = set()
+    if isinstance(node, cst.FunctionDef):
+        for default in _param_defaults(node):
+            default.visit(inner)  # evaluated where the function is defined
+        body = _FreeNames()
+        node.body.visit(body)
+        local = set(_params(node)) | assigned_keys(node.body)
+        inner.reads |= body.reads - local
+        return inner.reads
+    if isinstance(node, cst.Lambda):
+        body = _FreeNames()
+        node.body.visit(body)
+        names = {p.name.value for p in node.params.params}
+        return body.reads - names
+    if isinstance(node, cst.ClassDef):
+        body = _FreeNames()
+        node.body.visit(body)
+        return body.reads - assigned_keys(node.body)
+    if isinstance(node, (cst.ListComp, cst.SetComp, cst.DictComp, cst.GeneratorExp)):
+        body = _FreeNames()
+        bound: Set[str] = set()
+        part = node.for_in
+        first = True
+        while part is not None:
+            bound |= set(_bound_names(part.target))
+            if first:
+                part.iter.visit(inner)  # the first iterable is evaluated outside
+                first = False
+            else:
+                part.iter.visit(body)
+            for condition in part.ifs:
+                condition.visit(body)
+            part = part.inner_for_in
+        if isinstance(node, cst.DictComp):
+            node.key.visit(body)
+            node.value.visit(body)
+        else:
+            node.elt.visit(body)
+        return inner.reads | (body.reads - bound)
+    node.visit(inner)
+    return inner.reads
+
+
+def _param_defaults(fn: cst.FunctionDef) -> Iterator[cst.BaseExpression]:
+    params = fn.params
+    for param in list(params.posonly_params) + list(params.params) + list(params.kwonly_params):
+        if param.default is not None:
+            yield param.default
+
+
 def _join(classes: List[str]) -> str:
     if not classes:
         return INERT
@@ -1056,7 +1179,7 @@ class GraphAnalysis:
     def __init__(self, module: cst.Module, imports: ImportMap, backward_functions: Tuple[str, ...] = ()) -> None:
         self.module = module
         self.imports = imports
-        self.reads = ReadCollector(imports)
+        self.reads = ReadCollector(imports, _detaching_functions(module, imports))
         self.backward_functions = tuple(backward_functions)
         self.helpers = _backward_helpers(module, imports)
         self.scopes: List[Scope] = []
@@ -1240,6 +1363,57 @@ def _backward_helpers(module: cst.Module, imports: ImportMap) -> FrozenSet[str]:
                 helpers.add(name)
                 changed = True
     return frozenset(helpers)
+
+
+class _FunctionReturns(cst.CSTVisitor):
+    """Every function of the module (by name) and the values its own body returns."""
+
+    def __init__(self) -> None:
+        self.returns: Dict[str, List[Optional[cst.BaseExpression]]] = {}
+        self.generators: Set[str] = set()
+        self._stack: List[str] = []
+
+    def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
+        name = node.name.value
+        if name in self.returns:
+            self.generators.add(name)  # defined twice: do not guess which one runs
+        self.returns.setdefault(name, [])
+        self._stack.append(name)
+
+    def leave_FunctionDef(self, original_node: cst.FunctionDef) -> None:
+        self._stack.pop()
+
+    def visit_Lambda(self, node: cst.Lambda) -> bool:
+        return False
+
+    def visit_Return(self, node: cst.Return) -> None:
+        if self._stack:
+            self.returns[self._stack[-1]].append(node.value)
+
+    def visit_Yield(self, node: cst.Yield) -> None:
+        if self._stack:
+            self.generators.add(self._stack[-1])
+
+
+def _detaching_functions(module: cst.Module, imports: ImportMap) -> FrozenSet[str]:
+    """Functions whose every `return` gives a value without history (`return h.detach()`,
+    `return tuple(repackage_hidden(v) for v in h)`): a greatest fixpoint, so recursion works."""
+    finder = _FunctionReturns()
+    module.visit(finder)
+    candidates = {
+        name
+        for name, values in finder.returns.items()
+        if values and name not in finder.generators and all(v is not None for v in values)
+    }
+    changed = True
+    while changed:
+        changed = False
+        reads = ReadCollector(imports, frozenset(candidates))
+        for name in sorted(candidates):
+            if any(reads.reads(value).kind != INERT or reads.reads(value).ctors for value in finder.returns[name]):
+                candidates.discard(name)
+                changed = True
+    return frozenset(candidates)
 
 
 def unnecessary_retains(module: cst.Module, imports: ImportMap, backward_functions: Tuple[str, ...] = ()):

@@ -584,6 +584,9 @@ class Evaluator:
             if listed is None or all(i is not None for i in indices):
                 rank = base.rank if keepdim else base.rank - len(reduced)
                 return Shape("nonscalar", rank=rank, why=why + f" of a {base.rank}-dimensional tensor")
+        if base.is_nonscalar and base.rank is None and all(i is not None and i >= 1 for i in indices):
+            # `per_element.sum(dim=1)`: dim 1 exists, so dim 0 (the batch) survives the reduction.
+            return Shape("nonscalar", why=why + f", which keeps dim 0 of a per-element tensor; {base.why}")
         return UNKNOWN
 
     @staticmethod
@@ -597,9 +600,10 @@ class Evaluator:
             if len(sizes) == 1 and _elements(sizes[0]) is not None:
                 sizes = _elements(sizes[0])  # type: ignore[assignment]
             values = [_int(s) for s in sizes]
-            rank = len(values) if all(v is not None for v in values) else None
+            single_variable = len(sizes) == 1 and values[0] is None  # a size object: rank unknown
+            rank = None if single_variable else len(values)
             dims = None
-            if base.dims is not None and rank is not None:
+            if base.dims is not None and rank is not None and all(v is not None for v in values):
                 known = [v for v in values if v != -1]
                 total = math.prod(base.dims)
                 if values.count(-1) <= 1 and all(v >= 0 for v in known) and math.prod(known):  # type: ignore
