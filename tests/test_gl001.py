@@ -924,3 +924,19 @@ def test_step_with_a_non_closure_argument_is_not_an_optimizer_step():
                 meta_loss.backward()
         """
     assert reported(source) == []
+
+
+def test_many_branches_stay_fast():
+    import time
+
+    branches = "".join(f"    if flag{k}:\n        log({k})\n    if flag{k}:\n        count({k})\n" for k in range(30))
+    source = "for batch in loader:\n    loss = model(batch)\n    loss.backward()\n" + branches + "    optimizer.step()\n"
+    start = time.perf_counter()
+    assert [f.line for f in analyze(source, "train.py", codes=["GL001"])] == [3]
+    assert time.perf_counter() - start < 5.0
+
+
+def test_huge_loop_body_is_skipped_not_slow():
+    body = "".join(f"    x{k} = helper(x{k - 1})\n    if x{k}:\n        y = {k}\n" for k in range(1, 1100))
+    source = "for batch in loader:\n    loss = model(batch)\n    loss.backward()\n" + body + "    optimizer.step()\n"
+    assert analyze(source, "train.py", codes=["GL001"]) == []  # over the node budget: silent

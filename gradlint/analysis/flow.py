@@ -30,6 +30,8 @@ from gradlint.analysis.names import dotted
 
 MAX_INLINE_DEPTH = 4
 MAX_NODES = 4000  # a loop body larger than this is not analysed (precision first: silent)
+MAX_DECISIONS = 10  # conditions remembered along a path (each doubles the states searched)
+MAX_STATES = 200_000  # a search that visits more states gives up (silent)
 
 
 class Node:
@@ -460,7 +462,25 @@ def build_loop_graph(loop, analyzer: Analyzer, scope: Scope) -> LoopGraph:
     exits = builder.block(loop.body, [header], scope)
     for pred in exits:
         pred.succ.append(latch)
+    _keep_correlated_decisions(builder.nodes)
     return LoopGraph(header=header, nodes=builder.nodes)
+
+
+def _keep_correlated_decisions(nodes: List[Node]) -> None:
+    """Remember only conditions tested by two or more `if`s: a condition tested once cannot
+    correlate with another test, and every remembered condition doubles the search space."""
+    counts: Dict[str, int] = {}
+    for node in nodes:
+        if node.decide is not None:
+            counts[node.decide[0]] = counts.get(node.decide[0], 0) + 1
+    kept: List[str] = []
+    for key, count in counts.items():
+        if count >= 4 and len(kept) < MAX_DECISIONS:  # each `if` gives a then- and an else-node
+            kept.append(key)
+    keep = set(kept)
+    for node in nodes:
+        if node.decide is not None and node.decide[0] not in keep:
+            node.decide = None
 
 
 def _clears(event: Event, optimizer: str, known: FrozenSet[str]) -> bool:
@@ -529,5 +549,7 @@ def stale_path(graph: LoopGraph, optimizer: str, is_target, known: FrozenSet[str
             if key in seen:
                 continue
             seen.add(key)
+            if len(seen) > MAX_STATES:
+                return None
             queue.append((succ, phase, step, entered))
     return None
