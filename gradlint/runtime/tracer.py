@@ -95,6 +95,18 @@ class _Call:
         self.accumulates = accumulates
 
 
+class _Adopted:
+    """An optimizer we have seen: its stats and its parameters' states (weakly held)."""
+
+    __slots__ = ("ref", "stats", "count", "pairs")
+
+    def __init__(self, ref: weakref.ref, stats: OptimizerStats) -> None:
+        self.ref = ref
+        self.stats = stats
+        self.count = -1
+        self.pairs: list = []  # [(weakref(param), _LeafState)]
+
+
 class _Retained:
     """One retained graph: the hooks placed on it. Referenced only by those hooks' closures, so it
     dies with the graph; the tracer keeps it in a WeakSet to remove the hooks on exit."""
@@ -140,9 +152,12 @@ class Tracer:
         self._handles: list = []
         self._depth = 0
         self._call: Optional[_Call] = None
-        self._states = None  # WeakIdKeyDictionary: leaf -> _LeafState
-        self._watch: Optional[list] = None  # cached [(weakref(leaf), state)]
-        self._optimizers = None  # WeakIdKeyDictionary: optimizer -> (param count, OptimizerStats)
+        # Weakly keyed by identity: id(leaf) -> (weakref(leaf), state); the weakref's callback drops
+        # the entry when the leaf dies. (torch's WeakIdKeyDictionary does the same but costs about
+        # a microsecond per lookup, which the per-step hot path cannot afford.)
+        self._leaves: Dict[int, Tuple[weakref.ref, _LeafState]] = {}
+        self._watch: Optional[list] = None  # cached list(self._leaves.values())
+        self._optimizers: Dict[int, _Adopted] = {}  # id(optimizer) -> what we track of it
         self._retained: "weakref.WeakSet[_Retained]" = weakref.WeakSet()
         self._pending_sites: Dict[int, BackwardSite] = {}  # sites run since the last step
         self._seen_sites: set = set()
@@ -160,11 +175,7 @@ class Tracer:
             return self
         import torch
         import torch.optim.optimizer as optim_mod
-        from torch.utils.weak import WeakIdKeyDictionary
-
         self._torch = torch
-        self._states = WeakIdKeyDictionary()
-        self._optimizers = WeakIdKeyDictionary()
         self._watch = None
         compiling = getattr(getattr(torch, "compiler", None), "is_compiling", None)
         if compiling is not None:
@@ -403,16 +414,30 @@ class Tracer:
     # ------------------------------------------------------------------ gradient state (GL001)
     def _watched(self) -> list:
         if self._watch is None:
-            self._watch = [(weakref.ref(leaf), state) for leaf, state in self._states.items()]
+            self._watch = list(self._leaves.values())
         return self._watch
 
     def _state(self, leaf) -> _LeafState:
-        state = self._states.get(leaf)
-        if state is None:
-            state = self._states[leaf] = _LeafState()
-            state.remember(leaf.grad)
-            self._watch = None
+        """The state of a leaf, starting to watch it if new."""
+        key = id(leaf)
+        entry = self._leaves.get(key)
+        if entry is not None and entry[0]() is leaf:
+            return entry[1]
+        state = _LeafState()
+        state.remember(leaf.grad)
+        self._leaves[key] = (weakref.ref(leaf, functools.partial(self._forget, key)), state)
+        self._watch = None
         return state
+
+    def _known(self, leaf) -> Optional[_LeafState]:
+        entry = self._leaves.get(id(leaf))
+        return entry[1] if entry is not None and entry[0]() is leaf else None
+
+    def _forget(self, key: int, ref: weakref.ref) -> None:
+        entry = self._leaves.get(key)
+        if entry is not None and entry[0] is ref:
+            del self._leaves[key]
+            self._watch = None
 
     def _before_accumulate(self) -> None:
         """Classify every watched leaf's gradient just before a backward writes into it."""
@@ -490,40 +515,54 @@ class Tracer:
     def _params_of(self, optimizer) -> list:
         return [p for group in optimizer.param_groups for p in group["params"]]
 
-    def _adopt(self, optimizer) -> OptimizerStats:
-        """Watch an optimizer's parameters; re-checked when its parameter count changes."""
-        entry = self._optimizers.get(optimizer)
-        count = sum(len(group["params"]) for group in optimizer.param_groups)
-        if entry is None or entry[0] != count:
-            stats = entry[1] if entry is not None else None
-            if stats is None:
+    def _adopt(self, optimizer) -> "_Adopted":
+        """Watch an optimizer's parameters; re-read when its parameter count changes."""
+        key = id(optimizer)
+        adopted = self._optimizers.get(key)
+        if adopted is not None and adopted.ref() is not optimizer:
+            adopted = None
+        count = 0
+        for group in optimizer.param_groups:
+            count += len(group["params"])
+        if adopted is None or adopted.count != count:
+            if adopted is None:
                 stats = OptimizerStats(name=type(optimizer).__name__)
                 self.observations.optimizers.append(stats)
-            stats.params = count
+                ref = weakref.ref(optimizer, functools.partial(self._forget_optimizer, key))
+                adopted = self._optimizers[key] = _Adopted(ref, stats)
+            adopted.count = adopted.stats.params = count
+            pairs = []
             for param in self._params_of(optimizer):
                 state = self._state(param)
+                pairs.append((weakref.ref(param), state))
                 if not state.owned:
                     state.owned = True
                     if state.noted is not None:  # an optimizer holds it after all
                         state.noted.loose_leaves -= 1
                         state.noted = None
-            self._optimizers[optimizer] = entry = (count, stats)
-        return entry[1]
+            adopted.pairs = pairs
+        return adopted
+
+    def _forget_optimizer(self, key: int, ref: weakref.ref) -> None:
+        adopted = self._optimizers.get(key)
+        if adopted is not None and adopted.ref is ref:
+            del self._optimizers[key]
 
     def _before_step(self, optimizer, args, kwargs) -> None:
-        stats = self._adopt(optimizer)
+        adopted = self._adopt(optimizer)
+        stats = adopted.stats
         stats.steps += 1
         self.observations.steps += 1
         for site in self._pending_sites.values():
             site.steps += 1
         self._pending_sites.clear()
         stale_sites: Dict[int, Tuple[BackwardSite, int]] = {}
-        states = self._states
-        for param in self._params_of(optimizer):
-            state = states.get(param)
-            if state is not None and state.stale is not None and param.grad is not None:
-                site, count = stale_sites.get(id(state.stale), (state.stale, 0))
-                stale_sites[id(site)] = (site, count + 1)
+        for ref, state in adopted.pairs:
+            if state.stale is not None:
+                param = ref()
+                if param is not None and param.grad is not None:
+                    site, count = stale_sites.get(id(state.stale), (state.stale, 0))
+                    stale_sites[id(site)] = (site, count + 1)
         if stale_sites:
             stats.stale_steps += 1
             for site, count in stale_sites.values():
@@ -533,10 +572,9 @@ class Tracer:
                     site.stale_optimizers.append(stats.name)
 
     def _after_step(self, optimizer, args, kwargs) -> None:
-        states = self._states
-        for param in self._params_of(optimizer):
-            state = states.get(param)
-            if state is None:
+        for ref, state in self._adopt(optimizer).pairs:
+            param = ref()
+            if param is None:
                 continue
             grad = param.grad
             state.remember(grad)
@@ -545,11 +583,11 @@ class Tracer:
 
     # ------------------------------------------------------------------ clears
     def _optimizer_params(self, optimizer) -> list:
-        self._adopt(optimizer)
-        return self._params_of(optimizer)
+        return [(ref(), state) for ref, state in self._adopt(optimizer).pairs]
 
     def _module_params(self, module) -> list:
-        return list(module.parameters())
+        known = self._known
+        return [(param, known(param)) for param in module.parameters()]
 
     def _wrap_clear(self, original: Callable, params_of: Callable) -> Callable:
         tracer = self
@@ -568,10 +606,8 @@ class Tracer:
         return traced_zero_grad
 
     def _cleared(self, params: list) -> None:
-        states = self._states
-        for param in params:
-            state = states.get(param)
-            if state is not None:
+        for param, state in params:
+            if state is not None and param is not None:
                 state.clear()
                 state.remember(param.grad)
 
