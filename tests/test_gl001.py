@@ -940,3 +940,38 @@ def test_huge_loop_body_is_skipped_not_slow():
     body = "".join(f"    x{k} = helper(x{k - 1})\n    if x{k}:\n        y = {k}\n" for k in range(1, 1100))
     source = "for batch in loader:\n    loss = model(batch)\n    loss.backward()\n" + body + "    optimizer.step()\n"
     assert analyze(source, "train.py", codes=["GL001"]) == []  # over the node budget: silent
+
+
+def test_a_helpers_own_optimizer_is_new_at_every_call():
+    # test-time adaptation: each call copies the model and makes a fresh optimizer for one step
+    source = """
+        import copy
+        import torch
+
+        def adapt_and_predict(model, batch):
+            adapted = copy.deepcopy(model)
+            inner_opt = torch.optim.SGD(adapted.parameters(), lr=0.01)
+            adapted(batch).entropy().mean().backward()
+            inner_opt.step()
+            return adapted(batch)
+
+        for batch in test_loader:
+            predictions.append(adapt_and_predict(model, batch))
+        """
+    assert reported(source) == []
+
+
+def test_a_nested_helper_steps_the_enclosing_functions_optimizer():
+    source = """
+        def train(model, loader):
+            opt = torch.optim.Adam(model.parameters())
+
+            def update():
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                opt.step()
+
+            for batch in loader:
+                model(batch).mean().backward()  # GL001
+                update()
+        """
+    assert reported(source) == expected(source)

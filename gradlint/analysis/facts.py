@@ -179,6 +179,7 @@ class ModuleFacts:
     sources: Dict[str, set] = field(default_factory=dict)  # module text -> optimizers built on it
     star_import: bool = False
     _relevant: Dict[int, bool] = field(default_factory=dict)
+    _locals: Dict[int, frozenset] = field(default_factory=dict)
 
     def kind_of(self, text: str) -> Optional[str]:
         """The kind of the object `text` names: by how it was built, else by its name."""
@@ -513,12 +514,16 @@ class Analyzer:
                 return []
             bound, kind = scope.kind_of(text)
             if kind == OPTIMIZER:
+                if _helper_local(text, scope):
+                    return []  # a helper's own optimizer, new at every call: its loop is its own
                 return self._step_with_closure(call, bound, scope)
             if kind == SCALER or (kind is None and "scaler" in last_part(text).lower()):
                 if call.args and call.args[0].keyword is None:
                     target = call.args[0].value
                     ttext = dotted(target)
                     if ttext is not None:
+                        if _helper_local(ttext, scope):
+                            return []
                         bound_t, _ = scope.kind_of(ttext)  # GradScaler.step's argument is an optimizer
                         return [scope.event(STEP, bound_t, call)]
                     return [scope.event(STEP, expr_text(target, facts), call)]
@@ -721,6 +726,81 @@ class Analyzer:
         if _clears_grad_by_assignment(stmt):
             effects.append(scope.event(CLEAR, ALL, stmt))
         return effects
+
+
+def _helper_local(text: str, scope: Scope) -> bool:
+    """Is `text` (as written in a followed helper) rooted in a name bound inside that helper and
+    not passed in by the caller? Such an object is the helper's own, made afresh at every call."""
+    if not scope.chain or scope.func is None:
+        return False
+    head = text.split(".")[0]
+    if head in ("self", "cls") or any(name == head for name, _ in scope.binding):
+        return False
+    return head in _locals_of(scope.facts, scope.func)
+
+
+def _locals_of(facts: ModuleFacts, func: cst.FunctionDef) -> frozenset:
+    """Names a def binds itself: parameters, assignment/loop/with/import targets, nested defs
+    (minus `global`/`nonlocal` ones). Memoised per def."""
+    cached = facts._locals.get(id(func))
+    if cached is not None:
+        return cached
+    names = set(p.name.value for p in (*func.params.posonly_params, *func.params.params, *func.params.kwonly_params))
+    for star in (func.params.star_arg, func.params.star_kwarg):
+        if isinstance(star, cst.Param):
+            names.add(star.name.value)
+    shared: set = set()
+
+    def heads(target: cst.CSTNode) -> None:
+        for text in _assigned_texts(target):
+            if "." not in text:
+                names.add(text)
+
+    def walk(stmts) -> None:
+        for stmt in stmts:
+            if isinstance(stmt, cst.SimpleStatementLine):
+                for small in stmt.body:
+                    if isinstance(small, cst.Assign):
+                        for target in small.targets:
+                            heads(target.target)
+                    elif isinstance(small, (cst.AugAssign, cst.AnnAssign)):
+                        heads(small.target)
+                    elif isinstance(small, (cst.Global, cst.Nonlocal)):
+                        shared.update(n.name.value for n in small.names)
+                    elif isinstance(small, (cst.Import, cst.ImportFrom)) and not isinstance(small.names, cst.ImportStar):
+                        for alias in small.names:
+                            bound = alias.asname.name if alias.asname is not None else alias.name
+                            text = dotted(bound) if isinstance(bound, cst.BaseExpression) else None
+                            if text:
+                                names.add(text.split(".")[0])
+                continue
+            if isinstance(stmt, (cst.FunctionDef, cst.ClassDef)):
+                names.add(stmt.name.value)
+                continue
+            if isinstance(stmt, cst.For):
+                heads(stmt.target)
+            elif isinstance(stmt, cst.With):
+                for item in stmt.items:
+                    if item.asname is not None:
+                        heads(item.asname.name)
+            walk(_statement_children(stmt))
+
+    walk(func.body.body if isinstance(func.body, cst.IndentedBlock) else ())
+    result = frozenset(names - shared)
+    facts._locals[id(func)] = result
+    return result
+
+
+def _assigned_texts(target: cst.CSTNode) -> List[str]:
+    if isinstance(target, (cst.Tuple, cst.List)):
+        out: List[str] = []
+        for element in target.elements:
+            out.extend(_assigned_texts(element.value))
+        return out
+    if isinstance(target, cst.StarredElement):
+        return _assigned_texts(target.value)
+    text = dotted(target) if isinstance(target, cst.BaseExpression) else None
+    return [text] if text else []
 
 
 def _visible_def(facts: ModuleFacts, where: Optional[cst.FunctionDef], name: str) -> Optional[cst.FunctionDef]:
