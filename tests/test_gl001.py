@@ -975,3 +975,38 @@ def test_a_nested_helper_steps_the_enclosing_functions_optimizer():
                 update()
         """
     assert reported(source) == expected(source)
+
+
+def test_method_of_a_module_class_instance_is_followed():
+    source = """
+        class Stepper:
+            def __init__(self, model):
+                self.opt = torch.optim.SGD(model.parameters(), lr=0.1)
+
+            def apply(self):
+                self.opt.step()
+
+            def reset(self):
+                self.opt.zero_grad()
+
+        stepper = Stepper(model)
+        for batch in loader:
+            model(batch).sum().backward()  # GL001
+            stepper.apply()
+        for batch in loader:
+            model(batch).sum().backward()
+            stepper.apply()
+            stepper.reset()
+        """
+    assert reported(source) == expected(source)
+
+
+def test_unseen_method_named_like_a_gradient_clear_counts_as_one():
+    source = """
+        for batch in loader:
+            loss = model(batch)
+            loss.backward()
+            optimizer.step()
+            engine_wrapper.zero_all_grads()
+        """
+    assert reported(source) == []

@@ -83,6 +83,7 @@ KNOWN_LIBRARIES = frozenset(
 )
 # Names of unresolved helpers that suggest they touch gradients or the optimizer.
 _MIGHT_CLEAR_NAME = re.compile(r"zero|clear|reset|grad|optim|step|update|train|backward", re.IGNORECASE)
+_GRAD_CLEAR_METHOD = re.compile(r"(zero|clear|reset|drop|free|wipe)_?\w*grad|grad\w*_(zero|clear|reset)", re.IGNORECASE)
 _MODEL_NAME = re.compile(r"model|net|module|params|parameters", re.IGNORECASE)
 
 
@@ -177,6 +178,7 @@ class ModuleFacts:
     # (loop, name of its class, the def it is in)
     loops: List[Tuple[cst.CSTNode, Optional[str], Optional[cst.FunctionDef]]] = field(default_factory=list)
     sources: Dict[str, set] = field(default_factory=dict)  # module text -> optimizers built on it
+    instances: Dict[str, str] = field(default_factory=dict)  # `trainer` -> `Trainer` for trainer = Trainer()
     star_import: bool = False
     _relevant: Dict[int, bool] = field(default_factory=dict)
     _locals: Dict[int, frozenset] = field(default_factory=dict)
@@ -312,6 +314,9 @@ class _FactCollector:
 
     def _bind(self, targets: List[Optional[str]], value: cst.BaseExpression) -> None:
         kinds = self._value_kinds(value, len(targets))
+        if len(targets) == 1 and targets[0] is not None and isinstance(value, cst.Call):
+            if isinstance(value.func, cst.Name):
+                self.facts.instances.setdefault(targets[0], value.func.value)
         if len(targets) == 1 and targets[0] is not None and kinds[0] == OPTIMIZER and isinstance(value, cst.Call):
             for module_text in _parameter_sources(value):
                 self.facts.sources.setdefault(module_text, set()).add(targets[0])
@@ -577,6 +582,9 @@ class Analyzer:
         if qual is not None and qual.split(".")[0] == "torch":
             return []
         if isinstance(call.func, cst.Attribute):
+            if _GRAD_CLEAR_METHOD.search(call.func.attr.value):
+                # trainer.reset_grads(), engine.zero_all_grads(): a method we cannot see, named so
+                return [scope.event(CLEAR, ALL, call)]
             if call.func.attr.value in _HARMLESS_METHODS:
                 return []
             receiver = dotted(call.func.value)
@@ -632,6 +640,10 @@ class Analyzer:
         if len(parts) == 2 and parts[0] in ("self", "cls") and scope.cls is not None:
             func, cls = self._find_method(facts, scope.cls, parts[1])
             is_method = True
+        elif len(parts) == 2 and facts.instances.get(parts[0]) in facts.classes:
+            # trainer = Trainer(...); trainer.train_step(batch): a class of this module
+            func, cls = self._find_method(facts, facts.instances[parts[0]], parts[1])
+            is_method = True
         elif len(parts) == 1 and parts[0] not in facts.imports.aliases:
             func = _visible_def(facts, scope.func, parts[0])
         if func is None and parts[0] in facts.imports.aliases:
@@ -648,6 +660,10 @@ class Analyzer:
 
         def make(site: cst.Call) -> Inline:
             binding = _bind_args(params, site, scope) if site is not None and isinstance(site, cst.Call) else ()
+            if is_method:
+                receiver, _ = scope.subst(parts[0])
+                if receiver != "self":
+                    binding = binding + (("self", receiver),)  # `self.opt` inside is `trainer.opt`
             inner = Scope(
                 facts=target_facts,
                 root=scope.root,
