@@ -577,6 +577,52 @@ CLEAN = {
                 for p in group["params"]:
                     p.grad = None
         """,
+    "accumulation_flag_variable_and_scaled_loss_name": """
+        optimizer.zero_grad()
+        for batch_idx, batch in enumerate(pbar):
+            is_last_accum = (batch_idx + 1) % gradient_accumulation_steps == 0
+            with torch.amp.autocast(device_type="cuda", dtype=autocast_dtype, enabled=use_amp):
+                loss = compute_loss(model, batch) / gradient_accumulation_steps
+            if use_amp:
+                scaled_loss = scaler.scale(loss)
+                scaled_loss.backward()
+            else:
+                loss.backward()
+            if is_last_accum:
+                if use_amp:
+                    scaler.step(optimizer)
+                    scaler.update()
+                else:
+                    optimizer.step()
+            if is_last_accum:
+                optimizer.zero_grad(set_to_none=True)
+        """,
+    "helper_step_with_keyword_arguments": """
+        def _optimizer_step(*, model, optimizer, scaler, gradient_clip_norm):
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), gradient_clip_norm)
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+
+        def train_epoch(model, loader, optimizer, scaler, accum):
+            optimizer.zero_grad(set_to_none=True)
+            for batch_index, batch in enumerate(loader, start=1):
+                loss = model(batch)
+                scaler.scale(loss / accum).backward()
+                if batch_index % accum == 0 or batch_index == len(loader):
+                    _optimizer_step(model=model, optimizer=optimizer, scaler=scaler, gradient_clip_norm=1.0)
+        """,
+    "accumulation_or_flag": """
+        for batch_idx, (data, target) in enumerate(loader, start=1):
+            loss = calculate_loss(model(data), target)
+            if gradient_accumulation:
+                loss /= gradient_accumulation_steps
+            loss.backward()
+            if not gradient_accumulation or (batch_idx % gradient_accumulation_steps == 0):
+                optimizer.step()
+                optimizer.zero_grad()
+        """,
 }
 
 
