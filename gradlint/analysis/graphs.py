@@ -384,7 +384,7 @@ def _stores(target: cst.BaseExpression) -> bool:
 # One function (or the module body) indexed for the questions above
 
 
-@dataclass
+@dataclass(repr=False)
 class Definition:
     key: str
     reads: Reads
@@ -443,10 +443,12 @@ class Scope:
         self.escapes: List[Escape] = []
         self.places: Dict[cst.CSTNode, _Place] = {}
         self.children: Dict[Optional[cst.CSTNode], List[cst.CSTNode]] = {}
+        self.defs_at: Dict[cst.CSTNode, List[Definition]] = {}  # statement -> definitions it makes
         self.later_calls: Dict[cst.CSTNode, List[Later]] = {}  # statement -> backward-like calls in it
         self.container_collections: Set[str] = set()  # names appended tensors in this scope
         self.nested_scopes: List[cst.CSTNode] = []
         self._classes: Optional[Dict[str, str]] = None
+        self._reaching: Optional[ReachingDefinitions] = None
         self._index_block(body, None, "body", no_grad=False, loop=None)
         self.objects = _object_names(body)  # names used as modules/functions: never tensors
 
@@ -487,7 +489,7 @@ class Scope:
             self._note_calls(stmt.iter, stmt)
             iter_reads = reads.reads(stmt.iter)
             for key in _target_keys(stmt.target):
-                self.defs.setdefault(key, []).append(Definition(key, iter_reads, stmt, no_grad, loop_target=stmt))
+                self._define(key, iter_reads, stmt, no_grad, loop_target=stmt)
             self._index_block(list(_suite(stmt.body)), stmt, "body", no_grad, stmt)
             if stmt.orelse is not None:
                 self._index_block(list(_suite(stmt.orelse.body)), stmt, "orelse", no_grad, loop)
@@ -574,7 +576,7 @@ class Scope:
                     inner = inner.item
                 self.escapes.append(Escape("return", reads.reads(inner).keys if inner is not None else set(), stmt))
             elif isinstance(value, cst.Call):
-                self._index_expression_call(value, stmt, no_grad)
+                self._index_expression_call(value, small, stmt, no_grad)
             self._note_walrus(value, small, no_grad)
         elif isinstance(small, (cst.Global, cst.Nonlocal)):
             self.escapes.append(Escape("global", {item.name.value for item in small.names}, stmt))
@@ -586,7 +588,7 @@ class Scope:
             if inner is not None and not (isinstance(small, cst.Expr) and small.value is node):
                 self.escapes.append(Escape("return", reads.reads(inner).keys, stmt))
 
-    def _index_expression_call(self, call: cst.Call, stmt: cst.CSTNode, no_grad: bool) -> None:
+    def _index_expression_call(self, call: cst.Call, small, stmt: cst.CSTNode, no_grad: bool) -> None:
         """A call whose result is dropped: in-place detaches, container stores, opaque consumers."""
         reads = self.analysis.reads
         func = call.func
@@ -594,17 +596,17 @@ class Scope:
             method = func.attr.value
             receiver = key_of(func.value)
             if method == "detach_" and receiver is not None:
-                self._define(receiver, Reads(kind=INERT), call, no_grad)
+                self._define(receiver, Reads(kind=INERT), small, no_grad)
                 return
             if method == "requires_grad_" and receiver is not None:
-                self._define(receiver, Reads(keys={receiver}, kind=LEAF), call, no_grad)
+                self._define(receiver, Reads(keys={receiver}, kind=LEAF), small, no_grad)
                 return
             if method in _CONTAINER_STORES:
                 value = reads._args(call)
                 self.escapes.append(Escape("container", set(value.keys), stmt))
                 if receiver is not None and value.keys:
                     self.container_collections.add(receiver)
-                    self._define(receiver, Reads(keys=set(value.keys) | {receiver}), call, no_grad)
+                    self._define(receiver, Reads(keys=set(value.keys) | {receiver}), small, no_grad)
                 return
             if method in _LOGGING_METHODS:
                 return
@@ -622,8 +624,10 @@ class Scope:
             for key in _target_keys(node.target):
                 self._define(key, self.analysis.reads.reads(node.value), small, no_grad)
 
-    def _define(self, key: str, reads: Reads, node: cst.CSTNode, no_grad: bool) -> None:
-        self.defs.setdefault(key, []).append(Definition(key, reads, node, no_grad))
+    def _define(self, key: str, reads: Reads, node: cst.CSTNode, no_grad: bool, loop_target=None) -> None:
+        definition = Definition(key, reads, node, no_grad, loop_target=loop_target)
+        self.defs.setdefault(key, []).append(definition)
+        self.defs_at.setdefault(node, []).append(definition)
 
     def _free_reads(self, node: cst.CSTNode) -> Set[str]:
         """Names of this scope that a nested function or class reads (closures keep them alive)."""
@@ -737,6 +741,12 @@ class Scope:
         if self._classes is not None and key in self._classes:
             return self._classes[key]
         return self.class_of(key)
+
+    def reaching(self) -> "ReachingDefinitions":
+        """The flow-sensitive def-use graph of this scope (built on first use)."""
+        if self._reaching is None:
+            self._reaching = ReachingDefinitions(self)
+        return self._reaching
 
     # -- def-use closures ----------------------------------------------------------------------
     def closure(self, keys: Iterable[str]) -> Set[str]:
@@ -958,6 +968,212 @@ class Scope:
         elif isinstance(target, (cst.Tuple, cst.List)):
             for element in target.elements:
                 self._read_target_bases(element.value, assigned, carried)
+
+
+@dataclass(eq=False, repr=False)
+class Reach:
+    """One definition as a node of the flow-sensitive def-use graph (or a name from outside)."""
+
+    key: str
+    definition: Optional[Definition]
+    sources: Set["Reach"] = field(default_factory=set)
+    klass: str = INERT
+
+
+_Env = Dict[str, FrozenSet[Reach]]
+
+
+class ReachingDefinitions:
+    """Which definitions reach each backward call: straight-line order, both arms of an `if`,
+    loops to a fixpoint (with `break`/`continue`), `try` handlers from anywhere in the body.
+
+    GL002 asks whether a later backward depends on the retained graph; a name reassigned between
+    the two (`fake = G(z)` regenerated for the generator step) must not link them."""
+
+    def __init__(self, scope: "Scope") -> None:
+        self.scope = scope
+        self.reach_of: Dict[int, Reach] = {}  # id(Definition) -> Reach
+        self.outside: Dict[str, Reach] = {}
+        self.at_call: Dict[cst.Call, Set[Reach]] = {}
+        self._loops: List[Tuple[List[_Env], List[_Env]]] = []  # (break envs, continue envs)
+        self._block(scope.body, {})
+        self._classify()
+
+    # -- walking ---------------------------------------------------------------------------
+    def _resolve(self, keys: Iterable[str], env: _Env) -> Set[Reach]:
+        out: Set[Reach] = set()
+        for key in keys:
+            found = env.get(key)
+            if found:
+                out |= found
+            else:
+                out.add(self._outside(key))
+        return out
+
+    def _outside(self, key: str) -> Reach:
+        if key not in self.outside:
+            self.outside[key] = Reach(key, None)
+        return self.outside[key]
+
+    def _record_calls(self, stmt: cst.CSTNode, env: _Env) -> None:
+        reads = self.scope.analysis.reads
+        for later in self.scope.later_calls.get(stmt, ()):
+            if later.tensor is not None:
+                keys = reads.reads(later.tensor).keys
+            elif later.roots is not None:
+                keys = later.roots
+            else:
+                continue
+            self.at_call.setdefault(later.node, set()).update(self._resolve(keys, env))
+
+    def _bind(self, node: cst.CSTNode, env: _Env) -> _Env:
+        definitions = self.scope.defs_at.get(node, ())
+        if not definitions:
+            return env
+        env = dict(env)
+        for definition in definitions:
+            reach = self.reach_of.get(id(definition))
+            if reach is None:
+                reach = self.reach_of[id(definition)] = Reach(definition.key, definition)
+            reach.sources |= self._resolve(definition.reads.keys, env)
+            env[definition.key] = frozenset({reach})
+        return env
+
+    def _block(self, block, env: _Env) -> _Env:
+        for stmt in block:
+            env = self._statement(stmt, env)
+        return env
+
+    def _statement(self, stmt: cst.CSTNode, env: _Env) -> _Env:
+        if isinstance(stmt, (cst.SimpleStatementLine, cst.BaseSmallStatement)):
+            self._record_calls(stmt, env)
+            smalls = stmt.body if isinstance(stmt, cst.SimpleStatementLine) else [stmt]
+            for small in smalls:
+                if isinstance(small, cst.Break) and self._loops:
+                    self._loops[-1][0].append(env)
+                elif isinstance(small, cst.Continue) and self._loops:
+                    self._loops[-1][1].append(env)
+                env = self._bind(small, env)
+            return env
+        if isinstance(stmt, (cst.FunctionDef, cst.ClassDef)):
+            return self._bind(stmt, env)
+        if isinstance(stmt, cst.If):
+            self._record_calls(stmt, env)
+            body = self._block(_suite(stmt.body), env)
+            if isinstance(stmt.orelse, cst.If):
+                other = self._statement(stmt.orelse, env)
+            elif stmt.orelse is not None:
+                other = self._block(_suite(stmt.orelse.body), env)
+            else:
+                other = env
+            return _union(body, other)
+        if isinstance(stmt, (cst.For, cst.While)):
+            return self._loop(stmt, env)
+        if isinstance(stmt, cst.With):
+            self._record_calls(stmt, env)
+            return self._block(_suite(stmt.body), self._bind(stmt, env))
+        if isinstance(stmt, (cst.Try, getattr(cst, "TryStar", cst.Try))):
+            body = self._block(_suite(stmt.body), env)
+            ends = []
+            for handler in stmt.handlers:
+                start = self._bind(handler, _union(env, body))
+                ends.append(self._block(_suite(handler.body), start))
+            if stmt.orelse is not None:
+                body = self._block(_suite(stmt.orelse.body), body)
+            ends.append(body)
+            merged = ends[0]
+            for end in ends[1:]:
+                merged = _union(merged, end)
+            if stmt.finalbody is not None:
+                merged = self._block(_suite(stmt.finalbody.body), _union(env, merged))
+            return merged
+        # match and anything newer: each block from the same start, all ends merged.
+        self._record_calls(stmt, env)
+        merged = env
+        for block in _blocks_of(stmt):
+            merged = _union(merged, self._block(block, env))
+        return merged
+
+    def _loop(self, stmt: Union[cst.For, cst.While], env: _Env) -> _Env:
+        head = env
+        body_end = env
+        breaks: List[_Env] = []
+        for _ in range(6):  # reaching definitions grow monotonically; loops settle in a few passes
+            self._record_calls(stmt, head)
+            start = self._bind(stmt, head) if isinstance(stmt, cst.For) else head
+            self._loops.append(([], []))
+            body_end = self._block(_suite(stmt.body), start)
+            breaks, continues = self._loops.pop()
+            new_head = head
+            for other in [body_end] + continues:
+                new_head = _union(new_head, other)
+            if new_head == head:
+                break
+            head = new_head
+        after = _union(head, body_end)
+        if stmt.orelse is not None:
+            after = self._block(_suite(stmt.orelse.body), after)
+        for other in breaks:
+            after = _union(after, other)
+        return after
+
+    # -- classes -------------------------------------------------------------------------------
+    def _classify(self) -> None:
+        scope = self.scope
+        reaches = list(self.reach_of.values())
+        for reach in self.outside.values():
+            reach.klass = scope.class_of(reach.key)
+        changed = True
+        rounds = 0
+        while changed and rounds < 50:
+            changed = False
+            rounds += 1
+            for reach in reaches:
+                new = self._reach_class(reach)
+                if new != reach.klass:
+                    reach.klass = new
+                    changed = True
+
+    def _reach_class(self, reach: Reach) -> str:
+        scope = self.scope
+        definition = reach.definition
+        if definition is None:
+            return reach.klass
+        if reach.key in scope.objects or scope.inert_definition(definition):
+            return INERT
+        if definition.loop_target is not None:
+            return GRAPH if scope.collection_keys(definition.loop_target) else INERT
+        classes = [source.klass for source in reach.sources if source is not reach]
+        if definition.reads.kind == LEAF:
+            return LEAF if not definition.reads.opaque and all(c == INERT for c in classes) else GRAPH
+        if definition.reads.opaque or any(c != INERT for c in classes):
+            return GRAPH
+        return INERT
+
+    # -- questions -----------------------------------------------------------------------------
+    def linked_closure(self, call: cst.Call) -> Optional[Set[Reach]]:
+        """Definitions that may hold part of the graph a backward call starts from."""
+        start = self.at_call.get(call)
+        if start is None:
+            return None
+        seen: Set[Reach] = set()
+        todo = list(start)
+        while todo:
+            reach = todo.pop()
+            if reach in seen:
+                continue
+            seen.add(reach)
+            if reach.klass in (INERT, LEAF):
+                continue
+            todo.extend(reach.sources)
+        return {r for r in seen if r.klass in (GRAPH, UNKNOWN)}
+
+
+def _union(a: _Env, b: _Env) -> _Env:
+    out = dict(a)
+    for key, reaches in b.items():
+        out[key] = out[key] | reaches if key in out else reaches
+    return out
 
 
 class _ObjectNames(cst.CSTVisitor):
@@ -1252,17 +1468,21 @@ class GraphAnalysis:
         later_statements = scope.later_statements(stmt)
         candidates = scope.calls_within(later_statements)
         candidates += [l for l in scope.later_calls.get(stmt, ()) if l.node is not backward.node]
-        for later in candidates:
-            if self._may_traverse(later, scope, graph):
+        if candidates:
+            flow = scope.reaching()
+            retained = flow.linked_closure(backward.node)
+            if retained is None:
                 return False
+            for later in candidates:
+                reached = flow.linked_closure(later.node)
+                if reached is None or reached & retained:
+                    return False
         for loop in scope.loops_around(stmt):
-            carried = scope.carried(loop)
-            if carried & group:
+            if scope.carried(loop) & group:
                 return False  # values of this iteration's graph live on into the next one
             for later in scope.calls_within(_suite(loop.body)):
-                deps = self._deps(later, scope)
-                if deps is None or deps & carried:
-                    return False
+                if self._deps(later, scope) is None:
+                    return False  # a backward whose root we cannot read
         return True
 
     def _held_elsewhere(self, tensor: cst.BaseExpression, scope: Scope) -> bool:
