@@ -1056,3 +1056,37 @@ def test_unseen_method_named_like_a_gradient_clear_counts_as_one():
             engine_wrapper.zero_all_grads()
         """
     assert reported(source) == []
+
+
+def test_lightning_manual_gan_loop_toggle_optimizer_does_not_clear():
+    source = """
+        class GAN(LightningModule):
+            def training_step(self, batch, batch_idx):
+                opt_g, opt_d = self.optimizers()
+                for real in batch.split(8):
+                    self.toggle_optimizer(opt_d)
+                    d_loss = self.discriminator_loss(real)
+                    self.manual_backward(d_loss)  # GL001
+                    opt_d.step()
+                    self.untoggle_optimizer(opt_d)
+
+                    self.toggle_optimizer(opt_g)
+                    opt_g.zero_grad()
+                    g_loss = self.generator_loss(real)
+                    self.manual_backward(g_loss)
+                    opt_g.step()
+                    self.untoggle_optimizer(opt_g)
+        """
+    assert reported(source) == expected(source)
+
+
+def test_torch_xla_optimizer_step():
+    source = """
+        import torch_xla.core.xla_model as xm
+
+        for data, target in loader:
+            loss = loss_fn(model(data), target)
+            loss.backward()  # GL001
+            xm.optimizer_step(optimizer)
+        """
+    assert reported(source) == expected(source)

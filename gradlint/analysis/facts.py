@@ -70,7 +70,8 @@ _HARMLESS_CALLS = frozenset(
 # Methods that read an optimizer or model they are handed, never clear it.
 _HARMLESS_METHODS = frozenset(
     """unscale_ clip_grad_norm_ clip_grad_value_ log log_dict add_scalar add_scalars info debug warning
-    state_dict load_state_dict add_param_group save save_state watch append extend""".split()
+    state_dict load_state_dict add_param_group save save_state watch append extend toggle_optimizer
+    untoggle_optimizer clip_gradients unscale_gradients lr_schedulers""".split()
 )
 # Top-level packages whose functions are not the project's own helpers.
 KNOWN_LIBRARIES = frozenset(
@@ -356,6 +357,8 @@ class _FactCollector:
                 return OTHER
             if method in KNOWN_OPTIMIZERS or (name.startswith("torch.optim.") and method[:1].isupper()):
                 return OPTIMIZER
+            if method.endswith("Optimizer") and method[:1].isupper():
+                return OPTIMIZER  # hvd.DistributedOptimizer(...), ZeroRedundancyOptimizer(...)
             if _SCALER_FACTORIES.search(name):
                 return SCALER
             if _OTHER_FACTORIES.search(name) or name.startswith(("gym.", "gymnasium.")):
@@ -465,6 +468,12 @@ class Analyzer:
             return [scope.event(BACKWARD, "", call)]
         if self._matches(func_text, self.step_names) or self._matches(qual, self.step_names):
             return [scope.event(STEP, self._configured_step_target(call, scope), call)]
+
+        if qual is not None and qual.endswith("xla_model.optimizer_step") and call.args:
+            # torch_xla: xm.optimizer_step(optimizer) reduces gradients and steps the optimizer
+            text = dotted(call.args[0].value)
+            if text is not None:
+                return [scope.event(STEP, scope.subst(text)[0], call)]
 
         found = backward_call(call, facts.imports)
         if found is not None:
