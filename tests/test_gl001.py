@@ -287,6 +287,38 @@ FLAGGED = {
                 loss.backward()  # GL001
             optimizer.step()
         """,
+    "nanogpt_style_clear_before_the_loop_only": """
+        optimizer.zero_grad(set_to_none=True)
+        while True:
+            for micro_step in range(gradient_accumulation_steps):
+                with ctx:
+                    logits, loss = model(X, Y)
+                    loss = loss / gradient_accumulation_steps
+                X, Y = get_batch("train")
+                scaler.scale(loss).backward()  # GL001
+            if grad_clip != 0.0:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            iter_num += 1
+            if iter_num > max_iters:
+                break
+        """,
+    "ppo_clear_outside_the_update_epochs": """
+        for update in range(num_updates):
+            rollouts = collect(envs, agent, num_steps)
+            optimizer.zero_grad()
+            for epoch in range(update_epochs):
+                for mb in rollouts.minibatches(num_minibatches):
+                    _, newlogprob, entropy, newvalue = agent.get_action_and_value(mb.obs, mb.actions)
+                    ratio = (newlogprob - mb.logprobs).exp()
+                    pg_loss = torch.max(-mb.advantages * ratio, -mb.advantages * torch.clamp(ratio, 0.8, 1.2)).mean()
+                    loss = pg_loss - ent_coef * entropy.mean() + vf_coef * ((newvalue - mb.returns) ** 2).mean()
+                    loss.backward()  # GL001
+                    nn.utils.clip_grad_norm_(agent.parameters(), max_grad_norm)
+                    optimizer.step()
+        """,
 }
 
 
@@ -622,6 +654,89 @@ CLEAN = {
             if not gradient_accumulation or (batch_idx % gradient_accumulation_steps == 0):
                 optimizer.step()
                 optimizer.zero_grad()
+        """,
+    "nanogpt_style_micro_steps": """
+        X, Y = get_batch("train")
+        t0 = time.time()
+        while True:
+            lr = get_lr(iter_num) if decay_lr else learning_rate
+            for param_group in optimizer.param_groups:
+                param_group["lr"] = lr
+            if iter_num % eval_interval == 0 and master_process:
+                losses = estimate_loss()
+            if iter_num == 0 and eval_only:
+                break
+            for micro_step in range(gradient_accumulation_steps):
+                if ddp:
+                    model.require_backward_grad_sync = micro_step == gradient_accumulation_steps - 1
+                with ctx:
+                    logits, loss = model(X, Y)
+                    loss = loss / gradient_accumulation_steps
+                X, Y = get_batch("train")
+                scaler.scale(loss).backward()
+            if grad_clip != 0.0:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+            iter_num += 1
+            if iter_num > max_iters:
+                break
+        """,
+    "mingpt_style_trainer": """
+        class Trainer:
+            def __init__(self, config, model, train_dataset):
+                self.model = model
+                self.callbacks = defaultdict(list)
+
+            def trigger_callbacks(self, onevent):
+                for callback in self.callbacks.get(onevent, []):
+                    callback(self)
+
+            def run(self):
+                model, config = self.model, self.config
+                self.optimizer = model.configure_optimizers(config)
+                data_iter = iter(train_loader)
+                while True:
+                    try:
+                        batch = next(data_iter)
+                    except StopIteration:
+                        data_iter = iter(train_loader)
+                        batch = next(data_iter)
+                    x, y = [t.to(self.device) for t in batch]
+                    logits, self.loss = model(x, y)
+                    model.zero_grad(set_to_none=True)
+                    self.loss.backward()
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_norm_clip)
+                    self.optimizer.step()
+                    self.trigger_callbacks("on_batch_end")
+                    self.iter_num += 1
+                    if config.max_iters is not None and self.iter_num >= config.max_iters:
+                        break
+        """,
+    "reinforce_finish_episode_helper": """
+        def finish_episode():
+            R = 0
+            returns = deque()
+            for r in policy.rewards[::-1]:
+                R = r + args.gamma * R
+                returns.appendleft(R)
+            policy_loss = torch.cat([-log_prob * R for log_prob, R in zip(policy.saved_log_probs, returns)]).sum()
+            optimizer.zero_grad()
+            policy_loss.backward()
+            optimizer.step()
+            del policy.rewards[:]
+
+        for i_episode in count(1):
+            state, _ = env.reset()
+            for t in range(1, 10000):
+                action = select_action(state)
+                state, reward, done, _, _ = env.step(action)
+                policy.rewards.append(reward)
+                if done:
+                    break
+            finish_episode()
         """,
 }
 

@@ -83,7 +83,7 @@ KNOWN_LIBRARIES = frozenset(
     huggingface_hub safetensors jax flax optax tensorflow keras""".split()
 )
 # Names of unresolved helpers that suggest they touch gradients or the optimizer.
-_MIGHT_CLEAR_NAME = re.compile(r"zero|clear|reset|grad|optim|step|update|train|backward", re.IGNORECASE)
+_MIGHT_CLEAR_NAME = re.compile(r"zero|clear|reset|wipe|grad|optim|step|update|train|backward", re.IGNORECASE)
 _GRAD_CLEAR_METHOD = re.compile(r"(zero|clear|reset|drop|free|wipe)_?\w*grad|grad\w*_(zero|clear|reset)", re.IGNORECASE)
 _MODEL_NAME = re.compile(r"model|net|module|params|parameters", re.IGNORECASE)
 
