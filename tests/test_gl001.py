@@ -1205,3 +1205,15 @@ def test_torch_xla_optimizer_step():
             xm.optimizer_step(optimizer)
         """
     assert reported(source) == expected(source)
+
+
+def test_one_backward_for_two_optimizers_stepped_in_either_order():
+    source = """
+        for src, tgt in pairs:
+            enc_optimizer.zero_grad()
+            loss = seq2seq_loss(encoder, decoder, src, tgt)
+            loss.backward()  # GL001
+            enc_optimizer.step()
+            dec_optimizer.step()
+        """
+    assert reported(source) == expected(source)

@@ -517,8 +517,11 @@ def stale_path(graph: LoopGraph, optimizer: str, is_target, known: FrozenSet[str
     -> step(O), around the back edge as often as needed. Returns the first such step, or None.
     `known` are the optimizer texts that name distinct optimizers (stepped in the loop, or built in
     the module); a clear of any other text is taken to clear every optimizer.
-    Phases: 0 looking for a step, 1 stepped, 2 stepped and then accumulated by a target backward.
-    The backward counts only when the next step after it is `optimizer`'s: it was meant for it.
+    Phases: 0 looking for a step; 1 stepped; 2 stepped, then a target backward; 3 as 2, and another
+    optimizer has stepped since the backward. A backward is taken to be meant for the steps that
+    follow it before the next backward: in a GAN loop, the discriminator's backward (followed by
+    the discriminator's step, then the generator's backward) is not blamed for the generator's
+    missing clear, while `loss.backward(); enc_opt.step(); dec_opt.step()` still is for dec_opt.
     """
     start = _enter(graph.header, frozenset())
     queue = deque([(graph.header, 0, None, start)])
@@ -532,15 +535,18 @@ def stale_path(graph: LoopGraph, optimizer: str, is_target, known: FrozenSet[str
             elif _clears(event, optimizer, known):
                 phase, step = 0, None
             elif _steps(event, optimizer):
-                if phase == 2:
+                if phase >= 2:
                     return step
                 step = event
-            elif phase == 1 and event.kind == BACKWARD and is_target(event):
-                phase = 2
+            elif event.kind == BACKWARD:
+                if phase == 1 and is_target(event):
+                    phase = 2
+                elif phase == 3:
+                    # a new backward for the other optimizer's next step: the target one was not
+                    # meant for `optimizer` (unless it is the target again)
+                    phase = 2 if is_target(event) else 1
             elif phase == 2 and event.kind == STEP:
-                # another optimizer's step comes first: the backward was for that one (a GAN's
-                # discriminator loss), not for `optimizer`
-                phase, step = 0, None
+                phase = 3
         for succ in node.succ:
             entered = _enter(succ, decisions)
             if entered is None:
