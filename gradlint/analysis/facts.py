@@ -24,7 +24,7 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 import libcst as cst
 
 from gradlint.analysis.backward import backward_call
-from gradlint.analysis.names import ImportMap, dotted
+from gradlint.analysis.names import ImportMap, _ImportCollector, dotted
 
 # Kinds of objects whose methods matter.
 OPTIMIZER = "optimizer"
@@ -60,6 +60,8 @@ _NOT_OPTIMIZER_HINTS = (
     ("sched", SCHEDULER), ("lr_", SCHEDULER), ("warmup", SCHEDULER), ("scaler", SCALER),
     ("engine", ENGINE), ("ema", OTHER), ("swa", OTHER), ("averag", OTHER), ("env", OTHER),
 )
+# Method names that may step an optimizer or run a backward pass.
+_STEPPY_METHODS = frozenset({"step", "backward", "manual_backward", "optimizer_step"})
 # Methods on a `.grad` tensor that wipe it.
 _GRAD_WIPES = frozenset({"zero_", "detach_", "fill_", "mul_"})
 # Builtins and calls that never touch gradients, even when handed an optimizer.
@@ -193,9 +195,30 @@ class ModuleFacts:
 
 
 def module_facts(module: cst.Module, path: str, imports: Optional[ImportMap] = None) -> ModuleFacts:
-    facts = ModuleFacts(module=module, path=path, imports=imports or ImportMap.of(module))
+    facts = ModuleFacts(module=module, path=path, imports=imports or imports_of(module))
     _FactCollector(facts).walk(module.body, None, None, None)
     return facts
+
+
+def imports_of(module: cst.Module) -> ImportMap:
+    """The module's ImportMap, found by walking statements only (imports are statements), which
+    costs a small fraction of a visitor over every expression of a large module."""
+    imports = ImportMap()
+    collector = _ImportCollector(imports.aliases)
+
+    def walk(stmts) -> None:
+        for stmt in stmts:
+            if isinstance(stmt, cst.SimpleStatementLine):
+                for small in stmt.body:
+                    if isinstance(small, (cst.Import, cst.ImportFrom)):
+                        small.visit(collector)
+            elif isinstance(stmt, (cst.Import, cst.ImportFrom)):
+                stmt.visit(collector)
+            else:
+                walk(_statement_children(stmt))
+
+    walk(module.body)
+    return imports
 
 
 def _parameter_sources(call: cst.Call) -> List[str]:
@@ -737,6 +760,34 @@ class Analyzer:
             result = _assigns_grad(inline.body)
         cache[key] = result
         return result
+
+    def may_step_or_backward(self, loop: cst.CSTNode, scope: Scope) -> bool:
+        """A cheap syntactic gate before building a loop's graph: could anything in the loop step
+        an optimizer or run a backward (directly, through a helper, or a project helper)?"""
+        facts = scope.facts
+        for call in _calls_in(loop):
+            func = call.func
+            if isinstance(func, cst.Attribute) and func.attr.value in _STEPPY_METHODS:
+                return True
+            if backward_call(call, facts.imports) is not None:
+                return True
+            text = dotted(func)
+            if not text:
+                continue
+            if self._matches(text, self.step_names + self.backward_names):
+                return True
+            head = text.split(".")[0]
+            if head in facts.imports.aliases:
+                qualname = _qualify(facts.imports, text)
+                if qualname.startswith(".") or qualname.split(".")[0] not in KNOWN_LIBRARIES:
+                    return True  # maybe a project helper: decided when the graph is built
+                continue
+            saved = self.wants_project
+            resolved = self._resolve_function(text, scope)
+            self.wants_project = saved
+            if resolved is not None and self.relevant(resolved(call)):
+                return True
+        return False
 
     # -- statements ------------------------------------------------------------------------------
     def expr_effects(self, expr: cst.CSTNode, scope: Scope) -> List[Effect]:

@@ -330,11 +330,8 @@ def _kills(small: cst.BaseSmallStatement) -> FrozenSet[str]:
     if isinstance(small, cst.Assign):
         for target in small.targets:
             names.extend(_assigned(target.target))
-        names.extend(_walrus(small.value))
     elif isinstance(small, (cst.AugAssign, cst.AnnAssign)):
         names.extend(_assigned(small.target))
-    elif isinstance(small, cst.Expr):
-        names.extend(_walrus(small.value))
     return frozenset(names)
 
 

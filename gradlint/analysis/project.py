@@ -19,7 +19,8 @@ from gradlint.analysis.facts import ModuleFacts, module_facts
 
 MAX_PARENTS = 4  # how far up from the importing file an absolute import is looked for
 MAX_REEXPORTS = 3  # `from .train import reset` in a package __init__, followed this many times
-MAX_FILE_BYTES = 2_000_000
+MAX_FILE_BYTES = 400_000  # larger modules are not read (a helper module is rarely this big)
+MAX_MODULES_PER_FILE = 12  # distinct project modules read while analysing one file
 
 # path -> (mtime, facts or None); shared by every file linted in this process
 _MODULES: Dict[str, Tuple[float, Optional[ModuleFacts]]] = {}
@@ -50,6 +51,7 @@ class Project:
     """Resolves dotted names imported by a file to function definitions in project modules."""
 
     def __init__(self, file_path: str, root: Optional[str]) -> None:
+        self.loaded: set = set()  # project modules this file has read (bounded)
         self.file_dir = os.path.dirname(os.path.abspath(file_path)) if file_path and file_path != "-" else None
         self.root = os.path.abspath(root) if root else None
 
@@ -109,6 +111,10 @@ class Project:
         path = self.find_module(module_name, facts.path)
         if path is None:
             return None
+        if path not in self.loaded:
+            if len(self.loaded) >= MAX_MODULES_PER_FILE:
+                return None
+            self.loaded.add(path)
         target = _load(path)
         if target is None:
             return None

@@ -60,12 +60,14 @@ def check(ctx) -> Iterable[Finding]:
     via_helper: Dict[int, Tuple[cst.CSTNode, Event, str, bool, int]] = {}
     for loop, cls, func in iter_loops(facts):
         scope = Scope(facts=facts, root=facts, cls=cls, func=func)
+        if not local.may_step_or_backward(loop, scope):
+            continue
         try:
             local.wants_project = False
             graph = build_loop_graph(loop, local, scope)
             events = list(graph.events())
-            if not events:
-                continue  # nothing about gradients here, even through this module's helpers
+            if not any(e.kind in (STEP, BACKWARD) for e in events):
+                continue  # no step and no backward here, even through this module's helpers
             if local.wants_project:
                 # helpers imported from the project's other modules: read them for this loop only
                 graph = build_loop_graph(loop, Analyzer(facts, ctx.options, project), scope)
