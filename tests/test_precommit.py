@@ -78,7 +78,7 @@ def hooks(tmp_path_factory):
     env.update(PRE_COMMIT_HOME=str(base / "cache"), PRE_COMMIT_COLOR="never", NO_COLOR="1")
     config = base / "pre-commit-config.yaml"
     config.write_text(
-        f"repos:\n  - repo: {snapshot}\n    rev: {git(snapshot, 'rev-parse', 'HEAD')}\n    hooks:\n      - id: gradlint\n",
+        f"repos:\n  - repo: {snapshot}\n    rev: {git(snapshot, 'rev-parse', 'HEAD')}\n    hooks:\n      - id: gradlint\n      - id: gradlint-fix\n        stages: [manual]\n",
         encoding="utf-8",
     )
     return snapshot, config, env
@@ -180,3 +180,17 @@ def test_passes_when_every_named_file_is_excluded(hooks, tmp_path):
     rc, out = run_hook(hooks, repo, "--all-files")
     assert rc == 0, out
     assert "GL0" not in out
+
+
+def test_fix_hook_rewrites_and_fails_once(hooks, tmp_path):
+    retained = (
+        "import torch\n\nw = torch.ones(3, requires_grad=True)\nfor step in range(3):\n"
+        "    loss = (w * 2).sum()\n    loss.backward(retain_graph=True)\n"
+    )
+    repo = project(tmp_path, {"loop.py": retained})
+    rc, out = run_hook(hooks, repo, "--hook-stage", "manual", "gradlint-fix", "--all-files")
+    assert rc == 1 and "files were modified by this hook" in out, out
+    assert "loss.backward()\n" in (repo / "loop.py").read_text(encoding="utf-8")
+    git(repo, "add", "-A")
+    rc, out = run_hook(hooks, repo, "--hook-stage", "manual", "gradlint-fix", "--all-files")
+    assert rc == 0, out
