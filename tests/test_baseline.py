@@ -182,3 +182,22 @@ def test_cli_bad_baseline_exits_2(project, gradlint):
     result = gradlint("check", "--no-cache", "--baseline", "baseline.json")
     assert result.exit_code == 2
     assert result.stderr.count("\n") == 1 and "not valid JSON" in result.stderr
+
+
+def test_cli_baseline_with_real_findings_and_moves(project, gradlint):
+    from conftest import LOOP_WITHOUT_ZERO_GRAD
+
+    wrapped = "def train(model, opt, data):\n" + "".join(
+        "    " + ln if ln.strip() else ln for ln in LOOP_WITHOUT_ZERO_GRAD.splitlines(True)
+    )
+    project.write("a.py", LOOP_WITHOUT_ZERO_GRAD)
+    project.write("b.py", wrapped)
+    result = gradlint("check", "--no-cache", "--write-baseline", "gl.json")
+    assert "wrote 2 findings" in result.stderr
+    project.write("a.py", "# moved down\n\n" + LOOP_WITHOUT_ZERO_GRAD)
+    project.write("b.py", "import os\n\n\n" + wrapped + "\n\n" + wrapped.replace("def train", "def train_again"))
+    result = gradlint("check", "--no-cache", "--baseline", "gl.json", "--output-format", "json")
+    assert result.exit_code == 1
+    [new] = json.loads(result.stdout)
+    assert new["path"] == "b.py" and new["line"] > 15  # the copy in train_again, not the moved one
+    assert "2 findings in baseline, 0 fixed since" in result.stderr

@@ -261,3 +261,16 @@ def test_cli_defaults_to_github_under_actions(project, gradlint, monkeypatch):
     monkeypatch.setenv("GRADLINT_OUTPUT_FORMAT", "json")
     assert json.loads(gradlint("check", "--no-cache").stdout)[0]["code"] == "GL000"
     assert gradlint("check", "--no-cache", "--output-format", "concise").stdout.startswith("dir, with")
+
+
+def test_cli_many_findings_end_with_the_overflow_notice(project, gradlint, monkeypatch):
+    from conftest import LOOP_WITHOUT_ZERO_GRAD
+
+    for i in range(12):
+        project.write(f"loop_{i:02d}.py", LOOP_WITHOUT_ZERO_GRAD)
+    result = gradlint("check", "--no-cache", "--output-format", "github")
+    assert result.exit_code == 1
+    cmds = parse_commands(result.stdout)
+    assert [c["kind"] for c in cmds] == ["error"] * 12 + ["notice"]
+    assert [c["props"]["file"] for c in cmds[:12]] == [f"loop_{i:02d}.py" for i in range(12)]
+    assert cmds[-1]["message"].startswith("gradlint: 2 more findings were not annotated")

@@ -265,3 +265,28 @@ def test_cli_clean_and_empty_runs_write_documents(project, gradlint):
     result = gradlint("check", "--no-cache", "--output-format", "sarif")
     assert result.exit_code == 0
     assert validate(result.stdout)["runs"][0]["results"] == []
+
+
+def test_cli_real_findings_keep_fingerprints_when_lines_move(project, gradlint):
+    from conftest import LOOP_WITHOUT_ZERO_GRAD
+
+    retained = "import torch\nw = torch.ones(3, requires_grad=True)\nloss = (w * 2).sum()\nloss.backward(retain_graph=True)\n"
+    project.write("train.py", LOOP_WITHOUT_ZERO_GRAD)
+    project.write("pkg/retain.py", retained)
+    first = validate(gradlint("check", "--no-cache", "--output-format", "sarif").stdout)
+    results = first["runs"][0]["results"]
+    assert sorted(r["ruleId"] for r in results) == ["GL001", "GL002"]
+    gl002 = next(r for r in results if r["ruleId"] == "GL002")
+    assert gl002["fixes"][0]["artifactChanges"][0]["artifactLocation"]["uri"] == "pkg/retain.py"
+    project.write("train.py", '"""Training script."""\n\n# setup\n' + LOOP_WITHOUT_ZERO_GRAD)
+    project.write("pkg/retain.py", "# header\n" + retained)
+    second = validate(gradlint("check", "--no-cache", "--output-format", "sarif").stdout)
+
+    def prints(doc):
+        return {r["ruleId"]: (r["partialFingerprints"]["gradlint/v1"],
+                              r["locations"][0]["physicalLocation"]["region"]["startLine"])
+                for r in doc["runs"][0]["results"]}
+
+    before, after = prints(first), prints(second)
+    assert before["GL001"][0] == after["GL001"][0] and after["GL001"][1] == before["GL001"][1] + 3
+    assert before["GL002"][0] == after["GL002"][0] and after["GL002"][1] == before["GL002"][1] + 1
