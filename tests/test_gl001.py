@@ -1217,3 +1217,17 @@ def test_one_backward_for_two_optimizers_stepped_in_either_order():
             dec_optimizer.step()
         """
     assert reported(source) == expected(source)
+
+
+def test_grad_norm_logging_loop_is_not_a_clear():
+    source = """
+        for x, y in loader:
+            loss = criterion(model(x), y)
+            loss.backward()  # GL001
+            total_norm = 0.0
+            for p in model.parameters():
+                if p.grad is not None:
+                    total_norm += p.grad.detach().norm(2).item() ** 2
+            optimizer.step()
+        """
+    assert reported(source) == expected(source)

@@ -734,7 +734,7 @@ class Analyzer:
         seen.add(key)
         params = {name for name, _ in inline.scope.binding}
         result = False
-        for call in _calls_in(inline.body):
+        for call in calls_in(inline.body):
             func = call.func
             if isinstance(func, cst.Attribute) and func.attr.value in (
                 "step", "zero_grad", "backward", "manual_backward", *_GRAD_WIPES, "accumulate"
@@ -757,7 +757,7 @@ class Analyzer:
             if result:
                 break
         if not result:
-            result = _assigns_grad(inline.body)
+            result = assigns_grad(inline.body)
         cache[key] = result
         return result
 
@@ -765,7 +765,7 @@ class Analyzer:
         """A cheap syntactic gate before building a loop's graph: could anything in the loop step
         an optimizer or run a backward (directly, through a helper, or a project helper)?"""
         facts = scope.facts
-        for call in _calls_in(loop):
+        for call in calls_in(loop):
             func = call.func
             if isinstance(func, cst.Attribute) and func.attr.value in _STEPPY_METHODS:
                 return True
@@ -793,7 +793,7 @@ class Analyzer:
     def expr_effects(self, expr: cst.CSTNode, scope: Scope) -> List[Effect]:
         """Effects of every call in `expr`, in evaluation order (arguments before the call)."""
         effects: List[Effect] = []
-        for call in _calls_in(expr):
+        for call in calls_in(expr):
             effects.extend(self.call_effects(call, scope))
         return effects
 
@@ -953,7 +953,7 @@ def _clears_grad_by_assignment(stmt: cst.CSTNode) -> bool:
     return False
 
 
-def _assigns_grad(body: cst.CSTNode) -> bool:
+def assigns_grad(body: cst.CSTNode) -> bool:
     found = []
 
     class _V(cst.CSTVisitor):
@@ -989,7 +989,7 @@ class _CallCollector(cst.CSTVisitor):
         return False
 
 
-def _calls_in(node: cst.CSTNode) -> List[cst.Call]:
+def calls_in(node: cst.CSTNode) -> List[cst.Call]:
     collector = _CallCollector()
     if isinstance(node, cst.FunctionDef):
         node.body.visit(collector)

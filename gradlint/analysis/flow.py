@@ -25,7 +25,19 @@ from typing import Dict, FrozenSet, List, Optional, Sequence, Tuple
 
 import libcst as cst
 
-from gradlint.analysis.facts import ALL, BACKWARD, CLEAR, STEP, Analyzer, Event, Inline, Scope, norm
+from gradlint.analysis.facts import (
+    ALL,
+    BACKWARD,
+    CLEAR,
+    STEP,
+    Analyzer,
+    Event,
+    Inline,
+    Scope,
+    assigns_grad,
+    calls_in,
+    norm,
+)
 from gradlint.analysis.names import dotted
 
 MAX_INLINE_DEPTH = 4
@@ -233,6 +245,12 @@ class _Builder:
         preds = self.effects(preds, self.analyzer.expr_effects(stmt.test, scope), scope, _walrus(stmt.test))
         key = condition_key(stmt.test, scope.facts.module)
         none_branch = _grad_none_branch(stmt.test)
+        if none_branch is not None:
+            # `if p.grad is not None: p.grad.zero_()`: the branch that skips the clear has nothing
+            # to clear. Only when the other branch does clear (a grad-norm loop clears nothing).
+            clearing = stmt.body if none_branch is False else (stmt.orelse.body if isinstance(stmt.orelse, cst.Else) else None)
+            if clearing is None or not _clears_syntactically(clearing):
+                none_branch = None
         cleared = [scope.event(CLEAR, ALL, stmt.test)]
         then = self.node(preds, cleared if none_branch is True else (), decide=(key[0], key[1], key[2]) if key else None)
         exits = self.block(stmt.body, [then], scope)
@@ -333,6 +351,14 @@ def _kills(small: cst.BaseSmallStatement) -> FrozenSet[str]:
     elif isinstance(small, (cst.AugAssign, cst.AnnAssign)):
         names.extend(_assigned(small.target))
     return frozenset(names)
+
+
+def _clears_syntactically(body: cst.CSTNode) -> bool:
+    """Does `body` contain an obvious gradient clear (`.zero_()`, `.zero_grad()`, `.grad = ...`)?"""
+    for call in calls_in(body):
+        if isinstance(call.func, cst.Attribute) and call.func.attr.value in ("zero_", "detach_", "zero_grad", "fill_", "mul_"):
+            return True
+    return assigns_grad(body)
 
 
 def _grad_none_branch(test: cst.BaseExpression) -> Optional[bool]:
