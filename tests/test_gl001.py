@@ -20,7 +20,9 @@ def findings(source: str, options: AnalysisOptions = AnalysisOptions(), path: st
 
 
 def expected(source: str):
-    return [("GL001", n) for n, line in enumerate(textwrap.dedent(source).splitlines(), 1) if line.rstrip().endswith(MARK)]
+    return [
+        ("GL001", n) for n, line in enumerate(textwrap.dedent(source).splitlines(), 1) if line.rstrip().endswith(MARK)
+    ]
 
 
 def reported(source: str, options: AnalysisOptions = AnalysisOptions(), path: str = "train.py"):
@@ -805,7 +807,9 @@ def test_imported_helper_in_a_package_that_clears_through_the_model(tmp_path):
         """,
         module="mylib.train_utils",
     )
-    source = LOOP_WITH_IMPORTED_HELPER.format(module="mylib.train_utils", helper="drop_grads", argument="model", mark="")
+    source = LOOP_WITH_IMPORTED_HELPER.format(
+        module="mylib.train_utils", helper="drop_grads", argument="model", mark=""
+    )
     assert reported(source, options, path) == []
 
 
@@ -817,7 +821,9 @@ def test_imported_helper_that_only_logs_does_not_hide_the_bug(tmp_path):
             print(value)
         """,
     )
-    source = LOOP_WITH_IMPORTED_HELPER.format(module="utils", helper="log_metrics", argument="loss.item()", mark="  # GL001")
+    source = LOOP_WITH_IMPORTED_HELPER.format(
+        module="utils", helper="log_metrics", argument="loss.item()", mark="  # GL001"
+    )
     assert reported(source, options, path) == expected(source)
 
 
@@ -1091,7 +1097,9 @@ def test_many_branches_stay_fast():
     import time
 
     branches = "".join(f"    if flag{k}:\n        log({k})\n    if flag{k}:\n        count({k})\n" for k in range(30))
-    source = "for batch in loader:\n    loss = model(batch)\n    loss.backward()\n" + branches + "    optimizer.step()\n"
+    source = (
+        "for batch in loader:\n    loss = model(batch)\n    loss.backward()\n" + branches + "    optimizer.step()\n"
+    )
     start = time.perf_counter()
     assert [f.line for f in analyze(source, "train.py", codes=["GL001"])] == [3]
     assert time.perf_counter() - start < 5.0

@@ -45,11 +45,15 @@ KNOWN_OPTIMIZERS = frozenset(
     PagedAdamW8bit SGDW AdaBelief Ranger Shampoo Muon SophiaG Prodigy DAdaptAdam Novograd Adan
     ZeroRedundancyOptimizer""".split()
 )
-_SCHEDULER_FACTORIES = re.compile(r"(^|\.)(get_\w*schedul\w*|\w*Scheduler\w*|\w*LR|LambdaLR|OneCycleLR|"
-                                  r"ReduceLROnPlateau|SequentialLR|ChainedScheduler|SWALR)$")
+_SCHEDULER_FACTORIES = re.compile(
+    r"(^|\.)(get_\w*schedul\w*|\w*Scheduler\w*|\w*LR|LambdaLR|OneCycleLR|"
+    r"ReduceLROnPlateau|SequentialLR|ChainedScheduler|SWALR)$"
+)
 _SCALER_FACTORIES = re.compile(r"(^|\.)(GradScaler|ShardedGradScaler|LossScaler\w*)$")
-_OTHER_FACTORIES = re.compile(r"(^|\.)(\w*EMA\w*|\w*Ema\w*|ExponentialMovingAverage|AveragedModel|make|"
-                              r"make_env|make_vec_env|SyncVectorEnv|AsyncVectorEnv)$")
+_OTHER_FACTORIES = re.compile(
+    r"(^|\.)(\w*EMA\w*|\w*Ema\w*|ExponentialMovingAverage|AveragedModel|make|"
+    r"make_env|make_vec_env|SyncVectorEnv|AsyncVectorEnv)$"
+)
 # opt, optim, optimizer, optG, opt_d, optimizer2, g_optim, d_opt, generator_optimizer, OPTIMIZER
 _OPTIMIZER_NAME = re.compile(
     r"^(opt|optim|optimi[sz]er|OPT|OPTIM|OPTIMI[SZ]ER)([_0-9].*|[A-Z].*)?$|_(opt|optim)$|optimi[sz]er|Optimi[sz]er"
@@ -57,8 +61,15 @@ _OPTIMIZER_NAME = re.compile(
 )
 # Lower-cased name fragments that say "not an optimizer", checked before the optimizer pattern.
 _NOT_OPTIMIZER_HINTS = (
-    ("sched", SCHEDULER), ("lr_", SCHEDULER), ("warmup", SCHEDULER), ("scaler", SCALER),
-    ("engine", ENGINE), ("ema", OTHER), ("swa", OTHER), ("averag", OTHER), ("env", OTHER),
+    ("sched", SCHEDULER),
+    ("lr_", SCHEDULER),
+    ("warmup", SCHEDULER),
+    ("scaler", SCALER),
+    ("engine", ENGINE),
+    ("ema", OTHER),
+    ("swa", OTHER),
+    ("averag", OTHER),
+    ("env", OTHER),
 )
 # Method names that may step an optimizer or run a backward pass.
 _STEPPY_METHODS = frozenset({"step", "backward", "manual_backward", "optimizer_step"})
@@ -596,7 +607,9 @@ class Analyzer:
         return effects
 
     # -- helpers -------------------------------------------------------------------------------
-    def _helper_effects(self, call: cst.Call, func_text: Optional[str], qual: Optional[str], scope: Scope) -> List[Effect]:
+    def _helper_effects(
+        self, call: cst.Call, func_text: Optional[str], qual: Optional[str], scope: Scope
+    ) -> List[Effect]:
         if func_text is not None:
             resolved = self._resolve_function(func_text, scope, call)
             if resolved is not None:
@@ -608,7 +621,9 @@ class Analyzer:
                 return []
         return self._opaque_effects(call, func_text, qual, scope)
 
-    def _opaque_effects(self, call: cst.Call, func_text: Optional[str], qual: Optional[str], scope: Scope) -> List[Effect]:
+    def _opaque_effects(
+        self, call: cst.Call, func_text: Optional[str], qual: Optional[str], scope: Scope
+    ) -> List[Effect]:
         """A call we cannot see into: it may clear what it is handed (precision first)."""
         facts = scope.facts
         if qual is not None and qual.split(".")[0] == "torch":
@@ -737,7 +752,12 @@ class Analyzer:
         for call in calls_in(inline.body):
             func = call.func
             if isinstance(func, cst.Attribute) and func.attr.value in (
-                "step", "zero_grad", "backward", "manual_backward", *_GRAD_WIPES, "accumulate"
+                "step",
+                "zero_grad",
+                "backward",
+                "manual_backward",
+                *_GRAD_WIPES,
+                "accumulate",
             ):
                 result = True
             elif backward_call(call, facts.imports) is not None:
@@ -746,9 +766,7 @@ class Analyzer:
                 result = True
             else:
                 text = dotted(func)
-                if text and (
-                    self._matches(text, self.clear_names + self.step_names + self.backward_names)
-                ):
+                if text and (self._matches(text, self.clear_names + self.step_names + self.backward_names)):
                     result = True
                 elif text:
                     resolved = self._resolve_function(text, inline.scope)
@@ -843,7 +861,9 @@ def _locals_of(facts: ModuleFacts, func: cst.FunctionDef) -> frozenset:
                         heads(small.target)
                     elif isinstance(small, (cst.Global, cst.Nonlocal)):
                         shared.update(n.name.value for n in small.names)
-                    elif isinstance(small, (cst.Import, cst.ImportFrom)) and not isinstance(small.names, cst.ImportStar):
+                    elif isinstance(small, (cst.Import, cst.ImportFrom)) and not isinstance(
+                        small.names, cst.ImportStar
+                    ):
                         for alias in small.names:
                             bound = alias.asname.name if alias.asname is not None else alias.name
                             text = dotted(bound) if isinstance(bound, cst.BaseExpression) else None
@@ -932,9 +952,11 @@ def _is_grad(expr: cst.BaseExpression) -> bool:
 
 
 def _zero_arg(call: cst.Call) -> bool:
-    return bool(call.args) and isinstance(call.args[0].value, (cst.Integer, cst.Float)) and float(
-        call.args[0].value.value.replace("_", "")
-    ) == 0.0
+    return (
+        bool(call.args)
+        and isinstance(call.args[0].value, (cst.Integer, cst.Float))
+        and float(call.args[0].value.value.replace("_", "")) == 0.0
+    )
 
 
 def _is_accelerate(receiver: cst.BaseExpression, facts: ModuleFacts) -> bool:

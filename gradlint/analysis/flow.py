@@ -248,11 +248,15 @@ class _Builder:
         if none_branch is not None:
             # `if p.grad is not None: p.grad.zero_()`: the branch that skips the clear has nothing
             # to clear. Only when the other branch does clear (a grad-norm loop clears nothing).
-            clearing = stmt.body if none_branch is False else (stmt.orelse.body if isinstance(stmt.orelse, cst.Else) else None)
+            clearing = (
+                stmt.body if none_branch is False else (stmt.orelse.body if isinstance(stmt.orelse, cst.Else) else None)
+            )
             if clearing is None or not _clears_syntactically(clearing):
                 none_branch = None
         cleared = [scope.event(CLEAR, ALL, stmt.test)]
-        then = self.node(preds, cleared if none_branch is True else (), decide=(key[0], key[1], key[2]) if key else None)
+        then = self.node(
+            preds, cleared if none_branch is True else (), decide=(key[0], key[1], key[2]) if key else None
+        )
         exits = self.block(stmt.body, [then], scope)
         other = self.node(
             preds, cleared if none_branch is False else (), decide=(key[0], key[1], not key[2]) if key else None
@@ -356,7 +360,13 @@ def _kills(small: cst.BaseSmallStatement) -> FrozenSet[str]:
 def _clears_syntactically(body: cst.CSTNode) -> bool:
     """Does `body` contain an obvious gradient clear (`.zero_()`, `.zero_grad()`, `.grad = ...`)?"""
     for call in calls_in(body):
-        if isinstance(call.func, cst.Attribute) and call.func.attr.value in ("zero_", "detach_", "zero_grad", "fill_", "mul_"):
+        if isinstance(call.func, cst.Attribute) and call.func.attr.value in (
+            "zero_",
+            "detach_",
+            "zero_grad",
+            "fill_",
+            "mul_",
+        ):
             return True
     return assigns_grad(body)
 
@@ -450,12 +460,16 @@ def condition_key(test: cst.BaseExpression, module: cst.Module) -> Optional[Tupl
         ):
             positive = not positive
         return "%" + texts.pop(), _names(moduli[0]), positive
-    if isinstance(test, cst.Comparison) and len(test.comparisons) == 1 and isinstance(
-        test.comparisons[0].operator, (cst.NotEqual, cst.IsNot)
+    if (
+        isinstance(test, cst.Comparison)
+        and len(test.comparisons) == 1
+        and isinstance(test.comparisons[0].operator, (cst.NotEqual, cst.IsNot))
     ):
         op = "==" if isinstance(test.comparisons[0].operator, cst.NotEqual) else " is "
-        text = _canonical(module.code_for_node(test.left)) + op + _canonical(
-            module.code_for_node(test.comparisons[0].comparator)
+        text = (
+            _canonical(module.code_for_node(test.left))
+            + op
+            + _canonical(module.code_for_node(test.comparisons[0].comparator))
         )
         return text, _names(test), not positive
     return _canonical(module.code_for_node(test)), _names(test), positive

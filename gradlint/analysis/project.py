@@ -125,4 +125,3 @@ class Project:
         if alias is not None:  # re-exported from another module
             return self.resolve_function(target, alias, depth + 1)
         return None
-

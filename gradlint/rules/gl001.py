@@ -13,7 +13,18 @@ from typing import Dict, Iterable, List, Tuple
 
 import libcst as cst
 
-from gradlint.analysis.facts import ALL, BACKWARD, CLEAR, OPTIMIZER, STEP, Analyzer, Event, Scope, iter_loops, module_facts
+from gradlint.analysis.facts import (
+    ALL,
+    BACKWARD,
+    CLEAR,
+    OPTIMIZER,
+    STEP,
+    Analyzer,
+    Event,
+    Scope,
+    iter_loops,
+    module_facts,
+)
 from gradlint.analysis.flow import TooLarge, build_loop_graph, stale_path
 from gradlint.analysis.project import Project
 from gradlint.findings import Finding
@@ -129,4 +140,3 @@ def _finding(ctx, report: cst.CSTNode, step: Event, optimizer: str, cleared: boo
         f"{name}'s gradients {how}; call `{clear}` before the backward or after the step"
     )
     return ctx.finding(CODE, report, message)
-
