@@ -156,6 +156,19 @@ def test_write_to_missing_directory_is_an_error(tmp_path):
         write_baseline([], {}.get, str(tmp_path / "no" / "such" / "b.json"))
 
 
+# A loop that steps and runs backward every iteration but never clears the gradients.
+LOOP_WITHOUT_ZERO_GRAD = """\
+import torch
+
+model = torch.nn.Linear(4, 1)
+opt = torch.optim.SGD(model.parameters(), lr=0.1)
+for x, y in data:
+    loss = torch.nn.functional.mse_loss(model(x), y)
+    loss.backward()
+    opt.step()
+"""
+
+
 # --- end to end through `gradlint check` ------------------------------------------------------
 
 
@@ -185,8 +198,6 @@ def test_cli_bad_baseline_exits_2(project, gradlint):
 
 
 def test_cli_baseline_with_real_findings_and_moves(project, gradlint):
-    from conftest import LOOP_WITHOUT_ZERO_GRAD
-
     wrapped = "def train(model, opt, data):\n" + "".join(
         "    " + ln if ln.strip() else ln for ln in LOOP_WITHOUT_ZERO_GRAD.splitlines(True)
     )

@@ -241,6 +241,19 @@ def test_notebook_finding_points_at_ipynb_line(tmp_path, monkeypatch):
     assert cmd["message"].startswith("nb.ipynb:cell 1:2:1: ")
 
 
+# A loop that steps and runs backward every iteration but never clears the gradients.
+LOOP_WITHOUT_ZERO_GRAD = """\
+import torch
+
+model = torch.nn.Linear(4, 1)
+opt = torch.optim.SGD(model.parameters(), lr=0.1)
+for x, y in data:
+    loss = torch.nn.functional.mse_loss(model(x), y)
+    loss.backward()
+    opt.step()
+"""
+
+
 # --- end to end through `gradlint check` ------------------------------------------------------
 
 
@@ -264,8 +277,6 @@ def test_cli_defaults_to_github_under_actions(project, gradlint, monkeypatch):
 
 
 def test_cli_many_findings_end_with_the_overflow_notice(project, gradlint, monkeypatch):
-    from conftest import LOOP_WITHOUT_ZERO_GRAD
-
     for i in range(12):
         project.write(f"loop_{i:02d}.py", LOOP_WITHOUT_ZERO_GRAD)
     result = gradlint("check", "--no-cache", "--output-format", "github")

@@ -238,6 +238,19 @@ def test_validator_catches_broken_documents(tmp_path, bad):
         validate(json.dumps(doc))
 
 
+# A loop that steps and runs backward every iteration but never clears the gradients.
+LOOP_WITHOUT_ZERO_GRAD = """\
+import torch
+
+model = torch.nn.Linear(4, 1)
+opt = torch.optim.SGD(model.parameters(), lr=0.1)
+for x, y in data:
+    loss = torch.nn.functional.mse_loss(model(x), y)
+    loss.backward()
+    opt.step()
+"""
+
+
 # --- end to end through `gradlint check` ------------------------------------------------------
 
 
@@ -268,8 +281,6 @@ def test_cli_clean_and_empty_runs_write_documents(project, gradlint):
 
 
 def test_cli_real_findings_keep_fingerprints_when_lines_move(project, gradlint):
-    from conftest import LOOP_WITHOUT_ZERO_GRAD
-
     retained = "import torch\nw = torch.ones(3, requires_grad=True)\nloss = (w * 2).sum()\nloss.backward(retain_graph=True)\n"
     project.write("train.py", LOOP_WITHOUT_ZERO_GRAD)
     project.write("pkg/retain.py", retained)
