@@ -198,3 +198,10 @@ def test_cli_finds_a_training_loop_split_over_cells(project, gradlint):
     fixed = [ln.replace("    loss.backward()", "    optimizer.zero_grad()\n    loss.backward()") for ln in loop]
     project.write("nb.ipynb", notebook_text([code(setup), code(fixed)]))
     assert gradlint("check", "--no-cache", "--select", "GL001").exit_code == 0
+
+
+def test_cli_stdin_notebook(project, gradlint):
+    text = notebook_text([code(["import torch\n"]), code(["def broken(:\n", "    pass"])])
+    result = gradlint("check", "-", "--stdin-filename", "nb.ipynb", "--output-format", "json", input=text)
+    assert result.exit_code == 1
+    assert [(f["path"], f["cell"], f["line"]) for f in json.loads(result.stdout)] == [("nb.ipynb", 2, 1)]
