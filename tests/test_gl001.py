@@ -1239,3 +1239,29 @@ def test_grad_norm_logging_loop_is_not_a_clear():
             optimizer.step()
         """
     assert reported(source) == expected(source)
+
+
+def test_relative_import_and_package_reexport_are_followed(tmp_path):
+    # `finish` says nothing by its name and gets no model: only reading it shows that it clears
+    package = tmp_path / "trainer"
+    package.mkdir()
+    (package / "hooks.py").write_text(
+        "import torch\n\n"
+        "def finish(stats):\n    stats.append(1)\n    torch.nn.Module.zero_grad(MODEL)\n    MODEL.zero_grad()\n\n"
+        "def record(stats):\n    stats.append(1)\n"
+    )
+    (package / "__init__.py").write_text("from .hooks import finish, record\n")
+    loop = """
+        for x, y in loader:
+            loss = criterion(model(x), y)
+            loss.backward(){mark}
+            optimizer.step()
+            {helper}(history)
+        """
+    options = AnalysisOptions(project_root=str(tmp_path))
+    relative = "from .hooks import finish\n" + textwrap.dedent(loop.format(helper="finish", mark=""))
+    assert reported(relative, options, str(package / "loop.py")) == []
+    reexported = "from trainer import finish\n" + textwrap.dedent(loop.format(helper="finish", mark=""))
+    assert reported(reexported, options, str(tmp_path / "train.py")) == []
+    not_clearing = "from trainer import record\n" + textwrap.dedent(loop.format(helper="record", mark="  # GL001"))
+    assert reported(not_clearing, options, str(tmp_path / "train.py")) == expected(not_clearing)
