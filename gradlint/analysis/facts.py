@@ -952,11 +952,17 @@ def _is_grad(expr: cst.BaseExpression) -> bool:
 
 
 def _zero_arg(call: cst.Call) -> bool:
-    return (
-        bool(call.args)
-        and isinstance(call.args[0].value, (cst.Integer, cst.Float))
-        and float(call.args[0].value.value.replace("_", "")) == 0.0
-    )
+    """Is the first argument the literal 0 (`fill_(0)`, `mul_(0.0)`, `fill_(0x0)`)?"""
+    if not call.args or not isinstance(call.args[0].value, (cst.Integer, cst.Float)):
+        return False
+    literal = call.args[0].value.value.replace("_", "")
+    try:
+        return float(literal) == 0.0
+    except ValueError:
+        try:
+            return int(literal, 0) == 0
+        except ValueError:
+            return False
 
 
 def _is_accelerate(receiver: cst.BaseExpression, facts: ModuleFacts) -> bool:

@@ -71,9 +71,9 @@ def check(ctx) -> Iterable[Finding]:
     via_helper: Dict[int, Tuple[cst.CSTNode, Event, str, bool, int]] = {}
     for loop, cls, func in iter_loops(facts):
         scope = Scope(facts=facts, root=facts, cls=cls, func=func)
-        if not local.may_step_or_backward(loop, scope):
-            continue
         try:
+            if not local.may_step_or_backward(loop, scope):
+                continue
             local.wants_project = False
             graph = build_loop_graph(loop, local, scope)
             events = list(graph.events())
