@@ -333,7 +333,9 @@ class Tracer:
             self._pending_sites[id(call.site)] = call.site
         if call.retain and ok:
             call.site.retained += 1
-            self._hook_retained(call.site, call.roots, call.inputs)
+            if not call.site.retained_reused:
+                # Once one graph retained here was needed the verdict is settled: stop hooking.
+                self._hook_retained(call.site, call.roots, call.inputs)
 
     # ------------------------------------------------------------------ call sites
     def _find_library_dirs(self, torch) -> Tuple[str, ...]:

@@ -94,10 +94,9 @@ def _gl002(sites: List[BackwardSite], cwd: str) -> Tuple[str, str]:
     reused = [s for s in sites if s.retained_reused]
     if reused:
         by = next((s.reused_by for s in reused if s.reused_by), None)
-        count = sum(s.retained_reused for s in reused)
         return REFUTED, (
-            f"{_plural(count, 'retained graph')} of {retained} were run again by a later backward "
-            f"(first at {where(by, cwd)}): the retain is needed"
+            f"a graph retained here was run again by a later backward at {where(by, cwd)}: "
+            f"the retain is needed"
         )
     if retained:
         return CONFIRMED, (

@@ -23,6 +23,9 @@ def test_example_verdict(path):
     if kind == "bad":
         assert confirmed, f"{code} not confirmed; findings: {traced.findings()}"
         assert all(f.evidence for f in confirmed)
+        # The static rule's finding is the one confirmed (joined by line), when the rule flags it.
+        static = [f for f in traced.findings() if f.code == code and f.static]
+        assert all(f.runtime == "confirmed" for f in static), static
     else:
         assert not confirmed, f"{code} confirmed on a correct example: {confirmed}"
 
