@@ -1265,3 +1265,44 @@ def test_relative_import_and_package_reexport_are_followed(tmp_path):
     assert reported(reexported, options, str(tmp_path / "train.py")) == []
     not_clearing = "from trainer import record\n" + textwrap.dedent(loop.format(helper="record", mark="  # GL001"))
     assert reported(not_clearing, options, str(tmp_path / "train.py")) == expected(not_clearing)
+
+
+def test_wrapper_class_whose_step_clears_is_followed():
+    source = """
+        class ScheduledOptim:
+            def __init__(self, optimizer, warmup):
+                self._optimizer = optimizer
+                self.warmup = warmup
+
+            def step(self):
+                self._update_learning_rate()
+                self._optimizer.step()
+                self._optimizer.zero_grad()
+
+            def _update_learning_rate(self):
+                self.n_steps += 1
+
+        optimizer = ScheduledOptim(torch.optim.Adam(model.parameters(), betas=(0.9, 0.98)), 4000)
+        for batch in loader:
+            loss = model(batch)
+            loss.backward()
+            optimizer.step()
+        """
+    assert reported(source) == []
+
+
+def test_custom_optimizer_subclass_step_is_a_step():
+    source = """
+        class SignSGD(torch.optim.Optimizer):
+            def step(self, closure=None):
+                for group in self.param_groups:
+                    for p in group["params"]:
+                        p.data.add_(p.grad.sign(), alpha=-group["lr"])
+
+        opt = SignSGD(model.parameters(), dict(lr=0.01))
+        for batch in loader:
+            loss = model(batch)
+            loss.backward()  # GL001
+            opt.step()
+        """
+    assert reported(source) == expected(source)

@@ -533,6 +533,8 @@ class Analyzer:
         method = func.attr.value
         receiver = func.value
         facts = scope.facts
+        if method in ("step", "zero_grad") and self._wrapper_method(dotted(receiver), method, facts):
+            return None  # a wrapper class of this module: follow its method's body instead
         if method == "zero_grad":
             text = dotted(receiver)
             if text is not None:
@@ -687,9 +689,9 @@ class Analyzer:
         if len(parts) == 2 and parts[0] in ("self", "cls") and scope.cls is not None:
             func, cls = self._find_method(facts, scope.cls, parts[1])
             is_method = True
-        elif len(parts) == 2 and facts.instances.get(parts[0]) in facts.classes:
+        elif len(parts) >= 2 and facts.instances.get(".".join(parts[:-1])) in facts.classes:
             # trainer = Trainer(...); trainer.train_step(batch): a class of this module
-            func, cls = self._find_method(facts, facts.instances[parts[0]], parts[1])
+            func, cls = self._find_method(facts, facts.instances[".".join(parts[:-1])], parts[-1])
             is_method = True
         elif len(parts) == 1 and parts[0] not in facts.imports.aliases:
             func = _visible_def(facts, scope.func, parts[0])
@@ -708,7 +710,7 @@ class Analyzer:
         def make(site: cst.Call) -> Inline:
             binding = _bind_args(params, site, scope) if site is not None and isinstance(site, cst.Call) else ()
             if is_method:
-                receiver, _ = scope.subst(parts[0])
+                receiver, _ = scope.subst(".".join(parts[:-1]))
                 if receiver != "self":
                     binding = binding + (("self", receiver),)  # `self.opt` inside is `trainer.opt`
             inner = Scope(
@@ -722,6 +724,17 @@ class Analyzer:
             return Inline(func.body, inner, site, key)
 
         return make
+
+    def _wrapper_method(self, receiver: Optional[str], method: str, facts: ModuleFacts) -> bool:
+        """Is `receiver` an instance of a class of this module that defines `method` and is not
+        itself an optimizer (`class Trainer: def step(self): ...` vs `class MySGD(Optimizer)`)?"""
+        if receiver is None:
+            return False
+        cls = facts.instances.get(receiver)
+        if cls is None or cls not in facts.classes or _optimizer_class(facts, cls):
+            return False
+        found, _ = self._find_method(facts, cls, method)
+        return found is not None
 
     @staticmethod
     def _find_method(facts: ModuleFacts, cls: str, name: str, depth: int = 0):
@@ -897,6 +910,18 @@ def _assigned_texts(target: cst.CSTNode) -> List[str]:
         return _assigned_texts(target.value)
     text = dotted(target) if isinstance(target, cst.BaseExpression) else None
     return [text] if text else []
+
+
+def _optimizer_class(facts: ModuleFacts, cls: str, depth: int = 0) -> bool:
+    """Does the class (of this module) derive from an optimizer (`torch.optim.Optimizer`, Adam...)?"""
+    info = facts.classes.get(cls)
+    if info is None or depth > 5:
+        return False
+    for base in info.bases:
+        name = last_part(base)
+        if name.endswith("Optimizer") or name in KNOWN_OPTIMIZERS or _optimizer_class(facts, name, depth + 1):
+            return True
+    return False
 
 
 def _visible_def(facts: ModuleFacts, where: Optional[cst.FunctionDef], name: str) -> Optional[cst.FunctionDef]:
