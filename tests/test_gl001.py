@@ -1306,3 +1306,17 @@ def test_custom_optimizer_subclass_step_is_a_step():
             opt.step()
         """
     assert reported(source) == expected(source)
+
+
+def test_optimizer_wrapper_class_from_the_project_is_not_assumed_to_be_a_plain_optimizer():
+    source = """
+        from transformer.Optim import ScheduledOptim
+
+        optimizer = ScheduledOptim(optim.Adam(model.parameters(), betas=(0.9, 0.98), eps=1e-09), 2.0, 512, 4000)
+        for batch in training_data:
+            loss = cal_loss(model(batch), batch.gold)
+            loss.backward()
+            optimizer.step_and_update_lr()
+            optimizer.step()
+        """
+    assert reported(source) == []

@@ -401,6 +401,9 @@ class _FactCollector:
                 return OPTIMIZER
             if method == "prepare" and len(value.args) == 1:
                 return self._single_kind(value.args[0].value)
+            if method[:1].isupper() and _from_project(self.facts.imports, value.func):
+                # `ScheduledOptim(...)` imported from the project: a wrapper whose step() may clear
+                return OTHER
             return None
         text = dotted(value)
         if text is not None:
@@ -910,6 +913,15 @@ def _assigned_texts(target: cst.CSTNode) -> List[str]:
         return _assigned_texts(target.value)
     text = dotted(target) if isinstance(target, cst.BaseExpression) else None
     return [text] if text else []
+
+
+def _from_project(imports: ImportMap, func: cst.BaseExpression) -> bool:
+    """Is `func` imported from a module that is not a known library (the project's own)?"""
+    text = dotted(func)
+    if text is None or text.split(".")[0] not in imports.aliases:
+        return False
+    qualname = _qualify(imports, text)
+    return qualname.startswith(".") or qualname.split(".")[0] not in KNOWN_LIBRARIES
 
 
 def _optimizer_class(facts: ModuleFacts, cls: str, depth: int = 0) -> bool:
