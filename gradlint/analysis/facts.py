@@ -93,7 +93,9 @@ KNOWN_LIBRARIES = frozenset(
     collections itertools functools typing dataclasses pathlib argparse pickle datetime warnings
     contextlib shutil glob transformers accelerate lightning pytorch_lightning deepspeed apex timm
     einops datasets evaluate gym gymnasium hydra omegaconf rich click fairscale peft diffusers
-    huggingface_hub safetensors jax flax optax tensorflow keras""".split()
+    huggingface_hub safetensors jax flax optax tensorflow keras torch_optimizer bitsandbytes bnb
+    lion_pytorch adabelief_pytorch ranger schedulefree prodigyopt dadaptation muon torch_xla
+    horovod hvd torchmetrics torch_geometric dgl mmcv mmengine ignite""".split()
 )
 # Names of unresolved helpers that suggest they touch gradients or the optimizer.
 _MIGHT_CLEAR_NAME = re.compile(r"zero|clear|reset|wipe|grad|optim|step|update|train|backward", re.IGNORECASE)
