@@ -1,0 +1,74 @@
+"""Fast read-only walks over LibCST trees.
+
+`node.visit(visitor)` rebuilds every node it passes (LibCST visitors may replace children), which
+made whole-file fact gathering cost seconds on large files. These helpers only read: they follow
+the dataclass fields of each node, skip whitespace and punctuation, and never allocate nodes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Dict, Iterator, Tuple, Type
+
+import libcst as cst
+
+# Fields that only hold whitespace, comments or punctuation: never worth walking into.
+_SKIPPED = frozenset(
+    "lpar rpar comma dot semicolon equal colon leading_lines lines_after_decorators header footer "
+    "newline trailing_whitespace whitespace_before_colon whitespace_after_colon asynchronous "
+    "whitespace_after_star whitespace_after_arg whitespace_after_func whitespace_before_args "
+    "whitespace_before_equal whitespace_after_equal whitespace_before whitespace_after "
+    "whitespace_after_def whitespace_after_class whitespace_before_colon whitespace_after_await "
+    "whitespace_after_lambda whitespace_before_params whitespace_after_if whitespace_after_for "
+    "whitespace_before_in whitespace_after_in whitespace_before_if whitespace_before_else "
+    "whitespace_after_else whitespace_after_with whitespace_after_import whitespace_after_from "
+    "whitespace_before_import whitespace_after_return whitespace_after_del whitespace_after_global "
+    "whitespace_after_nonlocal whitespace_after_assert whitespace_after_raise whitespace_after_except "
+    "whitespace_after_yield whitespace_before_from whitespace_after_match whitespace_after_case "
+    "whitespace_after_at whitespace_after_indicator".split()
+)
+
+_FIELDS: Dict[Type[cst.CSTNode], Tuple[str, ...]] = {}
+
+
+def _fields(node: cst.CSTNode) -> Tuple[str, ...]:
+    kind = type(node)
+    names = _FIELDS.get(kind)
+    if names is None:
+        names = tuple(
+            f.name
+            for f in dataclasses.fields(node)  # type: ignore[arg-type]
+            if f.name not in _SKIPPED and not f.name.startswith("whitespace")
+        )
+        _FIELDS[kind] = names
+    return names
+
+
+def children(node: cst.CSTNode) -> Iterator[cst.CSTNode]:
+    """Child nodes in source order (whitespace and punctuation left out)."""
+    for name in _fields(node):
+        value = getattr(node, name, None)
+        if isinstance(value, cst.CSTNode):
+            yield value
+        elif isinstance(value, (list, tuple)):
+            for item in value:
+                if isinstance(item, cst.CSTNode):
+                    yield item
+
+
+def walk(node: cst.CSTNode, stop: Tuple[type, ...] = ()) -> Iterator[cst.CSTNode]:
+    """`node` and its descendants, pre-order; nodes of a `stop` type (other than `node` itself)
+    are yielded but not entered."""
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        yield current
+        if current is not node and stop and isinstance(current, stop):
+            continue
+        stack.extend(reversed(tuple(children(current))))
+
+
+# Nodes that open a scope of their own: the code inside does not run where it is written.
+SCOPES = (cst.FunctionDef, cst.ClassDef, cst.Lambda)
+COMPREHENSIONS = (cst.ListComp, cst.SetComp, cst.DictComp, cst.GeneratorExp)
+SUITES = (cst.IndentedBlock, cst.SimpleStatementSuite)
