@@ -24,7 +24,12 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 import libcst as cst
 
 from gradlint.analysis.backward import backward_call
-from gradlint.analysis.names import ImportMap, _ImportCollector, dotted
+from gradlint.analysis.names import ImportMap, dotted
+
+try:  # the import statement reader of names.py, applied to import statements only (see imports_of)
+    from gradlint.analysis.names import _ImportCollector
+except ImportError:  # pragma: no cover - fall back to the full visitor
+    _ImportCollector = None
 
 # Kinds of objects whose methods matter.
 OPTIMIZER = "optimizer"
@@ -216,6 +221,8 @@ def module_facts(module: cst.Module, path: str, imports: Optional[ImportMap] = N
 def imports_of(module: cst.Module) -> ImportMap:
     """The module's ImportMap, found by walking statements only (imports are statements), which
     costs a small fraction of a visitor over every expression of a large module."""
+    if _ImportCollector is None:
+        return ImportMap.of(module)
     imports = ImportMap()
     collector = _ImportCollector(imports.aliases)
 
