@@ -78,6 +78,8 @@ _NOT_OPTIMIZER_HINTS = (
 )
 # Method names that may step an optimizer or run a backward pass.
 _STEPPY_METHODS = frozenset({"step", "backward", "manual_backward", "optimizer_step"})
+# Names of project helpers that may step or run a backward.
+_STEPPY_NAME = re.compile(r"step|train|backward|update|optim|fit|learn|epoch|batch", re.IGNORECASE)
 # Methods on a `.grad` tensor that wipe it.
 _GRAD_WIPES = frozenset({"zero_", "detach_", "fill_", "mul_"})
 # Builtins and calls that never touch gradients, even when handed an optimizer.
@@ -203,6 +205,7 @@ class ModuleFacts:
     star_import: bool = False
     _relevant: Dict[int, bool] = field(default_factory=dict)
     _locals: Dict[int, frozenset] = field(default_factory=dict)
+    _steppy: Dict[int, bool] = field(default_factory=dict)
 
     def kind_of(self, text: str) -> Optional[str]:
         """The kind of the object `text` names: by how it was built, else by its name."""
@@ -806,9 +809,13 @@ class Analyzer:
 
     def may_step_or_backward(self, loop: cst.CSTNode, scope: Scope) -> bool:
         """A cheap syntactic gate before building a loop's graph: could anything in the loop step
-        an optimizer or run a backward (directly, through a helper, or a project helper)?"""
+        an optimizer or run a backward (directly, through a helper of this module, or through a
+        project helper whose name or arguments suggest training)?"""
+        return self._steppy(calls_in(loop), scope, set())
+
+    def _steppy(self, calls: List[cst.Call], scope: Scope, seen: set) -> bool:
         facts = scope.facts
-        for call in calls_in(loop):
+        for call in calls:
             func = call.func
             if isinstance(func, cst.Attribute) and func.attr.value in _STEPPY_METHODS:
                 return True
@@ -819,16 +826,34 @@ class Analyzer:
                 continue
             if self._matches(text, self.step_names + self.backward_names):
                 return True
-            head = text.split(".")[0]
-            if head in facts.imports.aliases:
+            if text.split(".")[0] in facts.imports.aliases:
                 qualname = _qualify(facts.imports, text)
                 if qualname.startswith(".") or qualname.split(".")[0] not in KNOWN_LIBRARIES:
-                    return True  # maybe a project helper: decided when the graph is built
+                    if _STEPPY_NAME.search(last_part(text)) or self._hands_optimizer(call, scope):
+                        return True  # maybe a project helper that trains: decided on the graph
                 continue
             saved = self.wants_project
             resolved = self._resolve_function(text, scope)
             self.wants_project = saved
-            if resolved is not None and self.relevant(resolved(call)):
+            if resolved is None:
+                continue
+            inline = resolved(call)
+            key = id(inline.body)
+            cached = facts._steppy.get(key)
+            if cached is None:
+                if key in seen:
+                    continue
+                seen.add(key)
+                cached = self._steppy(calls_in(inline.body), inline.scope, seen)
+                facts._steppy[key] = cached
+            if cached:
+                return True
+        return False
+
+    def _hands_optimizer(self, call: cst.Call, scope: Scope) -> bool:
+        for arg in call.args:
+            text = dotted(arg.value)
+            if text is not None and scope.kind_of(text)[1] == OPTIMIZER:
                 return True
         return False
 
