@@ -312,6 +312,120 @@ FLAGGED = {
             loss.backward(retain_graph=True)  # GL002
             optimizer.step()
     """,
+    "samples_kept_for_a_plot": """
+        import torch
+        import matplotlib.pyplot as plt
+
+        bce = torch.nn.BCEWithLogitsLoss()
+        ones = torch.ones(256, 1)
+        history = []
+        for step in range(1000):
+            fake = gen(torch.randn(256, 8))
+            g_loss = bce(disc(fake), ones)
+            opt_g.zero_grad()
+            g_loss.backward(retain_graph=True)  # GL002
+            opt_g.step()
+            if step % 100 == 0:
+                history.append(fake)
+        plt.hist(torch.cat(history).detach().numpy().ravel(), bins=100)
+    """,
+    "target_loaded_before_loop": """
+        import torch
+        import torchvision.transforms as T
+        from PIL import Image
+
+        target = T.Compose([T.Resize(64), T.ToTensor()])(Image.open("photo.jpg").convert("RGB"))
+        canvas = torch.rand_like(target, requires_grad=True)
+        optimizer = torch.optim.Adam([canvas], lr=0.05)
+        for it in range(100):
+            optimizer.zero_grad()
+            loss = (canvas - target).pow(2).mean()
+            loss.backward(retain_graph=True)  # GL002
+            optimizer.step()
+    """,
+    "regenerated_fake": """
+        import torch
+
+        bce = torch.nn.BCEWithLogitsLoss()
+        ones, zeros = torch.ones(16, 1), torch.zeros(16, 1)
+        for lr_img, hr_img in loader:
+            sr_img = generator(lr_img)
+            d_loss = bce(discriminator(hr_img), ones) + bce(discriminator(sr_img), zeros)
+            opt_d.zero_grad()
+            d_loss.backward(retain_graph=True)  # GL002
+            opt_d.step()
+            sr_img = generator(lr_img)
+            g_loss = perceptual(sr_img, hr_img) + bce(discriminator(sr_img), ones)
+            opt_g.zero_grad()
+            g_loss.backward()
+            opt_g.step()
+    """,
+    "critic_steps_real_branch": """
+        import torch
+
+        bce = torch.nn.BCEWithLogitsLoss()
+        ones, zeros = torch.ones(64, 1), torch.zeros(64, 1)
+        critic_steps = 5
+        G, D = Translator(), Critic()
+        for src, tgt in batches:
+            translated = G(src)
+            for _ in range(critic_steps):
+                d_opt.zero_grad()
+                real_loss = bce(D(tgt), ones)
+                real_loss.backward(retain_graph=True)  # GL002
+                fake_loss = bce(D(translated), zeros)
+                fake_loss.backward(retain_graph=True)
+                d_opt.step()
+            g_opt.zero_grad()
+            g_loss = bce(D(translated), ones)
+            g_loss.backward()
+            g_opt.step()
+    """,
+    "repackaged_hidden": """
+        import argparse
+
+        import torch
+
+        import data
+
+        parser = argparse.ArgumentParser()
+        parser.add_argument("--data", default="./data/wikitext-2")
+        args = parser.parse_args()
+        corpus = data.Corpus(args.data)
+
+        criterion = torch.nn.NLLLoss()
+
+        def batchify(data, bsz):
+            nbatch = data.size(0) // bsz
+            data = data.narrow(0, 0, nbatch * bsz)
+            return data.view(bsz, -1).t().contiguous()
+
+        def get_batch(source, i):
+            seq_len = min(35, len(source) - 1 - i)
+            return source[i:i + seq_len], source[i + 1:i + 1 + seq_len].view(-1)
+
+        def repackage_hidden(h):
+            if isinstance(h, torch.Tensor):
+                return h.detach()
+            return tuple(repackage_hidden(v) for v in h)
+
+        data = batchify(corpus.train, 20)
+        hidden = model.init_hidden(20)
+        for i in range(0, data.size(0) - 1, 35):
+            inputs, targets = get_batch(data, i)
+            hidden = repackage_hidden(hidden)
+            model.zero_grad()
+            output, hidden = model(inputs, hidden)
+            loss = criterion(output, targets)
+            loss.backward(retain_graph=True)  # GL002
+            optimizer.step()
+    """,
+    "reassigned_loss_name": """
+        loss = criterion(model(x1), y1)
+        loss.backward(retain_graph=True)  # GL002
+        loss = criterion(model(x2), y2)
+        loss.backward()
+    """,
     "no_grad_target_net": """
         import torch
 
@@ -409,13 +523,31 @@ CLEAN = {
             loss.backward(retain_graph=True)
             return loss
     """,
-    "loss_kept_in_list": """
+    "losses_kept_for_a_final_backward": """
+        import torch
+
         history = []
         for x, y in loader:
             loss = criterion(model(x), y)
             loss.backward(retain_graph=True)
             history.append(loss)
-            optimizer.step()
+        torch.stack(history).mean().backward()
+    """,
+    "losses_kept_on_self": """
+        class Trainer:
+            def step(self, x, y):
+                loss = self.criterion(self.model(x), y)
+                loss.backward(retain_graph=True)
+                self.history.append(loss)
+    """,
+    "list_returned": """
+        def run(model, batches):
+            outputs = []
+            for x in batches:
+                out = model(x)
+                out.mean().backward(retain_graph=True)
+                outputs.append(out)
+            return outputs
     """,
     "root_is_parameter": """
         def backward_twice(loss):
@@ -466,6 +598,33 @@ CLEAN = {
             loss = model(x).mean()
             loss.backward(retain_graph=True)
             second_order_update(loss)
+    """,
+    "two_outputs_of_one_forward": """
+        for img, age, gender in loader:
+            age_pred, gender_logits = model(img)
+            age_loss = l1(age_pred, age)
+            gender_loss = ce(gender_logits, gender)
+            age_loss.backward(retain_graph=True)
+            gender_loss.backward()
+    """,
+    "features_from_a_library_helper": """
+        from utils import extract_features
+
+        feats = extract_features(backbone, images)
+        backbone.eval()
+        for step in range(10):
+            loss = head(feats).mean()
+            loss.backward(retain_graph=True)
+    """,
+    "capitalised_generator_instance": """
+        G = Generator()
+        D = Discriminator()
+        for real in loader:
+            fake = G(torch.randn(64, 100))
+            d_loss = bce(D(real), ones) + bce(D(fake), zeros)
+            d_loss.backward(retain_graph=True)
+            g_loss = bce(D(fake), ones)
+            g_loss.backward()
     """,
     "auxiliary_loss_in_branch": """
         feats = encoder(x)

@@ -29,6 +29,7 @@ import libcst as cst
 
 from gradlint.analysis.backward import BackwardCall, backward_call, unknown_arguments
 from gradlint.analysis.names import ImportMap, dotted
+from gradlint.analysis.tree import COMPREHENSIONS, SCOPES, SUITES, children, walk
 
 INERT = "inert"  # no autograd history and no requires_grad: links no graphs
 LEAF = "leaf"  # a tensor that requires grad but has no history (a parameter-like leaf)
@@ -106,6 +107,12 @@ class Reads:
     # Capitalised callees (`Net(cfg)`, but also `G(z)` for a generator instance): INERT holds only
     # when each of them turns out to be a class rather than a variable of the function.
     ctors: Set[str] = field(default_factory=set)
+    # Names passed to a library function (`utils.extract(model, x)`): if one is a module the function
+    # may run its forward, so the result may carry a graph.
+    object_args: Set[str] = field(default_factory=set)
+    # Receivers of methods the analysis does not know (`parser.parse_args()`): opaque unless the
+    # receiver is an object of a library class (not a module that could run a forward).
+    receivers: Set[str] = field(default_factory=set)
 
     def add(self, other: "Reads") -> "Reads":
         """Combine with another operand: history-free only when both are."""
@@ -113,7 +120,14 @@ class Reads:
         self.keys |= other.keys
         self.opaque = self.opaque or other.opaque
         self.ctors |= other.ctors
+        self.object_args |= other.object_args
+        self.receivers |= other.receivers
         return self
+
+    def copy(self) -> "Reads":
+        return Reads(
+            set(self.keys), self.opaque, self.kind, set(self.ctors), set(self.object_args), set(self.receivers)
+        )
 
 
 def key_of(expr: cst.BaseExpression) -> Optional[str]:
@@ -127,17 +141,31 @@ def key_of(expr: cst.BaseExpression) -> Optional[str]:
 class ReadCollector:
     """Computes `Reads` of expressions in one module (it needs the imports to know torch)."""
 
-    def __init__(self, imports: ImportMap, detaching: FrozenSet[str] = frozenset()) -> None:
+    def __init__(
+        self,
+        imports: ImportMap,
+        detaching: FrozenSet[str] = frozenset(),
+        pure: Optional[Dict[str, FrozenSet[str]]] = None,
+    ) -> None:
         self.imports = imports
         self.detaching = detaching  # functions of this module whose results never carry a graph
+        # Functions of this module that call nothing unknown: name -> module names they read.
+        self.pure: Dict[str, FrozenSet[str]] = pure or {}
+        self._memo: Dict[int, Tuple[cst.CSTNode, Reads]] = {}
 
     def reads(self, expr: Optional[cst.BaseExpression]) -> Reads:
+        """What `expr` reads (a fresh object: callers may combine it)."""
         if expr is None:
             return Reads()
-        try:
-            return self._reads(expr)
-        except RecursionError:
-            return Reads(opaque=True)
+        known = self._memo.get(id(expr))
+        if known is None or known[0] is not expr:
+            try:
+                found = self._reads(expr)
+            except RecursionError:
+                found = Reads(opaque=True)
+            known = (expr, found)
+            self._memo[id(expr)] = known
+        return known[1].copy()
 
     def _name(self, name: str) -> Reads:
         if name in ("True", "False", "None") or name in self.imports.aliases:
@@ -196,9 +224,7 @@ class ReadCollector:
         return Reads(keys=set(self._all_names(expr)), opaque=True)
 
     def _all_names(self, node: cst.CSTNode) -> Iterator[str]:
-        collector = _NameCollector()
-        node.visit(collector)
-        for name in collector.names:
+        for name in names_in(node):
             if name not in self.imports.aliases and name not in _BUILTINS:
                 yield name
 
@@ -236,8 +262,9 @@ class ReadCollector:
             part = self._reads(arg.value)
             kinds.append(part.kind)
             out.add(part)
-        if kinds and all(kind == INERT for kind in kinds) and not out.ctors:
-            return Reads(kind=INERT)
+        if kinds and all(kind == INERT for kind in kinds):
+            # Constructor arguments stay attached in case the "class" is really a variable.
+            return Reads(keys=out.keys if out.ctors else set(), kind=INERT, ctors=out.ctors)
         return out
 
     def _call(self, call: cst.Call) -> Reads:
@@ -253,6 +280,15 @@ class ReadCollector:
                 return self._pure(call)  # list/zip/min/sum...: a pass-through of their arguments
         if self.detaching and self._detaching_call(func):
             return Reads(kind=INERT)
+        if isinstance(func, cst.Name) and func.value in self.pure:
+            # `batchify(data, 20)`, `get_batch(source, i)`: a function of its arguments (and the
+            # module-level names it reads).
+            out = self._pure(call)
+            free = self.pure[func.value]
+            if free:
+                out.kind = None if out.kind == INERT and not out.ctors else out.kind
+                out.keys |= set(free)
+            return out
         if isinstance(func, cst.Attribute):
             method = func.attr.value
             if method in _CUT_METHODS:
@@ -270,21 +306,67 @@ class ReadCollector:
             last = func.value
         else:
             last = ""
-        if last[:1].isupper():
-            # A constructor (a module, an optimizer, a loader) unless the name is a variable.
-            out = self._args(call)
-            out.opaque = True
-            out.kind = INERT
-            out.ctors = {key_of(func) or last}
+        library = self._library_call(func, last)
+        if library:
+            # A function of an imported library (`Image.open(path)`, `np.load(f)`,
+            # `T.Compose([...])(img)`, `Image.open(p).convert("RGB")`): a function of its arguments.
+            out = self._pure(call)
+            out.object_args = set(out.keys)
+            return out
+        if last[:1].isupper() and self._constructor_like(func):
+            # A constructor (a module, a loader, a distribution): an object made of its arguments,
+            # unless the capitalised name turns out to be a variable (`G(z)`).
+            out = self._pure(call)
+            out.ctors.add(key_of(func) or last)
+            out.keys |= set(self._args(call).keys)
             return out
         # An unknown callable (a module's forward, a criterion, a helper): its arguments flow in and
         # it may create a graph of its own.
         out = self._args(call)
-        out.opaque = True
+        receiver = key_of(func.value) if isinstance(func, cst.Attribute) else None
+        if receiver is not None and not receiver.startswith("self.") and receiver != "self":
+            out.receivers.add(receiver)  # decided per scope: a library object's method, or opaque
+        else:
+            out.opaque = True
         return out
 
     def _shadowed(self) -> Set[str]:
         return set()
+
+    def _constructor_like(self, func: cst.BaseExpression) -> bool:
+        """`Net(...)`, `nn.Linear(...)`, `models.Generator(...)`: a class reached by name or through an
+        import. `self.G(z)` or `trainer.D(x)` call attributes of an object instead."""
+        if isinstance(func, cst.Name):
+            return True
+        text = dotted(func)
+        return text is not None and text.split(".")[0] in self.imports.aliases
+
+    def _imported(self, expr: cst.BaseExpression) -> Optional[str]:
+        """Qualified name when `expr` is reached through an import (not torch's own), else None."""
+        text = dotted(expr)
+        if text is None or text.split(".")[0] not in self.imports.aliases:
+            return None
+        qualified = self.imports.resolve(expr)
+        if qualified is None or qualified.split(".")[0] == "torch":
+            return None
+        return qualified
+
+    def _library_call(self, func: cst.BaseExpression, last: str) -> bool:
+        if isinstance(func, (cst.Name, cst.Attribute)):
+            if last[:1].isupper():
+                return False  # a class: handled as a constructor
+            if self._imported(func) is not None:
+                return True
+            if isinstance(func, cst.Attribute) and isinstance(func.value, cst.Call):
+                # A method of a value made from constants only: `Image.open("a.jpg").convert("RGB")`.
+                receiver = self._reads(func.value)
+                return receiver.kind == INERT and not receiver.keys and not receiver.ctors
+            return False
+        if isinstance(func, cst.Call):
+            # `T.Compose([...])(img)`: a callable object built by an imported class outside torch.nn.
+            inner = self._imported(func.func)
+            return inner is not None and not inner.split(".")[-1][:1].islower()
+        return False
 
     def _detaching_call(self, func: cst.BaseExpression) -> bool:
         """`repackage_hidden(h)` / `self.detach_state(s)`: a helper here that only returns detached values."""
@@ -309,8 +391,7 @@ class ReadCollector:
             if create is None or _is_false(create):
                 return Reads(kind=INERT)  # plain gradients carry no graph
             return self._pure(call)
-        if last[:1].isupper():
-            return Reads(kind=INERT)  # torch.nn.Linear(...), torch.optim.SGD(...), torch.device objects
+        # torch.nn.Linear(3, 4), torch.device(...), Normal(mu, sigma): objects made of their arguments.
         return self._pure(call)
 
 
@@ -329,19 +410,27 @@ def _is_true(expr: Optional[cst.BaseExpression]) -> bool:
     return isinstance(expr, cst.Name) and expr.value == "True"
 
 
-class _NameCollector(cst.CSTVisitor):
-    def __init__(self) -> None:
-        self.names: List[str] = []
-
-    def visit_Name(self, node: cst.Name) -> None:
-        self.names.append(node.value)
-
-    def visit_Attribute(self, node: cst.Attribute) -> bool:
-        key = key_of(node)
-        if key is not None:
-            self.names.append(key)
-            return False
-        return True
+def names_in(node: cst.CSTNode) -> List[str]:
+    """Every variable an expression or statement mentions (`self.x` chains as one key)."""
+    out: List[str] = []
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        if isinstance(current, cst.Name):
+            out.append(current.value)
+            continue
+        if isinstance(current, cst.Attribute):
+            key = key_of(current)
+            if key is not None:
+                out.append(key)
+            else:
+                stack.append(current.value)  # not the attribute's own name
+            continue
+        if isinstance(current, cst.Arg):
+            stack.append(current.value)  # not the keyword's name
+            continue
+        stack.extend(children(current))
+    return out
 
 
 def _bound_names(target: cst.BaseExpression) -> Iterator[str]:
@@ -400,6 +489,7 @@ class Escape:
     kind: str  # "return", "store", "container", "global", "closure", "call"
     reads: Set[str]
     statement: cst.CSTNode
+    container: Optional[str] = None  # for "container": the name of the list/dict stored into
 
 
 @dataclass
@@ -449,6 +539,8 @@ class Scope:
         self.nested_scopes: List[cst.CSTNode] = []
         self._classes: Optional[Dict[str, str]] = None
         self._reaching: Optional[ReachingDefinitions] = None
+        self._carried: Dict[cst.CSTNode, Set[str]] = {}
+        self._library: Dict[str, bool] = {}
         self._index_block(body, None, "body", no_grad=False, loop=None)
         self.objects = _object_names(body)  # names used as modules/functions: never tensors
 
@@ -562,7 +654,10 @@ class Scope:
             value = reads.reads(small.value)
             keys = list(_target_keys(small.target))
             for key in keys:
-                self._define(key, Reads(keys=set(value.keys) | {key}, opaque=value.opaque), small, no_grad)
+                combined = value.copy()
+                combined.keys.add(key)
+                combined.kind = None  # `total += x` keeps what `total` held
+                self._define(key, combined, small, no_grad)
             if _stores(small.target):
                 self.escapes.append(Escape("store", set(value.keys), stmt))
         elif isinstance(small, (cst.Return,)):
@@ -603,7 +698,7 @@ class Scope:
                 return
             if method in _CONTAINER_STORES:
                 value = reads._args(call)
-                self.escapes.append(Escape("container", set(value.keys), stmt))
+                self.escapes.append(Escape("container", set(value.keys), stmt, container=receiver))
                 if receiver is not None and value.keys:
                     self.container_collections.add(receiver)
                     self._define(receiver, Reads(keys=set(value.keys) | {receiver}), small, no_grad)
@@ -700,17 +795,61 @@ class Scope:
         return reads.kind == INERT and not any(self.is_instance(c) for c in reads.ctors)
 
     def _definition_class(self, definition: Definition) -> str:
+        classes = [self.class_of(k) for k in definition.reads.keys if k != definition.key]
+        return self.definition_class(definition, classes)
+
+    def definition_class(self, definition: Definition, classes: List[str]) -> str:
+        """INERT/LEAF/GRAPH of one definition, given the classes of the values it reads."""
         reads = definition.reads
-        if self.inert_definition(definition):
+        if definition.no_grad:
+            return INERT
+        if any(self.is_instance(c) for c in reads.ctors):
+            return GRAPH  # `G(z)`: calling a module instance, not constructing a class
+        if reads.kind == INERT:
             return INERT
         if definition.loop_target is not None:
             return GRAPH if self._collection_of_tensors(definition.loop_target) else INERT
-        classes = [self.class_of(k) for k in reads.keys if k != definition.key]
+        if reads.object_args & self.objects:
+            return GRAPH  # a module handed to a library function may be run by it
+        opaque = reads.opaque or any(not self.library_object(r) for r in reads.receivers)
         if reads.kind == LEAF:
-            return LEAF if not reads.opaque and all(c == INERT for c in classes) else GRAPH
-        if reads.opaque or any(c != INERT for c in classes):
+            return LEAF if not opaque and all(c == INERT for c in classes) else GRAPH
+        if opaque or any(c != INERT for c in classes):
             return GRAPH
         return INERT
+
+    def library_object(self, key: str) -> bool:
+        """Is `key` an object of an imported class outside torch.nn (`argparse.ArgumentParser()`,
+        `data.Corpus(path)`, `SummaryWriter()`), whose methods return data rather than graphs?"""
+        if key in self._library:
+            return self._library[key]
+        self._library[key] = False  # cycles: not proven
+        definitions = self.defs.get(key)
+        if definitions:
+            found = all(self._library_definition(d) for d in definitions)
+        elif self.outer is not None and key not in self.params:
+            found = self.outer.library_object(key)
+        else:
+            found = False
+        self._library[key] = found
+        return found
+
+    def _library_definition(self, definition: Definition) -> bool:
+        value = getattr(definition.node, "value", None)
+        if not isinstance(value, cst.Call) or not isinstance(definition.node, (cst.Assign, cst.AnnAssign)):
+            return False
+        func = value.func
+        while isinstance(func, cst.Attribute) and isinstance(func.value, cst.Call):
+            func = func.value.func  # argparse.ArgumentParser(...).parse_args()
+        text = dotted(func)
+        if text is None or text.split(".")[0] not in self.analysis.imports.aliases:
+            return False
+        qualified = self.analysis.imports.resolve(func) or ""
+        if qualified.startswith("torch.nn") or qualified.startswith("torch.") and not qualified.startswith(
+            ("torch.utils.", "torch.optim.", "torch.cuda.amp.", "torch.amp.", "torch.distributions.")
+        ):
+            return False
+        return True
 
     def _collection_of_tensors(self, loop: cst.For) -> bool:
         """Does `for x in <iter>` walk tensors built in this function (`for loss in losses`)?"""
@@ -845,6 +984,11 @@ class Scope:
     # -- what a loop body carries from one iteration to the next ----------------------------------
     def carried(self, loop: Union[cst.For, cst.While]) -> Set[str]:
         """Names the loop body reads before assigning them, that may hold a graph."""
+        if loop not in self._carried:
+            self._carried[loop] = self._compute_carried(loop)
+        return self._carried[loop]
+
+    def _compute_carried(self, loop: Union[cst.For, cst.While]) -> Set[str]:
         reads = self.analysis.reads
         carried: Set[str] = set()
         assigned: Set[str] = set()
@@ -922,9 +1066,7 @@ class Scope:
                 merged = self._carried_block(list(_suite(stmt.finalbody.body)), merged, carried)
             return merged
         # Unknown statement kinds: every name in them is read before anything is assigned.
-        collector = _NameCollector()
-        stmt.visit(collector)
-        carried |= {n for n in collector.names if n not in assigned}
+        carried |= {n for n in names_in(stmt) if n not in assigned}
         return assigned
 
     def _carried_small(self, small: cst.BaseSmallStatement, assigned: Set[str], carried: Set[str]) -> Set[str]:
@@ -1139,16 +1281,10 @@ class ReachingDefinitions:
         definition = reach.definition
         if definition is None:
             return reach.klass
-        if reach.key in scope.objects or scope.inert_definition(definition):
+        if reach.key in scope.objects:
             return INERT
-        if definition.loop_target is not None:
-            return GRAPH if scope.collection_keys(definition.loop_target) else INERT
         classes = [source.klass for source in reach.sources if source is not reach]
-        if definition.reads.kind == LEAF:
-            return LEAF if not definition.reads.opaque and all(c == INERT for c in classes) else GRAPH
-        if definition.reads.opaque or any(c != INERT for c in classes):
-            return GRAPH
-        return INERT
+        return scope.definition_class(definition, classes)
 
     # -- questions -----------------------------------------------------------------------------
     def linked_closure(self, call: cst.Call) -> Optional[Set[Reach]]:
@@ -1176,114 +1312,90 @@ def _union(a: _Env, b: _Env) -> _Env:
     return out
 
 
-class _ObjectNames(cst.CSTVisitor):
-    """Names called like functions or used like modules (`model(x)`, `model.parameters()`)."""
-
-    def __init__(self) -> None:
-        self.names: Set[str] = set()
-
-    def visit_Call(self, node: cst.Call) -> None:
-        func = node.func
-        if isinstance(func, cst.Name):
-            self.names.add(func.value)
-        elif isinstance(func, cst.Attribute):
-            key = key_of(func)
-            if key is not None and key.startswith("self."):
-                self.names.add(key)  # self.model(x)
-            if func.attr.value in _OBJECT_METHODS:
-                receiver = key_of(func.value)
-                if receiver is not None and receiver != "self":
-                    self.names.add(receiver)
-
-    def visit_FunctionDef(self, node: cst.FunctionDef) -> bool:
-        return False
-
-    def visit_ClassDef(self, node: cst.ClassDef) -> bool:
-        return False
-
-
 def _object_names(body: _Block) -> Set[str]:
-    collector = _ObjectNames()
+    """Names called like functions or used like modules (`model(x)`, `model.parameters()`)."""
+    names: Set[str] = set()
     for stmt in body:
-        stmt.visit(collector)
-    return collector.names
+        for node in walk(stmt, (cst.FunctionDef, cst.ClassDef)):
+            if not isinstance(node, cst.Call):
+                continue
+            func = node.func
+            if isinstance(func, cst.Name):
+                names.add(func.value)
+            elif isinstance(func, cst.Attribute):
+                key = key_of(func)
+                if key is not None and key.startswith("self."):
+                    names.add(key)  # self.model(x)
+                if func.attr.value in _OBJECT_METHODS:
+                    receiver = key_of(func.value)
+                    if receiver is not None and receiver != "self":
+                        names.add(receiver)
+    return names
 
 
-class _FreeNames(cst.CSTVisitor):
-    """Names a function, lambda, class or comprehension reads from the scopes around it."""
-
-    def __init__(self) -> None:
-        self.reads: Set[str] = set()
-
-    def visit_Name(self, node: cst.Name) -> None:
-        self.reads.add(node.value)
-
-    def visit_Attribute(self, node: cst.Attribute) -> bool:
-        key = key_of(node)
-        if key is not None:
-            self.reads.add(key)
-            self.reads.add(key.split(".")[0])
-            return False
-        return True
-
-    def _nested(self, node: cst.CSTNode) -> bool:
-        self.reads |= free_names(node)
-        return False
-
-    def visit_Arg(self, node: cst.Arg) -> bool:
-        node.value.visit(self)  # not the keyword's name
-        return False
-
-    visit_FunctionDef = visit_ClassDef = visit_Lambda = _nested  # type: ignore[assignment]
-    visit_ListComp = visit_SetComp = visit_DictComp = visit_GeneratorExp = _nested  # type: ignore[assignment]
+def _reads_around(node: cst.CSTNode) -> Set[str]:
+    """Names read by code, with nested scopes contributing only their free names."""
+    out: Set[str] = set()
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        if current is not node and isinstance(current, SCOPES + COMPREHENSIONS):
+            out |= free_names(current)
+            continue
+        if isinstance(current, cst.Name):
+            out.add(current.value)
+            continue
+        if isinstance(current, cst.Attribute):
+            key = key_of(current)
+            if key is not None:
+                out.add(key)
+                out.add(key.split(".")[0])
+            else:
+                stack.append(current.value)
+            continue
+        if isinstance(current, cst.Arg):
+            stack.append(current.value)
+            continue
+        stack.extend(children(current))
+    return out
 
 
 def free_names(node: cst.CSTNode) -> Set[str]:
     """Free variables of a nested scope (its own parameters and assignments removed)."""
     from gradlint.analysis.scalars import assigned_keys
 
-    inner = _FreeNames()
-    local: Set[str] = set()
     if isinstance(node, cst.FunctionDef):
+        outside: Set[str] = set()
         for default in _param_defaults(node):
-            default.visit(inner)  # evaluated where the function is defined
-        body = _FreeNames()
-        node.body.visit(body)
+            outside |= _reads_around(default)  # evaluated where the function is defined
         local = set(_params(node)) | assigned_keys(node.body)
-        inner.reads |= body.reads - local
-        return inner.reads
+        return outside | (_reads_around(node.body) - local)
     if isinstance(node, cst.Lambda):
-        body = _FreeNames()
-        node.body.visit(body)
-        names = {p.name.value for p in node.params.params}
-        return body.reads - names
+        return _reads_around(node.body) - {p.name.value for p in node.params.params}
     if isinstance(node, cst.ClassDef):
-        body = _FreeNames()
-        node.body.visit(body)
-        return body.reads - assigned_keys(node.body)
-    if isinstance(node, (cst.ListComp, cst.SetComp, cst.DictComp, cst.GeneratorExp)):
-        body = _FreeNames()
+        return _reads_around(node.body) - assigned_keys(node.body)
+    if isinstance(node, COMPREHENSIONS):
+        outside = set()
+        inside: Set[str] = set()
         bound: Set[str] = set()
         part = node.for_in
         first = True
         while part is not None:
             bound |= set(_bound_names(part.target))
             if first:
-                part.iter.visit(inner)  # the first iterable is evaluated outside
+                outside |= _reads_around(part.iter)  # the first iterable is evaluated outside
                 first = False
             else:
-                part.iter.visit(body)
+                inside |= _reads_around(part.iter)
             for condition in part.ifs:
-                condition.visit(body)
+                inside |= _reads_around(condition.test)
             part = part.inner_for_in
         if isinstance(node, cst.DictComp):
-            node.key.visit(body)
-            node.value.visit(body)
+            inside |= _reads_around(node.key) | _reads_around(node.value)
         else:
-            node.elt.visit(body)
-        return inner.reads | (body.reads - bound)
-    node.visit(inner)
-    return inner.reads
+            inside |= _reads_around(node.elt)
+        return outside | (inside - bound)
+    return _reads_around(node)
 
 
 def _param_defaults(fn: cst.FunctionDef) -> Iterator[cst.BaseExpression]:
@@ -1314,57 +1426,18 @@ def _blocks_of(stmt: cst.CSTNode) -> Iterator[_Block]:
         yield _suite(case.body)
 
 
-class _CallFinder(cst.CSTVisitor):
-    def __init__(self) -> None:
-        self.calls: List[cst.Call] = []
-
-    def visit_Call(self, node: cst.Call) -> None:
-        self.calls.append(node)
-
-    def _stop(self, node) -> bool:
-        return False
-
-    visit_FunctionDef = visit_ClassDef = visit_Lambda = _stop  # type: ignore[assignment]
-    visit_ListComp = visit_SetComp = visit_DictComp = visit_GeneratorExp = _stop  # type: ignore[assignment]
-    # Nested statements are indexed on their own.
-    visit_IndentedBlock = visit_SimpleStatementSuite = _stop  # type: ignore[assignment]
-
-
 def _calls_outside_nested(node: cst.CSTNode) -> List[cst.Call]:
-    finder = _CallFinder()
-    node.visit(finder)
-    return finder.calls
-
-
-class _Yields(cst.CSTVisitor):
-    def __init__(self) -> None:
-        self.found: List[cst.Yield] = []
-
-    def visit_Yield(self, node: cst.Yield) -> None:
-        self.found.append(node)
-
-    def visit_Lambda(self, node) -> bool:
-        return False
+    """Calls in a statement or expression; nested scopes, comprehensions and blocks are left out
+    (nested statements are indexed on their own)."""
+    return [n for n in walk(node, SCOPES + COMPREHENSIONS + SUITES) if isinstance(n, cst.Call)]
 
 
 def _yields(node: cst.CSTNode) -> List[cst.Yield]:
-    finder = _Yields()
-    node.visit(finder)
-    return finder.found
-
-
-class _Walruses(cst.CSTVisitor):
-    def __init__(self) -> None:
-        self.found: List[cst.NamedExpr] = []
-
-    def visit_NamedExpr(self, node: cst.NamedExpr) -> None:
-        self.found.append(node)
+    return [n for n in walk(node, SCOPES) if isinstance(n, cst.Yield)]
 
 
 def _walruses(node: cst.CSTNode) -> List[cst.NamedExpr]:
-    finder = _Walruses()
-    node.visit(finder)
-    return finder.found
+    return [n for n in walk(node, SCOPES) if isinstance(n, cst.NamedExpr)]
 
 
 def _params(fn: cst.FunctionDef) -> List[str]:
@@ -1395,7 +1468,8 @@ class GraphAnalysis:
     def __init__(self, module: cst.Module, imports: ImportMap, backward_functions: Tuple[str, ...] = ()) -> None:
         self.module = module
         self.imports = imports
-        self.reads = ReadCollector(imports, _detaching_functions(module, imports))
+        detaching = _detaching_functions(module, imports)
+        self.reads = ReadCollector(imports, detaching, _pure_functions(module, imports, detaching))
         self.backward_functions = tuple(backward_functions)
         self.helpers = _backward_helpers(module, imports)
         self.scopes: List[Scope] = []
@@ -1528,8 +1602,17 @@ class GraphAnalysis:
                 continue  # Lightning does not run backward on what a manual training_step returns
             if escape.kind == "call" and escape.statement not in after:
                 continue
+            if escape.kind == "container" and self._local_container(escape.container, scope):
+                continue  # a local list: followed by def-use like any other value holding the graph
             return True
         return False
+
+    @staticmethod
+    def _local_container(name: Optional[str], scope: Scope) -> bool:
+        if name is None or "." in name or name in scope.params or name not in scope.defs:
+            return False
+        declared = {n for e in scope.escapes if e.kind == "global" for n in e.reads}
+        return name not in declared and isinstance(scope.node, (cst.FunctionDef, cst.Module))
 
 
 def _retain_argument(backward: BackwardCall) -> Optional[cst.Arg]:
@@ -1544,93 +1627,104 @@ def _short(code: str, limit: int = 40) -> str:
     return code if len(code) <= limit else code[: limit - 3] + "..."
 
 
-class _HelperFinder(cst.CSTVisitor):
-    """Names of functions in this module whose bodies run a backward."""
+def _functions(module: cst.Module) -> Iterator[cst.FunctionDef]:
+    """Every function and method of the module, nested ones included."""
+    for node in walk(module):
+        if isinstance(node, cst.FunctionDef):
+            yield node
 
-    def __init__(self, imports: ImportMap) -> None:
-        self.imports = imports
-        self.direct: Dict[str, Set[str]] = {}  # function name -> names it calls
-        self.runs_backward: Set[str] = set()
-        self._stack: List[str] = []
 
-    def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
-        self._stack.append(node.name.value)
-        self.direct.setdefault(node.name.value, set())
-
-    def leave_FunctionDef(self, original_node: cst.FunctionDef) -> None:
-        self._stack.pop()
-
-    def visit_Call(self, node: cst.Call) -> None:
-        if not self._stack:
-            return
-        current = self._stack[-1]
-        if backward_call(node, self.imports) is not None:
-            self.runs_backward.add(current)
-        name = dotted(node.func)
-        if name is not None:
-            self.direct[current].add(name.split(".")[-1])
+def _own_nodes(fn: cst.FunctionDef) -> Iterator[cst.CSTNode]:
+    """Nodes of a function's body that run in it (not in functions nested inside)."""
+    return walk(fn.body, (cst.FunctionDef,))
 
 
 def _backward_helpers(module: cst.Module, imports: ImportMap) -> FrozenSet[str]:
-    finder = _HelperFinder(imports)
-    module.visit(finder)
-    helpers = set(finder.runs_backward)
+    """Names of functions in this module that run a backward, directly or through each other."""
+    calls: Dict[str, Set[str]] = {}
+    helpers: Set[str] = set()
+    for fn in _functions(module):
+        name = fn.name.value
+        called = calls.setdefault(name, set())
+        for node in _own_nodes(fn):
+            if isinstance(node, cst.Call):
+                if backward_call(node, imports) is not None:
+                    helpers.add(name)
+                text = dotted(node.func)
+                if text is not None:
+                    called.add(text.split(".")[-1])
     changed = True
     while changed:
         changed = False
-        for name, calls in finder.direct.items():
-            if name not in helpers and calls & helpers:
+        for name, called in calls.items():
+            if name not in helpers and called & helpers:
                 helpers.add(name)
                 changed = True
     return frozenset(helpers)
 
 
-class _FunctionReturns(cst.CSTVisitor):
-    """Every function of the module (by name) and the values its own body returns."""
+def _pure_functions(
+    module: cst.Module, imports: ImportMap, detaching: FrozenSet[str]
+) -> Dict[str, FrozenSet[str]]:
+    """Module-level functions that call nothing the analysis does not know (only torch, tensor
+    methods, builtins and each other), with the module-level names they read. Their results are
+    functions of their arguments, like `batchify` and `get_batch` in the word language model."""
+    from gradlint.analysis.scalars import assigned_keys
 
-    def __init__(self) -> None:
-        self.returns: Dict[str, List[Optional[cst.BaseExpression]]] = {}
-        self.generators: Set[str] = set()
-        self._stack: List[str] = []
-
-    def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
-        name = node.name.value
-        if name in self.returns:
-            self.generators.add(name)  # defined twice: do not guess which one runs
-        self.returns.setdefault(name, [])
-        self._stack.append(name)
-
-    def leave_FunctionDef(self, original_node: cst.FunctionDef) -> None:
-        self._stack.pop()
-
-    def visit_Lambda(self, node: cst.Lambda) -> bool:
-        return False
-
-    def visit_Return(self, node: cst.Return) -> None:
-        if self._stack:
-            self.returns[self._stack[-1]].append(node.value)
-
-    def visit_Yield(self, node: cst.Yield) -> None:
-        if self._stack:
-            self.generators.add(self._stack[-1])
+    functions: Dict[str, cst.FunctionDef] = {}
+    counts: Dict[str, int] = {}
+    for stmt in module.body:
+        if isinstance(stmt, cst.FunctionDef):
+            counts[stmt.name.value] = counts.get(stmt.name.value, 0) + 1
+            functions[stmt.name.value] = stmt
+    candidates: Dict[str, FrozenSet[str]] = {}
+    for name, fn in functions.items():
+        if counts[name] > 1 or fn.decorators or fn.asynchronous is not None:
+            continue
+        nodes = list(_own_nodes(fn))
+        if any(isinstance(n, (cst.Yield, cst.Global, cst.Nonlocal, cst.FunctionDef, cst.Lambda)) for n in nodes):
+            continue
+        local = set(_params(fn)) | assigned_keys(fn.body)
+        free = {n for n in _reads_around(fn.body) if n not in local and "." not in n}
+        candidates[name] = frozenset(free - set(imports.aliases) - set(_BUILTINS))
+    changed = True
+    while changed:
+        changed = False
+        reads = ReadCollector(imports, detaching, dict(candidates))
+        for name in sorted(candidates):
+            for node in _own_nodes(functions[name]):
+                found = reads.reads(node) if isinstance(node, cst.Call) else None
+                if found is not None and (found.opaque or found.receivers):
+                    del candidates[name]
+                    changed = True
+                    break
+    return candidates
 
 
 def _detaching_functions(module: cst.Module, imports: ImportMap) -> FrozenSet[str]:
     """Functions whose every `return` gives a value without history (`return h.detach()`,
     `return tuple(repackage_hidden(v) for v in h)`): a greatest fixpoint, so recursion works."""
-    finder = _FunctionReturns()
-    module.visit(finder)
+    returns: Dict[str, List[Optional[cst.BaseExpression]]] = {}
+    excluded: Set[str] = set()  # generators, and names defined twice
+    for fn in _functions(module):
+        name = fn.name.value
+        if name in returns:
+            excluded.add(name)
+        values = returns.setdefault(name, [])
+        for node in _own_nodes(fn):
+            if isinstance(node, cst.Return):
+                values.append(node.value)
+            elif isinstance(node, cst.Yield):
+                excluded.add(name)
     candidates = {
-        name
-        for name, values in finder.returns.items()
-        if values and name not in finder.generators and all(v is not None for v in values)
+        name for name, values in returns.items() if values and name not in excluded and all(v is not None for v in values)
     }
     changed = True
     while changed:
         changed = False
         reads = ReadCollector(imports, frozenset(candidates))
         for name in sorted(candidates):
-            if any(reads.reads(value).kind != INERT or reads.reads(value).ctors for value in finder.returns[name]):
+            if any(reads.reads(value).kind != INERT or reads.reads(value).ctors for value in returns[name]):
                 candidates.discard(name)
                 changed = True
     return frozenset(candidates)
@@ -1638,4 +1732,9 @@ def _detaching_functions(module: cst.Module, imports: ImportMap) -> FrozenSet[st
 
 def unnecessary_retains(module: cst.Module, imports: ImportMap, backward_functions: Tuple[str, ...] = ()):
     """Every `retain_graph=True` in the module that no later backward can need."""
-    return GraphAnalysis(module, imports, backward_functions).unnecessary_retains()
+    from gradlint.analysis.scalars import _ASSIGNED
+
+    try:
+        return GraphAnalysis(module, imports, backward_functions).unnecessary_retains()
+    finally:
+        _ASSIGNED.clear()  # keep no tree alive after the file is done

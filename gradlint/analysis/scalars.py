@@ -29,6 +29,7 @@ import libcst as cst
 
 from gradlint.analysis.backward import BackwardCall, backward_call, unknown_arguments
 from gradlint.analysis.names import ImportMap, dotted
+from gradlint.analysis.tree import COMPREHENSIONS, SCOPES, walk
 
 # --------------------------------------------------------------------------------------------
 # The abstract values
@@ -652,34 +653,9 @@ _COMPOUND_HEADERS = {
 }
 
 
-class _CallCollector(cst.CSTVisitor):
-    """Calls inside an expression or simple statement, not inside nested scopes or comprehensions."""
-
-    def __init__(self) -> None:
-        self.calls: List[cst.Call] = []
-
-    def visit_Call(self, node: cst.Call) -> None:
-        self.calls.append(node)
-
-    def visit_Lambda(self, node: cst.Lambda) -> bool:
-        return False
-
-    def visit_FunctionDef(self, node: cst.FunctionDef) -> bool:
-        return False
-
-    def visit_ClassDef(self, node: cst.ClassDef) -> bool:
-        return False
-
-    def _skip(self, node: cst.CSTNode) -> bool:
-        return False
-
-    visit_ListComp = visit_SetComp = visit_DictComp = visit_GeneratorExp = _skip  # type: ignore[assignment]
-
-
 def _calls_in(node: cst.CSTNode) -> List[cst.Call]:
-    collector = _CallCollector()
-    node.visit(collector)
-    return collector.calls
+    """Calls inside an expression or statement, not inside nested scopes or comprehensions."""
+    return [n for n in walk(node, SCOPES + COMPREHENSIONS) if isinstance(n, cst.Call)]
 
 
 def _target_keys(target: cst.BaseExpression) -> Iterator[str]:
@@ -697,75 +673,63 @@ def _target_keys(target: cst.BaseExpression) -> Iterator[str]:
         yield from _target_keys(target.value)
 
 
-class _AssignedKeys(cst.CSTVisitor):
-    """Every key assigned anywhere inside a statement (for loops and unhandled statements)."""
+_BINDERS = frozenset(
+    {
+        cst.AssignTarget, cst.AugAssign, cst.AnnAssign, cst.For, cst.NamedExpr, cst.WithItem, cst.FunctionDef,
+        cst.ClassDef, cst.Import, cst.ImportFrom, cst.ExceptHandler, cst.Global, cst.Nonlocal, cst.Del,
+    }
+)
 
-    def __init__(self) -> None:
-        self.keys: set = set()
 
-    def visit_AssignTarget(self, node: cst.AssignTarget) -> None:
-        self.keys.update(_target_keys(node.target))
-
-    def visit_AugAssign(self, node: cst.AugAssign) -> None:
-        self.keys.update(_target_keys(node.target))
-
-    def visit_AnnAssign(self, node: cst.AnnAssign) -> None:
-        self.keys.update(_target_keys(node.target))
-
-    def visit_For(self, node: cst.For) -> None:
-        self.keys.update(_target_keys(node.target))
-
-    def visit_WithItem(self, node: cst.WithItem) -> None:
+def _bound_by(node: cst.CSTNode) -> Iterator[str]:
+    """Keys one node binds (an assignment target, a loop target, a def, an import, `global x`...)."""
+    if type(node) not in _BINDERS:
+        return
+    if isinstance(node, (cst.AssignTarget, cst.AugAssign, cst.AnnAssign, cst.For, cst.NamedExpr)):
+        yield from _target_keys(node.target)
+    elif isinstance(node, cst.WithItem):
         if node.asname is not None:
-            self.keys.update(_target_keys(node.asname.name))
-
-    def visit_NamedExpr(self, node: cst.NamedExpr) -> None:
-        self.keys.update(_target_keys(node.target))
-
-    def visit_FunctionDef(self, node: cst.FunctionDef) -> bool:
-        self.keys.add(node.name.value)
-        return False
-
-    def visit_ClassDef(self, node: cst.ClassDef) -> bool:
-        self.keys.add(node.name.value)
-        return False
-
-    def visit_Lambda(self, node: cst.Lambda) -> bool:
-        return False
-
-    def visit_Import(self, node: cst.Import) -> None:
+            yield from _target_keys(node.asname.name)
+    elif isinstance(node, (cst.FunctionDef, cst.ClassDef)):
+        yield node.name.value
+    elif isinstance(node, cst.Import):
         for alias in node.names:
             name = alias.asname.name if alias.asname else alias.name
             key = dotted(name) if isinstance(name, (cst.Name, cst.Attribute)) else None
             if key:
-                self.keys.add(key.split(".")[0])
-
-    def visit_ImportFrom(self, node: cst.ImportFrom) -> None:
-        if isinstance(node.names, cst.ImportStar):
-            return
-        for alias in node.names:
-            name = alias.asname.name if alias.asname else alias.name
-            if isinstance(name, cst.Name):
-                self.keys.add(name.value)
-
-    def visit_ExceptHandler(self, node: cst.ExceptHandler) -> None:
+                yield key.split(".")[0]
+    elif isinstance(node, cst.ImportFrom):
+        if not isinstance(node.names, cst.ImportStar):
+            for alias in node.names:
+                name = alias.asname.name if alias.asname else alias.name
+                if isinstance(name, cst.Name):
+                    yield name.value
+    elif isinstance(node, cst.ExceptHandler):
         if node.name is not None:
-            self.keys.update(_target_keys(node.name.name))
+            yield from _target_keys(node.name.name)
+    elif isinstance(node, (cst.Global, cst.Nonlocal)):
+        for item in node.names:
+            yield item.name.value
+    elif isinstance(node, cst.Del):
+        yield from _target_keys(node.target)
 
-    def visit_Global(self, node: cst.Global) -> None:
-        self.keys.update(item.name.value for item in node.names)
 
-    def visit_Nonlocal(self, node: cst.Nonlocal) -> None:
-        self.keys.update(item.name.value for item in node.names)
-
-    def visit_Del(self, node: cst.Del) -> None:
-        self.keys.update(_target_keys(node.target))
+_ASSIGNED: Dict[int, Tuple[cst.CSTNode, frozenset]] = {}
 
 
 def assigned_keys(node: cst.CSTNode) -> set:
-    collector = _AssignedKeys()
-    node.visit(collector)
-    return collector.keys
+    """Every key assigned anywhere inside a statement or block (not inside nested scopes)."""
+    known = _ASSIGNED.get(id(node))
+    if known is not None and known[0] is node:
+        return set(known[1])
+    keys: set = set()
+    for current in walk(node, SCOPES):
+        if type(current) in _BINDERS:
+            keys.update(_bound_by(current))
+    if len(_ASSIGNED) > 20000:
+        _ASSIGNED.clear()  # bounded: entries keep their nodes (and modules) alive
+    _ASSIGNED[id(node)] = (node, frozenset(keys))
+    return keys
 
 
 def _forget(env: Dict[str, Value], keys) -> Dict[str, Value]:
@@ -1026,47 +990,28 @@ def _child_blocks(stmt: cst.BaseCompoundStatement) -> Iterator:
 
 
 def _assignment_counts(body) -> Dict[str, int]:
+    """How often each module-level name is bound; names bound in other ways than `=` count twice."""
     counts: Dict[str, int] = {}
-
-    class Counter(_AssignedKeys):
-        def _add(self, keys) -> None:
-            for key in keys:
-                counts[key] = counts.get(key, 0) + 1
-
-        def visit_AssignTarget(self, node: cst.AssignTarget) -> None:
-            self._add(_target_keys(node.target))
-
-        def visit_AugAssign(self, node: cst.AugAssign) -> None:
-            self._add(_target_keys(node.target))
-
-        def visit_AnnAssign(self, node: cst.AnnAssign) -> None:
-            self._add(_target_keys(node.target))
-
-        def visit_For(self, node: cst.For) -> None:
-            self._add(_target_keys(node.target))
-            self._add(["<loop>"])
-
-        def visit_FunctionDef(self, node: cst.FunctionDef) -> bool:
-            self._add([node.name.value])
-            return False
-
-        def visit_ClassDef(self, node: cst.ClassDef) -> bool:
-            self._add([node.name.value])
-            return False
-
-    counter = Counter()
+    plain = (cst.AssignTarget, cst.AugAssign, cst.AnnAssign, cst.For, cst.FunctionDef, cst.ClassDef)
     for stmt in body:
-        stmt.visit(counter)
-    # Names bound any other way (with-as, walrus, import, except-as, del) are not constants.
-    for key in counter.keys:
-        counts[key] = counts.get(key, 0) + 2
+        for node in walk(stmt, SCOPES):
+            weight = 1 if isinstance(node, plain) else 2
+            for key in _bound_by(node):
+                counts[key] = counts.get(key, 0) + weight
+            if isinstance(node, cst.For):
+                # A name assigned in a loop body is assigned once per iteration.
+                for inner in assigned_keys(node.body):
+                    counts[inner] = counts.get(inner, 0) + 2
     return counts
 
 
 def backward_shapes(module: cst.Module, imports: ImportMap) -> Dict[cst.Call, BackwardShape]:
     """Every backward call in the module with the inferred shape of each root it starts from."""
     evaluator = Evaluator(module, imports)
-    return _ScopeIndex(evaluator, imports).run(module)
+    try:
+        return _ScopeIndex(evaluator, imports).run(module)
+    finally:
+        _ASSIGNED.clear()  # keep no tree alive after the file is done
 
 
 def nonscalar_roots(module: cst.Module, imports: ImportMap) -> List[Tuple[BackwardCall, cst.BaseExpression, Shape]]:

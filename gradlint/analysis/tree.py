@@ -44,26 +44,40 @@ def _fields(node: cst.CSTNode) -> Tuple[str, ...]:
     return names
 
 
+_IS_NODE: Dict[type, bool] = {}
+
+
+def _is_node(value: object) -> bool:
+    kind = type(value)
+    known = _IS_NODE.get(kind)
+    if known is None:
+        known = _IS_NODE[kind] = isinstance(value, cst.CSTNode)
+    return known
+
+
 def children(node: cst.CSTNode) -> Iterator[cst.CSTNode]:
     """Child nodes in source order (whitespace and punctuation left out)."""
     for name in _fields(node):
         value = getattr(node, name, None)
-        if isinstance(value, cst.CSTNode):
-            yield value
-        elif isinstance(value, (list, tuple)):
-            for item in value:
-                if isinstance(item, cst.CSTNode):
+        if value is None:
+            continue
+        if _is_node(value):
+            yield value  # type: ignore[misc]
+        elif type(value) in (list, tuple):
+            for item in value:  # type: ignore[union-attr]
+                if _is_node(item):
                     yield item
 
 
 def walk(node: cst.CSTNode, stop: Tuple[type, ...] = ()) -> Iterator[cst.CSTNode]:
     """`node` and its descendants, pre-order; nodes of a `stop` type (other than `node` itself)
-    are yielded but not entered."""
+    are yielded but not entered. (LibCST node classes are final, so types are compared exactly.)"""
+    stop_types = frozenset(stop)
     stack = [node]
     while stack:
         current = stack.pop()
         yield current
-        if current is not node and stop and isinstance(current, stop):
+        if current is not node and type(current) in stop_types:
             continue
         stack.extend(reversed(tuple(children(current))))
 
