@@ -1320,3 +1320,17 @@ def test_optimizer_wrapper_class_from_the_project_is_not_assumed_to_be_a_plain_o
             optimizer.step()
         """
     assert reported(source) == []
+
+
+def test_gate_flag_and_modulo_test_are_one_decision():
+    source = """
+        for i, batch in enumerate(loader):
+            if i % accum == 0:
+                optimizer.zero_grad()
+            do_step = (i + 1) % accum == 0
+            loss = model(batch) / accum
+            loss.backward()
+            if do_step:
+                optimizer.step()
+        """
+    assert reported(source) == []

@@ -103,6 +103,8 @@ class _Builder:
         self.nodes: List[Node] = []
         self.frames: list = []
         self.active: List[Tuple[int, int]] = []  # helpers being followed (recursion guard)
+        # `do_step = (i + 1) % k == 0`: a flag that stands for a `% k` gate, by name
+        self.gates: Dict[str, Tuple[str, FrozenSet[str], bool]] = {}
 
     # nodes ----------------------------------------------------------------------------------
     def node(self, preds: Sequence[Node], events: Sequence[Event] = (), decide=None, kills=frozenset()) -> Node:
@@ -197,6 +199,7 @@ class _Builder:
             if not preds:
                 break
             preds = self.effects(preds, self.analyzer.statement_effects(small, scope), scope, _kills(small))
+            self.remember_gate(small, scope)
             if isinstance(small, cst.Break):
                 self.jump("break", preds)
                 return []
@@ -210,6 +213,29 @@ class _Builder:
                 self.jump("raise", preds)
                 return []
         return preds
+
+    def remember_gate(self, small: cst.BaseSmallStatement, scope: Scope) -> None:
+        """Track `flag = <a % k gate>` so that `if flag:` and `if i % k == 0:` are one decision."""
+        if not isinstance(small, cst.Assign) or len(small.targets) != 1:
+            return
+        target = small.targets[0].target
+        if not isinstance(target, cst.Name):
+            return
+        key = condition_key(small.value, scope.facts.module)
+        if key is not None and key[0].startswith("%"):
+            self.gates[target.value] = key
+        else:
+            self.gates.pop(target.value, None)
+
+    def gate_of(self, test: cst.BaseExpression) -> Optional[Tuple[str, FrozenSet[str], bool]]:
+        positive = True
+        while isinstance(test, cst.UnaryOperation) and isinstance(test.operator, cst.Not):
+            test = test.expression
+            positive = not positive
+        if isinstance(test, cst.Name) and test.value in self.gates:
+            key, names, value = self.gates[test.value]
+            return key, names, value if positive else not value
+        return None
 
     def jump(self, kind: str, preds: List[Node]) -> None:
         """Send `preds` to the target of break/continue/return/raise, through any `finally`."""
@@ -243,7 +269,7 @@ class _Builder:
 
     def if_(self, stmt: cst.If, preds: List[Node], scope: Scope) -> List[Node]:
         preds = self.effects(preds, self.analyzer.expr_effects(stmt.test, scope), scope, _walrus(stmt.test))
-        key = condition_key(stmt.test, scope.facts.module)
+        key = self.gate_of(stmt.test) or condition_key(stmt.test, scope.facts.module)
         none_branch = _grad_none_branch(stmt.test)
         if none_branch is not None:
             # `if p.grad is not None: p.grad.zero_()`: the branch that skips the clear has nothing
