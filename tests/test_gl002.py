@@ -426,6 +426,44 @@ FLAGGED = {
         loss = criterion(model(x2), y2)
         loss.backward()
     """,
+    "generated_samples_concatenated": """
+        import torch
+
+        bce = torch.nn.BCELoss()
+        ones = torch.ones(2, 1)
+        epoch_data = torch.zeros(0, 2)
+        for i in range(100):
+            fake = gen(torch.randn(2, 2))
+            g_opt.zero_grad()
+            g_loss = bce(disc(fake), ones)
+            g_loss.backward(retain_graph=True)  # GL002
+            g_opt.step()
+            epoch_data = torch.cat([epoch_data, fake])
+        print(epoch_data.detach().mean())
+    """,
+    "module_keeps_detached_state": """
+        import torch
+        from torch import nn
+
+        class Tagger(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.lstm = nn.LSTM(3, 3)
+                self.hidden = None
+
+            def forward(self, x):
+                out, hidden = self.lstm(x, self.hidden)
+                self.hidden = tuple(h.detach() for h in hidden)
+                return out
+
+        model = Tagger()
+        crit = nn.MSELoss()
+        for x, y in data:
+            model.zero_grad()
+            loss = crit(model(x), y)
+            loss.backward(retain_graph=True)  # GL002
+            opt.step()
+    """,
     "no_grad_target_net": """
         import torch
 
@@ -625,6 +663,28 @@ CLEAN = {
             d_loss.backward(retain_graph=True)
             g_loss = bce(D(fake), ones)
             g_loss.backward()
+    """,
+    "module_keeps_hidden_on_self": """
+        import torch
+        from torch import nn
+
+        class Tagger(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.lstm = nn.LSTM(3, 3)
+                self.hidden = None
+
+            def forward(self, x):
+                out, self.hidden = self.lstm(x, self.hidden)
+                return out
+
+        model = Tagger()
+        crit = nn.MSELoss()
+        for x, y in data:
+            model.zero_grad()
+            loss = crit(model(x), y)
+            loss.backward(retain_graph=True)
+            opt.step()
     """,
     "auxiliary_loss_in_branch": """
         feats = encoder(x)

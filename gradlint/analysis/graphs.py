@@ -151,6 +151,9 @@ class ReadCollector:
         self.detaching = detaching  # functions of this module whose results never carry a graph
         # Functions of this module that call nothing unknown: name -> module names they read.
         self.pure: Dict[str, FrozenSet[str]] = pure or {}
+        # Names holding instances of this module's classes that keep tensors on `self` between
+        # calls (`out, self.hidden = self.lstm(x, self.hidden)`): every call reads their state.
+        self.stateful: FrozenSet[str] = frozenset()
         self._memo: Dict[int, Tuple[cst.CSTNode, Reads]] = {}
 
     def reads(self, expr: Optional[cst.BaseExpression]) -> Reads:
@@ -323,6 +326,9 @@ class ReadCollector:
         # An unknown callable (a module's forward, a criterion, a helper): its arguments flow in and
         # it may create a graph of its own.
         out = self._args(call)
+        callee = key_of(func)  # `model(x)`, `self.model(x)`, `model.forward(x)`
+        if callee is not None and callee in self.stateful:
+            out.keys.add(f"<state:{callee}>")  # never assigned here: carried from call to call
         receiver = key_of(func.value) if isinstance(func, cst.Attribute) else None
         if receiver is not None and not receiver.startswith("self.") and receiver != "self":
             out.receivers.add(receiver)  # decided per scope: a library object's method, or opaque
@@ -1470,6 +1476,7 @@ class GraphAnalysis:
         self.imports = imports
         detaching = _detaching_functions(module, imports)
         self.reads = ReadCollector(imports, detaching, _pure_functions(module, imports, detaching))
+        self.reads.stateful = _stateful_instances(module, self.reads)
         self.backward_functions = tuple(backward_functions)
         self.helpers = _backward_helpers(module, imports)
         self.scopes: List[Scope] = []
@@ -1551,12 +1558,19 @@ class GraphAnalysis:
                 reached = flow.linked_closure(later.node)
                 if reached is None or reached & retained:
                     return False
-        for loop in scope.loops_around(stmt):
-            if scope.carried(loop) & group:
-                return False  # values of this iteration's graph live on into the next one
-            for later in scope.calls_within(_suite(loop.body)):
-                if self._deps(later, scope) is None:
+        loops = scope.loops_around(stmt)
+        if loops:
+            # A value of this iteration's graph that lives on into the next one matters when some
+            # backward that can still run (in the loop or after it) starts from something reading it.
+            reachable: Set[str] = set()
+            for later in scope.calls_within(_suite(loops[-1].body)) + candidates:
+                deps = self._deps(later, scope)
+                if deps is None:
                     return False  # a backward whose root we cannot read
+                reachable |= deps
+            for loop in loops:
+                if scope.carried(loop) & group & reachable:
+                    return False
         return True
 
     def _held_elsewhere(self, tensor: cst.BaseExpression, scope: Scope) -> bool:
@@ -1661,6 +1675,48 @@ def _backward_helpers(module: cst.Module, imports: ImportMap) -> FrozenSet[str]:
                 helpers.add(name)
                 changed = True
     return frozenset(helpers)
+
+
+def _stateful_instances(module: cst.Module, reads: ReadCollector) -> FrozenSet[str]:
+    """Names bound to instances of classes of this module whose methods (other than `__init__`)
+    store a value with history on `self`: each call of such an object continues the last one."""
+    stateful_classes: Set[str] = set()
+    for node in walk(module):
+        if not isinstance(node, cst.ClassDef):
+            continue
+        for method in _suite(node.body):
+            if not isinstance(method, cst.FunctionDef) or method.name.value == "__init__":
+                continue
+            if any(_stores_history_on_self(n, reads) for n in _own_nodes(method)):
+                stateful_classes.add(node.name.value)
+                break
+    if not stateful_classes:
+        return frozenset()
+    names: Set[str] = set()
+    for node in walk(module):
+        if isinstance(node, cst.Assign) and isinstance(node.value, cst.Call):
+            func = node.value.func
+            while isinstance(func, cst.Attribute) and isinstance(func.value, cst.Call):
+                func = func.value.func  # Tagger(...).to(device)
+            text = dotted(func)
+            if text is not None and text.split(".")[-1] in stateful_classes:
+                for target in node.targets:
+                    names.update(_target_keys(target.target))
+    return frozenset(names)
+
+
+def _stores_history_on_self(node: cst.CSTNode, reads: ReadCollector) -> bool:
+    if isinstance(node, cst.Assign):
+        targets = [t.target for t in node.targets]
+        value = node.value
+    elif isinstance(node, (cst.AugAssign, cst.AnnAssign)):
+        targets, value = [node.target], node.value
+    else:
+        return False
+    if value is None or not any(k.startswith("self.") for t in targets for k in _target_keys(t)):
+        return False
+    found = reads.reads(value)
+    return found.kind != INERT or bool(found.ctors)
 
 
 def _pure_functions(
