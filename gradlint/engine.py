@@ -15,11 +15,14 @@ An unexpected exception inside the analysis of one file is reported as an error 
 from __future__ import annotations
 
 import ast
+import bisect
 import codecs
+import functools
 import hashlib
 import io
 import os
 import re
+import stat as stat_module
 import sys
 import tokenize
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -185,13 +188,26 @@ def syntax_check(text: str, path: str) -> Optional[Finding]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Project imports (prefilter and cache keys)
+# Project helpers in other modules (prefilter and cache keys)
+#
+# A file with no `backward` of its own can still hold a GL001 when its loop calls a helper,
+# defined in another module of the project, that runs the backward. The analysis resolves such
+# helpers (gradlint.analysis.project); here the same resolution is approximated with regexes over
+# import statements, without parsing: which project modules a file imports, under which local
+# names, and which of those names it calls.
 
-_IMPORT = re.compile(
-    rb"^[ \t]*(?:from[ \t]+(?P<from>\.*[\w.]*)[ \t]+import[ \t]+\(?(?P<names>[\w., \t]*)"
-    rb"|import[ \t]+(?P<modules>[\w., \t]+))",
+_FROM = re.compile(
+    rb"^[ \t]*from[ \t]+(?P<module>\.*[\w.]*)[ \t]+import[ \t]+(?:\((?P<paren>[^)]*)\)|(?P<names>[^\n#;]*))",
     re.MULTILINE,
 )
+_IMPORT = re.compile(rb"^[ \t]*import[ \t]+(?P<modules>[^\n#;]+)", re.MULTILINE)
+_DEF = re.compile(rb"^[ \t]*(?:async[ \t]+)?def[ \t]+(\w+)", re.MULTILINE)
+_CALL = re.compile(rb"(?<![\w.])([A-Za-z_][\w.]*)[ \t]*\(")
+
+# How far up from a file absolute imports are looked for (as gradlint.analysis.project does).
+IMPORT_PARENTS = 4
+# Re-export hops followed (`from .train import update` in a package __init__), as the analysis.
+REEXPORT_HOPS = 3
 
 
 def _module_files(base: str, dotted: str) -> List[str]:
@@ -202,10 +218,11 @@ def _module_files(base: str, dotted: str) -> List[str]:
     return [stem + ".py", os.path.join(stem, "__init__.py")]
 
 
-# How far up from a file absolute imports are looked for (as gradlint.analysis.project does).
-IMPORT_PARENTS = 4
+def _inside(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
 
 
+@functools.lru_cache(maxsize=4096)
 def _search_bases(here: str, root: str) -> List[str]:
     bases = []
     current = here
@@ -218,64 +235,163 @@ def _search_bases(here: str, root: str) -> List[str]:
     return list(dict.fromkeys(bases + [root, os.path.join(root, "src")]))
 
 
-def project_imports(data: bytes, path: str, root: Optional[str]) -> List[str]:
-    """Files of the project (under `root`) that `path` imports directly, found with a regex over
-    import statements (no parse), resolved as the analysis resolves them: relative imports from
-    the file's package; absolute imports from the file's folder and a few parents, the root and
-    root/src; `from pkg import name` also as the submodule pkg/name.py."""
-    if not root or b"import" not in data or path == "-":
+def _resolve(spec: str, here: str, root: str) -> Optional[str]:
+    """The project file of module `spec` (`pkg.mod`, `.mod`, `..`) imported from folder `here`."""
+    key = (spec, here, root)
+    if key not in _RESOLVED:
+        _RESOLVED[key] = _resolve_uncached(spec, here, root)
+    return _RESOLVED[key]
+
+
+def _resolve_uncached(spec: str, here: str, root: str) -> Optional[str]:
+    level = len(spec) - len(spec.lstrip("."))
+    dotted = spec[level:]
+    if level:
+        base = here
+        for _ in range(level - 1):
+            base = os.path.dirname(base)
+        bases = [base]
+    elif dotted:
+        # Like sys.path: the first base holding the top-level package is the one used.
+        top = dotted.split(".")[0]
+        bases = [b for b in _search_bases(here, root)
+                 if _kind(os.path.join(b, top)) == "dir" or _kind(os.path.join(b, top + ".py")) == "file"][:1]
+    else:
+        return None
+    for base in bases:
+        for candidate in _module_files(base, dotted):
+            if _inside(candidate, root) and _kind(candidate) == "file":
+                return candidate
+    return None
+
+
+# Memos of the file system, cleared by each lint_files (files may come and go between runs).
+_KINDS: Dict[str, Optional[str]] = {}  # path -> "dir" | "file" | None
+_RESOLVED: Dict[tuple, Optional[str]] = {}  # (module spec, importing folder, root) -> file
+
+
+def _kind(path: str) -> Optional[str]:
+    """What is at `path`, memoised: import resolution asks about the same few paths very often."""
+    if path not in _KINDS:
+        try:
+            mode = os.stat(path).st_mode
+            _KINDS[path] = "dir" if stat_module.S_ISDIR(mode) else "file" if stat_module.S_ISREG(mode) else None
+        except OSError:
+            _KINDS[path] = None
+    return _KINDS[path]
+
+
+def _names(text: bytes) -> List[Tuple[str, str]]:
+    """(imported name, local name) pairs of an import list `a as b, c`."""
+    out = []
+    for item in text.replace(b"\\", b" ").split(b","):
+        words = item.split()
+        if not words:
+            continue
+        try:
+            name = words[0].decode("ascii")
+            local = words[2].decode("ascii") if len(words) >= 3 and words[1] == b"as" else name
+        except UnicodeDecodeError:
+            continue
+        out.append((name, local))
+    return out
+
+
+def import_bindings(data: bytes, path: str, root: Optional[str]) -> List[Tuple[str, str, str]]:
+    """(project file, local name, remote name) for each name a file binds by importing from a
+    module of the project under `root`. `remote` is a function (or submodule) name for
+    `from m import f as local`, "*" for `from m import *`, and "" for a module bound by
+    `import m as local` (its attributes are reached as `local.f`)."""
+    if not root or path == "-" or b"import" not in data:
         return []
     root = os.path.abspath(root)
     here = os.path.dirname(os.path.abspath(path))
-    found: List[str] = []
-    for match in _IMPORT.finditer(data):
+    out: List[Tuple[str, str, str]] = []
+    for match in _FROM.finditer(data):
         try:
-            if match.group("from") is not None:
-                spec = match.group("from").decode("ascii")
-                names = [n.strip().split(" ")[0] for n in match.group("names").decode("ascii").split(",")]
-                specs = [(spec, names)]
-            else:
-                modules = match.group("modules").decode("ascii").split(",")
-                specs = [(m.strip().split(" ")[0], []) for m in modules]
+            spec = match.group("module").decode("ascii")
         except UnicodeDecodeError:
             continue
-        for spec, names in specs:
-            level = len(spec) - len(spec.lstrip("."))
-            dotted = spec[level:]
-            if level:
-                base = here
-                for _ in range(level - 1):
-                    base = os.path.dirname(base)
-                bases = [base]
-            elif dotted:
-                bases = _search_bases(here, root)
-            else:
-                continue
-            for base in bases:
-                candidates = _module_files(base, dotted)
-                candidates += [c for n in names if n and n != "*" for c in _module_files(base, f"{dotted}.{n}")]
-                for candidate in candidates:
-                    if candidate not in found and _inside(candidate, root) and os.path.isfile(candidate):
-                        found.append(candidate)
+        target = _resolve(spec, here, root)
+        for name, local in _names(match.group("paren") or match.group("names") or b""):
+            sub = _resolve(f"{spec}.{name}" if spec.strip(".") else f"{spec}{name}", here, root) \
+                if name != "*" else None
+            if sub is not None:  # `from pkg import module`
+                out.append((sub, local, ""))
+            elif target is not None:
+                out.append((target, local, name))
+    for match in _IMPORT.finditer(data):
+        for name, local in _names(match.group("modules")):
+            target = _resolve(name, here, root)
+            if target is not None:
+                out.append((target, local, ""))
     me = os.path.abspath(path)
-    return sorted(f for f in found if f != me)
+    return [b for b in out if b[0] != me]
 
 
-def _inside(path: str, root: str) -> bool:
-    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+def project_imports(data: bytes, path: str, root: Optional[str]) -> List[str]:
+    """The project files `path` imports directly."""
+    return sorted({target for target, _, _ in import_bindings(data, path, root)})
+
+
+@functools.lru_cache(maxsize=64)
+def _DEDENT(indent: int) -> "re.Pattern[bytes]":
+    """A line that ends a body indented by more than `indent`: not blank, not a comment, and
+    indented `indent` or less."""
+    return re.compile(rb"\n(?![ \t]{%d})[ \t]*[^ \t\r\n#]" % (indent + 1))
+
+
+@dataclass(frozen=True)
+class _ModuleText:
+    """What the helper search needs of one module: its functions' spans (by indentation: a body
+    ends at the next non-blank line indented no deeper than its `def`; methods count under their
+    own names, nested functions also in their outer body), whether each body names a prefilter
+    word, and every call in the module by position."""
+
+    sha: str
+    functions: Dict[str, Tuple[int, int, bool]]  # name -> (start offset, end offset, names a word?)
+    bindings: Tuple[Tuple[str, str, str], ...]
+    data: bytes  # kept only for modules the helper search reached
+
+    def calls_in(self, name: str) -> set:
+        start, end, _ = self.functions[name]
+        return {c.decode("ascii", "replace") for c in _CALL.findall(self.data, start, end)}
+
+
+def _module_text(data: bytes, path: str, root: str, words: Tuple[bytes, ...]) -> _ModuleText:
+    functions: Dict[str, Tuple[int, int, bool]] = {}
+    for match in _DEF.finditer(data):
+        line_start = data.rfind(b"\n", 0, match.start()) + 1
+        indent = match.start(1) - line_start - len(data[line_start:match.start(1)].lstrip())
+        after = _DEDENT(indent).search(data, match.end())
+        end = after.start() + 1 if after else len(data)
+        name = match.group(1).decode("ascii", "replace")
+        mentions = any(data.find(w, match.start(), end) >= 0 for w in words)
+        old = functions.get(name)
+        if old is not None:  # same name twice (overloads, methods of two classes): union
+            functions[name] = (min(old[0], match.start()), max(old[1], end), old[2] or mentions)
+        else:
+            functions[name] = (match.start(), end, mentions)
+    return _ModuleText(
+        sha=hashlib.sha256(data).hexdigest(),
+        functions=functions,
+        bindings=tuple(import_bindings(data, path, root)),
+        data=data if functions else b"",
+    )
 
 
 class _ProjectFiles:
-    """Per process: for each project file (by path and stat, so edits are seen), its sha256,
-    whether it names a prefilter word, and its direct project imports. Bytes are not kept."""
+    """Per process: the `_ModuleText` of each project file reached, by path and stat (so edits
+    are seen); file bytes are not kept. Also the last answers per linted file."""
 
     def __init__(self) -> None:
-        self.memo: Dict[tuple, Tuple[str, bool, List[str]]] = {}
+        self.memo: Dict[tuple, _ModuleText] = {}
+        self.answers: Dict[tuple, Tuple[bool, List[str]]] = {}
 
-    def facts(self, path: str, words: Tuple[bytes, ...], root: str) -> Tuple[str, bool, List[str]]:
+    def facts(self, path: str, words: Tuple[bytes, ...], root: str) -> _ModuleText:
         try:
-            stat = os.stat(path)
-            stamp: tuple = (stat.st_mtime_ns, stat.st_size)
+            st = os.stat(path)
+            stamp: tuple = (st.st_mtime_ns, st.st_size)
         except OSError:
             stamp = (None, None)
         key = (path, stamp, words, root)
@@ -285,33 +401,73 @@ class _ProjectFiles:
                     data = handle.read()
             except OSError:
                 data = b""
-            self.memo[key] = (hashlib.sha256(data).hexdigest(), any(w in data for w in words),
-                              project_imports(data, path, root))
+            self.memo[key] = _module_text(data, path, root, words)
         return self.memo[key]
 
-    def closure(self, data: bytes, path: str, root: Optional[str], depth: int,
-                words: Tuple[bytes, ...]) -> List[str]:
-        """Project modules reachable from `path` through at most `depth` imports."""
-        if not root:
-            return []
-        root = os.path.abspath(root)
-        frontier = project_imports(data, path, root)
-        seen = dict.fromkeys(frontier)
-        for _ in range(depth - 1):
-            frontier = [dep for module in frontier for dep in self.facts(module, words, root)[2] if dep not in seen]
-            seen.update(dict.fromkeys(frontier))
-            if not frontier:
-                break
-        seen.pop(os.path.abspath(path), None)
-        return sorted(seen)
+    @staticmethod
+    def _targets(calls: Iterable[str], bindings) -> List[Tuple[str, str]]:
+        """(module file, function name) for calls that go through import bindings."""
+        wanted: List[Tuple[str, str]] = []
+        calls = set(calls)
+        for target, local, remote in bindings:
+            if remote == "*":
+                wanted += [(target, c) for c in calls if "." not in c]
+            elif remote:
+                if local in calls:
+                    wanted.append((target, remote))
+            else:  # a module: local.f(...)
+                prefix = local + "."
+                wanted += [(target, c[len(prefix):]) for c in calls
+                           if c.startswith(prefix) and "." not in c[len(prefix):]]
+        return wanted
+
+    def _definition(self, target: str, name: str, words, root: str) -> Optional[Tuple[str, str]]:
+        """Where `name` seen in module `target` is defined, following re-exports."""
+        for _ in range(REEXPORT_HOPS + 1):
+            module = self.facts(target, words, root)
+            if name in module.functions:
+                return target, name
+            hop = next(((t, r) for t, l, r in module.bindings if l == name and r and r != "*"), None)
+            if hop is None:
+                return None
+            target, name = hop
+        return None
+
+    def helpers(self, data: bytes, path: str, root: str, words: Tuple[bytes, ...]) -> Tuple[bool, List[str]]:
+        """(does a project helper this file calls name a prefilter word, directly or through the
+        helpers it calls in turn?, the modules visited on the way). Bounded: 64 functions."""
+        key = (path, hash(data), len(data), words, root)
+        if key in self.answers:
+            return self.answers[key]
+        bindings = import_bindings(data, path, root)
+        calls = {m.group(1).decode("ascii", "replace") for m in _CALL.finditer(data)} if bindings else set()
+        todo = [d for d in (self._definition(t, n, words, root) for t, n in self._targets(calls, bindings)) if d]
+        seen = set()
+        found = False
+        while todo and len(seen) < 64:
+            where, name = todo.pop()
+            if (where, name) in seen:
+                continue
+            seen.add((where, name))
+            module = self.facts(where, words, root)
+            if module.functions[name][2]:
+                found = True
+                continue
+            inner = module.calls_in(name)
+            for call in inner:  # helpers of the helper: same module, or imported there
+                short = call.rsplit(".", 1)[-1]
+                if ("." not in call or call.startswith("self.")) and short in module.functions:
+                    todo.append((where, short))
+            todo += [d for d in (self._definition(t, n, words, root) for t, n in self._targets(inner, module.bindings)) if d]
+        me = os.path.abspath(path)
+        answer = (found, sorted({m for m, _ in seen} - {me}))
+        if len(self.answers) > 4096:
+            self.answers.clear()
+        self.answers[key] = answer
+        return answer
 
 
 _PROJECT = _ProjectFiles()
-
-# Import hops followed: the prefilter needs the helper's module (and one re-export hop, e.g. a
-# package __init__); the cache key follows as far as the analysis follows re-exports.
-PREFILTER_IMPORT_DEPTH = 2
-CACHE_IMPORT_DEPTH = 4
 
 
 def _words(settings) -> Tuple[str, ...]:
@@ -320,29 +476,32 @@ def _words(settings) -> Tuple[str, ...]:
 
 def needs_analysis(text: str, data: Optional[bytes], path: str, settings, enabled: Iterable[str]) -> bool:
     """False when no GL001-GL003 finding is possible: the text names none of the prefilter words
-    and no configured helper, and no project module it imports (or that one imports) names one
-    either -- a backward run inside an imported helper is how a file with no `backward` of its
-    own can still hold a GL001. GL100 also needs the files with a `noqa`."""
+    and no configured helper, and none of the project functions it calls through its imports
+    lives in a module that (itself or through a module it imports) names such a word -- a
+    backward run inside an imported helper is how a file with no `backward` of its own can still
+    hold a GL001. GL100 also needs the files with a `noqa`."""
     words = _words(settings)
     if any(word in text for word in words):
         return True
     if "GL100" in enabled and "noqa" in text.lower():
         return True
+    root = getattr(settings, "root", None)
+    if not root:
+        return False
     if data is None:
         data = text.encode("utf-8", "surrogatepass")
     bwords = tuple(w.encode() for w in words)
-    root = getattr(settings, "root", None)
-    deps = _PROJECT.closure(data, path, root, PREFILTER_IMPORT_DEPTH, bwords)
-    return any(_PROJECT.facts(dep, bwords, os.path.abspath(root))[1] for dep in deps)
+    return _PROJECT.helpers(data, path, os.path.abspath(root), bwords)[0]
 
 
 def dependency_digest(data: bytes, path: str, settings) -> str:
-    """Hash of the project modules `path` imports, transitively (for the cache key: a helper
-    edited in another module can change this file's findings)."""
+    """Hash of the project modules holding the helpers `path` calls (followed as the prefilter
+    follows them), for the cache key: a helper edited in another module can change this file's
+    findings."""
     bwords = tuple(w.encode() for w in _words(settings))
     root = os.path.abspath(settings.root)
-    deps = _PROJECT.closure(data, path, root, CACHE_IMPORT_DEPTH, bwords)
-    parts = [f"{dep}\0{_PROJECT.facts(dep, bwords, root)[0]}" for dep in deps]
+    modules = _PROJECT.helpers(data, path, root, bwords)[1]
+    parts = [f"{m}\0{_PROJECT.facts(m, bwords, root).sha}" for m in modules]
     return hashlib.sha256("\n".join(parts).encode("utf-8", "surrogatepass")).hexdigest()
 
 
@@ -494,6 +653,36 @@ def _chunks(paths: List[str], jobs: int) -> List[List[str]]:
     return [paths[i:i + size] for i in range(0, len(paths), size)]
 
 
+def _lint_in_pool(paths: List[str], settings, jobs: int, use_cache: bool,
+                  progress: Optional[Callable[[int, int], None]]) -> List[_Outcome]:
+    """Chunks of files over a process pool. If the pool breaks (a worker killed, e.g. by the
+    out-of-memory killer), the files it did not finish are linted here, serially."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    chunks = _chunks(paths, jobs)
+    outcomes: List[_Outcome] = []
+    finished = set()
+    try:
+        with ProcessPoolExecutor(max_workers=min(jobs, len(chunks)), initializer=_init_worker,
+                                 initargs=(settings, use_cache, os.getcwd())) as pool:
+            futures = [pool.submit(_lint_chunk, chunk) for chunk in chunks]
+            for future in as_completed(futures):
+                part = future.result()
+                outcomes.extend(part)
+                finished.update(o.path for o in part)
+                if progress:
+                    progress(len(finished), len(paths))
+    except (BrokenProcessPool, OSError):
+        cache = _make_cache(settings) if use_cache else None
+        for path in paths:
+            if path not in finished:
+                outcomes.append(_lint_path(path, settings, cache))
+                finished.add(path)
+                if progress:
+                    progress(len(finished), len(paths))
+    return outcomes
+
+
 def lint_files(
     files: List[str],
     settings,
@@ -505,6 +694,9 @@ def lint_files(
     """Lint `files` (paths as given); findings sorted, internal errors collected per file."""
     unique = sorted(dict.fromkeys(files))
     result = LintResult(files_checked=len(unique))
+    _KINDS.clear()  # files may have come and gone since the last run in this process
+    _RESOLVED.clear()
+    _PROJECT.answers.clear()
     if not unique:
         return result
     jobs = default_jobs() if not jobs or jobs < 1 else jobs
@@ -516,17 +708,7 @@ def lint_files(
             if progress:
                 progress(done, len(unique))
     else:
-        chunks = _chunks(unique, jobs)
-        with ProcessPoolExecutor(max_workers=min(jobs, len(chunks)), initializer=_init_worker,
-                                 initargs=(settings, use_cache, os.getcwd())) as pool:
-            futures = [pool.submit(_lint_chunk, chunk) for chunk in chunks]
-            done = 0
-            for future in as_completed(futures):
-                part = future.result()
-                outcomes.extend(part)
-                done += len(part)
-                if progress:
-                    progress(done, len(unique))
+        outcomes = _lint_in_pool(unique, settings, jobs, use_cache, progress)
     for outcome in sorted(outcomes, key=lambda o: o.path):
         result.findings.extend(outcome.findings)
         result.cache_hits += outcome.cached

@@ -455,3 +455,47 @@ def test_subprocess_usage_and_config_errors(project):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     proc = run_module("--version", cwd=project.root)
     assert proc.returncode == 0 and proc.stdout.strip() == f"gradlint {__version__}"
+
+
+# --- prefilter ----------------------------------------------------------------------------------------
+
+
+def _spy_analyze(monkeypatch):
+    import gradlint.analysis as analysis
+
+    real = analysis.analyze
+    seen = []
+
+    def spy(source, path, *args, **kwargs):
+        seen.append(path)
+        return real(source, path, *args, **kwargs)
+
+    monkeypatch.setattr(analysis, "analyze", spy)
+    return seen
+
+
+def test_prefilter_skips_files_that_cannot_hold_a_finding(project, gradlint, monkeypatch):
+    seen = _spy_analyze(monkeypatch)
+    project.write("util.py", "def add(a, b):\n    return a + b\n")
+    project.write("train.py", LOOP_WITHOUT_ZERO_GRAD)
+    project.write("bad_util.py", "def add(a, b:\n")
+    result = gradlint("check", "--no-cache", "-j", "1", "--output-format", "concise")
+    assert seen == ["train.py"]
+    assert [line.split(" ")[1] for line in result.stdout.splitlines()] == ["GL000", "GL001"]
+
+
+def test_prefilter_follows_imported_project_helpers_and_configured_names(project, gradlint, monkeypatch):
+    seen = _spy_analyze(monkeypatch)
+    project.write("pkg/__init__.py", "from .helpers import update\n")
+    project.write("pkg/helpers.py", "def update(model, opt, x):\n    model(x).sum().backward()\n    opt.step()\n")
+    project.write("loop.py", "from pkg import update\nfor x in data:\n    update(model, opt, x)\n")
+    project.write("plain.py", "from os import path\nfor x in data:\n    print(path, x)\n")
+    project.write("custom.py", "for x in data:\n    apply_my_loss(x)\n")
+    gradlint("check", "--no-cache", "-j", "1")
+    assert "loop.py" in seen and "plain.py" not in seen and "custom.py" not in seen
+    seen.clear()
+    gradlint("check", "--no-cache", "-j", "1", "--isolated", "custom.py")
+    assert seen == []
+    project.write("pyproject.toml", "[tool.gradlint]\nbackward-functions = ['apply_my_loss']\n")
+    gradlint("check", "--no-cache", "-j", "1", "custom.py")
+    assert seen == ["custom.py"]
