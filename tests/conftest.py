@@ -8,31 +8,6 @@ import textwrap
 import pytest
 from click.testing import CliRunner
 
-# A training loop every reviewer agrees is GL001: backward and step each iteration, never cleared.
-LOOP_WITHOUT_ZERO_GRAD = """\
-import torch
-
-model = torch.nn.Linear(4, 1)
-opt = torch.optim.SGD(model.parameters(), lr=0.1)
-for x, y in data:
-    loss = torch.nn.functional.mse_loss(model(x), y)
-    loss.backward()
-    opt.step()
-"""
-
-CLEAN_LOOP = """\
-import torch
-
-model = torch.nn.Linear(4, 1)
-opt = torch.optim.SGD(model.parameters(), lr=0.1)
-for x, y in data:
-    opt.zero_grad()
-    loss = torch.nn.functional.mse_loss(model(x), y)
-    loss.backward()
-    opt.step()
-"""
-
-
 @pytest.fixture
 def clean_env(monkeypatch):
     """No CI or format variables from the environment leak into a test."""

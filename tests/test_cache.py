@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from conftest import CLEAN_LOOP, LOOP_WITHOUT_ZERO_GRAD
+from cli_samples import CLEAN_LOOP, LOOP_WITHOUT_ZERO_GRAD
 from gradlint import __version__
 from gradlint.cache import Cache
 from gradlint.config import load_settings

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from conftest import CLEAN_LOOP, LOOP_WITHOUT_ZERO_GRAD
+from cli_samples import CLEAN_LOOP, LOOP_WITHOUT_ZERO_GRAD
 from gradlint import __version__
 from gradlint.findings import RULES
 
