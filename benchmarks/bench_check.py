@@ -49,6 +49,11 @@ from dataclasses import dataclass, field
 DEFAULT_PEERS_VENV = "/tmp/gradlint-peers"
 DEFAULT_WORK_DIR = os.path.join(tempfile.gettempdir(), "gradlint-bench")
 
+# The environment every measured command runs in. PYTHONDONTWRITEBYTECODE is dropped: an installed
+# gradlint (like libcst, ruff and TorchFix) has its bytecode compiled at install time, while a
+# development checkout under that variable would recompile every module on every start.
+BENCH_ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+
 # Exit statuses a linter uses for "ran fine" (0: clean, 1: findings).
 OK_STATUSES = (0, 1)
 
@@ -188,7 +193,11 @@ def run_command(argv: Sequence[str], cwd: str, poll_memory: bool = False) -> Run
     """Run ``argv`` in ``cwd`` with output discarded; time it and read its resource usage."""
     started = time.perf_counter()
     process = subprocess.Popen(
-        list(argv), cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        list(argv),
+        cwd=cwd,
+        env=BENCH_ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     stderr_chunks: list[bytes] = []
     reader = threading.Thread(
@@ -318,7 +327,12 @@ def peer_tool(venv: str, name: str) -> str | None:
 def tool_version(argv: Sequence[str]) -> str:
     try:
         result = subprocess.run(
-            list(argv), check=False, capture_output=True, text=True, timeout=60
+            list(argv),
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=BENCH_ENV,
         )
     except (OSError, subprocess.TimeoutExpired):
         return "?"
@@ -368,7 +382,7 @@ def run_interleaved(
 
 def imported_modules(argv: Sequence[str], cwd: str) -> list[tuple]:
     """Modules imported by a Python command, from ``-X importtime``: (name, cumulative us)."""
-    env = dict(os.environ, PYTHONPROFILEIMPORTTIME="1")
+    env = dict(BENCH_ENV, PYTHONPROFILEIMPORTTIME="1")
     result = subprocess.run(
         list(argv), check=False, cwd=cwd, env=env, capture_output=True, text=True
     )
