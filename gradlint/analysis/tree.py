@@ -82,6 +82,13 @@ def walk(node: cst.CSTNode, stop: Tuple[type, ...] = ()) -> Iterator[cst.CSTNode
         stack.extend(reversed(tuple(children(current))))
 
 
+def block_statements(suite) -> list:
+    """The statements of an indented block or one-line suite (or a list of them, as given)."""
+    if isinstance(suite, cst.BaseSuite):
+        return list(suite.body)
+    return list(suite)
+
+
 # Nodes that open a scope of their own: the code inside does not run where it is written.
 SCOPES = (cst.FunctionDef, cst.ClassDef, cst.Lambda)
 COMPREHENSIONS = (cst.ListComp, cst.SetComp, cst.DictComp, cst.GeneratorExp)

@@ -1,0 +1,173 @@
+"""Facts about the functions of one file that GL002 uses at their call sites.
+
+- `backward_helpers`: functions that run a backward (directly or through each other): a call of one
+  is a later backward.
+- `detaching_functions`: functions whose every `return` gives a value without history
+  (`repackage_hidden`): their results cut the graph.
+- `pure_functions`: functions that call nothing unknown (`batchify`, `get_batch`): their results are
+  functions of their arguments.
+- `stateful_instances`: names bound to instances of classes of the file that keep a tensor with
+  history on `self` between calls (an LSTM tagger with `self.hidden`).
+"""
+
+from __future__ import annotations
+
+from typing import Dict, FrozenSet, Iterator, List, Optional, Set
+
+import libcst as cst
+
+from gradlint.analysis.backward import backward_call
+from gradlint.analysis.names import ImportMap, dotted
+from gradlint.analysis.reads import (
+    BUILTINS,
+    INERT,
+    ReadCollector,
+    param_names,
+    reads_around,
+    target_keys,
+)
+from gradlint.analysis.tree import block_statements, walk
+
+def module_functions(module: cst.Module) -> Iterator[cst.FunctionDef]:
+    """Every function and method of the module, nested ones included."""
+    for node in walk(module):
+        if isinstance(node, cst.FunctionDef):
+            yield node
+
+
+def own_nodes(fn: cst.FunctionDef) -> Iterator[cst.CSTNode]:
+    """Nodes of a function's body that run in it (not in functions nested inside)."""
+    return walk(fn.body, (cst.FunctionDef,))
+
+
+def backward_helpers(module: cst.Module, imports: ImportMap) -> FrozenSet[str]:
+    """Names of functions in this module that run a backward, directly or through each other."""
+    calls: Dict[str, Set[str]] = {}
+    helpers: Set[str] = set()
+    for fn in module_functions(module):
+        name = fn.name.value
+        called = calls.setdefault(name, set())
+        for node in own_nodes(fn):
+            if isinstance(node, cst.Call):
+                if backward_call(node, imports) is not None:
+                    helpers.add(name)
+                text = dotted(node.func)
+                if text is not None:
+                    called.add(text.split(".")[-1])
+    changed = True
+    while changed:
+        changed = False
+        for name, called in calls.items():
+            if name not in helpers and called & helpers:
+                helpers.add(name)
+                changed = True
+    return frozenset(helpers)
+
+
+def stateful_instances(module: cst.Module, reads: ReadCollector) -> FrozenSet[str]:
+    """Names bound to instances of classes of this module whose methods (other than `__init__`)
+    store a value with history on `self`: each call of such an object continues the last one."""
+    stateful_classes: Set[str] = set()
+    for node in walk(module):
+        if not isinstance(node, cst.ClassDef):
+            continue
+        for method in block_statements(node.body):
+            if not isinstance(method, cst.FunctionDef) or method.name.value == "__init__":
+                continue
+            if any(stores_history_on_self(n, reads) for n in own_nodes(method)):
+                stateful_classes.add(node.name.value)
+                break
+    if not stateful_classes:
+        return frozenset()
+    names: Set[str] = set()
+    for node in walk(module):
+        if isinstance(node, cst.Assign) and isinstance(node.value, cst.Call):
+            func = node.value.func
+            while isinstance(func, cst.Attribute) and isinstance(func.value, cst.Call):
+                func = func.value.func  # Tagger(...).to(device)
+            text = dotted(func)
+            if text is not None and text.split(".")[-1] in stateful_classes:
+                for target in node.targets:
+                    names.update(target_keys(target.target))
+    return frozenset(names)
+
+
+def stores_history_on_self(node: cst.CSTNode, reads: ReadCollector) -> bool:
+    if isinstance(node, cst.Assign):
+        targets = [t.target for t in node.targets]
+        value = node.value
+    elif isinstance(node, (cst.AugAssign, cst.AnnAssign)):
+        targets, value = [node.target], node.value
+    else:
+        return False
+    if value is None or not any(k.startswith("self.") for t in targets for k in target_keys(t)):
+        return False
+    found = reads.reads(value)
+    return found.kind != INERT or bool(found.ctors)
+
+
+def pure_functions(
+    module: cst.Module, imports: ImportMap, detaching: FrozenSet[str]
+) -> Dict[str, FrozenSet[str]]:
+    """Module-level functions that call nothing the analysis does not know (only torch, tensor
+    methods, builtins and each other), with the module-level names they read. Their results are
+    functions of their arguments, like `batchify` and `get_batch` in the word language model."""
+    from gradlint.analysis.scalars import assigned_keys
+
+    functions: Dict[str, cst.FunctionDef] = {}
+    counts: Dict[str, int] = {}
+    for stmt in module.body:
+        if isinstance(stmt, cst.FunctionDef):
+            counts[stmt.name.value] = counts.get(stmt.name.value, 0) + 1
+            functions[stmt.name.value] = stmt
+    candidates: Dict[str, FrozenSet[str]] = {}
+    for name, fn in functions.items():
+        if counts[name] > 1 or fn.decorators or fn.asynchronous is not None:
+            continue
+        nodes = list(own_nodes(fn))
+        if any(isinstance(n, (cst.Yield, cst.Global, cst.Nonlocal, cst.FunctionDef, cst.Lambda)) for n in nodes):
+            continue
+        local = set(param_names(fn)) | assigned_keys(fn.body)
+        free = {n for n in reads_around(fn.body) if n not in local and "." not in n}
+        candidates[name] = frozenset(free - set(imports.aliases) - set(BUILTINS))
+    changed = True
+    while changed:
+        changed = False
+        reads = ReadCollector(imports, detaching, dict(candidates))
+        for name in sorted(candidates):
+            for node in own_nodes(functions[name]):
+                found = reads.reads(node) if isinstance(node, cst.Call) else None
+                if found is not None and (found.opaque or found.receivers):
+                    del candidates[name]
+                    changed = True
+                    break
+    return candidates
+
+
+def detaching_functions(module: cst.Module, imports: ImportMap) -> FrozenSet[str]:
+    """Functions whose every `return` gives a value without history (`return h.detach()`,
+    `return tuple(repackage_hidden(v) for v in h)`): a greatest fixpoint, so recursion works."""
+    returns: Dict[str, List[Optional[cst.BaseExpression]]] = {}
+    excluded: Set[str] = set()  # generators, and names defined twice
+    for fn in module_functions(module):
+        name = fn.name.value
+        if name in returns:
+            excluded.add(name)
+        values = returns.setdefault(name, [])
+        for node in own_nodes(fn):
+            if isinstance(node, cst.Return):
+                values.append(node.value)
+            elif isinstance(node, cst.Yield):
+                excluded.add(name)
+    candidates = {
+        name for name, values in returns.items() if values and name not in excluded and all(v is not None for v in values)
+    }
+    changed = True
+    while changed:
+        changed = False
+        reads = ReadCollector(imports, frozenset(candidates))
+        for name in sorted(candidates):
+            if any(reads.reads(value).kind != INERT or reads.reads(value).ctors for value in returns[name]):
+                candidates.discard(name)
+                changed = True
+    return frozenset(candidates)
