@@ -64,8 +64,8 @@ class _Program:
 
     def check(self) -> None:
         """Usage errors before anything runs (exit 2)."""
-        if self.script is not None and not os.path.isfile(self.script):
-            fail(f"can't open file {self.script!r}: no such file")
+        if self.script is not None and not os.path.exists(self.script):
+            fail(f"can't open file {self.script!r}: no such file")  # a folder or zip with __main__.py is fine
         if self.module is not None:
             import importlib.util
 
