@@ -464,6 +464,17 @@ FLAGGED = {
             loss.backward(retain_graph=True)  # GL002
             opt.step()
     """,
+    "weighted_loss_with_plain_parameters": """
+        def train(model, loader, optimizer, epochs: int, reg_weight=1e-4, device="cpu"):
+            for epoch in range(epochs):
+                for x, y in loader:
+                    x, y = x.to(device), y.to(device)
+                    out = model(x)
+                    loss = criterion(out, y) + reg_weight * out.pow(2).mean()
+                    optimizer.zero_grad()
+                    loss.backward(retain_graph=True)  # GL002
+                    optimizer.step()
+    """,
     "no_grad_target_net": """
         import torch
 
@@ -685,6 +696,14 @@ CLEAN = {
             loss = crit(model(x), y)
             loss.backward(retain_graph=True)
             opt.step()
+    """,
+    "tensor_parameter_used_in_the_loop": """
+        def fit(head, features, labels, opt, steps=100):
+            for _ in range(steps):
+                loss = torch.nn.functional.cross_entropy(head(features), labels)
+                opt.zero_grad()
+                loss.backward(retain_graph=True)
+                opt.step()
     """,
     "auxiliary_loss_in_branch": """
         feats = encoder(x)

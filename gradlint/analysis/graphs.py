@@ -5,18 +5,21 @@ walk it again. It is unnecessary when no later backward can reach that graph. Th
 that, or gives up (and the rule stays silent):
 
 1. The graph must not escape the function: the root or anything computed from or into it is not
-   returned, yielded, stored on an attribute or in a container, declared global/nonlocal, captured
-   by a nested function, or passed (after the backward) to a call we do not know.
+   returned, yielded, stored on an attribute or in a container that outlives the function, declared
+   global/nonlocal, captured by a nested function, or passed (after the backward) to a call whose
+   result is dropped and that we do not know.
 2. No backward that runs later in the same pass (later statements of the block and of enclosing
-   blocks, `except`/`finally`, loop `else`) starts from a tensor computed, by def-use inside the
-   function, from a tensor of the retained graph.
-3. When the backward is inside a loop, the next iteration must rebuild its losses from fresh values:
-   every name the loop body reads before assigning it must be a constant, a factory tensor, the
-   loop's batch, a detached value, or a module/function used only as a callee. A hidden state
-   carried across iterations, or a tensor computed before the loop, may link the graphs.
+   blocks, `except`/`finally`, loop `else`) starts from a tensor computed, through the definitions
+   that reach it, from a tensor of the retained graph (flow-sensitive: a regenerated `fake` is a
+   new graph).
+3. When the backward is inside a loop, the next iteration must not reach this iteration's graph:
+   a value of the graph that the loop body reads before assigning it (a hidden state carried
+   without `.detach()`, a tensor computed before the loop) blocks the finding when a backward that
+   can still run depends on it.
 
-Def-use is flow-insensitive inside a function (every definition of a name counts), which can only
-make the analysis find more links, never fewer: it errs towards silence.
+Values are classified per definition as INERT (no history: constants, factories, detached values,
+the loop's batch), LEAF (requires grad, no history), GRAPH (may carry history) or UNKNOWN (from
+outside the function: linking). Every doubt resolves towards GRAPH, i.e. towards silence.
 """
 
 from __future__ import annotations
@@ -110,6 +113,8 @@ class Scope:
         self.node = node
         self.body = body
         self.params = set(params)
+        # Parameters declared or defaulted as plain numbers/strings/flags cannot hold a graph.
+        self.plain_params = _plain_params(node) if isinstance(node, cst.FunctionDef) else set()
         self.analysis = analysis
         self.outer = outer
         self.defs: Dict[str, List[Definition]] = {}
@@ -352,7 +357,7 @@ class Scope:
         if key == "self":
             return INERT
         if key in self.params:
-            return UNKNOWN
+            return INERT if key in self.plain_params else UNKNOWN
         if self.outer is not None:
             head = key.split(".")[0]
             if head in self.outer.defs and "." not in key:
@@ -886,6 +891,28 @@ class ReachingDefinitions:
                 continue
             todo.extend(reach.sources)
         return {r for r in seen if r.klass in (GRAPH, UNKNOWN)}
+
+
+_PLAIN_TYPES = frozenset({"int", "float", "str", "bool", "bytes"})
+
+
+def _plain_params(fn: cst.FunctionDef) -> Set[str]:
+    """Parameters annotated `int`/`float`/`str`/`bool` or defaulting to a number, string or flag
+    (`lambda_reg=0.1`, `epochs: int`): not tensors. `hidden=None` says nothing."""
+    params = fn.params
+    plain: Set[str] = set()
+    for param in list(params.posonly_params) + list(params.params) + list(params.kwonly_params):
+        annotation = param.annotation.annotation if param.annotation is not None else None
+        default = param.default
+        if isinstance(annotation, cst.Name) and annotation.value in _PLAIN_TYPES:
+            plain.add(param.name.value)
+        elif isinstance(default, (cst.Integer, cst.Float, cst.SimpleString, cst.ConcatenatedString)) or (
+            isinstance(default, cst.Name) and default.value in ("True", "False")
+        ):
+            plain.add(param.name.value)
+        elif isinstance(default, cst.UnaryOperation) and isinstance(default.expression, (cst.Integer, cst.Float)):
+            plain.add(param.name.value)
+    return plain
 
 
 def _union(a: _Env, b: _Env) -> _Env:
