@@ -620,7 +620,10 @@ class Tracer:
         found = self._saved_types.get(kind)
         if found is None:
             names = dir(kind)
-            found = any(n.startswith("_raw_saved_") for n in names) or "saved_tensors" in names
+            # Generated nodes expose each saved tensor as `_raw_saved_*`; custom Functions have
+            # `saved_tensors`; CopySlices (in-place ops on views) wraps a node that may save some.
+            found = (any(n.startswith("_raw_saved_") for n in names) or "saved_tensors" in names
+                     or kind.__name__ == "CopySlices")
             self._saved_types[kind] = found
         return found
 
