@@ -83,9 +83,11 @@ def _read_text(path: str) -> Optional[str]:
 @common_options
 @click.option("-j", "--jobs", type=click.IntRange(min=0), default=0, show_default=False,
               help="Worker processes (default 0: all usable cores; 1 = serial).")
-@click.option("--no-cache", is_flag=True, help="Neither read nor write the result cache.")
-@click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
-              help="Where the result cache lives [default: .gradlint_cache beside the config].")
+@click.option("--no-cache", is_flag=True, envvar="GRADLINT_NO_CACHE",
+              help="Neither read nor write the result cache [env GRADLINT_NO_CACHE=1].")
+@click.option("--cache-dir", type=click.Path(file_okay=False), default=None, envvar="GRADLINT_CACHE_DIR",
+              help="Where the result cache lives [default: .gradlint_cache beside the config; "
+                   "env GRADLINT_CACHE_DIR].")
 @click.option("--force-exclude", is_flag=True,
               help="Apply exclude/extend-exclude/.gitignore to paths named on the command line too.")
 @click.option("--statistics", is_flag=True, help="Print the number of findings per rule instead of each finding.")
@@ -300,7 +302,7 @@ def _rule_page(code: str) -> Optional[str]:
 @main.command("explain")
 @click.argument("code")
 def explain(code: str) -> None:
-    """Print the rule page of CODE (e.g. GL001 or missing-zero-grad)."""
+    """Print a rule's page: `gradlint explain GL001` (or its name, missing-zero-grad)."""
     wanted = code.strip()
     info = RULES.get(wanted.upper()) or next((r for r in RULES.values() if r.name == wanted.lower()), None)
     if info is None:

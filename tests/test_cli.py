@@ -499,3 +499,29 @@ def test_prefilter_follows_imported_project_helpers_and_configured_names(project
     project.write("pyproject.toml", "[tool.gradlint]\nbackward-functions = ['apply_my_loss']\n")
     gradlint("check", "--no-cache", "-j", "1", "custom.py")
     assert seen == ["custom.py"]
+
+
+def test_stdin_fix_prints_the_fixed_source_and_reports_on_stderr(project, gradlint, monkeypatch):
+    import gradlint.engine as engine
+
+    real = engine.analyse_text
+
+    def with_fix(text, path, settings, enabled, data=None):
+        found = list(real(text, path, settings, enabled, data))
+        if "retain_graph=True" in text:
+            start = text.index(", retain_graph=True")
+            found.append(_fixable(path, start, start + len(", retain_graph=True"), "").with_(line=7, column=5))
+        return found
+
+    monkeypatch.setattr(engine, "analyse_text", with_fix)
+    source = LOOP_WITHOUT_ZERO_GRAD.replace("loss.backward()", "loss.backward(x, retain_graph=True)")
+    result = gradlint("check", "-", "--fix", "--output-format", "concise", input=source)
+    assert result.stdout == source.replace(", retain_graph=True", "")
+    assert result.stderr.startswith("-:7:5: GL001") and result.exit_code == 1
+
+
+def test_cache_dir_from_the_environment(project, gradlint, monkeypatch):
+    project.write("train.py", CLEAN_LOOP)
+    monkeypatch.setenv("GRADLINT_CACHE_DIR", str(project.root / "envcache"))
+    assert gradlint("check").exit_code == 0
+    assert (project.root / "envcache" / ".gitignore").exists() and not (project.root / ".gradlint_cache").exists()
