@@ -206,6 +206,18 @@ class ModuleFacts:
     _relevant: Dict[int, bool] = field(default_factory=dict)
     _locals: Dict[int, frozenset] = field(default_factory=dict)
     _steppy: Dict[int, bool] = field(default_factory=dict)
+    _summary: Dict[int, Tuple[List[cst.Call], bool]] = field(default_factory=dict)
+    loop_parent: Dict[int, Optional[cst.CSTNode]] = field(default_factory=dict)  # loop id -> enclosing loop
+
+    def summary(self, body: cst.CSTNode) -> Tuple[List[cst.Call], bool]:
+        """(calls in evaluation order, assigns a `.grad`?) of a body, collected once."""
+        found = self._summary.get(id(body))
+        if found is None:
+            collector = _CallCollector()
+            (body.body if isinstance(body, cst.FunctionDef) else body).visit(collector)
+            found = (collector.calls, collector.grad_assign)
+            self._summary[id(body)] = found
+        return found
 
     def kind_of(self, text: str) -> Optional[str]:
         """The kind of the object `text` names: by how it was built, else by its name."""
@@ -297,6 +309,7 @@ class _FactCollector:
 
     def __init__(self, facts: ModuleFacts) -> None:
         self.facts = facts
+        self.loop_stack: List[cst.CSTNode] = []
 
     def walk(self, stmts, cls: Optional[ClassInfo], cls_name: Optional[str], func: Optional[cst.FunctionDef]) -> None:
         for stmt in stmts:
@@ -315,7 +328,9 @@ class _FactCollector:
         if isinstance(stmt, cst.ClassDef):
             info = ClassInfo(methods={}, bases=[dotted(b.value) or "" for b in stmt.bases])
             self.facts.classes.setdefault(stmt.name.value, info)
+            saved, self.loop_stack = self.loop_stack, []
             self.walk(_statement_children(stmt), info, stmt.name.value, None)
+            self.loop_stack = saved
             return
         if isinstance(stmt, cst.FunctionDef):
             name = stmt.name.value
@@ -327,10 +342,17 @@ class _FactCollector:
                 self.facts.defs.setdefault((id(func) if func is not None else None, name), stmt)
             self.facts.parent[id(stmt)] = func
             self._param_kinds(stmt)
+            saved, self.loop_stack = self.loop_stack, []  # a def's loops are not its caller's
             self.walk(_statement_children(stmt), cls, cls_name, stmt)
+            self.loop_stack = saved
             return
         if isinstance(stmt, (cst.For, cst.While)):
             self.facts.loops.append((stmt, cls_name, func))
+            self.facts.loop_parent[id(stmt)] = self.loop_stack[-1] if self.loop_stack else None
+            self.loop_stack.append(stmt)
+            self.walk(_statement_children(stmt), cls, cls_name, func)
+            self.loop_stack.pop()
+            return
         elif isinstance(stmt, cst.With):
             for item in stmt.items:
                 if item.asname is not None:
@@ -495,6 +517,7 @@ class Analyzer:
         # set when a call could be a helper from another project module; the rule then builds the
         # loop again with `project` set (reading other modules only for loops that need it)
         self.wants_project = False
+        self._memo: Dict[int, List[Effect]] = {}  # statement id -> effects, for root-scope code
 
     # -- configured helper names -------------------------------------------------------------
     @staticmethod
@@ -775,9 +798,11 @@ class Analyzer:
         if key in seen:
             return False
         seen.add(key)
-        params = {name for name, _ in inline.scope.binding}
+        inline_func = inline.scope.func
+        params = set(_param_names(inline_func, skip_self=False)) if inline_func is not None else set()
         result = False
-        for call in calls_in(inline.body):
+        calls, grad_assign = facts.summary(inline.body)
+        for call in calls:
             func = call.func
             if isinstance(func, cst.Attribute) and func.attr.value in (
                 "step",
@@ -790,8 +815,12 @@ class Analyzer:
                 result = True
             elif backward_call(call, facts.imports) is not None:
                 result = True
-            elif any(dotted(a.value) in params for a in call.args if dotted(a.value)):
-                result = True
+            elif any(
+                dotted(a.value) in params and name_kind(dotted(a.value)) == OPTIMIZER
+                for a in call.args
+                if dotted(a.value)
+            ):
+                result = True  # hands its optimizer parameter on (to something that may clear it)
             else:
                 text = dotted(func)
                 if text and (self._matches(text, self.clear_names + self.step_names + self.backward_names)):
@@ -803,7 +832,7 @@ class Analyzer:
             if result:
                 break
         if not result:
-            result = assigns_grad(inline.body)
+            result = grad_assign
         cache[key] = result
         return result
 
@@ -811,7 +840,7 @@ class Analyzer:
         """A cheap syntactic gate before building a loop's graph: could anything in the loop step
         an optimizer or run a backward (directly, through a helper of this module, or through a
         project helper whose name or arguments suggest training)?"""
-        return self._steppy(calls_in(loop), scope, set())
+        return self._steppy(scope.facts.summary(loop)[0], scope, set())
 
     def _steppy(self, calls: List[cst.Call], scope: Scope, seen: set) -> bool:
         facts = scope.facts
@@ -844,7 +873,7 @@ class Analyzer:
                 if key in seen:
                     continue
                 seen.add(key)
-                cached = self._steppy(calls_in(inline.body), inline.scope, seen)
+                cached = self._steppy(inline.scope.facts.summary(inline.body)[0], inline.scope, seen)
                 facts._steppy[key] = cached
             if cached:
                 return True
@@ -866,9 +895,16 @@ class Analyzer:
         return effects
 
     def statement_effects(self, stmt: cst.BaseSmallStatement, scope: Scope) -> List[Effect]:
+        """Effects of one small statement; memoised for the analysed file's own code (outer and
+        inner loops see the same statements)."""
+        memo = not scope.chain and not scope.binding
+        if memo and id(stmt) in self._memo:
+            return list(self._memo[id(stmt)])
         effects = self.expr_effects(stmt, scope)
         if _clears_grad_by_assignment(stmt):
             effects.append(scope.event(CLEAR, ALL, stmt))
+        if memo:
+            self._memo[id(stmt)] = list(effects)
         return effects
 
 
@@ -1073,9 +1109,16 @@ class _CallCollector(cst.CSTVisitor):
 
     def __init__(self) -> None:
         self.calls: List[cst.Call] = []
+        self.grad_assign = False
 
     def leave_Call(self, original_node: cst.Call) -> None:
         self.calls.append(original_node)
+
+    def visit_Assign(self, node: cst.Assign) -> None:
+        self.grad_assign = self.grad_assign or _clears_grad_by_assignment(node)
+
+    def visit_Del(self, node: cst.Del) -> None:
+        self.grad_assign = self.grad_assign or _clears_grad_by_assignment(node)
 
     # bodies that do not run where they are written
     def visit_Lambda(self, node: cst.Lambda) -> bool:

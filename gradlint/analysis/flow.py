@@ -41,6 +41,7 @@ from gradlint.analysis.facts import (
 from gradlint.analysis.names import dotted
 
 MAX_INLINE_DEPTH = 4
+MAX_INLINES = 150  # helper bodies followed while building one loop's graph (beyond: skip the loop)
 MAX_NODES = 4000  # a loop body larger than this is not analysed (precision first: silent)
 MAX_DECISIONS = 10  # conditions remembered along a path (each doubles the states searched)
 MAX_STATES = 200_000  # a search that visits more states gives up (silent)
@@ -103,6 +104,7 @@ class _Builder:
         self.nodes: List[Node] = []
         self.frames: list = []
         self.active: List[Tuple[int, int]] = []  # helpers being followed (recursion guard)
+        self.inlined = 0
         # `do_step = (i + 1) % k == 0`: a flag that stands for a `% k` gate, by name
         self.gates: Dict[str, Tuple[str, FrozenSet[str], bool]] = {}
 
@@ -134,6 +136,9 @@ class _Builder:
     def inline(self, inline: Inline, preds: List[Node]) -> List[Node]:
         if inline.key in self.active or len(self.active) >= MAX_INLINE_DEPTH:
             return preds
+        self.inlined += 1
+        if self.inlined > MAX_INLINES:
+            raise TooLarge()
         self.active.append(inline.key)
         saved = self.frames
         frame = _FuncFrame(returns=[])

@@ -69,10 +69,16 @@ def check(ctx) -> Iterable[Finding]:
     # underlying backward node id -> (report node, step event, optimizer, cleared somewhere?)
     direct: Dict[int, Tuple[cst.CSTNode, Event, str, bool]] = {}
     via_helper: Dict[int, Tuple[cst.CSTNode, Event, str, bool, int]] = {}
+    gated_out: set = set()  # loops that cannot step or run a backward (nor can loops inside them)
     for loop, cls, func in iter_loops(facts):
         scope = Scope(facts=facts, root=facts, cls=cls, func=func)
+        parent = facts.loop_parent.get(id(loop))
+        if parent is not None and id(parent) in gated_out:
+            gated_out.add(id(loop))
+            continue
         try:
             if not local.may_step_or_backward(loop, scope):
+                gated_out.add(id(loop))
                 continue
             local.wants_project = False
             graph = build_loop_graph(loop, local, scope)
