@@ -1334,3 +1334,19 @@ def test_gate_flag_and_modulo_test_are_one_decision():
                 optimizer.step()
         """
     assert reported(source) == []
+
+
+def test_helper_handed_the_optimizer_is_followed_even_under_another_name():
+    source = """
+        from mylib import reset_state
+
+        def housekeeping(o):
+            reset_state(o)
+
+        for batch in loader:
+            loss = model(batch)
+            loss.backward()
+            optimizer.step()
+            housekeeping(optimizer)
+        """
+    assert reported(source) == []

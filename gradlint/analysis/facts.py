@@ -654,8 +654,8 @@ class Analyzer:
             resolved = self._resolve_function(func_text, scope, call)
             if resolved is not None:
                 inline = resolved(call)
-                if self.relevant(inline):
-                    return [inline]
+                if self.relevant(inline) or self._hands_optimizer(call, scope):
+                    return [inline]  # (handed the optimizer: follow it, whatever it does with it)
                 return []
             if func_text in _HARMLESS_CALLS:
                 return []
