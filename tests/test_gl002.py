@@ -705,6 +705,25 @@ CLEAN = {
                 loss.backward(retain_graph=True)
                 opt.step()
     """,
+    "log_probs_kept_on_the_policy": """
+        import torch
+
+        policy = Policy()
+        optimizer = torch.optim.Adam(policy.parameters(), lr=1e-2)
+        for episode in range(100):
+            state = env.reset()
+            for t in range(1000):
+                probs = policy(torch.from_numpy(state).float())
+                action = torch.distributions.Categorical(probs).sample()
+                policy.saved_log_probs.append(torch.distributions.Categorical(probs).log_prob(action))
+                state, reward, done, _ = env.step(action.item())
+                if done:
+                    break
+            loss = -torch.cat(policy.saved_log_probs).sum()
+            optimizer.zero_grad()
+            loss.backward(retain_graph=True)
+            optimizer.step()
+    """,
     "auxiliary_loss_in_branch": """
         feats = encoder(x)
         if use_aux:

@@ -30,7 +30,13 @@ from typing import Dict, FrozenSet, Iterable, Iterator, List, Optional, Set, Tup
 import libcst as cst
 
 from gradlint.analysis.backward import BackwardCall, backward_call, unknown_arguments
-from gradlint.analysis.helpers import backward_helpers, detaching_functions, pure_functions, stateful_instances
+from gradlint.analysis.helpers import (
+    backward_helpers,
+    detaching_functions,
+    pure_functions,
+    stateful_instances,
+    stored_attributes,
+)
 from gradlint.analysis.names import ImportMap, dotted
 from gradlint.analysis.reads import (
     BUILTINS,
@@ -362,7 +368,24 @@ class Scope:
             head = key.split(".")[0]
             if head in self.outer.defs and "." not in key:
                 return self.outer.class_of(key)
+        if "." in key and not key.startswith("self."):
+            # An attribute read (`args.lr`, `outputs.loss`): what its object is, except that an
+            # attribute of a module may hold tensors the module stored (saved log-probs, state).
+            head, _, attribute = key.partition(".")
+            if not self._module_like(head):
+                return self.class_of(head)
+            # Tensors a module holds are parameters and buffers (leaves), unless the file fills
+            # that attribute with results (`policy.saved_log_probs.append(...)`, `self.h = out`).
+            stored = self.analysis.stored_attributes
+            return UNKNOWN if attribute.split(".")[0] in stored else LEAF
         return UNKNOWN
+
+    def _module_like(self, name: str) -> bool:
+        if name in self.objects:
+            return True
+        if name in self.defs or name in self.params or self.outer is None:
+            return False
+        return self.outer._module_like(name)
 
     def is_instance(self, name: str) -> bool:
         """Is a capitalised callee a variable here (`G = Generator()`), not a class?"""
@@ -603,8 +626,9 @@ class Scope:
                 keys |= self.analysis.reads.reads(later.tensor).keys if later.tensor is not None else set()
                 keys |= later.roots or set()
         for key in keys:
-            if key not in assigned:
-                carried.add(key)
+            head = key if key.startswith("self.") else key.split(".")[0]
+            if key not in assigned and head not in assigned:
+                carried.add(key)  # `outputs.loss` is fresh once `outputs` is
 
     def _carried_statement(self, stmt: cst.CSTNode, assigned: Set[str], carried: Set[str]) -> Set[str]:
         if isinstance(stmt, (cst.SimpleStatementLine,)):
@@ -994,6 +1018,7 @@ class GraphAnalysis:
         detaching = detaching_functions(module, imports)
         self.reads = ReadCollector(imports, detaching, pure_functions(module, imports, detaching))
         self.reads.stateful = stateful_instances(module, self.reads)
+        self.stored_attributes = stored_attributes(module, self.reads)
         self.backward_functions = tuple(backward_functions)
         self.helpers = backward_helpers(module, imports)
         self.scopes: List[Scope] = []

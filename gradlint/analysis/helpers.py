@@ -20,6 +20,7 @@ from gradlint.analysis.backward import backward_call
 from gradlint.analysis.names import ImportMap, dotted
 from gradlint.analysis.reads import (
     BUILTINS,
+    CONTAINER_STORES,
     INERT,
     ReadCollector,
     param_names,
@@ -89,6 +90,29 @@ def stateful_instances(module: cst.Module, reads: ReadCollector) -> FrozenSet[st
             if text is not None and text.split(".")[-1] in stateful_classes:
                 for target in node.targets:
                     names.update(target_keys(target.target))
+    return frozenset(names)
+
+
+def stored_attributes(module: cst.Module, reads: ReadCollector) -> FrozenSet[str]:
+    """Attribute names the file fills with computed values: `x.saved_log_probs.append(log_prob)`,
+    `self.hidden = out` in a method other than `__init__`. Read through a module object, such an
+    attribute may hold tensors of earlier graphs; any other tensor attribute of a module is taken
+    for a parameter or a buffer."""
+    names: Set[str] = set()
+    for node in walk(module):
+        if isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute):
+            receiver = node.func.value
+            if node.func.attr.value in CONTAINER_STORES and isinstance(receiver, cst.Attribute):
+                if any(reads.reads(arg.value).kind != INERT for arg in node.args):
+                    names.add(receiver.attr.value)
+        elif isinstance(node, cst.FunctionDef) and node.name.value != "__init__":
+            for inner in own_nodes(node):
+                if stores_history_on_self(inner, reads):
+                    targets = inner.targets if isinstance(inner, cst.Assign) else [inner]
+                    for target in targets:
+                        for key in target_keys(target.target):
+                            if key.startswith("self."):
+                                names.add(key.split(".")[1])
     return frozenset(names)
 
 

@@ -181,6 +181,11 @@ class ReadCollector:
                 head = key.split(".")[0]
                 if head in self.imports.aliases:
                     return Reads()
+                text = dotted(expr) or key
+                if text != key:
+                    # `policy.saved_log_probs`: the object, and the attribute (which a module
+                    # may have filled with tensors of earlier graphs).
+                    return Reads(keys={key, text})
                 return Reads(keys={key})
             return self._reads(expr.value)
         if isinstance(expr, cst.Subscript):
