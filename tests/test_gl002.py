@@ -880,6 +880,8 @@ def test_finding_spans_the_whole_call():
         ("torch.autograd.grad(loss, params, retain_graph=True)", "torch.autograd.grad(loss, params)"),
         ("accelerator.backward(loss, retain_graph=True)", "accelerator.backward(loss)"),
         ("scaler.scale(loss).backward(retain_graph=True)", "scaler.scale(loss).backward()"),
+        ("loss.backward(None, True)", "loss.backward(None)"),
+        ("loss.backward(None, True, False, [w])", "loss.backward(None, False, False, [w])"),
     ],
 )
 def test_fix_removes_the_argument(call, fixed):

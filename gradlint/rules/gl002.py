@@ -43,6 +43,13 @@ def _removal(ctx: Context, call: cst.Call, arg: cst.Arg) -> Fix:
     args = list(call.args)
     index = next(i for i, a in enumerate(args) if a is arg)
     here = ctx.position(arg)
+    if arg.keyword is None and any(a.keyword is None and not a.star for a in args[index + 1 :]):
+        # Positional, with positional arguments after it: removing it would shift them into
+        # its place, so say False instead.
+        value = ctx.position(arg.value)
+        start = ctx.offset(value.start.line, value.start.column)
+        end = ctx.offset(value.end.line, value.end.column)
+        return Fix("Replace `retain_graph=True` with `False`", (Edit(start, end, "False"),))
     if index + 1 < len(args):
         # Not the last: remove it up to the start of the next argument (its comma and spacing).
         start = ctx.offset(here.start.line, here.start.column)
