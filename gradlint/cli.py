@@ -103,10 +103,13 @@ def check(paths: Tuple[str, ...], select, ignore, extend_select, output_format, 
           isolated, jobs, no_cache, cache_dir, force_exclude, statistics, fix, stdin_filename, quiet,
           write_baseline, baseline) -> None:
     """Lint files and folders (default: the current folder); `-` reads stdin."""
+    from gradlint.config import ConfigError
     from gradlint.discovery import DiscoveryError, discover
     from gradlint.engine import lint_files
 
-    overrides = {"force-exclude": True if force_exclude else None, "cache-dir": cache_dir}
+    # A cache folder named on the command line is relative to the current folder, not the config.
+    overrides = {"force-exclude": True if force_exclude else None,
+                 "cache-dir": os.path.abspath(cache_dir) if cache_dir else None}
     settings = settings_from_options(select=select, ignore=ignore, extend_select=extend_select, config=config,
                                      isolated=isolated, overrides=overrides)
     fmt = resolve_output_format(output_format, settings)
@@ -118,7 +121,9 @@ def check(paths: Tuple[str, ...], select, ignore, extend_select, output_format, 
         sys.exit(_check_stdin(settings, stdin_filename, fix, report))
     try:
         files = discover(list(paths) or ["."], settings)
-    except DiscoveryError as err:
+        for path in files:  # nested configs: report a broken one now, before any linting
+            settings.for_path(path)
+    except (DiscoveryError, ConfigError) as err:
         fail(str(err))
     if not files:
         # Nothing to lint (pre-commit passed no Python file, or all were excluded): stay quiet,
@@ -192,8 +197,15 @@ def _check_stdin(settings, stdin_filename: Optional[str], fix: bool, report: dic
     from gradlint.engine import DecodeProblem, InternalError, decode_source, lint_bytes
     from gradlint.engine import apply_fixes
 
+    from gradlint.config import ConfigError
+
     name = stdin_filename or "-"
     data = sys.stdin.buffer.read()
+    if stdin_filename:
+        try:
+            settings = settings.for_path(name)
+        except ConfigError as err:
+            fail(str(err))
     if stdin_filename and settings.force_exclude and Excluder(settings).excluded_with_parents(name, False):
         if fix:
             sys.stdout.buffer.write(data)

@@ -125,7 +125,21 @@ class Settings:
     backward_functions: Tuple[str, ...] = ()
     step_functions: Tuple[str, ...] = ()
     clear_functions: Tuple[str, ...] = ()
+    # Hierarchical configuration (ruff-style): with no --config/--isolated, a file under a folder
+    # that has its own pyproject.toml with [tool.gradlint] uses that file's settings (plus the
+    # same command-line overrides); `for_path` answers which settings apply to a file.
+    hierarchical: bool = False
+    overrides: Dict[str, Any] = field(default_factory=dict, repr=False)
     _memo: Dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    def for_path(self, path: str) -> "Settings":
+        """The settings for one file: those of the nearest config above it, else these."""
+        if not self.hierarchical:
+            return self
+        found = _nearest_config(os.path.dirname(os.path.abspath(path)))
+        if found is None or found == self.config_path:
+            return self
+        return _settings_of_config(found, self.overrides)
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
@@ -239,6 +253,41 @@ def find_config(start: str) -> Optional[str]:
         if parent == here:
             return None
         here = parent
+
+
+_NEAREST: Dict[str, Optional[str]] = {}  # folder -> nearest config; cleared by load_settings
+_LOADED: Dict[tuple, "Settings"] = {}  # (config path, mtime, overrides) -> settings
+
+
+def _nearest_config(folder: str) -> Optional[str]:
+    if folder not in _NEAREST:
+        candidate = os.path.join(folder, PYPROJECT)
+        if os.path.isfile(candidate) and _tool_table(_read_toml(candidate)) is not None:
+            _NEAREST[folder] = candidate
+        else:
+            parent = os.path.dirname(folder)
+            _NEAREST[folder] = None if parent == folder else _nearest_config(parent)
+    return _NEAREST[folder]
+
+
+def _settings_of_config(path: str, overrides: Dict[str, Any]) -> "Settings":
+    try:
+        stamp = os.stat(path).st_mtime_ns
+    except OSError:
+        stamp = None
+    key = (path, stamp, repr(sorted(overrides.items())))
+    if key not in _LOADED:
+        table = _tool_table(_read_toml(path)) or {}
+        if not isinstance(table, dict):
+            raise ConfigError(f"{path}: [tool.gradlint] must be a table")
+        shown = os.path.relpath(path) if path.startswith(os.getcwd() + os.sep) else path
+        values = _validate(table, shown)
+        cli = _validate({k: v for k, v in overrides.items() if v is not None}, None)
+        settings = _settings_from(values, os.path.dirname(path), path, cli)
+        settings.hierarchical = True
+        settings.overrides = dict(overrides)
+        _LOADED[key] = settings
+    return _LOADED[key]
 
 
 def _string_list(value: Any, key: str) -> Tuple[str, ...]:
@@ -371,4 +420,9 @@ def load_settings(
         root = os.path.dirname(path)
         values = _validate(table, os.path.relpath(path, cwd) if path.startswith(cwd) else path)
     cli = _validate({k: v for k, v in (overrides or {}).items() if v is not None}, None)
-    return _settings_from(values, root, path, cli)
+    settings = _settings_from(values, root, path, cli)
+    if config_file is None and not isolated:
+        _NEAREST.clear()  # configs may have changed since the last call in this process
+        settings.hierarchical = True
+        settings.overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    return settings

@@ -156,20 +156,24 @@ class Excluder:
 
 def discover(paths: Sequence[str], settings, *, force_exclude: Optional[bool] = None) -> List[str]:
     """The files to lint for the command-line `paths` (sorted, unique). Raises DiscoveryError."""
-    force = settings.force_exclude if force_exclude is None else force_exclude
-    excluder = Excluder(settings)
     wanted = suffixes()
     found: Dict[str, str] = {}  # absolute -> as found
+    excluders: Dict[int, Excluder] = {}
     for given in paths:
         if not os.path.exists(given):
             if os.path.islink(given):
                 raise DiscoveryError(f"{given}: broken symbolic link")
             raise DiscoveryError(f"{given}: no such file or directory")
+        # A folder (or file) inside a project with its own config uses that config's excludes.
+        local = settings.for_path(os.path.join(given, "_") if os.path.isdir(given) else given) \
+            if hasattr(settings, "for_path") else settings
+        excluder = excluders.setdefault(id(local), Excluder(local))
+        force = local.force_exclude if force_exclude is None else force_exclude
         if os.path.isdir(given):
             if excluder.excluded_with_parents(given, True):
                 if force:
                     continue
-                walker = Excluder(settings, anchor=given)  # named explicitly: lint inside it
+                walker = Excluder(local, anchor=given)  # named explicitly: lint inside it
             else:
                 walker = excluder
             for path in _walk(given, walker, wanted):

@@ -550,6 +550,7 @@ def lint_source(text: str, path: str, settings) -> List[Finding]:
     does not parse. `path` names the file (for per-file-ignores and imports); findings carry its
     display path. Raises InternalError if the analysis crashes."""
     shown = display_path(path)
+    settings = settings.for_path(path) if hasattr(settings, "for_path") else settings
     enabled = settings.enabled_codes(path)
     return finish(analyse_text(text, shown, settings, enabled), text, shown, enabled)
 
@@ -558,6 +559,7 @@ def lint_bytes(data: bytes, path: str, settings, enabled: Optional[set] = None) 
     """Like lint_source, from the file's bytes (decoding problems are GL000)."""
     shown = display_path(path)
     if enabled is None:
+        settings = settings.for_path(path) if hasattr(settings, "for_path") else settings
         enabled = settings.enabled_codes(path)
     loader = source_loader(path)
     if loader is not None:
@@ -597,13 +599,38 @@ class _Outcome:
     cached: bool = False
 
 
-def _lint_path(path: str, settings, cache) -> _Outcome:
+class _Caches:
+    """One result cache per settings in use (hierarchical configs each keep their own)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.by_settings: dict = {}
+
+    def for_settings(self, settings):
+        if not self.enabled:
+            return None
+        key = (settings.config_path, settings.root, settings.cache_path)
+        if key not in self.by_settings:
+            from gradlint.cache import Cache
+
+            self.by_settings[key] = Cache(settings)
+        return self.by_settings[key]
+
+
+def _lint_path(path: str, settings, caches: _Caches) -> _Outcome:
+    from gradlint.config import ConfigError
+
     try:
         with open(path, "rb") as handle:
             data = handle.read()
     except OSError as err:
         return _Outcome(path, [], f"cannot read {display_path(path)}: {err.strerror or err}")
+    try:
+        settings = settings.for_path(path)
+    except ConfigError as err:
+        return _Outcome(path, [], str(err))
     enabled = settings.enabled_codes(path)
+    cache = caches.for_settings(settings)
     key = None
     if cache is not None:
         key = cache.key(path, data, enabled)
@@ -627,17 +654,11 @@ _WORKER: dict = {}
 def _init_worker(settings, use_cache: bool, cwd: str) -> None:
     os.chdir(cwd)
     _WORKER["settings"] = settings
-    _WORKER["cache"] = _make_cache(settings) if use_cache else None
+    _WORKER["caches"] = _Caches(use_cache)
 
 
 def _lint_chunk(paths: Sequence[str]) -> List[_Outcome]:
-    return [_lint_path(p, _WORKER["settings"], _WORKER["cache"]) for p in paths]
-
-
-def _make_cache(settings):
-    from gradlint.cache import Cache
-
-    return Cache(settings)
+    return [_lint_path(p, _WORKER["settings"], _WORKER["caches"]) for p in paths]
 
 
 def default_jobs() -> int:
@@ -673,10 +694,10 @@ def _lint_in_pool(paths: List[str], settings, jobs: int, use_cache: bool,
                 if progress:
                     progress(len(finished), len(paths))
     except (BrokenProcessPool, OSError):
-        cache = _make_cache(settings) if use_cache else None
+        caches = _Caches(use_cache)
         for path in paths:
             if path not in finished:
-                outcomes.append(_lint_path(path, settings, cache))
+                outcomes.append(_lint_path(path, settings, caches))
                 finished.add(path)
                 if progress:
                     progress(len(finished), len(paths))
@@ -702,9 +723,9 @@ def lint_files(
     jobs = default_jobs() if not jobs or jobs < 1 else jobs
     outcomes: List[_Outcome] = []
     if jobs == 1 or len(unique) < SERIAL_BELOW:
-        cache = _make_cache(settings) if use_cache else None
+        caches = _Caches(use_cache)
         for done, path in enumerate(unique, 1):
-            outcomes.append(_lint_path(path, settings, cache))
+            outcomes.append(_lint_path(path, settings, caches))
             if progress:
                 progress(done, len(unique))
     else:

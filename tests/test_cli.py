@@ -525,3 +525,16 @@ def test_cache_dir_from_the_environment(project, gradlint, monkeypatch):
     monkeypatch.setenv("GRADLINT_CACHE_DIR", str(project.root / "envcache"))
     assert gradlint("check").exit_code == 0
     assert (project.root / "envcache" / ".gitignore").exists() and not (project.root / ".gradlint_cache").exists()
+
+
+def test_nested_project_configs(project, gradlint):
+    project.write("a/pyproject.toml", "[tool.gradlint]\nignore = ['GL001']\nextend-exclude = ['skip/']\n")
+    project.write("a/train.py", LOOP_WITHOUT_ZERO_GRAD)
+    project.write("a/skip/t.py", "x = (\n")
+    project.write("b/train.py", LOOP_WITHOUT_ZERO_GRAD)
+    found = as_json(gradlint("check", "--no-cache", "--output-format", "json", "a", "b"))
+    assert [(f["path"], f["code"]) for f in found] == [("b/train.py", "GL001")]
+    project.write("c/pyproject.toml", "[tool.gradlint]\nbogus = 1\n")
+    project.write("c/t.py", CLEAN_LOOP)
+    result = gradlint("check", "--no-cache")
+    assert result.exit_code == 2 and result.stderr == "gradlint: error: c/pyproject.toml: unknown key 'bogus'\n"

@@ -172,3 +172,19 @@ def test_settings_survive_pickling_for_workers(project):
     settings.enabled_codes("t/a.py")  # fills the memo with compiled patterns
     clone = pickle.loads(pickle.dumps(settings))
     assert clone.enabled_codes("t/a.py") == settings.enabled_codes("t/a.py")
+
+
+def test_hierarchical_nearest_config_per_file(project):
+    project.write("pyproject.toml", '[tool.gradlint]\nignore = ["GL003"]\n')
+    project.write("sub/pyproject.toml", '[tool.gradlint]\nignore = ["GL001"]\nextend-exclude = ["gen/"]\n')
+    settings = load_settings(str(project.root), overrides={"extend-select": ["GL100"]})
+    top = settings.for_path(str(project.root / "train.py"))
+    sub = settings.for_path(str(project.root / "sub" / "deep" / "train.py"))
+    assert top is settings
+    assert sub.root == str(project.root / "sub")
+    assert "GL001" not in sub.base_codes and "GL003" in sub.base_codes  # its own config, not merged
+    assert "GL100" in sub.base_codes  # command-line overrides still apply
+    assert load_settings(str(project.root), isolated=True).for_path(str(project.root / "sub" / "x.py")).root == \
+        str(project.root)
+    assert load_settings(str(project.root), config_file="pyproject.toml").for_path(
+        str(project.root / "sub" / "x.py")).config_path == str(project.root / "pyproject.toml")
