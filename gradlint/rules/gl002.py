@@ -18,6 +18,7 @@ from gradlint.findings import Edit, Finding, Fix
 
 
 def check(ctx: Context) -> Iterable[Finding]:
+    """One warning per `retain_graph=True` proven unnecessary, with a fix that removes it."""
     verdicts = ctx.fact(
         "graphs.unnecessary_retains",
         lambda: unnecessary_retains(ctx.module, ctx.imports, ctx.options.backward_functions),

@@ -25,6 +25,7 @@ _GRADIENT_ARGUMENT = {
 
 
 def check(ctx: Context) -> Iterable[Finding]:
+    """One error per backward without a gradient whose root is proven to hold several elements."""
     found = ctx.fact("scalars.nonscalar_roots", lambda: nonscalar_roots(ctx.module, ctx.imports))
     for call, root, shape in found:
         name = ctx.code(root)
