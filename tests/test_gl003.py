@@ -100,6 +100,25 @@ FLAGGED = {
                 loss.backward()  # GL003
                 opt.step()
     """,
+    "criterion_passed_to_train_function": """
+        import torch.nn as nn
+
+        def train(model, loader, criterion, optimizer):
+            for x, y in loader:
+                optimizer.zero_grad()
+                loss = criterion(model(x), y)
+                loss.backward()  # GL003
+                optimizer.step()
+
+        def main():
+            model = build_model()
+            criterion = nn.CrossEntropyLoss(reduction="none")
+            optimizer = make_optimizer(model)
+            for epoch in range(10):
+                train(model, loader, criterion, optimizer)
+
+        main()
+    """,
     "sum_over_one_dim": """
         import torch
 
@@ -424,6 +443,17 @@ CLEAN = {
 
         loss = F.mse_loss(a, b, reduction="none")
         [loss.backward() for loss in scalar_losses]
+    """,
+    "criterion_differs_between_calls": """
+        import torch.nn as nn
+
+        def train(model, loader, criterion):
+            for x, y in loader:
+                loss = criterion(model(x), y)
+                loss.backward()
+
+        train(model, loader, nn.MSELoss())
+        train(model, loader, nn.MSELoss(reduction="none"))
     """,
     "criterion_rebound_per_epoch": """
         import torch.nn as nn

@@ -758,10 +758,17 @@ class _Walker:
     """Walks one scope's statements in order, keeping the value of each name, and records the roots
     of the backward calls it meets."""
 
-    def __init__(self, evaluator: Evaluator, imports: ImportMap, record: Dict[cst.Call, BackwardShape]) -> None:
+    def __init__(
+        self,
+        evaluator: Evaluator,
+        imports: ImportMap,
+        record: Dict[cst.Call, BackwardShape],
+        calls: Optional["_CallSites"] = None,
+    ) -> None:
         self.evaluator = evaluator
         self.imports = imports
         self.record = record
+        self.calls = calls  # arguments passed to the module's functions, for a second pass
         self.self_assignments: List[Tuple[str, Value]] = []  # (`self.x`, value) in flow order
 
     def block(self, body, env: Dict[str, Value]) -> Dict[str, Value]:
@@ -774,6 +781,8 @@ class _Walker:
 
     def _scan(self, node: cst.CSTNode, env: Dict[str, Value]) -> None:
         for call in _calls_in(node):
+            if self.calls is not None:
+                self.calls.note(call, env, self.evaluator)
             found = backward_call(call, self.imports)
             if found is None or found.tensor is None:
                 continue
@@ -909,6 +918,46 @@ def _params(fn: cst.FunctionDef) -> List[str]:
     return names
 
 
+class _CallSites:
+    """What the module's own functions are called with (`train(model, criterion)` where
+    `criterion = nn.MSELoss(reduction='none')`), so a parameter can carry a known criterion or shape
+    into the function when every call that the file makes agrees on it."""
+
+    def __init__(self, functions: Dict[str, cst.FunctionDef]) -> None:
+        self.functions = functions
+        self.seen: Dict[str, List[Optional[Dict[str, Value]]]] = {}
+
+    def note(self, call: cst.Call, env: Dict[str, Value], evaluator: Evaluator) -> None:
+        if not isinstance(call.func, cst.Name) or call.func.value not in self.functions:
+            return
+        fn = self.functions[call.func.value]
+        args = _split(call)
+        if args.starred:
+            self.seen.setdefault(fn.name.value, []).append(None)  # cannot tell what goes where
+            return
+        positional = [p.name.value for p in list(fn.params.posonly_params) + list(fn.params.params)]
+        named = set(positional) | {p.name.value for p in fn.params.kwonly_params}
+        bound: Dict[str, Value] = {}
+        for name, expr in zip(positional, args.positional):
+            bound[name] = evaluator.value(expr, env)
+        for name, expr in args.keywords.items():
+            if name in named:
+                bound[name] = evaluator.value(expr, env)
+        self.seen.setdefault(fn.name.value, []).append(bound)
+
+    def agreed(self, name: str) -> Dict[str, Value]:
+        """Parameters every call of `name` in the file passes the same known value for."""
+        sites = self.seen.get(name)
+        if not sites or any(site is None for site in sites):
+            return {}
+        out: Dict[str, Value] = {}
+        for param, value in sites[0].items():  # type: ignore[union-attr]
+            if value == UNKNOWN or not all(site.get(param) == value for site in sites):  # type: ignore[union-attr]
+                continue
+            out[param] = value
+        return out
+
+
 class _ScopeIndex:
     """Module-level statements, classes and functions, for walking each scope once its globals are known."""
 
@@ -916,13 +965,26 @@ class _ScopeIndex:
         self.evaluator = evaluator
         self.imports = imports
         self.record: Dict[cst.Call, BackwardShape] = {}
+        self.calls: Optional[_CallSites] = None
 
     def run(self, module: cst.Module) -> Dict[cst.Call, BackwardShape]:
-        walker = _Walker(self.evaluator, self.imports, self.record)
-        module_env = walker.block(module.body, {})
         counts = _assignment_counts(module.body)
+        functions = {
+            stmt.name.value: stmt
+            for stmt in module.body
+            if isinstance(stmt, cst.FunctionDef) and counts.get(stmt.name.value) == 1
+        }
+        self.calls = _CallSites(functions)
+        walker = _Walker(self.evaluator, self.imports, self.record, self.calls)
+        module_env = walker.block(module.body, {})
         globals_env = {k: v for k, v in module_env.items() if counts.get(k) == 1 and "." not in k}
         self._scope_children(module.body, globals_env, class_env=None)
+        # Second pass over the functions whose calls in this file pass known criteria or shapes.
+        calls, self.calls = self.calls, None
+        for name, fn in functions.items():
+            bound = calls.agreed(name)
+            if bound:
+                self._function(fn, globals_env, None, bound)
         return self.record
 
     def _scope_children(self, body, globals_env, class_env) -> None:
@@ -935,7 +997,7 @@ class _ScopeIndex:
 
     def _class(self, cls: cst.ClassDef, globals_env) -> None:
         # Class-level statements are a scope of their own.
-        _Walker(self.evaluator, self.imports, self.record).block(cls.body, dict(globals_env))
+        _Walker(self.evaluator, self.imports, self.record, self.calls).block(cls.body, dict(globals_env))
         methods = [n for n in _definitions(cls.body.body) if isinstance(n, cst.FunctionDef)]
         seen: Dict[str, List[Value]] = {}
         probe: Dict[cst.Call, BackwardShape] = {}
@@ -951,12 +1013,14 @@ class _ScopeIndex:
             else:
                 self._function(node, globals_env, class_env)
 
-    def _function(self, fn: cst.FunctionDef, globals_env, class_env) -> None:
+    def _function(self, fn: cst.FunctionDef, globals_env, class_env, bound=None) -> None:
         env = _forget(globals_env, _params(fn) + sorted(assigned_keys(fn.body)))
         if class_env and _params(fn)[:1] == ["self"]:
             for key, value in class_env.items():
                 env[key] = value
-        _Walker(self.evaluator, self.imports, self.record).block(fn.body, env)
+        if bound:
+            env.update(bound)
+        _Walker(self.evaluator, self.imports, self.record, self.calls).block(fn.body, env)
         self._scope_children(fn.body.body, _forget(globals_env, _params(fn) + sorted(assigned_keys(fn.body))), None)
 
 
