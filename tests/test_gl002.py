@@ -475,6 +475,23 @@ FLAGGED = {
                     loss.backward(retain_graph=True)  # GL002
                     optimizer.step()
     """,
+    "accumulated_loss_reset_after_backward": """
+        import torch
+        from torch.nn.functional import cross_entropy
+
+        for section in sections:
+            loss = 0
+            hidden = model.init_hidden()
+            for k in range(section.size(0) - 1):
+                output, hidden = model(section[k], hidden)
+                loss += cross_entropy(output.view(1, -1), section[k + 1])
+                if (k + 1) % bptt_limit == 0:
+                    optimizer.zero_grad()
+                    loss.backward(retain_graph=True)  # GL002
+                    optimizer.step()
+                    loss = 0
+                    hidden = hidden.detach()
+    """,
     "no_grad_target_net": """
         import torch
 
@@ -723,6 +740,19 @@ CLEAN = {
             optimizer.zero_grad()
             loss.backward(retain_graph=True)
             optimizer.step()
+    """,
+    "accumulated_loss_not_reset": """
+        for section in sections:
+            loss = 0
+            hidden = model.init_hidden()
+            for k in range(section.size(0) - 1):
+                output, hidden = model(section[k], hidden)
+                loss += criterion(output, section[k + 1])
+                if (k + 1) % bptt_limit == 0:
+                    optimizer.zero_grad()
+                    loss.backward(retain_graph=True)
+                    optimizer.step()
+                    hidden = hidden.detach()
     """,
     "auxiliary_loss_in_branch": """
         feats = encoder(x)

@@ -549,6 +549,28 @@ class Scope:
             node = place.parent
         return chain
 
+    def reset_after(self, stmt: cst.CSTNode, loop: cst.CSTNode, group: Set[str]) -> Set[str]:
+        """Names every path from `stmt` to the end of `loop`'s body assigns afresh (`loss = 0`,
+        `hidden = hidden.detach()` after the backward): they carry nothing of `group` onward."""
+        reset: Set[str] = set()
+        for node, place in self.enclosing(stmt):
+            for later in place.block[place.index + 1 :]:
+                if _may_skip_ahead(later):
+                    return set()  # a `continue` may jump over the reset
+                if not isinstance(later, cst.SimpleStatementLine):
+                    continue  # only unconditional statements of this block count
+                for small in later.body:
+                    if isinstance(small, cst.Assign):
+                        value = self.analysis.reads.reads(small.value)
+                        if value.keys & group:
+                            continue  # `prev = loss`: the new value holds the graph
+                        for target in small.targets:
+                            if isinstance(target.target, cst.Name):
+                                reset.add(target.target.value)
+            if place.parent is loop:
+                break
+        return reset
+
     def later_statements(self, stmt: cst.CSTNode) -> List[cst.CSTNode]:
         """Statements that may run after `stmt` in the same pass (not the next loop iteration)."""
         out: List[cst.CSTNode] = []
@@ -939,6 +961,12 @@ def _plain_params(fn: cst.FunctionDef) -> Set[str]:
     return plain
 
 
+def _may_skip_ahead(stmt: cst.CSTNode) -> bool:
+    """Does `stmt` contain a `continue` (outside nested loops and functions)?"""
+    stop = SCOPES + (cst.For, cst.While)
+    return any(isinstance(n, cst.Continue) for n in walk(stmt, stop))
+
+
 def _union(a: _Env, b: _Env) -> _Env:
     out = dict(a)
     for key, reaches in b.items():
@@ -1111,7 +1139,8 @@ class GraphAnalysis:
                     return False  # a backward whose root we cannot read
                 reachable |= deps
             for loop in loops:
-                if scope.carried(loop) & group & reachable:
+                carried = scope.carried(loop) & group & reachable
+                if carried - scope.reset_after(stmt, loop, group):
                     return False
         return True
 
