@@ -11,7 +11,8 @@ resolved (the caller then treats the helper as unknown). Nothing is imported or 
 from __future__ import annotations
 
 import os
-from typing import Dict, List, Optional, Tuple
+from collections import OrderedDict
+from typing import List, Optional, Tuple
 
 import libcst as cst
 
@@ -22,8 +23,10 @@ MAX_REEXPORTS = 3  # `from .train import reset` in a package __init__, followed 
 MAX_FILE_BYTES = 400_000  # larger modules are not read (a helper module is rarely this big)
 MAX_MODULES_PER_FILE = 12  # distinct project modules read while analysing one file
 
-# path -> (mtime, facts or None); shared by every file linted in this process
-_MODULES: Dict[str, Tuple[float, Optional[ModuleFacts]]] = {}
+# path -> (mtime, facts or None); shared by every file linted in this process, least recently used
+# first out: parsed trees are large, and a process linting a big repository must not keep them all
+_MODULES: "OrderedDict[str, Tuple[float, Optional[ModuleFacts]]]" = OrderedDict()
+MAX_CACHED_MODULES = 32
 
 
 def _load(path: str) -> Optional[ModuleFacts]:
@@ -34,6 +37,7 @@ def _load(path: str) -> Optional[ModuleFacts]:
         return None
     cached = _MODULES.get(path)
     if cached is not None and cached[0] == stat.st_mtime:
+        _MODULES.move_to_end(path)
         return cached[1]
     facts: Optional[ModuleFacts] = None
     if stat.st_size <= MAX_FILE_BYTES:
@@ -44,6 +48,9 @@ def _load(path: str) -> Optional[ModuleFacts]:
         except Exception:  # unreadable, undecodable or unparsable: not resolved
             facts = None
     _MODULES[path] = (stat.st_mtime, facts)
+    _MODULES.move_to_end(path)
+    while len(_MODULES) > MAX_CACHED_MODULES:
+        _MODULES.popitem(last=False)
     return facts
 
 
