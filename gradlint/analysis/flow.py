@@ -430,15 +430,7 @@ def _always_true(test: cst.BaseExpression) -> bool:
 
 
 def _has_call(expr: cst.CSTNode) -> bool:
-    found = []
-
-    class _V(cst.CSTVisitor):
-        def visit_Call(self, node: cst.Call) -> bool:
-            found.append(node)
-            return False
-
-    expr.visit(_V())
-    return bool(found)
+    return bool(calls_in(expr))
 
 
 def _names(expr: cst.CSTNode) -> FrozenSet[str]:
