@@ -321,6 +321,23 @@ FLAGGED = {
                     nn.utils.clip_grad_norm_(agent.parameters(), max_grad_norm)
                     optimizer.step()
         """,
+    "zero_grad_referenced_but_never_called": """
+        for images, labels in train_loader:
+            optimizer.zero_grad
+            outputs = net(images)
+            loss = criterion(outputs, labels)
+            loss.backward()  # GL001
+            optimizer.step()
+        """,
+    "accumulation_gates_with_different_periods": """
+        for i, batch in enumerate(loader):
+            if i % 4 == 0:
+                optimizer.zero_grad()
+            loss = model(batch).loss
+            loss.backward()  # GL001
+            if i % 2 == 0:
+                optimizer.step()
+        """,
 }
 
 
