@@ -40,10 +40,16 @@ def train(torch, steps: int, retain: bool):
     return elapsed, [p.detach().clone() for p in model.parameters()]
 
 
+WATCH_EVERY_GRAPH = False  # --watch-every-graph: hook every retained graph (no sampling)
+
+
 def traced_train(torch, steps: int, retain: bool):
     from gradlint.runtime.tracer import Tracer
 
-    tracer = Tracer().start()
+    tracer = Tracer()
+    if WATCH_EVERY_GRAPH:
+        tracer.watch_all_retained = float("inf")
+    tracer.start()
     try:
         return train(torch, steps, retain)
     finally:
@@ -82,7 +88,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.add_argument("--watch-every-graph", action="store_true",
+                        help="hook every retained graph (by default, after 64 never-reused graphs at a "
+                             "call site the tracer watches a 1-in-8 sample)")
     args = parser.parse_args()
+    global WATCH_EVERY_GRAPH
+    WATCH_EVERY_GRAPH = args.watch_every_graph
 
     import torch
 
@@ -92,7 +103,8 @@ def main() -> None:
         print(json.dumps(rows, indent=2))
         return
     print(f"torch {torch.__version__}, 1 thread, MLP 128-256-256-10, Adam, batch 64, "
-          f"{args.steps} steps, median of {args.repeats}")
+          f"{args.steps} steps, median of {args.repeats}"
+          + (", every retained graph watched" if WATCH_EVERY_GRAPH else ""))
     for row in rows:
         label = "retain_graph=True " if row["retain_graph"] else "retain_graph=False"
         for clock in ("wall", "cpu"):

@@ -30,6 +30,7 @@ class BackwardSite:
     # GL002: calls that kept their graph with retain_graph=True, and how many of those graphs a
     # later backward ran again; `reused_by` is the stack of the first backward that did.
     retained: int = 0
+    retained_watched: int = 0  # of those, graphs hooked (all of the first ones, then a sample)
     retained_reused: int = 0
     reused_by: Optional[Stack] = None
     # GL001: optimizer steps that followed backward calls from here, steps that used gradients this
@@ -66,7 +67,7 @@ class BackwardSite:
 
     def merge(self, other: "BackwardSite") -> None:
         """Fold another rank's record of the same site into this one."""
-        for name in ("calls", "nonscalar", "retained", "retained_reused", "steps", "stale_accumulations",
+        for name in ("calls", "nonscalar", "retained", "retained_watched", "retained_reused", "steps", "stale_accumulations",
                      "stale_steps", "loose_leaves"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.stale_params = max(self.stale_params, other.stale_params)

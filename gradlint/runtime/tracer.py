@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import functools
 import os
+import random
 import sys
 import sysconfig
 import traceback
@@ -38,6 +39,7 @@ from gradlint.runtime.events import BackwardSite, Observations, OptimizerStats, 
 _GRADLINT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _GRAPH_LIMIT = 50_000  # nodes walked at most per graph (discovery of leaves, retained graphs)
 _STACK_LIMIT = 64  # user frames kept per call
+_KEY_DEPTH = 256  # frames that identify a call path in the site cache
 
 # Frame file kinds.
 _INTERNAL, _LIBRARY, _USER = 0, 1, 2
@@ -64,8 +66,11 @@ class _LeafState:
     def remember(self, grad) -> None:
         if grad is None:
             self.grad_ref, self.version = None, -1
-        else:
-            self.grad_ref, self.version = weakref.ref(grad), grad._version
+            return
+        ref = self.grad_ref
+        if ref is None or ref() is not grad:  # accumulation in place keeps the same object
+            self.grad_ref = weakref.ref(grad)
+        self.version = grad._version
 
     def untouched(self, grad) -> bool:
         """Is `grad` exactly what we last saw (same object, not modified in place)?"""
@@ -142,9 +147,16 @@ def _as_list(value) -> list:
 
 
 class Tracer:
-    """Install with `start()`, remove with `stop()`; read `observations` afterwards."""
+    """Install with `start()`, remove with `stop()`; read `observations` afterwards.
 
-    def __init__(self) -> None:
+    `watch_all_retained`: graphs kept by `retain_graph=True` that are hooked at every call site
+    before sampling starts; `sample_retained_every`: then one graph in this many is hooked.
+    """
+
+    def __init__(self, watch_all_retained: float = 64, sample_retained_every: float = 8) -> None:
+        self.watch_all_retained = watch_all_retained
+        self.sample_retained_every = sample_retained_every
+        self._sample = random.Random(0x6C)
         self.observations = Observations()
         self.active = False
         self._torch = None
@@ -160,7 +172,7 @@ class Tracer:
         self._optimizers: Dict[int, _Adopted] = {}  # id(optimizer) -> what we track of it
         self._retained: "weakref.WeakSet[_Retained]" = weakref.WeakSet()
         self._pending_sites: Dict[int, BackwardSite] = {}  # sites run since the last step
-        self._seen_sites: set = set()
+        self._sites: Dict[tuple, Tuple[list, BackwardSite]] = {}  # call path -> site (see _site)
         self._file_kind: Dict[str, int] = {}
         self._abs: Dict[str, str] = {}
         self._lines: Dict[Tuple[Any, int], Tuple[int, int, int, int]] = {}
@@ -295,10 +307,7 @@ class Tracer:
             bound = _positional(args, kwargs, _AUTOGRAD_GRAD)
             roots, grads = _as_list(bound.get("outputs")), _as_list(bound.get("grad_outputs"))
         accumulates = kind != "grad"
-        stack, span = self._call_stack()
-        site = self.observations.site(stack, "backward" if accumulates else "grad")
-        if site.span is None:
-            site.span = span
+        site = self._site("backward" if accumulates else "grad")
         site.calls += 1
         self.observations.backward_calls += 1
 
@@ -323,7 +332,7 @@ class Tracer:
             if site.calls == 1:
                 self._discover_leaves(graph_roots, inputs)
             self._before_accumulate()
-        call = _Call(site, stack, graph_roots if retain else None, inputs, retain, accumulates)
+        call = _Call(site, site.stack, graph_roots if retain else None, inputs, retain, accumulates)
         self._call = call
         return call
 
@@ -332,10 +341,18 @@ class Tracer:
             self._after_accumulate(call.site)
             self._pending_sites[id(call.site)] = call.site
         if call.retain and ok:
-            call.site.retained += 1
-            if not call.site.retained_reused:
-                # Once one graph retained here was needed the verdict is settled: stop hooking.
-                self._hook_retained(call.site, call.roots, call.inputs)
+            site = call.site
+            site.retained += 1
+            # Once one graph retained here was needed the verdict is settled: stop hooking. Every
+            # graph of a site is watched up to `watch_all_retained`; after that many were never
+            # reused, a pseudo-random sample (1 in `sample_retained_every`, not periodic, so a
+            # periodic reuse cannot dodge it) keeps the per-step cost low on long runs.
+            if not site.retained_reused and (
+                site.retained_watched < self.watch_all_retained
+                or self._sample.random() * self.sample_retained_every < 1.0
+            ):
+                site.retained_watched += 1
+                self._hook_retained(site, call.roots, call.inputs)
 
     # ------------------------------------------------------------------ call sites
     def _find_library_dirs(self, torch) -> Tuple[str, ...]:
@@ -383,6 +400,36 @@ class Tracer:
                 self._lines.clear()
             self._lines[key] = found
         return found
+
+    def _site(self, kind: str) -> BackwardSite:
+        """The record of the current call site. The frames' (code, instruction) chain is the cache
+        key, so the user stack is worked out once per distinct call path."""
+        key: list = [kind]
+        frame = sys._getframe(3)  # the caller of the wrapped function (_site <- _enter <- wrapper)
+        depth = 0
+        while frame is not None and depth < _KEY_DEPTH:
+            key.append(id(frame.f_code))
+            key.append(frame.f_lasti)
+            frame = frame.f_back
+            depth += 1
+        key_t = tuple(key)
+        hit = self._sites.get(key_t)
+        if hit is not None:
+            return hit[1]
+        stack, span = self._call_stack()
+        site = self.observations.site(stack, kind)
+        if site.span is None:
+            site.span = span
+        # The cached code objects keep their ids from being reused while the entry exists.
+        codes = []
+        frame = sys._getframe(3)
+        while frame is not None and len(codes) < _KEY_DEPTH:
+            codes.append(frame.f_code)
+            frame = frame.f_back
+        if len(self._sites) > 10_000:
+            self._sites.clear()
+        self._sites[key_t] = (codes, site)
+        return site
 
     def _call_stack(self) -> Tuple[Stack, Optional[Tuple[int, int, int, int]]]:
         """User frames of the current call, innermost first, and the innermost call's span.
@@ -696,14 +743,30 @@ class Tracer:
                 tracer._count_error()
             return None
 
-        for node in self._executed_nodes(roots, inputs):
-            if not self._holds_saved(node):
-                continue
-            meta = node.metadata
-            owner = meta.get("gradlint_retained")
-            if owner is not None and owner() is not None and not owner().reused:
-                continue  # already watched for an earlier retain that nobody reused yet
-            meta["gradlint_retained"] = weakref.ref(record)
-            record.handles.append(node.register_prehook(ran_again))
+        handles = record.handles
+        saved_types = self._saved_types
+        if inputs:
+            for node in self._executed_nodes(roots, inputs):
+                if self._holds_saved(node):
+                    handles.append(node.register_prehook(ran_again))
+        else:
+            # One pass over the graph: every node the backward ran that holds saved tensors.
+            seen: set = set()
+            keep = []  # holds the walked nodes alive while their ids are in `seen`
+            todo = list(roots)
+            while todo and len(seen) < _GRAPH_LIMIT:
+                node = todo.pop()
+                if id(node) in seen:
+                    continue
+                seen.add(id(node))
+                keep.append(node)
+                holds = saved_types.get(type(node))
+                if holds is None:
+                    holds = self._holds_saved(node)
+                if holds:
+                    handles.append(node.register_prehook(ran_again))
+                for child, _ in node.next_functions:
+                    if child is not None:
+                        todo.append(child)
         if record.handles:
             self._retained.add(record)

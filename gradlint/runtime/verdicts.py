@@ -99,8 +99,10 @@ def _gl002(sites: List[BackwardSite], cwd: str) -> Tuple[str, str]:
             f"the retain is needed"
         )
     if retained:
+        watched = sum(s.retained_watched for s in sites)
+        counted = _plural(retained, "graph") + (f" ({watched} watched)" if watched < retained else "")
         return CONFIRMED, (
-            f"{_plural(retained, 'graph')} retained here and no later backward ran any of "
+            f"{counted} retained here and no later backward ran any of "
             f"{'its' if retained == 1 else 'their'} nodes"
         )
     if any(s.calls for s in sites):

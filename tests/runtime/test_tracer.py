@@ -332,3 +332,18 @@ def test_traced_scripts_report_paths_relative_to_cwd():
     assert finding.path == "tests/runtime/scripts/stale_loop.py"
     assert finding.code == "GL001" and finding.line == 23
     assert finding.to_json()["runtime"] == "confirmed"
+
+
+def test_retained_graphs_are_sampled_after_many_unreused_ones_but_reuse_is_still_seen():
+    with _trace() as traced:
+        model = mlp()
+        for index, (inputs, labels) in enumerate(batches(160)):
+            hidden = model[:2](inputs)
+            loss = model[2:](hidden).logsumexp(1).mean()
+            loss.backward(retain_graph=True)
+            if index >= 120:  # from here on every retained graph is run again
+                hidden.sum().backward()
+    (site,) = [s for s in traced.observations.sites.values() if s.retained]
+    assert site.retained == 160 and 64 < site.retained_watched < 160
+    assert site.retained_reused >= 1
+    assert "GL002" not in _codes(traced)
