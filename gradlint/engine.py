@@ -408,12 +408,12 @@ class _ProjectFiles:
     def _targets(calls: Iterable[str], bindings) -> List[Tuple[str, str]]:
         """(module file, function name) for calls that go through import bindings."""
         wanted: List[Tuple[str, str]] = []
-        calls = set(calls)
+        calls = sorted(set(calls))
         for target, local, remote in bindings:
             if remote == "*":
                 wanted += [(target, c) for c in calls if "." not in c]
             elif remote:
-                if local in calls:
+                if local in set(calls):
                     wanted.append((target, remote))
             else:  # a module: local.f(...)
                 prefix = local + "."
@@ -441,7 +441,10 @@ class _ProjectFiles:
             return self.answers[key]
         bindings = import_bindings(data, path, root)
         calls = {m.group(1).decode("ascii", "replace") for m in _CALL.finditer(data)} if bindings else set()
+        # Sorted throughout: the walk is bounded, so its order must not depend on hash seeds
+        # (the visited modules go into cache keys, which must be the same in every run).
         todo = [d for d in (self._definition(t, n, words, root) for t, n in self._targets(calls, bindings)) if d]
+        todo = sorted(set(todo), reverse=True)
         seen = set()
         found = False
         while todo and len(seen) < 64:
@@ -454,11 +457,13 @@ class _ProjectFiles:
                 found = True
                 continue
             inner = module.calls_in(name)
+            more = []
             for call in inner:  # helpers of the helper: same module, or imported there
                 short = call.rsplit(".", 1)[-1]
                 if ("." not in call or call.startswith("self.")) and short in module.functions:
-                    todo.append((where, short))
-            todo += [d for d in (self._definition(t, n, words, root) for t, n in self._targets(inner, module.bindings)) if d]
+                    more.append((where, short))
+            more += [d for d in (self._definition(t, n, words, root) for t, n in self._targets(inner, module.bindings)) if d]
+            todo += sorted(set(more), reverse=True)
         me = os.path.abspath(path)
         answer = (found, sorted({m for m, _ in seen} - {me}))
         if len(self.answers) > 4096:

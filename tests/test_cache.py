@@ -165,3 +165,23 @@ def test_check_uses_the_cache_by_default(project, gradlint):
     assert entries(project)
     second = gradlint("check", "--output-format", "json")
     assert first.stdout == second.stdout and first.exit_code == second.exit_code == 1
+
+
+def test_cache_keys_do_not_depend_on_hash_seeds(project):
+    """The helper walk is bounded; its order (and so the key) must be the same in every run."""
+    import subprocess
+    import sys
+
+    for m in range(6):
+        body = "".join(f"def f{i}(x):\n    return f{i + 1}(x) + g{m}.h(x)\n" for i in range(30))
+        project.write(f"lib{m}.py", f"import lib{(m + 1) % 6} as g{m}\n" + body + "def f30(x):\n    return x\n")
+    calls = "".join(f"    lib{m}.f0(x)\n" for m in range(6))
+    project.write("t.py", "".join(f"import lib{m}\n" for m in range(6)) + "for x in data:\n" + calls)
+    script = ("import sys; from gradlint.config import load_settings; from gradlint.engine import dependency_digest;"
+              "s = load_settings('.', isolated=True); print(dependency_digest(open('t.py','rb').read(), 't.py', s))")
+    digests = {
+        subprocess.run([sys.executable, "-c", script], cwd=project.root, capture_output=True, text=True, check=True,
+                       env=dict(os.environ, PYTHONHASHSEED=str(seed))).stdout
+        for seed in (1, 2, 3)
+    }
+    assert len(digests) == 1
