@@ -338,6 +338,19 @@ FLAGGED = {
             if i % 2 == 0:
                 optimizer.step()
         """,
+    "lightning_manual_optimization_without_zero_grad": """
+        class LitModel(LightningModule):
+            def __init__(self):
+                super().__init__()
+                self.automatic_optimization = False
+
+            def training_step(self, batch, batch_idx):
+                opt = self.optimizers()
+                loss = self.model(batch)
+                self.manual_backward(loss)  # GL001
+                opt.step()
+                return loss
+        """,
 }
 
 
@@ -480,7 +493,18 @@ CLEAN = {
                 return loss
             optimizer.step(closure)
         """,
-    "lightning_training_step_no_loop": """
+    "lightning_automatic_optimization_no_loop": """
+        class LitModel(LightningModule):
+            def training_step(self, batch, batch_idx):
+                x, y = batch
+                loss = F.cross_entropy(self(x), y)
+                self.log("train_loss", loss)
+                return loss
+
+            def configure_optimizers(self):
+                return torch.optim.Adam(self.parameters(), lr=1e-3)
+        """,
+    "lightning_manual_optimization_clears": """
         class LitModel(LightningModule):
             def __init__(self):
                 super().__init__()
@@ -488,10 +512,23 @@ CLEAN = {
 
             def training_step(self, batch, batch_idx):
                 opt = self.optimizers()
+                opt.zero_grad()
                 loss = self.model(batch)
                 self.manual_backward(loss)
                 opt.step()
                 return loss
+        """,
+    "lightning_manual_accumulation": """
+        class LitModel(LightningModule):
+            automatic_optimization = False
+
+            def training_step(self, batch, batch_idx):
+                opt = self.optimizers()
+                loss = self.compute_loss(batch) / 4
+                self.manual_backward(loss)
+                if (batch_idx + 1) % 4 == 0:
+                    opt.step()
+                    opt.zero_grad()
         """,
     "deepspeed_engine": """
         import deepspeed

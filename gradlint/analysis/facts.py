@@ -92,7 +92,8 @@ _HARMLESS_CALLS = frozenset(
 _HARMLESS_METHODS = frozenset(
     """unscale_ clip_grad_norm_ clip_grad_value_ log log_dict add_scalar add_scalars info debug warning
     state_dict load_state_dict add_param_group save save_state watch append extend toggle_optimizer
-    untoggle_optimizer clip_gradients unscale_gradients lr_schedulers""".split()
+    untoggle_optimizer clip_gradients unscale_gradients lr_schedulers optimizers train eval to cuda cpu
+    parameters named_parameters modules children""".split()
 )
 # Top-level packages whose functions are not the project's own helpers.
 KNOWN_LIBRARIES = frozenset(
@@ -184,6 +185,7 @@ Effect = Union[Event, Inline]
 class ClassInfo:
     methods: Dict[str, cst.FunctionDef]
     bases: List[str]
+    manual_optimization: bool = False  # Lightning: `self.automatic_optimization = False`
 
 
 @dataclass
@@ -320,6 +322,8 @@ class _FactCollector:
         if isinstance(stmt, cst.SimpleStatementLine):
             for small in stmt.body:
                 self.small(small)
+                if cls is not None and _turns_off_automatic_optimization(small, func is None):
+                    cls.manual_optimization = True
             return
         if isinstance(stmt, cst.BaseSmallStatement):  # from a one-line suite: `if x: opt = SGD(...)`
             self.small(stmt)
@@ -982,6 +986,31 @@ def _assigned_texts(target: cst.CSTNode) -> List[str]:
         return _assigned_texts(target.value)
     text = dotted(target) if isinstance(target, cst.BaseExpression) else None
     return [text] if text else []
+
+
+def _turns_off_automatic_optimization(small: cst.BaseSmallStatement, class_level: bool) -> bool:
+    """`self.automatic_optimization = False` in a method, or `automatic_optimization = False` in the
+    class body: Lightning then calls `training_step` once per batch and the code steps itself."""
+    if isinstance(small, cst.Assign):
+        targets = [t.target for t in small.targets]
+        value = small.value
+    elif isinstance(small, cst.AnnAssign) and small.value is not None:
+        targets, value = [small.target], small.value
+    else:
+        return False
+    if not (isinstance(value, cst.Name) and value.value == "False"):
+        return False
+    wanted = "automatic_optimization" if class_level else "self.automatic_optimization"
+    return any(dotted(t) == wanted for t in targets)
+
+
+def implicit_loops(facts: ModuleFacts) -> Iterator[Tuple[cst.FunctionDef, str]]:
+    """Lightning `training_step` methods of classes with manual optimization: the framework calls
+    them once per batch, so their body is a loop body (the loop is Lightning's)."""
+    for name, info in facts.classes.items():
+        step = info.methods.get("training_step")
+        if step is not None and info.manual_optimization:
+            yield step, name
 
 
 def _from_project(imports: ImportMap, func: cst.BaseExpression) -> bool:

@@ -526,6 +526,24 @@ def build_loop_graph(loop, analyzer: Analyzer, scope: Scope) -> LoopGraph:
     return LoopGraph(header=header, nodes=builder.nodes)
 
 
+def build_body_graph(func: cst.FunctionDef, analyzer: Analyzer, scope: Scope) -> LoopGraph:
+    """The graph of a function that a framework calls once per batch (Lightning's `training_step`
+    with manual optimization): header (its parameters get new values) -> body -> latch -> header;
+    `return` ends the iteration."""
+    builder = _Builder(analyzer)
+    params = [p.name.value for p in (*func.params.posonly_params, *func.params.params, *func.params.kwonly_params)]
+    header = builder.node([], kills=frozenset(params))
+    latch = builder.node([])
+    latch.succ.append(header)
+    frame = _FuncFrame(returns=[])
+    builder.frames.append(frame)
+    exits = builder.block(func.body, [header], scope)
+    for pred in exits + frame.returns:
+        pred.succ.append(latch)
+    _keep_correlated_decisions(builder.nodes)
+    return LoopGraph(header=header, nodes=builder.nodes)
+
+
 def _keep_correlated_decisions(nodes: List[Node]) -> None:
     """Remember only conditions tested by two or more `if`s: a condition tested once cannot
     correlate with another test, and every remembered condition doubles the search space."""

@@ -22,10 +22,11 @@ from gradlint.analysis.facts import (
     Analyzer,
     Event,
     Scope,
+    implicit_loops,
     iter_loops,
     module_facts,
 )
-from gradlint.analysis.flow import TooLarge, build_loop_graph, stale_path
+from gradlint.analysis.flow import TooLarge, build_body_graph, build_loop_graph, stale_path
 from gradlint.analysis.project import Project
 from gradlint.findings import Finding
 
@@ -70,7 +71,11 @@ def check(ctx) -> Iterable[Finding]:
     direct: Dict[int, Tuple[cst.CSTNode, Event, str, bool]] = {}
     via_helper: Dict[int, Tuple[cst.CSTNode, Event, str, bool, int]] = {}
     gated_out: set = set()  # loops that cannot step or run a backward (nor can loops inside them)
-    for loop, cls, func in iter_loops(facts):
+    # the loops written in the file, then Lightning training_steps with manual optimization
+    # (Lightning's own loop calls them once per batch)
+    candidates = [(loop, cls, func, build_loop_graph) for loop, cls, func in iter_loops(facts)]
+    candidates += [(step, cls, step, build_body_graph) for step, cls in implicit_loops(facts)]
+    for loop, cls, func, build in candidates:
         scope = Scope(facts=facts, root=facts, cls=cls, func=func)
         parent = facts.loop_parent.get(id(loop))
         if parent is not None and id(parent) in gated_out:
@@ -81,13 +86,13 @@ def check(ctx) -> Iterable[Finding]:
                 gated_out.add(id(loop))
                 continue
             local.wants_project = False
-            graph = build_loop_graph(loop, local, scope)
+            graph = build(loop, local, scope)
             events = list(graph.events())
             if not any(e.kind in (STEP, BACKWARD) for e in events):
                 continue  # no step and no backward here, even through this module's helpers
             if local.wants_project:
                 # helpers imported from the project's other modules: read them for this loop only
-                graph = build_loop_graph(loop, Analyzer(facts, ctx.options, project), scope)
+                graph = build(loop, Analyzer(facts, ctx.options, project), scope)
                 events = list(graph.events())
         except (TooLarge, RecursionError):
             continue
