@@ -520,8 +520,16 @@ class Tracer:
                 self._watch = None
                 continue
             grad = leaf.grad
-            if grad is None or state.untouched(grad):
-                continue  # not written by this backward
+            if grad is None:
+                continue
+            version = grad._version
+            gref = state.grad_ref
+            if gref is not None and gref() is grad:
+                if version == state.version:
+                    continue  # not written by this backward
+            else:
+                state.grad_ref = weakref.ref(grad)
+            state.version = version
             before = state.before
             if before == _STALE:
                 stale = True
@@ -532,7 +540,6 @@ class Tracer:
                 site.loose_leaves += 1
             state.used = False
             state.before = _FRESH
-            state.remember(grad)
         if stale:
             site.stale_accumulations += 1
 
