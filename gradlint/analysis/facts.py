@@ -27,11 +27,6 @@ import libcst as cst
 from gradlint.analysis.backward import backward_call
 from gradlint.analysis.names import ImportMap, dotted
 
-try:  # the import statement reader of names.py, applied to import statements only (see imports_of)
-    from gradlint.analysis.names import _ImportCollector
-except ImportError:  # pragma: no cover - fall back to the full visitor
-    _ImportCollector = None
-
 # Kinds of objects whose methods matter.
 OPTIMIZER = "optimizer"
 SCHEDULER = "scheduler"
@@ -229,32 +224,9 @@ class ModuleFacts:
 
 
 def module_facts(module: cst.Module, path: str, imports: Optional[ImportMap] = None) -> ModuleFacts:
-    facts = ModuleFacts(module=module, path=path, imports=imports or imports_of(module))
+    facts = ModuleFacts(module=module, path=path, imports=imports or ImportMap.of(module))
     _FactCollector(facts).walk(module.body, None, None, None)
     return facts
-
-
-def imports_of(module: cst.Module) -> ImportMap:
-    """The module's ImportMap, found by walking statements only (imports are statements), which
-    costs a small fraction of a visitor over every expression of a large module."""
-    if _ImportCollector is None:
-        return ImportMap.of(module)
-    imports = ImportMap()
-    collector = _ImportCollector(imports.aliases)
-
-    def walk(stmts) -> None:
-        for stmt in stmts:
-            if isinstance(stmt, cst.SimpleStatementLine):
-                for small in stmt.body:
-                    if isinstance(small, (cst.Import, cst.ImportFrom)):
-                        small.visit(collector)
-            elif isinstance(stmt, (cst.Import, cst.ImportFrom)):
-                stmt.visit(collector)
-            else:
-                walk(_statement_children(stmt))
-
-    walk(module.body)
-    return imports
 
 
 def _parameter_sources(call: cst.Call) -> List[str]:

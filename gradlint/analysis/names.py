@@ -37,8 +37,15 @@ class ImportMap:
 
     @classmethod
     def of(cls, module: cst.Module) -> "ImportMap":
+        # Imports are statements, so only statements are walked: a visitor over every expression
+        # of a large module costs more than parsing it.
         imports = cls()
-        module.visit(_ImportCollector(imports.aliases))
+        collector = _ImportCollector(imports.aliases)
+        for stmt in _all_statements(module.body):
+            if isinstance(stmt, cst.SimpleStatementLine):
+                for small in stmt.body:
+                    if isinstance(small, (cst.Import, cst.ImportFrom)):
+                        small.visit(collector)
         return imports
 
     def resolve(self, expr: cst.BaseExpression) -> Optional[str]:
@@ -56,6 +63,35 @@ class ImportMap:
         """Does `expr` name one of `qualnames` (e.g. "torch.autograd.grad") through the imports?"""
         name = self.resolve(expr)
         return name is not None and name in qualnames
+
+
+def _all_statements(stmts):
+    """Every statement in `stmts`, nested ones (bodies, else, handlers, finally, cases) included."""
+    for stmt in stmts:
+        yield stmt
+        if isinstance(stmt, cst.SimpleStatementLine):
+            continue
+        for block in _blocks(stmt):
+            yield from _all_statements(block)
+
+
+def _blocks(stmt: cst.CSTNode):
+    """The statement lists directly inside a compound statement."""
+    parts = [getattr(stmt, "body", None), getattr(stmt, "orelse", None), getattr(stmt, "finalbody", None)]
+    parts += [h.body for h in getattr(stmt, "handlers", ()) or ()]
+    parts += [c.body for c in getattr(stmt, "cases", ()) or ()]
+    for part in parts:
+        if part is None:
+            continue
+        if isinstance(part, cst.If):  # elif
+            yield [part]
+            continue
+        if isinstance(part, (cst.Else, cst.Finally)):
+            part = part.body
+        if isinstance(part, cst.IndentedBlock):
+            yield part.body
+        elif isinstance(part, cst.SimpleStatementSuite):
+            yield [cst.SimpleStatementLine(body=part.body)]
 
 
 class _ImportCollector(cst.CSTVisitor):
