@@ -17,12 +17,12 @@ import json
 import os
 import sys
 import tempfile
-from typing import Iterable, List, Optional
+from typing import Dict, Iterable, List, Optional
 
 from gradlint import __version__
 from gradlint.findings import Edit, Finding, Fix
 
-FORMAT = 1  # bump when the entry layout changes
+FORMAT = 2  # bump when the entry layout changes
 
 
 def _digest(*parts: str) -> str:
@@ -57,7 +57,6 @@ def code_hash() -> str:
 
 def settings_hash(settings) -> str:
     """What every file's findings depend on besides the file itself."""
-    options = settings.analysis_options
     described = {
         "format": FORMAT,
         "version": __version__,
@@ -66,9 +65,10 @@ def settings_hash(settings) -> str:
         "implementation": sys.implementation.name,
         "codes": sorted(settings.base_codes),
         "per_file_ignores": [[p, list(c)] for p, c in settings.per_file_ignores],
-        "backward": list(options.backward_functions),
-        "step": list(options.step_functions),
-        "clear": list(options.clear_functions),
+        # the helper settings as AnalysisOptions gets them (not imported: that would load LibCST)
+        "backward": list(settings.backward_functions),
+        "step": list(settings.step_functions),
+        "clear": list(settings.clear_functions),
         "root": os.path.abspath(settings.root),
     }
     return _digest(json.dumps(described, sort_keys=True))[:16]
@@ -111,7 +111,12 @@ def _load(entry: dict, path: str) -> Finding:
 
 
 class Cache:
-    """Look up and store one file's findings (without its display path, which is re-attached)."""
+    """Look up and store one file's findings (without its display path, which is re-attached).
+
+    An entry also records the sha256 of every project module whose helpers the file calls (see
+    engine.helper_modules); a lookup is a hit only while those still hash the same. Checking
+    the recorded modules is cheap (their hashes are memoised by stat), so a warm run never
+    repeats the helper search."""
 
     def __init__(self, settings) -> None:
         self.settings = settings
@@ -120,24 +125,26 @@ class Cache:
         self._ready = False
 
     def key(self, path: str, data: bytes, enabled: Iterable[str]) -> str:
-        from gradlint.engine import dependency_digest
-
         return _digest(
             self.settings.relative(path),
             hashlib.sha256(data).hexdigest(),
             ",".join(sorted(enabled)),
-            dependency_digest(data, path, self.settings),
         )
 
     def _entry(self, key: str) -> str:
         return os.path.join(self.folder, key[:2], key + ".json")
 
     def get(self, key: str, display: str) -> Optional[List[Finding]]:
+        from gradlint.engine import file_sha
+
         try:
             with open(self._entry(key), "r", encoding="utf-8") as handle:
-                entries = json.load(handle)
-            return [_load(entry, display) for entry in entries]
-        except (OSError, ValueError, KeyError, TypeError):
+                stored = json.load(handle)
+            for dep, sha in stored["deps"].items():
+                if file_sha(dep) != sha:
+                    return None  # a helper module changed: its callers must be re-checked
+            return [_load(entry, display) for entry in stored["findings"]]
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return None
 
     def _prepare(self) -> None:
@@ -149,12 +156,14 @@ class Cache:
             _atomic_write(ignore, "# Automatically created by gradlint.\n*\n")
         self._ready = True
 
-    def put(self, key: str, findings: List[Finding]) -> None:
+    def put(self, key: str, findings: List[Finding], deps: Optional[Dict[str, str]] = None) -> None:
+        """Store `findings` under `key`; `deps` maps helper module paths to their sha256."""
         try:
             self._prepare()
             target = self._entry(key)
             os.makedirs(os.path.dirname(target), exist_ok=True)
-            _atomic_write(target, json.dumps([_dump(f) for f in findings], separators=(",", ":")))
+            payload = {"deps": dict(sorted((deps or {}).items())), "findings": [_dump(f) for f in findings]}
+            _atomic_write(target, json.dumps(payload, separators=(",", ":")))
         except OSError:
             pass  # a cache that cannot be written is only slower
 

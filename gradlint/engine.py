@@ -499,15 +499,38 @@ def needs_analysis(text: str, data: Optional[bytes], path: str, settings, enable
     return _PROJECT.helpers(data, path, os.path.abspath(root), bwords)[0]
 
 
-def dependency_digest(data: bytes, path: str, settings) -> str:
-    """Hash of the project modules holding the helpers `path` calls (followed as the prefilter
-    follows them), for the cache key: a helper edited in another module can change this file's
-    findings."""
+def helper_modules(data: bytes, path: str, settings) -> Dict[str, str]:
+    """path -> sha256 of the project modules holding the helpers `path` calls (followed as the
+    prefilter follows them). Recorded with cached results: a helper edited in another module
+    can change this file's findings."""
     bwords = tuple(w.encode() for w in _words(settings))
     root = os.path.abspath(settings.root)
-    modules = _PROJECT.helpers(data, path, root, bwords)[1]
-    parts = [f"{m}\0{_PROJECT.facts(m, bwords, root).sha}" for m in modules]
+    return {m: _PROJECT.facts(m, bwords, root).sha for m in _PROJECT.helpers(data, path, root, bwords)[1]}
+
+
+def dependency_digest(data: bytes, path: str, settings) -> str:
+    """One hash over `helper_modules` (paths and contents)."""
+    parts = [f"{m}\0{sha}" for m, sha in sorted(helper_modules(data, path, settings).items())]
     return hashlib.sha256("\n".join(parts).encode("utf-8", "surrogatepass")).hexdigest()
+
+
+_SHAS: Dict[tuple, str] = {}
+
+
+def file_sha(path: str) -> Optional[str]:
+    """sha256 of a file's bytes, memoised by (path, mtime, size); None when unreadable."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    key = (path, st.st_mtime_ns, st.st_size)
+    if key not in _SHAS:
+        try:
+            with open(path, "rb") as handle:
+                _SHAS[key] = hashlib.sha256(handle.read()).hexdigest()
+        except OSError:
+            return None
+    return _SHAS[key]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -649,7 +672,7 @@ def _lint_path(path: str, settings, caches: _Caches) -> _Outcome:
     except Exception as err:  # never let one file take the run down
         return _Outcome(path, [], str(InternalError(display_path(path), err)))
     if cache is not None and key is not None:
-        cache.put(key, findings)
+        cache.put(key, findings, helper_modules(data, path, settings))
     return _Outcome(path, findings)
 
 

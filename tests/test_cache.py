@@ -46,7 +46,8 @@ def test_layout_and_gitignore(project):
     assert version_dir.name == __version__
     (entry,) = entries(project)
     stored = json.loads(entry.read_text())
-    assert stored[0]["code"] == "GL001" and "path" not in stored[0]
+    assert stored["findings"][0]["code"] == "GL001" and "path" not in stored["findings"][0]
+    assert stored["deps"] == {}
 
 
 def test_content_change_misses(project):
