@@ -672,8 +672,20 @@ def _lint_path(path: str, settings, caches: _Caches) -> _Outcome:
     except Exception as err:  # never let one file take the run down
         return _Outcome(path, [], str(InternalError(display_path(path), err)))
     if cache is not None and key is not None:
-        cache.put(key, findings, helper_modules(data, path, settings))
+        cache.put(key, findings, helper_modules(_program_bytes(data, path), path, settings))
     return _Outcome(path, findings)
+
+
+def _program_bytes(data: bytes, path: str) -> bytes:
+    """The Python program of a file, as bytes: a notebook's joined code cells, else the file."""
+    if not path.lower().endswith(".ipynb"):
+        return data
+    try:
+        from gradlint.notebook import parse_notebook
+
+        return parse_notebook(data.decode("utf-8-sig")).program.encode("utf-8", "surrogatepass")
+    except Exception:  # not a readable notebook: it has no helpers to track
+        return b""
 
 
 _WORKER: dict = {}

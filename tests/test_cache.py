@@ -186,3 +186,14 @@ def test_cache_keys_do_not_depend_on_hash_seeds(project):
         for seed in (1, 2, 3)
     }
     assert len(digests) == 1
+
+
+def test_notebook_entries_track_helper_modules(project):
+    cells = [{"cell_type": "code", "metadata": {}, "outputs": [], "execution_count": None,
+              "source": ["from helpers import reset\n", CLEAN_LOOP.replace("opt.zero_grad()", "reset(opt)")]}]
+    project.write("nb.ipynb", json.dumps({"cells": cells, "metadata": {}, "nbformat": 4, "nbformat_minor": 5}))
+    helpers = project.write("helpers.py", "def reset(opt):\n    opt.zero_grad()\n")
+    run(project, "nb.ipynb")
+    assert run(project, "nb.ipynb").cache_hits == 1
+    helpers.write_text("def reset(opt):\n    pass\n")
+    assert run(project, "nb.ipynb").cache_hits == 0
