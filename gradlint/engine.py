@@ -15,7 +15,6 @@ An unexpected exception inside the analysis of one file is reported as an error 
 from __future__ import annotations
 
 import ast
-import bisect
 import codecs
 import functools
 import hashlib
@@ -23,7 +22,6 @@ import io
 import os
 import re
 import stat as stat_module
-import sys
 import tokenize
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -462,7 +460,8 @@ class _ProjectFiles:
                 short = call.rsplit(".", 1)[-1]
                 if ("." not in call or call.startswith("self.")) and short in module.functions:
                     more.append((where, short))
-            more += [d for d in (self._definition(t, n, words, root) for t, n in self._targets(inner, module.bindings)) if d]
+            imported = (self._definition(t, n, words, root) for t, n in self._targets(inner, module.bindings))
+            more += [d for d in imported if d]
             todo += sorted(set(more), reverse=True)
         me = os.path.abspath(path)
         answer = (found, sorted({m for m, _ in seen} - {me}))
