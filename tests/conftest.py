@@ -39,7 +39,10 @@ def gradlint():
     """Invoke the CLI in-process: `gradlint("check", ".")` -> click Result (stdout/stderr apart)."""
     from gradlint.cli import main
 
-    runner = CliRunner()
+    try:  # click < 8.2 mixes stderr into stdout unless told not to (8.2 keeps them apart always)
+        runner = CliRunner(mix_stderr=False)
+    except TypeError:
+        runner = CliRunner()
 
     def invoke(*args: str, input=None):
         return runner.invoke(main, list(args), input=input, catch_exceptions=False)
