@@ -316,6 +316,36 @@ def gradlint_command() -> list[str]:
     return [sys.executable, "-m", "gradlint"]
 
 
+def snapshot_gradlint(work_dir: str, revision: str) -> str | None:
+    """Export gradlint's package at a git ``revision`` into the work dir; return its folder.
+
+    A benchmark takes many minutes; in a checkout that is being edited, the code would change
+    between runs (and the cache key covers gradlint's code, so a warm run would silently be
+    cold). Every gradlint run therefore imports this frozen copy (through PYTHONPATH, which
+    comes before an editable install's finder). None when the repository is not a git checkout.
+    """
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        commit = subprocess.run(
+            ["git", "-C", repo, "rev-parse", revision],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+        target = os.path.join(work_dir, "snapshot", commit[:12])
+        if not os.path.isdir(os.path.join(target, "gradlint")):
+            os.makedirs(target, exist_ok=True)
+            archive = subprocess.run(
+                ["git", "-C", repo, "archive", "--format=tar", commit, "gradlint"],
+                check=True,
+                capture_output=True,
+            ).stdout
+            subprocess.run(["tar", "-x", "-C", target], input=archive, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return target
+
+
 def peer_tool(venv: str, name: str) -> str | None:
     """Path of a peer's executable in the peers venv (or on PATH as a fallback)."""
     candidate = os.path.join(venv, "bin", name)
@@ -481,6 +511,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--jobs", help="pass -j to gradlint (default: gradlint's own default)"
     )
     parser.add_argument(
+        "--snapshot",
+        default="HEAD",
+        help="git revision of gradlint to benchmark, exported to the work dir so edits made "
+        "while it runs change nothing (default HEAD; 'none': the installed code as is)",
+    )
+    parser.add_argument(
         "--no-fresh-cache",
         action="store_true",
         help="leave out the 'cold, fresh cache' case (saves one cold run per repeat)",
@@ -499,6 +535,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     options = parser.parse_args(argv)
 
     gradlint = gradlint_command()
+    snapshot = None
+    if options.snapshot != "none":
+        snapshot = snapshot_gradlint(options.work_dir, options.snapshot)
+        if snapshot is not None:
+            BENCH_ENV["PYTHONPATH"] = os.pathsep.join(
+                [snapshot] + [p for p in [BENCH_ENV.get("PYTHONPATH")] if p]
+            )
     ruff = peer_tool(options.peers_venv, "ruff")
     torchfix = (
         None if options.skip_torchfix else peer_tool(options.peers_venv, "torchfix")
@@ -543,6 +586,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"load average {os.getloadavg()[0]:.2f} at start"
     )
     print(f"gradlint {tool_version(gradlint + ['--version'])} ({' '.join(gradlint)})")
+    if snapshot:
+        print(f"         code: git {os.path.basename(snapshot)}, frozen in {snapshot}")
     print(f"ruff     {tool_version([ruff, '--version'])} ({ruff})")
     if torchfix:
         print(f"torchfix {tool_version([torchfix, '--version'])} ({torchfix})")
