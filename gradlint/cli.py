@@ -92,6 +92,8 @@ def _read_text(path: str) -> Optional[str]:
               help="Apply exclude/extend-exclude/.gitignore to paths named on the command line too.")
 @click.option("--statistics", is_flag=True, help="Print the number of findings per rule instead of each finding.")
 @click.option("--fix", is_flag=True, help="Apply the available fixes, then report what remains.")
+@click.option("--add-noqa", is_flag=True,
+              help="Add `# noqa: CODE` to every line with a finding (adopting gradlint on old code), then exit 0.")
 @click.option("--stdin-filename", default=None, metavar="NAME",
               help="The name of the file read from stdin (`-`), for messages and per-file-ignores.")
 @click.option("-q", "--quiet", is_flag=True, help="No summary line and no progress on stderr.")
@@ -100,7 +102,7 @@ def _read_text(path: str) -> Optional[str]:
 @click.option("--baseline", type=click.Path(dir_okay=False), default=None,
               help="Report only findings that are not in the baseline FILE.")
 def check(paths: Tuple[str, ...], select, ignore, extend_select, output_format, output, exit_zero, config,
-          isolated, jobs, no_cache, cache_dir, force_exclude, statistics, fix, stdin_filename, quiet,
+          isolated, jobs, no_cache, cache_dir, force_exclude, statistics, fix, add_noqa, stdin_filename, quiet,
           write_baseline, baseline) -> None:
     """Lint files and folders (default: the current folder); `-` reads stdin."""
     from gradlint.config import ConfigError
@@ -115,6 +117,8 @@ def check(paths: Tuple[str, ...], select, ignore, extend_select, output_format, 
     fmt = resolve_output_format(output_format, settings)
     report = dict(output_format=fmt, output=output, exit_zero=exit_zero, settings=settings,
                   statistics=statistics, quiet=quiet)
+    if add_noqa and (fix or "-" in paths):
+        fail("--add-noqa cannot be combined with --fix or stdin")
     if "-" in paths:
         if len(paths) > 1:
             fail("`-` (stdin) cannot be combined with other paths")
@@ -136,6 +140,8 @@ def check(paths: Tuple[str, ...], select, ignore, extend_select, output_format, 
         result = lint_files(files, settings, jobs=jobs, use_cache=not no_cache, progress=progress)
     finally:
         progress.close()
+    if add_noqa:
+        sys.exit(_add_noqa(result, quiet))
     fixed = 0
     if fix:
         fixed, result = _apply_fixes(result, settings, jobs=jobs, use_cache=not no_cache)
@@ -232,6 +238,26 @@ def _check_stdin(settings, stdin_filename: Optional[str], fix: bool, report: dic
         sys.stdout.flush()
         report = dict(report, to_stderr=True)
     return emit_report(findings, files_checked=1, source_of=lambda path: text, fixed=fixed, **report)
+
+
+def _add_noqa(result, quiet: bool) -> int:
+    """--add-noqa: annotate every finding's line; exit 0 (2 if the run had internal errors)."""
+    from gradlint.engine import add_noqa_file
+
+    by_file: Dict[str, List[Finding]] = {}
+    for finding in result.findings:
+        by_file.setdefault(finding.path, []).append(finding)
+    added = 0
+    for shown, findings in sorted(by_file.items()):
+        try:
+            added += add_noqa_file(result.paths.get(shown, shown), findings)
+        except (ValueError, OSError) as err:
+            click.echo(f"gradlint: warning: {shown}: noqa directives not added: {err}", err=True)
+    if not quiet:
+        click.echo(f"Added {added} noqa directive{'s' if added != 1 else ''}.", err=True)
+    for error in result.errors:
+        click.echo(f"gradlint: error: {error}", err=True)
+    return 2 if result.errors else 0
 
 
 def _apply_fixes(result, settings, *, jobs: int, use_cache: bool):

@@ -539,3 +539,14 @@ def test_nested_project_configs(project, gradlint):
     project.write("c/t.py", CLEAN_LOOP)
     result = gradlint("check", "--no-cache")
     assert result.exit_code == 2 and result.stderr == "gradlint: error: c/pyproject.toml: unknown key 'bogus'\n"
+
+
+def test_add_noqa_silences_every_finding_and_exits_0(project, gradlint):
+    path = project.write("train.py", LOOP_WITHOUT_ZERO_GRAD)
+    project.write("broken.py", "x = (\n")
+    result = gradlint("check", "--no-cache", "--add-noqa")
+    assert result.exit_code == 0 and "Added 1 noqa directive." in result.stderr
+    assert "loss.backward()  # noqa: GL001" in path.read_text()
+    assert gradlint("check", "--no-cache", "train.py").exit_code == 0
+    assert gradlint("check", "--no-cache", "broken.py").exit_code == 1  # GL000 is never annotated
+    assert gradlint("check", "--add-noqa", "--fix").exit_code == 2

@@ -94,3 +94,28 @@ def test_file_level_gl100_silences_unused_reports():
 def test_untokenizable_text_keeps_findings():
     text = "loss.backward()  # noqa: GL001\nx = '''\n"
     assert kept(text, [finding("GL001", 1)]) == []
+
+
+def test_add_noqa_appends_merges_and_skips_unsafe_lines():
+    from gradlint.engine import add_noqa
+
+    text = textwrap.dedent('''\
+        a.backward()
+        b.backward()  # why
+        c.backward()  # noqa: E501
+        d.backward()  # noqa
+        e = """
+        text"""; f.backward()
+        g = h + \\
+            i.backward()
+        ''')
+    found = [finding("GL001", n) for n in (1, 2, 3, 4, 5, 7)] + [finding("GL003", 1), finding("GL000", 8)]
+    new, count = add_noqa(text, found)
+    lines = new.splitlines()
+    assert count == 3
+    assert lines[0] == "a.backward()  # noqa: GL001, GL003"
+    assert lines[1] == "b.backward()  # why  # noqa: GL001"
+    assert lines[2] == "c.backward()  # noqa: E501, GL001"
+    assert lines[3] == "d.backward()  # noqa"  # blanket already covers it
+    assert lines[4] == 'e = """' and lines[6] == "g = h + \\"  # inside a string / continued: untouched
+    assert kept(new, [finding("GL001", 1), finding("GL003", 1), finding("GL001", 2), finding("GL001", 3)]) == []
