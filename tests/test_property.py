@@ -8,12 +8,16 @@ from __future__ import annotations
 import textwrap
 
 import hypothesmith
+import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from gradlint.config import load_settings
 from gradlint.engine import lint_source
 from gradlint.findings import RULES
+
+# hypothesmith compiles what it generates; CPython warns about things like `1()` in it.
+pytestmark = pytest.mark.filterwarnings("ignore::SyntaxWarning")
 
 SETTINGS = load_settings(".", isolated=True, overrides={"select": ["ALL"]})
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
