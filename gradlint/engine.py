@@ -168,10 +168,27 @@ def parse_error_of(err: BaseException, text: str, path: str) -> Finding:
     return gl000(path, f"cannot parse: {message}", line, column)
 
 
-def syntax_check(text: str, path: str) -> Optional[Finding]:
+def _symbols_build(text: str, path: str) -> bool:
+    """Does CPython parse the file and build its symbol table? (A True implies its parser
+    accepts the file; cheaper than `compile(..., PyCF_ONLY_AST)`, as no AST objects are made.)"""
+    import symtable
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            symtable.symtable(text, path, "exec")
+    except (SyntaxError, ValueError, MemoryError, RecursionError, OverflowError):
+        return False
+    return True
+
+
+def syntax_check(text: str, path: str, compiled: bool = False) -> Optional[Finding]:
     """GL000 when the file does not parse, decided without building a LibCST tree where possible:
-    CPython's parser first; only if it fails is LibCST asked (so the verdict matches files that
-    are analysed, which LibCST must parse)."""
+    CPython first (`compiled`: the caller already compiled it); only if it fails is LibCST asked
+    (so the verdict matches files that are analysed, which LibCST must parse)."""
+    if compiled or _symbols_build(text, path):
+        return None
     if _python_syntax_error(text, path) is None:
         return None
     import libcst
@@ -478,15 +495,126 @@ def _words(settings) -> Tuple[str, ...]:
     return PREFILTER_WORDS + tuple(getattr(settings, "helper_names", ()) or ())
 
 
+# Stage two of the prefilter reads the names CPython's compiler records for a module's code:
+# a backward call needs one of these among them (`x.backward`, `torch.autograd.backward`,
+# `self.manual_backward`), and `torch.autograd.grad` needs `grad` plus the text `autograd`
+# (every spelling that resolves to it imports or names torch.autograd).
+BACKWARD_NAMES = frozenset({"backward", "manual_backward"})
+GRAD_NAME = "grad"
+
+
+def _code_objects(code) -> List:
+    """A code object and every code object nested in it (functions, classes, lambdas, ...)."""
+    out = []
+    todo = [code]
+    while todo:
+        code = todo.pop()
+        out.append(code)
+        todo.extend(c for c in code.co_consts if hasattr(c, "co_names"))
+    return out
+
+
+def _reads_name(code, name: str) -> bool:
+    """Does `code` (not the code nested in it) do more with global/attribute/imported `name`
+    than bind it? `def backward(ctx, grad)` in an autograd Function's class body only stores
+    the name. When some name of `co_names` is used by no instruction, the compiler dropped
+    code that used it (`if False:`), whose reads are unknown: then True."""
+    import dis
+
+    seen = set()
+    for instruction in dis.get_instructions(code):
+        value = instruction.argval
+        if isinstance(value, str):
+            if value == name and not instruction.opname.startswith(("STORE_", "DELETE_")):
+                return True
+            seen.add(value)
+    return not set(code.co_names) <= seen
+
+
+def _used_names(codes: List, candidates: Iterable[str]) -> set:
+    """Those of `candidates` that some code object reads (see `_reads_name`)."""
+    used = set()
+    for name in candidates:
+        if any(name in code.co_names and _reads_name(code, name) for code in codes):
+            used.add(name)
+    return used
+
+
+def _all_names(codes: List) -> set:
+    """Every name of the code objects: globals, attributes, imports, locals, cells, free."""
+    names: set = set()
+    for code in codes:
+        names.update(code.co_names, code.co_varnames, code.co_cellvars, code.co_freevars)
+    return names
+
+
+def _compile_codes(text: str, path: str) -> Optional[List]:
+    """The module's code objects as CPython compiles it; None when it does not compile."""
+    import warnings
+
+    try:
+        with warnings.catch_warnings():  # invalid escapes etc. are the user's business, not ours
+            warnings.simplefilter("ignore")
+            code = compile(text, path, "exec", dont_inherit=True, optimize=0)
+    except (SyntaxError, ValueError, MemoryError, RecursionError, OverflowError):
+        return None
+    return _code_objects(code)
+
+
+@functools.lru_cache(maxsize=1)
+def _compiler_keeps_dead_names() -> bool:
+    """Does this CPython record the names of code it never runs (`if False:`, `while 0:`)?
+    3.10+ do; 3.9 drops them, so there a name missing from the code proves nothing (LibCST
+    still sees such calls) and stage two stays off."""
+    probe = ("if False:\n    a.n1()\nif 0:\n    a.n2()\nwhile False:\n    a.n3()\n"
+             "if not __debug__:\n    a.n4()\nif True:\n    pass\nelse:\n    a.n5()\n")
+    wanted = {"n1", "n2", "n3", "n4", "n5"}
+    return _used_names(_compile_codes(probe, "<probe>") or [], wanted) == wanted
+
+
+def compiled_prefilter(text: str, path: str, settings) -> Tuple[bool, bool]:
+    """Stage two, for text that names a prefilter word: (may a finding be here?, did CPython
+    compile it?). A finding needs a backward call, `torch.autograd.grad` or a configured helper
+    among the names the code really uses; words only in docstrings, comments or `def backward`
+    of autograd Functions do not count. A file CPython cannot compile (or a CPython that drops
+    dead code's names) is analysed, as before, so LibCST decides."""
+    codes = _compile_codes(text, path)
+    if codes is None:
+        return True, False
+    if not _compiler_keeps_dead_names():
+        return True, True
+    helpers = set(getattr(settings, "helper_names", ()) or ())
+    if helpers & _all_names(codes):
+        return True, True
+    grad = (GRAD_NAME,) if "autograd" in text else ()
+    return bool(_used_names(codes, tuple(BACKWARD_NAMES) + grad)), True
+
+
 def needs_analysis(text: str, data: Optional[bytes], path: str, settings, enabled: Iterable[str]) -> bool:
-    """False when no GL001-GL003 finding is possible: the text names none of the prefilter words
-    and no configured helper, and none of the project functions it calls through its imports
-    lives in a module that (itself or through a module it imports) names such a word -- a
-    backward run inside an imported helper is how a file with no `backward` of its own can still
-    hold a GL001. GL100 also needs the files with a `noqa`."""
+    """False when no GL001-GL003 finding is possible (see `prefilter`)."""
+    return prefilter(text, data, path, settings, enabled)[0]
+
+
+def prefilter(text: str, data: Optional[bytes], path: str, settings, enabled: Iterable[str]) -> Tuple[bool, bool]:
+    """(may a GL001-GL003 finding be here?, did CPython compile the text?). No finding is possible
+    when the text names none of the prefilter words and no configured helper (or, stage two,
+    its compiled code uses none of them), and none of the project functions it calls through its
+    imports lives in a module that (itself or through a module it imports) names such a word --
+    a backward run inside an imported helper is how a file with no `backward` of its own can
+    still hold a GL001. GL100 also needs the files with a `noqa`."""
     words = _words(settings)
+    compiled = False
     if any(word in text for word in words):
-        return True
+        possible, compiled = compiled_prefilter(text, path, settings)
+        if possible:
+            return True, compiled
+    return _needs_analysis_beyond_words(text, data, path, settings, enabled), compiled
+
+
+def _needs_analysis_beyond_words(text: str, data: Optional[bytes], path: str, settings,
+                                 enabled: Iterable[str]) -> bool:
+    """The GL100 and imported-helper reasons to analyse a file (see `prefilter`)."""
+    words = _words(settings)
     if "GL100" in enabled and "noqa" in text.lower():
         return True
     root = getattr(settings, "root", None)
@@ -545,8 +673,9 @@ def _rule_codes(enabled: Iterable[str]) -> List[str]:
 def analyse_text(text: str, path: str, settings, enabled: set, data: Optional[bytes] = None) -> List[Finding]:
     """Findings for decoded text (display `path`), before suppression. Raises InternalError."""
     codes = _rule_codes(enabled)
-    if not codes or not needs_analysis(text, data, path, settings, enabled):
-        problem = syntax_check(text, path)
+    possible, compiled = prefilter(text, data, path, settings, enabled) if codes else (False, False)
+    if not possible:
+        problem = syntax_check(text, path, compiled)
         return [problem] if problem is not None else []
     import libcst
 
