@@ -58,7 +58,7 @@ from gradlint.analysis.reads import (
     stores_outside,
     target_keys,
 )
-from gradlint.analysis.tree import COMPREHENSIONS, SCOPES, SUITES, block_statements, walk
+from gradlint.analysis.tree import COMPREHENSIONS, SCOPES, SUITES, block_statements, children, walk
 
 
 # --------------------------------------------------------------------------------------------
@@ -1040,7 +1040,11 @@ class Verdict:
 class GraphAnalysis:
     """Scopes of one module and the backward calls in them."""
 
-    def __init__(self, module: cst.Module, imports: ImportMap, backward_functions: Tuple[str, ...] = ()) -> None:
+    def __init__(self, module: cst.Module, imports: ImportMap, backward_functions: Tuple[str, ...] = (),
+                 only: Optional[Set[cst.CSTNode]] = None) -> None:
+        """`only`: build the scopes of just these functions and classes (and the module's); the
+        others hold nothing GL002 asks about, and no scope reads another but the module's."""
+        self.only = only
         self.module = module
         self.imports = imports
         detaching = detaching_functions(module, imports)
@@ -1063,6 +1067,8 @@ class GraphAnalysis:
                 self.statement_of[later.node] = stmt
         module_scope = outer if outer is not None else scope
         for nested in scope.nested_scopes:
+            if self.only is not None and nested not in self.only:
+                continue
             if isinstance(nested, cst.FunctionDef):
                 self._build(block_statements(nested.body), nested, param_names(nested), module_scope)
             elif isinstance(nested, cst.ClassDef):
@@ -1212,11 +1218,36 @@ def _short(code: str, limit: int = 40) -> str:
     return code if len(code) <= limit else code[: limit - 3] + "..."
 
 
+def _retaining_scopes(module: cst.Module, imports: ImportMap) -> Optional[Set[cst.CSTNode]]:
+    """The functions and classes holding (at any depth) a backward call whose retain_graph is
+    the literal True (keyword or positional); None when the module has no such call. Only such
+    a call can be a verdict (`_retain_unneeded`), so only these scopes need building -- most
+    modules with a backward never retain, and most functions of those that do hold no retain."""
+    holders: Set[cst.CSTNode] = set()
+    found = False
+    stack: List[Tuple[cst.CSTNode, Tuple[cst.CSTNode, ...]]] = [(module, ())]
+    while stack:
+        node, around = stack.pop()
+        kind = type(node)
+        if kind is cst.Call:
+            backward = backward_call(node, imports)
+            if backward is not None and is_true(backward.retain_graph):
+                found = True
+                holders.update(around)
+        elif kind is cst.FunctionDef or kind is cst.ClassDef:
+            around = around + (node,)
+        stack.extend((child, around) for child in children(node))
+    return holders if found else None
+
+
 def unnecessary_retains(module: cst.Module, imports: ImportMap, backward_functions: Tuple[str, ...] = ()):
     """Every `retain_graph=True` in the module that no later backward can need."""
     from gradlint.analysis.scalars import _ASSIGNED
 
     try:
-        return GraphAnalysis(module, imports, backward_functions).unnecessary_retains()
+        holders = _retaining_scopes(module, imports)
+        if holders is None:
+            return []
+        return GraphAnalysis(module, imports, backward_functions, holders).unnecessary_retains()
     finally:
         _ASSIGNED.clear()  # keep no tree alive after the file is done

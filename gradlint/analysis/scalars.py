@@ -1078,9 +1078,30 @@ def backward_shapes(module: cst.Module, imports: ImportMap) -> Dict[cst.Call, Ba
         _ASSIGNED.clear()  # keep no tree alive after the file is done
 
 
+def _no_gradient(call: BackwardCall) -> bool:
+    """No `gradient` argument (or `None`) and no *args/**kwargs that might pass one."""
+    gradient = call.gradient
+    if gradient is not None and not (isinstance(gradient, cst.Name) and gradient.value == "None"):
+        return False
+    return not unknown_arguments(call.node)
+
+
+def _lacks_gradient_somewhere(module: cst.Module, imports: ImportMap) -> bool:
+    """Is there a backward call without a gradient? Only those can be reported, so without one
+    the scope index (shapes of every function) need not be built."""
+    for node in walk(module):
+        if type(node) is cst.Call:
+            found = backward_call(node, imports)
+            if found is not None and _no_gradient(found):
+                return True
+    return False
+
+
 def nonscalar_roots(module: cst.Module, imports: ImportMap) -> List[Tuple[BackwardCall, cst.BaseExpression, Shape]]:
     """Backward calls without a `gradient` whose root is proven not to be a scalar."""
     found = []
+    if not _lacks_gradient_somewhere(module, imports):
+        return found
     for item in backward_shapes(module, imports).values():
         call = item.call
         if call.gradient is not None and not (isinstance(call.gradient, cst.Name) and call.gradient.value == "None"):
