@@ -387,6 +387,14 @@ def _module_text(data: bytes, path: str, root: str, words: Tuple[bytes, ...]) ->
             functions[name] = (min(old[0], match.start()), max(old[1], end), old[2] or mentions)
         else:
             functions[name] = (match.start(), end, mentions)
+    # A word in a docstring or comment, or `def backward` itself, runs no backward: where the
+    # module compiles, a function counts only if its code may run one (stage two, as for files).
+    mentioning = {name for name, (_, _, mentions) in functions.items() if mentions}
+    helpers = {w.decode("utf-8", "replace") for w in words} - set(PREFILTER_WORDS)
+    running = _functions_running_backward(data, path, mentioning, helpers)
+    if running is not None:
+        functions = {name: (start, end, mentions and name in running)
+                     for name, (start, end, mentions) in functions.items()}
     return _ModuleText(
         sha=hashlib.sha256(data).hexdigest(),
         functions=functions,
@@ -584,10 +592,39 @@ def compiled_prefilter(text: str, path: str, settings) -> Tuple[bool, bool]:
     if not _compiler_keeps_dead_names():
         return True, True
     helpers = set(getattr(settings, "helper_names", ()) or ())
+    return _may_run_backward(codes, helpers, "autograd" in text), True
+
+
+def _may_run_backward(codes: List, helpers: set, autograd: bool) -> bool:
+    """Do these code objects read a backward name, a configured helper (any name), or `grad`
+    (when the text names autograd)?"""
     if helpers & _all_names(codes):
-        return True, True
-    grad = (GRAD_NAME,) if "autograd" in text else ()
-    return bool(_used_names(codes, tuple(BACKWARD_NAMES) + grad)), True
+        return True
+    grad = (GRAD_NAME,) if autograd else ()
+    return bool(_used_names(codes, tuple(BACKWARD_NAMES) + grad))
+
+
+def _functions_running_backward(data: bytes, path: str, names: set, helpers: set) -> Optional[set]:
+    """Those of the function `names` whose compiled code (any definition of that name, with
+    the code nested in it) may run a backward (`_may_run_backward`); None when the module
+    does not compile or this CPython drops dead code's names."""
+    import warnings
+
+    if not names or not _compiler_keeps_dead_names():
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            module = compile(data, path, "exec", dont_inherit=True, optimize=0)
+    except (SyntaxError, ValueError, MemoryError, RecursionError, OverflowError):
+        return None
+    autograd = b"autograd" in data
+    out = set()
+    for code in _code_objects(module):
+        if code.co_name in names and code.co_name not in out:
+            if _may_run_backward(_code_objects(code), helpers, autograd):
+                out.add(code.co_name)
+    return out
 
 
 def needs_analysis(text: str, data: Optional[bytes], path: str, settings, enabled: Iterable[str]) -> bool:
