@@ -12,23 +12,12 @@ from __future__ import annotations
 import os
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
+from gradlint.engine import display_path
 from gradlint.findings import RULES, Finding
 from gradlint.runtime.events import BackwardSite, Observations, Stack
 
 CONFIRMED, REFUTED, UNEXERCISED = "confirmed", "refuted", "unexercised"
 RUNTIME_CODES = ("GL001", "GL002", "GL003")
-
-
-def display_path(path: str, cwd: Optional[str] = None) -> str:
-    """Relative to `cwd` (POSIX separators) when under it, else absolute, as `check` prints paths."""
-    cwd = os.path.abspath(cwd or os.getcwd())
-    try:
-        rel = os.path.relpath(path, cwd)
-    except ValueError:
-        return path
-    if rel == os.pardir or rel.startswith(os.pardir + os.sep):
-        return path
-    return rel.replace(os.sep, "/")
 
 
 def where(stack: Optional[Stack], cwd: Optional[str] = None) -> str:
