@@ -162,6 +162,8 @@ def check(paths: Tuple[str, ...], select, ignore, extend_select, output_format, 
 
 def _report_extra(result) -> dict:
     extra: dict = {"cache_hits": result.cache_hits}
+    if not any(p.lower().endswith(".ipynb") for p in result.paths.values()):
+        return extra  # no notebook linted: do not import the notebook module
     try:  # notebook excerpts: the notebook module knows how to find a cell's text
         from gradlint import notebook  # noqa: F401
 

@@ -18,8 +18,6 @@ import importlib.util
 import os
 from typing import Dict, List, Optional, Sequence, Tuple
 
-import pathspec
-
 PYTHON_SUFFIXES = (".py", ".pyi")
 
 
@@ -35,6 +33,8 @@ def suffixes() -> Tuple[str, ...]:
 
 
 def _spec(lines: Sequence[str]) -> pathspec.GitIgnoreSpec:
+    import pathspec  # only when patterns are matched: a run on named files never needs it
+
     return pathspec.GitIgnoreSpec.from_lines(list(lines))
 
 
@@ -107,8 +107,15 @@ class Excluder:
         # .gitignore files are read relative to it (what it inherits from above does not count).
         self.anchor = os.path.abspath(anchor) if anchor else None
         self.root = self.anchor or os.path.abspath(settings.root)
-        self.patterns = _spec(settings.exclude_patterns)
+        self._patterns: Optional[pathspec.GitIgnoreSpec] = None
         self._gitignores: Dict[str, Optional[GitIgnore]] = {}
+
+    @property
+    def patterns(self) -> pathspec.GitIgnoreSpec:
+        """The exclude patterns, compiled on first use (a run on named files never matches)."""
+        if self._patterns is None:
+            self._patterns = _spec(self.settings.exclude_patterns)
+        return self._patterns
 
     def _relative(self, full: str) -> str:
         if self.anchor:
