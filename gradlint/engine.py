@@ -505,8 +505,8 @@ def _words(settings) -> Tuple[str, ...]:
 
 # Stage two of the prefilter reads the names CPython's compiler records for a module's code:
 # a backward call needs one of these among them (`x.backward`, `torch.autograd.backward`,
-# `self.manual_backward`), and `torch.autograd.grad` needs `grad` plus the text `autograd`
-# (every spelling that resolves to it imports or names torch.autograd).
+# `self.manual_backward`), and `torch.autograd.grad` needs `grad` plus the name `autograd`
+# (every spelling that resolves to it imports or names torch.autograd: `_names_autograd`).
 BACKWARD_NAMES = frozenset({"backward", "manual_backward"})
 GRAD_NAME = "grad"
 
@@ -592,12 +592,20 @@ def compiled_prefilter(text: str, path: str, settings) -> Tuple[bool, bool]:
     if not _compiler_keeps_dead_names():
         return True, True
     helpers = set(getattr(settings, "helper_names", ()) or ())
-    return _may_run_backward(codes, helpers, "autograd" in text), True
+    return _may_run_backward(codes, helpers, _names_autograd(codes)), True
+
+
+def _names_autograd(codes: List) -> bool:
+    """Does the code name torch.autograd at all (`torch.autograd.grad`, `from torch import
+    autograd`, `from torch.autograd import grad`: an attribute, an imported name or a dotted
+    module of an import)? Without it no call resolves to `torch.autograd.grad`."""
+    return any(name == "autograd" or "autograd" in name.split(".")
+               for code in codes for name in code.co_names)
 
 
 def _may_run_backward(codes: List, helpers: set, autograd: bool) -> bool:
     """Do these code objects read a backward name, a configured helper (any name), or `grad`
-    (when the text names autograd)?"""
+    (when the module names torch.autograd: `autograd`)?"""
     if helpers & _all_names(codes):
         return True
     grad = (GRAD_NAME,) if autograd else ()
@@ -618,7 +626,7 @@ def _functions_running_backward(data: bytes, path: str, names: set, helpers: set
             module = compile(data, path, "exec", dont_inherit=True, optimize=0)
     except (SyntaxError, ValueError, MemoryError, RecursionError, OverflowError):
         return None
-    autograd = b"autograd" in data
+    autograd = _names_autograd(_code_objects(module))
     out = set()
     for code in _code_objects(module):
         if code.co_name in names and code.co_name not in out:
