@@ -734,6 +734,40 @@ def analyse_text(text: str, path: str, settings, enabled: set, data: Optional[by
         return [gl000(path, f"cannot parse: too deeply nested ({type(err).__name__})")]
     except Exception as err:  # a bug in a rule or the analysis: report it, keep going
         raise InternalError(path, err) from err
+    finally:
+        if len(text) >= RELEASE_AFTER_CHARS:
+            _release_memory()
+
+
+# A LibCST tree takes ~400 bytes per character of source: after a file this large, the freed
+# tree is handed back to the system, or a pool worker keeps the peak of its largest file for
+# the rest of the run (measured on torch: 196 MB -> 45 MB after distributed_test.py).
+RELEASE_AFTER_CHARS = 100_000
+
+
+@functools.lru_cache(maxsize=1)
+def _malloc_trim():
+    """glibc's malloc_trim, or None where there is none (macOS, Windows, musl)."""
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        import ctypes
+
+        return ctypes.CDLL(None).malloc_trim  # the process's own symbols: libc's, if glibc
+    except (OSError, AttributeError, ImportError):
+        return None
+
+
+def _release_memory() -> None:
+    """Return free heap pages to the system (CPython frees the tree; glibc keeps its pages)."""
+    trim = _malloc_trim()
+    if trim is not None:
+        try:
+            trim(0)
+        except Exception:  # never let memory housekeeping fail a file
+            pass
 
 
 def finish(findings: List[Finding], text: str, path: str, enabled: set) -> List[Finding]:
