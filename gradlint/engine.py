@@ -367,10 +367,27 @@ class _ModuleText:
     functions: Dict[str, Tuple[int, int, bool]]  # name -> (start offset, end offset, names a word?)
     bindings: Tuple[Tuple[str, str, str], ...]
     data: bytes  # kept only for modules the helper search reached
+    path: str = ""
+    helpers: frozenset = frozenset()  # configured helper names
+    # names of the functions whose compiled code may run a backward, once asked (None: the
+    # module does not compile, so the word in the text decides)
+    _running: list = field(default_factory=list, compare=False, repr=False)
 
     def calls_in(self, name: str) -> set:
         start, end, _ = self.functions[name]
         return {c.decode("ascii", "replace") for c in _CALL.findall(self.data, start, end)}
+
+    def runs_backward(self, name: str) -> bool:
+        """May function `name` run a backward? Its text must name a prefilter word and, where
+        the module compiles, its code must use one (stage two, as for files: a word in a
+        docstring or comment, or `def backward` itself, runs nothing). Compiled on first ask."""
+        if not self.functions[name][2]:
+            return False
+        if not self._running:
+            mentioning = {n for n, (_, _, mentions) in self.functions.items() if mentions}
+            self._running.append(_functions_running_backward(self.data, self.path, mentioning, set(self.helpers)))
+        running = self._running[0]
+        return running is None or name in running
 
 
 def _module_text(data: bytes, path: str, root: str, words: Tuple[bytes, ...]) -> _ModuleText:
@@ -387,19 +404,13 @@ def _module_text(data: bytes, path: str, root: str, words: Tuple[bytes, ...]) ->
             functions[name] = (min(old[0], match.start()), max(old[1], end), old[2] or mentions)
         else:
             functions[name] = (match.start(), end, mentions)
-    # A word in a docstring or comment, or `def backward` itself, runs no backward: where the
-    # module compiles, a function counts only if its code may run one (stage two, as for files).
-    mentioning = {name for name, (_, _, mentions) in functions.items() if mentions}
-    helpers = {w.decode("utf-8", "replace") for w in words} - set(PREFILTER_WORDS)
-    running = _functions_running_backward(data, path, mentioning, helpers)
-    if running is not None:
-        functions = {name: (start, end, mentions and name in running)
-                     for name, (start, end, mentions) in functions.items()}
     return _ModuleText(
         sha=hashlib.sha256(data).hexdigest(),
         functions=functions,
         bindings=tuple(import_bindings(data, path, root)),
         data=data if functions else b"",
+        path=path,
+        helpers=frozenset(w.decode("utf-8", "replace") for w in words) - frozenset(PREFILTER_WORDS),
     )
 
 
@@ -476,7 +487,7 @@ class _ProjectFiles:
                 continue
             seen.add((where, name))
             module = self.facts(where, words, root)
-            if module.functions[name][2]:
+            if module.runs_backward(name):
                 found = True
                 continue
             inner = module.calls_in(name)
