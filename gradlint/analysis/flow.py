@@ -39,6 +39,7 @@ from gradlint.analysis.facts import (
     norm,
 )
 from gradlint.analysis.names import dotted
+from gradlint.analysis.tree import children, walk
 
 MAX_INLINE_DEPTH = 4
 MAX_INLINES = 150  # helper bodies followed while building one loop's graph (beyond: skip the loop)
@@ -368,13 +369,11 @@ def _assigned(target: cst.CSTNode) -> List[str]:
 
 
 def _walrus(expr: cst.CSTNode) -> FrozenSet[str]:
+    """Names bound by `:=` anywhere in `expr` (a read-only walk: visitors rebuild the tree)."""
     found: List[str] = []
-
-    class _V(cst.CSTVisitor):
-        def visit_NamedExpr(self, node: cst.NamedExpr) -> None:
+    for node in walk(expr):
+        if type(node) is cst.NamedExpr:
             found.extend(_assigned(node.target))
-
-    expr.visit(_V())
     return frozenset(found)
 
 
@@ -434,33 +433,27 @@ def _has_call(expr: cst.CSTNode) -> bool:
 
 
 def _names(expr: cst.CSTNode) -> FrozenSet[str]:
+    """Names and dotted attribute chains (`self.step`, not entered further) read in `expr`."""
     out: List[str] = []
-
-    class _V(cst.CSTVisitor):
-        def visit_Attribute(self, node: cst.Attribute) -> bool:
+    stack = [expr]
+    while stack:
+        node = stack.pop()
+        kind = type(node)
+        if kind is cst.Attribute:
             text = dotted(node)
             if text is not None:
                 out.append(text)
-                return False
-            return True
-
-        def visit_Name(self, node: cst.Name) -> None:
+                continue
+        elif kind is cst.Name:
             out.append(node.value)
-
-    expr.visit(_V())
+        stack.extend(children(node))
     return frozenset(out)
 
 
 def _moduli(expr: cst.CSTNode) -> List[cst.BaseExpression]:
-    out: List[cst.BaseExpression] = []
-
-    class _V(cst.CSTVisitor):
-        def visit_BinaryOperation(self, node: cst.BinaryOperation) -> None:
-            if isinstance(node.operator, cst.Modulo):
-                out.append(node.right)
-
-    expr.visit(_V())
-    return out
+    """Right operands of the `%` operations in `expr` (callers compare their texts only)."""
+    return [node.right for node in walk(expr)
+            if type(node) is cst.BinaryOperation and isinstance(node.operator, cst.Modulo)]
 
 
 def condition_key(test: cst.BaseExpression, module: cst.Module) -> Optional[Tuple[str, FrozenSet[str], bool]]:

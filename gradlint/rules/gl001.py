@@ -28,6 +28,7 @@ from gradlint.analysis.facts import (
 )
 from gradlint.analysis.flow import TooLarge, build_body_graph, build_loop_graph, stale_path
 from gradlint.analysis.project import Project
+from gradlint.analysis.tree import walk
 from gradlint.findings import Finding
 
 CODE = "GL001"
@@ -39,14 +40,8 @@ def training_facts(ctx):
 
 
 def _calls_within(node: cst.CSTNode) -> set:
-    ids = set()
-
-    class _V(cst.CSTVisitor):
-        def visit_Call(self, call: cst.Call) -> None:
-            ids.add(id(call))
-
-    node.visit(_V())
-    return ids
+    """ids of the calls inside `node` (a read-only walk: visitors rebuild the tree)."""
+    return {id(call) for call in walk(node) if type(call) is cst.Call}
 
 
 def _report_node(event: Event, inside: set):
