@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
+
+if TYPE_CHECKING:  # imported where patterns are matched (see `_spec`): start-up stays lean
+    import pathspec
 
 PYTHON_SUFFIXES = (".py", ".pyi")
 

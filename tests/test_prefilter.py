@@ -1,0 +1,97 @@
+"""The prefilter's second stage (CPython's compiled names): what it keeps for the analysis, what it
+skips, and that skipping never hides a finding."""
+
+from __future__ import annotations
+
+import pytest
+
+from gradlint import engine
+from gradlint.analysis import AnalysisOptions, analyze
+from gradlint.config import load_settings
+
+pytestmark = pytest.mark.usefixtures("clean_env")
+
+# Each may hold a finding, so each must reach the analysis.
+KEPT = {
+    "method": "loss.backward()\n",
+    "dead code": "if False:\n    loss.backward()\n",
+    "positional retain": "loss.backward(None, True)\n",
+    "manual": "self.manual_backward(loss)\n",
+    "autograd.backward": "import torch\ntorch.autograd.backward(loss)\n",
+    "aliased backward": "from torch.autograd import backward as bw\nbw(loss)\n",
+    "grad imported": "from torch.autograd import grad as g\ng(y, x, retain_graph=True)\n",
+    "grad through module alias": "import torch.autograd as ag\nag.grad(y, x, retain_graph=True)\n",
+    "grad through from-import": "from torch import autograd\nautograd.grad(y, x, retain_graph=True)\n",
+    "in a lambda": "step = lambda: loss.backward(retain_graph=True)\n",
+}
+
+# Name a prefilter word without running a backward.
+SKIPPED = {
+    "autograd Function": (
+        "import torch\n\n"
+        "class Square(torch.autograd.Function):\n"
+        "    '''Its backward returns 2 * x * grad.'''\n\n"
+        "    @staticmethod\n"
+        "    def forward(ctx, x):\n"
+        "        ctx.save_for_backward(x)\n"
+        "        return x * x\n\n"
+        "    @staticmethod\n"
+        "    def backward(ctx, grad):\n"
+        "        (x,) = ctx.saved_tensors\n"
+        "        return 2 * x * grad\n"
+    ),
+    "docstring": "def f(loss):\n    '''Call loss.backward(retain_graph=True) yourself.'''\n    return loss\n",
+    "nn.grad, autograd in a comment": (
+        "import torch\n# autograd is not used here\nout = torch.nn.grad.conv1d_input(size, w, g)\n"
+    ),
+    "attribute store": "import torch\nmodule.backward = None\n",
+}
+
+
+def _settings(root, overrides=None):
+    return load_settings(str(root), isolated=True, overrides=overrides)
+
+
+@pytest.mark.parametrize("name", sorted(KEPT))
+def test_files_that_may_run_a_backward_are_analysed(name, tmp_path):
+    settings = _settings(tmp_path)
+    assert engine.needs_analysis(KEPT[name], None, "t.py", settings, settings.enabled_codes("t.py"))
+
+
+@pytest.mark.parametrize("name", sorted(SKIPPED))
+def test_words_without_a_backward_are_not_analysed_and_hide_nothing(name, tmp_path):
+    settings = _settings(tmp_path)
+    source = SKIPPED[name]
+    if engine._compiler_keeps_dead_names():
+        assert not engine.needs_analysis(source, None, "t.py", settings, settings.enabled_codes("t.py"))
+    assert analyze(source, "t.py", AnalysisOptions()) == []
+
+
+def test_configured_helper_names_keep_a_file(tmp_path):
+    settings = _settings(tmp_path, {"backward-functions": ["run_backward"]})
+    source = "# backward\ndef train(run_backward):\n    run_backward(loss)\n"
+    assert engine.needs_analysis(source, None, "t.py", settings, settings.enabled_codes("t.py"))
+
+
+def test_compiler_failure_falls_back_to_the_analysis(tmp_path):
+    # CPython rejects `return` outside a function; LibCST parses it, so the analysis decides.
+    settings = _settings(tmp_path)
+    source = "return loss.backward\n"
+    possible, compiled = engine.prefilter(source, None, "t.py", settings, settings.enabled_codes("t.py"))
+    assert possible and not compiled
+    assert engine.lint_source(source, "t.py", settings) == []
+
+
+def test_a_helper_that_only_mentions_backward_does_not_pull_in_its_callers(project):
+    project.write("helpers.py", "def report(loss):\n    '''Logs the loss before backward.'''\n    print(loss)\n")
+    project.write("train.py", "from helpers import report\nfor x in data:\n    report(model(x))\n")
+    project.write("pyproject.toml", "[tool.gradlint]\n")
+    settings = load_settings(str(project.root))
+    data = (project.root / "train.py").read_bytes()
+    enabled = settings.enabled_codes("train.py")
+    if engine._compiler_keeps_dead_names():
+        assert not engine.needs_analysis(data.decode(), data, "train.py", settings, enabled)
+    project.write("helpers.py", "def report(loss):\n    loss.backward()\n")
+    engine._PROJECT.memo.clear()
+    engine._PROJECT.answers.clear()
+    assert engine.needs_analysis(data.decode(), data, "train.py", settings, enabled)
