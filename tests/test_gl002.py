@@ -58,6 +58,39 @@ FLAGGED = {
             loss.backward(retain_graph=True)  # GL002
             optimizer.step()
     """,
+    "loader_loops_stay_fresh_each_iteration": """
+        import torch
+        from torch.utils.data import DataLoader
+
+        def train(model, loader, dataset, crit, opt, train_data):
+            for x, y in loader:
+                loss = crit(model(x), y)
+                loss.backward(retain_graph=True)  # GL002
+                opt.step()
+            for i, (x, y) in enumerate(loader):
+                loss = crit(model(x), y)
+                loss.backward(retain_graph=True)  # GL002
+                opt.step()
+            dataloader = DataLoader(dataset, batch_size=8)
+            for batch in dataloader:
+                loss = model(batch).mean()
+                loss.backward(retain_graph=True)  # GL002
+                opt.step()
+            for step in range(3):
+                loss = model(torch.randn(2, 4)).mean()
+                loss.backward(retain_graph=True)  # GL002
+                opt.step()
+            batches = batchify(train_data, 4)
+            for x in batches:
+                loss = model(x).mean()
+                loss.backward(retain_graph=True)  # GL002
+                opt.step()
+
+
+        def batchify(data, bsz):
+            nbatch = data.size(0) // bsz
+            return data.narrow(0, 0, nbatch * bsz).view(bsz, -1).t().contiguous()
+    """,
     "train_function_with_device": """
         import torch
 
@@ -832,6 +865,42 @@ CLEAN = {
                 (loss + prev).backward()
             loss.backward(retain_graph=True)
             prev = loss
+    """,
+    "outputs_of_one_forward_walked_through_pytree": """
+        import torch
+        from torch.utils import _pytree as pytree
+
+        def outs_and_grads(fn, graph_inps, inps):
+            outs = fn(*graph_inps)
+            for out in pytree.tree_leaves(outs):
+                if isinstance(out, torch.Tensor) and out.requires_grad:
+                    out.sum().backward(retain_graph=True)
+            grads = [inp.grad for inp in pytree.tree_leaves(inps) if isinstance(inp, torch.Tensor)]
+            return outs, grads
+    """,
+    "outputs_of_one_forward_walked_directly": """
+        def backward_each_output(model, x):
+            outs = model(x)
+            for out in outs:
+                out.sum().backward(retain_graph=True)
+    """,
+    "outputs_of_a_forward_called_in_the_loop_header": """
+        def backward_each_output(model, x):
+            for i, o in enumerate(model(x)):
+                (o * i).mean().backward(retain_graph=True)
+    """,
+    "losses_of_one_forward_walked_with_enumerate": """
+        def per_head_backward(model, x, y, criterion):
+            logits = model(x)
+            losses = [criterion(logits[:, k], y[:, k]) for k in range(3)]
+            for k, loss in enumerate(losses):
+                (loss * 0.5).backward(retain_graph=True)
+    """,
+    "named_outputs_walked_with_items": """
+        def per_output_backward(model, x):
+            outs = model(x)
+            for name, out in outs.items():
+                out.mean().backward(retain_graph=True)
     """,
 }
 

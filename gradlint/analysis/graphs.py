@@ -484,7 +484,59 @@ class Scope:
                     self._class_or_graph(k) != INERT for k in definition.reads.keys
                 ):
                     keys.add(key)
+        if not isinstance(iterable, (cst.List, cst.Tuple)):
+            keys |= self._graph_sources(iterable, reads)
         return keys
+
+    def _graph_sources(self, iterable: cst.BaseExpression, reads: Reads) -> Set[str]:
+        """Graph values computed here before the loop that the iterable walks (`for out in outs`,
+        `pytree.tree_leaves(outs)`, `enumerate(outs)`, `outs.items()` after `outs = model(x)`), or
+        `{"<display>"}` when it calls a module itself (`for o in model(x)`): every element then
+        shares one graph. Parameters, globals and library objects (`DataLoader(ds)`) stay data."""
+        keys = {
+            k for k in reads.keys | reads.receivers
+            if k in self.defs and k not in self.objects and self._class_or_graph(k) == GRAPH
+            and not self.library_object(k) and self._built_here(k, set())
+        }
+        if not keys and any(self._module_variable(c.func) for c in _iterated_calls(iterable)):
+            keys.add("<display>")
+        return keys
+
+    def _built_here(self, key: str, seen: Set[str]) -> bool:
+        """Does `key` hold a graph this function built (a module or unknown call, a leaf's use),
+        not just a value computed from parameters (`batches = batchify(train_data)`: data)?"""
+        if key in seen:
+            return False
+        seen.add(key)
+        for definition in self.defs.get(key, ()):
+            if definition.loop_target is not None or self.inert_definition(definition):
+                continue
+            reads = definition.reads
+            if reads.opaque or reads.kind == LEAF or reads.object_args & self.objects:
+                return True
+            if any(self.is_instance(c) for c in reads.ctors):
+                return True
+            for source in reads.keys | reads.receivers:
+                if source not in self.defs or self._class_or_graph(source) == INERT:
+                    continue
+                if self._built_here(source, seen):
+                    return True
+        return False
+
+    def _module_variable(self, func: cst.BaseExpression) -> bool:
+        """Is the callee a variable (a parameter or an assigned name), hence a module instance
+        rather than a function or class of the file or an import (`batches(data)`, `tqdm(loader)`)?"""
+        if not isinstance(func, cst.Name):
+            return False
+        scope: Optional[Scope] = self
+        while scope is not None:
+            if func.value in scope.params:
+                return True
+            definitions = scope.defs.get(func.value)
+            if definitions:
+                return all(isinstance(d.node, (cst.Assign, cst.AnnAssign)) for d in definitions)
+            scope = scope.outer
+        return False
 
     def _class_or_graph(self, key: str) -> str:
         # Used while classes are being computed: names not settled yet count as linked.
@@ -627,7 +679,10 @@ class Scope:
         assigned: Set[str] = set()
         if isinstance(loop, cst.For):
             assigned |= set(target_keys(loop.target))
-            carried |= self.collection_keys(loop) - {"<display>"}
+            collection = self.collection_keys(loop)
+            carried |= collection - {"<display>"}
+            if collection:
+                carried |= set(target_keys(loop.target))  # the next element shares this one's graph
         else:
             carried |= reads.reads(loop.test).keys
         self._carried_block(block_statements(loop.body), assigned, carried)
@@ -1204,6 +1259,21 @@ class GraphAnalysis:
             return False
         declared = {n for e in scope.escapes if e.kind == "global" for n in e.reads}
         return name not in declared and isinstance(scope.node, (cst.FunctionDef, cst.Module))
+
+
+_PASS_THROUGH = frozenset({"enumerate", "zip", "reversed", "list", "tuple", "sorted", "iter"})
+
+
+def _iterated_calls(iterable: cst.BaseExpression) -> List[cst.Call]:
+    """The calls whose results a `for` walks: the iterable, or inside `enumerate(...)`/`zip(...)`."""
+    if not isinstance(iterable, cst.Call):
+        return []
+    if isinstance(iterable.func, cst.Name) and iterable.func.value in _PASS_THROUGH:
+        found: List[cst.Call] = []
+        for arg in iterable.args:
+            found += _iterated_calls(arg.value)
+        return found
+    return [iterable]
 
 
 def _retain_argument(backward: BackwardCall) -> Optional[cst.Arg]:
