@@ -907,7 +907,7 @@ def _locals_of(facts: ModuleFacts, func: cst.FunctionDef) -> frozenset:
     shared: set = set()
 
     def heads(target: cst.CSTNode) -> None:
-        for text in _assigned_texts(target):
+        for text in assigned_texts(target):
             if "." not in text:
                 names.add(text)
 
@@ -948,14 +948,15 @@ def _locals_of(facts: ModuleFacts, func: cst.FunctionDef) -> frozenset:
     return result
 
 
-def _assigned_texts(target: cst.CSTNode) -> List[str]:
+def assigned_texts(target: cst.CSTNode) -> List[str]:
+    """Dotted texts an assignment target binds (`a`, `self.b`, both of `a, (b, *c)`)."""
     if isinstance(target, (cst.Tuple, cst.List)):
         out: List[str] = []
         for element in target.elements:
-            out.extend(_assigned_texts(element.value))
+            out.extend(assigned_texts(element.value))
         return out
     if isinstance(target, cst.StarredElement):
-        return _assigned_texts(target.value)
+        return assigned_texts(target.value)
     text = dotted(target) if isinstance(target, cst.BaseExpression) else None
     return [text] if text else []
 

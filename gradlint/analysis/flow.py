@@ -34,6 +34,7 @@ from gradlint.analysis.facts import (
     Event,
     Inline,
     Scope,
+    assigned_texts,
     assigns_grad,
     calls_in,
     norm,
@@ -190,7 +191,7 @@ class _Builder:
             for item in stmt.items:
                 effects.extend(self.analyzer.expr_effects(item.item, scope))
                 if item.asname is not None:
-                    kills.update(_assigned(item.asname.name))
+                    kills.update(assigned_texts(item.asname.name))
             preds = self.effects(preds, effects, scope, frozenset(kills))
             return self.block(stmt.body, preds, scope)
         if isinstance(stmt, cst.Try):
@@ -303,7 +304,7 @@ class _Builder:
         """A nested loop, taken to run its body at least once."""
         if isinstance(stmt, cst.For):
             preds = self.effects(preds, self.analyzer.expr_effects(stmt.iter, scope), scope)
-            head = self.node(preds, kills=frozenset(_assigned(stmt.target)))
+            head = self.node(preds, kills=frozenset(assigned_texts(stmt.target)))
             latch = Node()
             self.nodes.append(latch)
             endless = False
@@ -343,7 +344,7 @@ class _Builder:
         if stmt.orelse is not None and exits:
             exits = self.block(stmt.orelse.body, exits, scope)
         for handler in stmt.handlers:
-            kills = frozenset(_assigned(handler.name.name)) if handler.name is not None else frozenset()
+            kills = frozenset(assigned_texts(handler.name.name)) if handler.name is not None else frozenset()
             entry = self.node([dispatch], kills=kills)
             exits = exits + self.block(handler.body, [entry], scope)
         if stmt.finalbody is not None:
@@ -356,24 +357,12 @@ class _Builder:
 # Names assigned, for forgetting branch decisions ---------------------------------------------
 
 
-def _assigned(target: cst.CSTNode) -> List[str]:
-    if isinstance(target, (cst.Tuple, cst.List)):
-        out: List[str] = []
-        for element in target.elements:
-            out.extend(_assigned(element.value))
-        return out
-    if isinstance(target, cst.StarredElement):
-        return _assigned(target.value)
-    text = dotted(target) if isinstance(target, cst.BaseExpression) else None
-    return [text] if text else []
-
-
 def _walrus(expr: cst.CSTNode) -> FrozenSet[str]:
     """Names bound by `:=` anywhere in `expr` (a read-only walk: visitors rebuild the tree)."""
     found: List[str] = []
     for node in walk(expr):
         if type(node) is cst.NamedExpr:
-            found.extend(_assigned(node.target))
+            found.extend(assigned_texts(node.target))
     return frozenset(found)
 
 
@@ -381,9 +370,9 @@ def _kills(small: cst.BaseSmallStatement) -> FrozenSet[str]:
     names: List[str] = []
     if isinstance(small, cst.Assign):
         for target in small.targets:
-            names.extend(_assigned(target.target))
+            names.extend(assigned_texts(target.target))
     elif isinstance(small, (cst.AugAssign, cst.AnnAssign)):
-        names.extend(_assigned(small.target))
+        names.extend(assigned_texts(small.target))
     return frozenset(names)
 
 
@@ -504,7 +493,7 @@ def build_loop_graph(loop, analyzer: Analyzer, scope: Scope) -> LoopGraph:
     """The graph of one loop's iterations: header -> body -> latch -> header."""
     builder = _Builder(analyzer)
     if isinstance(loop, cst.For):
-        header = builder.node([], kills=frozenset(_assigned(loop.target)))
+        header = builder.node([], kills=frozenset(assigned_texts(loop.target)))
         latch = builder.node([])
     else:
         header = builder.node([], builder.analyzer_events(loop.test, scope), kills=_walrus(loop.test))

@@ -29,6 +29,7 @@ import libcst as cst
 
 from gradlint.analysis.backward import BackwardCall, backward_call, unknown_arguments
 from gradlint.analysis.names import ImportMap, dotted
+from gradlint.analysis.reads import param_names
 from gradlint.analysis.tree import COMPREHENSIONS, SCOPES, walk
 
 # --------------------------------------------------------------------------------------------
@@ -909,15 +910,6 @@ def _root_expressions(tensor: cst.BaseExpression) -> List[cst.BaseExpression]:
     return elements if elements is not None else [tensor]
 
 
-def _params(fn: cst.FunctionDef) -> List[str]:
-    params = fn.params
-    names = [p.name.value for p in list(params.posonly_params) + list(params.params) + list(params.kwonly_params)]
-    for star in (params.star_arg, params.star_kwarg):
-        if isinstance(star, cst.Param):
-            names.append(star.name.value)
-    return names
-
-
 class _CallSites:
     """What the module's own functions are called with (`train(model, criterion)` where
     `criterion = nn.MSELoss(reduction='none')`), so a parameter can carry a known criterion or shape
@@ -1003,7 +995,7 @@ class _ScopeIndex:
         probe: Dict[cst.Call, BackwardShape] = {}
         for method in methods:
             walker = _Walker(self.evaluator, self.imports, probe)
-            walker.block(method.body, _forget(globals_env, _params(method)))
+            walker.block(method.body, _forget(globals_env, param_names(method)))
             for key, value in walker.self_assignments:
                 seen.setdefault(key, []).append(value)
         class_env = {k: v[0] for k, v in seen.items() if len(v) == 1}
@@ -1014,14 +1006,14 @@ class _ScopeIndex:
                 self._function(node, globals_env, class_env)
 
     def _function(self, fn: cst.FunctionDef, globals_env, class_env, bound=None) -> None:
-        env = _forget(globals_env, _params(fn) + sorted(assigned_keys(fn.body)))
-        if class_env and _params(fn)[:1] == ["self"]:
+        env = _forget(globals_env, param_names(fn) + sorted(assigned_keys(fn.body)))
+        if class_env and param_names(fn)[:1] == ["self"]:
             for key, value in class_env.items():
                 env[key] = value
         if bound:
             env.update(bound)
         _Walker(self.evaluator, self.imports, self.record, self.calls).block(fn.body, env)
-        self._scope_children(fn.body.body, _forget(globals_env, _params(fn) + sorted(assigned_keys(fn.body))), None)
+        self._scope_children(fn.body.body, _forget(globals_env, param_names(fn) + sorted(assigned_keys(fn.body))), None)
 
 
 def _definitions(body) -> Iterator[Union[cst.FunctionDef, cst.ClassDef]]:
