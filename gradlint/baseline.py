@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections import Counter
 from dataclasses import dataclass
 from typing import Callable, Optional
 
 import gradlint
+from gradlint.atomic import write_atomic
 from gradlint.findings import Finding
 from gradlint.fingerprint import SourceLines, digest, normalise, posix_path
 
@@ -128,13 +128,8 @@ def write_baseline(findings: list, source_of: SourceOf, path: str) -> int:
         "generated_by": f"gradlint {gradlint.__version__}",
         "findings": dict(sorted(counts.items())),
     }
-    directory = os.path.dirname(os.path.abspath(path))
     try:
-        fd, tmp = tempfile.mkstemp(prefix=".gradlint-baseline-", dir=directory)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(payload, handle, indent=2)
-            handle.write("\n")
-        os.replace(tmp, path)
+        write_atomic(os.path.abspath(path), (json.dumps(payload, indent=2) + "\n").encode("utf-8"))
     except OSError as exc:
         raise BaselineError(f"cannot write baseline {path}: {exc.strerror or exc}") from None
     return sum(counts.values())

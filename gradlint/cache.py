@@ -16,10 +16,10 @@ import hashlib
 import json
 import os
 import sys
-import tempfile
 from typing import Dict, Iterable, List, Optional
 
 from gradlint import __version__
+from gradlint.atomic import write_atomic
 from gradlint.findings import Edit, Finding, Fix
 
 FORMAT = 2  # bump when the entry layout changes
@@ -169,17 +169,5 @@ class Cache:
 
 
 def _atomic_write(path: str, text: str) -> None:
-    """Write via a temp file in the same folder + os.replace: readers see old or new, never half."""
-    folder = os.path.dirname(path) or "."
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".json")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; the cache may be shared (CI caches, containers)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    # 0644: the cache may be shared (CI caches, containers)
+    write_atomic(path, text.encode("utf-8"), mode=0o644)

@@ -1043,8 +1043,7 @@ def rewrite_file(path: str, change: Callable[[str], Tuple[str, int]], what: str)
     """Rewrite a Python file with `change(text) -> (new text, count)`: only if the new text still
     parses, atomically (temp file in the same folder + os.replace, so a crash never leaves half a
     file), through symlinks, keeping the file's permissions, encoding, BOM and line endings."""
-    import shutil
-    import tempfile
+    from gradlint.atomic import write_atomic
 
     if source_loader(path) is not None:
         return 0  # notebooks: edits are not mapped back into cells
@@ -1066,19 +1065,7 @@ def rewrite_file(path: str, change: Callable[[str], Tuple[str, int]], what: str)
         raise ValueError(f"the {what} code would not parse ({' '.join(str(err).split())[:200]})") from None
     if data.startswith(codecs.BOM_UTF8) and encoding != "utf-8-sig":
         encoding = "utf-8-sig"
-    folder = os.path.dirname(target) or "."
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".gradlint-edit-", suffix=".py")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(new_text.encode(encoding))
-        shutil.copymode(target, tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    write_atomic(target, new_text.encode(encoding), mode=stat_module.S_IMODE(os.stat(target).st_mode))
     return count
 
 

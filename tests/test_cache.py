@@ -145,7 +145,7 @@ def test_concurrent_writers_never_corrupt(project):
     assert counts == [1, 1, 1, 1]
     (entry,) = entries(project)
     json.loads(entry.read_text())
-    leftovers = [p for p in (project.root / ".gradlint_cache").rglob(".tmp-*")]
+    leftovers = [p for p in (project.root / ".gradlint_cache").rglob(".gradlint-*.tmp")]
     assert leftovers == []
     assert run(project, "t.py").cache_hits == 1
 

@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
+from gradlint.atomic import write_atomic
 from gradlint.runtime.events import Observations
 
 DIR_ENV = "GRADLINT_RUNTIME_DIR"
@@ -64,10 +65,7 @@ def write(ctx: RankContext, obs: Observations, failed: bool) -> None:
     os.makedirs(ctx.folder, exist_ok=True)
     payload = {"key": ctx.key, "rank": ctx.rank, "failed": failed, "observations": obs.to_json()}
     target = _path(ctx, ctx.rank)
-    temp = f"{target}.{os.getpid()}.tmp"
-    with open(temp, "w", encoding="utf-8") as handle:
-        json.dump(payload, handle)
-    os.replace(temp, target)
+    write_atomic(target, json.dumps(payload).encode("utf-8"))
 
 
 def gather(ctx: RankContext, own: Observations, timeout: Optional[float] = None) -> Tuple[Observations, List[int], List[int]]:
