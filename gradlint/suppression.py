@@ -16,13 +16,13 @@ never suppressed by comments (the file could not be tokenised reliably); ignore 
 
 from __future__ import annotations
 
-import io
 import re
 import tokenize
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional, Tuple
 
 from gradlint.findings import RULES, Finding
+from gradlint.lines import tokenizer_readline
 
 _CODE = r"[A-Za-z]+[0-9]+"
 _INLINE = re.compile(rf"#\s*noqa(?::\s*(?P<codes>{_CODE}(?:[\s,]+{_CODE})*))?", re.IGNORECASE)
@@ -68,7 +68,7 @@ def _split_codes(text: Optional[str]) -> Optional[Tuple[str, ...]]:
 
 def _comments(text: str) -> Iterable[Tuple[int, int, str, bool]]:
     """(line, 0-based column, comment text, own line?) for every comment token."""
-    reader = io.StringIO(text).readline
+    reader = tokenizer_readline(text)  # lines as Python numbers them (not str.splitlines)
     try:
         for tok in tokenize.generate_tokens(reader):
             if tok.type == tokenize.COMMENT:

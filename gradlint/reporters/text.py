@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import List, Optional
 
 from gradlint.findings import Finding
+from gradlint.lines import split_lines
 
 
 def location(finding: Finding) -> str:
@@ -33,7 +34,7 @@ def _source_lines(finding: Finding, ctx) -> Optional[List[str]]:
         text = cell_source(finding.path, finding.cell) if cell_source else None
     else:
         text = ctx.source_of(finding.path)
-    return text.splitlines() if text is not None else None
+    return split_lines(text) if text is not None else None  # Python's line numbering
 
 
 def excerpt(finding: Finding, lines: List[str]) -> List[str]:
