@@ -110,6 +110,69 @@ def _load(entry: dict, path: str) -> Finding:
     )
 
 
+def _is_int(value, low: int = 0) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+def valid_finding(entry, source: Optional[str] = None) -> bool:
+    """Is `entry` a stored finding gradlint could have written? Types, known rule code, ranges
+    (1-based lines, end not before start), and a fix's edits: [start, end, text] with
+    0 <= start <= end, not overlapping, and (when the file's decoded `source` is given) inside it."""
+    from gradlint.findings import RULES  # lazily: this module's imports stay as they are
+
+    if not isinstance(entry, dict):
+        return False
+    if not isinstance(entry.get("code"), str) or entry["code"] not in RULES:
+        return False
+    if not isinstance(entry.get("message"), str) or not isinstance(entry.get("severity"), str):
+        return False
+    if not all(_is_int(entry.get(k), 1) for k in ("line", "end_line")):
+        return False
+    if not all(_is_int(entry.get(k), 0) for k in ("column", "end_column")):
+        return False
+    if (entry["end_line"], entry["end_column"]) < (entry["line"], entry["column"]):
+        return False
+    if "cell" in entry and entry["cell"] is not None and not _is_int(entry["cell"], 1):
+        return False
+    fix = entry.get("fix")
+    if fix is None:
+        return True
+    if not isinstance(fix, dict) or not isinstance(fix.get("description"), str):
+        return False
+    edits = fix.get("edits")
+    if not isinstance(edits, list) or not edits:
+        return False
+    spans = []
+    for edit in edits:
+        if not isinstance(edit, list) or len(edit) != 3:
+            return False
+        start, end, text = edit
+        if not (_is_int(start) and _is_int(end) and isinstance(text, str) and start <= end):
+            return False
+        if source is not None and end > len(source):
+            return False
+        spans.append((start, end))
+    spans.sort()
+    if any(later[0] < earlier[1] for earlier, later in zip(spans, spans[1:])):
+        return False
+    return True
+
+
+def valid_entry(stored, source: Optional[str] = None) -> bool:
+    """Is `stored` (a parsed cache entry) well formed: {"deps": {path: sha256 hex},
+    "findings": [finding...]} with every finding passing `valid_finding(.., source)`?
+    A cache entry that fails is treated as a miss (never trusted, never an error)."""
+    if not isinstance(stored, dict) or set(stored) != {"deps", "findings"}:
+        return False
+    deps, findings = stored["deps"], stored["findings"]
+    if not isinstance(deps, dict) or not isinstance(findings, list):
+        return False
+    for dep, sha in deps.items():
+        if not isinstance(sha, str) or len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
+            return False
+    return all(valid_finding(entry, source) for entry in findings)
+
+
 class Cache:
     """Look up and store one file's findings (without its display path, which is re-attached).
 
@@ -140,11 +203,13 @@ class Cache:
         try:
             with open(self._entry(key), "r", encoding="utf-8") as handle:
                 stored = json.load(handle)
+            if not valid_entry(stored):
+                return None  # hand-edited, truncated or crafted (a shared CI cache): a miss
             for dep, sha in stored["deps"].items():
                 if file_sha(dep) != sha:
                     return None  # a helper module changed: its callers must be re-checked
             return [_load(entry, display) for entry in stored["findings"]]
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
             return None
 
     def _prepare(self) -> None:

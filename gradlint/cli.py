@@ -85,7 +85,7 @@ def _read_text(path: str) -> Optional[str]:
               help="Worker processes (default 0: all usable cores; 1 = serial).")
 @click.option("--no-cache", is_flag=True, envvar="GRADLINT_NO_CACHE",
               help="Neither read nor write the result cache [env GRADLINT_NO_CACHE=1].")
-@click.option("--cache-dir", type=click.Path(file_okay=False), default=None, envvar="GRADLINT_CACHE_DIR",
+@click.option("--cache-dir", type=click.Path(), default=None, envvar="GRADLINT_CACHE_DIR",
               help="Where the result cache lives [default: .gradlint_cache beside the config; "
                    "env GRADLINT_CACHE_DIR].")
 @click.option("--force-exclude", is_flag=True,
@@ -130,21 +130,28 @@ def check(paths: Tuple[str, ...], select, ignore, extend_select, output_format, 
     except (DiscoveryError, ConfigError) as err:
         fail(str(err))
     if not files:
-        # Nothing to lint (pre-commit passed no Python file, or all were excluded): stay quiet,
-        # except that machine-readable reports are still written so CI gets a valid document.
+        # Nothing to lint (pre-commit passed no Python file, or all were excluded): say so on
+        # stderr (as ruff does); machine-readable reports are still written so CI gets a valid document.
+        if not quiet:
+            click.echo("gradlint: warning: No Python files found", err=True)
         if fmt not in ("full", "concise") or output:
             emit_report([], files_checked=0, **report)
         sys.exit(0)
+    use_cache = not no_cache
+    if use_cache and os.path.exists(settings.cache_path) and not os.path.isdir(settings.cache_path):
+        click.echo(f"gradlint: warning: cache dir {settings.cache_path} is not a folder; running without the cache",
+                   err=True)
+        use_cache = False
     progress = _Progress(len(files), enabled=not quiet)
     try:
-        result = lint_files(files, settings, jobs=jobs, use_cache=not no_cache, progress=progress)
+        result = lint_files(files, settings, jobs=jobs, use_cache=use_cache, progress=progress)
     finally:
         progress.close()
     if add_noqa:
         sys.exit(_add_noqa(result, quiet))
     fixed = 0
     if fix:
-        fixed, result = _apply_fixes(result, settings, jobs=jobs, use_cache=not no_cache)
+        fixed, result = _apply_fixes(result, settings, jobs=jobs, use_cache=use_cache)
     findings = _baseline(result, write_baseline, baseline)
     sources: Dict[str, Optional[str]] = {}
 

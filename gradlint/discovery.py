@@ -36,9 +36,10 @@ def suffixes() -> Tuple[str, ...]:
 
 
 def _spec(lines: Sequence[str]) -> pathspec.GitIgnoreSpec:
-    import pathspec  # only when patterns are matched: a run on named files never needs it
+    """Patterns compiled as git does: a line git ignores as invalid is dropped, not an error."""
+    from gradlint.patterns import compile_lines  # only when patterns are matched
 
-    return pathspec.GitIgnoreSpec.from_lines(list(lines))
+    return compile_lines(lines)
 
 
 def _read_lines(path: str) -> List[str]:

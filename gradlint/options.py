@@ -62,7 +62,9 @@ def _codes(values: Optional[Sequence[str]]) -> Optional[List[str]]:
     """Repeated/comma-separated option values, or None when the option was not given."""
     if not values:
         return None
-    return [part for value in values for part in value.split(",") if part.strip()]
+    # A value with no code at all (`--select ""`) is kept so the config check rejects it.
+    return [part for value in values for part in (value.split(",") if value.strip(" ,") else [value])
+            if part.strip() or not value.strip(" ,")]
 
 
 def settings_from_options(

@@ -232,13 +232,14 @@ def test_nonexistent_path_exits_2(project, gradlint):
     assert result.stderr == "gradlint: error: missing.py: no such file or directory\n"
 
 
-def test_zero_files_exit_0_silently(project, gradlint):
+def test_zero_files_exit_0_saying_so(project, gradlint):
     project.write("README.md", "hello")
     result = gradlint("check")
-    assert (result.exit_code, result.stdout, result.stderr) == (0, "", "")
+    nothing = "gradlint: warning: No Python files found\n"  # on stderr, as ruff does (issue 8)
+    assert (result.exit_code, result.stdout, result.stderr) == (0, "", nothing)
     project.write("build/x.py", LOOP_WITHOUT_ZERO_GRAD)
     result = gradlint("check", "--force-exclude", "build/x.py")
-    assert (result.exit_code, result.stdout, result.stderr) == (0, "", "")
+    assert (result.exit_code, result.stdout, result.stderr) == (0, "", nothing)
     # machine-readable formats still get a valid (empty) document
     assert gradlint("check", "--force-exclude", "build/x.py", "--output-format", "json").stdout == "[]\n"
 
