@@ -167,7 +167,7 @@ def valid_entry(stored, source: Optional[str] = None) -> bool:
     deps, findings = stored["deps"], stored["findings"]
     if not isinstance(deps, dict) or not isinstance(findings, list):
         return False
-    for dep, sha in deps.items():
+    for sha in deps.values():
         if not isinstance(sha, str) or len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
             return False
     return all(valid_finding(entry, source) for entry in findings)

@@ -1,4 +1,4 @@
-"""`gradlint explain` from a real non-editable install: the rule pages ship as the namespace
+"""`gradlint explain` (and SARIF rule help) from a real non-editable install: the rule pages ship as the namespace
 package gradlint.catalogue, which importlib.resources.files() cannot read on Python 3.9."""
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ import gradlint
 assert gradlint.__file__.startswith({target!r}), gradlint.__file__
 from gradlint.cli import _rule_page
 page = _rule_page("GL001")
+from gradlint.reporters.sarif import rule_page  # SARIF rule help reads the same pages
+assert rule_page("GL001") == page
 print(page.splitlines()[0] if page else "NO PAGE")
 """
 

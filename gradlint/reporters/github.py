@@ -17,7 +17,7 @@ from collections import Counter
 from typing import Optional
 
 from gradlint.findings import RULES, Finding
-from gradlint.fingerprint import SourceLines, posix_path
+from gradlint.fingerprint import SourceLines, posix_path, printable_path
 
 COMMAND = {"error": "error", "warning": "warning", "note": "notice"}
 RANK = {"error": 0, "warning": 1, "note": 2}
@@ -49,19 +49,19 @@ def annotation_path(path: str, cwd: str) -> str:
         try:
             relative = os.path.relpath(absolute, os.path.realpath(workspace))
             if not relative.startswith(".."):
-                return posix_path(relative)
+                return printable_path(posix_path(relative))
             relative = os.path.relpath(absolute, workspace)
             if not relative.startswith(".."):
-                return posix_path(relative)
+                return printable_path(posix_path(relative))
         except ValueError:  # another drive on Windows
             pass
-    return posix_path(path)
+    return printable_path(posix_path(path))
 
 
 def location_text(finding: Finding) -> str:
     """`path:line:col` or, in a notebook, `path:cell N:line:col`."""
     cell = f"cell {finding.cell}:" if finding.cell is not None else ""
-    return f"{posix_path(finding.path)}:{cell}{finding.line}:{finding.column}"
+    return f"{printable_path(posix_path(finding.path))}:{cell}{finding.line}:{finding.column}"
 
 
 def worst_first(findings: list) -> list:

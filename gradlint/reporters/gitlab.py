@@ -14,7 +14,7 @@ import json
 import os
 
 from gradlint.findings import Finding
-from gradlint.fingerprint import SourceLines, occurrence_fingerprints, posix_path
+from gradlint.fingerprint import SourceLines, occurrence_fingerprints, posix_path, printable_path
 
 SEVERITY = {"error": "major", "warning": "minor", "note": "info"}
 CATEGORY = {"GL002": "Performance"}  # everything else is a bug risk
@@ -31,8 +31,8 @@ def report_path(path: str, cwd: str) -> str:
             except ValueError:  # another drive on Windows
                 continue
             if not relative.startswith(".."):
-                return posix_path(relative)
-    return posix_path(path)
+                return printable_path(posix_path(relative))
+    return printable_path(posix_path(path))
 
 
 def issue(finding: Finding, fingerprint: str, cwd: str, lines: SourceLines) -> dict:

@@ -19,7 +19,8 @@ from urllib.parse import quote
 
 import gradlint
 from gradlint.findings import RULES, Finding, RuleInfo
-from gradlint.fingerprint import SourceLines, occurrence_fingerprints, posix_path
+from gradlint.fingerprint import SourceLines, occurrence_fingerprints, path_bytes, posix_path
+from gradlint.pages import rule_page
 
 SCHEMA_URI = "https://json.schemastore.org/sarif-2.1.0.json"
 DEFAULT_HOME = "https://github.com/gradlint/gradlint"
@@ -46,23 +47,6 @@ def home_url() -> str:
     except Exception:  # not installed / broken metadata: fall back
         pass
     return DEFAULT_HOME
-
-
-def rule_page(code: str) -> Optional[str]:
-    """The markdown page of a rule: packaged as gradlint.catalogue in wheels, rules/ in a checkout."""
-    try:
-        from importlib.resources import files
-
-        page = files("gradlint.catalogue").joinpath(f"{code}.md")
-        if page.is_file():
-            return page.read_text(encoding="utf-8")
-    except (ImportError, OSError, TypeError, ValueError):
-        pass
-    fallback = Path(gradlint.__file__).resolve().parent.parent / "rules" / f"{code}.md"
-    try:
-        return fallback.read_text(encoding="utf-8")
-    except OSError:
-        return None
 
 
 def page_section(page: str, title: str) -> str:
@@ -125,7 +109,8 @@ def artifact_location(path: str, cwd: str) -> dict:
     path = posix_path(os.path.normpath(path))
     if path.startswith("../"):
         return {"uri": Path(os.path.normpath(os.path.join(cwd, path))).as_uri()}
-    return {"uri": quote(path, safe="/"), "uriBaseId": "%SRCROOT%"}
+    # percent-encode the name's bytes: a name that is not UTF-8 keeps its exact bytes (%E9)
+    return {"uri": quote(path_bytes(path), safe="/"), "uriBaseId": "%SRCROOT%"}
 
 
 def _same_drive(a: str, b: str) -> bool:
