@@ -257,16 +257,19 @@ def _add_noqa(result, quiet: bool) -> int:
     for finding in result.findings:
         by_file.setdefault(finding.path, []).append(finding)
     added = 0
+    failed = 0
     for shown, findings in sorted(by_file.items()):
         try:
             added += add_noqa_file(result.paths.get(shown, shown), findings)
         except (ValueError, OSError) as err:
+            failed += 1
             click.echo(f"gradlint: warning: {shown}: noqa directives not added: {err}", err=True)
     if not quiet:
         click.echo(f"Added {added} noqa directive{'s' if added != 1 else ''}.", err=True)
     for error in result.errors:
         click.echo(f"gradlint: error: {error}", err=True)
-    return 2 if result.errors else 0
+    # A file that could not be annotated (read-only, changed meanwhile) still has its findings.
+    return 2 if result.errors else 1 if failed else 0
 
 
 def _apply_fixes(result, settings, *, jobs: int, use_cache: bool):

@@ -140,3 +140,19 @@ def test_write_atomic_still_replaces(tmp_path):
     write_atomic(str(target), b"{}", mode=0o600)
     assert target.read_bytes() == b"{}"
     assert stat.S_IMODE(os.stat(target).st_mode) == 0o600
+
+
+def test_add_noqa_that_cannot_write_a_file_exits_1(project, gradlint, monkeypatch):
+    from cli_samples import LOOP_WITHOUT_ZERO_GRAD
+
+    path = project.write("train.py", LOOP_WITHOUT_ZERO_GRAD)
+
+    def refuse(src, dst):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(os, "replace", refuse)
+    result = gradlint("check", "--no-cache", "--add-noqa", ".")
+    assert result.exit_code == 1
+    assert "train.py: noqa directives not added" in result.stderr and "Added 0 noqa directives." in result.stderr
+    assert path.read_text() == LOOP_WITHOUT_ZERO_GRAD
+    assert [name for name in os.listdir(project.root) if name.startswith(".gradlint-")] == []
