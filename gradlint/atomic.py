@@ -29,7 +29,8 @@ except ImportError:  # Windows
 
 
 class SourceWriteRefused(Exception):
-    """A source file was deliberately left unwritten; the message is one line for the user."""
+    """A source file was deliberately left unwritten. The message is one line without the path
+    (callers print `PATH: message`, as the CLI does for every per-file problem)."""
 
 
 class SourceChanged(SourceWriteRefused, ValueError):
@@ -98,13 +99,13 @@ def write_source(path: str, data: bytes, expected_sha256: str) -> None:
     target = os.path.realpath(path)
     before = os.stat(target)
     if not stat.S_ISREG(before.st_mode):
-        raise SourceChanged(f"{path}: not a regular file; not modified")
+        raise SourceChanged("not a regular file; not modified")
     if not (before.st_mode & 0o222) or not os.access(target, os.W_OK):
-        raise ReadOnlySource(f"{path}: read-only file; not modified")
+        raise ReadOnlySource("read-only file; not modified")
     with _Locked(target) as handle:
         current = handle.read()
         if sha256(current) != expected_sha256:
-            raise SourceChanged(f"{path}: changed since it was linted; not modified")
+            raise SourceChanged("changed since it was linted; not modified")
         st = os.fstat(handle.fileno())
         if st.st_nlink > 1 or not _replace_keeping_metadata(target, data, st):
             _write_in_place(handle, data)
@@ -135,7 +136,7 @@ class _Locked:
                 self.handle = handle
                 return handle
             handle.close()  # replaced by another writer while we waited: lock the new one
-        raise SourceChanged(f"{self.target}: keeps changing; not modified")
+        raise SourceChanged("keeps changing while being written; not modified")
 
     def __exit__(self, *exc) -> None:
         if self.handle is not None:

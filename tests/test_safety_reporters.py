@@ -64,3 +64,11 @@ def test_printable_path_and_path_bytes():
     assert printable_path("dir/é.py") == "dir/é.py"
     assert printable_path("x\ud800") == "x\\ud800"
     assert path_bytes(escaped) == NAME
+
+
+def test_github_step_summary(odd_project, gradlint, monkeypatch):
+    summary = odd_project.root / "summary.md"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    result = gradlint("check", "--no-cache", "--output-format", "github", ".")
+    assert result.exit_code == 1, result.stderr
+    assert "caf\\\\xe9.py" in summary.read_bytes().decode("utf-8")  # `\` is escaped in markdown cells
