@@ -58,9 +58,17 @@ def write_atomic(path: str, data: bytes, mode: Optional[int] = 0o644) -> None:
     """Write `data` to a temp file in `path`'s folder, then os.replace it over `path`.
 
     `mode` is applied to the temp file before the swap (mkstemp creates it 0600; a cache or
-    baseline may be shared). On any failure the temp file is removed and the exception
-    propagates; `path` is untouched. For users' source files use `write_source` instead.
+    baseline may be shared). An existing `path` without any write permission bit is refused
+    with `ReadOnlySource` (os.replace would silently replace it, even as root). On any failure
+    the temp file is removed and the exception propagates; `path` is untouched. For users'
+    source files use `write_source` instead.
     """
+    try:
+        existing = os.stat(path)
+    except OSError:
+        existing = None
+    if existing is not None and stat.S_ISREG(existing.st_mode) and not existing.st_mode & 0o222:
+        raise ReadOnlySource("read-only file; not modified")
     folder = os.path.dirname(path) or "."
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".gradlint-", suffix=".tmp")
     try:

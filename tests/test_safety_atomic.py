@@ -156,3 +156,24 @@ def test_add_noqa_that_cannot_write_a_file_exits_1(project, gradlint, monkeypatc
     assert "train.py: noqa directives not added" in result.stderr and "Added 0 noqa directives." in result.stderr
     assert path.read_text() == LOOP_WITHOUT_ZERO_GRAD
     assert [name for name in os.listdir(project.root) if name.startswith(".gradlint-")] == []
+
+
+def test_fix_of_a_read_only_file_writes_nothing_and_exits_1(project, gradlint):
+    source = "import torch\n\nfor x in data:\n    opt.zero_grad()\n    loss = model(x).sum()\n" \
+             "    loss.backward(retain_graph=True)\n    opt.step()\n"
+    path = project.write("train.py", source)
+    os.chmod(path, 0o444)
+    result = gradlint("check", "--no-cache", "--fix", ".")
+    assert result.exit_code == 1
+    assert "train.py: cannot write fixes: read-only file; not modified" in result.stderr
+    assert "Fixed" not in result.stderr and "GL002" in result.stdout
+    assert path.read_text() == source and stat.S_IMODE(os.stat(path).st_mode) == 0o444
+
+
+def test_write_atomic_refuses_a_read_only_target(tmp_path):
+    target = tmp_path / "baseline.json"
+    target.write_bytes(b"old")
+    os.chmod(target, 0o444)
+    with pytest.raises(ReadOnlySource):
+        write_atomic(str(target), b"new")
+    assert target.read_bytes() == b"old" and _leftovers(tmp_path) == []
