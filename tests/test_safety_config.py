@@ -169,3 +169,46 @@ def test_a_crafted_entry_with_wrong_types_is_a_miss(project, gradlint, crafted):
     entry.write_text(json.dumps(crafted))
     result = gradlint("check", ".")
     assert result.exit_code == 1 and "GL001" in result.stdout and "error" not in result.stderr
+
+
+# -- the user's global excludes file (core.excludesFile) ---------------------------------------
+
+@pytest.fixture
+def git_home(tmp_path_factory, monkeypatch):
+    home = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
+    return home
+
+
+def _linted(gradlint) -> set:
+    result = gradlint("check", "--no-cache", "--output-format", "json", ".")
+    assert result.exit_code in (0, 1), result.stderr
+    return {f["path"] for f in json.loads(result.stdout)}
+
+
+def test_default_global_excludes_file_is_honoured_in_a_repository(project, gradlint, git_home):
+    (git_home / ".config" / "git").mkdir(parents=True)
+    (git_home / ".config" / "git" / "ignore").write_text("scratch_*.py\n[z-a]\n")
+    project.write("scratch_1.py", LOOP_WITHOUT_ZERO_GRAD)
+    project.write("train.py", LOOP_WITHOUT_ZERO_GRAD)
+    assert _linted(gradlint) == {"scratch_1.py", "train.py"}  # not a git repository: not applied
+    os.mkdir(project.root / ".git")
+    assert _linted(gradlint) == {"train.py"}
+    # .gitignore overrides the global file, as in git
+    project.write(".gitignore", "!scratch_1.py\n")
+    assert _linted(gradlint) == {"scratch_1.py", "train.py"}
+
+
+def test_core_excludes_file_from_user_and_repository_config(project, gradlint, git_home):
+    (git_home / "my-ignores").write_text("user_*.py\n")
+    (git_home / ".gitconfig").write_text('[user]\n\tname = x\n[core]\n\texcludesFile = "~/my-ignores"  # mine\n')
+    project.write("user_1.py", LOOP_WITHOUT_ZERO_GRAD)
+    project.write("repo_1.py", LOOP_WITHOUT_ZERO_GRAD)
+    os.mkdir(project.root / ".git")
+    assert _linted(gradlint) == {"repo_1.py"}
+    (project.root / "repo-ignores").write_text("repo_*.py\n")
+    (project.root / ".git" / "config").write_text(f"[Core]\n    excludesfile = {project.root / 'repo-ignores'}\n")
+    assert _linted(gradlint) == {"user_1.py"}  # the repository's setting wins
+    project.write("pyproject.toml", "[tool.gradlint]\nrespect-gitignore = false\n")
+    assert _linted(gradlint) == {"user_1.py", "repo_1.py"}
