@@ -72,3 +72,17 @@ def test_github_step_summary(odd_project, gradlint, monkeypatch):
     result = gradlint("check", "--no-cache", "--output-format", "github", ".")
     assert result.exit_code == 1, result.stderr
     assert "caf\\\\xe9.py" in summary.read_bytes().decode("utf-8")  # `\` is escaped in markdown cells
+
+
+def test_a_narrow_terminal_gets_escapes_not_an_internal_error(monkeypatch):
+    import io
+    import sys
+
+    from gradlint.options import _write
+
+    raw = io.BytesIO()
+    stream = io.TextIOWrapper(raw, encoding="latin-1", errors="strict")
+    monkeypatch.setattr(sys, "stdout", stream)
+    _write("café ☕\n", None)
+    stream.flush()
+    assert raw.getvalue() == "café \\u2615\n".encode("latin-1")
