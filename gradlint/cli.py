@@ -350,6 +350,21 @@ def explain(code: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# server
+
+
+@main.command("server")
+def server_command() -> None:
+    """Run the Language Server over stdio (for editors): diagnostics and quick fixes as you type."""
+    try:
+        from gradlint.server import main as serve
+    except ImportError as err:
+        fail(f"`gradlint server` needs pygls and lsprotocol ({err}); install them with: "
+             "pip install 'torch-gradlint[lsp]'")
+    serve()
+
+
+# ---------------------------------------------------------------------------------------------
 # run (the runtime tracer lives in gradlint.runtime.cli and must not import torch at import time)
 
 try:
