@@ -286,7 +286,10 @@ def _extract_archive(git_dir: Path, commit: str, dest: Path) -> Optional[List[st
         tar_buf.seek(0)
         with tarfile.open(fileobj=tar_buf, mode="r:") as tar:
             members = [m for m in tar.getmembers() if _safe_member(m)]
-            tar.extractall(dest, members=members)
+            if hasattr(tarfile, "data_filter"):  # Python 3.12+ (and security backports)
+                tar.extractall(dest, members=members, filter="data")
+            else:
+                tar.extractall(dest, members=members)
     return []
 
 
@@ -608,6 +611,11 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     ap.add_argument("-v", "--verbose", action="store_true", help="one line per case")
     ap.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
     ap.add_argument("--progress", action="store_true", help="name each case on stderr as it runs")
+    ap.add_argument(
+        "--list-repos",
+        action="store_true",
+        help="print the owner/name of every repository the selected cases need (to fetch them), then exit",
+    )
     return ap.parse_args(argv)
 
 
@@ -623,6 +631,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except Malformed as exc:
         print(f"realworld: malformed case: {exc}", file=sys.stderr)
         return 2
+    if args.list_repos:
+        for repo in sorted({c.repo for c in cases}, key=str.lower):
+            print(repo)
+        return 0
     if args.case:
         wanted = set(args.case)
         unknown = sorted(wanted - {c.id for c in cases})
@@ -677,4 +689,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except BrokenPipeError:  # output piped into `head` and the like
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(0)
+    except KeyboardInterrupt:
+        sys.exit(130)
