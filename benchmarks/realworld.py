@@ -12,9 +12,9 @@ repository: the script reads it from local bare mirrors of the repositories (``-
 Per rule it prints cases, true positives, false negatives, false positives, recall and
 precision. Findings in bug cases at other places than the marked one are listed for manual
 review and are not counted either way. Exit status: 0 once scored (whatever the numbers);
-2 when a case file is malformed, no mirror directory is given, or a case's repository or
-commit is not in the mirrors (those cases are reported as ``missing`` first, unless
-``--allow-missing``).
+2 when a case file is malformed, no mirror directory is given, gradlint cannot be run, or a
+case's repository or commit is not in the mirrors (those cases are reported as ``missing``
+first, unless ``--allow-missing``).
 """
 
 from __future__ import annotations
@@ -43,6 +43,10 @@ DONE_MARK = ".realworld-extracted"
 
 class Malformed(Exception):
     """A case file or a case that cannot be scored as written."""
+
+
+class SetupError(Exception):
+    """The scorer cannot run at all (gradlint missing), whatever the case."""
 
 
 class MirrorMissing(Exception):
@@ -371,8 +375,8 @@ def run_gradlint(
     ]
     try:
         proc = subprocess.run(argv, cwd=tree, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout)
-    except FileNotFoundError:
-        return None, f"cannot run {cmd[0]!r} (not on PATH? use --gradlint)"
+    except (FileNotFoundError, PermissionError) as exc:
+        raise SetupError(f"cannot run {cmd[0]!r}: {exc.strerror} (not on PATH? use --gradlint)") from exc
     except subprocess.TimeoutExpired:
         return None, f"gradlint ran past {timeout:g}s"
     out = proc.stdout.decode(errors="replace")
@@ -669,6 +673,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         work = Path(tmp_work)
     try:
         outcomes = evaluate(cases, mirrors, work, cmd, args.timeout, extra, args.progress)
+    except SetupError as exc:
+        print(f"realworld: {exc}", file=sys.stderr)
+        return 2
     finally:
         if tmp_work:
             shutil.rmtree(tmp_work, ignore_errors=True)
