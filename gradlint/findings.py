@@ -44,6 +44,23 @@ RULES: dict[str, RuleInfo] = {
             "backward() without gradient= on a tensor proven not to be a scalar",
         ),
         RuleInfo(
+            "GL006",
+            "loss-history-keeps-graph",
+            "a loss or output with its graph stored in something that outlives the training iteration",
+            fixable=True,
+            severity="warning",  # memory grows; results stay right until it runs out
+        ),
+        RuleInfo(
+            "GL007",
+            "loss-made-leaf",
+            "a loss made to require grad as a new leaf, so that its backward reaches no parameter",
+        ),
+        RuleInfo(
+            "GL008",
+            "carried-graph-state",
+            "a backward through state the previous iteration's graph produced, never detached",
+        ),
+        RuleInfo(
             "GL100",
             "unused-noqa",
             "a `# noqa` comment that suppresses nothing",

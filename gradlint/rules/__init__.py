@@ -14,6 +14,9 @@ RULE_MODULES = {
     "GL001": "gradlint.rules.gl001",
     "GL002": "gradlint.rules.gl002",
     "GL003": "gradlint.rules.gl003",
+    "GL006": "gradlint.rules.gl006",
+    "GL007": "gradlint.rules.gl007",
+    "GL008": "gradlint.rules.gl008",
 }
 
 

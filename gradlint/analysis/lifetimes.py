@@ -1,0 +1,585 @@
+"""How long a training loop's graphs live: the facts GL006 and GL008 read.
+
+Both questions are about a *training loop* (a `for`/`while` whose body runs a backward) and a value
+that lives on from one iteration into the next:
+
+- `kept_histories`: a statement that stores a tensor with history that the loop's backward also
+  walks (the loss, a scaled copy, an output) into something that outlives the iteration:
+  `running_loss += loss`, `total = total + loss`, `losses.append(loss)`, `history[k] = loss`. Each
+  stored tensor holds its whole graph, so every iteration's graph stays alive (GL006).
+- `carried_states`: a backward whose root reads a value that the previous iteration's forward
+  produced from its own previous value (`output, hidden = model(x, hidden)`) and that nothing in
+  the loop detaches (`.detach()`, `detach_()`, a `repackage_hidden`-style helper, `.data`) or
+  re-creates after the backward. The second backward walks into the first one's freed graph and
+  raises, or, with `retain_graph=True`, the graph grows without bound (GL008).
+
+Everything is read off the def-use scopes GL002 builds (`graphs.GraphAnalysis`/`Scope`: the class of
+each name, closures of what flows into a backward root, what a loop body carries). Where those
+facts leave a doubt the analysis stays silent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, FrozenSet, Iterable, Iterator, List, Optional, Set, Tuple, Union
+
+import libcst as cst
+
+from gradlint.analysis.backward import BackwardCall, backward_call
+from gradlint.analysis.graphs import GraphAnalysis, Scope
+from gradlint.analysis.helpers import backward_helpers
+from gradlint.analysis.names import ImportMap, dotted
+from gradlint.analysis.reads import GRAPH, INERT, LEAF, LOGGING_METHODS, is_true, key_of
+from gradlint.analysis.tree import COMPREHENSIONS, SCOPES, block_statements, children, walk
+
+Loop = Union[cst.For, cst.While]
+
+# Methods that put a value into a list-like container that outlives the statement.
+LIST_STORES = frozenset({"append", "extend", "insert", "appendleft"})
+# Calls that build a plain Python container (not a tensor buffer).
+_CONTAINER_FACTORIES = frozenset({"list", "dict", "defaultdict", "OrderedDict", "deque", "Counter"})
+# Calls whose arguments are only shown to a person (their value is not kept as a tensor).
+_SHOWING = frozenset({"print", "str", "repr", "format", "round", "float", "int", "len"}) | LOGGING_METHODS
+# Methods that make a tensor a number or a detached copy.
+_TO_NUMBER = frozenset({"item", "tolist", "detach", "cpu", "numpy", "__format__"})
+# Words in a `forward` that cut the graph of a state it is handed.
+_DETACH_WORDS = ("detach", "repackage", ".data")
+
+
+@dataclass(frozen=True)
+class KeptHistory:
+    """A store that keeps a graph alive past its iteration."""
+
+    statement: cst.CSTNode  # the small statement: AugAssign, Assign or the Expr of `x.append(v)`
+    holder: str  # what outlives the iteration: `running_loss`, `losses`, `self.history`
+    value: cst.BaseExpression  # the stored expression
+    form: str  # "accumulate" | "append" | "store"
+    item_fix: bool  # `.item()` on `value` is a safe fix (a scalar root, the holder only shown)
+
+
+@dataclass(frozen=True)
+class CarriedState:
+    """A backward whose root reads a state carried over from the previous iteration's graph."""
+
+    backward: BackwardCall
+    state: str  # the carried name
+    producer: cst.CSTNode  # the statement of the loop that produces it from its previous value
+    retained: bool  # the backward passes retain_graph=True
+
+
+# --------------------------------------------------------------------------------------------
+# Building the scopes
+
+
+def training_holders(module: cst.Module, imports: ImportMap, backward_functions: Tuple[str, ...]) -> Optional[Set[cst.CSTNode]]:
+    """Functions and classes around a backward-like call (None when the module has none): only
+    their scopes can hold a training loop."""
+    helpers = backward_helpers(module, imports)
+    configured = {f.split(".")[-1] for f in backward_functions}
+    holders: Set[cst.CSTNode] = set()
+    found = False
+    stack: List[Tuple[cst.CSTNode, Tuple[cst.CSTNode, ...]]] = [(module, ())]
+    while stack:
+        node, around = stack.pop()
+        kind = type(node)
+        if kind is cst.Call:
+            name = dotted(node.func)  # type: ignore[attr-defined]
+            last = name.split(".")[-1] if name else ""
+            if backward_call(node, imports) is not None or last in helpers or last in configured:  # type: ignore[arg-type]
+                found = True
+                holders.update(around)
+        elif kind is cst.FunctionDef or kind is cst.ClassDef:
+            around = around + (node,)
+        stack.extend((child, around) for child in children(node))
+    return holders if found else None
+
+
+def build_analysis(module: cst.Module, imports: ImportMap, backward_functions: Tuple[str, ...]) -> Optional[GraphAnalysis]:
+    """GL002's scopes for the functions that run a backward, or None when none does."""
+    holders = training_holders(module, imports, backward_functions)
+    if holders is None:
+        return None
+    try:
+        return GraphAnalysis(module, imports, backward_functions, holders)
+    finally:
+        _forget_bindings()
+
+
+def _forget_bindings() -> None:
+    # `pure_functions` memoises assignment targets per tree; keep no tree alive after the file.
+    from gradlint.analysis import scalars
+
+    cache = getattr(scalars, "_ASSIGNED", None)
+    if cache is not None:
+        cache.clear()
+
+
+# --------------------------------------------------------------------------------------------
+# Shared questions about one scope
+
+
+def loops_of(scope: Scope) -> List[Loop]:
+    return [stmt for stmt in scope.places if isinstance(stmt, (cst.For, cst.While))]
+
+
+def smalls_of(scope: Scope, stmt: cst.CSTNode) -> List[cst.CSTNode]:
+    if isinstance(stmt, cst.SimpleStatementLine):
+        return list(stmt.body)
+    if isinstance(stmt, cst.BaseSmallStatement):
+        return [stmt]
+    return []
+
+
+def defined_in(scope: Scope, loop: Loop) -> Dict[str, List]:
+    """Definitions made by the statements of a loop's body (nested ones included)."""
+    out: Dict[str, List] = {}
+    for stmt in scope.statements_within(block_statements(loop.body)):
+        for node in [stmt] + smalls_of(scope, stmt):
+            for definition in scope.defs_at.get(node, ()):
+                out.setdefault(definition.key, []).append(definition)
+    return out
+
+
+def root_deps(analysis: GraphAnalysis, scope: Scope, later) -> Set[str]:
+    """Names whose values may flow into what a backward-like call walks."""
+    if later.tensor is not None:
+        keys = set(analysis.reads.reads(later.tensor).keys)
+        keys |= {k for k in _names(later.tensor)}
+    elif later.roots is not None:
+        keys = set(later.roots)
+    else:
+        return set()
+    return scope.closure(keys) | keys
+
+
+def _names(expr: cst.CSTNode) -> Iterator[str]:
+    for node in walk(expr, SCOPES):
+        if isinstance(node, (cst.Name, cst.Attribute)):
+            key = key_of(node)
+            if key is not None:
+                yield key
+                text = dotted(node)
+                if text is not None and text != key:
+                    yield text
+
+
+def under_no_grad(scope: Scope, stmt: cst.CSTNode) -> bool:
+    """Is the statement inside `with torch.no_grad()` / `inference_mode()` / `set_grad_enabled(False)`?"""
+    for node, place in scope.enclosing(stmt):
+        parent = place.parent
+        if isinstance(parent, cst.With):
+            for item in parent.items:
+                target = item.item.func if isinstance(item.item, cst.Call) else item.item
+                qualified = scope.analysis.imports.resolve(target)
+                if qualified in ("torch.no_grad", "torch.inference_mode"):
+                    return True
+                if qualified == "torch.set_grad_enabled" and isinstance(item.item, cst.Call):
+                    args = item.item.args
+                    if args and isinstance(args[0].value, cst.Name) and args[0].value.value == "False":
+                        return True
+    return False
+
+
+def assigns_before(scope: Scope, stmt: cst.CSTNode, loop: Loop, key: str) -> bool:
+    """Is `key` bound afresh (not from itself) by a statement that runs before `stmt` in the same
+    iteration of `loop` (any earlier statement of the enclosing blocks, conditional or not)?"""
+    for node, place in scope.enclosing(stmt):
+        for earlier in place.block[: place.index]:
+            if _binds_afresh(scope, earlier, key):
+                return True
+        if place.parent is loop:
+            return False
+        if isinstance(place.parent, cst.For) and key in _target_names(place.parent.target):
+            return True
+    return False
+
+
+def _binds_afresh(scope: Scope, stmt: cst.CSTNode, key: str) -> bool:
+    for inner in scope.statements_within([stmt]):
+        if isinstance(inner, cst.For) and key in _target_names(inner.target):
+            return True
+        if isinstance(inner, cst.With):
+            for item in inner.items:
+                if item.asname is not None and key in _target_names(item.asname.name):
+                    return True
+        for small in smalls_of(scope, inner):
+            if isinstance(small, (cst.Assign, cst.AnnAssign)) and small.value is not None:
+                targets = [t.target for t in small.targets] if isinstance(small, cst.Assign) else [small.target]
+                if any(key in _target_names(t) for t in targets) and key not in set(_names(small.value)):
+                    return True
+    return False
+
+
+def _target_names(target: cst.BaseExpression) -> Set[str]:
+    if isinstance(target, (cst.Name, cst.Attribute)):
+        text = dotted(target)
+        return {text} if text else set()
+    if isinstance(target, (cst.Tuple, cst.List)):
+        out: Set[str] = set()
+        for element in target.elements:
+            out |= _target_names(element.value)
+        return out
+    if isinstance(target, cst.StarredElement):
+        return _target_names(target.value)
+    return set()
+
+
+# --------------------------------------------------------------------------------------------
+# GL006: history kept past the iteration
+
+
+def kept_histories(analysis: GraphAnalysis) -> List[KeptHistory]:
+    found: List[KeptHistory] = []
+    for scope in analysis.scopes:
+        found.extend(_kept_in_scope(analysis, scope))
+    return found
+
+
+def _kept_in_scope(analysis: GraphAnalysis, scope: Scope) -> Iterator[KeptHistory]:
+    loops = loops_of(scope)
+    training: Dict[cst.CSTNode, list] = {}
+    for loop in loops:
+        calls = scope.calls_within(block_statements(loop.body))
+        if calls:
+            training[loop] = calls
+    if not training:
+        return
+    every_call = [later for calls in scope.later_calls.values() for later in calls]
+    backpropagated: Set[str] = set()
+    for later in every_call:
+        if later.tensor is None and later.roots is None:
+            return  # a backward whose root we cannot read may walk any accumulator
+        backpropagated |= root_deps(analysis, scope, later)
+    for stmt in list(scope.places):
+        if not isinstance(stmt, cst.SimpleStatementLine) or not scope.loops_around(stmt):
+            continue
+        for small in stmt.body:
+            store = _store(scope, small)
+            if store is None:
+                continue
+            holder, value, form = store
+            if holder in backpropagated or _head(holder) in backpropagated:
+                continue  # accumulated on purpose: a backward walks it later
+            kept = _kept(analysis, scope, stmt, small, holder, value, form, training)
+            if kept is not None:
+                yield kept
+
+
+def _head(key: str) -> str:
+    return key if key.startswith("self.") else key.split(".")[0]
+
+
+def _store(scope: Scope, small: cst.CSTNode) -> Optional[Tuple[str, cst.BaseExpression, str]]:
+    """(holder, stored value, form) when the small statement accumulates or stores a value."""
+    if isinstance(small, cst.AugAssign) and isinstance(small.operator, (cst.AddAssign, cst.SubtractAssign)):
+        target = small.target
+        if isinstance(target, cst.Subscript):
+            base = _holder_key(target.value)
+            if base is None or not _plain_container(scope, base):
+                return None
+            return base, small.value, "accumulate"
+        key = _holder_key(target)
+        return (key, small.value, "accumulate") if key is not None else None
+    if isinstance(small, cst.Assign) and len(small.targets) == 1:
+        target = small.targets[0].target
+        value = small.value
+        if isinstance(target, cst.Subscript):
+            base = _holder_key(target.value)
+            if base is None or not _plain_container(scope, base):
+                return None
+            return base, value, "store"
+        key = _holder_key(target)
+        if key is None or not isinstance(value, cst.BinaryOperation) or not isinstance(value.operator, cst.Add):
+            return None
+        for own, other in ((value.left, value.right), (value.right, value.left)):
+            if _holder_key(own) == key:
+                return key, other, "accumulate"
+        return None
+    if isinstance(small, cst.Expr) and isinstance(small.value, cst.Call):
+        call = small.value
+        func = call.func
+        if not isinstance(func, cst.Attribute) or func.attr.value not in LIST_STORES:
+            return None
+        receiver = func.value
+        if isinstance(receiver, cst.Subscript):
+            receiver = receiver.value  # history[key].append(loss)
+        key = _holder_key(receiver)
+        args = [a for a in call.args if a.keyword is None and not a.star]
+        if key is None or not args or len(args) != (2 if func.attr.value == "insert" else 1):
+            return None
+        return key, args[-1].value, "append"
+    return None
+
+
+def _holder_key(expr: cst.BaseExpression) -> Optional[str]:
+    """A plain name or a `self.` attribute chain."""
+    if isinstance(expr, cst.Name):
+        return expr.value
+    if isinstance(expr, cst.Attribute):
+        text = dotted(expr)
+        if text is not None and text.startswith("self."):
+            return text
+    return None
+
+
+def _plain_container(scope: Scope, key: str) -> bool:
+    """Is `key` bound (somewhere in the scope) to a dict or list display or factory?"""
+    for definition in scope.defs.get(key, ()):
+        value = getattr(definition.node, "value", None)
+        if isinstance(value, (cst.Dict, cst.List, cst.DictComp, cst.ListComp)):
+            return True
+        if isinstance(value, cst.Call):
+            name = dotted(value.func)
+            if name is not None and name.split(".")[-1] in _CONTAINER_FACTORIES:
+                return True
+    return False
+
+
+def _kept(analysis, scope: Scope, stmt, small, holder: str, value: cst.BaseExpression, form: str, training) -> Optional[KeptHistory]:
+    reads = analysis.reads.reads(value)
+    if reads.kind in (INERT, LEAF) or under_no_grad(scope, stmt):
+        return None
+    stored = scope.closure(reads.keys) | set(reads.keys)
+    for loop in scope.loops_around(stmt):  # innermost first
+        if assigns_before(scope, stmt, loop, holder) or holder in scope.reset_after(stmt, loop, set()):
+            return None  # a new holder each iteration of this loop
+        calls = training.get(loop)
+        if not calls:
+            continue
+        fresh = {k for k, defs in defined_in(scope, loop).items() if scope.class_of(k) == GRAPH}
+        for later in calls:
+            shared = stored & root_deps(analysis, scope, later) & fresh
+            if shared:
+                return KeptHistory(small, holder, value, form, _item_fix(analysis, scope, holder, value, later))
+    return None
+
+
+def _item_fix(analysis, scope: Scope, holder: str, value: cst.BaseExpression, later) -> bool:
+    """`.item()` keeps the program's meaning when the stored value is a backward's scalar root (a
+    plain name passed to backward without `gradient=`) and the holder is only shown."""
+    backward = later.backward
+    if backward is None or backward.tensor is None or backward.gradient is not None:
+        return False
+    if not isinstance(value, cst.Name) or key_of(backward.tensor) != value.value:
+        return False
+    if not isinstance(backward.tensor, cst.Name):
+        return False
+    return only_shown(scope, holder)
+
+
+def only_shown(scope: Scope, holder: str) -> bool:
+    """Is every read of `holder` in the scope an argument shown to a person (print, logging,
+    f-strings, `.format`), or a store into the holder itself?"""
+    for stmt in scope.body:
+        if not _reads_only_shown(stmt, holder, False):
+            return False
+    return True
+
+
+def _reads_only_shown(node: cst.CSTNode, holder: str, showing: bool) -> bool:
+    if isinstance(node, (cst.Name, cst.Attribute)) and dotted(node) == holder:
+        return showing
+    if isinstance(node, SCOPES):
+        return holder not in set(_names(node)) or holder.startswith("self.")
+    if isinstance(node, (cst.Assign, cst.AugAssign, cst.AnnAssign)):
+        targets = [t.target for t in node.targets] if isinstance(node, cst.Assign) else [node.target]
+        if any(dotted(t) == holder for t in targets):
+            value = node.value
+            if value is None:
+                return True
+            if isinstance(value, cst.BinaryOperation) and holder in (dotted(value.left), dotted(value.right)):
+                other = value.right if dotted(value.left) == holder else value.left
+                return _reads_only_shown(other, holder, showing)
+            return _reads_only_shown(value, holder, showing)
+    if isinstance(node, cst.Call):
+        func = node.func
+        name = dotted(func) or ""
+        last = name.split(".")[-1]
+        if isinstance(func, cst.Attribute) and dotted(func.value) == holder:
+            if last in LIST_STORES:  # holder.append(...): its own store
+                return all(_reads_only_shown(a.value, holder, showing) for a in node.args)
+        if last in _SHOWING or (isinstance(func, cst.Attribute) and last in ("format", "set_postfix", "log")):
+            return all(_reads_only_shown(a.value, holder, True) for a in node.args)
+    if isinstance(node, cst.FormattedString):
+        showing = True
+    return all(_reads_only_shown(child, holder, showing) for child in children(node))
+
+
+# --------------------------------------------------------------------------------------------
+# GL008: graphs carried into the next iteration
+
+
+def carried_states(analysis: GraphAnalysis, module: cst.Module) -> List[CarriedState]:
+    found: List[CarriedState] = []
+    classes = _classes_by_name(module)
+    seen: Set[cst.Call] = set()
+    for scope in analysis.scopes:
+        for loop in loops_of(scope):
+            for state in _carried_in_loop(analysis, scope, loop, classes):
+                if state.backward.node not in seen:
+                    seen.add(state.backward.node)
+                    found.append(state)
+    return found
+
+
+def _carried_in_loop(analysis, scope: Scope, loop: Loop, classes) -> Iterator[CarriedState]:
+    calls = [later for later in scope.calls_within(block_statements(loop.body)) if later.backward is not None]
+    if not calls:
+        return
+    carried = scope.carried(loop)
+    if not carried:
+        return
+    inside = defined_in(scope, loop)
+    cut = _cut_in_loop(scope, loop)
+    candidates: Dict[str, cst.CSTNode] = {}
+    for key in sorted(carried):
+        if key in cut or key not in inside:
+            continue
+        producer = _recurrence(analysis, scope, key, inside[key], classes)
+        if producer is not None:
+            candidates[key] = producer
+    if not candidates:
+        return
+    for later in calls:
+        backward = later.backward
+        stmt = analysis.statement_of.get(later.node)
+        if stmt is None or backward.tensor is None:
+            continue
+        if under_no_grad(scope, stmt):
+            continue
+        deps = root_deps(analysis, scope, later)
+        reset = scope.reset_after(stmt, loop, set())
+        for key, producer in candidates.items():
+            if key in deps and key not in reset and not _reset_in_branch(scope, stmt, loop, key):
+                yield CarriedState(backward, key, producer, is_true(backward.retain_graph))
+                break
+
+
+def _recurrence(analysis, scope: Scope, key: str, definitions, classes) -> Optional[cst.CSTNode]:
+    """The in-loop statement computing `key` from its own previous value with history (a recurrent
+    step `out, h = model(x, h)`, `h = torch.tanh(W @ x + U @ h)`, `total = total + loss`), or None."""
+    for definition in definitions:
+        if scope.inert_definition(definition):
+            continue
+        keys = set(definition.reads.keys)
+        node = definition.node
+        for shared in [k for k in keys if k.startswith("<unpacked@")]:
+            keys.discard(shared)
+            for inner in scope.defs.get(shared, ()):
+                keys |= inner.reads.keys
+                node = inner.node
+        if key not in keys and _head(key) not in keys:
+            continue
+        value = getattr(node, "value", None)
+        if isinstance(value, cst.Call) and _forward_detaches(scope, value.func, classes):
+            continue
+        return node
+    return None
+
+
+def _cut_in_loop(scope: Scope, loop: Loop) -> Set[str]:
+    """Names the loop body detaches somewhere (`h = h.detach()`, `h.detach_()`, `h = repackage_hidden(h)`,
+    `h = h.data`, `h = tuple(v.detach() for v in h)`) or clears in place (`h.clear()`, `del h[:]`)."""
+    cut: Set[str] = set()
+    reads = scope.analysis.reads
+    for stmt in scope.statements_within(block_statements(loop.body)):
+        for small in smalls_of(scope, stmt):
+            if isinstance(small, cst.Assign):
+                value = reads.reads(small.value)
+                if value.kind == INERT and _detaching_text(small.value, reads.detaching):
+                    for target in small.targets:
+                        cut |= _target_names(target.target)
+            elif isinstance(small, cst.Expr) and isinstance(small.value, cst.Call):
+                func = small.value.func
+                if isinstance(func, cst.Attribute) and func.attr.value in ("detach_", "clear"):
+                    key = dotted(func.value)
+                    if key:
+                        cut.add(key)
+            elif isinstance(small, cst.Del):
+                for element in small.target.elements if isinstance(small.target, cst.Tuple) else [small.target]:
+                    base = element.value if isinstance(element, cst.DelTargetElement) else element
+                    while isinstance(base, cst.Subscript):
+                        base = base.value
+                    key = dotted(base) if isinstance(base, (cst.Name, cst.Attribute)) else None
+                    if key:
+                        cut.add(key)
+    return cut
+
+
+def _detaching_text(expr: cst.BaseExpression, detaching: FrozenSet[str]) -> bool:
+    """Does the expression cut a graph (`.detach()`, `.data`, a detaching helper of the file, any
+    callee named like one), rather than build a new value?"""
+    for node in walk(expr):
+        if isinstance(node, cst.Call):
+            name = dotted(node.func) or ""
+            last = name.split(".")[-1]
+            if "detach" in last.lower() or "repackage" in last.lower() or last in detaching:
+                return True
+        if isinstance(node, cst.Attribute) and node.attr.value == "data":
+            return True
+    return False
+
+
+def _reset_in_branch(scope: Scope, stmt: cst.CSTNode, loop: Loop, key: str) -> bool:
+    """Is `key` re-created or cleared after the backward in the blocks that hold it (the same `if`
+    branch as an every-k-steps backward: `loss.backward(); ...; log_probs = []`)?"""
+    for node, place in scope.enclosing(stmt):
+        for later in place.block[place.index + 1 :]:
+            for inner in scope.statements_within([later]):
+                for small in smalls_of(scope, inner):
+                    if isinstance(small, cst.Assign) and any(key in _target_names(t.target) for t in small.targets):
+                        if key not in set(_names(small.value)):
+                            return True
+                    if isinstance(small, cst.Expr) and isinstance(small.value, cst.Call):
+                        func = small.value.func
+                        if isinstance(func, cst.Attribute) and func.attr.value in ("clear", "detach_"):
+                            if dotted(func.value) == key:
+                                return True
+        if place.parent is loop:
+            break
+    return False
+
+
+def _classes_by_name(module: cst.Module) -> Dict[str, cst.ClassDef]:
+    return {node.name.value: node for node in walk(module, COMPREHENSIONS) if isinstance(node, cst.ClassDef)}
+
+
+def _forward_detaches(scope: Scope, func: cst.BaseExpression, classes: Dict[str, cst.ClassDef]) -> bool:
+    """Is the callee an instance of a class of this file whose `forward` detaches what it carries?"""
+    callee = dotted(func)
+    if callee is None:
+        return False
+    owner = _class_of_instance(scope, callee, classes)
+    if owner is None:
+        return False
+    for stmt in block_statements(owner.body):
+        if isinstance(stmt, cst.FunctionDef) and stmt.name.value in ("forward", "__call__"):
+            code = cst.Module(body=[stmt]).code
+            return any(word in code for word in _DETACH_WORDS)
+    return False
+
+
+def _class_of_instance(scope: Scope, callee: str, classes: Dict[str, cst.ClassDef]) -> Optional[cst.ClassDef]:
+    """`model` bound to `RNNModel(...)` (or `RNNModel(...).to(device)`), or `self.rnn` set to one anywhere."""
+    if callee in classes:
+        return None  # constructing, not calling an instance
+    current: Optional[Scope] = scope
+    while current is not None:
+        for definition in current.defs.get(callee, ()):
+            value = getattr(definition.node, "value", None)
+            while isinstance(value, cst.Call) and isinstance(value.func, cst.Attribute) and isinstance(value.func.value, cst.Call):
+                value = value.func.value
+            if isinstance(value, cst.Call):
+                name = dotted(value.func)
+                if name is not None and name.split(".")[-1] in classes:
+                    return classes[name.split(".")[-1]]
+        current = current.outer
+    if callee.startswith("self."):
+        for node in walk(scope.analysis.module):
+            if isinstance(node, cst.Assign) and any(dotted(t.target) == callee for t in node.targets):
+                value = node.value
+                if isinstance(value, cst.Call):
+                    name = dotted(value.func)
+                    if name is not None and name.split(".")[-1] in classes:
+                        return classes[name.split(".")[-1]]
+    return None

@@ -1,0 +1,54 @@
+"""GL008 carried-graph-state: a backward over state the previous iteration's graph produced.
+
+A recurrent hidden state (or any output fed back into the next forward) that is carried from one
+iteration into the next without `.detach()` links every iteration's graph to the previous one: the
+second backward walks into the first graph, whose buffers it already freed, and raises "Trying to
+backward through the graph a second time". The usual workaround, `retain_graph=True`, makes the
+error go away and the graph grow without bound (memory and time per step rise until the job dies).
+Detach the state once per iteration (`hidden = repackage_hidden(hidden)`, `h = h.detach()`).
+Reported as an error, or as a warning when the backward already passes `retain_graph=True`. The
+facts live in `gradlint.analysis.lifetimes`.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+from gradlint.analysis import Context
+from gradlint.analysis.lifetimes import build_analysis, carried_states
+from gradlint.findings import Finding
+
+# A file must contain one of these words for the rule to possibly fire.
+NEEDS_WORDS = ("backward",)
+
+
+def check(ctx: Context) -> Iterable[Finding]:
+    """One finding per backward whose root reads a state carried, undetached, from the last iteration."""
+    analysis = ctx.fact(
+        "lifetimes.analysis", lambda: build_analysis(ctx.module, ctx.imports, ctx.options.backward_functions)
+    )
+    if analysis is None:
+        return
+    for carried in carried_states(analysis, ctx.module):
+        backward = _short(ctx.code(carried.backward.node))
+        producer = _short(ctx.code(carried.producer))
+        if carried.retained:
+            message = (
+                f"`{backward}` walks `{carried.state}`, which `{producer}` carries from the previous iteration "
+                f"with its graph: retain_graph=True hides the second-backward error while the graph grows every "
+                f"iteration; detach it once per iteration (`{carried.state} = {carried.state}.detach()`) and "
+                f"drop retain_graph"
+            )
+            yield ctx.finding("GL008", carried.backward.node, message).with_(severity="warning")
+        else:
+            message = (
+                f"`{backward}` walks `{carried.state}`, which `{producer}` carries from the previous iteration "
+                f"with its graph: the second backward raises \"Trying to backward through the graph a second "
+                f"time\"; detach it once per iteration (`{carried.state} = {carried.state}.detach()`)"
+            )
+            yield ctx.finding("GL008", carried.backward.node, message)
+
+
+def _short(code: str, limit: int = 50) -> str:
+    code = " ".join(code.split())
+    return code if len(code) <= limit else code[: limit - 3] + "..."
