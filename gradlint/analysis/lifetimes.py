@@ -29,7 +29,7 @@ from gradlint.analysis.backward import BackwardCall, backward_call
 from gradlint.analysis.graphs import GraphAnalysis, Scope
 from gradlint.analysis.helpers import backward_helpers
 from gradlint.analysis.names import ImportMap, dotted
-from gradlint.analysis.reads import GRAPH, INERT, LEAF, LOGGING_METHODS, is_true, key_of
+from gradlint.analysis.reads import GRAPH, INERT, LEAF, LOGGING_METHODS, is_false, is_true, key_of
 from gradlint.analysis.tree import COMPREHENSIONS, SCOPES, block_statements, children, walk
 
 Loop = Union[cst.For, cst.While]
@@ -54,6 +54,7 @@ class KeptHistory:
     holder: str  # what outlives the iteration: `running_loss`, `losses`, `self.history`
     value: cst.BaseExpression  # the stored expression
     form: str  # "accumulate" | "append" | "store"
+    scalar: bool  # `value` is the (scalar) root of a backward: `.item()` gives its number
     item_fix: bool  # `.item()` on `value` is a safe fix (a scalar root, the holder only shown)
 
 
@@ -239,7 +240,9 @@ def _kept_in_scope(analysis: GraphAnalysis, scope: Scope) -> Iterator[KeptHistor
     loops = loops_of(scope)
     training: Dict[cst.CSTNode, list] = {}
     for loop in loops:
-        calls = scope.calls_within(block_statements(loop.body))
+        # Real backward calls only: a helper that runs one (`train_step(...)`) usually hands back
+        # numbers, and what it keeps is its own business.
+        calls = [later for later in scope.calls_within(block_statements(loop.body)) if later.backward is not None]
         if calls:
             training[loop] = calls
     if not training:
@@ -350,21 +353,18 @@ def _kept(analysis, scope: Scope, stmt, small, holder: str, value: cst.BaseExpre
         for later in calls:
             shared = stored & root_deps(analysis, scope, later) & fresh
             if shared:
-                return KeptHistory(small, holder, value, form, _item_fix(analysis, scope, holder, value, later))
+                scalar = _scalar_root(value, later)
+                return KeptHistory(small, holder, value, form, scalar, scalar and only_shown(scope, holder))
     return None
 
 
-def _item_fix(analysis, scope: Scope, holder: str, value: cst.BaseExpression, later) -> bool:
-    """`.item()` keeps the program's meaning when the stored value is a backward's scalar root (a
-    plain name passed to backward without `gradient=`) and the holder is only shown."""
+def _scalar_root(value: cst.BaseExpression, later) -> bool:
+    """Is the stored value a plain name that a backward starts from without `gradient=` (so a
+    one-element tensor, which `.item()` turns into its number)?"""
     backward = later.backward
     if backward is None or backward.tensor is None or backward.gradient is not None:
         return False
-    if not isinstance(value, cst.Name) or key_of(backward.tensor) != value.value:
-        return False
-    if not isinstance(backward.tensor, cst.Name):
-        return False
-    return only_shown(scope, holder)
+    return isinstance(value, cst.Name) and isinstance(backward.tensor, cst.Name) and backward.tensor.value == value.value
 
 
 def only_shown(scope: Scope, holder: str) -> bool:
@@ -432,11 +432,12 @@ def _carried_in_loop(analysis, scope: Scope, loop: Loop, classes) -> Iterator[Ca
     inside = defined_in(scope, loop)
     cut = _cut_in_loop(scope, loop)
     candidates: Dict[str, cst.CSTNode] = {}
+    targets = _target_names(loop.target) if isinstance(loop, cst.For) else set()
     for key in sorted(carried):
-        if key in cut or key not in inside:
-            continue
+        if key in cut or key not in inside or key in targets:
+            continue  # detached, not produced in the loop, or rebound by the loop header itself
         producer = _recurrence(analysis, scope, key, inside[key], classes)
-        if producer is not None:
+        if producer is not None and not _definitely_bound_before(scope, producer, loop, key):
             candidates[key] = producer
     if not candidates:
         return
@@ -445,6 +446,8 @@ def _carried_in_loop(analysis, scope: Scope, loop: Loop, classes) -> Iterator[Ca
         stmt = analysis.statement_of.get(later.node)
         if stmt is None or backward.tensor is None:
             continue
+        if backward.create_graph is not None and not is_false(backward.create_graph):
+            continue  # higher-order / unrolled optimisation keeps its graphs on purpose
         if under_no_grad(scope, stmt):
             continue
         deps = root_deps(analysis, scope, later)
@@ -470,11 +473,51 @@ def _recurrence(analysis, scope: Scope, key: str, definitions, classes) -> Optio
                 node = inner.node
         if key not in keys and _head(key) not in keys:
             continue
+        others = [k for k in keys if k != key and k != _head(key)]
+        if not definition.reads.opaque and not any(scope.class_of(k) != INERT for k in others):
+            continue  # a view or copy of itself (`h = h.unsqueeze(1)`, `x = x.to(device)`), not a new step
         value = getattr(node, "value", None)
         if isinstance(value, cst.Call) and _forward_detaches(scope, value.func, classes):
             continue
         return node
     return None
+
+
+def _definitely_bound_before(scope: Scope, small: cst.CSTNode, loop: Loop, key: str) -> bool:
+    """Is `key` bound afresh on every path from the top of the loop body to `small` (branches that
+    raise, return or continue count as binding it)? Then no previous iteration reaches it there."""
+    line = next((s for s in scope.places if isinstance(s, cst.SimpleStatementLine) and small in s.body), None)
+    if line is None:
+        return False
+    for node, place in scope.enclosing(line):
+        if any(_binds_on_all_paths(scope, earlier, key) for earlier in place.block[: place.index]):
+            return True
+        if place.parent is loop:
+            break
+    return False
+
+
+def _binds_on_all_paths(scope: Scope, stmt: cst.CSTNode, key: str) -> bool:
+    if isinstance(stmt, cst.SimpleStatementLine):
+        for small in stmt.body:
+            if isinstance(small, (cst.Raise, cst.Return, cst.Continue, cst.Break)):
+                return True
+            if isinstance(small, cst.Assign) and any(key in _target_names(t.target) for t in small.targets):
+                if key not in set(_names(small.value)):
+                    return True
+        return False
+    if isinstance(stmt, cst.If):
+        if stmt.orelse is None:
+            return False
+        other = [stmt.orelse] if isinstance(stmt.orelse, cst.If) else block_statements(stmt.orelse.body)
+        return _block_binds(scope, block_statements(stmt.body), key) and _block_binds(scope, other, key)
+    if isinstance(stmt, cst.With):
+        return _block_binds(scope, block_statements(stmt.body), key)
+    return False
+
+
+def _block_binds(scope: Scope, block, key: str) -> bool:
+    return any(_binds_on_all_paths(scope, stmt, key) for stmt in block)
 
 
 def _cut_in_loop(scope: Scope, loop: Loop) -> Set[str]:

@@ -38,14 +38,15 @@ def check(ctx: Context) -> Iterable[Finding]:
         }[kept.form]
         message = (
             f"this {where}, which outlives the iteration: `{value}` carries its autograd graph, so every "
-            f"iteration's graph stays alive with it; store {_detached(value)} instead"
+            f"iteration's graph stays alive with it; store {_detached(value, kept.scalar)} instead"
         )
         yield ctx.finding("GL006", kept.statement, message, fix=_fix(ctx, kept))
 
 
-def _detached(value: str) -> str:
+def _detached(value: str, scalar: bool) -> str:
     simple = value.replace(".", "").replace("_", "").isalnum()
-    return f"`{value}.item()` (or `{value}.detach()`)" if simple else f"`({value}).item()` (or `.detach()`)"
+    shown = value if simple else f"({value})"
+    return f"`{shown}.item()` (or `{shown}.detach()`)" if scalar else f"`{shown}.detach()`"
 
 
 def _fix(ctx: Context, kept: KeptHistory):
