@@ -154,7 +154,10 @@ def root_deps(analysis: GraphAnalysis, scope: Scope, later) -> Set[str]:
 
 
 def _names(expr: cst.CSTNode) -> Iterator[str]:
-    for node in walk(expr, SCOPES):
+    """Variables an expression mentions (`self.x` chains and `a.b` texts too; never the `b` of `a.b`)."""
+    stack = [expr]
+    while stack:
+        node = stack.pop()
         if isinstance(node, (cst.Name, cst.Attribute)):
             key = key_of(node)
             if key is not None:
@@ -162,6 +165,13 @@ def _names(expr: cst.CSTNode) -> Iterator[str]:
                 text = dotted(node)
                 if text is not None and text != key:
                     yield text
+                continue
+            if isinstance(node, cst.Attribute):
+                stack.append(node.value)
+                continue
+        if isinstance(node, SCOPES):
+            continue
+        stack.extend(children(node))
 
 
 def under_no_grad(scope: Scope, stmt: cst.CSTNode) -> bool:
@@ -253,6 +263,7 @@ def _kept_in_scope(analysis: GraphAnalysis, scope: Scope) -> Iterator[KeptHistor
         if later.tensor is None and later.roots is None:
             return  # a backward whose root we cannot read may walk any accumulator
         backpropagated |= root_deps(analysis, scope, later)
+    order = {node: index for index, node in enumerate(walk(scope.node))}
     for stmt in list(scope.places):
         if not isinstance(stmt, cst.SimpleStatementLine) or not scope.loops_around(stmt):
             continue
@@ -263,7 +274,7 @@ def _kept_in_scope(analysis: GraphAnalysis, scope: Scope) -> Iterator[KeptHistor
             holder, value, form = store
             if holder in backpropagated or _head(holder) in backpropagated:
                 continue  # accumulated on purpose: a backward walks it later
-            kept = _kept(analysis, scope, stmt, small, holder, value, form, training)
+            kept = _kept(analysis, scope, stmt, small, holder, value, form, training, order)
             if kept is not None:
                 yield kept
 
@@ -338,24 +349,53 @@ def _plain_container(scope: Scope, key: str) -> bool:
     return False
 
 
-def _kept(analysis, scope: Scope, stmt, small, holder: str, value: cst.BaseExpression, form: str, training) -> Optional[KeptHistory]:
+def _kept(analysis, scope: Scope, stmt, small, holder: str, value: cst.BaseExpression, form: str, training, order) -> Optional[KeptHistory]:
     reads = analysis.reads.reads(value)
     if reads.kind in (INERT, LEAF) or under_no_grad(scope, stmt):
         return None
-    stored = scope.closure(reads.keys) | set(reads.keys)
+    stored = feeding_definitions(scope, value, order.get(small, -1), order)
     for loop in scope.loops_around(stmt):  # innermost first
         if assigns_before(scope, stmt, loop, holder) or holder in scope.reset_after(stmt, loop, set()):
             return None  # a new holder each iteration of this loop
         calls = training.get(loop)
         if not calls:
-            continue
-        fresh = {k for k, defs in defined_in(scope, loop).items() if scope.class_of(k) == GRAPH}
+            # The innermost loop around the store runs no backward (an evaluation or test loop
+            # nested in a fold or epoch loop): names there may only look like the training ones.
+            return None
+        inside = {id(d) for defs in defined_in(scope, loop).values() for d in defs}
         for later in calls:
-            shared = stored & root_deps(analysis, scope, later) & fresh
-            if shared:
+            if later.tensor is None:
+                continue
+            walked = feeding_definitions(scope, later.tensor, order.get(later.node, -1), order)
+            if any(key in inside for key in stored & walked):
                 scalar = _scalar_root(value, later)
                 return KeptHistory(small, holder, value, form, scalar, scalar and only_shown(scope, holder))
     return None
+
+
+def feeding_definitions(scope: Scope, expr: cst.BaseExpression, before: int, order: Dict[cst.CSTNode, int]) -> Set[int]:
+    """Ids of the definitions whose history flows into `expr` evaluated at position `before`: for
+    each name read, its last definition before that position in source order (a straight-line
+    approximation of reaching definitions), followed through everything that is not history-free.
+    Two values share a graph when these sets meet."""
+    out: Set[int] = set()
+    todo: List[Tuple[str, int]] = [(k, before) for k in scope.analysis.reads.reads(expr).keys]
+    seen: Set[Tuple[str, int]] = set()
+    while todo:
+        key, at = todo.pop()
+        if (key, at) in seen:
+            continue
+        seen.add((key, at))
+        earlier = [d for d in scope.defs.get(key, ()) if order.get(d.node, -1) < at]
+        if not earlier:
+            continue
+        latest = max(earlier, key=lambda d: order.get(d.node, -1))
+        if scope.inert_definition(latest) or latest.loop_target is not None:
+            continue
+        out.add(id(latest))
+        where = order.get(latest.node, -1)
+        todo.extend((k, where) for k in latest.reads.keys)
+    return out
 
 
 def _scalar_root(value: cst.BaseExpression, later) -> bool:
