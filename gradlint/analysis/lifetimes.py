@@ -274,9 +274,39 @@ def _kept_in_scope(analysis: GraphAnalysis, scope: Scope) -> Iterator[KeptHistor
             holder, value, form = store
             if holder in backpropagated or _head(holder) in backpropagated:
                 continue  # accumulated on purpose: a backward walks it later
+            if _metric_like(scope, holder, value):
+                continue
+            if _bounded_on_purpose(scope, holder):
+                continue
             kept = _kept(analysis, scope, stmt, small, holder, value, form, training, order)
             if kept is not None:
                 yield kept
+
+
+_METRIC_WORDS = ("acc", "correct", "metric", "f1", "precision", "recall", "iou", "psnr", "ssim", "bleu")
+
+
+def _metric_like(scope: Scope, holder: str, value: cst.BaseExpression) -> bool:
+    """An accuracy or score (`acc_trk.append(batch_score.mean())`): computed from outputs by
+    comparisons that carry no history, which the analysis cannot see inside an unknown function."""
+    text = (holder + " " + scope.analysis.module.code_for_node(value)).lower()
+    return "loss" not in text and any(word in text for word in _METRIC_WORDS)
+
+
+def _bounded_on_purpose(scope: Scope, holder: str) -> bool:
+    """A tensor accumulator the author reads through `.detach()` and re-creates in the loop
+    (torchtune's `running_loss`, all-reduced at each optimizer step, logged as
+    `running_loss.detach().item()` and reset): it holds a bounded window of graphs by design."""
+    detached = any(
+        isinstance(n, cst.Call) and isinstance(n.func, cst.Attribute) and n.func.attr.value == "detach"
+        and dotted(n.func.value) == holder
+        for n in walk(scope.node)
+    )
+    return detached and any(
+        isinstance(n, cst.Assign) and any(dotted(t.target) == holder for t in n.targets)
+        and holder not in set(_names(n.value))
+        for loop in loops_of(scope) for n in walk(loop.body)
+    )
 
 
 def _head(key: str) -> str:
@@ -579,8 +609,9 @@ def _cut_in_loop(scope: Scope, loop: Loop) -> Set[str]:
                     if key:
                         cut.add(key)
             elif isinstance(small, cst.Del):
-                for element in small.target.elements if isinstance(small.target, cst.Tuple) else [small.target]:
-                    base = element.value if isinstance(element, cst.DelTargetElement) else element
+                targets = small.target.elements if isinstance(small.target, (cst.Tuple, cst.List)) else [small.target]
+                for element in targets:
+                    base = getattr(element, "value", element) if isinstance(element, cst.BaseElement) else element
                     while isinstance(base, cst.Subscript):
                         base = base.value
                     key = dotted(base) if isinstance(base, (cst.Name, cst.Attribute)) else None
