@@ -535,16 +535,18 @@ def _recurrence(analysis, scope: Scope, key: str, definitions, classes) -> Optio
         if scope.inert_definition(definition):
             continue
         keys = set(definition.reads.keys)
+        opaque = definition.reads.opaque
         node = definition.node
         for shared in [k for k in keys if k.startswith("<unpacked@")]:
             keys.discard(shared)
             for inner in scope.defs.get(shared, ()):
                 keys |= inner.reads.keys
+                opaque = opaque or inner.reads.opaque
                 node = inner.node
         if key not in keys and _head(key) not in keys:
             continue
         others = [k for k in keys if k != key and k != _head(key)]
-        if not definition.reads.opaque and not any(scope.class_of(k) != INERT for k in others):
+        if not opaque and not any(scope.class_of(k) != INERT for k in others):
             continue  # a view or copy of itself (`h = h.unsqueeze(1)`, `x = x.to(device)`), not a new step
         value = getattr(node, "value", None)
         if isinstance(value, cst.Call) and _forward_detaches(scope, value.func, classes):
@@ -639,16 +641,17 @@ def _reset_in_branch(scope: Scope, stmt: cst.CSTNode, loop: Loop, key: str) -> b
     branch as an every-k-steps backward: `loss.backward(); ...; log_probs = []`)?"""
     for node, place in scope.enclosing(stmt):
         for later in place.block[place.index + 1 :]:
-            for inner in scope.statements_within([later]):
-                for small in smalls_of(scope, inner):
-                    if isinstance(small, cst.Assign) and any(key in _target_names(t.target) for t in small.targets):
-                        if key not in set(_names(small.value)):
+            # Only unconditional statements of the blocks around the backward: a reset under
+            # `if done:` leaves every other step carrying the graph.
+            for small in smalls_of(scope, later):
+                if isinstance(small, cst.Assign) and any(key in _target_names(t.target) for t in small.targets):
+                    if key not in set(_names(small.value)):
+                        return True
+                if isinstance(small, cst.Expr) and isinstance(small.value, cst.Call):
+                    func = small.value.func
+                    if isinstance(func, cst.Attribute) and func.attr.value in ("clear", "detach_"):
+                        if dotted(func.value) == key:
                             return True
-                    if isinstance(small, cst.Expr) and isinstance(small.value, cst.Call):
-                        func = small.value.func
-                        if isinstance(func, cst.Attribute) and func.attr.value in ("clear", "detach_"):
-                            if dotted(func.value) == key:
-                                return True
         if place.parent is loop:
             break
     return False
