@@ -416,7 +416,8 @@ def feeding_definitions(scope: Scope, expr: cst.BaseExpression, before: int, ord
         if (key, at) in seen:
             continue
         seen.add((key, at))
-        earlier = [d for d in scope.defs.get(key, ()) if order.get(d.node, -1) < at]
+        limit = at + 1 if key.startswith("<unpacked@") else at
+        earlier = [d for d in scope.defs.get(key, ()) if order.get(d.node, -1) < limit]
         if not earlier:
             continue
         latest = max(earlier, key=lambda d: order.get(d.node, -1))
@@ -511,6 +512,7 @@ def _carried_in_loop(analysis, scope: Scope, loop: Loop, classes) -> Iterator[Ca
             candidates[key] = producer
     if not candidates:
         return
+    order = {node: index for index, node in enumerate(walk(scope.node))}
     for later in calls:
         backward = later.backward
         stmt = analysis.statement_of.get(later.node)
@@ -520,12 +522,39 @@ def _carried_in_loop(analysis, scope: Scope, loop: Loop, classes) -> Iterator[Ca
             continue  # higher-order / unrolled optimisation keeps its graphs on purpose
         if under_no_grad(scope, stmt):
             continue
-        deps = root_deps(analysis, scope, later)
+        deps = carried_reads(scope, backward.tensor, later.node, loop, order)
         reset = scope.reset_after(stmt, loop, set())
         for key, producer in candidates.items():
             if key in deps and key not in reset and not _reset_in_branch(scope, stmt, loop, key):
                 yield CarriedState(backward, key, producer, is_true(backward.retain_graph))
                 break
+
+
+def carried_reads(scope: Scope, expr: cst.BaseExpression, at: cst.CSTNode, loop: Loop, order: Dict[cst.CSTNode, int]) -> Set[str]:
+    """Names whose value from *before this iteration* flows into `expr` evaluated at `at`: the
+    backward's root is traced through the last definition before each use (in source order) while
+    that definition lies in this iteration of `loop`; a name read with no such definition comes
+    from the previous iteration (or from before the loop)."""
+    start = order.get(loop, -1)
+    out: Set[str] = set()
+    todo: List[Tuple[str, int]] = [(k, order.get(at, -1)) for k in scope.analysis.reads.reads(expr).keys]
+    seen: Set[Tuple[str, int]] = set()
+    while todo:
+        key, where = todo.pop()
+        if (key, where) in seen:
+            continue
+        seen.add((key, where))
+        # The shared value of `a, b = f(...)` is defined by the same statement as `a` and `b`.
+        limit = where + 1 if key.startswith("<unpacked@") else where
+        earlier = [d for d in scope.defs.get(key, ()) if start < order.get(d.node, -1) < limit]
+        if not earlier:
+            out.add(key)
+            continue
+        latest = max(earlier, key=lambda d: order.get(d.node, -1))
+        if scope.inert_definition(latest) or latest.loop_target is not None:
+            continue
+        todo.extend((k, order.get(latest.node, -1)) for k in latest.reads.keys)
+    return out
 
 
 def _recurrence(analysis, scope: Scope, key: str, definitions, classes) -> Optional[cst.CSTNode]:
