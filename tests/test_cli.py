@@ -369,7 +369,7 @@ def _fixable(path: str, start: int, end: int, text: str):
 
 
 def test_fix_file_is_atomic_and_keeps_mode_and_encoding(project):
-    from gradlint.engine import fix_file
+    from gradlint.fixes import fix_file
 
     path = project.write("t.py", b"# -*- coding: latin-1 -*-\nx = '\xe9'  \r\ny = 1\r\n")
     os.chmod(path, 0o751)
@@ -382,7 +382,7 @@ def test_fix_file_is_atomic_and_keeps_mode_and_encoding(project):
 
 
 def test_fix_refuses_to_write_unparsable_code(project):
-    from gradlint.engine import fix_file
+    from gradlint.fixes import fix_file
 
     path = project.write("t.py", "x = 1\n")
     with pytest.raises(ValueError, match="would not parse"):
@@ -391,7 +391,7 @@ def test_fix_refuses_to_write_unparsable_code(project):
 
 
 def test_apply_fixes_skips_overlaps_and_unfixable():
-    from gradlint.engine import apply_fixes
+    from gradlint.fixes import apply_fixes
     from gradlint.findings import Edit, Finding, Fix
 
     first = _fixable("t.py", 0, 3, "AAA")

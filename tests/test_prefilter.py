@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from gradlint import engine
+from gradlint import engine, prefilter
 from gradlint.analysis import AnalysisOptions, analyze
 from gradlint.config import load_settings
 
@@ -55,29 +55,30 @@ def _settings(root, overrides=None):
 @pytest.mark.parametrize("name", sorted(KEPT))
 def test_files_that_may_run_a_backward_are_analysed(name, tmp_path):
     settings = _settings(tmp_path)
-    assert engine.needs_analysis(KEPT[name], None, "t.py", settings, settings.enabled_codes("t.py"))
+    assert prefilter.needs_analysis(KEPT[name], None, "t.py", settings, settings.enabled_codes("t.py"))
 
 
 @pytest.mark.parametrize("name", sorted(SKIPPED))
 def test_words_without_a_backward_are_not_analysed_and_hide_nothing(name, tmp_path):
     settings = _settings(tmp_path)
     source = SKIPPED[name]
-    if engine._compiler_keeps_dead_names():
-        assert not engine.needs_analysis(source, None, "t.py", settings, settings.enabled_codes("t.py"))
+    if prefilter._compiler_keeps_dead_names():
+        assert not prefilter.needs_analysis(source, None, "t.py", settings, settings.enabled_codes("t.py"))
+    # the analysis itself, past the prefilter: skipping the file hid nothing
     assert analyze(source, "t.py", AnalysisOptions()) == []
 
 
 def test_configured_helper_names_keep_a_file(tmp_path):
     settings = _settings(tmp_path, {"backward-functions": ["run_backward"]})
     source = "# backward\ndef train(run_backward):\n    run_backward(loss)\n"
-    assert engine.needs_analysis(source, None, "t.py", settings, settings.enabled_codes("t.py"))
+    assert prefilter.needs_analysis(source, None, "t.py", settings, settings.enabled_codes("t.py"))
 
 
 def test_compiler_failure_falls_back_to_the_analysis(tmp_path):
     # CPython rejects `return` outside a function; LibCST parses it, so the analysis decides.
     settings = _settings(tmp_path)
     source = "return loss.backward\n"
-    possible, compiled = engine.prefilter(source, None, "t.py", settings, settings.enabled_codes("t.py"))
+    possible, compiled = prefilter.prefilter(source, None, "t.py", settings, settings.enabled_codes("t.py"))
     assert possible and not compiled
     assert engine.lint_source(source, "t.py", settings) == []
 
@@ -89,9 +90,8 @@ def test_a_helper_that_only_mentions_backward_does_not_pull_in_its_callers(proje
     settings = load_settings(str(project.root))
     data = (project.root / "train.py").read_bytes()
     enabled = settings.enabled_codes("train.py")
-    if engine._compiler_keeps_dead_names():
-        assert not engine.needs_analysis(data.decode(), data, "train.py", settings, enabled)
+    if prefilter._compiler_keeps_dead_names():
+        assert not prefilter.needs_analysis(data.decode(), data, "train.py", settings, enabled)
     project.write("helpers.py", "def report(loss):\n    loss.backward()\n")
-    engine._PROJECT.memo.clear()
-    engine._PROJECT.answers.clear()
-    assert engine.needs_analysis(data.decode(), data, "train.py", settings, enabled)
+    prefilter.forget_all()
+    assert prefilter.needs_analysis(data.decode(), data, "train.py", settings, enabled)
