@@ -95,3 +95,31 @@ def test_a_helper_that_only_mentions_backward_does_not_pull_in_its_callers(proje
     project.write("helpers.py", "def report(loss):\n    loss.backward()\n")
     prefilter.forget_all()
     assert prefilter.needs_analysis(data.decode(), data, "train.py", settings, enabled)
+
+
+def test_autograd_grad_without_the_word_backward_reaches_the_rule_through_the_cli(project, gradlint):
+    # The rule found this all along; a prefilter that admitted only files naming `backward` or
+    # `retain_graph` dropped it. Each rule's declared needs now decide (GL003 needs `autograd`).
+    project.write("per_sample.py", """
+        import torch
+        import torch.nn.functional as F
+
+        def per_sample_grads(model, params, x, y):
+            per_sample_losses = F.cross_entropy(model(x), y, reduction="none")
+            return torch.autograd.grad(per_sample_losses, params)
+        """)
+    result = gradlint("check", "--isolated", "--no-cache", "--output-format", "json", "per_sample.py")
+    import json
+
+    found = json.loads(result.stdout)
+    assert [(f["name"], f["line"]) for f in found] == [("nonscalar-backward", 7)], result.stdout
+    assert result.exit_code == 1
+
+
+def test_each_rules_needs_decide_what_the_prefilter_admits(tmp_path):
+    # `from torch import autograd` + `autograd.grad(...)`: GL003 may fire (its needs name
+    # autograd), GL001 may not (it needs a backward call), so selecting only GL001 skips the file.
+    settings = _settings(tmp_path)
+    source = "from torch import autograd\ng = autograd.grad(losses, params)\n"
+    assert prefilter.needs_analysis(source, None, "t.py", settings, {"GL003"})
+    assert not prefilter.needs_analysis(source, None, "t.py", settings, {"GL001"})
