@@ -147,8 +147,9 @@ def read_baseline(path: str) -> Counter:
     if not isinstance(data, dict) or not isinstance(data.get("findings"), dict):
         raise BaselineError(f"baseline {path} has no 'findings' table (write one with --write-baseline)")
     if data.get("version") != FORMAT_VERSION:
-        raise BaselineError(f"baseline {path} has version {data.get('version')!r}; this gradlint reads {FORMAT_VERSION}")
-    counts = Counter()
+        raise BaselineError(f"baseline {path} has version {data.get('version')!r}; "
+                            f"this gradlint reads {FORMAT_VERSION}")
+    counts: Counter = Counter()
     for key, count in data["findings"].items():
         if not isinstance(count, int) or isinstance(count, bool) or count < 0:
             raise BaselineError(f"baseline {path}: count for {key!r} is not a non-negative integer")

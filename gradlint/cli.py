@@ -308,9 +308,9 @@ def rules_command(output_format: str) -> None:
     if output_format == "json":
         import json
 
-        rows = [{"code": r.code, "name": r.name, "summary": r.summary, "fixable": r.fixable,
-                 "default_on": r.default_on, "severity": r.severity} for r in RULES.values()]
-        click.echo(json.dumps(rows, indent=2))
+        records = [{"code": r.code, "name": r.name, "summary": r.summary, "fixable": r.fixable,
+                    "default_on": r.default_on, "severity": r.severity} for r in RULES.values()]
+        click.echo(json.dumps(records, indent=2))
         return
     header = ("code", "name", "fixable", "default", "what it finds")
     rows = [(r.code, r.name, "yes" if r.fixable else "no", "on" if r.default_on else "off", r.summary)
@@ -358,9 +358,14 @@ def explain(code: str) -> None:
 # ---------------------------------------------------------------------------------------------
 # run (the runtime tracer lives in gradlint.runtime.cli and must not import torch at import time)
 
-try:
-    from gradlint.runtime.cli import run_command
-except ImportError:  # the runtime part is optional; `check` works without it
-    run_command = None
-if run_command is not None:
-    main.add_command(run_command, "run")
+def _runtime_command() -> Optional[click.Command]:
+    try:
+        from gradlint.runtime.cli import run_command
+    except ImportError:  # the runtime part is optional; `check` works without it
+        return None
+    return run_command
+
+
+_RUN = _runtime_command()
+if _RUN is not None:
+    main.add_command(_RUN, "run")

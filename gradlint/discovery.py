@@ -76,7 +76,7 @@ class GitIgnore:
     def _spec_for(self, folder: str) -> Optional[pathspec.GitIgnoreSpec]:
         if folder not in self._specs:
             lines = _read_lines(os.path.join(folder, ".gitignore"))
-            self._specs[folder] = _spec(lines) if any(l.strip() and not l.startswith("#") for l in lines) else None
+            self._specs[folder] = _spec(lines) if any(ln.strip() and not ln.startswith("#") for ln in lines) else None
         return self._specs[folder]
 
     def ignored(self, path: str, is_dir: bool) -> bool:
@@ -89,7 +89,7 @@ class GitIgnore:
             if folder == self.top or os.path.dirname(folder) == folder:
                 break
             folder = os.path.dirname(folder)
-        checks = [(self.top, self._info)] if self._info is not None else []
+        checks: list = [(self.top, self._info)] if self._info is not None else []
         checks += [(f, self._spec_for(f)) for f in reversed(chain)]
         for base, spec in checks:
             if spec is None:

@@ -36,7 +36,8 @@ def apply_fixes(text: str, findings: Iterable[Finding]) -> Tuple[str, int]:
             continue
         chosen.append(finding)
         taken.extend(spans)
-    edits = sorted((e for f in chosen for e in f.fix.edits), key=lambda e: (e.start, e.end), reverse=True)
+    edits = sorted((e for f in chosen if f.fix is not None for e in f.fix.edits),
+                   key=lambda e: (e.start, e.end), reverse=True)
     for edit in edits:
         text = text[: edit.start] + edit.text + text[edit.end:]
     return text, len(chosen)
@@ -121,7 +122,7 @@ def add_noqa(text: str, findings: Iterable[Finding]) -> Tuple[str, int]:
             continue  # a blanket noqa already covers the line
         if existing:
             directive = existing[0]
-            merged = sorted(set(directive.codes) | codes)
+            merged = sorted(set(directive.codes or ()) | codes)
             start, end = directive.column - 1, directive.end_column - 1
             body = body[:start] + "# noqa: " + ", ".join(merged) + body[end:]
         else:
@@ -133,7 +134,7 @@ def add_noqa(text: str, findings: Iterable[Finding]) -> Tuple[str, int]:
 
 def _lines_ending_in_strings(text: str) -> set:
     """Line numbers whose end lies inside a (multi-line) string, f-strings included."""
-    out = set()
+    out: set = set()
     fstring_start = getattr(tokenize, "FSTRING_START", None)  # Python 3.12+ tokenizes f-strings
     fstring_end = getattr(tokenize, "FSTRING_END", None)
     open_fstrings: List[int] = []

@@ -119,7 +119,8 @@ def _all_cells(notebook: dict) -> list:
 
 def _is_python(notebook: dict) -> bool:
     """False only when the notebook says its kernel language is something else (R, Julia...)."""
-    metadata = notebook.get("metadata") if isinstance(notebook.get("metadata"), dict) else {}
+    raw = notebook.get("metadata")
+    metadata: dict = raw if isinstance(raw, dict) else {}
     for key, sub in (("language_info", "name"), ("kernelspec", "language")):
         value = metadata.get(key)
         if isinstance(value, dict) and isinstance(value.get(sub), str):

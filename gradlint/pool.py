@@ -64,7 +64,7 @@ def _in_pool(items, jobs, chunk_work, serial_work, key, initializer, initargs, p
 
     parts = chunks(items, jobs)
     outcomes: list = []
-    finished = set()
+    finished: set = set()
     try:
         with ProcessPoolExecutor(max_workers=min(jobs, len(parts)), initializer=initializer,
                                  initargs=initargs) as pool:

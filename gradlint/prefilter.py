@@ -178,7 +178,7 @@ class _ProjectFiles:
             module = self.facts(target, wanted, root)
             if name in module.functions:
                 return target, name
-            hop = next(((t, r) for t, l, r in module.bindings if l == name and r and r != "*"), None)
+            hop = next(((t, r) for t, local, r in module.bindings if local == name and r and r != "*"), None)
             if hop is None:
                 return None
             target, name = hop
@@ -196,7 +196,7 @@ class _ProjectFiles:
         # (the visited modules go into cache keys, which must be the same in every run).
         todo = [d for d in (self._definition(t, n, wanted, root) for t, n in self._targets(calls, bindings)) if d]
         todo = sorted(set(todo), reverse=True)
-        seen = set()
+        seen: set = set()
         found = False
         while todo and len(seen) < 64:
             where, name = todo.pop()

@@ -34,7 +34,7 @@ def test_rules_table_lists_every_rule(gradlint):
     result = gradlint("rules")
     assert result.exit_code == 0
     for code, info in RULES.items():
-        line = next(l for l in result.stdout.splitlines() if l.startswith(code))
+        line = next(ln for ln in result.stdout.splitlines() if ln.startswith(code))
         assert info.name in line and ("yes" if info.fixable else "no") in line
         assert ("on" if info.default_on else "off") in line
     rows = json.loads(gradlint("rules", "--output-format", "json").stdout)
@@ -419,7 +419,7 @@ def test_fix_option_applies_fixes_and_reports_the_rest(project, gradlint, monkey
     result = gradlint("check", "--no-cache", "-j", "1", "--fix", "--output-format", "concise")
     assert "retain_graph" not in (project.root / "train.py").read_text()
     assert result.exit_code == 1  # GL001 remains
-    assert [l.split(" ")[1] for l in result.stdout.splitlines()] == ["GL001"]
+    assert [ln.split(" ")[1] for ln in result.stdout.splitlines()] == ["GL001"]
     assert "Fixed 1 finding" not in result.stderr  # summary only for the full format
     result = gradlint("check", "--no-cache", "-j", "1", "--fix")
     assert "Found 1 finding" in result.stderr

@@ -7,6 +7,7 @@ the marker `# GL001`; every other line must not be. The tests compare the exact 
 from __future__ import annotations
 
 import textwrap
+from typing import Optional
 
 import pytest
 
@@ -16,7 +17,7 @@ from harness import lint_options
 MARK = "# GL001"
 
 
-def findings(source: str, options: AnalysisOptions = AnalysisOptions(), path: str = "train.py"):
+def findings(source: str, options: Optional[AnalysisOptions] = None, path: str = "train.py"):
     return lint_options(textwrap.dedent(source), path, options, codes=["GL001"])
 
 
@@ -26,7 +27,7 @@ def expected(source: str):
     ]
 
 
-def reported(source: str, options: AnalysisOptions = AnalysisOptions(), path: str = "train.py"):
+def reported(source: str, options: Optional[AnalysisOptions] = None, path: str = "train.py"):
     return [(f.code, f.line) for f in findings(source, options, path)]
 
 

@@ -192,7 +192,7 @@ def result(finding: Finding, index: int, fingerprint: str, cwd: str, lines: Sour
         "locations": [{"physicalLocation": physical}],
         "partialFingerprints": {"gradlint/v1": fingerprint},
     }
-    properties = {}
+    properties: dict = {}
     if finding.cell is not None:
         properties.update(cell=finding.cell, cellLine=finding.line, cellColumn=finding.column)
     if finding.runtime is not None or not finding.static:

@@ -46,7 +46,17 @@ def _short(ctx: Context, node: cst.CSTNode, limit: int = 60) -> str:
 
 def check(ctx: Context) -> Iterable[Finding]:
     """One error per backward (or helper call running one, in the loop) on a stale path."""
-    from gradlint.analysis.facts import ALL, BACKWARD, CLEAR, OPTIMIZER, STEP, Analyzer, Scope, implicit_loops, iter_loops
+    from gradlint.analysis.facts import (
+        ALL,
+        BACKWARD,
+        CLEAR,
+        OPTIMIZER,
+        STEP,
+        Analyzer,
+        Scope,
+        implicit_loops,
+        iter_loops,
+    )
     from gradlint.analysis.flow import TooLarge, build_body_graph, build_loop_graph, stale_path
     from gradlint.analysis.project import Project
 
@@ -59,7 +69,7 @@ def check(ctx: Context) -> Iterable[Finding]:
     gated_out: set = set()  # loops that cannot step or run a backward (nor can loops inside them)
     # the loops written in the file, then Lightning training_steps with manual optimization
     # (Lightning's own loop calls them once per batch)
-    candidates = [(loop, cls, func, build_loop_graph) for loop, cls, func in iter_loops(facts)]
+    candidates: list = [(loop, cls, func, build_loop_graph) for loop, cls, func in iter_loops(facts)]
     candidates += [(step, cls, step, build_body_graph) for step, cls in implicit_loops(facts)]
     for loop, cls, func, build in candidates:
         scope = Scope(facts=facts, root=facts, cls=cls, func=func)
@@ -124,7 +134,8 @@ def check(ctx: Context) -> Iterable[Finding]:
     return findings
 
 
-def _finding(ctx: Context, report: cst.CSTNode, step: Event, optimizer: str, cleared: bool, is_backward: bool) -> Finding:
+def _finding(ctx: Context, report: cst.CSTNode, step: Event, optimizer: str, cleared: bool,
+             is_backward: bool) -> Finding:
     from gradlint.analysis.facts import ALL
 
     step_node = step.local_node()
