@@ -25,6 +25,7 @@ from gradlint.analysis.imports import forget_files
 from gradlint.findings import RULES, Finding
 from gradlint.paths import display_path
 from gradlint.prefilter import forget_answers, prefilter
+from gradlint.rules import checks_for
 from gradlint.source import DecodeProblem, decode_source, gl000, parse_error_of, syntax_check
 
 __all__ = ["InternalError", "LintResult", "analyse_text", "finish", "lint_source", "lint_bytes", "lint_files",
@@ -71,7 +72,7 @@ def analyse_text(text: str, path: str, settings: Any, enabled: set, data: Option
     from gradlint.analysis import analyze
 
     try:
-        return list(analyze(text, path, settings.analysis_options, codes=codes))
+        return list(analyze(text, path, settings.analysis_options, checks_for(codes)))
     except libcst.ParserSyntaxError as err:
         return [parse_error_of(err, text, path)]
     except RecursionError as err:  # pathological nesting the parser could not take

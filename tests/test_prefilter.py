@@ -7,6 +7,7 @@ import pytest
 
 from gradlint import engine, prefilter
 from gradlint.analysis import AnalysisOptions, analyze
+from gradlint.rules import checks_for
 from gradlint.config import load_settings
 
 pytestmark = pytest.mark.usefixtures("clean_env")
@@ -65,7 +66,7 @@ def test_words_without_a_backward_are_not_analysed_and_hide_nothing(name, tmp_pa
     if prefilter._compiler_keeps_dead_names():
         assert not prefilter.needs_analysis(source, None, "t.py", settings, settings.enabled_codes("t.py"))
     # the analysis itself, past the prefilter: skipping the file hid nothing
-    assert analyze(source, "t.py", AnalysisOptions()) == []
+    assert analyze(source, "t.py", AnalysisOptions(), checks_for()) == []
 
 
 def test_configured_helper_names_keep_a_file(tmp_path):

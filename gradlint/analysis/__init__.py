@@ -1,6 +1,6 @@
 """The shared analysis layer: parse once, compute training-loop facts once, run the rules.
 
-`analyze(source, path, options)` is the only entry the engine uses. It raises
+`analyze(source, path, options, checks)` is the only entry the engine uses. It raises
 `libcst.ParserSyntaxError` for a file that does not parse (the engine reports that as a parse
 error). The per-file `Context` (gradlint/analysis/context.py) holds what rules share, as typed,
 cached properties. This package's own module imports no LibCST (the prefilter uses
@@ -10,7 +10,7 @@ cached properties. This package's own module imports no LibCST (the prefilter us
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterable, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterable, List, Optional, Sequence
 
 if TYPE_CHECKING:  # pragma: no cover - types only
     from gradlint.analysis.context import Context as Context
@@ -27,12 +27,13 @@ class AnalysisOptions:
     project_root: Optional[str] = None  # where imported project modules are looked up
 
 
-def analyze(source: str, path: str, options: AnalysisOptions = AnalysisOptions(),
-            codes: Optional[Iterable[str]] = None) -> List[Finding]:
-    """All findings of the rules in `codes` (default: every rule) for one file's text."""
+def analyze(source: str, path: str, options: AnalysisOptions,
+            checks: Sequence[Callable[[Context], Iterable[Finding]]]) -> List[Finding]:
+    """The findings of `checks` (rules' check functions, chosen by the engine from the rule
+    declarations) on one file's text, sorted. The analysis does not know the rules."""
     from gradlint.analysis.context import analyze as run
 
-    return run(source, path, options, codes)
+    return run(source, path, options, checks)
 
 
 def __getattr__(name: str) -> Any:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, Iterable, List, Mapping, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import libcst as cst
 from libcst.metadata import CodeRange, MetadataWrapper, PositionProvider
@@ -99,14 +99,13 @@ class Context:
         return starts
 
 
-def analyze(source: str, path: str, options: AnalysisOptions, codes: Optional[Iterable[str]] = None) -> List[Finding]:
-    """All findings of the rules in `codes` (default: every rule) for one file's text."""
-    from gradlint.rules import checks_for
-
+def analyze(source: str, path: str, options: AnalysisOptions,
+            checks: Sequence[Callable[[Context], Iterable[Finding]]]) -> List[Finding]:
+    """Parse once, then every check on the one shared context; findings sorted."""
     module = cst.parse_module(source)
     ctx = Context(module, path, options)
-    findings: list[Finding] = []
-    for check in checks_for(codes):
+    findings: List[Finding] = []
+    for check in checks:
         findings.extend(check(ctx))
     findings.sort(key=Finding.sort_key)
     return findings
