@@ -16,6 +16,7 @@ import click
 
 from gradlint import __version__
 from gradlint.findings import RULES, Finding
+from gradlint.rules import by_name_or_code
 from gradlint.options import common_options, emit_report, fail, resolve_output_format, settings_from_options
 
 # Show a progress counter on a terminal only when the run is long enough to need one.
@@ -69,7 +70,7 @@ class _Progress:
 
 
 def _read_text(path: str) -> Optional[str]:
-    from gradlint.engine import DecodeProblem, decode_source
+    from gradlint.source import DecodeProblem, decode_source
 
     try:
         with open(path, "rb") as handle:
@@ -209,8 +210,9 @@ def _baseline(result, write_to: Optional[str], compare_with: Optional[str]) -> L
 def _check_stdin(settings, stdin_filename: Optional[str], fix: bool, report: dict) -> int:
     """Lint the source on stdin under the name `--stdin-filename` (default `-`)."""
     from gradlint.discovery import Excluder
-    from gradlint.engine import DecodeProblem, InternalError, decode_source, lint_bytes
-    from gradlint.engine import apply_fixes
+    from gradlint.engine import InternalError, lint_bytes
+    from gradlint.source import DecodeProblem, decode_source
+    from gradlint.fixes import apply_fixes
 
     from gradlint.config import ConfigError
 
@@ -251,7 +253,7 @@ def _check_stdin(settings, stdin_filename: Optional[str], fix: bool, report: dic
 
 def _add_noqa(result, quiet: bool) -> int:
     """--add-noqa: annotate every finding's line; exit 0 (2 if the run had internal errors)."""
-    from gradlint.engine import add_noqa_file
+    from gradlint.fixes import add_noqa_file
 
     by_file: Dict[str, List[Finding]] = {}
     for finding in result.findings:
@@ -275,7 +277,7 @@ def _add_noqa(result, quiet: bool) -> int:
 def _apply_fixes(result, settings, *, jobs: int, use_cache: bool):
     """Apply fixes file by file (atomic write, only if the result still parses); relint those files."""
     from gradlint.engine import lint_files
-    from gradlint.engine import fix_file
+    from gradlint.fixes import fix_file
 
     by_file: Dict[str, List[Finding]] = {}
     for finding in result.findings:
@@ -316,9 +318,9 @@ def rules_command(output_format: str) -> None:
     if output_format == "json":
         import json
 
-        rows = [{"code": r.code, "name": r.name, "summary": r.summary, "fixable": r.fixable,
-                 "default_on": r.default_on, "severity": r.severity} for r in RULES.values()]
-        click.echo(json.dumps(rows, indent=2))
+        records = [{"code": r.code, "name": r.name, "summary": r.summary, "fixable": r.fixable,
+                    "default_on": r.default_on, "severity": r.severity} for r in RULES.values()]
+        click.echo(json.dumps(records, indent=2))
         return
     header = ("code", "name", "fixable", "default", "what it finds")
     rows = [(r.code, r.name, "yes" if r.fixable else "no", "on" if r.default_on else "off", r.summary)
@@ -340,7 +342,7 @@ def _rule_page(code: str) -> Optional[str]:
 def explain(code: str) -> None:
     """Print a rule's page: `gradlint explain GL001` (or its name, missing-zero-grad)."""
     wanted = code.strip()
-    info = RULES.get(wanted.upper()) or next((r for r in RULES.values() if r.name == wanted.lower()), None)
+    info = by_name_or_code(wanted)
     if info is None:
         fail(f"unknown rule {code!r} (see `gradlint rules`)")
     page = _rule_page(info.code)
@@ -367,9 +369,14 @@ def server_command() -> None:
 # ---------------------------------------------------------------------------------------------
 # run (the runtime tracer lives in gradlint.runtime.cli and must not import torch at import time)
 
-try:
-    from gradlint.runtime.cli import run_command
-except ImportError:  # the runtime part is optional; `check` works without it
-    run_command = None
-if run_command is not None:
-    main.add_command(run_command, "run")
+def _runtime_command() -> Optional[click.Command]:
+    try:
+        from gradlint.runtime.cli import run_command
+    except ImportError:  # the runtime part is optional; `check` works without it
+        return None
+    return run_command
+
+
+_RUN = _runtime_command()
+if _RUN is not None:
+    main.add_command(_RUN, "run")

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Dict, Iterable, Mapping, Optional, Tuple
 
 from gradlint.findings import RULES
+from gradlint.rules import parse_error
 
 try:  # Python >= 3.11
     import tomllib as _toml
@@ -33,7 +34,6 @@ DEFAULT_CACHE_DIR = ".gradlint_cache"
 
 # GL000 (the file cannot be read) is reported whatever --select says, like ruff's syntax errors;
 # only naming it exactly in an ignore list turns it off.
-ALWAYS_ON = "GL000"
 
 _SELECTOR = re.compile(r"^(ALL|[A-Z]+[0-9]*)$")
 
@@ -86,7 +86,7 @@ class Selection:
 
     def apply(self, enabled: set) -> set:
         if self.select is not None:  # a new selection; GL000 stays unless ignored by name
-            enabled = {ALWAYS_ON} & set(enabled)
+            enabled = {parse_error().code} & set(enabled)
         chosen = [(s, True) for s in (self.select or ()) + self.extend_select]
         chosen += [(s, False) for s in self.ignore]
         # Less specific first, so more specific selectors overrule them; ignore last on a tie.
@@ -97,7 +97,7 @@ class Selection:
                 if _matches(selector, code):
                     if on:
                         enabled.add(code)
-                    elif selector == code or code != ALWAYS_ON:
+                    elif selector == code or code != parse_error().code:
                         enabled.discard(code)
         return enabled
 
