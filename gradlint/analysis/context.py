@@ -64,7 +64,10 @@ class Context:
             self._positions = wrapper.resolve(PositionProvider)
         return self._positions[node]
 
-    def finding(self, code: str, node: cst.CSTNode, message: str, fix: Optional[Fix] = None) -> Finding:
+    def finding(self, code: str, node: cst.CSTNode, message: str, fix: Optional[Fix] = None,
+                help: Optional[str] = None, severity: Optional[str] = None) -> Finding:
+        """A finding of `code` on `node`: `message` says what is wrong, `help` (one line) how to fix
+        it; `severity` overrides the rule's declared one for this finding only."""
         where = self.position(node)
         return Finding(
             code=code,
@@ -74,8 +77,9 @@ class Context:
             column=where.start.column + 1,
             end_line=where.end.line,
             end_column=where.end.column + 1,
-            severity=RULES[code].severity,
+            severity=severity or RULES[code].severity,
             fix=fix,
+            help=help,
         )
 
     def code(self, node: cst.CSTNode) -> str:
