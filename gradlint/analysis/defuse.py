@@ -7,7 +7,7 @@ question GL002 reports on. The small tree helpers here are shared by all of them
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Dict, FrozenSet, Iterable, Iterator, List, Optional, Protocol, Set, Union
 
 import libcst as cst
@@ -41,6 +41,8 @@ class Escape:
     reads: Set[str]
     statement: cst.CSTNode
     container: Optional[str] = None  # for "container": the name of the list/dict stored into
+    targets: Set[str] = field(default_factory=set)  # for "store": `self.x` keys, or "<elsewhere>"
+    call: Optional[cst.Call] = None  # for "call": the call that takes the value
 
 
 @dataclass

@@ -81,6 +81,10 @@ class Scope:
         self.nested_scopes: List[cst.CSTNode] = []
         self._classes: Optional[Dict[str, str]] = None
         self._reaching: Optional[ReachingDefinitions] = None
+        # Classes learnt from outside the function before any question is asked: parameters
+        # every call site fills with data, `self.x` attributes every method fills with data.
+        self.known_params: Dict[str, str] = {}
+        self.known_attributes: Dict[str, str] = {}
         self.loop_carry = LoopCarry(self)
         self._library: Dict[str, bool] = {}
         self._index_block(body, None, "body", no_grad=False, loop=None)
@@ -183,7 +187,7 @@ class Scope:
                 for key in keys:
                     self._define(key, value, small, no_grad)
                 if stores_outside(target.target):
-                    self.escapes.append(Escape("store", set(value.keys), stmt))
+                    self.escapes.append(Escape("store", set(value.keys), stmt, targets=_stored_keys(target.target)))
             self._note_walrus(small.value, small, no_grad)
         elif isinstance(small, cst.AnnAssign):
             if small.value is not None:
@@ -191,7 +195,7 @@ class Scope:
                 for key in target_keys(small.target):
                     self._define(key, value, small, no_grad)
                 if stores_outside(small.target):
-                    self.escapes.append(Escape("store", set(value.keys), stmt))
+                    self.escapes.append(Escape("store", set(value.keys), stmt, targets=_stored_keys(small.target)))
         elif isinstance(small, cst.AugAssign):
             value = reads.reads(small.value)
             keys = list(target_keys(small.target))
@@ -201,7 +205,7 @@ class Scope:
                 combined.kind = None  # `total += x` keeps what `total` held
                 self._define(key, combined, small, no_grad)
             if stores_outside(small.target):
-                self.escapes.append(Escape("store", set(value.keys), stmt))
+                self.escapes.append(Escape("store", set(value.keys), stmt, targets=_stored_keys(small.target)))
         elif isinstance(small, (cst.Return,)):
             if small.value is not None:
                 self.escapes.append(Escape("return", reads.reads(small.value).keys, stmt))
@@ -254,7 +258,7 @@ class Scope:
             return
         if isinstance(func, cst.Name) and func.value in BUILTINS:
             return
-        self.escapes.append(Escape("call", set(reads._args(call).keys), stmt))
+        self.escapes.append(Escape("call", set(reads._args(call).keys), stmt, call=call))
 
     def _note_walrus(self, expr: cst.BaseExpression, small, no_grad: bool) -> None:
         for node in walruses_in(expr):
@@ -311,7 +315,11 @@ class Scope:
         if key == "self":
             return INERT
         if key in self.params:
-            return INERT if key in self.plain_params else UNKNOWN
+            if key in self.plain_params:
+                return INERT
+            return self.known_params.get(key, UNKNOWN)
+        if key in self.known_attributes:
+            return self.known_attributes[key]
         if self.outer is not None:
             head = key.split(".")[0]
             if head in self.outer.defs and "." not in key:
@@ -547,3 +555,19 @@ class Scope:
             found.add(stmt)
             todo.extend(self.children.get(stmt, ()))
         return found
+
+
+def _stored_keys(target: cst.BaseExpression) -> Set[str]:
+    """`self.x` for `self.x = ...`; the stored-into name for `x[i] = ...` / `obj.y = ...`."""
+    keys: Set[str] = set()
+    if isinstance(target, (cst.Tuple, cst.List)):
+        for element in target.elements:
+            keys |= _stored_keys(element.value)
+        return keys
+    if isinstance(target, cst.StarredElement):
+        return _stored_keys(target.value)
+    if isinstance(target, cst.Attribute) and isinstance(target.value, cst.Name) and target.value.value == "self":
+        return {f"self.{target.attr.value}"}
+    if isinstance(target, (cst.Attribute, cst.Subscript)):
+        return {"<elsewhere>"}
+    return keys

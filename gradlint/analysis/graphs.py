@@ -1,46 +1,54 @@
-"""Which later backward can walk a graph kept by `retain_graph=True`? (The fact GL002 reads.)
+"""Which `retain_graph=True` calls keep a graph that no later backward walks (the fact GL002 reads).
 
-`retain_graph=True` keeps a graph's saved tensors after its backward so that *another* backward can
-walk it again. It is unnecessary when no later backward can reach that graph. This module proves
-that, or gives up (and the rule stays silent):
+For each backward call that retains, `retained.GraphAnalysis.unused_after` is asked about the graph
+it keeps, first in the function that holds it. When that function alone does not settle it, the
+question moves to where the graph really comes from and goes:
 
-1. The graph must not escape the function: the root or anything computed from or into it is not
-   returned, yielded, stored on an attribute or in a container that outlives the function, declared
-   global/nonlocal, captured by a nested function, or passed (after the backward) to a call whose
-   result is dropped and that we do not know.
-2. No backward that runs later in the same pass (later statements of the block and of enclosing
-   blocks, `except`/`finally`, loop `else`) starts from a tensor computed, through the definitions
-   that reach it, from a tensor of the retained graph (flow-sensitive: a regenerated `fake` is a
-   new graph).
-3. When the backward is inside a loop, the next iteration must not reach this iteration's graph:
-   a value of the graph that the loop body reads before assigning it (a hidden state carried
-   without `.detach()`, a tensor computed before the loop) blocks the finding when a backward that
-   can still run depends on it.
+- **Parameters summarised from their call sites** (`call_sites`): a parameter every call site in
+  the project fills with data (a loader's batch) is data, not a graph carried in; the proof is
+  retried with that knowledge. A retain whose root *is* a parameter (`def update(opt, loss)`) is
+  proven at every call site instead: the caller's argument is the graph, and nothing after the
+  call may walk it.
+- **Trainer classes** (`attribute_flow`): a method of a class whose iteration a driver method runs
+  (`optimize()` calling `forward()`, `backward_G()`, `backward_D()`) is proven on that iteration
+  inlined, `self.x` attributes followed like variables across the methods.
+- **Lightning's `backward` hook**: under automatic optimization Lightning calls it once per
+  `training_step`, on a fresh loss; under manual optimization once per `self.manual_backward(...)`,
+  each of which is then proven in its method.
 
-Scopes (`graph_scope`) classify values; `loop_carry` says what a loop carries between iterations,
-`reaching` which definitions reach each backward. Every doubt resolves towards silence.
+Any doubt (a call site we cannot read, a method reached in a way we cannot inline) leaves the
+retain alone.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Set, Tuple
+from typing import Dict, FrozenSet, List, Optional, Set, Tuple
 
 import libcst as cst
 
-from gradlint.analysis.backward import BackwardCall, backward_call, unknown_arguments
-from gradlint.analysis.defuse import Block, Later
-from gradlint.analysis.graph_scope import Scope
-from gradlint.analysis.helpers import (
-    backward_helpers,
-    detaching_functions,
-    pure_functions,
-    stateful_instances,
-    stored_attributes,
+from gradlint.analysis.attribute_flow import (
+    Iteration,
+    assigned_attributes,
+    attributes_walked_elsewhere,
+    class_methods,
+    drivers,
+    iteration,
+    mentioned_attributes,
+    method_owners,
+    self_call_name,
 )
+from gradlint.analysis.backward import BackwardCall, backward_call, unknown_arguments
+from gradlint.analysis.call_sites import CallSite, CallSiteIndex, ParsedFile
+from gradlint.analysis.defuse import Definition, join_classes
+from gradlint.analysis.graph_scope import Scope
+from gradlint.analysis.helpers import own_nodes, stores_history_on_self
 from gradlint.analysis.names import ImportMap, dotted
-from gradlint.analysis.reads import ReadCollector, is_false, is_true, key_of, param_names
-from gradlint.analysis.tree import block_statements, children
+from gradlint.analysis.reads import INERT, LEAF, is_false, is_true, key_of, param_names
+from gradlint.analysis.retained import GraphAnalysis
+from gradlint.analysis.tree import SCOPES, block_statements, children, walk
+
+MAX_SUMMARY_DEPTH = 2  # callers of callers whose parameters are summarised in turn
 
 
 @dataclass(frozen=True)
@@ -52,175 +60,387 @@ class Verdict:
     root: str  # source text of the root tensor
 
 
-class GraphAnalysis:
-    """Scopes of one module and the backward calls in them."""
+class RetainProver:
+    """Decides each retaining backward of one file, looking at callers and classes as needed."""
 
-    def __init__(self, module: cst.Module, imports: ImportMap, backward_functions: Tuple[str, ...] = (),
-                 only: Optional[Set[cst.CSTNode]] = None) -> None:
-        """`only`: build the scopes of just these functions and classes (and the module's); the
-        others hold nothing GL002 asks about, and no scope reads another but the module's."""
-        self.only = only
+    def __init__(
+        self,
+        module: cst.Module,
+        imports: ImportMap,
+        path: str,
+        backward_functions: Tuple[str, ...],
+        project_root: Optional[str],
+        holders: Set[cst.CSTNode],
+    ) -> None:
         self.module = module
         self.imports = imports
-        detaching = detaching_functions(module, imports)
-        self.reads = ReadCollector(imports, detaching, pure_functions(module, imports, detaching))
-        self.reads.stateful = stateful_instances(module, self.reads)
-        self.stored_attributes = stored_attributes(module, self.reads)
-        self.backward_functions = tuple(backward_functions)
-        self.helpers = backward_helpers(module, imports)
-        self.scopes: List[Scope] = []
-        self.scope_of: Dict[cst.Call, Scope] = {}
-        self.statement_of: Dict[cst.Call, cst.CSTNode] = {}
-        self._build(list(module.body), module, [], None)
+        self.backward_functions = backward_functions
+        self.analysis = GraphAnalysis(module, imports, backward_functions, holders)
+        self.index = CallSiteIndex(path, module, imports, project_root)
+        self._analyses: Dict[Tuple[str, Tuple[cst.CSTNode, ...]], GraphAnalysis] = {}
+        self._owners: Dict[str, Dict[cst.FunctionDef, cst.ClassDef]] = {}
+        self._summaries: Dict[cst.FunctionDef, Dict[str, str]] = {}
+        self._summarising: Set[cst.FunctionDef] = set()
 
-    def _build(self, body: Block, node: cst.CSTNode, params: List[str], outer: Optional[Scope]) -> None:
-        scope = Scope(node, list(body), params, self, outer)
-        self.scopes.append(scope)
-        for stmt, calls in scope.later_calls.items():
-            for later in calls:
-                self.scope_of[later.node] = scope
-                self.statement_of[later.node] = stmt
-        module_scope = outer if outer is not None else scope
-        for nested in scope.nested_scopes:
-            if self.only is not None and nested not in self.only:
-                continue
-            if isinstance(nested, cst.FunctionDef):
-                self._build(block_statements(nested.body), nested, param_names(nested), module_scope)
-            elif isinstance(nested, cst.ClassDef):
-                self._build(block_statements(nested.body), nested, [], module_scope)
-
-    def later_of(self, call: cst.Call) -> Optional[Later]:
-        """The call as a backward-like call (a backward, a configured helper, a helper here)."""
-        found = backward_call(call, self.imports)
-        if found is not None:
-            return Later(call, found.tensor if not unknown_arguments(call) else None, backward=found)
-        name = dotted(call.func)
-        if name is None:
-            return None
-        last = name.split(".")[-1]
-        configured = any(name == f or last == f.split(".")[-1] for f in self.backward_functions)
-        if configured or last in self.helpers:
-            roots: Set[str] = set()
-            for arg in call.args:
-                roots |= self.reads.reads(arg.value).keys
-            return Later(call, None, roots=roots)
-        return None
-
-    # -- the question GL002 asks ------------------------------------------------------------------
-    def unnecessary_retains(self) -> List[Verdict]:
-        verdicts = []
-        for call, scope in self.scope_of.items():
-            later = next(c for c in scope.later_calls[self.statement_of[call]] if c.node is call)
-            backward = later.backward
-            if backward is None:
-                continue
+    # -- entry ---------------------------------------------------------------------------------
+    def verdicts(self) -> List[Verdict]:
+        found = []
+        for backward, scope, stmt in self.analysis.retains():
             arg = _retain_argument(backward)
-            if arg is None:
+            if arg is None or backward.tensor is None:
                 continue
-            if backward.tensor is not None and self._retain_unneeded(backward, scope, self.statement_of[call]):
-                verdicts.append(Verdict(backward, arg, _short(self.module.code_for_node(backward.tensor))))
-        return verdicts
+            if self._needless(backward, scope, stmt):
+                found.append(Verdict(backward, arg, _short(self.module.code_for_node(backward.tensor))))
+        return found
 
-    def _retain_unneeded(self, backward: BackwardCall, scope: Scope, stmt: cst.CSTNode) -> bool:
-        if backward.tensor is None or unknown_arguments(backward.node):
-            return False
-        if backward.create_graph is not None and not is_false(backward.create_graph):
-            return False
-        if not is_true(backward.retain_graph):
-            return False
-        tensor = backward.tensor
-        if self._held_elsewhere(tensor, scope):
-            return False
-        roots = self.reads.reads(tensor)
-        root_keys = set(roots.keys)
-        graph = scope.linked(scope.closure(root_keys))
-        group = scope.descendants(graph)
-        if self._escapes(backward, scope, stmt, group):
-            return False
-        later_statements = scope.later_statements(stmt)
-        candidates = scope.calls_within(later_statements)
-        candidates += [c for c in scope.later_calls.get(stmt, ()) if c.node is not backward.node]
-        if candidates:
-            flow = scope.reaching()
-            retained = flow.linked_closure(backward.node)
-            if retained is None:
-                return False
-            for later in candidates:
-                reached = flow.linked_closure(later.node)
-                if reached is None or reached & retained:
-                    return False
-        loops = scope.loops_around(stmt)
-        if loops:
-            # A value of this iteration's graph that lives on into the next one matters when some
-            # backward that can still run (in the loop or after it) starts from something reading it.
-            reachable: Set[str] = set()
-            for later in scope.calls_within(block_statements(loops[-1].body)) + candidates:
-                deps = self._deps(later, scope)
-                if deps is None:
-                    return False  # a backward whose root we cannot read
-                reachable |= deps
-            for loop in loops:
-                carried = scope.carried(loop) & group & reachable
-                if carried - scope.reset_after(stmt, loop, group):
-                    return False
-        return True
-
-    def _held_elsewhere(self, tensor: cst.BaseExpression, scope: Scope) -> bool:
-        """A root the function did not compute (a parameter, an attribute, a loop's element)."""
-        base = tensor
-        while isinstance(base, cst.Subscript):
-            base = base.value
-        if not isinstance(base, (cst.Name, cst.Attribute)):
-            return False
-        key = key_of(base)
-        if key is None:
+    def _needless(self, backward: BackwardCall, scope: Scope, stmt: cst.CSTNode) -> bool:
+        analysis = self.analysis
+        assert backward.tensor is not None
+        fn = scope.node if isinstance(scope.node, cst.FunctionDef) else None
+        manual = backward.kind == "manual" and fn is not None and fn.name.value == "training_step"
+        root_keys = set(analysis.reads.reads(backward.tensor).keys)
+        param = _parameter_root(backward.tensor, scope)
+        if param is not None and fn is not None:
+            return self._parameter_rooted(backward, scope, stmt, fn, param)
+        if not _held_elsewhere(backward.tensor, scope) and analysis.unused_after(
+            scope, stmt, backward.node, root_keys, manual=manual
+        ):
             return True
-        if key not in scope.defs:
-            return True
-        return any(d.loop_target is not None for d in scope.defs[key])
-
-    def _deps(self, later: Later, scope: Scope) -> Optional[Set[str]]:
-        if later.tensor is None:
-            if later.roots is None:
-                return None
-            return scope.closure(later.roots)
-        return scope.closure(self.reads.reads(later.tensor).keys)
-
-    def _may_traverse(self, later: Later, scope: Scope, graph: Set[str]) -> bool:
-        deps = self._deps(later, scope)
-        if deps is None:
-            return True
-        return bool(scope.linked(deps) & graph)
-
-    def _escapes(self, backward: BackwardCall, scope: Scope, stmt: cst.CSTNode, group: Set[str]) -> bool:
-        after = scope.statements_within(scope.later_statements(stmt))
-        for loop in scope.loops_around(stmt):
-            after |= scope.statements_within(block_statements(loop.body))
-        lightning_manual = (
-            backward.kind == "manual"
-            and isinstance(scope.node, cst.FunctionDef)
-            and scope.node.name.value == "training_step"
-        )
-        for escape in scope.escapes:
-            if not escape.reads & group:
-                continue
-            if escape.kind == "return" and lightning_manual:
-                continue  # Lightning does not run backward on what a manual training_step returns
-            if escape.kind == "call" and escape.statement not in after:
-                continue
-            if escape.kind == "container" and self._local_container(escape.container, scope):
-                continue  # a local list: followed by def-use like any other value holding the graph
-            return True
+        if fn is None:
+            return False
+        owner = self._owner(self.index.here, fn)
+        seeded = self._seeded(analysis, fn, owner, scope.outer, 0) if _params_matter(scope, stmt, root_keys) else None
+        if seeded is not None and not _held_elsewhere(backward.tensor, seeded):
+            if analysis.unused_after(seeded, stmt, backward.node, root_keys, manual=manual):
+                return True
+        if owner is not None:
+            return self._in_iterations(backward, fn, owner)
         return False
 
-    @staticmethod
-    def _local_container(name: Optional[str], scope: Scope) -> bool:
-        if name is None or "." in name or name in scope.params or name not in scope.defs:
+    # -- a retain whose root is a parameter ----------------------------------------------------
+    def _parameter_rooted(
+        self, backward: BackwardCall, scope: Scope, stmt: cst.CSTNode, fn: cst.FunctionDef, param: str
+    ) -> bool:
+        if not self.analysis.unused_after(scope, stmt, backward.node, {param}):
             return False
-        declared = {n for e in scope.escapes if e.kind == "global" for n in e.reads}
-        return name not in declared and isinstance(scope.node, (cst.FunctionDef, cst.Module))
+        owner = self._owner(self.index.here, fn)
+        if owner is not None and fn.name.value == "backward" and _lightning_module(owner, self.imports, self.module):
+            return self._lightning_hook(owner, fn)
+        sites = self.index.sites(fn, owner)
+        if not sites:
+            return False
+        for site in sites:
+            argument = site.arguments.get(param)
+            if argument is None or not self._proven_at(site, argument):
+                return False
+        return True
+
+    def _proven_at(self, site: CallSite, argument: cst.BaseExpression) -> bool:
+        """Is the graph the caller passes walked by nothing after the call?"""
+        located = self._site_scope(site, 0)
+        if located is None:
+            return False
+        analysis, scope = located
+        stmt = analysis.statement_holding(scope, site.call)
+        if stmt is None:
+            return False
+        keys = set(analysis.reads.reads(argument).keys)
+        return analysis.unused_after(scope, stmt, site.call, keys, probe=True)
+
+    # -- parameters summarised from call sites -------------------------------------------------
+    def _summary(self, fn: cst.FunctionDef, owner: Optional[cst.ClassDef], depth: int) -> Dict[str, str]:
+        """Parameters of `fn` that every call site fills with a value without history."""
+        known = self._summaries.get(fn)
+        if known is not None:
+            return known
+        if depth > MAX_SUMMARY_DEPTH or fn in self._summarising:
+            return {}
+        self._summarising.add(fn)
+        try:
+            found = self._summarise(fn, owner, depth)
+        finally:
+            self._summarising.discard(fn)
+        self._summaries[fn] = found
+        return found
+
+    def _summarise(self, fn: cst.FunctionDef, owner: Optional[cst.ClassDef], depth: int) -> Dict[str, str]:
+        sites = self.index.sites(fn, owner)
+        if not sites:
+            return {}
+        names = param_names(fn)
+        if owner is not None and names:
+            names = names[1:]
+        defaults = _defaults(fn)
+        classes: Dict[str, List[str]] = {name: [] for name in names}
+        for site in sites:
+            located = self._site_scope(site, depth + 1)
+            for name in names:
+                argument = site.arguments.get(name)
+                if argument is None:
+                    classes[name].append(INERT if _plain_default(defaults.get(name)) else "?")
+                elif located is None:
+                    classes[name].append("?")
+                else:
+                    classes[name].append(_argument_class(located[0], located[1], argument))
+        return {
+            name: join_classes(found)
+            for name, found in classes.items()
+            if found and all(c in (INERT, LEAF) for c in found)
+        }
+
+    def _seeded(
+        self, analysis: GraphAnalysis, fn: cst.FunctionDef, owner: Optional[cst.ClassDef], outer, depth: int
+    ) -> Optional[Scope]:
+        """A fresh scope of `fn` whose parameters carry what their call sites pass; None when the
+        call sites teach nothing."""
+        known = self._summary(fn, owner, depth)
+        if not known:
+            return None
+        seeded = analysis.build_scope(fn, block_statements(fn.body), param_names(fn), outer)
+        seeded.known_params = dict(known)
+        return seeded
+
+    def _site_scope(self, site: CallSite, depth: int) -> Optional[Tuple[GraphAnalysis, Scope]]:
+        """The analysis of the caller's file and the scope the call is in (its parameters seeded
+        from its own callers, a level further)."""
+        analysis = self._analysis_for(site.file, site.chain)
+        node: cst.CSTNode = site.chain[-1] if site.chain else site.file.module
+        scope = analysis.scope_of_node(node)
+        if scope is None:
+            return None
+        if isinstance(node, cst.FunctionDef) and depth <= MAX_SUMMARY_DEPTH:
+            owner = self._owner(site.file, node)
+            seeded = self._seeded(analysis, node, owner, scope.outer, depth)
+            if seeded is not None:
+                return analysis, seeded
+        return analysis, scope
+
+    def _analysis_for(self, parsed: ParsedFile, chain: Tuple[cst.CSTNode, ...]) -> GraphAnalysis:
+        key = (parsed.path, chain)
+        found = self._analyses.get(key)
+        if found is None:
+            found = GraphAnalysis(parsed.module, parsed.imports, self.backward_functions, set(chain))
+            self._analyses[key] = found
+        return found
+
+    def _owner(self, parsed: ParsedFile, fn: cst.FunctionDef) -> Optional[cst.ClassDef]:
+        owners = self._owners.get(parsed.path)
+        if owners is None:
+            owners = self._owners[parsed.path] = method_owners(parsed.module)
+        return owners.get(fn)
+
+    # -- trainer classes: one iteration inlined ------------------------------------------------
+    def _in_iterations(self, backward: BackwardCall, fn: cst.FunctionDef, owner: cst.ClassDef) -> bool:
+        methods = class_methods(owner)
+        if methods.get(fn.name.value) is not fn:
+            return False
+        backward_methods = frozenset(n for n in methods if n in self.analysis.helpers)
+        roots = drivers(owner, fn.name.value)
+        if not roots:
+            return False
+        for driver in roots:
+            inlined = iteration(owner, driver, backward_methods)
+            if inlined is None or not self._iteration_proves(backward, owner, methods, inlined, backward_methods):
+                return False
+        return True
+
+    def _iteration_proves(
+        self,
+        backward: BackwardCall,
+        owner: cst.ClassDef,
+        methods: Dict[str, cst.FunctionDef],
+        inlined: Iteration,
+        backward_methods: FrozenSet[str],
+    ) -> bool:
+        analysis = self.analysis
+        synthetic = inlined.function
+        for node in walk(synthetic.body, SCOPES):
+            name = self_call_name(node)
+            if name in backward_methods and isinstance(node, cst.Call) and node.args:
+                analysis.extra_roots[node] = mentioned_attributes(methods[name], methods)
+        outer = analysis.module_scope()
+        scope = analysis.build_scope(synthetic, block_statements(synthetic.body), param_names(synthetic), outer)
+        scope.known_params = dict(self._summary(methods[inlined.driver], owner, 0))
+        scope.known_attributes = self._attribute_classes(owner, methods, inlined, synthetic)
+        stmt = analysis.statement_holding(scope, backward.node)
+        assert backward.tensor is not None
+        if stmt is None or _held_elsewhere(backward.tensor, scope):
+            return False
+        inside = {methods[n] for n in inlined.inlined}
+        walked = attributes_walked_elsewhere(self.module, self.imports, inside, analysis.helpers)
+        assigned = assigned_attributes(synthetic)
+        exempt = frozenset(k for k in assigned if k.count(".") == 1 and k.split(".")[1] not in walked)
+        root_keys = set(analysis.reads.reads(backward.tensor).keys)
+        return analysis.unused_after(scope, stmt, backward.node, root_keys, exempt=exempt)
+
+    def _attribute_classes(
+        self, owner: cst.ClassDef, methods: Dict[str, cst.FunctionDef], inlined: Iteration, synthetic: cst.FunctionDef
+    ) -> Dict[str, str]:
+        """Classes of the `self.x` attributes the iteration reads but does not assign: what the
+        class's other methods put there. Attributes of attributes (`self.opt.lambda_l1`) that no
+        method but `__init__` assigns are configuration (like a module's parameters)."""
+        inside = assigned_attributes(synthetic)
+        by_method = {name: assigned_attributes(fn) for name, fn in methods.items()}
+        refreshed = {k for name, keys in by_method.items() if name != "__init__" for k in keys}
+        read = {
+            text
+            for node in walk(synthetic.body, SCOPES)
+            if isinstance(node, cst.Attribute)
+            for text in [dotted(node)]
+            if text is not None and text.startswith("self.")
+        }
+        out: Dict[str, str] = {}
+        stored = self.analysis.stored_attributes
+        for key in read - inside:
+            parts = key.split(".")
+            if len(parts) > 2:
+                head = ".".join(parts[:2])
+                if parts[1] not in stored and not any(k == head or k.startswith(head + ".") for k in refreshed):
+                    out[key] = LEAF
+                continue
+            writers = [name for name, keys in by_method.items() if key in keys and name not in inlined.inlined]
+            if not writers:
+                continue
+            classes = [self._class_in_method(owner, methods[name], key) for name in writers]
+            if all(c in (INERT, LEAF) for c in classes):
+                out[key] = join_classes(classes)
+        return out
+
+    def _class_in_method(self, owner: cst.ClassDef, fn: cst.FunctionDef, key: str) -> str:
+        analysis = self._analysis_for(self.index.here, (owner, fn))
+        scope = analysis.scope_of_node(fn)
+        if scope is None:
+            return "?"
+        if fn.name.value == "__init__":
+            # Built once, before training: what the constructor is given is configuration.
+            seeded = analysis.build_scope(fn, block_statements(fn.body), param_names(fn), scope.outer)
+            seeded.known_params = {name: LEAF for name in param_names(fn)[1:]}
+            scope = seeded
+        else:
+            scope = self._seeded(analysis, fn, owner, scope.outer, 0) or scope
+        return scope.class_of(key) if key in scope.defs else "?"
+
+    # -- Lightning's backward hook -----------------------------------------------------------------
+    def _lightning_hook(self, owner: cst.ClassDef, hook: cst.FunctionDef) -> bool:
+        methods = class_methods(owner)
+        reads = self.analysis.reads
+        for name, fn in methods.items():
+            if name != "__init__" and any(stores_history_on_self(n, reads) for n in own_nodes(fn)):
+                return False  # a graph kept on the module from one step to the next
+        calls = [
+            (fn, node)
+            for fn in methods.values()
+            if fn is not hook
+            for node in own_nodes(fn)
+            if isinstance(node, cst.Call) and backward_call(node, self.imports) is not None
+        ]
+        if not _manual_optimization(owner):
+            # Lightning runs training_step, then this hook on the loss it returned: a fresh graph.
+            return not calls
+        manual = [(fn, node) for fn, node in calls if getattr(backward_call(node, self.imports), "kind", "") == "manual"]
+        if not manual or len(manual) != len(calls):
+            return False
+        for fn, node in manual:
+            found = backward_call(node, self.imports)
+            if found is None or found.tensor is None or unknown_arguments(node):
+                return False
+            analysis = self._analysis_for(self.index.here, _chain_to(self.module, fn))
+            scope = analysis.scope_of_node(fn)
+            stmt = analysis.statement_holding(scope, node) if scope is not None else None
+            if scope is None or stmt is None:
+                return False
+            keys = set(analysis.reads.reads(found.tensor).keys)
+            if not analysis.unused_after(scope, stmt, node, keys, manual=fn.name.value == "training_step"):
+                return False
+        return True
 
 
+def _lightning_module(owner: cst.ClassDef, imports: ImportMap, module: cst.Module, depth: int = 0) -> bool:
+    """Does the class derive (here or through classes of this file) from `LightningModule`?"""
+    local = {n.name.value: n for n in walk(module) if isinstance(n, cst.ClassDef)}
+    for base in owner.bases:
+        name = imports.resolve(base.value) or dotted(base.value) or ""
+        if name.split(".")[-1] == "LightningModule":
+            return True
+        parent = local.get(name)
+        if parent is None or parent is owner or depth >= 4:
+            continue
+        if _lightning_module(parent, imports, module, depth + 1):
+            return True
+    return False
+
+
+def _manual_optimization(owner: cst.ClassDef) -> bool:
+    """`self.automatic_optimization = False` anywhere in the class, or a property returning False."""
+    for node in walk(owner.body):
+        if isinstance(node, cst.Assign) and is_false(node.value):
+            if any(dotted(t.target) == "self.automatic_optimization" for t in node.targets):
+                return True
+        if isinstance(node, cst.FunctionDef) and node.name.value == "automatic_optimization":
+            return any(isinstance(n, cst.Return) and n.value is not None and is_false(n.value) for n in walk(node.body))
+    return False
+
+
+def _chain_to(module: cst.Module, target: cst.CSTNode) -> Tuple[cst.CSTNode, ...]:
+    """The functions and classes around `target`, outermost first, `target` included."""
+    stack: List[Tuple[cst.CSTNode, Tuple[cst.CSTNode, ...]]] = [(module, ())]
+    while stack:
+        node, chain = stack.pop()
+        if isinstance(node, (cst.FunctionDef, cst.ClassDef)):
+            chain = chain + (node,)
+            if node is target:
+                return chain
+        stack.extend((child, chain) for child in children(node))
+    return ()
+
+
+def _params_matter(scope: Scope, stmt: cst.CSTNode, root_keys: Set[str]) -> bool:
+    """Could knowing the parameters change the proof? Only when one flows into the graph or is
+    carried by a loop around the backward."""
+    params = scope.params - scope.plain_params
+    if scope.closure(root_keys) & params:
+        return True
+    return any(scope.carried(loop) & params for loop in scope.loops_around(stmt))
+
+
+def _argument_class(analysis: GraphAnalysis, scope: Scope, argument: cst.BaseExpression) -> str:
+    """INERT/LEAF/GRAPH of what a call site passes, in the caller's scope."""
+    reads = analysis.reads.reads(argument)
+    definition = Definition("<argument>", reads, argument)
+    return scope.definition_class(definition, [scope.class_of(k) for k in reads.keys])
+
+
+def _defaults(fn: cst.FunctionDef) -> Dict[str, Optional[cst.BaseExpression]]:
+    params = fn.params
+    every = list(params.posonly_params) + list(params.params) + list(params.kwonly_params)
+    return {p.name.value: p.default for p in every}
+
+
+def _plain_default(default: Optional[cst.BaseExpression]) -> bool:
+    return isinstance(default, (cst.Integer, cst.Float, cst.SimpleString)) or (
+        isinstance(default, cst.Name) and default.value in ("None", "True", "False")
+    )
+
+
+def _parameter_root(tensor: cst.BaseExpression, scope: Scope) -> Optional[str]:
+    """The parameter a backward starts from (`loss.backward()` in `def update(opt, loss)`), when
+    the function never rebinds it."""
+    if isinstance(tensor, cst.Name) and tensor.value in scope.params and tensor.value not in scope.defs:
+        return tensor.value
+    return None
+
+
+def _held_elsewhere(tensor: cst.BaseExpression, scope: Scope) -> bool:
+    """A root the function did not compute (a parameter, an attribute, a loop's element)."""
+    base = tensor
+    while isinstance(base, cst.Subscript):
+        base = base.value
+    if not isinstance(base, (cst.Name, cst.Attribute)):
+        return False
+    key = key_of(base)
+    if key is None or key not in scope.defs:
+        return True
+    return any(d.loop_target is not None for d in scope.defs[key])
 
 
 def _retain_argument(backward: BackwardCall) -> Optional[cst.Arg]:
@@ -257,14 +477,21 @@ def _retaining_scopes(module: cst.Module, imports: ImportMap) -> Optional[Set[cs
     return holders if found else None
 
 
-def unnecessary_retains(module: cst.Module, imports: ImportMap, backward_functions: Tuple[str, ...] = ()):
-    """Every `retain_graph=True` in the module that no later backward can need."""
+def unnecessary_retains(
+    module: cst.Module,
+    imports: ImportMap,
+    backward_functions: Tuple[str, ...] = (),
+    path: str = "-",
+    project_root: Optional[str] = None,
+) -> List[Verdict]:
+    """Every `retain_graph=True` in the module that no later backward can need. `path` and
+    `project_root` locate the file's callers in the project."""
     from gradlint.analysis.scalars import _ASSIGNED
 
     try:
         holders = _retaining_scopes(module, imports)
         if holders is None:
             return []
-        return GraphAnalysis(module, imports, backward_functions, holders).unnecessary_retains()
+        return RetainProver(module, imports, path, tuple(backward_functions), project_root, holders).verdicts()
     finally:
-        _ASSIGNED.clear()  # keep no tree alive after the file is done
+        _ASSIGNED.clear()  # scalars' memo of assigned names: keep no tree alive after the file is done

@@ -28,6 +28,7 @@ class Reach:
 
 
 Env = Dict[str, FrozenSet[Reach]]
+Probe = Tuple[cst.Call, Set[str]]
 
 
 class ReachingDefinitions:
@@ -37,8 +38,11 @@ class ReachingDefinitions:
     GL002 asks whether a later backward depends on the retained graph; a name reassigned between
     the two (`fake = G(z)` regenerated for the generator step) must not link them."""
 
-    def __init__(self, scope: ScopeView) -> None:
+    def __init__(self, scope: ScopeView, probes: Optional[Dict[cst.CSTNode, List[Probe]]] = None) -> None:
+        """`probes`: statement -> (call, names) pairs to record like backward calls (a call that
+        hands a graph to a function which retains it: its root is what the call passes)."""
         self.scope = scope
+        self.probes = probes or {}
         self.reach_of: Dict[Definition, Reach] = {}
         self.outside: Dict[str, Reach] = {}
         self.at_call: Dict[cst.Call, Set[Reach]] = {}
@@ -72,6 +76,8 @@ class ReachingDefinitions:
             else:
                 continue
             self.at_call.setdefault(later.node, set()).update(self._resolve(keys, env))
+        for call, names in self.probes.get(stmt, ()):
+            self.at_call.setdefault(call, set()).update(self._resolve(names, env))
 
     def _bind(self, node: cst.CSTNode, env: Env) -> Env:
         definitions = self.scope.defs_at.get(node, ())

@@ -21,7 +21,9 @@ def check(ctx: Context) -> Iterable[Finding]:
     """One warning per `retain_graph=True` proven unnecessary, with a fix that removes it."""
     verdicts = ctx.fact(
         "graphs.unnecessary_retains",
-        lambda: unnecessary_retains(ctx.module, ctx.imports, ctx.options.backward_functions),
+        lambda: unnecessary_retains(
+            ctx.module, ctx.imports, ctx.options.backward_functions, ctx.path, ctx.options.project_root
+        ),
     )
     for verdict in verdicts:
         call = verdict.call.node

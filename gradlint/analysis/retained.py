@@ -1,0 +1,220 @@
+"""The retained-graph proof for one scope: can any later backward walk the graph a call keeps?
+
+`retain_graph=True` keeps a graph's saved tensors after its backward so that *another* backward can
+walk it again. It is unnecessary when no later backward can reach that graph. `GraphAnalysis.unused_after`
+proves that for a graph rooted at given names at one statement, or gives up (and the rule stays silent):
+
+1. The graph must not escape the function: the root or anything computed from or into it is not
+   returned, yielded, stored on an attribute or in a container that outlives the function, declared
+   global/nonlocal, captured by a nested function, or passed (after the backward) to a call whose
+   result is dropped and that we do not know.
+2. No backward that runs later in the same pass (later statements of the block and of enclosing
+   blocks, `except`/`finally`, loop `else`) starts from a tensor computed, through the definitions
+   that reach it, from a tensor of the retained graph (flow-sensitive: a regenerated `fake` is a
+   new graph).
+3. When the backward is inside a loop, the next iteration must not reach this iteration's graph:
+   a value of the graph that the loop body reads before assigning it (a hidden state carried
+   without `.detach()`, a tensor computed before the loop) blocks the finding when a backward that
+   can still run depends on it.
+
+Scopes (`graph_scope`) classify values; `loop_carry` says what a loop carries between iterations,
+`reaching` which definitions reach each backward. `graphs` decides which roots to ask about (the
+backward's own, a caller's argument, an iteration of a trainer class).
+"""
+
+from __future__ import annotations
+
+from typing import Dict, FrozenSet, List, Optional, Set, Tuple
+
+import libcst as cst
+
+from gradlint.analysis.backward import BackwardCall, backward_call, unknown_arguments
+from gradlint.analysis.defuse import Block, Later
+from gradlint.analysis.graph_scope import Scope
+from gradlint.analysis.helpers import (
+    backward_helpers,
+    detaching_functions,
+    pure_functions,
+    stateful_instances,
+    stored_attributes,
+)
+from gradlint.analysis.names import ImportMap, dotted
+from gradlint.analysis.reads import ReadCollector, is_false, is_true, param_names
+from gradlint.analysis.reaching import ReachingDefinitions
+from gradlint.analysis.tree import COMPREHENSIONS, SCOPES, block_statements, walk
+
+
+class GraphAnalysis:
+    """Scopes of one module and the backward calls in them."""
+
+    def __init__(self, module: cst.Module, imports: ImportMap, backward_functions: Tuple[str, ...] = (),
+                 only: Optional[Set[cst.CSTNode]] = None) -> None:
+        """`only`: build the scopes of just these functions and classes (and the module's); the
+        others hold nothing GL002 asks about, and no scope reads another but the module's."""
+        self.only = only
+        self.module = module
+        self.imports = imports
+        detaching = detaching_functions(module, imports)
+        self.reads = ReadCollector(imports, detaching, pure_functions(module, imports, detaching))
+        self.reads.stateful = stateful_instances(module, self.reads)
+        self.stored_attributes = stored_attributes(module, self.reads)
+        self.backward_functions = tuple(backward_functions)
+        self.helpers = backward_helpers(module, imports)
+        self.scopes: List[Scope] = []
+        self.scope_of: Dict[cst.Call, Scope] = {}
+        self.statement_of: Dict[cst.Call, cst.CSTNode] = {}
+        # Calls of this class's backward-running methods with arguments, kept as calls in an
+        # inlined iteration: the `self.x` attributes the method reads are roots too.
+        self.extra_roots: Dict[cst.Call, Set[str]] = {}
+        self._build(list(module.body), module, [], None)
+
+    def _build(self, body: Block, node: cst.CSTNode, params: List[str], outer: Optional[Scope]) -> None:
+        scope = Scope(node, list(body), params, self, outer)
+        self.scopes.append(scope)
+        for stmt, calls in scope.later_calls.items():
+            for later in calls:
+                self.scope_of[later.node] = scope
+                self.statement_of[later.node] = stmt
+        module_scope = outer if outer is not None else scope
+        for nested in scope.nested_scopes:
+            if self.only is not None and nested not in self.only:
+                continue
+            if isinstance(nested, cst.FunctionDef):
+                self._build(block_statements(nested.body), nested, param_names(nested), module_scope)
+            elif isinstance(nested, cst.ClassDef):
+                self._build(block_statements(nested.body), nested, [], module_scope)
+
+    def later_of(self, call: cst.Call) -> Optional[Later]:
+        """The call as a backward-like call (a backward, a configured helper, a helper here)."""
+        found = backward_call(call, self.imports)
+        if found is not None:
+            return Later(call, found.tensor if not unknown_arguments(call) else None, backward=found)
+        name = dotted(call.func)
+        if name is None:
+            return None
+        last = name.split(".")[-1]
+        configured = any(name == f or last == f.split(".")[-1] for f in self.backward_functions)
+        if configured or last in self.helpers:
+            roots: Set[str] = set(self.extra_roots.get(call, ()))
+            for arg in call.args:
+                roots |= self.reads.reads(arg.value).keys
+            return Later(call, None, roots=roots)
+        return None
+
+    # -- the question GL002 asks ------------------------------------------------------------------
+    def retains(self) -> List[Tuple[BackwardCall, Scope, cst.CSTNode]]:
+        """Each backward call with `retain_graph=True` in the built scopes: (call, scope, statement)."""
+        found = []
+        for call, scope in self.scope_of.items():
+            stmt = self.statement_of[call]
+            later = next(c for c in scope.later_calls[stmt] if c.node is call)
+            backward = later.backward
+            if backward is None or backward.tensor is None or unknown_arguments(backward.node):
+                continue
+            if not is_true(backward.retain_graph):
+                continue
+            if backward.create_graph is not None and not is_false(backward.create_graph):
+                continue
+            found.append((backward, scope, stmt))
+        return found
+
+    def build_scope(self, node: cst.CSTNode, body: Block, params: List[str], outer: Optional[Scope]) -> Scope:
+        """A scope for `node` that is not registered as one of the module's (a fresh copy whose
+        classes may be seeded, or a synthetic iteration)."""
+        return Scope(node, list(body), params, self, outer)
+
+    def module_scope(self) -> Scope:
+        return self.scopes[0]
+
+    def scope_of_node(self, node: cst.CSTNode) -> Optional[Scope]:
+        return next((s for s in self.scopes if s.node is node), None)
+
+    def unused_after(
+        self,
+        scope: Scope,
+        stmt: cst.CSTNode,
+        node: cst.Call,
+        root_keys: Set[str],
+        manual: bool = False,
+        exempt: FrozenSet[str] = frozenset(),
+        probe: bool = False,
+    ) -> bool:
+        """Is the graph of `root_keys`, kept at `node` (in statement `stmt`), walked by no later
+        backward? `probe`: `node` is not a backward but a call handing the graph to a function that
+        retains it. `exempt`: `self.x` attributes whose stores do not count as escapes (the caller
+        follows them). `manual`: Lightning's manual `training_step`, whose return is not walked."""
+        graph = scope.linked(scope.closure(root_keys))
+        group = scope.descendants(graph)
+        if self._escapes(scope, stmt, group, node, manual, exempt):
+            return False
+        later_statements = scope.later_statements(stmt)
+        candidates = scope.calls_within(later_statements)
+        candidates += [c for c in scope.later_calls.get(stmt, ()) if c.node is not node]
+        if candidates:
+            flow = ReachingDefinitions(scope, {stmt: [(node, set(root_keys))]}) if probe else scope.reaching()
+            retained = flow.linked_closure(node)
+            if retained is None:
+                return False
+            for later in candidates:
+                reached = flow.linked_closure(later.node)
+                if reached is None or reached & retained:
+                    return False
+        loops = scope.loops_around(stmt)
+        if loops:
+            # A value of this iteration's graph that lives on into the next one matters when some
+            # backward that can still run (in the loop or after it) starts from something reading it.
+            reachable: Set[str] = set()
+            for later in scope.calls_within(block_statements(loops[-1].body)) + candidates:
+                deps = self._deps(later, scope)
+                if deps is None:
+                    return False  # a backward whose root we cannot read
+                reachable |= deps
+            for loop in loops:
+                carried = scope.carried(loop) & group & reachable
+                if carried - scope.reset_after(stmt, loop, group):
+                    return False
+        return True
+
+    def statement_holding(self, scope: Scope, call: cst.Call) -> Optional[cst.CSTNode]:
+        """The simple statement of `scope` a call is part of (not in a nested function or
+        comprehension), or None."""
+        for stmt in scope.places:
+            if isinstance(stmt, cst.SimpleStatementLine) and any(
+                n is call for n in walk(stmt, SCOPES + COMPREHENSIONS)
+            ):
+                return stmt
+        return None
+
+    def _deps(self, later: Later, scope: Scope) -> Optional[Set[str]]:
+        if later.tensor is None:
+            if later.roots is None:
+                return None
+            return scope.closure(later.roots)
+        return scope.closure(self.reads.reads(later.tensor).keys)
+
+    def _escapes(
+        self, scope: Scope, stmt: cst.CSTNode, group: Set[str], node: cst.Call, manual: bool, exempt: FrozenSet[str]
+    ) -> bool:
+        after = scope.statements_within(scope.later_statements(stmt))
+        for loop in scope.loops_around(stmt):
+            after |= scope.statements_within(block_statements(loop.body))
+        for escape in scope.escapes:
+            if not escape.reads & group:
+                continue
+            if escape.kind == "return" and manual:
+                continue  # Lightning does not run backward on what a manual training_step returns
+            if escape.kind == "call" and (escape.statement not in after or escape.call is node):
+                continue
+            if escape.kind == "container" and self._local_container(escape.container, scope):
+                continue  # a local list: followed by def-use like any other value holding the graph
+            if escape.kind == "store" and escape.targets and escape.targets <= exempt:
+                continue  # an attribute the iteration being analysed follows like a variable
+            return True
+        return False
+
+    @staticmethod
+    def _local_container(name: Optional[str], scope: Scope) -> bool:
+        if name is None or "." in name or name in scope.params or name not in scope.defs:
+            return False
+        declared = {n for e in scope.escapes if e.kind == "global" for n in e.reads}
+        return name not in declared and isinstance(scope.node, (cst.FunctionDef, cst.Module))
