@@ -337,7 +337,7 @@ class RetainProver:
         if not _manual_optimization(owner):
             # Lightning runs training_step, then this hook on the loss it returned: a fresh graph.
             return not calls
-        manual = [(fn, node) for fn, node in calls if getattr(backward_call(node, self.imports), "kind", "") == "manual"]
+        manual = [(fn, node) for fn, node in calls if _backward_kind(node, self.imports) == "manual"]
         if not manual or len(manual) != len(calls):
             return False
         for fn, node in manual:
@@ -353,6 +353,11 @@ class RetainProver:
             if not analysis.unused_after(scope, stmt, node, keys, manual=fn.name.value == "training_step"):
                 return False
         return True
+
+
+def _backward_kind(call: cst.Call, imports: ImportMap) -> str:
+    found = backward_call(call, imports)
+    return found.kind if found is not None else ""
 
 
 def _lightning_module(owner: cst.ClassDef, imports: ImportMap, module: cst.Module, depth: int = 0) -> bool:

@@ -39,7 +39,7 @@ from gradlint.analysis.helpers import (
     stored_attributes,
 )
 from gradlint.analysis.names import ImportMap, dotted
-from gradlint.analysis.reads import ReadCollector, is_false, is_true, param_names
+from gradlint.analysis.reads import BUILTINS, ReadCollector, is_false, is_true, param_names
 from gradlint.analysis.reaching import ReachingDefinitions
 from gradlint.analysis.tree import COMPREHENSIONS, SCOPES, block_statements, walk
 
@@ -56,6 +56,7 @@ class GraphAnalysis:
         self.imports = imports
         detaching = detaching_functions(module, imports)
         self.reads = ReadCollector(imports, detaching, pure_functions(module, imports, detaching))
+        self.reads.shadowed = shadowed_builtins(module)
         self.reads.stateful = stateful_instances(module, self.reads)
         self.stored_attributes = stored_attributes(module, self.reads)
         self.backward_functions = tuple(backward_functions)
@@ -218,3 +219,16 @@ class GraphAnalysis:
             return False
         declared = {n for e in scope.escapes if e.kind == "global" for n in e.reads}
         return name not in declared and isinstance(scope.node, (cst.FunctionDef, cst.Module))
+
+
+def shadowed_builtins(module: cst.Module) -> FrozenSet[str]:
+    """Builtin names the module binds as parameters or variables (`input`, `iter`, `filter`)."""
+    bound: Set[str] = set()
+    for node in walk(module):
+        if isinstance(node, cst.Param):
+            bound.add(node.name.value)
+        elif isinstance(node, cst.AssignTarget) and isinstance(node.target, cst.Name):
+            bound.add(node.target.value)
+        elif isinstance(node, cst.For) and isinstance(node.target, cst.Name):
+            bound.add(node.target.value)
+    return frozenset(bound & BUILTINS)
