@@ -1372,6 +1372,63 @@ FLAGGED_FOLLOWED = {
                 images, labels = images.cuda(), labels.cuda()
                 train_on_batch(model, optimizer, images, labels)
     """,
+    "cyclegan_discriminator_helper_detaches_its_fake_argument": """
+        class CycleGANModel:
+            def set_input(self, input):
+                self.real_A = input["A"]
+                self.real_B = input["B"]
+
+            def forward(self):
+                self.fake_B = self.netG_A(self.real_A)
+                self.fake_A = self.netG_B(self.real_B)
+
+            def backward_D_basic(self, netD, real, fake):
+                pred_real = netD(real)
+                pred_fake = netD(fake.detach())
+                loss_D = (self.criterionGAN(pred_real, True) + self.criterionGAN(pred_fake, False)) * 0.5
+                loss_D.backward()
+                return loss_D
+
+            def backward_G(self):
+                self.loss_G_A = self.criterionGAN(self.netD_A(self.fake_B), True)
+                self.loss_G_B = self.criterionGAN(self.netD_B(self.fake_A), True)
+                self.loss_G = self.loss_G_A + self.loss_G_B
+                self.loss_G.backward(retain_graph=True)  # GL002
+
+            def optimize_parameters(self):
+                self.forward()
+                self.optimizer_G.zero_grad()
+                self.backward_G()
+                self.optimizer_G.step()
+                self.optimizer_D.zero_grad()
+                self.loss_D_A = self.backward_D_basic(self.netD_A, self.real_B, self.fake_B)
+                self.loss_D_B = self.backward_D_basic(self.netD_B, self.real_A, self.fake_A)
+                self.optimizer_D.step()
+
+        for i, data in enumerate(dataset):
+            model.set_input(data)
+            model.optimize_parameters()
+    """,
+    "gan_step_function_with_discriminator_helper": """
+        import torch
+
+        def discriminator_loss(D, real, fake):
+            return bce(D(real), torch.ones(real.size(0), 1)) + bce(D(fake.detach()), torch.zeros(real.size(0), 1))
+
+        def d_step(D, opt_d, real, fake):
+            opt_d.zero_grad()
+            loss = discriminator_loss(D, real, fake)
+            loss.backward()
+            opt_d.step()
+
+        for real, _ in loader:
+            fake = G(torch.randn(real.size(0), 100))
+            g_loss = bce(D(fake), torch.ones(real.size(0), 1))
+            opt_g.zero_grad()
+            g_loss.backward(retain_graph=True)  # GL002
+            opt_g.step()
+            d_step(D, opt_d, real, fake)
+    """,
 }
 
 CLEAN_FOLLOWED = {
@@ -1723,6 +1780,41 @@ CLEAN_FOLLOWED = {
 
         for support_x, support_y, query_x, query_y in task_loader:
             adapt_and_evaluate(model, model.parameters(), support_x, support_y, query_x, query_y)
+    """,
+    "cyclegan_discriminator_helper_walks_its_fake_argument": """
+        class CycleGANModel:
+            def set_input(self, input):
+                self.real_A = input["A"]
+                self.real_B = input["B"]
+
+            def forward(self):
+                self.fake_B = self.netG_A(self.real_A)
+
+            def backward_D_basic(self, netD, real, fake):
+                loss_D = (self.criterionGAN(netD(real), True) + self.criterionGAN(netD(fake), False)) * 0.5
+                loss_D.backward()
+                return loss_D
+
+            def backward_G(self):
+                self.loss_G = self.criterionGAN(self.netD_A(self.fake_B), True)
+                self.loss_G.backward(retain_graph=True)
+
+            def optimize_parameters(self):
+                self.forward()
+                self.backward_G()
+                self.optimizer_G.step()
+                self.loss_D_A = self.backward_D_basic(self.netD_A, self.real_B, self.fake_B)
+                self.optimizer_D.step()
+
+        for i, data in enumerate(dataset):
+            model.set_input(data)
+            model.optimize_parameters()
+    """,
+    "outputs_unpacked_onto_self": """
+        class Probe:
+            def run(self, x):
+                self.out, self.feats = self.model(x)
+                self.out.sum().backward(retain_graph=True)
     """,
 }
 

@@ -164,7 +164,7 @@ class CallSiteIndex:
                     return None  # passed around as a value: called where we cannot see
                 if not _same_function(node, parsed, fn, owner, self.here):
                     continue
-                arguments = _bind(node, skip_self, fn)
+                arguments = bind_arguments(node, skip_self, fn)
                 if arguments is None:
                     return None
                 sites.append(CallSite(parsed, node, chain, arguments))
@@ -243,7 +243,7 @@ def _same_function(call: cst.Call, parsed: ParsedFile, fn: cst.FunctionDef, owne
     return qualified.split(".")[-1] == fn.name.value and "." in qualified
 
 
-def _bind(call: cst.Call, skip_self: bool, fn: cst.FunctionDef) -> Optional[Dict[str, cst.BaseExpression]]:
+def bind_arguments(call: cst.Call, skip_self: bool, fn: cst.FunctionDef) -> Optional[Dict[str, cst.BaseExpression]]:
     """Parameter -> argument for a call without `*`/`**` arguments; None when an argument goes
     where we cannot follow it (`*args`, `**kwargs`, unknown keywords)."""
     params = fn.params

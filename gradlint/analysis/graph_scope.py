@@ -183,6 +183,9 @@ class Scope:
                     self._define(shared, value, small, no_grad)
                     for key in keys:
                         self._define(key, Reads(keys={shared}), small, no_grad)
+                    if stores_outside(target.target):
+                        targets = _stored_keys(target.target)
+                        self.escapes.append(Escape("store", set(value.keys), stmt, targets=targets))
                     continue
                 for key in keys:
                     self._define(key, value, small, no_grad)

@@ -28,6 +28,7 @@ from typing import Dict, FrozenSet, List, Optional, Set, Tuple
 
 import libcst as cst
 
+from gradlint.analysis.call_sites import bind_arguments
 from gradlint.analysis.backward import BackwardCall, backward_call, unknown_arguments
 from gradlint.analysis.defuse import Block, Later
 from gradlint.analysis.graph_scope import Scope
@@ -67,6 +68,13 @@ class GraphAnalysis:
         # Calls of this class's backward-running methods with arguments, kept as calls in an
         # inlined iteration: the `self.x` attributes the method reads are roots too.
         self.extra_roots: Dict[cst.Call, Set[str]] = {}
+        # Functions of the file by name: (definition, is a method); what their backwards read.
+        self._functions: Dict[str, List[Tuple[cst.FunctionDef, bool]]] = {}
+        for home, is_method in _function_homes(module):
+            for stmt in home:
+                if isinstance(stmt, cst.FunctionDef):
+                    self._functions.setdefault(stmt.name.value, []).append((stmt, is_method))
+        self._feeds: Dict[cst.FunctionDef, Optional[Tuple[Set[str], Set[str]]]] = {}
         self._build(list(module.body), module, [], None)
 
     def _build(self, body: Block, node: cst.CSTNode, params: List[str], outer: Optional[Scope]) -> None:
@@ -96,11 +104,68 @@ class GraphAnalysis:
         last = name.split(".")[-1]
         configured = any(name == f or last == f.split(".")[-1] for f in self.backward_functions)
         if configured or last in self.helpers:
+            narrowed = None if configured else self._helper_roots(call)
+            if narrowed is not None:
+                return Later(call, None, roots=narrowed)
             roots: Set[str] = set(self.extra_roots.get(call, ()))
             for arg in call.args:
                 roots |= self.reads.reads(arg.value).keys
             return Later(call, None, roots=roots)
         return None
+
+    # -- what a helper's backward walks ----------------------------------------------------------
+    def _helper_roots(self, call: cst.Call) -> Optional[Set[str]]:
+        """Names of the caller a call of a backward-running function of this file hands to its
+        backward: the arguments bound to parameters its backward roots read (`backward_D(netD,
+        real, fake)` walks `real` but not `fake` when it uses `fake.detach()`), and the `self.x`
+        attributes and globals they read. None when the function or the binding is not known."""
+        func = call.func
+        if isinstance(func, cst.Attribute) and isinstance(func.value, cst.Name) and func.value.value == "self":
+            name, method = func.attr.value, True
+        elif isinstance(func, cst.Name):
+            name, method = func.value, False
+        else:
+            return None
+        candidates = self._functions.get(name, [])
+        if len(candidates) != 1 or candidates[0][1] != method:
+            return None
+        fn = candidates[0][0]
+        feeding = self._feeding(fn, method)
+        if feeding is None:
+            return None
+        params, others = feeding
+        bound = bind_arguments(call, method, fn)
+        if bound is None:
+            return None
+        roots = set(others)
+        for param in params:
+            argument = bound.get(param)
+            if argument is not None:
+                roots |= self.reads.reads(argument).keys
+        return roots
+
+    def _feeding(self, fn: cst.FunctionDef, method: bool) -> Optional[Tuple[Set[str], Set[str]]]:
+        """(parameters, other names) that the backward roots in `fn` read; None when unknown."""
+        if fn in self._feeds:
+            return self._feeds[fn]
+        self._feeds[fn] = None  # while computing (recursion): unknown
+        params = param_names(fn)
+        outer = self.scopes[0] if self.scopes else None
+        scope = Scope(fn, block_statements(fn.body), params, self, outer)
+        keys: Set[str] = set()
+        for laters in scope.later_calls.values():
+            for later in laters:
+                if later.tensor is not None:
+                    roots = self.reads.reads(later.tensor).keys
+                elif later.roots is not None:
+                    roots = later.roots
+                else:
+                    return None
+                keys |= scope.closure(roots)
+        own = set(params[1:] if method else params)
+        found = (keys & own, {k for k in keys if k not in own and k != "self" and k not in scope.defs})
+        self._feeds[fn] = found
+        return found
 
     # -- the question GL002 asks ------------------------------------------------------------------
     def retains(self) -> List[Tuple[BackwardCall, Scope, cst.CSTNode]]:
@@ -232,3 +297,12 @@ def shadowed_builtins(module: cst.Module) -> FrozenSet[str]:
         elif isinstance(node, cst.For) and isinstance(node.target, cst.Name):
             bound.add(node.target.value)
     return frozenset(bound & BUILTINS)
+
+
+def _function_homes(module: cst.Module) -> List[Tuple[List[cst.CSTNode], bool]]:
+    """The module body (functions) and each class body (methods)."""
+    homes: List[Tuple[List[cst.CSTNode], bool]] = [(list(module.body), False)]
+    for node in walk(module):
+        if isinstance(node, cst.ClassDef):
+            homes.append((block_statements(node.body), True))
+    return homes
