@@ -76,6 +76,9 @@ def _load(path: str) -> Optional[ParsedFile]:
     return parsed
 
 
+Use = Tuple[cst.CSTNode, Tuple[cst.CSTNode, ...], str]
+
+
 @dataclass(frozen=True)
 class CallSite:
     """One call of the function: where it is and which expression fills each parameter."""
@@ -95,6 +98,7 @@ class CallSiteIndex:
         self._here_abs = os.path.abspath(path) if path and path != "-" else None
         self._files: Optional[List[str]] = None
         self._parsed: Dict[str, Optional[ParsedFile]] = {}
+        self._uses: Dict[Tuple[str, bool], Dict[str, List[Use]]] = {}
 
     # -- files -----------------------------------------------------------------------------
     def _project_files(self) -> List[str]:
@@ -145,6 +149,17 @@ class CallSiteIndex:
         return found
 
     # -- sites -----------------------------------------------------------------------------
+    def _uses_of(self, parsed: ParsedFile, method: bool) -> Dict[str, List[Use]]:
+        """Every use of every name in a file, walked once per file and kind of name."""
+        key = (parsed.path, method)
+        found = self._uses.get(key)
+        if found is None:
+            found = {}
+            for use in _uses(parsed.module, method):
+                found.setdefault(use[3], []).append(use[:3])
+            self._uses[key] = found
+        return found
+
     def sites(self, fn: cst.FunctionDef, owner: Optional[cst.ClassDef]) -> Optional[List[CallSite]]:
         """Every call of `fn` (a method of `owner`, or a plain function) in the project, or None
         when some use of it is not a call we can read, or when there is none."""
@@ -159,7 +174,7 @@ class CallSiteIndex:
         skip_self = owner is not None and not _static(fn)
         sites: List[CallSite] = []
         for parsed in files:
-            for node, chain, role in _uses(parsed.module, name, owner is not None):
+            for node, chain, role in self._uses_of(parsed, owner is not None).get(name, ()):
                 if role != "call" or not isinstance(node, cst.Call):
                     return None  # passed around as a value: called where we cannot see
                 if not _same_function(node, parsed, fn, owner, self.here):
@@ -196,22 +211,29 @@ def _static(fn: cst.FunctionDef) -> bool:
     return any(_static_decorator(d) for d in fn.decorators)
 
 
-def _uses(module: cst.Module, name: str, method: bool) -> Iterator[Tuple[cst.CSTNode, Tuple[cst.CSTNode, ...], str]]:
-    """Each place `name` is used: (the call or the reference, enclosing defs, "call"/"value").
-    For methods, uses are attributes `x.name`; for functions, the bare name (not its definition,
-    not an attribute of something else)."""
+def _uses(module: cst.Module, method: bool) -> Iterator[Tuple[cst.CSTNode, Tuple[cst.CSTNode, ...], str, str]]:
+    """Each place a name is used: (the call or the reference, enclosing defs, "call"/"value",
+    the name). For methods, uses are attributes `x.name`; for functions, bare names (not their
+    definitions, not attributes of something else)."""
     stack: List[Tuple[cst.CSTNode, Tuple[cst.CSTNode, ...]]] = [(module, ())]
     while stack:
         node, chain = stack.pop()
         if isinstance(node, cst.Call):
             func = node.func
-            if _names(func, name, method):
-                yield node, chain, "call"
+            name = _name_of(func, method)
+            if name is not None:
+                yield node, chain, "call", name
                 stack.extend((child, chain) for child in children(node) if child is not func)
+                if isinstance(func, cst.Attribute):
+                    stack.append((func.value, chain))
                 continue
-        elif _names(node, name, method):
-            yield node, chain, "value"
-            continue
+        else:
+            name = _name_of(node, method)
+            if name is not None:
+                yield node, chain, "value", name
+                if isinstance(node, cst.Attribute):
+                    stack.append((node.value, chain))
+                continue
         if isinstance(node, (cst.FunctionDef, cst.ClassDef)):
             inner = chain + (node,)
             for child in children(node):
@@ -224,13 +246,19 @@ def _uses(module: cst.Module, name: str, method: bool) -> Iterator[Tuple[cst.CST
         if isinstance(node, cst.Attribute) and not method:
             stack.append((node.value, chain))  # `obj.update` is not the function `update`
             continue
+        if isinstance(node, cst.Param):
+            stack.extend((child, chain) for child in children(node) if child is not node.name)
+            continue  # a parameter's name is a binding, not a use (its default is)
+        if isinstance(node, cst.Arg):
+            stack.append((node.value, chain))  # `f(loss=x)`: the keyword is no use of `loss`
+            continue
         stack.extend((child, chain) for child in children(node))
 
 
-def _names(node: cst.CSTNode, name: str, method: bool) -> bool:
+def _name_of(node: cst.CSTNode, method: bool) -> Optional[str]:
     if method:
-        return isinstance(node, cst.Attribute) and node.attr.value == name
-    return isinstance(node, cst.Name) and node.value == name
+        return node.attr.value if isinstance(node, cst.Attribute) else None
+    return node.value if isinstance(node, cst.Name) else None
 
 
 def _same_function(call: cst.Call, parsed: ParsedFile, fn: cst.FunctionDef, owner, here: ParsedFile) -> bool:

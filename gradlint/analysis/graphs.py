@@ -40,7 +40,7 @@ from gradlint.analysis.attribute_flow import (
 )
 from gradlint.analysis.backward import BackwardCall, backward_call, unknown_arguments
 from gradlint.analysis.call_sites import CallSite, CallSiteIndex, ParsedFile
-from gradlint.analysis.defuse import Definition, join_classes
+from gradlint.analysis.defuse import Definition, join_classes, plain_params
 from gradlint.analysis.graph_scope import Scope
 from gradlint.analysis.helpers import own_nodes, stores_history_on_self
 from gradlint.analysis.names import ImportMap, dotted
@@ -77,7 +77,7 @@ class RetainProver:
         self.backward_functions = backward_functions
         self.analysis = GraphAnalysis(module, imports, backward_functions, holders)
         self.index = CallSiteIndex(path, module, imports, project_root)
-        self._analyses: Dict[Tuple[str, Tuple[cst.CSTNode, ...]], GraphAnalysis] = {}
+        self._analyses: Dict[str, GraphAnalysis] = {}
         self._owners: Dict[str, Dict[cst.FunctionDef, cst.ClassDef]] = {}
         self._summaries: Dict[cst.FunctionDef, Dict[str, str]] = {}
         self._summarising: Set[cst.FunctionDef] = set()
@@ -164,12 +164,15 @@ class RetainProver:
         return found
 
     def _summarise(self, fn: cst.FunctionDef, owner: Optional[cst.ClassDef], depth: int) -> Dict[str, str]:
-        sites = self.index.sites(fn, owner)
-        if not sites:
-            return {}
         names = param_names(fn)
         if owner is not None and names:
             names = names[1:]
+        plain = plain_params(fn)
+        if all(name in plain for name in names):
+            return {}  # nothing a call site could teach
+        sites = self.index.sites(fn, owner)
+        if not sites:
+            return {}
         defaults = _defaults(fn)
         classes: Dict[str, List[str]] = {name: [] for name in names}
         for site in sites:
@@ -203,11 +206,9 @@ class RetainProver:
     def _site_scope(self, site: CallSite, depth: int) -> Optional[Tuple[GraphAnalysis, Scope]]:
         """The analysis of the caller's file and the scope the call is in (its parameters seeded
         from its own callers, a level further)."""
-        analysis = self._analysis_for(site.file, site.chain)
-        node: cst.CSTNode = site.chain[-1] if site.chain else site.file.module
-        scope = analysis.scope_of_node(node)
-        if scope is None:
-            return None
+        analysis = self._analysis_for(site.file)
+        scope = analysis.scope_of_chain(site.chain)
+        node = scope.node
         if isinstance(node, cst.FunctionDef) and depth <= MAX_SUMMARY_DEPTH:
             owner = self._owner(site.file, node)
             seeded = self._seeded(analysis, node, owner, scope.outer, depth)
@@ -215,12 +216,14 @@ class RetainProver:
                 return analysis, seeded
         return analysis, scope
 
-    def _analysis_for(self, parsed: ParsedFile, chain: Tuple[cst.CSTNode, ...]) -> GraphAnalysis:
-        key = (parsed.path, chain)
-        found = self._analyses.get(key)
+    def _analysis_for(self, parsed: ParsedFile) -> GraphAnalysis:
+        """One analysis per file (this file's own for it), scopes built as callers are asked about."""
+        if parsed is self.index.here:
+            return self.analysis
+        found = self._analyses.get(parsed.path)
         if found is None:
-            found = GraphAnalysis(parsed.module, parsed.imports, self.backward_functions, set(chain))
-            self._analyses[key] = found
+            found = GraphAnalysis(parsed.module, parsed.imports, self.backward_functions, set())
+            self._analyses[parsed.path] = found
         return found
 
     def _owner(self, parsed: ParsedFile, fn: cst.FunctionDef) -> Optional[cst.ClassDef]:
@@ -307,10 +310,8 @@ class RetainProver:
         return out
 
     def _class_in_method(self, owner: cst.ClassDef, fn: cst.FunctionDef, key: str) -> str:
-        analysis = self._analysis_for(self.index.here, (owner, fn))
-        scope = analysis.scope_of_node(fn)
-        if scope is None:
-            return "?"
+        analysis = self.analysis
+        scope = analysis.scope_of_chain(_chain_to(self.module, fn))
         if fn.name.value == "__init__":
             # Built once, before training: what the constructor is given is configuration.
             seeded = analysis.build_scope(fn, block_statements(fn.body), param_names(fn), scope.outer)
@@ -344,10 +345,10 @@ class RetainProver:
             found = backward_call(node, self.imports)
             if found is None or found.tensor is None or unknown_arguments(node):
                 return False
-            analysis = self._analysis_for(self.index.here, _chain_to(self.module, fn))
-            scope = analysis.scope_of_node(fn)
-            stmt = analysis.statement_holding(scope, node) if scope is not None else None
-            if scope is None or stmt is None:
+            analysis = self.analysis
+            scope = analysis.scope_of_chain(_chain_to(self.module, fn))
+            stmt = analysis.statement_holding(scope, node) if scope.node is fn else None
+            if stmt is None:
                 return False
             keys = set(analysis.reads.reads(found.tensor).keys)
             if not analysis.unused_after(scope, stmt, node, keys, manual=fn.name.value == "training_step"):

@@ -63,6 +63,7 @@ class GraphAnalysis:
         self.backward_functions = tuple(backward_functions)
         self.helpers = backward_helpers(module, imports)
         self.scopes: List[Scope] = []
+        self._by_node: Dict[cst.CSTNode, Scope] = {}
         self.scope_of: Dict[cst.Call, Scope] = {}
         self.statement_of: Dict[cst.Call, cst.CSTNode] = {}
         # Calls of this class's backward-running methods with arguments, kept as calls in an
@@ -80,6 +81,7 @@ class GraphAnalysis:
     def _build(self, body: Block, node: cst.CSTNode, params: List[str], outer: Optional[Scope]) -> None:
         scope = Scope(node, list(body), params, self, outer)
         self.scopes.append(scope)
+        self._by_node[node] = scope
         for stmt, calls in scope.later_calls.items():
             for later in calls:
                 self.scope_of[later.node] = scope
@@ -193,7 +195,22 @@ class GraphAnalysis:
         return self.scopes[0]
 
     def scope_of_node(self, node: cst.CSTNode) -> Optional[Scope]:
-        return next((s for s in self.scopes if s.node is node), None)
+        return self._by_node.get(node)
+
+    def scope_of_chain(self, chain: Tuple[cst.CSTNode, ...]) -> Scope:
+        """The scope of the innermost of `chain` (functions and classes around a call, outermost
+        first), building the ones not built yet; the module's scope for an empty chain."""
+        scope = self.scopes[0]
+        for node in chain:
+            found = self._by_node.get(node)
+            if found is None and isinstance(node, (cst.FunctionDef, cst.ClassDef)):
+                params = param_names(node) if isinstance(node, cst.FunctionDef) else []
+                found = Scope(node, block_statements(node.body), params, self, self.scopes[0])
+                self.scopes.append(found)
+                self._by_node[node] = found
+            if found is not None:
+                scope = found
+        return scope
 
     def unused_after(
         self,
