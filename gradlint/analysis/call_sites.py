@@ -15,9 +15,10 @@ call sites we cannot see: `sites` then answers None.
 from __future__ import annotations
 
 import os
+import re
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Dict, FrozenSet, Iterator, List, Optional, Tuple
 
 import libcst as cst
 
@@ -35,6 +36,37 @@ FRAMEWORKS = frozenset(
 )
 # Methods Python or torch call on their own (`model(x)` runs forward).
 _IMPLICIT = frozenset({"forward", "step", "zero_grad", "backward", "closure"})
+
+
+_IDENTIFIER = re.compile(rb"[A-Za-z_][A-Za-z0-9_]*")
+# path -> ((mtime, size), identifiers in the file): which files can mention a name, without
+# reading every project file again for each name asked about (bounded, least recently used out).
+_WORDS: "OrderedDict[str, Tuple[Tuple[float, int], FrozenSet[str]]]" = OrderedDict()
+MAX_CACHED_WORDS = 6000
+
+
+def _words(path: str) -> FrozenSet[str]:
+    """The identifiers a file's text holds (empty when unreadable)."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return frozenset()
+    stamp = (stat.st_mtime, stat.st_size)
+    cached = _WORDS.get(path)
+    if cached is not None and cached[0] == stamp:
+        return cached[1]
+    words: FrozenSet[str] = frozenset()
+    if stat.st_size <= MAX_FILE_BYTES:
+        try:
+            with open(path, "rb") as handle:
+                words = frozenset(w.decode("ascii") for w in _IDENTIFIER.findall(handle.read()))
+        except OSError:
+            words = frozenset()
+    _WORDS[path] = (stamp, words)
+    _WORDS.move_to_end(path)
+    while len(_WORDS) > MAX_CACHED_WORDS:
+        _WORDS.popitem(last=False)
+    return words
 
 
 @dataclass(frozen=True)
@@ -133,12 +165,7 @@ class CallSiteIndex:
         for path in files:
             if self._here_abs is not None and os.path.abspath(path) == self._here_abs:
                 continue
-            try:
-                with open(path, "rb") as handle:
-                    text = handle.read(MAX_FILE_BYTES + 1)
-            except OSError:
-                continue
-            if name.encode() not in text:
+            if name not in _words(path):
                 continue
             if len(self._parsed) >= MAX_PARSED_FILES and path not in self._parsed:
                 return None
