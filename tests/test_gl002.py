@@ -2007,3 +2007,24 @@ def test_trainer_method_given_a_graph_by_one_caller(tmp_path):
         """,
     })
     assert _lint_file(tmp_path, "trainer.py") == []
+
+
+def test_project_files_searched_for_callers_are_recorded(tmp_path):
+    from gradlint.analysis import Context
+    from gradlint.rules import gl002
+
+    _project(tmp_path, {
+        "helpers.py": HELPERS,
+        "train.py": """
+            from helpers import update
+
+            for x, y in loader:
+                update(opt, crit(model(x), y))
+        """,
+        "README.py": "# no callers here\n",
+    })
+    path = tmp_path / "helpers.py"
+    ctx = Context(cst.parse_module(path.read_text()), str(path), AnalysisOptions(project_root=str(tmp_path)))
+    assert [f.line for f in gl002.check(ctx)] == [4]
+    consulted = ctx.fact("graphs.consulted_files", set)
+    assert str(tmp_path / "train.py") in consulted and str(path) not in consulted

@@ -18,7 +18,7 @@ import os
 import re
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Dict, FrozenSet, Iterator, List, Optional, Tuple
+from typing import Dict, FrozenSet, Iterator, List, Optional, Set, Tuple
 
 import libcst as cst
 
@@ -131,6 +131,9 @@ class CallSiteIndex:
         self._files: Optional[List[str]] = None
         self._parsed: Dict[str, Optional[ParsedFile]] = {}
         self._uses: Dict[Tuple[str, bool], Dict[str, List[Use]]] = {}
+        # Project files whose text was searched for callers: the answers depend on them (a cache
+        # of this file's findings is stale once one of them changes).
+        self.consulted: Set[str] = set()
 
     # -- files -----------------------------------------------------------------------------
     def _project_files(self) -> List[str]:
@@ -165,6 +168,7 @@ class CallSiteIndex:
         for path in files:
             if self._here_abs is not None and os.path.abspath(path) == self._here_abs:
                 continue
+            self.consulted.add(path)
             if name not in _words(path):
                 continue
             if len(self._parsed) >= MAX_PARSED_FILES and path not in self._parsed:

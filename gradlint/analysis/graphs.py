@@ -489,15 +489,21 @@ def unnecessary_retains(
     backward_functions: Tuple[str, ...] = (),
     path: str = "-",
     project_root: Optional[str] = None,
+    consulted: Optional[Set[str]] = None,
 ) -> List[Verdict]:
     """Every `retain_graph=True` in the module that no later backward can need. `path` and
-    `project_root` locate the file's callers in the project."""
+    `project_root` locate the file's callers in the project; the project files searched for them
+    are added to `consulted` (the verdicts depend on those files too)."""
     from gradlint.analysis.scalars import _ASSIGNED
 
     try:
         holders = _retaining_scopes(module, imports)
         if holders is None:
             return []
-        return RetainProver(module, imports, path, tuple(backward_functions), project_root, holders).verdicts()
+        prover = RetainProver(module, imports, path, tuple(backward_functions), project_root, holders)
+        found = prover.verdicts()
+        if consulted is not None:
+            consulted.update(prover.index.consulted)
+        return found
     finally:
         _ASSIGNED.clear()  # scalars' memo of assigned names: keep no tree alive after the file is done

@@ -19,10 +19,18 @@ from gradlint.findings import Edit, Finding, Fix
 
 def check(ctx: Context) -> Iterable[Finding]:
     """One warning per `retain_graph=True` proven unnecessary, with a fix that removes it."""
+    # Project files searched for the callers of this file's functions: its GL002 findings depend
+    # on them as well (for a cache of findings).
+    consulted = ctx.fact("graphs.consulted_files", set)
     verdicts = ctx.fact(
         "graphs.unnecessary_retains",
         lambda: unnecessary_retains(
-            ctx.module, ctx.imports, ctx.options.backward_functions, ctx.path, ctx.options.project_root
+            ctx.module,
+            ctx.imports,
+            ctx.options.backward_functions,
+            ctx.path,
+            ctx.options.project_root,
+            consulted,
         ),
     )
     for verdict in verdicts:
