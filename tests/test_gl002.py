@@ -2028,3 +2028,46 @@ def test_project_files_searched_for_callers_are_recorded(tmp_path):
     assert [f.line for f in gl002.check(ctx)] == [4]
     consulted = ctx.fact("graphs.consulted_files", set)
     assert str(tmp_path / "train.py") in consulted and str(path) not in consulted
+
+
+def test_helper_called_through_its_module_by_a_caller_that_walks_the_graph_again(tmp_path):
+    _project(tmp_path, {
+        "helpers.py": HELPERS,
+        "train.py": """
+            import helpers
+
+            for x, y in loader:
+                loss = crit(model(x), y)
+                helpers.update(opt, loss)
+                (0.1 * loss).backward()
+        """,
+    })
+    assert _lint_file(tmp_path, "helpers.py") == []
+
+
+def test_helper_imported_under_another_name(tmp_path):
+    _project(tmp_path, {
+        "helpers.py": HELPERS,
+        "train.py": """
+            from helpers import update as apply_update
+
+            for x, y in loader:
+                loss = crit(model(x), y)
+                apply_update(opt, loss)
+                loss.backward()
+        """,
+    })
+    assert _lint_file(tmp_path, "helpers.py") == []
+
+
+def test_helper_called_through_its_module_per_batch(tmp_path):
+    _project(tmp_path, {
+        "helpers.py": HELPERS,
+        "train.py": """
+            import helpers
+
+            for x, y in loader:
+                helpers.update(opt, crit(model(x), y))
+        """,
+    })
+    assert _lint_file(tmp_path, "helpers.py") == [4]

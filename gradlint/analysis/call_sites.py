@@ -108,7 +108,8 @@ def _load(path: str) -> Optional[ParsedFile]:
     return parsed
 
 
-Use = Tuple[cst.CSTNode, Tuple[cst.CSTNode, ...], str]
+Use = Tuple[cst.CSTNode, Tuple[cst.CSTNode, ...], str]  # node, enclosing defs, "call"/"value"
+NamedUse = Tuple[cst.CSTNode, Tuple[cst.CSTNode, ...], str, str]  # ... and the name used
 
 
 @dataclass(frozen=True)
@@ -186,7 +187,7 @@ class CallSiteIndex:
         found = self._uses.get(key)
         if found is None:
             found = {}
-            for use in _uses(parsed.module, method):
+            for use in _uses(parsed.module, method, frozenset(parsed.imports.aliases)):
                 found.setdefault(use[3], []).append(use[:3])
             self._uses[key] = found
         return found
@@ -242,7 +243,7 @@ def _static(fn: cst.FunctionDef) -> bool:
     return any(_static_decorator(d) for d in fn.decorators)
 
 
-def _uses(module: cst.Module, method: bool) -> Iterator[Tuple[cst.CSTNode, Tuple[cst.CSTNode, ...], str, str]]:
+def _uses(module: cst.Module, method: bool, aliases: FrozenSet[str]) -> Iterator[NamedUse]:
     """Each place a name is used: (the call or the reference, enclosing defs, "call"/"value",
     the name). For methods, uses are attributes `x.name`; for functions, bare names (not their
     definitions, not attributes of something else)."""
@@ -251,7 +252,7 @@ def _uses(module: cst.Module, method: bool) -> Iterator[Tuple[cst.CSTNode, Tuple
         node, chain = stack.pop()
         if isinstance(node, cst.Call):
             func = node.func
-            name = _name_of(func, method)
+            name = _name_of(func, method, aliases)
             if name is not None:
                 yield node, chain, "call", name
                 stack.extend((child, chain) for child in children(node) if child is not func)
@@ -259,7 +260,7 @@ def _uses(module: cst.Module, method: bool) -> Iterator[Tuple[cst.CSTNode, Tuple
                     stack.append((func.value, chain))
                 continue
         else:
-            name = _name_of(node, method)
+            name = _name_of(node, method, aliases)
             if name is not None:
                 yield node, chain, "value", name
                 if isinstance(node, cst.Attribute):
@@ -271,6 +272,11 @@ def _uses(module: cst.Module, method: bool) -> Iterator[Tuple[cst.CSTNode, Tuple
                 if child is node.name:
                     continue  # the definition's own name
                 stack.append((child, inner))
+            continue
+        if isinstance(node, cst.ImportFrom) and not method and not isinstance(node.names, cst.ImportStar):
+            for alias in node.names:
+                if alias.asname is not None and isinstance(alias.name, cst.Name):
+                    yield node, chain, "value", alias.name.value  # renamed: called by another name
             continue
         if isinstance(node, (cst.Import, cst.ImportFrom)):
             continue  # `from train import update`: a name, not a use
@@ -286,20 +292,28 @@ def _uses(module: cst.Module, method: bool) -> Iterator[Tuple[cst.CSTNode, Tuple
         stack.extend((child, chain) for child in children(node))
 
 
-def _name_of(node: cst.CSTNode, method: bool) -> Optional[str]:
+def _name_of(node: cst.CSTNode, method: bool, aliases: FrozenSet[str]) -> Optional[str]:
+    """The name a node uses: `x.name` for methods; for functions `name`, or `helpers.name`
+    through an imported module."""
     if method:
         return node.attr.value if isinstance(node, cst.Attribute) else None
+    if isinstance(node, cst.Attribute):
+        text = dotted(node.value)
+        return node.attr.value if text is not None and text.split(".")[0] in aliases else None
     return node.value if isinstance(node, cst.Name) else None
 
 
 def _same_function(call: cst.Call, parsed: ParsedFile, fn: cst.FunctionDef, owner, here: ParsedFile) -> bool:
     """Could this call reach `fn`? Methods: any `x.name(...)` (over-approximated: every class's
-    method of that name). Functions: a bare call in the defining file, or in a file that imports
-    the name."""
+    method of that name). Functions: any call of the name (`update(...)` after `from helpers
+    import update` or `*`, `helpers.update(...)`), except a bare call in another file that
+    defines a function of that name itself."""
     if owner is not None or parsed is here:
         return True
-    qualified = parsed.imports.resolve(call.func) or ""
-    return qualified.split(".")[-1] == fn.name.value and "." in qualified
+    if isinstance(call.func, cst.Name):
+        own = any(isinstance(s, cst.FunctionDef) and s.name.value == fn.name.value for s in parsed.module.body)
+        return not own
+    return True
 
 
 def bind_arguments(call: cst.Call, skip_self: bool, fn: cst.FunctionDef) -> Optional[Dict[str, cst.BaseExpression]]:
