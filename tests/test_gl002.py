@@ -2071,3 +2071,78 @@ def test_helper_called_through_its_module_per_batch(tmp_path):
         """,
     })
     assert _lint_file(tmp_path, "helpers.py") == [4]
+
+
+BASE_MODEL = """
+    import torch
+
+    class BaseModel:
+        def set_requires_grad(self, nets, requires_grad=False):
+            for net in nets:
+                for param in net.parameters():
+                    param.requires_grad = requires_grad
+
+        def backward_D(self):
+            self.loss_D = self.criterionGAN(self.netD(self.fake_B), False)
+            self.loss_D.backward()
+"""
+
+CHILD_MODEL = """
+    from models.base_model import BaseModel
+
+    class GANModel(BaseModel):
+        def set_input(self, input):
+            self.real_A, self.real_B = input
+
+        def forward(self):
+            self.fake_B = self.netG(self.real_A)
+
+        def backward_G(self):
+            self.loss_G = self.criterionGAN(self.netD(self.fake_B), True)
+            self.loss_G.backward(retain_graph=True)
+
+        def optimize_parameters(self):
+            self.forward()
+            self.set_requires_grad([self.netD], False)
+            self.optimizer_G.zero_grad()
+            self.backward_G()
+            self.optimizer_G.step()
+            self.set_requires_grad([self.netD], True)
+            {LATER}
+"""
+
+TRAIN_LOOP = """
+    for data in dataset:
+        model.set_input(data)
+        model.optimize_parameters()
+"""
+
+
+def test_inherited_helpers_that_run_no_backward(tmp_path):
+    _project(tmp_path, {
+        "models/__init__.py": "",
+        "models/base_model.py": BASE_MODEL,
+        "models/gan_model.py": CHILD_MODEL.replace("{LATER}", "self.optimizer_D.step()"),
+        "train.py": TRAIN_LOOP,
+    })
+    assert _lint_file(tmp_path, "models/gan_model.py") == [13]
+
+
+def test_inherited_method_walks_the_kept_fake(tmp_path):
+    _project(tmp_path, {
+        "models/__init__.py": "",
+        "models/base_model.py": BASE_MODEL,
+        "models/gan_model.py": CHILD_MODEL.replace("{LATER}", "self.backward_D()"),
+        "train.py": TRAIN_LOOP,
+    })
+    assert _lint_file(tmp_path, "models/gan_model.py") == []
+
+
+def test_inherited_method_of_a_base_we_cannot_read(tmp_path):
+    _project(tmp_path, {
+        "models/gan_model.py": CHILD_MODEL.replace("{LATER}", "self.optimizer_D.step()").replace(
+            "from models.base_model import BaseModel", "from some_package.models import BaseModel"
+        ),
+        "train.py": TRAIN_LOOP,
+    })
+    assert _lint_file(tmp_path, "models/gan_model.py") == []

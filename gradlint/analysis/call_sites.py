@@ -82,7 +82,7 @@ _FILES: "OrderedDict[str, Tuple[Tuple[float, int], Optional[ParsedFile]]]" = Ord
 MAX_CACHED_FILES = 64
 
 
-def _load(path: str) -> Optional[ParsedFile]:
+def load_file(path: str) -> Optional[ParsedFile]:
     """The parsed file at `path`, re-read when it changes; None when unreadable or unparsable."""
     try:
         stat = os.stat(path)
@@ -154,7 +154,7 @@ class CallSiteIndex:
 
     def _parse(self, path: str) -> Optional[ParsedFile]:
         if path not in self._parsed:
-            self._parsed[path] = _load(path)
+            self._parsed[path] = load_file(path)
         return self._parsed[path]
 
     def _files_mentioning(self, name: str) -> Optional[List[ParsedFile]]:

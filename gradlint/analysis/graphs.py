@@ -43,6 +43,7 @@ from gradlint.analysis.call_sites import CallSite, CallSiteIndex, ParsedFile
 from gradlint.analysis.defuse import Definition, join_classes, plain_params
 from gradlint.analysis.graph_scope import Scope
 from gradlint.analysis.helpers import own_nodes, stores_history_on_self
+from gradlint.analysis.inherited import Inheritance, inherited_calls
 from gradlint.analysis.names import ImportMap, dotted
 from gradlint.analysis.reads import INERT, LEAF, is_false, is_true, key_of, param_names
 from gradlint.analysis.retained import GraphAnalysis
@@ -77,6 +78,7 @@ class RetainProver:
         self.backward_functions = backward_functions
         self.analysis = GraphAnalysis(module, imports, backward_functions, holders)
         self.index = CallSiteIndex(path, module, imports, project_root)
+        self.inheritance = Inheritance(self.index.here, project_root)
         self._analyses: Dict[str, GraphAnalysis] = {}
         self._owners: Dict[str, Dict[cst.FunctionDef, cst.ClassDef]] = {}
         self._summaries: Dict[cst.FunctionDef, Dict[str, str]] = {}
@@ -261,6 +263,9 @@ class RetainProver:
             name = self_call_name(node)
             if name in backward_methods and isinstance(node, cst.Call) and node.args:
                 analysis.extra_roots[node] = mentioned_attributes(methods[name], methods)
+        for _, name in inherited_calls(synthetic, methods):
+            if self.inheritance.may_run_backward(owner, name):
+                return False  # a base class's method that may walk the kept attributes
         outer = analysis.module_scope()
         scope = analysis.build_scope(synthetic, block_statements(synthetic.body), param_names(synthetic), outer)
         scope.known_params = dict(self._summary(methods[inlined.driver], owner, 0))
