@@ -2146,3 +2146,30 @@ def test_inherited_method_of_a_base_we_cannot_read(tmp_path):
         "train.py": TRAIN_LOOP,
     })
     assert _lint_file(tmp_path, "models/gan_model.py") == []
+
+
+def test_lightning_hook_of_a_module_deriving_from_a_project_base(tmp_path):
+    _project(tmp_path, {
+        "mapping/__init__.py": "",
+        "mapping/models.py": """
+            import pytorch_lightning as pl
+
+            class ModelInterface(pl.LightningModule):
+                def as_dict(self):
+                    return {"func": self.forward}
+        """,
+        "mapping/transition.py": """
+            import torch
+            from mapping.models import ModelInterface
+
+            class TransitionModel(ModelInterface):
+                def training_step(self, batch, batch_idx):
+                    sa, s1 = batch
+                    return torch.nn.functional.l1_loss(self.forward(sa), s1)
+
+                def backward(self, loss, optimizer, optimizer_idx):
+                    loss.backward(retain_graph=True)
+        """,
+    })
+    assert _lint_file(tmp_path, "mapping/transition.py") == [11]
+    assert _lint_file(tmp_path, "mapping/transition.py", root=False) == [11]  # found next to the file

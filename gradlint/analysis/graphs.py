@@ -126,7 +126,8 @@ class RetainProver:
         if not self.analysis.unused_after(scope, stmt, backward.node, {param}):
             return False
         owner = self._owner(self.index.here, fn)
-        if owner is not None and fn.name.value == "backward" and _lightning_module(owner, self.imports, self.module):
+        hook = owner is not None and fn.name.value == "backward"
+        if hook and owner is not None and self.inheritance.derives_from(owner, "LightningModule"):
             return self._lightning_hook(owner, fn)
         sites = self.index.sites(fn, owner)
         if not sites:
@@ -364,21 +365,6 @@ class RetainProver:
 def _backward_kind(call: cst.Call, imports: ImportMap) -> str:
     found = backward_call(call, imports)
     return found.kind if found is not None else ""
-
-
-def _lightning_module(owner: cst.ClassDef, imports: ImportMap, module: cst.Module, depth: int = 0) -> bool:
-    """Does the class derive (here or through classes of this file) from `LightningModule`?"""
-    local = {n.name.value: n for n in walk(module) if isinstance(n, cst.ClassDef)}
-    for base in owner.bases:
-        name = imports.resolve(base.value) or dotted(base.value) or ""
-        if name.split(".")[-1] == "LightningModule":
-            return True
-        parent = local.get(name)
-        if parent is None or parent is owner or depth >= 4:
-            continue
-        if _lightning_module(parent, imports, module, depth + 1):
-            return True
-    return False
 
 
 def _manual_optimization(owner: cst.ClassDef) -> bool:

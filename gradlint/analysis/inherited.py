@@ -39,6 +39,26 @@ class Inheritance:
         """Could `self.name(...)`, called in `owner` (of the linted file), run a backward?"""
         return self._inherited((owner, self.here), name, 0, set())
 
+    def derives_from(self, owner: cst.ClassDef, base_name: str) -> bool:
+        """Does the class derive from a class named `base_name` (`LightningModule`), directly or
+        through bases in this file or in project modules?"""
+        return self._derives((owner, self.here), base_name, 0)
+
+    def _derives(self, cls: _Class, base_name: str, depth: int) -> bool:
+        if depth > MAX_DEPTH:
+            return False
+        owner, parsed = cls
+        for base in owner.bases:
+            if base.keyword is not None:
+                continue
+            named = parsed.imports.resolve(base.value) or dotted(base.value) or ""
+            if named.split(".")[-1] == base_name:
+                return True
+            found = self._resolve(base.value, parsed)
+            if isinstance(found, tuple) and found[0] is not owner and self._derives(found, base_name, depth + 1):
+                return True
+        return False
+
     def _inherited(self, cls: _Class, name: str, depth: int, seen: Set[str]) -> bool:
         if depth > MAX_DEPTH:
             return True
