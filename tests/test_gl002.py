@@ -1429,6 +1429,43 @@ FLAGGED_FOLLOWED = {
             opt_g.step()
             d_step(D, opt_d, real, fake)
     """,
+    "lightning_hook_retains_for_the_discriminators_only": """
+        import torch
+        import pytorch_lightning as pl
+
+        class CycleGAN(pl.LightningModule):
+            def training_step(self, batch, batch_idx, optimizer_idx):
+                real_A, real_B = batch
+                if optimizer_idx == 0:
+                    with torch.no_grad():
+                        fake_A = self.netG_BA(real_B)
+                    return self.criterionD(real_A, fake_A, self.netD_A)
+                if optimizer_idx == 1:
+                    with torch.no_grad():
+                        fake_B = self.netG_AB(real_A)
+                    return self.criterionD(real_B, fake_B, self.netD_B)
+                loss_G, _, _ = self.criterionG(real_A, real_B, self.netG_AB, self.netG_BA)
+                return loss_G
+
+            def backward(self, loss, optimizer, optimizer_idx, *args, **kwargs):
+                if optimizer_idx in (0, 1):
+                    loss.backward(retain_graph=True)  # GL002
+                else:
+                    return super().backward(loss, optimizer, optimizer_idx, *args, **kwargs)
+    """,
+    "early_return_before_the_backward": """
+        import torch
+
+        def train_step(model, optimizer, criterion, x, y):
+            out = model(x)
+            if not torch.isfinite(out).all():
+                return out
+            loss = criterion(out, y)
+            optimizer.zero_grad()
+            loss.backward(retain_graph=True)  # GL002
+            optimizer.step()
+            return loss.item()
+    """,
 }
 
 CLEAN_FOLLOWED = {
@@ -1815,6 +1852,13 @@ CLEAN_FOLLOWED = {
             def run(self, x):
                 self.out, self.feats = self.model(x)
                 self.out.sum().backward(retain_graph=True)
+    """,
+    "generator_yields_the_output_before_the_backward": """
+        def step(model, x, y):
+            out = model(x)
+            yield out
+            loss = (out - y).pow(2).mean()
+            loss.backward(retain_graph=True)
     """,
 }
 

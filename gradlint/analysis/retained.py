@@ -288,6 +288,9 @@ class GraphAnalysis:
                 continue  # Lightning does not run backward on what a manual training_step returns
             if escape.kind == "call" and (escape.statement not in after or escape.call is node):
                 continue
+            if escape.kind == "return" and escape.statement not in after and escape.statement is not stmt:
+                if _plain_return(escape.statement):
+                    continue  # returns before the retain (or instead of it): it did not run then
             if escape.kind == "container" and self._local_container(escape.container, scope):
                 continue  # a local list: followed by def-use like any other value holding the graph
             if escape.kind == "store" and escape.targets and escape.targets <= exempt:
@@ -323,3 +326,12 @@ def _function_homes(module: cst.Module) -> List[Tuple[List[cst.CSTNode], bool]]:
         if isinstance(node, cst.ClassDef):
             homes.append((block_statements(node.body), True))
     return homes
+
+
+def _plain_return(stmt: cst.CSTNode) -> bool:
+    """A statement line that returns (no `yield`: a generator's consumer keeps what it got)."""
+    if not isinstance(stmt, cst.SimpleStatementLine):
+        return False
+    if any(isinstance(n, cst.Yield) for n in walk(stmt, SCOPES)):
+        return False
+    return any(isinstance(small, cst.Return) for small in stmt.body)
