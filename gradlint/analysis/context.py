@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, Callable, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
 import libcst as cst
 from libcst.metadata import CodeRange, MetadataWrapper, PositionProvider
@@ -32,6 +32,12 @@ class Context:
         self.options = options
         self.imports = ImportMap.of(module)
         self._positions: Optional[Mapping[cst.CSTNode, CodeRange]] = None
+        # Other project files an analysis read to decide this file's findings (e.g. the callers
+        # of its functions): a cache of this file's findings depends on them too.
+        from gradlint.analysis import CONSULTED
+
+        collector = CONSULTED.get()
+        self.consulted_files: Set[str] = collector if collector is not None else set()
 
     @cached_property
     def training_facts(self) -> ModuleFacts:
@@ -46,7 +52,8 @@ class Context:
         the retained graph)."""
         from gradlint.analysis.graphs import unnecessary_retains
 
-        return list(unnecessary_retains(self.module, self.imports, self.options.backward_functions))
+        return list(unnecessary_retains(self.module, self.imports, self.options.backward_functions, self.path,
+                                        self.options.project_root, self.consulted_files))
 
     @cached_property
     def nonscalar_roots(self) -> List[Tuple[Any, cst.CSTNode, Any]]:
