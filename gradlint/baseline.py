@@ -173,7 +173,7 @@ class _FixedLines:
                         continue
                     chosen.extend(edits)
             chosen.sort()
-            fixed = text
+            fixed = text or ""
             for start, end, new in reversed(chosen):
                 fixed = fixed[:start] + new + fixed[end:]
             self._files[path] = (line_starts(text) if text is not None else [], chosen, fixed)
@@ -240,8 +240,9 @@ def read_baseline(path: str) -> Counter:
         raise BaselineError(f"baseline {path} was written by an older gradlint (format 1, keyed from the "
                             f"current folder); write it again with --write-baseline")
     if data.get("version") != FORMAT_VERSION:
-        raise BaselineError(f"baseline {path} has version {data.get('version')!r}; this gradlint reads {FORMAT_VERSION}")
-    counts = Counter()
+        raise BaselineError(f"baseline {path} has version {data.get('version')!r}; "
+                            f"this gradlint reads {FORMAT_VERSION}")
+    counts: Counter = Counter()
     for key, count in data["findings"].items():
         if not isinstance(count, int) or isinstance(count, bool) or count < 0:
             raise BaselineError(f"baseline {path}: count for {key!r} is not a non-negative integer")

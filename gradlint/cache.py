@@ -22,7 +22,7 @@ from gradlint import __version__
 from gradlint.atomic import write_atomic
 from gradlint.findings import Edit, Finding, Fix
 
-FORMAT = 2  # bump when the entry layout changes
+FORMAT = 3  # bump when the entry layout changes
 
 
 def _digest(*parts: str) -> str:
@@ -84,10 +84,13 @@ def _dump(finding: Finding) -> dict:
         "end_column": finding.end_column,
         "severity": finding.severity,
     }
+    if finding.help is not None:
+        out["help"] = finding.help
     if finding.cell is not None:
         out["cell"] = finding.cell
     if finding.fix is not None:
         out["fix"] = {"description": finding.fix.description,
+                      "applicability": finding.fix.applicability,
                       "edits": [[e.start, e.end, e.text] for e in finding.fix.edits]}
     return out
 
@@ -95,7 +98,8 @@ def _dump(finding: Finding) -> dict:
 def _load(entry: dict, path: str) -> Finding:
     fix = None
     if entry.get("fix"):
-        fix = Fix(entry["fix"]["description"], tuple(Edit(s, e, t) for s, e, t in entry["fix"]["edits"]))
+        fix = Fix(entry["fix"]["description"], tuple(Edit(s, e, t) for s, e, t in entry["fix"]["edits"]),
+                  entry["fix"].get("applicability", "safe"))
     return Finding(
         code=entry["code"],
         message=entry["message"],
@@ -106,6 +110,7 @@ def _load(entry: dict, path: str) -> Finding:
         end_column=entry["end_column"],
         severity=entry["severity"],
         fix=fix,
+        help=entry.get("help"),
         cell=entry.get("cell"),
     )
 
@@ -133,6 +138,8 @@ def valid_finding(entry, source: Optional[str] = None) -> bool:
     if (entry["end_line"], entry["end_column"]) < (entry["line"], entry["column"]):
         return False
     if "cell" in entry and entry["cell"] is not None and not _is_int(entry["cell"], 1):
+        return False
+    if "help" in entry and not isinstance(entry["help"], str):
         return False
     fix = entry.get("fix")
     if fix is None:
@@ -177,7 +184,7 @@ class Cache:
     """Look up and store one file's findings (without its display path, which is re-attached).
 
     An entry also records the sha256 of every project module whose helpers the file calls (see
-    engine.helper_modules); a lookup is a hit only while those still hash the same. Checking
+    `dependencies`); a lookup is a hit only while those still hash the same. Checking
     the recorded modules is cheap (their hashes are memoised by stat), so a warm run never
     repeats the helper search."""
 
@@ -198,8 +205,6 @@ class Cache:
         return os.path.join(self.folder, key[:2], key + ".json")
 
     def get(self, key: str, display: str) -> Optional[List[Finding]]:
-        from gradlint.engine import file_sha
-
         try:
             with open(self._entry(key), "r", encoding="utf-8") as handle:
                 stored = json.load(handle)
@@ -236,3 +241,40 @@ class Cache:
 def _atomic_write(path: str, text: str) -> None:
     # 0644: the cache may be shared (CI caches, containers)
     write_atomic(path, text.encode("utf-8"), mode=0o644)
+
+
+# ---------------------------------------------------------------------------------------------
+# Dependencies: the project modules whose helpers a file calls
+
+
+def dependencies(program: bytes, path: str, settings) -> Dict[str, str]:
+    """path -> sha256 of the project modules holding the helpers the program of `path` calls
+    (as the prefilter follows them); stored with the entry and checked on every lookup."""
+    from gradlint.prefilter import helper_modules
+
+    return helper_modules(program, path, settings)
+
+
+def dependency_digest(program: bytes, path: str, settings) -> str:
+    """One hash over `dependencies` (paths and contents)."""
+    parts = [f"{m}\0{sha}" for m, sha in sorted(dependencies(program, path, settings).items())]
+    return hashlib.sha256("\n".join(parts).encode("utf-8", "surrogatepass")).hexdigest()
+
+
+_SHAS: Dict[tuple, str] = {}
+
+
+def file_sha(path: str) -> Optional[str]:
+    """sha256 of a file's bytes, memoised by (path, mtime, size); None when unreadable."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    key = (path, st.st_mtime_ns, st.st_size)
+    if key not in _SHAS:
+        try:
+            with open(path, "rb") as handle:
+                _SHAS[key] = hashlib.sha256(handle.read()).hexdigest()
+        except OSError:
+            return None
+    return _SHAS[key]

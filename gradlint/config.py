@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Dict, Iterable, Mapping, Optional, Tuple
 
 from gradlint.findings import RULES
+from gradlint.rules import parse_error
 
 try:  # Python >= 3.11
     import tomllib as _toml
@@ -33,7 +34,6 @@ DEFAULT_CACHE_DIR = ".gradlint_cache"
 
 # GL000 (the file cannot be read) is reported whatever --select says, like ruff's syntax errors;
 # only naming it exactly in an ignore list turns it off.
-ALWAYS_ON = "GL000"
 
 _SELECTOR = re.compile(r"^(ALL|[A-Z]+[0-9]*)$")
 
@@ -47,7 +47,8 @@ class ConfigError(Exception):
 
 
 def parse_selectors(values: Iterable[str], where: str) -> Tuple[str, ...]:
-    """Validate rule selectors (codes, prefixes such as `GL` or `GL00`, or `ALL`)."""
+    """Validate rule selectors (codes, prefixes such as `GL` or `GL00`, `ALL`, or a rule's name such
+    as `missing-zero-grad`); returns them as codes/prefixes."""
     out = []
     for raw in values:
         if not isinstance(raw, str):
@@ -58,6 +59,9 @@ def parse_selectors(values: Iterable[str], where: str) -> Tuple[str, ...]:
             if not part:
                 continue
             selector = part.upper()
+            named = next((code for code, info in RULES.items() if info.name == part.lower()), None)
+            if named is not None:  # a rule's name (missing-zero-grad) stands for its code
+                selector = named
             if not _SELECTOR.match(selector) or (
                 selector != "ALL" and not any(code.startswith(selector) for code in RULES)
             ):
@@ -86,7 +90,7 @@ class Selection:
 
     def apply(self, enabled: set) -> set:
         if self.select is not None:  # a new selection; GL000 stays unless ignored by name
-            enabled = {ALWAYS_ON} & set(enabled)
+            enabled = {parse_error().code} & set(enabled)
         chosen = [(s, True) for s in (self.select or ()) + self.extend_select]
         chosen += [(s, False) for s in self.ignore]
         # Less specific first, so more specific selectors overrule them; ignore last on a tie.
@@ -97,7 +101,7 @@ class Selection:
                 if _matches(selector, code):
                     if on:
                         enabled.add(code)
-                    elif selector == code or code != ALWAYS_ON:
+                    elif selector == code or code != parse_error().code:
                         enabled.discard(code)
         return enabled
 
@@ -396,6 +400,8 @@ def _settings_from(values: dict, root: str, config_path: Optional[str], cli: dic
     known = {f.name for f in fields(Settings)}
     merged = {k: v for k, v in values.items() if k in known}
     merged.update({k: v for k, v in cli.items() if k in known})
+    if "extend_exclude" in cli:  # --extend-exclude adds to the file's extend-exclude
+        merged["extend_exclude"] = tuple(values.get("extend_exclude", ())) + tuple(cli["extend_exclude"])
     return Settings(root=root, config_path=config_path, selections=tuple(layers), **merged)
 
 

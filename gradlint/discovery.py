@@ -123,7 +123,7 @@ class GitIgnore:
     def _spec_for(self, folder: str) -> Optional[pathspec.GitIgnoreSpec]:
         if folder not in self._specs:
             lines = _read_lines(os.path.join(folder, ".gitignore"))
-            self._specs[folder] = _spec(lines) if any(l.strip() and not l.startswith("#") for l in lines) else None
+            self._specs[folder] = _spec(lines) if any(ln.strip() and not ln.startswith("#") for ln in lines) else None
         return self._specs[folder]
 
     def ignored(self, path: str, is_dir: bool) -> bool:
@@ -137,7 +137,7 @@ class GitIgnore:
                 break
             folder = os.path.dirname(folder)
         # git's precedence, lowest first: core.excludesFile, .git/info/exclude, .gitignore files
-        checks = [(self.top, spec) for spec in (self._global, self._info) if spec is not None]
+        checks: list = [(self.top, spec) for spec in (self._global, self._info) if spec is not None]
         checks += [(f, self._spec_for(f)) for f in reversed(chain)]
         for base, spec in checks:
             if spec is None:

@@ -9,67 +9,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 from typing import Optional
 
+# The rule table lives with the rule declarations (gradlint/rules/); re-exported here because
+# every stage that handles findings also asks about their rules.
+from gradlint.rules import RULES, Rule, RuleInfo
 
-@dataclass(frozen=True)
-class RuleInfo:
-    code: str
-    name: str
-    summary: str  # one line: what it finds
-    fixable: bool = False
-    default_on: bool = True
-    severity: str = "error"  # "error" | "warning" | "note"
-
-
-# Codes are stable: never renumber, never reuse.
-RULES: dict[str, RuleInfo] = {
-    info.code: info
-    for info in (
-        RuleInfo("GL000", "parse-error", "a file that cannot be decoded or parsed"),
-        RuleInfo(
-            "GL001",
-            "missing-zero-grad",
-            "a training loop that steps an optimizer but lets the next backward accumulate onto "
-            "gradients that step already used",
-        ),
-        RuleInfo(
-            "GL002",
-            "unnecessary-retain-graph",
-            "retain_graph=True where no later backward can traverse the retained graph",
-            fixable=True,
-            severity="warning",  # wastes memory; results stay right
-        ),
-        RuleInfo(
-            "GL003",
-            "nonscalar-backward",
-            "backward() without gradient= on a tensor proven not to be a scalar",
-        ),
-        RuleInfo(
-            "GL006",
-            "loss-history-keeps-graph",
-            "a loss or output with its graph stored in something that outlives the training iteration",
-            fixable=True,
-            severity="warning",  # memory grows; results stay right until it runs out
-        ),
-        RuleInfo(
-            "GL007",
-            "loss-made-leaf",
-            "a loss made to require grad as a new leaf, so that its backward reaches no parameter",
-        ),
-        RuleInfo(
-            "GL008",
-            "carried-graph-state",
-            "a backward through state the previous iteration's graph produced, never detached",
-        ),
-        RuleInfo(
-            "GL100",
-            "unused-noqa",
-            "a `# noqa` comment that suppresses nothing",
-            fixable=False,
-            default_on=False,
-            severity="warning",
-        ),
-    )
-}
+__all__ = ["RULES", "Rule", "RuleInfo", "Edit", "Fix", "Finding"]
 
 
 @dataclass(frozen=True)
@@ -85,6 +29,8 @@ class Edit:
 class Fix:
     description: str
     edits: tuple[Edit, ...]
+    # "safe": keeps the program's meaning (applied by --fix); "unsafe": may change it
+    applicability: str = "safe"
 
 
 @dataclass(frozen=True)
@@ -98,6 +44,8 @@ class Finding:
     end_column: int  # 1-based, exclusive (the column after the last character)
     severity: str = "error"
     fix: Optional[Fix] = None
+    # How to fix it, one line shown under the finding (`= help: ...`); the message says what is wrong.
+    help: Optional[str] = None
     cell: Optional[int] = None  # notebooks: 1-based code cell; line/column are then within the cell
     # Filled in by `gradlint run` only.
     runtime: Optional[str] = None  # "confirmed" | "refuted" | "unexercised"
@@ -129,11 +77,14 @@ class Finding:
             "end_column": self.end_column,
             "fixable": self.fix is not None,
         }
+        if self.help is not None:
+            out["help"] = self.help
         if self.cell is not None:
             out["cell"] = self.cell
         if self.fix is not None:
             out["fix"] = {
                 "description": self.fix.description,
+                "applicability": self.fix.applicability,
                 "edits": [asdict(e) for e in self.fix.edits],
             }
         if self.runtime is not None or not self.static:

@@ -128,7 +128,8 @@ def _all_cells(notebook: dict) -> list:
 
 def _is_python(notebook: dict) -> bool:
     """False only when the notebook says its kernel language is something else (R, Julia...)."""
-    metadata = notebook.get("metadata") if isinstance(notebook.get("metadata"), dict) else {}
+    raw = notebook.get("metadata")
+    metadata: dict = raw if isinstance(raw, dict) else {}
     for key, sub in (("language_info", "name"), ("kernelspec", "language")):
         value = metadata.get(key)
         if isinstance(value, dict) and isinstance(value.get(sub), str):
@@ -145,7 +146,7 @@ def _python_lines(lines: list) -> list:
             return ["" for _ in lines]
         # `%%time` & co.: blank the lines up to the magic line (a backslash may continue its
         # arguments), then lint the body as Python, line numbers unchanged.
-        skip = first + 1
+        skip = (first or 0) + 1
         while lines[skip - 1].rstrip().endswith("\\") and skip < len(lines):
             skip += 1
         return ["" for _ in lines[:skip]] + _python_lines(lines[skip:])
@@ -256,28 +257,23 @@ def _find_source(raw: list, start: int, expected: list) -> Optional[tuple]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Engine and reporter hooks
+# Loading (for the engine) and cell sources (for reporters)
 
 
-def lint_notebook(data: bytes, path: str, shown: str, settings, enabled: set) -> list:
-    """The engine's source loader for `.ipynb` (engine.SOURCE_LOADERS): lint the joined program
-    with the same analysis, suppression and selection as a .py file, then move every finding into
-    cell coordinates. A file that is not valid UTF-8 JSON / nbformat is one GL000 finding."""
-    from gradlint import engine
-
+def load_notebook(data: bytes) -> Notebook:
+    """The notebook in a file's bytes (the engine lints its joined `program` and moves the
+    findings into cells with `to_cells`). Raises NotebookError, with a one-line reason, for a
+    file that is not valid UTF-8 JSON / nbformat."""
     try:
         text = data.decode("utf-8-sig")
-        notebook = parse_notebook(text)
     except UnicodeDecodeError as err:
-        problem = engine.gl000(shown, f"cannot decode notebook as UTF-8: invalid byte at offset {err.start}")
-        return engine.finish([problem], "", shown, enabled)
-    except NotebookError as err:
-        return engine.finish([engine.gl000(shown, str(err), err.line, err.column)], "", shown, enabled)
-    if not notebook.program.strip():
-        return []
-    findings = engine.analyse_text(notebook.program, shown, settings, enabled)
-    findings = engine.finish(findings, notebook.program, shown, enabled)
-    return sorted((notebook.to_cells(f) for f in findings), key=Finding.sort_key)
+        raise NotebookError(f"cannot decode notebook as UTF-8: invalid byte at offset {err.start}") from None
+    return parse_notebook(text)
+
+
+def is_notebook(path: str) -> bool:
+    """Is the file at `path` a Jupyter notebook (by its suffix)?"""
+    return path.lower().endswith(".ipynb")
 
 
 def cell_source_reader(source_of):

@@ -217,7 +217,7 @@ def code_actions(uri: str, text: str, findings: Sequence[Finding],
                 continue
             fix = finding.fix
             if fix is not None and fix.edits:
-                unsafe = getattr(fix, "applicability", "safe") == "unsafe"
+                unsafe = fix.applicability == "unsafe"
                 title = f"Fix {finding.code}: {fix.description}" + (" (unsafe)" if unsafe else "")
                 edits = [doc.text_edit(e.start, e.end, e.text) for e in sorted(fix.edits, key=lambda e: e.start)]
                 actions.append(types.CodeAction(
@@ -314,15 +314,15 @@ def lint_document(text: str, path: str) -> List[Finding]:
 
 def apply_safe_fixes(text: str, findings: Sequence[Finding]) -> str:
     """`text` with every safe fix applied (what `gradlint check --fix` writes)."""
-    from gradlint.engine import apply_fixes
+    from gradlint.fixes import apply_fixes
 
-    safe = [f for f in findings if f.fix is not None and getattr(f.fix, "applicability", "safe") == "safe"]
+    safe = [f for f in findings if f.fix is not None and f.fix.applicability == "safe"]
     return apply_fixes(text, safe)[0]
 
 
 def add_noqa_text(text: str, finding: Finding) -> str:
     """`text` with `# noqa: CODE` for this finding on its line (merged into an existing directive)."""
-    from gradlint.engine import add_noqa
+    from gradlint.fixes import add_noqa
 
     return add_noqa(text, [finding])[0]
 

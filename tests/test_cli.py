@@ -34,8 +34,8 @@ def test_rules_table_lists_every_rule(gradlint):
     result = gradlint("rules")
     assert result.exit_code == 0
     for code, info in RULES.items():
-        line = next(l for l in result.stdout.splitlines() if l.startswith(code))
-        assert info.name in line and ("yes" if info.fixable else "no") in line
+        line = next(ln for ln in result.stdout.splitlines() if ln.startswith(code))
+        assert info.name in line and info.severity in line and (info.fix or "-") in line.split()
         assert ("on" if info.default_on else "off") in line
     rows = json.loads(gradlint("rules", "--output-format", "json").stdout)
     assert {row["code"] for row in rows} == set(RULES)
@@ -103,7 +103,7 @@ def test_gl000_is_reported_for_prefiltered_files_too(project, gradlint):
     project.write("util.py", "def helper(:\n    return 1\n")
     result = gradlint("check", "--no-cache", "--output-format", "concise")
     assert result.exit_code == 1
-    assert result.stdout.startswith("util.py:1:12: GL000 [parse-error] cannot parse:")
+    assert result.stdout.startswith("util.py:1:12: GL000 [parse-error] error: cannot parse:")
 
 
 def test_json_findings_have_the_documented_fields(project, gradlint):
@@ -297,7 +297,7 @@ def test_stdin_cannot_mix_with_paths(project, gradlint):
 def test_stdin_parse_error(project, gradlint):
     result = gradlint("check", "-", "--stdin-filename", "x.py", "--output-format", "concise", input="x = (\n")
     assert result.exit_code == 1 and result.stdout.startswith("x.py:1:")  # column: CPython's, varies by version
-    assert " GL000 [parse-error] cannot parse: " in result.stdout
+    assert " GL000 [parse-error] error: cannot parse: " in result.stdout
 
 
 # --- formats and environment ---------------------------------------------------------------------
@@ -370,7 +370,7 @@ def _fixable(path: str, start: int, end: int, text: str):
 
 
 def test_fix_file_is_atomic_and_keeps_mode_and_encoding(project):
-    from gradlint.engine import fix_file
+    from gradlint.fixes import fix_file
 
     path = project.write("t.py", b"# -*- coding: latin-1 -*-\nx = '\xe9'  \r\ny = 1\r\n")
     os.chmod(path, 0o751)
@@ -383,7 +383,7 @@ def test_fix_file_is_atomic_and_keeps_mode_and_encoding(project):
 
 
 def test_fix_refuses_to_write_unparsable_code(project):
-    from gradlint.engine import fix_file
+    from gradlint.fixes import fix_file
 
     path = project.write("t.py", "x = 1\n")
     with pytest.raises(ValueError, match="would not parse"):
@@ -392,7 +392,7 @@ def test_fix_refuses_to_write_unparsable_code(project):
 
 
 def test_apply_fixes_skips_overlaps_and_unfixable():
-    from gradlint.engine import apply_fixes
+    from gradlint.fixes import apply_fixes
     from gradlint.findings import Edit, Finding, Fix
 
     first = _fixable("t.py", 0, 3, "AAA")
@@ -420,7 +420,7 @@ def test_fix_option_applies_fixes_and_reports_the_rest(project, gradlint, monkey
     result = gradlint("check", "--no-cache", "-j", "1", "--fix", "--output-format", "concise")
     assert "retain_graph" not in (project.root / "train.py").read_text()
     assert result.exit_code == 1  # GL001 remains
-    assert [l.split(" ")[1] for l in result.stdout.splitlines()] == ["GL001"]
+    assert [ln.split(" ")[1] for ln in result.stdout.splitlines()] == ["GL001"]
     assert "Fixed 1 finding" not in result.stderr  # summary only for the full format
     result = gradlint("check", "--no-cache", "-j", "1", "--fix")
     assert "Found 1 finding" in result.stderr

@@ -11,13 +11,14 @@ import textwrap
 import libcst as cst
 import pytest
 
-from gradlint.analysis import AnalysisOptions, analyze
+from gradlint.analysis import AnalysisOptions
+from harness import lint_options
 
 CODES = ("GL006", "GL007", "GL008")
 
 
 def _lint(source: str, **options):
-    return analyze(source, "train.py", AnalysisOptions(**options), codes=list(CODES))
+    return lint_options(source, "train.py", AnalysisOptions(**options), codes=list(CODES))
 
 
 def _marked(source: str):
@@ -559,31 +560,44 @@ def test_message_and_severity():
     assert "`running_loss`" in finding.message and "`loss.item()`" in finding.message
 
 
-def test_non_scalar_value_suggests_detach_without_fix():
+def test_non_scalar_value_gets_an_unsafe_detach_fix():
     source = textwrap.dedent(FLAGGED["outputs_kept_for_metrics"])
     (finding,) = _lint(source)
     assert "`logits.detach()`" in finding.message and ".item()" not in finding.message
-    assert finding.fix is None
+    assert finding.fix is not None and finding.fix.applicability == "unsafe"
+    fixed = _apply(source, finding.fix)
+    assert "all_logits.append(logits.detach())" in fixed
+    assert _lint(fixed) == []
+
+
+def test_unsafe_fix_wraps_an_expression():
+    source = textwrap.dedent(FLAGGED["probabilities_kept"])
+    (finding,) = _lint(source)
+    fixed = _apply(source, finding.fix)
+    assert "scores.append((torch.sigmoid(logits)).detach())" in fixed
+    cst.parse_module(fixed)
+    assert _lint(fixed) == []
 
 
 def test_safe_item_fix_when_only_printed():
     source = textwrap.dedent(FLAGGED["running_loss_plus_equals"])
     (finding,) = _lint(source)
-    assert finding.fix is not None
+    assert finding.fix is not None and finding.fix.applicability == "safe"
     fixed = _apply(source, finding.fix)
     assert "running_loss += loss.item()" in fixed
     cst.parse_module(fixed)
     assert _lint(fixed) == []
 
 
-def test_no_fix_when_the_holder_is_used_as_a_tensor():
+def test_item_fix_is_unsafe_when_the_holder_is_used_as_a_tensor():
     # returned to the caller: `.item()` would change what the caller gets
     source = textwrap.dedent(FLAGGED["total_equals_total_plus_loss"])
     (finding,) = _lint(source)
-    assert finding.fix is None
+    assert finding.fix.applicability == "unsafe"
+    assert "total = total + loss.item()" in _apply(source, finding.fix)
     source = textwrap.dedent(FLAGGED["losses_list_for_plot"])
     (finding,) = _lint(source)
-    assert finding.fix is None  # `l.item()` is called on the elements later
+    assert finding.fix.applicability == "unsafe"  # `l.item()` is called on the elements later
 
 
 def test_fix_when_list_only_logged():
@@ -602,6 +616,7 @@ def test_fix_when_list_only_logged():
         """
     )
     (finding,) = _lint(source)
+    assert finding.fix.applicability == "safe"
     fixed = _apply(source, finding.fix)
     assert "losses.append(loss.item())" in fixed
     assert _lint(fixed) == []

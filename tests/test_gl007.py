@@ -10,13 +10,14 @@ import textwrap
 
 import pytest
 
-from gradlint.analysis import AnalysisOptions, analyze
+from gradlint.analysis import AnalysisOptions
+from harness import lint_options
 
 CODES = ("GL006", "GL007", "GL008")
 
 
 def _lint(source: str, **options):
-    return analyze(source, "train.py", AnalysisOptions(**options), codes=list(CODES))
+    return lint_options(source, "train.py", AnalysisOptions(**options), codes=list(CODES))
 
 
 def _marked(source: str):

@@ -27,7 +27,8 @@ from typing import Dict, Iterator, List, Optional, Set, Tuple
 import libcst as cst
 
 from gradlint.analysis.backward import BackwardCall
-from gradlint.analysis.graphs import GraphAnalysis, Scope
+from gradlint.analysis.graph_scope import Scope
+from gradlint.analysis.retained import GraphAnalysis
 from gradlint.analysis.names import dotted
 from gradlint.analysis.reads import (
     BUILTINS,

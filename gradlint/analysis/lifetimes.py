@@ -26,7 +26,8 @@ from typing import Dict, FrozenSet, Iterable, Iterator, List, Optional, Set, Tup
 import libcst as cst
 
 from gradlint.analysis.backward import BackwardCall, backward_call
-from gradlint.analysis.graphs import GraphAnalysis, Scope
+from gradlint.analysis.graph_scope import Scope
+from gradlint.analysis.retained import GraphAnalysis
 from gradlint.analysis.helpers import backward_helpers
 from gradlint.analysis.names import ImportMap, dotted
 from gradlint.analysis.reads import GRAPH, INERT, LEAF, LOGGING_METHODS, is_false, is_true, key_of

@@ -1,6 +1,7 @@
 """`--output-format github`: GitHub Actions workflow commands, one annotation per finding.
 
-    ::error file=train.py,line=15,endLine=15,col=9,endColumn=24,title=gradlint (GL001 missing-zero-grad)::train.py:15:9: message
+    ::error file=train.py,line=15,endLine=15,col=9,endColumn=24,title=gradlint (GL001 missing-zero-grad)::...
+    (then `train.py:15:9: message`)
 
 The runner parses these lines from the step's output. Escaping follows @actions/toolkit's
 command.ts: the message escapes % CR LF, property values also : and , (so hostile file names
@@ -158,7 +159,8 @@ def summary_markdown(findings: list, ctx) -> str:
     out = [
         "### gradlint",
         "",
-        f"{len(findings)} finding{'s' if len(findings) != 1 else ''} in {files} checked file{'s' if files != 1 else ''}.",
+        f"{len(findings)} finding{'s' if len(findings) != 1 else ''} in {files} "
+        f"checked file{'s' if files != 1 else ''}.",
         "",
         "| code | rule | count |",
         "|---|---|---:|",

@@ -26,12 +26,6 @@ SCHEMA_URI = "https://json.schemastore.org/sarif-2.1.0.json"
 DEFAULT_HOME = "https://github.com/gradlint/gradlint"
 LEVEL = {"error": "error", "warning": "warning", "note": "note"}
 PROBLEM_SEVERITY = {"error": "error", "warning": "warning", "note": "recommendation"}
-TAGS = {
-    "GL000": ["correctness"],
-    "GL001": ["correctness", "pytorch", "training-loop"],
-    "GL002": ["performance", "memory", "pytorch"],
-    "GL003": ["correctness", "pytorch", "autograd"],
-}
 MAX_TEXT = 1024  # GitHub's limit for short/full descriptions
 
 
@@ -77,8 +71,8 @@ def rule_descriptor(info: RuleInfo, home: str) -> dict:
         "helpUri": f"{home}/blob/main/rules/{info.code}.md",
         "defaultConfiguration": {"level": LEVEL.get(info.severity, "warning")},
         "properties": {
-            "tags": TAGS.get(info.code, ["pytorch"]),
-            "precision": "very-high" if info.code == "GL000" else "high",
+            "tags": list(info.tags),
+            "precision": info.precision,
             "problem.severity": PROBLEM_SEVERITY.get(info.severity, "warning"),
         },
     }
@@ -183,7 +177,7 @@ def result(finding: Finding, index: int, fingerprint: str, cwd: str, lines: Sour
         "locations": [{"physicalLocation": physical}],
         "partialFingerprints": {"gradlint/v1": fingerprint},
     }
-    properties = {}
+    properties: dict = {}
     if finding.cell is not None:
         properties.update(cell=finding.cell, cellLine=finding.line, cellColumn=finding.column)
     if finding.runtime is not None or not finding.static:
@@ -204,7 +198,7 @@ def document(findings: list, ctx) -> dict:
     known = {r.code for r in rules}
     for f in findings:  # a result must reference a rule in rules[]
         if f.code not in known:
-            rules.append(RULES.get(f.code) or RuleInfo(f.code, f.code, f.code, severity=f.severity))
+            rules.append(RULES.get(f.code) or RuleInfo(f.code, f.code, f.code, severity=f.severity, tags=("pytorch",)))
             known.add(f.code)
     index = {r.code: i for i, r in enumerate(rules)}
     lines = SourceLines(ctx.source_of)

@@ -12,11 +12,14 @@ later on purpose. The facts live in `gradlint.analysis.lifetimes`.
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
-from gradlint.analysis import Context
-from gradlint.analysis.lifetimes import KeptHistory, build_analysis, kept_histories
 from gradlint.findings import Edit, Finding, Fix
+from gradlint.rules import Needs, Rule
+
+if TYPE_CHECKING:  # pragma: no cover - types only; the analysis is imported by `check`
+    from gradlint.analysis import Context
+    from gradlint.analysis.lifetimes import KeptHistory
 
 # A file must contain one of these words for the rule to possibly fire.
 NEEDS_WORDS = ("backward",)
@@ -24,12 +27,12 @@ NEEDS_WORDS = ("backward",)
 
 def check(ctx: Context) -> Iterable[Finding]:
     """One warning per store that keeps an iteration's graph alive past the iteration."""
-    analysis = ctx.fact(
-        "lifetimes.analysis", lambda: build_analysis(ctx.module, ctx.imports, ctx.options.backward_functions)
-    )
+    from gradlint.analysis.lifetimes import kept_histories
+
+    analysis = ctx.lifetime_analysis
     if analysis is None:
         return
-    for kept in ctx.fact("lifetimes.kept_histories", lambda: kept_histories(analysis)):
+    for kept in kept_histories(analysis):
         value = _short(ctx.code(kept.value))
         where = {
             "accumulate": f"accumulates `{value}` into `{kept.holder}`",
@@ -40,7 +43,7 @@ def check(ctx: Context) -> Iterable[Finding]:
             f"this {where}, which outlives the iteration: `{value}` carries its autograd graph, so every "
             f"iteration's graph stays alive with it; store {_detached(value, kept.scalar)} instead"
         )
-        yield ctx.finding("GL006", kept.statement, message, fix=_fix(ctx, kept))
+        yield ctx.finding(RULE.code, kept.statement, message, fix=_fix(ctx, kept))
 
 
 def _detached(value: str, scalar: bool) -> str:
@@ -49,17 +52,38 @@ def _detached(value: str, scalar: bool) -> str:
     return f"`{shown}.item()` (or `{shown}.detach()`)" if scalar else f"`{shown}.detach()`"
 
 
-def _fix(ctx: Context, kept: KeptHistory):
-    """`.item()` after the stored name, when that is safe (a scalar loss, the holder only shown).
-    Elsewhere the right form (`.item()` or `.detach()`) depends on how the holder is used later,
-    so no fix is offered."""
-    if not kept.item_fix:
-        return None
+def _fix(ctx: Context, kept: KeptHistory) -> Fix:
+    """`.item()` after the stored value: safe when it is a scalar loss and the holder is only shown
+    (printed, logged, formatted). Otherwise unsafe: `.item()` for a scalar loss (the holder then
+    holds a number, which later tensor uses may not expect), `.detach()` for anything else."""
     end = ctx.position(kept.value).end
     offset = ctx.offset(end.line, end.column)
-    return Fix(f"Store `{ctx.code(kept.value)}.item()`", (Edit(offset, offset, ".item()"),))
+    text = ctx.code(kept.value)
+    simple = text.replace(".", "").replace("_", "").isalnum()
+    method = ".item()" if kept.scalar else ".detach()"
+    edits = (Edit(offset, offset, method),)
+    if not simple:
+        start = ctx.position(kept.value).start
+        edits = (Edit(ctx.offset(start.line, start.column), ctx.offset(start.line, start.column), "("),
+                 Edit(offset, offset, ")" + method))
+    shown = text if simple else f"({' '.join(text.split())})"
+    return Fix(f"Store `{shown}{method}`", edits, "safe" if kept.item_fix else "unsafe")
 
 
 def _short(code: str, limit: int = 40) -> str:
     code = " ".join(code.split())
     return code if len(code) <= limit else code[: limit - 3] + "..."
+
+
+RULE = Rule(
+    code="GL006",
+    name="loss-history-keeps-graph",
+    summary="a loss or output with its graph stored in something that outlives the training iteration",
+    severity="warning",  # memory grows; results stay right until it runs out
+    default_on=True,
+    fix="safe",  # `.item()` where only shown; other fixes are offered as unsafe
+    tags=("performance", "memory", "pytorch", "autograd"),
+    gitlab_category="Performance",
+    needs=Needs(words=NEEDS_WORDS, names=("backward", "manual_backward"), helpers=True),
+    check=check,
+)

@@ -12,12 +12,13 @@ backward passes the model's parameters. The facts live in `gradlint.analysis.lea
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
-from gradlint.analysis import Context
-from gradlint.analysis.leaves import made_leaves
-from gradlint.analysis.lifetimes import build_analysis
 from gradlint.findings import Finding
+from gradlint.rules import Needs, Rule
+
+if TYPE_CHECKING:  # pragma: no cover - types only; the analysis is imported by `check`
+    from gradlint.analysis import Context
 
 # A file must contain one of these words for the rule to possibly fire.
 NEEDS_WORDS = ("requires_grad",)
@@ -25,9 +26,9 @@ NEEDS_WORDS = ("requires_grad",)
 
 def check(ctx: Context) -> Iterable[Finding]:
     """One error per leaf made from a computed value and then backpropagated on its own."""
-    analysis = ctx.fact(
-        "lifetimes.analysis", lambda: build_analysis(ctx.module, ctx.imports, ctx.options.backward_functions)
-    )
+    from gradlint.analysis.leaves import made_leaves
+
+    analysis = ctx.lifetime_analysis
     if analysis is None:
         return
     for leaf in made_leaves(analysis):
@@ -37,9 +38,22 @@ def check(ctx: Context) -> Iterable[Finding]:
             f"`{backward}` then reaches no parameter and the model does not train; compute the loss from the "
             f"model's outputs and remove what cut the graph (`.item()`, `.detach()`, `.data`, `torch.no_grad()`)"
         )
-        yield ctx.finding("GL007", leaf.node, message)
+        yield ctx.finding(RULE.code, leaf.node, message)
 
 
 def _short(code: str, limit: int = 50) -> str:
     code = " ".join(code.split())
     return code if len(code) <= limit else code[: limit - 3] + "..."
+
+
+RULE = Rule(
+    code="GL007",
+    name="loss-made-leaf",
+    summary="a loss made to require grad as a new leaf, so that its backward reaches no parameter",
+    severity="error",
+    default_on=True,
+    tags=("correctness", "pytorch", "autograd"),
+    gitlab_category="Bug Risk",
+    needs=Needs(words=NEEDS_WORDS),
+    check=check,
+)

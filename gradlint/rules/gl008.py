@@ -12,11 +12,13 @@ facts live in `gradlint.analysis.lifetimes`.
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
-from gradlint.analysis import Context
-from gradlint.analysis.lifetimes import build_analysis, carried_states
 from gradlint.findings import Finding
+from gradlint.rules import Needs, Rule
+
+if TYPE_CHECKING:  # pragma: no cover - types only; the analysis is imported by `check`
+    from gradlint.analysis import Context
 
 # A file must contain one of these words for the rule to possibly fire.
 NEEDS_WORDS = ("backward",)
@@ -24,9 +26,9 @@ NEEDS_WORDS = ("backward",)
 
 def check(ctx: Context) -> Iterable[Finding]:
     """One finding per backward whose root reads a state carried, undetached, from the last iteration."""
-    analysis = ctx.fact(
-        "lifetimes.analysis", lambda: build_analysis(ctx.module, ctx.imports, ctx.options.backward_functions)
-    )
+    from gradlint.analysis.lifetimes import carried_states
+
+    analysis = ctx.lifetime_analysis
     if analysis is None:
         return
     for carried in carried_states(analysis, ctx.module):
@@ -39,16 +41,29 @@ def check(ctx: Context) -> Iterable[Finding]:
                 f"iteration; detach it once per iteration (`{carried.state} = {carried.state}.detach()`) and "
                 f"drop retain_graph"
             )
-            yield ctx.finding("GL008", carried.backward.node, message).with_(severity="warning")
+            yield ctx.finding(RULE.code, carried.backward.node, message, severity="warning")
         else:
             message = (
                 f"`{backward}` walks `{carried.state}`, which `{producer}` carries from the previous iteration "
                 f"with its graph: the second backward raises \"Trying to backward through the graph a second "
                 f"time\"; detach it once per iteration (`{carried.state} = {carried.state}.detach()`)"
             )
-            yield ctx.finding("GL008", carried.backward.node, message)
+            yield ctx.finding(RULE.code, carried.backward.node, message)
 
 
 def _short(code: str, limit: int = 50) -> str:
     code = " ".join(code.split())
     return code if len(code) <= limit else code[: limit - 3] + "..."
+
+
+RULE = Rule(
+    code="GL008",
+    name="carried-graph-state",
+    summary="a backward through state the previous iteration's graph produced, never detached",
+    severity="error",  # a warning for a finding whose backward passes retain_graph=True
+    default_on=True,
+    tags=("correctness", "memory", "pytorch", "autograd"),
+    gitlab_category="Bug Risk",
+    needs=Needs(words=NEEDS_WORDS, names=("backward", "manual_backward"), helpers=True),
+    check=check,
+)
