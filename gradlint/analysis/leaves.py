@@ -80,8 +80,10 @@ def made_leaves(analysis: GraphAnalysis) -> List[MadeLeaf]:
                 where = order.get(stmt, -1)
                 if where <= at:
                     continue
+                if backward.tensor is None:
+                    continue
                 if _trace(scope, backward.tensor, key, at, where, order, set()) == REACHED:
-                    source = " ".join(scope.analysis.module.code_for_node(sources[0]).split()) if sources else key
+                    source = " ".join(analysis.module.code_for_node(sources[0]).split()) if sources else key
                     found.append(MadeLeaf(node, key, source, backward))
                     break
     return found

@@ -12,7 +12,7 @@ later on purpose. The facts live in `gradlint.analysis.lifetimes`.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING, Iterable, Tuple
 
 from gradlint.findings import Edit, Finding, Fix
 from gradlint.rules import Needs, Rule
@@ -61,7 +61,7 @@ def _fix(ctx: Context, kept: KeptHistory) -> Fix:
     text = ctx.code(kept.value)
     simple = text.replace(".", "").replace("_", "").isalnum()
     method = ".item()" if kept.scalar else ".detach()"
-    edits = (Edit(offset, offset, method),)
+    edits: Tuple[Edit, ...] = (Edit(offset, offset, method),)
     if not simple:
         start = ctx.position(kept.value).start
         edits = (Edit(ctx.offset(start.line, start.column), ctx.offset(start.line, start.column), "("),

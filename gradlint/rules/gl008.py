@@ -26,7 +26,7 @@ NEEDS_WORDS = ("backward",)
 
 def check(ctx: Context) -> Iterable[Finding]:
     """One finding per backward whose root reads a state carried, undetached, from the last iteration."""
-    from gradlint.analysis.lifetimes import carried_states
+    from gradlint.analysis.carried import carried_states
 
     analysis = ctx.lifetime_analysis
     if analysis is None:
