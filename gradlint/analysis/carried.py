@@ -264,7 +264,9 @@ def _classes_by_name(module: cst.Module) -> Dict[str, cst.ClassDef]:
     return {node.name.value: node for node in walk(module, COMPREHENSIONS) if isinstance(node, cst.ClassDef)}
 
 
-def _forward_detaches(module: cst.Module, scope: Scope, func: cst.BaseExpression, classes: Dict[str, cst.ClassDef]) -> bool:
+def _forward_detaches(
+    module: cst.Module, scope: Scope, func: cst.BaseExpression, classes: Dict[str, cst.ClassDef]
+) -> bool:
     """Is the callee an instance of a class of this file whose `forward` detaches what it carries?"""
     callee = dotted(func)
     if callee is None:
@@ -279,7 +281,9 @@ def _forward_detaches(module: cst.Module, scope: Scope, func: cst.BaseExpression
     return False
 
 
-def _class_of_instance(module: cst.Module, scope: Scope, callee: str, classes: Dict[str, cst.ClassDef]) -> Optional[cst.ClassDef]:
+def _class_of_instance(
+    module: cst.Module, scope: Scope, callee: str, classes: Dict[str, cst.ClassDef]
+) -> Optional[cst.ClassDef]:
     """`model` bound to `RNNModel(...)` (or `RNNModel(...).to(device)`), or `self.rnn` set to one anywhere."""
     if callee in classes:
         return None  # constructing, not calling an instance
