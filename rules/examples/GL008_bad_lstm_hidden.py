@@ -13,9 +13,12 @@ optimizer = torch.optim.Adam(list(lstm.parameters()) + list(head.parameters()), 
 chunks = [(torch.randn(5, 2, 3), torch.randn(5, 2, 1)) for _ in range(4)]
 
 state = (torch.zeros(1, 2, 8), torch.zeros(1, 2, 8))
-for inputs, targets in chunks:
-    output, state = lstm(inputs, state)
-    loss = nn.functional.mse_loss(head(output), targets)
-    optimizer.zero_grad()
-    loss.backward()
-    optimizer.step()
+try:
+    for inputs, targets in chunks:
+        output, state = lstm(inputs, state)
+        loss = nn.functional.mse_loss(head(output), targets)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+except RuntimeError as error:  # the second chunk's backward fails
+    print(f"training stopped: {error}")
