@@ -288,6 +288,32 @@ FLAGGED = {
                 meters["depth"] += l_depth  # GL006
             return meters
     """,
+    "ema_of_loss_for_progress_bar": """
+        from tqdm import tqdm
+
+        def train(model, loader, optimizer, criterion):
+            smooth = 0.0
+            bar = tqdm(loader)
+            for x, y in bar:
+                loss = criterion(model(x), y)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                smooth = 0.98 * smooth + 0.02 * loss  # GL006
+                bar.set_postfix(loss=f"{smooth:.4f}")
+    """,
+    "list_plus_equals_display": """
+        def train(model, loader, optimizer, criterion, writer):
+            step_losses = []
+            for step, (x, y) in enumerate(loader):
+                loss = criterion(model(x), y)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                step_losses += [loss]  # GL006
+                writer.add_scalar("loss", loss.item(), step)
+            return step_losses
+    """,
 }
 
 CLEAN = {
@@ -520,6 +546,20 @@ CLEAN = {
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
+    """,
+    "logging_calls_only": """
+        import wandb
+
+        def train(model, loader, optimizer, criterion, writer, logger):
+            for step, (x, y) in enumerate(loader):
+                loss = criterion(model(x), y)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                writer.add_scalar("train/loss", loss, step)
+                wandb.log({"loss": loss})
+                logger.info("step %d loss %s", step, loss)
+                print(f"step {step}: {loss}")
     """,
     "no_training_loop": """
         import torch

@@ -390,6 +390,28 @@ CLEAN = {
                 opt.step()
             return z
     """,
+    "input_of_a_small_autograd_computation": """
+        import torch
+
+        def sensitivity(load_points):
+            data = load_points("grid.npy")
+            x = torch.tensor(data, requires_grad=True)
+            y = torch.sin(x) * x ** 2
+            y.sum().backward()
+            return x.grad
+    """,
+    "zero_leaf_accumulator": """
+        import torch
+
+        def train(model, loader, optimizer, criterion):
+            for batch in loader:
+                loss = torch.tensor(0.0, requires_grad=True)
+                for x, y in batch:
+                    loss = loss + criterion(model(x), y)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+    """,
     "requires_grad_false_is_not_a_leaf_made": """
         def train(model, loader, optimizer, criterion):
             for x, y in loader:

@@ -82,11 +82,28 @@ def made_leaves(analysis: GraphAnalysis) -> List[MadeLeaf]:
                     continue
                 if backward.tensor is None:
                     continue
+                if not _loss_like(analysis.module, key, sources, backward.tensor):
+                    continue
                 if _trace(scope, backward.tensor, key, at, where, order, set()) == REACHED:
                     source = " ".join(analysis.module.code_for_node(sources[0]).split()) if sources else key
                     found.append(MadeLeaf(node, key, source, backward))
                     break
     return found
+
+
+_LOSS_WORDS = ("loss", "cost", "objective", "err", "reward", "penalty", "risk")
+_CUT_WORDS = (".item()", ".data", ".detach()", "float(", ".numpy()", ".tolist()")
+
+
+def _loss_like(module: cst.Module, key: str, sources: List[cst.BaseExpression], root: cst.BaseExpression) -> bool:
+    """Does the leaf stand for a loss rather than an input of a small autograd computation
+    (`x = torch.tensor(data, requires_grad=True); (x ** 2).sum().backward()`)? It is the backward's
+    root itself, is named like a loss, or is rebuilt from a value whose graph was cut explicitly."""
+    if key_of(root) == key and isinstance(root, (cst.Name, cst.Attribute)):
+        return True
+    if any(word in key.lower() for word in _LOSS_WORDS):
+        return True
+    return any(word in module.code_for_node(source) for source in sources for word in _CUT_WORDS)
 
 
 # --------------------------------------------------------------------------------------------

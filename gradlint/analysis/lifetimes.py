@@ -327,8 +327,8 @@ def _store(scope: Scope, small: cst.CSTNode) -> Optional[Tuple[str, cst.BaseExpr
         if key is None or not isinstance(value, cst.BinaryOperation) or not isinstance(value.operator, cst.Add):
             return None
         for own, other in ((value.left, value.right), (value.right, value.left)):
-            if _holder_key(own) == key:
-                return key, other, "accumulate"
+            if any(_holder_key(part) == key for part in _unscaled(own)):
+                return key, other, "accumulate"  # `total = total + loss`, `ema = 0.9 * ema + 0.1 * loss`
         return None
     if isinstance(small, cst.Expr) and isinstance(small.value, cst.Call):
         call = small.value
@@ -344,6 +344,14 @@ def _store(scope: Scope, small: cst.CSTNode) -> Optional[Tuple[str, cst.BaseExpr
             return None
         return key, args[-1].value, "append"
     return None
+
+
+def _unscaled(expr: cst.BaseExpression) -> List[cst.BaseExpression]:
+    """`expr`, or for `0.9 * ema` / `ema * decay` both factors (one of them the accumulator)."""
+    if isinstance(expr, cst.BinaryOperation) and isinstance(expr.operator, (cst.Multiply, cst.Divide)):
+        if all(isinstance(side, (cst.Integer, cst.Float, cst.Name, cst.Attribute)) for side in (expr.left, expr.right)):
+            return [expr.left, expr.right]
+    return [expr]
 
 
 def _holder_key(expr: cst.BaseExpression) -> Optional[str]:
