@@ -228,6 +228,30 @@ FLAGGED = {
                 loss.backward(retain_graph=True)  # GL008
                 opt.step()
     """,
+    "module_keeps_hidden_on_self": """
+        import torch
+        from torch import nn
+
+        class Tagger(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.lstm = nn.LSTM(10, 20)
+                self.out = nn.Linear(20, 5)
+                self.hidden = None
+
+            def forward(self, x):
+                y, self.hidden = self.lstm(x, self.hidden)
+                return self.out(y)
+
+        model = Tagger()
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        for x, y in data:
+            scores = model(x)
+            loss = nn.functional.cross_entropy(scores.flatten(0, 1), y.flatten())
+            opt.zero_grad()
+            loss.backward()  # GL008
+            opt.step()
+    """,
 }
 
 CLEAN = {
@@ -375,6 +399,59 @@ CLEAN = {
         for x, y in batches:
             logits, h = model(x, h)
             loss = nn.functional.cross_entropy(logits.flatten(0, 1), y.flatten())
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    """,
+    "module_state_reset_each_batch": """
+        import torch
+        from torch import nn
+
+        class Tagger(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.lstm = nn.LSTM(10, 20)
+                self.out = nn.Linear(20, 5)
+                self.hidden = None
+
+            def init_hidden(self):
+                self.hidden = None
+
+            def forward(self, x):
+                y, self.hidden = self.lstm(x, self.hidden)
+                return self.out(y)
+
+        model = Tagger()
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        for x, y in data:
+            model.init_hidden()
+            scores = model(x)
+            loss = nn.functional.cross_entropy(scores.flatten(0, 1), y.flatten())
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    """,
+    "module_detaches_its_state": """
+        import torch
+        from torch import nn
+
+        class Tagger(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.lstm = nn.LSTM(10, 20)
+                self.out = nn.Linear(20, 5)
+                self.hidden = None
+
+            def forward(self, x):
+                y, hidden = self.lstm(x, self.hidden)
+                self.hidden = tuple(h.detach() for h in hidden)
+                return self.out(y)
+
+        model = Tagger()
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        for x, y in data:
+            scores = model(x)
+            loss = nn.functional.cross_entropy(scores.flatten(0, 1), y.flatten())
             opt.zero_grad()
             loss.backward()
             opt.step()

@@ -33,7 +33,7 @@ from gradlint.analysis.lifetimes import (
 from gradlint.analysis.names import dotted
 from gradlint.analysis.reads import INERT, is_false, is_true
 from gradlint.analysis.retained import GraphAnalysis
-from gradlint.analysis.tree import COMPREHENSIONS, block_statements, walk
+from gradlint.analysis.tree import COMPREHENSIONS, SCOPES, block_statements, walk
 
 # Words in a `forward` that cut the graph of a state it is handed.
 _DETACH_WORDS = ("detach", "repackage", ".data")
@@ -70,11 +70,9 @@ def _carried_in_loop(analysis, scope: Scope, loop: Loop, classes) -> Iterator[Ca
     if not calls:
         return
     carried = scope.carried(loop)
-    if not carried:
-        return
     inside = defined_in(scope, loop)
     cut = _cut_in_loop(scope, loop)
-    candidates: Dict[str, cst.CSTNode] = {}
+    candidates: Dict[str, cst.CSTNode] = _stateful_calls(analysis, scope, loop)
     targets = target_names(loop.target) if isinstance(loop, cst.For) else set()
     for key in sorted(carried):
         if key in cut or key not in inside or key in targets:
@@ -128,6 +126,36 @@ def carried_reads(
         if scope.inert_definition(latest) or latest.loop_target is not None:
             continue
         todo.extend((k, order.get(latest.node, -1)) for k in latest.reads.keys)
+    return out
+
+
+_RESET_WORDS = ("reset", "init", "detach", "repackage", "clear", "zero_state")
+
+
+def _stateful_calls(analysis, scope: Scope, loop: Loop) -> Dict[str, cst.CSTNode]:
+    """`<state:model>` -> the statement calling `model` in the loop, for instances of this file's
+    classes that keep a tensor with history on `self` between calls (`y, self.hidden = self.lstm(x,
+    self.hidden)` in `forward`), unless the loop resets or detaches that state through the object
+    (`model.reset_hidden()`, `model.hidden = None`)."""
+    out: Dict[str, cst.CSTNode] = {}
+    for callee in sorted(analysis.reads.stateful):
+        found: Optional[cst.CSTNode] = None
+        reset = False
+        for stmt in scope.statements_within(block_statements(loop.body)):
+            for small in smalls_of(scope, stmt):
+                for node in walk(small, SCOPES):
+                    if isinstance(node, cst.Call):
+                        name = dotted(node.func) or ""
+                        if name in (callee, callee + ".forward") and found is None:
+                            found = small
+                        elif name.startswith(callee + ".") and any(w in name.lower() for w in _RESET_WORDS):
+                            reset = True
+                if isinstance(small, cst.Assign) and any(
+                    (dotted(t.target) or "").startswith(callee + ".") for t in small.targets
+                ):
+                    reset = True
+        if found is not None and not reset:
+            out[f"<state:{callee}>"] = found
     return out
 
 

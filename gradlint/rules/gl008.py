@@ -34,6 +34,19 @@ def check(ctx: Context) -> Iterable[Finding]:
     for carried in carried_states(analysis, ctx.module):
         backward = _short(ctx.code(carried.backward.node))
         producer = _short(ctx.code(carried.producer))
+        if carried.state.startswith("<state:"):
+            owner = carried.state[len("<state:"):-1]
+            message = (
+                f"`{backward}` walks the state `{owner}` keeps on `self` between calls (`{producer}`), which "
+                f"carries the previous iteration's graph: "
+                + ("retain_graph=True hides the second-backward error while the graph grows every iteration; "
+                   if carried.retained else "the second backward raises \"Trying to backward through the graph "
+                   "a second time\"; ")
+                + "detach it in `forward` (or reset it) once per iteration"
+            )
+            yield ctx.finding(RULE.code, carried.backward.node, message,
+                              severity="warning" if carried.retained else None)
+            continue
         if carried.retained:
             message = (
                 f"`{backward}` walks `{carried.state}`, which `{producer}` carries from the previous iteration "
