@@ -456,6 +456,29 @@ CLEAN = {
             loss.backward()
             opt.step()
     """,
+    "module_keeps_attention_for_plotting": """
+        import torch
+        from torch import nn
+
+        class Attn(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.proj = nn.Linear(16, 16)
+                self.weights = None
+
+            def forward(self, q, k):
+                scores = self.proj(q) @ k.transpose(-1, -2)
+                self.weights = scores.softmax(-1)
+                return self.weights @ k
+
+        model = Attn()
+        opt = torch.optim.Adam(model.parameters())
+        for q, k, target in data:
+            loss = (model(q, k) - target).pow(2).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    """,
     "tbptt_backward_every_k_then_detach": """
         def train(cell, head, seq, targets, optimizer, k):
             h = cell.init_state()

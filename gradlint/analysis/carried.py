@@ -154,9 +154,35 @@ def _stateful_calls(analysis, scope: Scope, loop: Loop) -> Dict[str, cst.CSTNode
                     (dotted(t.target) or "").startswith(callee + ".") for t in small.targets
                 ):
                     reset = True
-        if found is not None and not reset:
+        if found is not None and not reset and _feeds_itself(analysis.module, scope, callee):
             out[f"<state:{callee}>"] = found
     return out
+
+
+def _feeds_itself(module: cst.Module, scope: Scope, callee: str) -> bool:
+    """Does the callee's class (in this file) read, in `forward`, an attribute it also assigns
+    there (`y, self.hidden = self.lstm(x, self.hidden)`), with nothing detaching it? An attribute
+    only written (`self.attention = weights` kept for plotting) feeds no later forward."""
+    owner = _class_of_instance(module, scope, callee, _classes_by_name(module))
+    if owner is None:
+        return False
+    for stmt in block_statements(owner.body):
+        if not isinstance(stmt, cst.FunctionDef) or stmt.name.value not in ("forward", "__call__"):
+            continue
+        code = cst.Module(body=[stmt]).code
+        if any(word in code for word in _DETACH_WORDS):
+            return False
+        assigned: Set[str] = set()
+        read: Set[str] = set()
+        for node in walk(stmt.body, SCOPES):
+            if isinstance(node, cst.Assign):
+                for target in node.targets:
+                    assigned |= {t for t in target_names(target.target) if t.startswith("self.")}
+                read |= {n for n in names_of(node.value) if n.startswith("self.")}
+            elif isinstance(node, (cst.Return, cst.Expr)) and getattr(node, "value", None) is not None:
+                read |= {n for n in names_of(node.value) if n.startswith("self.")}
+        return bool(assigned & read)
+    return False
 
 
 def _recurrence(analysis, scope: Scope, key: str, definitions, classes) -> Optional[cst.CSTNode]:
