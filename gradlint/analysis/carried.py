@@ -172,16 +172,17 @@ def _feeds_itself(module: cst.Module, scope: Scope, callee: str) -> bool:
         code = cst.Module(body=[stmt]).code
         if any(word in code for word in _DETACH_WORDS):
             return False
+        # In source order: an attribute read before this call assigns it holds the previous call's.
         assigned: Set[str] = set()
-        read: Set[str] = set()
+        stale: Set[str] = set()
+        stored: Set[str] = set()
         for node in walk(stmt.body, SCOPES):
             if isinstance(node, cst.Assign):
+                stale |= {n for n in names_of(node.value) if n.startswith("self.")} - assigned
                 for target in node.targets:
                     assigned |= {t for t in target_names(target.target) if t.startswith("self.")}
-                read |= {n for n in names_of(node.value) if n.startswith("self.")}
-            elif isinstance(node, (cst.Return, cst.Expr)) and getattr(node, "value", None) is not None:
-                read |= {n for n in names_of(node.value) if n.startswith("self.")}
-        return bool(assigned & read)
+                stored |= assigned
+        return bool(stale & stored)
     return False
 
 
