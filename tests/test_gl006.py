@@ -561,6 +561,30 @@ CLEAN = {
                 logger.info("step %d loss %s", step, loss)
                 print(f"step {step}: {loss}")
     """,
+    "running_reward_of_environment_numbers": """
+        import gym
+        import torch
+
+        env = gym.make("CartPole-v1")
+        running_reward = 10.0
+        for episode in range(1000):
+            obs, _ = env.reset()
+            log_probs, rewards = [], []
+            for t in range(500):
+                dist = policy(torch.from_numpy(obs).float())
+                action = dist.sample()
+                obs, reward, done, _, _ = env.step(action.item())
+                log_probs.append(dist.log_prob(action))
+                rewards.append(reward)
+                if done:
+                    break
+            returns = discounted(rewards)
+            loss = -(torch.stack(log_probs) * returns).sum()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            running_reward = 0.05 * sum(rewards) + 0.95 * running_reward
+    """,
     "no_training_loop": """
         import torch
 

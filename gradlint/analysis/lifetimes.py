@@ -22,11 +22,12 @@ from typing import Dict, Iterator, List, Optional, Set, Tuple, Union
 import libcst as cst
 
 from gradlint.analysis.backward import backward_call
+from gradlint.analysis.defuse import Definition
 from gradlint.analysis.graph_scope import Scope
 from gradlint.analysis.retained import GraphAnalysis
 from gradlint.analysis.helpers import backward_helpers
 from gradlint.analysis.names import ImportMap, dotted
-from gradlint.analysis.reads import INERT, LEAF, LOGGING_METHODS, key_of
+from gradlint.analysis.reads import GRAPH, INERT, LEAF, LOGGING_METHODS, key_of
 from gradlint.analysis.tree import SCOPES, block_statements, children, walk
 
 Loop = Union[cst.For, cst.While]
@@ -398,18 +399,21 @@ def _kept(
             if later.tensor is None:
                 continue
             walked = feeding_definitions(scope, later.tensor, order.get(later.node, -1), order)
-            if any(key in inside for key in stored & walked):
+            shared = [stored[k] for k in set(stored) & set(walked) if k in inside]
+            if any(scope.class_of(d.key) == GRAPH for d in shared):
                 scalar = _scalar_root(value, later)
                 return KeptHistory(small, holder, value, form, scalar, scalar and only_shown(scope, holder))
     return None
 
 
-def feeding_definitions(scope: Scope, expr: cst.BaseExpression, before: int, order: Dict[cst.CSTNode, int]) -> Set[int]:
-    """Ids of the definitions whose history flows into `expr` evaluated at position `before`: for
+def feeding_definitions(
+    scope: Scope, expr: cst.BaseExpression, before: int, order: Dict[cst.CSTNode, int]
+) -> Dict[int, Definition]:
+    """The definitions (by id) whose history flows into `expr` evaluated at position `before`: for
     each name read, its last definition before that position in source order (a straight-line
     approximation of reaching definitions), followed through everything that is not history-free.
     Two values share a graph when these sets meet."""
-    out: Set[int] = set()
+    out: Dict[int, Definition] = {}
     todo: List[Tuple[str, int]] = [(k, before) for k in scope.analysis.reads.reads(expr).keys]
     seen: Set[Tuple[str, int]] = set()
     while todo:
@@ -424,7 +428,7 @@ def feeding_definitions(scope: Scope, expr: cst.BaseExpression, before: int, ord
         latest = max(earlier, key=lambda d: order.get(d.node, -1))
         if scope.inert_definition(latest) or latest.loop_target is not None:
             continue
-        out.add(id(latest))
+        out[id(latest)] = latest
         where = order.get(latest.node, -1)
         todo.extend((k, where) for k in latest.reads.keys)
     return out
