@@ -1,7 +1,7 @@
 """Control flow of a loop body, as a graph of gradient events, and path search over it.
 
 `build_loop_graph` turns one `for`/`while` loop into a small graph: each node holds the gradient
-events (backward / step / clear, from `gradlint.analysis.facts`) of a statement, in order; edges follow
+events (backward / step / clear, from `gradlint.analysis.effects`) of a statement, in order; edges follow
 `if`/`elif`/`else`, nested loops, `with`, `try`/`except`/`else`/`finally`, `break`, `continue`,
 `return` and `raise`, and the loop's back edge. Helpers called in the loop (same module, `self.`
 methods, project modules) are followed into, up to a small depth.
@@ -25,20 +25,10 @@ from typing import Dict, FrozenSet, List, Optional, Sequence, Tuple
 
 import libcst as cst
 
-from gradlint.analysis.facts import (
-    ALL,
-    BACKWARD,
-    CLEAR,
-    STEP,
-    Analyzer,
-    Event,
-    Inline,
-    Scope,
-    assigned_texts,
-    assigns_grad,
-    calls_in,
-    norm,
-)
+from gradlint.analysis.calls import assigned_texts, assigns_grad, calls_in
+from gradlint.analysis.effects import Analyzer
+from gradlint.analysis.events import ALL, BACKWARD, CLEAR, STEP, Event, Inline, Scope
+from gradlint.analysis.object_kinds import norm
 from gradlint.analysis.names import dotted
 from gradlint.analysis.tree import children, walk
 

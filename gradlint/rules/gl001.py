@@ -13,19 +13,10 @@ from typing import Dict, Iterable, List, Tuple
 
 import libcst as cst
 
-from gradlint.analysis.facts import (
-    ALL,
-    BACKWARD,
-    CLEAR,
-    OPTIMIZER,
-    STEP,
-    Analyzer,
-    Event,
-    Scope,
-    implicit_loops,
-    iter_loops,
-    module_facts,
-)
+from gradlint.analysis.effects import Analyzer
+from gradlint.analysis.events import ALL, BACKWARD, CLEAR, STEP, Event, Scope
+from gradlint.analysis.facts import implicit_loops, iter_loops, module_facts
+from gradlint.analysis.object_kinds import OPTIMIZER
 from gradlint.analysis.flow import TooLarge, build_body_graph, build_loop_graph, stale_path
 from gradlint.analysis.project import Project
 from gradlint.analysis.tree import walk
