@@ -14,10 +14,11 @@ from typing import Dict, List, Optional
 import libcst as cst
 
 from gradlint.analysis.backward import backward_call
-from gradlint.analysis.calls import _clears_grad_by_assignment, _is_grad, calls_in
+from gradlint.analysis.calls import _clears_grad_by_assignment, _is_grad, assigns_grad, calls_in
 from gradlint.analysis.events import ALL, BACKWARD, CLEAR, STEP, Effect, Scope, expr_text
 from gradlint.analysis.facts import ModuleFacts
 from gradlint.analysis.helper_calls import _GRAD_WIPES, HelperResolver, _helper_local
+from gradlint.analysis.manual_updates import _UPDATING_METHODS, PARAMS, updated_by_call, updated_by_statement
 from gradlint.analysis.names import dotted
 from gradlint.analysis.object_kinds import (
     ENGINE,
@@ -109,7 +110,12 @@ class Analyzer(HelperResolver):
         receiver = func.value
         facts = scope.facts
         if method in ("step", "zero_grad") and self._wrapper_method(dotted(receiver), method, facts):
+            container = self._container_effects(call, receiver, method, scope)
+            if container is not None:
+                return container
             return None  # a wrapper class of this module: follow its method's body instead
+        if method in _UPDATING_METHODS and updated_by_call(call) is not None:
+            return [scope.event(STEP, PARAMS, call)]  # `p.data.add_(p.grad, alpha=-lr)`
         if method == "zero_grad":
             text = dotted(receiver)
             if text is not None:
@@ -158,6 +164,27 @@ class Analyzer(HelperResolver):
             # accelerator.accumulate(model): the prepared optimizer's zero_grad/step are gated
             return [scope.event(CLEAR, ALL, call)] if _is_accelerate(receiver, facts) else None
         return None
+
+    def _container_effects(
+        self, call: cst.Call, receiver: cst.BaseExpression, method: str, scope: Scope
+    ) -> Optional[List[Effect]]:
+        """An optimizer container of this module (a class that defines both `step()` and
+        `zero_grad()`, such as `Optimizers(*opts)` looping over its optimizers) is an optimizer:
+        its `step()` steps it, its `zero_grad()` clears it. None (follow the body) when its
+        `step()` clears gradients itself, like a warm-up wrapper that steps and clears."""
+        text = dotted(receiver)
+        facts = scope.facts
+        cls = facts.instances.get(text) if text else None
+        if cls is None:
+            return None
+        step, _ = self._find_method(facts, cls, "step")
+        clear, _ = self._find_method(facts, cls, "zero_grad")
+        if step is None or clear is None or _clears_in(step):
+            return None
+        bound, _ = scope.kind_of(text)
+        if _helper_local(text, scope):
+            return []
+        return [scope.event(STEP if method == "step" else CLEAR, bound, call)]
 
     def _step_with_closure(self, call: cst.Call, target: str, scope: Scope) -> List[Effect]:
         """`opt.step()` or `opt.step(closure)`: the closure's effects happen inside the step."""
@@ -270,6 +297,8 @@ class Analyzer(HelperResolver):
         effects = self.expr_effects(stmt, scope)
         if _clears_grad_by_assignment(stmt):
             effects.append(scope.event(CLEAR, ALL, stmt))
+        elif updated_by_statement(stmt) is not None:
+            effects.append(scope.event(STEP, PARAMS, stmt))  # `p.data -= lr * p.grad`
         if memo:
             self._memo[id(stmt)] = list(effects)
         return effects
@@ -294,3 +323,12 @@ def _is_accelerate(receiver: cst.BaseExpression, facts: ModuleFacts) -> bool:
     text = dotted(receiver) or ""
     return "accelerator" in last_part(text).lower() or "accelerate" in (facts.imports.resolve(receiver) or "")
 
+
+def _clears_in(func: cst.FunctionDef) -> bool:
+    """Does a method clear gradients itself (a `zero_grad()` call, a `.grad` wipe or assignment)?"""
+    for call in calls_in(func):
+        if isinstance(call.func, cst.Attribute) and (
+            call.func.attr.value == "zero_grad" or (call.func.attr.value in _GRAD_WIPES and _is_grad(call.func.value))
+        ):
+            return True
+    return assigns_grad(func.body)

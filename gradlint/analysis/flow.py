@@ -28,8 +28,9 @@ import libcst as cst
 from gradlint.analysis.calls import assigned_texts, assigns_grad, calls_in
 from gradlint.analysis.effects import Analyzer
 from gradlint.analysis.events import ALL, BACKWARD, CLEAR, STEP, Event, Inline, Scope
-from gradlint.analysis.object_kinds import norm
+from gradlint.analysis.manual_updates import PARAMS
 from gradlint.analysis.names import dotted
+from gradlint.analysis.object_kinds import norm
 from gradlint.analysis.tree import children, walk
 
 MAX_INLINE_DEPTH = 4
@@ -538,7 +539,9 @@ def _clears(event: Event, optimizer: str, known: FrozenSet[str]) -> bool:
     it (`for o in optimizers: o.zero_grad()`, a helper's parameter) clears every optimizer."""
     if event.kind != CLEAR:
         return False
-    return event.target == optimizer or event.target == ALL or optimizer == ALL or event.target not in known
+    if optimizer in (ALL, PARAMS):  # a hand-written update: any clear may be of its parameters
+        return True
+    return event.target == optimizer or event.target == ALL or event.target not in known
 
 
 def _steps(event: Event, optimizer: str) -> bool:

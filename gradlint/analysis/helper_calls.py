@@ -14,6 +14,7 @@ from gradlint.analysis.backward import backward_call
 from gradlint.analysis.calls import assigned_texts
 from gradlint.analysis.events import Inline, Scope
 from gradlint.analysis.facts import ModuleFacts, _optimizer_class, _qualify, _statement_children, _visible_def
+from gradlint.analysis.manual_updates import has_manual_update
 from gradlint.analysis.names import dotted
 from gradlint.analysis.object_kinds import KNOWN_LIBRARIES, OPTIMIZER, last_part, name_kind
 
@@ -158,7 +159,7 @@ class HelperResolver:
             if result:
                 break
         if not result:
-            result = grad_assign
+            result = grad_assign or has_manual_update(inline.body)
         cache[key] = result
         return result
 

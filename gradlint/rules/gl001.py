@@ -16,8 +16,9 @@ import libcst as cst
 from gradlint.analysis.effects import Analyzer
 from gradlint.analysis.events import ALL, BACKWARD, CLEAR, STEP, Event, Scope
 from gradlint.analysis.facts import implicit_loops, iter_loops, module_facts
-from gradlint.analysis.object_kinds import OPTIMIZER
 from gradlint.analysis.flow import TooLarge, build_body_graph, build_loop_graph, stale_path
+from gradlint.analysis.manual_updates import PARAMS, updated_by_call, updated_by_statement
+from gradlint.analysis.object_kinds import OPTIMIZER
 from gradlint.analysis.project import Project
 from gradlint.analysis.tree import walk
 from gradlint.findings import Finding
@@ -36,12 +37,27 @@ def _calls_within(node: cst.CSTNode) -> set:
 
 
 def _report_node(event: Event, inside: set):
-    """Where a backward is reported in this loop: itself if written in the loop, else the
-    innermost helper call in the loop that leads to it."""
+    """Where a backward is reported in this loop: itself if written in the loop or in a method of
+    the loop's own class that the loop reaches through `self.` calls only (a trainer's
+    `train()` -> `self.train_step()` -> `self.forward_backward()`: the class is one training loop),
+    else the innermost helper call in the loop that leads to it."""
+    if _through_own_methods(event, inside):
+        return event.node
     for node, _local in reversed(event.chain):
         if id(node) in inside:
             return node
     return None
+
+
+def _through_own_methods(event: Event, inside: set) -> bool:
+    calls = event.chain[:-1]
+    if not calls or id(calls[0][0]) not in inside or not all(local for _node, local in event.chain):
+        return False
+    for node, _local in calls:
+        func = node.func if isinstance(node, cst.Call) else None
+        if not (isinstance(func, cst.Attribute) and isinstance(func.value, cst.Name) and func.value.value == "self"):
+            return False
+    return True
 
 
 def _short(ctx, node: cst.CSTNode, limit: int = 60) -> str:
@@ -74,12 +90,13 @@ def check(ctx) -> Iterable[Finding]:
             local.wants_project = False
             graph = build(loop, local, scope)
             events = list(graph.events())
-            if not any(e.kind in (STEP, BACKWARD) for e in events):
-                continue  # no step and no backward here, even through this module's helpers
             if local.wants_project:
                 # helpers imported from the project's other modules: read them for this loop only
+                # (before judging the loop: unread, such a helper looks like a clear at best)
                 graph = build(loop, Analyzer(facts, ctx.options, project), scope)
                 events = list(graph.events())
+            if not any(e.kind in (STEP, BACKWARD) for e in events):
+                continue  # no step and no backward here, even through the project's helpers
         except (TooLarge, RecursionError):
             continue
         optimizers = sorted({e.target for e in events if e.kind == STEP})
@@ -128,12 +145,34 @@ def _finding(ctx, report: cst.CSTNode, step: Event, optimizer: str, cleared: boo
     step_node = step.local_node()
     step_line = ctx.position(step_node).start.line
     backward = _short(ctx, report)
-    what = f"`{backward}` adds" if is_backward else f"`{backward}` runs a backward that adds"
-    name = "the optimizer" if optimizer == ALL else f"`{optimizer}`"
     how = "are never cleared between steps" if not cleared else "are not cleared on every path between steps"
+    if optimizer == PARAMS:
+        tensor = _updated_tensor(step.node) or "p"
+        where = "in a helper" if step_node is not step.node else f"`{_short(ctx, step_node)}` (line {step_line})"
+        message = (
+            f"`{backward}` {'adds' if is_backward else 'runs a backward that adds'} to gradients that the "
+            f"hand-written update {where} already applied: the parameters' gradients {how}; clear them "
+            f"after the update (`{tensor}.grad = None`) or before the backward (`model.zero_grad()`)"
+        )
+        return ctx.finding(CODE, report, message)
+    name = "the optimizer" if optimizer == ALL else f"`{optimizer}`"
     clear = "optimizer.zero_grad()" if optimizer == ALL else f"{optimizer}.zero_grad()"
+    if step_node is report:
+        message = (
+            f"`{backward}` runs a backward and steps {name}, adding to gradients that its previous call "
+            f"already applied: {name}'s gradients {how}; call `{clear}` before the call"
+        )
+        return ctx.finding(CODE, report, message)
+    what = f"`{backward}` adds" if is_backward else f"`{backward}` runs a backward that adds"
     message = (
         f"{what} to gradients that `{_short(ctx, step_node)}` (line {step_line}) already applied: "
         f"{name}'s gradients {how}; call `{clear}` before the backward or after the step"
     )
     return ctx.finding(CODE, report, message)
+
+
+def _updated_tensor(node: cst.CSTNode) -> str:
+    """`p` for the update `p.data -= lr * p.grad` (or `p.add_(p.grad, alpha=-lr)`)."""
+    if isinstance(node, cst.Call):
+        return updated_by_call(node) or ""
+    return updated_by_statement(node) or ""
