@@ -9,7 +9,7 @@ the helper that runs it). GAN loops, gradient accumulation and LBFGS closures ha
 from __future__ import annotations
 
 import re
-from typing import Dict, Iterable, List, Tuple
+from typing import Dict, Iterable, List, Optional, Tuple
 
 import libcst as cst
 
@@ -36,17 +36,23 @@ def _calls_within(node: cst.CSTNode) -> set:
     return {id(call) for call in walk(node) if type(call) is cst.Call}
 
 
-def _report_node(event: Event, inside: set):
-    """Where a backward is reported in this loop: itself if written in the loop or in a method of
-    the loop's own class that the loop reaches through `self.` calls only (a trainer's
-    `train()` -> `self.train_step()` -> `self.forward_backward()`: the class is one training loop),
-    else the innermost helper call in the loop that leads to it."""
-    if _through_own_methods(event, inside):
+def _report_node(event: Event, inside: set, stepping: set):
+    """Where a backward is reported in this loop: itself if written in the loop, or in a method of
+    the loop's own class that the loop reaches through `self.` calls only and that does not step
+    (a trainer's `train()` -> `self.train_step()` -> `self.forward_backward()`: the backward is
+    the piece that forgets the clear); else the innermost helper call in the loop that leads to it
+    (`self.train_step()` when that method runs the whole step)."""
+    if _through_own_methods(event, inside) and _chain_key(event) not in stepping:
         return event.node
     for node, _local in reversed(event.chain):
         if id(node) in inside:
             return node
     return None
+
+
+def _chain_key(event: Event) -> tuple:
+    """Identifies the helper invocation an event happens in (the call sites that lead there)."""
+    return tuple(id(node) for node, _local in event.chain[:-1])
 
 
 def _through_own_methods(event: Event, inside: set) -> bool:
@@ -110,8 +116,9 @@ def check(ctx) -> Iterable[Finding]:
         inside = _calls_within(loop)
         groups: Dict[int, List[Event]] = {}
         reports: Dict[int, cst.CSTNode] = {}
+        stepping = {_chain_key(e) for e in events if e.kind == STEP}
         for event in backwards:
-            node = _report_node(event, inside)
+            node = _report_node(event, inside, stepping)
             if node is not None:
                 groups.setdefault(id(node), []).append(event)
                 reports[id(node)] = node
@@ -122,7 +129,13 @@ def check(ctx) -> Iterable[Finding]:
                 continue
             members = {id(e) for e in group}
             for optimizer in optimizers:
-                step = stale_path(graph, optimizer, lambda e, members=members: id(e) in members, known)
+                is_target = lambda e, members=members: id(e) in members  # noqa: E731
+                step, period = stale_path(graph, optimizer, is_target, known), None
+                for key in graph.periods() if step is None else ():
+                    # gates that line up only for k > 1: `if it % k == 1: zero_grad()` never runs with k == 1
+                    step, period = stale_path(graph, optimizer, is_target, known, unit=key), key[1:]
+                    if step is not None:
+                        break
                 if step is None:
                     continue
                 cleared = any(
@@ -130,22 +143,30 @@ def check(ctx) -> Iterable[Finding]:
                     for e in events
                 )
                 if report is group[0].node:
-                    direct[underlying] = (report, step, optimizer, cleared)
+                    direct[underlying] = (report, step, optimizer, cleared, period)
                 else:
-                    via_helper[key] = (report, step, optimizer, cleared, underlying)
+                    via_helper[key] = (report, step, optimizer, cleared, period, underlying)
                 break
     findings = [_finding(ctx, *entry, True) for entry in direct.values()]
-    for report, step, optimizer, cleared, underlying in via_helper.values():
+    for report, step, optimizer, cleared, period, underlying in via_helper.values():
         if underlying not in direct:
-            findings.append(_finding(ctx, report, step, optimizer, cleared, False))
+            findings.append(_finding(ctx, report, step, optimizer, cleared, period, False))
     return findings
 
 
-def _finding(ctx, report: cst.CSTNode, step: Event, optimizer: str, cleared: bool, is_backward: bool) -> Finding:
+def _finding(
+    ctx, report: cst.CSTNode, step: Event, optimizer: str, cleared: bool, period: Optional[str], is_backward: bool
+) -> Finding:
     step_node = step.local_node()
     step_line = ctx.position(step_node).start.line
     backward = _short(ctx, report)
     how = "are never cleared between steps" if not cleared else "are not cleared on every path between steps"
+    if period is not None:
+        # the clear's `% k` gate and the step's line up only for k > 1
+        how = (
+            f"are never cleared between steps when `{period} == 1` (then the step's `% {period}` gate opens "
+            f"on every iteration and the clear's never does)"
+        )
     if optimizer == PARAMS:
         tensor = _updated_tensor(step.node) or "p"
         where = "in a helper" if step_node is not step.node else f"`{_short(ctx, step_node)}` (line {step_line})"
@@ -164,9 +185,10 @@ def _finding(ctx, report: cst.CSTNode, step: Event, optimizer: str, cleared: boo
         )
         return ctx.finding(CODE, report, message)
     what = f"`{backward}` adds" if is_backward else f"`{backward}` runs a backward that adds"
+    where = "right after the step, under its gate" if period is not None else "before the backward or after the step"
     message = (
         f"{what} to gradients that `{_short(ctx, step_node)}` (line {step_line}) already applied: "
-        f"{name}'s gradients {how}; call `{clear}` before the backward or after the step"
+        f"{name}'s gradients {how}; call `{clear}` {where}"
     )
     return ctx.finding(CODE, report, message)
 
