@@ -1404,3 +1404,628 @@ def test_helper_handed_the_optimizer_is_followed_even_under_another_name():
             housekeeping(optimizer)
         """
     assert reported(source) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 11: trainer classes, optimizer containers, hand-written updates, gates that line up only
+# for k > 1, helpers in other modules
+# ---------------------------------------------------------------------------------------------
+
+TRAINERS_FLAGGED = {
+    # A2
+    "trainer_chain_with_optimizer_container": """
+        class Optimizers:
+            def __init__(self, *opts): self.opts = opts
+            def step(self):
+                for o in self.opts: o.step()
+            def zero_grad(self):
+                for o in self.opts: o.zero_grad()
+        class Recipe:
+            def forward_backward(self, batch):
+                loss = self.model(batch).mean()
+                loss.backward()  # GL001
+                return loss
+            def train_step(self, batch):
+                loss = self.forward_backward(batch)
+                self.optimizers.step()
+                return loss
+            def train(self, loader):
+                self.optimizers.zero_grad()
+                for batch in loader:
+                    self.train_step(batch)
+        """,
+    "container_bound_in_init_under_a_neutral_name": """
+        import torch
+
+        class MultiOpt:
+            def __init__(self, *opts):
+                self.opts = list(opts)
+
+            def step(self):
+                for o in self.opts:
+                    o.step()
+
+            def zero_grad(self):
+                for o in self.opts:
+                    o.zero_grad(set_to_none=True)
+
+        class Trainer:
+            def __init__(self, encoder, decoder):
+                self.encoder, self.decoder = encoder, decoder
+                self.both = MultiOpt(torch.optim.Adam(encoder.parameters()), torch.optim.Adam(decoder.parameters()))
+
+            def fit(self, loader, epochs):
+                for epoch in range(epochs):
+                    self.both.zero_grad()
+                    for x in loader:
+                        loss = (self.decoder(self.encoder(x)) - x).pow(2).mean()
+                        loss.backward()  # GL001
+                        self.both.step()
+        """,
+    "module_level_trainer_instance_runs_the_whole_step": """
+        import torch
+
+        class Trainer:
+            def __init__(self, model):
+                self.model = model
+                self.optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+
+            def train_step(self, x, y):
+                loss = torch.nn.functional.cross_entropy(self.model(x), y)
+                loss.backward()
+                self.optimizer.step()
+                return loss.item()
+
+        trainer = Trainer(net)
+        trainer.optimizer.zero_grad()
+        for x, y in loader:
+            trainer.train_step(x, y)  # GL001
+        """,
+    "trainer_step_method_steps_and_clears_only_in_setup": """
+        class Learner:
+            def setup(self):
+                self.opt = torch.optim.AdamW(self.model.parameters(), lr=1e-4)
+                self.opt.zero_grad()
+
+            def compute_loss(self, batch):
+                return self.model(**batch).loss
+
+            def backprop(self, loss):
+                loss.backward()  # GL001
+
+            def update(self):
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+                self.opt.step()
+
+            def run(self, loader):
+                self.setup()
+                for batch in loader:
+                    loss = self.compute_loss(batch)
+                    self.backprop(loss)
+                    self.update()
+        """,
+    # A3 and other hand-written updates
+    "manual_sgd_under_no_grad": """
+        for x, y in loader:
+            loss = F.mse_loss(model(x), y)
+            loss.backward()  # GL001
+            with torch.no_grad():
+                for p in model.parameters():
+                    p -= lr * p.grad
+        """,
+    "tutorial_linear_regression_data_update": """
+        import torch
+
+        w = torch.randn(3, 1, requires_grad=True)
+        b = torch.zeros(1, requires_grad=True)
+        for epoch in range(100):
+            pred = x @ w + b
+            loss = ((pred - y) ** 2).mean()
+            loss.backward()  # GL001
+            w.data -= 0.01 * w.grad
+            b.data -= 0.01 * b.grad
+        """,
+    "add_with_alpha_in_a_helper": """
+        def sgd_update(params, lr):
+            for p in params:
+                if p.grad is not None:
+                    p.data.add_(p.grad, alpha=-lr)
+
+        for step, (x, y) in enumerate(loader):
+            loss = criterion(net(x), y)
+            loss.backward()  # GL001
+            sgd_update(net.parameters(), lr=0.05)
+        """,
+    "sub_in_place_with_scaled_gradient": """
+        for batch in loader:
+            model(batch).sum().backward()  # GL001
+            with torch.no_grad():
+                for param in model.parameters():
+                    param.sub_(learning_rate * param.grad)
+        """,
+    "assignment_of_moved_data": """
+        for i in range(iterations):
+            loss = loss_fn(model(inputs), targets)
+            loss.backward()  # GL001
+            for param in model.parameters():
+                param.data = param.data - lr * param.grad.data
+        """,
+    "manual_update_cleared_only_on_the_first_iteration": """
+        for i, (x, y) in enumerate(loader):
+            if i == 0:
+                model.zero_grad()
+            loss = F.nll_loss(model(x), y)
+            loss.backward()  # GL001
+            for p in model.parameters():
+                p.data.add_(-lr, p.grad.data)
+        """,
+    "manual_update_with_the_clear_before_the_epoch_loop_only": """
+        model.zero_grad()
+        for epoch in range(epochs):
+            for x, y in loader:
+                out = model(x)
+                loss = criterion(out, y)
+                loss.backward()  # GL001
+                with torch.no_grad():
+                    for name, p in model.named_parameters():
+                        p.data.sub_(lr * p.grad.data)
+        """,
+    "manual_update_of_a_parameter_list": """
+        params = [W1, b1, W2, b2]
+        for it in range(n_iters):
+            hidden = torch.tanh(X @ W1 + b1)
+            loss = F.cross_entropy(hidden @ W2 + b2, Y)
+            loss.backward()  # GL001
+            for p in params:
+                p.data += -lr * p.grad
+        """,
+    # A4 and variants
+    "gates_that_line_up_only_for_k_above_one": """
+        for it, (x, y) in enumerate(loader, start=1):
+            if it % steps_per_update == 1:
+                opt.zero_grad()
+            (F.mse_loss(model(x), y) / steps_per_update).backward()  # GL001
+            if it % steps_per_update == 0:
+                opt.step()
+        """,
+    "gates_through_flags_that_line_up_only_for_k_above_one": """
+        for step, batch in enumerate(train_loader, 1):
+            start_of_window = step % args.grad_accum == 1
+            end_of_window = step % args.grad_accum == 0
+            if start_of_window:
+                optimizer.zero_grad()
+            loss = model(**batch).loss / args.grad_accum
+            loss.backward()  # GL001
+            if end_of_window:
+                optimizer.step()
+                scheduler.step()
+        """,
+    "shifted_counter_gates_that_line_up_only_for_k_above_one": """
+        for i, batch in enumerate(loader):
+            if (i + 1) % accumulation_steps == 1:
+                optimizer.zero_grad()
+            scaler.scale(model(batch).loss).backward()  # GL001
+            if (i + 1) % accumulation_steps == 0:
+                scaler.step(optimizer)
+                scaler.update()
+        """,
+    "gates_with_a_nonzero_remainder_for_the_clear_in_a_method": """
+        class Trainer:
+            def train_epoch(self, loader):
+                for i, batch in enumerate(loader):
+                    if i % self.accum == 1:
+                        self.optimizer.zero_grad()
+                    self.model(batch).loss.backward()  # GL001
+                    if not i % self.accum:
+                        self.optimizer.step()
+        """,
+}
+
+TRAINERS_CLEAN = {
+    "trainer_chain_clearing_inside_train_step": """
+        class Recipe:
+            def forward_backward(self, batch):
+                loss = self.model(batch).mean()
+                loss.backward()
+                return loss
+            def train_step(self, batch):
+                self.optimizers.zero_grad()
+                loss = self.forward_backward(batch)
+                self.optimizers.step()
+                return loss
+            def train(self, loader):
+                for batch in loader:
+                    self.train_step(batch)
+        """,
+    "optimizer_container_cleared_in_the_loop": """
+        class Optimizers:
+            def __init__(self, *opts):
+                self.opts = opts
+
+            def step(self):
+                for o in self.opts:
+                    o.step()
+
+            def zero_grad(self):
+                for o in self.opts:
+                    o.zero_grad()
+
+        opts = Optimizers(torch.optim.Adam(g.parameters()), torch.optim.Adam(h.parameters()))
+        for x in loader:
+            opts.zero_grad()
+            loss = h(g(x)).mean()
+            loss.backward()
+            opts.step()
+        """,
+    "container_whose_step_clears": """
+        class StepAndClear:
+            def __init__(self, opt):
+                self.opt = opt
+
+            def step(self):
+                self.opt.step()
+                self.opt.zero_grad()
+
+            def zero_grad(self):
+                self.opt.zero_grad()
+
+        wrapper = StepAndClear(torch.optim.SGD(model.parameters(), lr=0.1))
+        for x, y in loader:
+            criterion(model(x), y).backward()
+            wrapper.step()
+        """,
+    "trainer_instance_whose_step_clears_first": """
+        class Trainer:
+            def __init__(self, model):
+                self.model = model
+                self.optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+
+            def train_step(self, x, y):
+                self.optimizer.zero_grad(set_to_none=True)
+                loss = F.cross_entropy(self.model(x), y)
+                loss.backward()
+                self.optimizer.step()
+
+        trainer = Trainer(net)
+        for x, y in loader:
+            trainer.train_step(x, y)
+        """,
+    "manual_sgd_zeroing_each_gradient": """
+        for x, y in loader:
+            loss = F.mse_loss(model(x), y)
+            loss.backward()
+            with torch.no_grad():
+                for p in model.parameters():
+                    p -= lr * p.grad
+                    p.grad.zero_()
+        """,
+    "manual_sgd_setting_gradients_to_none": """
+        for x, y in loader:
+            loss = F.mse_loss(model(x), y)
+            loss.backward()
+            with torch.no_grad():
+                for p in model.parameters():
+                    p.data.add_(p.grad, alpha=-lr)
+                    p.grad = None
+        """,
+    "manual_sgd_with_model_zero_grad_first": """
+        for x, y in loader:
+            model.zero_grad()
+            loss = F.mse_loss(model(x), y)
+            loss.backward()
+            for p in model.parameters():
+                p.data.sub_(lr * p.grad.data)
+        """,
+    "old_tutorial_zeroing_through_grad_data": """
+        for t in range(500):
+            y_pred = x.mm(w1).clamp(min=0).mm(w2)
+            loss = (y_pred - y).pow(2).sum()
+            loss.backward()
+            w1.data -= learning_rate * w1.grad.data
+            w2.data -= learning_rate * w2.grad.data
+            w1.grad.data.zero_()
+            w2.grad.data.zero_()
+        """,
+    "maml_inner_loop_with_fast_weights": """
+        for task_batch in meta_loader:
+            meta_opt.zero_grad()
+            for x_s, y_s, x_q, y_q in task_batch:
+                fast = list(model.parameters())
+                for _ in range(inner_steps):
+                    inner_loss = F.cross_entropy(functional_forward(x_s, fast), y_s)
+                    grads = torch.autograd.grad(inner_loss, fast, create_graph=True)
+                    fast = [w - inner_lr * g for w, g in zip(fast, grads)]
+                F.cross_entropy(functional_forward(x_q, fast), y_q).backward()
+            meta_opt.step()
+        """,
+    "manual_update_from_autograd_grad_results": """
+        for x, y in loader:
+            loss = F.mse_loss(model(x), y)
+            grads = torch.autograd.grad(loss, list(model.parameters()))
+            with torch.no_grad():
+                for p, g in zip(model.parameters(), grads):
+                    p -= lr * g
+        """,
+    "reptile_outer_update_reads_no_gradient": """
+        for iteration in range(n_iterations):
+            weights_before = copy.deepcopy(model.state_dict())
+            for x, y in task_batches():
+                inner_opt.zero_grad()
+                F.mse_loss(model(x), y).backward()
+                inner_opt.step()
+            weights_after = model.state_dict()
+            model.load_state_dict({
+                name: weights_before[name] + (weights_after[name] - weights_before[name]) * outer_lr
+                for name in weights_before
+            })
+        """,
+    "weight_decay_added_to_gradients_is_not_an_update": """
+        for x, y in loader:
+            optimizer.zero_grad()
+            loss = criterion(model(x), y)
+            loss.backward()
+            for p in model.parameters():
+                p.grad.add_(p.data, alpha=weight_decay)
+                p.grad += noise_std * torch.randn_like(p.grad)
+            optimizer.step()
+        """,
+    "ema_and_polyak_target_updates": """
+        for x, y in loader:
+            optimizer.zero_grad()
+            criterion(model(x), y).backward()
+            optimizer.step()
+            with torch.no_grad():
+                for ema_p, p in zip(ema_model.parameters(), model.parameters()):
+                    ema_p.mul_(decay).add_(p, alpha=1 - decay)
+                for tp, p in zip(target_net.parameters(), q_net.parameters()):
+                    tp.data.copy_(tau * p.data + (1.0 - tau) * tp.data)
+        """,
+    "sam_two_step": """
+        for x, y in loader:
+            loss = criterion(model(x), y)
+            loss.backward()
+            optimizer.first_step(zero_grad=True)
+            criterion(model(x), y).backward()
+            optimizer.second_step(zero_grad=True)
+        """,
+    "accumulation_with_shifted_window_start": """
+        for it, (x, y) in enumerate(loader, start=1):
+            if (it - 1) % steps_per_update == 0:
+                opt.zero_grad()
+            (F.mse_loss(model(x), y) / steps_per_update).backward()
+            if it % steps_per_update == 0:
+                opt.step()
+        """,
+    "accumulation_with_literal_period": """
+        for it, (x, y) in enumerate(loader, start=1):
+            if it % 4 == 1:
+                opt.zero_grad()
+            (F.mse_loss(model(x), y) / 4).backward()
+            if it % 4 == 0:
+                opt.step()
+        """,
+    "accumulation_with_continue_until_the_window_ends": """
+        for i, batch in enumerate(loader):
+            loss = model(batch).loss / accum
+            loss.backward()
+            if (i + 1) % accum != 0:
+                continue
+            optimizer.step()
+            optimizer.zero_grad()
+        """,
+    "accumulation_with_flags_that_line_up": """
+        for step, batch in enumerate(loader):
+            sync = (step + 1) % cfg.grad_accum == 0
+            loss = model(**batch).loss / cfg.grad_accum
+            scaler.scale(loss).backward()
+            if sync:
+                scaler.step(optimizer)
+                scaler.update()
+                optimizer.zero_grad(set_to_none=True)
+        """,
+    "deepspeed_and_fabric": """
+        for batch in loader:
+            loss = engine(batch)
+            engine.backward(loss)
+            engine.step()
+        for batch in loader:
+            optimizer.zero_grad()
+            fabric.backward(model(batch).loss)
+            optimizer.step()
+        """,
+    "lbfgs_closure_clears_inside": """
+        optimizer = torch.optim.LBFGS(model.parameters(), lr=1)
+        for epoch in range(20):
+            def closure():
+                optimizer.zero_grad()
+                loss = criterion(model(inputs), targets)
+                loss.backward()
+                return loss
+            optimizer.step(closure)
+        """,
+    "ppo_minibatch_epochs": """
+        for update in range(num_updates):
+            rollout = collect(envs, agent)
+            for epoch in range(update_epochs):
+                for mb in rollout.minibatches(minibatch_size):
+                    pg_loss, v_loss, entropy = agent.losses(mb)
+                    loss = pg_loss - ent_coef * entropy + vf_coef * v_loss
+                    optimizer.zero_grad()
+                    loss.backward()
+                    nn.utils.clip_grad_norm_(agent.parameters(), max_grad_norm)
+                    optimizer.step()
+        """,
+    "gan_with_detached_fake_both_cleared": """
+        for real in loader:
+            fake = netG(torch.randn(real.size(0), nz, 1, 1))
+            optD.zero_grad()
+            errD = criterion(netD(real), ones) + criterion(netD(fake.detach()), zeros)
+            errD.backward()
+            optD.step()
+            optG.zero_grad()
+            errG = criterion(netD(fake), ones)
+            errG.backward()
+            optG.step()
+        """,
+}
+
+
+@pytest.mark.parametrize("name", sorted(TRAINERS_FLAGGED))
+def test_trainers_and_manual_updates_flagged(name):
+    source = TRAINERS_FLAGGED[name]
+    assert expected(source), "a flagged case must mark at least one line"
+    assert reported(source) == expected(source)
+
+
+@pytest.mark.parametrize("name", sorted(TRAINERS_CLEAN))
+def test_trainers_and_manual_updates_clean(name):
+    assert reported(TRAINERS_CLEAN[name]) == []
+
+
+def _write_project(tmp_path, files: dict) -> None:
+    for name, text in files.items():
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text))
+
+
+UPDATE_HELPER = """
+    def update(optimizer, loss):
+        loss.backward()
+        optimizer.step()
+    """
+
+LOOP_CALLING_UPDATE = """
+    import torch
+    import torch.nn.functional as F
+    from {module} import update
+
+    model = torch.nn.Linear(4, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    for x, y in loader:
+        update(opt, F.mse_loss(model(x), y)){mark}
+    """
+
+
+@pytest.mark.parametrize("with_root", [True, False])
+def test_helper_in_a_sibling_module_that_runs_backward_and_step(tmp_path, with_root):
+    # A1: `python train.py` puts the script's folder on sys.path, so `helpers` is found next to it
+    _write_project(tmp_path, {"helpers.py": UPDATE_HELPER})
+    source = LOOP_CALLING_UPDATE.format(module="helpers", mark="  # GL001")
+    options = AnalysisOptions(project_root=str(tmp_path) if with_root else None)
+    assert reported(source, options, str(tmp_path / "train.py")) == expected(source)
+
+
+def test_helper_in_a_package_module_that_runs_backward_and_step(tmp_path):
+    _write_project(tmp_path, {"pkg/__init__.py": "", "pkg/train_utils.py": UPDATE_HELPER})
+    source = LOOP_CALLING_UPDATE.format(module="pkg.train_utils", mark="  # GL001")
+    (finding,) = findings(source, AnalysisOptions(project_root=str(tmp_path)), str(tmp_path / "scripts" / "train.py"))
+    assert finding.line == 9
+    assert "runs a backward and steps `opt`" in finding.message
+    assert "call `opt.zero_grad()` before the call" in finding.message
+
+
+def test_helper_in_another_module_that_clears_first_is_clean(tmp_path):
+    _write_project(
+        tmp_path,
+        {
+            "pkg/__init__.py": "",
+            "pkg/train_utils.py": """
+                def update(optimizer, loss):
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                """,
+        },
+    )
+    source = LOOP_CALLING_UPDATE.format(module="pkg.train_utils", mark="")
+    assert reported(source, AnalysisOptions(project_root=str(tmp_path)), str(tmp_path / "train.py")) == []
+
+
+def test_backward_helper_in_a_relative_module_with_the_step_in_the_loop(tmp_path):
+    _write_project(
+        tmp_path,
+        {
+            "pkg/__init__.py": "",
+            "pkg/losses.py": """
+                import torch.nn.functional as F
+
+                def backprop(model, batch):
+                    loss = F.cross_entropy(model(batch["x"]), batch["y"])
+                    loss.backward()
+                    return loss.detach()
+                """,
+        },
+    )
+    source = """
+        from .losses import backprop
+
+        def train(model, loader, optimizer):
+            optimizer.zero_grad()
+            for batch in loader:
+                backprop(model, batch)  # GL001
+                optimizer.step()
+        """
+    path = str(tmp_path / "pkg" / "train.py")
+    assert reported(source, AnalysisOptions(project_root=str(tmp_path)), path) == expected(source)
+
+
+def test_hand_written_update_in_another_module(tmp_path):
+    _write_project(
+        tmp_path,
+        {
+            "optim_utils.py": """
+                import torch
+
+                @torch.no_grad()
+                def sgd_step(params, lr):
+                    for p in params:
+                        p -= lr * p.grad
+                """,
+            "clearing_utils.py": """
+                import torch
+
+                @torch.no_grad()
+                def sgd_step(params, lr):
+                    for p in params:
+                        p -= lr * p.grad
+                        p.grad = None
+                """,
+        },
+    )
+    template = """
+        from {module} import sgd_step
+
+        for x, y in loader:
+            loss = F.mse_loss(model(x), y)
+            loss.backward(){mark}
+            sgd_step(model.parameters(), 0.1)
+        """
+    options, path = AnalysisOptions(project_root=str(tmp_path)), str(tmp_path / "train.py")
+    buggy = template.format(module="optim_utils", mark="  # GL001")
+    assert reported(buggy, options, path) == expected(buggy)
+    (finding,) = findings(buggy, options, path)
+    assert "hand-written update in a helper" in finding.message
+    assert reported(template.format(module="clearing_utils", mark=""), options, path) == []
+
+
+def test_message_for_a_hand_written_update():
+    (finding,) = findings(TRAINERS_FLAGGED["manual_sgd_under_no_grad"])
+    assert finding.message == (
+        "`loss.backward()` adds to gradients that the hand-written update `p -= lr * p.grad` (line 7) already "
+        "applied: the parameters' gradients are never cleared between steps; clear them after the update "
+        "(`p.grad = None`) or before the backward (`model.zero_grad()`)"
+    )
+
+
+def test_message_for_gates_that_line_up_only_for_k_above_one_names_k():
+    (finding,) = findings(TRAINERS_FLAGGED["gates_that_line_up_only_for_k_above_one"])
+    assert "never cleared between steps when `steps_per_update == 1`" in finding.message
+    assert "call `opt.zero_grad()` right after the step, under its gate" in finding.message
+    (flagged,) = findings(TRAINERS_FLAGGED["gates_through_flags_that_line_up_only_for_k_above_one"])
+    assert "`args.grad_accum == 1`" in flagged.message
+
+
+def test_trainer_backward_is_reported_where_written_and_names_the_container():
+    (finding,) = findings(TRAINERS_FLAGGED["trainer_chain_with_optimizer_container"])
+    assert finding.message.startswith("`loss.backward()` adds to gradients that `self.optimizers.step()` (line 15)")
