@@ -1619,6 +1619,40 @@ TRAINERS_FLAGGED = {
                     if not i % self.accum:
                         self.optimizer.step()
         """,
+    "rl_agent_learn_method_with_the_clear_in_init": """
+        class DQNAgent:
+            def __init__(self, q_net, lr):
+                self.q_net = q_net
+                self.optimizer = torch.optim.Adam(q_net.parameters(), lr=lr)
+                self.optimizer.zero_grad()
+
+            def learn(self, batch):
+                q = self.q_net(batch.obs).gather(1, batch.actions)
+                loss = F.smooth_l1_loss(q, batch.targets)
+                loss.backward()
+                self.optimizer.step()
+
+            def train(self, buffer, steps):
+                for _ in range(steps):
+                    self.learn(buffer.sample(64))  # GL001
+        """,
+    "accelerate_trainer_class_backward_in_its_own_method": """
+        class Trainer:
+            def __init__(self, accelerator, model, optimizer):
+                self.accelerator = accelerator
+                self.model, self.optimizer = accelerator.prepare(model, optimizer)
+
+            def compute_and_backprop(self, batch):
+                loss = self.model(**batch).loss
+                self.accelerator.backward(loss)  # GL001
+                return loss
+
+            def train_epoch(self, loader):
+                for batch in loader:
+                    loss = self.compute_and_backprop(batch)
+                    self.accelerator.clip_grad_norm_(self.model.parameters(), 1.0)
+                    self.optimizer.step()
+        """,
 }
 
 TRAINERS_CLEAN = {
@@ -2029,3 +2063,22 @@ def test_message_for_gates_that_line_up_only_for_k_above_one_names_k():
 def test_trainer_backward_is_reported_where_written_and_names_the_container():
     (finding,) = findings(TRAINERS_FLAGGED["trainer_chain_with_optimizer_container"])
     assert finding.message.startswith("`loss.backward()` adds to gradients that `self.optimizers.step()` (line 15)")
+
+
+@pytest.mark.parametrize(
+    "import_line, call",
+    [
+        ("import helpers", "helpers.update"),
+        ("import pkg.train_utils as tu", "tu.update"),
+        ("from pkg import train_utils", "train_utils.update"),
+    ],
+)
+def test_helper_reached_through_a_module_import(tmp_path, import_line, call):
+    _write_project(tmp_path, {"helpers.py": UPDATE_HELPER, "pkg/__init__.py": "", "pkg/train_utils.py": UPDATE_HELPER})
+    source = f"""
+        {import_line}
+
+        for x, y in loader:
+            {call}(optimizer, criterion(model(x), y))  # GL001
+        """
+    assert reported(source, AnalysisOptions(project_root=str(tmp_path)), str(tmp_path / "train.py")) == expected(source)
