@@ -9,8 +9,8 @@ methods, project modules) are followed into, up to a small depth.
 Branch conditions are remembered along a path: two `if` statements with the same condition (the same
 text, or gated on the same `% k`; see `gradlint.analysis.conditions`) take the same branch unless
 a name in the condition is assigned in between. That is what makes `if (i + 1) % k == 0:
-opt.step()` ... `if (i + 1) % k == 0: opt.zero_grad()` one decision. Nested loops are assumed to run at least once (a `for p in
-model.parameters(): p.grad = None` always clears).
+opt.step()` ... `if (i + 1) % k == 0: opt.zero_grad()` one decision. Nested loops are assumed to
+run at least once (a `for p in model.parameters(): p.grad = None` always clears).
 
 `stale_backwards` answers GL001's question for one optimizer: which backward calls lie on a path
 step -> (no clear) -> backward -> (no clear) -> step.
