@@ -21,7 +21,8 @@ from gradlint.analysis.manual_updates import PARAMS, updated_by_call, updated_by
 from gradlint.analysis.object_kinds import OPTIMIZER
 from gradlint.analysis.project import Project
 from gradlint.analysis.tree import walk
-from gradlint.findings import Finding
+from gradlint.findings import Finding, Fix
+from gradlint.rules.gl001_fix import build_fix
 
 CODE = "GL001"
 
@@ -142,19 +143,41 @@ def check(ctx) -> Iterable[Finding]:
                     e.kind == CLEAR and (e.target in (optimizer, ALL) or optimizer == ALL or e.target not in known)
                     for e in events
                 )
+                fix = build_fix(ctx, loop, report, step, group[0], events, len(groups) == 1)
                 if report is group[0].node:
-                    direct[underlying] = (report, step, optimizer, cleared, period)
+                    direct[underlying] = (report, step, optimizer, cleared, period, fix)
                 else:
-                    via_helper[key] = (report, step, optimizer, cleared, period, underlying)
+                    via_helper[key] = (report, step, optimizer, cleared, period, fix, underlying)
                 break
     findings = [_finding(ctx, *entry, True) for entry in direct.values()]
-    for report, step, optimizer, cleared, period, underlying in via_helper.values():
+    for *entry, underlying in via_helper.values():
         if underlying not in direct:
-            findings.append(_finding(ctx, report, step, optimizer, cleared, period, False))
+            findings.append(_finding(ctx, *entry, False))
     return findings
 
 
 def _finding(
+    ctx,
+    report: cst.CSTNode,
+    step: Event,
+    optimizer: str,
+    cleared: bool,
+    period: Optional[str],
+    fix: Optional[Fix],
+    is_backward: bool,
+) -> Finding:
+    finding = _described(ctx, report, step, optimizer, cleared, period, is_backward)
+    if fix is None:
+        finding = finding.with_(message=finding.message + _NO_FIX)
+    return finding.with_(fix=fix)
+
+
+# Said when no single place for the clear is right (it would go into another module's helper,
+# or the step's condition is not an accumulation period and several backwards feed it).
+_NO_FIX = " (no automatic fix: no single place for the clear is right here)"
+
+
+def _described(
     ctx, report: cst.CSTNode, step: Event, optimizer: str, cleared: bool, period: Optional[str], is_backward: bool
 ) -> Finding:
     step_node = step.local_node()
