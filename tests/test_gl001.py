@@ -6,6 +6,7 @@ the marker `# GL001`; every other line must not be. The tests compare the exact 
 
 from __future__ import annotations
 
+import sys
 import textwrap
 
 import pytest
@@ -2082,3 +2083,275 @@ def test_helper_reached_through_a_module_import(tmp_path, import_line, call):
             {call}(optimizer, criterion(model(x), y))  # GL001
         """
     assert reported(source, AnalysisOptions(project_root=str(tmp_path)), str(tmp_path / "train.py")) == expected(source)
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 17: the fix inserts the missing clear
+# ---------------------------------------------------------------------------------------------
+
+
+def _apply(text: str, found) -> str:
+    edits = sorted((e for f in found if f.fix is not None for e in f.fix.edits), key=lambda e: e.start, reverse=True)
+    seen = set()
+    for edit in edits:
+        if (edit.start, edit.end, edit.text) in seen:
+            continue
+        seen.add((edit.start, edit.end, edit.text))
+        text = text[: edit.start] + edit.text + text[edit.end :]
+    return text
+
+
+@pytest.mark.parametrize("name", sorted({**FLAGGED, **TRAINERS_FLAGGED}))
+def test_fix_removes_the_finding_and_keeps_the_file_parsing(name):
+    source = textwrap.dedent({**FLAGGED, **TRAINERS_FLAGGED}[name])
+    found = analyze(source, "train.py", AnalysisOptions(), codes=["GL001"])
+    assert found and all(f.fix is not None for f in found), [f.message for f in found]
+    fixed = _apply(source, found)
+    assert fixed != source
+    assert analyze(fixed, "train.py", AnalysisOptions(), codes=["GL001"]) == []
+    assert fixed.count("\n") == source.count("\n") + sum(len(f.fix.edits) for f in found[:1])
+
+
+FIX_PLACES = [
+    (  # unconditional step: right after it
+        """
+        for x, y in loader:
+            loss = criterion(model(x), y)
+            loss.backward()
+            optimizer.step()  # apply
+            scheduler.step()
+        """,
+        """
+        for x, y in loader:
+            loss = criterion(model(x), y)
+            loss.backward()
+            optimizer.step()  # apply
+            optimizer.zero_grad()
+            scheduler.step()
+        """,
+    ),
+    (  # step gated on an accumulation period: after it, inside the gate (A4)
+        """
+        for it, (x, y) in enumerate(loader, start=1):
+            if it % k == 1:
+                opt.zero_grad()
+            (F.mse_loss(model(x), y) / k).backward()
+            if it % k == 0:
+                opt.step()
+        """,
+        """
+        for it, (x, y) in enumerate(loader, start=1):
+            if it % k == 1:
+                opt.zero_grad()
+            (F.mse_loss(model(x), y) / k).backward()
+            if it % k == 0:
+                opt.step()
+                opt.zero_grad()
+        """,
+    ),
+    (  # step under another condition: before the backward, at the loop level
+        """
+        for x, y in loader:
+            loss = criterion(model(x), y)
+            with autocast():
+                loss.backward()
+            if torch.isfinite(loss):
+                optimizer.step()
+        """,
+        """
+        for x, y in loader:
+            loss = criterion(model(x), y)
+            with autocast():
+                optimizer.zero_grad()
+                loss.backward()
+            if torch.isfinite(loss):
+                optimizer.step()
+        """,
+    ),
+    (  # GradScaler: the scaler steps the optimizer it is handed
+        """
+        for x in loader:
+            scaler.scale(model(x).mean()).backward()
+            scaler.step(opt_g)
+            scaler.update()
+        """,
+        """
+        for x in loader:
+            scaler.scale(model(x).mean()).backward()
+            scaler.step(opt_g)
+            opt_g.zero_grad()
+            scaler.update()
+        """,
+    ),
+]
+
+
+@pytest.mark.parametrize("source, wanted", FIX_PLACES)
+def test_fix_places_the_clear(source, wanted):
+    source, wanted = textwrap.dedent(source), textwrap.dedent(wanted)
+    assert _apply(source, findings(source)) == wanted
+
+
+def test_fix_keeps_crlf_line_endings_tabs_and_comments():
+    source = "for x in loader:\r\n\t# forward\r\n\tmodel(x).sum().backward()\r\n\topt.step()  # go\r\n"
+    fixed = _apply(source, analyze(source, "train.py", AnalysisOptions(), codes=["GL001"]))
+    assert fixed == "for x in loader:\r\n\t# forward\r\n\tmodel(x).sum().backward()\r\n\topt.step()  # go\r\n\topt.zero_grad()\r\n"
+    at_end = "for x in loader:\n    model(x).sum().backward()\n    opt.step()"
+    assert _apply(at_end, analyze(at_end, "t.py", AnalysisOptions(), codes=["GL001"])).endswith(
+        "    opt.step()\n    opt.zero_grad()"
+    )
+
+
+def test_helper_in_another_module_is_never_edited_the_call_site_is(tmp_path):
+    _write_project(tmp_path, {"helpers.py": UPDATE_HELPER})
+    source = textwrap.dedent(LOOP_CALLING_UPDATE.format(module="helpers", mark=""))
+    (finding,) = analyze(source, str(tmp_path / "train.py"), AnalysisOptions(project_root=str(tmp_path)), codes=["GL001"])
+    assert _apply(source, [finding]).endswith(
+        "    update(opt, F.mse_loss(model(x), y))\n    opt.zero_grad()\n"
+    )
+
+
+def test_no_fix_where_no_single_place_is_right():
+    # the step is not an optimizer we can name (a configured helper), or the update happens in
+    # another module's helper, or two backwards feed a step gated on something else
+    options = AnalysisOptions(backward_functions=("run_backward",), step_functions=("apply_gradients",))
+    (configured,) = findings(
+        """
+        for batch in loader:
+            run_backward(model(batch))
+            apply_gradients(model)
+        """,
+        options,
+    )
+    assert configured.fix is None
+    assert configured.message.endswith("(no automatic fix: no single place for the clear is right here)")
+    two = findings(
+        """
+        for x, y in loader:
+            criterion(model(x), y).backward()  # GL001
+            if use_aux:
+                aux(x).backward()  # GL001
+            if healthy:
+                optimizer.step()
+        """
+    )
+    assert [f.line for f in two] == [3, 5]
+    assert all(f.fix is None and f.message.endswith("is right here)") for f in two)
+
+
+class _Recorder:
+    """Stands in for a learning rate (`p -= lr * p.grad`) or wraps `step()`: records the gradients
+    each update applies; applies nothing, so every batch's own gradient stays the same."""
+
+    def __init__(self):
+        self.applied = []
+
+    def __rmul__(self, grad):
+        import torch
+
+        self.applied.append(grad.detach().clone())
+        return torch.zeros_like(grad)
+
+    __mul__ = __rmul__
+
+
+def _training_namespace(batches=6):
+    import torch
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 1)
+    data = [(torch.randn(4, 3), torch.randn(4, 1)) for _ in range(batches)]
+    recorder = _Recorder()
+
+    class RecordingSGD(torch.optim.SGD):
+        def step(self, closure=None):
+            recorder.applied.append(model.weight.grad.detach().clone())
+            return None  # lr 0 in effect: the parameters never move
+
+    def batch_grad(x, y):
+        model.zero_grad()
+        torch.nn.functional.mse_loss(model(x), y).backward()
+        grad = model.weight.grad.detach().clone()
+        model.zero_grad()
+        return grad
+
+    expected = [batch_grad(x, y) for x, y in data]
+    namespace = {"torch": torch, "F": torch.nn.functional, "model": model, "loader": data, "lr": recorder}
+    namespace["opt"] = RecordingSGD(model.parameters(), lr=0.0)
+    return namespace, recorder, expected
+
+
+def _fixed(source: str, path: str = "train.py", options: AnalysisOptions = AnalysisOptions()) -> str:
+    source = textwrap.dedent(source)
+    found = analyze(source, path, options, codes=["GL001"])
+    assert found and all(f.fix is not None for f in found)
+    fixed = _apply(source, found)
+    assert analyze(fixed, path, options, codes=["GL001"]) == []
+    return fixed
+
+
+def test_fixed_script_runs_and_each_step_applies_one_batch():
+    import torch
+
+    fixed = _fixed(
+        """
+        for x, y in loader:
+            loss = F.mse_loss(model(x), y)
+            loss.backward()
+            opt.step()
+        """
+    )
+    namespace, recorder, expected = _training_namespace()
+    exec(compile(fixed, "train.py", "exec"), namespace)
+    assert len(recorder.applied) == len(expected)
+    for applied, own in zip(recorder.applied, expected):
+        assert torch.allclose(applied, own)
+
+
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_fixed_mismatched_gates_train_with_and_without_accumulation(k):
+    import torch
+
+    fixed = _fixed(TRAINERS_FLAGGED["gates_that_line_up_only_for_k_above_one"])
+    namespace, recorder, expected = _training_namespace()
+    namespace["steps_per_update"] = k
+    exec(compile(fixed, "train.py", "exec"), namespace)
+    windows = [expected[i : i + k] for i in range(0, len(expected), k)]
+    assert len(recorder.applied) == len(windows)
+    for applied, window in zip(recorder.applied, windows):
+        assert torch.allclose(applied, sum(window) / k, atol=1e-6)  # the window's batches only
+
+
+def test_fixed_manual_sgd_applies_one_batch_per_update():
+    import torch
+
+    fixed = _fixed(TRAINERS_FLAGGED["manual_sgd_under_no_grad"])
+    namespace, recorder, expected = _training_namespace()
+    exec(compile(fixed, "train.py", "exec"), namespace)
+    weights = recorder.applied[0::2]  # weight, bias, weight, bias, ...
+    assert len(weights) == len(expected)
+    for applied, own in zip(weights, expected):
+        assert torch.allclose(applied, own)
+
+
+def test_fixed_call_site_of_a_helper_in_another_module_runs(tmp_path, monkeypatch):
+    import torch
+
+    _write_project(tmp_path, {"helpers.py": UPDATE_HELPER})
+    source = """
+        from helpers import update
+
+        for x, y in loader:
+            update(opt, F.mse_loss(model(x), y))
+        """
+    fixed = _fixed(source, str(tmp_path / "train.py"), AnalysisOptions(project_root=str(tmp_path)))
+    assert (tmp_path / "helpers.py").read_text() == textwrap.dedent(UPDATE_HELPER)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    namespace, recorder, expected = _training_namespace()
+    try:
+        exec(compile(fixed, str(tmp_path / "train.py"), "exec"), namespace)
+    finally:
+        sys.modules.pop("helpers", None)  # this test's own module, not to be seen by others
+    assert len(recorder.applied) == len(expected)
+    for applied, own in zip(recorder.applied, expected):
+        assert torch.allclose(applied, own)
