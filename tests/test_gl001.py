@@ -1581,6 +1581,14 @@ TRAINERS_FLAGGED = {
             for p in params:
                 p.data += -lr * p.grad
         """,
+    "pgd_attack_updating_the_input_in_place": """
+        delta = torch.zeros_like(x, requires_grad=True)
+        for _ in range(attack_steps):
+            loss = F.cross_entropy(model(x + delta), y)
+            loss.backward()  # GL001
+            delta.data += alpha * delta.grad.sign()
+            delta.data.clamp_(-eps, eps)
+        """,
     # A4 and variants
     "gates_that_line_up_only_for_k_above_one": """
         for it, (x, y) in enumerate(loader, start=1):
@@ -1815,6 +1823,14 @@ TRAINERS_CLEAN = {
                     ema_p.mul_(decay).add_(p, alpha=1 - decay)
                 for tp, p in zip(target_net.parameters(), q_net.parameters()):
                     tp.data.copy_(tau * p.data + (1.0 - tau) * tp.data)
+        """,
+    "rebinding_a_new_tensor_is_not_an_in_place_update": """
+        for step in range(n_steps):
+            x_adv.requires_grad_(True)
+            loss = F.cross_entropy(model(x_adv), y)
+            loss.backward()
+            x_adv = x_adv - alpha * x_adv.grad.sign()
+            x_adv = torch.min(torch.max(x_adv, x - eps), x + eps).detach()
         """,
     "sam_two_step": """
         for x, y in loader:

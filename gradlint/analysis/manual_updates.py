@@ -54,8 +54,8 @@ def updated_by_statement(small: cst.CSTNode) -> Optional[str]:
         return tensor if tensor and _reads_own_grad(small.value, tensor) else None
     if isinstance(small, cst.Assign) and len(small.targets) == 1:
         target = small.targets[0].target
-        if isinstance(target, cst.Attribute) and target.attr.value == "grad":
-            return None
+        if not (isinstance(target, cst.Attribute) and target.attr.value == "data"):
+            return None  # `x = x - lr * x.grad` binds a new tensor, whose `.grad` starts empty
         tensor = _updated(target)
         if tensor and isinstance(small.value, cst.BinaryOperation) and _reads_own_grad(small.value, tensor):
             # `p.data = p.data - lr * p.grad`: the new value is the old one moved along its gradient
