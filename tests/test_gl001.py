@@ -2374,3 +2374,52 @@ def test_fixed_call_site_of_a_helper_in_another_module_runs(tmp_path, monkeypatc
     assert len(recorder.applied) == len(expected)
     for applied, own in zip(recorder.applied, expected):
         assert torch.allclose(applied, own)
+
+
+TRAINER_MODULE = """
+    import torch
+
+    class Trainer:
+        def __init__(self, model, lr):
+            self.model = model
+            self.optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+
+        def train_step(self, batch):
+            {clear}loss = self.model(**batch).loss
+            loss.backward()
+            self.optimizer.step()
+            return loss.item()
+    """
+
+
+@pytest.mark.parametrize("clear", ["", "self.optimizer.zero_grad()\n            "])
+def test_trainer_class_of_another_module_used_in_a_script_loop(tmp_path, clear):
+    _write_project(tmp_path, {"lib/__init__.py": "", "lib/trainer.py": TRAINER_MODULE.format(clear=clear)})
+    mark = "" if clear else "  # GL001"
+    source = f"""
+        from lib.trainer import Trainer
+
+        trainer = Trainer(model, lr=3e-4)
+        for epoch in range(epochs):
+            for batch in loader:
+                trainer.train_step(batch){mark}
+        """
+    options = AnalysisOptions(project_root=str(tmp_path))
+    assert reported(source, options, str(tmp_path / "train.py")) == expected(source)
+    if not clear:  # the fix goes into the loop, never into lib/trainer.py
+        (finding,) = findings(source, options, str(tmp_path / "train.py"))
+        assert finding.fix is not None and finding.fix.edits[0].text == "        trainer.optimizer.zero_grad()\n"
+
+
+def test_method_inherited_from_a_base_class_of_another_module(tmp_path):
+    _write_project(tmp_path, {"base.py": TRAINER_MODULE.format(clear="")})
+    source = """
+        from base import Trainer
+
+        class ClassifierTrainer(Trainer):
+            def fit(self, loader):
+                self.optimizer.zero_grad()
+                for batch in loader:
+                    self.train_step(batch)  # GL001
+        """
+    assert reported(source, AnalysisOptions(project_root=str(tmp_path)), str(tmp_path / "train.py")) == expected(source)

@@ -53,10 +53,16 @@ class HelperResolver:
         is_method = False
         if len(parts) == 2 and parts[0] in ("self", "cls") and scope.cls is not None:
             func, cls = self._find_method(facts, scope.cls, parts[1])
+            if func is None:  # inherited from a base class of another project module
+                target_facts, func, cls = self._project_method(facts, scope.cls, parts[1])
             is_method = True
         elif len(parts) >= 2 and facts.instances.get(".".join(parts[:-1])) in facts.classes:
             # trainer = Trainer(...); trainer.train_step(batch): a class of this module
             func, cls = self._find_method(facts, facts.instances[".".join(parts[:-1])], parts[-1])
+            is_method = True
+        elif len(parts) >= 2 and facts.instances.get(".".join(parts[:-1])) in facts.imports.aliases:
+            # from trainer import Trainer; t = Trainer(...); t.train_step(batch): a project class
+            target_facts, func, cls = self._project_method(facts, facts.instances[".".join(parts[:-1])], parts[-1])
             is_method = True
         elif len(parts) == 1 and parts[0] not in facts.imports.aliases:
             func = _visible_def(facts, scope.func, parts[0])
@@ -100,6 +106,33 @@ class HelperResolver:
             return False
         found, _ = self._find_method(facts, cls, method)
         return found is not None
+
+    def _project_method(self, facts: ModuleFacts, cls: str, name: str, depth: int = 0):
+        """(defining module's facts, method, its class) for method `name` of class `cls` as seen
+        from `facts`: the class (or a base) imported from another project module. Asks for the
+        project's modules (`wants_project`); (facts, None, None) when not found."""
+        if depth > 5:
+            return facts, None, None
+        info = facts.classes.get(cls)
+        if info is not None:
+            found, owner = self._find_method(facts, cls, name)
+            if found is not None:
+                return facts, found, owner
+            for base in info.bases:
+                found_facts, found, owner = self._project_method(facts, last_part(base), name, depth + 1)
+                if found is not None:
+                    return found_facts, found, owner
+            return facts, None, None
+        if cls not in facts.imports.aliases:
+            return facts, None, None
+        qualname = _qualify(facts.imports, cls)
+        if not qualname.startswith(".") and qualname.split(".")[0] in KNOWN_LIBRARIES:
+            return facts, None, None
+        self.wants_project = True
+        resolved = self.project.resolve_class(facts, qualname) if self.project is not None else None
+        if resolved is None:
+            return facts, None, None
+        return self._project_method(resolved[0], resolved[1], name, depth + 1)
 
     @staticmethod
     def _find_method(facts: ModuleFacts, cls: str, name: str, depth: int = 0):
@@ -188,10 +221,12 @@ class HelperResolver:
                     if _STEPPY_NAME.search(last_part(text)) or self._hands_optimizer(call, scope):
                         return True  # maybe a project helper that trains: decided on the graph
                 continue
-            saved = self.wants_project
+            saved, self.wants_project = self.wants_project, False
             resolved = self._resolve_function(text, scope)
-            self.wants_project = saved
+            wanted, self.wants_project = self.wants_project, saved
             if resolved is None:
+                if wanted and (_STEPPY_NAME.search(last_part(text)) or self._hands_optimizer(call, scope)):
+                    return True  # a method of a project class of another module: decided on the graph
                 continue
             inline = resolved(call)
             key = id(inline.body)
