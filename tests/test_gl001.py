@@ -1436,6 +1436,30 @@ TRAINERS_FLAGGED = {
                 for batch in loader:
                     self.train_step(batch)
         """,
+    "trainer_recipe_with_context_managers_and_a_progress_bar": """
+        class SFTRecipe(Engine):
+            def forward_backward(self, batch, labels, do_backward=True):
+                with self.train_context(self.cp_ctx):
+                    with self.maybe_enable_amp:
+                        loss = self.loss_fn(self.model(batch), labels)
+                    if do_backward:
+                        loss.backward()  # GL001
+                return loss
+
+            def train_step(self, batch):
+                labels = batch.pop("labels")
+                loss = self.forward_backward(batch, labels)
+                self.pbar.update(1)
+                self.pbar.set_description(f"{self.step}|Loss: {loss}")
+                self.optimizers.step()
+                self.lr_schedulers.step()
+
+            def train(self):
+                self.optimizers.zero_grad()
+                while self.step < self.num_steps:
+                    self.train_step(next(self.loader))
+                    self.step += 1
+        """,
     "container_bound_in_init_under_a_neutral_name": """
         import torch
 
@@ -1666,6 +1690,15 @@ TRAINERS_FLAGGED = {
 }
 
 TRAINERS_CLEAN = {
+    "unseen_method_of_the_instance_named_like_a_clear_still_counts": """
+        class Trainer(Base):
+            def train(self, loader):
+                for batch in loader:
+                    self.model(batch).loss.backward()
+                    self.optimizer.step()
+                    self.reset_optimizer_state()
+                    self.pbar.update(1)
+        """,
     "trainer_chain_clearing_inside_train_step": """
         class Recipe:
             def forward_backward(self, batch):

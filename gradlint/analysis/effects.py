@@ -45,6 +45,7 @@ _HARMLESS_METHODS = frozenset(
 # Names of unresolved helpers that suggest they touch gradients or the optimizer.
 _MIGHT_CLEAR_NAME = re.compile(r"zero|clear|reset|wipe|grad|optim|step|update|train|backward", re.IGNORECASE)
 _GRAD_CLEAR_METHOD = re.compile(r"(zero|clear|reset|drop|free|wipe)_?\w*grad|grad\w*_(zero|clear|reset)", re.IGNORECASE)
+_CLEAR_OR_OPTIMIZER_NAME = re.compile(r"zero|clear|reset|wipe|grad|optim", re.IGNORECASE)
 _MODEL_NAME = re.compile(r"model|net|module|params|parameters", re.IGNORECASE)
 
 
@@ -62,6 +63,7 @@ class Analyzer(HelperResolver):
         # loop again with `project` set (reading other modules only for loops that need it)
         self.wants_project = False
         self._memo: Dict[int, List[Effect]] = {}  # statement id -> effects, for root-scope code
+        self._context_call: Optional[int] = None  # id of the `with` item call being classified
 
 
     # -- the main entry ----------------------------------------------------------------------
@@ -258,6 +260,11 @@ class Analyzer(HelperResolver):
         if func_text is None:
             return effects
         name_says = bool(_MIGHT_CLEAR_NAME.search(last_part(func_text)))
+        if id(call) == self._context_call or (func_text.count(".") >= 2 and func_text.startswith("self.")):
+            # `with self.train_context(...)`: a context manager sets modes; `self.pbar.update(1)`:
+            # a method of an object the instance holds, not one of its helpers. Only a name that
+            # speaks of gradients or optimizers counts for these.
+            name_says = bool(_CLEAR_OR_OPTIMIZER_NAME.search(last_part(func_text)))
         if self._maybe_project_helper(func_text, qual, scope) and (handed_model or name_says):
             effects.append(scope.event(CLEAR, ALL, call))
         elif "." not in func_text and name_says and func_text not in facts.classes:
@@ -281,6 +288,16 @@ class Analyzer(HelperResolver):
         return facts.star_import
 
     # -- statements ------------------------------------------------------------------------------
+    def context_effects(self, expr: cst.CSTNode, scope: Scope) -> List[Effect]:
+        """Effects of a `with` item (`with self.train_context(ctx):`): as `expr_effects`, except
+        that the context manager's own call, unseen, is not taken for a clear by a name such as
+        `train_context` (context managers set modes: autocast, no_sync, train contexts)."""
+        self._context_call = id(expr) if isinstance(expr, cst.Call) else None
+        try:
+            return self.expr_effects(expr, scope)
+        finally:
+            self._context_call = None
+
     def expr_effects(self, expr: cst.CSTNode, scope: Scope) -> List[Effect]:
         """Effects of every call in `expr`, in evaluation order (arguments before the call)."""
         effects: List[Effect] = []

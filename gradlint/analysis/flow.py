@@ -185,7 +185,7 @@ class _Builder:
             effects = []
             kills = set()
             for item in stmt.items:
-                effects.extend(self.analyzer.expr_effects(item.item, scope))
+                effects.extend(self.analyzer.context_effects(item.item, scope))
                 if item.asname is not None:
                     kills.update(assigned_texts(item.asname.name))
             preds = self.effects(preds, effects, scope, frozenset(kills))
