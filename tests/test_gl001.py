@@ -1687,6 +1687,39 @@ TRAINERS_FLAGGED = {
                     self.accelerator.clip_grad_norm_(self.model.parameters(), 1.0)
                     self.optimizer.step()
         """,
+    "ignite_process_function_with_gates_that_line_up_only_for_k_above_one": """
+        from ignite.engine import Engine
+
+        class MLEEngine(Engine):
+            def __init__(self, func, model, optimizer, config):
+                self.model, self.optimizer, self.config = model, optimizer, config
+                super().__init__(func)
+
+            @staticmethod
+            def train(engine, mini_batch):
+                engine.model.train()
+                if engine.state.iteration % engine.config.iteration_per_update == 1:
+                    engine.optimizer.zero_grad()
+                loss = engine.model(mini_batch).mean() / engine.config.iteration_per_update
+                loss.backward()  # GL001
+                if engine.state.iteration % engine.config.iteration_per_update == 0:
+                    engine.optimizer.step()
+                return float(loss)
+        """,
+    "ignite_update_function_never_clearing": """
+        from ignite.engine import Engine, Events
+
+        def update(engine, batch):
+            model.train()
+            x, y = prepare_batch(batch)
+            loss = criterion(model(x), y)
+            loss.backward()  # GL001
+            optimizer.step()
+            return loss.item()
+
+        trainer = Engine(update)
+        trainer.run(train_loader, max_epochs=5)
+        """,
 }
 
 TRAINERS_CLEAN = {
@@ -1698,6 +1731,35 @@ TRAINERS_CLEAN = {
                     self.optimizer.step()
                     self.reset_optimizer_state()
                     self.pbar.update(1)
+        """,
+    "ignite_update_function_clearing_first": """
+        from ignite.engine import Engine
+
+        def update(engine, batch):
+            model.train()
+            optimizer.zero_grad()
+            x, y = batch
+            loss = criterion(model(x), y)
+            loss.backward()
+            optimizer.step()
+            return loss.item()
+
+        def evaluate(engine, batch):
+            with torch.no_grad():
+                return model(batch[0]), batch[1]
+
+        trainer = Engine(update)
+        """,
+    "ignite_accumulation_with_aligned_gates": """
+        from ignite.engine import Engine
+
+        def update(engine, batch):
+            loss = criterion(model(batch[0]), batch[1]) / accumulation_steps
+            loss.backward()
+            if engine.state.iteration % accumulation_steps == 0:
+                optimizer.step()
+                optimizer.zero_grad()
+            return loss.item()
         """,
     "trainer_chain_clearing_inside_train_step": """
         class Recipe:

@@ -302,13 +302,29 @@ def _turns_off_automatic_optimization(small: cst.BaseSmallStatement, class_level
     return any(dotted(t) == wanted for t in targets)
 
 
-def implicit_loops(facts: ModuleFacts) -> Iterator[Tuple[cst.FunctionDef, str]]:
-    """Lightning `training_step` methods of classes with manual optimization: the framework calls
-    them once per batch, so their body is a loop body (the loop is Lightning's)."""
+def implicit_loops(facts: ModuleFacts) -> Iterator[Tuple[cst.FunctionDef, Optional[str]]]:
+    """Functions a framework calls once per batch, so that their body is a loop body (the loop is
+    the framework's): Lightning `training_step` methods of classes with manual optimization, and
+    in a module that imports PyTorch-Ignite, its process functions `def update(engine, batch)`
+    (functions and static methods whose two parameters are the engine and the batch)."""
     for name, info in facts.classes.items():
         step = info.methods.get("training_step")
         if step is not None and info.manual_optimization:
             yield step, name
+    if not any(target.split(".")[0] == "ignite" for target in facts.imports.aliases.values()):
+        return
+    for name, info in facts.classes.items():
+        for method in info.methods.values():
+            if _ignite_process_function(method):
+                yield method, name
+    for function in facts.functions.values():
+        if _ignite_process_function(function):
+            yield function, None
+
+
+def _ignite_process_function(func: cst.FunctionDef) -> bool:
+    params = [p.name.value for p in (*func.params.posonly_params, *func.params.params)]
+    return len(params) == 2 and params[0] in ("engine", "_engine", "trainer") and not params[1].startswith("self")
 
 
 def _from_project(imports: ImportMap, func: cst.BaseExpression) -> bool:
