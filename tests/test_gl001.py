@@ -2518,3 +2518,45 @@ def test_method_inherited_from_a_base_class_of_another_module(tmp_path):
                     self.train_step(batch)  # GL001
         """
     assert reported(source, AnalysisOptions(project_root=str(tmp_path)), str(tmp_path / "train.py")) == expected(source)
+
+
+PROJECT_OPTIMIZERS = """
+    from torch.optim import SGD
+
+    class AnalogOptimizerMixin:
+        def regroup_param_groups(self, model):
+            pass
+
+    class AnalogSGD(AnalogOptimizerMixin, SGD):
+        pass
+
+    class StepAndClearSGD(SGD):
+        def step(self, closure=None):
+            super().step(closure)
+            self.zero_grad()
+
+    class Warmup:
+        def __init__(self, optimizer):
+            self.optimizer = optimizer
+
+        def step(self):
+            self.optimizer.step()
+    """
+
+
+@pytest.mark.parametrize(
+    "cls, mark", [("AnalogSGD", "  # GL001"), ("StepAndClearSGD", ""), ("Warmup", "")]
+)
+def test_optimizer_subclass_defined_in_another_project_module(tmp_path, cls, mark):
+    _write_project(tmp_path, {"src/hwlib/__init__.py": "", "src/hwlib/optim.py": PROJECT_OPTIMIZERS})
+    source = f"""
+        from hwlib.optim import {cls}
+
+        opt = {cls}(model.parameters(), lr=0.1)
+        for epoch in range(100):
+            loss = mse_loss(model(x), y)
+            loss.backward(){mark}
+            opt.step()
+        """
+    path = str(tmp_path / "examples" / "simple.py")
+    assert reported(source, AnalysisOptions(project_root=str(tmp_path)), path) == expected(source)

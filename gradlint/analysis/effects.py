@@ -16,7 +16,7 @@ import libcst as cst
 from gradlint.analysis.backward import backward_call
 from gradlint.analysis.calls import _clears_grad_by_assignment, _is_grad, assigns_grad, calls_in
 from gradlint.analysis.events import ALL, BACKWARD, CLEAR, STEP, Effect, Scope, expr_text
-from gradlint.analysis.facts import ModuleFacts
+from gradlint.analysis.facts import ModuleFacts, _optimizer_class, _qualify
 from gradlint.analysis.helper_calls import _GRAD_WIPES, HelperResolver, _helper_local
 from gradlint.analysis.manual_updates import _UPDATING_METHODS, PARAMS, updated_by_call, updated_by_statement
 from gradlint.analysis.names import dotted
@@ -146,6 +146,8 @@ class Analyzer(HelperResolver):
             if text is None:
                 return []
             bound, kind = scope.kind_of(text)
+            if kind == OTHER and self._project_optimizer(text, scope):
+                kind = OPTIMIZER  # `AnalogSGD(...)`, a torch optimizer subclass of the project
             if kind == OPTIMIZER:
                 if _helper_local(text, scope):
                     return []  # a helper's own optimizer, new at every call: its loop is its own
@@ -187,6 +189,27 @@ class Analyzer(HelperResolver):
         if _helper_local(text, scope):
             return []
         return [scope.event(STEP if method == "step" else CLEAR, bound, call)]
+
+    def _project_optimizer(self, text: str, scope: Scope) -> bool:
+        """Was `text` built by a class of another project module that derives from a torch
+        optimizer (`class AnalogSGD(AnalogOptimizerMixin, SGD)`) and whose `step()` does not
+        clear gradients? Such an object is an optimizer, not an opaque wrapper."""
+        facts = scope.facts
+        cls = facts.instances.get(text)
+        if cls is None or cls not in facts.imports.aliases:
+            return False
+        qualname = _qualify(facts.imports, cls)
+        if not qualname.startswith(".") and qualname.split(".")[0] in KNOWN_LIBRARIES:
+            return False
+        self.wants_project = True
+        resolved = self.project.resolve_class(facts, qualname) if self.project is not None else None
+        if resolved is None:
+            return False
+        target, name = resolved
+        if not _optimizer_class(target, name):
+            return False
+        step, _ = self._find_method(target, name, "step")
+        return step is None or not _clears_in(step)
 
     def _step_with_closure(self, call: cst.Call, target: str, scope: Scope) -> List[Effect]:
         """`opt.step()` or `opt.step(closure)`: the closure's effects happen inside the step."""
