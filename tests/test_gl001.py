@@ -1613,6 +1613,20 @@ TRAINERS_FLAGGED = {
             delta.data += alpha * delta.grad.sign()
             delta.data.clamp_(-eps, eps)
         """,
+    "pate_gan_teacher_list_clears_do_not_clear_the_generator": """
+        opt_g = optim.Adam(generator.parameters(), lr=1e-4)
+        opt_t = [optim.Adam(t.parameters(), lr=1e-4) for t in teachers]
+        while eps < budget:
+            for i, teacher in enumerate(teachers):
+                opt_t[i].zero_grad()
+                loss_t = bce(teacher(real[i]), ones) + bce(teacher(generator(noise())), zeros)
+                loss_t.backward()
+                opt_t[i].step()
+            loss_g = bce(student(generator(noise())), ones)
+            loss_g.backward()  # GL001
+            opt_g.step()
+            eps = spent()
+        """,
     # A4 and variants
     "gates_that_line_up_only_for_k_above_one": """
         for it, (x, y) in enumerate(loader, start=1):
@@ -2541,11 +2555,17 @@ PROJECT_OPTIMIZERS = """
 
         def step(self):
             self.optimizer.step()
+
+    class WarmupThatClears(Warmup):
+        def step(self):
+            self.optimizer.step()
+            self.optimizer.zero_grad()
     """
 
 
 @pytest.mark.parametrize(
-    "cls, mark", [("AnalogSGD", "  # GL001"), ("StepAndClearSGD", ""), ("Warmup", "")]
+    "cls, mark",
+    [("AnalogSGD", "  # GL001"), ("StepAndClearSGD", ""), ("Warmup", "  # GL001"), ("WarmupThatClears", "")],
 )
 def test_optimizer_subclass_defined_in_another_project_module(tmp_path, cls, mark):
     _write_project(tmp_path, {"src/hwlib/__init__.py": "", "src/hwlib/optim.py": PROJECT_OPTIMIZERS})
@@ -2560,3 +2580,29 @@ def test_optimizer_subclass_defined_in_another_project_module(tmp_path, cls, mar
         """
     path = str(tmp_path / "examples" / "simple.py")
     assert reported(source, AnalysisOptions(project_root=str(tmp_path)), path) == expected(source)
+
+
+def test_step_method_of_a_project_class_instance_is_followed(tmp_path):
+    _write_project(
+        tmp_path,
+        {
+            "lib/__init__.py": "from lib.gan import GAN\n",
+            "lib/gan.py": """
+                class GAN:
+                    def step(self, batch):
+                        loss = self.model(batch).mean()
+                        loss.backward()
+                        self.model.optimizer.step()
+                        return loss.item()
+                """,
+        },
+    )
+    source = """
+        from lib import GAN
+
+        gan = GAN(latent_dims=100)
+        for epoch in range(epochs):
+            for i, data in enumerate(loader):
+                errD = gan.step(data)  # GL001
+        """
+    assert reported(source, AnalysisOptions(project_root=str(tmp_path)), str(tmp_path / "main.py")) == expected(source)

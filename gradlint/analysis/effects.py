@@ -128,6 +128,11 @@ class Analyzer(HelperResolver):
                 if owners:
                     # netD.zero_grad() where opt_d = Adam(netD.parameters()): clears opt_d's grads
                     return [scope.event(CLEAR, owner, call) for owner in sorted(owners)]
+            if text is None and isinstance(receiver, cst.Subscript):
+                base = dotted(receiver.value)
+                if base is not None and scope.kind_of(base)[1] == OPTIMIZER:
+                    # optimizer_t[i].zero_grad(): one optimizer of a list (as optimizer_t[i].step())
+                    return [scope.event(CLEAR, expr_text(receiver, facts), call)]
             # model.zero_grad(), self.zero_grad(), anything else: clears every optimizer it may own
             return [scope.event(CLEAR, ALL, call)]
         if method in _GRAD_WIPES and _is_grad(receiver):
@@ -163,6 +168,8 @@ class Analyzer(HelperResolver):
                         return [scope.event(STEP, bound_t, call)]
                     return [scope.event(STEP, expr_text(target, facts), call)]
                 return []
+            if kind in (None, OTHER) and facts.instances.get(text) in facts.imports.aliases:
+                return None  # `gan = GAN(...)` of another project module: follow its step(batch)
             return []  # schedulers, engines (clear for you), EMA, environments, unknown objects
         if method in ("accumulate",) and call.args:
             # accelerator.accumulate(model): the prepared optimizer's zero_grad/step are gated
