@@ -2606,3 +2606,54 @@ def test_step_method_of_a_project_class_instance_is_followed(tmp_path):
                 errD = gan.step(data)  # GL001
         """
     assert reported(source, AnalysisOptions(project_root=str(tmp_path)), str(tmp_path / "main.py")) == expected(source)
+
+
+SAM_MODULE = """
+    import torch
+
+    class SAM(torch.optim.Optimizer):
+        def __init__(self, params, base_optimizer, rho=0.05, **kwargs):
+            super().__init__(params, dict(rho=rho, **kwargs))
+            self.base_optimizer = base_optimizer(self.param_groups, **kwargs)
+
+        @torch.no_grad()
+        def first_step(self, zero_grad=False):
+            for group in self.param_groups:
+                for p in group["params"]:
+                    if p.grad is None:
+                        continue
+                    e_w = p.grad * group["rho"]
+                    p.add_(e_w)
+                    self.state[p]["e_w"] = e_w
+            if zero_grad:
+                self.zero_grad()
+
+        @torch.no_grad()
+        def second_step(self, zero_grad=False):
+            for group in self.param_groups:
+                for p in group["params"]:
+                    if p.grad is None:
+                        continue
+                    p.sub_(self.state[p]["e_w"])
+            self.base_optimizer.step()
+            if zero_grad:
+                self.zero_grad()
+    """
+
+
+@pytest.mark.parametrize("flag, mark", [("zero_grad=True", ""), ("zero_grad=False", "  # GL001")])
+def test_sam_from_the_project_clears_when_asked(tmp_path, flag, mark):
+    _write_project(tmp_path, {"sam.py": SAM_MODULE})
+    source = f"""
+        import torch
+        from sam import SAM
+
+        optimizer = SAM(model.parameters(), torch.optim.SGD, rho=0.05, lr=0.1)
+        for inputs, targets in loader:
+            loss = criterion(model(inputs), targets)
+            loss.backward(){mark}
+            optimizer.first_step({flag})
+            criterion(model(inputs), targets).backward(){mark}
+            optimizer.second_step({flag})
+        """
+    assert reported(source, AnalysisOptions(project_root=str(tmp_path)), str(tmp_path / "train.py")) == expected(source)

@@ -289,6 +289,15 @@ class _Builder:
 
     def if_(self, stmt: cst.If, preds: List[Node], scope: Scope) -> List[Node]:
         preds = self.effects(preds, self.analyzer.expr_effects(stmt.test, scope), scope, _walrus(stmt.test))
+        constant = _bound_flag(stmt.test, scope)
+        if constant is True:  # `if zero_grad:` in a helper called with zero_grad=True
+            return self.block(stmt.body, preds, scope)
+        if constant is False:
+            if stmt.orelse is None:
+                return preds
+            if isinstance(stmt.orelse, cst.If):
+                return self.if_(stmt.orelse, preds, scope)
+            return self.block(stmt.orelse.body, preds, scope)
         key = self.gate_of(stmt.test) or condition_key(stmt.test, scope.facts.module)
         none_branch = _grad_none_branch(stmt.test)
         if none_branch is not None:
@@ -422,6 +431,21 @@ def _grad_none_branch(test: cst.BaseExpression) -> Optional[bool]:
     if isinstance(comparison.operator, cst.IsNot):
         return False
     return None
+
+
+def _bound_flag(test: cst.BaseExpression, scope: Scope) -> Optional[bool]:
+    """The value of `if flag:` / `if not flag:` in a followed helper whose parameter `flag` the
+    call site passed as the literal True or False (SAM's `second_step(zero_grad=True)`)."""
+    positive = True
+    while isinstance(test, cst.UnaryOperation) and isinstance(test.operator, cst.Not):
+        test = test.expression
+        positive = not positive
+    if not isinstance(test, cst.Name) or not scope.binding:
+        return None
+    bound, was_bound = scope.subst(test.value)
+    if not was_bound or bound not in ("True", "False"):
+        return None
+    return (bound == "True") == positive
 
 
 def _always_true(test: cst.BaseExpression) -> bool:
