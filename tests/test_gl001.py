@@ -1734,6 +1734,23 @@ TRAINERS_FLAGGED = {
         trainer = Engine(update)
         trainer.run(train_loader, max_epochs=5)
         """,
+    "ignite_process_function_nested_in_a_factory": """
+        import ignite.distributed as idist
+        from ignite.engine import Engine
+
+        def create_trainer(model, optimizer, criterion, scaler):
+            def train_step(engine, batch):
+                x, y = batch[0].to(idist.device()), batch[1].to(idist.device())
+                model.train()
+                with autocast(enabled=True):
+                    loss = criterion(model(x), y)
+                scaler.scale(loss).backward()  # GL001
+                scaler.step(optimizer)
+                scaler.update()
+                return {"batch loss": loss.item()}
+
+            return Engine(train_step)
+        """,
 }
 
 TRAINERS_CLEAN = {
@@ -1774,6 +1791,22 @@ TRAINERS_CLEAN = {
                 optimizer.step()
                 optimizer.zero_grad()
             return loss.item()
+        """,
+    "ignite_backward_helper_called_by_a_clearing_process_function": """
+        from ignite.engine import Engine
+
+        def create_trainer(model, optimizer, criterion):
+            def backward_pass(engine, loss):
+                loss.backward()
+                optimizer.step()
+
+            def train_step(engine, batch):
+                optimizer.zero_grad()
+                loss = criterion(model(batch[0]), batch[1])
+                backward_pass(engine, loss)
+                return loss.item()
+
+            return Engine(train_step)
         """,
     "trainer_chain_clearing_inside_train_step": """
         class Recipe:

@@ -317,14 +317,18 @@ def implicit_loops(facts: ModuleFacts) -> Iterator[Tuple[cst.FunctionDef, Option
         for method in info.methods.values():
             if _ignite_process_function(method):
                 yield method, name
-    for function in facts.functions.values():
+    for function in facts.defs.values():  # module-level and nested (`def create_trainer(): def step(...)`)
         if _ignite_process_function(function):
             yield function, None
 
 
 def _ignite_process_function(func: cst.FunctionDef) -> bool:
+    """`def update(engine, batch)`: the engine first, then the batch (a helper such as
+    `backward_pass(engine, loss)`, called from the process function, is not one)."""
     params = [p.name.value for p in (*func.params.posonly_params, *func.params.params)]
-    return len(params) == 2 and params[0] in ("engine", "_engine", "trainer") and not params[1].startswith("self")
+    if len(params) != 2 or params[0] not in ("engine", "_engine", "trainer"):
+        return False
+    return "batch" in params[1].lower() or params[1] in ("data", "sample", "samples", "inputs")
 
 
 def _from_project(imports: ImportMap, func: cst.BaseExpression) -> bool:
