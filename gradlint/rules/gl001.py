@@ -23,7 +23,7 @@ def check(ctx: Context) -> Iterable[Finding]:
     fix inserts the missing clear where one place is right (`gradlint.rules.gl001_fix`)."""
     from gradlint.rules.gl001_check import check as run
 
-    return run(ctx)
+    return run(ctx, RULE.code)
 
 
 # ------------------------------------------------------------------------------ gradlint run

@@ -23,7 +23,6 @@ from gradlint.analysis.object_kinds import OPTIMIZER
 from gradlint.analysis.project import Project
 from gradlint.analysis.tree import walk
 from gradlint.findings import Finding, Fix
-from gradlint.rules.gl001 import RULE
 from gradlint.rules.gl001_fix import build_fix
 
 
@@ -68,7 +67,7 @@ def _short(ctx, node: cst.CSTNode, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def check(ctx) -> Iterable[Finding]:
+def check(ctx, code: str) -> Iterable[Finding]:
     facts = ctx.training_facts
     local = Analyzer(facts, ctx.options, None)
     project = Project(ctx.path, ctx.options.project_root)
@@ -145,15 +144,16 @@ def check(ctx) -> Iterable[Finding]:
                 else:
                     via_helper[key] = (report, step, optimizer, cleared, period, fix, underlying)
                 break
-    findings = [_finding(ctx, *entry, True) for entry in direct.values()]
+    findings = [_finding(ctx, code, *entry, True) for entry in direct.values()]
     for *entry, underlying in via_helper.values():
         if underlying not in direct:
-            findings.append(_finding(ctx, *entry, False))
+            findings.append(_finding(ctx, code, *entry, False))
     return findings
 
 
 def _finding(
     ctx,
+    code: str,
     report: cst.CSTNode,
     step: Event,
     optimizer: str,
@@ -162,7 +162,7 @@ def _finding(
     fix: Optional[Fix],
     is_backward: bool,
 ) -> Finding:
-    finding = _described(ctx, report, step, optimizer, cleared, period, is_backward)
+    finding = _described(ctx, code, report, step, optimizer, cleared, period, is_backward)
     if fix is None:
         finding = finding.with_(message=finding.message + _NO_FIX)
     return finding.with_(fix=fix)
@@ -174,7 +174,14 @@ _NO_FIX = " (no automatic fix: no single place for the clear is right here)"
 
 
 def _described(
-    ctx, report: cst.CSTNode, step: Event, optimizer: str, cleared: bool, period: Optional[str], is_backward: bool
+    ctx,
+    code: str,
+    report: cst.CSTNode,
+    step: Event,
+    optimizer: str,
+    cleared: bool,
+    period: Optional[str],
+    is_backward: bool,
 ) -> Finding:
     step_node = step.local_node()
     step_line = ctx.position(step_node).start.line
@@ -194,7 +201,7 @@ def _described(
             f"hand-written update {where} already applied: the parameters' gradients {how}; clear them "
             f"after the update (`{tensor}.grad = None`) or before the backward (`model.zero_grad()`)"
         )
-        return ctx.finding(RULE.code, report, message)
+        return ctx.finding(code, report, message)
     name = "the optimizer" if optimizer == ALL else f"`{optimizer}`"
     clear = "optimizer.zero_grad()" if optimizer == ALL else f"{optimizer}.zero_grad()"
     if step_node is report:
@@ -202,14 +209,14 @@ def _described(
             f"`{backward}` runs a backward and steps {name}, adding to gradients that its previous call "
             f"already applied: {name}'s gradients {how}; call `{clear}` before the call"
         )
-        return ctx.finding(RULE.code, report, message)
+        return ctx.finding(code, report, message)
     what = f"`{backward}` adds" if is_backward else f"`{backward}` runs a backward that adds"
     where = "right after the step, under its gate" if period is not None else "before the backward or after the step"
     message = (
         f"{what} to gradients that `{_short(ctx, step_node)}` (line {step_line}) already applied: "
         f"{name}'s gradients {how}; call `{clear}` {where}"
     )
-    return ctx.finding(RULE.code, report, message)
+    return ctx.finding(code, report, message)
 
 
 def _updated_tensor(node: cst.CSTNode) -> str:
