@@ -3,7 +3,10 @@
 torch can only make up the starting gradient of a one-element tensor; for anything else
 `loss.backward()` raises "grad can be implicitly created only for scalar outputs" (and
 `torch.autograd.grad` without `grad_outputs=` does the same). The shapes come from
-`gradlint.analysis.scalars`; when a root's size is unknown the rule says nothing.
+`gradlint.analysis.scalars`; when a root's size is unknown the rule says nothing. A root that holds one
+value per sample of a batch fails for any batch larger than 1; the 0-dim loss of a module wrapped in
+`nn.DataParallel` is gathered into one loss per GPU and fails on more than one GPU: the message says
+which condition applies.
 """
 
 from __future__ import annotations
@@ -26,13 +29,16 @@ _GRADIENT_ARGUMENT = {
 
 def check(ctx: Context) -> Iterable[Finding]:
     """One error per backward without a gradient whose root is proven to hold several elements."""
-    found = ctx.fact("scalars.nonscalar_roots", lambda: nonscalar_roots(ctx.module, ctx.imports))
+    found = ctx.fact(
+        "scalars.nonscalar_roots",
+        lambda: nonscalar_roots(ctx.module, ctx.imports, ctx.path, ctx.options.project_root),
+    )
     for call, root, shape in found:
         name = ctx.code(root)
         argument = _GRADIENT_ARGUMENT.get(call.kind, "gradient=")
         reduce_hint = f"`{name}.mean()` or `{name}.sum()`" if _simple(name) else "`.mean()` or `.sum()`"
         message = (
-            f"`{_short(ctx.code(call.node))}` starts from `{name}`, which is not a scalar: {shape.why}; "
+            f"`{_short(ctx.code(call.node))}` starts from `{name}`, which {shape.condition}: {shape.why}; "
             f"reduce it first ({reduce_hint}) or pass `{argument}` with one weight per element"
         )
         yield ctx.finding("GL003", call.node, message)
