@@ -227,7 +227,7 @@ class Evaluator(TorchCalls):
         func = call.func
         qualified = self.imports.resolve(func)
         args = split_args(call)
-        if qualified is not None and "." in qualified and qualified.split(".")[0] in self.imports.aliases:
+        if qualified is not None and "." in qualified and self._names_module(func):
             wrapped = self._wrapper(qualified, args, env)
             if wrapped is not None:
                 return wrapped

@@ -34,7 +34,7 @@ from gradlint.analysis.names import ImportMap
 from gradlint.analysis.projectmodules import ModuleInfo, ModuleLoader
 from gradlint.analysis.reads import param_names
 from gradlint.analysis.shapeflow import BackwardShape, Walker
-from gradlint.analysis.shapes import UNKNOWN, LossFn, Shape, Value
+from gradlint.analysis.shapes import DATA, UNKNOWN, LossFn, Shape, Value
 from gradlint.analysis.summaries import ClassRef, Summaries, bind_arguments
 from gradlint.analysis.tree import walk
 
@@ -48,6 +48,8 @@ __all__ = [
     "nonscalar_roots",
     "_ASSIGNED",
 ]
+
+_STEP_HOOKS = frozenset({"training_step", "validation_step", "test_step"})
 
 
 class _CallSites:
@@ -139,6 +141,8 @@ class _ScopeIndex:
         env = forget(globals_env, local)
         if cls is not None and param_names(fn)[:1] == ["self"]:
             env.update(self.summaries.class_env(cls))
+        if cls is not None and fn.name.value in _STEP_HOOKS and "batch" in param_names(fn):
+            env["batch"] = DATA  # Lightning hands its step hooks a batch of the loader
         if bound:
             env.update(bound)
         self._walker(cls if param_names(fn)[:1] == ["self"] else None).block(fn.body, env)

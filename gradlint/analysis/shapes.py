@@ -33,7 +33,7 @@ REPORTED = frozenset({"nonscalar", "batched", "gathered"})
 CONDITIONS = {
     "nonscalar": "is not a scalar",
     "batched": "has one value per sample: fails for any batch larger than 1",
-    "gathered": "is gathered by DataParallel, one loss per GPU: fails on more than one GPU",
+    "gathered": "holds one loss per GPU (DataParallel gathers them): fails on more than one GPU",
 }
 
 

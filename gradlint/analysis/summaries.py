@@ -248,6 +248,9 @@ class ProjectEvaluator(Evaluator):
                 if isinstance(inner, Instance):
                     return Instance(inner.cls, True, inner.library)
                 return Instance(None, True, node.name.value)
+            if args.keywords and not args.positional and not args.starred and not self._callable(ref):
+                # a dataclass or named tuple of outputs: `Output(loss=loss, logits=logits)`
+                return Struct(tuple((k, self.value(v, env)) for k, v in args.keywords.items()))
             return Instance(self._ref(ref))
         if self.light:
             return None
@@ -267,6 +270,9 @@ class ProjectEvaluator(Evaluator):
         if inst.gathered:
             result = gather(result, self.code(call.func))
         return result
+
+    def _callable(self, ref: ClassRef) -> bool:
+        return any(self.summaries.method(ref, name) is not None for name in ("forward", "__call__", "__init__"))
 
     def _summary(self, info, fn, cls, call, args, env) -> Optional[Value]:
         bound = bind_arguments(fn, args, lambda e: self.value(e, env), skip_self=cls is not None)

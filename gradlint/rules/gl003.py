@@ -38,7 +38,7 @@ def check(ctx: Context) -> Iterable[Finding]:
         argument = _GRADIENT_ARGUMENT.get(call.kind, "gradient=")
         reduce_hint = f"`{name}.mean()` or `{name}.sum()`" if _simple(name) else "`.mean()` or `.sum()`"
         message = (
-            f"`{_short(ctx.code(call.node))}` starts from `{name}`, which {shape.condition}: {shape.why}; "
+            f"`{_short(ctx.code(call.node))}` starts from `{name}`, which {shape.condition} ({shape.why}); "
             f"reduce it first ({reduce_hint}) or pass `{argument}` with one weight per element"
         )
         yield ctx.finding("GL003", call.node, message)
