@@ -107,9 +107,3 @@ class ModuleLoader:
                 return None, attr
             self.by_path[path] = target
         return target, attr
-
-    def class_ref(self, ref: Tuple[str, str]):
-        info = self.by_path.get(ref[0])
-        if info is None or ref[1] not in info.classes:
-            return None
-        return info, info.classes[ref[1]]

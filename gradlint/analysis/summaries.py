@@ -83,22 +83,27 @@ class Summaries:
         return env
 
     # -- resolving names to the project's definitions ------------------------------------
-    def definition(self, info: ModuleInfo, expr: cst.BaseExpression):
+    def definition(self, info: ModuleInfo, expr: cst.BaseExpression, load: bool = True):
         """("function", info, def) or ("class", info, classdef) for a name the module defines or
-        imports from the project; None otherwise."""
-        if isinstance(expr, cst.Name):
-            name = expr.value
-            if info.counts.get(name) == 1:
-                if name in info.functions:
-                    return "function", info, info.functions[name]
-                if name in info.classes:
-                    return "class", info, info.classes[name]
-            qualified = info.imports.aliases.get(name)
-            return self._imported(info, qualified) if qualified else None
+        imports from the project; None otherwise. With `load` false an imported name is not looked
+        up (that may parse another module): ("imported", info, its text) instead."""
         text = dotted(expr)
-        if text is not None and text.split(".")[0] in info.imports.aliases:
-            return self._imported(info, info.imports.resolve(expr))
-        return None
+        return self.named(info, text, load) if text is not None else None
+
+    def named(self, info: ModuleInfo, text: str, load: bool = True):
+        """`definition` for a name or dotted name as spelt in `info`."""
+        if "." not in text and info.counts.get(text) == 1:
+            if text in info.functions:
+                return "function", info, info.functions[text]
+            if text in info.classes:
+                return "class", info, info.classes[text]
+        head, _, rest = text.partition(".")
+        target = info.imports.aliases.get(head)
+        if target is None:
+            return None
+        if not load:
+            return "imported", info, text
+        return self._imported(info, f"{target}.{rest}" if rest else target)
 
     def _imported(self, info: ModuleInfo, qualified: Optional[str], depth: int = 0):
         if qualified is None or depth > 3:
@@ -112,6 +117,12 @@ class Summaries:
             return "class", target, target.classes[attr]
         alias = target.imports.aliases.get(attr)
         return self._imported(target, alias, depth + 1) if alias else None
+
+    def class_ref(self, ref: Tuple[str, str]) -> Optional[ClassRef]:
+        """The class an instance was made from: (module path, name as spelt there)."""
+        info = self.loader.by_path.get(ref[0])
+        found = self.named(info, ref[1]) if info is not None else None
+        return (found[1], found[2]) if found is not None and found[0] == "class" else None
 
     def bases(self, ref: ClassRef) -> List[ClassRef]:
         info, cls = ref
@@ -211,6 +222,12 @@ def gather(value: Optional[Value], name: str) -> Optional[Value]:
     return value
 
 
+def _matters(value: Value) -> bool:
+    if isinstance(value, Shape):
+        return value.kind not in ("unknown", "scalar", "loader")
+    return not isinstance(value, Seq)
+
+
 class ProjectEvaluator(Evaluator):
     """The evaluator with the project's functions, classes and methods known. Light: only
     instantiation (no summaries), used for module globals and class attributes."""
@@ -237,9 +254,13 @@ class ProjectEvaluator(Evaluator):
                     return None
                 info, fn = found
                 return self._summary(info, fn, self.cls, call, args, env)
-        found = self.summaries.definition(self.info, func)
+        found = self.summaries.definition(self.info, func, load=False)
         if found is None:
             return None
+        if found[0] == "imported":
+            found = self._imported(found[2], call, args, env)
+            if found is None or isinstance(found, Instance):
+                return found
         kind, info, node = found
         if kind == "class":
             ref = (info, node)
@@ -259,7 +280,7 @@ class ProjectEvaluator(Evaluator):
     def instance_call(self, inst: Instance, call: cst.Call, args: CallArgs, env) -> Optional[Value]:
         if self.light or inst.cls is None:
             return None
-        ref = self.summaries.loader.class_ref(inst.cls)
+        ref = self.summaries.class_ref(inst.cls)
         if ref is None:
             return None
         found = self.summaries.method(ref, "forward") or self.summaries.method(ref, "__call__")
@@ -270,6 +291,18 @@ class ProjectEvaluator(Evaluator):
         if inst.gathered:
             result = gather(result, self.code(call.func))
         return result
+
+    def _imported(self, text: str, call: cst.Call, args: CallArgs, env):
+        """An imported project name is looked up (its module parsed) only when the call can matter:
+        an argument is a batch, a model output, a known non-scalar, a criterion or a module to
+        wrap. Otherwise a class gives an instance resolved when it is called; a function, nothing."""
+        exprs = args.positional + list(args.keywords.values()) + args.star_values
+        values = [self.value(e, env) for e in exprs]
+        if any(_matters(v) for v in values):
+            return self.summaries.named(self.info, text)
+        if text.rsplit(".", 1)[-1][:1].isupper():
+            return Instance((self.info.path, text))
+        return None
 
     def _callable(self, ref: ClassRef) -> bool:
         return any(self.summaries.method(ref, name) is not None for name in ("forward", "__call__", "__init__"))
