@@ -479,6 +479,39 @@ FLAGGED = {
             d_loss = netD(real) - netD(fake)
             d_loss.backward()  # GL003
     """,
+    "method_fed_by_loader_multi_scale_rank_loss": """
+        import torch
+        import torch.nn as nn
+        import torch.nn.functional as F
+        from torch.autograd import Variable
+
+        class RankLoss(nn.Module):
+            def __init__(self, margin):
+                super().__init__()
+                self.margin = margin
+
+            def forward(self, scores1, scores2, target):
+                p1 = F.softmax(scores1, dim=1)[:, target]
+                p2 = F.softmax(scores2, dim=1)[:, target]
+                return torch.clamp(p1 - p2 + self.margin, min=0)
+
+        class Manager:
+            def __init__(self, model, loader):
+                self.model = model
+                self.loader = loader
+                self.criterion_rank = RankLoss(0.05)
+
+            def do_batch(self, optimizer, batch, label):
+                batch = Variable(batch.cuda())
+                scores = self.model(batch)
+                for i in range(len(scores) - 1, 0, -1):
+                    self.criterion_rank(scores[i - 1], scores[i], label).backward(retain_graph=True)  # GL003
+                optimizer.step()
+
+            def do_epoch(self, optimizer):
+                for batch, label in self.loader:
+                    self.do_batch(optimizer, batch, label)
+    """,
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -739,6 +772,26 @@ CLEAN = {
         for x, y in loader:
             loss = model(x).sum(0)
             loss.backward()
+    """,
+    "method_called_with_different_values": """
+        class Trainer:
+            def step(self, pred, y):
+                loss = (pred - y) ** 2
+                loss.backward()
+
+            def fit(self, loader):
+                for x, y in loader:
+                    self.step(self.model(x), y)
+                self.step(self.model(x0), y0)
+    """,
+    "multi_head_outputs_each_reduced": """
+        import torch.nn.functional as F
+
+        for x, y in loader:
+            outs = model(x)
+            loss = sum(F.cross_entropy(outs[i], y) for i in range(3))
+            loss.backward()
+            F.cross_entropy(outs[0], y).backward()
     """,
 }
 

@@ -158,6 +158,11 @@ class Evaluator(TorchCalls):
                 return UNKNOWN
         if not isinstance(base, Shape):
             return UNKNOWN
+        if base.kind == "output" and len(items) == 1 and isinstance(items[0].slice, cst.Index):
+            key = string_literal(items[0].slice.value)
+            if key is None or key in _PREDICTION_FIELDS:
+                return OUTPUT  # `scores[i]` of a multi-head model, `outputs["logits"]`
+            return UNKNOWN
         if base.kind == "data":
             return DATA  # `batch["x"]`, `batch[0]`, `x[:, :-1]`
         if base.kind in ("output", "batched") and _keeps_dim0(items):

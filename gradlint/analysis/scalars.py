@@ -53,35 +53,55 @@ _STEP_HOOKS = frozenset({"training_step", "validation_step", "test_step"})
 
 
 class _CallSites:
-    """What the module's own functions are called with (`train(model, criterion)` where
-    `criterion = nn.MSELoss(reduction='none')`, `learn(*batch)` for a loader's batch), so a parameter
-    can carry a known value into the function when every call that the file makes agrees on it."""
+    """What the module's own functions and methods are called with (`train(model, criterion)` where
+    `criterion = nn.MSELoss(reduction='none')`, `learn(*batch)` or `self.do_batch(x, y)` for a
+    loader's batch), so a parameter can carry a known value into the function when every call that
+    the file makes agrees on it."""
 
-    def __init__(self, functions: Dict[str, cst.FunctionDef]) -> None:
+    def __init__(self, functions: Dict[str, cst.FunctionDef], info: ModuleInfo, summaries: Summaries) -> None:
         self.functions = functions
-        self.seen: Dict[str, List[Optional[Dict[str, Value]]]] = {}
+        self.info = info
+        self.summaries = summaries
+        # id of the def -> (def, its class or None, what each call passes; None: cannot tell)
+        self.seen: Dict[int, Tuple[cst.FunctionDef, Optional[ClassRef], List[Optional[Dict[str, Value]]]]] = {}
 
     def note(self, call: cst.Call, env: Dict[str, Value], evaluator: Evaluator) -> None:
-        if not isinstance(call.func, cst.Name) or call.func.value not in self.functions:
+        func = call.func
+        cls: Optional[ClassRef] = None
+        if isinstance(func, cst.Name) and func.value in self.functions:
+            fn = self.functions[func.value]
+        elif (
+            isinstance(func, cst.Attribute)
+            and isinstance(func.value, cst.Name)
+            and func.value.value == "self"
+            and getattr(evaluator, "cls", None) is not None
+            and evaluator.cls[0] is self.info  # type: ignore[attr-defined]
+        ):
+            cls = evaluator.cls  # type: ignore[attr-defined]
+            found = self.summaries.method(cls, func.attr.value)  # type: ignore[arg-type]
+            if found is None or found[0] is not self.info or param_names(found[1])[:1] != ["self"]:
+                return
+            fn = found[1]
+        else:
             return
-        fn = self.functions[call.func.value]
         args = split_args(call)
-        bound = bind_arguments(fn, args, lambda e: evaluator.value(e, env), skip_self=False)
-        if args.starred and not bound:
-            self.seen.setdefault(fn.name.value, []).append(None)  # cannot tell what goes where
-            return
-        self.seen.setdefault(fn.name.value, []).append(bound)
+        bound = bind_arguments(fn, args, lambda e: evaluator.value(e, env), skip_self=cls is not None)
+        entry = self.seen.setdefault(id(fn), (fn, cls, []))
+        entry[2].append(None if args.starred and not bound else bound)
 
-    def agreed(self, name: str) -> Dict[str, Value]:
-        """Parameters every call of `name` in the file passes the same known value for."""
-        sites = self.seen.get(name)
-        if not sites or any(site is None for site in sites):
-            return {}
-        out: Dict[str, Value] = {}
-        for param, value in sites[0].items():  # type: ignore[union-attr]
-            if value == UNKNOWN or not all(site.get(param) == value for site in sites):  # type: ignore[union-attr]
+    def agreed(self) -> List[Tuple[cst.FunctionDef, Optional[ClassRef], Dict[str, Value]]]:
+        """(def, class, parameters every call in the file passes the same known value for)."""
+        out = []
+        for fn, cls, sites in self.seen.values():
+            if not sites or any(site is None for site in sites):
                 continue
-            out[param] = value
+            bound: Dict[str, Value] = {}
+            for param, value in sites[0].items():  # type: ignore[union-attr]
+                if value == UNKNOWN or not all(site.get(param) == value for site in sites):  # type: ignore
+                    continue
+                bound[param] = value
+            if bound:
+                out.append((fn, cls, bound))
         return out
 
 
@@ -106,16 +126,14 @@ class _ScopeIndex:
             for stmt in module.body
             if isinstance(stmt, cst.FunctionDef) and counts.get(stmt.name.value) == 1
         }
-        self.calls = _CallSites(functions)
+        self.calls = _CallSites(functions, self.info, self.summaries)
         module_env = self._walker().block(module.body, {})
         globals_env = {k: v for k, v in module_env.items() if counts.get(k) == 1 and "." not in k}
         self._scope_children(module.body, globals_env, None)
         # Second pass over the functions whose calls in this file pass known criteria or shapes.
         calls, self.calls = self.calls, None
-        for name, fn in functions.items():
-            bound = calls.agreed(name)
-            if bound:
-                self._function(fn, globals_env, None, bound)
+        for fn, cls, bound in calls.agreed():
+            self._function(fn, globals_env, cls, bound)
         return self.record
 
     def _scope_children(self, body, globals_env, cls: Optional[ClassRef]) -> None:

@@ -97,6 +97,8 @@ class TorchCalls:
         last = qualified.rsplit(".", 1)[-1]
         if qualified.startswith("torch.nn.") and last[:1].isupper() and not last.startswith("Parameter"):
             return Instance(None, False, qualified)  # nn.Linear(...), nn.Sequential(...)
+        if qualified in ("torch.autograd.Variable", "torch.autograd.variable.Variable") and args.positional:
+            return self.value(args.positional[0], env)  # type: ignore[attr-defined]
         if qualified.endswith(".DataLoader"):
             return Shape("loader")
         if not qualified.startswith(TORCH) or qualified.count(".") != 1:
