@@ -156,3 +156,42 @@ def assignment_counts(body) -> Dict[str, int]:
                 for inner in assigned_keys(node.body):
                     counts[inner] = counts.get(inner, 0) + 2
     return counts
+
+
+def statement_counts(body) -> Dict[str, int]:
+    """`assignment_counts` read from statements only (no walk into expressions): what a module
+    that is only consulted for its definitions needs, at a fraction of the cost."""
+    counts: Dict[str, int] = {}
+
+    def add(keys, weight: int) -> None:
+        for key in keys:
+            counts[key] = counts.get(key, 0) + weight
+
+    def visit(statements, weight: int) -> None:
+        for stmt in statements:
+            if isinstance(stmt, cst.SimpleStatementLine):
+                for small in stmt.body:
+                    if isinstance(small, cst.Assign):
+                        for target in small.targets:
+                            add(target_keys(target.target), weight)
+                    elif isinstance(small, (cst.AugAssign, cst.AnnAssign)):
+                        add(target_keys(small.target), weight)
+                    else:
+                        add(bound_by(small), 2)
+            elif isinstance(stmt, (cst.FunctionDef, cst.ClassDef)):
+                add([stmt.name.value], weight)
+            elif isinstance(stmt, cst.BaseCompoundStatement):
+                inner = weight
+                if isinstance(stmt, (cst.For, cst.While)):
+                    if isinstance(stmt, cst.For):
+                        add(target_keys(stmt.target), 2)
+                    inner = 2  # assigned once per iteration
+                if isinstance(stmt, cst.With):
+                    for item in stmt.items:
+                        if item.asname is not None:
+                            add(target_keys(item.asname.name), 2)
+                for block in _child_blocks(stmt):
+                    visit(block.body if isinstance(block, cst.BaseSuite) else block, inner)
+
+    visit(body, 1)
+    return counts

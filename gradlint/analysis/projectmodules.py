@@ -13,23 +13,24 @@ from typing import Dict, List, Optional, Tuple
 
 import libcst as cst
 
-from gradlint.analysis.bindings import assignment_counts, definitions
+from gradlint.analysis.bindings import assignment_counts, definitions, statement_counts
 from gradlint.analysis.names import ImportMap
 from gradlint.analysis.project import Project
 
 MAX_FILE_BYTES = 400_000  # larger modules are not read
 MAX_MODULES_PER_FILE = 12  # distinct project modules read while analysing one file
-MAX_CACHED = 32
+MAX_CACHED = 64
 
 
 class ModuleInfo:
     """One parsed module and its top-level definitions."""
 
-    def __init__(self, module: cst.Module, path: str, imports: Optional[ImportMap] = None) -> None:
+    def __init__(self, module: cst.Module, path: str, imports: Optional[ImportMap] = None, main: bool = True) -> None:
         self.module = module
         self.path = path
         self.imports = imports or ImportMap.of(module)
-        self.counts = assignment_counts(module.body)
+        # The analysed file needs exact counts; a module consulted for its definitions, cheap ones.
+        self.counts = assignment_counts(module.body) if main else statement_counts(module.body)
         self.functions: Dict[str, cst.FunctionDef] = {}
         self.classes: Dict[str, cst.ClassDef] = {}
         for node in definitions(module.body):
@@ -64,7 +65,7 @@ def _load(path: str) -> Optional[ModuleInfo]:
     if stat.st_size <= MAX_FILE_BYTES:
         try:
             with open(path, "rb") as handle:
-                info = ModuleInfo(cst.parse_module(handle.read()), path)
+                info = ModuleInfo(cst.parse_module(handle.read()), path, main=False)
         except Exception:  # unreadable, undecodable or unparsable: not resolved
             info = None
     _CACHE[path] = (stat.st_mtime, info)

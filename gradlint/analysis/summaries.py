@@ -22,7 +22,7 @@ from gradlint.analysis.evaluate import CallArgs, Evaluator
 from gradlint.analysis.names import dotted
 from gradlint.analysis.projectmodules import ModuleInfo, ModuleLoader
 from gradlint.analysis.reads import param_names
-from gradlint.analysis.shapes import DATA, UNKNOWN, Instance, Seq, Shape, Struct, Value, merge
+from gradlint.analysis.shapes import DATA, UNKNOWN, Instance, LossFn, Seq, Shape, Struct, Value, merge
 from gradlint.analysis.shapeflow import Walker
 
 MAX_DEPTH = 4  # nested summaries (a helper of a method of a forward...)
@@ -50,12 +50,22 @@ class Summaries:
 
     # -- module and class environments (computed without summaries: no recursion) --------
     def module_globals(self, info: ModuleInfo) -> Dict[str, Value]:
+        """Values of the module's names bound once, by a plain assignment at the top level
+        (`criterion = nn.MSELoss(reduction="none")`, `net = Net()`): what a summarised body may read.
+        Only those statements are evaluated, so a big `if __name__ == "__main__":` costs nothing."""
         found = self.globals.get(info.path)
         if found is None:
             self.globals[info.path] = {}  # while computing
-            walker = Walker(self.evaluator(info, light=True), info.imports, {})
-            env = walker.block(info.module.body, {})
-            found = {k: v for k, v in env.items() if info.counts.get(k) == 1 and "." not in k}
+            evaluator = self.evaluator(info, light=True)
+            found = {}
+            for stmt in info.module.body:
+                if not isinstance(stmt, cst.SimpleStatementLine):
+                    continue
+                for small in stmt.body:
+                    if isinstance(small, cst.Assign) and len(small.targets) == 1:
+                        target = small.targets[0].target
+                        if isinstance(target, cst.Name) and info.counts.get(target.value) == 1:
+                            found[target.value] = evaluator.value(small.value, found)
             self.globals[info.path] = found
         return found
 
@@ -223,9 +233,10 @@ def gather(value: Optional[Value], name: str) -> Optional[Value]:
 
 
 def _matters(value: Value) -> bool:
+    """Can a call's result depend on this argument in a way the rule reports?"""
     if isinstance(value, Shape):
         return value.kind not in ("unknown", "scalar", "loader")
-    return not isinstance(value, Seq)
+    return isinstance(value, (LossFn, Struct))
 
 
 class ProjectEvaluator(Evaluator):
@@ -298,11 +309,11 @@ class ProjectEvaluator(Evaluator):
         wrap. Otherwise a class gives an instance resolved when it is called; a function, nothing."""
         exprs = args.positional + list(args.keywords.values()) + args.star_values
         values = [self.value(e, env) for e in exprs]
-        if any(_matters(v) for v in values):
+        is_class = text.rsplit(".", 1)[-1][:1].isupper()
+        wraps = is_class and bool(args.positional) and isinstance(values[0], Instance)
+        if wraps or any(_matters(v) for v in values):
             return self.summaries.named(self.info, text)
-        if text.rsplit(".", 1)[-1][:1].isupper():
-            return Instance((self.info.path, text))
-        return None
+        return Instance((self.info.path, text)) if is_class else None
 
     def _callable(self, ref: ClassRef) -> bool:
         return any(self.summaries.method(ref, name) is not None for name in ("forward", "__call__", "__init__"))
