@@ -11,11 +11,14 @@ which condition applies.
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Iterable, Optional
+
+import libcst as cst
 
 from gradlint.analysis import Context
+from gradlint.analysis.names import dotted
 from gradlint.analysis.scalars import nonscalar_roots
-from gradlint.findings import Finding
+from gradlint.findings import Edit, Finding, Fix
 
 # What the missing argument is called in each form of backward.
 _GRADIENT_ARGUMENT = {
@@ -41,7 +44,19 @@ def check(ctx: Context) -> Iterable[Finding]:
             f"`{_short(ctx.code(call.node))}` starts from `{name}`, which {shape.condition} ({shape.why}); "
             f"reduce it first ({reduce_hint}) or pass `{argument}` with one weight per element"
         )
-        yield ctx.finding("GL003", call.node, message)
+        yield ctx.finding("GL003", call.node, message, fix=_mean_fix(ctx, root, name))
+
+
+def _mean_fix(ctx: Context, root: cst.BaseExpression, name: str) -> Optional[Fix]:
+    """Reduce the root where the backward starts from it: `loss.backward()` ->
+    `loss.mean().backward()`, `engine.backward(loss)` -> `engine.backward(loss.mean())`. Only for
+    a plain name or attribute; it changes the gradients' scale and meaning (one mean over the
+    batch or the GPUs), so it is a fix to apply knowingly (unsafe), never silently."""
+    if not isinstance(root, (cst.Name, cst.Attribute)) or dotted(root) is None:
+        return None
+    end = ctx.position(root).end
+    offset = ctx.offset(end.line, end.column)
+    return Fix(f"Reduce `{name}` with `.mean()` before the backward", (Edit(offset, offset, ".mean()"),))
 
 
 def _simple(text: str) -> bool:
