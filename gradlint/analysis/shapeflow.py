@@ -10,7 +10,7 @@ a function returns (for `analysis.summaries`).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple, cast
 
 import libcst as cst
 
@@ -22,6 +22,7 @@ from gradlint.analysis.shapes import DATA, UNKNOWN, Seq, Shape, Value, elements,
 from gradlint.analysis.tree import COMPREHENSIONS, SCOPES, walk
 
 Env = Dict[str, Value]
+_TRY = (cst.Try, getattr(cst, "TryStar", cst.Try))
 # Wrappers around an iterable that yield its items (or (index, item) pairs for enumerate).
 _PASS_THROUGH = frozenset("tqdm iter cycle islice prefetch".split())
 
@@ -123,7 +124,8 @@ class Walker:
                 if item.asname is not None:
                     env = forget(env, target_keys(item.asname.name))
             return self.block(stmt.body, env)
-        if isinstance(stmt, (cst.Try, getattr(cst, "TryStar", cst.Try))):
+        if isinstance(stmt, _TRY):
+            stmt = cast(cst.Try, stmt)  # or TryStar: the same fields
             changed = assigned_keys(stmt.body)
             after_body = self.block(stmt.body, dict(env))
             ends = []

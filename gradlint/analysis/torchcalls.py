@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
 
 import libcst as cst
 
@@ -81,6 +81,16 @@ class TorchCalls:
         | frozenset("expand repeat expand_as tile gather item".split())
     )
 
+    if TYPE_CHECKING:  # supplied by the evaluator this is mixed into
+
+        def value(self, expr: cst.BaseExpression, env: Env) -> Value: ...
+
+        def shape(self, expr: cst.BaseExpression, env: Env) -> Shape: ...
+
+        def elementwise(self, shapes: List[Shape], op: str = "", node: Optional[cst.CSTNode] = None) -> Shape: ...
+
+        def _matmul(self, a: Shape, b: Shape) -> Shape: ...
+
     def code(self, node: cst.CSTNode) -> str:
         return short(self.module.code_for_node(node))
 
@@ -90,7 +100,7 @@ class TorchCalls:
             if name in LOSS_FUNCTIONS:
                 return self._loss_call(name, call, args, env)
             if name in ELEMENTWISE_FUNCTIONAL and args.positional:
-                return self.shape(args.positional[0], env)  # type: ignore[attr-defined]
+                return self.shape(args.positional[0], env)
             return None
         if qualified.startswith("torch.nn.") and qualified.rsplit(".", 1)[-1] in LOSS_CLASSES:
             return LossFn(self._reduces(args, 0), self.code(call))
@@ -98,7 +108,7 @@ class TorchCalls:
         if qualified.startswith("torch.nn.") and last[:1].isupper() and not last.startswith("Parameter"):
             return Instance(None, False, qualified)  # nn.Linear(...), nn.Sequential(...)
         if qualified in ("torch.autograd.Variable", "torch.autograd.variable.Variable") and args.positional:
-            return self.value(args.positional[0], env)  # type: ignore[attr-defined]
+            return self.value(args.positional[0], env)
         if qualified.endswith(".DataLoader"):
             return Shape("loader")
         if not qualified.startswith(TORCH) or qualified.count(".") != 1:
@@ -108,7 +118,7 @@ class TorchCalls:
             return self._factory(name, call, args, env)
         if name in LIKE:
             if args.positional:
-                base = self.shape(args.positional[0], env)  # type: ignore[attr-defined]
+                base = self.shape(args.positional[0], env)
                 why = f"`{self.code(call)}` has the shape of its argument"
                 return Shape(base.kind, dims=base.dims, rank=base.rank, why=why if base.is_nonscalar else "")
             return UNKNOWN
@@ -116,13 +126,13 @@ class TorchCalls:
             return Shape("scalar", dims=(), rank=0)
         if name in REDUCTIONS and args.positional:
             if name in ("max", "min") and len(args.positional) > 1 and int_literal(args.positional[1]) is None:
-                return self.elementwise([self.shape(a, env) for a in args.positional[:2]])  # type: ignore
-            base = self.shape(args.positional[0], env)  # type: ignore[attr-defined]
+                return self.elementwise([self.shape(a, env) for a in args.positional[:2]])
+            base = self.shape(args.positional[0], env)
             return self.reduction(name, base, args.positional[1:], args, call)
         if name in ("matmul", "mm", "bmm", "mv") and len(args.positional) == 2:
-            return self._matmul(  # type: ignore[attr-defined]
+            return self._matmul(
                 self.shape(args.positional[0], env),
-                self.shape(args.positional[1], env),  # type: ignore
+                self.shape(args.positional[1], env),
             )
         if name in ("dot", "vdot", "inner") and len(args.positional) == 2:
             if name == "inner":
@@ -134,10 +144,10 @@ class TorchCalls:
                 return Shape("nonscalar", why=f"`{self.code(call)}` stacks {len(items)} tensors")
             return UNKNOWN
         if name == "gather" and args.positional:
-            return self._gather(self.shape(args.positional[0], env), args.positional[1:], args, call)  # type: ignore
+            return self._gather(self.shape(args.positional[0], env), args.positional[1:], args, call)
         if name in ELEMENTWISE_TORCH and args.positional:
             tensor_args = args.positional[:1] if name in ("softmax", "log_softmax") else args.positional
-            return self.elementwise([self.shape(a, env) for a in tensor_args])  # type: ignore[attr-defined]
+            return self.elementwise([self.shape(a, env) for a in tensor_args])
         return None
 
     def _reduces(self, args: CallArgs, skip: int) -> Optional[bool]:
@@ -169,7 +179,7 @@ class TorchCalls:
             return UNKNOWN
         why = f"`{self.code(call)}` returns one loss per element (`reduction='none'`)"
         if name in ELEMENTWISE_LOSSES and len(args.positional) >= 2:
-            inputs = self.elementwise([self.shape(a, env) for a in args.positional[:2]])  # type: ignore
+            inputs = self.elementwise([self.shape(a, env) for a in args.positional[:2]])
             if inputs.dims is not None and math.prod(inputs.dims) <= 1:
                 return Shape("scalar", dims=inputs.dims, rank=inputs.rank)
             return Shape("nonscalar", dims=inputs.dims, rank=inputs.rank, why=why)
@@ -209,8 +219,9 @@ class TorchCalls:
             if all(v is not None for v in values):
                 dims = (values[0], values[-1])  # type: ignore[assignment]
         elif name == "arange":
-            numbers = [number_literal(a) for a in args.positional]
-            if not numbers or any(n is None for n in numbers) or len(numbers) > 3:
+            given_numbers = [number_literal(a) for a in args.positional]
+            numbers = [n for n in given_numbers if n is not None]
+            if not numbers or len(numbers) != len(given_numbers) or len(numbers) > 3:
                 return Shape("unknown", rank=1)
             start, end, step = 0.0, numbers[0], 1.0
             if len(numbers) >= 2:
@@ -219,7 +230,7 @@ class TorchCalls:
                 step = numbers[2]
             if not step:
                 return UNKNOWN
-            dims, rank = (max(0, math.ceil((end - start) / step)),), 1  # type: ignore[operator]
+            dims, rank = (max(0, math.ceil((end - start) / step)),), 1
         elif name == "linspace":
             steps = args.keywords.get("steps", args.positional[2] if len(args.positional) > 2 else None)
             count = int_literal(steps) if steps is not None else None
@@ -240,17 +251,17 @@ class TorchCalls:
 
     def method(self, name: str, receiver: cst.BaseExpression, call: cst.Call, args: CallArgs, env: Env) -> Value:
         """A tensor method called on `receiver`."""
-        base = self.shape(receiver, env)  # type: ignore[attr-defined]
+        base = self.shape(receiver, env)
         if name in REDUCTIONS:
             if name in ("max", "min") and args.positional and int_literal(args.positional[0]) is None:
                 # x.max(other): elementwise maximum
-                return self.elementwise([base] + [self.shape(a, env) for a in args.positional])  # type: ignore
+                return self.elementwise([base] + [self.shape(a, env) for a in args.positional])
             return self.reduction(name, base, args.positional, args, call)
         if name in ELEMENTWISE_METHODS:
             operands = [base]
             if name not in ("softmax", "log_softmax", "to", "type_as", "clamp", "clip", "masked_fill"):
-                operands += [self.shape(a, env) for a in args.positional]  # type: ignore[attr-defined]
-            return self.elementwise(operands, "sub" if name in ("sub", "subtract") else "", call)  # type: ignore
+                operands += [self.shape(a, env) for a in args.positional]
+            return self.elementwise(operands, "sub" if name in ("sub", "subtract") else "", call)
         if name in NUMEL_PRESERVING:
             return self._reshape(name, base, args, call)
         if name in ("expand", "repeat", "expand_as", "tile"):
@@ -334,6 +345,7 @@ class TorchCalls:
     def _reshape(self, name: str, base: Shape, args: CallArgs, call: cst.Call) -> Shape:
         """Reshaping keeps the number of elements; track the rank where it is obvious."""
         kind, why = base.kind, base.why
+        dims: Optional[Tuple[int, ...]]
         if name in ("flatten",) and not args.positional and not args.keywords:
             rank: Optional[int] = 1
             dims = (math.prod(base.dims),) if base.dims is not None else None
@@ -345,12 +357,13 @@ class TorchCalls:
             single_variable = len(given) == 1 and values[0] is None  # a size object: rank unknown
             rank = None if single_variable else len(values)
             dims = None
-            if base.dims is not None and rank is not None and all(v is not None for v in values):
-                known = [v for v in values if v != -1]
+            exact = [v for v in values if v is not None]
+            if base.dims is not None and rank is not None and len(exact) == len(values):
+                known = [v for v in exact if v != -1]
                 total = math.prod(base.dims)
-                if values.count(-1) <= 1 and all(v >= 0 for v in known) and math.prod(known):  # type: ignore
-                    filled = [v if v != -1 else total // math.prod(known) for v in values]  # type: ignore
-                    dims = tuple(filled) if math.prod(filled) == total else None  # type: ignore[arg-type]
+                if exact.count(-1) <= 1 and all(v >= 0 for v in known) and math.prod(known):  # type: ignore[arg-type]
+                    filled = [v if v != -1 else total // math.prod(known) for v in exact]
+                    dims = tuple(filled) if math.prod(filled) == total else None
             if kind == "output" and len(values) >= 2 and values[0] is None:
                 # `out.view(B, -1)` with a batch size B: one row per sample
                 kind, why = "batched", f"`{self.code(call)}` lays a model's output out one row per sample"
