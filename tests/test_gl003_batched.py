@@ -744,6 +744,8 @@ CLEAN = {
             loss.backward()
             loss2 = criterion(model(x), y) * x.size(0) / len(y)
             loss2.backward()
+            loss3 = criterion(model(x), y) * x.numel() / y.dim()
+            loss3.backward()
     """,
     "wgan_discriminator_reduces_in_forward": """
         import torch.nn as nn

@@ -42,6 +42,8 @@ Env = Dict[str, Value]
 BUILTINS = frozenset(dir(builtins))
 # Attributes of a batch that are not per-sample tensors.
 _META = frozenset("shape dtype device ndim is_cuda requires_grad grad_fn names layout".split())
+# Methods of a batch that return sizes or Python values, not per-sample tensors.
+_META_METHODS = frozenset("size numel nelement dim ndimension item tolist stride get_device data_ptr keys".split())
 # Fields of a model's output record that hold per-sample predictions (a `.loss` field is 0-dim).
 _PREDICTION_FIELDS = frozenset(
     "logits last_hidden_state pooler_output prediction_logits start_logits end_logits".split()
@@ -275,6 +277,12 @@ class Evaluator(TorchCalls):
         head = text.split(".")[0]
         if head in self.imports.aliases or (head == text and head in BUILTINS):
             return UNKNOWN
+        if isinstance(func, cst.Attribute):
+            receiver = self.value(func.value, env)
+            if isinstance(receiver, Shape) and receiver.kind in ("data", "output", "batched"):
+                # a method of a batch or of an output (`x.index_select(0, i)`): not a model
+                tensor = receiver.kind == "data" and func.attr.value not in _META_METHODS
+                return DATA if tensor else UNKNOWN
         return OUTPUT if self._feeds_batch(args, env) else UNKNOWN
 
     def _feeds_batch(self, args: CallArgs, env: Env) -> bool:
