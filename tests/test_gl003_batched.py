@@ -597,6 +597,18 @@ CLEAN = {
             loss = criterion(model(x), y)
             loss.backward()
     """,
+    "dataparallel_on_one_device": """
+        import torch.nn as nn
+        import torch.nn.functional as F
+
+        class Net(nn.Module):
+            def forward(self, x, y):
+                return F.mse_loss(self.fc(x), y)
+
+        model = nn.DataParallel(Net(), device_ids=[0])
+        for x, y in loader:
+            model(x, y).backward()
+    """,
     "dataparallel_mean_unconditional": """
         import torch.nn as nn
         import torch.nn.functional as F

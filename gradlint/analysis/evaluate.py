@@ -296,9 +296,12 @@ class Evaluator(TorchCalls):
         if last.endswith("DataParallel"):
             if "Distributed" in last or "Sharded" in last:
                 return inner if isinstance(inner, Instance) else Instance(None, False, last)
+            devices = args.keywords.get("device_ids", args.positional[1] if len(args.positional) > 1 else None)
+            listed = elements(devices) if devices is not None else None
+            gathers = listed is None or len(listed) > 1  # `device_ids=[0]`: one replica, nothing gathered
             if isinstance(inner, Instance):
-                return Instance(inner.cls, True, inner.library)
-            return Instance(None, True, last)
+                return Instance(inner.cls, gathers, inner.library)
+            return Instance(None, gathers, last)
         if qualified in ("torch.compile",) and isinstance(inner, Instance):
             return inner
         return None
