@@ -474,6 +474,23 @@ FLAGGED = {
             loss = outputs.loss
             loss.backward()  # GL003
     """,
+    "reduction_through_a_local_constant": """
+        import torch.nn as nn
+
+        class Tagger(nn.Module):
+            def __init__(self, n_tags):
+                super().__init__()
+                reduction = "none"
+                self.criterion = nn.CrossEntropyLoss(reduction=reduction)
+
+            def forward(self, x, tags):
+                return self.criterion(self.fc(x), tags)
+
+        model = Tagger(9)
+        for x, tags in loader:
+            loss = model(x, tags)
+            loss.backward()  # GL003
+    """,
     "gan_relativistic_per_sample": """
         for real, fake in gan_loader:
             d_loss = netD(real) - netD(fake)

@@ -23,6 +23,7 @@ from gradlint.analysis.shapes import (
     NUMBER,
     OUTPUT,
     UNKNOWN,
+    Const,
     Instance,
     LossFn,
     Seq,
@@ -107,7 +108,8 @@ class Evaluator(TorchCalls):
             return Seq(tuple(self.value(e, env) for e in items)) if items is not None else UNKNOWN
         if isinstance(expr, cst.Dict):
             return self._dict(expr, env)
-        return UNKNOWN
+        text = string_literal(expr) if isinstance(expr, cst.SimpleString) else None
+        return Const(text) if text is not None else UNKNOWN
 
     def _dict(self, expr: cst.Dict, env: Env) -> Value:
         fields = []

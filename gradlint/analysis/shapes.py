@@ -101,7 +101,14 @@ class Instance:
         return Instance(self.cls, False, self.library)
 
 
-Value = Union[Shape, LossFn, Seq, Struct, Instance]
+@dataclass(frozen=True)
+class Const:
+    """A string constant (`reduction = "none"`), for the arguments that take one."""
+
+    text: str
+
+
+Value = Union[Shape, LossFn, Seq, Struct, Instance, Const]
 UNKNOWN = Shape("unknown")
 NUMBER = Shape("scalar", dims=(), rank=0)
 DATA = Shape("data")

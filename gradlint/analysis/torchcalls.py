@@ -28,6 +28,7 @@ from gradlint.analysis.shapes import (
     REDUCTIONS,
     TORCH,
     UNKNOWN,
+    Const,
     Instance,
     LossFn,
     Seq,
@@ -103,7 +104,7 @@ class TorchCalls:
                 return self.shape(args.positional[0], env)
             return None
         if qualified.startswith("torch.nn.") and qualified.rsplit(".", 1)[-1] in LOSS_CLASSES:
-            return LossFn(self._reduces(args, 0), self.code(call))
+            return LossFn(self._reduces(args, 0, env), self.code(call))
         last = qualified.rsplit(".", 1)[-1]
         if qualified.startswith("torch.nn.") and last[:1].isupper() and not last.startswith("Parameter"):
             return Instance(None, False, qualified)  # nn.Linear(...), nn.Sequential(...)
@@ -150,7 +151,7 @@ class TorchCalls:
             return self.elementwise([self.shape(a, env) for a in tensor_args])
         return None
 
-    def _reduces(self, args: CallArgs, skip: int) -> Optional[bool]:
+    def _reduces(self, args: CallArgs, skip: int, env: Env) -> Optional[bool]:
         """Does a loss built/called with these arguments reduce to a scalar? None: cannot tell."""
         if args.starred:
             return None
@@ -165,14 +166,18 @@ class TorchCalls:
             if flag is False:
                 return False
         if "reduction" in args.keywords:
-            text = string_literal(args.keywords["reduction"])
+            given = args.keywords["reduction"]
+            text = string_literal(given)
+            if text is None and isinstance(given, cst.Name):
+                known = self.value(given, env)  # `reduction = "none"` earlier in the scope
+                text = known.text if isinstance(known, Const) else None
             if text is None:
                 return None
             return text != "none"
         return True
 
     def _loss_call(self, name: str, call: cst.Call, args: CallArgs, env: Env) -> Value:
-        reduces = self._reduces(args, 2)
+        reduces = self._reduces(args, 2, env)
         if reduces is True:
             return Shape("scalar", rank=0)
         if reduces is None:
