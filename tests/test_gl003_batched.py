@@ -491,6 +491,34 @@ FLAGGED = {
             loss = model(x, tags)
             loss.backward()  # GL003
     """,
+    "lightning_training_step_returns_per_sample": """
+        import pytorch_lightning as pl
+        import torch.nn.functional as F
+
+        class Regressor(pl.LightningModule):
+            def forward(self, x):
+                return self.net(x)
+
+            def training_step(self, batch, batch_idx):
+                x, y = batch
+                loss = (self(x) - y).abs()
+                self.log("train_loss", loss.mean())
+                return loss  # GL003
+
+            def validation_step(self, batch, batch_idx):
+                x, y = batch
+                return (self(x) - y).abs()
+    """,
+    "lightning_training_step_returns_dict": """
+        import lightning as L
+        import torch.nn.functional as F
+
+        class Tagger(L.LightningModule):
+            def training_step(self, batch, batch_idx):
+                logits = self.model(batch["x"])
+                per_token = F.cross_entropy(logits, batch["y"], reduction="none")
+                return {"loss": per_token, "logits": logits}  # GL003
+    """,
     "gan_relativistic_per_sample": """
         for real, fake in gan_loader:
             d_loss = netD(real) - netD(fake)
@@ -691,6 +719,31 @@ CLEAN = {
             errD_real.backward()
             errG = criterion(netD(netG(noise)), real_label)
             errG.backward()
+    """,
+    "lightning_returns_and_manual_optimization": """
+        import lightning as L
+        import torch.nn.functional as F
+
+        class Mean(L.LightningModule):
+            def training_step(self, batch, batch_idx):
+                x, y = batch
+                return {"loss": ((self(x) - y) ** 2).mean(), "per_sample": (self(x) - y).abs()}
+
+        class Manual(L.LightningModule):
+            def __init__(self):
+                super().__init__()
+                self.automatic_optimization = False
+
+            def training_step(self, batch, batch_idx):
+                x, y = batch
+                loss = ((self(x) - y) ** 2).mean()
+                self.manual_backward(loss)
+                return (self(x) - y).abs()
+
+        class NotLightning:
+            def training_step(self, batch, batch_idx):
+                x, y = batch
+                return (self.model(x) - y).abs()
     """,
     "wgan_means": """
         for real, _ in dataloader:

@@ -23,7 +23,8 @@ return summaries of functions and classes `analysis.summaries`.
 from __future__ import annotations
 
 import os
-from typing import Dict, List, Optional, Tuple
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Tuple, Union
 
 import libcst as cst
 
@@ -34,7 +35,7 @@ from gradlint.analysis.names import ImportMap
 from gradlint.analysis.projectmodules import ModuleInfo, ModuleLoader
 from gradlint.analysis.reads import param_names
 from gradlint.analysis.shapeflow import BackwardShape, Walker
-from gradlint.analysis.shapes import DATA, UNKNOWN, LossFn, Shape, Value
+from gradlint.analysis.shapes import DATA, UNKNOWN, LossFn, Shape, Struct, Value
 from gradlint.analysis.summaries import ClassRef, Summaries, bind_arguments
 from gradlint.analysis.tree import walk
 
@@ -113,6 +114,7 @@ class _ScopeIndex:
         self.summaries = summaries
         self.imports = info.imports
         self.record: Dict[cst.Call, BackwardShape] = {}
+        self.returned: List[Tuple["ReturnedLoss", cst.BaseExpression, Shape]] = []
         self.calls: Optional[_CallSites] = None
 
     def _walker(self, cls: Optional[ClassRef] = None) -> Walker:
@@ -163,8 +165,57 @@ class _ScopeIndex:
             env["batch"] = DATA  # Lightning hands its step hooks a batch of the loader
         if bound:
             env.update(bound)
-        self._walker(cls if param_names(fn)[:1] == ["self"] else None).block(fn.body, env)
+        walker = self._walker(cls if param_names(fn)[:1] == ["self"] else None)
+        walker.block(fn.body, env)
+        if cls is not None and fn.name.value == "training_step" and self._automatic_lightning(cls):
+            self._returned_losses(walker)
         self._scope_children(fn.body.body, forget(globals_env, local), None)
+
+    def _automatic_lightning(self, cls: ClassRef, depth: int = 0) -> bool:
+        """A LightningModule (or a project subclass of one) that leaves the backward to Lightning:
+        no `automatic_optimization` anywhere in the class."""
+        info, node = cls
+        if depth == 0 and "automatic_optimization" in info.module.code_for_node(node):
+            return False
+        for base in node.bases:
+            if (info.imports.resolve(base.value) or "").endswith("LightningModule"):
+                return True
+        return depth < 3 and any(self._automatic_lightning(b, depth + 1) for b in self.summaries.bases(cls))
+
+    def _returned_losses(self, walker: Walker) -> None:
+        """What `training_step` returns (the tensor, or the "loss" of a dict) is what Lightning
+        calls backward on."""
+        for node, value in zip(walker.return_nodes, walker.returns):
+            expr = node.value
+            if expr is None:
+                continue
+            if isinstance(value, Struct):
+                value = value.get("loss")
+                if isinstance(expr, cst.Dict):
+                    expr = next(
+                        (e.value for e in expr.elements if isinstance(e, cst.DictElement) and _key(e) == "loss"),
+                        expr,
+                    )
+            if isinstance(value, Shape) and value.is_nonscalar:
+                self.returned.append((ReturnedLoss(node, expr), expr, value))
+
+
+@dataclass(frozen=True)
+class ReturnedLoss:
+    """A backward Lightning runs for you: on what `training_step` returns (automatic optimization)."""
+
+    node: cst.Return
+    tensor: cst.BaseExpression
+    kind: str = "lightning"
+    gradient: None = None
+
+
+def _key(element: cst.DictElement) -> Optional[str]:
+    key = element.key
+    if isinstance(key, cst.SimpleString):
+        value = key.evaluated_value
+        return value if isinstance(value, str) else None
+    return None
 
 
 def _main_path(path: str) -> str:
@@ -177,12 +228,17 @@ def backward_shapes(
     module: cst.Module, imports: ImportMap, path: str = "-", project_root: Optional[str] = None
 ) -> Dict[cst.Call, BackwardShape]:
     """Every backward call in the module with the inferred shape of each root it starts from."""
+    return _index(module, imports, path, project_root).record
+
+
+def _index(module: cst.Module, imports: ImportMap, path: str, project_root: Optional[str]) -> "_ScopeIndex":
     info = ModuleInfo(module, _main_path(path), imports)
-    summaries = Summaries(ModuleLoader(info, project_root))
+    index = _ScopeIndex(info, Summaries(ModuleLoader(info, project_root)))
     try:
-        return _ScopeIndex(info, summaries).run()
+        index.run()
     finally:
         _ASSIGNED.clear()  # keep no tree alive after the file is done
+    return index
 
 
 def _no_gradient(call: BackwardCall) -> bool:
@@ -194,25 +250,31 @@ def _no_gradient(call: BackwardCall) -> bool:
 
 
 def _lacks_gradient_somewhere(module: cst.Module, imports: ImportMap) -> bool:
-    """Is there a backward call without a gradient? Only those can be reported, so without one
-    the scope index (shapes of every function) need not be built."""
+    """Is there a backward call without a gradient (or a Lightning `training_step`, whose returned
+    loss Lightning backpropagates)? Only those can be reported, so without one the scope index
+    (shapes of every function) need not be built."""
     for node in walk(module):
-        if type(node) is cst.Call:
-            found = backward_call(node, imports)
+        kind = type(node)
+        if kind is cst.Call:
+            found = backward_call(node, imports)  # type: ignore[arg-type]
             if found is not None and _no_gradient(found):
                 return True
+        elif kind is cst.FunctionDef and node.name.value == "training_step":  # type: ignore[attr-defined]
+            return True
     return False
 
 
 def nonscalar_roots(
     module: cst.Module, imports: ImportMap, path: str = "-", project_root: Optional[str] = None
-) -> List[Tuple[BackwardCall, cst.BaseExpression, Shape]]:
+) -> List[Tuple[Union[BackwardCall, ReturnedLoss], cst.BaseExpression, Shape]]:
     """Backward calls without a `gradient` whose root is proven not to be a scalar (always, or
-    for any batch of more than one sample, or on more than one GPU: the shape's kind says which)."""
-    found: List[Tuple[BackwardCall, cst.BaseExpression, Shape]] = []
+    for any batch of more than one sample, or on more than one GPU: the shape's kind says which),
+    and the losses `training_step` returns to Lightning that are."""
+    found: List[Tuple[Union[BackwardCall, ReturnedLoss], cst.BaseExpression, Shape]] = []
     if not _lacks_gradient_somewhere(module, imports):
         return found
-    for item in backward_shapes(module, imports, path, project_root).values():
+    index = _index(module, imports, path, project_root)
+    for item in index.record.values():
         call = item.call
         if not _no_gradient(call):
             continue
@@ -220,4 +282,5 @@ def nonscalar_roots(
             if shape.is_nonscalar:
                 found.append((call, root, shape))
                 break
+    found.extend(index.returned)
     return found

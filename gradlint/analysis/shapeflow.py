@@ -66,6 +66,7 @@ class Walker:
         self.calls = calls  # arguments passed to the module's functions, for a second pass
         self.self_assignments: List[Tuple[str, Value]] = []  # (`self.x`, value) in flow order
         self.returns: List[Optional[Value]] = []  # value of each `return` met (None: bare return)
+        self.return_nodes: List[cst.Return] = []  # the `return` statements, in the same order
 
     def block(self, body, env: Env) -> Env:
         statements = body.body if isinstance(body, cst.BaseSuite) else body
@@ -199,6 +200,7 @@ class Walker:
             return env
         if isinstance(small, cst.Return):
             self.returns.append(self.evaluator.value(small.value, env) if small.value is not None else None)
+            self.return_nodes.append(small)
             return env
         changed = assigned_keys(small)
         return forget(env, changed) if changed else env

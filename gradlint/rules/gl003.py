@@ -6,7 +6,8 @@ torch can only make up the starting gradient of a one-element tensor; for anythi
 `gradlint.analysis.scalars`; when a root's size is unknown the rule says nothing. A root that holds one
 value per sample of a batch fails for any batch larger than 1; the 0-dim loss of a module wrapped in
 `nn.DataParallel` is gathered into one loss per GPU and fails on more than one GPU: the message says
-which condition applies.
+which condition applies. What a LightningModule's `training_step` returns (automatic optimization)
+is backpropagated by Lightning and is checked the same way.
 """
 
 from __future__ import annotations
@@ -40,10 +41,16 @@ def check(ctx: Context) -> Iterable[Finding]:
         name = ctx.code(root)
         argument = _GRADIENT_ARGUMENT.get(call.kind, "gradient=")
         reduce_hint = f"`{name}.mean()` or `{name}.sum()`" if _simple(name) else "`.mean()` or `.sum()`"
-        message = (
-            f"`{_short(ctx.code(call.node))}` starts from `{name}`, which {shape.condition} ({shape.why}); "
-            f"reduce it first ({reduce_hint}) or pass `{argument}` with one weight per element"
-        )
+        if call.kind == "lightning":  # automatic optimization: Lightning runs the backward
+            message = (
+                f"`training_step` returns `{_short(name)}` for Lightning to backpropagate, but it "
+                f"{shape.condition} ({shape.why}); reduce it first ({reduce_hint})"
+            )
+        else:
+            message = (
+                f"`{_short(ctx.code(call.node))}` starts from `{name}`, which {shape.condition} ({shape.why}); "
+                f"reduce it first ({reduce_hint}) or pass `{argument}` with one weight per element"
+            )
         yield ctx.finding("GL003", call.node, message, fix=_mean_fix(ctx, root, name))
 
 
