@@ -100,11 +100,9 @@ def build_analysis(
 
 def _forget_bindings() -> None:
     # `pure_functions` memoises assignment targets per tree; keep no tree alive after the file.
-    from gradlint.analysis import scalars
+    from gradlint.analysis.bindings import _ASSIGNED
 
-    cache = getattr(scalars, "_ASSIGNED", None)
-    if cache is not None:
-        cache.clear()
+    _ASSIGNED.clear()
 
 
 # --------------------------------------------------------------------------------------------
