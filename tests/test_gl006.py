@@ -585,6 +585,33 @@ CLEAN = {
             optimizer.step()
             running_reward = 0.05 * sum(rewards) + 0.95 * running_reward
     """,
+    "stats_returned_beside_the_loss": """
+        def step_with_rollouts(self, loader):
+            stats_list = []
+            for batch in loader:
+                loss, stats = self.compute_loss(batch)
+                self.accelerator.backward(loss)
+                self.optimizer.step()
+                self.optimizer.zero_grad()
+                stats_list.append(stats)
+            return stats_list
+    """,
+    "topk_correct_counts": """
+        from utils import correct_num
+
+        def train(net, loader, optimizer, criterion):
+            top1_num = top5_num = 0
+            for inputs, targets in loader:
+                optimizer.zero_grad()
+                embeddings, logits = net(inputs)
+                loss = criterion(logits, targets)
+                loss.backward()
+                optimizer.step()
+                top1, top5 = correct_num(logits, targets, topk=(1, 5))
+                top1_num += top1
+                top5_num += top5
+            return top1_num, top5_num
+    """,
     "no_training_loop": """
         import torch
 

@@ -273,7 +273,19 @@ def _kept_in_scope(analysis: GraphAnalysis, scope: Scope) -> Iterator[KeptHistor
                 yield kept
 
 
-_METRIC_WORDS = ("acc", "correct", "metric", "f1", "precision", "recall", "iou", "psnr", "ssim", "bleu")
+_METRIC_WORDS = (
+    "acc", "correct", "metric", "f1", "precision", "recall", "iou", "psnr", "ssim", "bleu", "top1", "top5", "topk",
+)
+
+
+def _computed_by_metric(module: cst.Module, scope: Scope, keys, stored: Dict[int, Definition]) -> bool:
+    """Is a name the stored value reads defined by a metric (`top1, top5 = correct_num(logits, y)`)?"""
+    for definition in stored.values():
+        if definition.key in keys or definition.key.startswith("<unpacked@"):
+            text = module.code_for_node(definition.node).lower()
+            if "loss" not in text and any(word in text for word in _METRIC_WORDS):
+                return True
+    return False
 
 
 def _metric_like(module: cst.Module, holder: str, value: cst.BaseExpression) -> bool:
@@ -397,8 +409,12 @@ def _kept(
             if later.tensor is None:
                 continue
             walked = feeding_definitions(scope, later.tensor, order.get(later.node, -1), order)
+            # A definition of a value with history that both read. The tuple a call returns does
+            # not count by itself (`loss, stats = compute_loss(batch)`: the stats are usually numbers).
             shared = [stored[k] for k in set(stored) & set(walked) if k in inside]
-            if any(scope.class_of(d.key) == GRAPH for d in shared):
+            if any(scope.class_of(d.key) == GRAPH and not d.key.startswith("<unpacked@") for d in shared):
+                if _computed_by_metric(analysis.module, scope, reads.keys, stored):
+                    return None
                 scalar = _scalar_root(value, later)
                 return KeptHistory(small, holder, value, form, scalar, scalar and only_shown(scope, holder))
     return None
