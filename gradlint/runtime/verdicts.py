@@ -14,6 +14,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from gradlint.engine import display_path
 from gradlint.findings import RULES, Finding
+from gradlint.runtime import judges
 from gradlint.runtime.events import BackwardSite, Observations, Stack
 
 CONFIRMED, REFUTED, UNEXERCISED = "confirmed", "refuted", "unexercised"
@@ -52,10 +53,27 @@ class _SiteIndex:
 
 
 # ------------------------------------------------------------------------------ per-rule verdicts
+def _manual_stale(sites: List[BackwardSite]) -> Optional[str]:
+    """Evidence of stale gradients applied without an optimizer: a leaf in no optimizer whose value
+    changed between two backwards that accumulated into it with no clear in between."""
+    manual = sum(s.manual_stale for s in sites)
+    if not manual:
+        return None
+    leaves = max(s.manual_stale_leaves for s in sites)
+    return (
+        f"{_plural(manual, 'backward')} accumulated onto the uncleared gradients of "
+        f"{_plural(leaves, 'leaf tensor')} in no optimizer whose value had been updated since the previous "
+        f"backward (a manual step re-applying stale gradients)"
+    )
+
+
 def _gl001(sites: List[BackwardSite], cwd: str) -> Tuple[str, str]:
     sites = [s for s in sites if s.kind == "backward"]
     stale = sum(s.stale_steps for s in sites)
     steps = sum(s.steps for s in sites)
+    manual = _manual_stale(sites)
+    if manual is not None and not stale:
+        return CONFIRMED, manual
     if stale:
         params = max(s.stale_params for s in sites)
         names = sorted({n for s in sites for n in s.stale_optimizers})
@@ -172,15 +190,36 @@ def runtime_only(obs: Observations, matched: Dict[str, set], cwd: str) -> List[F
                 "GL003", site,
                 "backward on a tensor of more than one element without `gradient=`; reduce it to a "
                 "scalar (e.g. .mean()) or pass the gradient", evidence, cwd))
-        if site.loose_leaves > 0:
+        if site.manual_stale and not site.stale_steps and free("GL001"):
             out.append(_runtime_finding(
                 "GL001", site,
-                f"{_plural(site.loose_leaves, 'leaf tensor')} in no optimizer accumulate gradients "
-                "from this backward and are never cleared (set requires_grad=False, or clear them)",
-                f"{_plural(site.loose_leaves, 'leaf tensor')} carried gradients across backward calls "
-                "without a clear and no optimizer holds them",
-                cwd, severity="note"))
+                "this backward accumulates onto gradients a manual update already applied: clear them "
+                "(p.grad = None) after each update", _manual_stale([site]) or "", cwd))
+    out.extend(_extra_runtime_only(obs, matched, cwd))
     return out
+
+
+def _extra_runtime_only(obs: Observations, matched: Dict[str, set], cwd: str) -> List[Finding]:
+    """Runtime-only findings of rules whose runtime judges live in gradlint/runtime/judges.py,
+    found through the rule table by rule name."""
+    out: List[Finding] = []
+    for code, info in RULES.items():
+        spec = judges.BY_RULE_NAME.get(info.name)
+        if spec is not None:
+            out.extend(spec.runtime_only(obs, code, matched.get(code, set()), cwd))
+    return out
+
+
+def loose_leaf_note(obs: Observations) -> Optional[str]:
+    """Informational (not a finding): leaves in no optimizer that carried gradients across backward
+    calls without a clear. Intentional for saliency maps, Fisher information, or reading `.grad`
+    after several backwards; a mistake when they were meant to be trained."""
+    leaves = sum(s.loose_leaves for s in obs.sites.values() if s.loose_leaves > 0)
+    if not leaves:
+        return None
+    return (f"note: {_plural(leaves, 'leaf tensor')} in no optimizer accumulated gradients across backward "
+            f"calls without a clear (fine for saliency maps or Fisher information; add them to an optimizer "
+            f"if they should train)")
 
 
 # ------------------------------------------------------------------------------ the join
@@ -197,7 +236,8 @@ def judge(static: Sequence[Finding], obs: Observations, *, cwd: Optional[str] = 
     for finding in static:
         judge_one = _JUDGES.get(finding.code)
         if judge_one is None:
-            out.append(finding)
+            extra = _extra_judge(finding, obs, matched, cwd)
+            out.append(finding if extra is None else extra)
             continue
         sites = index.matching(finding, cwd)
         for site in sites:
@@ -213,6 +253,20 @@ def judge(static: Sequence[Finding], obs: Observations, *, cwd: Optional[str] = 
             out.append(finding)
     out.sort(key=Finding.sort_key)
     return out
+
+
+def _extra_judge(finding: Finding, obs: Observations, matched: Dict[str, set], cwd: str) -> Optional[Finding]:
+    """A verdict from gradlint/runtime/judges.py for rules declared with one of its rule names."""
+    info = RULES.get(finding.code)
+    spec = judges.BY_RULE_NAME.get(info.name) if info is not None else None
+    if spec is None:
+        return None
+    verdict, evidence, sites = spec.judge(finding, obs, cwd)
+    for site in sites:
+        matched.setdefault(finding.code, set()).add(id(site))
+    if obs.ranks > 1:
+        evidence += f" (merged over {obs.ranks} ranks)"
+    return finding.with_(runtime=verdict, evidence=evidence)
 
 
 def failing(findings: Iterable[Finding]) -> List[Finding]:
