@@ -101,9 +101,8 @@ class Trace:
     def __enter__(self) -> "Trace":
         return self.start()
 
-    def __exit__(self, *exc) -> bool:
-        self.stop()
-        return False  # never swallow the block's exception
+    def __exit__(self, *exc) -> None:
+        self.stop()  # returns None: never swallows the block's exception
 
     # -- results ---------------------------------------------------------------------------
     @property

@@ -158,7 +158,7 @@ class _Program:
                 sys.argv = [self.script] + self.args
                 head = os.path.dirname(os.path.realpath(self.script))
             else:
-                sys.argv = [self.module] + self.args  # run_module puts the module's file in argv[0]
+                sys.argv = [self.module or ""] + self.args  # run_module puts the module's file in argv[0]
                 head = os.getcwd()
             if sys.path:
                 sys.path[0] = head
@@ -168,9 +168,10 @@ class _Program:
                 if self.script is not None:
                     runpy.run_path(self.script, run_name="__main__")
                 else:
-                    runpy.run_module(self.module, run_name="__main__", alter_sys=True)
+                    runpy.run_module(self.module or "", run_name="__main__", alter_sys=True)
             except SystemExit as error:
-                return _exit_code(error) + (error,)
+                status, failed = _exit_code(error)
+                return status, failed, error
             except KeyboardInterrupt as error:
                 _print_traceback(error)
                 return 130, True, error

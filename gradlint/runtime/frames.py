@@ -86,7 +86,7 @@ class CallSites:
             self._lines[key] = found
         return found
 
-    def stack(self, frame) -> Tuple[Stack, Optional[Span]]:
+    def stack(self, frame: Any) -> Tuple[Stack, Optional[Span]]:
         """User frames from `frame` outwards, innermost first, and the innermost call's span."""
         kinds = self._file_kind
         user: list = []
@@ -116,7 +116,7 @@ class CallSites:
         `cache` is the calling thread's path -> site cache; `store` the dict of `obs` that holds
         sites of this kind (default: backward sites)."""
         key: list = [kind]
-        frame = sys._getframe(depth + 1)
+        frame: Any = sys._getframe(depth + 1)
         start = frame
         count = 0
         while frame is not None and count < KEY_DEPTH:
@@ -133,7 +133,7 @@ class CallSites:
         if site.span is None:
             site.span = span
         # The cached code objects keep their ids from being reused while the entry exists.
-        codes = []
+        codes: list = []
         frame = start
         while frame is not None and len(codes) < KEY_DEPTH:
             codes.append(frame.f_code)
@@ -142,6 +142,3 @@ class CallSites:
             cache.clear()
         cache[key_t] = (codes, site)
         return site
-
-    def is_ours(self, filename: str) -> bool:
-        return self.classify(filename) == INTERNAL and os.path.realpath(filename).startswith(GRADLINT_DIR + os.sep)

@@ -58,7 +58,7 @@ class LeafState:
     def untouched(self, grad) -> bool:
         """Is `grad` exactly what we last saw (same object, not modified in place)?"""
         ref = self.grad_ref
-        return ref is not None and ref() is grad and grad._version == self.version
+        return ref is not None and grad._version == self.version and ref() is grad
 
     def clear(self, site: Optional[BackwardSite] = None) -> bool:
         """The gradient was cleared (by the clear at `site` when known). Returns whether it held

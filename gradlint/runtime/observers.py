@@ -20,6 +20,7 @@ Nothing is kept alive: sentinels and parameters are held by weak references.
 
 from __future__ import annotations
 
+import functools
 import math
 import weakref
 from typing import Any, Dict, List, Optional, Tuple
@@ -38,6 +39,10 @@ class _Sentinel:
     """Lives exactly as long as the graph node whose metadata holds it."""
 
     __slots__ = ("__weakref__",)
+
+
+def _freed(site: BackwardSite, _ref: Any) -> None:
+    site.bump(FREED_GRAPH)
 
 
 class _PendingClip:
@@ -131,7 +136,7 @@ class Lifecycle:
                     continue
                 sentinel = _Sentinel()
                 metadata[_SENTINEL_KEY] = sentinel
-                ref = weakref.ref(sentinel, lambda _ref, site=site: site.bump(FREED_GRAPH))
+                ref = weakref.ref(sentinel, functools.partial(_freed, site))
                 self.roots.setdefault(key, []).append((calls, ref))
                 break  # one root per call is enough
 
