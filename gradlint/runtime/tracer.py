@@ -286,6 +286,8 @@ class Tracer:
                 state.depth -= 1
                 tracer._running.discard(ident)
                 state.call = None
+                if tracer._last_call is call:
+                    tracer._last_call = None  # holds the retained roots: must not outlive the call
                 if call is not None:
                     try:
                         tracer._leave(state, call, error)
