@@ -248,7 +248,8 @@ def _trace_and_report(program: _Program, settings, fmt: str, output: Optional[st
         traced.use_observations(merged)
         if failed_ranks:
             if not failed:
-                status, outcome = 1, f"rank{'s' if len(failed_ranks) > 1 else ''} {', '.join(map(str, failed_ranks))} failed"
+                ranks = ", ".join(map(str, failed_ranks))
+                status, outcome = 1, f"rank{'s' if len(failed_ranks) > 1 else ''} {ranks} failed"
             failed = True
             click.echo(f"gradlint run: rank{'s' if len(failed_ranks) > 1 else ''} "
                        f"{', '.join(map(str, failed_ranks))} failed", err=True)

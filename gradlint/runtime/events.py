@@ -102,8 +102,8 @@ class BackwardSite:
 
     def merge(self, other: "BackwardSite") -> None:
         """Fold another rank's record of the same site into this one."""
-        for name in ("calls", "nonscalar", "retained", "retained_watched", "retained_reused", "steps", "stale_accumulations",
-                     "stale_steps", "loose_leaves", "manual_stale"):
+        for name in ("calls", "nonscalar", "retained", "retained_watched", "retained_reused", "steps",
+                     "stale_accumulations", "stale_steps", "loose_leaves", "manual_stale"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         for key, value in other.counts.items():
             self.bump(key, value)

@@ -181,7 +181,8 @@ def judge_kept_graph(finding: Finding, obs: Observations, cwd: str) -> Verdict:
         return CONFIRMED, _kept_evidence(sites), sites
     freed, calls = _total(sites, FREED_GRAPH), sum(s.calls for s in sites)
     if freed >= 2 and calls >= 3:
-        return REFUTED, f"the backward nearby ran {_plural(calls, 'time')} and its graphs were freed each iteration", sites
+        return REFUTED, (f"the backward nearby ran {_plural(calls, 'time')} and its graphs were freed each "
+                         f"iteration"), sites
     return UNEXERCISED, f"the backward nearby ran {_plural(calls, 'time')}; at least 3 are needed to tell", sites
 
 

@@ -368,7 +368,7 @@ def test_two_losses_sharing_a_trunk_are_not_a_carried_graph():
     with _trace() as traced:
         model = mlp()
         optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
-        for inputs, labels in batches(3):
+        for inputs, _ in batches(3):
             optimizer.zero_grad()
             hidden = model[:2](inputs)
             for head_loss in (model[2:](hidden).logsumexp(1).mean(), hidden.pow(2).mean()):

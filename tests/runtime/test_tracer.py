@@ -127,7 +127,8 @@ def test_internal_error_is_counted_not_raised(monkeypatch):
 def test_torch_not_imported_by_package_import():
     import subprocess
 
-    code = "import sys, gradlint.runtime, gradlint.runtime.cli, gradlint.runtime.pytest_plugin; print('torch' in sys.modules)"
+    code = ("import sys, gradlint.runtime, gradlint.runtime.cli, gradlint.runtime.pytest_plugin; "
+            "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
@@ -175,7 +176,7 @@ def test_retain_graph_reused_is_refuted_with_the_line():
     with _trace() as traced:
         model = mlp()
         optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
-        for inputs, labels in batches(3):
+        for inputs, _ in batches(3):
             optimizer.zero_grad()
             hidden = model[:2](inputs)
             first = model[2:](hidden).logsumexp(1).mean()
@@ -337,7 +338,7 @@ def test_traced_scripts_report_paths_relative_to_cwd():
 def test_retained_graphs_are_sampled_after_many_unreused_ones_but_reuse_is_still_seen():
     with _trace() as traced:
         model = mlp()
-        for index, (inputs, labels) in enumerate(batches(160)):
+        for index, (inputs, _) in enumerate(batches(160)):
             hidden = model[:2](inputs)
             loss = model[2:](hidden).logsumexp(1).mean()
             loss.backward(retain_graph=True)
