@@ -1,4 +1,8 @@
-"""GL006 (bad): a classifier keeps its logits, with their graphs, for the epoch's accuracy."""
+"""GL006 (bad): the epoch's loss is summed from copies of the loss scaled by the batch size.
+
+`loss * inputs.size(0)` is a new tensor whose history includes the whole batch's graph; summing
+these keeps every batch's graph alive until the epoch ends.
+"""
 import torch
 from torch import nn
 
@@ -8,14 +12,12 @@ optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
 criterion = nn.CrossEntropyLoss()
 batches = [(torch.randn(16, 10), torch.randint(0, 3, (16,))) for _ in range(5)]
 
-all_logits, all_labels = [], []
+epoch_loss = 0.0
 for inputs, labels in batches:
     logits = model(inputs)
     loss = criterion(logits, labels)
     optimizer.zero_grad()
     loss.backward()
     optimizer.step()
-    all_logits.append(logits)
-    all_labels.append(labels)
-accuracy = (torch.cat(all_logits).argmax(1) == torch.cat(all_labels)).float().mean()
-print(f"train accuracy {accuracy.item():.3f}")
+    epoch_loss += loss * inputs.size(0)
+print(f"train loss {epoch_loss.item() / 80:.3f}")
