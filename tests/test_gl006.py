@@ -711,3 +711,20 @@ def test_fix_when_list_only_logged():
     fixed = _apply(source, finding.fix)
     assert "losses.append(loss.item())" in fixed
     assert _lint(fixed) == []
+
+
+def test_item_fix_is_unsafe_when_the_holder_is_used_through_a_method():
+    source = textwrap.dedent(
+        """
+        running_loss = 0.0
+        for x, y in loader:
+            loss = crit(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            running_loss += loss
+        print(running_loss.item() / len(loader))
+        """
+    )
+    (finding,) = _lint(source)
+    assert finding.fix.applicability == "unsafe"

@@ -470,6 +470,10 @@ def only_shown(scope: Scope, holder: str) -> bool:
 def _reads_only_shown(node: cst.CSTNode, holder: str, showing: bool) -> bool:
     if isinstance(node, (cst.Name, cst.Attribute)) and dotted(node) == holder:
         return showing
+    if isinstance(node, cst.Attribute) and dotted(node.value) == holder:
+        return False  # `running_loss.item()`, `losses.mean`: used as a tensor, not a number
+    if isinstance(node, cst.Subscript) and dotted(node.value) == holder:
+        return False  # `losses[-1]`: its elements are used
     if isinstance(node, SCOPES):
         return holder not in set(names_of(node)) or holder.startswith("self.")
     if isinstance(node, (cst.Assign, cst.AugAssign, cst.AnnAssign)):
