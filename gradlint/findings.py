@@ -44,6 +44,19 @@ RULES: dict[str, RuleInfo] = {
             "backward() without gradient= on a tensor proven not to be a scalar",
         ),
         RuleInfo(
+            "GL004",
+            "clip-grad-misuse",
+            "gradient clipping that cannot work: on GradScaler-scaled gradients before unscale_(), or on "
+            "gradients no optimizer step uses",
+            fixable=True,  # unsafe: inserts scaler.unscale_(optimizer) before the clip
+        ),
+        RuleInfo(
+            "GL005",
+            "gradients-cleared-before-step",
+            "a clear (zero_grad, p.grad = None) that wipes a backward's gradients before the optimizer "
+            "step that should use them",
+        ),
+        RuleInfo(
             "GL100",
             "unused-noqa",
             "a `# noqa` comment that suppresses nothing",

@@ -14,6 +14,8 @@ RULE_MODULES = {
     "GL001": "gradlint.rules.gl001",
     "GL002": "gradlint.rules.gl002",
     "GL003": "gradlint.rules.gl003",
+    "GL004": "gradlint.rules.gl004",
+    "GL005": "gradlint.rules.gl005",
 }
 
 

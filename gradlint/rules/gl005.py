@@ -1,0 +1,268 @@
+"""GL005 gradients-cleared-before-step: a clear that wipes the gradients a backward produced before
+the optimizer step that should use them.
+
+`loss.backward(); optimizer.zero_grad(); optimizer.step()` steps on nothing; an unconditional
+`zero_grad()` between the backward and an accumulation-gated step (or at the top of every iteration
+while the step runs every k-th) throws away all but the last micro-batch. Nothing raises: the model
+just does not train, or trains on a fraction of the data. No other linter reports it.
+
+For every backward of a loop, the rule follows every path from it (on the shared loop graphs,
+`gradlint.analysis.ordering`) to the first optimizer step. A path is *fine* when that step sees
+the backward's gradients, when something reads `.grad` first (a probe or a log), or when a call we
+cannot see into might step or read; it is *wiped* when a clear of that optimizer comes first. The
+clear is reported when every path from the backward that reaches a step is wiped by it. A backward
+followed first by another optimizer's step (a GAN's discriminator) is meant for that optimizer,
+so the generator's clear after it is fine; a loop without a step never reports.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Dict, Iterable, List, Optional, Tuple
+
+import libcst as cst
+
+from gradlint.analysis.names import dotted
+from gradlint.analysis.ordering import (
+    ALL,
+    BACKWARD,
+    CLEAR,
+    DEFINITE,
+    GATE,
+    MAYBE_STEP,
+    MAYBE_UNSCALE,
+    MIRROR,
+    READ,
+    STEP,
+    Event,
+    Finished,
+    LoopInfo,
+    clear_kind,
+    explore,
+    ordering_loops,
+    report_node,
+    training_facts,
+)
+from gradlint.analysis.tree import children
+from gradlint.findings import Finding
+
+CODE = "GL005"
+# Text a file must contain for this rule to possibly fire (zero_grad, p.grad = None, .grad.zero_()).
+NEEDS_WORDS = ("grad",)
+
+# Secondary networks whose zero_grad() does not touch the stepped model's gradients.
+_SECONDARY = re.compile(r"ema|target|teacher|frozen|shadow|swa|averag|disc|critic|net_?d\b|^d$|_d$", re.I)
+# Tests of an `if` that gate a step for gradient accumulation.
+_ACCUMULATION_WORDS = re.compile(r"accum|sync_grad|update_step|do_step|should_step|step_now|is_step", re.I)
+
+
+def check(ctx) -> Iterable[Finding]:
+    reported: Dict[int, Finding] = {}
+    for loop in ordering_loops(ctx):
+        if not any(e.kind == STEP for e in loop.events):
+            continue  # saliency maps, Fisher information, probes: nothing is stepped
+        gates = _AccumulationGates(ctx, loop)
+        sources = _sources(ctx)
+        for backward in [e for e in _unique(loop.events) if e.kind == BACKWARD]:
+            for clear, step, partly in _wiping_clears(loop, backward, gates, sources):
+                node = report_node(clear, loop)
+                if node is None or id(node) in reported:
+                    continue
+                reported[id(node)] = _finding(ctx, node, clear, backward, step, partly)
+    return list(reported.values())
+
+
+def _unique(events: List[Event]) -> List[Event]:
+    seen: set = set()
+    out = []
+    for event in events:
+        if id(event) not in seen:
+            seen.add(id(event))
+            out.append(event)
+    return out
+
+
+def _sources(ctx) -> Dict[str, set]:
+    return training_facts(ctx).sources
+
+
+def _wiping_clears(loop: LoopInfo, backward: Event, gates: "_AccumulationGates", sources) -> List[Tuple]:
+    """(clear, step, partly) for the clears that wipe `backward`'s gradients on every path from it
+    to a step; [] when some path steps on them, reads them, or cannot be judged."""
+    gated = gates.gated_steps(backward)
+    clears: Dict[int, Event] = {}
+
+    def on_event(state, event: Event):
+        if state[0] == "pre":
+            return ("on", (), False, False, False) if event is backward else state
+        _, cleared, stepped, crossed, refilled = state
+        kind = event.kind
+        if kind in (READ, MAYBE_STEP, MAYBE_UNSCALE):
+            return Finished("fine")
+        if kind == CLEAR:
+            how = clear_kind(event)
+            if how == GATE:
+                return state
+            if how not in (DEFINITE, MIRROR):
+                return Finished("fine")  # a call we cannot see into: it may step or read first
+            if id(event) in cleared:
+                return state
+            clears[id(event)] = event
+            return ("on", cleared + (id(event),), stepped, crossed, refilled)
+        if kind == STEP:
+            for clear_id in cleared:
+                if _covers(clears[clear_id], event, sources):
+                    return Finished("wiped-partly" if refilled else "wiped", clears[clear_id], event)
+            if id(event) in gated and not crossed:
+                return Finished("pruned")  # the accumulation gate is closed in this iteration
+            return ("on", cleared, True, crossed, refilled)
+        if kind == BACKWARD:
+            if stepped:
+                return Finished("fine")  # a new backward for the next step: ours was used
+            return ("on", cleared, stepped, crossed, refilled or bool(cleared))
+        return state
+
+    def on_cross(state):
+        return state if state[0] == "pre" else state[:3] + (True,) + state[4:]
+
+    outcomes = explore(loop.graph, ("pre",), on_event, on_cross=on_cross)
+    if not outcomes or any(o.verdict == "fine" for o in outcomes):
+        return []
+    found = []
+    for outcome in outcomes:
+        if outcome.verdict.startswith("wiped") and _reportable(outcome.culprit):
+            found.append((outcome.culprit, outcome.witness, outcome.verdict == "wiped-partly"))
+    return found
+
+
+def _reportable(clear: Optional[Event]) -> bool:
+    """A definite clear that is not part of an optimizer's step closure."""
+    if clear is None or clear_kind(clear) != DEFINITE:
+        return False
+    for node, _local in clear.chain[:-1]:
+        if isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute) and node.func.attr.value == "step":
+            return False  # optimizer.step(closure): the closure clears and recomputes on purpose
+    return True
+
+
+def _covers(clear: Event, step: Event, sources: Dict[str, set]) -> bool:
+    """Does `clear` drop gradients that `step` would use?"""
+    if step.target == ALL:
+        return clear.target == ALL and _model_clear_covers(clear, sources)
+    if clear.target == step.target:
+        return True
+    if clear.target != ALL:
+        return False  # another optimizer's gradients
+    return _model_clear_covers(clear, sources)
+
+
+def _model_clear_covers(clear: Event, sources: Dict[str, set]) -> bool:
+    """`model.zero_grad()` clears the stepped optimizer's gradients unless the model is known to be
+    another one (an EMA copy, a target network, the discriminator of a GAN whose optimizer we
+    know)."""
+    node = clear.node
+    if isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute) and node.func.attr.value == "zero_grad":
+        text = dotted(node.func.value) or ""
+        last = text.rsplit(".", 1)[-1]
+        if _SECONDARY.search(last):
+            return False
+        if sources and text not in sources and text not in ("self", "model", "self.model"):
+            return False  # some optimizers' models are known, and this is none of them
+    return True
+
+
+class _AccumulationGates:
+    """Steps under an `if` that opens only every k-th iteration (`if (i + 1) % k == 0:`,
+    `if accelerator.sync_gradients:`), written directly in the analysed loop."""
+
+    def __init__(self, ctx, loop: LoopInfo) -> None:
+        self.loop = loop
+        self._parents: Optional[Dict[int, cst.CSTNode]] = None
+        self.active = not any(e.kind == CLEAR and clear_kind(e) == GATE for e in loop.events)
+        self.module = ctx.module
+
+    def parents(self) -> Dict[int, cst.CSTNode]:
+        if self._parents is None:
+            parents: Dict[int, cst.CSTNode] = {}
+            stack = [self.loop.loop]
+            while stack:
+                node = stack.pop()
+                for child in children(node):
+                    parents[id(child)] = node
+                    stack.append(child)
+            self._parents = parents
+        return self._parents
+
+    def _ancestors(self, node: cst.CSTNode) -> List[cst.CSTNode]:
+        parents = self.parents()
+        out = []
+        current = parents.get(id(node))
+        while current is not None and current is not self.loop.loop:
+            out.append(current)
+            current = parents.get(id(current))
+        return out
+
+    def gated_steps(self, backward: Event) -> set:
+        """ids of the step events gated for accumulation in a way that does not also gate
+        `backward` (so in the iterations where the gate is closed, the step does not run)."""
+        if not self.active:
+            return set()
+        back_node = report_node(backward, self.loop)
+        if back_node is None:
+            return set()
+        back_ancestors = {id(a) for a in self._ancestors(back_node)}
+        out = set()
+        for event in self.loop.events:
+            if event.kind != STEP:
+                continue
+            node = report_node(event, self.loop)
+            if node is None:
+                continue
+            for ancestor in self._ancestors(node):
+                if isinstance(ancestor, (cst.For, cst.While, cst.FunctionDef)):
+                    break  # inside a nested loop or def: not this loop's gate
+                if isinstance(ancestor, cst.If) and self._accumulation_test(ancestor.test):
+                    if id(ancestor) not in back_ancestors:
+                        out.add(id(event))
+                    break
+        return out
+
+    def _accumulation_test(self, test: cst.BaseExpression) -> bool:
+        stack: List[cst.CSTNode] = [test]
+        while stack:
+            node = stack.pop()
+            if isinstance(node, cst.BinaryOperation) and isinstance(node.operator, cst.Modulo):
+                return True
+            if isinstance(node, (cst.Name, cst.Attribute)):
+                text = dotted(node) if isinstance(node, cst.Attribute) else node.value
+                if text and _ACCUMULATION_WORDS.search(text):
+                    return True
+            stack.extend(children(node))
+        return False
+
+
+def _short(ctx, node: cst.CSTNode, limit: int = 60) -> str:
+    text = re.sub(r"\s+", " ", ctx.code(node)).strip()
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _finding(ctx, node: cst.CSTNode, clear: Event, backward: Event, step: Event, partly: bool) -> Finding:
+    back = backward.local_node()
+    step_node = step.local_node()
+    back_line = ctx.position(back).start.line
+    step_line = ctx.position(step_node).start.line
+    what = f"`{_short(ctx, node)}`"
+    if node is not clear.node:
+        what += " clears gradients and"
+    if partly:
+        consequence = (
+            f"wipes what `{_short(ctx, back)}` (line {back_line}) accumulated before "
+            f"`{_short(ctx, step_node)}` (line {step_line}) uses it, so each step sees only the last batches"
+        )
+    else:
+        consequence = (
+            f"wipes the gradients of `{_short(ctx, back)}` (line {back_line}) before "
+            f"`{_short(ctx, step_node)}` (line {step_line}) uses them, so the step sees none"
+        )
+    how = "clear right after the step (or before the backward), inside the same accumulation gate"
+    return ctx.finding(CODE, node, f"{what} {consequence}; {how}")
