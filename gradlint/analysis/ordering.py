@@ -103,7 +103,30 @@ class OrderingAnalyzer(Analyzer):
             return [scope.event(SCALED, bound, call)] + list(effects)
         if not effects:
             return self._unknown_effects(call, scope)
+        if len(effects) == 1 and isinstance(effects[0], Event) and effects[0].kind == BACKWARD:
+            # `self.backward(loss)`: a method of this class named like a backward, which the facts
+            # layer takes as one; it may scale the loss inside
+            inner = self._scaler_inside(call, scope)
+            if inner is not None:
+                return [scope.event(SCALED, inner, call)] + list(effects)
         return effects
+
+    def _scaler_inside(self, call: cst.Call, scope: Scope) -> Optional[str]:
+        text = dotted(call.func)
+        if not text or "." not in text or backward_call(call, scope.facts.imports) is None:
+            return None
+        saved = self.wants_project
+        resolved = self._resolve_function(text, scope)
+        self.wants_project = saved
+        if resolved is None:
+            return None
+        inline = resolved(call)
+        for inner in inline.scope.facts.summary(inline.body)[0]:
+            scaler = scaled_backward_scaler(inner)
+            if scaler is not None:
+                scaler_text = dotted(scaler)
+                return inline.scope.subst(scaler_text)[0] if scaler_text else ""
+        return None
 
     def _unknown_effects(self, call: cst.Call, scope: Scope) -> List[Event]:
         """Calls the facts layer does not track: `engine.step()` (may step), a call we cannot see

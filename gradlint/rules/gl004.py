@@ -45,6 +45,7 @@ from gradlint.analysis.ordering import (
     ordering_loops,
     report_node,
 )
+from gradlint.analysis.names import dotted
 from gradlint.analysis.tree import walk
 from gradlint.findings import Edit, Finding, Fix
 
@@ -136,11 +137,23 @@ def _unscale_fix(ctx, loop: LoopInfo, clip: Event, scaled: Event, step: Event, u
     nowhere (a second unscale_ per step raises)."""
     if step.target == ALL or not scaled.target:
         return None
-    if len(clip.chain) != 1 or any(len(e.chain) != 1 and not e.target.startswith("self.") for e in (scaled, step)):
-        return None
+    if not clip.chain[-1][1]:
+        return None  # the clip is in another file
+    if len(clip.chain) != 1:
+        # in a helper: only a method of the same object, where `self.` names mean the same
+        if not (scaled.target.startswith("self.") and step.target.startswith("self.")):
+            return None
+        if any(isinstance(node, cst.Call) and not (dotted(node.func) or "").startswith("self.")
+               for node, _local in clip.chain[:-1]):
+            return None
+    elif any(len(e.chain) != 1 and not _named_in(e.target, loop.loop) for e in (scaled, step)):
+        return None  # a name from inside a helper, perhaps its own
     if any(e.kind in (UNSCALE, MAYBE_UNSCALE) for e in loop.events):
         return None
-    statement = _statement_of(loop.loop, clip.node)
+    if len(clip.chain) == 1:
+        statement = _statement_of(loop.loop, clip.node, (cst.FunctionDef, cst.ClassDef, cst.Lambda))
+    else:
+        statement = _statement_of(ctx.module, clip.node, (cst.Lambda,))
     if statement is None:
         return None
     where = ctx.position(statement).start
@@ -161,9 +174,15 @@ def _unscale_fix(ctx, loop: LoopInfo, clip: Event, scaled: Event, step: Event, u
     return Fix(description, (edit,))
 
 
-def _statement_of(loop: cst.CSTNode, call: cst.CSTNode) -> Optional[cst.CSTNode]:
-    """The small statement of the loop that contains `call`."""
-    for node in walk(loop, (cst.FunctionDef, cst.ClassDef, cst.Lambda)):
+def _named_in(text: str, loop: cst.CSTNode) -> bool:
+    """Does the loop itself use the name `text` starts with (so it means the same there)?"""
+    head = text.split(".")[0]
+    return head == "self" or any(type(n) is cst.Name and n.value == head for n in walk(loop))
+
+
+def _statement_of(root: cst.CSTNode, call: cst.CSTNode, stop: tuple) -> Optional[cst.CSTNode]:
+    """The small statement under `root` that contains `call`."""
+    for node in walk(root, stop):
         if isinstance(node, (cst.SimpleStatementLine, cst.SimpleStatementSuite)):
             for small in node.body:
                 if any(inner is call for inner in walk(small)):

@@ -119,7 +119,13 @@ def _wiping_clears(loop: LoopInfo, backward: Event, gates: "_AccumulationGates",
         if kind == BACKWARD:
             if stepped:
                 return Finished("fine")  # a new backward for the next step: ours was used
-            return ("on", cleared, stepped, crossed, refilled or bool(cleared))
+            if cleared:
+                if event is not backward or not crossed:
+                    # another backward after the clear: the step has gradients, perhaps of another
+                    # model; ours were lost, but whether they mattered cannot be told
+                    return Finished("other")
+                return ("on", cleared, stepped, crossed, True)  # the next micro-batch of an accumulation
+            return state
         return state
 
     def on_cross(state):
@@ -161,6 +167,9 @@ def _model_clear_covers(clear: Event, sources: Dict[str, set]) -> bool:
     another one (an EMA copy, a target network, the discriminator of a GAN whose optimizer we
     know)."""
     node = clear.node
+    owner = _grad_owner(node)
+    if owner is not None and not isinstance(owner, cst.Name):
+        return False  # `self.delta.grad.zero_()`: one tensor, not the stepped model's parameters
     if isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute) and node.func.attr.value == "zero_grad":
         text = dotted(node.func.value) or ""
         last = text.rsplit(".", 1)[-1]
@@ -169,6 +178,22 @@ def _model_clear_covers(clear: Event, sources: Dict[str, set]) -> bool:
         if sources and text not in sources and text not in ("self", "model", "self.model"):
             return False  # some optimizers' models are known, and this is none of them
     return True
+
+
+def _grad_owner(node: cst.CSTNode) -> Optional[cst.BaseExpression]:
+    """`p` in `p.grad = None`, `p.grad.zero_()`, `del p.grad`; None for other clears."""
+    target: Optional[cst.BaseExpression] = None
+    if isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute):
+        target = node.func.value
+    elif isinstance(node, cst.Assign) and node.targets:
+        target = node.targets[0].target
+    elif isinstance(node, (cst.AnnAssign, cst.Del)):
+        target = node.target
+    if isinstance(target, cst.Attribute) and target.attr.value == "data":
+        target = target.value
+    if isinstance(target, cst.Attribute) and target.attr.value in ("grad", "main_grad"):
+        return target.value
+    return None
 
 
 class _AccumulationGates:
