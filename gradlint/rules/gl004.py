@@ -68,14 +68,14 @@ def check(ctx) -> Iterable[Finding]:
         for backward in scaled:
             if (states or {}).get(backward.target) == SCALER_OFF:
                 continue  # GradScaler(enabled=False): scale() and unscale_() do nothing
-            for clip, step in _clips_on_scaled_gradients(loop, backward):
+            for clip, step in _clips_on_scaled_gradients(loop, backward, ctx.options):
                 node = clip.local_node()
                 if id(node) not in reported:
                     reported[id(node)] = _scaled_finding(ctx, loop, node, clip, backward, step)
         for clip in clips:
             if id(clip.local_node()) in reported:
                 continue
-            verdict = _unused_clip(loop, clip)
+            verdict = _unused_clip(loop, clip, ctx.options)
             if verdict is not None:
                 node = report_node(clip, loop)
                 if node is not None and id(node) not in reported:
@@ -86,7 +86,7 @@ def check(ctx) -> Iterable[Finding]:
 # (a) -------------------------------------------------------------------------------------------
 
 
-def _clips_on_scaled_gradients(loop: LoopInfo, scaled: Event) -> List[tuple]:
+def _clips_on_scaled_gradients(loop: LoopInfo, scaled: Event, options) -> List[tuple]:
     """(clip, step) pairs: a torch clip reached from `scaled` with no unscale_ in between, then a
     step with no clear in between, on some path."""
 
@@ -106,7 +106,7 @@ def _clips_on_scaled_gradients(loop: LoopInfo, scaled: Event) -> List[tuple]:
             return Finished("scaled-clip", clip, event) if clip is not None else Finished("ok")
         if kind == MAYBE_STEP:
             return Finished("ok")
-        if kind == CLEAR and clear_kind(event) != GATE:
+        if kind == CLEAR and clear_kind(event, options) != GATE:
             return Finished("ok")  # the scaled gradients are gone
         return state
 
@@ -202,7 +202,7 @@ def _newline_at(code: str, offset: int) -> str:
 # (b) -------------------------------------------------------------------------------------------
 
 
-def _unused_clip(loop: LoopInfo, clip: Event) -> Optional[Finished]:
+def _unused_clip(loop: LoopInfo, clip: Event, options) -> Optional[Finished]:
     """The way the clipped gradients are lost (cleared, or added to by a backward) when no path
     from `clip` reaches an optimizer step first; None when one does or we cannot tell."""
 
@@ -215,7 +215,7 @@ def _unused_clip(loop: LoopInfo, clip: Event) -> Optional[Finished]:
         if kind == BACKWARD:
             return Finished("added", None, event)
         if kind == CLEAR:
-            how = clear_kind(event)
+            how = clear_kind(event, options)
             if how == GATE:
                 return state
             if how in (DEFINITE, MIRROR):

@@ -64,7 +64,7 @@ def check(ctx) -> Iterable[Finding]:
         gates = _AccumulationGates(ctx, loop)
         sources = _sources(ctx)
         for backward in [e for e in _unique(loop.events) if e.kind == BACKWARD]:
-            for clear, step, partly in _wiping_clears(loop, backward, gates, sources):
+            for clear, step, partly in _wiping_clears(loop, backward, gates, sources, ctx.options):
                 node = report_node(clear, loop)
                 if node is None or id(node) in reported:
                     continue
@@ -86,7 +86,7 @@ def _sources(ctx) -> Dict[str, set]:
     return training_facts(ctx).sources
 
 
-def _wiping_clears(loop: LoopInfo, backward: Event, gates: "_AccumulationGates", sources) -> List[Tuple]:
+def _wiping_clears(loop: LoopInfo, backward: Event, gates: "_AccumulationGates", sources, options) -> List[Tuple]:
     """(clear, step, partly) for the clears that wipe `backward`'s gradients on every path from it
     to a step; [] when some path steps on them, reads them, or cannot be judged."""
     gated = gates.gated_steps(backward)
@@ -100,7 +100,7 @@ def _wiping_clears(loop: LoopInfo, backward: Event, gates: "_AccumulationGates",
         if kind in (READ, MAYBE_STEP, MAYBE_UNSCALE):
             return Finished("fine")
         if kind == CLEAR:
-            how = clear_kind(event)
+            how = clear_kind(event, options)
             if how == GATE:
                 return state
             if how not in (DEFINITE, MIRROR):
@@ -136,14 +136,14 @@ def _wiping_clears(loop: LoopInfo, backward: Event, gates: "_AccumulationGates",
         return []
     found = []
     for outcome in outcomes:
-        if outcome.verdict.startswith("wiped") and _reportable(outcome.culprit):
+        if outcome.verdict.startswith("wiped") and _reportable(outcome.culprit, options):
             found.append((outcome.culprit, outcome.witness, outcome.verdict == "wiped-partly"))
     return found
 
 
-def _reportable(clear: Optional[Event]) -> bool:
+def _reportable(clear: Optional[Event], options) -> bool:
     """A definite clear that is not part of an optimizer's step closure."""
-    if clear is None or clear_kind(clear) != DEFINITE:
+    if clear is None or clear_kind(clear, options) != DEFINITE:
         return False
     for node, _local in clear.chain[:-1]:
         if isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute) and node.func.attr.value == "step":
@@ -203,7 +203,7 @@ class _AccumulationGates:
     def __init__(self, ctx, loop: LoopInfo) -> None:
         self.loop = loop
         self._parents: Optional[Dict[int, cst.CSTNode]] = None
-        self.active = not any(e.kind == CLEAR and clear_kind(e) == GATE for e in loop.events)
+        self.active = not any(e.kind == CLEAR and clear_kind(e, ctx.options) == GATE for e in loop.events)
         self.module = ctx.module
 
     def parents(self) -> Dict[int, cst.CSTNode]:
