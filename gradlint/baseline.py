@@ -3,26 +3,39 @@
     gradlint check --write-baseline .gradlint-baseline.json   # record today's findings
     gradlint check --baseline .gradlint-baseline.json         # report only new ones
 
-A baseline counts findings per key = (relative path, rule code, fingerprint of the flagged
-line's normalised text and its enclosing function's qualified name). No line numbers: editing
-code above a finding moves it without making it new. A finding is new when its key has more
-findings today than the baseline recorded; keys whose count went down are reported as fixed.
+A baseline counts findings per key = (path, rule code, fingerprint of the flagged line's
+normalised text and its enclosing function's qualified name). A finding is new when its key has
+more findings today than the baseline recorded; keys whose count went down are reported as fixed.
+
+What the key is made of, and why:
+- No line numbers: editing code above a finding moves it without making it new.
+- The path is relative to the project root of the baseline file: the nearest folder at or above
+  the baseline's own folder that holds a pyproject.toml or .git, else the baseline's folder
+  (files outside it are keyed by absolute path). So the keys do not depend on the folder gradlint
+  runs from: `cd sub && gradlint check . --write-baseline b.json` and, from the parent,
+  `gradlint check sub --baseline sub/b.json` agree.
+- The line text is taken as it reads once every available automatic fix (the fixes `--fix`
+  applies) has been applied. `--fix` of one finding (GL002 dropping `retain_graph=True`) then
+  leaves the key of another finding on that line (a baselined GL001 on the same call) unchanged:
+  before the fix its key already used the fixed text, after the fix the text is the same.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 from collections import Counter
 from dataclasses import dataclass
 from typing import Callable, Optional
 
 import gradlint
 from gradlint.atomic import write_atomic
-from gradlint.findings import Finding
-from gradlint.fingerprint import SourceLines, digest, normalise, posix_path
+from gradlint.findings import RULES, Finding
+from gradlint.fingerprint import SourceLines, digest, normalise, posix_path, printable_path
+from gradlint.lines import line_starts
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: paths relative to the project root, line text after automatic fixes
 SourceOf = Callable[[str], Optional[str]]
 
 
@@ -109,20 +122,97 @@ class _Qualnames:
         return best
 
 
-def finding_keys(findings: list, source_of: SourceOf) -> list:
-    """The baseline key of each finding (same order)."""
+def project_root(baseline_path: str) -> str:
+    """The folder baseline keys are relative to (see the module docstring)."""
+    folder = os.path.dirname(os.path.abspath(baseline_path))
+    here = folder
+    while True:
+        if os.path.exists(os.path.join(here, "pyproject.toml")) or os.path.exists(os.path.join(here, ".git")):
+            return here
+        parent = os.path.dirname(here)
+        if parent == here:
+            return folder
+        here = parent
+
+
+def key_path(path: str, root: Optional[str]) -> str:
+    """A finding's (display) path as written in keys: relative to `root` when under it."""
+    if root is None:
+        return printable_path(posix_path(path))
+    full = os.path.abspath(path)
+    try:
+        rel = os.path.relpath(full, root)
+    except ValueError:  # another drive on Windows
+        rel = full
+    if rel == os.pardir or rel.startswith(os.pardir + os.sep) or os.path.isabs(rel):
+        rel = full
+    return printable_path(posix_path(rel))
+
+
+class _FixedLines:
+    """A file's lines as they read after every automatic fix of its findings is applied."""
+
+    def __init__(self, lines: SourceLines, findings: list) -> None:
+        self.lines = lines
+        self._edits: dict = {}
+        for f in findings:
+            info = RULES.get(f.code)
+            if f.cell is None and f.fix is not None and info is not None and info.fixable and f.fix.edits:
+                self._edits.setdefault(f.path, []).append([(e.start, e.end, e.text) for e in f.fix.edits])
+        self._files: dict = {}
+
+    def _prepare(self, path: str):
+        if path not in self._files:
+            text = self.lines.text(path)
+            chosen: list = []
+            if text is not None:
+                for edits in self._edits[path]:  # as --fix chooses: skip a fix overlapping a kept one
+                    if any(not 0 <= s <= e <= len(text) for s, e, _ in edits):
+                        continue
+                    if any(s < ce and cs < e or s == e == cs == ce for s, e, _ in edits for cs, ce, _ in chosen):
+                        continue
+                    chosen.extend(edits)
+            chosen.sort()
+            fixed = text
+            for start, end, new in reversed(chosen):
+                fixed = fixed[:start] + new + fixed[end:]
+            self._files[path] = (line_starts(text) if text is not None else [], chosen, fixed)
+        return self._files[path]
+
+    def line(self, finding: Finding) -> str:
+        if finding.cell is not None or finding.path not in self._edits:
+            return self.lines.line(finding)
+        starts, edits, fixed = self._prepare(finding.path)
+        if fixed is None or not 1 <= finding.line <= len(starts):
+            return self.lines.line(finding)
+        begin = starts[finding.line - 1]
+        shift = 0
+        for start, end, new in edits:
+            if end <= begin:  # before the line (an insertion at its start included)
+                shift += len(new) - (end - start)
+            elif start < begin:  # the line starts inside an edited span: use it as it is
+                return self.lines.line(finding)
+        at = begin + shift
+        stop = re.compile(r"\r|\n").search(fixed, at)
+        return fixed[at:stop.start() if stop else len(fixed)]
+
+
+def finding_keys(findings: list, source_of: SourceOf, root: Optional[str] = None) -> list:
+    """The baseline key of each finding (same order); paths relative to `root` (see
+    `project_root`) when given, else as displayed."""
     lines = SourceLines(source_of)
+    fixed = _FixedLines(lines, findings)
     qualnames = _Qualnames(lines)
     keys = []
     for f in findings:
-        text = normalise(lines.line(f))
-        keys.append(f"{posix_path(f.path)}::{f.code}::{digest(text, qualnames.of(f), length=16)}")
+        text = normalise(fixed.line(f))
+        keys.append(f"{key_path(f.path, root)}::{f.code}::{digest(text, qualnames.of(f), length=16)}")
     return keys
 
 
 def write_baseline(findings: list, source_of: SourceOf, path: str) -> int:
     """Record the findings' counts per key in `path` (atomically); returns how many were recorded."""
-    counts = Counter(finding_keys(findings, source_of))
+    counts = Counter(finding_keys(findings, source_of, project_root(path)))
     payload = {
         "version": FORMAT_VERSION,
         "generated_by": f"gradlint {gradlint.__version__}",
@@ -146,9 +236,13 @@ def read_baseline(path: str) -> Counter:
         raise BaselineError(f"baseline {path} is not valid JSON: {exc}") from None
     if not isinstance(data, dict) or not isinstance(data.get("findings"), dict):
         raise BaselineError(f"baseline {path} has no 'findings' table (write one with --write-baseline)")
+    if data.get("version") == 1:
+        raise BaselineError(f"baseline {path} was written by an older gradlint (format 1, keyed from the "
+                            f"current folder); write it again with --write-baseline")
     if data.get("version") != FORMAT_VERSION:
-        raise BaselineError(f"baseline {path} has version {data.get('version')!r}; this gradlint reads {FORMAT_VERSION}")
-    counts = Counter()
+        raise BaselineError(f"baseline {path} has version {data.get('version')!r}; "
+                            f"this gradlint reads {FORMAT_VERSION}")
+    counts: Counter = Counter()
     for key, count in data["findings"].items():
         if not isinstance(count, int) or isinstance(count, bool) or count < 0:
             raise BaselineError(f"baseline {path}: count for {key!r} is not a non-negative integer")
@@ -165,12 +259,13 @@ def filter_new(findings: list, source_of: SourceOf, path: str, checked: Optional
     ordered = sorted(findings, key=lambda f: f.sort_key())
     seen: Counter = Counter()
     new = []
-    for finding, key in zip(ordered, finding_keys(ordered, source_of)):
+    root = project_root(path)
+    for finding, key in zip(ordered, finding_keys(ordered, source_of, root)):
         seen[key] += 1
         if seen[key] > recorded.get(key, 0):
             new.append(finding)
     matched = len(ordered) - len(new)
-    linted = {posix_path(p) for p in checked} if checked is not None else None
+    linted = {key_path(p, root) for p in checked} if checked is not None else None
     fixed = sum(
         max(0, count - seen.get(key, 0))
         for key, count in recorded.items()

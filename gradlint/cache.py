@@ -22,7 +22,7 @@ from gradlint import __version__
 from gradlint.atomic import write_atomic
 from gradlint.findings import Edit, Finding, Fix
 
-FORMAT = 2  # bump when the entry layout changes
+FORMAT = 3  # bump when the entry layout changes
 
 
 def _digest(*parts: str) -> str:
@@ -88,6 +88,7 @@ def _dump(finding: Finding) -> dict:
         out["cell"] = finding.cell
     if finding.fix is not None:
         out["fix"] = {"description": finding.fix.description,
+                      "applicability": finding.fix.applicability,
                       "edits": [[e.start, e.end, e.text] for e in finding.fix.edits]}
     return out
 
@@ -95,7 +96,8 @@ def _dump(finding: Finding) -> dict:
 def _load(entry: dict, path: str) -> Finding:
     fix = None
     if entry.get("fix"):
-        fix = Fix(entry["fix"]["description"], tuple(Edit(s, e, t) for s, e, t in entry["fix"]["edits"]))
+        fix = Fix(entry["fix"]["description"], tuple(Edit(s, e, t) for s, e, t in entry["fix"]["edits"]),
+                  entry["fix"].get("applicability", "safe"))
     return Finding(
         code=entry["code"],
         message=entry["message"],
@@ -110,11 +112,74 @@ def _load(entry: dict, path: str) -> Finding:
     )
 
 
+def _is_int(value, low: int = 0) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+def valid_finding(entry, source: Optional[str] = None) -> bool:
+    """Is `entry` a stored finding gradlint could have written? Types, known rule code, ranges
+    (1-based lines, end not before start), and a fix's edits: [start, end, text] with
+    0 <= start <= end, not overlapping, and (when the file's decoded `source` is given) inside it."""
+    from gradlint.findings import RULES  # lazily: this module's imports stay as they are
+
+    if not isinstance(entry, dict):
+        return False
+    if not isinstance(entry.get("code"), str) or entry["code"] not in RULES:
+        return False
+    if not isinstance(entry.get("message"), str) or not isinstance(entry.get("severity"), str):
+        return False
+    if not all(_is_int(entry.get(k), 1) for k in ("line", "end_line")):
+        return False
+    if not all(_is_int(entry.get(k), 0) for k in ("column", "end_column")):
+        return False
+    if (entry["end_line"], entry["end_column"]) < (entry["line"], entry["column"]):
+        return False
+    if "cell" in entry and entry["cell"] is not None and not _is_int(entry["cell"], 1):
+        return False
+    fix = entry.get("fix")
+    if fix is None:
+        return True
+    if not isinstance(fix, dict) or not isinstance(fix.get("description"), str):
+        return False
+    edits = fix.get("edits")
+    if not isinstance(edits, list) or not edits:
+        return False
+    spans = []
+    for edit in edits:
+        if not isinstance(edit, list) or len(edit) != 3:
+            return False
+        start, end, text = edit
+        if not (_is_int(start) and _is_int(end) and isinstance(text, str) and start <= end):
+            return False
+        if source is not None and end > len(source):
+            return False
+        spans.append((start, end))
+    spans.sort()
+    if any(later[0] < earlier[1] for earlier, later in zip(spans, spans[1:])):
+        return False
+    return True
+
+
+def valid_entry(stored, source: Optional[str] = None) -> bool:
+    """Is `stored` (a parsed cache entry) well formed: {"deps": {path: sha256 hex},
+    "findings": [finding...]} with every finding passing `valid_finding(.., source)`?
+    A cache entry that fails is treated as a miss (never trusted, never an error)."""
+    if not isinstance(stored, dict) or set(stored) != {"deps", "findings"}:
+        return False
+    deps, findings = stored["deps"], stored["findings"]
+    if not isinstance(deps, dict) or not isinstance(findings, list):
+        return False
+    for sha in deps.values():
+        if not isinstance(sha, str) or len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
+            return False
+    return all(valid_finding(entry, source) for entry in findings)
+
+
 class Cache:
     """Look up and store one file's findings (without its display path, which is re-attached).
 
     An entry also records the sha256 of every project module whose helpers the file calls (see
-    engine.helper_modules); a lookup is a hit only while those still hash the same. Checking
+    `dependencies`); a lookup is a hit only while those still hash the same. Checking
     the recorded modules is cheap (their hashes are memoised by stat), so a warm run never
     repeats the helper search."""
 
@@ -135,16 +200,16 @@ class Cache:
         return os.path.join(self.folder, key[:2], key + ".json")
 
     def get(self, key: str, display: str) -> Optional[List[Finding]]:
-        from gradlint.engine import file_sha
-
         try:
             with open(self._entry(key), "r", encoding="utf-8") as handle:
                 stored = json.load(handle)
+            if not valid_entry(stored):
+                return None  # hand-edited, truncated or crafted (a shared CI cache): a miss
             for dep, sha in stored["deps"].items():
                 if file_sha(dep) != sha:
                     return None  # a helper module changed: its callers must be re-checked
             return [_load(entry, display) for entry in stored["findings"]]
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
             return None
 
     def _prepare(self) -> None:
@@ -171,3 +236,40 @@ class Cache:
 def _atomic_write(path: str, text: str) -> None:
     # 0644: the cache may be shared (CI caches, containers)
     write_atomic(path, text.encode("utf-8"), mode=0o644)
+
+
+# ---------------------------------------------------------------------------------------------
+# Dependencies: the project modules whose helpers a file calls
+
+
+def dependencies(program: bytes, path: str, settings) -> Dict[str, str]:
+    """path -> sha256 of the project modules holding the helpers the program of `path` calls
+    (as the prefilter follows them); stored with the entry and checked on every lookup."""
+    from gradlint.prefilter import helper_modules
+
+    return helper_modules(program, path, settings)
+
+
+def dependency_digest(program: bytes, path: str, settings) -> str:
+    """One hash over `dependencies` (paths and contents)."""
+    parts = [f"{m}\0{sha}" for m, sha in sorted(dependencies(program, path, settings).items())]
+    return hashlib.sha256("\n".join(parts).encode("utf-8", "surrogatepass")).hexdigest()
+
+
+_SHAS: Dict[tuple, str] = {}
+
+
+def file_sha(path: str) -> Optional[str]:
+    """sha256 of a file's bytes, memoised by (path, mtime, size); None when unreadable."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    key = (path, st.st_mtime_ns, st.st_size)
+    if key not in _SHAS:
+        try:
+            with open(path, "rb") as handle:
+                _SHAS[key] = hashlib.sha256(handle.read()).hexdigest()
+        except OSError:
+            return None
+    return _SHAS[key]

@@ -16,6 +16,7 @@ import click
 
 from gradlint import __version__
 from gradlint.findings import RULES, Finding
+from gradlint.rules import by_name_or_code
 from gradlint.options import common_options, emit_report, fail, resolve_output_format, settings_from_options
 
 # Show a progress counter on a terminal only when the run is long enough to need one.
@@ -69,7 +70,7 @@ class _Progress:
 
 
 def _read_text(path: str) -> Optional[str]:
-    from gradlint.engine import DecodeProblem, decode_source
+    from gradlint.source import DecodeProblem, decode_source
 
     try:
         with open(path, "rb") as handle:
@@ -85,7 +86,7 @@ def _read_text(path: str) -> Optional[str]:
               help="Worker processes (default 0: all usable cores; 1 = serial).")
 @click.option("--no-cache", is_flag=True, envvar="GRADLINT_NO_CACHE",
               help="Neither read nor write the result cache [env GRADLINT_NO_CACHE=1].")
-@click.option("--cache-dir", type=click.Path(file_okay=False), default=None, envvar="GRADLINT_CACHE_DIR",
+@click.option("--cache-dir", type=click.Path(), default=None, envvar="GRADLINT_CACHE_DIR",
               help="Where the result cache lives [default: .gradlint_cache beside the config; "
                    "env GRADLINT_CACHE_DIR].")
 @click.option("--force-exclude", is_flag=True,
@@ -130,21 +131,28 @@ def check(paths: Tuple[str, ...], select, ignore, extend_select, output_format, 
     except (DiscoveryError, ConfigError) as err:
         fail(str(err))
     if not files:
-        # Nothing to lint (pre-commit passed no Python file, or all were excluded): stay quiet,
-        # except that machine-readable reports are still written so CI gets a valid document.
+        # Nothing to lint (pre-commit passed no Python file, or all were excluded): say so on
+        # stderr (as ruff does); machine-readable reports are still written so CI gets a valid document.
+        if not quiet:
+            click.echo("gradlint: warning: No Python files found", err=True)
         if fmt not in ("full", "concise") or output:
             emit_report([], files_checked=0, **report)
         sys.exit(0)
+    use_cache = not no_cache
+    if use_cache and os.path.exists(settings.cache_path) and not os.path.isdir(settings.cache_path):
+        click.echo(f"gradlint: warning: cache dir {settings.cache_path} is not a folder; running without the cache",
+                   err=True)
+        use_cache = False
     progress = _Progress(len(files), enabled=not quiet)
     try:
-        result = lint_files(files, settings, jobs=jobs, use_cache=not no_cache, progress=progress)
+        result = lint_files(files, settings, jobs=jobs, use_cache=use_cache, progress=progress)
     finally:
         progress.close()
     if add_noqa:
         sys.exit(_add_noqa(result, quiet))
     fixed = 0
     if fix:
-        fixed, result = _apply_fixes(result, settings, jobs=jobs, use_cache=not no_cache)
+        fixed, result = _apply_fixes(result, settings, jobs=jobs, use_cache=use_cache)
     findings = _baseline(result, write_baseline, baseline)
     sources: Dict[str, Optional[str]] = {}
 
@@ -202,8 +210,9 @@ def _baseline(result, write_to: Optional[str], compare_with: Optional[str]) -> L
 def _check_stdin(settings, stdin_filename: Optional[str], fix: bool, report: dict) -> int:
     """Lint the source on stdin under the name `--stdin-filename` (default `-`)."""
     from gradlint.discovery import Excluder
-    from gradlint.engine import DecodeProblem, InternalError, decode_source, lint_bytes
-    from gradlint.engine import apply_fixes
+    from gradlint.engine import InternalError, lint_bytes
+    from gradlint.source import DecodeProblem, decode_source
+    from gradlint.fixes import apply_fixes
 
     from gradlint.config import ConfigError
 
@@ -244,28 +253,31 @@ def _check_stdin(settings, stdin_filename: Optional[str], fix: bool, report: dic
 
 def _add_noqa(result, quiet: bool) -> int:
     """--add-noqa: annotate every finding's line; exit 0 (2 if the run had internal errors)."""
-    from gradlint.engine import add_noqa_file
+    from gradlint.fixes import add_noqa_file
 
     by_file: Dict[str, List[Finding]] = {}
     for finding in result.findings:
         by_file.setdefault(finding.path, []).append(finding)
     added = 0
+    failed = 0
     for shown, findings in sorted(by_file.items()):
         try:
             added += add_noqa_file(result.paths.get(shown, shown), findings)
         except (ValueError, OSError) as err:
+            failed += 1
             click.echo(f"gradlint: warning: {shown}: noqa directives not added: {err}", err=True)
     if not quiet:
         click.echo(f"Added {added} noqa directive{'s' if added != 1 else ''}.", err=True)
     for error in result.errors:
         click.echo(f"gradlint: error: {error}", err=True)
-    return 2 if result.errors else 0
+    # A file that could not be annotated (read-only, changed meanwhile) still has its findings.
+    return 2 if result.errors else 1 if failed else 0
 
 
 def _apply_fixes(result, settings, *, jobs: int, use_cache: bool):
     """Apply fixes file by file (atomic write, only if the result still parses); relint those files."""
     from gradlint.engine import lint_files
-    from gradlint.engine import fix_file
+    from gradlint.fixes import fix_file
 
     by_file: Dict[str, List[Finding]] = {}
     for finding in result.findings:
@@ -306,9 +318,9 @@ def rules_command(output_format: str) -> None:
     if output_format == "json":
         import json
 
-        rows = [{"code": r.code, "name": r.name, "summary": r.summary, "fixable": r.fixable,
-                 "default_on": r.default_on, "severity": r.severity} for r in RULES.values()]
-        click.echo(json.dumps(rows, indent=2))
+        records = [{"code": r.code, "name": r.name, "summary": r.summary, "fixable": r.fixable,
+                    "default_on": r.default_on, "severity": r.severity} for r in RULES.values()]
+        click.echo(json.dumps(records, indent=2))
         return
     header = ("code", "name", "fixable", "default", "what it finds")
     rows = [(r.code, r.name, "yes" if r.fixable else "no", "on" if r.default_on else "off", r.summary)
@@ -319,24 +331,10 @@ def rules_command(output_format: str) -> None:
 
 
 def _rule_page(code: str) -> Optional[str]:
-    """rules/<CODE>.md: from the installed package `gradlint.catalogue`, else from the repo."""
-    try:
-        from importlib import resources
+    """The rule's markdown page (see gradlint.pages)."""
+    from gradlint.pages import rule_page
 
-        page = resources.files("gradlint.catalogue").joinpath(f"{code}.md")
-        if page.is_file():
-            return page.read_text(encoding="utf-8")
-    except (ImportError, ModuleNotFoundError, FileNotFoundError, OSError, TypeError, AttributeError):
-        pass
-    import gradlint
-
-    repo_page = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(gradlint.__file__))), "rules",
-                             f"{code}.md")
-    try:
-        with open(repo_page, encoding="utf-8") as handle:
-            return handle.read()
-    except OSError:
-        return None
+    return rule_page(code)
 
 
 @main.command("explain")
@@ -344,7 +342,7 @@ def _rule_page(code: str) -> Optional[str]:
 def explain(code: str) -> None:
     """Print a rule's page: `gradlint explain GL001` (or its name, missing-zero-grad)."""
     wanted = code.strip()
-    info = RULES.get(wanted.upper()) or next((r for r in RULES.values() if r.name == wanted.lower()), None)
+    info = by_name_or_code(wanted)
     if info is None:
         fail(f"unknown rule {code!r} (see `gradlint rules`)")
     page = _rule_page(info.code)
@@ -354,11 +352,31 @@ def explain(code: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# server
+
+
+@main.command("server")
+def server_command() -> None:
+    """Run the Language Server over stdio (for editors): diagnostics and quick fixes as you type."""
+    try:
+        from gradlint.server import main as serve
+    except ImportError as err:
+        fail(f"`gradlint server` needs pygls and lsprotocol ({err}); install them with: "
+             "pip install 'torch-gradlint[lsp]'")
+    serve()
+
+
+# ---------------------------------------------------------------------------------------------
 # run (the runtime tracer lives in gradlint.runtime.cli and must not import torch at import time)
 
-try:
-    from gradlint.runtime.cli import run_command
-except ImportError:  # the runtime part is optional; `check` works without it
-    run_command = None
-if run_command is not None:
-    main.add_command(run_command, "run")
+def _runtime_command() -> Optional[click.Command]:
+    try:
+        from gradlint.runtime.cli import run_command
+    except ImportError:  # the runtime part is optional; `check` works without it
+        return None
+    return run_command
+
+
+_RUN = _runtime_command()
+if _RUN is not None:
+    main.add_command(_RUN, "run")

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Dict, Iterable, Mapping, Optional, Tuple
 
 from gradlint.findings import RULES
+from gradlint.rules import parse_error
 
 try:  # Python >= 3.11
     import tomllib as _toml
@@ -33,7 +34,6 @@ DEFAULT_CACHE_DIR = ".gradlint_cache"
 
 # GL000 (the file cannot be read) is reported whatever --select says, like ruff's syntax errors;
 # only naming it exactly in an ignore list turns it off.
-ALWAYS_ON = "GL000"
 
 _SELECTOR = re.compile(r"^(ALL|[A-Z]+[0-9]*)$")
 
@@ -52,6 +52,8 @@ def parse_selectors(values: Iterable[str], where: str) -> Tuple[str, ...]:
     for raw in values:
         if not isinstance(raw, str):
             raise ConfigError(f"{where}: expected rule codes as strings, got {raw!r}")
+        if not raw.strip(" \t\r\n,"):  # `select = [""]` is a mistake, not "no rules"
+            raise ConfigError(f"{where}: empty rule selector {raw!r} (use `[]` to select no rules)")
         for part in re.split(r"[,\s]+", raw.strip()):
             if not part:
                 continue
@@ -84,7 +86,7 @@ class Selection:
 
     def apply(self, enabled: set) -> set:
         if self.select is not None:  # a new selection; GL000 stays unless ignored by name
-            enabled = {ALWAYS_ON} & set(enabled)
+            enabled = {parse_error().code} & set(enabled)
         chosen = [(s, True) for s in (self.select or ()) + self.extend_select]
         chosen += [(s, False) for s in self.ignore]
         # Less specific first, so more specific selectors overrule them; ignore last on a tie.
@@ -95,7 +97,7 @@ class Selection:
                 if _matches(selector, code):
                     if on:
                         enabled.add(code)
-                    elif selector == code or code != ALWAYS_ON:
+                    elif selector == code or code != parse_error().code:
                         enabled.discard(code)
         return enabled
 
@@ -165,10 +167,9 @@ class Settings:
             return enabled
         specs = self._memo.get("pfi")
         if specs is None:
-            import pathspec
+            from gradlint.patterns import compile_lines  # patterns were validated when read
 
-            specs = [(pathspec.GitIgnoreSpec.from_lines([pattern]), codes)
-                     for pattern, codes in self.per_file_ignores]
+            specs = [(compile_lines([pattern]), codes) for pattern, codes in self.per_file_ignores]
             self._memo["pfi"] = specs
         rel = self.relative(path)
         for spec, codes in specs:
@@ -231,6 +232,8 @@ def _read_toml(path: str) -> dict:
         raise ConfigError(f"invalid TOML in {path}: {' '.join(str(err).split())}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"invalid TOML in {path}: not UTF-8") from None
+    except RecursionError:  # tomllib recurses once per nested array/table
+        raise ConfigError(f"invalid TOML in {path}: nested too deeply to read") from None
 
 
 def _tool_table(doc: dict) -> Optional[dict]:
@@ -317,8 +320,24 @@ def _per_file_ignores(value: Any, key: str) -> Tuple[Tuple[str, Tuple[str, ...]]
         raise ConfigError(f"{key}: expected a table of glob = [codes], got {value!r}")
     out = []
     for pattern, codes in value.items():
+        _check_pattern(pattern, key)
         out.append((pattern, parse_selectors(_string_list(codes, f"{key}.{pattern!r}"), f"{key}.{pattern!r}")))
     return tuple(out)
+
+
+def _check_pattern(pattern: str, key: str) -> None:
+    from gradlint.patterns import invalid_pattern
+
+    reason = invalid_pattern(pattern)
+    if reason is not None:
+        raise ConfigError(f"{key}: invalid pattern {pattern!r}: {reason}")
+
+
+def _patterns(value: Any, key: str) -> Tuple[str, ...]:
+    patterns = _string_list(value, key)
+    for pattern in patterns:
+        _check_pattern(pattern, key)
+    return patterns
 
 
 def _helper_names(value: Any, key: str) -> Tuple[str, ...]:
@@ -335,8 +354,8 @@ _KEYS = {
     "extend-select": ("extend_select", lambda v, k: parse_selectors(_string_list(v, k), k)),
     "ignore": ("ignore", lambda v, k: parse_selectors(_string_list(v, k), k)),
     "per-file-ignores": ("per_file_ignores", _per_file_ignores),
-    "exclude": ("exclude", _string_list),
-    "extend-exclude": ("extend_exclude", _string_list),
+    "exclude": ("exclude", _patterns),
+    "extend-exclude": ("extend_exclude", _patterns),
     "respect-gitignore": ("respect_gitignore", _bool),
     "force-exclude": ("force_exclude", _bool),
     "output-format": ("output_format", _output_format),

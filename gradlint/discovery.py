@@ -5,7 +5,10 @@
 - `exclude` (default: VCS folders, virtual envs, build output, caches; replaced by the config's
   `exclude`) and `extend-exclude` are gitignore-style patterns anchored at the settings root.
 - With `respect-gitignore` (default), `.gitignore` files (nested ones too, from the repository
-  root down) and `.git/info/exclude` are honoured.
+  root down), `.git/info/exclude` and the user's global excludes file (`core.excludesFile` from
+  the repository's or the user's git config, else `$XDG_CONFIG_HOME/git/ignore`) are honoured,
+  with git's precedence. Lines git ignores as invalid (`!` alone, a trailing backslash, `[z-a]`)
+  are dropped, as git drops them.
 - Explicitly named files and folders are linted even when excluded, unless `force-exclude` is
   set (pre-commit passes every changed file by name; ruff's `--force-exclude` convention).
 - Symlinked folders are followed once: the real path of every visited folder is remembered, so a
@@ -36,9 +39,10 @@ def suffixes() -> Tuple[str, ...]:
 
 
 def _spec(lines: Sequence[str]) -> pathspec.GitIgnoreSpec:
-    import pathspec  # only when patterns are matched: a run on named files never needs it
+    """Patterns compiled as git does: a line git ignores as invalid is dropped, not an error."""
+    from gradlint.patterns import compile_lines  # only when patterns are matched
 
-    return pathspec.GitIgnoreSpec.from_lines(list(lines))
+    return compile_lines(lines)
 
 
 def _read_lines(path: str) -> List[str]:
@@ -47,6 +51,45 @@ def _read_lines(path: str) -> List[str]:
             return handle.read().splitlines()
     except OSError:
         return []
+
+
+def _git_config_value(path: str, section: str, key: str) -> Optional[str]:
+    """The last `key` in `[section]` of a git config file (no includes, no subsections)."""
+    value = None
+    current = ""
+    for raw in _read_lines(path):
+        line = raw.strip()
+        if not line or line[0] in "#;":
+            continue
+        if line.startswith("["):
+            current = line[1:line.find("]")].strip().lower() if "]" in line else ""
+            continue
+        name, sep, rest = line.partition("=")
+        if sep and current == section and name.strip().lower() == key:
+            rest = rest.strip()
+            if rest.startswith('"'):  # a quoted value; what follows the closing quote is a comment
+                close = rest.find('"', 1)
+                value = rest[1:close] if close > 0 else rest[1:]
+            else:  # `#` or `;` starts a comment
+                value = rest.split("#", 1)[0].split(";", 1)[0].strip()
+    return value
+
+
+def global_excludes_file(repo: str) -> Optional[str]:
+    """The file git reads as core.excludesFile for the repository at `repo`: set in the repo's
+    .git/config or the user's git config, else $XDG_CONFIG_HOME/git/ignore (~/.config/git/ignore)."""
+    home = os.path.expanduser("~")
+    xdg = os.environ.get("XDG_CONFIG_HOME") or os.path.join(home, ".config")
+    configured = None
+    # lowest precedence first: the user's XDG config, ~/.gitconfig, then the repository's
+    for config in (os.path.join(xdg, "git", "config"), os.path.join(home, ".gitconfig"),
+                   os.path.join(repo, ".git", "config")):
+        value = _git_config_value(config, "core", "excludesfile")
+        if value is not None:
+            configured = value
+    if configured is not None:
+        return os.path.expanduser(configured) if configured else None
+    return os.path.join(xdg, "git", "ignore")
 
 
 def _repo_root(start: str) -> Optional[str]:
@@ -67,16 +110,20 @@ class GitIgnore:
     def __init__(self, top: str, is_repo: bool) -> None:
         self.top = top
         self._specs: Dict[str, Optional[pathspec.GitIgnoreSpec]] = {}
+        self._global = None
         if is_repo:
             info = _read_lines(os.path.join(top, ".git", "info", "exclude"))
             self._info = _spec(info) if info else None
+            excludes = global_excludes_file(top)
+            patterns = _read_lines(excludes) if excludes else []
+            self._global = _spec(patterns) if patterns else None
         else:
             self._info = None
 
     def _spec_for(self, folder: str) -> Optional[pathspec.GitIgnoreSpec]:
         if folder not in self._specs:
             lines = _read_lines(os.path.join(folder, ".gitignore"))
-            self._specs[folder] = _spec(lines) if any(l.strip() and not l.startswith("#") for l in lines) else None
+            self._specs[folder] = _spec(lines) if any(ln.strip() and not ln.startswith("#") for ln in lines) else None
         return self._specs[folder]
 
     def ignored(self, path: str, is_dir: bool) -> bool:
@@ -89,7 +136,8 @@ class GitIgnore:
             if folder == self.top or os.path.dirname(folder) == folder:
                 break
             folder = os.path.dirname(folder)
-        checks = [(self.top, self._info)] if self._info is not None else []
+        # git's precedence, lowest first: core.excludesFile, .git/info/exclude, .gitignore files
+        checks: list = [(self.top, spec) for spec in (self._global, self._info) if spec is not None]
         checks += [(f, self._spec_for(f)) for f in reversed(chain)]
         for base, spec in checks:
             if spec is None:

@@ -9,63 +9,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 from typing import Optional
 
+# The rule table lives with the rule declarations (gradlint/rules/); re-exported here because
+# every stage that handles findings also asks about their rules.
+from gradlint.rules import RULES, Rule, RuleInfo
 
-@dataclass(frozen=True)
-class RuleInfo:
-    code: str
-    name: str
-    summary: str  # one line: what it finds
-    fixable: bool = False
-    default_on: bool = True
-    severity: str = "error"  # "error" | "warning" | "note"
-
-
-# Codes are stable: never renumber, never reuse.
-RULES: dict[str, RuleInfo] = {
-    info.code: info
-    for info in (
-        RuleInfo("GL000", "parse-error", "a file that cannot be decoded or parsed"),
-        RuleInfo(
-            "GL001",
-            "missing-zero-grad",
-            "a training loop that steps an optimizer but lets the next backward accumulate onto "
-            "gradients that step already used",
-        ),
-        RuleInfo(
-            "GL002",
-            "unnecessary-retain-graph",
-            "retain_graph=True where no later backward can traverse the retained graph",
-            fixable=True,
-            severity="warning",  # wastes memory; results stay right
-        ),
-        RuleInfo(
-            "GL003",
-            "nonscalar-backward",
-            "backward() without gradient= on a tensor proven not to be a scalar",
-        ),
-        RuleInfo(
-            "GL004",
-            "clip-grad-misuse",
-            "gradient clipping that cannot work: on GradScaler-scaled gradients before unscale_(), or on "
-            "gradients no optimizer step uses",
-            fixable=True,  # unsafe: inserts scaler.unscale_(optimizer) before the clip
-        ),
-        RuleInfo(
-            "GL005",
-            "gradients-cleared-before-step",
-            "a clear (zero_grad, p.grad = None) that wipes a backward's gradients before the optimizer "
-            "step that should use them",
-        ),
-        RuleInfo(
-            "GL100",
-            "unused-noqa",
-            "a `# noqa` comment that suppresses nothing",
-            fixable=False,
-            default_on=False,
-            severity="warning",
-        ),
-    )
-}
+__all__ = ["RULES", "Rule", "RuleInfo", "Edit", "Fix", "Finding"]
 
 
 @dataclass(frozen=True)
@@ -81,6 +29,8 @@ class Edit:
 class Fix:
     description: str
     edits: tuple[Edit, ...]
+    # "safe": keeps the program's meaning (applied by --fix); "unsafe": may change it
+    applicability: str = "safe"
 
 
 @dataclass(frozen=True)
@@ -130,6 +80,7 @@ class Finding:
         if self.fix is not None:
             out["fix"] = {
                 "description": self.fix.description,
+                "applicability": self.fix.applicability,
                 "edits": [asdict(e) for e in self.fix.edits],
             }
         if self.runtime is not None or not self.static:

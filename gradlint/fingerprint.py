@@ -14,7 +14,7 @@ import os
 from typing import Callable, Iterable, Optional
 
 from gradlint.findings import Finding
-from gradlint.notebook import split_lines
+from gradlint.lines import split_lines
 
 SourceOf = Callable[[str], Optional[str]]
 
@@ -27,6 +27,31 @@ def normalise(text: str) -> str:
 def digest(*parts: str, length: int = 32) -> str:
     """A hex digest of the parts (NUL-separated so that ("ab", "c") != ("a", "bc"))."""
     return hashlib.sha256("\0".join(parts).encode("utf-8", "surrogatepass")).hexdigest()[:length]
+
+
+def printable_path(path: str) -> str:
+    """`path` as valid Unicode for a report. A file name that is not UTF-8 reaches gradlint with
+    surrogate escapes (PEP 383), which no UTF-8 writer, JSON parser or CI system accepts: each such
+    byte is shown as `\\xNN` (any other lone surrogate as `\\udNNN`). Other paths are unchanged."""
+    if not any("\ud800" <= ch <= "\udfff" for ch in path):
+        return path
+    out = []
+    for ch in path:
+        if "\udc80" <= ch <= "\udcff":
+            out.append(f"\\x{ord(ch) - 0xDC00:02x}")
+        elif "\ud800" <= ch <= "\udfff":
+            out.append(f"\\u{ord(ch):04x}")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def path_bytes(path: str) -> bytes:
+    """The bytes of the file name `path` (surrogate escapes back to the original bytes), for URIs."""
+    try:
+        return path.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return path.encode("utf-8", "surrogatepass")
 
 
 def posix_path(path: str) -> str:

@@ -2,9 +2,12 @@
 
 Many training loops live in notebooks, and a loop in one cell often uses an optimizer made in an
 earlier one, so the code cells are joined in order into a single Python program. IPython-only
-syntax (line magics `%time`, cell magics `%%bash`, shell escapes `!pip`, `x = !ls`, help `obj?`)
-is not Python: each such line becomes `pass` at the same indentation, so the program still parses
-and its line numbers map one to one back to (cell, line within the cell).
+syntax (line magics `%time`, shell escapes `!pip`, `x = !ls`, help `obj?`) is not Python: each
+such line becomes `pass` at the same indentation, so the program still parses and its line numbers
+map one to one back to (cell, line within the cell). A cell magic that runs its body as Python in
+the notebook's namespace (`%%time`, `%%timeit`, `%%capture`, `%%prun`, ...) has only its magic line
+blanked, so the body is linted; any other cell magic (`%%bash`, `%%writefile`, `%%html`, ...)
+makes the whole cell another language, and it is left out.
 """
 
 from __future__ import annotations
@@ -24,6 +27,12 @@ _IPYTHON_LINE = re.compile(
     r"^\s*(?:%%?[A-Za-z]|![^=]|[\w.]+\s*=\s*(?:%[A-Za-z]|![^=])|[\w.\[\]()]+\s*\?\??\s*$|\?\??[\w.])"
 )
 
+
+# Cell magics whose body is ordinary Python run in the notebook's own namespace (IPython's
+# %%time/%%timeit/%%capture/%%prun/%%debug, memory_profiler's %%memit). Not %%python & co.: those
+# run the body in a separate process, so joining it to the program would invent data flow.
+PYTHON_CELL_MAGICS = frozenset({"time", "timeit", "capture", "prun", "debug", "memit"})
+_CELL_MAGIC = re.compile(r"^\s*%%([A-Za-z_][\w.]*)")
 
 # A message's reference to another program line, e.g. "`optimizer.step()` (line 10)".
 _LINE_REFERENCE = re.compile(r"(\()line (\d+)(\))")
@@ -119,7 +128,8 @@ def _all_cells(notebook: dict) -> list:
 
 def _is_python(notebook: dict) -> bool:
     """False only when the notebook says its kernel language is something else (R, Julia...)."""
-    metadata = notebook.get("metadata") if isinstance(notebook.get("metadata"), dict) else {}
+    raw = notebook.get("metadata")
+    metadata: dict = raw if isinstance(raw, dict) else {}
     for key, sub in (("language_info", "name"), ("kernelspec", "language")):
         value = metadata.get(key)
         if isinstance(value, dict) and isinstance(value.get(sub), str):
@@ -129,9 +139,17 @@ def _is_python(notebook: dict) -> bool:
 
 def _python_lines(lines: list) -> list:
     """The cell's lines with IPython-only syntax replaced by `pass` (same indentation)."""
-    first = next((ln for ln in lines if ln.strip()), "")
-    if first.lstrip().startswith("%%"):  # a cell magic: the whole cell is another language
-        return ["" for _ in lines]
+    first = next((n for n, ln in enumerate(lines) if ln.strip()), None)
+    magic = _CELL_MAGIC.match(lines[first]) if first is not None else None
+    if magic is not None:
+        if magic.group(1) not in PYTHON_CELL_MAGICS:  # the whole cell is another language
+            return ["" for _ in lines]
+        # `%%time` & co.: blank the lines up to the magic line (a backslash may continue its
+        # arguments), then lint the body as Python, line numbers unchanged.
+        skip = first + 1
+        while lines[skip - 1].rstrip().endswith("\\") and skip < len(lines):
+            skip += 1
+        return ["" for _ in lines[:skip]] + _python_lines(lines[skip:])
     out = []
     continued = False  # a skipped line ending in a backslash continues on the next
     for ln in lines:
@@ -151,6 +169,8 @@ def parse_notebook(text: str) -> Notebook:
     """Read an .ipynb document; raises NotebookError when it is not one."""
     try:
         data = json.loads(text)
+    except RecursionError:  # arrays or objects nested thousands deep
+        raise NotebookError("invalid notebook JSON: nested too deeply to read") from None
     except ValueError as exc:
         line, column = getattr(exc, "lineno", 1), getattr(exc, "colno", 1)
         raise NotebookError(f"invalid notebook JSON: {getattr(exc, 'msg', exc)}", line, column) from None
@@ -237,28 +257,23 @@ def _find_source(raw: list, start: int, expected: list) -> Optional[tuple]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Engine and reporter hooks
+# Loading (for the engine) and cell sources (for reporters)
 
 
-def lint_notebook(data: bytes, path: str, shown: str, settings, enabled: set) -> list:
-    """The engine's source loader for `.ipynb` (engine.SOURCE_LOADERS): lint the joined program
-    with the same analysis, suppression and selection as a .py file, then move every finding into
-    cell coordinates. A file that is not valid UTF-8 JSON / nbformat is one GL000 finding."""
-    from gradlint import engine
-
+def load_notebook(data: bytes) -> Notebook:
+    """The notebook in a file's bytes (the engine lints its joined `program` and moves the
+    findings into cells with `to_cells`). Raises NotebookError, with a one-line reason, for a
+    file that is not valid UTF-8 JSON / nbformat."""
     try:
         text = data.decode("utf-8-sig")
-        notebook = parse_notebook(text)
     except UnicodeDecodeError as err:
-        problem = engine.gl000(shown, f"cannot decode notebook as UTF-8: invalid byte at offset {err.start}")
-        return engine.finish([problem], "", shown, enabled)
-    except NotebookError as err:
-        return engine.finish([engine.gl000(shown, str(err), err.line, err.column)], "", shown, enabled)
-    if not notebook.program.strip():
-        return []
-    findings = engine.analyse_text(notebook.program, shown, settings, enabled)
-    findings = engine.finish(findings, notebook.program, shown, enabled)
-    return sorted((notebook.to_cells(f) for f in findings), key=Finding.sort_key)
+        raise NotebookError(f"cannot decode notebook as UTF-8: invalid byte at offset {err.start}") from None
+    return parse_notebook(text)
+
+
+def is_notebook(path: str) -> bool:
+    """Is the file at `path` a Jupyter notebook (by its suffix)?"""
+    return path.lower().endswith(".ipynb")
 
 
 def cell_source_reader(source_of):

@@ -62,7 +62,9 @@ def _codes(values: Optional[Sequence[str]]) -> Optional[List[str]]:
     """Repeated/comma-separated option values, or None when the option was not given."""
     if not values:
         return None
-    return [part for value in values for part in value.split(",") if part.strip()]
+    # A value with no code at all (`--select ""`) is kept so the config check rejects it.
+    return [part for value in values for part in (value.split(",") if value.strip(" ,") else [value])
+            if part.strip() or not value.strip(" ,")]
 
 
 def settings_from_options(
@@ -125,10 +127,15 @@ def statistics_json(findings: Iterable[Finding]) -> str:
 
 def _write(text: str, output: Optional[str], to_stderr: bool = False) -> None:
     if output is None:
-        click.echo(text, nl=False, err=to_stderr)
+        try:
+            click.echo(text, nl=False, err=to_stderr)
+        except UnicodeEncodeError:  # an ASCII (or other narrow) terminal: escape what it cannot show
+            stream = sys.stderr if to_stderr else sys.stdout
+            encoding = getattr(stream, "encoding", None) or "ascii"
+            click.echo(text.encode(encoding, "backslashreplace").decode(encoding), nl=False, err=to_stderr)
         return
-    try:
-        with open(output, "w", encoding="utf-8", newline="") as handle:
+    try:  # reporters escape odd file names; backslashreplace keeps any stray surrogate from failing
+        with open(output, "w", encoding="utf-8", errors="backslashreplace", newline="") as handle:
             handle.write(text)
     except OSError as err:
         fail(f"cannot write report to {output}: {err.strerror or err}")

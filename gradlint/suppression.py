@@ -16,13 +16,14 @@ never suppressed by comments (the file could not be tokenised reliably); ignore 
 
 from __future__ import annotations
 
-import io
 import re
 import tokenize
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional, Tuple
 
 from gradlint.findings import RULES, Finding
+from gradlint.lines import tokenizer_readline
+from gradlint.rules import parse_error, unused_noqa
 
 _CODE = r"[A-Za-z]+[0-9]+"
 _INLINE = re.compile(rf"#\s*noqa(?::\s*(?P<codes>{_CODE}(?:[\s,]+{_CODE})*))?", re.IGNORECASE)
@@ -68,7 +69,7 @@ def _split_codes(text: Optional[str]) -> Optional[Tuple[str, ...]]:
 
 def _comments(text: str) -> Iterable[Tuple[int, int, str, bool]]:
     """(line, 0-based column, comment text, own line?) for every comment token."""
-    reader = io.StringIO(text).readline
+    reader = tokenizer_readline(text)  # lines as Python numbers them (not str.splitlines)
     try:
         for tok in tokenize.generate_tokens(reader):
             if tok.type == tokenize.COMMENT:
@@ -108,14 +109,15 @@ def parse(text: str) -> Suppressions:
 def apply(findings: List[Finding], text: str, enabled: Iterable[str], path: str) -> List[Finding]:
     """Drop suppressed findings; add GL100 findings when GL100 is enabled."""
     enabled = set(enabled)
-    if not findings and "GL100" not in enabled:
+    unused_code, parse_code = unused_noqa().code, parse_error().code
+    if not findings and unused_code not in enabled:
         return findings
     marks = parse(text)
     if not marks.inline and not marks.file_all and not marks.file_codes:
         return findings
     kept: List[Finding] = []
     for finding in findings:
-        if finding.code == "GL000":
+        if finding.code == parse_code:
             kept.append(finding)
             continue
         if marks.file_suppresses(finding.code):
@@ -128,7 +130,7 @@ def apply(findings: List[Finding], text: str, enabled: Iterable[str], path: str)
                 silenced = True
         if not silenced:
             kept.append(finding)
-    if "GL100" in enabled and not marks.file_suppresses("GL100"):
+    if unused_code in enabled and not marks.file_suppresses(unused_code):
         kept.extend(_unused(marks, enabled, path))
     return kept
 
@@ -136,7 +138,7 @@ def apply(findings: List[Finding], text: str, enabled: Iterable[str], path: str)
 def _unused(marks: Suppressions, enabled: set, path: str) -> List[Finding]:
     """GL100 findings: gradlint codes in `# noqa: ...` that silenced nothing."""
     out = []
-    info = RULES["GL100"]
+    info = unused_noqa()
     for directives in marks.inline.values():
         for directive in directives:
             if directive.codes is None:
@@ -152,7 +154,7 @@ def _unused(marks: Suppressions, enabled: set, path: str) -> List[Finding]:
                     unused.append(selector)
             if unused:
                 out.append(Finding(
-                    code="GL100",
+                    code=info.code,
                     message=f"unused noqa directive for {', '.join(unused)}: nothing here is reported "
                             f"under that code; remove it",
                     path=path,

@@ -51,11 +51,12 @@ def old_findings(source=SOURCE):
     ]
 
 
-def test_roundtrip_reports_nothing_new(tmp_path):
+def test_roundtrip_reports_nothing_new(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # keys are relative to the baseline's folder (no project markers here)
     base = tmp_path / "baseline.json"
     assert write_baseline(old_findings(), {"train.py": SOURCE}.get, str(base)) == 3
     data = json.loads(base.read_text())
-    assert data["version"] == 1 and sum(data["findings"].values()) == 3
+    assert data["version"] == 2 and sum(data["findings"].values()) == 3
     assert all(key.startswith("train.py::GL001::") for key in data["findings"])
     new, stats = filter_new(old_findings(), {"train.py": SOURCE}.get, str(base))
     assert new == []
@@ -137,9 +138,10 @@ def test_unparsable_and_notebook_files_still_get_keys(tmp_path):
     [
         (None, "cannot read baseline"),
         ("{oops", "not valid JSON"),
-        ('{"version": 1}', "no 'findings'"),
+        ('{"version": 2}', "no 'findings'"),
         ('{"version": 99, "findings": {}}', "version 99"),
-        ('{"version": 1, "findings": {"k": -1}}', "non-negative"),
+        ('{"version": 1, "findings": {}}', "older gradlint"),
+        ('{"version": 2, "findings": {"k": -1}}', "non-negative"),
     ],
 )
 def test_bad_baseline_files_are_one_line_errors(tmp_path, content, message):

@@ -178,7 +178,7 @@ def test_cache_keys_do_not_depend_on_hash_seeds(project):
         project.write(f"lib{m}.py", f"import lib{(m + 1) % 6} as g{m}\n" + body + "def f30(x):\n    return x\n")
     calls = "".join(f"    lib{m}.f0(x)\n" for m in range(6))
     project.write("t.py", "".join(f"import lib{m}\n" for m in range(6)) + "for x in data:\n" + calls)
-    script = ("import sys; from gradlint.config import load_settings; from gradlint.engine import dependency_digest;"
+    script = ("import sys; from gradlint.config import load_settings; from gradlint.cache import dependency_digest;"
               "s = load_settings('.', isolated=True); print(dependency_digest(open('t.py','rb').read(), 't.py', s))")
     digests = {
         subprocess.run([sys.executable, "-c", script], cwd=project.root, capture_output=True, text=True, check=True,

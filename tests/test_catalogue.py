@@ -1,9 +1,13 @@
 """The rule catalogue says what the linter does: every page and every runnable example is checked.
 
-* rules/GL00N.md has the sections every page must have, in order;
+* every declared rule (gradlint/rules/glNNN.py) has its page rules/GLNNN.md, with the sections
+  every page must have, in order, and every page belongs to a declared rule;
 * every ```python block under "Example" is reported with the page's code, and every block under
   "Use instead" is not;
-* rules/examples/GL00N_bad_*.py is reported with GL00N and GL00N_good_*.py is not.
+* every rule has runnable examples, rules/examples/GLNNN_bad_*.py reported with its code and
+  GLNNN_good_*.py not (except parse-error: an unparsable file would break every other tool that
+  reads the repository; its page's blocks are checked instead).
+All of it goes through the engine (tests/harness.py), as `gradlint check` runs.
 """
 
 from __future__ import annotations
@@ -13,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from gradlint.analysis import analyze
-from gradlint.rules import RULE_MODULES
+from gradlint.findings import RULES
+from harness import checked_codes, lint
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES_DIR = ROOT / "rules"
@@ -52,7 +56,21 @@ def python_blocks(text: str) -> list:
 
 
 def codes_in(source: str, code: str, path: str = "example.py") -> list:
-    return [f.code for f in analyze(source, path, codes=[code]) if f.code == code]
+    """The findings of `code` on `source`; a rule that must see every rule's findings (unused
+    noqa) runs with all of them selected."""
+    selected = [code] + (checked_codes() if RULES[code].needs.all_rules else [])
+    return [f.code for f in lint(source, path, selected, dedent=False) if f.code == code]
+
+
+def test_every_declared_rule_has_a_page_and_every_page_a_rule():
+    assert sorted(p.stem for p in PAGES) == sorted(RULES)
+
+
+@pytest.mark.parametrize("code", [c for c, r in RULES.items() if r.role != "parse-error"])
+def test_every_rule_has_bad_and_good_examples(code):
+    names = [p.name for p in EXAMPLES if p.name.startswith(code + "_")]
+    assert any("_bad_" in n for n in names), f"{code}: no rules/examples/{code}_bad_*.py"
+    assert any("_good_" in n for n in names), f"{code}: no rules/examples/{code}_good_*.py"
 
 
 def page_blocks(kind: str):
@@ -60,7 +78,7 @@ def page_blocks(kind: str):
     cases = []
     for page in PAGES:
         code = page.stem
-        if code not in RULE_MODULES:
+        if code not in RULES:
             continue
         text = sections(page.read_text(encoding="utf-8")).get(kind, "")
         for index, block in enumerate(python_blocks(text)):
@@ -69,7 +87,7 @@ def page_blocks(kind: str):
 
 
 def test_there_are_pages_and_examples():
-    assert [p.stem for p in PAGES if p.stem in RULE_MODULES], "no rule pages found"
+    assert [p.stem for p in PAGES if p.stem in RULES], "no rule pages found"
     assert EXAMPLES, "no runnable examples found"
 
 
@@ -82,7 +100,7 @@ def test_page_has_required_sections(page):
     assert page.read_text(encoding="utf-8").startswith(f"# {page.stem}")
 
 
-@pytest.mark.parametrize("page", [p for p in PAGES if p.stem in RULE_MODULES], ids=lambda p: p.stem)
+@pytest.mark.parametrize("page", [p for p in PAGES if p.stem in RULES], ids=lambda p: p.stem)
 def test_page_has_flagged_and_clean_blocks(page):
     parts = sections(page.read_text(encoding="utf-8"))
     assert python_blocks(parts.get("Example", "")), f"{page.name}: no python block under Example"
@@ -106,14 +124,14 @@ def _example_code(path: Path) -> str:
 @pytest.mark.parametrize("path", [p for p in EXAMPLES if "_bad_" in p.name], ids=lambda p: p.stem)
 def test_bad_example_is_flagged(path):
     code = _example_code(path)
-    assert code in RULE_MODULES, f"{path.name}: no rule {code}"
+    assert code in RULES, f"{path.name}: no rule {code}"
     assert codes_in(path.read_text(encoding="utf-8"), code, str(path)), f"{path.name} is not reported with {code}"
 
 
 @pytest.mark.parametrize("path", [p for p in EXAMPLES if "_good_" in p.name], ids=lambda p: p.stem)
 def test_good_example_is_clean(path):
     code = _example_code(path)
-    assert code in RULE_MODULES, f"{path.name}: no rule {code}"
+    assert code in RULES, f"{path.name}: no rule {code}"
     assert codes_in(path.read_text(encoding="utf-8"), code, str(path)) == [], f"{path.name} is reported with {code}"
 
 

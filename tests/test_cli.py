@@ -34,7 +34,7 @@ def test_rules_table_lists_every_rule(gradlint):
     result = gradlint("rules")
     assert result.exit_code == 0
     for code, info in RULES.items():
-        line = next(l for l in result.stdout.splitlines() if l.startswith(code))
+        line = next(ln for ln in result.stdout.splitlines() if ln.startswith(code))
         assert info.name in line and ("yes" if info.fixable else "no") in line
         assert ("on" if info.default_on else "off") in line
     rows = json.loads(gradlint("rules", "--output-format", "json").stdout)
@@ -232,13 +232,14 @@ def test_nonexistent_path_exits_2(project, gradlint):
     assert result.stderr == "gradlint: error: missing.py: no such file or directory\n"
 
 
-def test_zero_files_exit_0_silently(project, gradlint):
+def test_zero_files_exit_0_saying_so(project, gradlint):
     project.write("README.md", "hello")
     result = gradlint("check")
-    assert (result.exit_code, result.stdout, result.stderr) == (0, "", "")
+    nothing = "gradlint: warning: No Python files found\n"  # on stderr, as ruff does (issue 8)
+    assert (result.exit_code, result.stdout, result.stderr) == (0, "", nothing)
     project.write("build/x.py", LOOP_WITHOUT_ZERO_GRAD)
     result = gradlint("check", "--force-exclude", "build/x.py")
-    assert (result.exit_code, result.stdout, result.stderr) == (0, "", "")
+    assert (result.exit_code, result.stdout, result.stderr) == (0, "", nothing)
     # machine-readable formats still get a valid (empty) document
     assert gradlint("check", "--force-exclude", "build/x.py", "--output-format", "json").stdout == "[]\n"
 
@@ -369,7 +370,7 @@ def _fixable(path: str, start: int, end: int, text: str):
 
 
 def test_fix_file_is_atomic_and_keeps_mode_and_encoding(project):
-    from gradlint.engine import fix_file
+    from gradlint.fixes import fix_file
 
     path = project.write("t.py", b"# -*- coding: latin-1 -*-\nx = '\xe9'  \r\ny = 1\r\n")
     os.chmod(path, 0o751)
@@ -382,7 +383,7 @@ def test_fix_file_is_atomic_and_keeps_mode_and_encoding(project):
 
 
 def test_fix_refuses_to_write_unparsable_code(project):
-    from gradlint.engine import fix_file
+    from gradlint.fixes import fix_file
 
     path = project.write("t.py", "x = 1\n")
     with pytest.raises(ValueError, match="would not parse"):
@@ -391,7 +392,7 @@ def test_fix_refuses_to_write_unparsable_code(project):
 
 
 def test_apply_fixes_skips_overlaps_and_unfixable():
-    from gradlint.engine import apply_fixes
+    from gradlint.fixes import apply_fixes
     from gradlint.findings import Edit, Finding, Fix
 
     first = _fixable("t.py", 0, 3, "AAA")
@@ -419,7 +420,7 @@ def test_fix_option_applies_fixes_and_reports_the_rest(project, gradlint, monkey
     result = gradlint("check", "--no-cache", "-j", "1", "--fix", "--output-format", "concise")
     assert "retain_graph" not in (project.root / "train.py").read_text()
     assert result.exit_code == 1  # GL001 remains
-    assert [l.split(" ")[1] for l in result.stdout.splitlines()] == ["GL001"]
+    assert [ln.split(" ")[1] for ln in result.stdout.splitlines()] == ["GL001"]
     assert "Fixed 1 finding" not in result.stderr  # summary only for the full format
     result = gradlint("check", "--no-cache", "-j", "1", "--fix")
     assert "Found 1 finding" in result.stderr

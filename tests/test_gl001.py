@@ -7,16 +7,18 @@ the marker `# GL001`; every other line must not be. The tests compare the exact 
 from __future__ import annotations
 
 import textwrap
+from typing import Optional
 
 import pytest
 
-from gradlint.analysis import AnalysisOptions, analyze
+from gradlint.analysis import AnalysisOptions
+from harness import lint_options
 
 MARK = "# GL001"
 
 
-def findings(source: str, options: AnalysisOptions = AnalysisOptions(), path: str = "train.py"):
-    return analyze(textwrap.dedent(source), path, options, codes=["GL001"])
+def findings(source: str, options: Optional[AnalysisOptions] = None, path: str = "train.py"):
+    return lint_options(textwrap.dedent(source), path, options, codes=["GL001"])
 
 
 def expected(source: str):
@@ -25,7 +27,7 @@ def expected(source: str):
     ]
 
 
-def reported(source: str, options: AnalysisOptions = AnalysisOptions(), path: str = "train.py"):
+def reported(source: str, options: Optional[AnalysisOptions] = None, path: str = "train.py"):
     return [(f.code, f.line) for f in findings(source, options, path)]
 
 
@@ -1155,14 +1157,14 @@ def test_many_branches_stay_fast():
         "for batch in loader:\n    loss = model(batch)\n    loss.backward()\n" + branches + "    optimizer.step()\n"
     )
     start = time.perf_counter()
-    assert [f.line for f in analyze(source, "train.py", codes=["GL001"])] == [3]
+    assert [f.line for f in lint_options(source, "train.py", codes=["GL001"])] == [3]
     assert time.perf_counter() - start < 5.0
 
 
 def test_huge_loop_body_is_skipped_not_slow():
     body = "".join(f"    x{k} = helper(x{k - 1})\n    if x{k}:\n        y = {k}\n" for k in range(1, 1100))
     source = "for batch in loader:\n    loss = model(batch)\n    loss.backward()\n" + body + "    optimizer.step()\n"
-    assert analyze(source, "train.py", codes=["GL001"]) == []  # over the node budget: silent
+    assert lint_options(source, "train.py", codes=["GL001"]) == []  # over the node budget: silent
 
 
 def test_a_helpers_own_optimizer_is_new_at_every_call():

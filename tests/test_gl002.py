@@ -11,13 +11,14 @@ import textwrap
 import libcst as cst
 import pytest
 
-from gradlint.analysis import AnalysisOptions, analyze
+from gradlint.analysis import AnalysisOptions
+from harness import lint_options
 
 CODES = ("GL002", "GL003")
 
 
 def _lint(source: str, **options):
-    return analyze(source, "train.py", AnalysisOptions(**options), codes=list(CODES))
+    return lint_options(source, "train.py", AnalysisOptions(**options), codes=list(CODES))
 
 
 def _marked(source: str):

@@ -11,7 +11,7 @@ import textwrap
 import libcst as cst
 import pytest
 
-from gradlint.analysis import analyze
+from harness import lint_options
 from gradlint.analysis.names import ImportMap
 from gradlint.analysis.scalars import Shape, backward_shapes
 
@@ -19,7 +19,7 @@ CODES = ("GL002", "GL003")
 
 
 def _lint(source: str):
-    return analyze(source, "train.py", codes=list(CODES))
+    return lint_options(source, "train.py", codes=list(CODES))
 
 
 def _marked(source: str):

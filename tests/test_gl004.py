@@ -8,17 +8,19 @@ ends with the marker `# GL004`; every other line must not be. The tests compare 
 from __future__ import annotations
 
 import textwrap
+from typing import Optional
 
 import libcst as cst
 import pytest
 
-from gradlint.analysis import AnalysisOptions, analyze
+from gradlint.analysis import AnalysisOptions
+from harness import lint_options
 
 MARK = "# GL004"
 
 
-def findings(source: str, options: AnalysisOptions = AnalysisOptions(), path: str = "train.py"):
-    return analyze(textwrap.dedent(source), path, options, codes=["GL004"])
+def findings(source: str, options: Optional[AnalysisOptions] = None, path: str = "train.py"):
+    return lint_options(textwrap.dedent(source), path, options, codes=["GL004"])
 
 
 def expected(source: str):
@@ -27,7 +29,7 @@ def expected(source: str):
     ]
 
 
-def reported(source: str, options: AnalysisOptions = AnalysisOptions(), path: str = "train.py"):
+def reported(source: str, options: Optional[AnalysisOptions] = None, path: str = "train.py"):
     return [(f.code, f.line) for f in findings(source, options, path)]
 
 
@@ -679,11 +681,11 @@ def test_fix_keeps_crlf_and_comments():
         "    scaler.step(optimizer)\r\n"
         "    scaler.update()\r\n"
     )
-    (finding,) = analyze(source, "train.py", codes=["GL004"])
+    (finding,) = lint_options(source, "train.py", None, codes=["GL004"])
     fixed = source[: finding.fix.edits[0].start] + finding.fix.edits[0].text + source[finding.fix.edits[0].end :]
     assert "    # keep the update stable\r\n    scaler.unscale_(optimizer)\r\n    torch.nn.utils.clip_grad_norm_" in fixed
     assert "# max norm\r\n" in fixed
-    assert analyze(fixed, "train.py", codes=["GL004"]) == []
+    assert lint_options(fixed, "train.py", None, codes=["GL004"]) == []
 
 
 def test_fix_on_a_one_line_suite_stays_on_the_line():
@@ -699,7 +701,7 @@ def test_fix_on_a_one_line_suite_stays_on_the_line():
             scaler.update()
         """
     )
-    (finding,) = analyze(source, "train.py", codes=["GL004"])
+    (finding,) = lint_options(source, "train.py", None, codes=["GL004"])
     fixed = source[: finding.fix.edits[0].start] + finding.fix.edits[0].text + source[finding.fix.edits[0].end :]
     assert "if clip: scaler.unscale_(optimizer); torch.nn.utils.clip_grad_norm_" in fixed
     cst.parse_module(fixed)
@@ -752,7 +754,7 @@ def test_fixed_scaled_clip_runs_and_clips_unscaled_gradients():
             scaler.update()
         """
     )
-    (finding,) = analyze(source, "train.py", codes=["GL004"])
+    (finding,) = lint_options(source, "train.py", None, codes=["GL004"])
     fixed = source[: finding.fix.edits[0].start] + finding.fix.edits[0].text + source[finding.fix.edits[0].end :]
     before: dict = {}
     exec(compile(source, "before.py", "exec"), before)

@@ -8,16 +8,18 @@ ends with the marker `# GL005`; every other line must not be. The tests compare 
 from __future__ import annotations
 
 import textwrap
+from typing import Optional
 
 import pytest
 
-from gradlint.analysis import AnalysisOptions, analyze
+from gradlint.analysis import AnalysisOptions
+from harness import lint_options
 
 MARK = "# GL005"
 
 
-def findings(source: str, options: AnalysisOptions = AnalysisOptions(), path: str = "train.py"):
-    return analyze(textwrap.dedent(source), path, options, codes=["GL005"])
+def findings(source: str, options: Optional[AnalysisOptions] = None, path: str = "train.py"):
+    return lint_options(textwrap.dedent(source), path, options, codes=["GL005"])
 
 
 def expected(source: str):
@@ -26,7 +28,7 @@ def expected(source: str):
     ]
 
 
-def reported(source: str, options: AnalysisOptions = AnalysisOptions(), path: str = "train.py"):
+def reported(source: str, options: Optional[AnalysisOptions] = None, path: str = "train.py"):
     return [(f.code, f.line) for f in findings(source, options, path)]
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from gradlint import engine
+from gradlint import engine, prefilter
 from gradlint.analysis import AnalysisOptions, analyze
+from gradlint.rules import checks_for
 from gradlint.config import load_settings
 
 pytestmark = pytest.mark.usefixtures("clean_env")
@@ -55,29 +56,30 @@ def _settings(root, overrides=None):
 @pytest.mark.parametrize("name", sorted(KEPT))
 def test_files_that_may_run_a_backward_are_analysed(name, tmp_path):
     settings = _settings(tmp_path)
-    assert engine.needs_analysis(KEPT[name], None, "t.py", settings, settings.enabled_codes("t.py"))
+    assert prefilter.needs_analysis(KEPT[name], None, "t.py", settings, settings.enabled_codes("t.py"))
 
 
 @pytest.mark.parametrize("name", sorted(SKIPPED))
 def test_words_without_a_backward_are_not_analysed_and_hide_nothing(name, tmp_path):
     settings = _settings(tmp_path)
     source = SKIPPED[name]
-    if engine._compiler_keeps_dead_names():
-        assert not engine.needs_analysis(source, None, "t.py", settings, settings.enabled_codes("t.py"))
-    assert analyze(source, "t.py", AnalysisOptions()) == []
+    if prefilter._compiler_keeps_dead_names():
+        assert not prefilter.needs_analysis(source, None, "t.py", settings, settings.enabled_codes("t.py"))
+    # the analysis itself, past the prefilter: skipping the file hid nothing
+    assert analyze(source, "t.py", AnalysisOptions(), checks_for()) == []
 
 
 def test_configured_helper_names_keep_a_file(tmp_path):
     settings = _settings(tmp_path, {"backward-functions": ["run_backward"]})
     source = "# backward\ndef train(run_backward):\n    run_backward(loss)\n"
-    assert engine.needs_analysis(source, None, "t.py", settings, settings.enabled_codes("t.py"))
+    assert prefilter.needs_analysis(source, None, "t.py", settings, settings.enabled_codes("t.py"))
 
 
 def test_compiler_failure_falls_back_to_the_analysis(tmp_path):
     # CPython rejects `return` outside a function; LibCST parses it, so the analysis decides.
     settings = _settings(tmp_path)
     source = "return loss.backward\n"
-    possible, compiled = engine.prefilter(source, None, "t.py", settings, settings.enabled_codes("t.py"))
+    possible, compiled = prefilter.prefilter(source, None, "t.py", settings, settings.enabled_codes("t.py"))
     assert possible and not compiled
     assert engine.lint_source(source, "t.py", settings) == []
 
@@ -89,9 +91,36 @@ def test_a_helper_that_only_mentions_backward_does_not_pull_in_its_callers(proje
     settings = load_settings(str(project.root))
     data = (project.root / "train.py").read_bytes()
     enabled = settings.enabled_codes("train.py")
-    if engine._compiler_keeps_dead_names():
-        assert not engine.needs_analysis(data.decode(), data, "train.py", settings, enabled)
+    if prefilter._compiler_keeps_dead_names():
+        assert not prefilter.needs_analysis(data.decode(), data, "train.py", settings, enabled)
     project.write("helpers.py", "def report(loss):\n    loss.backward()\n")
-    engine._PROJECT.memo.clear()
-    engine._PROJECT.answers.clear()
-    assert engine.needs_analysis(data.decode(), data, "train.py", settings, enabled)
+    prefilter.forget_all()
+    assert prefilter.needs_analysis(data.decode(), data, "train.py", settings, enabled)
+
+
+def test_autograd_grad_without_the_word_backward_reaches_the_rule_through_the_cli(project, gradlint):
+    # The rule found this all along; a prefilter that admitted only files naming `backward` or
+    # `retain_graph` dropped it. Each rule's declared needs now decide (GL003 needs `autograd`).
+    project.write("per_sample.py", """
+        import torch
+        import torch.nn.functional as F
+
+        def per_sample_grads(model, params, x, y):
+            per_sample_losses = F.cross_entropy(model(x), y, reduction="none")
+            return torch.autograd.grad(per_sample_losses, params)
+        """)
+    result = gradlint("check", "--isolated", "--no-cache", "--output-format", "json", "per_sample.py")
+    import json
+
+    found = json.loads(result.stdout)
+    assert [(f["name"], f["line"]) for f in found] == [("nonscalar-backward", 7)], result.stdout
+    assert result.exit_code == 1
+
+
+def test_each_rules_needs_decide_what_the_prefilter_admits(tmp_path):
+    # `from torch import autograd` + `autograd.grad(...)`: GL003 may fire (its needs name
+    # autograd), GL001 may not (it needs a backward call), so selecting only GL001 skips the file.
+    settings = _settings(tmp_path)
+    source = "from torch import autograd\ng = autograd.grad(losses, params)\n"
+    assert prefilter.needs_analysis(source, None, "t.py", settings, {"GL003"})
+    assert not prefilter.needs_analysis(source, None, "t.py", settings, {"GL001"})

@@ -97,7 +97,7 @@ def test_untokenizable_text_keeps_findings():
 
 
 def test_add_noqa_appends_merges_and_skips_unsafe_lines():
-    from gradlint.engine import add_noqa
+    from gradlint.fixes import add_noqa
 
     text = textwrap.dedent('''\
         a.backward()

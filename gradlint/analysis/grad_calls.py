@@ -103,8 +103,8 @@ def _is_inf(expr: cst.BaseExpression) -> bool:
     """`float("inf")`, `math.inf`, `np.inf`, `torch.inf`, `1e999`."""
     if isinstance(expr, cst.Call) and isinstance(expr.func, cst.Name) and expr.func.value == "float":
         if len(expr.args) == 1 and isinstance(expr.args[0].value, cst.SimpleString):
-            text = expr.args[0].value.evaluated_value
-            return isinstance(text, str) and text.strip().lower() in ("inf", "+inf", "infinity")
+            literal = expr.args[0].value.evaluated_value
+            return isinstance(literal, str) and literal.strip().lower() in ("inf", "+inf", "infinity")
         return False
     if isinstance(expr, cst.Float):
         try:

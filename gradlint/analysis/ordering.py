@@ -34,7 +34,6 @@ from gradlint.analysis.facts import (
     Scope,
     implicit_loops,
     iter_loops,
-    module_facts,
 )
 from gradlint.analysis.flow import LoopGraph, Node, TooLarge, build_body_graph, build_loop_graph
 from gradlint.analysis.grad_calls import (
@@ -60,7 +59,7 @@ MAYBE_UNSCALE = "maybe-unscale"  # a call we cannot see into, handed the scaler 
 __all__ = [
     "ALL", "BACKWARD", "CLEAR", "STEP", "CLIP", "UNSCALE", "SCALED", "READ", "MAYBE_STEP",
     "MAYBE_UNSCALE", "Event", "LoopGraph", "Node", "LoopInfo", "OrderingAnalyzer", "ordering_loops",
-    "explore", "events_of", "clear_kind", "report_node", "training_facts", "Finished", "MAX_STATES",
+    "explore", "events_of", "clear_kind", "report_node", "Finished", "MAX_STATES",
 ]
 
 MAX_STATES = 100_000  # a search visiting more states gives up (silent)
@@ -217,19 +216,15 @@ class LoopInfo:
 
 def ordering_loops(ctx) -> List[LoopInfo]:
     """The module's loops that step an optimizer or run a backward, with their ordered events.
-    Shared by the ordering rules through the context (built once per file)."""
-    return ctx.fact("ordering_loops", lambda: list(_build_loops(ctx)))
-
-
-def training_facts(ctx) -> ModuleFacts:
-    return ctx.fact("training_facts", lambda: module_facts(ctx.module, ctx.path, ctx.imports))
+    (Shared by the ordering rules through `Context.ordering_loops`, built once per file.)"""
+    return list(_build_loops(ctx))
 
 
 def _build_loops(ctx) -> Iterator[LoopInfo]:
-    facts = training_facts(ctx)
+    facts = ctx.training_facts
     local = OrderingAnalyzer(facts, ctx.options, None)
     project: Optional[Project] = None
-    candidates = [(loop, cls, func, build_loop_graph) for loop, cls, func in iter_loops(facts)]
+    candidates: List[tuple] = [(loop, cls, func, build_loop_graph) for loop, cls, func in iter_loops(facts)]
     candidates += [(step, cls, step, build_body_graph) for step, cls in implicit_loops(facts)]
     gated_out: set = set()
     for loop, cls, func, build in candidates:
@@ -313,7 +308,21 @@ def clear_kind(event: Event, analyzer_options=None) -> str:
 # ---------------------------------------------------------------------------------------------
 
 State = Tuple
-Outcome = Tuple
+
+
+@dataclass(frozen=True)
+class Finished:
+    """How a path ended: `verdict` (rule-defined words), and the events that decided it."""
+
+    verdict: str
+    culprit: Optional[Event] = None
+    witness: Optional[Event] = None
+
+    def key(self) -> tuple:
+        return (self.verdict, id(self.culprit), id(self.witness))
+
+
+Outcome = Finished
 
 
 def _enter(node: Node, decisions: FrozenSet) -> Optional[FrozenSet]:
@@ -389,18 +398,6 @@ def explore(
                 return None
             queue.append((succ, next_state, entered))
     return outcomes
-
-
-@dataclass(frozen=True)
-class Finished:
-    """How a path ended: `verdict` (rule-defined words), and the events that decided it."""
-
-    verdict: str
-    culprit: Optional[Event] = None
-    witness: Optional[Event] = None
-
-    def key(self) -> tuple:
-        return (self.verdict, id(self.culprit), id(self.witness))
 
 
 def events_of(loop: LoopInfo, *kinds: str) -> List[Event]:

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
-from typing import List, Optional, Tuple
+from typing import Optional, Tuple
 
 import libcst as cst
 
 from gradlint.analysis.facts import ModuleFacts, module_facts
+from gradlint.analysis.imports import resolve_module
 
-MAX_PARENTS = 4  # how far up from the importing file an absolute import is looked for
 MAX_REEXPORTS = 3  # `from .train import reset` in a package __init__, followed this many times
 MAX_FILE_BYTES = 400_000  # larger modules are not read (a helper module is rarely this big)
 MAX_MODULES_PER_FILE = 12  # distinct project modules read while analysing one file
@@ -62,52 +62,15 @@ class Project:
         self.file_dir = os.path.dirname(os.path.abspath(file_path)) if file_path and file_path != "-" else None
         self.root = os.path.abspath(root) if root else None
 
-    def _search_dirs(self, from_dir: Optional[str]) -> List[str]:
-        dirs: List[str] = []
-        if from_dir is not None:
-            current = from_dir
-            for _ in range(MAX_PARENTS + 1):
-                dirs.append(current)
-                if self.root is not None and os.path.normpath(current) == os.path.normpath(self.root):
-                    break
-                parent = os.path.dirname(current)
-                if parent == current:
-                    break
-                current = parent
-        if self.root is not None:
-            dirs.extend([self.root, os.path.join(self.root, "src")])
-        return list(dict.fromkeys(dirs))
-
-    @staticmethod
-    def _module_file(base: str, parts: List[str]) -> Optional[str]:
-        path = os.path.join(base, *parts)
-        for candidate in (path + ".py", os.path.join(path, "__init__.py")):
-            if os.path.isfile(candidate):
-                return candidate
-        return None
-
     def find_module(self, module_name: str, from_path: str) -> Optional[str]:
-        """The file of `module_name` (`pkg.mod`, or `..utils` relative to `from_path`)."""
+        """The file of `module_name` (`pkg.mod`, or `..utils` relative to `from_path`), as the
+        one import resolver (gradlint.analysis.imports) finds it."""
         from_dir = os.path.dirname(os.path.abspath(from_path)) if from_path and from_path != "-" else self.file_dir
-        if module_name.startswith("."):
-            level = len(module_name) - len(module_name.lstrip("."))
-            if from_dir is None:
+        if from_dir is None:
+            if module_name.startswith(".") or self.root is None:
                 return None
-            base = from_dir
-            for _ in range(level - 1):
-                base = os.path.dirname(base)
-            rest = module_name[level:]
-            parts = rest.split(".") if rest else []
-            if not parts:
-                init = os.path.join(base, "__init__.py")
-                return init if os.path.isfile(init) else None
-            return self._module_file(base, parts)
-        parts = module_name.split(".")
-        for base in self._search_dirs(from_dir):
-            found = self._module_file(base, parts)
-            if found is not None:
-                return found
-        return None
+            from_dir = self.root
+        return resolve_module(module_name, from_dir, self.root)
 
     def resolve_function(self, facts: ModuleFacts, qualname: str, depth: int = 0):
         """(facts of the defining module, FunctionDef) for `qualname` as seen from `facts`'s file,

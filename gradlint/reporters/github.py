@@ -1,6 +1,7 @@
 """`--output-format github`: GitHub Actions workflow commands, one annotation per finding.
 
-    ::error file=train.py,line=15,endLine=15,col=9,endColumn=24,title=gradlint (GL001 missing-zero-grad)::train.py:15:9: message
+    ::error file=train.py,line=15,endLine=15,col=9,endColumn=24,title=gradlint (GL001 missing-zero-grad)::...
+    (then `train.py:15:9: message`)
 
 The runner parses these lines from the step's output. Escaping follows @actions/toolkit's
 command.ts: the message escapes % CR LF, property values also : and , (so hostile file names
@@ -17,7 +18,7 @@ from collections import Counter
 from typing import Optional
 
 from gradlint.findings import RULES, Finding
-from gradlint.fingerprint import SourceLines, posix_path
+from gradlint.fingerprint import SourceLines, posix_path, printable_path
 
 COMMAND = {"error": "error", "warning": "warning", "note": "notice"}
 RANK = {"error": 0, "warning": 1, "note": 2}
@@ -49,19 +50,19 @@ def annotation_path(path: str, cwd: str) -> str:
         try:
             relative = os.path.relpath(absolute, os.path.realpath(workspace))
             if not relative.startswith(".."):
-                return posix_path(relative)
+                return printable_path(posix_path(relative))
             relative = os.path.relpath(absolute, workspace)
             if not relative.startswith(".."):
-                return posix_path(relative)
+                return printable_path(posix_path(relative))
         except ValueError:  # another drive on Windows
             pass
-    return posix_path(path)
+    return printable_path(posix_path(path))
 
 
 def location_text(finding: Finding) -> str:
     """`path:line:col` or, in a notebook, `path:cell N:line:col`."""
     cell = f"cell {finding.cell}:" if finding.cell is not None else ""
-    return f"{posix_path(finding.path)}:{cell}{finding.line}:{finding.column}"
+    return f"{printable_path(posix_path(finding.path))}:{cell}{finding.line}:{finding.column}"
 
 
 def worst_first(findings: list) -> list:
@@ -158,7 +159,8 @@ def summary_markdown(findings: list, ctx) -> str:
     out = [
         "### gradlint",
         "",
-        f"{len(findings)} finding{'s' if len(findings) != 1 else ''} in {files} checked file{'s' if files != 1 else ''}.",
+        f"{len(findings)} finding{'s' if len(findings) != 1 else ''} in {files} "
+        f"checked file{'s' if files != 1 else ''}.",
         "",
         "| code | rule | count |",
         "|---|---|---:|",

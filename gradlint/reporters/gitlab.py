@@ -13,11 +13,10 @@ from __future__ import annotations
 import json
 import os
 
-from gradlint.findings import Finding
-from gradlint.fingerprint import SourceLines, occurrence_fingerprints, posix_path
+from gradlint.findings import RULES, Finding
+from gradlint.fingerprint import SourceLines, occurrence_fingerprints, posix_path, printable_path
 
 SEVERITY = {"error": "major", "warning": "minor", "note": "info"}
-CATEGORY = {"GL002": "Performance"}  # everything else is a bug risk
 
 
 def report_path(path: str, cwd: str) -> str:
@@ -31,8 +30,8 @@ def report_path(path: str, cwd: str) -> str:
             except ValueError:  # another drive on Windows
                 continue
             if not relative.startswith(".."):
-                return posix_path(relative)
-    return posix_path(path)
+                return printable_path(posix_path(relative))
+    return printable_path(posix_path(path))
 
 
 def issue(finding: Finding, fingerprint: str, cwd: str, lines: SourceLines) -> dict:
@@ -50,7 +49,7 @@ def issue(finding: Finding, fingerprint: str, cwd: str, lines: SourceLines) -> d
         "type": "issue",
         "check_name": finding.code,
         "description": f"{finding.code} {finding.name}: {finding.message}{where}",
-        "categories": [CATEGORY.get(finding.code, "Bug Risk")],
+        "categories": [RULES[finding.code].gitlab_category if finding.code in RULES else "Bug Risk"],
         "severity": SEVERITY.get(finding.severity, "minor"),
         "fingerprint": fingerprint,
         "location": {"path": report_path(finding.path, cwd), "lines": {"begin": max(begin, 1), "end": max(end, 1)}},

@@ -19,18 +19,13 @@ from urllib.parse import quote
 
 import gradlint
 from gradlint.findings import RULES, Finding, RuleInfo
-from gradlint.fingerprint import SourceLines, occurrence_fingerprints, posix_path
+from gradlint.fingerprint import SourceLines, occurrence_fingerprints, path_bytes, posix_path
+from gradlint.pages import rule_page
 
 SCHEMA_URI = "https://json.schemastore.org/sarif-2.1.0.json"
 DEFAULT_HOME = "https://github.com/gradlint/gradlint"
 LEVEL = {"error": "error", "warning": "warning", "note": "note"}
 PROBLEM_SEVERITY = {"error": "error", "warning": "warning", "note": "recommendation"}
-TAGS = {
-    "GL000": ["correctness"],
-    "GL001": ["correctness", "pytorch", "training-loop"],
-    "GL002": ["performance", "memory", "pytorch"],
-    "GL003": ["correctness", "pytorch", "autograd"],
-}
 MAX_TEXT = 1024  # GitHub's limit for short/full descriptions
 
 
@@ -46,23 +41,6 @@ def home_url() -> str:
     except Exception:  # not installed / broken metadata: fall back
         pass
     return DEFAULT_HOME
-
-
-def rule_page(code: str) -> Optional[str]:
-    """The markdown page of a rule: packaged as gradlint.catalogue in wheels, rules/ in a checkout."""
-    try:
-        from importlib.resources import files
-
-        page = files("gradlint.catalogue").joinpath(f"{code}.md")
-        if page.is_file():
-            return page.read_text(encoding="utf-8")
-    except (ImportError, OSError, TypeError, ValueError):
-        pass
-    fallback = Path(gradlint.__file__).resolve().parent.parent / "rules" / f"{code}.md"
-    try:
-        return fallback.read_text(encoding="utf-8")
-    except OSError:
-        return None
 
 
 def page_section(page: str, title: str) -> str:
@@ -93,8 +71,8 @@ def rule_descriptor(info: RuleInfo, home: str) -> dict:
         "helpUri": f"{home}/blob/main/rules/{info.code}.md",
         "defaultConfiguration": {"level": LEVEL.get(info.severity, "warning")},
         "properties": {
-            "tags": TAGS.get(info.code, ["pytorch"]),
-            "precision": "very-high" if info.code == "GL000" else "high",
+            "tags": list(info.tags),
+            "precision": info.precision,
             "problem.severity": PROBLEM_SEVERITY.get(info.severity, "warning"),
         },
     }
@@ -125,7 +103,8 @@ def artifact_location(path: str, cwd: str) -> dict:
     path = posix_path(os.path.normpath(path))
     if path.startswith("../"):
         return {"uri": Path(os.path.normpath(os.path.join(cwd, path))).as_uri()}
-    return {"uri": quote(path, safe="/"), "uriBaseId": "%SRCROOT%"}
+    # percent-encode the name's bytes: a name that is not UTF-8 keeps its exact bytes (%E9)
+    return {"uri": quote(path_bytes(path), safe="/"), "uriBaseId": "%SRCROOT%"}
 
 
 def _same_drive(a: str, b: str) -> bool:
@@ -198,7 +177,7 @@ def result(finding: Finding, index: int, fingerprint: str, cwd: str, lines: Sour
         "locations": [{"physicalLocation": physical}],
         "partialFingerprints": {"gradlint/v1": fingerprint},
     }
-    properties = {}
+    properties: dict = {}
     if finding.cell is not None:
         properties.update(cell=finding.cell, cellLine=finding.line, cellColumn=finding.column)
     if finding.runtime is not None or not finding.static:
@@ -219,7 +198,7 @@ def document(findings: list, ctx) -> dict:
     known = {r.code for r in rules}
     for f in findings:  # a result must reference a rule in rules[]
         if f.code not in known:
-            rules.append(RULES.get(f.code) or RuleInfo(f.code, f.code, f.code, severity=f.severity))
+            rules.append(RULES.get(f.code) or RuleInfo(f.code, f.code, f.code, severity=f.severity, tags=("pytorch",)))
             known.add(f.code)
     index = {r.code: i for i, r in enumerate(rules)}
     lines = SourceLines(ctx.source_of)

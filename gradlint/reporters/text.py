@@ -8,13 +8,16 @@ from __future__ import annotations
 from typing import List, Optional
 
 from gradlint.findings import Finding
+from gradlint.fingerprint import printable_path
+from gradlint.lines import split_lines
 
 
 def location(finding: Finding) -> str:
     """`path:line:col`, or `path:cell N:line:col` for a notebook cell."""
+    path = printable_path(finding.path)  # a file name that is not UTF-8 shows its bytes as \xNN
     if finding.cell is not None:
-        return f"{finding.path}:cell {finding.cell}:{finding.line}:{finding.column}"
-    return f"{finding.path}:{finding.line}:{finding.column}"
+        return f"{path}:cell {finding.cell}:{finding.line}:{finding.column}"
+    return f"{path}:{finding.line}:{finding.column}"
 
 
 def headline(finding: Finding) -> str:
@@ -33,7 +36,7 @@ def _source_lines(finding: Finding, ctx) -> Optional[List[str]]:
         text = cell_source(finding.path, finding.cell) if cell_source else None
     else:
         text = ctx.source_of(finding.path)
-    return text.splitlines() if text is not None else None
+    return split_lines(text) if text is not None else None  # Python's line numbering
 
 
 def excerpt(finding: Finding, lines: List[str]) -> List[str]:

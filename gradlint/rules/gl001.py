@@ -9,42 +9,28 @@ the helper that runs it). GAN loops, gradient accumulation and LBFGS closures ha
 from __future__ import annotations
 
 import re
-from typing import Dict, Iterable, List, Tuple
+from typing import TYPE_CHECKING, Dict, Iterable, List, Optional, Tuple
 
-import libcst as cst
-
-from gradlint.analysis.facts import (
-    ALL,
-    BACKWARD,
-    CLEAR,
-    OPTIMIZER,
-    STEP,
-    Analyzer,
-    Event,
-    Scope,
-    implicit_loops,
-    iter_loops,
-    module_facts,
-)
-from gradlint.analysis.flow import TooLarge, build_body_graph, build_loop_graph, stale_path
-from gradlint.analysis.project import Project
-from gradlint.analysis.tree import walk
 from gradlint.findings import Finding
+from gradlint.rules import Needs, Rule
 
-CODE = "GL001"
+if TYPE_CHECKING:  # pragma: no cover - types only; the analysis is imported by `check`
+    import libcst as cst
 
-
-def training_facts(ctx):
-    """The module's training-loop facts, shared with other rules through the context."""
-    return ctx.fact("training_facts", lambda: module_facts(ctx.module, ctx.path, ctx.imports))
+    from gradlint.analysis import Context
+    from gradlint.analysis.facts import Event
 
 
 def _calls_within(node: cst.CSTNode) -> set:
     """ids of the calls inside `node` (a read-only walk: visitors rebuild the tree)."""
+    import libcst as cst
+
+    from gradlint.analysis.tree import walk
+
     return {id(call) for call in walk(node) if type(call) is cst.Call}
 
 
-def _report_node(event: Event, inside: set):
+def _report_node(event: Event, inside: set) -> Optional[cst.CSTNode]:
     """Where a backward is reported in this loop: itself if written in the loop, else the
     innermost helper call in the loop that leads to it."""
     for node, _local in reversed(event.chain):
@@ -53,13 +39,28 @@ def _report_node(event: Event, inside: set):
     return None
 
 
-def _short(ctx, node: cst.CSTNode, limit: int = 60) -> str:
+def _short(ctx: Context, node: cst.CSTNode, limit: int = 60) -> str:
     text = re.sub(r"\s+", " ", ctx.code(node)).strip()
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def check(ctx) -> Iterable[Finding]:
-    facts = training_facts(ctx)
+def check(ctx: Context) -> Iterable[Finding]:
+    """One error per backward (or helper call running one, in the loop) on a stale path."""
+    from gradlint.analysis.facts import (
+        ALL,
+        BACKWARD,
+        CLEAR,
+        OPTIMIZER,
+        STEP,
+        Analyzer,
+        Scope,
+        implicit_loops,
+        iter_loops,
+    )
+    from gradlint.analysis.flow import TooLarge, build_body_graph, build_loop_graph, stale_path
+    from gradlint.analysis.project import Project
+
+    facts = ctx.training_facts
     local = Analyzer(facts, ctx.options, None)
     project = Project(ctx.path, ctx.options.project_root)
     # underlying backward node id -> (report node, step event, optimizer, cleared somewhere?)
@@ -68,7 +69,7 @@ def check(ctx) -> Iterable[Finding]:
     gated_out: set = set()  # loops that cannot step or run a backward (nor can loops inside them)
     # the loops written in the file, then Lightning training_steps with manual optimization
     # (Lightning's own loop calls them once per batch)
-    candidates = [(loop, cls, func, build_loop_graph) for loop, cls, func in iter_loops(facts)]
+    candidates: list = [(loop, cls, func, build_loop_graph) for loop, cls, func in iter_loops(facts)]
     candidates += [(step, cls, step, build_body_graph) for step, cls in implicit_loops(facts)]
     for loop, cls, func, build in candidates:
         scope = Scope(facts=facts, root=facts, cls=cls, func=func)
@@ -133,7 +134,10 @@ def check(ctx) -> Iterable[Finding]:
     return findings
 
 
-def _finding(ctx, report: cst.CSTNode, step: Event, optimizer: str, cleared: bool, is_backward: bool) -> Finding:
+def _finding(ctx: Context, report: cst.CSTNode, step: Event, optimizer: str, cleared: bool,
+             is_backward: bool) -> Finding:
+    from gradlint.analysis.facts import ALL
+
     step_node = step.local_node()
     step_line = ctx.position(step_node).start.line
     backward = _short(ctx, report)
@@ -145,4 +149,79 @@ def _finding(ctx, report: cst.CSTNode, step: Event, optimizer: str, cleared: boo
         f"{what} to gradients that `{_short(ctx, step_node)}` (line {step_line}) already applied: "
         f"{name}'s gradients {how}; call `{clear}` before the backward or after the step"
     )
-    return ctx.finding(CODE, report, message)
+    return ctx.finding(RULE.code, report, message)
+
+
+# ------------------------------------------------------------------------------ gradlint run
+
+
+def judge(sites: list, cwd: str) -> Tuple[str, str]:
+    """Runtime verdict of a finding from the backward sites it covers: confirmed when a step used
+    gradients that still held a backward from before that optimizer's previous step."""
+    from gradlint.runtime.verdicts import CONFIRMED, REFUTED, UNEXERCISED, plural
+
+    sites = [s for s in sites if s.kind == "backward"]
+    stale = sum(s.stale_steps for s in sites)
+    steps = sum(s.steps for s in sites)
+    if stale:
+        params = max(s.stale_params for s in sites)
+        names = sorted({n for s in sites for n in s.stale_optimizers})
+        return CONFIRMED, (
+            f"{plural(stale, 'optimizer step')} ({', '.join(names)}) used gradients of "
+            f"{plural(params, 'parameter')} that still held contributions from a backward made before "
+            f"that optimizer's previous step"
+        )
+    calls = sum(s.calls for s in sites)
+    if steps >= 2:
+        return REFUTED, (
+            f"the backward ran {plural(calls, 'time')}, followed by {plural(steps, 'optimizer step')}; "
+            f"every step used freshly cleared gradients"
+        )
+    if calls:
+        return UNEXERCISED, (
+            f"the backward ran {plural(calls, 'time')} but only {plural(steps, 'optimizer step')} "
+            f"followed; at least 2 are needed to tell"
+        )
+    return UNEXERCISED, "this code did not run a backward"
+
+
+def observe(site, cwd: str, covered: bool) -> List[Tuple[str, str, Optional[str]]]:
+    """Runtime-only findings at one backward site: stale steps where no static GL001 points
+    (`covered`), and, always, leaf tensors that accumulate gradients no optimizer clears (a note)."""
+    from gradlint.runtime.verdicts import plural
+
+    out: List[Tuple[str, str, Optional[str]]] = []
+    if site.stale_steps and not covered:
+        _, evidence = judge([site], cwd)
+        out.append((
+            "this backward accumulates onto gradients an optimizer step already used: clear them "
+            "(optimizer.zero_grad()) before the next backward",
+            evidence, None))
+    if site.loose_leaves > 0:
+        out.append((
+            f"{plural(site.loose_leaves, 'leaf tensor')} in no optimizer accumulate gradients "
+            "from this backward and are never cleared (set requires_grad=False, or clear them)",
+            f"{plural(site.loose_leaves, 'leaf tensor')} carried gradients across backward calls "
+            "without a clear and no optimizer holds them",
+            "note"))
+    return out
+
+
+_BACKWARD_NAMES = ("backward", "manual_backward")
+
+RULE = Rule(
+    code="GL001",
+    name="missing-zero-grad",
+    summary="a training loop that steps an optimizer but lets the next backward accumulate onto "
+    "gradients that step already used",
+    severity="error",
+    default_on=True,
+    tags=("correctness", "pytorch", "training-loop"),
+    gitlab_category="Bug Risk",
+    # a backward call (`.backward(`, `torch.autograd.backward`, `accelerator.backward`,
+    # `manual_backward`), here or in a configured or imported helper
+    needs=Needs(words=("backward",), names=_BACKWARD_NAMES, helpers=True),
+    check=check,
+    judge=judge,
+    observe=observe,
+)

@@ -8,29 +8,28 @@ a `retain_graph=True` added to silence an error that had another cause. The proo
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable, List, Optional, Tuple
 
-import libcst as cst
-
-from gradlint.analysis import Context
-from gradlint.analysis.graphs import Verdict, unnecessary_retains
 from gradlint.findings import Edit, Finding, Fix
+from gradlint.rules import Needs, Rule
+
+if TYPE_CHECKING:  # pragma: no cover - types only; the analysis is imported by `check`
+    import libcst as cst
+
+    from gradlint.analysis import Context
+    from gradlint.analysis.graphs import Verdict
 
 
 def check(ctx: Context) -> Iterable[Finding]:
     """One warning per `retain_graph=True` proven unnecessary, with a fix that removes it."""
-    verdicts = ctx.fact(
-        "graphs.unnecessary_retains",
-        lambda: unnecessary_retains(ctx.module, ctx.imports, ctx.options.backward_functions),
-    )
-    for verdict in verdicts:
+    for verdict in ctx.retain_verdicts:
         call = verdict.call.node
         shown = _shown_call(ctx, verdict)
         message = (
             f"`{shown}` keeps the graph of `{verdict.root}` alive, but no later backward uses it: "
             f"drop `retain_graph=True` to free it"
         )
-        yield ctx.finding("GL002", call, message, fix=_removal(ctx, call, verdict.retain_arg))
+        yield ctx.finding(RULE.code, call, message, fix=_removal(ctx, call, verdict.retain_arg))
 
 
 def _shown_call(ctx: Context, verdict: Verdict) -> str:
@@ -67,3 +66,58 @@ def _removal(ctx: Context, call: cst.Call, arg: cst.Arg) -> Fix:
         whole = ctx.position(call)
         end = ctx.offset(whole.end.line, whole.end.column) - 1  # the closing parenthesis
     return Fix("Remove `retain_graph=True`", (Edit(start, end, ""),))
+
+
+# ------------------------------------------------------------------------------ gradlint run
+
+
+def judge(sites: list, cwd: str) -> Tuple[str, str]:
+    """Runtime verdict: confirmed when a graph retained here was never run again, refuted when a
+    later backward ran it."""
+    from gradlint.runtime.verdicts import CONFIRMED, REFUTED, UNEXERCISED, plural, where
+
+    retained = sum(s.retained for s in sites)
+    reused = [s for s in sites if s.retained_reused]
+    if reused:
+        by = next((s.reused_by for s in reused if s.reused_by), None)
+        return REFUTED, (
+            f"a graph retained here was run again by a later backward at {where(by, cwd)}: "
+            f"the retain is needed"
+        )
+    if retained:
+        watched = sum(s.retained_watched for s in sites)
+        counted = plural(retained, "graph") + (f" ({watched} watched)" if watched < retained else "")
+        return CONFIRMED, (
+            f"{counted} retained here and no later backward ran any of "
+            f"{'its' if retained == 1 else 'their'} nodes"
+        )
+    if any(s.calls for s in sites):
+        return UNEXERCISED, "the backward ran but never with a retained graph"
+    return UNEXERCISED, "this code did not run a backward"
+
+
+def observe(site, cwd: str, covered: bool) -> List[Tuple[str, str, Optional[str]]]:
+    """A retained graph nothing ran again, at a site no static GL002 points to."""
+    if covered or not site.retained or site.retained_reused:
+        return []
+    _, evidence = judge([site], cwd)
+    return [("`retain_graph=True` keeps a graph that no later backward uses; drop it to free the "
+             "saved tensors", evidence, None)]
+
+
+RULE = Rule(
+    code="GL002",
+    name="unnecessary-retain-graph",
+    summary="retain_graph=True where no later backward can traverse the retained graph",
+    severity="warning",  # wastes memory; results stay right
+    default_on=True,
+    fix="safe",
+    tags=("performance", "memory", "pytorch"),
+    gitlab_category="Performance",
+    # a backward call, or `torch.autograd.grad(..., retain_graph=True)`
+    needs=Needs(words=("backward", "retain_graph"), names=("backward", "manual_backward"),
+                autograd_names=("grad",), helpers=True),
+    check=check,
+    judge=judge,
+    observe=observe,
+)

@@ -8,11 +8,13 @@ torch can only make up the starting gradient of a one-element tensor; for anythi
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable, List, Optional, Tuple
 
-from gradlint.analysis import Context
-from gradlint.analysis.scalars import nonscalar_roots
 from gradlint.findings import Finding
+from gradlint.rules import Needs, Rule
+
+if TYPE_CHECKING:  # pragma: no cover - types only; the analysis is imported by `check`
+    from gradlint.analysis import Context
 
 # What the missing argument is called in each form of backward.
 _GRADIENT_ARGUMENT = {
@@ -26,8 +28,7 @@ _GRADIENT_ARGUMENT = {
 
 def check(ctx: Context) -> Iterable[Finding]:
     """One error per backward without a gradient whose root is proven to hold several elements."""
-    found = ctx.fact("scalars.nonscalar_roots", lambda: nonscalar_roots(ctx.module, ctx.imports))
-    for call, root, shape in found:
+    for call, root, shape in ctx.nonscalar_roots:
         name = ctx.code(root)
         argument = _GRADIENT_ARGUMENT.get(call.kind, "gradient=")
         reduce_hint = f"`{name}.mean()` or `{name}.sum()`" if _simple(name) else "`.mean()` or `.sum()`"
@@ -35,7 +36,7 @@ def check(ctx: Context) -> Iterable[Finding]:
             f"`{_short(ctx.code(call.node))}` starts from `{name}`, which is not a scalar: {shape.why}; "
             f"reduce it first ({reduce_hint}) or pass `{argument}` with one weight per element"
         )
-        yield ctx.finding("GL003", call.node, message)
+        yield ctx.finding(RULE.code, call.node, message)
 
 
 def _simple(text: str) -> bool:
@@ -45,3 +46,53 @@ def _simple(text: str) -> bool:
 def _short(code: str, limit: int = 60) -> str:
     code = " ".join(code.split())
     return code if len(code) <= limit else code[: limit - 3] + "..."
+
+
+# ------------------------------------------------------------------------------ gradlint run
+
+
+def judge(sites: list, cwd: str) -> Tuple[str, str]:
+    """Runtime verdict: confirmed when the backward ran on a tensor of several elements."""
+    from gradlint.runtime.verdicts import CONFIRMED, REFUTED, UNEXERCISED, plural
+
+    bad = [s for s in sites if s.nonscalar]
+    if bad:
+        shape = next((s.nonscalar_shape for s in bad if s.nonscalar_shape is not None), None)
+        count = sum(s.nonscalar for s in bad)
+        numel = 1
+        for size in shape or ():
+            numel *= size
+        return CONFIRMED, (
+            f"backward ran {plural(count, 'time')} on a tensor of shape {tuple(shape or ())} "
+            f"({plural(numel, 'element')}) without a gradient"
+        )
+    calls = sum(s.calls for s in sites)
+    if calls:
+        return REFUTED, f"the backward ran {plural(calls, 'time')}, always on a one-element tensor"
+    return UNEXERCISED, "this code did not run a backward"
+
+
+def observe(site, cwd: str, covered: bool) -> List[Tuple[str, str, Optional[str]]]:
+    """A backward on a tensor of several elements at a site no static GL003 points to."""
+    if covered or not site.nonscalar:
+        return []
+    _, evidence = judge([site], cwd)
+    return [("backward on a tensor of more than one element without `gradient=`; reduce it to a "
+             "scalar (e.g. .mean()) or pass the gradient", evidence, None)]
+
+
+RULE = Rule(
+    code="GL003",
+    name="nonscalar-backward",
+    summary="backward() without gradient= on a tensor proven not to be a scalar",
+    severity="error",
+    default_on=True,
+    tags=("correctness", "pytorch", "autograd"),
+    gitlab_category="Bug Risk",
+    # a backward call, or `torch.autograd.grad` (every spelling of it names `autograd`)
+    needs=Needs(words=("backward", "autograd"), names=("backward", "manual_backward"),
+                autograd_names=("grad",), helpers=True),
+    check=check,
+    judge=judge,
+    observe=observe,
+)

@@ -1,258 +1,92 @@
 """GL004 clip-grad-misuse: gradient clipping that cannot do its job.
 
-(a) With mixed precision, `scaler.scale(loss).backward()` leaves gradients multiplied by the loss
-scale (65536 at the start). `clip_grad_norm_` on them before `scaler.unscale_(optimizer)` compares
-the scaled norm with the threshold: clipping then fires on every step and shrinks the update by
-the scale factor, or (clip_grad_value_) clips nothing that matters. The step still runs, nothing
-raises. Reported when on some path from a scaled backward of a GradScaler that is not switched off
-(`GradScaler(enabled=False)` is) to the optimizer step, a clip runs before any unscale_.
-(b) A clip that no step follows before the gradients are cleared or added to by the next backward
-(written after `optimizer.step()`, or before `loss.backward()`) changes gradients nobody uses.
-
-Scale-aware clipping (`accelerator.clip_grad_norm_`, Fabric's and Lightning's `clip_gradients`)
-unscales by itself; a clip with `max_norm=float("inf")` only measures the norm for a log; apex's
-`amp.scale_loss` block and DeepSpeed engines unscale before the code sees the gradients. The paths
-are those of the shared loop graphs (`gradlint.analysis.ordering`).
+(a) With mixed precision, `scaler.scale(loss).backward()` leaves every gradient multiplied by the
+loss scale (65536 at the start). `clip_grad_norm_` on them before `scaler.unscale_(optimizer)`
+compares the scaled norm with the threshold: clipping then fires on every step and shrinks the
+update by the scale factor (or, for `clip_grad_value_`, clips at a threshold thousands of times too
+small). (b) A clip that no optimizer step follows before the gradients are cleared or added to by
+the next backward (written after `optimizer.step()`, or before `loss.backward()`) changes gradients
+nobody uses, so exploding gradients reach the optimizer unclipped. Neither raises. The analysis is
+`gradlint.analysis.clipping`, on the shared loop graphs; (a) offers an unsafe fix that inserts
+`scaler.unscale_(optimizer)` before the clip.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Dict, Iterable, List, Optional
+from typing import TYPE_CHECKING, Iterable
 
-import libcst as cst
+from gradlint.findings import Finding
+from gradlint.rules import Needs, Rule
 
-from gradlint.analysis.grad_calls import CLIP_TORCH, SCALER_OFF, scaler_states
-from gradlint.analysis.ordering import (
-    ALL,
-    BACKWARD,
-    CLEAR,
-    CLIP,
-    DEFINITE,
-    GATE,
-    MAYBE_STEP,
-    MAYBE_UNSCALE,
-    MIRROR,
-    SCALED,
-    STEP,
-    UNSCALE,
-    Event,
-    Finished,
-    LoopInfo,
-    clear_kind,
-    events_of,
-    explore,
-    ordering_loops,
-    report_node,
-)
-from gradlint.analysis.names import dotted
-from gradlint.analysis.tree import walk
-from gradlint.findings import Edit, Finding, Fix
+if TYPE_CHECKING:  # pragma: no cover - types only; the analysis is imported by `check`
+    import libcst as cst
 
-CODE = "GL004"
-# Text a file must contain for this rule to possibly fire: clip_grad_norm_, clip_grad_value_,
-# clip_grads_with_norm_, dispatch_clip_grad, clip_gradients all contain it.
+    from gradlint.analysis import Context
+    from gradlint.analysis.clipping import ClipProblem
+
+# Text a file must contain for the rule to possibly fire: clip_grad_norm_, clip_grad_value_,
+# clip_grads_with_norm_, timm's dispatch_clip_grad and Lightning's clip_gradients all contain it.
 NEEDS_WORDS = ("clip_grad",)
+_CLIP_NAMES = ("clip_grad_norm_", "clip_grad_value_", "clip_grad_norm", "clip_grad_value", "clip_grads_with_norm_",
+               "dispatch_clip_grad", "clip_gradients")
 
 
-def check(ctx) -> Iterable[Finding]:
-    reported: Dict[int, Finding] = {}
-    states: Optional[Dict[str, str]] = None
-    for loop in ordering_loops(ctx):
-        clips = events_of(loop, CLIP)
-        if not clips or not any(e.kind == STEP for e in loop.events):
-            continue
-        scaled = events_of(loop, SCALED)
-        if scaled and states is None:
-            states = scaler_states(ctx.module, ctx.imports)
-        for backward in scaled:
-            if (states or {}).get(backward.target) == SCALER_OFF:
-                continue  # GradScaler(enabled=False): scale() and unscale_() do nothing
-            for clip, step in _clips_on_scaled_gradients(loop, backward, ctx.options):
-                node = clip.local_node()
-                if id(node) not in reported:
-                    reported[id(node)] = _scaled_finding(ctx, loop, node, clip, backward, step)
-        for clip in clips:
-            if id(clip.local_node()) in reported:
-                continue
-            verdict = _unused_clip(loop, clip, ctx.options)
-            if verdict is not None:
-                node = report_node(clip, loop)
-                if node is not None and id(node) not in reported:
-                    reported[id(node)] = _unused_finding(ctx, node, verdict)
-    return list(reported.values())
+def check(ctx: Context) -> Iterable[Finding]:
+    """One error per clip that cannot work, on the clip (or its helper's call in the loop)."""
+    from gradlint.analysis.clipping import SCALED_CLIP, clip_problems
+
+    for problem in clip_problems(ctx):
+        if problem.reason == SCALED_CLIP:
+            message = _scaled_message(ctx, problem)
+        else:
+            message = _unused_message(ctx, problem)
+        yield ctx.finding(RULE.code, problem.node, message, problem.fix)
 
 
-# (a) -------------------------------------------------------------------------------------------
-
-
-def _clips_on_scaled_gradients(loop: LoopInfo, scaled: Event, options) -> List[tuple]:
-    """(clip, step) pairs: a torch clip reached from `scaled` with no unscale_ in between, then a
-    step with no clear in between, on some path."""
-
-    def on_event(state, event: Event):
-        phase = state[0]
-        if phase == "pre":
-            return ("scaled", False, None) if event is scaled else state
-        _, unscaled, clip = state
-        kind = event.kind
-        if kind in (UNSCALE, MAYBE_UNSCALE):
-            return ("scaled", True, clip)
-        if kind == CLIP:
-            if clip is None and not unscaled and event.target == CLIP_TORCH:
-                return ("scaled", unscaled, event)
-            return state
-        if kind == STEP:
-            return Finished("scaled-clip", clip, event) if clip is not None else Finished("ok")
-        if kind == MAYBE_STEP:
-            return Finished("ok")
-        if kind == CLEAR and clear_kind(event, options) != GATE:
-            return Finished("ok")  # the scaled gradients are gone
-        return state
-
-    outcomes = explore(loop.graph, ("pre",), on_event)
-    if not outcomes:
-        return []
-    return [(o.culprit, o.witness) for o in outcomes if o.verdict == "scaled-clip"]
-
-
-def _scaled_finding(ctx, loop: LoopInfo, node: cst.CSTNode, clip: Event, scaled: Event, step: Event) -> Finding:
-    scaler = scaled.target or "scaler"
-    optimizer = step.target if step.target != ALL else "optimizer"
-    unscale = f"{scaler}.unscale_({optimizer})"
-    back_line = ctx.position(scaled.local_node()).start.line
-    message = (
-        f"`{_short(ctx, node)}` clips gradients still multiplied by the loss scale of `{scaler}` "
-        f"(scaled backward on line {back_line}), so the threshold is off by the scale factor; "
-        f"call `{unscale}` before clipping"
+def _scaled_message(ctx: Context, problem: ClipProblem) -> str:
+    assert problem.scaled is not None
+    scaler = problem.scaled.target or "scaler"
+    line = ctx.position(problem.scaled.local_node()).start.line
+    return (
+        f"`{_short(ctx, problem.node)}` clips gradients still multiplied by the loss scale of `{scaler}` "
+        f"(scaled backward on line {line}), so the threshold is off by the scale factor; "
+        f"call `{problem.unscale}` before clipping"
     )
-    return ctx.finding(CODE, node, message, _unscale_fix(ctx, loop, clip, scaled, step, unscale))
 
 
-def _unscale_fix(ctx, loop: LoopInfo, clip: Event, scaled: Event, step: Event, unscale: str) -> Optional[Fix]:
-    """Insert `scaler.unscale_(optimizer)` as its own statement just before the clip's statement.
+def _unused_message(ctx: Context, problem: ClipProblem) -> str:
+    from gradlint.analysis.clipping import ADDED
 
-    Offered only when the clip, the scaled backward and the step are written in the loop itself
-    (their names mean the same there), the step names its optimizer, and the loop unscales
-    nowhere (a second unscale_ per step raises)."""
-    if step.target == ALL or not scaled.target:
-        return None
-    if not clip.chain[-1][1]:
-        return None  # the clip is in another file
-    if len(clip.chain) != 1:
-        # in a helper: only a method of the same object, where `self.` names mean the same
-        if not (scaled.target.startswith("self.") and step.target.startswith("self.")):
-            return None
-        if any(isinstance(node, cst.Call) and not (dotted(node.func) or "").startswith("self.")
-               for node, _local in clip.chain[:-1]):
-            return None
-    elif any(len(e.chain) != 1 and not _named_in(e.target, loop.loop) for e in (scaled, step)):
-        return None  # a name from inside a helper, perhaps its own
-    if any(e.kind in (UNSCALE, MAYBE_UNSCALE) for e in loop.events):
-        return None
-    if len(clip.chain) == 1:
-        statement = _statement_of(loop.loop, clip.node, (cst.FunctionDef, cst.ClassDef, cst.Lambda))
-    else:
-        statement = _statement_of(ctx.module, clip.node, (cst.Lambda,))
-    if statement is None:
-        return None
-    where = ctx.position(statement).start
-    start = ctx.offset(where.line, where.column)
-    code = ctx.module.code
-    line_start = ctx.offset(where.line, 0)
-    indent = code[line_start:start]
-    if indent.strip() == "":
-        newline = _newline_at(code, start)
-        text = f"{unscale}{newline}{indent}"
-    else:
-        text = f"{unscale}; "  # `a = 1; clip(...)` or `if x: clip(...)`: stay on the line
-    edit = Edit(start, start, text)
-    description = f"Insert `{unscale}` before the clip"
-    fields = getattr(Fix, "__dataclass_fields__", {})
-    if "applicability" in fields:
-        return Fix(description, (edit,), applicability="unsafe")  # type: ignore[call-arg]
-    return Fix(description, (edit,))
-
-
-def _named_in(text: str, loop: cst.CSTNode) -> bool:
-    """Does the loop itself use the name `text` starts with (so it means the same there)?"""
-    head = text.split(".")[0]
-    return head == "self" or any(type(n) is cst.Name and n.value == head for n in walk(loop))
-
-
-def _statement_of(root: cst.CSTNode, call: cst.CSTNode, stop: tuple) -> Optional[cst.CSTNode]:
-    """The small statement under `root` that contains `call`."""
-    for node in walk(root, stop):
-        if isinstance(node, (cst.SimpleStatementLine, cst.SimpleStatementSuite)):
-            for small in node.body:
-                if any(inner is call for inner in walk(small)):
-                    return small
-    return None
-
-
-def _newline_at(code: str, offset: int) -> str:
-    end = code.find("\n", offset)
-    if end > 0 and code[end - 1] == "\r":
-        return "\r\n"
-    if end < 0 and "\r" in code[offset:]:
-        return "\r"
-    return "\n"
-
-
-# (b) -------------------------------------------------------------------------------------------
-
-
-def _unused_clip(loop: LoopInfo, clip: Event, options) -> Optional[Finished]:
-    """The way the clipped gradients are lost (cleared, or added to by a backward) when no path
-    from `clip` reaches an optimizer step first; None when one does or we cannot tell."""
-
-    def on_event(state, event: Event):
-        if state[0] == "pre":
-            return ("after",) if event is clip else state
-        kind = event.kind
-        if kind in (STEP, MAYBE_STEP, MAYBE_UNSCALE):
-            return Finished("fine")
-        if kind == BACKWARD:
-            return Finished("added", None, event)
-        if kind == CLEAR:
-            how = clear_kind(event, options)
-            if how == GATE:
-                return state
-            if how in (DEFINITE, MIRROR):
-                return Finished("cleared", None, event)
-            return Finished("fine")  # a call we cannot see into: it may step
-        return state
-
-    def on_leave(state):
-        return Finished("fine") if state[0] != "pre" else None  # the step may follow the loop
-
-    outcomes = explore(loop.graph, ("pre",), on_event, on_leave=on_leave)
-    if not outcomes or any(o.verdict == "fine" for o in outcomes):
-        return None
-    for verdict in ("added", "cleared"):
-        for outcome in outcomes:
-            if outcome.verdict == verdict:
-                return outcome
-    return None
-
-
-def _unused_finding(ctx, node: cst.CSTNode, lost: Finished) -> Finding:
-    witness = lost.witness
     where = ""
-    if witness is not None:
-        shown = witness.local_node()
-        if isinstance(shown, cst.BaseSmallStatement) or isinstance(shown, cst.BaseExpression):
-            where = f"`{_short(ctx, shown)}` (line {ctx.position(shown).start.line})"
-    if lost.verdict == "added":
-        how = f"the next backward {where} adds to them".replace("  ", " ")
+    if problem.witness is not None:
+        shown = problem.witness.local_node()
+        where = f" `{_short(ctx, shown)}` (line {ctx.position(shown).start.line})"
+    if problem.reason == ADDED:
+        how = f"the next backward{where} adds to them before any step"
         fix = "clip after the backward and before `optimizer.step()`"
     else:
-        how = f"they are cleared by {where}" if where else "they are cleared"
+        how = f"they are cleared by{where} before any step" if where else "they are cleared before any step"
         fix = "clip after the backward and before `optimizer.step()`, not after the step"
-    message = f"`{_short(ctx, node)}` clips gradients that no optimizer step uses: {how} before any step; {fix}"
-    return ctx.finding(CODE, node, message)
+    return f"`{_short(ctx, problem.node)}` clips gradients that no optimizer step uses: {how}; {fix}"
 
 
-def _short(ctx, node: cst.CSTNode, limit: int = 60) -> str:
+def _short(ctx: Context, node: cst.CSTNode, limit: int = 60) -> str:
     text = re.sub(r"\s+", " ", ctx.code(node)).strip()
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+RULE = Rule(
+    code="GL004",
+    name="clip-grad-misuse",
+    summary="gradient clipping that cannot work: on GradScaler-scaled gradients before unscale_(), or on "
+    "gradients no optimizer step uses",
+    severity="error",
+    default_on=True,
+    fix="unsafe",  # (a): inserts scaler.unscale_(optimizer) before the clip
+    tags=("correctness", "pytorch", "training-loop", "mixed-precision"),
+    gitlab_category="Bug Risk",
+    # a clip call, here or in a configured or imported helper
+    needs=Needs(words=NEEDS_WORDS, names=_CLIP_NAMES, helpers=True),
+    check=check,
+)

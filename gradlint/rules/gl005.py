@@ -1,293 +1,81 @@
 """GL005 gradients-cleared-before-step: a clear that wipes the gradients a backward produced before
 the optimizer step that should use them.
 
-`loss.backward(); optimizer.zero_grad(); optimizer.step()` steps on nothing; an unconditional
-`zero_grad()` between the backward and an accumulation-gated step (or at the top of every iteration
-while the step runs every k-th) throws away all but the last micro-batch. Nothing raises: the model
-just does not train, or trains on a fraction of the data. No other linter reports it.
-
-For every backward of a loop, the rule follows every path from it (on the shared loop graphs,
-`gradlint.analysis.ordering`) to the first optimizer step. A path is *fine* when that step sees
-the backward's gradients, when something reads `.grad` first (a probe or a log), or when a call we
-cannot see into might step or read; it is *wiped* when a clear of that optimizer comes first. The
-clear is reported when every path from the backward that reaches a step is wiped by it. A backward
-followed first by another optimizer's step (a GAN's discriminator) is meant for that optimizer,
-so the generator's clear after it is fine; a loop without a step never reports.
+`loss.backward(); optimizer.zero_grad(); optimizer.step()` steps on nothing (with set_to_none, the
+default, the step skips every parameter); an unconditional `zero_grad()` between the backward and an
+accumulation-gated step, or at the top of every iteration while the step runs every k-th, throws
+away all but the last micro-batch. Nothing raises: the model does not train, or trains on a fraction
+of the data. Reported on the clear (or the call, in the loop, of the helper that clears) when it runs
+on every path from a backward to the next step of the optimizer holding those gradients with nothing
+reading `.grad` in between; GAN loops, probes, loops without a step and correct accumulation have no
+such path. The analysis is `gradlint.analysis.clearing`, on the shared loop graphs. No fix: where the
+clear belongs depends on what the loop meant.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Dict, Iterable, List, Optional, Tuple
+from typing import TYPE_CHECKING, Iterable
 
-import libcst as cst
-
-from gradlint.analysis.names import dotted
-from gradlint.analysis.ordering import (
-    ALL,
-    BACKWARD,
-    CLEAR,
-    DEFINITE,
-    GATE,
-    MAYBE_STEP,
-    MAYBE_UNSCALE,
-    MIRROR,
-    READ,
-    STEP,
-    Event,
-    Finished,
-    LoopInfo,
-    clear_kind,
-    explore,
-    ordering_loops,
-    report_node,
-    training_facts,
-)
-from gradlint.analysis.tree import children
 from gradlint.findings import Finding
+from gradlint.rules import Needs, Rule
 
-CODE = "GL005"
-# Text a file must contain for this rule to possibly fire (zero_grad, p.grad = None, .grad.zero_()).
+if TYPE_CHECKING:  # pragma: no cover - types only; the analysis is imported by `check`
+    import libcst as cst
+
+    from gradlint.analysis import Context
+    from gradlint.analysis.clearing import WipingClear
+
+# Text a file must contain for the rule to possibly fire: zero_grad(), p.grad = None, p.grad.zero_().
 NEEDS_WORDS = ("grad",)
 
-# Secondary networks whose zero_grad() does not touch the stepped model's gradients.
-_SECONDARY = re.compile(r"ema|target|teacher|frozen|shadow|swa|averag|disc|critic|net_?d\b|^d$|_d$", re.I)
-# Tests of an `if` that gate a step for gradient accumulation.
-_ACCUMULATION_WORDS = re.compile(r"accum|sync_grad|update_step|do_step|should_step|step_now|is_step", re.I)
+
+def check(ctx: Context) -> Iterable[Finding]:
+    """One error per clear that wipes gradients before their step."""
+    from gradlint.analysis.clearing import wiping_clears
+
+    for wipe in wiping_clears(ctx):
+        yield ctx.finding(RULE.code, wipe.node, _message(ctx, wipe))
 
 
-def check(ctx) -> Iterable[Finding]:
-    reported: Dict[int, Finding] = {}
-    for loop in ordering_loops(ctx):
-        if not any(e.kind == STEP for e in loop.events):
-            continue  # saliency maps, Fisher information, probes: nothing is stepped
-        gates = _AccumulationGates(ctx, loop)
-        sources = _sources(ctx)
-        for backward in [e for e in _unique(loop.events) if e.kind == BACKWARD]:
-            for clear, step, partly in _wiping_clears(loop, backward, gates, sources, ctx.options):
-                node = report_node(clear, loop)
-                if node is None or id(node) in reported:
-                    continue
-                reported[id(node)] = _finding(ctx, node, clear, backward, step, partly)
-    return list(reported.values())
-
-
-def _unique(events: List[Event]) -> List[Event]:
-    seen: set = set()
-    out = []
-    for event in events:
-        if id(event) not in seen:
-            seen.add(id(event))
-            out.append(event)
-    return out
-
-
-def _sources(ctx) -> Dict[str, set]:
-    return training_facts(ctx).sources
-
-
-def _wiping_clears(loop: LoopInfo, backward: Event, gates: "_AccumulationGates", sources, options) -> List[Tuple]:
-    """(clear, step, partly) for the clears that wipe `backward`'s gradients on every path from it
-    to a step; [] when some path steps on them, reads them, or cannot be judged."""
-    gated = gates.gated_steps(backward)
-    clears: Dict[int, Event] = {}
-
-    def on_event(state, event: Event):
-        if state[0] == "pre":
-            return ("on", (), False, False, False) if event is backward else state
-        _, cleared, stepped, crossed, refilled = state
-        kind = event.kind
-        if kind in (READ, MAYBE_STEP, MAYBE_UNSCALE):
-            return Finished("fine")
-        if kind == CLEAR:
-            how = clear_kind(event, options)
-            if how == GATE:
-                return state
-            if how not in (DEFINITE, MIRROR):
-                return Finished("fine")  # a call we cannot see into: it may step or read first
-            if id(event) in cleared:
-                return state
-            clears[id(event)] = event
-            return ("on", cleared + (id(event),), stepped, crossed, refilled)
-        if kind == STEP:
-            for clear_id in cleared:
-                if _covers(clears[clear_id], event, sources):
-                    return Finished("wiped-partly" if refilled else "wiped", clears[clear_id], event)
-            if id(event) in gated and not crossed:
-                return Finished("pruned")  # the accumulation gate is closed in this iteration
-            return ("on", cleared, True, crossed, refilled)
-        if kind == BACKWARD:
-            if stepped:
-                return Finished("fine")  # a new backward for the next step: ours was used
-            if cleared:
-                if event is not backward or not crossed:
-                    # another backward after the clear: the step has gradients, perhaps of another
-                    # model; ours were lost, but whether they mattered cannot be told
-                    return Finished("other")
-                return ("on", cleared, stepped, crossed, True)  # the next micro-batch of an accumulation
-            return state
-        return state
-
-    def on_cross(state):
-        return state if state[0] == "pre" else state[:3] + (True,) + state[4:]
-
-    outcomes = explore(loop.graph, ("pre",), on_event, on_cross=on_cross)
-    if not outcomes or any(o.verdict == "fine" for o in outcomes):
-        return []
-    found = []
-    for outcome in outcomes:
-        if outcome.verdict.startswith("wiped") and _reportable(outcome.culprit, options):
-            found.append((outcome.culprit, outcome.witness, outcome.verdict == "wiped-partly"))
-    return found
-
-
-def _reportable(clear: Optional[Event], options) -> bool:
-    """A definite clear that is not part of an optimizer's step closure."""
-    if clear is None or clear_kind(clear, options) != DEFINITE:
-        return False
-    for node, _local in clear.chain[:-1]:
-        if isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute) and node.func.attr.value == "step":
-            return False  # optimizer.step(closure): the closure clears and recomputes on purpose
-    return True
-
-
-def _covers(clear: Event, step: Event, sources: Dict[str, set]) -> bool:
-    """Does `clear` drop gradients that `step` would use?"""
-    if step.target == ALL:
-        return clear.target == ALL and _model_clear_covers(clear, sources)
-    if clear.target == step.target:
-        return True
-    if clear.target != ALL:
-        return False  # another optimizer's gradients
-    return _model_clear_covers(clear, sources)
-
-
-def _model_clear_covers(clear: Event, sources: Dict[str, set]) -> bool:
-    """`model.zero_grad()` clears the stepped optimizer's gradients unless the model is known to be
-    another one (an EMA copy, a target network, the discriminator of a GAN whose optimizer we
-    know)."""
-    node = clear.node
-    owner = _grad_owner(node)
-    if owner is not None and not isinstance(owner, cst.Name):
-        return False  # `self.delta.grad.zero_()`: one tensor, not the stepped model's parameters
-    if isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute) and node.func.attr.value == "zero_grad":
-        text = dotted(node.func.value) or ""
-        last = text.rsplit(".", 1)[-1]
-        if _SECONDARY.search(last):
-            return False
-        if sources and text not in sources and text not in ("self", "model", "self.model"):
-            return False  # some optimizers' models are known, and this is none of them
-    return True
-
-
-def _grad_owner(node: cst.CSTNode) -> Optional[cst.BaseExpression]:
-    """`p` in `p.grad = None`, `p.grad.zero_()`, `del p.grad`; None for other clears."""
-    target: Optional[cst.BaseExpression] = None
-    if isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute):
-        target = node.func.value
-    elif isinstance(node, cst.Assign) and node.targets:
-        target = node.targets[0].target
-    elif isinstance(node, (cst.AnnAssign, cst.Del)):
-        target = node.target
-    if isinstance(target, cst.Attribute) and target.attr.value == "data":
-        target = target.value
-    if isinstance(target, cst.Attribute) and target.attr.value in ("grad", "main_grad"):
-        return target.value
-    return None
-
-
-class _AccumulationGates:
-    """Steps under an `if` that opens only every k-th iteration (`if (i + 1) % k == 0:`,
-    `if accelerator.sync_gradients:`), written directly in the analysed loop."""
-
-    def __init__(self, ctx, loop: LoopInfo) -> None:
-        self.loop = loop
-        self._parents: Optional[Dict[int, cst.CSTNode]] = None
-        self.active = not any(e.kind == CLEAR and clear_kind(e, ctx.options) == GATE for e in loop.events)
-        self.module = ctx.module
-
-    def parents(self) -> Dict[int, cst.CSTNode]:
-        if self._parents is None:
-            parents: Dict[int, cst.CSTNode] = {}
-            stack = [self.loop.loop]
-            while stack:
-                node = stack.pop()
-                for child in children(node):
-                    parents[id(child)] = node
-                    stack.append(child)
-            self._parents = parents
-        return self._parents
-
-    def _ancestors(self, node: cst.CSTNode) -> List[cst.CSTNode]:
-        parents = self.parents()
-        out = []
-        current = parents.get(id(node))
-        while current is not None and current is not self.loop.loop:
-            out.append(current)
-            current = parents.get(id(current))
-        return out
-
-    def gated_steps(self, backward: Event) -> set:
-        """ids of the step events gated for accumulation in a way that does not also gate
-        `backward` (so in the iterations where the gate is closed, the step does not run)."""
-        if not self.active:
-            return set()
-        back_node = report_node(backward, self.loop)
-        if back_node is None:
-            return set()
-        back_ancestors = {id(a) for a in self._ancestors(back_node)}
-        out = set()
-        for event in self.loop.events:
-            if event.kind != STEP:
-                continue
-            node = report_node(event, self.loop)
-            if node is None:
-                continue
-            for ancestor in self._ancestors(node):
-                if isinstance(ancestor, (cst.For, cst.While, cst.FunctionDef)):
-                    break  # inside a nested loop or def: not this loop's gate
-                if isinstance(ancestor, cst.If) and self._accumulation_test(ancestor.test):
-                    if id(ancestor) not in back_ancestors:
-                        out.add(id(event))
-                    break
-        return out
-
-    def _accumulation_test(self, test: cst.BaseExpression) -> bool:
-        stack: List[cst.CSTNode] = [test]
-        while stack:
-            node = stack.pop()
-            if isinstance(node, cst.BinaryOperation) and isinstance(node.operator, cst.Modulo):
-                return True
-            if isinstance(node, (cst.Name, cst.Attribute)):
-                text = dotted(node) if isinstance(node, cst.Attribute) else node.value
-                if text and _ACCUMULATION_WORDS.search(text):
-                    return True
-            stack.extend(children(node))
-        return False
-
-
-def _short(ctx, node: cst.CSTNode, limit: int = 60) -> str:
-    text = re.sub(r"\s+", " ", ctx.code(node)).strip()
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _finding(ctx, node: cst.CSTNode, clear: Event, backward: Event, step: Event, partly: bool) -> Finding:
-    back = backward.local_node()
-    step_node = step.local_node()
+def _message(ctx: Context, wipe: WipingClear) -> str:
+    back = wipe.backward.local_node()
+    step = wipe.step.local_node()
     back_line = ctx.position(back).start.line
-    step_line = ctx.position(step_node).start.line
-    what = f"`{_short(ctx, node)}`"
-    if node is not clear.node:
+    step_line = ctx.position(step).start.line
+    what = f"`{_short(ctx, wipe.node)}`"
+    if wipe.node is not wipe.clear.node:
         what += " clears gradients and"
-    if partly:
+    if wipe.partly:
         consequence = (
             f"wipes what `{_short(ctx, back)}` (line {back_line}) accumulated before "
-            f"`{_short(ctx, step_node)}` (line {step_line}) uses it, so each step sees only the last batches"
+            f"`{_short(ctx, step)}` (line {step_line}) uses it, so each step sees only the last batches"
         )
     else:
         consequence = (
             f"wipes the gradients of `{_short(ctx, back)}` (line {back_line}) before "
-            f"`{_short(ctx, step_node)}` (line {step_line}) uses them, so the step sees none"
+            f"`{_short(ctx, step)}` (line {step_line}) uses them, so the step sees none"
         )
     how = "clear right after the step (or before the backward), inside the same accumulation gate"
-    return ctx.finding(CODE, node, f"{what} {consequence}; {how}")
+    return f"{what} {consequence}; {how}"
+
+
+def _short(ctx: Context, node: cst.CSTNode, limit: int = 60) -> str:
+    text = re.sub(r"\s+", " ", ctx.code(node)).strip()
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+RULE = Rule(
+    code="GL005",
+    name="gradients-cleared-before-step",
+    summary="a clear (zero_grad, p.grad = None) that wipes a backward's gradients before the optimizer "
+    "step that should use them",
+    severity="error",
+    default_on=True,
+    tags=("correctness", "pytorch", "training-loop"),
+    gitlab_category="Bug Risk",
+    # zero_grad(), p.grad = None / .zero_(), or a configured or imported clearing helper
+    # (and a backward: its name, or a configured or imported helper running one)
+    needs=Needs(words=NEEDS_WORDS, names=("backward", "manual_backward"), helpers=True),
+    check=check,
+)

@@ -2,9 +2,11 @@
 
 A finding matches a backward site when any user frame of the site's stack has the finding's path
 and a line in [finding.line, finding.end_line] (so a GL001 finding on a helper's call site in the
-loop matches the backward that runs inside the helper). Each GL001-GL003 finding gets
-`runtime` = confirmed | refuted | unexercised and an `evidence` sentence; a problem observed at a
-site that no static finding covers becomes a finding of its own with `static=False`.
+loop matches the backward that runs inside the helper). Each finding of a rule that declares a
+`judge` (gradlint/rules/) gets `runtime` = confirmed | refuted | unexercised and an `evidence`
+sentence; a problem observed at a site that no static finding covers becomes a finding of its own
+with `static=False` (the rule's `observe`). This module is only the join: what a verdict means for
+each rule lives in that rule's module.
 """
 
 from __future__ import annotations
@@ -12,12 +14,16 @@ from __future__ import annotations
 import os
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
-from gradlint.engine import display_path
 from gradlint.findings import RULES, Finding
+from gradlint.paths import display_path
 from gradlint.runtime.events import BackwardSite, Observations, Stack
 
 CONFIRMED, REFUTED, UNEXERCISED = "confirmed", "refuted", "unexercised"
-RUNTIME_CODES = ("GL001", "GL002", "GL003")
+
+
+def runtime_codes() -> Tuple[str, ...]:
+    """The codes whose findings `gradlint run` judges."""
+    return tuple(code for code, rule in RULES.items() if rule.judge is not None)
 
 
 def where(stack: Optional[Stack], cwd: Optional[str] = None) -> str:
@@ -28,7 +34,8 @@ def where(stack: Optional[Stack], cwd: Optional[str] = None) -> str:
     return f"{display_path(path, cwd)}:{line}"
 
 
-def _plural(count: int, word: str) -> str:
+def plural(count: int, word: str) -> str:
+    """`1 step`, `2 steps`: for evidence sentences."""
     return f"{count} {word}{'' if count == 1 else 's'}"
 
 
@@ -51,79 +58,6 @@ class _SiteIndex:
         return list(found.values())
 
 
-# ------------------------------------------------------------------------------ per-rule verdicts
-def _gl001(sites: List[BackwardSite], cwd: str) -> Tuple[str, str]:
-    sites = [s for s in sites if s.kind == "backward"]
-    stale = sum(s.stale_steps for s in sites)
-    steps = sum(s.steps for s in sites)
-    if stale:
-        params = max(s.stale_params for s in sites)
-        names = sorted({n for s in sites for n in s.stale_optimizers})
-        return CONFIRMED, (
-            f"{_plural(stale, 'optimizer step')} ({', '.join(names)}) used gradients of "
-            f"{_plural(params, 'parameter')} that still held contributions from a backward made before "
-            f"that optimizer's previous step"
-        )
-    calls = sum(s.calls for s in sites)
-    if steps >= 2:
-        return REFUTED, (
-            f"the backward ran {_plural(calls, 'time')}, followed by {_plural(steps, 'optimizer step')}; "
-            f"every step used freshly cleared gradients"
-        )
-    if calls:
-        return UNEXERCISED, (
-            f"the backward ran {_plural(calls, 'time')} but only {_plural(steps, 'optimizer step')} "
-            f"followed; at least 2 are needed to tell"
-        )
-    return UNEXERCISED, "this code did not run a backward"
-
-
-def _gl002(sites: List[BackwardSite], cwd: str) -> Tuple[str, str]:
-    retained = sum(s.retained for s in sites)
-    reused = [s for s in sites if s.retained_reused]
-    if reused:
-        by = next((s.reused_by for s in reused if s.reused_by), None)
-        return REFUTED, (
-            f"a graph retained here was run again by a later backward at {where(by, cwd)}: "
-            f"the retain is needed"
-        )
-    if retained:
-        watched = sum(s.retained_watched for s in sites)
-        counted = _plural(retained, "graph") + (f" ({watched} watched)" if watched < retained else "")
-        return CONFIRMED, (
-            f"{counted} retained here and no later backward ran any of "
-            f"{'its' if retained == 1 else 'their'} nodes"
-        )
-    if any(s.calls for s in sites):
-        return UNEXERCISED, "the backward ran but never with a retained graph"
-    return UNEXERCISED, "this code did not run a backward"
-
-
-def _gl003(sites: List[BackwardSite], cwd: str) -> Tuple[str, str]:
-    bad = [s for s in sites if s.nonscalar]
-    if bad:
-        shape = next((s.nonscalar_shape for s in bad if s.nonscalar_shape is not None), None)
-        count = sum(s.nonscalar for s in bad)
-        numel = 1
-        for size in shape or ():
-            numel *= size
-        return CONFIRMED, (
-            f"backward ran {_plural(count, 'time')} on a tensor of shape {tuple(shape or ())} "
-            f"({_plural(numel, 'element')}) without a gradient"
-        )
-    calls = sum(s.calls for s in sites)
-    if calls:
-        return REFUTED, f"the backward ran {_plural(calls, 'time')}, always on a one-element tensor"
-    return UNEXERCISED, "this code did not run a backward"
-
-
-_JUDGES: Dict[str, Callable[[List[BackwardSite], str], Tuple[str, str]]] = {
-    "GL001": _gl001,
-    "GL002": _gl002,
-    "GL003": _gl003,
-}
-
-
 # ------------------------------------------------------------------------------ runtime-only findings
 def _runtime_finding(code: str, site: BackwardSite, message: str, evidence: str, cwd: str,
                      severity: Optional[str] = None) -> Finding:
@@ -144,42 +78,16 @@ def _runtime_finding(code: str, site: BackwardSite, message: str, evidence: str,
     )
 
 
-def _unmatched(site: BackwardSite, matched: Dict[str, set]) -> Callable[[str], bool]:
-    return lambda code: id(site) not in matched.get(code, set())
-
-
 def runtime_only(obs: Observations, matched: Dict[str, set], cwd: str) -> List[Finding]:
-    """Problems the tracer saw at sites no static finding of that rule covers."""
+    """Problems the tracer saw at sites no static finding of that rule covers (each rule's
+    `observe`), in rule order per site."""
     out: List[Finding] = []
+    observers = [(code, rule.observe) for code, rule in RULES.items() if rule.observe is not None]
     for site in obs.sites.values():
-        free = _unmatched(site, matched)
-        if site.stale_steps and free("GL001"):
-            _, evidence = _gl001([site], cwd)
-            out.append(_runtime_finding(
-                "GL001", site,
-                "this backward accumulates onto gradients an optimizer step already used: clear them "
-                "(optimizer.zero_grad()) before the next backward",
-                evidence, cwd))
-        if site.retained and not site.retained_reused and free("GL002"):
-            _, evidence = _gl002([site], cwd)
-            out.append(_runtime_finding(
-                "GL002", site,
-                "`retain_graph=True` keeps a graph that no later backward uses; drop it to free the "
-                "saved tensors", evidence, cwd))
-        if site.nonscalar and free("GL003"):
-            _, evidence = _gl003([site], cwd)
-            out.append(_runtime_finding(
-                "GL003", site,
-                "backward on a tensor of more than one element without `gradient=`; reduce it to a "
-                "scalar (e.g. .mean()) or pass the gradient", evidence, cwd))
-        if site.loose_leaves > 0:
-            out.append(_runtime_finding(
-                "GL001", site,
-                f"{_plural(site.loose_leaves, 'leaf tensor')} in no optimizer accumulate gradients "
-                "from this backward and are never cleared (set requires_grad=False, or clear them)",
-                f"{_plural(site.loose_leaves, 'leaf tensor')} carried gradients across backward calls "
-                "without a clear and no optimizer holds them",
-                cwd, severity="note"))
+        for code, observe in observers:
+            covered = id(site) in matched.get(code, set())
+            for message, evidence, severity in observe(site, cwd, covered):
+                out.append(_runtime_finding(code, site, message, evidence, cwd, severity=severity))
     return out
 
 
@@ -195,7 +103,8 @@ def judge(static: Sequence[Finding], obs: Observations, *, cwd: Optional[str] = 
     matched: Dict[str, set] = {}
     out: List[Finding] = []
     for finding in static:
-        judge_one = _JUDGES.get(finding.code)
+        rule = RULES.get(finding.code)
+        judge_one = rule.judge if rule is not None else None
         if judge_one is None:
             out.append(finding)
             continue

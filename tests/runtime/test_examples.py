@@ -11,7 +11,13 @@ import pytest
 
 from runtime_helpers import EXAMPLES, run_traced
 
-EXAMPLE_FILES = sorted(glob.glob(os.path.join(EXAMPLES, "GL00[1-9]_*.py")))
+from gradlint.findings import RULES
+
+# Examples of the rules that have a runtime judge (a rule without one is never confirmed).
+EXAMPLE_FILES = sorted(
+    p for p in glob.glob(os.path.join(EXAMPLES, "GL00[1-9]_*.py"))
+    if RULES[os.path.basename(p)[:5]].judge is not None
+)
 
 
 @pytest.mark.parametrize("path", EXAMPLE_FILES, ids=[os.path.basename(p) for p in EXAMPLE_FILES])

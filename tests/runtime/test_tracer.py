@@ -174,7 +174,7 @@ def test_retain_graph_reused_is_refuted_with_the_line():
     with _trace() as traced:
         model = mlp()
         optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
-        for inputs, labels in batches(3):
+        for inputs, _labels in batches(3):
             optimizer.zero_grad()
             hidden = model[:2](inputs)
             first = model[2:](hidden).logsumexp(1).mean()
@@ -337,7 +337,7 @@ def test_traced_scripts_report_paths_relative_to_cwd():
 def test_retained_graphs_are_sampled_after_many_unreused_ones_but_reuse_is_still_seen():
     with _trace() as traced:
         model = mlp()
-        for index, (inputs, labels) in enumerate(batches(160)):
+        for index, (inputs, _labels) in enumerate(batches(160)):
             hidden = model[:2](inputs)
             loss = model[2:](hidden).logsumexp(1).mean()
             loss.backward(retain_graph=True)

@@ -1,0 +1,117 @@
+"""Running one function over many files: serially for a handful, else over a process pool.
+
+Generic: it knows nothing of linting. `run(items, work, ...)` calls `work(item)` for every item
+(in pool workers through `worker_call`, after `initializer(*initargs)` ran once per worker) and
+returns the results in completion order. If the pool breaks (a worker killed, e.g. by the
+out-of-memory killer), the items it did not finish run here, serially. Also the memory
+housekeeping a long-lived worker needs after a large file.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from typing import Any, Callable, List, Optional, Sequence, Tuple, TypeVar
+
+T = TypeVar("T")
+
+# Below this many items a process pool costs more than it saves.
+SERIAL_BELOW = 8
+
+
+def default_jobs() -> int:
+    """All cores this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS, Windows
+        return max(1, os.cpu_count() or 1)
+
+
+def chunks(items: List[str], jobs: int) -> List[List[str]]:
+    """Items in chunks small enough to balance `jobs` workers, large enough to amortise calls."""
+    size = max(1, min(32, len(items) // (jobs * 4) or 1))
+    return [items[i:i + size] for i in range(0, len(items), size)]
+
+
+def run(
+    items: List[str],
+    jobs: int,
+    chunk_work: Callable[[Sequence[str]], List[T]],
+    serial_work: Callable[[str], T],
+    key: Callable[[T], str],
+    *,
+    initializer: Optional[Callable[..., None]] = None,
+    initargs: Tuple[Any, ...] = (),
+    progress: Optional[Callable[[int, int], None]] = None,
+) -> List[T]:
+    """`serial_work(item)` for each item, here when `jobs` is 1 or there are few items, else
+    `chunk_work(chunk)` in pool workers (a picklable module-level function; `initializer` sets
+    up each worker). `key(result)` names the item a result belongs to (to rerun the rest here
+    if the pool breaks). `progress(done, total)` after each item or chunk."""
+    if jobs == 1 or len(items) < SERIAL_BELOW:
+        out: List[T] = []
+        for done, item in enumerate(items, 1):
+            out.append(serial_work(item))
+            if progress:
+                progress(done, len(items))
+        return out
+    return _in_pool(items, jobs, chunk_work, serial_work, key, initializer, initargs, progress)
+
+
+def _in_pool(items, jobs, chunk_work, serial_work, key, initializer, initargs, progress) -> list:
+    from concurrent.futures.process import BrokenProcessPool
+
+    parts = chunks(items, jobs)
+    outcomes: list = []
+    finished: set = set()
+    try:
+        with ProcessPoolExecutor(max_workers=min(jobs, len(parts)), initializer=initializer,
+                                 initargs=initargs) as pool:
+            futures = [pool.submit(chunk_work, chunk) for chunk in parts]
+            for future in as_completed(futures):
+                part = future.result()
+                outcomes.extend(part)
+                finished.update(key(o) for o in part)
+                if progress:
+                    progress(len(finished), len(items))
+    except (BrokenProcessPool, OSError):
+        for item in items:
+            if item not in finished:
+                outcomes.append(serial_work(item))
+                finished.add(item)
+                if progress:
+                    progress(len(finished), len(items))
+    return outcomes
+
+
+# A LibCST tree takes ~400 bytes per character of source: after a file this large, the freed
+# tree is handed back to the system, or a pool worker keeps the peak of its largest file for
+# the rest of the run (measured on torch: 196 MB -> 45 MB after distributed_test.py).
+RELEASE_AFTER_CHARS = 100_000
+
+
+@functools.lru_cache(maxsize=1)
+def _malloc_trim() -> Optional[Callable[[int], int]]:
+    """glibc's malloc_trim, or None where there is none (macOS, Windows, musl)."""
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        import ctypes
+
+        trim: Callable[[int], int] = ctypes.CDLL(None).malloc_trim  # the process's own symbols: libc's, if glibc
+        return trim
+    except (OSError, AttributeError, ImportError):
+        return None
+
+
+def release_memory() -> None:
+    """Return free heap pages to the system (CPython frees the tree; glibc keeps its pages)."""
+    trim = _malloc_trim()
+    if trim is not None:
+        try:
+            trim(0)
+        except Exception:  # never let memory housekeeping fail a file
+            pass

@@ -1,0 +1,411 @@
+"""Prefilter stage of the pipeline: which files cannot hold a finding of the selected rules, so
+that they are never parsed by LibCST (most files of a repository have no training loop).
+
+What a file must contain comes from the rules' declarations (`Rule.needs`, gradlint/rules/):
+1. Stage one, text: some selected rule's words (or a configured helper name) occur in it.
+2. Stage two, compiled names: CPython compiles the file (fast, in C) and the names its code really
+   reads must include one of those rules' `names` (`autograd_names` count only when the module
+   names torch.autograd), or a configured helper. Words only in docstrings, comments or
+   `def backward` of autograd Functions do not count; a file CPython cannot compile is analysed.
+3. Imported helpers: a file with none of that can still hold a finding when it calls a project
+   function, imported from another module, whose body meets the needs (followed through the
+   modules it imports, bounded). Found with regexes over the text, resolved by the one import
+   resolver (gradlint.analysis.imports); the modules visited go into the cache's dependencies.
+4. Rules whose needs have no names (unused-noqa's `noqa`, case-folded) admit on the words alone.
+Imports no LibCST.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+from gradlint.analysis.imports import REEXPORT_HOPS, import_bindings
+from gradlint.rules import RULES, Rule
+
+_DEF = re.compile(rb"^[ \t]*(?:async[ \t]+)?def[ \t]+(\w+)", re.MULTILINE)
+_CALL = re.compile(rb"(?<![\w.])([A-Za-z_][\w.]*)[ \t]*\(")
+
+
+@dataclass(frozen=True)
+class Wanted:
+    """What makes code able to hold a finding: text `words` (stage one), compiled `names` and
+    `autograd_names` (stage two), and configured `helpers` (either stage)."""
+
+    words: Tuple[str, ...]
+    names: frozenset
+    autograd_names: frozenset
+    helpers: frozenset
+
+    @property
+    def bwords(self) -> Tuple[bytes, ...]:
+        return tuple(w.encode("utf-8", "surrogatepass") for w in self.words + tuple(sorted(self.helpers)))
+
+
+def _helper_names(settings) -> frozenset:
+    return frozenset(getattr(settings, "helper_names", ()) or ())
+
+
+def wanted_by(rules: Sequence[Rule], settings) -> Wanted:
+    """The union of the staged needs (those with compiled names) of `rules`."""
+    staged = [r.needs for r in rules if r.needs.names or r.needs.autograd_names]
+    words = tuple(dict.fromkeys(w for n in staged for w in n.words))
+    helpers = _helper_names(settings) if any(n.helpers for n in staged) else frozenset()
+    return Wanted(words, frozenset(x for n in staged for x in n.names),
+                  frozenset(x for n in staged for x in n.autograd_names), helpers)
+
+
+def search_wanted(settings) -> Wanted:
+    """What the imported-helper search looks for: every rule that may fire through a helper
+    (independent of the selection, so cache dependencies do not depend on it)."""
+    return wanted_by([r for r in RULES.values() if r.needs.helpers], settings)
+
+
+@functools.lru_cache(maxsize=64)
+def _DEDENT(indent: int) -> "re.Pattern[bytes]":
+    """A line that ends a body indented by more than `indent`: not blank, not a comment, and
+    indented `indent` or less."""
+    return re.compile(rb"\n(?![ \t]{%d})[ \t]*[^ \t\r\n#]" % (indent + 1))
+
+
+@dataclass(frozen=True)
+class _ModuleText:
+    """What the helper search needs of one module: its functions' spans (by indentation: a body
+    ends at the next non-blank line indented no deeper than its `def`; methods count under their
+    own names, nested functions also in their outer body), whether each body names a prefilter
+    word, and every call in the module by position."""
+
+    sha: str
+    functions: Dict[str, Tuple[int, int, bool]]  # name -> (start offset, end offset, names a word?)
+    bindings: Tuple[Tuple[str, str, str], ...]
+    data: bytes  # kept only for modules the helper search reached
+    path: str = ""
+    wanted: Optional["Wanted"] = None  # what counts as running a backward
+    # names of the functions whose compiled code may run a backward, once asked (None: the
+    # module does not compile, so the word in the text decides)
+    _running: list = field(default_factory=list, compare=False, repr=False)
+
+    def calls_in(self, name: str) -> set:
+        start, end, _ = self.functions[name]
+        return {c.decode("ascii", "replace") for c in _CALL.findall(self.data, start, end)}
+
+    def runs_backward(self, name: str) -> bool:
+        """May function `name` run a backward? Its text must name a prefilter word and, where
+        the module compiles, its code must use one (stage two, as for files: a word in a
+        docstring or comment, or `def backward` itself, runs nothing). Compiled on first ask."""
+        if not self.functions[name][2]:
+            return False
+        if not self._running:
+            mentioning = {n for n, (_, _, mentions) in self.functions.items() if mentions}
+            self._running.append(_functions_running_backward(self.data, self.path, mentioning, self.wanted))
+        running = self._running[0]
+        return running is None or name in running
+
+
+def _module_text(data: bytes, path: str, root: str, wanted: Wanted) -> _ModuleText:
+    words = wanted.bwords
+    functions: Dict[str, Tuple[int, int, bool]] = {}
+    for match in _DEF.finditer(data):
+        line_start = data.rfind(b"\n", 0, match.start()) + 1
+        indent = match.start(1) - line_start - len(data[line_start:match.start(1)].lstrip())
+        after = _DEDENT(indent).search(data, match.end())
+        end = after.start() + 1 if after else len(data)
+        name = match.group(1).decode("ascii", "replace")
+        mentions = any(data.find(w, match.start(), end) >= 0 for w in words)
+        old = functions.get(name)
+        if old is not None:  # same name twice (overloads, methods of two classes): union
+            functions[name] = (min(old[0], match.start()), max(old[1], end), old[2] or mentions)
+        else:
+            functions[name] = (match.start(), end, mentions)
+    return _ModuleText(
+        sha=hashlib.sha256(data).hexdigest(),
+        functions=functions,
+        bindings=tuple(import_bindings(data, path, root)),
+        data=data if functions else b"",
+        path=path,
+        wanted=wanted,
+    )
+
+
+class _ProjectFiles:
+    """Per process: the `_ModuleText` of each project file reached, by path and stat (so edits
+    are seen); file bytes are not kept. Also the last answers per linted file."""
+
+    def __init__(self) -> None:
+        self.memo: Dict[tuple, _ModuleText] = {}
+        self.answers: Dict[tuple, Tuple[bool, List[str]]] = {}
+
+    def facts(self, path: str, wanted: Wanted, root: str) -> _ModuleText:
+        try:
+            st = os.stat(path)
+            stamp: tuple = (st.st_mtime_ns, st.st_size)
+        except OSError:
+            stamp = (None, None)
+        key = (path, stamp, wanted, root)
+        if key not in self.memo:
+            try:
+                with open(path, "rb") as handle:
+                    data = handle.read()
+            except OSError:
+                data = b""
+            self.memo[key] = _module_text(data, path, root, wanted)
+        return self.memo[key]
+
+    @staticmethod
+    def _targets(calls: Iterable[str], bindings) -> List[Tuple[str, str]]:
+        """(module file, function name) for calls that go through import bindings."""
+        wanted: List[Tuple[str, str]] = []
+        calls = sorted(set(calls))
+        for target, local, remote in bindings:
+            if remote == "*":
+                wanted += [(target, c) for c in calls if "." not in c]
+            elif remote:
+                if local in set(calls):
+                    wanted.append((target, remote))
+            else:  # a module: local.f(...)
+                prefix = local + "."
+                wanted += [(target, c[len(prefix):]) for c in calls
+                           if c.startswith(prefix) and "." not in c[len(prefix):]]
+        return wanted
+
+    def _definition(self, target: str, name: str, wanted: Wanted, root: str) -> Optional[Tuple[str, str]]:
+        """Where `name` seen in module `target` is defined, following re-exports."""
+        for _ in range(REEXPORT_HOPS + 1):
+            module = self.facts(target, wanted, root)
+            if name in module.functions:
+                return target, name
+            hop = next(((t, r) for t, local, r in module.bindings if local == name and r and r != "*"), None)
+            if hop is None:
+                return None
+            target, name = hop
+        return None
+
+    def helpers(self, data: bytes, path: str, root: str, wanted: Wanted) -> Tuple[bool, List[str]]:
+        """(does a project helper this file calls name a prefilter word, directly or through the
+        helpers it calls in turn?, the modules visited on the way). Bounded: 64 functions."""
+        key = (path, hash(data), len(data), wanted, root)
+        if key in self.answers:
+            return self.answers[key]
+        bindings = import_bindings(data, path, root)
+        calls = {m.group(1).decode("ascii", "replace") for m in _CALL.finditer(data)} if bindings else set()
+        # Sorted throughout: the walk is bounded, so its order must not depend on hash seeds
+        # (the visited modules go into cache keys, which must be the same in every run).
+        todo = [d for d in (self._definition(t, n, wanted, root) for t, n in self._targets(calls, bindings)) if d]
+        todo = sorted(set(todo), reverse=True)
+        seen: set = set()
+        found = False
+        while todo and len(seen) < 64:
+            where, name = todo.pop()
+            if (where, name) in seen:
+                continue
+            seen.add((where, name))
+            module = self.facts(where, wanted, root)
+            if module.runs_backward(name):
+                found = True
+                continue
+            inner = module.calls_in(name)
+            more = []
+            for call in inner:  # helpers of the helper: same module, or imported there
+                short = call.rsplit(".", 1)[-1]
+                if ("." not in call or call.startswith("self.")) and short in module.functions:
+                    more.append((where, short))
+            imported = (self._definition(t, n, wanted, root) for t, n in self._targets(inner, module.bindings))
+            more += [d for d in imported if d]
+            todo += sorted(set(more), reverse=True)
+        me = os.path.abspath(path)
+        answer = (found, sorted({m for m, _ in seen} - {me}))
+        if len(self.answers) > 4096:
+            self.answers.clear()
+        self.answers[key] = answer
+        return answer
+
+
+_PROJECT = _ProjectFiles()
+
+
+def forget_answers() -> None:
+    """Forget the helper-search answers of earlier runs (their files may have changed)."""
+    _PROJECT.answers.clear()
+
+
+def forget_all() -> None:
+    """Forget everything the helper search memoised (tests that rewrite files in place)."""
+    _PROJECT.memo.clear()
+    _PROJECT.answers.clear()
+
+
+def _code_objects(code) -> List:
+    """A code object and every code object nested in it (functions, classes, lambdas, ...)."""
+    out = []
+    todo = [code]
+    while todo:
+        code = todo.pop()
+        out.append(code)
+        todo.extend(c for c in code.co_consts if hasattr(c, "co_names"))
+    return out
+
+
+def _reads_name(code, name: str) -> bool:
+    """Does `code` (not the code nested in it) do more with global/attribute/imported `name`
+    than bind it? `def backward(ctx, grad)` in an autograd Function's class body only stores
+    the name. When some name of `co_names` is used by no instruction, the compiler dropped
+    code that used it (`if False:`), whose reads are unknown: then True."""
+    import dis
+
+    seen = set()
+    for instruction in dis.get_instructions(code):
+        value = instruction.argval
+        if isinstance(value, str):
+            if value == name and not instruction.opname.startswith(("STORE_", "DELETE_")):
+                return True
+            seen.add(value)
+    return not set(code.co_names) <= seen
+
+
+def _used_names(codes: List, candidates: Iterable[str]) -> set:
+    """Those of `candidates` that some code object reads (see `_reads_name`)."""
+    used = set()
+    for name in candidates:
+        if any(name in code.co_names and _reads_name(code, name) for code in codes):
+            used.add(name)
+    return used
+
+
+def _all_names(codes: List) -> set:
+    """Every name of the code objects: globals, attributes, imports, locals, cells, free."""
+    names: set = set()
+    for code in codes:
+        names.update(code.co_names, code.co_varnames, code.co_cellvars, code.co_freevars)
+    return names
+
+
+def _compile_codes(text: str, path: str) -> Optional[List]:
+    """The module's code objects as CPython compiles it; None when it does not compile."""
+    import warnings
+
+    try:
+        with warnings.catch_warnings():  # invalid escapes etc. are the user's business, not ours
+            warnings.simplefilter("ignore")
+            code = compile(text, path, "exec", dont_inherit=True, optimize=0)
+    except (SyntaxError, ValueError, MemoryError, RecursionError, OverflowError):
+        return None
+    return _code_objects(code)
+
+
+@functools.lru_cache(maxsize=1)
+def _compiler_keeps_dead_names() -> bool:
+    """Does this CPython record the names of code it never runs (`if False:`, `while 0:`)?
+    3.10+ do; 3.9 drops them, so there a name missing from the code proves nothing (LibCST
+    still sees such calls) and stage two stays off."""
+    probe = ("if False:\n    a.n1()\nif 0:\n    a.n2()\nwhile False:\n    a.n3()\n"
+             "if not __debug__:\n    a.n4()\nif True:\n    pass\nelse:\n    a.n5()\n")
+    wanted = {"n1", "n2", "n3", "n4", "n5"}
+    return _used_names(_compile_codes(probe, "<probe>") or [], wanted) == wanted
+
+
+def compiled_prefilter(text: str, path: str, wanted: Wanted) -> Tuple[bool, bool]:
+    """Stage two, for text that names a wanted word: (may a finding be here?, did CPython
+    compile it?). A finding needs a wanted name or a configured helper among the names the
+    code really uses. A file CPython cannot compile (or a CPython that drops dead code's names)
+    is analysed, so LibCST decides."""
+    codes = _compile_codes(text, path)
+    if codes is None:
+        return True, False
+    if not _compiler_keeps_dead_names():
+        return True, True
+    return _may_run_backward(codes, wanted, _names_autograd(codes)), True
+
+
+def _names_autograd(codes: List) -> bool:
+    """Does the code name torch.autograd at all (`torch.autograd.grad`, `from torch import
+    autograd`, `from torch.autograd import grad`: an attribute, an imported name or a dotted
+    module of an import)? Without it no call resolves to `torch.autograd.grad`."""
+    return any(name == "autograd" or "autograd" in name.split(".")
+               for code in codes for name in code.co_names)
+
+
+def _may_run_backward(codes: List, wanted: Wanted, autograd: bool) -> bool:
+    """Do these code objects read a wanted name, a configured helper (any name), or an
+    autograd name (when the module names torch.autograd: `autograd`)?"""
+    if wanted.helpers & _all_names(codes):
+        return True
+    names = wanted.names | (wanted.autograd_names if autograd else frozenset())
+    return bool(_used_names(codes, sorted(names)))
+
+
+def _functions_running_backward(data: bytes, path: str, names: set, wanted: Optional[Wanted]) -> Optional[set]:
+    """Those of the function `names` whose compiled code (any definition of that name, with
+    the code nested in it) may run a backward (`_may_run_backward`); None when the module
+    does not compile or this CPython drops dead code's names."""
+    import warnings
+
+    if not names or wanted is None or not _compiler_keeps_dead_names():
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            module = compile(data, path, "exec", dont_inherit=True, optimize=0)
+    except (SyntaxError, ValueError, MemoryError, RecursionError, OverflowError):
+        return None
+    autograd = _names_autograd(_code_objects(module))
+    out = set()
+    for code in _code_objects(module):
+        if code.co_name in names and code.co_name not in out:
+            if _may_run_backward(_code_objects(code), wanted, autograd):
+                out.add(code.co_name)
+    return out
+
+
+def _selected(enabled: Iterable[str]) -> List[Rule]:
+    return [RULES[code] for code in sorted(set(enabled)) if code in RULES]
+
+
+def needs_analysis(text: str, data: Optional[bytes], path: str, settings, enabled: Iterable[str]) -> bool:
+    """False when no finding of the rules in `enabled` is possible (see `prefilter`)."""
+    return prefilter(text, data, path, settings, enabled)[0]
+
+
+def prefilter(text: str, data: Optional[bytes], path: str, settings, enabled: Iterable[str]) -> Tuple[bool, bool]:
+    """(may a finding of a rule in `enabled` be here?, did CPython compile the text?), from the
+    rules' declared needs (see the module docstring)."""
+    rules = _selected(enabled)
+    wanted = wanted_by(rules, settings)
+    compiled = False
+    if any(word in text for word in wanted.words + tuple(sorted(wanted.helpers))):
+        possible, compiled = compiled_prefilter(text, path, wanted)
+        if possible:
+            return True, compiled
+    return _needs_analysis_beyond_words(text, data, path, settings, rules), compiled
+
+
+def _needs_analysis_beyond_words(text: str, data: Optional[bytes], path: str, settings,
+                                 rules: List[Rule]) -> bool:
+    """Words-only needs and imported helpers (see `prefilter`)."""
+    lowered: Optional[str] = None
+    for rule in rules:
+        needs = rule.needs
+        if needs.names or needs.autograd_names or not needs.words:
+            continue
+        if needs.fold_case and lowered is None:
+            lowered = text.lower()
+        haystack = lowered if needs.fold_case and lowered is not None else text
+        if any(word in haystack for word in needs.words):
+            return True
+    root = getattr(settings, "root", None)
+    if not root or not any(r.needs.helpers for r in rules):
+        return False
+    if data is None:
+        data = text.encode("utf-8", "surrogatepass")
+    return _PROJECT.helpers(data, path, os.path.abspath(root), search_wanted(settings))[0]
+
+
+def helper_modules(data: bytes, path: str, settings) -> Dict[str, str]:
+    """path -> sha256 of the project modules holding the helpers `path` calls (followed as the
+    prefilter follows them): a helper edited in another module can change this file's findings."""
+    wanted = search_wanted(settings)
+    root = os.path.abspath(settings.root)
+    return {m: _PROJECT.facts(m, wanted, root).sha for m in _PROJECT.helpers(data, path, root, wanted)[1]}
