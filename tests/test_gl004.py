@@ -198,6 +198,21 @@ FLAGGED = {
                     self.scaler.step(self.optimizer)
                     self.scaler.update()
         """,
+    "amp_scaled_loss_in_a_variable_and_aliased_clip": """
+        import torch
+        from torch.nn.utils import clip_grad_norm_ as clip
+
+        scaler = torch.amp.GradScaler("cuda")
+        for x, y in loader:
+            optimizer.zero_grad()
+            with torch.autocast("cuda", dtype=torch.float16):
+                loss = model(x, y)
+            scaled = scaler.scale(loss)
+            scaled.backward()
+            clip(model.parameters(), max_norm=1.0)  # GL004
+            scaler.step(optimizer)
+            scaler.update()
+        """,
     "clip_after_step": """
         import torch
 

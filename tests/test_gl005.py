@@ -174,6 +174,24 @@ FLAGGED = {
                     if (i + 1) % self.accum == 0:
                         self.optimizer.step()
         """,
+    "optimizer_step_helper_clears_first": """
+        import torch
+
+        class Learner:
+            def __init__(self, model):
+                self.model = model
+                self.optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+
+            def optimizer_step(self):
+                self.optimizer.zero_grad()
+                self.optimizer.step()
+
+            def fit(self, loader):
+                for batch in loader:
+                    loss = self.model(batch).mean()
+                    loss.backward()
+                    self.optimizer_step()  # GL005
+        """,
     "gan_generator_clear_after_its_backward": """
         import torch
 
@@ -275,6 +293,16 @@ FLAGGED = {
 
 
 CLEAN = {
+    "clear_only_on_logging_iterations_is_not_every_path": """
+        for i, batch in enumerate(loader):
+            loss = model(batch)
+            loss.backward()
+            if i % 100 == 0:
+                log_grad_norm(model)
+                optimizer.zero_grad()
+            optimizer.step()
+            optimizer.zero_grad()
+        """,
     "zero_grad_right_after_step": """
         import torch
 

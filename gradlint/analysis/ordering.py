@@ -26,6 +26,7 @@ from gradlint.analysis.facts import (
     CLEAR,
     ENGINE,
     OPTIMIZER,
+    SCALER,
     STEP,
     Analyzer,
     Event,
@@ -100,6 +101,10 @@ class OrderingAnalyzer(Analyzer):
             text = dotted(scaler)
             bound = scope.subst(text)[0] if text else ""
             return [scope.event(SCALED, bound, call)] + list(effects)
+        if not effects and _scales_a_loss(call, scope):
+            # `scaled = scaler.scale(loss)` ... `scaled.backward()`: the gradients to come are scaled
+            text = dotted(call.func.value) or ""  # type: ignore[attr-defined]
+            return [scope.event(SCALED, scope.subst(text)[0], call)]
         if not effects:
             return self._unknown_effects(call, scope)
         if len(effects) == 1 and isinstance(effects[0], Event) and effects[0].kind == BACKWARD:
@@ -197,6 +202,19 @@ class OrderingAnalyzer(Analyzer):
                     result = True
         self._touching[key] = result
         return result
+
+
+def _scales_a_loss(call: cst.Call, scope: Scope) -> bool:
+    """`scaler.scale(loss)` (not as the receiver of `.backward()`, handled with the backward) of a
+    GradScaler: known from its construction or its name."""
+    func = call.func
+    if not (isinstance(func, cst.Attribute) and func.attr.value == "scale" and len(call.args) == 1):
+        return False
+    text = dotted(func.value)
+    if text is None:
+        return False
+    _, kind = scope.kind_of(text)
+    return kind == SCALER or (kind is None and "scaler" in text.rsplit(".", 1)[-1].lower())
 
 
 # ---------------------------------------------------------------------------------------------
