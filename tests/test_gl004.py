@@ -449,6 +449,20 @@ CLEAN = {
             scaler.step(optimizer)
             scaler.update()
         """,
+    "scaler_disabled_through_a_false_constant": """
+        import torch
+
+        USE_AMP = False
+        scaler = torch.cuda.amp.GradScaler(enabled=USE_AMP)
+        for x, y in loader:
+            optimizer.zero_grad()
+            with torch.autocast("cuda", enabled=USE_AMP):
+                loss = model(x, y)
+            scaler.scale(loss).backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            scaler.step(optimizer)
+            scaler.update()
+        """,
     "accelerate_clip_grad_norm": """
         from accelerate import Accelerator
 

@@ -155,6 +155,7 @@ def scaler_states(module: cst.Module, imports: ImportMap) -> Dict[str, str]:
     to scalers of both kinds counts as on.
     """
     states: Dict[str, str] = {}
+    falses = _always_false_names(module)
     for node in walk(module, (cst.Lambda,)):
         if type(node) is cst.Assign:
             targets = [t.target for t in node.targets]
@@ -163,7 +164,7 @@ def scaler_states(module: cst.Module, imports: ImportMap) -> Dict[str, str]:
             targets, value = [node.target], node.value
         else:
             continue
-        state = _scaler_state(value, imports)
+        state = _scaler_state(value, imports, falses)
         if state is None:
             continue
         for target in targets:
@@ -173,9 +174,30 @@ def scaler_states(module: cst.Module, imports: ImportMap) -> Dict[str, str]:
     return states
 
 
-def _scaler_state(value: cst.BaseExpression, imports: ImportMap) -> Optional[str]:
+def _always_false_names(module: cst.Module) -> frozenset:
+    """Names the module binds only to the literal False (`USE_AMP = False`), and never as a
+    parameter, loop target or import."""
+    false: set = set()
+    other: set = set()
+    for node in walk(module):
+        kind = type(node)
+        if kind is cst.Assign:
+            is_false = isinstance(node.value, cst.Name) and node.value.value == "False"  # type: ignore
+            for target in node.targets:  # type: ignore[attr-defined]
+                if isinstance(target.target, cst.Name):
+                    (false if is_false else other).add(target.target.value)
+        elif kind is cst.Param:
+            other.add(node.name.value)  # type: ignore[attr-defined]
+        elif kind in (cst.AugAssign, cst.AnnAssign, cst.For, cst.NamedExpr):
+            for inner in walk(node.target):  # type: ignore[attr-defined]
+                if type(inner) is cst.Name:
+                    other.add(inner.value)  # type: ignore[attr-defined]
+    return frozenset(false - other)
+
+
+def _scaler_state(value: cst.BaseExpression, imports: ImportMap, falses: frozenset = frozenset()) -> Optional[str]:
     if isinstance(value, cst.IfExp):  # scaler = GradScaler() if args.amp else None
-        states = [_scaler_state(v, imports) for v in (value.body, value.orelse)]
+        states = [_scaler_state(v, imports, falses) for v in (value.body, value.orelse)]
         known = [s for s in states if s is not None]
         return None if not known else (SCALER_ON if SCALER_ON in known else SCALER_OFF)
     if not isinstance(value, cst.Call):
@@ -186,7 +208,7 @@ def _scaler_state(value: cst.BaseExpression, imports: ImportMap) -> Optional[str
     for arg in value.args:
         if arg.keyword is not None and arg.keyword.value == "enabled":
             literal = arg.value
-            if isinstance(literal, cst.Name) and literal.value == "False":
+            if isinstance(literal, cst.Name) and (literal.value == "False" or literal.value in falses):
                 return SCALER_OFF
             if isinstance(literal, cst.Integer) and literal.value == "0":
                 return SCALER_OFF
