@@ -392,7 +392,7 @@ CLEAN = {
                 self.optimizer = torch.optim.AdamW(model.parameters())
                 self.scaler = torch.cuda.amp.GradScaler()
 
-            def clip_gradients(self):
+            def unscale_and_clip(self):
                 self.scaler.unscale_(self.optimizer)
                 return torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.max_norm)
 
@@ -402,7 +402,7 @@ CLEAN = {
                     with torch.cuda.amp.autocast():
                         loss = self.model(batch)
                     self.scaler.scale(loss).backward()
-                    norm = self.clip_gradients()
+                    norm = self.unscale_and_clip()
                     self.scaler.step(self.optimizer)
                     self.scaler.update()
         """,

@@ -20,22 +20,10 @@ from typing import Callable, Dict, FrozenSet, Iterator, List, Optional, Tuple
 import libcst as cst
 
 from gradlint.analysis.backward import backward_call
-from gradlint.analysis.facts import (
-    ALL,
-    BACKWARD,
-    CLEAR,
-    ENGINE,
-    OPTIMIZER,
-    SCALER,
-    STEP,
-    Analyzer,
-    Event,
-    Inline,
-    ModuleFacts,
-    Scope,
-    implicit_loops,
-    iter_loops,
-)
+from gradlint.analysis.effects import Analyzer
+from gradlint.analysis.events import ALL, BACKWARD, CLEAR, STEP, Event, Inline, Scope
+from gradlint.analysis.facts import ModuleFacts, implicit_loops, iter_loops
+from gradlint.analysis.object_kinds import ENGINE, OPTIMIZER, SCALER
 from gradlint.analysis.flow import LoopGraph, Node, TooLarge, build_body_graph, build_loop_graph
 from gradlint.analysis.grad_calls import (
     clearing_assignment,
