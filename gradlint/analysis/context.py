@@ -62,7 +62,7 @@ class Context:
         root is proven to hold several elements."""
         from gradlint.analysis.scalars import nonscalar_roots
 
-        return list(nonscalar_roots(self.module, self.imports))
+        return list(nonscalar_roots(self.module, self.imports, self.path, self.options.project_root))
 
     @cached_property
     def ordering_loops(self) -> List[LoopInfo]:

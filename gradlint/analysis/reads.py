@@ -499,7 +499,7 @@ def reads_around(node: cst.CSTNode) -> Set[str]:
 
 def free_names(node: cst.CSTNode) -> Set[str]:
     """Free variables of a nested scope (its own parameters and assignments removed)."""
-    from gradlint.analysis.scalars import assigned_keys
+    from gradlint.analysis.bindings import assigned_keys
 
     if isinstance(node, cst.FunctionDef):
         outside: Set[str] = set()
