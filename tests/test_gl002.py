@@ -2217,3 +2217,231 @@ def test_lightning_hook_of_a_module_deriving_from_a_project_base(tmp_path):
         """,
     })
     assert _lint_file(tmp_path, "mapping/transition.py") == [11]
+
+
+# Graphs that outlive the call: stores filled with values with history, and calls we cannot see into.
+
+CLEAN_OUTLIVING = {
+    "replay_buffer_attribute_keeps_encoder_outputs": """
+        class Storage:
+            def __init__(self):
+                self.data = []
+
+            def save(self, states, actions, rewards):
+                self.data.append([states, actions, rewards])
+
+            def optimize(self, qnet, opt):
+                for states, actions, rewards in self.data:
+                    loss = (qnet(states) - rewards).pow(2).mean()
+                    opt.zero_grad()
+                    loss.backward(retain_graph=True)
+                    opt.step()
+    """,
+    "replay_buffer_element_read_by_index": """
+        class Memory:
+            def __init__(self):
+                self.items = []
+
+            def remember(self, encoder, x, r):
+                self.items.append((encoder(x), r))
+
+            def learn_last(self, qnet, opt):
+                state, reward = self.items[-1]
+                loss = (qnet(state) - reward).pow(2).mean()
+                loss.backward(retain_graph=True)
+                opt.step()
+    """,
+    "replay_buffer_sampled_through_a_method": """
+        class Agent:
+            def observe(self, encoder, obs, reward):
+                self.memory.push(encoder(obs), reward)
+
+            def learn(self, qnet, opt):
+                states, rewards = self.memory.sample(32)
+                loss = (qnet(states) - rewards).pow(2).mean()
+                loss.backward(retain_graph=True)
+                opt.step()
+    """,
+    "module_level_memory_filled_by_a_function": """
+        memory = []
+
+        def remember(encoder, x, r):
+            memory.append((encoder(x), r))
+
+        def replay(qnet, opt):
+            for h, r in memory:
+                loss = (qnet(h) - r).pow(2).mean()
+                opt.zero_grad()
+                loss.backward(retain_graph=True)
+                opt.step()
+    """,
+    "cache_dict_filled_by_key": """
+        cache = {}
+
+        def encode(encoder, key, x):
+            cache[key] = encoder(x)
+
+        def train_on(key, head, y, opt):
+            loss = (head(cache[key]) - y).pow(2).mean()
+            loss.backward(retain_graph=True)
+            opt.step()
+    """,
+    "library_hessian_vector_product_after_the_gradient": """
+        from torch import autograd
+        from cherry.algorithms import trpo
+
+        def meta_step(policy, surrogate, replays):
+            old_loss, old_kl = surrogate(policy, replays)
+            grad = autograd.grad(old_loss, policy.parameters(), retain_graph=True)
+            fvp = trpo.hessian_vector_product(old_kl, policy.parameters())
+            print(trpo.conjugate_gradient(fvp, grad))
+    """,
+    "callable_built_from_the_graph_called_later": """
+        import functools
+        from torch import autograd
+
+        def kl_hvp(kl, params, v):
+            return autograd.grad(kl, params, grad_outputs=v)
+
+        def meta_step(policy, surrogate, replays, v):
+            loss, kl = surrogate(policy, replays)
+            grad = autograd.grad(loss, policy.parameters(), retain_graph=True)
+            hvp = functools.partial(kl_hvp, kl, list(policy.parameters()))
+            print(hvp(v), grad)
+    """,
+    "lambda_capturing_the_graph": """
+        from torch import autograd
+
+        def conjugate_gradient(f, b):
+            return f(b)
+
+        def meta_step(policy, surrogate, replays):
+            loss, kl = surrogate(policy, replays)
+            grad = autograd.grad(loss, policy.parameters(), retain_graph=True)
+            hvp = lambda v: autograd.grad(kl, policy.parameters(), grad_outputs=v)
+            print(conjugate_gradient(hvp, grad))
+    """,
+    "lambda_passed_straight_to_a_library_solver": """
+        from torch import autograd
+        from mylib import solvers
+
+        def meta_step(policy, surrogate, replays):
+            loss, kl = surrogate(policy, replays)
+            grad = autograd.grad(loss, policy.parameters(), retain_graph=True)
+            print(solvers.cg(lambda v: solvers.hvp(kl, v), grad))
+    """,
+}
+
+FLAGGED_OUTLIVING = {
+    "replay_buffer_of_detached_values": """
+        class Storage:
+            def __init__(self):
+                self.data = []
+
+            def save(self, state, reward):
+                self.data.append((state.detach(), float(reward)))
+
+            def optimize(self, qnet, opt):
+                for state, reward in self.data:
+                    loss = (qnet(state) - reward).pow(2).mean()
+                    opt.zero_grad()
+                    loss.backward(retain_graph=True)  # GL002
+                    opt.step()
+    """,
+    "parameter_list_built_in_the_constructor": """
+        import torch
+        from torch.nn import Parameter
+
+        class Attack:
+            def __init__(self, sizes):
+                self.weights = []
+                for n in sizes:
+                    weight = Parameter(torch.zeros(n, n))
+                    self.weights.append(weight)
+
+            def meta_grad(self, x, target, changes):
+                hidden = x
+                for w in self.weights:
+                    hidden = hidden @ w
+                loss = (hidden - target).pow(2).mean()
+                grad = torch.autograd.grad(loss, changes, retain_graph=True)[0]  # GL002
+                return grad
+    """,
+    "loader_attribute_set_up_in_a_method": """
+        from torch.utils.data import DataLoader
+
+        class Trainer:
+            def setup(self, dataset):
+                self.loader = DataLoader(dataset, batch_size=8)
+
+            def fit(self, model, opt):
+                for x, y in self.loader:
+                    loss = (model(x) - y).pow(2).mean()
+                    loss.backward(retain_graph=True)  # GL002
+                    opt.step()
+    """,
+    "data_package_and_detached_library_calls_after_the_backward": """
+        import numpy as np
+        from torchvision.utils import make_grid
+        from mylib import metrics
+
+        for x, y in loader:
+            out = model(x)
+            loss = (out - y).pow(2).mean()
+            loss.backward(retain_graph=True)  # GL002
+            opt.step()
+            grid = make_grid(out)
+            score = metrics.psnr(out.detach(), y)
+            print(np.mean(out.detach().numpy()), score, grid.shape)
+    """,
+}
+
+
+@pytest.mark.parametrize("name", sorted(CLEAN_OUTLIVING))
+def test_clean_outliving(name):
+    source = textwrap.dedent(CLEAN_OUTLIVING[name])
+    assert [(f.line, f.code) for f in _lint(source)] == []
+
+
+@pytest.mark.parametrize("name", sorted(FLAGGED_OUTLIVING))
+def test_flagged_outliving(name):
+    source = textwrap.dedent(FLAGGED_OUTLIVING[name])
+    found = [(f.line, f.code) for f in _lint(source)]
+    assert found == _marked(source)
+    assert found
+
+
+def test_project_function_that_runs_no_backward_is_seen_into(tmp_path):
+    _project(tmp_path, {
+        "utils.py": """
+            def accuracy(output, labels):
+                preds = output.max(1)[1].type_as(labels)
+                return preds.eq(labels).double().sum() / len(labels)
+        """,
+        "hvp.py": """
+            from torch import autograd
+
+            def fvp(kl, params, v):
+                return autograd.grad(kl, params, grad_outputs=v)
+        """,
+        "train.py": """
+            import torch
+            import utils
+            from hvp import fvp
+
+            def step(model, x, y, changes, v):
+                output = model(x)
+                loss = (output - y).pow(2).mean()
+                grad = torch.autograd.grad(loss, changes, retain_graph=True)[0]
+                print(utils.accuracy(output, y).item())
+                return grad
+
+            def meta(model, x, y, changes, v):
+                output = model(x)
+                loss = (output - y).pow(2).mean()
+                grad = torch.autograd.grad(loss, changes, retain_graph=True)[0]
+                print(fvp(loss, changes, v))
+                return grad
+        """,
+    })
+    assert _lint_file(tmp_path, "train.py") == [9]

@@ -22,6 +22,8 @@ retain alone.
 
 from __future__ import annotations
 
+import os
+
 from dataclasses import dataclass
 from typing import Dict, FrozenSet, List, Optional, Set, Tuple
 
@@ -45,6 +47,7 @@ from gradlint.analysis.graph_scope import Scope
 from gradlint.analysis.helpers import own_nodes, stores_history_on_self
 from gradlint.analysis.inherited import Inheritance, inherited_calls
 from gradlint.analysis.names import ImportMap, dotted
+from gradlint.analysis.outliving import OpaqueCalls
 from gradlint.analysis.reads import INERT, LEAF, is_false, is_true, key_of, param_names
 from gradlint.analysis.retained import GraphAnalysis
 from gradlint.analysis.tree import SCOPES, block_statements, children, walk
@@ -76,7 +79,9 @@ class RetainProver:
         self.module = module
         self.imports = imports
         self.backward_functions = backward_functions
-        self.analysis = GraphAnalysis(module, imports, backward_functions, holders)
+        self.project_root = project_root
+        self.walkers: List[OpaqueCalls] = [OpaqueCalls(imports, path, project_root)]
+        self.analysis = GraphAnalysis(module, imports, backward_functions, holders, self.walkers[0])
         self.index = CallSiteIndex(path, module, imports, project_root)
         self.inheritance = Inheritance(self.index.here, project_root)
         self._analyses: Dict[str, GraphAnalysis] = {}
@@ -225,7 +230,9 @@ class RetainProver:
             return self.analysis
         found = self._analyses.get(parsed.path)
         if found is None:
-            found = GraphAnalysis(parsed.module, parsed.imports, self.backward_functions, set())
+            walker = OpaqueCalls(parsed.imports, parsed.path, self.project_root)
+            self.walkers.append(walker)
+            found = GraphAnalysis(parsed.module, parsed.imports, self.backward_functions, set(), walker)
             self._analyses[parsed.path] = found
         return found
 
@@ -302,6 +309,8 @@ class RetainProver:
         stored = self.analysis.stored_attributes
         for key in read - inside:
             parts = key.split(".")
+            if parts[1] in self.analysis.store_attributes:
+                continue  # a buffer other methods append to: whatever `__init__` put there first
             if len(parts) > 2:
                 head = ".".join(parts[:2])
                 if parts[1] not in stored and not any(k == head or k.startswith(head + ".") for k in refreshed):
@@ -495,6 +504,9 @@ def unnecessary_retains(
         found = prover.verdicts()
         if consulted is not None:
             consulted.update(prover.index.consulted)
+            here = os.path.abspath(path)
+            for walker in prover.walkers:
+                consulted.update(p for p in walker.consulted if os.path.abspath(p) != here)
         return found
     finally:
         _ASSIGNED.clear()  # scalars' memo of assigned names: keep no tree alive after the file is done

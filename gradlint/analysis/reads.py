@@ -144,6 +144,9 @@ class ReadCollector:
         self.stateful: FrozenSet[str] = frozenset()
         # Builtin names the module binds itself (`def set_input(self, input)`): variables there.
         self.shadowed: FrozenSet[str] = frozenset()
+        # (attribute names, global names) filled with values that may carry history: a method
+        # of one (`self.memory.sample(n)`) gives back what was stored, so it reads the store.
+        self.stores: Tuple[FrozenSet[str], FrozenSet[str]] = (frozenset(), frozenset())
         self._memo: Dict[int, Tuple[cst.CSTNode, Reads]] = {}
 
     def reads(self, expr: Optional[cst.BaseExpression]) -> Reads:
@@ -159,6 +162,10 @@ class ReadCollector:
             known = (expr, found)
             self._memo[id(expr)] = known
         return known[1].copy()
+
+    def forget(self) -> None:
+        """Drop remembered answers (after `stateful` or `stores` change)."""
+        self._memo.clear()
 
     def _name(self, name: str) -> Reads:
         if name in ("True", "False", "None") or name in self.imports.aliases:
@@ -176,7 +183,7 @@ class ReadCollector:
         if isinstance(expr, cst.Name):
             return self._name(expr.value)
         if isinstance(expr, cst.Attribute):
-            if expr.attr.value in CUT_ATTRIBUTES:
+            if expr.attr.value in CUT_ATTRIBUTES and not self._own_store(expr):
                 return Reads(kind=INERT)
             key = key_of(expr)
             if key is not None:
@@ -325,11 +332,35 @@ class ReadCollector:
         if callee is not None and callee in self.stateful:
             out.keys.add(f"<state:{callee}>")  # never assigned here: carried from call to call
         receiver = key_of(func.value) if isinstance(func, cst.Attribute) else None
+        store = self._store_read(func.value) if isinstance(func, cst.Attribute) else None
+        if store is not None:
+            out.keys.add(store)
         if receiver is not None and not receiver.startswith("self.") and receiver != "self":
             out.receivers.add(receiver)  # decided per scope: a library object's method, or opaque
         else:
             out.opaque = True
         return out
+
+    def _own_store(self, expr: cst.Attribute) -> bool:
+        """`self.data` where the file fills `data` with values: a buffer, not a tensor's `.data`."""
+        value = expr.value
+        return isinstance(value, cst.Name) and value.value == "self" and expr.attr.value in self.stores[0]
+
+    def _store_read(self, receiver: cst.BaseExpression) -> Optional[str]:
+        """The key of a history store a method is called on (`self.memory` in
+        `self.memory.sample(n)`), else None."""
+        while isinstance(receiver, cst.Subscript):
+            receiver = receiver.value
+        text = dotted(receiver)
+        if text is None:
+            return None
+        attributes, names = self.stores
+        parts = text.split(".")
+        if len(parts) > 1 and parts[1] in attributes:
+            return ".".join(parts[:2])
+        if len(parts) == 1 and parts[0] in names:
+            return parts[0]
+        return None
 
     def _shadowed(self) -> Set[str]:
         return set(self.shadowed)
