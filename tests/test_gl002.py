@@ -2445,3 +2445,118 @@ def test_project_function_that_runs_no_backward_is_seen_into(tmp_path):
         """,
     })
     assert _lint_file(tmp_path, "train.py") == [9]
+
+
+# Values that look linked but hold no history: reduction indices, constructor settings, strings.
+
+FLAGGED_PLAIN_VALUES = {
+    "topk_indices_fed_back_into_the_next_pass": """
+        import torch
+
+        def train_batch(model, x, y, criterion, optimizer, passes):
+            prev = None
+            for i in range(passes):
+                out = model(x, prev)
+                loss = criterion(out, y)
+                optimizer.zero_grad()
+                loss.backward(retain_graph=True)  # GL002
+                optimizer.step()
+                prev = torch.squeeze(torch.topk(out, 1, dim=2)[1])
+
+        for x, y in loader:
+            train_batch(model, x, y, criterion, optimizer, 3)
+    """,
+    "max_indices_and_sort_indices_fed_back": """
+        def refine(model, x, y, criterion, optimizer, passes):
+            tokens = None
+            order = None
+            for i in range(passes):
+                out = model(x, tokens, order)
+                loss = criterion(out, y)
+                loss.backward(retain_graph=True)  # GL002
+                optimizer.step()
+                tokens = out.max(dim=-1)[1]
+                order = out.sort(1).indices
+
+        for x, y in loader:
+            refine(model, x, y, criterion, optimizer, 3)
+    """,
+    "weights_set_only_in_the_constructor": """
+        import torch.nn as nn
+
+        class Trainer:
+            def __init__(self, model, gama=0.8, device="cpu"):
+                self.model = model
+                self.gama = gama
+                self.device = device
+                self.criterion = nn.NLLLoss()
+
+            def iteration(self, epoch, loader, opt):
+                for i, (x, y, z) in enumerate(loader):
+                    out, prob = self.model(x.to(self.device))
+                    loss = self.gama * self.criterion(out, y) + (1 - self.gama) * (prob - z).abs().mean()
+                    opt.zero_grad()
+                    loss.backward(retain_graph=True)  # GL002
+                    opt.step()
+    """,
+    "progress_bar_described_with_a_formatted_string": """
+        import tqdm
+
+        def iteration(model, epoch, loader, opt):
+            bar = tqdm.tqdm(enumerate(loader), desc="EP_%d" % epoch, total=len(loader))
+            for i, (x, y) in bar:
+                loss = (model(x) - y).pow(2).mean()
+                opt.zero_grad()
+                loss.backward(retain_graph=True)  # GL002
+                opt.step()
+                bar.write("epoch %d loss %f" % (epoch, loss.item()))
+    """,
+}
+
+CLEAN_PLAIN_VALUES = {
+    "topk_values_fed_back_keep_the_graph": """
+        import torch
+
+        def train_batch(model, x, y, criterion, optimizer, passes):
+            prev = None
+            for i in range(passes):
+                out = model(x, prev)
+                loss = criterion(out, y)
+                optimizer.zero_grad()
+                loss.backward(retain_graph=True)
+                optimizer.step()
+                prev = torch.topk(out, 1, dim=2)[0]
+
+        for x, y in loader:
+            train_batch(model, x, y, criterion, optimizer, 3)
+    """,
+    "elementwise_max_row_fed_back_keeps_the_graph": """
+        import torch
+
+        def train_batch(model, x, y, criterion, optimizer, passes, floor):
+            prev = None
+            for i in range(passes):
+                out = model(x, prev)
+                loss = criterion(out, y)
+                loss.backward(retain_graph=True)
+                optimizer.step()
+                prev = torch.max(out, floor)[1]
+
+        for x, y in loader:
+            train_batch(model, x, y, criterion, optimizer, 3, torch.zeros(1))
+    """,
+}
+
+
+@pytest.mark.parametrize("name", sorted(FLAGGED_PLAIN_VALUES))
+def test_flagged_plain_values(name):
+    source = textwrap.dedent(FLAGGED_PLAIN_VALUES[name])
+    found = [(f.line, f.code) for f in _lint(source)]
+    assert found == _marked(source)
+    assert found
+
+
+@pytest.mark.parametrize("name", sorted(CLEAN_PLAIN_VALUES))
+def test_clean_plain_values(name):
+    source = textwrap.dedent(CLEAN_PLAIN_VALUES[name])
+    assert [(f.line, f.code) for f in _lint(source)] == []

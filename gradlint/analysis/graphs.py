@@ -121,8 +121,39 @@ class RetainProver:
             if analysis.unused_after(seeded, stmt, backward.node, root_keys, manual=manual):
                 return True
         if owner is not None:
+            configured = self._constructor_attributes(owner)
+            if configured:
+                known = analysis.build_scope(fn, block_statements(fn.body), param_names(fn), scope.outer)
+                known.known_params = dict(self._summary(fn, owner, 0))
+                known.known_attributes = configured
+                if not _held_elsewhere(backward.tensor, known) and analysis.unused_after(
+                    known, stmt, backward.node, root_keys, manual=manual
+                ):
+                    return True
             return self._in_iterations(backward, fn, owner)
         return False
+
+    def _constructor_attributes(self, owner: cst.ClassDef) -> Dict[str, str]:
+        """`self.x` attributes only `__init__` assigns (`self.gama = gama`, `self.device = ...`),
+        with no history there (what the constructor is given is configuration): every method
+        reads the same settings, never a graph."""
+        methods = class_methods(owner)
+        init = methods.get("__init__")
+        if init is None:
+            return {}
+        elsewhere: Set[str] = set()
+        for name, method in methods.items():
+            if name != "__init__":
+                elsewhere |= assigned_attributes(method)
+        stored = self.analysis.store_attributes | self.analysis.stored_attributes
+        out: Dict[str, str] = {}
+        for key in assigned_attributes(init):
+            if key.count(".") != 1 or key in elsewhere or key.split(".")[1] in stored:
+                continue
+            klass = self._class_in_method(owner, init, key)
+            if klass in (INERT, LEAF):
+                out[key] = klass
+        return out
 
     # -- a retain whose root is a parameter ----------------------------------------------------
     def _parameter_rooted(

@@ -64,6 +64,8 @@ OBJECT_METHODS = frozenset(
     "zero_grad buffers named_buffers apply forward register_forward_hook register_full_backward_hook "
     "get_submodule add_module step".split()
 )
+# Reductions returning (values, indices): the indices (`[1]`, `.indices`) are integers.
+INDEXED_REDUCTIONS = frozenset("topk sort max min kthvalue mode median nanmedian cummax cummin".split())
 # Builtins that fetch the next element of a data source, like a loop target.
 FETCH_BUILTINS = frozenset({"next", "iter"})
 CONTAINER_STORES = frozenset("append extend insert add appendleft put put_nowait update setdefault push".split())
@@ -183,6 +185,8 @@ class ReadCollector:
         if isinstance(expr, cst.Name):
             return self._name(expr.value)
         if isinstance(expr, cst.Attribute):
+            if expr.attr.value == "indices" and self._indexed_call(expr.value):
+                return Reads(kind=INERT)  # `x.topk(k).indices`: integers, no history
             if expr.attr.value in CUT_ATTRIBUTES and not self._own_store(expr):
                 return Reads(kind=INERT)
             key = key_of(expr)
@@ -198,6 +202,8 @@ class ReadCollector:
                 return Reads(keys={key})
             return self._reads(expr.value)
         if isinstance(expr, cst.Subscript):
+            if self._index_output(expr):
+                return Reads(kind=INERT)
             return self._reads(expr.value)
         if isinstance(expr, (cst.Comparison, cst.Lambda)):
             return Reads(kind=INERT)
@@ -205,6 +211,9 @@ class ReadCollector:
             if isinstance(expr.operator, cst.Not):
                 return Reads(kind=INERT)
             return self._reads(expr.expression)
+        if isinstance(expr, cst.BinaryOperation) and isinstance(expr.operator, cst.Modulo):
+            if isinstance(expr.left, (cst.SimpleString, cst.ConcatenatedString)):
+                return Reads(kind=INERT)  # `"epoch %d" % (epoch,)`: a string
         if isinstance(expr, (cst.BinaryOperation, cst.BooleanOperation)):
             return self._reads(expr.left).add(self._reads(expr.right))
         if isinstance(expr, cst.IfExp):
@@ -341,6 +350,30 @@ class ReadCollector:
             out.opaque = True
         return out
 
+    def _index_output(self, expr: cst.Subscript) -> bool:
+        """`torch.topk(x, k)[1]`, `x.max(dim=1)[1]`, `x.sort()[1]`: the indices a (values, indices)
+        reduction returns are integer tensors, which never carry history."""
+        if len(expr.slice) != 1:
+            return False
+        index = expr.slice[0].slice
+        if not (isinstance(index, cst.Index) and isinstance(index.value, cst.Integer) and index.value.value == "1"):
+            return False
+        return self._indexed_call(expr.value)
+
+    def _indexed_call(self, value: cst.BaseExpression) -> bool:
+        if not isinstance(value, cst.Call):
+            return False
+        func = value.func
+        qualified = self.imports.resolve(func) or ""
+        parts = qualified.split(".")
+        if parts[0] == "torch" and len(parts) == 2 and parts[-1] in INDEXED_REDUCTIONS:
+            return _given_dim(value, parts[-1], 1)
+        if isinstance(func, cst.Attribute) and func.attr.value in INDEXED_REDUCTIONS:
+            if (dotted(func.value) or "").split(".")[0] in self.imports.aliases:
+                return False
+            return _given_dim(value, func.attr.value, 0)
+        return False
+
     def _own_store(self, expr: cst.Attribute) -> bool:
         """`self.data` where the file fills `data` with values: a buffer, not a tensor's `.data`."""
         value = expr.value
@@ -425,6 +458,22 @@ class ReadCollector:
             return self._pure(call)
         # torch.nn.Linear(3, 4), torch.device(...), Normal(mu, sigma): objects made of their arguments.
         return self._pure(call)
+
+
+def _given_dim(call: cst.Call, name: str, position: int) -> bool:
+    """Does this reduction return (values, indices)? `max`/`min`/`median` only when given a
+    dimension (an integer, not another tensor: `torch.max(a, b)` is elementwise)."""
+    if name not in ("max", "min", "median", "nanmedian"):
+        return True
+    if keyword_arg(call, "dim") is not None:
+        return True
+    positional = [a.value for a in call.args if a.keyword is None]
+    if len(positional) <= position:
+        return False
+    dim = positional[position]
+    if isinstance(dim, cst.UnaryOperation):
+        dim = dim.expression
+    return isinstance(dim, cst.Integer)
 
 
 def keyword_arg(call: cst.Call, name: str) -> Optional[cst.BaseExpression]:
