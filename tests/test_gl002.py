@@ -2513,7 +2513,53 @@ FLAGGED_PLAIN_VALUES = {
     """,
 }
 
+FLAGGED_PLAIN_VALUES["targets_from_an_instance_whose_call_detaches"] = """
+    import torch
+    from models import Net
+
+    class Grab:
+        def __init__(self, model):
+            self.model = model
+
+        def __call__(self, x):
+            with torch.no_grad():
+                return self.model(x).detach()
+
+    teacher, student = Net(), Net()
+    opt = torch.optim.SGD(student.parameters(), lr=0.1)
+    data = torch.randn(64, 4)
+    grab = Grab(teacher)
+    targets = grab(data)
+    for i in range(100):
+        loss = (student(data) - targets).pow(2).mean()
+        opt.zero_grad()
+        loss.backward(retain_graph=True)  # GL002
+        opt.step()
+"""
+
 CLEAN_PLAIN_VALUES = {
+    "targets_from_an_instance_whose_call_keeps_the_graph": """
+        import torch
+        from models import Net
+
+        class Grab:
+            def __init__(self, model):
+                self.model = model
+
+            def __call__(self, x):
+                return self.model(x)
+
+        teacher, student = Net(), Net()
+        opt = torch.optim.SGD(student.parameters(), lr=0.1)
+        data = torch.randn(64, 4)
+        grab = Grab(teacher)
+        targets = grab(data)
+        for i in range(100):
+            loss = (student(data) - targets).pow(2).mean()
+            opt.zero_grad()
+            loss.backward(retain_graph=True)
+            opt.step()
+    """,
     "topk_values_fed_back_keep_the_graph": """
         import torch
 
@@ -2560,3 +2606,55 @@ def test_flagged_plain_values(name):
 def test_clean_plain_values(name):
     source = textwrap.dedent(CLEAN_PLAIN_VALUES[name])
     assert [(f.line, f.code) for f in _lint(source)] == []
+
+
+def test_project_function_returning_detached_data(tmp_path):
+    _project(tmp_path, {
+        "quant/__init__.py": "",
+        "quant/data_utils.py": """
+            import torch
+
+            class GetInpOut:
+                def __init__(self, model, layer):
+                    self.model, self.layer = model, layer
+
+                def __call__(self, batch):
+                    with torch.no_grad():
+                        out = self.model(batch)
+                    return batch.detach(), out.detach()
+
+            def save_inp_oup_data(model, layer, data, batch_size=32):
+                get_inp_out = GetInpOut(model, layer)
+                cached = []
+                for i in range(data.size(0) // batch_size):
+                    inp, out = get_inp_out(data[i * batch_size:(i + 1) * batch_size])
+                    cached.append((inp.cpu(), out.cpu()))
+                return torch.cat([x[0] for x in cached]), torch.cat([x[1] for x in cached])
+
+            def live_features(model, layer, data):
+                feats = layer(model(data))
+                return feats, feats
+        """,
+        "quant/recon.py": """
+            import torch
+            from quant.data_utils import save_inp_oup_data, live_features
+
+            def reconstruct(model, layer, data, iters, loss_func, optimizer):
+                cached_inps, cached_outs = save_inp_oup_data(model, layer, data)
+                for i in range(iters):
+                    idx = torch.randperm(cached_inps.size(0))[:32]
+                    err = loss_func(layer(cached_inps[idx]), cached_outs[idx])
+                    optimizer.zero_grad()
+                    err.backward(retain_graph=True)
+                    optimizer.step()
+
+            def reconstruct_live(model, layer, data, iters, loss_func, optimizer):
+                inps, outs = live_features(model, layer, data)
+                for i in range(iters):
+                    err = loss_func(layer(inps), outs)
+                    optimizer.zero_grad()
+                    err.backward(retain_graph=True)
+                    optimizer.step()
+        """,
+    })
+    assert _lint_file(tmp_path, "quant/recon.py") == [11]
