@@ -29,6 +29,9 @@ from gradlint.rules import RULES, Rule
 
 _DEF = re.compile(rb"^[ \t]*(?:async[ \t]+)?def[ \t]+(\w+)", re.MULTILINE)
 _CALL = re.compile(rb"(?<![\w.])([A-Za-z_][\w.]*)[ \t]*\(")
+_CLASS = re.compile(rb"^[ \t]*class[ \t]+(\w+)", re.MULTILINE)
+# The base classes of a class statement: `class Recipe(Trainer, Mixin):` -> b"Trainer, Mixin"
+_BASES = re.compile(rb"^[ \t]*class[ \t]+\w+[ \t]*\(([^)]*)\)", re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,7 @@ class _ModuleText:
     bindings: Tuple[Tuple[str, str, str], ...]
     data: bytes  # kept only for modules the helper search reached
     path: str = ""
+    classes: Dict[str, Tuple[int, int]] = field(default_factory=dict)  # name -> (start, end offset)
     wanted: Optional["Wanted"] = None  # what counts as running a backward
     # names of the functions whose compiled code may run a backward, once asked (None: the
     # module does not compile, so the word in the text decides)
@@ -115,6 +119,11 @@ class _ModuleText:
             known = self._edges[name] = (local, _targets(inner, self.bindings))
         return known
 
+    def methods_of(self, cls: str) -> List[str]:
+        """The functions defined inside class `cls` (by offset), sorted."""
+        start, end = self.classes[cls]
+        return sorted(n for n, (s, _e, _m) in self.functions.items() if start < s < end)
+
     def runs_backward(self, name: str) -> bool:
         """May function `name` run a backward? Its text must name a prefilter word and, where
         the module compiles, its code must use one (stage two, as for files: a word in a
@@ -130,6 +139,13 @@ class _ModuleText:
 
 def _module_text(data: bytes, path: str, root: str, wanted: Wanted) -> _ModuleText:
     words = wanted.bwords
+    classes: Dict[str, Tuple[int, int]] = {}
+    for match in _CLASS.finditer(data):
+        line_start = data.rfind(b"\n", 0, match.start()) + 1
+        indent = match.start(1) - line_start - len(data[line_start:match.start(1)].lstrip())
+        after = _DEDENT(indent).search(data, match.end())
+        classes.setdefault(match.group(1).decode("ascii", "replace"),
+                           (match.start(), after.start() + 1 if after else len(data)))
     functions: Dict[str, Tuple[int, int, bool]] = {}
     for match in _DEF.finditer(data):
         line_start = data.rfind(b"\n", 0, match.start()) + 1
@@ -150,6 +166,7 @@ def _module_text(data: bytes, path: str, root: str, wanted: Wanted) -> _ModuleTe
         data=data if functions else b"",
         path=path,
         wanted=wanted,
+        classes=classes,
     )
 
 
@@ -241,7 +258,7 @@ class _ProjectFiles:
         """Where `name` seen in module `target` is defined, following re-exports."""
         for _ in range(REEXPORT_HOPS + 1):
             module = self.facts(target, wanted, root)
-            if name in module.functions:
+            if name in module.functions or name in module.classes:
                 return target, name
             hop = next(((t, r) for t, local, r in module.bindings if local == name and r and r != "*"), None)
             if hop is None:
@@ -257,6 +274,9 @@ class _ProjectFiles:
             return self.answers[key]
         bindings = import_bindings(data, path, root)
         calls = _calls_through(data, bindings)
+        if bindings:  # an imported project class used as a base: its methods run as `self.m()`
+            calls |= {b.strip().decode("ascii", "replace") for m in _BASES.finditer(data)
+                      for b in m.group(1).split(b",") if b.strip()}
         # Sorted throughout: the walk is bounded, so its order must not depend on hash seeds
         # (the visited modules go into cache keys, which must be the same in every run).
         todo = [d for d in (self._definition(t, n, wanted, root) for t, n in _targets(calls, bindings)) if d]
@@ -269,6 +289,10 @@ class _ProjectFiles:
                 continue
             seen.add((where, name))
             module = self.facts(where, wanted, root)
+            if name not in module.functions:  # a class: constructed or subclassed here
+                if name in module.classes:
+                    todo += sorted({(where, m) for m in module.methods_of(name)}, reverse=True)
+                continue
             if module.runs_backward(name):
                 found = True
                 continue

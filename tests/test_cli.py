@@ -35,7 +35,7 @@ def test_rules_table_lists_every_rule(gradlint):
     assert result.exit_code == 0
     for code, info in RULES.items():
         line = next(ln for ln in result.stdout.splitlines() if ln.startswith(code))
-        assert info.name in line and ("yes" if info.fixable else "no") in line
+        assert info.name in line and info.severity in line and (info.fix or "-") in line.split()
         assert ("on" if info.default_on else "off") in line
     rows = json.loads(gradlint("rules", "--output-format", "json").stdout)
     assert {row["code"] for row in rows} == set(RULES)
@@ -107,7 +107,7 @@ def test_gl000_only_for_files_the_prefilter_lets_through(project, gradlint):
     project.write("notes.py", "# calls loss.backward() later\ndef helper(:\n    return 1\n")
     result = gradlint("check", "--no-cache", "--output-format", "concise")
     assert result.exit_code == 1
-    assert result.stdout.startswith("notes.py:2:12: GL000 [parse-error] cannot parse:")
+    assert result.stdout.startswith("notes.py:2:12: GL000 [parse-error] error: cannot parse:")
     assert "util.py" not in result.stdout
     # GL000 alone selected: every file is checked for syntax errors (nothing to prefilter against)
     result = gradlint("check", "--no-cache", "--output-format", "concise", "--select", "GL000")
@@ -305,7 +305,7 @@ def test_stdin_cannot_mix_with_paths(project, gradlint):
 def test_stdin_parse_error(project, gradlint):
     result = gradlint("check", "-", "--stdin-filename", "x.py", "--output-format", "concise", input="x = (\nloss.backward()\n")
     assert result.exit_code == 1 and result.stdout.startswith("x.py:1:")  # column: CPython's, varies by version
-    assert " GL000 [parse-error] cannot parse: " in result.stdout
+    assert " GL000 [parse-error] error: cannot parse: " in result.stdout
 
 
 # --- formats and environment ---------------------------------------------------------------------
