@@ -164,8 +164,7 @@ def summary_line(findings: Sequence[Finding], files_checked: int, fixed: int = 0
         if safe:
             parts.append(f"{safe} fixable with `--fix`{' --unsafe-fixes' if unsafe_fixes else ''}.")
         if unsafe:
-            parts.append(f"{unsafe} more fixable with `--unsafe-fixes --fix` (they may change behaviour; "
-                         "preview with `--diff --unsafe-fixes`).")
+            parts.append(f"{unsafe} more fixable with `--unsafe-fixes --fix` (preview with `--diff --unsafe-fixes`).")
     else:
         parts.append(f"All checks passed ({files_checked} file{'s' if files_checked != 1 else ''}).")
     return " ".join(parts)

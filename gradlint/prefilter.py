@@ -43,6 +43,7 @@ class Wanted:
     names: frozenset
     autograd_names: frozenset
     helpers: frozenset
+    defines: frozenset = frozenset()
 
     @property
     def bwords(self) -> Tuple[bytes, ...]:
@@ -59,7 +60,8 @@ def wanted_by(rules: Sequence[Rule], settings) -> Wanted:
     words = tuple(dict.fromkeys(w for n in staged for w in n.words))
     helpers = _helper_names(settings) if any(n.helpers for n in staged) else frozenset()
     return Wanted(words, frozenset(x for n in staged for x in n.names),
-                  frozenset(x for n in staged for x in n.autograd_names), helpers)
+                  frozenset(x for n in staged for x in n.autograd_names), helpers,
+                  frozenset(x for n in staged for x in n.defines))
 
 
 def search_wanted(settings) -> Wanted:
@@ -416,7 +418,7 @@ def _names_autograd(codes: List) -> bool:
 def _may_run_backward(codes: List, wanted: Wanted, autograd: bool) -> bool:
     """Do these code objects read a wanted name, a configured helper (any name), or an
     autograd name (when the module names torch.autograd: `autograd`)?"""
-    if wanted.helpers & _all_names(codes):
+    if (wanted.helpers | wanted.defines) & _all_names(codes):
         return True
     names = wanted.names | (wanted.autograd_names if autograd else frozenset())
     return bool(_used_names(codes, sorted(names)))

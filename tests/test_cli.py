@@ -74,7 +74,8 @@ def test_findings_exit_1_with_full_report(project, gradlint):
     assert lines[0].startswith("train.py:7:5: GL001 [missing-zero-grad] ")
     assert lines[2] == "7 |     loss.backward()"
     assert lines[3] == "  |     ^^^^^^^^^^^^^^^"
-    assert result.stderr.strip() == "Found 1 finding in 1 of 1 file."
+    assert result.stderr.strip() == ("Found 1 finding in 1 of 1 file. 1 more fixable with `--unsafe-fixes --fix` "
+                                     "(preview with `--diff --unsafe-fixes`).")
 
 
 def test_unparsable_and_undecodable_files_are_gl000_and_others_still_linted(project, gradlint):
@@ -405,7 +406,7 @@ def test_apply_fixes_skips_overlaps_and_unfixable():
 
     first = _fixable("t.py", 0, 3, "AAA")
     overlapping = _fixable("t.py", 2, 5, "BBB")
-    unfixable = Finding(code="GL001", message="m", path="t.py", line=1, column=1, end_line=1, end_column=2,
+    unfixable = Finding(code="GL000", message="m", path="t.py", line=1, column=1, end_line=1, end_column=2,
                         fix=Fix("no", (Edit(6, 7, "Z"),)))
     text, count = apply_fixes("abcdefgh", [first, overlapping, unfixable])
     assert (text, count) == ("AAAdefgh", 1)

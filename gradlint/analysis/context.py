@@ -61,7 +61,7 @@ class Context:
         root is proven to hold several elements."""
         from gradlint.analysis.scalars import nonscalar_roots
 
-        return list(nonscalar_roots(self.module, self.imports))
+        return list(nonscalar_roots(self.module, self.imports, self.path, self.options.project_root))
 
     def position(self, node: cst.CSTNode) -> CodeRange:
         # Resolving positions costs about twice the parse, so it is done only once a rule

@@ -499,7 +499,7 @@ def reads_around(node: cst.CSTNode) -> Set[str]:
 
 def free_names(node: cst.CSTNode) -> Set[str]:
     """Free variables of a nested scope (its own parameters and assignments removed)."""
-    from gradlint.analysis.scalars import assigned_keys
+    from gradlint.analysis.bindings import assigned_keys
 
     if isinstance(node, cst.FunctionDef):
         outside: Set[str] = set()
@@ -515,7 +515,7 @@ def free_names(node: cst.CSTNode) -> Set[str]:
         outside = set()
         inside: Set[str] = set()
         bound: Set[str] = set()
-        part = node.for_in
+        part: Optional[cst.CompFor] = node.for_in
         first = True
         while part is not None:
             bound |= set(bound_names(part.target))

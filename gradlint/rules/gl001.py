@@ -32,11 +32,14 @@ def check(ctx: Context) -> Iterable[Finding]:
 def judge(sites: list, cwd: str) -> Tuple[str, str]:
     """Runtime verdict of a finding from the backward sites it covers: confirmed when a step used
     gradients that still held a backward from before that optimizer's previous step."""
-    from gradlint.runtime.verdicts import CONFIRMED, REFUTED, UNEXERCISED, plural
+    from gradlint.runtime.verdicts import CONFIRMED, REFUTED, UNEXERCISED, manual_stale_evidence, plural
 
     sites = [s for s in sites if s.kind == "backward"]
     stale = sum(s.stale_steps for s in sites)
     steps = sum(s.steps for s in sites)
+    manual = manual_stale_evidence(sites)  # a hand-written update re-applied stale gradients
+    if manual is not None and not stale:
+        return CONFIRMED, manual
     if stale:
         params = max(s.stale_params for s in sites)
         names = sorted({n for s in sites for n in s.stale_optimizers})
@@ -60,24 +63,26 @@ def judge(sites: list, cwd: str) -> Tuple[str, str]:
 
 
 def observe(site, cwd: str, covered: bool) -> List[Tuple[str, str, Optional[str]]]:
-    """Runtime-only findings at one backward site: stale steps where no static GL001 points
-    (`covered`), and, always, leaf tensors that accumulate gradients no optimizer clears (a note)."""
-    from gradlint.runtime.verdicts import plural
+    """Runtime-only findings at one backward site no static GL001 points to (`covered`): an
+    optimizer step, or a hand-written update, that used gradients an earlier step already used.
+    (Leaves that no optimizer holds and that only accumulate, as for saliency maps, are a note in
+    the summary, not a finding: with no step there is no GL001.)"""
+    from gradlint.runtime.verdicts import manual_stale_evidence
 
+    if covered:
+        return []
     out: List[Tuple[str, str, Optional[str]]] = []
-    if site.stale_steps and not covered:
+    if site.stale_steps:
         _, evidence = judge([site], cwd)
         out.append((
             "this backward accumulates onto gradients an optimizer step already used: clear them "
             "(optimizer.zero_grad()) before the next backward",
             evidence, None))
-    if site.loose_leaves > 0:
+    elif site.manual_stale:
         out.append((
-            f"{plural(site.loose_leaves, 'leaf tensor')} in no optimizer accumulate gradients "
-            "from this backward and are never cleared (set requires_grad=False, or clear them)",
-            f"{plural(site.loose_leaves, 'leaf tensor')} carried gradients across backward calls "
-            "without a clear and no optimizer holds them",
-            "note"))
+            "this backward accumulates onto gradients a manual update already applied: clear them "
+            "(p.grad = None) after each update",
+            manual_stale_evidence([site]) or "", None))
     return out
 
 
