@@ -141,7 +141,7 @@ def _write(text: str, output: Optional[str], to_stderr: bool = False) -> None:
         fail(f"cannot write report to {output}: {err.strerror or err}")
 
 
-def summary_line(findings: Sequence[Finding], files_checked: int, fixed: int = 0) -> str:
+def summary_line(findings: Sequence[Finding], files_checked: int, fixed: int = 0, errors: int = 0) -> str:
     parts = []
     if fixed:
         parts.append(f"Fixed {fixed} finding{'s' if fixed != 1 else ''}.")
@@ -151,8 +151,10 @@ def summary_line(findings: Sequence[Finding], files_checked: int, fixed: int = 0
             f"Found {len(findings)} finding{'s' if len(findings) != 1 else ''} in {files} of "
             f"{files_checked} file{'s' if files_checked != 1 else ''}."
         )
-    else:
+    elif not errors:
         parts.append(f"All checks passed ({files_checked} file{'s' if files_checked != 1 else ''}).")
+    if errors:  # never "All checks passed" when a file could not be checked
+        parts.append(f"{errors} file{'s' if errors != 1 else ''} could not be checked (see the errors below).")
     return " ".join(parts)
 
 
@@ -171,6 +173,7 @@ def emit_report(
     cwd: Optional[str] = None,
     extra: Optional[dict] = None,
     to_stderr: bool = False,
+    errors: int = 0,
 ) -> int:
     """Render `findings` (sorted here) in the resolved format, write them to `output` or stdout,
     print the summary line on stderr for the full format, and return the exit status: 1 when
@@ -204,5 +207,5 @@ def emit_report(
             click.echo(statistics_text(findings), err=True, nl=False)
     _write(text, output, to_stderr)
     if name == "full" and not quiet:
-        click.echo(summary_line(findings, files_checked, fixed), err=True)
+        click.echo(summary_line(findings, files_checked, fixed, errors), err=True)
     return 0 if exit_zero or not findings else 1
