@@ -26,8 +26,8 @@ from gradlint.findings import RULES, Finding
 from gradlint.paths import display_path
 from gradlint.prefilter import forget_answers, prefilter
 from gradlint.rules import checks_for
-from gradlint.source import (DecodeProblem, admit, decode_source, deep_call, gl000, parse_error_of, size_problem,
-                             syntax_check)
+from gradlint.source import (DecodeProblem, admit, decode_source, deep_call, gl000, libcst_view, parse_error_of,
+                             size_problem, syntax_check)
 
 __all__ = ["InternalError", "LintResult", "analyse_text", "finish", "lint_source", "lint_bytes", "lint_files",
            "display_path", "DecodeProblem", "decode_source"]
@@ -82,7 +82,8 @@ def analyse_text(text: str, path: str, settings: Any, enabled: set, data: Option
     from gradlint.analysis import analyze
 
     try:
-        return deep_call(lambda: list(analyze(text, path, settings.analysis_options, checks_for(codes))))
+        view = libcst_view(text)  # same offsets; lines numbered as CPython numbers them
+        return deep_call(lambda: list(analyze(view, path, settings.analysis_options, checks_for(codes))))
     except libcst.ParserSyntaxError as err:
         return [parse_error_of(err, text, path)]
     except RecursionError as err:  # deeper than the guard measured: this file only

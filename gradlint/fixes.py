@@ -77,6 +77,8 @@ def edit_bytes(data: bytes, edits: Sequence[Edit]) -> Tuple[bytes, str]:
     except DecodeProblem as problem:
         raise ValueError(problem.message) from None
     prefix = codecs.BOM_UTF8 if data.startswith(codecs.BOM_UTF8) else b""
+    if codecs.lookup(encoding).name == "utf-8-sig":
+        encoding = "utf-8"  # the BOM is kept as a prefix; "utf-8-sig" would add one per edit
     body = data[len(prefix):]
     ordered = sorted(edits, key=lambda e: (e.start, e.end))
     offsets = _byte_offsets(body, text, encoding, sorted({o for e in ordered for o in (e.start, e.end)}))
@@ -129,10 +131,10 @@ def _parses(text: str) -> Optional[str]:
         return problem
     import libcst
 
-    from gradlint.source import libcst_parse
+    from gradlint.source import deep_call, libcst_parse
 
     try:
-        libcst_parse(text)
+        deep_call(lambda: libcst_parse(text))
     except (libcst.ParserSyntaxError, RecursionError, MemoryError) as err:
         return " ".join(str(err).split())[:200]
     return None

@@ -261,6 +261,22 @@ def _clamped(text: str, line: int, column: int) -> Tuple[int, int]:
     return line, column
 
 
+_LEADING_CONTINUATIONS = re.compile(r"(?:[ \t\f]*\\(?:\r\n|\r|\n))+")
+
+
+def libcst_view(text: str) -> str:
+    """The text LibCST is handed for `text`: the same characters at the same offsets, except
+    that backslash continuation lines at the very start of the file become comment lines.
+    LibCST folds such lines into the first statement and numbers every later line one too
+    early; CPython counts them. (Kept only when CPython reads the changed text the same way.)"""
+    match = _LEADING_CONTINUATIONS.match(text)
+    if match is None:
+        return text
+    head = re.sub(r"\\(?=\r\n|\r|\n)", "#", match.group())
+    view = head + text[match.end():]
+    return view if _symbols_build(view, "<view>") else text
+
+
 # Analysis and LibCST recurse in Python (and LibCST's parser natively) once per nesting level.
 DEEP_STACK_BYTES = 512 * 1024 * 1024
 DEEP_RECURSION_LIMIT = 30_000
