@@ -175,9 +175,9 @@ def rewrite_file(path: str, change: Change, what: str, *, digest: Optional[str] 
         if new_text == text:
             _raise_skipped(skipped)
             return 0
-        problem = _parses(new_text)
-        if problem is not None:
-            raise ValueError(f"the {what} code would not parse ({problem})")
+        why = _parses(new_text)
+        if why is not None:
+            raise ValueError(f"the {what} code would not parse ({why})")
         try:
             write_source(path, new_data, current)
         except SourceChanged:
