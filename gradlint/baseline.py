@@ -173,7 +173,7 @@ class _FixedLines:
                         continue
                     chosen.extend(edits)
             chosen.sort()
-            fixed = text
+            fixed = text or ""
             for start, end, new in reversed(chosen):
                 fixed = fixed[:start] + new + fixed[end:]
             self._files[path] = (line_starts(text) if text is not None else [], chosen, fixed)

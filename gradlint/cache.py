@@ -84,6 +84,8 @@ def _dump(finding: Finding) -> dict:
         "end_column": finding.end_column,
         "severity": finding.severity,
     }
+    if finding.help is not None:
+        out["help"] = finding.help
     if finding.cell is not None:
         out["cell"] = finding.cell
     if finding.fix is not None:
@@ -108,6 +110,7 @@ def _load(entry: dict, path: str) -> Finding:
         end_column=entry["end_column"],
         severity=entry["severity"],
         fix=fix,
+        help=entry.get("help"),
         cell=entry.get("cell"),
     )
 
@@ -135,6 +138,8 @@ def valid_finding(entry, source: Optional[str] = None) -> bool:
     if (entry["end_line"], entry["end_column"]) < (entry["line"], entry["column"]):
         return False
     if "cell" in entry and entry["cell"] is not None and not _is_int(entry["cell"], 1):
+        return False
+    if "help" in entry and not isinstance(entry["help"], str):
         return False
     fix = entry.get("fix")
     if fix is None:

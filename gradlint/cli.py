@@ -92,7 +92,18 @@ def _read_text(path: str) -> Optional[str]:
 @click.option("--force-exclude", is_flag=True,
               help="Apply exclude/extend-exclude/.gitignore to paths named on the command line too.")
 @click.option("--statistics", is_flag=True, help="Print the number of findings per rule instead of each finding.")
-@click.option("--fix", is_flag=True, help="Apply the available fixes, then report what remains.")
+@click.option("--fix", is_flag=True, help="Apply the available safe fixes, then report what remains.")
+@click.option("--unsafe-fixes", is_flag=True,
+              help="Also apply and count the fixes that may change behaviour (each rule's page says which).")
+@click.option("--diff", "show_diff", is_flag=True,
+              help="Print the fixes as a unified diff and write nothing; exit 1 when there is something to fix.")
+@click.option("--show-fixes", is_flag=True, help="List each fix applied (with --fix) or available (on stderr).")
+@click.option("--exit-non-zero-on-fix", is_flag=True,
+              help="With --fix: exit 1 when anything was fixed, even if no finding remains.")
+@click.option("--exclude", multiple=True, metavar="PATTERNS",
+              help="gitignore-style patterns to skip (comma-separated, repeatable); replaces the configured `exclude`.")
+@click.option("--extend-exclude", multiple=True, metavar="PATTERNS",
+              help="Patterns to skip in addition to the configured ones.")
 @click.option("--add-noqa", is_flag=True,
               help="Add `# noqa: CODE` to every line with a finding (adopting gradlint on old code), then exit 0.")
 @click.option("--stdin-filename", default=None, metavar="NAME",
@@ -103,8 +114,9 @@ def _read_text(path: str) -> Optional[str]:
 @click.option("--baseline", type=click.Path(dir_okay=False), default=None,
               help="Report only findings that are not in the baseline FILE.")
 def check(paths: Tuple[str, ...], select, ignore, extend_select, output_format, output, exit_zero, config,
-          isolated, jobs, no_cache, cache_dir, force_exclude, statistics, fix, add_noqa, stdin_filename, quiet,
-          write_baseline, baseline) -> None:
+          isolated, jobs, no_cache, cache_dir, force_exclude, statistics, fix, unsafe_fixes, show_diff, show_fixes,
+          exit_non_zero_on_fix, exclude, extend_exclude, add_noqa, stdin_filename, quiet, write_baseline,
+          baseline) -> None:
     """Lint files and folders (default: the current folder); `-` reads stdin."""
     from gradlint.config import ConfigError
     from gradlint.discovery import DiscoveryError, discover
@@ -112,18 +124,20 @@ def check(paths: Tuple[str, ...], select, ignore, extend_select, output_format, 
 
     # A cache folder named on the command line is relative to the current folder, not the config.
     overrides = {"force-exclude": True if force_exclude else None,
-                 "cache-dir": os.path.abspath(cache_dir) if cache_dir else None}
+                 "cache-dir": os.path.abspath(cache_dir) if cache_dir else None,
+                 "exclude": _patterns(exclude), "extend-exclude": _patterns(extend_exclude)}
     settings = settings_from_options(select=select, ignore=ignore, extend_select=extend_select, config=config,
                                      isolated=isolated, overrides=overrides)
     fmt = resolve_output_format(output_format, settings)
     report = dict(output_format=fmt, output=output, exit_zero=exit_zero, settings=settings,
-                  statistics=statistics, quiet=quiet)
-    if add_noqa and (fix or "-" in paths):
-        fail("--add-noqa cannot be combined with --fix or stdin")
+                  statistics=statistics, quiet=quiet, unsafe_fixes=unsafe_fixes)
+    if add_noqa and (fix or show_diff or "-" in paths):
+        fail("--add-noqa cannot be combined with --fix, --diff or stdin")
+    fix = fix and not show_diff  # --diff previews: it never writes
     if "-" in paths:
         if len(paths) > 1:
             fail("`-` (stdin) cannot be combined with other paths")
-        sys.exit(_check_stdin(settings, stdin_filename, fix, report))
+        sys.exit(_check_stdin(settings, stdin_filename, fix, report, show_diff))
     try:
         files = discover(list(paths) or ["."], settings)
         for path in files:  # nested configs: report a broken one now, before any linting
@@ -150,9 +164,14 @@ def check(paths: Tuple[str, ...], select, ignore, extend_select, output_format, 
         progress.close()
     if add_noqa:
         sys.exit(_add_noqa(result, quiet, settings))
+    if show_diff:
+        sys.exit(_diff(result, unsafe_fixes, quiet))
+    if show_fixes and not fix:
+        _list_fixes("Fixes available", [f for f in result.findings if fixable(f, unsafe_fixes)])
     fixed = 0
     if fix:
-        fixed, result = _apply_fixes(result, settings, jobs=jobs, use_cache=use_cache)
+        fixed, result = _apply_fixes(result, settings, jobs=jobs, use_cache=use_cache, unsafe=unsafe_fixes,
+                                     show=show_fixes)
     findings = _baseline(result, write_baseline, baseline)
     sources: Dict[str, Optional[str]] = {}
 
@@ -165,7 +184,67 @@ def check(paths: Tuple[str, ...], select, ignore, extend_select, output_format, 
                          extra=_report_extra(result), errors=len(result.errors), **report)
     for error in result.errors:
         click.echo(f"gradlint: error: {error}", err=True)
+    if fixed and exit_non_zero_on_fix:
+        status = 1
     sys.exit(2 if result.errors else status)
+
+
+def _patterns(values: Tuple[str, ...]) -> Optional[List[str]]:
+    """Repeated/comma-separated pattern options, or None when not given."""
+    if not values:
+        return None
+    return [part.strip() for value in values for part in value.split(",") if part.strip()]
+
+
+def fixable(finding: Finding, unsafe: bool) -> bool:
+    """Would `--fix` (with `--unsafe-fixes` when `unsafe`) apply this finding's fix?"""
+    info = RULES.get(finding.code)
+    if finding.fix is None or info is None or not info.fixable:
+        return False
+    return finding.fix.applicability == "safe" or unsafe
+
+
+def _list_fixes(title: str, findings: List[Finding]) -> None:
+    from gradlint.reporters.text import fix_line, location
+
+    if not findings:
+        return
+    click.echo(f"{title}:", err=True)
+    for finding in sorted(findings, key=Finding.sort_key):
+        click.echo(f"  {location(finding)}: {finding.code} {fix_line(finding)}", err=True)
+
+
+def _diff(result, unsafe: bool, quiet: bool) -> int:
+    """--diff: the unified diff `--fix` would write, on stdout; nothing is written. Exit 1 when
+    there is something to fix (2 if the run had internal errors)."""
+    import difflib
+
+    from gradlint.fixes import apply_fixes
+    from gradlint.notebook import is_notebook
+
+    by_file: Dict[str, List[Finding]] = {}
+    for finding in result.findings:
+        if fixable(finding, unsafe):
+            by_file.setdefault(finding.path, []).append(finding)
+    would = files = 0
+    for shown, findings in sorted(by_file.items()):
+        path = result.paths.get(shown, shown)
+        text = None if is_notebook(path) else _read_text(path)
+        if text is None:
+            continue
+        new_text, count = apply_fixes(text, findings)
+        if not count or new_text == text:
+            continue
+        would += count
+        files += 1
+        click.echo("".join(difflib.unified_diff(text.splitlines(keepends=True), new_text.splitlines(keepends=True),
+                                                fromfile=f"a/{shown}", tofile=f"b/{shown}")), nl=False)
+    if not quiet:
+        click.echo(f"Would fix {would} finding{'s' if would != 1 else ''} in {files} file{'s' if files != 1 else ''}."
+                   if would else "No fixes available.", err=True)
+    for error in result.errors:
+        click.echo(f"gradlint: error: {error}", err=True)
+    return 2 if result.errors else 1 if would else 0
 
 
 def _report_extra(result) -> dict:
@@ -207,7 +286,7 @@ def _baseline(result, write_to: Optional[str], compare_with: Optional[str]) -> L
     return findings
 
 
-def _check_stdin(settings, stdin_filename: Optional[str], fix: bool, report: dict) -> int:
+def _check_stdin(settings, stdin_filename: Optional[str], fix: bool, report: dict, show_diff: bool = False) -> int:
     """Lint the source on stdin under the name `--stdin-filename` (default `-`)."""
     from gradlint.discovery import Excluder
     from gradlint.engine import InternalError, lint_bytes
@@ -234,6 +313,20 @@ def _check_stdin(settings, stdin_filename: Optional[str], fix: bool, report: dic
     except DecodeProblem:
         text = None
     fixed = 0
+    unsafe = bool(report.get("unsafe_fixes"))
+    if show_diff:
+        import difflib
+
+        from gradlint.fixes import apply_fixes
+
+        if text is None:
+            return 0
+        new_text = apply_fixes(text, [f for f in findings if fixable(f, unsafe)])[0]
+        if new_text == text:
+            return 0
+        click.echo("".join(difflib.unified_diff(text.splitlines(keepends=True), new_text.splitlines(keepends=True),
+                                                fromfile=f"a/{name}", tofile=f"b/{name}")), nl=False)
+        return 1
     if fix:
         # Like ruff: the fixed source goes to stdout (as bytes: the file's own encoding, BOM and
         # line endings; the bytes outside the edits unchanged), the remaining findings to stderr.
@@ -242,7 +335,7 @@ def _check_stdin(settings, stdin_filename: Optional[str], fix: bool, report: dic
             from gradlint.fixes import choose_fixes, edit_bytes
             from gradlint.source import admission_problem
 
-            edits, count = choose_fixes(text, findings)
+            edits, count = choose_fixes(text, [f for f in findings if fixable(f, unsafe)])
             if count:
                 try:
                     new_data, new_text = edit_bytes(data, edits)
@@ -282,12 +375,13 @@ def _by_real_file(result, wanted) -> List[Tuple[str, str, List[Finding]]]:
     return out
 
 
-def _relinter(path: str, settings):
+def _relinter(path: str, settings, keep=None):
     """Fresh findings for a file's current bytes (it changed since it was linted, or its
-    findings came from the cache and fixes must not be taken from there)."""
+    findings came from the cache and fixes must not be taken from there); only those `keep`
+    accepts (the fixes --fix may apply)."""
     from gradlint.engine import lint_bytes
 
-    return lambda data: lint_bytes(data, path, settings)
+    return lambda data: [f for f in lint_bytes(data, path, settings) if keep is None or keep(f)]
 
 
 def _add_noqa(result, quiet: bool, settings) -> int:
@@ -317,20 +411,22 @@ def _add_noqa(result, quiet: bool, settings) -> int:
     return 2 if result.errors else 1 if failed else 0
 
 
-def _apply_fixes(result, settings, *, jobs: int, use_cache: bool):
+def _apply_fixes(result, settings, *, jobs: int, use_cache: bool, unsafe: bool = False, show: bool = False):
     """Apply fixes file by file, each onto the bytes it was computed from (atomic write, only if
     the result still parses; a file changed since is re-linted and fixed from its new content);
-    fixes are never taken from the cache (they are recomputed); relint the changed files."""
+    fixes are never taken from the cache (they are recomputed); relint the changed files.
+    Unsafe fixes only with `unsafe`; `show` lists what was applied."""
     from gradlint.engine import lint_files
     from gradlint.fixes import fix_file
 
-    def fixable(finding: Finding) -> bool:
-        return finding.fix is not None and bool(RULES.get(finding.code)) and RULES[finding.code].fixable
+    def wanted(finding: Finding) -> bool:
+        return fixable(finding, unsafe)
 
+    applied: List[Finding] = []
     fixed = 0
     changed: List[str] = []
-    for shown, path, findings in _by_real_file(result, fixable):
-        relint = _relinter(path, settings)
+    for shown, path, findings in _by_real_file(result, wanted):
+        relint = _relinter(path, settings, wanted)
         digest = result.digests.get(shown)
         if shown in result.cached:
             digest = "recompute"  # never matches: fixes come from a fresh lint of the current bytes
@@ -345,6 +441,9 @@ def _apply_fixes(result, settings, *, jobs: int, use_cache: bool):
         if count:
             fixed += count
             changed.append(path)
+            applied.extend(findings)
+    if show:
+        _list_fixes("Fixes applied", applied)
     if changed:
         again = lint_files(sorted(set(result.paths.values()) & _same_files(changed, result)), settings,
                            jobs=jobs, use_cache=use_cache)
@@ -383,12 +482,12 @@ def rules_command(output_format: str) -> None:
                     "default_on": r.default_on, "severity": r.severity} for r in RULES.values()]
         click.echo(json.dumps(records, indent=2))
         return
-    header = ("code", "name", "fixable", "default", "what it finds")
-    rows = [(r.code, r.name, "yes" if r.fixable else "no", "on" if r.default_on else "off", r.summary)
+    header = ("code", "name", "severity", "fix", "default", "what it finds")
+    rows = [(r.code, r.name, r.severity, r.fix or "-", "on" if r.default_on else "off", r.summary)
             for r in RULES.values()]
-    widths = [max(len(row[i]) for row in rows + [header]) for i in range(4)]
+    widths = [max(len(row[i]) for row in rows + [header]) for i in range(5)]
     for row in [header] + rows:
-        click.echo("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:4])) + "  " + row[4])
+        click.echo("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:5])) + "  " + row[5])
 
 
 def _rule_page(code: str) -> Optional[str]:

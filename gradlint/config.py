@@ -47,7 +47,8 @@ class ConfigError(Exception):
 
 
 def parse_selectors(values: Iterable[str], where: str) -> Tuple[str, ...]:
-    """Validate rule selectors (codes, prefixes such as `GL` or `GL00`, or `ALL`)."""
+    """Validate rule selectors (codes, prefixes such as `GL` or `GL00`, `ALL`, or a rule's name such
+    as `missing-zero-grad`); returns them as codes/prefixes."""
     out = []
     for raw in values:
         if not isinstance(raw, str):
@@ -58,6 +59,9 @@ def parse_selectors(values: Iterable[str], where: str) -> Tuple[str, ...]:
             if not part:
                 continue
             selector = part.upper()
+            named = next((code for code, info in RULES.items() if info.name == part.lower()), None)
+            if named is not None:  # a rule's name (missing-zero-grad) stands for its code
+                selector = named
             if not _SELECTOR.match(selector) or (
                 selector != "ALL" and not any(code.startswith(selector) for code in RULES)
             ):
@@ -396,6 +400,8 @@ def _settings_from(values: dict, root: str, config_path: Optional[str], cli: dic
     known = {f.name for f in fields(Settings)}
     merged = {k: v for k, v in values.items() if k in known}
     merged.update({k: v for k, v in cli.items() if k in known})
+    if "extend_exclude" in cli:  # --extend-exclude adds to the file's extend-exclude
+        merged["extend_exclude"] = tuple(values.get("extend_exclude", ())) + tuple(cli["extend_exclude"])
     return Settings(root=root, config_path=config_path, selections=tuple(layers), **merged)
 
 

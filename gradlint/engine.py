@@ -247,15 +247,23 @@ def _lint_path(path: str, settings: Any, caches: _Caches) -> _Outcome:
         hit = cache.get(key, display_path(path), lambda: _program_text(data, path))
         if hit is not None:
             return _Outcome(path, hit, cached=True, digest=digest)
+    from gradlint.analysis import collecting_consulted_files
+
     try:
-        findings = lint_bytes(data, path, settings, enabled)
+        with collecting_consulted_files() as consulted:
+            findings = lint_bytes(data, path, settings, enabled)
     except Exception as err:  # never let one file take the run down
         return _Outcome(path, [], _internal_error(display_path(path), err))
     if cache is not None and key is not None:
-        from gradlint.cache import dependencies
+        from gradlint.cache import dependencies, file_sha
 
         try:
-            cache.put(key, findings, dependencies(_program_bytes(data, path), path, settings))
+            depends = dependencies(_program_bytes(data, path), path, settings)
+            for other in sorted(consulted):  # e.g. the callers GL002 read: the findings depend on them
+                sha = file_sha(other)
+                if sha is not None:
+                    depends[other] = sha
+            cache.put(key, findings, depends)
         except Exception:  # the cache is only an optimisation
             pass
     return _Outcome(path, findings, digest=digest)

@@ -44,6 +44,8 @@ class Finding:
     end_column: int  # 1-based, exclusive (the column after the last character)
     severity: str = "error"
     fix: Optional[Fix] = None
+    # How to fix it, one line shown under the finding (`= help: ...`); the message says what is wrong.
+    help: Optional[str] = None
     cell: Optional[int] = None  # notebooks: 1-based code cell; line/column are then within the cell
     # Filled in by `gradlint run` only.
     runtime: Optional[str] = None  # "confirmed" | "refuted" | "unexercised"
@@ -75,6 +77,8 @@ class Finding:
             "end_column": self.end_column,
             "fixable": self.fix is not None,
         }
+        if self.help is not None:
+            out["help"] = self.help
         if self.cell is not None:
             out["cell"] = self.cell
         if self.fix is not None:

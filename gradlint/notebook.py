@@ -146,7 +146,7 @@ def _python_lines(lines: list) -> list:
             return ["" for _ in lines]
         # `%%time` & co.: blank the lines up to the magic line (a backslash may continue its
         # arguments), then lint the body as Python, line numbers unchanged.
-        skip = first + 1
+        skip = (first or 0) + 1
         while lines[skip - 1].rstrip().endswith("\\") and skip < len(lines):
             skip += 1
         return ["" for _ in lines[:skip]] + _python_lines(lines[skip:])

@@ -125,14 +125,17 @@ def statistics_json(findings: Iterable[Finding]) -> str:
     return json.dumps(rows, indent=2) + "\n"
 
 
-def _write(text: str, output: Optional[str], to_stderr: bool = False) -> None:
+def _write(text: str, output: Optional[str], to_stderr: bool = False, colour: bool = False) -> None:
     if output is None:
+        # click strips ANSI codes from a stream that is not a terminal unless told otherwise
+        keep = True if colour else None
         try:
-            click.echo(text, nl=False, err=to_stderr)
+            click.echo(text, nl=False, err=to_stderr, color=keep)
         except UnicodeEncodeError:  # an ASCII (or other narrow) terminal: escape what it cannot show
             stream = sys.stderr if to_stderr else sys.stdout
             encoding = getattr(stream, "encoding", None) or "ascii"
-            click.echo(text.encode(encoding, "backslashreplace").decode(encoding), nl=False, err=to_stderr)
+            click.echo(text.encode(encoding, "backslashreplace").decode(encoding), nl=False, err=to_stderr,
+                       color=keep)
         return
     try:  # reporters escape odd file names; backslashreplace keeps any stray surrogate from failing
         with open(output, "w", encoding="utf-8", errors="backslashreplace", newline="") as handle:
@@ -141,7 +144,10 @@ def _write(text: str, output: Optional[str], to_stderr: bool = False) -> None:
         fail(f"cannot write report to {output}: {err.strerror or err}")
 
 
-def summary_line(findings: Sequence[Finding], files_checked: int, fixed: int = 0, errors: int = 0) -> str:
+def summary_line(findings: Sequence[Finding], files_checked: int, fixed: int = 0,
+                 unsafe_fixes: bool = False, errors: int = 0) -> str:
+    """The closing line on stderr: what was fixed, what was found, and how many findings
+    `--fix` (and `--unsafe-fixes`) would fix; never "All checks passed" after `errors`."""
     parts = []
     if fixed:
         parts.append(f"Fixed {fixed} finding{'s' if fixed != 1 else ''}.")
@@ -151,11 +157,33 @@ def summary_line(findings: Sequence[Finding], files_checked: int, fixed: int = 0
             f"Found {len(findings)} finding{'s' if len(findings) != 1 else ''} in {files} of "
             f"{files_checked} file{'s' if files_checked != 1 else ''}."
         )
+        safe = sum(1 for f in findings if f.fix is not None and f.fix.applicability == "safe")
+        unsafe = sum(1 for f in findings if f.fix is not None and f.fix.applicability == "unsafe")
+        if unsafe_fixes:
+            safe, unsafe = safe + unsafe, 0
+        if safe:
+            parts.append(f"{safe} fixable with `--fix`{' --unsafe-fixes' if unsafe_fixes else ''}.")
+        if unsafe:
+            parts.append(f"{unsafe} more fixable with `--unsafe-fixes --fix` (preview with `--diff --unsafe-fixes`).")
     elif not errors:
         parts.append(f"All checks passed ({files_checked} file{'s' if files_checked != 1 else ''}).")
     if errors:  # never "All checks passed" when a file could not be checked
         parts.append(f"{errors} file{'s' if errors != 1 else ''} could not be checked (see the errors below).")
     return " ".join(parts)
+
+
+def use_colour(stream=None) -> bool:
+    """Colour on a terminal: FORCE_COLOR (non-empty) forces it, NO_COLOR (non-empty) turns it off
+    (https://no-color.org), TERM=dumb too; else only when `stream` (stdout) is a TTY."""
+    if os.environ.get("FORCE_COLOR", ""):
+        return True
+    if os.environ.get("NO_COLOR", "") or os.environ.get("TERM") == "dumb":
+        return False
+    stream = stream or sys.stdout
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
 
 
 def emit_report(
@@ -174,6 +202,7 @@ def emit_report(
     extra: Optional[dict] = None,
     to_stderr: bool = False,
     errors: int = 0,
+    unsafe_fixes: bool = False,
 ) -> int:
     """Render `findings` (sorted here) in the resolved format, write them to `output` or stdout,
     print the summary line on stderr for the full format, and return the exit status: 1 when
@@ -193,6 +222,8 @@ def emit_report(
         statistics=statistics,
         extra=dict(extra or {}),
     )
+    if output is None and name in ("full", "concise"):
+        ctx.extra.setdefault("colour", use_colour(sys.stderr if to_stderr else sys.stdout))
     if statistics and name in ("full", "concise"):
         text = statistics_text(findings)
     elif statistics and name == "json":
@@ -205,7 +236,7 @@ def emit_report(
         text = render(list(findings), ctx)
         if statistics:
             click.echo(statistics_text(findings), err=True, nl=False)
-    _write(text, output, to_stderr)
+    _write(text, output, to_stderr, colour=bool(ctx.extra.get("colour")))
     if name == "full" and not quiet:
-        click.echo(summary_line(findings, files_checked, fixed, errors), err=True)
+        click.echo(summary_line(findings, files_checked, fixed, unsafe_fixes, errors), err=True)
     return 0 if exit_zero or not findings else 1

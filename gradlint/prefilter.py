@@ -29,6 +29,9 @@ from gradlint.rules import RULES, Rule
 
 _DEF = re.compile(rb"^[ \t]*(?:async[ \t]+)?def[ \t]+(\w+)", re.MULTILINE)
 _CALL = re.compile(rb"(?<![\w.])([A-Za-z_][\w.]*)[ \t]*\(")
+_CLASS = re.compile(rb"^[ \t]*class[ \t]+(\w+)", re.MULTILINE)
+# The base classes of a class statement: `class Recipe(Trainer, Mixin):` -> b"Trainer, Mixin"
+_BASES = re.compile(rb"^[ \t]*class[ \t]+\w+[ \t]*\(([^)]*)\)", re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,7 @@ class Wanted:
     names: frozenset
     autograd_names: frozenset
     helpers: frozenset
+    defines: frozenset = frozenset()
 
     @property
     def bwords(self) -> Tuple[bytes, ...]:
@@ -56,7 +60,8 @@ def wanted_by(rules: Sequence[Rule], settings) -> Wanted:
     words = tuple(dict.fromkeys(w for n in staged for w in n.words))
     helpers = _helper_names(settings) if any(n.helpers for n in staged) else frozenset()
     return Wanted(words, frozenset(x for n in staged for x in n.names),
-                  frozenset(x for n in staged for x in n.autograd_names), helpers)
+                  frozenset(x for n in staged for x in n.autograd_names), helpers,
+                  frozenset(x for n in staged for x in n.defines))
 
 
 def search_wanted(settings) -> Wanted:
@@ -84,6 +89,7 @@ class _ModuleText:
     bindings: Tuple[Tuple[str, str, str], ...]
     data: bytes  # kept only for modules the helper search reached
     path: str = ""
+    classes: Dict[str, Tuple[int, int]] = field(default_factory=dict)  # name -> (start, end offset)
     wanted: Optional["Wanted"] = None  # what counts as running a backward
     # names of the functions whose compiled code may run a backward, once asked (None: the
     # module does not compile, so the word in the text decides)
@@ -92,6 +98,11 @@ class _ModuleText:
     def calls_in(self, name: str) -> set:
         start, end, _ = self.functions[name]
         return {c.decode("ascii", "replace") for c in _CALL.findall(self.data, start, end)}
+
+    def methods_of(self, cls: str) -> List[str]:
+        """The functions defined inside class `cls` (by offset), sorted."""
+        start, end = self.classes[cls]
+        return sorted(n for n, (s, _e, _m) in self.functions.items() if start < s < end)
 
     def runs_backward(self, name: str) -> bool:
         """May function `name` run a backward? Its text must name a prefilter word and, where
@@ -108,6 +119,13 @@ class _ModuleText:
 
 def _module_text(data: bytes, path: str, root: str, wanted: Wanted) -> _ModuleText:
     words = wanted.bwords
+    classes: Dict[str, Tuple[int, int]] = {}
+    for match in _CLASS.finditer(data):
+        line_start = data.rfind(b"\n", 0, match.start()) + 1
+        indent = match.start(1) - line_start - len(data[line_start:match.start(1)].lstrip())
+        after = _DEDENT(indent).search(data, match.end())
+        classes.setdefault(match.group(1).decode("ascii", "replace"),
+                           (match.start(), after.start() + 1 if after else len(data)))
     functions: Dict[str, Tuple[int, int, bool]] = {}
     for match in _DEF.finditer(data):
         line_start = data.rfind(b"\n", 0, match.start()) + 1
@@ -128,6 +146,7 @@ def _module_text(data: bytes, path: str, root: str, wanted: Wanted) -> _ModuleTe
         data=data if functions else b"",
         path=path,
         wanted=wanted,
+        classes=classes,
     )
 
 
@@ -176,7 +195,7 @@ class _ProjectFiles:
         """Where `name` seen in module `target` is defined, following re-exports."""
         for _ in range(REEXPORT_HOPS + 1):
             module = self.facts(target, wanted, root)
-            if name in module.functions:
+            if name in module.functions or name in module.classes:
                 return target, name
             hop = next(((t, r) for t, local, r in module.bindings if local == name and r and r != "*"), None)
             if hop is None:
@@ -192,6 +211,9 @@ class _ProjectFiles:
             return self.answers[key]
         bindings = import_bindings(data, path, root)
         calls = {m.group(1).decode("ascii", "replace") for m in _CALL.finditer(data)} if bindings else set()
+        if bindings:  # an imported project class used as a base: its methods run as `self.m()`
+            calls |= {b.strip().decode("ascii", "replace") for m in _BASES.finditer(data)
+                      for b in m.group(1).split(b",") if b.strip()}
         # Sorted throughout: the walk is bounded, so its order must not depend on hash seeds
         # (the visited modules go into cache keys, which must be the same in every run).
         todo = [d for d in (self._definition(t, n, wanted, root) for t, n in self._targets(calls, bindings)) if d]
@@ -204,6 +226,10 @@ class _ProjectFiles:
                 continue
             seen.add((where, name))
             module = self.facts(where, wanted, root)
+            if name not in module.functions:  # a class: constructed or subclassed here
+                if name in module.classes:
+                    todo += sorted({(where, m) for m in module.methods_of(name)}, reverse=True)
+                continue
             if module.runs_backward(name):
                 found = True
                 continue
@@ -331,7 +357,7 @@ def _names_autograd(codes: List) -> bool:
 def _may_run_backward(codes: List, wanted: Wanted, autograd: bool) -> bool:
     """Do these code objects read a wanted name, a configured helper (any name), or an
     autograd name (when the module names torch.autograd: `autograd`)?"""
-    if wanted.helpers & _all_names(codes):
+    if (wanted.helpers | wanted.defines) & _all_names(codes):
         return True
     names = wanted.names | (wanted.autograd_names if autograd else frozenset())
     return bool(_used_names(codes, sorted(names)))

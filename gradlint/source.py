@@ -284,16 +284,20 @@ DEEP_RECURSION_LIMIT = 30_000
 
 def deep_call(function: Callable[[], T]) -> T:
     """`function()` on a thread with a large stack and a raised recursion limit, so that code
-    the guard admits (depth up to MAX_DEPTH) never overflows; exceptions are re-raised here.
+    the guard admits (depth up to MAX_DEPTH) never overflows; it runs in a copy of the caller's
+    context (context variables keep their values); exceptions are re-raised here.
     Falls back to a plain call where the stack size cannot be set."""
     import sys
     import threading
 
+    import contextvars
+
     outcome: dict = {}
+    context = contextvars.copy_context()  # the caller's context variables (what the analysis collects)
 
     def target() -> None:
         try:
-            outcome["value"] = function()
+            outcome["value"] = context.run(function)
         except BaseException as err:  # handed back to the caller
             outcome["error"] = err
 

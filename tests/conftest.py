@@ -10,7 +10,7 @@ from click.testing import CliRunner
 @pytest.fixture
 def clean_env(monkeypatch):
     """No CI or format variables from the environment leak into a test."""
-    for name in ("GITHUB_ACTIONS", "GRADLINT_OUTPUT_FORMAT", "GITHUB_STEP_SUMMARY"):
+    for name in ("GITHUB_ACTIONS", "GRADLINT_OUTPUT_FORMAT", "GITHUB_STEP_SUMMARY", "FORCE_COLOR", "NO_COLOR"):
         monkeypatch.delenv(name, raising=False)
 
 

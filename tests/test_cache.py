@@ -86,6 +86,23 @@ def test_edited_helper_module_invalidates_its_importers(project):
     assert again.cache_hits == 0 and [f.code for f in again.findings] == ["GL001"]
 
 
+def test_edited_caller_invalidates_a_callee_whose_findings_depend_on_it(project):
+    # GL002 on helpers.py depends on how train.py calls `update` (fresh loader data each time).
+    project.write("pyproject.toml", "[tool.gradlint]\n")
+    project.write("helpers.py", "def update(optimizer, loss):\n    optimizer.zero_grad()\n"
+                                "    loss.backward(retain_graph=True)\n    optimizer.step()\n")
+    train = project.write("train.py", "import torch.nn.functional as F\nfrom helpers import update\n\n"
+                                      "for x, y in loader:\n    update(opt, F.mse_loss(model(x), y))\n")
+    first = run(project, "helpers.py")
+    assert [f.code for f in first.findings] == ["GL002"]
+    assert run(project, "helpers.py").cache_hits == 1
+    # Now the caller walks the graph again through a second call: the retain is needed.
+    train.write_text("from helpers import update\n\nfor x, y in loader:\n    out = model(x)\n"
+                     "    update(opt, crit(out, y))\n    update(opt_aux, aux(out).mean())\n")
+    again = run(project, "helpers.py")
+    assert again.cache_hits == 0 and again.findings == []
+
+
 def test_no_cache_writes_nothing_and_cache_dir_moves_it(project):
     project.write("t.py", LOOP_WITHOUT_ZERO_GRAD)
     settings = load_settings(str(project.root))

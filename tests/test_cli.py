@@ -35,7 +35,7 @@ def test_rules_table_lists_every_rule(gradlint):
     assert result.exit_code == 0
     for code, info in RULES.items():
         line = next(ln for ln in result.stdout.splitlines() if ln.startswith(code))
-        assert info.name in line and ("yes" if info.fixable else "no") in line
+        assert info.name in line and info.severity in line and (info.fix or "-") in line.split()
         assert ("on" if info.default_on else "off") in line
     rows = json.loads(gradlint("rules", "--output-format", "json").stdout)
     assert {row["code"] for row in rows} == set(RULES)
@@ -74,7 +74,8 @@ def test_findings_exit_1_with_full_report(project, gradlint):
     assert lines[0].startswith("train.py:7:5: GL001 [missing-zero-grad] ")
     assert lines[2] == "7 |     loss.backward()"
     assert lines[3] == "  |     ^^^^^^^^^^^^^^^"
-    assert result.stderr.strip() == "Found 1 finding in 1 of 1 file."
+    assert result.stderr.strip() == ("Found 1 finding in 1 of 1 file. 1 more fixable with `--unsafe-fixes --fix` "
+                                     "(preview with `--diff --unsafe-fixes`).")
 
 
 def test_unparsable_and_undecodable_files_are_gl000_and_others_still_linted(project, gradlint):
@@ -103,7 +104,7 @@ def test_gl000_is_reported_for_prefiltered_files_too(project, gradlint):
     project.write("util.py", "def helper(:\n    return 1\n")
     result = gradlint("check", "--no-cache", "--output-format", "concise")
     assert result.exit_code == 1
-    assert result.stdout.startswith("util.py:1:12: GL000 [parse-error] cannot parse:")
+    assert result.stdout.startswith("util.py:1:12: GL000 [parse-error] error: cannot parse:")
 
 
 def test_json_findings_have_the_documented_fields(project, gradlint):
@@ -297,7 +298,7 @@ def test_stdin_cannot_mix_with_paths(project, gradlint):
 def test_stdin_parse_error(project, gradlint):
     result = gradlint("check", "-", "--stdin-filename", "x.py", "--output-format", "concise", input="x = (\n")
     assert result.exit_code == 1 and result.stdout.startswith("x.py:1:")  # column: CPython's, varies by version
-    assert " GL000 [parse-error] cannot parse: " in result.stdout
+    assert " GL000 [parse-error] error: cannot parse: " in result.stdout
 
 
 # --- formats and environment ---------------------------------------------------------------------
@@ -397,7 +398,7 @@ def test_apply_fixes_skips_overlaps_and_unfixable():
 
     first = _fixable("t.py", 0, 3, "AAA")
     overlapping = _fixable("t.py", 2, 5, "BBB")
-    unfixable = Finding(code="GL001", message="m", path="t.py", line=1, column=1, end_line=1, end_column=2,
+    unfixable = Finding(code="GL000", message="m", path="t.py", line=1, column=1, end_line=1, end_column=2,
                         fix=Fix("no", (Edit(6, 7, "Z"),)))
     text, count = apply_fixes("abcdefgh", [first, overlapping, unfixable])
     assert (text, count) == ("AAAdefgh", 1)

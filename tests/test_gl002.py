@@ -1024,3 +1024,1196 @@ def test_fix_offsets_count_characters_not_bytes():
     source = '# données\nfor x in data:\n    loss = f(x)  # «perte»\n    loss.backward(retain_graph=True)\n'
     (finding,) = _lint(source)
     assert _apply(source, finding.fix) == source.replace("retain_graph=True", "")
+
+
+# ---------------------------------------------------------------------------------------------
+# Graphs followed past the function: Lightning's backward hook, losses held in attributes across a
+# trainer class's methods, functions whose parameters are summarised from their call sites.
+
+FLAGGED_FOLLOWED = {
+    "lightning_backward_hook": """
+        import torch.nn.functional as F
+        import pytorch_lightning as pl
+
+        class Module(pl.LightningModule):
+            def training_step(self, batch, batch_idx):
+                x, y = batch
+                return F.mse_loss(self.layer(x), y)
+
+            def backward(self, loss, *args, **kwargs):
+                loss.backward(retain_graph=True)  # GL002
+    """,
+    "lightning_backward_hook_old_signature": """
+        import torch
+        import lightning as L
+
+        class Classifier(L.LightningModule):
+            def __init__(self, lr: float = 1e-3):
+                super().__init__()
+                self.net = torch.nn.Linear(32, 10)
+                self.lr = lr
+
+            def training_step(self, batch, batch_idx, optimizer_idx=0):
+                x, y = batch
+                loss = torch.nn.functional.cross_entropy(self.net(x), y)
+                self.log("train/loss", loss)
+                return {"loss": loss}
+
+            def backward(self, trainer, loss, optimizer, optimizer_idx):
+                loss.backward(retain_graph=True)  # GL002
+
+            def configure_optimizers(self):
+                return torch.optim.Adam(self.parameters(), lr=self.lr)
+    """,
+    "lightning_hook_through_a_base_module": """
+        import torch
+        from pytorch_lightning import LightningModule
+
+        class Base(LightningModule):
+            def backward(self, loss, *args, **kwargs):
+                loss.backward(retain_graph=True)  # GL002
+
+        class Regressor(Base):
+            def training_step(self, batch, batch_idx):
+                x, y = batch
+                return torch.nn.functional.l1_loss(self.model(x), y)
+    """,
+    "lightning_hook_manual_one_backward_per_graph": """
+        import torch
+        import lightning.pytorch as pl
+
+        class GAN(pl.LightningModule):
+            def __init__(self):
+                super().__init__()
+                self.automatic_optimization = False
+
+            def training_step(self, batch, batch_idx):
+                opt_g, opt_d = self.optimizers()
+                real, _ = batch
+                z = torch.randn(real.size(0), 64, device=self.device)
+                fake = self.generator(z)
+                d_real = self.criterion(self.discriminator(real), 1)
+                d_loss = d_real + self.criterion(self.discriminator(fake.detach()), 0)
+                opt_d.zero_grad()
+                self.manual_backward(d_loss)
+                opt_d.step()
+                g_loss = self.criterion(self.discriminator(fake), 1)
+                opt_g.zero_grad()
+                self.manual_backward(g_loss)
+                opt_g.step()
+
+            def backward(self, loss, *args, **kwargs):
+                loss.backward(retain_graph=True)  # GL002
+    """,
+    "attribute_held_loss_pix2pix": """
+        import torch.nn.functional as F
+
+        class Pix2Pix:
+            def set_input(self, batch): self.src, self.dst = batch
+            def forward(self): self.out = self.net(self.src)
+            def backward_net(self):
+                self.loss = F.l1_loss(self.out, self.dst)
+                self.loss.backward(retain_graph=True)  # GL002
+            def optimize(self):
+                self.forward(); self.opt.zero_grad(); self.backward_net(); self.opt.step()
+
+        for batch in loader:
+            model.set_input(batch); model.optimize()
+    """,
+    "pix2pix_generator_and_discriminator": """
+        import torch
+
+        class Pix2PixModel:
+            def __init__(self, opt, netG, netD):
+                self.opt = opt
+                self.netG = netG
+                self.netD = netD
+                self.criterionGAN = torch.nn.BCEWithLogitsLoss()
+                self.criterionL1 = torch.nn.L1Loss()
+                self.optimizer_G = torch.optim.Adam(netG.parameters(), lr=opt.lr)
+                self.optimizer_D = torch.optim.Adam(netD.parameters(), lr=opt.lr)
+
+            def set_input(self, input):
+                self.real_A = input["A"].to(self.device)
+                self.real_B = input["B"].to(self.device)
+
+            def forward(self):
+                self.fake_B = self.netG(self.real_A)
+
+            def backward_D(self):
+                fake_AB = torch.cat((self.real_A, self.fake_B), 1)
+                pred_fake = self.netD(fake_AB.detach())
+                self.loss_D_fake = self.criterionGAN(pred_fake, torch.zeros_like(pred_fake))
+                real_AB = torch.cat((self.real_A, self.real_B), 1)
+                pred_real = self.netD(real_AB)
+                self.loss_D_real = self.criterionGAN(pred_real, torch.ones_like(pred_real))
+                self.loss_D = (self.loss_D_fake + self.loss_D_real) * 0.5
+                self.loss_D.backward()
+
+            def backward_G(self):
+                fake_AB = torch.cat((self.real_A, self.fake_B), 1)
+                pred_fake = self.netD(fake_AB)
+                self.loss_G_GAN = self.criterionGAN(pred_fake, torch.ones_like(pred_fake))
+                self.loss_G_L1 = self.criterionL1(self.fake_B, self.real_B) * self.opt.lambda_L1
+                self.loss_G = self.loss_G_GAN + self.loss_G_L1
+                self.loss_G.backward(retain_graph=True)  # GL002
+
+            def optimize_parameters(self):
+                self.forward()
+                self.optimizer_D.zero_grad()
+                self.backward_D()
+                self.optimizer_D.step()
+                self.optimizer_G.zero_grad()
+                self.backward_G()
+                self.optimizer_G.step()
+
+        def train(model, dataset, epochs: int):
+            for epoch in range(epochs):
+                for i, data in enumerate(dataset):
+                    model.set_input(data)
+                    model.optimize_parameters()
+    """,
+    "cyclegan_discriminator_sees_detached_fakes": """
+        import torch
+
+        class CycleGAN:
+            def set_input(self, batch):
+                self.real_A, self.real_B = batch
+
+            def forward(self):
+                self.fake_B = self.netG_A(self.real_A)
+                self.rec_A = self.netG_B(self.fake_B)
+
+            def backward_G(self):
+                self.loss_G_A = self.criterionGAN(self.netD_A(self.fake_B), True)
+                self.loss_cycle_A = self.criterionCycle(self.rec_A, self.real_A) * 10.0
+                self.loss_G = self.loss_G_A + self.loss_cycle_A
+                self.loss_G.backward(retain_graph=True)  # GL002
+
+            def backward_D(self):
+                pred_real = self.netD_A(self.real_B)
+                pred_fake = self.netD_A(self.fake_B.detach())
+                self.loss_D_A = (self.criterionGAN(pred_real, True) + self.criterionGAN(pred_fake, False)) * 0.5
+                self.loss_D_A.backward()
+
+            def optimize_parameters(self):
+                self.forward()
+                self.optimizer_G.zero_grad()
+                self.backward_G()
+                self.optimizer_G.step()
+                self.optimizer_D.zero_grad()
+                self.backward_D()
+                self.optimizer_D.step()
+
+        for batch in loader:
+            model.set_input(batch)
+            model.optimize_parameters()
+    """,
+    "attribute_loss_returned_at_the_end_of_the_method": """
+        class Trainer:
+            def compute(self):
+                self.pred = self.model(self.inputs)
+
+            def backward_loss(self):
+                self.loss = self.criterion(self.pred, self.targets)
+                self.loss.backward(retain_graph=True)  # GL002
+                return self.loss
+
+            def step(self):
+                self.compute()
+                self.optimizer.zero_grad()
+                self.backward_loss()
+                self.optimizer.step()
+
+            def fit(self, loader):
+                for inputs, targets in loader:
+                    self.inputs, self.targets = inputs, targets
+                    self.step()
+    """,
+    "discriminator_step_behind_a_flag": """
+        class GANModel:
+            def set_input(self, data):
+                self.real = data[0]
+                self.z = data[1]
+
+            def forward(self):
+                self.fake = self.G(self.z)
+
+            def backward_D(self):
+                self.loss_D = self.gan_loss(self.D(self.real), True) + self.gan_loss(self.D(self.fake.detach()), False)
+                self.loss_D.backward(retain_graph=True)  # GL002
+
+            def backward_G(self):
+                self.loss_G = self.gan_loss(self.D(self.fake), True)
+                self.loss_G.backward()
+
+            def optimize_parameters(self):
+                self.forward()
+                if self.train_discriminator:
+                    self.opt_D.zero_grad()
+                    self.backward_D()
+                    self.opt_D.step()
+                self.opt_G.zero_grad()
+                self.backward_G()
+                self.opt_G.step()
+
+        for data in loader:
+            model.set_input(data)
+            model.optimize_parameters()
+    """,
+    "per_batch_method_with_inner_steps": """
+        class Trainer:
+            def train_step(self, x, y):
+                for k in range(3):
+                    loss = self.crit(self.model(x), y)
+                    self.opt.zero_grad()
+                    loss.backward(retain_graph=True)  # GL002
+                    self.opt.step()
+
+            def fit(self, loader):
+                for x, y in loader:
+                    self.train_step(x, y)
+    """,
+    "helper_taking_the_loss": """
+        import torch.nn.functional as F
+
+        def update(opt, loss):
+            opt.zero_grad()
+            loss.backward(retain_graph=True)  # GL002
+            opt.step()
+
+        for x, y in loader:
+            update(opt, F.cross_entropy(model(x), y))
+    """,
+    "helper_taking_the_loss_by_keyword": """
+        def update(optimizer, loss, clip: float = 1.0):
+            optimizer.zero_grad()
+            loss.backward(retain_graph=True)  # GL002
+            optimizer.step()
+
+        def train(model, loader, optimizer, criterion):
+            running = 0.0
+            for images, labels in loader:
+                loss = criterion(model(images), labels)
+                update(optimizer=optimizer, loss=loss)
+                running += loss.item()
+            return running
+    """,
+    "method_taking_the_loss": """
+        class Runner:
+            def optimize(self, loss):
+                self.optimizer.zero_grad()
+                loss.backward(retain_graph=True)  # GL002
+                self.optimizer.step()
+
+            def run_epoch(self, loader):
+                for x, y in loader:
+                    self.optimize(self.criterion(self.model(x), y))
+    """,
+    "accelerate_helper_taking_the_loss": """
+        from accelerate import Accelerator
+
+        def backward_step(accelerator, optimizer, loss):
+            accelerator.backward(loss, retain_graph=True)  # GL002
+            optimizer.step()
+            optimizer.zero_grad()
+
+        accelerator = Accelerator()
+        model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+        for batch in loader:
+            outputs = model(**batch)
+            backward_step(accelerator, optimizer, outputs.loss)
+    """,
+    "helper_called_from_two_loops": """
+        def fit_batch(model, opt, crit, x, y):
+            for _ in range(2):
+                out = model(x)
+                loss = crit(out, y)
+                opt.zero_grad()
+                loss.backward(retain_graph=True)  # GL002
+                opt.step()
+
+        for x, y in train_loader:
+            fit_batch(model, opt, crit, x, y)
+        for x, y in finetune_loader:
+            fit_batch(model, opt, crit, x, y)
+    """,
+    "actor_critic_update_with_ppo_epochs": """
+        import torch
+
+        class PPO:
+            def update(self, states, actions, old_log_probs, returns, advantages):
+                for _ in range(self.epochs):
+                    dist, values = self.policy(states)
+                    ratio = torch.exp(dist.log_prob(actions) - old_log_probs)
+                    actor_loss = -torch.min(ratio * advantages, ratio.clamp(0.8, 1.2) * advantages).mean()
+                    critic_loss = (returns - values).pow(2).mean()
+                    loss = actor_loss + 0.5 * critic_loss
+                    self.optimizer.zero_grad()
+                    loss.backward(retain_graph=True)  # GL002
+                    self.optimizer.step()
+
+            def learn(self, loader):
+                for states, actions, old_log_probs, returns, advantages in loader:
+                    self.update(states, actions, old_log_probs, returns, advantages)
+    """,
+    "per_batch_function_with_micro_steps_over_its_input": """
+        import torch
+
+        def train_on_batch(model, optimizer, images, labels, steps: int = 4):
+            for _ in range(steps):
+                logits = model(images)
+                loss = torch.nn.functional.cross_entropy(logits, labels)
+                optimizer.zero_grad()
+                loss.backward(retain_graph=True)  # GL002
+                optimizer.step()
+
+        def main(model, optimizer, loader):
+            for images, labels in loader:
+                images, labels = images.cuda(), labels.cuda()
+                train_on_batch(model, optimizer, images, labels)
+    """,
+    "cyclegan_discriminator_helper_detaches_its_fake_argument": """
+        class CycleGANModel:
+            def set_input(self, input):
+                self.real_A = input["A"]
+                self.real_B = input["B"]
+
+            def forward(self):
+                self.fake_B = self.netG_A(self.real_A)
+                self.fake_A = self.netG_B(self.real_B)
+
+            def backward_D_basic(self, netD, real, fake):
+                pred_real = netD(real)
+                pred_fake = netD(fake.detach())
+                loss_D = (self.criterionGAN(pred_real, True) + self.criterionGAN(pred_fake, False)) * 0.5
+                loss_D.backward()
+                return loss_D
+
+            def backward_G(self):
+                self.loss_G_A = self.criterionGAN(self.netD_A(self.fake_B), True)
+                self.loss_G_B = self.criterionGAN(self.netD_B(self.fake_A), True)
+                self.loss_G = self.loss_G_A + self.loss_G_B
+                self.loss_G.backward(retain_graph=True)  # GL002
+
+            def optimize_parameters(self):
+                self.forward()
+                self.optimizer_G.zero_grad()
+                self.backward_G()
+                self.optimizer_G.step()
+                self.optimizer_D.zero_grad()
+                self.loss_D_A = self.backward_D_basic(self.netD_A, self.real_B, self.fake_B)
+                self.loss_D_B = self.backward_D_basic(self.netD_B, self.real_A, self.fake_A)
+                self.optimizer_D.step()
+
+        for i, data in enumerate(dataset):
+            model.set_input(data)
+            model.optimize_parameters()
+    """,
+    "gan_step_function_with_discriminator_helper": """
+        import torch
+
+        def discriminator_loss(D, real, fake):
+            return bce(D(real), torch.ones(real.size(0), 1)) + bce(D(fake.detach()), torch.zeros(real.size(0), 1))
+
+        def d_step(D, opt_d, real, fake):
+            opt_d.zero_grad()
+            loss = discriminator_loss(D, real, fake)
+            loss.backward()
+            opt_d.step()
+
+        for real, _ in loader:
+            fake = G(torch.randn(real.size(0), 100))
+            g_loss = bce(D(fake), torch.ones(real.size(0), 1))
+            opt_g.zero_grad()
+            g_loss.backward(retain_graph=True)  # GL002
+            opt_g.step()
+            d_step(D, opt_d, real, fake)
+    """,
+    "lightning_hook_retains_for_the_discriminators_only": """
+        import torch
+        import pytorch_lightning as pl
+
+        class CycleGAN(pl.LightningModule):
+            def training_step(self, batch, batch_idx, optimizer_idx):
+                real_A, real_B = batch
+                if optimizer_idx == 0:
+                    with torch.no_grad():
+                        fake_A = self.netG_BA(real_B)
+                    return self.criterionD(real_A, fake_A, self.netD_A)
+                if optimizer_idx == 1:
+                    with torch.no_grad():
+                        fake_B = self.netG_AB(real_A)
+                    return self.criterionD(real_B, fake_B, self.netD_B)
+                loss_G, _, _ = self.criterionG(real_A, real_B, self.netG_AB, self.netG_BA)
+                return loss_G
+
+            def backward(self, loss, optimizer, optimizer_idx, *args, **kwargs):
+                if optimizer_idx in (0, 1):
+                    loss.backward(retain_graph=True)  # GL002
+                else:
+                    return super().backward(loss, optimizer, optimizer_idx, *args, **kwargs)
+    """,
+    "early_return_before_the_backward": """
+        import torch
+
+        def train_step(model, optimizer, criterion, x, y):
+            out = model(x)
+            if not torch.isfinite(out).all():
+                return out
+            loss = criterion(out, y)
+            optimizer.zero_grad()
+            loss.backward(retain_graph=True)  # GL002
+            optimizer.step()
+            return loss.item()
+    """,
+}
+
+CLEAN_FOLLOWED = {
+    "lightning_manual_backprops_twice_through_one_graph": """
+        import torch
+        import lightning as L
+
+        class MultiHead(L.LightningModule):
+            def __init__(self):
+                super().__init__()
+                self.automatic_optimization = False
+
+            def training_step(self, batch, batch_idx):
+                opt = self.optimizers()
+                x, y = batch
+                feats = self.trunk(x)
+                opt.zero_grad()
+                self.manual_backward(self.head_a(feats).mean())
+                self.manual_backward(self.head_b(feats).mean())
+                opt.step()
+
+            def backward(self, loss, *args, **kwargs):
+                loss.backward(retain_graph=True)
+    """,
+    "lightning_gan_keeps_fakes_on_the_module": """
+        import torch
+        import pytorch_lightning as pl
+
+        class GAN(pl.LightningModule):
+            def training_step(self, batch, batch_idx, optimizer_idx):
+                real, _ = batch
+                if optimizer_idx == 0:
+                    self.generated = self.generator(torch.randn(real.size(0), 64))
+                    return self.adversarial(self.discriminator(self.generated), 1)
+                return self.adversarial(self.discriminator(self.generated), 0)
+
+            def backward(self, loss, optimizer, optimizer_idx):
+                loss.backward(retain_graph=True)
+    """,
+    "lightning_hook_next_to_its_own_backward": """
+        import pytorch_lightning as pl
+
+        class Model(pl.LightningModule):
+            def training_step(self, batch, batch_idx):
+                x, y = batch
+                feats = self.encoder(x)
+                aux = self.aux_head(feats).mean()
+                aux.backward(retain_graph=True)
+                return self.head(feats).mean()
+
+            def backward(self, loss, *args, **kwargs):
+                loss.backward(retain_graph=True)
+    """,
+    "cyclegan_discriminator_reuses_the_fake_graph": """
+        class CycleGAN:
+            def set_input(self, batch):
+                self.real_A, self.real_B = batch
+
+            def forward(self):
+                self.fake_B = self.netG_A(self.real_A)
+
+            def backward_G(self):
+                self.loss_G = self.criterionGAN(self.netD_A(self.fake_B), True)
+                self.loss_G.backward(retain_graph=True)
+
+            def backward_D(self):
+                pred_fake = self.netD_A(self.fake_B)
+                self.loss_D = self.criterionGAN(pred_fake, False)
+                self.loss_D.backward()
+
+            def optimize_parameters(self):
+                self.forward()
+                self.backward_G()
+                self.optimizer_G.step()
+                self.backward_D()
+                self.optimizer_D.step()
+
+        for batch in loader:
+            model.set_input(batch)
+            model.optimize_parameters()
+    """,
+    "discriminator_retains_for_the_generator_step": """
+        class GANModel:
+            def set_input(self, data):
+                self.real, self.z = data
+
+            def forward(self):
+                self.fake = self.G(self.z)
+
+            def backward_D(self):
+                self.loss_D = self.gan_loss(self.D(self.real), True) + self.gan_loss(self.D(self.fake), False)
+                self.loss_D.backward(retain_graph=True)
+
+            def backward_G(self):
+                self.loss_G = self.gan_loss(self.D(self.fake), True)
+                self.loss_G.backward()
+
+            def optimize_parameters(self):
+                self.forward()
+                self.backward_D()
+                self.opt_D.step()
+                self.backward_G()
+                self.opt_G.step()
+
+        for data in loader:
+            model.set_input(data)
+            model.optimize_parameters()
+    """,
+    "driver_backpropagates_through_the_attribute_itself": """
+        class Model:
+            def set_input(self, batch):
+                self.x, self.y = batch
+
+            def forward(self):
+                self.feats = self.trunk(self.x)
+
+            def backward_main(self):
+                self.loss_main = self.criterion(self.head(self.feats), self.y)
+                self.loss_main.backward(retain_graph=True)
+
+            def optimize(self):
+                self.forward()
+                self.backward_main()
+                aux = self.aux_head(self.feats).mean()
+                aux.backward()
+                self.opt.step()
+
+        for batch in loader:
+            model.set_input(batch)
+            model.optimize()
+    """,
+    "attribute_loss_walked_again_by_another_method": """
+        class Model:
+            def set_input(self, batch):
+                self.x, self.y = batch
+
+            def forward(self):
+                self.out = self.net(self.x)
+
+            def backward_net(self):
+                self.loss = self.criterion(self.out, self.y)
+                self.loss.backward(retain_graph=True)
+
+            def optimize(self):
+                self.forward()
+                self.backward_net()
+                self.opt.step()
+
+            def second_pass(self):
+                (self.loss * 0.1).backward()
+
+        for batch in loader:
+            model.set_input(batch)
+            model.optimize()
+            model.second_pass()
+    """,
+    "hidden_state_kept_on_the_module": """
+        class LanguageModel:
+            def set_input(self, batch):
+                self.src, self.tgt = batch
+
+            def forward(self):
+                self.out, self.hidden = self.rnn(self.src, self.hidden)
+
+            def backward_lm(self):
+                self.loss = self.criterion(self.out, self.tgt)
+                self.loss.backward(retain_graph=True)
+
+            def optimize(self):
+                self.forward()
+                self.backward_lm()
+                self.opt.step()
+
+        for batch in loader:
+            model.set_input(batch)
+            model.optimize()
+    """,
+    "two_task_heads_share_an_attribute_trunk": """
+        class MultiTask:
+            def set_input(self, batch):
+                self.x, self.y_a, self.y_b = batch
+
+            def forward(self):
+                self.shared = self.trunk(self.x)
+
+            def backward_a(self):
+                self.loss_a = self.crit_a(self.head_a(self.shared), self.y_a)
+                self.loss_a.backward(retain_graph=True)
+
+            def backward_b(self):
+                self.loss_b = self.crit_b(self.head_b(self.shared), self.y_b)
+                self.loss_b.backward()
+
+            def optimize(self):
+                self.forward()
+                self.backward_a()
+                self.backward_b()
+                self.opt.step()
+
+        for batch in loader:
+            model.set_input(batch)
+            model.optimize()
+    """,
+    "helper_loss_walked_again_by_the_caller": """
+        def update(opt, loss):
+            loss.backward(retain_graph=True)
+            opt.step()
+
+        for x, y in loader:
+            loss = crit(model(x), y)
+            update(opt, loss)
+            (loss * 0.5).backward()
+    """,
+    "helper_given_a_running_total": """
+        def update(opt, loss):
+            loss.backward(retain_graph=True)
+            opt.step()
+
+        total = 0
+        for x, y in loader:
+            total = total + crit(model(x), y)
+            update(opt, total)
+    """,
+    "helper_called_twice_through_a_shared_trunk": """
+        def update(opt, loss):
+            opt.zero_grad()
+            loss.backward(retain_graph=True)
+            opt.step()
+
+        for x, y in loader:
+            feats = backbone(x)
+            update(opt_a, head_a(feats).mean())
+            update(opt_b, head_b(feats).mean())
+    """,
+    "per_batch_method_given_features_with_a_graph": """
+        class Trainer:
+            def train_step(self, feats, y):
+                for k in range(3):
+                    loss = self.crit(self.head(feats), y)
+                    loss.backward(retain_graph=True)
+                    self.opt.step()
+
+            def fit(self, loader):
+                for x, y in loader:
+                    self.train_step(self.backbone(x), y)
+    """,
+    "helper_passed_as_a_callback": """
+        def update(opt, loss):
+            loss.backward(retain_graph=True)
+            opt.step()
+
+        for x, y in loader:
+            update(opt, crit(model(x), y))
+        trainer.register_hook(update)
+    """,
+    "helper_called_with_unpacked_arguments": """
+        def update(opt, loss):
+            loss.backward(retain_graph=True)
+            opt.step()
+
+        for x, y in loader:
+            update(*(opt, crit(model(x), y)))
+    """,
+    "helper_never_called_here": """
+        def update(opt, loss):
+            opt.zero_grad()
+            loss.backward(retain_graph=True)
+            opt.step()
+    """,
+    "gradient_penalty_in_a_per_batch_method": """
+        import torch
+
+        class WGANGP:
+            def critic_step(self, real, z):
+                fake = self.G(z).detach()
+                eps = torch.rand(real.size(0), 1, 1, 1)
+                interp = (eps * real + (1 - eps) * fake).requires_grad_(True)
+                out = self.D(interp)
+                grads = torch.autograd.grad(out.sum(), interp, create_graph=True, retain_graph=True)[0]
+                penalty = ((grads.flatten(1).norm(dim=1) - 1) ** 2).mean()
+                loss = self.D(fake).mean() - self.D(real).mean() + 10 * penalty
+                loss.backward()
+
+            def fit(self, loader):
+                for real, z in loader:
+                    self.critic_step(real, z)
+    """,
+    "hessian_vector_products_in_a_per_batch_helper": """
+        import torch
+
+        def curvature(model, x, y, vectors):
+            loss = torch.nn.functional.mse_loss(model(x), y)
+            grads = torch.autograd.grad(loss, list(model.parameters()), create_graph=True)
+            flat = torch.cat([g.reshape(-1) for g in grads])
+            out = []
+            for v in vectors:
+                hv = torch.autograd.grad(flat @ v, list(model.parameters()), retain_graph=True)
+                out.append([h.detach() for h in hv])
+            return out
+
+        for x, y in loader:
+            curvature(model, x, y, [torch.randn(n_params) for _ in range(3)])
+    """,
+    "actor_critic_shared_trunk_in_a_per_batch_method": """
+        class A2C:
+            def update(self, states, actions, returns):
+                feats = self.trunk(states)
+                log_probs = self.actor(feats).log_softmax(-1).gather(1, actions)
+                values = self.critic(feats).squeeze(-1)
+                advantage = (returns - values).detach()
+                actor_loss = -(log_probs.squeeze(-1) * advantage).mean()
+                critic_loss = (returns - values).pow(2).mean()
+                self.optimizer.zero_grad()
+                actor_loss.backward(retain_graph=True)
+                critic_loss.backward()
+                self.optimizer.step()
+
+            def learn(self, loader):
+                for states, actions, returns in loader:
+                    self.update(states, actions, returns)
+    """,
+    "truncated_bptt_state_carried_by_the_caller": """
+        class Trainer:
+            def train_chunk(self, x, y, hidden):
+                for _ in range(2):
+                    out, new_hidden = self.rnn(x, hidden)
+                    loss = self.crit(out, y)
+                    loss.backward(retain_graph=True)
+                    self.opt.step()
+
+            def fit(self, chunks):
+                hidden = None
+                for x, y in chunks:
+                    out, hidden = self.rnn(x, hidden)
+                    self.train_chunk(x, y, hidden)
+    """,
+    "meta_learning_inner_loop_per_task": """
+        import torch
+
+        def adapt_and_evaluate(model, params, support_x, support_y, query_x, query_y, inner_lr: float = 0.4):
+            fast = list(params)
+            for _ in range(3):
+                loss = torch.nn.functional.cross_entropy(model(support_x, fast), support_y)
+                grads = torch.autograd.grad(loss, fast, create_graph=True)
+                fast = [w - inner_lr * g for w, g in zip(fast, grads)]
+            query_loss = torch.nn.functional.cross_entropy(model(query_x, fast), query_y)
+            query_loss.backward(retain_graph=True)
+            return fast
+
+        for support_x, support_y, query_x, query_y in task_loader:
+            adapt_and_evaluate(model, model.parameters(), support_x, support_y, query_x, query_y)
+    """,
+    "cyclegan_discriminator_helper_walks_its_fake_argument": """
+        class CycleGANModel:
+            def set_input(self, input):
+                self.real_A = input["A"]
+                self.real_B = input["B"]
+
+            def forward(self):
+                self.fake_B = self.netG_A(self.real_A)
+
+            def backward_D_basic(self, netD, real, fake):
+                loss_D = (self.criterionGAN(netD(real), True) + self.criterionGAN(netD(fake), False)) * 0.5
+                loss_D.backward()
+                return loss_D
+
+            def backward_G(self):
+                self.loss_G = self.criterionGAN(self.netD_A(self.fake_B), True)
+                self.loss_G.backward(retain_graph=True)
+
+            def optimize_parameters(self):
+                self.forward()
+                self.backward_G()
+                self.optimizer_G.step()
+                self.loss_D_A = self.backward_D_basic(self.netD_A, self.real_B, self.fake_B)
+                self.optimizer_D.step()
+
+        for i, data in enumerate(dataset):
+            model.set_input(data)
+            model.optimize_parameters()
+    """,
+    "outputs_unpacked_onto_self": """
+        class Probe:
+            def run(self, x):
+                self.out, self.feats = self.model(x)
+                self.out.sum().backward(retain_graph=True)
+    """,
+    "generator_yields_the_output_before_the_backward": """
+        def step(model, x, y):
+            out = model(x)
+            yield out
+            loss = (out - y).pow(2).mean()
+            loss.backward(retain_graph=True)
+    """,
+}
+
+
+@pytest.mark.parametrize("name", sorted(FLAGGED_FOLLOWED))
+def test_flagged_followed(name):
+    source = textwrap.dedent(FLAGGED_FOLLOWED[name])
+    found = [(f.line, f.code) for f in _lint(source)]
+    assert found == _marked(source)
+    assert found, "a flagged case must mark at least one line"
+
+
+@pytest.mark.parametrize("name", sorted(CLEAN_FOLLOWED))
+def test_clean_followed(name):
+    source = textwrap.dedent(CLEAN_FOLLOWED[name])
+    assert [(f.line, f.code) for f in _lint(source)] == []
+
+
+def test_followed_case_counts():
+    assert len(FLAGGED_FOLLOWED) >= 15 and len(CLEAN_FOLLOWED) >= 20
+    assert not set(FLAGGED_FOLLOWED) & set(FLAGGED) and not set(CLEAN_FOLLOWED) & set(CLEAN)
+
+
+# Several files: the callers live in another module of the project.
+
+
+def _project(tmp_path, files):
+    for name, text in files.items():
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text), encoding="utf-8")
+
+
+def _lint_file(tmp_path, name, root=True):
+    path = tmp_path / name
+    options = AnalysisOptions(project_root=str(tmp_path) if root else None)
+    return [f.line for f in lint_options(path.read_text(encoding="utf-8"), str(path), options, codes=list(CODES))]
+
+
+HELPERS = """
+    def update(optimizer, loss):
+        optimizer.zero_grad()
+        loss.backward(retain_graph=True)
+        optimizer.step()
+"""
+
+
+def test_helper_module_called_per_batch_from_the_training_script(tmp_path):
+    _project(tmp_path, {
+        "helpers.py": HELPERS,
+        "train.py": """
+            import torch.nn.functional as F
+            from helpers import update
+
+            for x, y in loader:
+                update(opt, F.mse_loss(model(x), y))
+        """,
+    })
+    assert _lint_file(tmp_path, "helpers.py") == [4]
+    assert _lint_file(tmp_path, "helpers.py", root=False) == []  # callers unseen: silent
+
+
+def test_helper_module_whose_caller_walks_the_graph_again(tmp_path):
+    _project(tmp_path, {
+        "helpers.py": HELPERS,
+        "train.py": """
+            from helpers import update
+
+            for x, y in loader:
+                out = model(x)
+                update(opt, crit(out, y))
+                update(opt_aux, aux(out).mean())
+        """,
+    })
+    assert _lint_file(tmp_path, "helpers.py") == []
+
+
+def test_helper_module_with_one_unreadable_use(tmp_path):
+    _project(tmp_path, {
+        "helpers.py": HELPERS,
+        "train.py": """
+            from helpers import update
+
+            for x, y in loader:
+                update(opt, crit(model(x), y))
+        """,
+        "pkg/hooks.py": """
+            from helpers import update
+
+            CALLBACKS = [update]
+        """,
+    })
+    assert _lint_file(tmp_path, "helpers.py") == []
+
+
+PIX2PIX_MODEL = """
+    import torch
+
+    class Pix2PixModel:
+        def set_input(self, input):
+            self.real_A = input["A"].to(self.device)
+            self.real_B = input["B"].to(self.device)
+
+        def forward(self):
+            self.fake_B = self.netG(self.real_A)
+
+        def backward_G(self):
+            self.loss_G_L1 = self.criterionL1(self.fake_B, self.real_B) * self.opt.lambda_L1
+            self.loss_G = self.criterionGAN(self.netD(torch.cat((self.real_A, self.fake_B), 1)), True) + self.loss_G_L1
+            self.loss_G.backward(retain_graph=True)
+
+        def optimize_parameters(self):
+            self.forward()
+            self.optimizer_G.zero_grad()
+            self.backward_G()
+            self.optimizer_G.step()
+"""
+
+
+def test_trainer_class_in_a_package_driven_by_the_training_script(tmp_path):
+    _project(tmp_path, {
+        "models/__init__.py": "",
+        "models/pix2pix_model.py": PIX2PIX_MODEL,
+        "train.py": """
+            from models.pix2pix_model import Pix2PixModel
+
+            model = Pix2PixModel()
+            for epoch in range(10):
+                for i, data in enumerate(dataset):
+                    model.set_input(data)
+                    model.optimize_parameters()
+        """,
+    })
+    assert _lint_file(tmp_path, "models/pix2pix_model.py") == [15]
+    assert _lint_file(tmp_path, "models/pix2pix_model.py", root=False) == []
+
+
+def test_trainer_class_fed_a_generated_image_elsewhere(tmp_path):
+    _project(tmp_path, {
+        "models/pix2pix_model.py": PIX2PIX_MODEL,
+        "train.py": """
+            for data in dataset:
+                model.set_input(data)
+                model.optimize_parameters()
+        """,
+        "refine.py": """
+            for data in dataset:
+                model.set_input({"A": coarse_net(data["A"]), "B": data["B"]})
+                model.optimize_parameters()
+        """,
+    })
+    assert _lint_file(tmp_path, "models/pix2pix_model.py") == []
+
+
+TRAINER = """
+    class Trainer:
+        def train_step(self, x, y):
+            for _ in range(self.inner_steps):
+                loss = self.criterion(self.model(x), y)
+                self.optimizer.zero_grad()
+                loss.backward(retain_graph=True)
+                self.optimizer.step()
+"""
+
+
+def test_trainer_method_called_with_loader_batches_from_another_file(tmp_path):
+    _project(tmp_path, {
+        "trainer.py": TRAINER,
+        "main.py": """
+            from trainer import Trainer
+
+            trainer = Trainer()
+            for x, y in loader:
+                trainer.train_step(x.cuda(), y.cuda())
+        """,
+    })
+    assert _lint_file(tmp_path, "trainer.py") == [7]
+
+
+def test_trainer_method_given_a_graph_by_one_caller(tmp_path):
+    _project(tmp_path, {
+        "trainer.py": TRAINER,
+        "main.py": """
+            for x, y in loader:
+                trainer.train_step(x, y)
+        """,
+        "distill.py": """
+            for x, y in loader:
+                trainer.train_step(teacher(x), y)
+        """,
+    })
+    assert _lint_file(tmp_path, "trainer.py") == []
+
+
+def test_project_files_searched_for_callers_are_recorded(tmp_path):
+    from gradlint.analysis import Context
+    from gradlint.rules import gl002
+
+    _project(tmp_path, {
+        "helpers.py": HELPERS,
+        "train.py": """
+            from helpers import update
+
+            for x, y in loader:
+                update(opt, crit(model(x), y))
+        """,
+        "README.py": "# no callers here\n",
+    })
+    path = tmp_path / "helpers.py"
+    ctx = Context(cst.parse_module(path.read_text()), str(path), AnalysisOptions(project_root=str(tmp_path)))
+    assert [f.line for f in gl002.check(ctx)] == [4]
+    consulted = ctx.consulted_files
+    assert str(tmp_path / "train.py") in consulted and str(path) not in consulted
+
+
+def test_helper_called_through_its_module_by_a_caller_that_walks_the_graph_again(tmp_path):
+    _project(tmp_path, {
+        "helpers.py": HELPERS,
+        "train.py": """
+            import helpers
+
+            for x, y in loader:
+                loss = crit(model(x), y)
+                helpers.update(opt, loss)
+                (0.1 * loss).backward()
+        """,
+    })
+    assert _lint_file(tmp_path, "helpers.py") == []
+
+
+def test_helper_imported_under_another_name(tmp_path):
+    _project(tmp_path, {
+        "helpers.py": HELPERS,
+        "train.py": """
+            from helpers import update as apply_update
+
+            for x, y in loader:
+                loss = crit(model(x), y)
+                apply_update(opt, loss)
+                loss.backward()
+        """,
+    })
+    assert _lint_file(tmp_path, "helpers.py") == []
+
+
+def test_helper_called_through_its_module_per_batch(tmp_path):
+    _project(tmp_path, {
+        "helpers.py": HELPERS,
+        "train.py": """
+            import helpers
+
+            for x, y in loader:
+                helpers.update(opt, crit(model(x), y))
+        """,
+    })
+    assert _lint_file(tmp_path, "helpers.py") == [4]
+
+
+BASE_MODEL = """
+    import torch
+
+    class BaseModel:
+        def set_requires_grad(self, nets, requires_grad=False):
+            for net in nets:
+                for param in net.parameters():
+                    param.requires_grad = requires_grad
+
+        def backward_D(self):
+            self.loss_D = self.criterionGAN(self.netD(self.fake_B), False)
+            self.loss_D.backward()
+"""
+
+CHILD_MODEL = """
+    from models.base_model import BaseModel
+
+    class GANModel(BaseModel):
+        def set_input(self, input):
+            self.real_A, self.real_B = input
+
+        def forward(self):
+            self.fake_B = self.netG(self.real_A)
+
+        def backward_G(self):
+            self.loss_G = self.criterionGAN(self.netD(self.fake_B), True)
+            self.loss_G.backward(retain_graph=True)
+
+        def optimize_parameters(self):
+            self.forward()
+            self.set_requires_grad([self.netD], False)
+            self.optimizer_G.zero_grad()
+            self.backward_G()
+            self.optimizer_G.step()
+            self.set_requires_grad([self.netD], True)
+            {LATER}
+"""
+
+TRAIN_LOOP = """
+    for data in dataset:
+        model.set_input(data)
+        model.optimize_parameters()
+"""
+
+
+def test_inherited_helpers_that_run_no_backward(tmp_path):
+    _project(tmp_path, {
+        "models/__init__.py": "",
+        "models/base_model.py": BASE_MODEL,
+        "models/gan_model.py": CHILD_MODEL.replace("{LATER}", "self.optimizer_D.step()"),
+        "train.py": TRAIN_LOOP,
+    })
+    assert _lint_file(tmp_path, "models/gan_model.py") == [13]
+
+
+def test_inherited_method_walks_the_kept_fake(tmp_path):
+    _project(tmp_path, {
+        "models/__init__.py": "",
+        "models/base_model.py": BASE_MODEL,
+        "models/gan_model.py": CHILD_MODEL.replace("{LATER}", "self.backward_D()"),
+        "train.py": TRAIN_LOOP,
+    })
+    assert _lint_file(tmp_path, "models/gan_model.py") == []
+
+
+def test_inherited_method_of_a_base_we_cannot_read(tmp_path):
+    _project(tmp_path, {
+        "models/gan_model.py": CHILD_MODEL.replace("{LATER}", "self.optimizer_D.step()").replace(
+            "from models.base_model import BaseModel", "from some_package.models import BaseModel"
+        ),
+        "train.py": TRAIN_LOOP,
+    })
+    assert _lint_file(tmp_path, "models/gan_model.py") == []
+
+
+def test_lightning_hook_of_a_module_deriving_from_a_project_base(tmp_path):
+    _project(tmp_path, {
+        "mapping/__init__.py": "",
+        "mapping/models.py": """
+            import pytorch_lightning as pl
+
+            class ModelInterface(pl.LightningModule):
+                def as_dict(self):
+                    return {"func": self.forward}
+        """,
+        "mapping/transition.py": """
+            import torch
+            from mapping.models import ModelInterface
+
+            class TransitionModel(ModelInterface):
+                def training_step(self, batch, batch_idx):
+                    sa, s1 = batch
+                    return torch.nn.functional.l1_loss(self.forward(sa), s1)
+
+                def backward(self, loss, optimizer, optimizer_idx):
+                    loss.backward(retain_graph=True)
+        """,
+    })
+    assert _lint_file(tmp_path, "mapping/transition.py") == [11]

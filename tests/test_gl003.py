@@ -488,15 +488,18 @@ def test_case_counts():
 def test_message_names_the_tensor_and_the_remedy():
     (finding,) = _lint(textwrap.dedent(FLAGGED["criterion_reduction_none"]))
     assert finding.severity == "error" and finding.name == "nonscalar-backward"
-    assert finding.fix is None
+    (edit,) = finding.fix.edits  # the unsafe fix of issue 17: `loss.mean().backward()`
+    assert edit.text == ".mean()" and "mean" in finding.fix.description
     assert "`loss`" in finding.message and "not a scalar" in finding.message
     assert "reduction=" in finding.message
-    assert "`loss.mean()` or `loss.sum()`" in finding.message and "`gradient=`" in finding.message
+    # the message says what is wrong, the help line how to fix it
+    assert "`loss.mean()` or `loss.sum()`" in finding.help and "`gradient=`" in finding.help
+    assert finding.fix.applicability == "unsafe"
 
 
 def test_message_for_autograd_grad_asks_for_grad_outputs():
     (finding,) = _lint(textwrap.dedent(FLAGGED["autograd_grad_without_grad_outputs"]))
-    assert "`grad_outputs=`" in finding.message
+    assert "`grad_outputs=`" in finding.help
 
 
 def test_message_for_a_dim_reduction_says_which_dim():

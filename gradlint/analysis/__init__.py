@@ -9,8 +9,10 @@ cached properties. This package's own module imports no LibCST (the prefilter us
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Iterable, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, List, Optional, Sequence, Set
 
 if TYPE_CHECKING:  # pragma: no cover - types only
     from gradlint.analysis.context import Context as Context
@@ -25,6 +27,23 @@ class AnalysisOptions:
     step_functions: tuple[str, ...] = ()  # project helpers that step an optimizer
     clear_functions: tuple[str, ...] = ()  # project helpers that clear gradients
     project_root: Optional[str] = None  # where imported project modules are looked up
+
+
+# The set that collects, while a file is analysed, the other project files the analysis read to
+# decide its findings (callers of its functions, ...); see `collecting_consulted_files`.
+CONSULTED: "ContextVar[Optional[Set[str]]]" = ContextVar("gradlint_consulted_files", default=None)
+
+
+@contextmanager
+def collecting_consulted_files() -> Iterator[Set[str]]:
+    """Collect the paths of the project files the analysis reads while in this block, so that a
+    cache of the file's findings can depend on them (`with collecting_consulted_files() as read:`)."""
+    files: Set[str] = set()
+    token = CONSULTED.set(files)
+    try:
+        yield files
+    finally:
+        CONSULTED.reset(token)
 
 
 def analyze(source: str, path: str, options: AnalysisOptions,

@@ -136,7 +136,10 @@ def backward_call(call: cst.Call, imports: ImportMap) -> Optional[BackwardCall]:
     if imports.resolve(receiver) in ("torch", "torch.autograd"):
         return None
     if _is_delegate(receiver) and call.args and call.args[0].keyword is None:
-        args = _args(call, ("loss", "gradient", "retain_graph", "create_graph", "inputs"))
+        # After the loss, delegates take their own positional arguments (Lightning's
+        # `strategy.backward(loss, optimizer)`, DeepSpeed's `allreduce_gradients`): only
+        # keywords are torch's.
+        args = _args(call, ("loss",))
         return BackwardCall(
             node=call,
             kind="delegate",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, Callable, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
 import libcst as cst
 from libcst.metadata import CodeRange, MetadataWrapper, PositionProvider
@@ -32,6 +32,12 @@ class Context:
         self.options = options
         self.imports = ImportMap.of(module)
         self._positions: Optional[Mapping[cst.CSTNode, CodeRange]] = None
+        # Other project files an analysis read to decide this file's findings (e.g. the callers
+        # of its functions): a cache of this file's findings depends on them too.
+        from gradlint.analysis import CONSULTED
+
+        collector = CONSULTED.get()
+        self.consulted_files: Set[str] = collector if collector is not None else set()
 
     @cached_property
     def training_facts(self) -> ModuleFacts:
@@ -46,7 +52,8 @@ class Context:
         the retained graph)."""
         from gradlint.analysis.graphs import unnecessary_retains
 
-        return list(unnecessary_retains(self.module, self.imports, self.options.backward_functions))
+        return list(unnecessary_retains(self.module, self.imports, self.options.backward_functions, self.path,
+                                        self.options.project_root, self.consulted_files))
 
     @cached_property
     def nonscalar_roots(self) -> List[Tuple[Any, cst.CSTNode, Any]]:
@@ -54,7 +61,7 @@ class Context:
         root is proven to hold several elements."""
         from gradlint.analysis.scalars import nonscalar_roots
 
-        return list(nonscalar_roots(self.module, self.imports))
+        return list(nonscalar_roots(self.module, self.imports, self.path, self.options.project_root))
 
     def position(self, node: cst.CSTNode) -> CodeRange:
         # Resolving positions costs about twice the parse, so it is done only once a rule
@@ -64,7 +71,10 @@ class Context:
             self._positions = wrapper.resolve(PositionProvider)
         return self._positions[node]
 
-    def finding(self, code: str, node: cst.CSTNode, message: str, fix: Optional[Fix] = None) -> Finding:
+    def finding(self, code: str, node: cst.CSTNode, message: str, fix: Optional[Fix] = None,
+                help: Optional[str] = None, severity: Optional[str] = None) -> Finding:
+        """A finding of `code` on `node`: `message` says what is wrong, `help` (one line) how to fix
+        it; `severity` overrides the rule's declared one for this finding only."""
         where = self.position(node)
         return Finding(
             code=code,
@@ -74,8 +84,9 @@ class Context:
             column=where.start.column + 1,
             end_line=where.end.line,
             end_column=where.end.column + 1,
-            severity=RULES[code].severity,
+            severity=severity or RULES[code].severity,
             fix=fix,
+            help=help,
         )
 
     def code(self, node: cst.CSTNode) -> str:

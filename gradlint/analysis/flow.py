@@ -1,16 +1,16 @@
 """Control flow of a loop body, as a graph of gradient events, and path search over it.
 
 `build_loop_graph` turns one `for`/`while` loop into a small graph: each node holds the gradient
-events (backward / step / clear, from `gradlint.analysis.facts`) of a statement, in order; edges follow
+events (backward / step / clear, from `gradlint.analysis.effects`) of a statement, in order; edges follow
 `if`/`elif`/`else`, nested loops, `with`, `try`/`except`/`else`/`finally`, `break`, `continue`,
 `return` and `raise`, and the loop's back edge. Helpers called in the loop (same module, `self.`
 methods, project modules) are followed into, up to a small depth.
 
 Branch conditions are remembered along a path: two `if` statements with the same condition (the same
-text, or gated on the same `% k`) take the same branch unless a name in the condition is assigned in
-between. That is what makes `if (i + 1) % k == 0: opt.step()` ... `if (i + 1) % k == 0:
-opt.zero_grad()` one decision. Nested loops are assumed to run at least once (a `for p in
-model.parameters(): p.grad = None` always clears).
+text, or gated on the same `% k`; see `gradlint.analysis.conditions`) take the same branch unless
+a name in the condition is assigned in between. That is what makes `if (i + 1) % k == 0:
+opt.step()` ... `if (i + 1) % k == 0: opt.zero_grad()` one decision. Nested loops are assumed to
+run at least once (a `for p in model.parameters(): p.grad = None` always clears).
 
 `stale_backwards` answers GL001's question for one optimizer: which backward calls lie on a path
 step -> (no clear) -> backward -> (no clear) -> step.
@@ -18,29 +18,18 @@ step -> (no clear) -> backward -> (no clear) -> step.
 
 from __future__ import annotations
 
-import re
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Dict, FrozenSet, List, Optional, Sequence, Tuple
 
 import libcst as cst
 
-from gradlint.analysis.facts import (
-    ALL,
-    BACKWARD,
-    CLEAR,
-    STEP,
-    Analyzer,
-    Event,
-    Inline,
-    Scope,
-    assigned_texts,
-    assigns_grad,
-    calls_in,
-    norm,
-)
-from gradlint.analysis.names import dotted
-from gradlint.analysis.tree import children, walk
+from gradlint.analysis.calls import assigned_texts, assigns_grad, calls_in
+from gradlint.analysis.conditions import condition_key, unit_branch
+from gradlint.analysis.effects import Analyzer
+from gradlint.analysis.events import ALL, BACKWARD, CLEAR, STEP, Event, Inline, Scope
+from gradlint.analysis.manual_updates import PARAMS
+from gradlint.analysis.tree import walk
 
 MAX_INLINE_DEPTH = 4
 MAX_INLINES = 150  # helper bodies followed while building one loop's graph (beyond: skip the loop)
@@ -52,13 +41,15 @@ MAX_STATES = 200_000  # a search that visits more states gives up (silent)
 class Node:
     """A point in the loop: its events in order; `decide` is a branch decision taken on entry."""
 
-    __slots__ = ("events", "succ", "decide", "kills")
+    __slots__ = ("events", "succ", "decide", "kills", "unit")
 
     def __init__(self, events: Sequence[Event] = (), decide=None, kills: FrozenSet[str] = frozenset()) -> None:
         self.events = list(events)
         self.succ: List[Node] = []
         self.decide: Optional[Tuple[str, FrozenSet[str], bool]] = decide
         self.kills = kills
+        # (period key, taken?) for a branch of a `% k` gate when `k == 1` (see conditions.unit_branch)
+        self.unit: Optional[Tuple[str, bool]] = None
 
 
 @dataclass
@@ -69,6 +60,10 @@ class LoopGraph:
     def events(self):
         for node in self.nodes:
             yield from node.events
+
+    def periods(self) -> List[str]:
+        """Keys of the `% k` gates (k a setting) whose branches are known when `k == 1`."""
+        return sorted({node.unit[0] for node in self.nodes if node.unit is not None})
 
 
 class TooLarge(Exception):
@@ -109,6 +104,7 @@ class _Builder:
         self.inlined = 0
         # `do_step = (i + 1) % k == 0`: a flag that stands for a `% k` gate, by name
         self.gates: Dict[str, Tuple[str, FrozenSet[str], bool]] = {}
+        self.unit_gates: Dict[str, Tuple[str, bool]] = {}  # the same flags, evaluated with k == 1
 
     # nodes ----------------------------------------------------------------------------------
     def node(self, preds: Sequence[Node], events: Sequence[Event] = (), decide=None, kills=frozenset()) -> Node:
@@ -189,7 +185,7 @@ class _Builder:
             effects = []
             kills = set()
             for item in stmt.items:
-                effects.extend(self.analyzer.expr_effects(item.item, scope))
+                effects.extend(self.analyzer.context_effects(item.item, scope))
                 if item.asname is not None:
                     kills.update(assigned_texts(item.asname.name))
             preds = self.effects(preds, effects, scope, frozenset(kills))
@@ -233,6 +229,23 @@ class _Builder:
             self.gates[target.value] = key
         else:
             self.gates.pop(target.value, None)
+        unit = unit_branch(small.value, scope.facts.module)
+        if unit is not None:
+            self.unit_gates[target.value] = unit
+        else:
+            self.unit_gates.pop(target.value, None)
+
+    def unit_of(self, test: cst.BaseExpression, module: cst.Module) -> Optional[Tuple[str, bool]]:
+        """Which branch `test` takes when its `% k` period is 1 (flags included), or None."""
+        positive = True
+        inner = test
+        while isinstance(inner, cst.UnaryOperation) and isinstance(inner.operator, cst.Not):
+            inner = inner.expression
+            positive = not positive
+        if isinstance(inner, cst.Name) and inner.value in self.unit_gates:
+            key, holds = self.unit_gates[inner.value]
+            return key, holds == positive
+        return unit_branch(test, module)
 
     def gate_of(self, test: cst.BaseExpression) -> Optional[Tuple[str, FrozenSet[str], bool]]:
         positive = True
@@ -276,6 +289,15 @@ class _Builder:
 
     def if_(self, stmt: cst.If, preds: List[Node], scope: Scope) -> List[Node]:
         preds = self.effects(preds, self.analyzer.expr_effects(stmt.test, scope), scope, _walrus(stmt.test))
+        constant = _bound_flag(stmt.test, scope)
+        if constant is True:  # `if zero_grad:` in a helper called with zero_grad=True
+            return self.block(stmt.body, preds, scope)
+        if constant is False:
+            if stmt.orelse is None:
+                return preds
+            if isinstance(stmt.orelse, cst.If):
+                return self.if_(stmt.orelse, preds, scope)
+            return self.block(stmt.orelse.body, preds, scope)
         key = self.gate_of(stmt.test) or condition_key(stmt.test, scope.facts.module)
         none_branch = _grad_none_branch(stmt.test)
         if none_branch is not None:
@@ -290,10 +312,13 @@ class _Builder:
         then = self.node(
             preds, cleared if none_branch is True else (), decide=(key[0], key[1], key[2]) if key else None
         )
+        unit = self.unit_of(stmt.test, scope.facts.module)
+        then.unit = unit
         exits = self.block(stmt.body, [then], scope)
         other = self.node(
             preds, cleared if none_branch is False else (), decide=(key[0], key[1], not key[2]) if key else None
         )
+        other.unit = (unit[0], not unit[1]) if unit is not None else None
         if stmt.orelse is None:
             return exits + [other]
         if isinstance(stmt.orelse, cst.If):  # elif
@@ -408,82 +433,25 @@ def _grad_none_branch(test: cst.BaseExpression) -> Optional[bool]:
     return None
 
 
-def _always_true(test: cst.BaseExpression) -> bool:
-    if isinstance(test, cst.Name) and test.value == "True":
-        return True
-    return isinstance(test, cst.Integer) and test.value not in ("0",)
-
-
-# Branch conditions -----------------------------------------------------------------------------
-
-
-def _has_call(expr: cst.CSTNode) -> bool:
-    return bool(calls_in(expr))
-
-
-def _names(expr: cst.CSTNode) -> FrozenSet[str]:
-    """Names and dotted attribute chains (`self.step`, not entered further) read in `expr`."""
-    out: List[str] = []
-    stack = [expr]
-    while stack:
-        node = stack.pop()
-        kind = type(node)
-        if kind is cst.Attribute:
-            text = dotted(node)
-            if text is not None:
-                out.append(text)
-                continue
-        elif kind is cst.Name:
-            out.append(node.value)
-        stack.extend(children(node))
-    return frozenset(out)
-
-
-def _moduli(expr: cst.CSTNode) -> List[cst.BaseExpression]:
-    """Right operands of the `%` operations in `expr` (callers compare their texts only)."""
-    return [node.right for node in walk(expr)
-            if type(node) is cst.BinaryOperation and isinstance(node.operator, cst.Modulo)]
-
-
-def condition_key(test: cst.BaseExpression, module: cst.Module) -> Optional[Tuple[str, FrozenSet[str], bool]]:
-    """(key, names it depends on, polarity) of a branch condition, or None when it cannot be
-    compared with others (it calls something, so two evaluations may differ)."""
+def _bound_flag(test: cst.BaseExpression, scope: Scope) -> Optional[bool]:
+    """The value of `if flag:` / `if not flag:` in a followed helper whose parameter `flag` the
+    call site passed as the literal True or False (SAM's `second_step(zero_grad=True)`)."""
     positive = True
     while isinstance(test, cst.UnaryOperation) and isinstance(test.operator, cst.Not):
         test = test.expression
         positive = not positive
-    if _has_call(test):
+    if not isinstance(test, cst.Name) or not scope.binding:
         return None
-    moduli = _moduli(test)
-    texts = {norm(module.code_for_node(m)) for m in moduli}
-    if len(texts) == 1:
-        # `(i + 1) % k == 0`, `step % k == 0`, `i % k != 0`: gated on the same period, assumed aligned
-        if (
-            isinstance(test, cst.Comparison)
-            and len(test.comparisons) == 1
-            and isinstance(test.comparisons[0].operator, cst.NotEqual)
-        ):
-            positive = not positive
-        return "%" + texts.pop(), _names(moduli[0]), positive
-    if (
-        isinstance(test, cst.Comparison)
-        and len(test.comparisons) == 1
-        and isinstance(test.comparisons[0].operator, (cst.NotEqual, cst.IsNot))
-    ):
-        op = "==" if isinstance(test.comparisons[0].operator, cst.NotEqual) else " is "
-        text = (
-            _canonical(module.code_for_node(test.left))
-            + op
-            + _canonical(module.code_for_node(test.comparisons[0].comparator))
-        )
-        return text, _names(test), not positive
-    return _canonical(module.code_for_node(test)), _names(test), positive
+    bound, was_bound = scope.subst(test.value)
+    if not was_bound or bound not in ("True", "False"):
+        return None
+    return (bound == "True") == positive
 
 
-def _canonical(text: str) -> str:
-    """Condition text with insignificant spaces dropped: `(i+1)` == `( i + 1 )`, `a is b` kept."""
-    text = re.sub(r"\s*([^\w\s])\s*", r"\1", text.strip())
-    return re.sub(r"\s+", " ", text)
+def _always_true(test: cst.BaseExpression) -> bool:
+    if isinstance(test, cst.Name) and test.value == "True":
+        return True
+    return isinstance(test, cst.Integer) and test.value not in ("0",)
 
 
 # Building and searching --------------------------------------------------------------------------
@@ -548,15 +516,20 @@ def _clears(event: Event, optimizer: str, known: FrozenSet[str]) -> bool:
     it (`for o in optimizers: o.zero_grad()`, a helper's parameter) clears every optimizer."""
     if event.kind != CLEAR:
         return False
-    return event.target == optimizer or event.target == ALL or optimizer == ALL or event.target not in known
+    if optimizer in (ALL, PARAMS):  # a hand-written update: any clear may be of its parameters
+        return True
+    return event.target == optimizer or event.target == ALL or event.target not in known
 
 
 def _steps(event: Event, optimizer: str) -> bool:
     return event.kind == STEP and event.target == optimizer
 
 
-def _enter(node: Node, decisions: FrozenSet) -> Optional[FrozenSet]:
-    """Decisions after entering `node`, or None if the node contradicts an earlier decision."""
+def _enter(node: Node, decisions: FrozenSet, unit: Optional[str] = None) -> Optional[FrozenSet]:
+    """Decisions after entering `node`, or None if the node contradicts an earlier decision (or,
+    with `unit` set, is a branch of that `% k` gate not taken when `k == 1`)."""
+    if unit is not None and node.unit is not None and node.unit[0] == unit:
+        return decisions if node.unit[1] else None
     if node.kills and decisions:
         decisions = frozenset(
             d for d in decisions if not any(n == k or n.startswith(k + ".") for n in d[1] for k in node.kills)
@@ -570,7 +543,9 @@ def _enter(node: Node, decisions: FrozenSet) -> Optional[FrozenSet]:
     return decisions
 
 
-def stale_path(graph: LoopGraph, optimizer: str, is_target, known: FrozenSet[str] = frozenset()) -> Optional[Event]:
+def stale_path(
+    graph: LoopGraph, optimizer: str, is_target, known: FrozenSet[str] = frozenset(), unit: Optional[str] = None
+) -> Optional[Event]:
     """A step of `optimizer` whose gradients a target backward adds to before the next step of it.
 
     Searches paths step(O) -> (no clear of O) -> backward accepted by `is_target` -> (no clear of O)
@@ -582,8 +557,10 @@ def stale_path(graph: LoopGraph, optimizer: str, is_target, known: FrozenSet[str
     follow it before the next backward: in a GAN loop, the discriminator's backward (followed by
     the discriminator's step, then the generator's backward) is not blamed for the generator's
     missing clear, while `loss.backward(); enc_opt.step(); dec_opt.step()` still is for dec_opt.
+    With `unit` (a period key from `graph.periods()`), the `% k` gates of that period take the
+    branch they take when `k == 1`.
     """
-    start = _enter(graph.header, frozenset())
+    start = _enter(graph.header, frozenset(), unit)
     queue = deque([(graph.header, 0, None, start)])
     seen = {(id(graph.header), 0, None, start)}
     while queue:
@@ -608,7 +585,7 @@ def stale_path(graph: LoopGraph, optimizer: str, is_target, known: FrozenSet[str
             elif phase == 2 and event.kind == STEP:
                 phase = 3
         for succ in node.succ:
-            entered = _enter(succ, decisions)
+            entered = _enter(succ, decisions, unit)
             if entered is None:
                 continue
             key = (id(succ), phase, id(step) if step is not None else None, entered)

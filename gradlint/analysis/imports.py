@@ -96,7 +96,9 @@ def _resolve_uncached(spec: str, here: str, root: Optional[str]) -> Optional[str
         return None
     for base in bases:
         for candidate in _module_files(base, dotted):
-            if (root is None or _inside(candidate, root)) and _kind(candidate) == "file":
+            # Inside the project, or beside the importing file (`python train.py` puts the
+            # script's own folder on sys.path, wherever the project root is).
+            if (root is None or _inside(candidate, root) or _inside(candidate, here)) and _kind(candidate) == "file":
                 return candidate
     return None
 

@@ -95,3 +95,27 @@ class Project:
         if alias is not None:  # re-exported from another module
             return self.resolve_function(target, alias, depth + 1)
         return None
+
+    def resolve_class(self, facts: ModuleFacts, qualname: str, depth: int = 0):
+        """(facts of the defining module, class name) for the class `qualname` names as seen from
+        `facts`'s file (`trainer.Trainer`), or None: for methods of project classes used in a loop
+        (`t = Trainer(...)`; `t.train_step(batch)`) and of project base classes."""
+        if depth > MAX_REEXPORTS or "." not in qualname.lstrip("."):
+            return None
+        module_name, _, attr = qualname.rpartition(".")
+        path = self.find_module(module_name, facts.path)
+        if path is None:
+            return None
+        if path not in self.loaded:
+            if len(self.loaded) >= MAX_MODULES_PER_FILE:
+                return None
+            self.loaded.add(path)
+        target = _load(path)
+        if target is None:
+            return None
+        if attr in target.classes:
+            return target, attr
+        alias = target.imports.aliases.get(attr)
+        if alias is not None:  # re-exported from another module
+            return self.resolve_class(target, alias, depth + 1)
+        return None

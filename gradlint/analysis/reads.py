@@ -142,6 +142,8 @@ class ReadCollector:
         # Names holding instances of this module's classes that keep tensors on `self` between
         # calls (`out, self.hidden = self.lstm(x, self.hidden)`): every call reads their state.
         self.stateful: FrozenSet[str] = frozenset()
+        # Builtin names the module binds itself (`def set_input(self, input)`): variables there.
+        self.shadowed: FrozenSet[str] = frozenset()
         self._memo: Dict[int, Tuple[cst.CSTNode, Reads]] = {}
 
     def reads(self, expr: Optional[cst.BaseExpression]) -> Reads:
@@ -161,7 +163,7 @@ class ReadCollector:
     def _name(self, name: str) -> Reads:
         if name in ("True", "False", "None") or name in self.imports.aliases:
             return Reads()
-        if name in BUILTINS:
+        if name in BUILTINS and name not in self.shadowed:
             return Reads()
         return Reads(keys={name})
 
@@ -330,7 +332,7 @@ class ReadCollector:
         return out
 
     def _shadowed(self) -> Set[str]:
-        return set()
+        return set(self.shadowed)
 
     def _constructor_like(self, func: cst.BaseExpression) -> bool:
         """`Net(...)`, `nn.Linear(...)`, `models.Generator(...)`: a class reached by name or through an
@@ -497,7 +499,7 @@ def reads_around(node: cst.CSTNode) -> Set[str]:
 
 def free_names(node: cst.CSTNode) -> Set[str]:
     """Free variables of a nested scope (its own parameters and assignments removed)."""
-    from gradlint.analysis.scalars import assigned_keys
+    from gradlint.analysis.bindings import assigned_keys
 
     if isinstance(node, cst.FunctionDef):
         outside: Set[str] = set()

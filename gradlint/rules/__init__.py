@@ -39,6 +39,8 @@ class Needs:
       word in a docstring or `def backward` of an autograd Function does not count).
       `autograd_names` count only when the module names `torch.autograd` at all.
       A file CPython cannot compile is always analysed (LibCST decides).
+    - `defines`: names that also admit a file in stage two when the module binds them at all
+      (a `def training_step` whose return value Lightning backpropagates: nothing reads it).
     - `helpers`: a call of a configured helper (backward/step/clear functions) or of a project
       function, imported from another module, whose body meets these needs also admits the
       file (a backward run inside an imported helper).
@@ -49,6 +51,7 @@ class Needs:
     words: Tuple[str, ...] = ()
     names: Tuple[str, ...] = ()
     autograd_names: Tuple[str, ...] = ()
+    defines: Tuple[str, ...] = ()
     helpers: bool = False
     fold_case: bool = False
     all_rules: bool = False

@@ -3,17 +3,23 @@
 torch can only make up the starting gradient of a one-element tensor; for anything else
 `loss.backward()` raises "grad can be implicitly created only for scalar outputs" (and
 `torch.autograd.grad` without `grad_outputs=` does the same). The shapes come from
-`gradlint.analysis.scalars`; when a root's size is unknown the rule says nothing.
+`gradlint.analysis.scalars`; when a root's size is unknown the rule says nothing. A root that holds one
+value per sample of a batch fails for any batch larger than 1; the 0-dim loss of a module wrapped in
+`nn.DataParallel` is gathered into one loss per GPU and fails on more than one GPU: the message says
+which condition applies. What a LightningModule's `training_step` returns (automatic optimization)
+is backpropagated by Lightning and is checked the same way.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Iterable, List, Optional, Tuple
 
-from gradlint.findings import Finding
+from gradlint.findings import Edit, Finding, Fix
 from gradlint.rules import Needs, Rule
 
 if TYPE_CHECKING:  # pragma: no cover - types only; the analysis is imported by `check`
+    import libcst as cst
+
     from gradlint.analysis import Context
 
 # What the missing argument is called in each form of backward.
@@ -32,11 +38,33 @@ def check(ctx: Context) -> Iterable[Finding]:
         name = ctx.code(root)
         argument = _GRADIENT_ARGUMENT.get(call.kind, "gradient=")
         reduce_hint = f"`{name}.mean()` or `{name}.sum()`" if _simple(name) else "`.mean()` or `.sum()`"
-        message = (
-            f"`{_short(ctx.code(call.node))}` starts from `{name}`, which is not a scalar: {shape.why}; "
-            f"reduce it first ({reduce_hint}) or pass `{argument}` with one weight per element"
-        )
-        yield ctx.finding(RULE.code, call.node, message)
+        if call.kind == "lightning":  # automatic optimization: Lightning runs the backward
+            message = (
+                f"`training_step` returns `{_short(name)}` for Lightning to backpropagate, but it "
+                f"{shape.condition} ({shape.why})"
+            )
+            help = f"reduce it first ({reduce_hint})"
+        else:
+            message = f"`{_short(ctx.code(call.node))}` starts from `{name}`, which {shape.condition} ({shape.why})"
+            help = f"reduce it first ({reduce_hint}) or pass `{argument}` with one weight per element"
+        yield ctx.finding(RULE.code, call.node, message, fix=_mean_fix(ctx, root, name), help=help)
+
+
+def _mean_fix(ctx: Context, root: cst.BaseExpression, name: str) -> Optional[Fix]:
+    """Reduce the root where the backward starts from it: `loss.backward()` ->
+    `loss.mean().backward()`, `engine.backward(loss)` -> `engine.backward(loss.mean())`. Only for
+    a plain name or attribute; it changes the gradients' scale and meaning (one mean over the
+    batch or the GPUs), so it is a fix to apply knowingly (unsafe), never silently."""
+    import libcst as cst
+
+    from gradlint.analysis.names import dotted
+
+    if not isinstance(root, (cst.Name, cst.Attribute)) or dotted(root) is None:
+        return None
+    end = ctx.position(root).end
+    offset = ctx.offset(end.line, end.column)
+    return Fix(f"Reduce `{name}` with `.mean()` before the backward", (Edit(offset, offset, ".mean()"),),
+               applicability="unsafe")
 
 
 def _simple(text: str) -> bool:
@@ -87,11 +115,13 @@ RULE = Rule(
     summary="backward() without gradient= on a tensor proven not to be a scalar",
     severity="error",
     default_on=True,
+    fix="unsafe",  # `.mean()` changes the gradients' scale: review it
     tags=("correctness", "pytorch", "autograd"),
     gitlab_category="Bug Risk",
-    # a backward call, or `torch.autograd.grad` (every spelling of it names `autograd`)
-    needs=Needs(words=("backward", "autograd"), names=("backward", "manual_backward"),
-                autograd_names=("grad",), helpers=True),
+    # a backward call, `torch.autograd.grad` (every spelling of it names `autograd`), or a
+    # LightningModule's `training_step` whose return Lightning backpropagates
+    needs=Needs(words=("backward", "autograd", "training_step"), names=("backward", "manual_backward"),
+                autograd_names=("grad",), defines=("training_step",), helpers=True),
     check=check,
     judge=judge,
     observe=observe,

@@ -13,7 +13,7 @@ from typing import Iterable, List, Optional, Sequence
 
 from gradlint.findings import RULES, Finding
 from gradlint.runtime.events import Observations
-from gradlint.runtime.verdicts import failing, judge
+from gradlint.runtime.verdicts import failing, judge, loose_leaf_note
 
 
 def _under(path: str, roots: Sequence[str]) -> bool:
@@ -101,9 +101,8 @@ class Trace:
     def __enter__(self) -> "Trace":
         return self.start()
 
-    def __exit__(self, *exc) -> bool:
-        self.stop()
-        return False  # never swallow the block's exception
+    def __exit__(self, *exc) -> None:
+        self.stop()  # returns None: never swallows the block's exception
 
     # -- results ---------------------------------------------------------------------------
     @property
@@ -159,16 +158,26 @@ class Trace:
         return text
 
 
-def summary(obs: Observations) -> str:
-    """One line about what was traced and the tracer's own errors."""
-    line = (f"gradlint run: traced {obs.backward_calls} backward call{'s' if obs.backward_calls != 1 else ''}"
-            f" and {obs.steps} optimizer step{'s' if obs.steps != 1 else ''}")
+def summary(obs: Observations, outcome: Optional[str] = None) -> str:
+    """What was traced and the tracer's own errors; `outcome` (e.g. "the script exited with status 3")
+    leads when the traced program failed. Informational notes follow on their own lines."""
+    line = "gradlint run: "
+    if outcome:
+        line += f"{outcome}; "
+    line += (f"traced {obs.backward_calls} backward call{'s' if obs.backward_calls != 1 else ''}"
+             f" and {obs.steps} optimizer step{'s' if obs.steps != 1 else ''}")
     if obs.ranks > 1:
         line += f" over {obs.ranks} ranks"
+    if obs.threads > 1:
+        line += f" in {obs.threads} threads (each thread's gradients followed separately)"
     if obs.internal_errors:
         line += (f"; {obs.internal_errors} internal tracer error{'s' if obs.internal_errors != 1 else ''} "
                  f"(ignored, training unaffected): {obs.first_error}")
-    return line + "."
+    line += "."
+    note = loose_leaf_note(obs)
+    if note:
+        line += f"\ngradlint run: {note}."
+    return line
 
 
 def _read_source(cwd: str):

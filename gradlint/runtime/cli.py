@@ -4,17 +4,19 @@ Runs the program as `python` would (sys.argv, `__main__`, sys.path[0]) under the
 and traceback appear as usual, then the report: the static findings of the files that ran joined
 with the runtime verdicts. Options after SCRIPT belong to the script.
 
-Exit status: 1 when a finding is confirmed or seen at runtime, or the script failed; 0 otherwise
-(`SystemExit(0)` is success); 2 for usage or configuration errors. Importing this module does not
+Exit status: the script's own status when it failed (`sys.exit(3)` gives 3, an uncaught exception 1,
+Ctrl-C 130); otherwise 1 when a finding is confirmed or seen at runtime, else 0; 2 for usage or
+configuration errors. The summary then says how the script ended. Importing this module does not
 import torch.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import sys
 import traceback
-from typing import List, Optional, Sequence, Tuple
+from typing import Any, List, Optional, Sequence, Set, Tuple
 
 import click
 
@@ -35,12 +37,29 @@ def _ours(filename: str) -> bool:
     return name == "runpy.py" or (parent == "click")
 
 
+def _strip_ours(exc: traceback.TracebackException, seen: Set[int]) -> None:
+    """Drop gradlint's, runpy's and click's frames from a formatted exception and its chain: the
+    tracer's wrappers sit between the user's call and torch, and are no part of the user's error."""
+    if id(exc) in seen:
+        return
+    seen.add(id(exc))
+    exc.stack = traceback.StackSummary.from_list([f for f in exc.stack if not _ours(f.filename)])
+    for linked in (exc.__cause__, exc.__context__):
+        if linked is not None:
+            _strip_ours(linked, seen)
+    for inner in getattr(exc, "exceptions", None) or ():
+        _strip_ours(inner, seen)
+
+
 def _print_traceback(error: BaseException) -> None:
-    """Print the script's exception like python does: the frames from the script inward."""
-    tb = error.__traceback__
-    while tb is not None and _ours(tb.tb_frame.f_code.co_filename):
-        tb = tb.tb_next
-    traceback.print_exception(type(error), error, tb)
+    """Print the script's exception like python does, without our own frames."""
+    try:
+        formatted = traceback.TracebackException(type(error), error, error.__traceback__)
+        _strip_ours(formatted, set())
+        text = "".join(formatted.format())
+    except Exception:  # never lose the user's error over formatting it
+        text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+    _stream("stderr").write(text)
 
 
 def _exit_code(error: SystemExit) -> Tuple[int, bool]:
@@ -50,8 +69,43 @@ def _exit_code(error: SystemExit) -> Tuple[int, bool]:
         return 0, False
     if isinstance(code, int):
         return code, code != 0
-    print(code, file=sys.stderr)
+    print(code, file=_stream("stderr"))
     return 1, True
+
+
+def _closed(stream: Any) -> bool:
+    try:
+        return stream is None or bool(stream.closed)
+    except Exception:
+        return True
+
+
+def _stream(name: str):
+    """sys.stdout / sys.stderr, reopened when the script closed it (the report must still go out)."""
+    current = getattr(sys, name)
+    if not _closed(current):
+        return current
+    fd = 1 if name == "stdout" else 2
+    original = getattr(sys, f"__{name}__", None)
+    replacement: Any = original if not _closed(original) else None
+    if replacement is None:
+        try:
+            replacement = io.TextIOWrapper(io.FileIO(os.dup(fd), "w"), encoding="utf-8", errors="backslashreplace",
+                                           line_buffering=True)
+        except (OSError, ValueError):
+            other = sys.stderr if name == "stdout" else sys.stdout
+            replacement = other if not _closed(other) else io.StringIO()  # nowhere left to write
+    setattr(sys, name, replacement)
+    return replacement
+
+
+def _outcome(status: int, failed: bool, error: Optional[BaseException]) -> Optional[str]:
+    """How the script ended, for the summary, when it failed."""
+    if not failed:
+        return None
+    if error is not None and not isinstance(error, SystemExit):
+        return f"the script raised {type(error).__name__}"
+    return f"the script exited with status {status}"
 
 
 class _Program:
@@ -87,8 +141,15 @@ class _Program:
             return [os.path.realpath(self.script)]
         return []
 
-    def run(self) -> Tuple[int, bool]:
-        """Run to completion; returns (exit status python would give, failed?)."""
+    def run(self) -> Tuple[int, bool, Optional[str]]:
+        """Run to completion; returns (exit status python would give, failed?, how it ended when it
+        failed)."""
+        status, failed, error = self._run()
+        for name in ("stdout", "stderr"):
+            _stream(name)  # a script that closed them must not take the report down
+        return status, failed, _outcome(status, failed, error)
+
+    def _run(self) -> Tuple[int, bool, Optional[BaseException]]:
         import runpy
 
         saved_argv, saved_path0 = sys.argv[:], sys.path[0] if sys.path else None
@@ -97,7 +158,7 @@ class _Program:
                 sys.argv = [self.script] + self.args
                 head = os.path.dirname(os.path.realpath(self.script))
             else:
-                sys.argv = [self.module] + self.args  # run_module puts the module's file in argv[0]
+                sys.argv = [self.module or ""] + self.args  # run_module puts the module's file in argv[0]
                 head = os.getcwd()
             if sys.path:
                 sys.path[0] = head
@@ -107,16 +168,17 @@ class _Program:
                 if self.script is not None:
                     runpy.run_path(self.script, run_name="__main__")
                 else:
-                    runpy.run_module(self.module, run_name="__main__", alter_sys=True)
+                    runpy.run_module(self.module or "", run_name="__main__", alter_sys=True)
             except SystemExit as error:
-                return _exit_code(error)
+                status, failed = _exit_code(error)
+                return status, failed, error
             except KeyboardInterrupt as error:
                 _print_traceback(error)
-                return 130, True
+                return 130, True, error
             except BaseException as error:  # the script's own failure: shown, then reported on
                 _print_traceback(error)
-                return 1, True
-            return 0, False
+                return 1, True, error
+            return 0, False, None
         finally:
             sys.argv = saved_argv
             if saved_path0 is not None and sys.path:
@@ -160,6 +222,7 @@ def run_command(module, argv, select, ignore, extend_select, output_format, outp
 
 
 def _trace_and_report(program: _Program, settings, fmt: str, output: Optional[str], exit_zero: bool) -> int:
+    from gradlint.options import summary_line
     from gradlint.runtime import distributed
     from gradlint.runtime.api import Trace, imported_project_files, summary
     from gradlint.runtime.verdicts import failing
@@ -172,7 +235,7 @@ def _trace_and_report(program: _Program, settings, fmt: str, output: Optional[st
     except ImportError as err:
         fail(f"gradlint run needs PyTorch: {err}")
     try:
-        status, failed = program.run()
+        status, failed, outcome = program.run()
     finally:
         obs = traced.stop()
     traced.extra_files.extend(imported_project_files(roots))
@@ -180,10 +243,13 @@ def _trace_and_report(program: _Program, settings, fmt: str, output: Optional[st
     if rank is not None:
         if rank.rank != 0:
             distributed.write(rank, obs, failed)
-            return 1 if failed else 0
+            return (status or 1) if failed else 0
         merged, failed_ranks, missing = distributed.gather(rank, obs)
         traced.use_observations(merged)
         if failed_ranks:
+            if not failed:
+                ranks = ", ".join(map(str, failed_ranks))
+                status, outcome = 1, f"rank{'s' if len(failed_ranks) > 1 else ''} {ranks} failed"
             failed = True
             click.echo(f"gradlint run: rank{'s' if len(failed_ranks) > 1 else ''} "
                        f"{', '.join(map(str, failed_ranks))} failed", err=True)
@@ -193,12 +259,16 @@ def _trace_and_report(program: _Program, settings, fmt: str, output: Optional[st
 
     findings = traced.findings()
     source_of = _source_reader()
+    files_checked = len(traced.files())
+    # A failed script never gets "All checks passed": the summary says how it ended instead.
     emit_report(findings, output_format=fmt, output=output, exit_zero=True, settings=settings,
-                files_checked=len(traced.files()), source_of=source_of)
+                files_checked=files_checked, source_of=source_of, quiet=failed)
+    if failed and findings and fmt == "full":
+        click.echo(summary_line(findings, files_checked), err=True)
     if fmt in ("full", "concise"):
-        click.echo(summary(traced.observations), err=True)
+        click.echo(summary(traced.observations, outcome), err=True)
     if failed:
-        return 1
+        return status if status else 1
     if failing(findings) and not exit_zero:
         return 1
     return 0

@@ -68,7 +68,8 @@ def write(ctx: RankContext, obs: Observations, failed: bool) -> None:
     write_atomic(target, json.dumps(payload).encode("utf-8"))
 
 
-def gather(ctx: RankContext, own: Observations, timeout: Optional[float] = None) -> Tuple[Observations, List[int], List[int]]:
+def gather(ctx: RankContext, own: Observations,
+           timeout: Optional[float] = None) -> Tuple[Observations, List[int], List[int]]:
     """On rank 0: merge every rank's observations. Returns (merged, failed ranks, missing ranks)."""
     if timeout is None:
         try:

@@ -14,6 +14,22 @@ from typing import Dict, List, Optional, Tuple
 Frame = Tuple[str, int]
 Stack = Tuple[Frame, ...]
 
+# Names of `BackwardSite.counts` entries: observations the step-order and graph-lifetime judges
+# (gradlint/runtime/judges.py) read.
+CLIP_CALLS = "clip_calls"  # clip site: clip calls that had gradients to clip (max_norm not inf)
+CLIP_ON_SCALED = "clip_on_scaled"  # ... on gradients still scaled by an enabled GradScaler (no unscale_)
+CLIP_USED = "clip_used"  # ... whose clipped gradients an optimizer step then used unchanged
+CLIP_WASTED = "clip_wasted"  # ... whose clipped gradients were changed or cleared before any step used them
+CLEAR_DISCARDED = "clear_discarded"  # clear site: clears that dropped gradients no step had used yet
+CLEAR_BEFORE_STEP = "clear_before_step"  # ... after which a step saw only such dropped gradients
+KEPT_GRAPH = "kept_graph"  # backward site: roots whose graph was still alive two backwards later
+FREED_GRAPH = "freed_graph"  # backward site: watched roots whose graph was freed in time
+LEAF_ROOT = "leaf_root"  # backward site: calls whose roots are all leaves (no grad_fn, not parameters)
+PARAM_GRADS = "param_grads"  # backward site: calls that wrote into some optimizer's parameter
+CARRIED_REUSE = "carried_reuse"  # backward site: re-ran a graph it retained before an optimizer step
+SECOND_TIME = "second_time_error"  # backward site: raised "backward through the graph a second time"
+SECOND_TIME_AFTER_STEP = "second_time_after_step"  # ... when a step ran since this site's previous call
+
 
 @dataclass
 class BackwardSite:
@@ -42,6 +58,20 @@ class BackwardSite:
     stale_optimizers: List[str] = field(default_factory=list)
     # Note: leaves in no optimizer that carried gradients across backward calls, never cleared.
     loose_leaves: int = 0
+    # GL001 without an optimizer: accumulations onto a leaf (in no optimizer) whose value changed
+    # since the previous backward accumulated into it, with no clear in between: a manual update
+    # (`p -= lr * p.grad`) that will re-apply stale gradients.
+    manual_stale: int = 0
+    manual_stale_leaves: int = 0
+    # Observations for the step-order and graph-lifetime rules, by name (see COUNTS below); a
+    # plain dict so new observations need no schema change in merging or JSON.
+    counts: Dict[str, int] = field(default_factory=dict)
+
+    def bump(self, name: str, by: int = 1) -> None:
+        self.counts[name] = self.counts.get(name, 0) + by
+
+    def count(self, name: str) -> int:
+        return self.counts.get(name, 0)
 
     @property
     def where(self) -> Frame:
@@ -52,6 +82,8 @@ class BackwardSite:
         out["stack"] = [list(f) for f in self.stack]
         out["reused_by"] = [list(f) for f in self.reused_by] if self.reused_by else None
         out["span"] = list(self.span) if self.span else None
+        out["counts"] = dict(self.counts)
+        out["stale_optimizers"] = list(self.stale_optimizers)
         return out
 
     @classmethod
@@ -62,15 +94,21 @@ class BackwardSite:
             data["reused_by"] = tuple((str(p), int(n)) for p, n in data["reused_by"])
         if data.get("span"):
             data["span"] = tuple(int(v) for v in data["span"])
+        if not isinstance(data.get("counts"), dict):
+            data["counts"] = {}
+        data["counts"] = {str(k): int(v) for k, v in data["counts"].items()}
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in data.items() if k in known})
 
     def merge(self, other: "BackwardSite") -> None:
         """Fold another rank's record of the same site into this one."""
-        for name in ("calls", "nonscalar", "retained", "retained_watched", "retained_reused", "steps", "stale_accumulations",
-                     "stale_steps", "loose_leaves"):
+        for name in ("calls", "nonscalar", "retained", "retained_watched", "retained_reused", "steps",
+                     "stale_accumulations", "stale_steps", "loose_leaves", "manual_stale"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
+        for key, value in other.counts.items():
+            self.bump(key, value)
         self.stale_params = max(self.stale_params, other.stale_params)
+        self.manual_stale_leaves = max(self.manual_stale_leaves, other.manual_stale_leaves)
         self.nonscalar_shape = self.nonscalar_shape or other.nonscalar_shape
         self.reused_by = self.reused_by or other.reused_by
         self.span = self.span or other.span
@@ -92,29 +130,36 @@ class Observations:
     """The tracer's whole output: per-site records, per-optimizer counts, the tracer's own health."""
 
     sites: Dict[Tuple[Stack, str], BackwardSite] = field(default_factory=dict)
+    # Other traced calls (gradient clipping "clip", clears "clear"): same record, kept apart so
+    # the backward judges never count them as backward calls.
+    call_sites: Dict[Tuple[Stack, str], BackwardSite] = field(default_factory=dict)
     optimizers: List[OptimizerStats] = field(default_factory=list)
     backward_calls: int = 0
     steps: int = 0
     internal_errors: int = 0
     first_error: Optional[str] = None
     ranks: int = 1
+    threads: int = 1  # Python threads that ran traced training calls
 
-    def site(self, stack: Stack, kind: str) -> BackwardSite:
+    def site(self, stack: Stack, kind: str, store: Optional[dict] = None) -> BackwardSite:
+        sites = self.sites if store is None else store
         key = (stack, kind)
-        found = self.sites.get(key)
+        found = sites.get(key)
         if found is None:
-            found = self.sites[key] = BackwardSite(stack=stack, kind=kind)
+            found = sites[key] = BackwardSite(stack=stack, kind=kind)
         return found
 
     def to_json(self) -> dict:
         return {
             "sites": [s.to_json() for s in self.sites.values()],
+            "call_sites": [s.to_json() for s in self.call_sites.values()],
             "optimizers": [dict(o.__dict__) for o in self.optimizers],
             "backward_calls": self.backward_calls,
             "steps": self.steps,
             "internal_errors": self.internal_errors,
             "first_error": self.first_error,
             "ranks": self.ranks,
+            "threads": self.threads,
         }
 
     @classmethod
@@ -125,24 +170,33 @@ class Observations:
             internal_errors=int(data.get("internal_errors", 0)),
             first_error=data.get("first_error"),
             ranks=int(data.get("ranks", 1)),
+            threads=int(data.get("threads", 1)),
         )
         for raw in data.get("sites", []):
             site = BackwardSite.from_json(raw)
             obs.sites[(site.stack, site.kind)] = site
+        for raw in data.get("call_sites", []):
+            site = BackwardSite.from_json(raw)
+            obs.call_sites[(site.stack, site.kind)] = site
         obs.optimizers = [OptimizerStats(**o) for o in data.get("optimizers", [])]
         return obs
 
     def merge(self, other: "Observations") -> None:
         """Combine another process's observations (same program, another rank) into these."""
-        for key, site in other.sites.items():
-            mine = self.sites.get(key)
-            if mine is None:
-                self.sites[key] = BackwardSite.from_json(site.to_json())
-            else:
-                mine.merge(site)
+        self.absorb(other)
+        self.ranks += other.ranks
+
+    def absorb(self, other: "Observations") -> None:
+        """Add another thread's observations of this same process into these (copies its records)."""
+        for mine_all, theirs_all in ((self.sites, other.sites), (self.call_sites, other.call_sites)):
+            for key, site in list(theirs_all.items()):
+                mine = mine_all.get(key)
+                if mine is None:
+                    mine_all[key] = BackwardSite.from_json(site.to_json())
+                else:
+                    mine.merge(site)
         self.optimizers.extend(OptimizerStats(**o.__dict__) for o in other.optimizers)
         self.backward_calls += other.backward_calls
         self.steps += other.steps
         self.internal_errors += other.internal_errors
         self.first_error = self.first_error or other.first_error
-        self.ranks += other.ranks

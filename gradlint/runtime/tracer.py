@@ -4,19 +4,20 @@ Mechanisms (see RUNTIME-NOTES.md for why these and not others):
 
 * `torch.Tensor.backward`, `torch.autograd.backward`, `torch.autograd.grad` are wrapped. The
   outermost call is recorded (nested calls, e.g. reentrant checkpointing, are folded into it; calls
-  made while `torch.compile` traces are ignored): its user call stack, a non-scalar root without a
-  gradient (GL003, seen before torch raises), and whether it retains its graph (GL002).
-* Around an accumulating backward, the gradients of watched leaves are snapshotted (object identity
-  and version counter). This tells, per parameter, whether the backward accumulated onto gradients
-  that an optimizer step already used and nobody cleared since (GL001). Judging "cleared" from the
-  `.grad` state (None, replaced, or changed in place since we last saw it) catches `p.grad = None`
-  and `p.grad.zero_()` as well as `zero_grad()`, and works for DTensor/FSDP2 parameters that have no
-  AccumulateGrad node.
+  made while `torch.compile` traces are ignored): its user call stack (frames.py), a non-scalar root
+  without a gradient (GL003, seen before torch raises), whether it retains its graph (GL002,
+  retained.py), and the gradient state of the leaves it writes into (GL001, gradstate.py).
 * Global optimizer step pre/post hooks: a step that uses stale gradients confirms GL001; after a
   step the parameters' gradients are marked *used*.
-* `Optimizer.zero_grad` / `Module.zero_grad` are wrapped to record explicit clears.
-* After a backward with `retain_graph=True`, pre-hooks go on the retained graph's nodes that hold
-  saved tensors; a later backward that runs one shows the retain was needed (GL002 refuted).
+* `Optimizer.zero_grad` / `Module.zero_grad` are wrapped to record explicit clears;
+  `clip_grad_norm_` / `clip_grad_value_` and `GradScaler.scale/step/update` for clipping
+  (observers.py, with the graph-lifetime observations of the newer rules).
+
+Threads: every Python thread that trains gets its own state (watched leaves, optimizers, call-site
+cache, observations), merged when tracing stops. A thread reads only the gradients of leaves its
+own backward calls wrote into, never those another thread's autograd may be writing concurrently
+(reading them raced with the other thread's clears and could crash the process). Hooks that run on
+autograd's device threads find the backward in progress on a global record.
 
 Nothing here keeps a tensor or graph alive: parameters and gradients are held by weak references,
 node hooks die with their graph, and the records are plain data (events.py). Every hook body is
@@ -26,64 +27,19 @@ guarded: a bug in the tracer is counted in the report and never raised into trai
 from __future__ import annotations
 
 import functools
-import os
 import random
-import sys
-import sysconfig
+import threading
 import traceback
 import weakref
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from gradlint.runtime.events import BackwardSite, Observations, OptimizerStats, Stack
+from gradlint.runtime.events import BackwardSite, Observations, Stack
+from gradlint.runtime.frames import CallSites
+from gradlint.runtime.gradstate import GradState
+from gradlint.runtime.observers import Lifecycle
+from gradlint.runtime.retained import Retained, hook_retained
 
-_GRADLINT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_GRAPH_LIMIT = 50_000  # nodes walked at most per graph (discovery of leaves, retained graphs)
-_STACK_LIMIT = 64  # user frames kept per call
-_KEY_DEPTH = 256  # frames that identify a call path in the site cache
-
-# Frame file kinds.
-_INTERNAL, _LIBRARY, _USER = 0, 1, 2
-
-# Gradient state of a watched leaf just before a backward runs.
-_FRESH, _CARRY, _STALE = 0, 1, 2
-
-
-class _LeafState:
-    """What we know about one leaf's `.grad`. Holds the gradient only by weak reference."""
-
-    __slots__ = ("grad_ref", "version", "used", "stale", "owned", "cleared", "noted", "before")
-
-    def __init__(self) -> None:
-        self.grad_ref: Optional[weakref.ref] = None  # the .grad last seen (None: no grad)
-        self.version = -1  # its version counter then
-        self.used = False  # the gradient as last seen is what an optimizer step used
-        self.stale: Optional[BackwardSite] = None  # site that accumulated onto used gradients
-        self.owned = False  # some optimizer holds this leaf
-        self.cleared = False  # its gradient was cleared at least once
-        self.noted: Optional[BackwardSite] = None  # site charged with the loose-leaf note
-        self.before = _FRESH  # state just before the running backward
-
-    def remember(self, grad) -> None:
-        if grad is None:
-            self.grad_ref, self.version = None, -1
-            return
-        ref = self.grad_ref
-        if ref is None or ref() is not grad:  # accumulation in place keeps the same object
-            self.grad_ref = weakref.ref(grad)
-        self.version = grad._version
-
-    def untouched(self, grad) -> bool:
-        """Is `grad` exactly what we last saw (same object, not modified in place)?"""
-        ref = self.grad_ref
-        return ref is not None and ref() is grad and grad._version == self.version
-
-    def clear(self) -> None:
-        self.used = False
-        self.stale = None
-        self.cleared = True
-        if self.noted is not None:  # a cleared leaf is not a never-cleared leaf after all
-            self.noted.loose_leaves -= 1
-            self.noted = None
+_DUMMY_THREAD = getattr(threading, "_DummyThread", None)
 
 
 class _Call:
@@ -100,28 +56,22 @@ class _Call:
         self.accumulates = accumulates
 
 
-class _Adopted:
-    """An optimizer we have seen: its stats and its parameters' states (weakly held)."""
+class _Thread:
+    """One thread's tracer state."""
 
-    __slots__ = ("ref", "stats", "count", "pairs")
+    __slots__ = ("obs", "grads", "life", "depth", "call", "cache")
 
-    def __init__(self, ref: weakref.ref, stats: OptimizerStats) -> None:
-        self.ref = ref
-        self.stats = stats
-        self.count = -1
-        self.pairs: list = []  # [(weakref(param), _LeafState)]
+    def __init__(self, torch_module) -> None:
+        self.obs = Observations()
+        self.grads = GradState(self.obs, torch_module)
+        self.life = Lifecycle(self.grads)
+        self.depth = 0
+        self.call: Optional[_Call] = None
+        self.cache: Dict[tuple, Tuple[list, BackwardSite]] = {}  # call path -> site
 
-
-class _Retained:
-    """One retained graph: the hooks placed on it. Referenced only by those hooks' closures, so it
-    dies with the graph; the tracer keeps it in a WeakSet to remove the hooks on exit."""
-
-    __slots__ = ("site", "handles", "reused", "__weakref__")
-
-    def __init__(self, site: BackwardSite) -> None:
-        self.site = site
-        self.handles: list = []
-        self.reused = False
+    def active(self) -> bool:
+        obs = self.obs
+        return bool(obs.backward_calls or obs.steps or obs.call_sites or obs.internal_errors)
 
 
 def _positional(args: tuple, kwargs: dict, names: Tuple[str, ...]) -> Dict[str, Any]:
@@ -157,28 +107,53 @@ class Tracer:
         self.watch_all_retained = watch_all_retained
         self.sample_retained_every = sample_retained_every
         self._sample = random.Random(0x6C)
-        self.observations = Observations()
         self.active = False
-        self._torch = None
+        self.torch: Any = None
+        self.lock = threading.Lock()
         self._patches: List[Tuple[Any, str, Any, Any]] = []  # (owner, name, original, wrapper)
         self._handles: list = []
-        self._depth = 0
-        self._call: Optional[_Call] = None
-        # Weakly keyed by identity: id(leaf) -> (weakref(leaf), state); the weakref's callback drops
-        # the entry when the leaf dies. (torch's WeakIdKeyDictionary does the same but costs about
-        # a microsecond per lookup, which the per-step hot path cannot afford.)
-        self._leaves: Dict[int, Tuple[weakref.ref, _LeafState]] = {}
-        self._watch: Optional[list] = None  # cached list(self._leaves.values())
-        self._optimizers: Dict[int, _Adopted] = {}  # id(optimizer) -> what we track of it
-        self._retained: "weakref.WeakSet[_Retained]" = weakref.WeakSet()
-        self._pending_sites: Dict[int, BackwardSite] = {}  # sites run since the last step
-        self._sites: Dict[tuple, Tuple[list, BackwardSite]] = {}  # call path -> site (see _site)
-        self._file_kind: Dict[str, int] = {}
-        self._abs: Dict[str, str] = {}
-        self._lines: Dict[Tuple[Any, int], Tuple[int, int, int, int]] = {}
-        self._saved_types: Dict[type, bool] = {}
+        self._retained: "weakref.WeakSet[Retained]" = weakref.WeakSet()
+        self._local = threading.local()
+        self._threads: List[_Thread] = []
+        self._running: set = set()  # idents of threads inside an outermost backward
+        self._last_call: Optional[_Call] = None  # for hooks on autograd's device threads
+        self._final: Optional[Observations] = None
+        self._sites: Optional[CallSites] = None
         self._is_compiling: Callable[[], bool] = lambda: False
-        self._library_dirs: Tuple[str, ...] = ()
+
+    # ------------------------------------------------------------------ threads and results
+    def _thread(self) -> _Thread:
+        try:
+            return self._local.state
+        except AttributeError:
+            state = _Thread(self.torch)
+            with self.lock:
+                self._threads.append(state)
+            self._local.state = state
+            return state
+
+    @property
+    def observations(self) -> Observations:
+        """Everything observed: after stop() the final record, while tracing a merged snapshot."""
+        if self._final is not None:
+            return self._final
+        if len(self._threads) == 1:
+            return self._threads[0].obs
+        return self._merged()
+
+    def _merged(self) -> Observations:
+        with self.lock:
+            threads = list(self._threads)
+        if not threads:
+            return Observations()
+        merged = threads[0].obs
+        busy = [t for t in threads if t.active()]
+        if len(threads) > 1:
+            merged = Observations(ranks=merged.ranks)
+            for state in threads:
+                merged.absorb(state.obs)
+        merged.threads = max(1, len(busy))
+        return merged
 
     # ------------------------------------------------------------------ install / remove
     def start(self) -> "Tracer":
@@ -187,20 +162,22 @@ class Tracer:
             return self
         import torch
         import torch.optim.optimizer as optim_mod
-        self._torch = torch
-        self._watch = None
+
+        self.torch = torch
+        self._final = None
+        self._sites = CallSites(torch)
         compiling = getattr(getattr(torch, "compiler", None), "is_compiling", None)
         if compiling is not None:
             self._is_compiling = compiling
-        self._library_dirs = self._find_library_dirs(torch)
+        self._thread()  # the starting thread's state holds the main record
         try:
             self._patch(torch.Tensor, "backward", self._wrap_backward(torch.Tensor.backward, "tensor"))
             self._patch(torch.autograd, "backward", self._wrap_backward(torch.autograd.backward, "autograd"))
             self._patch(torch.autograd, "grad", self._wrap_backward(torch.autograd.grad, "grad"))
             self._patch(torch.optim.Optimizer, "zero_grad",
-                        self._wrap_clear(torch.optim.Optimizer.zero_grad, self._optimizer_params))
-            self._patch(torch.nn.Module, "zero_grad",
-                        self._wrap_clear(torch.nn.Module.zero_grad, self._module_params))
+                        self._wrap_clear(torch.optim.Optimizer.zero_grad, "optimizer"))
+            self._patch(torch.nn.Module, "zero_grad", self._wrap_clear(torch.nn.Module.zero_grad, "module"))
+            self._patch_clipping(torch)
             self._handles.append(optim_mod.register_optimizer_step_pre_hook(self._guard(self._before_step)))
             self._handles.append(optim_mod.register_optimizer_step_post_hook(self._guard(self._after_step)))
         except BaseException:
@@ -211,18 +188,28 @@ class Tracer:
 
     def stop(self) -> Observations:
         """Remove every patch and hook, including hooks still sitting on retained graphs."""
+        if self._final is not None and not self.active:
+            return self._final
         self.active = False
         self._unpatch()
-        for retained in list(self._retained):
-            for handle in retained.handles:
+        with self.lock:
+            retained = list(self._retained)
+            self._retained = weakref.WeakSet()
+        for record in retained:
+            for handle in record.handles:
                 handle.remove()
-            retained.handles.clear()
-        self._retained = weakref.WeakSet()
-        self._call = None
-        self._depth = 0
-        self._watch = None
-        self._pending_sites.clear()
-        return self.observations
+            record.handles.clear()
+        self._running.clear()
+        self._last_call = None
+        final = self._merged()
+        for state in self._threads:
+            state.call = None
+            state.depth = 0
+            state.grads.pending_sites.clear()
+            state.grads.watch = None
+            state.life.clips.clear()
+        self._final = final
+        return final
 
     def _patch(self, owner, name: str, wrapper) -> None:
         original = owner.__dict__[name] if name in owner.__dict__ else getattr(owner, name)
@@ -240,10 +227,11 @@ class Tracer:
             self._handles.pop().remove()
 
     # ------------------------------------------------------------------ guarding
-    def _count_error(self) -> None:
-        self.observations.internal_errors += 1
-        if self.observations.first_error is None:
-            self.observations.first_error = traceback.format_exc(limit=-3).strip().splitlines()[-1]
+    def count_error(self) -> None:
+        obs = self._thread().obs
+        obs.internal_errors += 1
+        if obs.first_error is None:
+            obs.first_error = traceback.format_exc(limit=-3).strip().splitlines()[-1]
 
     def _guard(self, body: Callable) -> Callable:
         """A hook body that can never raise into training."""
@@ -255,10 +243,19 @@ class Tracer:
             try:
                 body(*args, **kwargs)
             except Exception:
-                self._count_error()
+                self.count_error()
             return None
 
         return guarded
+
+    def _nested(self, state: _Thread) -> bool:
+        """Is a backward starting now part of one already running (reentrant checkpointing)?"""
+        if state.depth:
+            return True
+        # Autograd's device threads (not Python threads) run reentrant inner backward calls of a
+        # backward that another thread started.
+        return bool(self._running) and _DUMMY_THREAD is not None and isinstance(
+            threading.current_thread(), _DUMMY_THREAD)
 
     # ------------------------------------------------------------------ backward
     def _wrap_backward(self, original: Callable, kind: str) -> Callable:
@@ -266,33 +263,42 @@ class Tracer:
 
         @functools.wraps(original)
         def traced_backward(*args, **kwargs):
-            if tracer._depth or not tracer.active or tracer._is_compiling():
+            if not tracer.active or tracer._is_compiling():
+                return original(*args, **kwargs)
+            state = tracer._thread()
+            if tracer._nested(state):
                 return original(*args, **kwargs)
             try:
-                call = tracer._enter(kind, args, kwargs)
+                call = tracer._enter(state, kind, args, kwargs)
             except Exception:
-                tracer._count_error()
+                tracer.count_error()
                 call = None
-            tracer._depth += 1
-            ok = False
+            state.depth += 1
+            ident = threading.get_ident()
+            tracer._running.add(ident)
+            error: Optional[BaseException] = None
             try:
-                result = original(*args, **kwargs)
-                ok = True
+                return original(*args, **kwargs)
+            except BaseException as raised:
+                error = raised
+                raise
             finally:
-                tracer._depth -= 1
-                tracer._call = None
+                state.depth -= 1
+                tracer._running.discard(ident)
+                state.call = None
+                if tracer._last_call is call:
+                    tracer._last_call = None  # holds the retained roots: must not outlive the call
                 if call is not None:
                     try:
-                        tracer._leave(call, ok)
+                        tracer._leave(state, call, error)
                     except Exception:
-                        tracer._count_error()
-            return result
+                        tracer.count_error()
 
-        traced_backward.__gradlint_original__ = original
+        traced_backward.__gradlint_original__ = original  # type: ignore[attr-defined]
         return traced_backward
 
-    def _enter(self, kind: str, args: tuple, kwargs: dict) -> _Call:
-        torch = self._torch
+    def _enter(self, state: _Thread, kind: str, args: tuple, kwargs: dict) -> _Call:
+        torch = self.torch
         if kind == "tensor":
             bound = _positional(args, kwargs, _TENSOR_BACKWARD)
             roots, grads = [bound.get("self")], [bound.get("gradient")]
@@ -307,9 +313,11 @@ class Tracer:
             bound = _positional(args, kwargs, _AUTOGRAD_GRAD)
             roots, grads = _as_list(bound.get("outputs")), _as_list(bound.get("grad_outputs"))
         accumulates = kind != "grad"
-        site = self._site("backward" if accumulates else "grad")
+        assert self._sites is not None
+        # frames above _site's caller: _enter <- traced_backward <- the user's call
+        site = self._sites.site("backward" if accumulates else "grad", 2, state.obs, state.cache)
         site.calls += 1
-        self.observations.backward_calls += 1
+        state.obs.backward_calls += 1
 
         # GL003: a root of more than one element without a gradient (torch raises right after).
         for index, root in enumerate(roots):
@@ -330,17 +338,20 @@ class Tracer:
             graph_roots = [r.grad_fn for r in roots if isinstance(r, torch.Tensor) and r.grad_fn is not None]
         if accumulates:
             if site.calls == 1:
-                self._discover_leaves(graph_roots, inputs)
-            self._before_accumulate()
+                state.grads.discover(graph_roots, inputs)
+            state.grads.before_accumulate()
+            state.life.before_backward(site, roots, torch)
         call = _Call(site, site.stack, graph_roots if retain else None, inputs, retain, accumulates)
-        self._call = call
+        state.call = call
+        self._last_call = call
         return call
 
-    def _leave(self, call: _Call, ok: bool) -> None:
+    def _leave(self, state: _Thread, call: _Call, error: Optional[BaseException]) -> None:
         if call.accumulates:
-            self._after_accumulate(call.site)
-            self._pending_sites[id(call.site)] = call.site
-        if call.retain and ok:
+            state.grads.after_accumulate(call.site)
+            state.grads.pending_sites[id(call.site)] = call.site
+        state.life.after_backward(call.site, error, call.accumulates)
+        if call.retain and error is None:
             site = call.site
             site.retained += 1
             # Once one graph retained here was needed the verdict is settled: stop hooking. Every
@@ -352,428 +363,122 @@ class Tracer:
                 or self._sample.random() * self.sample_retained_every < 1.0
             ):
                 site.retained_watched += 1
-                self._hook_retained(site, call.roots, call.inputs)
+                hook_retained(self, site, call.roots or [], call.inputs, state.grads, self._current_call,
+                              self._retained)
 
-    # ------------------------------------------------------------------ call sites
-    def _find_library_dirs(self, torch) -> Tuple[str, ...]:
-        dirs = set()
-        for key in ("stdlib", "platstdlib", "purelib", "platlib"):
-            try:
-                dirs.add(os.path.realpath(sysconfig.get_paths()[key]))
-            except Exception:
-                pass
-        return tuple(sorted(d + os.sep for d in dirs))
+    def _current_call(self) -> Optional[_Call]:
+        state = getattr(self._local, "state", None)
+        if state is not None and state.call is not None:
+            return state.call
+        return self._last_call
 
-    def _classify(self, filename: str) -> int:
-        if filename.startswith("<"):
-            kind = _LIBRARY
-        else:
-            real = os.path.realpath(filename)
-            torch_dir = os.path.dirname(os.path.realpath(self._torch.__file__)) + os.sep
-            if real.startswith(torch_dir) or real.startswith(_GRADLINT_DIR + os.sep):
-                kind = _INTERNAL
-            elif (real.startswith(self._library_dirs) or f"{os.sep}site-packages{os.sep}" in real
-                  or f"{os.sep}dist-packages{os.sep}" in real):
-                kind = _LIBRARY
-            else:
-                kind = _USER
-            self._abs[filename] = real
-        self._file_kind[filename] = kind
-        return kind
-
-    def _position(self, frame) -> Tuple[int, int, int, int]:
-        """(line, column, end_line, end_column) of the instruction running in `frame`, 1-based."""
-        code, lasti = frame.f_code, frame.f_lasti
-        key = (code, lasti)
-        found = self._lines.get(key)
-        if found is None:
-            line = frame.f_lineno or 0
-            found = (line, 1, line, 1)
-            positions = getattr(code, "co_positions", None)  # Python 3.11+
-            if positions is not None and lasti >= 0:
-                for index, pos in enumerate(positions()):
-                    if index == lasti // 2:
-                        if pos[0] is not None:
-                            found = (pos[0], (pos[2] or 0) + 1, pos[1] or pos[0], (pos[3] or 0) + 1)
-                        break
-            if len(self._lines) > 100_000:
-                self._lines.clear()
-            self._lines[key] = found
-        return found
-
-    def _site(self, kind: str) -> BackwardSite:
-        """The record of the current call site. The frames' (code, instruction) chain is the cache
-        key, so the user stack is worked out once per distinct call path."""
-        key: list = [kind]
-        frame = sys._getframe(3)  # the caller of the wrapped function (_site <- _enter <- wrapper)
-        depth = 0
-        while frame is not None and depth < _KEY_DEPTH:
-            key.append(id(frame.f_code))
-            key.append(frame.f_lasti)
-            frame = frame.f_back
-            depth += 1
-        key_t = tuple(key)
-        hit = self._sites.get(key_t)
-        if hit is not None:
-            return hit[1]
-        stack, span = self._call_stack()
-        site = self.observations.site(stack, kind)
-        if site.span is None:
-            site.span = span
-        # The cached code objects keep their ids from being reused while the entry exists.
-        codes = []
-        frame = sys._getframe(3)
-        while frame is not None and len(codes) < _KEY_DEPTH:
-            codes.append(frame.f_code)
-            frame = frame.f_back
-        if len(self._sites) > 10_000:
-            self._sites.clear()
-        self._sites[key_t] = (codes, site)
-        return site
-
-    def _call_stack(self) -> Tuple[Stack, Optional[Tuple[int, int, int, int]]]:
-        """User frames of the current call, innermost first, and the innermost call's span.
-
-        Frames inside torch and gradlint are skipped; frames in the standard library and installed
-        packages are kept out of the stack (they cannot be joined to lint findings) unless the call
-        has no user frame at all."""
-        frame = sys._getframe(1)
-        kinds = self._file_kind
-        user: list = []
-        span = None
-        fallback = None
-        while frame is not None and len(user) < _STACK_LIMIT:
-            filename = frame.f_code.co_filename
-            kind = kinds.get(filename)
-            if kind is None:
-                kind = self._classify(filename)
-            if kind != _INTERNAL:
-                if kind == _USER:
-                    pos = self._position(frame)
-                    if span is None:
-                        span = pos
-                    user.append((self._abs[filename], pos[0]))
-                elif fallback is None:
-                    fallback = (self._abs.get(filename, filename), frame.f_lineno or 0)
-            frame = frame.f_back
-        if not user and fallback is not None:
-            user.append(fallback)
-        return tuple(user), span
-
-    # ------------------------------------------------------------------ gradient state (GL001)
-    def _watched(self) -> list:
-        if self._watch is None:
-            self._watch = list(self._leaves.values())
-        return self._watch
-
-    def _state(self, leaf) -> _LeafState:
-        """The state of a leaf, starting to watch it if new."""
-        key = id(leaf)
-        entry = self._leaves.get(key)
-        if entry is not None and entry[0]() is leaf:
-            return entry[1]
-        state = _LeafState()
-        state.remember(leaf.grad)
-        self._leaves[key] = (weakref.ref(leaf, functools.partial(self._forget, key)), state)
-        self._watch = None
-        return state
-
-    def _known(self, leaf) -> Optional[_LeafState]:
-        entry = self._leaves.get(id(leaf))
-        return entry[1] if entry is not None and entry[0]() is leaf else None
-
-    def _forget(self, key: int, ref: weakref.ref) -> None:
-        entry = self._leaves.get(key)
-        if entry is not None and entry[0] is ref:
-            del self._leaves[key]
-            self._watch = None
-
-    def _before_accumulate(self) -> None:
-        """Classify every watched leaf's gradient just before a backward writes into it."""
-        for ref, state in self._watched():
-            leaf = ref()
-            if leaf is None:
-                self._watch = None
-                continue
-            grad = leaf.grad
-            if grad is None:
-                if state.grad_ref is not None:  # set to None since we last looked: cleared
-                    state.clear()
-                    state.grad_ref = None
-                state.before = _FRESH
-            elif state.untouched(grad):
-                state.before = _STALE if state.used else _CARRY
-            else:
-                # Replaced or changed in place since we last looked (p.grad.zero_(), p.grad = ...):
-                # treated as cleared. Precision first: only untouched gradients count as carried.
-                if state.grad_ref is not None:
-                    state.clear()
-                state.remember(grad)
-                state.before = _FRESH
-
-    def _after_accumulate(self, site: BackwardSite) -> None:
-        """Leaves whose gradient the backward changed: note stale and never-cleared accumulation."""
-        stale = False
-        for ref, state in self._watched():
-            leaf = ref()
-            if leaf is None:
-                self._watch = None
-                continue
-            grad = leaf.grad
-            if grad is None:
-                continue
-            version = grad._version
-            gref = state.grad_ref
-            if gref is not None and gref() is grad:
-                if version == state.version:
-                    continue  # not written by this backward
-            else:
-                state.grad_ref = weakref.ref(grad)
-            state.version = version
-            before = state.before
-            if before == _STALE:
-                stale = True
-                if state.stale is None:
-                    state.stale = site
-            elif before == _CARRY and not state.owned and not state.cleared and state.noted is None:
-                state.noted = site
-                site.loose_leaves += 1
-            state.used = False
-            state.before = _FRESH
-        if stale:
-            site.stale_accumulations += 1
-
-    def _discover_leaves(self, roots: list, inputs: list) -> None:
-        """Watch the leaves a site's first backward writes into (parameters and other leaves), so
-        leaves no optimizer holds are seen too."""
-        torch = self._torch
-        if inputs:
-            for leaf in inputs:
-                if isinstance(leaf, torch.Tensor) and leaf.is_leaf and leaf.requires_grad:
-                    self._state(leaf)
-            return
-        seen: set = set()
-        todo = list(roots)
-        keep = []  # holds the walked nodes alive while their ids are in `seen`
-        while todo and len(seen) < _GRAPH_LIMIT:
-            node = todo.pop()
-            if id(node) in seen:
-                continue
-            seen.add(id(node))
-            keep.append(node)
-            leaf = getattr(node, "variable", None)
-            if leaf is not None and isinstance(leaf, torch.Tensor):
-                self._state(leaf)
-            for child, _ in node.next_functions:
-                if child is not None:
-                    todo.append(child)
-
-    def _params_of(self, optimizer) -> list:
-        return [p for group in optimizer.param_groups for p in group["params"]]
-
-    def _adopt(self, optimizer) -> "_Adopted":
-        """Watch an optimizer's parameters; re-read when its parameter count changes."""
-        key = id(optimizer)
-        adopted = self._optimizers.get(key)
-        if adopted is not None and adopted.ref() is not optimizer:
-            adopted = None
-        count = 0
-        for group in optimizer.param_groups:
-            count += len(group["params"])
-        if adopted is None or adopted.count != count:
-            if adopted is None:
-                stats = OptimizerStats(name=type(optimizer).__name__)
-                self.observations.optimizers.append(stats)
-                ref = weakref.ref(optimizer, functools.partial(self._forget_optimizer, key))
-                adopted = self._optimizers[key] = _Adopted(ref, stats)
-            adopted.count = adopted.stats.params = count
-            pairs = []
-            for param in self._params_of(optimizer):
-                state = self._state(param)
-                pairs.append((weakref.ref(param), state))
-                if not state.owned:
-                    state.owned = True
-                    if state.noted is not None:  # an optimizer holds it after all
-                        state.noted.loose_leaves -= 1
-                        state.noted = None
-            adopted.pairs = pairs
-        return adopted
-
-    def _forget_optimizer(self, key: int, ref: weakref.ref) -> None:
-        adopted = self._optimizers.get(key)
-        if adopted is not None and adopted.ref is ref:
-            del self._optimizers[key]
-
+    # ------------------------------------------------------------------ steps
     def _before_step(self, optimizer, args, kwargs) -> None:
-        adopted = self._adopt(optimizer)
-        stats = adopted.stats
-        stats.steps += 1
-        self.observations.steps += 1
-        for site in self._pending_sites.values():
-            site.steps += 1
-        self._pending_sites.clear()
-        stale_sites: Dict[int, Tuple[BackwardSite, int]] = {}
-        for ref, state in adopted.pairs:
-            if state.stale is not None:
-                param = ref()
-                if param is not None and param.grad is not None:
-                    site, count = stale_sites.get(id(state.stale), (state.stale, 0))
-                    stale_sites[id(site)] = (site, count + 1)
-        if stale_sites:
-            stats.stale_steps += 1
-            for site, count in stale_sites.values():
-                site.stale_steps += 1
-                site.stale_params = max(site.stale_params, count)
-                if stats.name not in site.stale_optimizers:
-                    site.stale_optimizers.append(stats.name)
+        state = self._thread()
+        adopted = state.grads.before_step(optimizer)
+        state.life.before_step(adopted)
 
     def _after_step(self, optimizer, args, kwargs) -> None:
-        for ref, state in self._adopt(optimizer).pairs:
-            param = ref()
-            if param is None:
-                continue
-            grad = param.grad
-            state.remember(grad)
-            state.used = grad is not None
-            state.stale = None
+        self._thread().grads.after_step(optimizer)
 
     # ------------------------------------------------------------------ clears
-    def _optimizer_params(self, optimizer) -> list:
-        return [(ref(), state) for ref, state in self._adopt(optimizer).pairs]
-
-    def _module_params(self, module) -> list:
-        known = self._known
-        return [(param, known(param)) for param in module.parameters()]
-
-    def _wrap_clear(self, original: Callable, params_of: Callable) -> Callable:
+    def _wrap_clear(self, original: Callable, owner_kind: str) -> Callable:
         tracer = self
 
         @functools.wraps(original)
         def traced_zero_grad(owner, *args, **kwargs):
             result = original(owner, *args, **kwargs)
-            if tracer.active and not tracer._depth and not tracer._is_compiling():
-                try:
-                    tracer._cleared(params_of(owner))
-                except Exception:
-                    tracer._count_error()
+            if tracer.active and not tracer._is_compiling():
+                state = tracer._thread()
+                if not state.depth:
+                    try:
+                        grads = state.grads
+                        params = (grads.optimizer_params(owner) if owner_kind == "optimizer"
+                                  else grads.module_params(owner))
+                        site = grads.cleared(params, lambda: tracer._call_site("clear", state))
+                        state.life.after_clear(site)
+                    except Exception:
+                        tracer.count_error()
             return result
 
-        traced_zero_grad.__gradlint_original__ = original
+        traced_zero_grad.__gradlint_original__ = original  # type: ignore[attr-defined]
         return traced_zero_grad
 
-    def _cleared(self, params: list) -> None:
-        for param, state in params:
-            if state is not None and param is not None:
-                state.clear()
-                state.remember(param.grad)
+    def _call_site(self, kind: str, state: _Thread) -> BackwardSite:
+        """The site of a clip or clear call (internal frames are skipped, so depth is not exact)."""
+        assert self._sites is not None
+        site = self._sites.site(kind, 1, state.obs, state.cache, state.obs.call_sites)
+        return site
 
-    # ------------------------------------------------------------------ retained graphs (GL002)
-    def _holds_saved(self, node) -> bool:
-        """Does this kind of node keep saved tensors (which retain_graph=True keeps alive)?"""
-        kind = type(node)
-        found = self._saved_types.get(kind)
-        if found is None:
-            names = dir(kind)
-            # Generated nodes expose each saved tensor as `_raw_saved_*`; custom Functions have
-            # `saved_tensors`; CopySlices (in-place ops on views) wraps a node that may save some.
-            found = (any(n.startswith("_raw_saved_") for n in names) or "saved_tensors" in names
-                     or kind.__name__ == "CopySlices")
-            self._saved_types[kind] = found
-        return found
-
-    def _executed_nodes(self, roots: list, inputs: list) -> list:
-        """Nodes of the graph the backward ran: all reachable ones, or with `inputs=` those on a
-        path to an input."""
-        torch = self._torch
-        order: list = []
-        seen: Dict[int, Any] = {}
-        todo = list(roots)
-        while todo and len(seen) < _GRAPH_LIMIT:
-            node = todo.pop()
-            if id(node) in seen:
+    # ------------------------------------------------------------------ clipping and scalers
+    def _patch_clipping(self, torch) -> None:
+        utils = getattr(torch.nn, "utils", None)
+        clip_module = getattr(utils, "clip_grad", None)
+        for name, limit_name in (("clip_grad_norm_", "max_norm"), ("clip_grad_value_", "clip_value")):
+            original = getattr(utils, name, None)
+            if original is None:
                 continue
-            seen[id(node)] = node
-            order.append(node)
-            for child, _ in node.next_functions:
-                if child is not None:
-                    todo.append(child)
-        if not inputs:
-            return order
-        targets = set()
-        for tensor in inputs:
-            if isinstance(tensor, torch.Tensor):
-                if tensor.grad_fn is not None:
-                    targets.add(id(tensor.grad_fn))
-                else:
-                    targets.add(("leaf", id(tensor)))
-        reaches: Dict[int, bool] = {}
+            wrapper = self._wrap_clip(original, limit_name)
+            self._patch(utils, name, wrapper)
+            if clip_module is not None and getattr(clip_module, name, None) is original:
+                self._patch(clip_module, name, wrapper)
+        scaler = getattr(getattr(torch, "amp", None), "GradScaler", None)
+        if scaler is not None:
+            for name in ("scale", "step", "update"):
+                if callable(getattr(scaler, name, None)):
+                    self._patch(scaler, name, self._wrap_scaler(getattr(scaler, name), name))
 
-        def reach(node) -> bool:
-            # Iterative post-order: does any path from `node` end at an input?
-            stack = [(node, False)]
-            while stack:
-                current, expanded = stack.pop()
-                key = id(current)
-                if key in reaches:
-                    continue
-                leaf = getattr(current, "variable", None)
-                if leaf is not None and ("leaf", id(leaf)) in targets:
-                    reaches[key] = True
-                    continue
-                children = [c for c, _ in current.next_functions if c is not None]
-                if not expanded:
-                    stack.append((current, True))
-                    stack.extend((c, False) for c in children if id(c) not in reaches)
-                else:
-                    reaches[key] = any(id(c) in targets or reaches.get(id(c), False) for c in children)
-            return reaches.get(id(node), False)
-
-        return [node for node in order if id(node) not in targets and reach(node)]
-
-    def _hook_retained(self, site: BackwardSite, roots: list, inputs: list) -> None:
-        if not roots:
-            return
-        record = _Retained(site)
+    def _wrap_clip(self, original: Callable, limit_name: str) -> Callable:
         tracer = self
 
-        def ran_again(grad_outputs):
-            # A later backward runs a node of the retained graph: the retain was needed.
-            if record.reused or not tracer.active:
-                return None
+        @functools.wraps(original)
+        def traced_clip(parameters, *args, **kwargs):
+            torch = tracer.torch
+            if not tracer.active or tracer._is_compiling() or tracer._thread().depth:
+                return original(parameters, *args, **kwargs)
+            params = None
             try:
-                record.reused = True
-                site.retained_reused += 1
-                if site.reused_by is None:
-                    call = tracer._call
-                    site.reused_by = call.stack if call is not None else ()
+                if isinstance(parameters, torch.Tensor):
+                    params = [parameters]
+                else:
+                    parameters = params = list(parameters)  # a generator is read once: by us
             except Exception:
-                tracer._count_error()
-            return None
+                params = None
+            result = original(parameters, *args, **kwargs)
+            if params is not None and tracer.active:
+                try:
+                    state = tracer._thread()
+                    limit = args[0] if args else kwargs.get(limit_name)
+                    state.life.clipped(tracer._call_site("clip", state), params, limit)
+                except Exception:
+                    tracer.count_error()
+            return result
 
-        handles = record.handles
-        saved_types = self._saved_types
-        if inputs:
-            for node in self._executed_nodes(roots, inputs):
-                if self._holds_saved(node):
-                    handles.append(node.register_prehook(ran_again))
-        else:
-            # One pass over the graph: every node the backward ran that holds saved tensors.
-            seen: set = set()
-            keep = []  # holds the walked nodes alive while their ids are in `seen`
-            todo = list(roots)
-            while todo and len(seen) < _GRAPH_LIMIT:
-                node = todo.pop()
-                if id(node) in seen:
-                    continue
-                seen.add(id(node))
-                keep.append(node)
-                holds = saved_types.get(type(node))
-                if holds is None:
-                    holds = self._holds_saved(node)
-                if holds:
-                    handles.append(node.register_prehook(ran_again))
-                for child, _ in node.next_functions:
-                    if child is not None:
-                        todo.append(child)
-        if record.handles:
-            self._retained.add(record)
+        traced_clip.__gradlint_original__ = original  # type: ignore[attr-defined]
+        return traced_clip
+
+    def _wrap_scaler(self, original: Callable, name: str) -> Callable:
+        tracer = self
+
+        @functools.wraps(original)
+        def traced_scaler(scaler, *args, **kwargs):
+            if tracer.active and not tracer._is_compiling():
+                try:
+                    state = tracer._thread()
+                    record = state.life.scaler(scaler)
+                    if name == "scale":
+                        record.scaled = bool(getattr(scaler, "_enabled", False))
+                    elif name == "update":
+                        record.scaled = False
+                    elif name == "step" and args and state.life.clips:
+                        # A step the scaler may skip (inf/nan) still shows where the clip was meant for.
+                        state.life.before_step(state.grads.adopt(args[0]))
+                except Exception:
+                    tracer.count_error()
+            return original(scaler, *args, **kwargs)
+
+        traced_scaler.__gradlint_original__ = original  # type: ignore[attr-defined]
+        return traced_scaler
+
+
+__all__ = ["Tracer", "Stack"]

@@ -16,6 +16,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from gradlint.findings import RULES, Finding
 from gradlint.paths import display_path
+from gradlint.runtime import judges
 from gradlint.runtime.events import BackwardSite, Observations, Stack
 
 CONFIRMED, REFUTED, UNEXERCISED = "confirmed", "refuted", "unexercised"
@@ -58,6 +59,20 @@ class _SiteIndex:
         return list(found.values())
 
 
+def manual_stale_evidence(sites: List[BackwardSite]) -> Optional[str]:
+    """Evidence of stale gradients applied without an optimizer: a leaf in no optimizer whose value
+    changed between two backwards that accumulated into it with no clear in between."""
+    manual = sum(s.manual_stale for s in sites)
+    if not manual:
+        return None
+    leaves = max(s.manual_stale_leaves for s in sites)
+    return (
+        f"{plural(manual, 'backward')} accumulated onto the uncleared gradients of "
+        f"{plural(leaves, 'leaf tensor')} in no optimizer whose value had been updated since the previous "
+        f"backward (a manual step re-applying stale gradients)"
+    )
+
+
 # ------------------------------------------------------------------------------ runtime-only findings
 def _runtime_finding(code: str, site: BackwardSite, message: str, evidence: str, cwd: str,
                      severity: Optional[str] = None) -> Finding:
@@ -88,7 +103,31 @@ def runtime_only(obs: Observations, matched: Dict[str, set], cwd: str) -> List[F
             covered = id(site) in matched.get(code, set())
             for message, evidence, severity in observe(site, cwd, covered):
                 out.append(_runtime_finding(code, site, message, evidence, cwd, severity=severity))
+    out.extend(_extra_runtime_only(obs, matched, cwd))
     return out
+
+
+def _extra_runtime_only(obs: Observations, matched: Dict[str, set], cwd: str) -> List[Finding]:
+    """Runtime-only findings of rules whose runtime judges live in gradlint/runtime/judges.py,
+    found through the rule table by rule name."""
+    out: List[Finding] = []
+    for code, info in RULES.items():
+        spec = judges.BY_RULE_NAME.get(info.name)
+        if spec is not None:
+            out.extend(spec.runtime_only(obs, code, matched.get(code, set()), cwd))
+    return out
+
+
+def loose_leaf_note(obs: Observations) -> Optional[str]:
+    """Informational (not a finding): leaves in no optimizer that carried gradients across backward
+    calls without a clear. Intentional for saliency maps, Fisher information, or reading `.grad`
+    after several backwards; a mistake when they were meant to be trained."""
+    leaves = sum(s.loose_leaves for s in obs.sites.values() if s.loose_leaves > 0)
+    if not leaves:
+        return None
+    return (f"note: {plural(leaves, 'leaf tensor')} in no optimizer accumulated gradients across backward "
+            f"calls without a clear (fine for saliency maps or Fisher information; add them to an optimizer "
+            f"if they should train)")
 
 
 # ------------------------------------------------------------------------------ the join
@@ -106,7 +145,8 @@ def judge(static: Sequence[Finding], obs: Observations, *, cwd: Optional[str] = 
         rule = RULES.get(finding.code)
         judge_one = rule.judge if rule is not None else None
         if judge_one is None:
-            out.append(finding)
+            extra = _extra_judge(finding, obs, matched, cwd)
+            out.append(finding if extra is None else extra)
             continue
         sites = index.matching(finding, cwd)
         for site in sites:
@@ -122,6 +162,20 @@ def judge(static: Sequence[Finding], obs: Observations, *, cwd: Optional[str] = 
             out.append(finding)
     out.sort(key=Finding.sort_key)
     return out
+
+
+def _extra_judge(finding: Finding, obs: Observations, matched: Dict[str, set], cwd: str) -> Optional[Finding]:
+    """A verdict from gradlint/runtime/judges.py for rules declared with one of its rule names."""
+    info = RULES.get(finding.code)
+    spec = judges.BY_RULE_NAME.get(info.name) if info is not None else None
+    if spec is None:
+        return None
+    verdict, evidence, sites = spec.judge(finding, obs, cwd)
+    for site in sites:
+        matched.setdefault(finding.code, set()).add(id(site))
+    if obs.ranks > 1:
+        evidence += f" (merged over {obs.ranks} ranks)"
+    return finding.with_(runtime=verdict, evidence=evidence)
 
 
 def failing(findings: Iterable[Finding]) -> List[Finding]:

@@ -13,7 +13,7 @@ SCRIPTS = os.path.join(HERE, "scripts")
 REPO = os.path.dirname(os.path.dirname(HERE))
 EXAMPLES = os.path.join(REPO, "rules", "examples")
 
-import torch  # noqa: E402
+import torch  # noqa: E402  (after the paths: the tests import this module for both)
 
 # The test machines are small and shared: one intra-op thread keeps timings steady.
 torch.set_num_threads(1)

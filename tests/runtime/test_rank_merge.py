@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import time
 
 from gradlint.runtime import distributed
 from gradlint.runtime.events import BackwardSite, Observations
@@ -43,8 +42,7 @@ def test_rank_zero_merges_counts_and_failures(tmp_path, monkeypatch):
 def test_other_launches_and_missing_ranks_are_left_out(tmp_path, monkeypatch):
     monkeypatch.setenv(distributed.DIR_ENV, str(tmp_path))
     distributed.write(_context(tmp_path, 1, run_id="older-run"), _observations(5), failed=False)
-    start = time.time()
+    # gives up on the missing ranks after the timeout (a hang here would be the failure)
     merged, failed, missing = distributed.gather(_context(tmp_path, 0), _observations(0), timeout=0.3)
-    assert time.time() - start < 5
     assert missing == [1, 2] and merged.ranks == 1
     assert sum(s.stale_steps for s in merged.sites.values()) == 0

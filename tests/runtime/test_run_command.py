@@ -49,11 +49,13 @@ def test_clean_script_exits_0(run):
     assert "gradlint run: traced 4 backward calls and 4 optimizer steps." in err
 
 
-def test_systemexit_0_is_success_and_nonzero_is_failure(run):
-    assert run("stale_loop.py", "--clear", "--exit", "0")[0] == 0
+def test_systemexit_0_is_success_and_nonzero_is_the_scripts_status(run):
+    status, out, err = run("stale_loop.py", "--clear", "--exit", "0")
+    assert status == 0 and "the script" not in err
     status, out, err = run("stale_loop.py", "--clear", "--exit", "3")
-    assert status == 1
-    assert "traced 4 backward calls" in err  # the report is produced anyway
+    assert status == 3
+    assert "the script exited with status 3; traced 4 backward calls" in err  # the report is produced anyway
+    assert "All checks passed" not in err
 
 
 def test_script_exception_shows_its_traceback_and_still_reports(run):
@@ -63,6 +65,24 @@ def test_script_exception_shows_its_traceback_and_still_reports(run):
     assert 'stale_loop.py", line' in err
     assert "runpy" not in err and "gradlint/runtime" not in err
     assert "GL001" in out and "runtime: confirmed" in out
+    assert "the script raised ValueError" in err and "All checks passed" not in err
+
+
+def test_exception_inside_backward_hides_the_tracers_frames(run):
+    status, out, err = run("backward_error.py")
+    assert status == 1
+    assert "RuntimeError" in err and 'backward_error.py", line' in err
+    assert "gradlint" not in err.split("RuntimeError")[0]  # no tracer frame between the user's and torch's
+    assert "the script raised RuntimeError" in err and "All checks passed" not in err
+
+
+def test_script_closing_stdout_still_gets_its_report(tmp_path):
+    report = tmp_path / "report.json"
+    done = gradlint_run("close_stdout.py")
+    assert done.returncode == 1, done.stderr  # the stale loop's GL001 is confirmed
+    assert "GL001" in done.stdout + done.stderr and "Traceback" not in done.stderr
+    done = gradlint_run("--output-format", "json", "-o", str(report), "close_stdout.py")
+    assert done.returncode == 1 and json.loads(report.read_text())[0]["code"] == "GL001"
 
 
 def test_keyboard_interrupt_in_the_script_still_reports(run):
@@ -70,7 +90,7 @@ def test_keyboard_interrupt_in_the_script_still_reports(run):
 
     before = torch.Tensor.backward
     status, out, err = run("stale_loop.py", "--clear", "--interrupt")
-    assert status == 1 and "KeyboardInterrupt" in err
+    assert status == 130 and "KeyboardInterrupt" in err and "the script raised KeyboardInterrupt" in err
     assert "traced 4 backward calls" in err
     assert torch.Tensor.backward is before
 
@@ -78,6 +98,7 @@ def test_keyboard_interrupt_in_the_script_still_reports(run):
 def test_exit_zero_keeps_findings_but_not_failures(run):
     assert run("--exit-zero", "stale_loop.py")[0] == 0
     assert run("--exit-zero", "stale_loop.py", "--fail")[0] == 1
+    assert run("--exit-zero", "stale_loop.py", "--exit", "4")[0] == 4
 
 
 def test_select_filters_runtime_only_findings(run, tmp_path):

@@ -1,0 +1,341 @@
+"""Where the project calls a function or method: the call sites GL002 summarises parameters from.
+
+A function's parameter may carry a graph only if some caller passes one. When every call site in
+the project is visible, a parameter every caller fills with loader data is data, and a parameter
+holding a loss is a graph the caller created for this call. This module only finds the sites (the
+file, the call, the functions and classes around it, which argument fills which parameter); the
+retained-graph analysis classifies what each site passes.
+
+Call sites are looked for in the file being linted and, when a project root is known, in the other
+Python files under it (read on demand, bounded, remembered by the index that read them). A function
+that is referenced other than by a call (passed as a callback, decorated, a framework hook) has
+call sites we cannot see: `sites` then answers None.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Dict, FrozenSet, Iterator, List, Optional, Set, Tuple
+
+import libcst as cst
+
+from gradlint.analysis.names import ImportMap, dotted
+from gradlint.analysis.tree import children
+
+MAX_SCANNED_FILES = 3000  # Python files looked at under the project root
+MAX_PARSED_FILES = 40  # of those, files that mention the name and are parsed
+MAX_FILE_BYTES = 400_000
+_SKIPPED_DIRS = frozenset({".git", ".hg", ".svn", "node_modules", "site-packages", "__pycache__", "build", "dist"})
+# Packages whose base classes call their subclasses' methods themselves (training loops, hooks).
+FRAMEWORKS = frozenset(
+    "lightning pytorch_lightning lightning_fabric transformers accelerate ignite fastai composer deepspeed "
+    "catalyst mmengine mmcv detectron2 keras torchtnt".split()
+)
+# Methods Python or torch call on their own (`model(x)` runs forward).
+_IMPLICIT = frozenset({"forward", "step", "zero_grad", "backward", "closure"})
+
+
+_IDENTIFIER = re.compile(rb"[A-Za-z_][A-Za-z0-9_]*")
+# path -> ((mtime, size), identifiers in the file): which files can mention a name, without
+# reading every project file again for each name asked about (bounded, least recently used out).
+_WORDS: "OrderedDict[str, Tuple[Tuple[float, int], FrozenSet[str]]]" = OrderedDict()
+MAX_CACHED_WORDS = 6000
+
+
+def _words(path: str) -> FrozenSet[str]:
+    """The identifiers a file's text holds (empty when unreadable)."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return frozenset()
+    stamp = (stat.st_mtime, stat.st_size)
+    cached = _WORDS.get(path)
+    if cached is not None and cached[0] == stamp:
+        return cached[1]
+    words: FrozenSet[str] = frozenset()
+    if stat.st_size <= MAX_FILE_BYTES:
+        try:
+            with open(path, "rb") as handle:
+                words = frozenset(w.decode("ascii") for w in _IDENTIFIER.findall(handle.read()))
+        except OSError:
+            words = frozenset()
+    _WORDS[path] = (stamp, words)
+    _WORDS.move_to_end(path)
+    while len(_WORDS) > MAX_CACHED_WORDS:
+        _WORDS.popitem(last=False)
+    return words
+
+
+@dataclass(frozen=True)
+class ParsedFile:
+    path: str
+    module: cst.Module
+    imports: ImportMap
+
+
+# path -> ((mtime, size), parsed file or None): shared by the files linted in one process, least
+# recently used first out, so a project's modules are parsed once however many files ask.
+_FILES: "OrderedDict[str, Tuple[Tuple[float, int], Optional[ParsedFile]]]" = OrderedDict()
+MAX_CACHED_FILES = 64
+
+
+def load_file(path: str) -> Optional[ParsedFile]:
+    """The parsed file at `path`, re-read when it changes; None when unreadable or unparsable."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    stamp = (stat.st_mtime, stat.st_size)
+    cached = _FILES.get(path)
+    if cached is not None and cached[0] == stamp:
+        _FILES.move_to_end(path)
+        return cached[1]
+    parsed: Optional[ParsedFile] = None
+    if stat.st_size <= MAX_FILE_BYTES:
+        try:
+            with open(path, "rb") as handle:
+                module = cst.parse_module(handle.read())
+            parsed = ParsedFile(path, module, ImportMap.of(module))
+        except Exception:  # unreadable, undecodable or unparsable: its calls are not known
+            parsed = None
+    _FILES[path] = (stamp, parsed)
+    _FILES.move_to_end(path)
+    while len(_FILES) > MAX_CACHED_FILES:
+        _FILES.popitem(last=False)
+    return parsed
+
+
+Use = Tuple[cst.CSTNode, Tuple[cst.CSTNode, ...], str]  # node, enclosing defs, "call"/"value"
+NamedUse = Tuple[cst.CSTNode, Tuple[cst.CSTNode, ...], str, str]  # ... and the name used
+
+
+@dataclass(frozen=True)
+class CallSite:
+    """One call of the function: where it is and which expression fills each parameter."""
+
+    file: ParsedFile
+    call: cst.Call
+    chain: Tuple[cst.CSTNode, ...]  # enclosing functions and classes, outermost first
+    arguments: Dict[str, cst.BaseExpression]  # parameter name -> argument expression
+
+
+class CallSiteIndex:
+    """Finds call sites for one linted file; parsed project files are kept for its lifetime."""
+
+    def __init__(self, path: str, module: cst.Module, imports: ImportMap, project_root: Optional[str]) -> None:
+        self.here = ParsedFile(path, module, imports)
+        self.root = os.path.abspath(project_root) if project_root else None
+        self._here_abs = os.path.abspath(path) if path and path != "-" else None
+        self._files: Optional[List[str]] = None
+        self._parsed: Dict[str, Optional[ParsedFile]] = {}
+        self._uses: Dict[Tuple[str, bool], Dict[str, List[Use]]] = {}
+        # Project files whose text was searched for callers: the answers depend on them (a cache
+        # of this file's findings is stale once one of them changes).
+        self.consulted: Set[str] = set()
+
+    # -- files -----------------------------------------------------------------------------
+    def _project_files(self) -> List[str]:
+        if self._files is not None:
+            return self._files
+        files: List[str] = []
+        if self.root is not None and os.path.isdir(self.root):
+            for folder, dirs, names in os.walk(self.root):
+                dirs[:] = sorted(d for d in dirs if _walked(d))
+                for name in sorted(names):
+                    if name.endswith(".py"):
+                        files.append(os.path.join(folder, name))
+                if len(files) > MAX_SCANNED_FILES:
+                    break
+        self._files = files
+        return files
+
+    def _parse(self, path: str) -> Optional[ParsedFile]:
+        if path not in self._parsed:
+            self._parsed[path] = load_file(path)
+        return self._parsed[path]
+
+    def _files_mentioning(self, name: str) -> Optional[List[ParsedFile]]:
+        """The linted file and every project file whose text names `name`; None when a file that
+        names it cannot be read or there are too many to read."""
+        found = [self.here]
+        if self.root is None:
+            return found
+        files = self._project_files()
+        if len(files) > MAX_SCANNED_FILES:
+            return None
+        for path in files:
+            if self._here_abs is not None and os.path.abspath(path) == self._here_abs:
+                continue
+            self.consulted.add(path)
+            if name not in _words(path):
+                continue
+            if len(self._parsed) >= MAX_PARSED_FILES and path not in self._parsed:
+                return None
+            parsed = self._parse(path)
+            if parsed is None:
+                return None
+            found.append(parsed)
+        return found
+
+    # -- sites -----------------------------------------------------------------------------
+    def _uses_of(self, parsed: ParsedFile, method: bool) -> Dict[str, List[Use]]:
+        """Every use of every name in a file, walked once per file and kind of name."""
+        key = (parsed.path, method)
+        found = self._uses.get(key)
+        if found is None:
+            found = {}
+            for use in _uses(parsed.module, method, frozenset(parsed.imports.aliases)):
+                found.setdefault(use[3], []).append(use[:3])
+            self._uses[key] = found
+        return found
+
+    def sites(self, fn: cst.FunctionDef, owner: Optional[cst.ClassDef]) -> Optional[List[CallSite]]:
+        """Every call of `fn` (a method of `owner`, or a plain function) in the project, or None
+        when some use of it is not a call we can read, or when there is none."""
+        name = fn.name.value
+        if name.startswith("__") or name in _IMPLICIT or _decorated(fn):
+            return None
+        if owner is not None and framework_base(owner, self.here.imports):
+            return None  # the framework calls it too, with values we cannot see
+        files = self._files_mentioning(name)
+        if files is None:
+            return None
+        skip_self = owner is not None and not _static(fn)
+        sites: List[CallSite] = []
+        for parsed in files:
+            for node, chain, role in self._uses_of(parsed, owner is not None).get(name, ()):
+                if role != "call" or not isinstance(node, cst.Call):
+                    return None  # passed around as a value: called where we cannot see
+                if not _same_function(node, parsed, fn, owner, self.here):
+                    continue
+                arguments = bind_arguments(node, skip_self, fn)
+                if arguments is None:
+                    return None
+                sites.append(CallSite(parsed, node, chain, arguments))
+        return sites or None
+
+
+def _walked(folder: str) -> bool:
+    return folder not in _SKIPPED_DIRS and not folder.startswith(".") and "venv" not in folder
+
+
+def framework_base(owner: cst.ClassDef, imports: ImportMap) -> bool:
+    """Does the class derive from a class of a training framework (its hooks are called for us)?"""
+    for base in owner.bases:
+        qualified = imports.resolve(base.value) or dotted(base.value) or ""
+        if qualified.split(".")[0] in FRAMEWORKS or qualified.endswith("LightningModule"):
+            return True
+    return False
+
+
+def _decorated(fn: cst.FunctionDef) -> bool:
+    return any(not _static_decorator(d) for d in fn.decorators)
+
+
+def _static_decorator(decorator: cst.Decorator) -> bool:
+    return dotted(decorator.decorator) == "staticmethod"
+
+
+def _static(fn: cst.FunctionDef) -> bool:
+    return any(_static_decorator(d) for d in fn.decorators)
+
+
+def _uses(module: cst.Module, method: bool, aliases: FrozenSet[str]) -> Iterator[NamedUse]:
+    """Each place a name is used: (the call or the reference, enclosing defs, "call"/"value",
+    the name). For methods, uses are attributes `x.name`; for functions, bare names (not their
+    definitions, not attributes of something else)."""
+    stack: List[Tuple[cst.CSTNode, Tuple[cst.CSTNode, ...]]] = [(module, ())]
+    while stack:
+        node, chain = stack.pop()
+        if isinstance(node, cst.Call):
+            func = node.func
+            name = _name_of(func, method, aliases)
+            if name is not None:
+                yield node, chain, "call", name
+                stack.extend((child, chain) for child in children(node) if child is not func)
+                if isinstance(func, cst.Attribute):
+                    stack.append((func.value, chain))
+                continue
+        else:
+            name = _name_of(node, method, aliases)
+            if name is not None:
+                yield node, chain, "value", name
+                if isinstance(node, cst.Attribute):
+                    stack.append((node.value, chain))
+                continue
+        if isinstance(node, (cst.FunctionDef, cst.ClassDef)):
+            inner = chain + (node,)
+            for child in children(node):
+                if child is node.name:
+                    continue  # the definition's own name
+                stack.append((child, inner))
+            continue
+        if isinstance(node, cst.ImportFrom) and not method and not isinstance(node.names, cst.ImportStar):
+            for alias in node.names:
+                if alias.asname is not None and isinstance(alias.name, cst.Name):
+                    yield node, chain, "value", alias.name.value  # renamed: called by another name
+            continue
+        if isinstance(node, (cst.Import, cst.ImportFrom)):
+            continue  # `from train import update`: a name, not a use
+        if isinstance(node, cst.Attribute) and not method:
+            stack.append((node.value, chain))  # `obj.update` is not the function `update`
+            continue
+        if isinstance(node, cst.Param):
+            stack.extend((child, chain) for child in children(node) if child is not node.name)
+            continue  # a parameter's name is a binding, not a use (its default is)
+        if isinstance(node, cst.Arg):
+            stack.append((node.value, chain))  # `f(loss=x)`: the keyword is no use of `loss`
+            continue
+        stack.extend((child, chain) for child in children(node))
+
+
+def _name_of(node: cst.CSTNode, method: bool, aliases: FrozenSet[str]) -> Optional[str]:
+    """The name a node uses: `x.name` for methods; for functions `name`, or `helpers.name`
+    through an imported module."""
+    if method:
+        return node.attr.value if isinstance(node, cst.Attribute) else None
+    if isinstance(node, cst.Attribute):
+        text = dotted(node.value)
+        return node.attr.value if text is not None and text.split(".")[0] in aliases else None
+    return node.value if isinstance(node, cst.Name) else None
+
+
+def _same_function(call: cst.Call, parsed: ParsedFile, fn: cst.FunctionDef, owner, here: ParsedFile) -> bool:
+    """Could this call reach `fn`? Methods: any `x.name(...)` (over-approximated: every class's
+    method of that name). Functions: any call of the name (`update(...)` after `from helpers
+    import update` or `*`, `helpers.update(...)`), except a bare call in another file that
+    defines a function of that name itself."""
+    if owner is not None or parsed is here:
+        return True
+    if isinstance(call.func, cst.Name):
+        own = any(isinstance(s, cst.FunctionDef) and s.name.value == fn.name.value for s in parsed.module.body)
+        return not own
+    return True
+
+
+def bind_arguments(call: cst.Call, skip_self: bool, fn: cst.FunctionDef) -> Optional[Dict[str, cst.BaseExpression]]:
+    """Parameter -> argument for a call without `*`/`**` arguments; None when an argument goes
+    where we cannot follow it (`*args`, `**kwargs`, unknown keywords)."""
+    params = fn.params
+    positional = [p.name.value for p in list(params.posonly_params) + list(params.params)]
+    if skip_self:
+        positional = positional[1:]
+    keywords = set(positional) | {p.name.value for p in params.kwonly_params}
+    out: Dict[str, cst.BaseExpression] = {}
+    index = 0
+    for arg in call.args:
+        if arg.star:
+            return None
+        if arg.keyword is not None:
+            if arg.keyword.value not in keywords:
+                return None
+            out[arg.keyword.value] = arg.value
+            continue
+        if index >= len(positional):
+            return None
+        out[positional[index]] = arg.value
+        index += 1
+    return out

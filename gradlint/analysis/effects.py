@@ -1,0 +1,381 @@
+"""What one call or statement does to gradients: a list of `Event`s (backward / step / clear,
+naming the optimizer by its expression text, e.g. `self.opt_g`), or an `Inline` request for a
+helper whose body the control-flow layer should follow.
+
+Precision first: something that cannot be identified as an optimizer is never stepped, and a call the
+analysis cannot see into that might clear gradients is taken to clear them.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Dict, List, Optional
+
+import libcst as cst
+
+from gradlint.analysis.backward import backward_call
+from gradlint.analysis.calls import _clears_grad_by_assignment, _is_grad, assigns_grad, calls_in
+from gradlint.analysis.events import ALL, BACKWARD, CLEAR, STEP, Effect, Scope, expr_text
+from gradlint.analysis.facts import ModuleFacts, _optimizer_class, _qualify
+from gradlint.analysis.helper_calls import _GRAD_WIPES, HelperResolver, _helper_local
+from gradlint.analysis.manual_updates import _UPDATING_METHODS, PARAMS, updated_by_call, updated_by_statement
+from gradlint.analysis.names import dotted
+from gradlint.analysis.object_kinds import (
+    ENGINE,
+    KNOWN_LIBRARIES,
+    OPTIMIZER,
+    OTHER,
+    SCALER,
+    SCHEDULER,
+    last_part,
+)
+
+# Builtins and calls that never touch gradients, even when handed an optimizer.
+_HARMLESS_CALLS = frozenset(
+    """print len range enumerate zip isinstance type str int float bool list dict tuple set min max sum
+    abs round sorted reversed getattr hasattr id repr format iter next any all map filter super""".split()
+)
+# Methods that read an optimizer or model they are handed, never clear it.
+_HARMLESS_METHODS = frozenset(
+    """unscale_ clip_grad_norm_ clip_grad_value_ log log_dict add_scalar add_scalars info debug warning
+    state_dict load_state_dict add_param_group save save_state watch append extend toggle_optimizer
+    untoggle_optimizer clip_gradients unscale_gradients lr_schedulers optimizers train eval to cuda cpu
+    parameters named_parameters modules children""".split()
+)
+# Names of unresolved helpers that suggest they touch gradients or the optimizer.
+_MIGHT_CLEAR_NAME = re.compile(r"zero|clear|reset|wipe|grad|optim|step|update|train|backward", re.IGNORECASE)
+_GRAD_CLEAR_METHOD = re.compile(r"(zero|clear|reset|drop|free|wipe)_?\w*grad|grad\w*_(zero|clear|reset)", re.IGNORECASE)
+_CLEAR_OR_OPTIMIZER_NAME = re.compile(r"zero|clear|reset|wipe|grad|optim", re.IGNORECASE)
+_MODEL_NAME = re.compile(r"model|net|module|params|parameters", re.IGNORECASE)
+
+
+class Analyzer(HelperResolver):
+    """Classifies calls and statements of a module (and of project modules it imports)."""
+
+    def __init__(self, root: ModuleFacts, options, project) -> None:
+        self.root = root
+        self.options = options
+        self.project = project
+        self.backward_names = tuple(options.backward_functions)
+        self.step_names = tuple(options.step_functions)
+        self.clear_names = tuple(options.clear_functions)
+        # set when a call could be a helper from another project module; the rule then builds the
+        # loop again with `project` set (reading other modules only for loops that need it)
+        self.wants_project = False
+        self._memo: Dict[int, List[Effect]] = {}  # statement id -> effects, for root-scope code
+        self._context_call: Optional[int] = None  # id of the `with` item call being classified
+
+
+    # -- the main entry ----------------------------------------------------------------------
+    def call_effects(self, call: cst.Call, scope: Scope) -> List[Effect]:
+        """What `call` does to gradients, in order; [] when nothing we track."""
+        facts = scope.facts
+        func = call.func
+        func_text = dotted(func)
+        qual = facts.imports.resolve(func) if func_text else None
+
+        if self._matches(func_text, self.clear_names) or self._matches(qual, self.clear_names):
+            return [scope.event(CLEAR, ALL, call)]
+        if self._matches(func_text, self.backward_names) or self._matches(qual, self.backward_names):
+            return [scope.event(BACKWARD, "", call)]
+        if self._matches(func_text, self.step_names) or self._matches(qual, self.step_names):
+            return [scope.event(STEP, self._configured_step_target(call, scope), call)]
+
+        if qual is not None and qual.endswith("xla_model.optimizer_step") and call.args:
+            # torch_xla: xm.optimizer_step(optimizer) reduces gradients and steps the optimizer
+            text = dotted(call.args[0].value)
+            if text is not None:
+                return [scope.event(STEP, scope.subst(text)[0], call)]
+
+        found = backward_call(call, facts.imports)
+        if found is not None:
+            return [scope.event(BACKWARD, "", call)] if found.accumulates else []
+
+        if isinstance(func, cst.Attribute):
+            effects = self._method_effects(call, func, scope)
+            if effects is not None:
+                return effects
+        return self._helper_effects(call, func_text, qual, scope)
+
+    def _configured_step_target(self, call: cst.Call, scope: Scope) -> str:
+        for arg in call.args:
+            text = dotted(arg.value)
+            if text is not None:
+                bound, kind = scope.kind_of(text)
+                if kind == OPTIMIZER:
+                    return bound
+        return ALL  # steps some optimizer we cannot name: any clear clears it
+
+    def _method_effects(self, call: cst.Call, func: cst.Attribute, scope: Scope) -> Optional[List[Effect]]:
+        """Effects of `receiver.method(...)` we know, or None to try it as a helper."""
+        method = func.attr.value
+        receiver = func.value
+        facts = scope.facts
+        if method in ("step", "zero_grad") and self._wrapper_method(dotted(receiver), method, facts):
+            container = self._container_effects(call, receiver, method, scope)
+            if container is not None:
+                return container
+            return None  # a wrapper class of this module: follow its method's body instead
+        if method in _UPDATING_METHODS and updated_by_call(call) is not None:
+            return [scope.event(STEP, PARAMS, call)]  # `p.data.add_(p.grad, alpha=-lr)`
+        if method == "zero_grad":
+            text = dotted(receiver)
+            if text is not None:
+                bound, kind = scope.kind_of(text)
+                if kind == OPTIMIZER:
+                    return [scope.event(CLEAR, bound, call)]
+                owners = self.root.sources.get(bound) if bound else None
+                if owners:
+                    # netD.zero_grad() where opt_d = Adam(netD.parameters()): clears opt_d's grads
+                    return [scope.event(CLEAR, owner, call) for owner in sorted(owners)]
+            if text is None and isinstance(receiver, cst.Subscript):
+                base = dotted(receiver.value)
+                if base is not None and scope.kind_of(base)[1] == OPTIMIZER:
+                    # optimizer_t[i].zero_grad(): one optimizer of a list (as optimizer_t[i].step())
+                    return [scope.event(CLEAR, expr_text(receiver, facts), call)]
+            # model.zero_grad(), self.zero_grad(), anything else: clears every optimizer it may own
+            return [scope.event(CLEAR, ALL, call)]
+        if method in _GRAD_WIPES and _is_grad(receiver):
+            if method in ("fill_", "mul_") and not _zero_arg(call):
+                return []
+            return [scope.event(CLEAR, ALL, call)]
+        if method == "step":
+            text = dotted(receiver)
+            if text is None and isinstance(receiver, cst.Subscript):
+                text = dotted(receiver.value)
+                if text is not None:
+                    bound, kind = scope.kind_of(text)
+                    if kind == OPTIMIZER:
+                        return self._step_with_closure(call, expr_text(receiver, facts), scope)
+                return []
+            if text is None:
+                return []
+            bound, kind = scope.kind_of(text)
+            if kind == OTHER and self._project_optimizer(text, scope):
+                kind = OPTIMIZER  # `AnalogSGD(...)`, a torch optimizer subclass of the project
+            if kind == OPTIMIZER:
+                if _helper_local(text, scope):
+                    return []  # a helper's own optimizer, new at every call: its loop is its own
+                return self._step_with_closure(call, bound, scope)
+            if kind == SCALER or (kind is None and "scaler" in last_part(text).lower()):
+                if call.args and call.args[0].keyword is None:
+                    target = call.args[0].value
+                    ttext = dotted(target)
+                    if ttext is not None:
+                        if _helper_local(ttext, scope):
+                            return []
+                        bound_t, _ = scope.kind_of(ttext)  # GradScaler.step's argument is an optimizer
+                        return [scope.event(STEP, bound_t, call)]
+                    return [scope.event(STEP, expr_text(target, facts), call)]
+                return []
+            if kind in (None, OTHER) and facts.instances.get(text) in facts.imports.aliases:
+                return None  # `gan = GAN(...)` of another project module: follow its step(batch)
+            return []  # schedulers, engines (clear for you), EMA, environments, unknown objects
+        if method in ("accumulate",) and call.args:
+            # accelerator.accumulate(model): the prepared optimizer's zero_grad/step are gated
+            return [scope.event(CLEAR, ALL, call)] if _is_accelerate(receiver, facts) else None
+        return None
+
+    def _container_effects(
+        self, call: cst.Call, receiver: cst.BaseExpression, method: str, scope: Scope
+    ) -> Optional[List[Effect]]:
+        """An optimizer container of this module (a class that defines both `step()` and
+        `zero_grad()`, such as `Optimizers(*opts)` looping over its optimizers) is an optimizer:
+        its `step()` steps it, its `zero_grad()` clears it. None (follow the body) when its
+        `step()` clears gradients itself, like a warm-up wrapper that steps and clears."""
+        text = dotted(receiver)
+        facts = scope.facts
+        cls = facts.instances.get(text) if text else None
+        if cls is None:
+            return None
+        step, _ = self._find_method(facts, cls, "step")
+        clear, _ = self._find_method(facts, cls, "zero_grad")
+        if step is None or clear is None or _clears_in(step):
+            return None
+        bound, _ = scope.kind_of(text)
+        if _helper_local(text, scope):
+            return []
+        return [scope.event(STEP if method == "step" else CLEAR, bound, call)]
+
+    def _project_optimizer(self, text: str, scope: Scope) -> bool:
+        """Was `text` built by a class of another project module that derives from a torch
+        optimizer (`class AnalogSGD(AnalogOptimizerMixin, SGD)`) and whose `step()` does not
+        clear gradients? Such an object is an optimizer, not an opaque wrapper."""
+        facts = scope.facts
+        cls = facts.instances.get(text)
+        if cls is None or cls not in facts.imports.aliases:
+            return False
+        qualname = _qualify(facts.imports, cls)
+        if not qualname.startswith(".") and qualname.split(".")[0] in KNOWN_LIBRARIES:
+            return False
+        self.wants_project = True
+        resolved = self.project.resolve_class(facts, qualname) if self.project is not None else None
+        if resolved is None:
+            return False
+        target, name = resolved
+        if not _optimizer_class(target, name):
+            return False
+        step, _ = self._find_method(target, name, "step")
+        return step is None or not _clears_in(step)
+
+    def _step_with_closure(self, call: cst.Call, target: str, scope: Scope) -> List[Effect]:
+        """`opt.step()` or `opt.step(closure)`: the closure's effects happen inside the step."""
+        effects: List[Effect] = []
+        closure = None
+        for arg in call.args:
+            if arg.keyword is None or arg.keyword.value == "closure":
+                closure = arg.value
+                break
+        if closure is not None:
+            if isinstance(closure, cst.Lambda):
+                effects.extend(self.expr_effects(closure.body, scope))
+            else:
+                text = dotted(closure)
+                resolved = self._resolve_function(text, scope) if text else None
+                if resolved is not None:
+                    effects.append(resolved(call))
+                elif text is not None and "closure" in text.lower():
+                    effects.append(scope.event(CLEAR, target, call))  # a closure we cannot see: may clear
+                else:
+                    # `diffopt.step(loss)` (higher), `opt.step(batch)`: not torch.optim's step(closure)
+                    return []
+        effects.append(scope.event(STEP, target, call))
+        return effects
+
+    # -- helpers -------------------------------------------------------------------------------
+    def _helper_effects(
+        self, call: cst.Call, func_text: Optional[str], qual: Optional[str], scope: Scope
+    ) -> List[Effect]:
+        if func_text is not None:
+            resolved = self._resolve_function(func_text, scope, call)
+            if resolved is not None:
+                inline = resolved(call)
+                if self.relevant(inline) or self._hands_optimizer(call, scope):
+                    return [inline]  # (handed the optimizer: follow it, whatever it does with it)
+                return []
+            if func_text in _HARMLESS_CALLS:
+                return []
+        return self._opaque_effects(call, func_text, qual, scope)
+
+    def _opaque_effects(
+        self, call: cst.Call, func_text: Optional[str], qual: Optional[str], scope: Scope
+    ) -> List[Effect]:
+        """A call we cannot see into: it may clear what it is handed (precision first)."""
+        facts = scope.facts
+        if qual is not None and qual.split(".")[0] == "torch":
+            return []
+        if isinstance(call.func, cst.Attribute):
+            if _GRAD_CLEAR_METHOD.search(call.func.attr.value):
+                # trainer.reset_grads(), engine.zero_all_grads(): a method we cannot see, named so
+                return [scope.event(CLEAR, ALL, call)]
+            if call.func.attr.value in _HARMLESS_METHODS:
+                return []
+            receiver = dotted(call.func.value)
+            if receiver is not None and scope.kind_of(receiver)[1] in (SCALER, SCHEDULER, ENGINE, OTHER):
+                return []  # scaler.unscale_(opt), scheduler helpers: they read the optimizer
+        library = qual is not None and not qual.startswith(".") and qual.split(".")[0] in KNOWN_LIBRARIES
+        if library and not _MIGHT_CLEAR_NAME.search(last_part(qual)):
+            return []  # get_scheduler(optimizer=...), wandb.watch(model): they do not clear
+        effects: List[Effect] = []
+        handed_model = False
+        for arg in call.args:
+            text = dotted(arg.value)
+            if text is None:
+                continue
+            bound, kind = scope.kind_of(text)
+            if kind == OPTIMIZER:
+                effects.append(scope.event(CLEAR, bound, call))
+            elif text in facts.sources or bound in self.root.sources or _MODEL_NAME.search(last_part(text)):
+                handed_model = True
+        if func_text is None:
+            return effects
+        name_says = bool(_MIGHT_CLEAR_NAME.search(last_part(func_text)))
+        if id(call) == self._context_call or (func_text.count(".") >= 2 and func_text.startswith("self.")):
+            # `with self.train_context(...)`: a context manager sets modes; `self.pbar.update(1)`:
+            # a method of an object the instance holds, not one of its helpers. Only a name that
+            # speaks of gradients or optimizers counts for these.
+            name_says = bool(_CLEAR_OR_OPTIMIZER_NAME.search(last_part(func_text)))
+        if self._maybe_project_helper(func_text, qual, scope) and (handed_model or name_says):
+            effects.append(scope.event(CLEAR, ALL, call))
+        elif "." not in func_text and name_says and func_text not in facts.classes:
+            # a callable we cannot see (a parameter, a local `zero_fn = ...`) named like a clear
+            effects.append(scope.event(CLEAR, ALL, call))
+        return effects
+
+    def _maybe_project_helper(self, func_text: str, qual: Optional[str], scope: Scope) -> bool:
+        """Could this unresolved call be one of the project's own helpers?"""
+        facts = scope.facts
+        head = func_text.split(".")[0]
+        if head in ("self", "cls"):
+            return True  # a method we could not find (inherited from another module)
+        if head in facts.imports.aliases:
+            target = facts.imports.aliases[head]
+            if target.startswith("."):
+                return True
+            return target.split(".")[0] not in KNOWN_LIBRARIES
+        if "." in func_text:
+            return False  # a method of some object: not a helper
+        return facts.star_import
+
+    # -- statements ------------------------------------------------------------------------------
+    def context_effects(self, expr: cst.CSTNode, scope: Scope) -> List[Effect]:
+        """Effects of a `with` item (`with self.train_context(ctx):`): as `expr_effects`, except
+        that the context manager's own call, unseen, is not taken for a clear by a name such as
+        `train_context` (context managers set modes: autocast, no_sync, train contexts)."""
+        self._context_call = id(expr) if isinstance(expr, cst.Call) else None
+        try:
+            return self.expr_effects(expr, scope)
+        finally:
+            self._context_call = None
+
+    def expr_effects(self, expr: cst.CSTNode, scope: Scope) -> List[Effect]:
+        """Effects of every call in `expr`, in evaluation order (arguments before the call)."""
+        effects: List[Effect] = []
+        for call in calls_in(expr):
+            effects.extend(self.call_effects(call, scope))
+        return effects
+
+    def statement_effects(self, stmt: cst.BaseSmallStatement, scope: Scope) -> List[Effect]:
+        """Effects of one small statement; memoised for the analysed file's own code (outer and
+        inner loops see the same statements)."""
+        memo = not scope.chain and not scope.binding
+        if memo and id(stmt) in self._memo:
+            return list(self._memo[id(stmt)])
+        effects = self.expr_effects(stmt, scope)
+        if _clears_grad_by_assignment(stmt):
+            effects.append(scope.event(CLEAR, ALL, stmt))
+        elif updated_by_statement(stmt) is not None:
+            effects.append(scope.event(STEP, PARAMS, stmt))  # `p.data -= lr * p.grad`
+        if memo:
+            self._memo[id(stmt)] = list(effects)
+        return effects
+
+
+
+def _zero_arg(call: cst.Call) -> bool:
+    """Is the first argument the literal 0 (`fill_(0)`, `mul_(0.0)`, `fill_(0x0)`)?"""
+    if not call.args or not isinstance(call.args[0].value, (cst.Integer, cst.Float)):
+        return False
+    literal = call.args[0].value.value.replace("_", "")
+    try:
+        return float(literal) == 0.0
+    except ValueError:
+        try:
+            return int(literal, 0) == 0
+        except ValueError:
+            return False
+
+
+def _is_accelerate(receiver: cst.BaseExpression, facts: ModuleFacts) -> bool:
+    text = dotted(receiver) or ""
+    return "accelerator" in last_part(text).lower() or "accelerate" in (facts.imports.resolve(receiver) or "")
+
+
+def _clears_in(func: cst.FunctionDef) -> bool:
+    """Does a method clear gradients itself (a `zero_grad()` call, a `.grad` wipe or assignment)?"""
+    for call in calls_in(func):
+        if isinstance(call.func, cst.Attribute) and (
+            call.func.attr.value == "zero_grad" or (call.func.attr.value in _GRAD_WIPES and _is_grad(call.func.value))
+        ):
+            return True
+    return assigns_grad(func.body)

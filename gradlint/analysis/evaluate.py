@@ -1,0 +1,342 @@
+"""Abstract evaluation of one expression to a `Shape` (or criterion, container, module object).
+
+`Evaluator.value(expr, env)` knows torch: factories, reductions, elementwise arithmetic and
+broadcasting, losses and their `reduction=`, reshapes, `gather`, subscripts; and it knows where
+batches come from: a loader's batch is "data", a model called on it gives an "output", and such an
+output used as a prediction (compared with the batch or with another output, indexed `[:, i]`,
+reduced along a dimension, gathered along dim 1) is "batched". Calls of the project's own functions,
+classes and methods are left to `project_call`/`instance_call`, which `analysis.summaries` fills in;
+here they know nothing.
+"""
+
+from __future__ import annotations
+
+import builtins
+import math
+from typing import Dict, List, Optional
+
+import libcst as cst
+
+from gradlint.analysis.names import ImportMap, dotted
+from gradlint.analysis.shapes import (
+    DATA,
+    NUMBER,
+    OUTPUT,
+    UNKNOWN,
+    Const,
+    Instance,
+    LossFn,
+    Seq,
+    Shape,
+    Struct,
+    Value,
+    broadcast,
+    elements,
+    from_dims,
+    int_literal,
+    merge,
+    string_literal,
+)
+from gradlint.analysis.torchcalls import CallArgs, TorchCalls, split_args
+
+Env = Dict[str, Value]
+BUILTINS = frozenset(dir(builtins))
+# Attributes of a batch that are not per-sample tensors.
+_META = frozenset("shape dtype device ndim is_cuda requires_grad grad_fn names layout".split())
+# Methods of a batch that return sizes or Python values, not per-sample tensors.
+_META_METHODS = frozenset("size numel nelement dim ndimension item tolist stride get_device data_ptr keys".split())
+# Fields of a model's output record that hold per-sample predictions (a `.loss` field is 0-dim).
+_PREDICTION_FIELDS = frozenset(
+    "logits last_hidden_state pooler_output prediction_logits start_logits end_logits".split()
+)
+# Methods of a module object that return the module itself.
+_SELF_RETURNING = frozenset("to cuda cpu float half double bfloat16 train eval requires_grad_ share_memory".split())
+_SAMPLE_KINDS = ("output", "batched", "data")
+
+
+class Evaluator(TorchCalls):
+    """Abstract evaluation of expressions under an environment of names."""
+
+    def __init__(self, module: cst.Module, imports: ImportMap) -> None:
+        self.module = module
+        self.imports = imports
+
+    # -- hooks for the project's own code (see analysis.summaries) ---------------------------
+    def project_call(self, call: cst.Call, args: CallArgs, env: Env) -> Optional[Value]:
+        """Value of a call of the project's own function, class or method; None: not one."""
+        return None
+
+    def instance_call(self, inst: Instance, call: cst.Call, args: CallArgs, env: Env) -> Optional[Value]:
+        """What calling a project module object returns; None: not known."""
+        return None
+
+    # -- entry ---------------------------------------------------------------------------
+    def value(self, expr: cst.BaseExpression, env: Env) -> Value:
+        try:
+            return self._value(expr, env)
+        except RecursionError:  # absurdly deep expressions: know nothing
+            return UNKNOWN
+
+    def shape(self, expr: cst.BaseExpression, env: Env) -> Shape:
+        value = self.value(expr, env)
+        return value if isinstance(value, Shape) else UNKNOWN
+
+    def _value(self, expr: cst.BaseExpression, env: Env) -> Value:
+        if isinstance(expr, (cst.Integer, cst.Float)):
+            return NUMBER
+        if isinstance(expr, cst.Name):
+            return env.get(expr.value, UNKNOWN)
+        if isinstance(expr, cst.Attribute):
+            return self._attribute(expr, env)
+        if isinstance(expr, cst.UnaryOperation):
+            if isinstance(expr.operator, cst.Not):
+                return UNKNOWN
+            return self.shape(expr.expression, env)
+        if isinstance(expr, cst.BinaryOperation):
+            left, right = self.shape(expr.left, env), self.shape(expr.right, env)
+            if isinstance(expr.operator, cst.MatrixMultiply):
+                return self._matmul(left, right)
+            return self.elementwise([left, right], _operator(expr.operator), expr)
+        if isinstance(expr, cst.IfExp):
+            return merge(self.value(expr.body, env), self.value(expr.orelse, env))
+        if isinstance(expr, cst.Call):
+            return self._call(expr, env)
+        if isinstance(expr, cst.Subscript):
+            return self._subscript(expr, env)
+        if isinstance(expr, (cst.Tuple, cst.List)):
+            items = elements(expr)
+            return Seq(tuple(self.value(e, env) for e in items)) if items is not None else UNKNOWN
+        if isinstance(expr, cst.Dict):
+            return self._dict(expr, env)
+        text = string_literal(expr) if isinstance(expr, cst.SimpleString) else None
+        return Const(text) if text is not None else UNKNOWN
+
+    def _dict(self, expr: cst.Dict, env: Env) -> Value:
+        fields = []
+        for element in expr.elements:
+            key = string_literal(element.key) if isinstance(element, cst.DictElement) else None
+            if key is None:
+                return UNKNOWN
+            fields.append((key, self.value(element.value, env)))
+        return Struct(tuple(fields))
+
+    def _attribute(self, expr: cst.Attribute, env: Env) -> Value:
+        key = dotted(expr)
+        if key is not None and key in env:
+            return env[key]
+        attr = expr.attr.value
+        if attr in ("T", "mT", "data", "real"):
+            base = self.shape(expr.value, env)
+            if attr in ("T", "mT") and base.dims is not None:
+                dims = tuple(reversed(base.dims)) if attr == "T" else base.dims[:-2] + base.dims[-2:][::-1]
+                return Shape(base.kind, dims=dims, rank=base.rank, why=base.why)
+            return base
+        if key is not None and key.split(".")[0] in self.imports.aliases:
+            return UNKNOWN  # an attribute of an imported module
+        base_value = self.value(expr.value, env)
+        if isinstance(base_value, Struct):
+            return base_value.get(attr) or UNKNOWN
+        if isinstance(base_value, Seq) and attr == "values" and base_value.items:
+            return base_value.items[0]
+        if isinstance(base_value, Instance) and attr == "module":
+            return base_value.unwrapped()
+        if isinstance(base_value, Shape):
+            if base_value.kind == "data" and attr not in _META:
+                return DATA  # `batch.x`
+            if base_value.kind == "output" and attr in _PREDICTION_FIELDS:
+                return OUTPUT  # `outputs.logits`
+        return UNKNOWN
+
+    def _subscript(self, expr: cst.Subscript, env: Env) -> Value:
+        base = self.value(expr.value, env)
+        items = expr.slice
+        if len(items) == 1 and isinstance(items[0].slice, cst.Index):
+            index = items[0].slice.value
+            if isinstance(base, Struct):
+                key = string_literal(index)
+                return (base.get(key) or UNKNOWN) if key is not None else UNKNOWN
+            if isinstance(base, Seq):
+                number = int_literal(index)
+                if number is not None and -len(base.items) <= number < len(base.items):
+                    return base.items[number]
+                return UNKNOWN
+        if not isinstance(base, Shape):
+            return UNKNOWN
+        if base.kind == "output" and len(items) == 1 and isinstance(items[0].slice, cst.Index):
+            key = string_literal(items[0].slice.value)
+            if key is None or key in _PREDICTION_FIELDS:
+                return OUTPUT  # `scores[i]` of a multi-head model, `outputs["logits"]`
+            return UNKNOWN
+        if base.kind == "data":
+            return DATA  # `batch["x"]`, `batch[0]`, `x[:, :-1]`
+        if base.kind in ("output", "batched") and _keeps_dim0(items):
+            if base.kind == "batched":
+                return base
+            return Shape("batched", why=f"`{self.code(expr)}` takes a column of a model's output for a batch")
+        return UNKNOWN
+
+    # -- combining shapes --------------------------------------------------------------------
+    def elementwise(self, shapes: List[Shape], op: str = "", node: Optional[cst.CSTNode] = None) -> Shape:
+        """Broadcasting never shrinks a non-scalar; scalars combine into a scalar. A model's output
+        for a batch combined with the batch, or subtracted from another output, is per sample."""
+        ranks = [s.rank for s in shapes]
+        rank = max(ranks) if ranks and all(r is not None for r in ranks) else None  # type: ignore[type-var]
+        dims = None
+        if shapes and all(s.dims is not None for s in shapes):
+            dims = broadcast([s.dims for s in shapes])  # type: ignore[misc]
+        for s in shapes:
+            if s.kind == "nonscalar":
+                if dims is not None and math.prod(dims) > 1:
+                    return Shape("nonscalar", dims=dims, rank=len(dims), why=s.why)
+                return Shape("nonscalar", rank=rank, why=s.why)
+        for kind in ("batched", "gathered"):
+            for s in shapes:
+                if s.kind == kind:
+                    return Shape(kind, rank=rank, why=s.why)
+        if shapes and all(s.is_scalar for s in shapes):
+            return Shape("scalar", dims=dims, rank=rank)
+        kinds = [s.kind for s in shapes]
+        outputs, datas = kinds.count("output"), kinds.count("data")
+        text = f"`{self.code(node)}`" if node is not None else "it"
+        if outputs and datas:
+            why = f"{text} combines a model's output for a batch with the batch, element by element"
+            return Shape("batched", why=why)
+        if outputs >= 2 and op == "sub":
+            return Shape("batched", why=f"{text} compares model outputs for a batch element by element")
+        others = [k for k in kinds if k not in ("output", "data", "scalar")]
+        if outputs and (not others or op == "scale"):
+            return OUTPUT
+        if datas and not others:
+            return DATA
+        return Shape("unknown", dims=dims, rank=rank)
+
+    @staticmethod
+    def _matmul(a: Shape, b: Shape) -> Shape:
+        if a.dims is not None and b.dims is not None and a.dims and b.dims:
+            left = a.dims if len(a.dims) > 1 else (1,) + a.dims
+            right = b.dims if len(b.dims) > 1 else b.dims + (1,)
+            batch = broadcast([left[:-2], right[:-2]])
+            if batch is None:
+                return UNKNOWN
+            dims = batch + (left[-2], right[-1])
+            if len(a.dims) == 1:
+                dims = dims[:-2] + dims[-1:]
+            if len(b.dims) == 1:
+                dims = dims[:-1]
+            return from_dims(dims, "it is a matrix product of shape " + str(tuple(dims)))
+        if a.rank == 1 and b.rank == 1:
+            return Shape("scalar", rank=0)
+        if a.rank is not None and b.rank is not None and a.rank >= 1 and b.rank >= 1:
+            rank = max(a.rank, b.rank) - (1 if min(a.rank, b.rank) == 1 else 0)
+            return Shape("unknown", rank=rank)
+        return UNKNOWN
+
+    # -- calls ---------------------------------------------------------------------------
+    def _call(self, call: cst.Call, env: Env) -> Value:
+        func = call.func
+        qualified = self.imports.resolve(func)
+        args = split_args(call)
+        if qualified is not None and "." in qualified and self._names_module(func):
+            wrapped = self._wrapper(qualified, args, env)
+            if wrapped is not None:
+                return wrapped
+        if qualified is not None and "." in qualified:
+            result = self.qualified_call(qualified, call, args, env)
+            if result is not None:
+                return result
+        project = self.project_call(call, args, env)
+        if project is not None:
+            return project
+        callee = self.value(func, env) if isinstance(func, (cst.Name, cst.Attribute)) else UNKNOWN
+        if isinstance(callee, LossFn):
+            if callee.reduces is True:
+                return Shape("scalar", rank=0)
+            if callee.reduces is False:
+                return Shape("nonscalar", why=f"`{callee.origin}` returns one loss per element")
+            return UNKNOWN
+        if isinstance(callee, Instance):
+            if callee.cls is not None:
+                result = self.instance_call(callee, call, args, env)
+                if result is not None:
+                    return result
+            return OUTPUT if self._feeds_batch(args, env) else UNKNOWN
+        if isinstance(func, cst.Attribute) and not self._names_module(func.value):
+            receiver = self.value(func.value, env)
+            if isinstance(receiver, (Instance, LossFn)) and func.attr.value in _SELF_RETURNING:
+                return receiver
+            if func.attr.value in self.TENSOR_METHODS:
+                return self.method(func.attr.value, func.value, call, args, env)
+        if args.keywords and not args.positional and not args.starred and _record_like(func):
+            return Struct(tuple((k, self.value(v, env)) for k, v in args.keywords.items()))
+        return self._opaque(func, args, env)
+
+    def _opaque(self, func: cst.BaseExpression, args: CallArgs, env: Env) -> Value:
+        """A call of something unknown (`scorer(a)`, `self.body(x)`, `engine(batch)`): fed a
+        batch, what it returns is a model's output for that batch."""
+        text = dotted(func)
+        if text is None:
+            return UNKNOWN
+        head = text.split(".")[0]
+        if head in self.imports.aliases or (head == text and head in BUILTINS):
+            return UNKNOWN
+        if isinstance(func, cst.Attribute):
+            receiver = self.value(func.value, env)
+            if isinstance(receiver, Shape) and receiver.kind in ("data", "output", "batched"):
+                # a method of a batch or of an output (`x.index_select(0, i)`): not a model
+                tensor = receiver.kind == "data" and func.attr.value not in _META_METHODS
+                return DATA if tensor else UNKNOWN
+        return OUTPUT if self._feeds_batch(args, env) else UNKNOWN
+
+    def _feeds_batch(self, args: CallArgs, env: Env) -> bool:
+        exprs = args.positional + list(args.keywords.values()) + args.star_values
+        return any(self.shape(e, env).kind in ("data", "output") for e in exprs)
+
+    def _wrapper(self, qualified: str, args: CallArgs, env: Env) -> Optional[Value]:
+        """`nn.DataParallel(net)` gathers; DDP, FSDP and `torch.compile` hand the module through."""
+        last = qualified.rsplit(".", 1)[-1]
+        inner: Value = self.value(args.positional[0], env) if args.positional else UNKNOWN
+        if last.endswith("DataParallel"):
+            if "Distributed" in last or "Sharded" in last:
+                return inner if isinstance(inner, Instance) else Instance(None, False, last)
+            devices = args.keywords.get("device_ids", args.positional[1] if len(args.positional) > 1 else None)
+            listed = elements(devices) if devices is not None else None
+            gathers = listed is None or len(listed) > 1  # `device_ids=[0]`: one replica, nothing gathered
+            if isinstance(inner, Instance):
+                return Instance(inner.cls, gathers, inner.library)
+            return Instance(None, gathers, last)
+        if qualified in ("torch.compile",) and isinstance(inner, Instance):
+            return inner
+        return None
+
+    def _names_module(self, expr: cst.BaseExpression) -> bool:
+        """Is `expr` an imported module (torch, F, nn...) rather than a tensor?"""
+        if not isinstance(expr, (cst.Name, cst.Attribute)):
+            return False
+        name = dotted(expr)
+        head = name.split(".")[0] if name else ""
+        return head in self.imports.aliases
+
+
+def _operator(op: cst.BaseBinaryOp) -> str:
+    if isinstance(op, cst.Subtract):
+        return "sub"
+    if isinstance(op, (cst.Multiply, cst.Divide, cst.FloorDivide)):
+        return "scale"
+    return "add" if isinstance(op, cst.Add) else "other"
+
+
+def _keeps_dim0(items) -> bool:
+    """`x[:, i]`, `x[:, :, 0]`: the first index is a full slice and more indices follow."""
+    if len(items) < 2:
+        return False
+    first = items[0].slice
+    return isinstance(first, cst.Slice) and first.lower is None and first.upper is None and first.step is None
+
+
+def _record_like(func: cst.BaseExpression) -> bool:
+    """`Output(loss=..., logits=...)`, `dict(loss=...)`: a record of named fields."""
+    text = dotted(func)
+    if text is None:
+        return False
+    last = text.rsplit(".", 1)[-1]
+    return last == "dict" or last[:1].isupper()

@@ -1,0 +1,115 @@
+"""The modules of the project a file's shape analysis reaches: the file itself and the project
+modules it imports (package imports, relative imports, and the script-directory imports that
+`python train.py` allows). Files are located with `analysis.project.Project.find_module`; each is
+parsed once per modification and kept in a small least-recently-used cache shared by every file
+linted in the process. Nothing is imported or executed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from typing import Dict, List, Optional, Tuple
+
+import libcst as cst
+
+from gradlint.analysis.bindings import assignment_counts, definitions, statement_counts
+from gradlint.analysis.names import ImportMap
+from gradlint.analysis.project import Project
+
+MAX_FILE_BYTES = 400_000  # larger modules are not read
+MAX_MODULES_PER_FILE = 12  # distinct project modules read while analysing one file
+MAX_CACHED = 64
+
+
+class ModuleInfo:
+    """One parsed module and its top-level definitions."""
+
+    def __init__(self, module: cst.Module, path: str, imports: Optional[ImportMap] = None, main: bool = True) -> None:
+        self.module = module
+        self.path = path
+        self.imports = imports or ImportMap.of(module)
+        # The analysed file needs exact counts; a module consulted for its definitions, cheap ones.
+        self.counts = assignment_counts(module.body) if main else statement_counts(module.body)
+        self.functions: Dict[str, cst.FunctionDef] = {}
+        self.classes: Dict[str, cst.ClassDef] = {}
+        for node in definitions(module.body):
+            if isinstance(node, cst.FunctionDef):
+                self.functions.setdefault(node.name.value, node)
+            else:
+                self.classes.setdefault(node.name.value, node)
+        self._methods: Dict[int, List[cst.FunctionDef]] = {}
+
+    def methods(self, cls: cst.ClassDef) -> List[cst.FunctionDef]:
+        found = self._methods.get(id(cls))
+        if found is None:
+            found = [n for n in definitions(cls.body.body) if isinstance(n, cst.FunctionDef)]
+            self._methods[id(cls)] = found
+        return found
+
+
+# path -> (mtime, info or None), least recently used first out
+_CACHE: "OrderedDict[str, Tuple[float, Optional[ModuleInfo]]]" = OrderedDict()
+
+
+def _load(path: str) -> Optional[ModuleInfo]:
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    cached = _CACHE.get(path)
+    if cached is not None and cached[0] == stat.st_mtime:
+        _CACHE.move_to_end(path)
+        return cached[1]
+    info: Optional[ModuleInfo] = None
+    if stat.st_size <= MAX_FILE_BYTES:
+        try:
+            with open(path, "rb") as handle:
+                info = ModuleInfo(cst.parse_module(handle.read()), path, main=False)
+        except Exception:  # unreadable, undecodable or unparsable: not resolved
+            info = None
+    _CACHE[path] = (stat.st_mtime, info)
+    _CACHE.move_to_end(path)
+    while len(_CACHE) > MAX_CACHED:
+        _CACHE.popitem(last=False)
+    return info
+
+
+class ModuleLoader:
+    """Finds the project modules one file's analysis needs (bounded per file)."""
+
+    def __init__(self, main: ModuleInfo, root: Optional[str]) -> None:
+        self.main = main
+        self.project = Project(main.path, root)
+        self.by_path: Dict[str, ModuleInfo] = {main.path: main}
+        self._found: Dict[Tuple[str, str], Optional[str]] = {}
+
+    def locate(self, info: ModuleInfo, qualified: str) -> Tuple[Optional[ModuleInfo], str]:
+        """(module, attribute) for an import-resolved name such as `model.Siamese`."""
+        module_name, _, attr = qualified.rpartition(".")
+        if not module_name.strip(".") and not module_name.startswith("."):
+            return None, attr
+        key = (os.path.dirname(info.path), module_name)
+        if key not in self._found:
+            try:
+                self._found[key] = self.project.find_module(module_name, info.path)
+            except Exception:  # a name the locator cannot handle: not a project module
+                self._found[key] = None
+        path = self._found[key]
+        if path is None:
+            return None, attr
+        path = os.path.abspath(path)
+        from gradlint.analysis import CONSULTED
+
+        collector = CONSULTED.get()
+        if collector is not None:  # this file's findings now depend on that module too
+            collector.add(path)
+        target = self.by_path.get(path)
+        if target is None:
+            if len(self.by_path) > MAX_MODULES_PER_FILE:
+                return None, attr
+            target = _load(path)
+            if target is None:
+                return None, attr
+            self.by_path[path] = target
+        return target, attr

@@ -1,0 +1,234 @@
+"""Walking one scope's statements in order, keeping the abstract value of each name.
+
+Values flow by straight-line reaching definitions: a name assigned differently in the two arms of
+an `if` is unknown afterwards (a module and its DataParallel wrap merge into the wrap); a name
+assigned inside a loop is unknown when the loop starts. A loop over a data loader binds its target
+to the loader's batch. The walker records the roots of the backward calls it meets and the values
+a function returns (for `analysis.summaries`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Tuple, cast
+
+import libcst as cst
+
+from gradlint.analysis.backward import BackwardCall, backward_call
+from gradlint.analysis.bindings import assigned_keys, forget, target_keys
+from gradlint.analysis.evaluate import Evaluator
+from gradlint.analysis.names import ImportMap, dotted
+from gradlint.analysis.shapes import DATA, UNKNOWN, Seq, Shape, Value, elements, merge_envs
+from gradlint.analysis.tree import COMPREHENSIONS, SCOPES, walk
+
+Env = Dict[str, Value]
+_TRY = (cst.Try, getattr(cst, "TryStar", cst.Try))
+# Wrappers around an iterable that yield its items (or (index, item) pairs for enumerate).
+_PASS_THROUGH = frozenset("tqdm iter cycle islice prefetch".split())
+
+
+@dataclass(frozen=True)
+class BackwardShape:
+    """A backward call and what is known about each root it starts from."""
+
+    call: BackwardCall
+    roots: Tuple[Tuple[cst.BaseExpression, Shape], ...]
+
+
+def calls_in(node: cst.CSTNode) -> List[cst.Call]:
+    """Calls inside an expression or statement, not inside nested scopes or comprehensions."""
+    return [n for n in walk(node, SCOPES + COMPREHENSIONS) if isinstance(n, cst.Call)]
+
+
+def root_expressions(tensor: cst.BaseExpression) -> List[cst.BaseExpression]:
+    """`torch.autograd.backward([a, b])` starts from each element; otherwise from the tensor."""
+    items = elements(tensor)
+    return items if items is not None else [tensor]
+
+
+def _loader(expr: cst.BaseExpression, env: Env, evaluator: Evaluator) -> bool:
+    """Does iterating `expr` yield batches? (`train_loader`, `self.dataloader`, a DataLoader.)"""
+    text = dotted(expr)
+    if text is not None and "loader" in text.rsplit(".", 1)[-1].lower():
+        return True
+    value = evaluator.value(expr, env)
+    return isinstance(value, Shape) and value.kind == "loader"
+
+
+class Walker:
+    """Walks one scope's statements in order, keeping the value of each name, and records the roots
+    of the backward calls it meets."""
+
+    def __init__(self, evaluator: Evaluator, imports: ImportMap, record: Dict[cst.Call, BackwardShape], calls=None):
+        self.evaluator = evaluator
+        self.imports = imports
+        self.record = record
+        self.calls = calls  # arguments passed to the module's functions, for a second pass
+        self.self_assignments: List[Tuple[str, Value]] = []  # (`self.x`, value) in flow order
+        self.returns: List[Optional[Value]] = []  # value of each `return` met (None: bare return)
+        self.return_nodes: List[cst.Return] = []  # the `return` statements, in the same order
+
+    def block(self, body, env: Env) -> Env:
+        statements = body.body if isinstance(body, cst.BaseSuite) else body
+        if isinstance(statements, cst.BaseSmallStatement):
+            statements = [statements]
+        for statement in statements:
+            env = self.statement(statement, env)
+        return env
+
+    def _scan(self, node: cst.CSTNode, env: Env) -> None:
+        for call in calls_in(node):
+            if self.calls is not None:
+                self.calls.note(call, env, self.evaluator)
+            found = backward_call(call, self.imports)
+            if found is None or found.tensor is None:
+                continue
+            roots = root_expressions(found.tensor)
+            shapes = tuple((root, self.evaluator.shape(root, env)) for root in roots)
+            self.record[call] = BackwardShape(found, shapes)
+
+    def statement(self, stmt: cst.CSTNode, env: Env) -> Env:
+        if isinstance(stmt, cst.BaseSmallStatement):  # inside a one-line suite: `if c: x = y`
+            return self.small(stmt, env)
+        if isinstance(stmt, cst.SimpleStatementLine):
+            for small in stmt.body:
+                env = self.small(small, env)
+            return env
+        if isinstance(stmt, cst.If):
+            self._scan(stmt.test, env)
+            branches = [self.block(stmt.body, dict(env))]
+            orelse = stmt.orelse
+            if orelse is None:
+                branches.append(env)
+            elif isinstance(orelse, cst.If):
+                branches.append(self.statement(orelse, dict(env)))
+            else:
+                branches.append(self.block(orelse.body, dict(env)))
+            return merge_envs(branches)
+        if isinstance(stmt, (cst.For, cst.While)):
+            if isinstance(stmt, cst.For):
+                self._scan(stmt.iter, env)
+            changed = assigned_keys(stmt.body) | (set(target_keys(stmt.target)) if isinstance(stmt, cst.For) else set())
+            entry = forget(env, changed)
+            if isinstance(stmt, cst.While):
+                self._scan(stmt.test, entry)
+            else:
+                self._bind_loop_target(stmt.target, stmt.iter, env, entry)
+            after_body = self.block(stmt.body, entry)
+            after = merge_envs([env, after_body])  # the body may run zero times
+            if stmt.orelse is not None:
+                after = self.block(stmt.orelse.body, after)
+            return after
+        if isinstance(stmt, cst.With):
+            for item in stmt.items:
+                self._scan(item.item, env)
+                if item.asname is not None:
+                    env = forget(env, target_keys(item.asname.name))
+            return self.block(stmt.body, env)
+        if isinstance(stmt, _TRY):
+            stmt = cast(cst.Try, stmt)  # or TryStar: the same fields
+            changed = assigned_keys(stmt.body)
+            after_body = self.block(stmt.body, dict(env))
+            ends = []
+            for handler in stmt.handlers:
+                start = forget(env, changed | assigned_keys(handler))
+                ends.append(self.block(handler.body, start))
+            if stmt.orelse is not None:
+                after_body = self.block(stmt.orelse.body, after_body)
+            ends.append(after_body)
+            merged = merge_envs(ends)
+            if stmt.finalbody is not None:
+                merged = self.block(stmt.finalbody.body, merged)
+            return merged
+        if isinstance(stmt, (cst.FunctionDef, cst.ClassDef)):
+            return forget(env, [stmt.name.value])
+        # Anything else (match, async constructs...): forget what it assigns, scan it as a whole.
+        changed = assigned_keys(stmt)
+        env = forget(env, changed)
+        self._scan(stmt, env)
+        return env
+
+    def _bind_loop_target(self, target: cst.BaseExpression, iterable: cst.BaseExpression, outer: Env, entry: Env):
+        """`for x, y in loader`, `for i, batch in enumerate(tqdm(loader))`: the items are batches."""
+        indexed = False
+        while isinstance(iterable, cst.Call) and iterable.args and not iterable.args[0].keyword:
+            name = dotted(iterable.func)
+            last = name.rsplit(".", 1)[-1] if name else ""
+            if last == "enumerate" and not indexed:
+                indexed = True
+            elif last not in _PASS_THROUGH:
+                break
+            iterable = iterable.args[0].value
+        if not _loader(iterable, outer, self.evaluator):
+            return
+        if indexed:
+            if not (isinstance(target, (cst.Tuple, cst.List)) and len(target.elements) == 2):
+                return
+            target = target.elements[1].value
+        for key in target_keys(target):
+            entry[key] = DATA
+
+    def small(self, small: cst.BaseSmallStatement, env: Env) -> Env:
+        self._scan(small, env)
+        if isinstance(small, cst.Assign):
+            value = self.evaluator.value(small.value, env)
+            env = dict(env)
+            for target in small.targets:
+                self._bind(target.target, small.value, value, env)
+            return env
+        if isinstance(small, cst.AnnAssign) and small.value is not None:
+            env = dict(env)
+            self._bind(small.target, small.value, self.evaluator.value(small.value, env), env)
+            return env
+        if isinstance(small, cst.AugAssign):
+            keys = list(target_keys(small.target))
+            env = dict(env)
+            if len(keys) == 1 and isinstance(small.target, (cst.Name, cst.Attribute)):
+                current = env.get(keys[0], UNKNOWN)
+                other = self.evaluator.shape(small.value, env)
+                op = "sub" if isinstance(small.operator, cst.SubtractAssign) else ""
+                combined = self.evaluator.elementwise(
+                    [current if isinstance(current, Shape) else UNKNOWN, other], op, small
+                )
+                if isinstance(small.operator, cst.MatrixMultiplyAssign):
+                    combined = UNKNOWN
+                env = forget(env, keys)
+                env[keys[0]] = combined
+                self._note_self(keys[0], combined)
+            else:
+                env = forget(env, keys)
+            return env
+        if isinstance(small, cst.Return):
+            self.returns.append(self.evaluator.value(small.value, env) if small.value is not None else None)
+            self.return_nodes.append(small)
+            return env
+        changed = assigned_keys(small)
+        return forget(env, changed) if changed else env
+
+    def _bind(self, target: cst.BaseExpression, value_expr: Optional[cst.BaseExpression], value: Value, env) -> None:
+        keys = list(target_keys(target))
+        for key in keys:
+            for stale in [k for k in env if k == key or k.startswith(key + ".")]:
+                env.pop(stale, None)
+        if isinstance(target, (cst.Name, cst.Attribute)) and len(keys) == 1:
+            env[keys[0]] = value
+            self._note_self(keys[0], value)
+            return
+        targets = elements(target) if isinstance(target, (cst.Tuple, cst.List)) else None
+        sources = elements(value_expr) if value_expr is not None else None
+        if sources is not None and targets is not None and len(sources) == len(targets):
+            for sub_target, sub_value in zip(targets, sources):
+                self._bind(sub_target, sub_value, self.evaluator.value(sub_value, env), env)
+        elif targets is not None and isinstance(value, Seq) and len(value.items) == len(targets):
+            for sub_target, item in zip(targets, value.items):  # `_, loss = net(x)`
+                self._bind(sub_target, None, item, env)
+        elif targets is not None and value == DATA:
+            for key in keys:  # `x, y = batch`
+                env[key] = DATA
+        else:
+            for key in keys:
+                self._note_self(key, UNKNOWN)
+
+    def _note_self(self, key: str, value: Value) -> None:
+        if key.startswith("self."):
+            self.self_assignments.append((key, value))

@@ -1,0 +1,313 @@
+"""The shape lattice GL003 reasons in, and the torch vocabulary its expression rules use.
+
+A tensor's size is abstracted to a `Shape` whose `kind` is one of
+
+- "scalar": one element (`.mean()`, default-reduction losses, `torch.tensor(2.0)`);
+- "nonscalar": more than one element whatever the input (`torch.eye(4)`, `reduction='none'`);
+- "batched": one value per sample of a batch: more than one element whenever the batch holds more
+  than one sample (`(pred - y) ** 2` for a model's predictions `pred` on a loader's batch);
+- "gathered": one value per GPU, what `nn.DataParallel` hands back for a forward that returns a
+  0-dim loss: more than one element on more than one GPU;
+- "data": what a data loader yields for a batch (a batch of inputs, not itself a loss);
+- "output": what a model returns for such a batch: predictions, features, or maybe a 0-dim loss or
+  a dict (models differ), so it is not reported as it is; used as predictions it becomes "batched";
+- "unknown": anything else. Unknown, data and output keep the rule silent.
+
+Besides shapes the analysis tracks criteria (`LossFn`), containers returned by functions (`Seq` for
+tuples, `Struct` for dicts and output records) and module objects (`Instance`), so that values flow
+through `model(x)["loss"]`, `_, loss = net(x)` and `self.criterion = PairLoss()`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import List, Optional, Tuple, Union
+
+import libcst as cst
+
+# Kinds whose backward without a gradient fails (always, or under the stated condition).
+REPORTED = frozenset({"nonscalar", "batched", "gathered"})
+
+# What each reported kind means for the user, said in the finding.
+CONDITIONS = {
+    "nonscalar": "is not a scalar",
+    "batched": "has one value per sample: fails for any batch larger than 1",
+    "gathered": "holds one loss per GPU (DataParallel gathers them): fails on more than one GPU",
+}
+
+
+@dataclass(frozen=True)
+class Shape:
+    """What is known about a tensor's size (see the module docstring for the kinds)."""
+
+    kind: str
+    dims: Optional[Tuple[int, ...]] = None  # exact sizes, when every one is a literal
+    rank: Optional[int] = None  # exact number of dimensions, when known
+    why: str = ""  # for a reported kind: where its extra elements come from (for messages)
+
+    @property
+    def is_scalar(self) -> bool:
+        return self.kind == "scalar"
+
+    @property
+    def is_nonscalar(self) -> bool:
+        """More than one element for certain, or under the condition its kind states."""
+        return self.kind in REPORTED
+
+    @property
+    def condition(self) -> str:
+        return CONDITIONS.get(self.kind, "")
+
+
+@dataclass(frozen=True)
+class LossFn:
+    """A criterion object such as `nn.MSELoss(reduction='none')`; reduces: None when unknown."""
+
+    reduces: Optional[bool]
+    origin: str
+
+
+@dataclass(frozen=True)
+class Seq:
+    """A tuple or list of values (`return logits, loss`; `x.max(1)` -> (values, indices))."""
+
+    items: Tuple["Value", ...]
+
+
+@dataclass(frozen=True)
+class Struct:
+    """A dict or an output record with known fields (`{"loss": l}`, `Output(loss=l, logits=z)`)."""
+
+    fields: Tuple[Tuple[str, "Value"], ...]
+
+    def get(self, key: str) -> Optional["Value"]:
+        for name, value in self.fields:
+            if name == key:
+                return value
+        return None
+
+
+@dataclass(frozen=True)
+class Instance:
+    """A module object. `cls` is (file path, class name) for a project class, None for a library
+    module (`nn.Linear(...)`); `gathered`: wrapped in `nn.DataParallel` (or a subclass of it)."""
+
+    cls: Optional[Tuple[str, str]]
+    gathered: bool = False
+    library: str = ""
+
+    def unwrapped(self) -> "Instance":
+        return Instance(self.cls, False, self.library)
+
+
+@dataclass(frozen=True)
+class Const:
+    """A string constant (`reduction = "none"`), for the arguments that take one."""
+
+    text: str
+
+
+Value = Union[Shape, LossFn, Seq, Struct, Instance, Const]
+UNKNOWN = Shape("unknown")
+NUMBER = Shape("scalar", dims=(), rank=0)
+DATA = Shape("data")
+OUTPUT = Shape("output")
+
+
+def from_dims(dims: Tuple[int, ...], why: str) -> Shape:
+    numel = math.prod(dims)
+    if numel == 1:
+        return Shape("scalar", dims=dims, rank=len(dims))
+    if numel == 0:
+        return Shape("unknown", dims=dims, rank=len(dims))
+    return Shape("nonscalar", dims=dims, rank=len(dims), why=why)
+
+
+def merge(a: Optional[Value], b: Optional[Value]) -> Value:
+    """The value of a name that may come from either of two definitions.
+
+    Equal values survive; a module and its DataParallel wrap (`if torch.cuda.device_count() > 1:
+    net = nn.DataParallel(net)`) merge into the wrap: on a machine with several GPUs it gathers."""
+    if a is None or b is None:
+        return UNKNOWN
+    if a == b:
+        return a
+    if isinstance(a, Instance) and isinstance(b, Instance) and a.unwrapped() == b.unwrapped():
+        return a if a.gathered else b
+    return UNKNOWN
+
+
+def merge_envs(envs: List[dict]) -> dict:
+    if not envs:
+        return {}
+    merged: dict = {}
+    for key in set.intersection(*(set(e) for e in envs)):
+        value = envs[0][key]
+        for other in envs[1:]:
+            value = merge(value, other[key])
+            if value == UNKNOWN:
+                break
+        if value != UNKNOWN:
+            merged[key] = value
+    return merged
+
+
+def broadcast(all_dims: List[Tuple[int, ...]]) -> Optional[Tuple[int, ...]]:
+    """NumPy broadcasting of exact shapes; None when they do not broadcast."""
+    rank = max((len(d) for d in all_dims), default=0)
+    out = []
+    for k in range(rank):
+        sizes = {d[len(d) - rank + k] for d in all_dims if len(d) - rank + k >= 0}
+        sizes.discard(1)
+        if len(sizes) > 1:
+            return None
+        out.append(sizes.pop() if sizes else 1)
+    return tuple(out)
+
+
+# --------------------------------------------------------------------------------------------
+# Vocabulary
+
+# nn.<X>Loss classes and their functional forms; all take `reduction=` (and the deprecated `reduce=`).
+LOSS_CLASSES = frozenset(
+    "L1Loss MSELoss CrossEntropyLoss NLLLoss BCELoss BCEWithLogitsLoss SmoothL1Loss HuberLoss KLDivLoss "
+    "PoissonNLLLoss GaussianNLLLoss HingeEmbeddingLoss MarginRankingLoss SoftMarginLoss "
+    "MultiLabelSoftMarginLoss MultiLabelMarginLoss MultiMarginLoss CosineEmbeddingLoss TripletMarginLoss "
+    "TripletMarginWithDistanceLoss CTCLoss".split()
+)
+LOSS_FUNCTIONS = frozenset(
+    "l1_loss mse_loss cross_entropy nll_loss binary_cross_entropy binary_cross_entropy_with_logits "
+    "smooth_l1_loss huber_loss kl_div poisson_nll_loss gaussian_nll_loss hinge_embedding_loss "
+    "margin_ranking_loss soft_margin_loss multilabel_soft_margin_loss multilabel_margin_loss "
+    "multi_margin_loss cosine_embedding_loss triplet_margin_loss triplet_margin_with_distance_loss "
+    "ctc_loss".split()
+)
+# Losses whose unreduced output has the broadcast shape of their two inputs.
+ELEMENTWISE_LOSSES = frozenset(
+    "l1_loss mse_loss smooth_l1_loss huber_loss binary_cross_entropy binary_cross_entropy_with_logits "
+    "kl_div poisson_nll_loss".split()
+)
+
+# Reductions: without a dim they give one element.
+REDUCTIONS = frozenset(
+    "sum mean prod norm max min amax amin logsumexp std var median nansum nanmean nanmedian "
+    "count_nonzero all any".split()
+)
+# Reductions whose first positional argument (after the input) is not a dim.
+NORM_LIKE = {"norm": 1}  # x.norm(p, dim)
+DIM_REQUIRED = frozenset({"logsumexp"})
+
+ELEMENTWISE_METHODS = frozenset(
+    "exp log log1p log2 log10 expm1 abs neg negative sqrt rsqrt square pow sigmoid tanh relu clamp clamp_min "
+    "clamp_max clip sin cos reciprocal float double half bfloat16 to cuda cpu contiguous clone mul add sub "
+    "div true_divide multiply subtract divide mul_ add_ sub_ div_ pow_ exp_ clamp_ softmax log_softmax "
+    "masked_fill type_as requires_grad_ nan_to_num lerp addcmul addcdiv where detach".split()
+)
+# Methods that keep the number of elements but may change the rank.
+NUMEL_PRESERVING = frozenset("view reshape flatten view_as reshape_as squeeze unsqueeze t transpose permute".split())
+
+ELEMENTWISE_TORCH = frozenset(
+    "exp log log1p log2 log10 expm1 abs neg negative sqrt rsqrt square pow sigmoid tanh relu clamp clip sin "
+    "cos reciprocal mul add sub div true_divide multiply subtract divide maximum minimum nan_to_num "
+    "softmax log_softmax lerp addcmul addcdiv where".split()
+)
+ELEMENTWISE_FUNCTIONAL = frozenset(
+    "relu relu6 gelu silu mish elu selu celu leaky_relu softplus sigmoid tanh hardtanh hardswish "
+    "hardsigmoid logsigmoid softsign dropout softmax log_softmax normalize".split()
+)
+
+FACTORIES = frozenset("zeros ones empty rand randn".split())
+LIKE = frozenset("zeros_like ones_like empty_like rand_like randn_like full_like randint_like".split())
+
+TORCH = "torch."
+FUNCTIONAL = "torch.nn.functional."
+
+
+# --------------------------------------------------------------------------------------------
+# Reading literal arguments
+
+
+def int_literal(expr: cst.BaseExpression) -> Optional[int]:
+    """An integer literal (also `-1`), else None."""
+    if isinstance(expr, cst.Integer):
+        try:
+            return int(expr.value.replace("_", ""), 0)
+        except ValueError:
+            return None
+    if isinstance(expr, cst.UnaryOperation) and isinstance(expr.operator, cst.Minus):
+        inner = int_literal(expr.expression)
+        return -inner if inner is not None else None
+    return None
+
+
+def number_literal(expr: cst.BaseExpression) -> Optional[float]:
+    value = int_literal(expr)
+    if value is not None:
+        return float(value)
+    if isinstance(expr, cst.Float):
+        try:
+            return float(expr.value.replace("_", ""))
+        except ValueError:
+            return None
+    if isinstance(expr, cst.UnaryOperation) and isinstance(expr.operator, cst.Minus):
+        inner = number_literal(expr.expression)
+        return -inner if inner is not None else None
+    return None
+
+
+def string_literal(expr: Optional[cst.BaseExpression]) -> Optional[str]:
+    if isinstance(expr, cst.SimpleString):
+        try:
+            value = expr.evaluated_value
+        except Exception:  # odd prefixes: not a plain literal
+            return None
+        return value if isinstance(value, str) else None
+    return None
+
+
+def bool_literal(expr: Optional[cst.BaseExpression]) -> Optional[bool]:
+    if isinstance(expr, cst.Name) and expr.value in ("True", "False"):
+        return expr.value == "True"
+    return None
+
+
+def elements(expr: cst.BaseExpression) -> Optional[List[cst.BaseExpression]]:
+    """Elements of a literal tuple/list without starred items, else None."""
+    if isinstance(expr, (cst.Tuple, cst.List)):
+        if any(isinstance(el, cst.StarredElement) for el in expr.elements):
+            return None
+        return [el.value for el in expr.elements]
+    return None
+
+
+def sizes(exprs: List[cst.BaseExpression]) -> Tuple[Optional[Tuple[int, ...]], Optional[int]]:
+    """Sizes given as `3, 4` or `(3, 4)`: (exact dims or None, rank or None)."""
+    if len(exprs) == 1:
+        inner = elements(exprs[0])
+        if inner is not None:
+            exprs = inner
+        elif int_literal(exprs[0]) is None:
+            return None, None  # a single variable: a size object or an int, rank unknown
+    values = [int_literal(e) for e in exprs]
+    if all(v is not None and v >= 0 for v in values):
+        return tuple(values), len(values)  # type: ignore[arg-type]
+    return None, len(exprs)
+
+
+def nested_dims(expr: cst.BaseExpression) -> Optional[Tuple[int, ...]]:
+    """Shape of a nested list literal of numbers: `[[1., 2.], [3., 4.]]` -> (2, 2)."""
+    if number_literal(expr) is not None:
+        return ()
+    items = elements(expr)
+    if items is None or not items:
+        return None
+    inner = [nested_dims(e) for e in items]
+    if any(d is None for d in inner) or len(set(inner)) != 1:
+        return None
+    return (len(items),) + inner[0]  # type: ignore[operator]
+
+
+def short(code: str, limit: int = 60) -> str:
+    code = " ".join(code.split())
+    return code if len(code) <= limit else code[: limit - 3] + "..."

@@ -1,0 +1,327 @@
+"""What the project's own functions, methods and module classes return, summarised once per
+argument pattern and used at every call site.
+
+A call `pair_loss(a, b)`, `self._similarity_loss(za, zb)`, `rank_loss(x, y)` (an instance of a
+project `nn.Module`, its `forward`), `net(x)` (a class imported from `model.py` next to the script)
+is evaluated by walking the callee's body with its parameters bound to the arguments' values; the
+merge of its `return` values is the call's value. Summaries are memoised per (function, argument
+values), bounded in depth and in number per file, and recursion gives up (unknown). Classes know
+their `self.<attr>` values (modules, criteria) from their methods, including project base classes.
+A project class deriving from `DataParallel` gathers like it. Project modules are located through
+`analysis.project.Project` and parsed once per modification (`analysis.projectmodules`).
+"""
+
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Tuple
+
+import libcst as cst
+
+from gradlint.analysis.bindings import assigned_keys, forget
+from gradlint.analysis.evaluate import CallArgs, Evaluator
+from gradlint.analysis.names import dotted
+from gradlint.analysis.projectmodules import ModuleInfo, ModuleLoader
+from gradlint.analysis.reads import param_names
+from gradlint.analysis.shapes import DATA, UNKNOWN, Instance, LossFn, Seq, Shape, Struct, Value, merge
+from gradlint.analysis.shapeflow import Walker
+
+MAX_DEPTH = 4  # nested summaries (a helper of a method of a forward...)
+MAX_SUMMARIES = 250  # function bodies walked for summaries while analysing one file
+MAX_BASES = 3  # project base classes followed for methods and attributes
+
+ClassRef = Tuple[ModuleInfo, cst.ClassDef]
+_GATHER_WHY = "`{name}` is wrapped in `nn.DataParallel`, whose forward returns a 0-dim loss per replica"
+
+
+class Summaries:
+    """Summaries for the analysis of one file (and the project modules it reaches)."""
+
+    def __init__(self, loader: ModuleLoader) -> None:
+        self.loader = loader
+        self.memo: Dict[tuple, Optional[Value]] = {}
+        self.active: set = set()
+        self.depth = 0
+        self.walked = 0
+        self.class_envs: Dict[Tuple[str, str], Dict[str, Value]] = {}
+        self.globals: Dict[str, Dict[str, Value]] = {}
+
+    def evaluator(self, info: ModuleInfo, cls: Optional[ClassRef] = None, light: bool = False) -> "ProjectEvaluator":
+        return ProjectEvaluator(self, info, cls, light)
+
+    # -- module and class environments (computed without summaries: no recursion) --------
+    def module_globals(self, info: ModuleInfo) -> Dict[str, Value]:
+        """Values of the module's names bound once, by a plain assignment at the top level
+        (`criterion = nn.MSELoss(reduction="none")`, `net = Net()`): what a summarised body may read.
+        Only those statements are evaluated, so a big `if __name__ == "__main__":` costs nothing."""
+        found = self.globals.get(info.path)
+        if found is None:
+            self.globals[info.path] = {}  # while computing
+            evaluator = self.evaluator(info, light=True)
+            found = {}
+            for stmt in info.module.body:
+                if not isinstance(stmt, cst.SimpleStatementLine):
+                    continue
+                for small in stmt.body:
+                    if isinstance(small, cst.Assign) and len(small.targets) == 1:
+                        target = small.targets[0].target
+                        if isinstance(target, cst.Name) and info.counts.get(target.value) == 1:
+                            found[target.value] = evaluator.value(small.value, found)
+            self.globals[info.path] = found
+        return found
+
+    def class_env(self, ref: ClassRef, depth: int = 0) -> Dict[str, Value]:
+        """`self.<attr>` values every method agrees on (assigned once), base classes first."""
+        info, cls = ref
+        key = (info.path, cls.name.value)
+        found = self.class_envs.get(key)
+        if found is not None:
+            return found
+        self.class_envs[key] = {}
+        env: Dict[str, Value] = {}
+        if depth < MAX_BASES:
+            for base in self.bases(ref):
+                env.update(self.class_env(base, depth + 1))
+        seen: Dict[str, List[Value]] = {}
+        globals_env = self.module_globals(info)
+        for method in info.methods(cls):
+            walker = Walker(self.evaluator(info, ref, light=True), info.imports, {})
+            walker.block(method.body, forget(globals_env, param_names(method)))
+            for attr, value in walker.self_assignments:
+                seen.setdefault(attr, []).append(value)
+        env.update({k: v[0] for k, v in seen.items() if len(v) == 1})
+        self.class_envs[key] = env
+        return env
+
+    # -- resolving names to the project's definitions ------------------------------------
+    def definition(self, info: ModuleInfo, expr: cst.BaseExpression, load: bool = True):
+        """("function", info, def) or ("class", info, classdef) for a name the module defines or
+        imports from the project; None otherwise. With `load` false an imported name is not looked
+        up (that may parse another module): ("imported", info, its text) instead."""
+        text = dotted(expr)
+        return self.named(info, text, load) if text is not None else None
+
+    def named(self, info: ModuleInfo, text: str, load: bool = True):
+        """`definition` for a name or dotted name as spelt in `info`."""
+        if "." not in text and info.counts.get(text) == 1:
+            if text in info.functions:
+                return "function", info, info.functions[text]
+            if text in info.classes:
+                return "class", info, info.classes[text]
+        head, _, rest = text.partition(".")
+        target = info.imports.aliases.get(head)
+        if target is None:
+            return None
+        if not load:
+            return "imported", info, text
+        return self._imported(info, f"{target}.{rest}" if rest else target)
+
+    def _imported(self, info: ModuleInfo, qualified: Optional[str], depth: int = 0):
+        if qualified is None or depth > 3:
+            return None
+        target, attr = self.loader.locate(info, qualified)
+        if target is None:
+            return None
+        if attr in target.functions and target.counts.get(attr) == 1:
+            return "function", target, target.functions[attr]
+        if attr in target.classes and target.counts.get(attr) == 1:
+            return "class", target, target.classes[attr]
+        alias = target.imports.aliases.get(attr)
+        return self._imported(target, alias, depth + 1) if alias else None
+
+    def class_ref(self, ref: Tuple[str, str]) -> Optional[ClassRef]:
+        """The class an instance was made from: (module path, name as spelt there)."""
+        info = self.loader.by_path.get(ref[0])
+        found = self.named(info, ref[1]) if info is not None else None
+        return (found[1], found[2]) if found is not None and found[0] == "class" else None
+
+    def bases(self, ref: ClassRef) -> List[ClassRef]:
+        info, cls = ref
+        out = []
+        for base in cls.bases:
+            found = self.definition(info, base.value)
+            if found is not None and found[0] == "class":
+                out.append((found[1], found[2]))
+        return out
+
+    def gathers(self, ref: ClassRef, depth: int = 0) -> bool:
+        """Is the class DataParallel or a subclass of it (not DistributedDataParallel)?"""
+        info, cls = ref
+        for base in cls.bases:
+            qualified = info.imports.resolve(base.value) or ""
+            last = qualified.rsplit(".", 1)[-1]
+            if last.endswith("DataParallel") and "Distributed" not in last and "Sharded" not in last:
+                return True
+        return depth < MAX_BASES and any(self.gathers(b, depth + 1) for b in self.bases(ref))
+
+    def method(self, ref: ClassRef, name: str, depth: int = 0):
+        """(defining module, def) of a method of the class or its project bases."""
+        info, cls = ref
+        for method in info.methods(cls):
+            if method.name.value == name:
+                return info, method
+        if depth < MAX_BASES:
+            for base in self.bases(ref):
+                found = self.method(base, name, depth + 1)
+                if found is not None:
+                    return found
+        return None
+
+    # -- summaries -------------------------------------------------------------------------
+    def summary(self, info: ModuleInfo, fn: cst.FunctionDef, cls: Optional[ClassRef], bound: Dict[str, Value]):
+        """The merged value of `fn`'s returns with its parameters bound; None: no summary."""
+        key = (info.path, id(fn), (cls[0].path, cls[1].name.value) if cls else None, tuple(sorted(bound.items())))
+        if key in self.memo:
+            return self.memo[key]
+        if key in self.active or self.depth >= MAX_DEPTH or self.walked >= MAX_SUMMARIES:
+            return None
+        self.active.add(key)
+        self.depth += 1
+        self.walked += 1
+        try:
+            params = param_names(fn)
+            env = forget(self.module_globals(info), params + sorted(assigned_keys(fn.body)))
+            if cls is not None and params[:1] == ["self"]:
+                env.update(self.class_env(cls))
+            env.update(bound)
+            walker = Walker(self.evaluator(info, cls), info.imports, {})
+            walker.block(fn.body, env)
+            result = _merge_returns(walker.returns)
+        finally:
+            self.depth -= 1
+            self.active.discard(key)
+        self.memo[key] = result
+        return result
+
+
+def _merge_returns(returns: List[Optional[Value]]) -> Optional[Value]:
+    if not returns or any(r is None for r in returns):
+        return None
+    value = returns[0]
+    for other in returns[1:]:
+        value = merge(value, other)
+    return value
+
+
+def bind_arguments(fn: cst.FunctionDef, args: CallArgs, values, skip_self: bool) -> Dict[str, Value]:
+    """Parameter name -> value of the argument passed for it (`values` evaluates expressions).
+    `f(*batch)` with a batch from a loader passes a part of the batch to every positional parameter."""
+    positional = [p.name.value for p in list(fn.params.posonly_params) + list(fn.params.params)]
+    if skip_self and positional[:1] in (["self"], ["cls"]):
+        positional = positional[1:]
+    named = set(positional) | {p.name.value for p in fn.params.kwonly_params}
+    bound: Dict[str, Value] = {}
+    for name, expr in zip(positional, args.positional):
+        bound[name] = values(expr)
+    for name, expr in args.keywords.items():
+        if name in named:
+            bound[name] = values(expr)
+    if args.star_values and all(values(e) == DATA for e in args.star_values):
+        for name in positional[len(args.positional) :]:
+            bound.setdefault(name, DATA)
+    return bound
+
+
+def gather(value: Optional[Value], name: str) -> Optional[Value]:
+    """What DataParallel hands back: each 0-dim tensor becomes one value per replica."""
+    if isinstance(value, Shape) and value.is_scalar:
+        return Shape("gathered", rank=1, why=_GATHER_WHY.format(name=name))
+    if isinstance(value, Struct):
+        return Struct(tuple((k, gather(v, name) or UNKNOWN) for k, v in value.fields))
+    if isinstance(value, Seq):
+        return Seq(tuple(gather(v, name) or UNKNOWN for v in value.items))
+    return value
+
+
+def _matters(value: Value) -> bool:
+    """Can a call's result depend on this argument in a way the rule reports?"""
+    if isinstance(value, Shape):
+        return value.kind not in ("unknown", "scalar", "loader")
+    return isinstance(value, (LossFn, Struct))
+
+
+class ProjectEvaluator(Evaluator):
+    """The evaluator with the project's functions, classes and methods known. Light: only
+    instantiation (no summaries), used for module globals and class attributes."""
+
+    def __init__(self, summaries: Summaries, info: ModuleInfo, cls: Optional[ClassRef], light: bool) -> None:
+        super().__init__(info.module, info.imports)
+        self.summaries = summaries
+        self.info = info
+        self.cls = cls
+        self.light = light
+
+    def project_call(self, call: cst.Call, args: CallArgs, env) -> Optional[Value]:
+        func = call.func
+        if isinstance(func, cst.Name) and func.value in env:
+            return None  # a local value (a criterion, a module...) shadows any definition
+        if self.cls is not None:
+            if isinstance(func, cst.Name) and func.value == "self":
+                return self.instance_call(Instance(self._ref(self.cls)), call, args, env)
+            if isinstance(func, cst.Attribute) and isinstance(func.value, cst.Name) and func.value.value == "self":
+                if dotted(func) in env:
+                    return None
+                found = self.summaries.method(self.cls, func.attr.value)
+                if found is None or self.light:
+                    return None
+                info, fn = found
+                return self._summary(info, fn, self.cls, call, args, env)
+        found = self.summaries.definition(self.info, func, load=False)
+        if found is None:
+            return None
+        if found[0] == "imported":
+            found = self._imported(found[2], call, args, env)
+            if found is None or isinstance(found, Instance):
+                return found
+        kind, info, node = found
+        if kind == "class":
+            ref = (info, node)
+            if self.summaries.gathers(ref):
+                inner = self.value(args.positional[0], env) if args.positional else UNKNOWN
+                if isinstance(inner, Instance):
+                    return Instance(inner.cls, True, inner.library)
+                return Instance(None, True, node.name.value)
+            if args.keywords and not args.positional and not args.starred and not self._callable(ref):
+                # a dataclass or named tuple of outputs: `Output(loss=loss, logits=logits)`
+                return Struct(tuple((k, self.value(v, env)) for k, v in args.keywords.items()))
+            return Instance(self._ref(ref))
+        if self.light:
+            return None
+        return self._summary(info, node, None, call, args, env)
+
+    def instance_call(self, inst: Instance, call: cst.Call, args: CallArgs, env) -> Optional[Value]:
+        if self.light or inst.cls is None:
+            return None
+        ref = self.summaries.class_ref(inst.cls)
+        if ref is None:
+            return None
+        found = self.summaries.method(ref, "forward") or self.summaries.method(ref, "__call__")
+        if found is None:
+            return None
+        info, fn = found
+        result = self._summary(info, fn, ref, call, args, env)
+        if inst.gathered:
+            result = gather(result, self.code(call.func))
+        return result
+
+    def _imported(self, text: str, call: cst.Call, args: CallArgs, env):
+        """An imported project name is looked up (its module parsed) only when the call can matter:
+        an argument is a batch, a model output, a known non-scalar, a criterion or a module to
+        wrap. Otherwise a class gives an instance resolved when it is called; a function, nothing."""
+        exprs = args.positional + list(args.keywords.values()) + args.star_values
+        values = [self.value(e, env) for e in exprs]
+        is_class = text.rsplit(".", 1)[-1][:1].isupper()
+        wraps = is_class and bool(args.positional) and isinstance(values[0], Instance)
+        if wraps or any(_matters(v) for v in values):
+            return self.summaries.named(self.info, text)
+        return Instance((self.info.path, text)) if is_class else None
+
+    def _callable(self, ref: ClassRef) -> bool:
+        return any(self.summaries.method(ref, name) is not None for name in ("forward", "__call__", "__init__"))
+
+    def _summary(self, info, fn, cls, call, args, env) -> Optional[Value]:
+        bound = bind_arguments(fn, args, lambda e: self.value(e, env), skip_self=cls is not None)
+        return self.summaries.summary(info, fn, cls, bound)
+
+    @staticmethod
+    def _ref(ref: ClassRef) -> Tuple[str, str]:
+        return ref[0].path, ref[1].name.value

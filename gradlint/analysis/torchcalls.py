@@ -1,0 +1,383 @@
+"""The torch functions and tensor methods the shape evaluator knows: losses, factories,
+reductions, reshapes, `gather`. A mixin of `analysis.evaluate.Evaluator`, which supplies `value`,
+`shape`, `elementwise` and `_matmul`."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
+
+import libcst as cst
+
+from gradlint.analysis.shapes import (
+    DATA,
+    DIM_REQUIRED,
+    ELEMENTWISE_FUNCTIONAL,
+    ELEMENTWISE_LOSSES,
+    ELEMENTWISE_METHODS,
+    ELEMENTWISE_TORCH,
+    FACTORIES,
+    FUNCTIONAL,
+    LIKE,
+    LOSS_CLASSES,
+    LOSS_FUNCTIONS,
+    NORM_LIKE,
+    NUMBER,
+    NUMEL_PRESERVING,
+    REDUCTIONS,
+    TORCH,
+    UNKNOWN,
+    Const,
+    Instance,
+    LossFn,
+    Seq,
+    Shape,
+    Value,
+    bool_literal,
+    elements,
+    from_dims,
+    int_literal,
+    nested_dims,
+    number_literal,
+    short,
+    sizes,
+    string_literal,
+)
+
+Env = Dict[str, Value]
+_BATCH_KINDS = ("output", "batched", "data")
+
+
+@dataclass
+class CallArgs:
+    positional: List[cst.BaseExpression]
+    keywords: Dict[str, cst.BaseExpression]
+    starred: bool
+    star_values: List[cst.BaseExpression]  # what `*x` / `**x` unpack
+
+
+def split_args(call: cst.Call) -> CallArgs:
+    positional: List[cst.BaseExpression] = []
+    keywords: Dict[str, cst.BaseExpression] = {}
+    star_values: List[cst.BaseExpression] = []
+    for arg in call.args:
+        if arg.star:
+            star_values.append(arg.value)
+        elif arg.keyword is not None:
+            keywords[arg.keyword.value] = arg.value
+        else:
+            positional.append(arg.value)
+    return CallArgs(positional, keywords, bool(star_values), star_values)
+
+
+class TorchCalls:
+    """Shape rules of torch calls; mixed into the evaluator."""
+
+    module: cst.Module
+    TENSOR_METHODS = (
+        REDUCTIONS
+        | ELEMENTWISE_METHODS
+        | NUMEL_PRESERVING
+        | frozenset("expand repeat expand_as tile gather item".split())
+    )
+
+    if TYPE_CHECKING:  # supplied by the evaluator this is mixed into
+
+        def value(self, expr: cst.BaseExpression, env: Env) -> Value: ...
+
+        def shape(self, expr: cst.BaseExpression, env: Env) -> Shape: ...
+
+        def elementwise(self, shapes: List[Shape], op: str = "", node: Optional[cst.CSTNode] = None) -> Shape: ...
+
+        def _matmul(self, a: Shape, b: Shape) -> Shape: ...
+
+    def code(self, node: cst.CSTNode) -> str:
+        return short(self.module.code_for_node(node))
+
+    def qualified_call(self, qualified: str, call: cst.Call, args: CallArgs, env: Env) -> Optional[Value]:
+        if qualified.startswith(FUNCTIONAL):
+            name = qualified[len(FUNCTIONAL) :]
+            if name in LOSS_FUNCTIONS:
+                return self._loss_call(name, call, args, env)
+            if name in ELEMENTWISE_FUNCTIONAL and args.positional:
+                return self.shape(args.positional[0], env)
+            return None
+        if qualified.startswith("torch.nn.") and qualified.rsplit(".", 1)[-1] in LOSS_CLASSES:
+            return LossFn(self._reduces(args, 0, env), self.code(call))
+        last = qualified.rsplit(".", 1)[-1]
+        if qualified.startswith("torch.nn.") and last[:1].isupper() and not last.startswith("Parameter"):
+            return Instance(None, False, qualified)  # nn.Linear(...), nn.Sequential(...)
+        if qualified in ("torch.autograd.Variable", "torch.autograd.variable.Variable") and args.positional:
+            return self.value(args.positional[0], env)
+        if qualified.endswith(".DataLoader"):
+            return Shape("loader")
+        if not qualified.startswith(TORCH) or qualified.count(".") != 1:
+            return None
+        name = qualified[len(TORCH) :]
+        if name in FACTORIES or name in ("full", "randint", "eye", "arange", "linspace", "tensor", "as_tensor"):
+            return self._factory(name, call, args, env)
+        if name in LIKE:
+            if args.positional:
+                base = self.shape(args.positional[0], env)
+                why = f"`{self.code(call)}` has the shape of its argument"
+                return Shape(base.kind, dims=base.dims, rank=base.rank, why=why if base.is_nonscalar else "")
+            return UNKNOWN
+        if name == "scalar_tensor":
+            return Shape("scalar", dims=(), rank=0)
+        if name in REDUCTIONS and args.positional:
+            if name in ("max", "min") and len(args.positional) > 1 and int_literal(args.positional[1]) is None:
+                return self.elementwise([self.shape(a, env) for a in args.positional[:2]])
+            base = self.shape(args.positional[0], env)
+            return self.reduction(name, base, args.positional[1:], args, call)
+        if name in ("matmul", "mm", "bmm", "mv") and len(args.positional) == 2:
+            return self._matmul(
+                self.shape(args.positional[0], env),
+                self.shape(args.positional[1], env),
+            )
+        if name in ("dot", "vdot", "inner") and len(args.positional) == 2:
+            if name == "inner":
+                return UNKNOWN
+            return Shape("scalar", dims=(), rank=0)
+        if name == "stack" and args.positional:
+            items = elements(args.positional[0])
+            if items is not None and len(items) >= 2:
+                return Shape("nonscalar", why=f"`{self.code(call)}` stacks {len(items)} tensors")
+            return UNKNOWN
+        if name == "gather" and args.positional:
+            return self._gather(self.shape(args.positional[0], env), args.positional[1:], args, call)
+        if name in ELEMENTWISE_TORCH and args.positional:
+            tensor_args = args.positional[:1] if name in ("softmax", "log_softmax") else args.positional
+            return self.elementwise([self.shape(a, env) for a in tensor_args])
+        return None
+
+    def _reduces(self, args: CallArgs, skip: int, env: Env) -> Optional[bool]:
+        """Does a loss built/called with these arguments reduce to a scalar? None: cannot tell."""
+        if args.starred:
+            return None
+        for extra in args.positional[skip:]:
+            text = string_literal(extra)
+            if text is not None:
+                return text != "none"
+        if "reduce" in args.keywords:
+            flag = bool_literal(args.keywords["reduce"])
+            if flag is None:
+                return None
+            if flag is False:
+                return False
+        if "reduction" in args.keywords:
+            given = args.keywords["reduction"]
+            text = string_literal(given)
+            if text is None and isinstance(given, cst.Name):
+                known = self.value(given, env)  # `reduction = "none"` earlier in the scope
+                text = known.text if isinstance(known, Const) else None
+            if text is None:
+                return None
+            return text != "none"
+        return True
+
+    def _loss_call(self, name: str, call: cst.Call, args: CallArgs, env: Env) -> Value:
+        reduces = self._reduces(args, 2, env)
+        if reduces is True:
+            return Shape("scalar", rank=0)
+        if reduces is None:
+            return UNKNOWN
+        why = f"`{self.code(call)}` returns one loss per element (`reduction='none'`)"
+        if name in ELEMENTWISE_LOSSES and len(args.positional) >= 2:
+            inputs = self.elementwise([self.shape(a, env) for a in args.positional[:2]])
+            if inputs.dims is not None and math.prod(inputs.dims) <= 1:
+                return Shape("scalar", dims=inputs.dims, rank=inputs.rank)
+            return Shape("nonscalar", dims=inputs.dims, rank=inputs.rank, why=why)
+        return Shape("nonscalar", why=why)
+
+    def _factory(self, name: str, call: cst.Call, args: CallArgs, env: Env) -> Value:
+        if args.starred:
+            return UNKNOWN
+        why = f"`{self.code(call)}` has {{n}} elements"
+        dims: Optional[Tuple[int, ...]] = None
+        rank: Optional[int] = None
+        if name in FACTORIES:
+            given = [args.keywords["size"]] if "size" in args.keywords else args.positional
+            if not given:
+                return UNKNOWN
+            dims, rank = sizes(given)
+        elif name == "full":
+            size = args.keywords.get("size", args.positional[0] if args.positional else None)
+            if size is None:
+                return UNKNOWN
+            dims, rank = sizes([size])
+        elif name == "randint":
+            size = args.keywords.get("size")
+            if size is None and args.positional and elements(args.positional[-1]) is not None:
+                size = args.positional[-1]
+            if size is None:
+                return UNKNOWN
+            dims, rank = sizes([size])
+        elif name == "eye":
+            given = args.positional[:2]
+            if "m" in args.keywords:
+                given = given[:1] + [args.keywords["m"]]
+            if not given:
+                return UNKNOWN
+            values = [int_literal(s) for s in given]
+            rank = 2
+            if all(v is not None for v in values):
+                dims = (values[0], values[-1])  # type: ignore[assignment]
+        elif name == "arange":
+            given_numbers = [number_literal(a) for a in args.positional]
+            numbers = [n for n in given_numbers if n is not None]
+            if not numbers or len(numbers) != len(given_numbers) or len(numbers) > 3:
+                return Shape("unknown", rank=1)
+            start, end, step = 0.0, numbers[0], 1.0
+            if len(numbers) >= 2:
+                start, end = numbers[0], numbers[1]
+            if len(numbers) == 3:
+                step = numbers[2]
+            if not step:
+                return UNKNOWN
+            dims, rank = (max(0, math.ceil((end - start) / step)),), 1
+        elif name == "linspace":
+            steps = args.keywords.get("steps", args.positional[2] if len(args.positional) > 2 else None)
+            count = int_literal(steps) if steps is not None else None
+            rank = 1
+            if count is not None:
+                dims = (count,)
+        elif name in ("tensor", "as_tensor"):
+            data = args.keywords.get("data", args.positional[0] if args.positional else None)
+            if data is None:
+                return UNKNOWN
+            dims = nested_dims(data)
+            if dims is None:
+                return UNKNOWN
+            rank = len(dims)
+        if dims is not None:
+            return from_dims(dims, why.format(n=math.prod(dims)))
+        return Shape("unknown", rank=rank)
+
+    def method(self, name: str, receiver: cst.BaseExpression, call: cst.Call, args: CallArgs, env: Env) -> Value:
+        """A tensor method called on `receiver`."""
+        base = self.shape(receiver, env)
+        if name in REDUCTIONS:
+            if name in ("max", "min") and args.positional and int_literal(args.positional[0]) is None:
+                # x.max(other): elementwise maximum
+                return self.elementwise([base] + [self.shape(a, env) for a in args.positional])
+            return self.reduction(name, base, args.positional, args, call)
+        if name in ELEMENTWISE_METHODS:
+            operands = [base]
+            if name not in ("softmax", "log_softmax", "to", "type_as", "clamp", "clip", "masked_fill"):
+                operands += [self.shape(a, env) for a in args.positional]
+            return self.elementwise(operands, "sub" if name in ("sub", "subtract") else "", call)
+        if name in NUMEL_PRESERVING:
+            return self._reshape(name, base, args, call)
+        if name in ("expand", "repeat", "expand_as", "tile"):
+            return Shape("nonscalar", why=base.why) if base.is_nonscalar else UNKNOWN
+        if name == "gather":
+            return self._gather(base, args.positional, args, call)
+        if name == "item":
+            return NUMBER
+        return UNKNOWN
+
+    def _gather(self, base: Shape, positional: List[cst.BaseExpression], args: CallArgs, call: cst.Call) -> Shape:
+        """`q.gather(1, actions)`: one entry per row, so dim 0 (the batch) stays."""
+        dim_expr = args.keywords.get("dim", positional[0] if positional else None)
+        dim = int_literal(dim_expr) if dim_expr is not None else None
+        if dim is not None and dim != 0 and base.kind in _BATCH_KINDS:
+            if base.kind == "batched":
+                return base
+            return Shape("batched", why=f"`{self.code(call)}` picks one entry per sample of a batch")
+        return UNKNOWN
+
+    def reduction(
+        self, name: str, base: Shape, positional: List[cst.BaseExpression], args: CallArgs, call: cst.Call
+    ) -> Value:
+        """`x.sum()` -> scalar; `x.sum(dim=1)` of a rank-2 tensor -> non-scalar."""
+        if args.starred:
+            return UNKNOWN
+        dim_expr = args.keywords.get("dim", args.keywords.get("axis"))
+        skip = NORM_LIKE.get(name, 0)
+        if dim_expr is None and len(positional) > skip:
+            candidate = positional[skip]
+            if bool_literal(candidate) is None and string_literal(candidate) is None:
+                dim_expr = candidate
+        if dim_expr is None:
+            if name in DIM_REQUIRED:
+                return UNKNOWN
+            return Shape("scalar", dims=(), rank=0)
+        keepdim = bool_literal(args.keywords.get("keepdim"))
+        if keepdim is None and "keepdim" in args.keywords:
+            return UNKNOWN
+        reduced = self._reduced(base, dim_expr, bool(keepdim), call)
+        if name in ("max", "min", "median", "nanmedian"):
+            return Seq((reduced, UNKNOWN))  # (values, indices)
+        return reduced
+
+    def _reduced(self, base: Shape, dim_expr: cst.BaseExpression, keepdim: bool, call: cst.Call) -> Shape:
+        listed = elements(dim_expr)
+        reduced = listed if listed is not None else [dim_expr]
+        if not reduced:
+            return UNKNOWN
+        indices = [int_literal(d) for d in reduced]
+        why = f"`{self.code(call)}` reduces only over `dim={self.code(dim_expr)}`"
+        known = all(i is not None for i in indices)
+        if base.dims is not None and known:
+            rank = len(base.dims)
+            if not rank:
+                return Shape("scalar", dims=(), rank=0)
+            positions = {i % rank for i in indices if -rank <= i < rank}  # type: ignore[operator]
+            if len(positions) != len(indices):
+                return UNKNOWN
+            if keepdim:
+                dims = tuple(1 if k in positions else d for k, d in enumerate(base.dims))
+            else:
+                dims = tuple(d for k, d in enumerate(base.dims) if k not in positions)
+            return from_dims(dims, why + f" of a tensor of shape {base.dims}")
+        if base.rank is not None and base.rank >= 2 and len(reduced) < base.rank:
+            if listed is None or known:
+                rank = base.rank if keepdim else base.rank - len(reduced)
+                return Shape("nonscalar", rank=rank, why=why + f" of a {base.rank}-dimensional tensor")
+        at_least_one = known and all(i >= 1 for i in indices)  # type: ignore[operator]
+        if base.kind == "nonscalar" and base.rank is None and at_least_one:
+            # `per_element.sum(dim=1)`: dim 1 exists, so dim 0 (the batch) survives the reduction.
+            return Shape("nonscalar", why=why + f", which keeps dim 0 of a per-element tensor; {base.why}")
+        if base.kind == "batched" and at_least_one:
+            return base
+        if base.kind == "data" and at_least_one:
+            return DATA
+        if base.kind == "output" and known and all(i != 0 for i in indices):  # type: ignore[operator]
+            return Shape("batched", why=why + " of a model's output for a batch, keeping one value per sample")
+        return UNKNOWN
+
+    def _reshape(self, name: str, base: Shape, args: CallArgs, call: cst.Call) -> Shape:
+        """Reshaping keeps the number of elements; track the rank where it is obvious."""
+        kind, why = base.kind, base.why
+        dims: Optional[Tuple[int, ...]]
+        if name in ("flatten",) and not args.positional and not args.keywords:
+            rank: Optional[int] = 1
+            dims = (math.prod(base.dims),) if base.dims is not None else None
+        elif name in ("view", "reshape") and args.positional:
+            given = args.positional
+            if len(given) == 1 and elements(given[0]) is not None:
+                given = elements(given[0])  # type: ignore[assignment]
+            values = [int_literal(s) for s in given]
+            single_variable = len(given) == 1 and values[0] is None  # a size object: rank unknown
+            rank = None if single_variable else len(values)
+            dims = None
+            exact = [v for v in values if v is not None]
+            if base.dims is not None and rank is not None and len(exact) == len(values):
+                known = [v for v in exact if v != -1]
+                total = math.prod(base.dims)
+                if exact.count(-1) <= 1 and all(v >= 0 for v in known) and math.prod(known):  # type: ignore[arg-type]
+                    filled = [v if v != -1 else total // math.prod(known) for v in exact]
+                    dims = tuple(filled) if math.prod(filled) == total else None
+            if kind == "output" and len(values) >= 2 and values[0] is None:
+                # `out.view(B, -1)` with a batch size B: one row per sample
+                kind, why = "batched", f"`{self.code(call)}` lays a model's output out one row per sample"
+        elif name == "unsqueeze":
+            rank = base.rank + 1 if base.rank is not None else None
+            dims = None
+        elif name in ("t", "transpose", "permute"):
+            rank = base.rank
+            dims = tuple(reversed(base.dims)) if name == "t" and base.dims is not None else None
+        else:
+            rank, dims = None, None
+        return Shape(kind, dims=dims, rank=rank, why=why)

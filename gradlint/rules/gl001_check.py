@@ -1,0 +1,226 @@
+"""The check of GL001 missing-zero-grad (declared in `gradlint.rules.gl001`, which imports this
+module only when the rule runs, so the rule table loads without LibCST).
+
+For every loop and every optimizer stepped in it, the rule asks the control-flow layer for a path
+step(O) -> (no clear of O) -> backward -> (no clear of O) -> step(O), around the back edge if need be.
+Each backward on such a path is reported once, on the backward call (or on the call, in the loop, of
+the helper that runs it). GAN loops, gradient accumulation and LBFGS closures have no such path.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Dict, Iterable, List, Optional, Tuple
+
+import libcst as cst
+
+from gradlint.analysis.effects import Analyzer
+from gradlint.analysis.events import ALL, BACKWARD, CLEAR, STEP, Event, Scope
+from gradlint.analysis.facts import implicit_loops, iter_loops
+from gradlint.analysis.flow import TooLarge, build_body_graph, build_loop_graph, stale_path
+from gradlint.analysis.manual_updates import PARAMS, updated_by_call, updated_by_statement
+from gradlint.analysis.object_kinds import OPTIMIZER
+from gradlint.analysis.project import Project
+from gradlint.analysis.tree import walk
+from gradlint.findings import Finding, Fix
+from gradlint.rules.gl001_fix import build_fix
+
+
+
+def _calls_within(node: cst.CSTNode) -> set:
+    """ids of the calls inside `node` (a read-only walk: visitors rebuild the tree)."""
+    return {id(call) for call in walk(node) if type(call) is cst.Call}
+
+
+def _report_node(event: Event, inside: set, stepping: set):
+    """Where a backward is reported in this loop: itself if written in the loop, or in a method of
+    the loop's own class that the loop reaches through `self.` calls only and that does not step
+    (a trainer's `train()` -> `self.train_step()` -> `self.forward_backward()`: the backward is
+    the piece that forgets the clear); else the innermost helper call in the loop that leads to it
+    (`self.train_step()` when that method runs the whole step)."""
+    if _through_own_methods(event, inside) and _chain_key(event) not in stepping:
+        return event.node
+    for node, _local in reversed(event.chain):
+        if id(node) in inside:
+            return node
+    return None
+
+
+def _chain_key(event: Event) -> tuple:
+    """Identifies the helper invocation an event happens in (the call sites that lead there)."""
+    return tuple(id(node) for node, _local in event.chain[:-1])
+
+
+def _through_own_methods(event: Event, inside: set) -> bool:
+    calls = event.chain[:-1]
+    if not calls or id(calls[0][0]) not in inside or not all(local for _node, local in event.chain):
+        return False
+    for node, _local in calls:
+        func = node.func if isinstance(node, cst.Call) else None
+        if not (isinstance(func, cst.Attribute) and isinstance(func.value, cst.Name) and func.value.value == "self"):
+            return False
+    return True
+
+
+def _short(ctx, node: cst.CSTNode, limit: int = 60) -> str:
+    text = re.sub(r"\s+", " ", ctx.code(node)).strip()
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def check(ctx, code: str) -> Iterable[Finding]:
+    facts = ctx.training_facts
+    local = Analyzer(facts, ctx.options, None)
+    project = Project(ctx.path, ctx.options.project_root)
+    # underlying backward node id -> (report node, step event, optimizer, cleared somewhere?)
+    direct: Dict[int, Tuple[cst.CSTNode, Event, str, bool]] = {}
+    via_helper: Dict[int, Tuple[cst.CSTNode, Event, str, bool, int]] = {}
+    gated_out: set = set()  # loops that cannot step or run a backward (nor can loops inside them)
+    # the loops written in the file, then Lightning training_steps with manual optimization
+    # (Lightning's own loop calls them once per batch)
+    candidates = [(loop, cls, func, build_loop_graph) for loop, cls, func in iter_loops(facts)]
+    candidates += [(step, cls, step, build_body_graph) for step, cls in implicit_loops(facts)]
+    for loop, cls, func, build in candidates:
+        scope = Scope(facts=facts, root=facts, cls=cls, func=func)
+        parent = facts.loop_parent.get(id(loop))
+        if parent is not None and id(parent) in gated_out:
+            gated_out.add(id(loop))
+            continue
+        try:
+            if not local.may_step_or_backward(loop, scope):
+                gated_out.add(id(loop))
+                continue
+            local.wants_project = False
+            graph = build(loop, local, scope)
+            events = list(graph.events())
+            if local.wants_project:
+                # helpers imported from the project's other modules: read them for this loop only
+                # (before judging the loop: unread, such a helper looks like a clear at best)
+                graph = build(loop, Analyzer(facts, ctx.options, project), scope)
+                events = list(graph.events())
+            if not any(e.kind in (STEP, BACKWARD) for e in events):
+                continue  # no step and no backward here, even through the project's helpers
+        except (TooLarge, RecursionError):
+            continue
+        optimizers = sorted({e.target for e in events if e.kind == STEP})
+        backwards = [e for e in events if e.kind == BACKWARD]
+        if not optimizers or not backwards:
+            continue
+        # texts that name distinct optimizers: stepped here, or built as optimizers in this module
+        known = frozenset(optimizers) | frozenset(
+            e.target for e in events if e.kind == CLEAR and facts.kinds.get(e.target) == OPTIMIZER
+        )
+        inside = _calls_within(loop)
+        groups: Dict[int, List[Event]] = {}
+        reports: Dict[int, cst.CSTNode] = {}
+        stepping = {_chain_key(e) for e in events if e.kind == STEP}
+        for event in backwards:
+            node = _report_node(event, inside, stepping)
+            if node is not None:
+                groups.setdefault(id(node), []).append(event)
+                reports[id(node)] = node
+        for key, group in groups.items():
+            report = reports[key]
+            underlying = id(group[0].node)
+            if underlying in direct or key in via_helper:
+                continue
+            members = {id(e) for e in group}
+            for optimizer in optimizers:
+                is_target = lambda e, members=members: id(e) in members  # noqa: E731
+                step, period = stale_path(graph, optimizer, is_target, known), None
+                for key in graph.periods() if step is None else ():
+                    # gates that line up only for k > 1: `if it % k == 1: zero_grad()` never runs with k == 1
+                    step, period = stale_path(graph, optimizer, is_target, known, unit=key), key[1:]
+                    if step is not None:
+                        break
+                if step is None:
+                    continue
+                cleared = any(
+                    e.kind == CLEAR and (e.target in (optimizer, ALL) or optimizer == ALL or e.target not in known)
+                    for e in events
+                )
+                fix = build_fix(ctx, loop, report, step, group[0], events, len(groups) == 1)
+                if report is group[0].node:
+                    direct[underlying] = (report, step, optimizer, cleared, period, fix)
+                else:
+                    via_helper[key] = (report, step, optimizer, cleared, period, fix, underlying)
+                break
+    findings = [_finding(ctx, code, *entry, True) for entry in direct.values()]
+    for *entry, underlying in via_helper.values():
+        if underlying not in direct:
+            findings.append(_finding(ctx, code, *entry, False))
+    return findings
+
+
+def _finding(
+    ctx,
+    code: str,
+    report: cst.CSTNode,
+    step: Event,
+    optimizer: str,
+    cleared: bool,
+    period: Optional[str],
+    fix: Optional[Fix],
+    is_backward: bool,
+) -> Finding:
+    finding = _described(ctx, code, report, step, optimizer, cleared, period, is_backward)
+    if fix is None:
+        finding = finding.with_(message=finding.message + _NO_FIX)
+    return finding.with_(fix=fix)
+
+
+# Said when no single place for the clear is right (it would go into another module's helper,
+# or the step's condition is not an accumulation period and several backwards feed it).
+_NO_FIX = " (no automatic fix: no single place for the clear is right here)"
+
+
+def _described(
+    ctx,
+    code: str,
+    report: cst.CSTNode,
+    step: Event,
+    optimizer: str,
+    cleared: bool,
+    period: Optional[str],
+    is_backward: bool,
+) -> Finding:
+    step_node = step.local_node()
+    step_line = ctx.position(step_node).start.line
+    backward = _short(ctx, report)
+    how = "are never cleared between steps" if not cleared else "are not cleared on every path between steps"
+    if period is not None:
+        # the clear's `% k` gate and the step's line up only for k > 1
+        how = (
+            f"are never cleared between steps when `{period} == 1` (then the step's `% {period}` gate opens "
+            f"on every iteration and the clear's never does)"
+        )
+    if optimizer == PARAMS:
+        tensor = _updated_tensor(step.node) or "p"
+        where = "in a helper" if step_node is not step.node else f"`{_short(ctx, step_node)}` (line {step_line})"
+        message = (
+            f"`{backward}` {'adds' if is_backward else 'runs a backward that adds'} to gradients that the "
+            f"hand-written update {where} already applied: the parameters' gradients {how}; clear them "
+            f"after the update (`{tensor}.grad = None`) or before the backward (`model.zero_grad()`)"
+        )
+        return ctx.finding(code, report, message)
+    name = "the optimizer" if optimizer == ALL else f"`{optimizer}`"
+    clear = "optimizer.zero_grad()" if optimizer == ALL else f"{optimizer}.zero_grad()"
+    if step_node is report:
+        message = (
+            f"`{backward}` runs a backward and steps {name}, adding to gradients that its previous call "
+            f"already applied: {name}'s gradients {how}; call `{clear}` before the call"
+        )
+        return ctx.finding(code, report, message)
+    what = f"`{backward}` adds" if is_backward else f"`{backward}` runs a backward that adds"
+    where = "right after the step, under its gate" if period is not None else "before the backward or after the step"
+    message = (
+        f"{what} to gradients that `{_short(ctx, step_node)}` (line {step_line}) already applied: "
+        f"{name}'s gradients {how}; call `{clear}` {where}"
+    )
+    return ctx.finding(code, report, message)
+
+
+def _updated_tensor(node: cst.CSTNode) -> str:
+    """`p` for the update `p.data -= lr * p.grad` (or `p.add_(p.grad, alpha=-lr)`)."""
+    if isinstance(node, cst.Call):
+        return updated_by_call(node) or ""
+    return updated_by_statement(node) or ""

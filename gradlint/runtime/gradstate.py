@@ -1,0 +1,338 @@
+"""Gradient state of the leaves one thread trains: what GL001 and GL005 are judged from.
+
+Around an accumulating backward the gradients of watched leaves are snapshotted (object identity
+and version counter). This tells, per leaf, whether the backward accumulated onto gradients that an
+optimizer step already used and nobody cleared since (GL001). Judging "cleared" from the `.grad`
+state (None, replaced, or changed in place since we last saw it) catches `p.grad = None` and
+`p.grad.zero_()` as well as `zero_grad()`, and works for DTensor/FSDP2 parameters that have no
+AccumulateGrad node. A leaf in no optimizer has no step to watch: its *value* changing between two
+backwards that accumulate into it without a clear is a manual update with stale gradients.
+
+Each thread has its own `GradState`: a thread only ever reads the gradients of leaves its own
+backward calls wrote into and of optimizers it steps or clears, never those another thread's
+autograd may be writing at the same moment. Leaves are held by weak reference.
+"""
+
+from __future__ import annotations
+
+import functools
+import weakref
+from typing import Callable, Dict, List, Optional, Tuple
+
+from gradlint.runtime.events import CLEAR_BEFORE_STEP, PARAM_GRADS, BackwardSite, Observations, OptimizerStats
+
+GRAPH_LIMIT = 50_000  # nodes walked at most per graph (discovery of leaves, retained graphs)
+
+# Gradient state of a watched leaf just before a backward runs.
+FRESH, CARRY, STALE = 0, 1, 2
+
+
+class LeafState:
+    """What we know about one leaf's `.grad`. Holds the gradient only by weak reference."""
+
+    __slots__ = ("grad_ref", "version", "used", "stale", "owned", "cleared", "noted", "before",
+                 "value_version", "fresh", "discarded")
+
+    def __init__(self) -> None:
+        self.grad_ref: Optional[weakref.ref] = None  # the .grad last seen (None: no grad)
+        self.version = -1  # its version counter then
+        self.used = False  # the gradient as last seen is what an optimizer step used
+        self.stale: Optional[BackwardSite] = None  # site that accumulated onto used gradients
+        self.owned = False  # some optimizer holds this leaf
+        self.cleared = False  # its gradient was cleared at least once
+        self.noted: Optional[BackwardSite] = None  # site charged with the loose-leaf note
+        self.before = FRESH  # state just before the running backward
+        self.value_version = -1  # the leaf's own version counter after the last backward into it
+        self.fresh = False  # a backward wrote into the gradient since a step used it / a clear
+        self.discarded: Optional[BackwardSite] = None  # clear site that dropped fresh gradients
+
+    def remember(self, grad) -> None:
+        if grad is None:
+            self.grad_ref, self.version = None, -1
+            return
+        ref = self.grad_ref
+        if ref is None or ref() is not grad:  # accumulation in place keeps the same object
+            self.grad_ref = weakref.ref(grad)
+        self.version = grad._version
+
+    def untouched(self, grad) -> bool:
+        """Is `grad` exactly what we last saw (same object, not modified in place)?"""
+        ref = self.grad_ref
+        return ref is not None and grad._version == self.version and ref() is grad
+
+    def clear(self, site: Optional[BackwardSite] = None) -> bool:
+        """The gradient was cleared (by the clear at `site` when known). Returns whether it held
+        gradients no step had used (GL005's observation)."""
+        dropped = self.fresh
+        if dropped and site is not None:
+            self.discarded = site
+        self.fresh = False
+        self.used = False
+        self.stale = None
+        self.cleared = True
+        if self.noted is not None:  # a cleared leaf is not a never-cleared leaf after all
+            self.noted.loose_leaves -= 1
+            self.noted = None
+        return dropped
+
+
+class Adopted:
+    """An optimizer we have seen: its stats and its parameters' states (weakly held)."""
+
+    __slots__ = ("ref", "stats", "count", "pairs")
+
+    def __init__(self, ref: weakref.ref, stats: OptimizerStats) -> None:
+        self.ref = ref
+        self.stats = stats
+        self.count = -1
+        self.pairs: List[Tuple[weakref.ref, LeafState]] = []
+
+
+class GradState:
+    """One thread's watched leaves and optimizers, and the GL001/GL005 bookkeeping on them."""
+
+    def __init__(self, obs: Observations, torch_module) -> None:
+        self.obs = obs
+        self.torch = torch_module
+        # Weakly keyed by identity: id(leaf) -> (weakref(leaf), state); the weakref's callback drops
+        # the entry when the leaf dies. (torch's WeakIdKeyDictionary does the same but costs about
+        # a microsecond per lookup, which the per-step hot path cannot afford.)
+        self.leaves: Dict[int, Tuple[weakref.ref, LeafState]] = {}
+        self.watch: Optional[list] = None  # cached list(self.leaves.values())
+        self.optimizers: Dict[int, Adopted] = {}  # id(optimizer) -> what we track of it
+        self.pending_sites: Dict[int, BackwardSite] = {}  # sites run since the last step
+        self.steps = 0  # steps this thread ran (GL008 asks whether one ran between two backwards)
+        self.manual = 0  # manual updates seen (leaves in no optimizer whose value changed)
+
+    # ------------------------------------------------------------------ leaves
+    def watched(self) -> list:
+        if self.watch is None:
+            self.watch = list(self.leaves.values())
+        return self.watch
+
+    def state(self, leaf) -> LeafState:
+        """The state of a leaf, starting to watch it if new."""
+        key = id(leaf)
+        entry = self.leaves.get(key)
+        if entry is not None and entry[0]() is leaf:
+            return entry[1]
+        state = LeafState()
+        state.remember(leaf.grad)
+        self.leaves[key] = (weakref.ref(leaf, functools.partial(self._forget, key)), state)
+        self.watch = None
+        return state
+
+    def known(self, leaf) -> Optional[LeafState]:
+        entry = self.leaves.get(id(leaf))
+        return entry[1] if entry is not None and entry[0]() is leaf else None
+
+    def _forget(self, key: int, ref: weakref.ref) -> None:
+        entry = self.leaves.get(key)
+        if entry is not None and entry[0] is ref:
+            del self.leaves[key]
+            self.watch = None
+
+    def discover(self, roots: list, inputs: list) -> None:
+        """Watch the leaves a site's first backward writes into (parameters and other leaves), so
+        leaves no optimizer holds are seen too."""
+        torch = self.torch
+        if inputs:
+            for leaf in inputs:
+                if isinstance(leaf, torch.Tensor) and leaf.is_leaf and leaf.requires_grad:
+                    self.state(leaf)
+            return
+        seen: set = set()
+        todo = list(roots)
+        keep = []  # holds the walked nodes alive while their ids are in `seen`
+        while todo and len(seen) < GRAPH_LIMIT:
+            node = todo.pop()
+            if id(node) in seen:
+                continue
+            seen.add(id(node))
+            keep.append(node)
+            leaf = getattr(node, "variable", None)
+            if leaf is not None and isinstance(leaf, torch.Tensor):
+                self.state(leaf)
+            for child, _ in node.next_functions:
+                if child is not None:
+                    todo.append(child)
+
+    # ------------------------------------------------------------------ around a backward
+    def before_accumulate(self) -> None:
+        """Classify every watched leaf's gradient just before a backward writes into it."""
+        for ref, state in self.watched():
+            leaf = ref()
+            if leaf is None:
+                self.watch = None
+                continue
+            grad = leaf.grad
+            if grad is None:
+                if state.grad_ref is not None:  # set to None since we last looked: cleared
+                    state.clear()
+                    state.grad_ref = None
+                state.before = FRESH
+            elif state.untouched(grad):
+                if state.used:
+                    state.before = STALE
+                elif not state.owned and state.value_version >= 0 and leaf._version != state.value_version:
+                    state.before = STALE  # updated by hand since it got these gradients
+                else:
+                    state.before = CARRY
+            else:
+                # Replaced or changed in place since we last looked (p.grad.zero_(), p.grad = ...):
+                # treated as cleared. Precision first: only untouched gradients count as carried.
+                if state.grad_ref is not None:
+                    state.clear()
+                state.remember(grad)
+                state.before = FRESH
+
+    def after_accumulate(self, site: BackwardSite) -> None:
+        """Leaves whose gradient the backward changed: note stale and never-cleared accumulation."""
+        stale = False
+        manual = 0
+        params = False
+        for ref, state in self.watched():
+            leaf = ref()
+            if leaf is None:
+                self.watch = None
+                continue
+            grad = leaf.grad
+            if grad is None:
+                continue
+            version = grad._version
+            gref = state.grad_ref
+            if gref is not None and gref() is grad:
+                if version == state.version:
+                    continue  # not written by this backward
+            else:
+                state.grad_ref = weakref.ref(grad)
+            state.version = version
+            state.fresh = True
+            state.discarded = None
+            before = state.before
+            if state.owned:
+                params = True
+                if before == STALE:
+                    stale = True
+                    if state.stale is None:
+                        state.stale = site
+            else:
+                if before == STALE:
+                    manual += 1
+                elif before == CARRY and not state.cleared and state.noted is None:
+                    state.noted = site
+                    site.loose_leaves += 1
+                state.value_version = leaf._version
+            state.used = False
+            state.before = FRESH
+        if stale:
+            site.stale_accumulations += 1
+        if manual:
+            site.manual_stale += 1
+            self.manual += 1
+            if manual > site.manual_stale_leaves:
+                site.manual_stale_leaves = manual
+        if params:
+            site.bump(PARAM_GRADS)
+
+    # ------------------------------------------------------------------ optimizers
+    def adopt(self, optimizer) -> Adopted:
+        """Watch an optimizer's parameters; re-read when its parameter count changes."""
+        key = id(optimizer)
+        adopted = self.optimizers.get(key)
+        if adopted is not None and adopted.ref() is not optimizer:
+            adopted = None
+        count = 0
+        for group in optimizer.param_groups:
+            count += len(group["params"])
+        if adopted is None or adopted.count != count:
+            if adopted is None:
+                stats = OptimizerStats(name=type(optimizer).__name__)
+                self.obs.optimizers.append(stats)
+                ref = weakref.ref(optimizer, functools.partial(self._forget_optimizer, key))
+                adopted = self.optimizers[key] = Adopted(ref, stats)
+            adopted.count = adopted.stats.params = count
+            pairs = []
+            for group in optimizer.param_groups:
+                for param in group["params"]:
+                    state = self.state(param)
+                    pairs.append((weakref.ref(param), state))
+                    if not state.owned:
+                        state.owned = True
+                        if state.noted is not None:  # an optimizer holds it after all
+                            state.noted.loose_leaves -= 1
+                            state.noted = None
+            adopted.pairs = pairs
+        return adopted
+
+    def _forget_optimizer(self, key: int, ref: weakref.ref) -> None:
+        adopted = self.optimizers.get(key)
+        if adopted is not None and adopted.ref is ref:
+            del self.optimizers[key]
+
+    def before_step(self, optimizer) -> Adopted:
+        adopted = self.adopt(optimizer)
+        stats = adopted.stats
+        stats.steps += 1
+        self.steps += 1
+        self.obs.steps += 1
+        for site in self.pending_sites.values():
+            site.steps += 1
+        self.pending_sites.clear()
+        stale_sites: Dict[int, Tuple[BackwardSite, int]] = {}
+        fresh = False
+        dropped: Dict[int, BackwardSite] = {}
+        for ref, state in adopted.pairs:
+            if state.fresh:
+                fresh = True
+            elif state.discarded is not None:
+                dropped[id(state.discarded)] = state.discarded
+            if state.stale is not None:
+                param = ref()
+                if param is not None and param.grad is not None:
+                    site, count = stale_sites.get(id(state.stale), (state.stale, 0))
+                    stale_sites[id(site)] = (site, count + 1)
+        if dropped and not fresh:
+            # GL005: every gradient a backward produced for this step was cleared before it.
+            for clear_site in dropped.values():
+                clear_site.bump(CLEAR_BEFORE_STEP)
+        if stale_sites:
+            stats.stale_steps += 1
+            for site, count in stale_sites.values():
+                site.stale_steps += 1
+                site.stale_params = max(site.stale_params, count)
+                if stats.name not in site.stale_optimizers:
+                    site.stale_optimizers.append(stats.name)
+        return adopted
+
+    def after_step(self, optimizer) -> None:
+        for ref, state in self.adopt(optimizer).pairs:
+            param = ref()
+            if param is None:
+                continue
+            grad = param.grad
+            state.remember(grad)
+            state.used = grad is not None
+            state.stale = None
+            state.fresh = False
+            state.discarded = None
+
+    # ------------------------------------------------------------------ clears
+    def optimizer_params(self, optimizer) -> list:
+        return [(ref(), state) for ref, state in self.adopt(optimizer).pairs]
+
+    def module_params(self, module) -> list:
+        known = self.known
+        return [(param, known(param)) for param in module.parameters()]
+
+    def cleared(self, params: list, site_of: Callable[[], BackwardSite]) -> Optional[BackwardSite]:
+        """An explicit clear of `params`. When it drops gradients no step used yet, the clear's
+        site (from `site_of`, worked out only then) is charged and returned."""
+        site = None
+        for param, state in params:
+            if state is not None and param is not None:
+                if state.fresh and site is None:
+                    site = site_of()
+                state.clear(site)
+                state.remember(param.grad)
+        return site

@@ -1,0 +1,266 @@
+"""Runtime judges for the step-order and graph-lifetime rules (clip misuse, clears before the step,
+loss history keeping graphs, losses made leaves, graphs carried across iterations).
+
+Each judge is declared by *rule name* (rule codes are spelled only in gradlint/rules/); a rule
+declaration wires it in with `judges.BY_RULE_NAME[name]`, and until then `verdicts.judge` finds it
+through the rule table by name. A `RuleJudge` has two functions:
+
+* `judge(finding, observations, cwd) -> (verdict, evidence, sites)`: the runtime verdict of one
+  static finding ("confirmed" | "refuted" | "unexercised"), a sentence saying why, and the
+  observed sites it was joined to (so they are not reported again as runtime-only findings).
+* `runtime_only(observations, code, matched, cwd) -> [Finding]`: problems seen at sites no static
+  finding of that rule was joined to (`matched`: ids of those sites), as findings with
+  `static=False`.
+
+Joins: clip and clear findings sit on the clip/clear call and join the clip/clear sites whose stack
+has a frame inside the finding's lines; carried-graph findings sit on the backward and join
+backward sites the same way. Loss-history and loss-made-leaf findings sit on an assignment, not on
+the backward: they join the backward site nearest to it in the same file (for a leaf, the nearest
+one at or after the assignment).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Set, Tuple
+
+from gradlint.engine import display_path
+from gradlint.findings import RULES, Finding
+from gradlint.runtime.events import (CARRIED_REUSE, CLEAR_BEFORE_STEP, CLEAR_DISCARDED, CLIP_CALLS, CLIP_ON_SCALED,
+                                     CLIP_USED, CLIP_WASTED, FREED_GRAPH, KEPT_GRAPH, LEAF_ROOT, PARAM_GRADS,
+                                     SECOND_TIME, SECOND_TIME_AFTER_STEP, BackwardSite, Observations)
+
+CONFIRMED, REFUTED, UNEXERCISED = "confirmed", "refuted", "unexercised"
+Verdict = Tuple[str, str, List[BackwardSite]]
+
+
+@dataclass(frozen=True)
+class RuleJudge:
+    """The runtime side of one rule."""
+
+    rule_name: str
+    judge: Callable[[Finding, Observations, str], Verdict]
+    runtime_only: Callable[[Observations, str, Set[int], str], List[Finding]]
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
+def _total(sites: List[BackwardSite], name: str) -> int:
+    return sum(site.count(name) for site in sites)
+
+
+def _finding_path(finding: Finding, cwd: str) -> str:
+    return os.path.realpath(os.path.join(cwd, finding.path))
+
+
+def sites_in_lines(finding: Finding, sites: List[BackwardSite], cwd: str) -> List[BackwardSite]:
+    """Sites with a user frame in the finding's file and within its lines."""
+    path = _finding_path(finding, cwd)
+    end = max(finding.end_line, finding.line)
+    return [s for s in sites if any(p == path and finding.line <= n <= end for p, n in s.stack)]
+
+
+def nearest_sites(finding: Finding, sites: List[BackwardSite], cwd: str, after: bool = False) -> List[BackwardSite]:
+    """The sites whose frame in the finding's file is nearest to it (at or after it with `after`)."""
+    path = _finding_path(finding, cwd)
+    best: Optional[int] = None
+    found: List[BackwardSite] = []
+    for site in sites:
+        distances = [n - finding.line for p, n in site.stack if p == path and (not after or n >= finding.line)]
+        if not distances:
+            continue
+        distance = min(abs(d) for d in distances)
+        if best is None or distance < best:
+            best, found = distance, [site]
+        elif distance == best:
+            found.append(site)
+    return found
+
+
+def _backward_sites(obs: Observations) -> List[BackwardSite]:
+    return [s for s in obs.sites.values() if s.kind == "backward"]
+
+
+def _call_sites(obs: Observations, kind: str) -> List[BackwardSite]:
+    return [s for s in obs.call_sites.values() if s.kind == kind]
+
+
+def _new_finding(code: str, site: BackwardSite, message: str, evidence: str, cwd: str,
+                 severity: Optional[str] = None) -> Finding:
+    path, line = site.where
+    span = site.span if site.span and site.span[0] == line else (line, 1, line, 1)
+    info = RULES.get(code)
+    return Finding(code=code, message=message, path=display_path(path, cwd), line=span[0], column=span[1],
+                   end_line=span[2], end_column=span[3],
+                   severity=severity or (info.severity if info is not None else "error"),
+                   runtime=CONFIRMED, evidence=evidence, static=False)
+
+
+# ------------------------------------------------------------------------------ clip misuse
+def _clip_evidence(sites: List[BackwardSite]) -> Optional[str]:
+    scaled, wasted = _total(sites, CLIP_ON_SCALED), _total(sites, CLIP_WASTED)
+    parts = []
+    if scaled:
+        parts.append(f"{_plural(scaled, 'clip call')} ran on gradients still scaled by an enabled GradScaler "
+                     f"(no scaler.unscale_(optimizer) before it in that step)")
+    if wasted:
+        parts.append(f"{_plural(wasted, 'clip call')}' clipped gradients were changed or cleared before any "
+                     f"optimizer step used them")
+    return "; ".join(parts) or None
+
+
+def judge_clip(finding: Finding, obs: Observations, cwd: str) -> Verdict:
+    sites = sites_in_lines(finding, _call_sites(obs, "clip"), cwd)
+    evidence = _clip_evidence(sites)
+    if evidence is not None:
+        return CONFIRMED, evidence, sites
+    used, calls = _total(sites, CLIP_USED), _total(sites, CLIP_CALLS)
+    if used:
+        return REFUTED, (f"the clip ran {_plural(calls, 'time')} on unscaled gradients and an optimizer step "
+                         f"used the clipped gradients {_plural(used, 'time')}"), sites
+    if calls:
+        return UNEXERCISED, f"the clip ran {_plural(calls, 'time')} but no optimizer step followed it", sites
+    return UNEXERCISED, "this clip did not run on any gradients", sites
+
+
+def runtime_only_clip(obs: Observations, code: str, matched: Set[int], cwd: str) -> List[Finding]:
+    out = []
+    for site in _call_sites(obs, "clip"):
+        if id(site) in matched:
+            continue
+        if site.count(CLIP_ON_SCALED):
+            out.append(_new_finding(code, site, "gradients are clipped while still scaled by the GradScaler: call "
+                                    "scaler.unscale_(optimizer) before clipping", _clip_evidence([site]) or "", cwd))
+        elif site.count(CLIP_WASTED) >= 2 and not site.count(CLIP_USED):
+            out.append(_new_finding(code, site, "the clipped gradients never reach an optimizer step: clip after "
+                                    "the backward and before optimizer.step()", _clip_evidence([site]) or "", cwd))
+    return out
+
+
+# ------------------------------------------------------------------------------ cleared before the step
+def judge_clear_before_step(finding: Finding, obs: Observations, cwd: str) -> Verdict:
+    sites = sites_in_lines(finding, _call_sites(obs, "clear"), cwd)
+    before_step, dropped = _total(sites, CLEAR_BEFORE_STEP), _total(sites, CLEAR_DISCARDED)
+    if before_step:
+        return CONFIRMED, (f"{_plural(before_step, 'optimizer step')} saw only gradients that a backward "
+                           f"produced and this clear then dropped"), sites
+    if dropped and obs.steps:
+        return CONFIRMED, (f"this clear dropped gradients that no optimizer step had used "
+                           f"{_plural(dropped, 'time')}"), sites
+    if obs.steps >= 2:
+        return REFUTED, (f"{_plural(obs.steps, 'optimizer step')} ran and this clear never dropped gradients "
+                         f"a step had not used"), sites
+    return UNEXERCISED, f"only {_plural(obs.steps, 'optimizer step')} ran; at least 2 are needed to tell", sites
+
+
+def runtime_only_clear_before_step(obs: Observations, code: str, matched: Set[int], cwd: str) -> List[Finding]:
+    out = []
+    for site in _call_sites(obs, "clear"):
+        if id(site) not in matched and site.count(CLEAR_BEFORE_STEP):
+            out.append(_new_finding(
+                code, site, "this clear drops the gradients before the optimizer step uses them: clear after "
+                "the step (or before the backward)",
+                f"{_plural(site.count(CLEAR_BEFORE_STEP), 'optimizer step')} saw only gradients this clear had "
+                f"dropped", cwd))
+    return out
+
+
+# ------------------------------------------------------------------------------ loss history keeps graphs
+def _kept_evidence(sites: List[BackwardSite]) -> str:
+    kept = _total(sites, KEPT_GRAPH)
+    return (f"the graphs of {_plural(kept, 'backward call')} were still alive three backward calls later: a "
+            f"value with history (the loss or an output) is kept across iterations")
+
+
+def judge_kept_graph(finding: Finding, obs: Observations, cwd: str) -> Verdict:
+    sites = nearest_sites(finding, _backward_sites(obs), cwd)
+    if _total(sites, KEPT_GRAPH):
+        return CONFIRMED, _kept_evidence(sites), sites
+    freed, calls = _total(sites, FREED_GRAPH), sum(s.calls for s in sites)
+    if freed >= 2 and calls >= 3:
+        return REFUTED, (f"the backward nearby ran {_plural(calls, 'time')} and its graphs were freed each "
+                         f"iteration"), sites
+    return UNEXERCISED, f"the backward nearby ran {_plural(calls, 'time')}; at least 3 are needed to tell", sites
+
+
+def runtime_only_kept_graph(obs: Observations, code: str, matched: Set[int], cwd: str) -> List[Finding]:
+    return [_new_finding(code, site, "graphs of this backward stay alive across iterations: store "
+                         "loss.item() or loss.detach() instead of the loss (or an output)", _kept_evidence([site]), cwd)
+            for site in _backward_sites(obs) if id(site) not in matched and site.count(KEPT_GRAPH) >= 2]
+
+
+# ------------------------------------------------------------------------------ loss made a leaf
+def _leaf_evidence(sites: List[BackwardSite]) -> str:
+    return (f"backward ran {_plural(_total(sites, LEAF_ROOT), 'time')} on a leaf tensor without grad_fn: no "
+            f"parameter received a gradient from it")
+
+
+def judge_leaf_root(finding: Finding, obs: Observations, cwd: str) -> Verdict:
+    sites = nearest_sites(finding, _backward_sites(obs), cwd, after=True)
+    leaf = [s for s in sites if s.count(LEAF_ROOT) and not s.count(PARAM_GRADS)]
+    if leaf:
+        return CONFIRMED, _leaf_evidence(leaf), sites
+    calls = sum(s.calls for s in sites)
+    if calls and not _total(sites, LEAF_ROOT):
+        return REFUTED, f"the backward after it ran {_plural(calls, 'time')}, never on a leaf", sites
+    return UNEXERCISED, "no backward after it ran", sites
+
+
+def runtime_only_leaf_root(obs: Observations, code: str, matched: Set[int], cwd: str) -> List[Finding]:
+    if not obs.steps:
+        return []  # nothing trains: a backward on a leaf is harmless there
+    return [_new_finding(code, site, "backward on a leaf tensor reaches no parameter: compute the loss from "
+                         "the model's outputs instead of making it require grad", _leaf_evidence([site]), cwd)
+            for site in _backward_sites(obs)
+            if id(site) not in matched and site.count(LEAF_ROOT) and not site.count(PARAM_GRADS)]
+
+
+# ------------------------------------------------------------------------------ graph carried across iterations
+def _carried_evidence(sites: List[BackwardSite]) -> Optional[str]:
+    raised, reused = _total(sites, SECOND_TIME_AFTER_STEP), _total(sites, CARRIED_REUSE)
+    if raised:
+        return ("this backward raised \"Trying to backward through the graph a second time\" after an optimizer "
+                "step: its graph reaches into the previous iteration's")
+    if reused:
+        return ("this backward ran nodes of a graph it had retained before an optimizer step: state from the "
+                "previous iteration carries its graph along")
+    if _total(sites, SECOND_TIME):
+        return "this backward raised \"Trying to backward through the graph a second time\""
+    return None
+
+
+def judge_carried_graph(finding: Finding, obs: Observations, cwd: str) -> Verdict:
+    sites = sites_in_lines(finding, _backward_sites(obs), cwd)
+    evidence = _carried_evidence(sites)
+    if evidence is not None:
+        return CONFIRMED, evidence, sites
+    calls, steps = sum(s.calls for s in sites), sum(s.steps for s in sites)
+    retained = [s for s in sites if s.retained]
+    if calls >= 2 and steps >= 1 and all(s.retained_watched for s in retained):
+        return REFUTED, (f"the backward ran {_plural(calls, 'time')} over {_plural(steps, 'optimizer step')} and "
+                         f"never reached an earlier iteration's graph"), sites
+    return UNEXERCISED, f"the backward ran {_plural(calls, 'time')}; a step between two calls is needed to tell", sites
+
+
+def runtime_only_carried_graph(obs: Observations, code: str, matched: Set[int], cwd: str) -> List[Finding]:
+    out = []
+    for site in _backward_sites(obs):
+        if id(site) in matched or not (site.count(SECOND_TIME_AFTER_STEP) or site.count(CARRIED_REUSE)):
+            continue
+        out.append(_new_finding(code, site, "a value carried from the previous iteration keeps its graph: detach "
+                                "it (h = h.detach()) before the next forward", _carried_evidence([site]) or "",
+                                cwd, severity="warning" if site.retained else "error"))
+    return out
+
+
+JUDGES: Tuple[RuleJudge, ...] = (
+    RuleJudge("clip-grad-misuse", judge_clip, runtime_only_clip),
+    RuleJudge("gradients-cleared-before-step", judge_clear_before_step, runtime_only_clear_before_step),
+    RuleJudge("loss-history-keeps-graph", judge_kept_graph, runtime_only_kept_graph),
+    RuleJudge("loss-made-leaf", judge_leaf_root, runtime_only_leaf_root),
+    RuleJudge("carried-graph-state", judge_carried_graph, runtime_only_carried_graph),
+)
+BY_RULE_NAME: Dict[str, RuleJudge] = {j.rule_name: j for j in JUDGES}

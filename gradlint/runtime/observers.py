@@ -1,0 +1,218 @@
+"""Observations for the step-order and graph-lifetime rules, made alongside the GL001-GL003 ones.
+
+Per thread, next to its `GradState`:
+
+* **Clipping** (`torch.nn.utils.clip_grad_norm_` / `clip_grad_value_`, wrapped): at the clip, are
+  the gradients still scaled — an enabled `GradScaler` scaled a loss since its last `update()` and
+  has not `unscale_`d the optimizer holding them? Afterwards, does an optimizer step use the
+  clipped gradients unchanged, or are they changed (a backward, a clear) before any step does?
+* **Clears** dropping gradients no step used yet, and steps that then saw only such gradients
+  (counted by `GradState`; the clear's call site is worked out only when it drops something).
+* **Graphs kept alive**: the root of a sample of backward calls gets a sentinel in its
+  `grad_fn.metadata`; a sentinel still alive when its call site has run three more backwards means
+  something (a running sum, a list) holds the graph past the iteration.
+* **Leaf roots**: a backward whose roots are all leaves with no `grad_fn` reaches no parameter.
+* **Second-time errors**: a backward that raises "backward through the graph a second time", and
+  whether an optimizer step ran since the previous call of the same site (state carried over).
+
+Nothing is kept alive: sentinels and parameters are held by weak references.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import weakref
+from typing import Any, Dict, List, Optional, Tuple
+
+from gradlint.runtime.events import (CLEAR_DISCARDED, CLIP_CALLS, CLIP_ON_SCALED, CLIP_USED, CLIP_WASTED, FREED_GRAPH,
+                                     KEPT_GRAPH, LEAF_ROOT, SECOND_TIME, SECOND_TIME_AFTER_STEP, BackwardSite)
+from gradlint.runtime.gradstate import GradState
+
+WATCH_ALL_ROOTS = 64  # backward calls per site whose graph lifetime is watched before sampling
+SAMPLE_ROOTS_EVERY = 16
+_SECOND_TIME_TEXT = "backward through the graph a second time"
+_SENTINEL_KEY = "_gradlint_lifetime"
+
+
+class _Sentinel:
+    """Lives exactly as long as the graph node whose metadata holds it."""
+
+    __slots__ = ("__weakref__",)
+
+
+def _freed(site: BackwardSite, _ref: Any) -> None:
+    site.bump(FREED_GRAPH)
+
+
+class _PendingClip:
+    __slots__ = ("site", "entries")
+
+    def __init__(self, site: BackwardSite, entries: list) -> None:
+        self.site = site
+        self.entries = entries  # [(weakref(param), weakref(grad), grad version after the clip)]
+
+
+class ScalerRecord:
+    """What we track of one GradScaler: whether it scaled a loss since its last update()."""
+
+    __slots__ = ("ref", "scaled")
+
+    def __init__(self, ref: weakref.ref) -> None:
+        self.ref = ref
+        self.scaled = False
+
+
+def _scaler_unscaled(scaler, optimizer) -> bool:
+    """Has `scaler` unscaled `optimizer`'s gradients in the current step?"""
+    states = getattr(scaler, "_per_optimizer_states", None)
+    if not isinstance(states, dict):
+        return True  # unknown layout: say nothing
+    state = states.get(id(optimizer))  # .get: the defaultdict must not grow
+    if not isinstance(state, dict):
+        return False
+    stage = state.get("stage")
+    return getattr(stage, "name", "") in ("UNSCALED", "STEPPED")
+
+
+class Lifecycle:
+    """One thread's clip, graph-lifetime, leaf-root and second-time observations."""
+
+    def __init__(self, grads: GradState) -> None:
+        self.grads = grads
+        self.clips: List[_PendingClip] = []
+        self.roots: Dict[int, List[Tuple[int, weakref.ref]]] = {}  # id(site) -> watched roots
+        self.calls: Dict[int, int] = {}  # id(site) -> calls seen (for the roots' age)
+        self.last_steps: Dict[int, int] = {}  # id(site) -> thread's step count at its last call
+        self.scalers: Dict[int, ScalerRecord] = {}  # id(GradScaler) -> record
+
+    def scaler(self, scaler) -> ScalerRecord:
+        key = id(scaler)
+        record = self.scalers.get(key)
+        if record is None or record.ref() is not scaler:
+            record = self.scalers[key] = ScalerRecord(weakref.ref(scaler))
+            if len(self.scalers) > 64:  # drop dead scalers
+                self.scalers = {k: r for k, r in self.scalers.items() if r.ref() is not None}
+        return record
+
+    # ------------------------------------------------------------------ backward
+    def before_backward(self, site: BackwardSite, roots: list, torch) -> None:
+        key = id(site)
+        calls = self.calls.get(key, 0) + 1
+        self.calls[key] = calls
+        watched = self.roots.get(key)
+        if watched:
+            # Roots from two or more calls ago whose graph is still alive: kept past the iteration.
+            alive = []
+            for index, ref in watched:
+                if ref() is None:
+                    continue
+                if index <= calls - 3:
+                    site.bump(KEPT_GRAPH)
+                else:
+                    alive.append((index, ref))
+            self.roots[key] = alive
+        all_leaves = bool(roots)
+        for root in roots:
+            if not isinstance(root, torch.Tensor) or root.grad_fn is not None or not root.requires_grad:
+                all_leaves = False
+                break
+            state = self.grads.known(root)
+            if state is not None and state.owned:
+                all_leaves = False
+                break
+        if all_leaves:
+            site.bump(LEAF_ROOT)
+        if calls <= WATCH_ALL_ROOTS or calls % SAMPLE_ROOTS_EVERY == 0:
+            for root in roots:
+                node = getattr(root, "grad_fn", None) if isinstance(root, torch.Tensor) else None
+                if node is None:
+                    continue
+                try:
+                    metadata = node.metadata
+                except Exception:
+                    continue
+                if not isinstance(metadata, dict) or _SENTINEL_KEY in metadata:
+                    continue
+                sentinel = _Sentinel()
+                metadata[_SENTINEL_KEY] = sentinel
+                ref = weakref.ref(sentinel, functools.partial(_freed, site))
+                self.roots.setdefault(key, []).append((calls, ref))
+                break  # one root per call is enough
+
+    def after_backward(self, site: BackwardSite, error: Optional[BaseException], accumulated: bool) -> None:
+        key = id(site)
+        steps = self.grads.steps
+        previous = self.last_steps.get(key)
+        self.last_steps[key] = steps
+        if error is not None and isinstance(error, RuntimeError) and _SECOND_TIME_TEXT in str(error):
+            site.bump(SECOND_TIME)
+            if previous is not None and previous != steps:
+                site.bump(SECOND_TIME_AFTER_STEP)
+        if accumulated and self.clips:
+            self.settle_clips(None)
+
+    # ------------------------------------------------------------------ clipping
+    def clipped(self, site: BackwardSite, params: list, limit: Any) -> None:
+        """A clip at `site` ran on `params` (already clipped)."""
+        if isinstance(limit, (int, float)) and math.isinf(limit):
+            return  # max_norm=inf: computes the norm for logging, changes nothing
+        torch = self.grads.torch
+        entries = []
+        ids = set()
+        for param in params:
+            if isinstance(param, torch.Tensor):
+                grad = param.grad
+                if grad is not None:
+                    entries.append((weakref.ref(param), weakref.ref(grad), grad._version))
+                    ids.add(id(param))
+        if not entries:
+            return
+        site.bump(CLIP_CALLS)
+        scaled = False
+        for record in list(self.scalers.values()):
+            scaler = record.ref()
+            if scaler is None or not record.scaled or not getattr(scaler, "_enabled", False):
+                continue
+            for adopted in list(self.grads.optimizers.values()):
+                optimizer = adopted.ref()
+                if optimizer is None or not any(id(ref()) in ids for ref, _ in adopted.pairs):
+                    continue
+                if not _scaler_unscaled(scaler, optimizer):
+                    scaled = True
+        if scaled:
+            site.bump(CLIP_ON_SCALED)
+        self.settle_clips(None)
+        self.clips.append(_PendingClip(site, entries))
+
+    def settle_clips(self, stepped: Optional[set]) -> None:
+        """Decide pending clips: used when the optimizer stepping now (`stepped`: ids of its
+        parameters) holds their gradients unchanged; wasted when they changed first."""
+        keep = []
+        for clip in self.clips:
+            verdict = None
+            for param_ref, grad_ref, version in clip.entries:
+                param = param_ref()
+                if param is None:
+                    continue
+                grad = param.grad
+                if grad is None or grad is not grad_ref() or grad._version != version:
+                    verdict = CLIP_WASTED
+                    break
+                if stepped is not None and id(param) in stepped:
+                    verdict = CLIP_USED
+            if verdict is None:
+                keep.append(clip)
+            else:
+                clip.site.bump(verdict)
+        self.clips = keep
+
+    def before_step(self, adopted) -> None:
+        if self.clips:
+            self.settle_clips({id(ref()) for ref, _ in adopted.pairs})
+
+    def after_clear(self, site: Optional[BackwardSite]) -> None:
+        if site is not None:
+            site.bump(CLEAR_DISCARDED)
+        if self.clips:
+            self.settle_clips(None)

@@ -1,0 +1,402 @@
+"""GL001 without an optimizer, helpers in other modules, threads, and the observations the newer
+rules' runtime judges read (clipping, clears before the step, kept graphs, leaf roots, carried
+graphs)."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+import gradlint.runtime
+from gradlint.findings import Finding
+from gradlint.runtime import events, judges
+from runtime_helpers import REPO, SCRIPTS, gradlint_run, run_traced
+from runtime_loops import batches, mlp
+
+HERE = os.path.realpath(__file__)
+
+
+def _trace():
+    return gradlint.runtime.trace(cwd=REPO)
+
+
+def _codes(traced):
+    return sorted(f.code for f in traced.findings() if f.runtime == "confirmed" and f.severity != "note")
+
+
+def _count(obs, name, store="sites"):
+    return sum(site.count(name) for site in getattr(obs, store).values())
+
+
+def _line_of(text: str) -> int:
+    """Line in this file of the first line containing `text` (after this function)."""
+    lines = open(HERE).read().splitlines()
+    return next(i for i, line in enumerate(lines, 1) if text in line and "_line_of(" not in line)
+
+
+def _finding(code: str, text: str) -> Finding:
+    line = _line_of(text)
+    return Finding(code=code, message="m", path=os.path.relpath(HERE, REPO), line=line, column=1,
+                   end_line=line, end_column=80)
+
+
+# ------------------------------------------------------------------------------ GL001 needs a step
+def test_saliency_maps_get_no_gl001():
+    with _trace() as traced:
+        model = mlp()
+        for inputs, _ in batches(4):
+            image = inputs[:1].clone().requires_grad_()
+            model(image).max().backward()  # the model's parameters accumulate too: never stepped
+            saliency = image.grad.abs()
+    assert saliency.shape == (1, 16)
+    # nothing confirmed and nothing runtime-only (the static findings of this file's deliberately
+    # buggy manual-update tests below stay, unexercised here)
+    assert _codes(traced) == [] and [f for f in traced.findings() if not f.static] == []
+
+
+def test_fisher_information_accumulating_on_purpose_gets_no_gl001():
+    with _trace() as traced:
+        model = mlp()
+        for inputs, labels in batches(5):
+            nn.functional.cross_entropy(model(inputs), labels).backward()
+        fisher = [p.grad.pow(2) for p in model.parameters()]
+    assert len(fisher) == 6 and _codes(traced) == []
+
+
+def test_backward_twice_with_explicit_gradient_then_reading_grad_gets_no_gl001():
+    with _trace() as traced:
+        x = torch.ones(3, requires_grad=True)
+        y = x * 2
+        y.backward(gradient=torch.ones(3), retain_graph=True)
+        y.backward(gradient=torch.full((3,), 0.5))
+        total = x.grad.clone()
+    assert torch.equal(total, torch.full((3,), 3.0))
+    assert "GL001" not in _codes(traced)
+
+
+def test_manual_sgd_without_clearing_is_gl001_and_with_clearing_is_not():
+    for clear in (False, True):
+        with _trace() as traced:
+            model = mlp()
+            for inputs, labels in batches(4):
+                nn.functional.cross_entropy(model(inputs), labels).backward()
+                with torch.no_grad():
+                    for p in model.parameters():
+                        p -= 0.01 * p.grad
+                        if clear:
+                            p.grad = None
+        assert _codes(traced) == ([] if clear else ["GL001"]), clear
+    if True:  # the stale run's evidence names the manual update
+        with _trace() as traced:
+            w = torch.zeros(3, requires_grad=True)
+            for _ in range(3):
+                (w - 1).pow(2).sum().backward()
+                with torch.no_grad():
+                    w -= 0.1 * w.grad
+        (finding,) = traced.confirmed()
+        # the static GL001 (manual updates are steps) is confirmed with the manual-update evidence
+        assert finding.code == "GL001" and "manual step" in finding.evidence and finding.static is True
+
+
+# ------------------------------------------------------------------------------ helpers in other modules
+@pytest.mark.parametrize("argv", [(), ("--epoch",)])
+def test_helper_in_another_module_running_backward_and_step_is_confirmed(argv, monkeypatch):
+    monkeypatch.syspath_prepend(SCRIPTS)
+    traced = run_traced(os.path.join(SCRIPTS, "helper_loop.py"), argv)
+    confirmed = [f for f in traced.confirmed() if f.code == "GL001"]
+    assert confirmed, traced.findings()
+    # A static finding on a helper loop that did not run stays unexercised; none is refuted.
+    assert all(f.runtime in ("confirmed", "unexercised") for f in traced.findings() if f.code == "GL001")
+    # Reported in the project (the helper or the loop's call site), never in a library.
+    assert all(f.path.startswith("tests/runtime/scripts/") for f in confirmed)
+
+
+# ------------------------------------------------------------------------------ threads
+def test_four_threads_training_their_own_models_ten_rounds():
+    done = gradlint_run_threads()
+    lines = [line for line in done.stdout.splitlines() if line.startswith("round=")]
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert len(lines) == 10
+    for line in lines:
+        assert "backward=100 steps=100 threads=4 errors=0 optimizers=4 stale=[0] confirmed=[]" in line, line
+
+
+def test_threads_one_stale_thread_is_confirmed_and_counted_alone():
+    done = gradlint_run_threads("--stale", "2")
+    lines = [line for line in done.stdout.splitlines() if line.startswith("round=")]
+    assert done.returncode == 0, done.stderr[-2000:]
+    for line in lines:
+        assert "backward=100 steps=100 threads=4 errors=0 optimizers=4 stale=[0, 24] confirmed=['GL001']" in line, line
+
+
+def gradlint_run_threads(*args):
+    import subprocess
+
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    return subprocess.run([sys.executable, "threads_train.py", *args], cwd=SCRIPTS, env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
+# ------------------------------------------------------------------------------ clipping
+def _amp_loop(order: str, steps: int = 4, enabled: bool = True):
+    model = mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    scaler = torch.amp.GradScaler("cpu", enabled=enabled)
+    for inputs, labels in batches(steps):
+        optimizer.zero_grad()
+        loss = nn.functional.cross_entropy(model(inputs), labels)
+        scaler.scale(loss).backward()
+        if order == "unscale-clip":
+            scaler.unscale_(optimizer)
+        if order != "clip-after-step":
+            nn.utils.clip_grad_norm_(model.parameters(), 1.0)  # clip: scaled?
+        scaler.step(optimizer)
+        if order == "clip-after-step":
+            nn.utils.clip_grad_norm_(model.parameters(), 1.0)  # clip: after the step
+        scaler.update()
+
+
+def test_clip_on_scaled_gradients_is_observed_and_judged():
+    with _trace() as traced:
+        _amp_loop("clip")
+    obs = traced.observations
+    assert _count(obs, events.CLIP_ON_SCALED, "call_sites") == 4
+    finding = _finding("GL004", "nn.utils.clip_grad_norm_(model.parameters(), 1.0)  # clip: scaled?")
+    verdict, evidence, sites = judges.judge_clip(finding, obs, REPO)
+    assert verdict == "confirmed" and "still scaled" in evidence and sites
+    assert judges.runtime_only_clip(obs, "GL004", {id(s) for s in sites}, REPO) == []
+    (extra,) = judges.runtime_only_clip(obs, "GL004", set(), REPO)
+    assert extra.line == finding.line and extra.static is False
+
+
+@pytest.mark.parametrize("order,enabled", [("unscale-clip", True), ("clip", False)])
+def test_clip_after_unscale_or_without_an_enabled_scaler_is_refuted(order, enabled):
+    with _trace() as traced:
+        _amp_loop(order, enabled=enabled)
+    obs = traced.observations
+    assert _count(obs, events.CLIP_ON_SCALED, "call_sites") == 0
+    assert _count(obs, events.CLIP_USED, "call_sites") == 4
+    finding = _finding("GL004", "nn.utils.clip_grad_norm_(model.parameters(), 1.0)  # clip: scaled?")
+    assert judges.judge_clip(finding, obs, REPO)[0] == "refuted"
+
+
+def test_clip_after_the_step_is_wasted():
+    with _trace() as traced:
+        _amp_loop("clip-after-step")
+    obs = traced.observations
+    assert _count(obs, events.CLIP_WASTED, "call_sites") == 3  # the last one is never followed by anything
+    finding = _finding("GL004", "nn.utils.clip_grad_norm_(model.parameters(), 1.0)  # clip: after the step")
+    verdict, evidence, _ = judges.judge_clip(finding, obs, REPO)
+    assert verdict == "confirmed" and "before any optimizer step used them" in evidence
+
+
+def test_clip_with_infinite_norm_only_measures():
+    with _trace() as traced:
+        model = mlp()
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+        for inputs, labels in batches(3):
+            nn.functional.cross_entropy(model(inputs), labels).backward()
+            optimizer.step()
+            nn.utils.clip_grad_norm_((p for p in model.parameters()), float("inf"))  # logs the norm
+            optimizer.zero_grad()
+    assert traced.observations.call_sites == {} or _count(traced.observations, events.CLIP_CALLS, "call_sites") == 0
+
+
+# ------------------------------------------------------------------------------ clears before the step
+def test_clear_between_backward_and_step_is_observed():
+    with _trace() as traced:
+        model = mlp()
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+        for inputs, labels in batches(4):
+            nn.functional.cross_entropy(model(inputs), labels).backward()
+            optimizer.zero_grad()  # clear: before the step
+            optimizer.step()
+    obs = traced.observations
+    assert _count(obs, events.CLEAR_BEFORE_STEP, "call_sites") == 4
+    finding = _finding("GL005", "optimizer.zero_grad()  # clear: before the step")
+    verdict, evidence, sites = judges.judge_clear_before_step(finding, obs, REPO)
+    assert verdict == "confirmed" and sites
+    (extra,) = judges.runtime_only_clear_before_step(obs, "GL005", set(), REPO)
+    assert extra.line == finding.line
+
+
+def test_unconditional_clear_before_an_accumulation_gated_step_is_confirmed_when_joined():
+    with _trace() as traced:
+        model = mlp()
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+        for index, (inputs, labels) in enumerate(batches(8)):
+            nn.functional.cross_entropy(model(inputs), labels).backward()
+            optimizer.zero_grad()  # clear: gated step
+            if index % 4 == 3:
+                optimizer.step()
+    finding = _finding("GL005", "optimizer.zero_grad()  # clear: gated step")
+    assert judges.judge_clear_before_step(finding, traced.observations, REPO)[0] == "confirmed"
+
+
+def test_gan_probe_and_normal_loops_drop_nothing_before_a_step():
+    with _trace() as traced:
+        gen, disc = nn.Linear(4, 8), nn.Linear(8, 1)
+        opt_g, opt_d = torch.optim.Adam(gen.parameters()), torch.optim.Adam(disc.parameters())
+        model = mlp()
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+        for inputs, labels in batches(4):
+            fake = gen(torch.randn(6, 4))
+            opt_d.zero_grad()
+            disc(fake.detach()).mean().backward()
+            opt_d.step()
+            opt_g.zero_grad()  # clear: gan generator
+            (-disc(fake).mean()).backward()
+            opt_g.step()
+            # probe: gradient norms of a first loss, read and cleared, then the real backward
+            nn.functional.cross_entropy(model(inputs), labels).backward()
+            norms = [p.grad.norm() for p in model.parameters()]
+            optimizer.zero_grad()  # clear: probe
+            nn.functional.cross_entropy(model(inputs), labels).backward()
+            optimizer.step()
+            optimizer.zero_grad()
+    obs = traced.observations
+    assert norms and _count(obs, events.CLEAR_BEFORE_STEP, "call_sites") == 0
+    assert judges.runtime_only_clear_before_step(obs, "GL005", set(), REPO) == []
+    finding = _finding("GL005", "opt_g.zero_grad()  # clear: gan generator")
+    assert judges.judge_clear_before_step(finding, obs, REPO)[0] == "refuted"
+
+
+# ------------------------------------------------------------------------------ graphs kept alive
+@pytest.mark.parametrize("keep", ["sum", "append", "item", "detach"])
+def test_loss_history_keeping_graphs(keep):
+    with _trace() as traced:
+        model = mlp()
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+        history, running = [], 0.0
+        for inputs, labels in batches(8):
+            optimizer.zero_grad()
+            loss = nn.functional.cross_entropy(model(inputs), labels)
+            loss.backward()  # backward: loss history
+            optimizer.step()
+            if keep == "sum":
+                running += loss  # keep: history
+            elif keep == "append":
+                history.append(loss)
+            elif keep == "item":
+                running += loss.item()
+            else:
+                history.append(loss.detach())
+    obs = traced.observations
+    kept = _count(obs, events.KEPT_GRAPH)
+    finding = _finding("GL006", "running += loss  # keep: history")
+    verdict = judges.judge_kept_graph(finding, obs, REPO)[0]
+    if keep in ("sum", "append"):
+        assert kept >= 4 and verdict == "confirmed"
+        assert judges.runtime_only_kept_graph(obs, "GL006", set(), REPO)
+    else:
+        assert kept == 0 and verdict == "refuted"
+        assert judges.runtime_only_kept_graph(obs, "GL006", set(), REPO) == []
+
+
+# ------------------------------------------------------------------------------ loss made a leaf
+@pytest.mark.parametrize("leaf", [True, False])
+def test_loss_made_leaf(leaf):
+    with _trace() as traced:
+        model = mlp()
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+        for inputs, labels in batches(3):
+            optimizer.zero_grad()
+            with torch.no_grad():
+                loss = nn.functional.cross_entropy(model(inputs), labels)
+            if leaf:
+                loss = torch.tensor(loss.item(), requires_grad=True)  # leaf: made
+            else:
+                loss = nn.functional.cross_entropy(model(inputs), labels)
+            loss.backward()
+            optimizer.step()
+    obs = traced.observations
+    finding = _finding("GL007", "loss = torch.tensor(loss.item(), requires_grad=True)  # leaf: made")
+    verdict, evidence, _ = judges.judge_leaf_root(finding, obs, REPO)
+    extra = judges.runtime_only_leaf_root(obs, "GL007", set(), REPO)
+    if leaf:
+        assert _count(obs, events.LEAF_ROOT) == 3 and verdict == "confirmed" and "no parameter" in evidence
+        assert len(extra) == 1
+    else:
+        assert _count(obs, events.LEAF_ROOT) == 0 and verdict == "refuted" and extra == []
+
+
+def test_saliency_input_leaf_is_not_a_leaf_root():
+    with _trace() as traced:
+        model = mlp()
+        image = torch.randn(1, 16, requires_grad=True)
+        model(image).sum().backward()
+    assert _count(traced.observations, events.LEAF_ROOT) == 0
+
+
+# ------------------------------------------------------------------------------ graphs carried across iterations
+@pytest.mark.parametrize("mode", ["carried", "carried-retain", "detached"])
+def test_hidden_state_carried_across_iterations(mode):
+    torch.manual_seed(0)
+    cell = nn.RNNCell(4, 8)
+    head = nn.Linear(8, 1)
+    optimizer = torch.optim.SGD(list(cell.parameters()) + list(head.parameters()), lr=0.01)
+    raised = None
+    with _trace() as traced:
+        hidden = torch.zeros(2, 8)
+        try:
+            for _ in range(3):
+                if mode == "detached":
+                    hidden = hidden.detach()
+                optimizer.zero_grad()
+                hidden = cell(torch.randn(2, 4), hidden)
+                loss = head(hidden).pow(2).mean()
+                loss.backward(retain_graph=mode == "carried-retain")  # backward: carried
+                optimizer.step()
+        except RuntimeError as error:
+            raised = error
+    obs = traced.observations
+    finding = _finding("GL008", "loss.backward(retain_graph=mode == \"carried-retain\")  # backward: carried")
+    verdict, evidence, _ = judges.judge_carried_graph(finding, obs, REPO)
+    extra = judges.runtime_only_carried_graph(obs, "GL008", set(), REPO)
+    if mode == "detached":
+        assert raised is None and verdict == "refuted" and extra == []
+    elif mode == "carried":
+        assert raised is not None and _count(obs, events.SECOND_TIME_AFTER_STEP) == 1
+        assert verdict == "confirmed" and "second time" in evidence and extra[0].severity == "error"
+    else:
+        assert _count(obs, events.CARRIED_REUSE) >= 1
+        assert verdict == "confirmed" and extra[0].severity == "warning"
+
+
+def test_two_losses_sharing_a_trunk_are_not_a_carried_graph():
+    with _trace() as traced:
+        model = mlp()
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+        for inputs, _ in batches(3):
+            optimizer.zero_grad()
+            hidden = model[:2](inputs)
+            for head_loss in (model[2:](hidden).logsumexp(1).mean(), hidden.pow(2).mean()):
+                head_loss.backward(retain_graph=True)
+            optimizer.step()
+    obs = traced.observations
+    assert _count(obs, events.CARRIED_REUSE) == 0 and _count(obs, events.SECOND_TIME) == 0
+    assert judges.runtime_only_carried_graph(obs, "GL008", set(), REPO) == []
+
+
+def test_observations_round_trip_through_json_and_merge():
+    with _trace() as traced:
+        _amp_loop("clip")
+    obs = traced.observations
+    again = events.Observations.from_json(obs.to_json())
+    assert _count(again, events.CLIP_ON_SCALED, "call_sites") == 4
+    again.merge(events.Observations.from_json(obs.to_json()))
+    assert _count(again, events.CLIP_ON_SCALED, "call_sites") == 8 and again.ranks == 2
+
+
+def test_gradlint_run_reports_the_helper_loop(tmp_path):
+    report = tmp_path / "r.json"
+    done = gradlint_run("--output-format", "json", "-o", str(report), "helper_loop.py")
+    assert done.returncode == 1, done.stderr
+    import json
+
+    codes = [f["code"] for f in json.loads(report.read_text()) if f["runtime"] == "confirmed"]
+    assert "GL001" in codes
