@@ -16,7 +16,7 @@ import hashlib
 import json
 import os
 import sys
-from typing import Dict, Iterable, List, Optional
+from typing import Callable, Dict, Iterable, List, Optional
 
 from gradlint import __version__
 from gradlint.atomic import write_atomic
@@ -180,6 +180,22 @@ def valid_entry(stored, source: Optional[str] = None) -> bool:
     return all(valid_finding(entry, source) for entry in findings)
 
 
+def _fits(findings: list, source: Optional[str]) -> bool:
+    """Do stored findings (already `valid_finding`) describe `source`: edits inside it and
+    line numbers within its lines (cells are checked by their own coordinates elsewhere)?"""
+    if source is None:
+        return False
+    from gradlint.lines import split_lines
+
+    last = max(len(split_lines(source)), 1)
+    for entry in findings:
+        if not valid_finding(entry, source):
+            return False
+        if entry.get("cell") is None and entry["end_line"] > last:
+            return False
+    return True
+
+
 class Cache:
     """Look up and store one file's findings (without its display path, which is re-attached).
 
@@ -204,12 +220,18 @@ class Cache:
     def _entry(self, key: str) -> str:
         return os.path.join(self.folder, key[:2], key + ".json")
 
-    def get(self, key: str, display: str) -> Optional[List[Finding]]:
+    def get(self, key: str, display: str, source: Optional[Callable[[], Optional[str]]] = None
+            ) -> Optional[List[Finding]]:
+        """The stored findings for `key`, re-attached to `display`, or None (a miss). `source()`
+        gives the file's decoded program: every finding must lie inside it and every fix edit
+        apply to it (an entry is not trusted because it sits in the cache folder)."""
         try:
             with open(self._entry(key), "r", encoding="utf-8") as handle:
                 stored = json.load(handle)
             if not valid_entry(stored):
                 return None  # hand-edited, truncated or crafted (a shared CI cache): a miss
+            if source is not None and stored["findings"] and not _fits(stored["findings"], source()):
+                return None
             for dep, sha in stored["deps"].items():
                 if file_sha(dep) != sha:
                     return None  # a helper module changed: its callers must be re-checked

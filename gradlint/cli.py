@@ -163,7 +163,7 @@ def check(paths: Tuple[str, ...], select, ignore, extend_select, output_format, 
     finally:
         progress.close()
     if add_noqa:
-        sys.exit(_add_noqa(result, quiet))
+        sys.exit(_add_noqa(result, quiet, settings))
     if show_diff:
         sys.exit(_diff(result, unsafe_fixes, quiet))
     if show_fixes and not fix:
@@ -181,7 +181,7 @@ def check(paths: Tuple[str, ...], select, ignore, extend_select, output_format, 
         return sources[path]
 
     status = emit_report(findings, files_checked=result.files_checked, source_of=source_of, fixed=fixed,
-                         extra=_report_extra(result), **report)
+                         extra=_report_extra(result), errors=len(result.errors), **report)
     for error in result.errors:
         click.echo(f"gradlint: error: {error}", err=True)
     if fixed and exit_non_zero_on_fix:
@@ -291,8 +291,6 @@ def _check_stdin(settings, stdin_filename: Optional[str], fix: bool, report: dic
     from gradlint.discovery import Excluder
     from gradlint.engine import InternalError, lint_bytes
     from gradlint.source import DecodeProblem, decode_source
-    from gradlint.fixes import apply_fixes
-
     from gradlint.config import ConfigError
 
     name = stdin_filename or "-"
@@ -319,6 +317,8 @@ def _check_stdin(settings, stdin_filename: Optional[str], fix: bool, report: dic
     if show_diff:
         import difflib
 
+        from gradlint.fixes import apply_fixes
+
         if text is None:
             return 0
         new_text = apply_fixes(text, [f for f in findings if fixable(f, unsafe)])[0]
@@ -328,35 +328,81 @@ def _check_stdin(settings, stdin_filename: Optional[str], fix: bool, report: dic
                                                 fromfile=f"a/{name}", tofile=f"b/{name}")), nl=False)
         return 1
     if fix:
-        # Like ruff: the fixed source goes to stdout, the remaining findings to stderr.
+        # Like ruff: the fixed source goes to stdout (as bytes: the file's own encoding, BOM and
+        # line endings; the bytes outside the edits unchanged), the remaining findings to stderr.
+        out = data
         if text is not None:
-            new_text, fixed = apply_fixes(text, [f for f in findings if fixable(f, unsafe)])
-            if fixed:
-                findings = lint_bytes(new_text.encode("utf-8"), name, settings)
-                text = new_text
-            sys.stdout.write(text)
-        else:
-            sys.stdout.buffer.write(data)
+            from gradlint.fixes import choose_fixes, edit_bytes
+            from gradlint.source import admission_problem
+
+            edits, count = choose_fixes(text, [f for f in findings if fixable(f, unsafe)])
+            if count:
+                try:
+                    new_data, new_text = edit_bytes(data, edits)
+                except ValueError as err:
+                    click.echo(f"gradlint: warning: {name}: fixes not applied: {err}", err=True)
+                else:
+                    if admission_problem(new_text, name) is None:
+                        out, text, fixed = new_data, new_text, count
+                        findings = lint_bytes(new_data, name, settings)
+        sys.stdout.buffer.write(out)
         sys.stdout.flush()
         report = dict(report, to_stderr=True)
     return emit_report(findings, files_checked=1, source_of=lambda path: text, fixed=fixed, **report)
 
 
-def _add_noqa(result, quiet: bool) -> int:
-    """--add-noqa: annotate every finding's line; exit 0 (2 if the run had internal errors)."""
-    from gradlint.fixes import add_noqa_file
-
+def _by_real_file(result, wanted) -> List[Tuple[str, str, List[Finding]]]:
+    """(display path, path, findings) per file on disk: two names of one file (a symlink and its
+    target, hard links) are rewritten once, from the findings of the first name, so a second
+    rewrite is never computed on bytes the first already changed."""
     by_file: Dict[str, List[Finding]] = {}
     for finding in result.findings:
-        by_file.setdefault(finding.path, []).append(finding)
+        if wanted(finding):
+            by_file.setdefault(finding.path, []).append(finding)
+    out = []
+    seen = set()
+    for shown, findings in sorted(by_file.items()):
+        path = result.paths.get(shown, shown)
+        try:
+            st = os.stat(path)
+            identity: object = (st.st_dev, st.st_ino)
+        except OSError:
+            identity = os.path.realpath(path)
+        if identity in seen:
+            continue
+        seen.add(identity)
+        out.append((shown, path, findings))
+    return out
+
+
+def _relinter(path: str, settings, keep=None):
+    """Fresh findings for a file's current bytes (it changed since it was linted, or its
+    findings came from the cache and fixes must not be taken from there); only those `keep`
+    accepts (the fixes --fix may apply)."""
+    from gradlint.engine import lint_bytes
+
+    return lambda data: [f for f in lint_bytes(data, path, settings) if keep is None or keep(f)]
+
+
+def _add_noqa(result, quiet: bool, settings) -> int:
+    """--add-noqa: annotate every finding's line; exit 0, 1 when some lines or files could not
+    be annotated (their findings remain), 2 if the run had internal errors."""
+    from gradlint.fixes import RewriteSkipped, add_noqa_file
+
     added = 0
     failed = 0
-    for shown, findings in sorted(by_file.items()):
+    for shown, path, findings in _by_real_file(result, lambda f: True):
         try:
-            added += add_noqa_file(result.paths.get(shown, shown), findings)
+            added += add_noqa_file(path, findings, digest=result.digests.get(shown),
+                                   relint=_relinter(path, settings))
+        except RewriteSkipped as err:
+            failed += 1
+            added += getattr(err, "written", 0)
+            click.echo(f"gradlint: warning: {shown}: {err}", err=True)
         except (ValueError, OSError) as err:
             failed += 1
-            click.echo(f"gradlint: warning: {shown}: noqa directives not added: {err}", err=True)
+            reason = err.strerror if isinstance(err, OSError) and err.strerror else err
+            click.echo(f"gradlint: warning: {shown}: noqa directives not added: {reason}", err=True)
     if not quiet:
         click.echo(f"Added {added} noqa directive{'s' if added != 1 else ''}.", err=True)
     for error in result.errors:
@@ -366,22 +412,26 @@ def _add_noqa(result, quiet: bool) -> int:
 
 
 def _apply_fixes(result, settings, *, jobs: int, use_cache: bool, unsafe: bool = False, show: bool = False):
-    """Apply fixes file by file (atomic write, only if the result still parses); relint those files.
+    """Apply fixes file by file, each onto the bytes it was computed from (atomic write, only if
+    the result still parses; a file changed since is re-linted and fixed from its new content);
+    fixes are never taken from the cache (they are recomputed); relint the changed files.
     Unsafe fixes only with `unsafe`; `show` lists what was applied."""
     from gradlint.engine import lint_files
     from gradlint.fixes import fix_file
 
-    by_file: Dict[str, List[Finding]] = {}
-    for finding in result.findings:
-        if fixable(finding, unsafe):
-            by_file.setdefault(finding.path, []).append(finding)
+    def wanted(finding: Finding) -> bool:
+        return fixable(finding, unsafe)
+
     applied: List[Finding] = []
     fixed = 0
     changed: List[str] = []
-    for shown, findings in sorted(by_file.items()):
-        path = result.paths.get(shown, shown)
+    for shown, path, findings in _by_real_file(result, wanted):
+        relint = _relinter(path, settings, wanted)
+        digest = result.digests.get(shown)
+        if shown in result.cached:
+            digest = "recompute"  # never matches: fixes come from a fresh lint of the current bytes
         try:
-            count = fix_file(path, findings)
+            count = fix_file(path, findings, digest=digest, relint=relint)
         except ValueError as err:
             click.echo(f"gradlint: warning: {shown}: fixes not applied: {err}", err=True)
             continue
@@ -395,12 +445,26 @@ def _apply_fixes(result, settings, *, jobs: int, use_cache: bool, unsafe: bool =
     if show:
         _list_fixes("Fixes applied", applied)
     if changed:
-        again = lint_files(changed, settings, jobs=jobs, use_cache=use_cache)
+        again = lint_files(sorted(set(result.paths.values()) & _same_files(changed, result)), settings,
+                           jobs=jobs, use_cache=use_cache)
         redone = {p for p in again.paths}
         keep = [f for f in result.findings if f.path not in redone]
         result.findings = sorted(keep + again.findings, key=Finding.sort_key)
         result.errors = [e for e in result.errors] + again.errors
     return fixed, result
+
+
+def _same_files(changed: List[str], result) -> set:
+    """Every linted path naming one of the `changed` files (a symlink and its target)."""
+    def identity(path: str) -> object:
+        try:
+            st = os.stat(path)
+            return (st.st_dev, st.st_ino)
+        except OSError:
+            return os.path.realpath(path)
+
+    wanted = {identity(p) for p in changed}
+    return {p for p in result.paths.values() if identity(p) in wanted}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -26,9 +26,10 @@ from gradlint import pool
 from gradlint.analysis.imports import forget_files
 from gradlint.findings import RULES, Finding
 from gradlint.paths import display_path
-from gradlint.prefilter import forget_answers, prefilter
+from gradlint.prefilter import forget_answers, names_a_word, prefilter
 from gradlint.rules import checks_for
-from gradlint.source import DecodeProblem, decode_source, gl000, parse_error_of, syntax_check
+from gradlint.source import (DecodeProblem, admit, decode_source, deep_call, gl000, libcst_view, parse_error_of,
+                             size_problem, syntax_check)
 
 __all__ = ["InternalError", "LintResult", "analyse_text", "finish", "lint_source", "lint_bytes", "lint_files",
            "display_path", "DecodeProblem", "decode_source"]
@@ -51,6 +52,9 @@ class LintResult:
     cache_hits: int = 0
     # display path -> the path the file was read from (for source excerpts and --fix)
     paths: Dict[str, str] = field(default_factory=dict)
+    # display path -> SHA-256 of the bytes the findings were computed from (--fix writes only onto them)
+    digests: Dict[str, str] = field(default_factory=dict)
+    cached: set = field(default_factory=set)  # display paths whose findings came from the cache
 
 
 # ---------------------------------------------------------------------------------------------
@@ -65,23 +69,35 @@ def _rule_codes(enabled: Sequence[str]) -> List[str]:
 def analyse_text(text: str, path: str, settings: Any, enabled: set, data: Optional[bytes] = None) -> List[Finding]:
     """Findings for decoded text (display `path`), before suppression. Raises InternalError."""
     codes = _rule_codes(sorted(enabled))
+    too_large = size_problem(text)  # before any parser runs, CPython's included
     if not codes:  # only parse errors asked for (`--select GL000`): nothing to prefilter against
-        problem = syntax_check(text, path)
+        problem = gl000(path, too_large) if too_large is not None else syntax_check(text, path)
         return [problem] if problem is not None else []
-    if not prefilter(text, data, path, settings, enabled)[0]:
+    if too_large is not None:
+        # Stage two's compile must not see it either; a file naming no rule's word still cannot
+        # hold a finding, so only the others get the GL000.
+        return [gl000(path, too_large)] if names_a_word(text, settings, enabled) else []
+    possible, compiled = prefilter(text, data, path, settings, enabled)
+    if not possible:
         # No finding is possible, so the file is not parsed just to report a syntax error
         # (ruff and flake8 report those): GL000 covers the files the prefilter lets through.
         return []
+    problem = admit(text, path, check_python=not compiled)  # LibCST never sees what CPython rejects
+    if problem is not None:
+        return [problem]
     import libcst
 
     from gradlint.analysis import analyze
 
     try:
-        return list(analyze(text, path, settings.analysis_options, checks_for(codes)))
+        view = libcst_view(text)  # same offsets; lines numbered as CPython numbers them
+        return deep_call(lambda: list(analyze(view, path, settings.analysis_options, checks_for(codes))))
     except libcst.ParserSyntaxError as err:
         return [parse_error_of(err, text, path)]
-    except RecursionError as err:  # pathological nesting the parser could not take
-        return [gl000(path, f"cannot parse: too deeply nested ({type(err).__name__})")]
+    except RecursionError as err:  # deeper than the guard measured: this file only
+        return [gl000(path, f"too deep to analyse ({type(err).__name__})")]
+    except MemoryError:
+        return [gl000(path, "too large to analyse (out of memory)")]
     except Exception as err:  # a bug in a rule or the analysis: report it, keep going
         raise InternalError(path, err) from err
     finally:
@@ -141,6 +157,19 @@ def _lint_notebook(data: bytes, shown: str, settings: Any, enabled: set) -> List
     return sorted((notebook.to_cells(f) for f in findings), key=Finding.sort_key)
 
 
+def _program_text(data: bytes, path: str) -> Optional[str]:
+    """The decoded program of a file (None when it cannot be decoded): what cached fix edits
+    and positions are checked against."""
+    from gradlint.notebook import is_notebook, load_notebook
+
+    try:
+        if is_notebook(path):
+            return load_notebook(data).program
+        return decode_source(data)[0]
+    except Exception:
+        return None
+
+
 def _program_bytes(data: bytes, path: str) -> bytes:
     """The Python program of a file, as bytes: a notebook's joined code cells, else the file."""
     from gradlint.notebook import is_notebook, load_notebook
@@ -163,6 +192,26 @@ class _Outcome:
     findings: List[Finding]
     error: Optional[str] = None
     cached: bool = False
+    digest: Optional[str] = None
+
+
+def _internal_error(shown: str, err: BaseException) -> str:
+    """One line naming the file; with GRADLINT_DEBUG=1 the traceback follows."""
+    import os
+
+    line = str(err) if isinstance(err, InternalError) else str(InternalError(shown, err))
+    if os.environ.get("GRADLINT_DEBUG") == "1":
+        import traceback
+
+        cause = err.cause if isinstance(err, InternalError) else err
+        line += "\n" + "".join(traceback.format_exception(type(cause), cause, cause.__traceback__)).rstrip()
+    return line
+
+
+def _crashed(path: str) -> _Outcome:
+    """The outcome of a file whose worker process died (a signal) while checking it alone."""
+    return _Outcome(path, [], f"internal error while checking {display_path(path)}: the worker process died "
+                              f"(killed by a signal: a crash in a native parser, or out of memory)")
 
 
 class _Caches:
@@ -198,30 +247,34 @@ def _lint_path(path: str, settings: Any, caches: _Caches) -> _Outcome:
     enabled = settings.enabled_codes(path)
     cache = caches.for_settings(settings)
     key = None
+    import hashlib
+
+    digest = hashlib.sha256(data).hexdigest()
     if cache is not None:
         key = cache.key(path, data, enabled)
-        hit = cache.get(key, display_path(path))
+        hit = cache.get(key, display_path(path), lambda: _program_text(data, path))
         if hit is not None:
-            return _Outcome(path, hit, cached=True)
+            return _Outcome(path, hit, cached=True, digest=digest)
     from gradlint.analysis import collecting_consulted_files
 
     try:
         with collecting_consulted_files() as consulted:
             findings = lint_bytes(data, path, settings, enabled)
-    except InternalError as err:
-        return _Outcome(path, [], str(err))
     except Exception as err:  # never let one file take the run down
-        return _Outcome(path, [], str(InternalError(display_path(path), err)))
+        return _Outcome(path, [], _internal_error(display_path(path), err))
     if cache is not None and key is not None:
         from gradlint.cache import dependencies, file_sha
 
-        depends = dependencies(_program_bytes(data, path), path, settings)
-        for other in sorted(consulted):  # e.g. the callers GL002 read: the findings depend on them
-            sha = file_sha(other)
-            if sha is not None:
-                depends[other] = sha
-        cache.put(key, findings, depends)
-    return _Outcome(path, findings)
+        try:
+            depends = dependencies(_program_bytes(data, path), path, settings)
+            for other in sorted(consulted):  # e.g. the callers GL002 read: the findings depend on them
+                sha = file_sha(other)
+                if sha is not None:
+                    depends[other] = sha
+            cache.put(key, findings, depends)
+        except Exception:  # the cache is only an optimisation
+            pass
+    return _Outcome(path, findings, digest=digest)
 
 
 _WORKER: dict = {}
@@ -261,11 +314,16 @@ def lint_files(
     outcomes = pool.run(
         unique, jobs, _lint_chunk, lambda path: _lint_path(path, settings, caches), lambda o: o.path,
         initializer=_init_worker, initargs=(settings, use_cache, os.getcwd()), progress=progress,
+        crashed=_crashed,
     )
     for outcome in sorted(outcomes, key=lambda o: o.path):
         result.findings.extend(outcome.findings)
         result.cache_hits += outcome.cached
         result.paths[display_path(outcome.path)] = outcome.path
+        if outcome.digest is not None:
+            result.digests[display_path(outcome.path)] = outcome.digest
+        if outcome.cached:
+            result.cached.add(display_path(outcome.path))
         if outcome.error:
             result.errors.append(outcome.error)
     result.findings.sort(key=Finding.sort_key)

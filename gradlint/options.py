@@ -145,9 +145,9 @@ def _write(text: str, output: Optional[str], to_stderr: bool = False, colour: bo
 
 
 def summary_line(findings: Sequence[Finding], files_checked: int, fixed: int = 0,
-                 unsafe_fixes: bool = False) -> str:
+                 unsafe_fixes: bool = False, errors: int = 0) -> str:
     """The closing line on stderr: what was fixed, what was found, and how many findings
-    `--fix` (and `--unsafe-fixes`) would fix."""
+    `--fix` (and `--unsafe-fixes`) would fix; never "All checks passed" after `errors`."""
     parts = []
     if fixed:
         parts.append(f"Fixed {fixed} finding{'s' if fixed != 1 else ''}.")
@@ -165,8 +165,10 @@ def summary_line(findings: Sequence[Finding], files_checked: int, fixed: int = 0
             parts.append(f"{safe} fixable with `--fix`{' --unsafe-fixes' if unsafe_fixes else ''}.")
         if unsafe:
             parts.append(f"{unsafe} more fixable with `--unsafe-fixes --fix` (preview with `--diff --unsafe-fixes`).")
-    else:
+    elif not errors:
         parts.append(f"All checks passed ({files_checked} file{'s' if files_checked != 1 else ''}).")
+    if errors:  # never "All checks passed" when a file could not be checked
+        parts.append(f"{errors} file{'s' if errors != 1 else ''} could not be checked (see the errors below).")
     return " ".join(parts)
 
 
@@ -199,6 +201,7 @@ def emit_report(
     cwd: Optional[str] = None,
     extra: Optional[dict] = None,
     to_stderr: bool = False,
+    errors: int = 0,
     unsafe_fixes: bool = False,
 ) -> int:
     """Render `findings` (sorted here) in the resolved format, write them to `output` or stdout,
@@ -235,5 +238,5 @@ def emit_report(
             click.echo(statistics_text(findings), err=True, nl=False)
     _write(text, output, to_stderr, colour=bool(ctx.extra.get("colour")))
     if name == "full" and not quiet:
-        click.echo(summary_line(findings, files_checked, fixed, unsafe_fixes), err=True)
+        click.echo(summary_line(findings, files_checked, fixed, unsafe_fixes, errors), err=True)
     return 0 if exit_zero or not findings else 1

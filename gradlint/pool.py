@@ -44,11 +44,14 @@ def run(
     initializer: Optional[Callable[..., None]] = None,
     initargs: Tuple[Any, ...] = (),
     progress: Optional[Callable[[int, int], None]] = None,
+    crashed: Optional[Callable[[str], T]] = None,
 ) -> List[T]:
     """`serial_work(item)` for each item, here when `jobs` is 1 or there are few items, else
     `chunk_work(chunk)` in pool workers (a picklable module-level function; `initializer` sets
-    up each worker). `key(result)` names the item a result belongs to (to rerun the rest here
-    if the pool breaks). `progress(done, total)` after each item or chunk."""
+    up each worker; workers exit with this process). `key(result)` names the item a result
+    belongs to. If the pool breaks, unfinished items run again; `crashed(item)` is the result
+    of an item whose worker dies on it alone (default: run it here). `progress(done, total)`
+    after each item or chunk."""
     if jobs == 1 or len(items) < SERIAL_BELOW:
         out: List[T] = []
         for done, item in enumerate(items, 1):
@@ -56,33 +59,84 @@ def run(
             if progress:
                 progress(done, len(items))
         return out
-    return _in_pool(items, jobs, chunk_work, serial_work, key, initializer, initargs, progress)
+    return _in_pool(items, jobs, chunk_work, serial_work, key, initializer, initargs, progress, crashed)
 
 
-def _in_pool(items, jobs, chunk_work, serial_work, key, initializer, initargs, progress) -> list:
+def _in_pool(items, jobs, chunk_work, serial_work, key, initializer, initargs, progress, crashed=None) -> list:
+    """Items over a pool. A pool that breaks (a worker killed by a signal: a segfault, the
+    out-of-memory killer) is replaced: the unfinished items run again one per task, and an item
+    whose worker dies on its own is `crashed(item)` (or, without that, run here)."""
     from concurrent.futures.process import BrokenProcessPool
 
-    parts = chunks(items, jobs)
     outcomes: list = []
     finished: set = set()
-    try:
-        with ProcessPoolExecutor(max_workers=min(jobs, len(parts)), initializer=initializer,
-                                 initargs=initargs) as pool:
-            futures = [pool.submit(chunk_work, chunk) for chunk in parts]
-            for future in as_completed(futures):
-                part = future.result()
-                outcomes.extend(part)
-                finished.update(key(o) for o in part)
-                if progress:
-                    progress(len(finished), len(items))
-    except (BrokenProcessPool, OSError):
-        for item in items:
-            if item not in finished:
-                outcomes.append(serial_work(item))
-                finished.add(item)
-                if progress:
-                    progress(len(finished), len(items))
+
+    def record(part: list) -> None:
+        outcomes.extend(part)
+        finished.update(key(o) for o in part)
+        if progress:
+            progress(len(finished), len(items))
+
+    def attempt(parts: List[List[str]], workers: int) -> bool:
+        try:
+            with ProcessPoolExecutor(max_workers=workers, initializer=_start_worker,
+                                     initargs=(os.getpid(), initializer, initargs)) as pool:
+                futures = [pool.submit(chunk_work, chunk) for chunk in parts]
+                for future in as_completed(futures):
+                    record(future.result())
+            return True
+        except (BrokenProcessPool, OSError):
+            return False
+
+    parts = chunks(items, jobs)
+    if attempt(parts, min(jobs, len(parts))):
+        return outcomes
+    rest = [[item] for item in items if item not in finished]
+    if rest and not attempt(rest, min(jobs, len(rest))):
+        for item in items:  # alone, so a worker that dies names its item
+            if item in finished:
+                continue
+            if not attempt([[item]], 1):
+                record([crashed(item) if crashed is not None else serial_work(item)])
     return outcomes
+
+
+def _start_worker(parent: int, initializer: Optional[Callable[..., None]], initargs: Tuple[Any, ...]) -> None:
+    die_with_parent(parent)
+    if initializer is not None:
+        initializer(*initargs)
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent: int) -> None:
+    """Make this worker process exit when its parent `parent` dies (even by `kill -9`), so no
+    orphaned worker keeps running: Linux's PR_SET_PDEATHSIG, else a thread polling getppid."""
+    import signal
+    import sys
+
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0:
+                if os.getppid() != parent:  # the parent died before prctl took effect
+                    os._exit(1)
+                return
+        except (OSError, AttributeError):
+            pass
+    import threading
+    import time
+
+    def watch() -> None:
+        while True:
+            if os.getppid() != parent:
+                os._exit(1)
+            time.sleep(1.0)
+
+    threading.Thread(target=watch, name="gradlint-parent-watch", daemon=True).start()
 
 
 # A LibCST tree takes ~400 bytes per character of source: after a file this large, the freed

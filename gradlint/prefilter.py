@@ -475,6 +475,20 @@ def prefilter_stage(text: str, data: Optional[bytes], path: str, settings, enabl
     return _decide(text, data, path, settings, enabled)[2]
 
 
+def names_a_word(text: str, settings, enabled: Iterable[str]) -> bool:
+    """Stage one alone: does the text name a word of a selected rule (or a configured helper)?"""
+    lowered = None
+    for rule in _selected(enabled):
+        words = rule.needs.words
+        if rule.needs.fold_case:
+            lowered = text.lower() if lowered is None else lowered
+            if any(word.lower() in lowered for word in words):
+                return True
+        elif any(word in text for word in words):
+            return True
+    return any(helper in text for helper in _helper_names(settings))
+
+
 def _decide(text: str, data: Optional[bytes], path: str, settings,
             enabled: Iterable[str]) -> Tuple[bool, bool, str]:
     rules = _selected(enabled)

@@ -23,11 +23,14 @@ import re
 import stat as stat_module
 from typing import Dict, List, Optional, Tuple
 
+# An import statement starts a line or follows a `;` (`import os; from utils import reset`).
 _FROM = re.compile(
-    rb"^[ \t]*from[ \t]+(?P<module>\.*[\w.]*)[ \t]+import[ \t]+(?:\((?P<paren>[^)]*)\)|(?P<names>[^\n#;]*))",
+    rb"(?:^|;)[ \t]*from[ \t]+(?P<module>\.*[\w.]*)[ \t]+import[ \t]+(?:\((?P<paren>[^)]*)\)|(?P<names>[^\n#;]*))",
     re.MULTILINE,
 )
-_IMPORT = re.compile(rb"^[ \t]*import[ \t]+(?P<modules>[^\n#;]+)", re.MULTILINE)
+_IMPORT = re.compile(rb"(?:^|;)[ \t]*import[ \t]+(?P<modules>[^\n#;]+)", re.MULTILINE)
+
+_CONTINUATION = re.compile(rb"\\(?:\r\n|\r|\n)")
 
 # How far up from a file absolute imports are looked for.
 IMPORT_PARENTS = 4
@@ -111,7 +114,7 @@ def _kind(path: str) -> Optional[str]:
         try:
             mode = os.stat(path).st_mode
             _KINDS[path] = "dir" if stat_module.S_ISDIR(mode) else "file" if stat_module.S_ISREG(mode) else None
-        except OSError:
+        except (OSError, ValueError):  # ValueError: a NUL byte in the name
             _KINDS[path] = None
     return _KINDS[path]
 
@@ -128,6 +131,8 @@ def _names(text: bytes) -> List[Tuple[str, str]]:
             local = words[2].decode("ascii") if len(words) >= 3 and words[1] == b"as" else name
         except UnicodeDecodeError:
             continue
+        if name != "*" and not all(part.isidentifier() for part in name.split(".")):
+            continue  # not a module name (NUL bytes, stray punctuation): nothing to resolve
         out.append((name, local))
     return out
 
@@ -141,11 +146,15 @@ def import_bindings(data: bytes, path: str, root: Optional[str]) -> List[Tuple[s
         return []
     root = os.path.abspath(root)
     here = os.path.dirname(os.path.abspath(path))
+    if b"\\" in data:  # backslash continuations: `from utils import \\` + newline + `reset`
+        data = _CONTINUATION.sub(b" ", data)
     out: List[Tuple[str, str, str]] = []
     for match in _FROM.finditer(data):
         try:
             spec = match.group("module").decode("ascii")
         except UnicodeDecodeError:
+            continue
+        if not all(part.isidentifier() for part in spec.lstrip(".").split(".") if part):
             continue
         target = resolve_module(spec, here, root)
         for name, local in _names(match.group("paren") or match.group("names") or b""):

@@ -8,6 +8,7 @@ a `retain_graph=True` added to silence an error that had another cause. The proo
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Iterable, List, Optional, Tuple
 
 from gradlint.findings import Edit, Finding, Fix
@@ -39,11 +40,18 @@ def _shown_call(ctx: Context, verdict: Verdict) -> str:
 
 
 def _removal(ctx: Context, call: cst.Call, arg: cst.Arg) -> Fix:
-    """Delete the argument and the comma that separates it from its neighbour."""
+    """Delete the argument and the comma that separates it from its neighbour. An argument on
+    lines of its own goes with its lines, keeping a trailing comment (and the layout of the
+    other arguments and of the closing parenthesis)."""
     args = list(call.args)
     index = next(i for i, a in enumerate(args) if a is arg)
     here = ctx.position(arg)
-    if arg.keyword is None and any(a.keyword is None and not a.star for a in args[index + 1 :]):
+    positional_after = any(a.keyword is None and not a.star for a in args[index + 1 :])
+    if not (arg.keyword is None and positional_after):
+        own = _own_lines(ctx, arg, last=index + 1 == len(args))
+        if own is not None:
+            return Fix("Remove `retain_graph=True`", (Edit(own[0], own[1], ""),))
+    if arg.keyword is None and positional_after:
         # Positional, with positional arguments after it: removing it would shift them into
         # its place, so say False instead.
         value = ctx.position(arg.value)
@@ -66,6 +74,31 @@ def _removal(ctx: Context, call: cst.Call, arg: cst.Arg) -> Fix:
         whole = ctx.position(call)
         end = ctx.offset(whole.end.line, whole.end.column) - 1  # the closing parenthesis
     return Fix("Remove `retain_graph=True`", (Edit(start, end, ""),))
+
+
+_AFTER_ARGUMENT = re.compile(r"[ \t\f]*(?P<comma>,)?[ \t\f]*(?P<comment>#[^\r\n]*)?(?:\r\n|\r|\n)")
+
+
+def _own_lines(ctx: Context, arg: cst.Arg, last: bool) -> Optional[Tuple[int, int]]:
+    """The span to delete when `arg` stands on lines of its own (only indentation before it,
+    only its comma and a comment after it): the whole lines, or, when a comment follows, the
+    argument and its comma up to the comment (the comment stays where it was). None when the
+    argument shares a line with other code."""
+    text = ctx.module.code
+    first = arg.keyword if arg.keyword is not None else arg.value
+    start_pos = ctx.position(first).start
+    end_pos = ctx.position(arg.value).end
+    start = ctx.offset(start_pos.line, start_pos.column)
+    end = ctx.offset(end_pos.line, end_pos.column)
+    line_start = max(text.rfind("\n", 0, start), text.rfind("\r", 0, start)) + 1
+    if text[line_start:start].strip(" \t\f") or arg.star:
+        return None
+    after = _AFTER_ARGUMENT.match(text, end)
+    if after is None or (after.group("comma") is None and not last):
+        return None
+    if after.group("comment"):
+        return start, after.start("comment")
+    return line_start, after.end()
 
 
 # ------------------------------------------------------------------------------ gradlint run
