@@ -18,7 +18,7 @@ from gradlint.analysis.backward import BackwardCall, backward_call
 from gradlint.analysis.bindings import assigned_keys, forget, target_keys
 from gradlint.analysis.evaluate import Evaluator
 from gradlint.analysis.names import ImportMap, dotted
-from gradlint.analysis.shapes import DATA, UNKNOWN, Seq, Shape, Value, elements, merge_envs
+from gradlint.analysis.shapes import DATA, UNKNOWN, Seq, Shape, Value, elements, is_per_gpu, merge_envs
 from gradlint.analysis.tree import COMPREHENSIONS, SCOPES, walk
 
 Env = Dict[str, Value]
@@ -222,9 +222,9 @@ class Walker:
         elif targets is not None and isinstance(value, Seq) and len(value.items) == len(targets):
             for sub_target, item in zip(targets, value.items):  # `_, loss = net(x)`
                 self._bind(sub_target, None, item, env)
-        elif targets is not None and value == DATA:
-            for key in keys:  # `x, y = batch`
-                env[key] = DATA
+        elif targets is not None and (value == DATA or is_per_gpu(value)):
+            for key in keys:  # `x, y = batch`; `out, loss = dp_model(x)`: each gathered
+                env[key] = value
         else:
             for key in keys:
                 self._note_self(key, UNKNOWN)
