@@ -198,9 +198,73 @@ FLAGGED = {
         out.loss.backward()  # GL003
         out["loss"].backward()  # GL003
     """,
+    # a wrapped loss module reached through a ModuleList built by appends, in another function
+    "wrapped_loss_module_in_module_list": """
+    import torch
+    import torch.nn as nn
+
+    class ContrastLoss(nn.Module):
+        def forward(self, emb, target):
+            return emb.pow(2).mean(), (emb - target).abs().mean()
+
+    def train(criterion_list, optimizer):
+        criterion_ce = criterion_list[0]
+        criterion_mcl = criterion_list[1]
+        for emb, target in train_loader:
+            loss_a, loss_b = criterion_mcl(emb, target)
+            loss = criterion_ce(net(emb), target) + loss_a + loss_b
+            loss.backward()  # GL003
+
+    if __name__ == "__main__":
+        criterion_mcl = ContrastLoss().cuda()
+        criterion_mcl = torch.nn.DataParallel(criterion_mcl)
+        criterion_list = nn.ModuleList([])
+        criterion_list.append(nn.CrossEntropyLoss())
+        criterion_list.append(criterion_mcl)
+        criterion_list.cuda()
+        for epoch in range(10):
+            train(criterion_list, optimizer)
+    """,
 }
 
 CLEAN = {
+    "module_list_changed_after_appends": """
+    import torch
+    import torch.nn as nn
+
+    class ContrastLoss(nn.Module):
+        def forward(self, emb, target):
+            return emb.pow(2).mean()
+
+    def train(criterion_list):
+        for emb, target in train_loader:
+            loss = criterion_list[1](emb, target)
+            loss.backward()
+
+    if __name__ == "__main__":
+        criterion_list = nn.ModuleList([nn.MSELoss()])
+        criterion_list.append(torch.nn.DataParallel(ContrastLoss()))
+        criterion_list.insert(0, ContrastLoss())
+        train(criterion_list)
+        other = [nn.MSELoss(), torch.nn.DataParallel(ContrastLoss())]
+        other[1] = ContrastLoss()
+        for emb, target in train_loader:
+            other[1](emb, target).backward()
+    """,
+    "module_list_of_unwrapped_losses": """
+    import torch.nn as nn
+
+    class ContrastLoss(nn.Module):
+        def forward(self, emb, target):
+            return emb.pow(2).mean()
+
+    criterion_list = nn.ModuleList([])
+    criterion_list.append(nn.CrossEntropyLoss())
+    criterion_list.append(ContrastLoss())
+    for emb, target in train_loader:
+        loss = criterion_list[0](net(emb), target) + criterion_list[1](emb, target)
+        loss.backward()
+    """,
     "trainer_mean_after_gather": PROMPT_MODEL
     + """
     class Trainer(BaseTrainer):

@@ -276,7 +276,7 @@ class Evaluator(TorchCalls):
             return OUTPUT if self._feeds_batch(args, env) else UNKNOWN
         if isinstance(func, cst.Attribute) and not self._names_module(func.value):
             receiver = self.value(func.value, env)
-            if isinstance(receiver, (Instance, LossFn)) and func.attr.value in _SELF_RETURNING:
+            if isinstance(receiver, (Instance, LossFn, Seq)) and func.attr.value in _SELF_RETURNING:
                 return receiver
             if func.attr.value in self.TENSOR_METHODS:
                 return self.method(func.attr.value, func.value, call, args, env)

@@ -25,6 +25,7 @@ Env = Dict[str, Value]
 _TRY = (cst.Try, getattr(cst, "TryStar", cst.Try))
 # Wrappers around an iterable that yield its items (or (index, item) pairs for enumerate).
 _PASS_THROUGH = frozenset("tqdm iter cycle islice prefetch".split())
+_LIST_MUTATORS = frozenset("extend insert pop remove clear reverse sort __setitem__ __delitem__".split())
 
 
 @dataclass(frozen=True)
@@ -170,10 +171,14 @@ class Walker:
 
     def small(self, small: cst.BaseSmallStatement, env: Env) -> Env:
         self._scan(small, env)
+        if isinstance(small, cst.Expr) and isinstance(small.value, cst.Call):
+            return self._list_call(small.value, env)
         if isinstance(small, cst.Assign):
             value = self.evaluator.value(small.value, env)
             env = dict(env)
             for target in small.targets:
+                if isinstance(target.target, cst.Subscript):  # `items[i] = x` changes the list
+                    env = forget(env, [k for k in [dotted(target.target.value)] if k is not None])
                 self._bind(target.target, small.value, value, env)
             return env
         if isinstance(small, cst.AnnAssign) and small.value is not None:
@@ -204,6 +209,24 @@ class Walker:
             return env
         changed = assigned_keys(small)
         return forget(env, changed) if changed else env
+
+    def _list_call(self, call: cst.Call, env: Env) -> Env:
+        """`losses.append(x)` on a list (or `nn.ModuleList`) of known items adds `x`; any other
+        method that changes a list forgets its items."""
+        func = call.func
+        if not isinstance(func, cst.Attribute):
+            return env
+        key = dotted(func.value)
+        if key is None or not isinstance(env.get(key), Seq):
+            return env
+        method = func.attr.value
+        if method == "append" and len(call.args) == 1 and not call.args[0].keyword and not call.args[0].star:
+            env = dict(env)
+            env[key] = Seq(env[key].items + (self.evaluator.value(call.args[0].value, env),))  # type: ignore[union-attr]
+            return env
+        if method in _LIST_MUTATORS:
+            return forget(env, [key])
+        return env
 
     def _bind(self, target: cst.BaseExpression, value_expr: Optional[cst.BaseExpression], value: Value, env) -> None:
         keys = list(target_keys(target))
