@@ -225,9 +225,54 @@ FLAGGED = {
         for epoch in range(10):
             train(criterion_list, optimizer)
     """,
+    # a project helper builds and wraps the model (the wrap is inside the helper)
+    "helper_returns_wrapped_model": """
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    class Net(nn.Module):
+        def forward(self, x, y):
+            return F.cross_entropy(self.fc(x), y)
+
+    def get_model(gpu_ids):
+        model = Net().cuda()
+        if len(gpu_ids) > 1:
+            model = torch.nn.DataParallel(model, device_ids=gpu_ids)
+        return model
+
+    def main(args):
+        model = get_model(args.gpu_ids)
+        for x, y in train_loader:
+            loss = model(x, y)
+            loss.backward()  # GL003
+    """,
 }
 
 CLEAN = {
+    "helper_reduces_after_wrap": """
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    class Net(nn.Module):
+        def forward(self, x, y):
+            return F.cross_entropy(self.fc(x), y)
+
+    def get_model(gpu_ids):
+        model = Net().cuda()
+        if len(gpu_ids) > 1:
+            model = torch.nn.DataParallel(model, device_ids=gpu_ids)
+        return model
+
+    def main(args):
+        model = get_model(args.gpu_ids)
+        for x, y in train_loader:
+            loss = model(x, y)
+            if len(args.gpu_ids) > 1:
+                loss = loss.mean()
+            loss.backward()
+    """,
     "module_list_changed_after_appends": """
     import torch
     import torch.nn as nn
