@@ -157,7 +157,9 @@ class _FixedLines:
         self._edits: dict = {}
         for f in findings:
             info = RULES.get(f.code)
-            if f.cell is None and f.fix is not None and info is not None and info.fixable and f.fix.edits:
+            # what plain `--fix` applies: safe fixes of fixable rules (unsafe ones need a flag)
+            if (f.cell is None and f.fix is not None and info is not None and info.fixable and f.fix.edits
+                    and f.fix.applicability == "safe"):
                 self._edits.setdefault(f.path, []).append([(e.start, e.end, e.text) for e in f.fix.edits])
         self._files: dict = {}
 

@@ -2689,3 +2689,25 @@ def test_sam_from_the_project_clears_when_asked(tmp_path, flag, mark):
             optimizer.second_step({flag})
         """
     assert reported(source, AnalysisOptions(project_root=str(tmp_path)), str(tmp_path / "train.py")) == expected(source)
+
+
+def test_each_helper_backward_is_reported_under_gates_that_line_up_only_for_k_above_one():
+    # two helpers each run a backward; the stale path shows only with k == 1: both calls are
+    # reported, not just the last one (the period search once overwrote the report's key)
+    source = """
+        def generator_backward(x):
+            generator_loss(x).backward()
+
+        def discriminator_backward(x):
+            discriminator_loss(x).backward()
+
+        for it, x in enumerate(loader, start=1):
+            if it % k == 1:
+                opt.zero_grad()
+            generator_backward(x)  # GL001
+            discriminator_backward(x)  # GL001
+            if it % k == 0:
+                opt.step()
+        """
+    assert reported(source) == expected(source)
+    assert all("when `k == 1`" in finding.message for finding in findings(source))

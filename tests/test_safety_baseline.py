@@ -77,6 +77,6 @@ def test_keys_use_the_line_after_automatic_fixes_only():
     before_keys = finding_keys([fixable, other, second_line], {"t.py": text}.get)
     after_keys = finding_keys([other, second_line], {"t.py": after}.get)
     assert before_keys[1:] == after_keys
-    # a fix that is not applied automatically (GL001 is not fixable) does not change keys
-    unfixable = Finding("GL001", "m", "t.py", 1, 1, 1, 10, fix=Fix("x", (Edit(0, 1, "h"),)))
+    # a fix that plain --fix does not apply (an unsafe one) does not change keys
+    unfixable = Finding("GL001", "m", "t.py", 1, 1, 1, 10, fix=Fix("x", (Edit(0, 1, "h"),), "unsafe"))
     assert finding_keys([unfixable], {"t.py": text}.get) == finding_keys([other], {"t.py": text}.get)

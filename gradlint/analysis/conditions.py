@@ -29,13 +29,12 @@ def _names(expr: cst.CSTNode) -> FrozenSet[str]:
     stack = [expr]
     while stack:
         node = stack.pop()
-        kind = type(node)
-        if kind is cst.Attribute:
+        if type(node) is cst.Attribute:
             text = dotted(node)
             if text is not None:
                 out.append(text)
                 continue
-        elif kind is cst.Name:
+        elif type(node) is cst.Name:
             out.append(node.value)
         stack.extend(children(node))
     return frozenset(out)

@@ -184,8 +184,10 @@ class Analyzer(HelperResolver):
         its `step()` steps it, its `zero_grad()` clears it. None (follow the body) when its
         `step()` clears gradients itself, like a warm-up wrapper that steps and clears."""
         text = dotted(receiver)
+        if not text:
+            return None
         facts = scope.facts
-        cls = facts.instances.get(text) if text else None
+        cls = facts.instances.get(text)
         if cls is None:
             return None
         step, _ = self._find_method(facts, cls, "step")
@@ -274,7 +276,7 @@ class Analyzer(HelperResolver):
             if receiver is not None and scope.kind_of(receiver)[1] in (SCALER, SCHEDULER, ENGINE, OTHER):
                 return []  # scaler.unscale_(opt), scheduler helpers: they read the optimizer
         library = qual is not None and not qual.startswith(".") and qual.split(".")[0] in KNOWN_LIBRARIES
-        if library and not _MIGHT_CLEAR_NAME.search(last_part(qual)):
+        if library and qual is not None and not _MIGHT_CLEAR_NAME.search(last_part(qual)):
             return []  # get_scheduler(optimizer=...), wandb.watch(model): they do not clear
         effects: List[Effect] = []
         handed_model = False

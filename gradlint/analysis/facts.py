@@ -242,7 +242,8 @@ class _FactCollector:
             if name.endswith("deepspeed.initialize"):
                 # model_engine, optimizer, loader, scheduler = deepspeed.initialize(...):
                 # the engine steps and clears; the rest are driven by it.
-                return [ENGINE] + [OTHER] * (count - 1)
+                kinds: List[Optional[str]] = [ENGINE]
+                return kinds + [OTHER] * (count - 1)
             if method == "prepare" and count > 1:
                 # accelerator.prepare(model, optimizer, ...) keeps each argument's kind.
                 return [self._single_kind(arg.value) for arg in value.args][:count] + [None] * (count - len(value.args))

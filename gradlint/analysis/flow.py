@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Dict, FrozenSet, List, Optional, Sequence, Tuple
+from typing import Deque, Dict, FrozenSet, List, Optional, Sequence, Set, Tuple
 
 import libcst as cst
 
@@ -150,6 +150,7 @@ class _Builder:
 
     # statements -----------------------------------------------------------------------------
     def block(self, body: cst.CSTNode, preds: List[Node], scope: Scope) -> List[Node]:
+        stmts: Sequence[cst.CSTNode]
         if isinstance(body, cst.IndentedBlock):
             stmts = body.body
         elif isinstance(body, cst.SimpleStatementSuite):
@@ -561,8 +562,10 @@ def stale_path(
     branch they take when `k == 1`.
     """
     start = _enter(graph.header, frozenset(), unit)
-    queue = deque([(graph.header, 0, None, start)])
-    seen = {(id(graph.header), 0, None, start)}
+    if start is None:
+        return None  # (a header takes no branch decision: never the case)
+    queue: Deque[Tuple[Node, int, Optional[Event], FrozenSet]] = deque([(graph.header, 0, None, start)])
+    seen: Set[Tuple[int, int, Optional[int], FrozenSet]] = {(id(graph.header), 0, None, start)}
     while queue:
         node, phase, step, decisions = queue.popleft()
         for event in node.events:

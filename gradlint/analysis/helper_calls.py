@@ -176,9 +176,9 @@ class HelperResolver:
             elif backward_call(call, facts.imports) is not None:
                 result = True
             elif any(
-                dotted(a.value) in params and name_kind(dotted(a.value)) == OPTIMIZER
-                for a in call.args
-                if dotted(a.value)
+                name in params and name_kind(name) == OPTIMIZER
+                for name in (dotted(a.value) for a in call.args)
+                if name
             ):
                 result = True  # hands its optimizer parameter on (to something that may clear it)
             else:

@@ -108,22 +108,30 @@ def stored_attributes(module: cst.Module, reads: ReadCollector) -> FrozenSet[str
         elif isinstance(node, cst.FunctionDef) and node.name.value != "__init__":
             for inner in own_nodes(node):
                 if stores_history_on_self(inner, reads):
-                    targets = inner.targets if isinstance(inner, cst.Assign) else [inner]
-                    for target in targets:
-                        for key in target_keys(target.target):
+                    for target in _assigned(inner):
+                        for key in target_keys(target):
                             if key.startswith("self."):
                                 names.add(key.split(".")[1])
     return frozenset(names)
 
 
+def _assigned(node: cst.CSTNode) -> List[cst.BaseAssignTargetExpression]:
+    """The targets of an assignment statement (`=`, `+=`, annotated), else none."""
+    if isinstance(node, cst.Assign):
+        return [t.target for t in node.targets]
+    if isinstance(node, (cst.AugAssign, cst.AnnAssign)):
+        return [node.target]
+    return []
+
+
 def stores_history_on_self(node: cst.CSTNode, reads: ReadCollector) -> bool:
     if isinstance(node, cst.Assign):
-        targets = [t.target for t in node.targets]
-        value = node.value
+        value: Optional[cst.BaseExpression] = node.value
     elif isinstance(node, (cst.AugAssign, cst.AnnAssign)):
-        targets, value = [node.target], node.value
+        value = node.value
     else:
         return False
+    targets = _assigned(node)
     if value is None or not any(k.startswith("self.") for t in targets for k in target_keys(t)):
         return False
     found = reads.reads(value)
@@ -184,7 +192,9 @@ def detaching_functions(module: cst.Module, imports: ImportMap) -> FrozenSet[str
             elif isinstance(node, cst.Yield):
                 excluded.add(name)
     candidates = {
-        name for name, values in returns.items() if values and name not in excluded and all(v is not None for v in values)
+        name
+        for name, values in returns.items()
+        if values and name not in excluded and all(v is not None for v in values)
     }
     changed = True
     while changed:

@@ -515,7 +515,7 @@ def free_names(node: cst.CSTNode) -> Set[str]:
         outside = set()
         inside: Set[str] = set()
         bound: Set[str] = set()
-        part = node.for_in
+        part: Optional[cst.CompFor] = node.for_in
         first = True
         while part is not None:
             bound |= set(bound_names(part.target))

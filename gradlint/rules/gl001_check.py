@@ -10,14 +10,14 @@ the helper that runs it). GAN loops, gradient accumulation and LBFGS closures ha
 from __future__ import annotations
 
 import re
-from typing import Dict, Iterable, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 import libcst as cst
 
 from gradlint.analysis.effects import Analyzer
 from gradlint.analysis.events import ALL, BACKWARD, CLEAR, STEP, Event, Scope
 from gradlint.analysis.facts import implicit_loops, iter_loops
-from gradlint.analysis.flow import TooLarge, build_body_graph, build_loop_graph, stale_path
+from gradlint.analysis.flow import LoopGraph, TooLarge, build_body_graph, build_loop_graph, stale_path
 from gradlint.analysis.manual_updates import PARAMS, updated_by_call, updated_by_statement
 from gradlint.analysis.object_kinds import OPTIMIZER
 from gradlint.analysis.project import Project
@@ -25,6 +25,11 @@ from gradlint.analysis.tree import walk
 from gradlint.findings import Finding, Fix
 from gradlint.rules.gl001_fix import build_fix
 
+# One finding before it is described: (report node, step event, optimizer, cleared somewhere?,
+# period key of the `% k` gates that line up only for k > 1, fix)
+_Entry = Tuple[cst.CSTNode, Event, str, bool, Optional[str], Optional[Fix]]
+# A loop to analyse: (loop or per-batch function, its class, its def, the graph builder for it)
+_Candidate = Tuple[cst.CSTNode, Optional[str], Optional[cst.FunctionDef], Callable[[Any, Analyzer, Scope], LoopGraph]]
 
 
 def _calls_within(node: cst.CSTNode) -> set:
@@ -71,13 +76,13 @@ def check(ctx, code: str) -> Iterable[Finding]:
     facts = ctx.training_facts
     local = Analyzer(facts, ctx.options, None)
     project = Project(ctx.path, ctx.options.project_root)
-    # underlying backward node id -> (report node, step event, optimizer, cleared somewhere?)
-    direct: Dict[int, Tuple[cst.CSTNode, Event, str, bool]] = {}
-    via_helper: Dict[int, Tuple[cst.CSTNode, Event, str, bool, int]] = {}
+    # underlying backward node id -> entry; report node id -> (entry, underlying backward node id)
+    direct: Dict[int, _Entry] = {}
+    via_helper: Dict[int, Tuple[_Entry, int]] = {}
     gated_out: set = set()  # loops that cannot step or run a backward (nor can loops inside them)
     # the loops written in the file, then Lightning training_steps with manual optimization
     # (Lightning's own loop calls them once per batch)
-    candidates = [(loop, cls, func, build_loop_graph) for loop, cls, func in iter_loops(facts)]
+    candidates: List[_Candidate] = [(loop, cls, func, build_loop_graph) for loop, cls, func in iter_loops(facts)]
     candidates += [(step, cls, step, build_body_graph) for step, cls in implicit_loops(facts)]
     for loop, cls, func, build in candidates:
         scope = Scope(facts=facts, root=facts, cls=cls, func=func)
@@ -126,10 +131,11 @@ def check(ctx, code: str) -> Iterable[Finding]:
             members = {id(e) for e in group}
             for optimizer in optimizers:
                 is_target = lambda e, members=members: id(e) in members  # noqa: E731
-                step, period = stale_path(graph, optimizer, is_target, known), None
-                for key in graph.periods() if step is None else ():
+                step = stale_path(graph, optimizer, is_target, known)
+                period: Optional[str] = None
+                for unit in graph.periods() if step is None else ():
                     # gates that line up only for k > 1: `if it % k == 1: zero_grad()` never runs with k == 1
-                    step, period = stale_path(graph, optimizer, is_target, known, unit=key), key[1:]
+                    step, period = stale_path(graph, optimizer, is_target, known, unit=unit), unit[1:]
                     if step is not None:
                         break
                 if step is None:
@@ -142,10 +148,10 @@ def check(ctx, code: str) -> Iterable[Finding]:
                 if report is group[0].node:
                     direct[underlying] = (report, step, optimizer, cleared, period, fix)
                 else:
-                    via_helper[key] = (report, step, optimizer, cleared, period, fix, underlying)
+                    via_helper[key] = ((report, step, optimizer, cleared, period, fix), underlying)
                 break
     findings = [_finding(ctx, code, *entry, True) for entry in direct.values()]
-    for *entry, underlying in via_helper.values():
+    for entry, underlying in via_helper.values():
         if underlying not in direct:
             findings.append(_finding(ctx, code, *entry, False))
     return findings

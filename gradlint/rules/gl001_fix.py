@@ -131,7 +131,7 @@ class _Inserter:
             end += 1
         return self.code[start:end]
 
-    def after(self, stmt: cst.SimpleStatementLine, text: str) -> Edit:
+    def after(self, stmt: cst.CSTNode, text: str) -> Edit:
         where = self.ctx.position(stmt)
         indent = self._indent(where.start.line)
         offset = self._line_start(where.end.line + 1)
@@ -139,7 +139,7 @@ class _Inserter:
             return Edit(len(self.code), len(self.code), self.newline + indent + text)
         return Edit(offset, offset, indent + text + self.newline)
 
-    def before(self, stmt: cst.SimpleStatementLine, text: str) -> Edit:
+    def before(self, stmt: cst.CSTNode, text: str) -> Edit:
         where = self.ctx.position(stmt)
         offset = self._line_start(where.start.line)
         return Edit(offset, offset, self._indent(where.start.line) + text + self.newline)
@@ -198,7 +198,7 @@ def build_fix(
         return None
     path = _path_to(loop, report)
     index = _statement(path) if path is not None else None
-    if index is None or _gates(path, 0, index) != []:
+    if path is None or index is None or _gates(path, 0, index) != []:
         return None
     edit = inserter.before(path[index], f"{optimizer}.zero_grad()")
     return Fix(f"Insert `{optimizer}.zero_grad()` before the backward", (edit,), applicability="unsafe")
@@ -216,7 +216,7 @@ def _closure_fix(ctx, inserter: _Inserter, step: Event, backward: Event) -> Opti
         return None  # the backward is not reached through this step's closure
     path = _path_to(ctx.module, backward.node)
     index = _statement(path) if path is not None else None
-    if index is None:
+    if path is None or index is None:
         return None
     scope = _scope_index(path, node)
     text = _optimizer_text(ctx, node)
@@ -238,10 +238,13 @@ def _manual_fix(ctx, inserter: _Inserter, updates: Sequence[Event]) -> Optional[
         tensor = updated_by_call(node) if isinstance(node, cst.Call) else updated_by_statement(node)
         path = _path_to(ctx.module, node)
         index = _statement(path) if path is not None and tensor else None
-        if index is None or tensor is None:
+        if path is None or index is None or tensor is None:
             return None
         block = path[index - 1]
-        later = block.body[list(block.body).index(path[index]) + 1 :]
+        if not isinstance(block, cst.IndentedBlock):
+            return None  # (`_statement` found the line in an indented block: never the case)
+        body: List[cst.CSTNode] = list(block.body)
+        later = body[body.index(path[index]) + 1 :]
         if any(_reads_grad(stmt, tensor) for stmt in later):
             return None  # the gradient is still read after the update: clearing it here would break that
         edit = inserter.after(path[index], f"{tensor}.grad = None")

@@ -50,7 +50,7 @@ def check(ctx: Context) -> Iterable[Finding]:
         yield ctx.finding(RULE.code, call.node, message, fix=_mean_fix(ctx, root, name), help=help)
 
 
-def _mean_fix(ctx: Context, root: cst.BaseExpression, name: str) -> Optional[Fix]:
+def _mean_fix(ctx: Context, root: cst.CSTNode, name: str) -> Optional[Fix]:
     """Reduce the root where the backward starts from it: `loss.backward()` ->
     `loss.mean().backward()`, `engine.backward(loss)` -> `engine.backward(loss.mean())`. Only for
     a plain name or attribute; it changes the gradients' scale and meaning (one mean over the
