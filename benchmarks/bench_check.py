@@ -480,58 +480,204 @@ def fmt_ratio(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f}x"
 
 
+# --------------------------------------------------------------------------------------------
+# Corpus (b): typical training repositories at pinned commits
+
+# (owner/name, commit, folder in the corpus). Pinned so every run lints the same code; read from
+# local mirrors (the `fetch` tool's layout or `git clone --mirror`, see benchmarks/README.md).
+TRAINING_REPOS = (
+    ("pytorch/examples", "77f55b912142e11fcfdf5b530231fb9c52f181e8", "examples"),
+    ("karpathy/nanoGPT", "3adf61e154c3fe3fca428ad6bc3818b27a3b8291", "nanoGPT"),
+    ("vwxyzjn/cleanrl", "fe8d8a03c41a7ef5b523e2e354bd01c363e786bb", "cleanrl"),
+    ("eriklindernoren/PyTorch-GAN", "36d3c77e5ff20ebe0aeefd322326a134a279b93e", "PyTorch-GAN"),
+    ("huggingface/accelerate", "16cb6eb80dd9aa8b4df1a63ef57863e455d53b83", "accelerate"),
+)
+
+
+def prepare_repos(mirrors: str, work_dir: str, target: str) -> tuple:
+    """Extract each pinned repository (``git archive``, or blob by blob when the mirror lacks
+    large files) and copy its ``*.py`` files to ``target/<folder>``; (files, lines, bytes)."""
+    from pathlib import Path
+
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import realworld  # the same extraction the real-world evaluation uses
+
+    files = lines = size = 0
+    for repo, commit, folder in TRAINING_REPOS:
+        git_dir = realworld.find_git_dir(Path(mirrors), repo)
+        if git_dir is None or not realworld.has_commit(git_dir, commit):
+            sys.exit(f"{repo}@{commit[:12]} is not in the mirrors at {mirrors}: fetch it (benchmarks/README.md)")
+        tree = realworld.extract(git_dir, repo, commit, Path(work_dir) / "extract")
+        f, n, b = copy_python_sources(str(tree), os.path.join(target, folder))
+        files, lines, size = files + f, lines + n, size + b
+    return files, lines, size
+
+
+STAGE_SCRIPT = r"""
+import json, os, sys
+from gradlint.config import load_settings
+from gradlint.discovery import discover
+from gradlint.prefilter import prefilter_stage
+from gradlint.source import DecodeProblem, decode_source
+
+settings = load_settings(os.getcwd(), isolated=True)
+counts = {}
+def add(stage, lines):
+    files, total = counts.get(stage, (0, 0))
+    counts[stage] = (files + 1, total + lines)
+for path in discover(sys.argv[1:], settings):
+    with open(path, "rb") as handle:
+        data = handle.read()
+    lines = data.count(b"\n") + (0 if not data or data.endswith(b"\n") else 1)
+    add("all", lines)
+    try:
+        text, _ = decode_source(data)
+    except DecodeProblem:
+        add("undecodable", lines)
+        continue
+    local = settings.for_path(path)
+    add(prefilter_stage(text, data, path, local, local.enabled_codes(path)), lines)
+print(json.dumps(counts))
+"""
+
+
+def stage_counts(paths: list[str], cwd: str) -> dict:
+    """Files and lines per prefilter stage, from gradlint's own prefilter (the code measured)."""
+    result = subprocess.run(
+        [sys.executable, "-c", STAGE_SCRIPT, *paths], cwd=cwd, env=BENCH_ENV, capture_output=True, text=True
+    )
+    if result.returncode != 0:
+        print(f"stage counts failed: {result.stderr.strip()[-500:]}", file=sys.stderr)
+        return {}
+    return {k: tuple(v) for k, v in json.loads(result.stdout).items()}
+
+
+def print_stages(counts: dict) -> None:
+    """Files/lines reaching each stage of the pipeline."""
+    if not counts:
+        return
+    files, lines = counts.get("all", (0, 0))
+    no_names = counts.get("no-names", (0, 0))
+    names = counts.get("names", (0, 0))
+    beyond = counts.get("helpers-or-words-only", (0, 0))
+    undecodable = counts.get("undecodable", (0, 0))
+    rows = [
+        ("read and decoded", (files - undecodable[0], lines - undecodable[1])),
+        ("stage 1: names a rule's word (compiled)", (no_names[0] + names[0], no_names[1] + names[1])),
+        ("stage 2: code reads a rule's name", names),
+        ("admitted by an imported helper / noqa", beyond),
+        ("parsed by LibCST (analysed)", (names[0] + beyond[0], names[1] + beyond[1])),
+    ]
+    print(f"{'stage':<44} {'files':>7} {'lines':>11}")
+    print(f"{'all .py files':<44} {files:>7} {lines:>11,}")
+    for label, (f, n) in rows:
+        print(f"{label:<44} {f:>7} {n:>11,}")
+
+
+@dataclass
+class Corpus:
+    """One corpus: where it lies, what each tool is given, and its measurements."""
+
+    title: str
+    root: str  # the folder every tool runs in
+    paths: list[str]  # what every tool is given, relative to root
+    files: int
+    lines: int
+    size: int
+    source: str
+    torchfix: bool  # run TorchFix on it
+    cases: list[Measurement] = field(default_factory=list)
+    findings: dict = field(default_factory=dict)
+    stages: dict = field(default_factory=dict)
+
+
+def measure_corpus(corpus: Corpus, options, gradlint: list[str], ruff: str, torchfix: str | None,
+                   caches: str, work_dir: str) -> None:
+    """All cases of one corpus, interleaved; fills corpus.cases/findings/stages."""
+    jobs = ["-j", options.jobs] if options.jobs else []
+    extra = shlex.split(options.gradlint_args)
+    base = gradlint + ["check", "--isolated", "--output-format", "concise", "--exit-zero"] + jobs + extra
+    tag = corpus.title.split()[0].lower()
+    warm_cache = os.path.join(caches, f"warm-{tag}")
+    fresh_counter = [0]
+
+    def fresh_cache_argv() -> list[str]:
+        fresh_counter[0] += 1
+        return base + ["--cache-dir", os.path.join(caches, f"fresh-{tag}{fresh_counter[0]}"), *corpus.paths]
+
+    cold = Measurement("gradlint cold (--no-cache)", base + ["--no-cache", *corpus.paths], poll_memory=True)
+    fresh = Measurement("gradlint cold (fresh cache)", base + ["--cache-dir", "<new dir per run>", *corpus.paths])
+    warm = Measurement("gradlint warm (cache, unchanged)", base + ["--cache-dir", warm_cache, *corpus.paths])
+    ruff_case = Measurement(
+        "ruff check --select F --no-cache",
+        [ruff, "check", "--select", "F", "--no-cache", "--isolated", "--quiet", "--exit-zero", *corpus.paths],
+    )
+    cases = [cold, warm, ruff_case] if options.no_fresh_cache else [cold, fresh, warm, ruff_case]
+    if torchfix and corpus.torchfix:
+        cases.append(Measurement("TorchFix", [torchfix, *corpus.paths]))
+    corpus.cases = cases
+
+    print(f"\n{corpus.title}: filling the warm cache once (not timed)", file=sys.stderr, flush=True)
+    findings_file = os.path.join(work_dir, f"findings-{tag}.json")
+    run_command(warm.argv[: -len(corpus.paths)] + ["--output-format", "json", "-o", findings_file, *corpus.paths],
+                corpus.root)
+    corpus.findings = count_findings(findings_file)
+    corpus.stages = stage_counts(corpus.paths, corpus.root)
+    print(f"{corpus.title}: timed runs", file=sys.stderr, flush=True)
+    limits = {"TorchFix": options.torchfix_repeat}
+    run_interleaved(cases, options.repeat, corpus.root, limits=limits, argv_for={fresh.label: fresh_cache_argv})
+
+
+def case(corpus: Corpus, label: str) -> Measurement | None:
+    return next((c for c in corpus.cases if c.label == label and c.runs), None)
+
+
+def report_corpus(corpus: Corpus) -> None:
+    print(f"\n## {corpus.title}: {corpus.files} files, {corpus.lines:,} lines ({corpus.source})")
+    print(f"{'case':<36} {'median s':>9} {'best s':>8} {'CPU s':>7} {'max RSS MB':>11}")
+    for c in corpus.cases:
+        if c.runs:
+            print(f"{c.label:<36} {c.median:9.3f} {c.best:8.3f} {c.cpu:7.2f} {c.max_rss_mb:11.1f}")
+    found = ", ".join(f"{code} {n}" for code, n in corpus.findings.items()) or "none"
+    print(f"gradlint findings: {found}")
+    memory = case(corpus, "gradlint cold (--no-cache)").runs[0]
+    print(f"gradlint cold, peak memory of the whole process tree (polled): RSS {memory.tree_rss_mb:.1f} MB, "
+          f"PSS {memory.tree_pss_mb:.1f} MB; largest single process {memory.max_rss_mb:.1f} MB")
+    print_stages(corpus.stages)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeat", type=int, default=3, help="timed repeats per case (default 3)")
+    parser.add_argument("--single-repeat", type=int, default=10, help="repeats of the single-file cases (default 10)")
+    parser.add_argument("--corpus", help="corpus (a): this directory instead of the installed torch package")
     parser.add_argument(
-        "--repeat", type=int, default=3, help="timed repeats per case (default 3)"
+        "--mirrors",
+        default=os.environ.get("GRADLINT_MIRRORS"),
+        help="folder of git mirrors holding the pinned training repositories, corpus (b) (env GRADLINT_MIRRORS)",
     )
-    parser.add_argument(
-        "--single-repeat",
-        type=int,
-        default=10,
-        help="repeats of the single-file cases (default 10)",
-    )
-    parser.add_argument(
-        "--corpus", help="directory to lint (default: the installed torch package)"
-    )
-    parser.add_argument(
-        "--peers-venv", default=DEFAULT_PEERS_VENV, help="venv made by peers.sh"
-    )
-    parser.add_argument(
-        "--skip-torchfix", action="store_true", help="do not run TorchFix"
-    )
-    parser.add_argument(
-        "--torchfix-repeat",
-        type=int,
-        default=1,
-        help="TorchFix runs on the corpus (default 1)",
-    )
+    parser.add_argument("--skip-repos", action="store_true", help="leave out corpus (b), the training repositories")
+    parser.add_argument("--skip-torch", action="store_true", help="leave out corpus (a), the torch sources")
+    parser.add_argument("--peers-venv", default=DEFAULT_PEERS_VENV, help="venv made by peers.sh")
+    parser.add_argument("--skip-torchfix", action="store_true", help="do not run TorchFix")
+    parser.add_argument("--torchfix-torch", action="store_true",
+                        help="also run TorchFix on corpus (a) (about 15 CPU-minutes)")
+    parser.add_argument("--torchfix-repeat", type=int, default=1, help="TorchFix runs per corpus (default 1)")
     parser.add_argument("--single-file", help="training script for the latency case")
-    parser.add_argument(
-        "--jobs", help="pass -j to gradlint (default: gradlint's own default)"
-    )
+    parser.add_argument("--skip-single", action="store_true", help="leave out the single-file latency cases")
+    parser.add_argument("--jobs", help="pass -j to gradlint (default: gradlint's own default)")
     parser.add_argument(
         "--snapshot",
         default="HEAD",
         help="git revision of gradlint to benchmark, exported to the work dir so edits made "
         "while it runs change nothing (default HEAD; 'none': the installed code as is)",
     )
-    parser.add_argument(
-        "--no-fresh-cache",
-        action="store_true",
-        help="leave out the 'cold, fresh cache' case (saves one cold run per repeat)",
-    )
-    parser.add_argument(
-        "--gradlint-args",
-        default="",
-        help="extra options for every gradlint run, e.g. '--select GL002' (one string)",
-    )
-    parser.add_argument(
-        "--work-dir", default=DEFAULT_WORK_DIR, help="scratch directory"
-    )
-    parser.add_argument(
-        "--json", dest="json_out", help="also write all results as JSON here"
-    )
+    parser.add_argument("--no-fresh-cache", action="store_true",
+                        help="leave out the 'cold, fresh cache' case (saves one cold run per repeat)")
+    parser.add_argument("--gradlint-args", default="",
+                        help="extra options for every gradlint run, e.g. '--select GL002' (one string)")
+    parser.add_argument("--work-dir", default=DEFAULT_WORK_DIR, help="scratch directory")
+    parser.add_argument("--json", dest="json_out", help="also write all results as JSON here")
     options = parser.parse_args(argv)
 
     gradlint = gradlint_command()
@@ -539,30 +685,130 @@ def main(argv: Sequence[str] | None = None) -> int:
     if options.snapshot != "none":
         snapshot = snapshot_gradlint(options.work_dir, options.snapshot)
         if snapshot is not None:
-            BENCH_ENV["PYTHONPATH"] = os.pathsep.join(
-                [snapshot] + [p for p in [BENCH_ENV.get("PYTHONPATH")] if p]
-            )
+            BENCH_ENV["PYTHONPATH"] = os.pathsep.join([snapshot] + [p for p in [BENCH_ENV.get("PYTHONPATH")] if p])
     ruff = peer_tool(options.peers_venv, "ruff")
-    torchfix = (
-        None if options.skip_torchfix else peer_tool(options.peers_venv, "torchfix")
-    )
+    torchfix = None if options.skip_torchfix else peer_tool(options.peers_venv, "torchfix")
     if ruff is None:
         sys.exit("ruff not found: run benchmarks/peers.sh or pass --peers-venv")
     if not options.skip_torchfix and torchfix is None:
         sys.exit("torchfix not found: run benchmarks/peers.sh, or pass --skip-torchfix")
+    if not options.skip_repos and not options.mirrors:
+        sys.exit("corpus (b) needs --mirrors DIR (or GRADLINT_MIRRORS), or pass --skip-repos")
 
     os.makedirs(options.work_dir, exist_ok=True)
-    corpus_source = os.path.abspath(options.corpus or default_corpus())
-    # Every tool runs in the folder holding the copy and is given its name, as when a repository
-    # is linted from its root: `import torch.x` inside the corpus then resolves to the corpus
-    # (gradlint reads the project modules a file imports, for cross-module helpers).
-    corpus_root = os.path.join(options.work_dir, "corpus")
-    corpus = os.path.basename(corpus_source.rstrip(os.sep))
-    files, lines, size = copy_python_sources(
-        corpus_source, os.path.join(corpus_root, corpus)
-    )
-    if files == 0:
-        sys.exit(f"no .py files under {corpus_source}")
+    corpora: list[Corpus] = []
+    if not options.skip_torch:
+        # Every tool runs in the folder holding the copy and is given its name, as when a repository
+        # is linted from its root: `import torch.x` inside the corpus then resolves to the corpus
+        # (gradlint reads the project modules a file imports, for cross-module helpers).
+        source = os.path.abspath(options.corpus or default_corpus())
+        root = os.path.join(options.work_dir, "corpus")
+        name = os.path.basename(source.rstrip(os.sep))
+        files, lines, size = copy_python_sources(source, os.path.join(root, name))
+        if files == 0:
+            sys.exit(f"no .py files under {source}")
+        corpora.append(Corpus("(a) torch sources" if not options.corpus else "(a) corpus", root, [name],
+                              files, lines, size, source, options.torchfix_torch))
+    if not options.skip_repos:
+        root = os.path.join(options.work_dir, "repos")
+        if os.path.isdir(root):
+            shutil.rmtree(root)
+        files, lines, size = prepare_repos(options.mirrors, options.work_dir, root)
+        corpora.append(Corpus("(b) training repositories", root, [f for _, _, f in TRAINING_REPOS], files, lines,
+                              size, ", ".join(f"{r}@{c[:8]}" for r, c, _ in TRAINING_REPOS), True))
+
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    for corpus in corpora:
+        print(f"corpus   {corpus.title}: {corpus.source}")
+        print(f"         {corpus.files} .py files, {corpus.lines:,} lines, {corpus.size / 2**20:.1f} MiB "
+              f"(copied to {corpus.root})")
+    print(f"machine  {cpus} CPUs, {platform.python_implementation()} {platform.python_version()}, "
+          f"load average {os.getloadavg()[0]:.2f} at start")
+    print(f"gradlint {tool_version(gradlint + ['--version'])} ({' '.join(gradlint)})")
+    if snapshot:
+        print(f"         code: git {os.path.basename(snapshot)}, frozen in {snapshot}")
+    print(f"ruff     {tool_version([ruff, '--version'])} ({ruff})")
+    if torchfix:
+        print(f"torchfix {tool_version([torchfix, '--version'])} ({torchfix})")
+    print(f"repeats  {options.repeat} (TorchFix: {options.torchfix_repeat}), medians shown", flush=True)
+
+    caches = os.path.join(options.work_dir, "caches")
+    shutil.rmtree(caches, ignore_errors=True)
+    os.makedirs(caches)
+    for corpus in corpora:
+        measure_corpus(corpus, options, gradlint, ruff, torchfix, caches, options.work_dir)
+
+    single_cases: list[Measurement] = []
+    imports_torch = None
+    if not options.skip_single:
+        single_cases, imports_torch, single_lines, heaviest, module_count = measure_single(
+            options, gradlint, ruff, torchfix, caches)
+
+    # ----- report
+    for corpus in corpora:
+        report_corpus(corpus)
+    if single_cases:
+        print(f"\n## Single file ({single_lines} lines), {options.single_repeat} repeats")
+        print(f"{'case':<36} {'median s':>9} {'best s':>8}")
+        for c in single_cases:
+            print(f"{c.label:<36} {c.median:9.3f} {c.best:8.3f}")
+        print(f"gradlint check FILE imports torch: {'YES' if imports_torch else 'no'} "
+              f"({module_count} modules imported; heaviest: {heaviest})")
+
+    targets = []
+    memory_rows = []
+    for corpus in corpora:
+        short = corpus.title.split(" ", 1)[0]
+        cold = case(corpus, "gradlint cold (--no-cache)")
+        ruff_case = case(corpus, "ruff check --select F --no-cache")
+        targets.append(target(f"{short} gradlint cold / ruff", cold, ruff_case, "<=", 10))
+        targets.append(target(f"{short} gradlint cold (fresh cache) / ruff",
+                              case(corpus, "gradlint cold (fresh cache)"), ruff_case, "<=", 10))
+        targets.append(target(f"{short} gradlint warm / ruff", case(corpus, "gradlint warm (cache, unchanged)"),
+                              ruff_case, "<=", 0.5))
+        if case(corpus, "TorchFix"):
+            targets.append(target(f"{short} TorchFix / gradlint cold", case(corpus, "TorchFix"), cold, ">=", 1))
+        memory = cold.runs[0] if cold else None
+        if memory is not None:
+            memory_rows.append((short, memory.tree_rss_mb or 0.0, memory.tree_pss_mb or 0.0))
+    if single_cases:
+        targets.append(target("single file: gradlint / import libcst", single_cases[1], single_cases[0], "<=", 1.5))
+        targets.append(target("single file warm: gradlint / import libcst", single_cases[2], single_cases[0],
+                              "<=", 1.5))
+    print("\n## Targets (issue 16): ratios of median wall times (and of CPU seconds)")
+    print(f"{'measure':<44} {'wall':>8} {'(CPU)':>8} {'target':>9}  met")
+    for row in targets:
+        print(f"{row['measure']:<44} {fmt_ratio(row['measured']):>8} "
+              f"{fmt_ratio(row['measured_cpu']):>8} {row['target']:>9}  {verdict(row['met'])}")
+    for short, rss, pss in memory_rows:
+        print(f"{short + ' gradlint peak memory (tree, RSS)':<44} {f'{rss:.0f} MB':>8} "
+              f"{f'PSS {pss:.0f}':>8} {'<= 400 MB':>9}  {verdict(rss <= 400)}")
+    if imports_torch is not None:
+        print(f"{'gradlint check FILE imports torch':<44} {'yes' if imports_torch else 'no':>8} {'':>8} "
+              f"{'no':>9}  {verdict(not imports_torch)}")
+
+    if options.json_out:
+        report = {
+            "cpus": cpus,
+            "python": platform.python_version(),
+            "corpora": [
+                {"title": c.title, "source": c.source, "files": c.files, "lines": c.lines, "bytes": c.size,
+                 "gradlint_findings": c.findings, "stages": c.stages, "cases": [m.to_json() for m in c.cases]}
+                for c in corpora
+            ],
+            "single_file": [m.to_json() for m in single_cases],
+            "imports_torch": imports_torch,
+            "targets": targets,
+        }
+        with open(options.json_out, "w", encoding="utf-8") as handle:
+            json.dump(report, handle, indent=2)
+    return 0
+
+
+def measure_single(options, gradlint: list[str], ruff: str, torchfix: str | None, caches: str):
+    """Single-file latency: gradlint (no cache, warm) against `import libcst`, ruff, TorchFix;
+    and whether `gradlint check FILE` imports torch."""
+    extra = shlex.split(options.gradlint_args)
     single_dir = os.path.join(options.work_dir, "single")
     os.makedirs(single_dir, exist_ok=True)
     single = os.path.join(single_dir, "train.py")
@@ -571,266 +817,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         with open(single, "w", encoding="utf-8") as handle:
             handle.write(TRAINING_SCRIPT)
-
-    cpus = (
-        len(os.sched_getaffinity(0))
-        if hasattr(os, "sched_getaffinity")
-        else os.cpu_count()
-    )
-    print(f"corpus   {corpus_source}")
-    print(
-        f"         {files} .py files, {lines:,} lines, {size / 2**20:.1f} MiB (copied to {corpus_root})"
-    )
-    print(
-        f"machine  {cpus} CPUs, {platform.python_implementation()} {platform.python_version()}, "
-        f"load average {os.getloadavg()[0]:.2f} at start"
-    )
-    print(f"gradlint {tool_version(gradlint + ['--version'])} ({' '.join(gradlint)})")
-    if snapshot:
-        print(f"         code: git {os.path.basename(snapshot)}, frozen in {snapshot}")
-    print(f"ruff     {tool_version([ruff, '--version'])} ({ruff})")
-    if torchfix:
-        print(f"torchfix {tool_version([torchfix, '--version'])} ({torchfix})")
-    print(
-        f"repeats  {options.repeat} (TorchFix: {options.torchfix_repeat}), medians shown",
-        flush=True,
-    )
-
-    jobs = ["-j", options.jobs] if options.jobs else []
-    extra = shlex.split(options.gradlint_args)
-    base = (
-        gradlint
-        + ["check", "--isolated", "--output-format", "concise", "--exit-zero"]
-        + jobs
-        + extra
-    )
-    caches = os.path.join(options.work_dir, "caches")
-    warm_cache = os.path.join(caches, "warm")
-    shutil.rmtree(caches, ignore_errors=True)
-    os.makedirs(caches)
-
-    # A fresh cache directory per run for "cold, fresh cache": each run gets a new path.
-    fresh_counter = [0]
-
-    def fresh_cache_argv() -> list[str]:
-        fresh_counter[0] += 1
-        return base + [
-            "--cache-dir",
-            os.path.join(caches, f"fresh{fresh_counter[0]}"),
-            corpus,
-        ]
-
-    cold = Measurement(
-        "gradlint cold (--no-cache)", base + ["--no-cache", corpus], poll_memory=True
-    )
-    fresh = Measurement(
-        "gradlint cold (fresh cache)",
-        base + ["--cache-dir", "<new dir per run>", corpus],
-    )
-    warm = Measurement(
-        "gradlint warm (cache, unchanged)", base + ["--cache-dir", warm_cache, corpus]
-    )
-    ruff_case = Measurement(
-        "ruff check --select F --no-cache",
-        [
-            ruff,
-            "check",
-            "--select",
-            "F",
-            "--no-cache",
-            "--isolated",
-            "--quiet",
-            "--exit-zero",
-            corpus,
-        ],
-    )
-    cases = (
-        [cold, warm, ruff_case]
-        if options.no_fresh_cache
-        else [cold, fresh, warm, ruff_case]
-    )
-    torchfix_case = None
-    if torchfix:
-        torchfix_case = Measurement("TorchFix", [torchfix, corpus])
-        cases.append(torchfix_case)
-
-    print("\nfilling the warm cache once (not timed)", file=sys.stderr, flush=True)
-    findings_file = os.path.join(options.work_dir, "findings.json")
-    run_command(
-        warm.argv[:-1] + ["--output-format", "json", "-o", findings_file, corpus],
-        corpus_root,
-    )
-    findings_by_code = count_findings(findings_file)
-
-    print("corpus runs:", file=sys.stderr, flush=True)
-    limits = {torchfix_case.label: options.torchfix_repeat} if torchfix_case else {}
-    run_interleaved(
-        cases,
-        options.repeat,
-        corpus_root,
-        limits=limits,
-        argv_for={fresh.label: fresh_cache_argv},
-    )
-
-    memory_run = cold.runs[0]  # polled
-
-    # Single-file latency.
-    single_base = gradlint + [
-        "check",
-        "--isolated",
-        "--output-format",
-        "concise",
-        "--exit-zero",
-        *extra,
-    ]
+    single_base = gradlint + ["check", "--isolated", "--output-format", "concise", "--exit-zero", *extra]
     single_cache = os.path.join(caches, "single")
-    single_cases = [
-        Measurement(
-            "python -c 'import libcst'", [sys.executable, "-c", "import libcst"]
-        ),
-        Measurement(
-            "gradlint check FILE --no-cache", single_base + ["--no-cache", single]
-        ),
-        Measurement(
-            "gradlint check FILE (warm cache)",
-            single_base + ["--cache-dir", single_cache, single],
-        ),
-        Measurement(
-            "ruff check --select F FILE",
-            [
-                ruff,
-                "check",
-                "--select",
-                "F",
-                "--no-cache",
-                "--isolated",
-                "--quiet",
-                "--exit-zero",
-                single,
-            ],
-        ),
+    cases = [
+        Measurement("python -c 'import libcst'", [sys.executable, "-c", "import libcst"]),
+        Measurement("gradlint check FILE --no-cache", single_base + ["--no-cache", single]),
+        Measurement("gradlint check FILE (warm cache)", single_base + ["--cache-dir", single_cache, single]),
+        Measurement("ruff check --select F FILE",
+                    [ruff, "check", "--select", "F", "--no-cache", "--isolated", "--quiet", "--exit-zero", single]),
     ]
     if torchfix:
-        single_cases.append(Measurement("TorchFix FILE", [torchfix, single]))
-    run_command(single_cases[2].argv, single_dir)  # fill the single-file cache
+        cases.append(Measurement("TorchFix FILE", [torchfix, single]))
+    run_command(cases[2].argv, single_dir)  # fill the single-file cache
     print("single-file runs:", file=sys.stderr, flush=True)
-    run_interleaved(single_cases, options.single_repeat, single_dir)
-
-    # Does `gradlint check FILE` import torch?
+    run_interleaved(cases, options.single_repeat, single_dir)
     importtime_argv = [sys.executable, "-X", "importtime"]
-    if gradlint[0] == sys.executable:
-        importtime_argv += gradlint[1:]
-    else:
-        importtime_argv += gradlint
-    modules = imported_modules(
-        importtime_argv + ["check", "--isolated", "--no-cache", single], single_dir
-    )
-    module_names = {name for name, _ in modules}
-    imports_torch = "torch" in module_names or any(
-        n.startswith("torch.") for n in module_names
-    )
-    top_level = sorted(
-        ((name, us) for name, us in modules if "." not in name),
-        key=lambda item: -item[1],
-    )[:6]
-
-    # ----- report
-    print(f"\n## Corpus: {files} files, {lines:,} lines")
-    print(f"{'case':<36} {'median s':>9} {'best s':>8} {'CPU s':>7} {'max RSS MB':>11}")
-    for case in cases:
-        print(
-            f"{case.label:<36} {case.median:9.3f} {case.best:8.3f} {case.cpu:7.2f} "
-            f"{case.max_rss_mb:11.1f}"
-        )
-    found = ", ".join(f"{code} {n}" for code, n in findings_by_code.items()) or "none"
-    print(f"gradlint findings on the corpus: {found}")
-    print(
-        f"gradlint peak memory, whole process tree (polled): RSS {memory_run.tree_rss_mb:.1f}"
-        f" MB, PSS {memory_run.tree_pss_mb:.1f} MB; largest single process:"
-        f" {memory_run.max_rss_mb:.1f} MB"
-    )
-
+    importtime_argv += gradlint[1:] if gradlint[0] == sys.executable else gradlint
+    modules = imported_modules(importtime_argv + ["check", "--isolated", "--no-cache", single], single_dir)
+    names = {name for name, _ in modules}
+    imports_torch = "torch" in names or any(n.startswith("torch.") for n in names)
+    top = sorted(((n, us) for n, us in modules if "." not in n), key=lambda item: -item[1])[:6]
+    heaviest = ", ".join(f"{n} {us / 1000:.0f} ms" for n, us in top)
     with open(single, encoding="utf-8") as handle:
-        single_lines = handle.read().count("\n")
-    print(
-        f"\n## Single file ({os.path.basename(single)}, {single_lines} lines), "
-        f"{options.single_repeat} repeats"
-    )
-    print(f"{'case':<36} {'median s':>9} {'best s':>8}")
-    for case in single_cases:
-        print(f"{case.label:<36} {case.median:9.3f} {case.best:8.3f}")
-    heaviest = ", ".join(f"{name} {us / 1000:.0f} ms" for name, us in top_level)
-    print(
-        f"gradlint check FILE imports torch: {'YES' if imports_torch else 'no'} "
-        f"({len(modules)} modules imported; heaviest: {heaviest})"
-    )
-
-    peak_rss, peak_pss = memory_run.tree_rss_mb or 0.0, memory_run.tree_pss_mb or 0.0
-    single_libcst, single_cold, single_warm = single_cases[:3]
-    has_fresh = bool(fresh.runs)
-    targets = [
-        target("gradlint cold / ruff", cold, ruff_case, "<=", 3),
-        target(
-            "gradlint cold (fresh cache) / ruff",
-            fresh if has_fresh else None,
-            ruff_case,
-            "<=",
-            3,
-        ),
-        target("gradlint warm / ruff", warm, ruff_case, "<", 1),
-        target("TorchFix / gradlint cold", torchfix_case, cold, ">=", 20),
-        target(
-            "single file: gradlint / import libcst",
-            single_cold,
-            single_libcst,
-            "<=",
-            1.5,
-        ),
-        target(
-            "single file warm: gradlint / import libcst",
-            single_warm,
-            single_libcst,
-            "<=",
-            1.5,
-        ),
-    ]
-    print("\n## Targets (issue 5): ratios of median wall times (and of CPU seconds)")
-    print(f"{'measure':<44} {'wall':>8} {'(CPU)':>8} {'target':>9}  met")
-    for row in targets:
-        print(
-            f"{row['measure']:<44} {fmt_ratio(row['measured']):>8} "
-            f"{fmt_ratio(row['measured_cpu']):>8} {row['target']:>9}  {verdict(row['met'])}"
-        )
-    print(
-        f"{'gradlint peak memory (process tree, RSS)':<44} {f'{peak_rss:.0f} MB':>8} "
-        f"{'':>8} {'< 300 MB':>9}  {verdict(peak_rss < 300)}"
-    )
-    print(
-        f"{'gradlint check FILE imports torch':<44} "
-        f"{'yes' if imports_torch else 'no':>8} {'':>8} {'no':>9}  {verdict(not imports_torch)}"
-    )
-    print(f"(peak memory of the process tree by PSS: {peak_pss:.0f} MB)")
-
-    if options.json_out:
-        report = {
-            "corpus": {
-                "source": corpus_source,
-                "files": files,
-                "lines": lines,
-                "bytes": size,
-            },
-            "cpus": cpus,
-            "gradlint_findings": findings_by_code,
-            "python": platform.python_version(),
-            "cases": [case.to_json() for case in cases],
-            "memory_run": memory_run.__dict__,
-            "single_file": [case.to_json() for case in single_cases],
-            "imports_torch": imports_torch,
-            "targets": targets,
-        }
-        with open(options.json_out, "w", encoding="utf-8") as handle:
-            json.dump(report, handle, indent=2)
-    return 0
+        lines = handle.read().count("\n")
+    return cases, imports_torch, lines, heaviest, len(modules)
 
 
 if __name__ == "__main__":

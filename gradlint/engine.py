@@ -3,8 +3,10 @@
 - source (gradlint/source.py): bytes are decoded as Python does; a file that cannot be decoded or
   parsed gives one parse-error finding and the other files are still linted. Notebooks
   (gradlint/notebook.py) hand over their joined program and a cell map.
-- prefilter (gradlint/prefilter.py): a file no selected rule's declared needs admit skips the
-  LibCST parse (it still gets a cheap syntax check, so parse errors are reported for every file).
+- prefilter (gradlint/prefilter.py): a file no selected rule's declared needs admit is not parsed
+  at all, not even for a syntax error: it cannot hold a finding (GL000 is reported for the files
+  the prefilter lets through, for undecodable files, and for every file when GL000 is the only
+  rule selected).
 - facts and rules (gradlint/analysis/, gradlint/rules/): one parse, one per-file context, the
   selected rules' checks.
 - findings: select/ignore, noqa (gradlint/suppression.py), sorted.
@@ -63,10 +65,13 @@ def _rule_codes(enabled: Sequence[str]) -> List[str]:
 def analyse_text(text: str, path: str, settings: Any, enabled: set, data: Optional[bytes] = None) -> List[Finding]:
     """Findings for decoded text (display `path`), before suppression. Raises InternalError."""
     codes = _rule_codes(sorted(enabled))
-    possible, compiled = prefilter(text, data, path, settings, enabled) if codes else (False, False)
-    if not possible:
-        problem = syntax_check(text, path, compiled)
+    if not codes:  # only parse errors asked for (`--select GL000`): nothing to prefilter against
+        problem = syntax_check(text, path)
         return [problem] if problem is not None else []
+    if not prefilter(text, data, path, settings, enabled)[0]:
+        # No finding is possible, so the file is not parsed just to report a syntax error
+        # (ruff and flake8 report those): GL000 covers the files the prefilter lets through.
+        return []
     import libcst
 
     from gradlint.analysis import analyze

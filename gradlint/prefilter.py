@@ -94,10 +94,32 @@ class _ModuleText:
     # names of the functions whose compiled code may run a backward, once asked (None: the
     # module does not compile, so the word in the text decides)
     _running: list = field(default_factory=list, compare=False, repr=False)
+    # name -> (calls in its body, the same-module helpers and imported targets they reach);
+    # pure functions of this module's bytes, so kept with it (many files reach one helper)
+    _calls: Dict[str, set] = field(default_factory=dict, compare=False, repr=False)
+    _edges: Dict[str, Tuple[List[Tuple[str, str]], List[Tuple[str, str]]]] = field(
+        default_factory=dict, compare=False, repr=False)
 
     def calls_in(self, name: str) -> set:
-        start, end, _ = self.functions[name]
-        return {c.decode("ascii", "replace") for c in _CALL.findall(self.data, start, end)}
+        calls = self._calls.get(name)
+        if calls is None:
+            start, end, _ = self.functions[name]
+            calls = self._calls[name] = {c.decode("ascii", "replace") for c in _CALL.findall(self.data, start, end)}
+        return calls
+
+    def edges(self, name: str) -> Tuple[List[Tuple[str, str]], List[Tuple[str, str]]]:
+        """What a call of `name` may run next: (helpers of this module its body calls, directly or
+        as `self.x`, as (this path, name)), (imported (module file, name) its calls reach)."""
+        known = self._edges.get(name)
+        if known is None:
+            inner = self.calls_in(name)
+            local = []
+            for call in inner:
+                short = call.rsplit(".", 1)[-1]
+                if ("." not in call or call.startswith("self.")) and short in self.functions:
+                    local.append((self.path, short))
+            known = self._edges[name] = (local, _targets(inner, self.bindings))
+        return known
 
     def methods_of(self, cls: str) -> List[str]:
         """The functions defined inside class `cls` (by offset), sorted."""
@@ -150,12 +172,66 @@ def _module_text(data: bytes, path: str, root: str, wanted: Wanted) -> _ModuleTe
     )
 
 
+def _targets(calls: Iterable[str], bindings) -> List[Tuple[str, str]]:
+    """(module file, function name) for calls that go through import bindings: `f(` for
+    `from m import f` (or `*`), `local.f(` for a module bound as `local`."""
+    wanted: List[Tuple[str, str]] = []
+    calls = sorted(set(calls))
+    callset = set(calls)
+    by_prefix: Dict[str, List[str]] = {}  # "a.b" -> ["f", ...] for every call a.b.f(
+    for call in calls:
+        head, dot, tail = call.rpartition(".")
+        if dot:
+            by_prefix.setdefault(head, []).append(tail)
+    for target, local, remote in bindings:
+        if remote == "*":
+            wanted += [(target, c) for c in calls if "." not in c]
+        elif remote:
+            if local in callset:
+                wanted.append((target, remote))
+        else:  # a module: local.f(...)
+            wanted += [(target, tail) for tail in by_prefix.get(local, ())]
+    return wanted
+
+
+_CHAIN = re.compile(rb"([A-Za-z_][\w.]*)[ \t]*\(")
+_WORD_BYTES = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.")
+
+
+def _calls_through(data: bytes, bindings) -> set:
+    """The calls of `data` (as `_CALL` reads them) that `_targets` can resolve through
+    `bindings`: only those starting with a bound local name, found with `bytes.find` instead of
+    a scan of every call in the file, unless a `*` import makes every plain call a candidate."""
+    if not bindings:
+        return set()
+    if any(remote == "*" for _, _, remote in bindings):
+        return {m.group(1).decode("ascii", "replace") for m in _CALL.finditer(data)}
+    found = set()
+    for name in sorted({local for _, local, _ in bindings}):
+        word = name.encode("utf-8", "surrogatepass")
+        at = data.find(word)
+        while at >= 0:
+            if at == 0 or data[at - 1] not in _WORD_BYTES:
+                match = _CHAIN.match(data, at)
+                if match is not None:
+                    found.add(match.group(1).decode("ascii", "replace"))
+            at = data.find(word, at + 1)
+    return found
+
+
+# Bounds on what one process keeps (the editor server runs for days): modules read by the helper
+# search (each keeps its bytes while it has functions) and answers per linted file.
+MAX_MODULES = 2048
+MAX_ANSWERS = 4096
+
+
 class _ProjectFiles:
-    """Per process: the `_ModuleText` of each project file reached, by path and stat (so edits
-    are seen); file bytes are not kept. Also the last answers per linted file."""
+    """Per process: the `_ModuleText` of each project file reached, by path, checked against the
+    file's stat on every use (so edits are seen; an edited file replaces its entry). Bounded:
+    past MAX_MODULES the oldest entries go. Also the last answers per linted file."""
 
     def __init__(self) -> None:
-        self.memo: Dict[tuple, _ModuleText] = {}
+        self.memo: Dict[tuple, Tuple[tuple, _ModuleText]] = {}
         self.answers: Dict[tuple, Tuple[bool, List[str]]] = {}
 
     def facts(self, path: str, wanted: Wanted, root: str) -> _ModuleText:
@@ -164,32 +240,21 @@ class _ProjectFiles:
             stamp: tuple = (st.st_mtime_ns, st.st_size)
         except OSError:
             stamp = (None, None)
-        key = (path, stamp, wanted, root)
-        if key not in self.memo:
-            try:
-                with open(path, "rb") as handle:
-                    data = handle.read()
-            except OSError:
-                data = b""
-            self.memo[key] = _module_text(data, path, root, wanted)
-        return self.memo[key]
-
-    @staticmethod
-    def _targets(calls: Iterable[str], bindings) -> List[Tuple[str, str]]:
-        """(module file, function name) for calls that go through import bindings."""
-        wanted: List[Tuple[str, str]] = []
-        calls = sorted(set(calls))
-        for target, local, remote in bindings:
-            if remote == "*":
-                wanted += [(target, c) for c in calls if "." not in c]
-            elif remote:
-                if local in set(calls):
-                    wanted.append((target, remote))
-            else:  # a module: local.f(...)
-                prefix = local + "."
-                wanted += [(target, c[len(prefix):]) for c in calls
-                           if c.startswith(prefix) and "." not in c[len(prefix):]]
-        return wanted
+        key = (path, wanted, root)
+        known = self.memo.get(key)
+        if known is not None and known[0] == stamp:
+            return known[1]
+        try:
+            with open(path, "rb") as handle:
+                data = handle.read()
+        except OSError:
+            data = b""
+        module = _module_text(data, path, root, wanted)
+        self.memo.pop(key, None)
+        while len(self.memo) >= MAX_MODULES:
+            del self.memo[next(iter(self.memo))]
+        self.memo[key] = (stamp, module)
+        return module
 
     def _definition(self, target: str, name: str, wanted: Wanted, root: str) -> Optional[Tuple[str, str]]:
         """Where `name` seen in module `target` is defined, following re-exports."""
@@ -210,13 +275,13 @@ class _ProjectFiles:
         if key in self.answers:
             return self.answers[key]
         bindings = import_bindings(data, path, root)
-        calls = {m.group(1).decode("ascii", "replace") for m in _CALL.finditer(data)} if bindings else set()
+        calls = _calls_through(data, bindings)
         if bindings:  # an imported project class used as a base: its methods run as `self.m()`
             calls |= {b.strip().decode("ascii", "replace") for m in _BASES.finditer(data)
                       for b in m.group(1).split(b",") if b.strip()}
         # Sorted throughout: the walk is bounded, so its order must not depend on hash seeds
         # (the visited modules go into cache keys, which must be the same in every run).
-        todo = [d for d in (self._definition(t, n, wanted, root) for t, n in self._targets(calls, bindings)) if d]
+        todo = [d for d in (self._definition(t, n, wanted, root) for t, n in _targets(calls, bindings)) if d]
         todo = sorted(set(todo), reverse=True)
         seen: set = set()
         found = False
@@ -233,18 +298,14 @@ class _ProjectFiles:
             if module.runs_backward(name):
                 found = True
                 continue
-            inner = module.calls_in(name)
-            more = []
-            for call in inner:  # helpers of the helper: same module, or imported there
-                short = call.rsplit(".", 1)[-1]
-                if ("." not in call or call.startswith("self.")) and short in module.functions:
-                    more.append((where, short))
-            imported = (self._definition(t, n, wanted, root) for t, n in self._targets(inner, module.bindings))
+            local, targets = module.edges(name)  # helpers of the helper: same module, or imported there
+            more = [(where, short) for _, short in local]
+            imported = (self._definition(t, n, wanted, root) for t, n in targets)
             more += [d for d in imported if d]
             todo += sorted(set(more), reverse=True)
         me = os.path.abspath(path)
         answer = (found, sorted({m for m, _ in seen} - {me}))
-        if len(self.answers) > 4096:
+        if len(self.answers) >= MAX_ANSWERS:
             self.answers.clear()
         self.answers[key] = answer
         return answer
@@ -398,14 +459,36 @@ def needs_analysis(text: str, data: Optional[bytes], path: str, settings, enable
 def prefilter(text: str, data: Optional[bytes], path: str, settings, enabled: Iterable[str]) -> Tuple[bool, bool]:
     """(may a finding of a rule in `enabled` be here?, did CPython compile the text?), from the
     rules' declared needs (see the module docstring)."""
+    possible, compiled, _ = _decide(text, data, path, settings, enabled)
+    return possible, compiled
+
+
+# What decided a file's fate in `prefilter_stage` (the benchmark counts files per stage).
+STAGE_NO_WORDS = "no-words"  # stage one: no selected rule's word; not parsed at all
+STAGE_NO_NAMES = "no-names"  # stage two: compiled, the code reads none of the names
+STAGE_NAMES = "names"  # stage two admitted it (or CPython could not compile it): parsed
+STAGE_BEYOND = "helpers-or-words-only"  # admitted by an imported helper or a words-only rule
+
+
+def prefilter_stage(text: str, data: Optional[bytes], path: str, settings, enabled: Iterable[str]) -> str:
+    """Which stage decided `prefilter`'s answer for this file (one of the STAGE_* values)."""
+    return _decide(text, data, path, settings, enabled)[2]
+
+
+def _decide(text: str, data: Optional[bytes], path: str, settings,
+            enabled: Iterable[str]) -> Tuple[bool, bool, str]:
     rules = _selected(enabled)
     wanted = wanted_by(rules, settings)
     compiled = False
+    stage = STAGE_NO_WORDS
     if any(word in text for word in wanted.words + tuple(sorted(wanted.helpers))):
         possible, compiled = compiled_prefilter(text, path, wanted)
         if possible:
-            return True, compiled
-    return _needs_analysis_beyond_words(text, data, path, settings, rules), compiled
+            return True, compiled, STAGE_NAMES
+        stage = STAGE_NO_NAMES
+    if _needs_analysis_beyond_words(text, data, path, settings, rules):
+        return True, compiled, STAGE_BEYOND
+    return False, compiled, stage
 
 
 def _needs_analysis_beyond_words(text: str, data: Optional[bytes], path: str, settings,

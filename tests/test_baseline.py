@@ -175,14 +175,14 @@ for x, y in data:
 
 
 def test_cli_write_then_filter(project, gradlint):
-    project.write("old.py", "def f(:\n    pass\n")
+    project.write("old.py", "def f(:\n    loss.backward()\n")
     result = gradlint("check", "--no-cache", "--write-baseline", "baseline.json")
     assert result.exit_code == 0 and "wrote 1 finding to baseline baseline.json" in result.stderr
-    project.write("old.py", "# a header comment\n\n\ndef f(:\n    pass\n")  # moved, not new
+    project.write("old.py", "# a header comment\n\n\ndef f(:\n    loss.backward()\n")  # moved, not new
     result = gradlint("check", "--no-cache", "--baseline", "baseline.json")
     assert result.exit_code == 0, result.stdout
     assert "1 finding in baseline, 0 fixed since" in result.stderr
-    project.write("new.py", "x = (\n")
+    project.write("new.py", "x = (\nloss.backward()\n")
     result = gradlint("check", "--no-cache", "--baseline", "baseline.json", "--output-format", "json")
     assert result.exit_code == 1
     assert [f["path"] for f in json.loads(result.stdout)] == ["new.py"]

@@ -79,7 +79,7 @@ def test_findings_exit_1_with_full_report(project, gradlint):
 
 
 def test_unparsable_and_undecodable_files_are_gl000_and_others_still_linted(project, gradlint):
-    project.write("broken.py", "def f(:\n    pass\n")
+    project.write("broken.py", "def f(:\n    loss.backward()\n")
     project.write("latin.py", b"x = '\xe9'\n")
     project.write("cookie.py", b"# -*- coding: no-such-codec -*-\nx = 1\n")
     project.write("train.py", LOOP_WITHOUT_ZERO_GRAD)
@@ -99,12 +99,20 @@ def test_pep263_cookie_and_bom_are_honoured(project, gradlint):
     assert gradlint("check", "--no-cache").exit_code == 0
 
 
-def test_gl000_is_reported_for_prefiltered_files_too(project, gradlint):
-    # no word the prefilter looks for: never parsed by LibCST, yet the syntax error is reported
+def test_gl000_only_for_files_the_prefilter_lets_through(project, gradlint):
+    # util.py names no word any rule needs: it cannot hold a finding, so it is not parsed just to
+    # report its syntax error (ruff and flake8 do that); a word even in a comment lets a file through
     project.write("util.py", "def helper(:\n    return 1\n")
     result = gradlint("check", "--no-cache", "--output-format", "concise")
+    assert result.exit_code == 0 and "GL000" not in result.stdout
+    project.write("notes.py", "# calls loss.backward() later\ndef helper(:\n    return 1\n")
+    result = gradlint("check", "--no-cache", "--output-format", "concise")
     assert result.exit_code == 1
-    assert result.stdout.startswith("util.py:1:12: GL000 [parse-error] error: cannot parse:")
+    assert result.stdout.startswith("notes.py:2:12: GL000 [parse-error] error: cannot parse:")
+    assert "util.py" not in result.stdout
+    # GL000 alone selected: every file is checked for syntax errors (nothing to prefilter against)
+    result = gradlint("check", "--no-cache", "--output-format", "concise", "--select", "GL000")
+    assert result.exit_code == 1 and "util.py:1:12: GL000" in result.stdout and "notes.py:2:12: GL000" in result.stdout
 
 
 def test_json_findings_have_the_documented_fields(project, gradlint):
@@ -148,7 +156,7 @@ def test_exit_zero(project, gradlint):
 def test_statistics(project, gradlint):
     project.write("a.py", LOOP_WITHOUT_ZERO_GRAD)
     project.write("b.py", LOOP_WITHOUT_ZERO_GRAD)
-    project.write("c.py", "x = (\n")
+    project.write("c.py", "x = (\nloss.backward()\n")
     result = gradlint("check", "--no-cache", "--statistics")
     assert result.exit_code == 1
     assert result.stdout.splitlines() == ["2\tGL001\tmissing-zero-grad", "1\tGL000\tparse-error"]
@@ -296,7 +304,7 @@ def test_stdin_cannot_mix_with_paths(project, gradlint):
 
 
 def test_stdin_parse_error(project, gradlint):
-    result = gradlint("check", "-", "--stdin-filename", "x.py", "--output-format", "concise", input="x = (\n")
+    result = gradlint("check", "-", "--stdin-filename", "x.py", "--output-format", "concise", input="x = (\nloss.backward()\n")
     assert result.exit_code == 1 and result.stdout.startswith("x.py:1:")  # column: CPython's, varies by version
     assert " GL000 [parse-error] error: cannot parse: " in result.stdout
 
@@ -332,7 +340,7 @@ def test_bad_option_values_exit_2(project, gradlint):
 def test_parallel_output_equals_serial(project, gradlint):
     for i in range(12):
         project.write(f"pkg/m{i:02}.py", LOOP_WITHOUT_ZERO_GRAD if i % 3 else CLEAN_LOOP)
-    project.write("pkg/bad.py", "def (\n")
+    project.write("pkg/bad.py", "def (\n    loss.backward()\n")
     serial = gradlint("check", "--no-cache", "-j", "1", "--output-format", "json")
     parallel = gradlint("check", "--no-cache", "-j", "2", "--output-format", "json")
     assert serial.exit_code == parallel.exit_code == 1
@@ -437,10 +445,10 @@ def run_module(*args, cwd, input=None):
 
 
 def test_subprocess_mixed_bad_input(project):
-    project.write("broken.py", "class (:\n")
+    project.write("broken.py", "class (:\n    loss.backward()\n")
     project.write("binary.py", b"\x00\x01\x02\xff\xfe")
-    project.write("nul.py", "x = 1\x00\n")
-    project.write("deep.py", "x = " + "(" * 300 + ")" * 300 + "\n")
+    project.write("nul.py", "loss.backward()\x00\n")
+    project.write("deep.py", "x = " + "(" * 300 + ")" * 300 + "\nx.backward()\n")
     project.write("train.py", LOOP_WITHOUT_ZERO_GRAD)
     proc = run_module("check", "--no-cache", "--output-format", "json", cwd=project.root)
     assert proc.returncode == 1, proc.stderr
@@ -481,10 +489,12 @@ def test_prefilter_skips_files_that_cannot_hold_a_finding(project, gradlint, mon
     seen = _spy_analyze(monkeypatch)
     project.write("util.py", "def add(a, b):\n    return a + b\n")
     project.write("train.py", LOOP_WITHOUT_ZERO_GRAD)
-    project.write("bad_util.py", "def add(a, b:\n")
+    project.write("bad_util.py", "def add(a, b:\n")  # no rule's word: not parsed, so no GL000 either
+    project.write("bad_train.py", "def step(a, b:\n    loss.backward()\n")  # a word: parsed, GL000
     result = gradlint("check", "--no-cache", "-j", "1", "--output-format", "concise")
-    assert seen == ["train.py"]
-    assert [line.split(" ")[1] for line in result.stdout.splitlines()] == ["GL000", "GL001"]
+    assert seen == ["bad_train.py", "train.py"]
+    assert [line.split(" ")[:2] for line in result.stdout.splitlines()] == [["bad_train.py:1:9:", "GL000"],
+                                                                           ["train.py:7:5:", "GL001"]]
 
 
 def test_prefilter_follows_imported_project_helpers_and_configured_names(project, gradlint, monkeypatch):
@@ -545,7 +555,7 @@ def test_nested_project_configs(project, gradlint):
 
 def test_add_noqa_silences_every_finding_and_exits_0(project, gradlint):
     path = project.write("train.py", LOOP_WITHOUT_ZERO_GRAD)
-    project.write("broken.py", "x = (\n")
+    project.write("broken.py", "x = (\nloss.backward()\n")
     result = gradlint("check", "--no-cache", "--add-noqa")
     assert result.exit_code == 0 and "Added 1 noqa directive." in result.stderr
     assert "loss.backward()  # noqa: GL001" in path.read_text()

@@ -259,7 +259,7 @@ for x, y in data:
 
 def test_cli_defaults_to_github_under_actions(project, gradlint, monkeypatch):
     project.write("ok.py", "x = 1\n")
-    project.write("dir, with: colon/broken 100%.py", "def f(:\n    pass\n")
+    project.write("dir, with: colon/broken 100%.py", "def f(:\n    loss.backward()\n")
     monkeypatch.setenv("GITHUB_ACTIONS", "true")
     summary = project.root / "summary.md"
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))

@@ -89,8 +89,8 @@ def test_notebook_issue_names_the_cell(tmp_path):
 
 def test_cli_writes_code_quality_report(project, gradlint, monkeypatch):
     monkeypatch.setenv("CI_PROJECT_DIR", str(project.root))
-    project.write("a/broken.py", "def f(:\n")
-    project.write("a/twin.py", "def f(:\n")
+    project.write("a/broken.py", "def f(:\n    loss.backward()\n")
+    project.write("a/twin.py", "def f(:\n    loss.backward()\n")
     result = gradlint("check", "--no-cache", "--output-format", "gitlab", "-o", "gl-code-quality-report.json")
     assert result.exit_code == 1
     issues = check_report((project.root / "gl-code-quality-report.json").read_text(encoding="utf-8"))

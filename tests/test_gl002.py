@@ -2217,3 +2217,444 @@ def test_lightning_hook_of_a_module_deriving_from_a_project_base(tmp_path):
         """,
     })
     assert _lint_file(tmp_path, "mapping/transition.py") == [11]
+
+
+# Graphs that outlive the call: stores filled with values with history, and calls we cannot see into.
+
+CLEAN_OUTLIVING = {
+    "replay_buffer_attribute_keeps_encoder_outputs": """
+        class Storage:
+            def __init__(self):
+                self.data = []
+
+            def save(self, states, actions, rewards):
+                self.data.append([states, actions, rewards])
+
+            def optimize(self, qnet, opt):
+                for states, actions, rewards in self.data:
+                    loss = (qnet(states) - rewards).pow(2).mean()
+                    opt.zero_grad()
+                    loss.backward(retain_graph=True)
+                    opt.step()
+    """,
+    "replay_buffer_element_read_by_index": """
+        class Memory:
+            def __init__(self):
+                self.items = []
+
+            def remember(self, encoder, x, r):
+                self.items.append((encoder(x), r))
+
+            def learn_last(self, qnet, opt):
+                state, reward = self.items[-1]
+                loss = (qnet(state) - reward).pow(2).mean()
+                loss.backward(retain_graph=True)
+                opt.step()
+    """,
+    "replay_buffer_sampled_through_a_method": """
+        class Agent:
+            def observe(self, encoder, obs, reward):
+                self.memory.push(encoder(obs), reward)
+
+            def learn(self, qnet, opt):
+                states, rewards = self.memory.sample(32)
+                loss = (qnet(states) - rewards).pow(2).mean()
+                loss.backward(retain_graph=True)
+                opt.step()
+    """,
+    "module_level_memory_filled_by_a_function": """
+        memory = []
+
+        def remember(encoder, x, r):
+            memory.append((encoder(x), r))
+
+        def replay(qnet, opt):
+            for h, r in memory:
+                loss = (qnet(h) - r).pow(2).mean()
+                opt.zero_grad()
+                loss.backward(retain_graph=True)
+                opt.step()
+    """,
+    "cache_dict_filled_by_key": """
+        cache = {}
+
+        def encode(encoder, key, x):
+            cache[key] = encoder(x)
+
+        def train_on(key, head, y, opt):
+            loss = (head(cache[key]) - y).pow(2).mean()
+            loss.backward(retain_graph=True)
+            opt.step()
+    """,
+    "library_hessian_vector_product_after_the_gradient": """
+        from torch import autograd
+        from cherry.algorithms import trpo
+
+        def meta_step(policy, surrogate, replays):
+            old_loss, old_kl = surrogate(policy, replays)
+            grad = autograd.grad(old_loss, policy.parameters(), retain_graph=True)
+            fvp = trpo.hessian_vector_product(old_kl, policy.parameters())
+            print(trpo.conjugate_gradient(fvp, grad))
+    """,
+    "callable_built_from_the_graph_called_later": """
+        import functools
+        from torch import autograd
+
+        def kl_hvp(kl, params, v):
+            return autograd.grad(kl, params, grad_outputs=v)
+
+        def meta_step(policy, surrogate, replays, v):
+            loss, kl = surrogate(policy, replays)
+            grad = autograd.grad(loss, policy.parameters(), retain_graph=True)
+            hvp = functools.partial(kl_hvp, kl, list(policy.parameters()))
+            print(hvp(v), grad)
+    """,
+    "lambda_capturing_the_graph": """
+        from torch import autograd
+
+        def conjugate_gradient(f, b):
+            return f(b)
+
+        def meta_step(policy, surrogate, replays):
+            loss, kl = surrogate(policy, replays)
+            grad = autograd.grad(loss, policy.parameters(), retain_graph=True)
+            hvp = lambda v: autograd.grad(kl, policy.parameters(), grad_outputs=v)
+            print(conjugate_gradient(hvp, grad))
+    """,
+    "lambda_passed_straight_to_a_library_solver": """
+        from torch import autograd
+        from mylib import solvers
+
+        def meta_step(policy, surrogate, replays):
+            loss, kl = surrogate(policy, replays)
+            grad = autograd.grad(loss, policy.parameters(), retain_graph=True)
+            print(solvers.cg(lambda v: solvers.hvp(kl, v), grad))
+    """,
+}
+
+FLAGGED_OUTLIVING = {
+    "replay_buffer_of_detached_values": """
+        class Storage:
+            def __init__(self):
+                self.data = []
+
+            def save(self, state, reward):
+                self.data.append((state.detach(), float(reward)))
+
+            def optimize(self, qnet, opt):
+                for state, reward in self.data:
+                    loss = (qnet(state) - reward).pow(2).mean()
+                    opt.zero_grad()
+                    loss.backward(retain_graph=True)  # GL002
+                    opt.step()
+    """,
+    "parameter_list_built_in_the_constructor": """
+        import torch
+        from torch.nn import Parameter
+
+        class Attack:
+            def __init__(self, sizes):
+                self.weights = []
+                for n in sizes:
+                    weight = Parameter(torch.zeros(n, n))
+                    self.weights.append(weight)
+
+            def meta_grad(self, x, target, changes):
+                hidden = x
+                for w in self.weights:
+                    hidden = hidden @ w
+                loss = (hidden - target).pow(2).mean()
+                grad = torch.autograd.grad(loss, changes, retain_graph=True)[0]  # GL002
+                return grad
+    """,
+    "loader_attribute_set_up_in_a_method": """
+        from torch.utils.data import DataLoader
+
+        class Trainer:
+            def setup(self, dataset):
+                self.loader = DataLoader(dataset, batch_size=8)
+
+            def fit(self, model, opt):
+                for x, y in self.loader:
+                    loss = (model(x) - y).pow(2).mean()
+                    loss.backward(retain_graph=True)  # GL002
+                    opt.step()
+    """,
+    "data_package_and_detached_library_calls_after_the_backward": """
+        import numpy as np
+        from torchvision.utils import make_grid
+        from mylib import metrics
+
+        for x, y in loader:
+            out = model(x)
+            loss = (out - y).pow(2).mean()
+            loss.backward(retain_graph=True)  # GL002
+            opt.step()
+            grid = make_grid(out)
+            score = metrics.psnr(out.detach(), y)
+            print(np.mean(out.detach().numpy()), score, grid.shape)
+    """,
+}
+
+
+@pytest.mark.parametrize("name", sorted(CLEAN_OUTLIVING))
+def test_clean_outliving(name):
+    source = textwrap.dedent(CLEAN_OUTLIVING[name])
+    assert [(f.line, f.code) for f in _lint(source)] == []
+
+
+@pytest.mark.parametrize("name", sorted(FLAGGED_OUTLIVING))
+def test_flagged_outliving(name):
+    source = textwrap.dedent(FLAGGED_OUTLIVING[name])
+    found = [(f.line, f.code) for f in _lint(source)]
+    assert found == _marked(source)
+    assert found
+
+
+def test_project_function_that_runs_no_backward_is_seen_into(tmp_path):
+    _project(tmp_path, {
+        "utils.py": """
+            def accuracy(output, labels):
+                preds = output.max(1)[1].type_as(labels)
+                return preds.eq(labels).double().sum() / len(labels)
+        """,
+        "hvp.py": """
+            from torch import autograd
+
+            def fvp(kl, params, v):
+                return autograd.grad(kl, params, grad_outputs=v)
+        """,
+        "train.py": """
+            import torch
+            import utils
+            from hvp import fvp
+
+            def step(model, x, y, changes, v):
+                output = model(x)
+                loss = (output - y).pow(2).mean()
+                grad = torch.autograd.grad(loss, changes, retain_graph=True)[0]
+                print(utils.accuracy(output, y).item())
+                return grad
+
+            def meta(model, x, y, changes, v):
+                output = model(x)
+                loss = (output - y).pow(2).mean()
+                grad = torch.autograd.grad(loss, changes, retain_graph=True)[0]
+                print(fvp(loss, changes, v))
+                return grad
+        """,
+    })
+    assert _lint_file(tmp_path, "train.py") == [9]
+
+
+# Values that look linked but hold no history: reduction indices, constructor settings, strings.
+
+FLAGGED_PLAIN_VALUES = {
+    "topk_indices_fed_back_into_the_next_pass": """
+        import torch
+
+        def train_batch(model, x, y, criterion, optimizer, passes):
+            prev = None
+            for i in range(passes):
+                out = model(x, prev)
+                loss = criterion(out, y)
+                optimizer.zero_grad()
+                loss.backward(retain_graph=True)  # GL002
+                optimizer.step()
+                prev = torch.squeeze(torch.topk(out, 1, dim=2)[1])
+
+        for x, y in loader:
+            train_batch(model, x, y, criterion, optimizer, 3)
+    """,
+    "max_indices_and_sort_indices_fed_back": """
+        def refine(model, x, y, criterion, optimizer, passes):
+            tokens = None
+            order = None
+            for i in range(passes):
+                out = model(x, tokens, order)
+                loss = criterion(out, y)
+                loss.backward(retain_graph=True)  # GL002
+                optimizer.step()
+                tokens = out.max(dim=-1)[1]
+                order = out.sort(1).indices
+
+        for x, y in loader:
+            refine(model, x, y, criterion, optimizer, 3)
+    """,
+    "weights_set_only_in_the_constructor": """
+        import torch.nn as nn
+
+        class Trainer:
+            def __init__(self, model, gama=0.8, device="cpu"):
+                self.model = model
+                self.gama = gama
+                self.device = device
+                self.criterion = nn.NLLLoss()
+
+            def iteration(self, epoch, loader, opt):
+                for i, (x, y, z) in enumerate(loader):
+                    out, prob = self.model(x.to(self.device))
+                    loss = self.gama * self.criterion(out, y) + (1 - self.gama) * (prob - z).abs().mean()
+                    opt.zero_grad()
+                    loss.backward(retain_graph=True)  # GL002
+                    opt.step()
+    """,
+    "progress_bar_described_with_a_formatted_string": """
+        import tqdm
+
+        def iteration(model, epoch, loader, opt):
+            bar = tqdm.tqdm(enumerate(loader), desc="EP_%d" % epoch, total=len(loader))
+            for i, (x, y) in bar:
+                loss = (model(x) - y).pow(2).mean()
+                opt.zero_grad()
+                loss.backward(retain_graph=True)  # GL002
+                opt.step()
+                bar.write("epoch %d loss %f" % (epoch, loss.item()))
+    """,
+}
+
+FLAGGED_PLAIN_VALUES["targets_from_an_instance_whose_call_detaches"] = """
+    import torch
+    from models import Net
+
+    class Grab:
+        def __init__(self, model):
+            self.model = model
+
+        def __call__(self, x):
+            with torch.no_grad():
+                return self.model(x).detach()
+
+    teacher, student = Net(), Net()
+    opt = torch.optim.SGD(student.parameters(), lr=0.1)
+    data = torch.randn(64, 4)
+    grab = Grab(teacher)
+    targets = grab(data)
+    for i in range(100):
+        loss = (student(data) - targets).pow(2).mean()
+        opt.zero_grad()
+        loss.backward(retain_graph=True)  # GL002
+        opt.step()
+"""
+
+CLEAN_PLAIN_VALUES = {
+    "targets_from_an_instance_whose_call_keeps_the_graph": """
+        import torch
+        from models import Net
+
+        class Grab:
+            def __init__(self, model):
+                self.model = model
+
+            def __call__(self, x):
+                return self.model(x)
+
+        teacher, student = Net(), Net()
+        opt = torch.optim.SGD(student.parameters(), lr=0.1)
+        data = torch.randn(64, 4)
+        grab = Grab(teacher)
+        targets = grab(data)
+        for i in range(100):
+            loss = (student(data) - targets).pow(2).mean()
+            opt.zero_grad()
+            loss.backward(retain_graph=True)
+            opt.step()
+    """,
+    "topk_values_fed_back_keep_the_graph": """
+        import torch
+
+        def train_batch(model, x, y, criterion, optimizer, passes):
+            prev = None
+            for i in range(passes):
+                out = model(x, prev)
+                loss = criterion(out, y)
+                optimizer.zero_grad()
+                loss.backward(retain_graph=True)
+                optimizer.step()
+                prev = torch.topk(out, 1, dim=2)[0]
+
+        for x, y in loader:
+            train_batch(model, x, y, criterion, optimizer, 3)
+    """,
+    "elementwise_max_row_fed_back_keeps_the_graph": """
+        import torch
+
+        def train_batch(model, x, y, criterion, optimizer, passes, floor):
+            prev = None
+            for i in range(passes):
+                out = model(x, prev)
+                loss = criterion(out, y)
+                loss.backward(retain_graph=True)
+                optimizer.step()
+                prev = torch.max(out, floor)[1]
+
+        for x, y in loader:
+            train_batch(model, x, y, criterion, optimizer, 3, torch.zeros(1))
+    """,
+}
+
+
+@pytest.mark.parametrize("name", sorted(FLAGGED_PLAIN_VALUES))
+def test_flagged_plain_values(name):
+    source = textwrap.dedent(FLAGGED_PLAIN_VALUES[name])
+    found = [(f.line, f.code) for f in _lint(source)]
+    assert found == _marked(source)
+    assert found
+
+
+@pytest.mark.parametrize("name", sorted(CLEAN_PLAIN_VALUES))
+def test_clean_plain_values(name):
+    source = textwrap.dedent(CLEAN_PLAIN_VALUES[name])
+    assert [(f.line, f.code) for f in _lint(source)] == []
+
+
+def test_project_function_returning_detached_data(tmp_path):
+    _project(tmp_path, {
+        "quant/__init__.py": "",
+        "quant/data_utils.py": """
+            import torch
+
+            class GetInpOut:
+                def __init__(self, model, layer):
+                    self.model, self.layer = model, layer
+
+                def __call__(self, batch):
+                    with torch.no_grad():
+                        out = self.model(batch)
+                    return batch.detach(), out.detach()
+
+            def save_inp_oup_data(model, layer, data, batch_size=32):
+                get_inp_out = GetInpOut(model, layer)
+                cached = []
+                for i in range(data.size(0) // batch_size):
+                    inp, out = get_inp_out(data[i * batch_size:(i + 1) * batch_size])
+                    cached.append((inp.cpu(), out.cpu()))
+                return torch.cat([x[0] for x in cached]), torch.cat([x[1] for x in cached])
+
+            def live_features(model, layer, data):
+                feats = layer(model(data))
+                return feats, feats
+        """,
+        "quant/recon.py": """
+            import torch
+            from quant.data_utils import save_inp_oup_data, live_features
+
+            def reconstruct(model, layer, data, iters, loss_func, optimizer):
+                cached_inps, cached_outs = save_inp_oup_data(model, layer, data)
+                for i in range(iters):
+                    idx = torch.randperm(cached_inps.size(0))[:32]
+                    err = loss_func(layer(cached_inps[idx]), cached_outs[idx])
+                    optimizer.zero_grad()
+                    err.backward(retain_graph=True)
+                    optimizer.step()
+
+            def reconstruct_live(model, layer, data, iters, loss_func, optimizer):
+                inps, outs = live_features(model, layer, data)
+                for i in range(iters):
+                    err = loss_func(layer(inps), outs)
+                    optimizer.zero_grad()
+                    err.backward(retain_graph=True)
+                    optimizer.step()
+        """,
+    })
+    assert _lint_file(tmp_path, "quant/recon.py") == [11]

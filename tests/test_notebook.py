@@ -137,7 +137,7 @@ def lint(tmp_path, settings, text, name="nb.ipynb"):
 
 def test_syntax_error_reported_in_its_cell(tmp_path, settings, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    text = notebook_text([code(["import torch\n"]), code(["x = 1\n", "def broken(:\n", "    pass"])])
+    text = notebook_text([code(["import torch\n"]), code(["x = 1\n", "def broken(:\n", "    loss.backward()"])])
     [f] = lint(tmp_path, settings, text)
     assert (f.code, f.path, f.cell, f.line) == ("GL000", "nb.ipynb", 2, 2)
 
@@ -159,7 +159,7 @@ def test_empty_notebook_is_clean(tmp_path, settings, monkeypatch):
 
 def test_cli_reports_notebook_cells(project, gradlint):
     project.write("nb.ipynb", notebook_text([code(["%pip install torch\n", "import torch\n"]), markdown(["x"]),
-                                              code(["x = 1\n", "def broken(:\n", "    pass"])]))
+                                              code(["x = 1\n", "def broken(:\n", "    loss.backward()"])]))
     project.write("plain.py", "x = 1\n")
     result = gradlint("check", "--no-cache", "--output-format", "json")
     assert result.exit_code == 1
@@ -171,7 +171,7 @@ def test_cli_reports_notebook_cells(project, gradlint):
 
 
 def test_cli_stdin_filename(project, gradlint):
-    result = gradlint("check", "-", "--stdin-filename", "train.py", "--output-format", "json", input="x = (\n")
+    result = gradlint("check", "-", "--stdin-filename", "train.py", "--output-format", "json", input="x = (\nloss.backward()\n")
     assert result.exit_code == 1
     assert [(f["path"], f["code"]) for f in json.loads(result.stdout)] == [("train.py", "GL000")]
     result = gradlint("check", "-", "--stdin-filename", "train.py", input="x = 1\n")
@@ -201,7 +201,7 @@ def test_cli_finds_a_training_loop_split_over_cells(project, gradlint):
 
 
 def test_cli_stdin_notebook(project, gradlint):
-    text = notebook_text([code(["import torch\n"]), code(["def broken(:\n", "    pass"])])
+    text = notebook_text([code(["import torch\n"]), code(["def broken(:\n", "    loss.backward()"])])
     result = gradlint("check", "-", "--stdin-filename", "nb.ipynb", "--output-format", "json", input=text)
     assert result.exit_code == 1
     assert [(f["path"], f["cell"], f["line"]) for f in json.loads(result.stdout)] == [("nb.ipynb", 2, 1)]

@@ -256,7 +256,7 @@ for x, y in data:
 
 def test_cli_writes_valid_sarif(project, gradlint):
     project.write("ok.py", "import torch\n")
-    project.write("pkg/broken file.py", "x = (\n")
+    project.write("pkg/broken file.py", "x = (\nloss.backward()\n")
     result = gradlint("check", "--no-cache", "--output-format", "sarif", "-o", "out.sarif")
     assert result.exit_code == 1
     doc = validate((project.root / "out.sarif").read_text(encoding="utf-8"))

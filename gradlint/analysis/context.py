@@ -21,6 +21,7 @@ from gradlint.findings import RULES, Finding, Fix
 if TYPE_CHECKING:  # pragma: no cover - types only
     from gradlint.analysis.facts import ModuleFacts
     from gradlint.analysis.graphs import Verdict
+    from gradlint.analysis.ordering import LoopInfo
 
 
 class Context:
@@ -62,6 +63,14 @@ class Context:
         from gradlint.analysis.scalars import nonscalar_roots
 
         return list(nonscalar_roots(self.module, self.imports, self.path, self.options.project_root))
+
+    @cached_property
+    def ordering_loops(self) -> List[LoopInfo]:
+        """The loops that step or run a backward, with what happens to gradients in order:
+        clips, unscales, scaled backwards, `.grad` reads, clears and steps."""
+        from gradlint.analysis.ordering import ordering_loops
+
+        return ordering_loops(self)
 
     def position(self, node: cst.CSTNode) -> CodeRange:
         # Resolving positions costs about twice the parse, so it is done only once a rule

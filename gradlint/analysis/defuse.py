@@ -8,7 +8,7 @@ question GL002 reports on. The small tree helpers here are shared by all of them
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, FrozenSet, Iterable, Iterator, List, Optional, Protocol, Set, Union
+from typing import Callable, Dict, FrozenSet, Iterable, Iterator, List, Optional, Protocol, Set, Union
 
 import libcst as cst
 
@@ -74,6 +74,10 @@ class AnalysisView(Protocol):
     reads: ReadCollector
     imports: ImportMap
     stored_attributes: FrozenSet[str]
+    store_attributes: FrozenSet[str]
+    store_assigned: FrozenSet[str]
+    store_globals: FrozenSet[str]
+    may_walk: Callable[[cst.Call], bool]
 
     def later_of(self, call: cst.Call) -> Optional[Later]: ...
 
@@ -106,6 +110,8 @@ class ScopeView(Protocol):
     def definition_class(self, definition: Definition, classes: List[str]) -> str: ...
 
     def linked(self, keys: Iterable[str]) -> Set[str]: ...
+
+    def persistent(self, key: str) -> bool: ...
 
 
 PLAIN_TYPES = frozenset({"int", "float", "str", "bool", "bytes"})

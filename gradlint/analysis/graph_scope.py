@@ -34,6 +34,7 @@ from gradlint.analysis.defuse import (
 )
 from gradlint.analysis.loop_carry import LoopCarry
 from gradlint.analysis.names import dotted
+from gradlint.analysis.outliving import lambda_captures, persistent_key
 from gradlint.analysis.reaching import ReachingDefinitions
 from gradlint.analysis.reads import (
     BUILTINS,
@@ -103,6 +104,10 @@ class Scope:
             for small in stmt.body:
                 self._index_small(small, stmt, no_grad)
             self._note_calls(stmt, stmt)
+            captured = lambda_captures(stmt)
+            if captured:
+                # `hvp = lambda v: grad(kl, params, v)`: whoever calls it may walk what it captured.
+                self.escapes.append(Escape("closure", captured, stmt))
             return
         if isinstance(stmt, cst.BaseSmallStatement):
             self._index_small(stmt, stmt, no_grad)
@@ -279,9 +284,32 @@ class Scope:
 
     def _note_calls(self, node: cst.CSTNode, stmt: cst.CSTNode) -> None:
         for call in calls_outside_nested(node):
-            later = self.analysis.later_of(call)
+            later = self.analysis.later_of(call) or self._opaque_later(call)
             if later is not None:
                 self.later_calls.setdefault(stmt, []).append(later)
+
+    def _opaque_later(self, call: cst.Call) -> Optional[Later]:
+        """A call we cannot see into that is given values which may carry a graph: a function of
+        another package or module (`trpo.hessian_vector_product(kl, params)`), or a callable this
+        function made from such values (`fvp(v)` after `fvp = make_fvp(kl)`). It may run a
+        backward through them, so it counts as a later backward whose roots are what it reads."""
+        reads = self.analysis.reads
+        roots: Set[str] = set()
+        if self.analysis.may_walk(call):
+            for arg in call.args:
+                found = reads.reads(arg.value)
+                if found.kind != INERT:
+                    roots |= found.keys
+        name = call.func.value if isinstance(call.func, cst.Name) else None
+        if name is not None and name not in self.params:
+            for definition in self.defs.get(name, ()):
+                value = getattr(definition.node, "value", None)
+                if isinstance(definition.node, (cst.Assign, cst.AnnAssign)) and isinstance(value, cst.Call):
+                    if definition.reads.kind != INERT and not definition.reads.ctors:
+                        roots |= definition.reads.keys
+        if not roots:
+            return None
+        return Later(call, None, roots=roots)
 
     def _note_calls_shallow(self, stmt: cst.CSTNode) -> None:
         self._note_calls(stmt, stmt)
@@ -460,6 +488,15 @@ class Scope:
                     continue
                 todo.extend(definition.reads.keys)
         return seen
+
+    def persistent(self, key: str) -> bool:
+        """Is `key` a store of values with history that outlives this call (`self.memory`, a
+        module-level list the file fills), read here without being assigned?"""
+        if key in self.defs or key in self.params:
+            return False
+        # Appended to or stored into by key: a buffer. (An attribute only ever rebound, `self.h =
+        # out`, is rebound again before most reads: it is treated like a parameter.)
+        return persistent_key(key, self.analysis.store_attributes, self.analysis.store_globals)
 
     def linked(self, keys: Iterable[str]) -> Set[str]:
         """The names among `keys` that may carry a graph (not constants, batches or leaves)."""

@@ -22,6 +22,8 @@ retain alone.
 
 from __future__ import annotations
 
+import os
+
 from dataclasses import dataclass
 from typing import Dict, FrozenSet, List, Optional, Set, Tuple
 
@@ -45,6 +47,8 @@ from gradlint.analysis.graph_scope import Scope
 from gradlint.analysis.helpers import own_nodes, stores_history_on_self
 from gradlint.analysis.inherited import Inheritance, inherited_calls
 from gradlint.analysis.names import ImportMap, dotted
+from gradlint.analysis.outliving import OpaqueCalls
+from gradlint.analysis.returns import history_free_imports
 from gradlint.analysis.reads import INERT, LEAF, is_false, is_true, key_of, param_names
 from gradlint.analysis.retained import GraphAnalysis
 from gradlint.analysis.tree import SCOPES, block_statements, children, walk
@@ -76,7 +80,10 @@ class RetainProver:
         self.module = module
         self.imports = imports
         self.backward_functions = backward_functions
-        self.analysis = GraphAnalysis(module, imports, backward_functions, holders)
+        self.project_root = project_root
+        self.walkers: List[OpaqueCalls] = [OpaqueCalls(imports, path, project_root)]
+        history_free = history_free_imports(module, imports, self.walkers[0])
+        self.analysis = GraphAnalysis(module, imports, backward_functions, holders, self.walkers[0], history_free)
         self.index = CallSiteIndex(path, module, imports, project_root)
         self.inheritance = Inheritance(self.index.here, project_root)
         self._analyses: Dict[str, GraphAnalysis] = {}
@@ -116,8 +123,39 @@ class RetainProver:
             if analysis.unused_after(seeded, stmt, backward.node, root_keys, manual=manual):
                 return True
         if owner is not None:
+            configured = self._constructor_attributes(owner)
+            if configured:
+                known = analysis.build_scope(fn, block_statements(fn.body), param_names(fn), scope.outer)
+                known.known_params = dict(self._summary(fn, owner, 0))
+                known.known_attributes = configured
+                if not _held_elsewhere(backward.tensor, known) and analysis.unused_after(
+                    known, stmt, backward.node, root_keys, manual=manual
+                ):
+                    return True
             return self._in_iterations(backward, fn, owner)
         return False
+
+    def _constructor_attributes(self, owner: cst.ClassDef) -> Dict[str, str]:
+        """`self.x` attributes only `__init__` assigns (`self.gama = gama`, `self.device = ...`),
+        with no history there (what the constructor is given is configuration): every method
+        reads the same settings, never a graph."""
+        methods = class_methods(owner)
+        init = methods.get("__init__")
+        if init is None:
+            return {}
+        elsewhere: Set[str] = set()
+        for name, method in methods.items():
+            if name != "__init__":
+                elsewhere |= assigned_attributes(method)
+        stored = self.analysis.store_attributes | self.analysis.stored_attributes
+        out: Dict[str, str] = {}
+        for key in assigned_attributes(init):
+            if key.count(".") != 1 or key in elsewhere or key.split(".")[1] in stored:
+                continue
+            klass = self._class_in_method(owner, init, key)
+            if klass in (INERT, LEAF):
+                out[key] = klass
+        return out
 
     # -- a retain whose root is a parameter ----------------------------------------------------
     def _parameter_rooted(
@@ -225,7 +263,9 @@ class RetainProver:
             return self.analysis
         found = self._analyses.get(parsed.path)
         if found is None:
-            found = GraphAnalysis(parsed.module, parsed.imports, self.backward_functions, set())
+            walker = OpaqueCalls(parsed.imports, parsed.path, self.project_root)
+            self.walkers.append(walker)
+            found = GraphAnalysis(parsed.module, parsed.imports, self.backward_functions, set(), walker)
             self._analyses[parsed.path] = found
         return found
 
@@ -302,6 +342,8 @@ class RetainProver:
         stored = self.analysis.stored_attributes
         for key in read - inside:
             parts = key.split(".")
+            if parts[1] in self.analysis.store_attributes:
+                continue  # a buffer other methods append to: whatever `__init__` put there first
             if len(parts) > 2:
                 head = ".".join(parts[:2])
                 if parts[1] not in stored and not any(k == head or k.startswith(head + ".") for k in refreshed):
@@ -495,6 +537,9 @@ def unnecessary_retains(
         found = prover.verdicts()
         if consulted is not None:
             consulted.update(prover.index.consulted)
+            here = os.path.abspath(path)
+            for walker in prover.walkers:
+                consulted.update(p for p in walker.consulted if os.path.abspath(p) != here)
         return found
     finally:
         _ASSIGNED.clear()  # scalars' memo of assigned names: keep no tree alive after the file is done

@@ -205,3 +205,40 @@ def detaching_functions(module: cst.Module, imports: ImportMap) -> FrozenSet[str
                 candidates.discard(name)
                 changed = True
     return frozenset(candidates)
+
+
+def detaching_instances(module: cst.Module, imports: ImportMap, detaching: FrozenSet[str]) -> FrozenSet[str]:
+    """Names bound only to instances of classes of this module whose `__call__` returns values
+    without history (`get = GetLayerInpOut(model, layer)`; `__call__` returns `x.detach()`):
+    calling one gives data, like calling a detaching function."""
+    reads = ReadCollector(imports, detaching)
+    classes: Set[str] = set()
+    for node in walk(module):
+        if not isinstance(node, cst.ClassDef):
+            continue
+        for stmt in block_statements(node.body):
+            if isinstance(stmt, cst.FunctionDef) and stmt.name.value == "__call__":
+                values = [n.value for n in own_nodes(stmt) if isinstance(n, cst.Return)]
+                if any(isinstance(n, cst.Yield) for n in own_nodes(stmt)) or not values:
+                    continue
+                if all(v is not None and reads.reads(v).kind == INERT and not reads.reads(v).ctors for v in values):
+                    classes.add(node.name.value)
+    if not classes:
+        return frozenset()
+    bound: Dict[str, bool] = {}
+    for node in walk(module):
+        if isinstance(node, cst.Assign):
+            value = node.value
+            made = isinstance(value, cst.Call) and isinstance(value.func, cst.Name) and value.func.value in classes
+            for assigned in node.targets:
+                for key in target_keys(assigned.target):
+                    bound[key] = bound.get(key, True) and made and isinstance(assigned.target, cst.Name)
+        elif isinstance(node, (cst.AugAssign, cst.AnnAssign, cst.For, cst.CompFor, cst.Param, cst.AsName,
+                               cst.NamedExpr, cst.ImportAlias, cst.FunctionDef, cst.ClassDef)):
+            named: cst.CSTNode = node.target if isinstance(
+                node, (cst.AugAssign, cst.AnnAssign, cst.For, cst.CompFor, cst.NamedExpr)
+            ) else node.name
+            for name in walk(named):
+                if isinstance(name, cst.Name):
+                    bound[name.value] = False
+    return frozenset(name for name, made in bound.items() if made)

@@ -44,6 +44,9 @@ class LoopCarry:
                 keys |= {k for k in reads.keys if k in self.scope.defs or k in self.scope.params}
                 return keys or {"<display>"}
         for key in reads.keys:
+            if self.scope.persistent(key):
+                keys.add(key)  # a buffer the file fills with values with history
+                continue
             if key in self.scope.container_collections:
                 keys.add(key)
                 continue

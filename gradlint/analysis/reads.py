@@ -64,6 +64,8 @@ OBJECT_METHODS = frozenset(
     "zero_grad buffers named_buffers apply forward register_forward_hook register_full_backward_hook "
     "get_submodule add_module step".split()
 )
+# Reductions returning (values, indices): the indices (`[1]`, `.indices`) are integers.
+INDEXED_REDUCTIONS = frozenset("topk sort max min kthvalue mode median nanmedian cummax cummin".split())
 # Builtins that fetch the next element of a data source, like a loop target.
 FETCH_BUILTINS = frozenset({"next", "iter"})
 CONTAINER_STORES = frozenset("append extend insert add appendleft put put_nowait update setdefault push".split())
@@ -144,6 +146,9 @@ class ReadCollector:
         self.stateful: FrozenSet[str] = frozenset()
         # Builtin names the module binds itself (`def set_input(self, input)`): variables there.
         self.shadowed: FrozenSet[str] = frozenset()
+        # (attribute names, global names) filled with values that may carry history: a method
+        # of one (`self.memory.sample(n)`) gives back what was stored, so it reads the store.
+        self.stores: Tuple[FrozenSet[str], FrozenSet[str]] = (frozenset(), frozenset())
         self._memo: Dict[int, Tuple[cst.CSTNode, Reads]] = {}
 
     def reads(self, expr: Optional[cst.BaseExpression]) -> Reads:
@@ -159,6 +164,10 @@ class ReadCollector:
             known = (expr, found)
             self._memo[id(expr)] = known
         return known[1].copy()
+
+    def forget(self) -> None:
+        """Drop remembered answers (after `stateful` or `stores` change)."""
+        self._memo.clear()
 
     def _name(self, name: str) -> Reads:
         if name in ("True", "False", "None") or name in self.imports.aliases:
@@ -176,7 +185,9 @@ class ReadCollector:
         if isinstance(expr, cst.Name):
             return self._name(expr.value)
         if isinstance(expr, cst.Attribute):
-            if expr.attr.value in CUT_ATTRIBUTES:
+            if expr.attr.value == "indices" and self._indexed_call(expr.value):
+                return Reads(kind=INERT)  # `x.topk(k).indices`: integers, no history
+            if expr.attr.value in CUT_ATTRIBUTES and not self._own_store(expr):
                 return Reads(kind=INERT)
             key = key_of(expr)
             if key is not None:
@@ -191,6 +202,8 @@ class ReadCollector:
                 return Reads(keys={key})
             return self._reads(expr.value)
         if isinstance(expr, cst.Subscript):
+            if self._index_output(expr):
+                return Reads(kind=INERT)
             return self._reads(expr.value)
         if isinstance(expr, (cst.Comparison, cst.Lambda)):
             return Reads(kind=INERT)
@@ -198,6 +211,9 @@ class ReadCollector:
             if isinstance(expr.operator, cst.Not):
                 return Reads(kind=INERT)
             return self._reads(expr.expression)
+        if isinstance(expr, cst.BinaryOperation) and isinstance(expr.operator, cst.Modulo):
+            if isinstance(expr.left, (cst.SimpleString, cst.ConcatenatedString)):
+                return Reads(kind=INERT)  # `"epoch %d" % (epoch,)`: a string
         if isinstance(expr, (cst.BinaryOperation, cst.BooleanOperation)):
             return self._reads(expr.left).add(self._reads(expr.right))
         if isinstance(expr, cst.IfExp):
@@ -325,11 +341,59 @@ class ReadCollector:
         if callee is not None and callee in self.stateful:
             out.keys.add(f"<state:{callee}>")  # never assigned here: carried from call to call
         receiver = key_of(func.value) if isinstance(func, cst.Attribute) else None
+        store = self._store_read(func.value) if isinstance(func, cst.Attribute) else None
+        if store is not None:
+            out.keys.add(store)
         if receiver is not None and not receiver.startswith("self.") and receiver != "self":
             out.receivers.add(receiver)  # decided per scope: a library object's method, or opaque
         else:
             out.opaque = True
         return out
+
+    def _index_output(self, expr: cst.Subscript) -> bool:
+        """`torch.topk(x, k)[1]`, `x.max(dim=1)[1]`, `x.sort()[1]`: the indices a (values, indices)
+        reduction returns are integer tensors, which never carry history."""
+        if len(expr.slice) != 1:
+            return False
+        index = expr.slice[0].slice
+        if not (isinstance(index, cst.Index) and isinstance(index.value, cst.Integer) and index.value.value == "1"):
+            return False
+        return self._indexed_call(expr.value)
+
+    def _indexed_call(self, value: cst.BaseExpression) -> bool:
+        if not isinstance(value, cst.Call):
+            return False
+        func = value.func
+        qualified = self.imports.resolve(func) or ""
+        parts = qualified.split(".")
+        if parts[0] == "torch" and len(parts) == 2 and parts[-1] in INDEXED_REDUCTIONS:
+            return _given_dim(value, parts[-1], 1)
+        if isinstance(func, cst.Attribute) and func.attr.value in INDEXED_REDUCTIONS:
+            if (dotted(func.value) or "").split(".")[0] in self.imports.aliases:
+                return False
+            return _given_dim(value, func.attr.value, 0)
+        return False
+
+    def _own_store(self, expr: cst.Attribute) -> bool:
+        """`self.data` where the file fills `data` with values: a buffer, not a tensor's `.data`."""
+        value = expr.value
+        return isinstance(value, cst.Name) and value.value == "self" and expr.attr.value in self.stores[0]
+
+    def _store_read(self, receiver: cst.BaseExpression) -> Optional[str]:
+        """The key of a history store a method is called on (`self.memory` in
+        `self.memory.sample(n)`), else None."""
+        while isinstance(receiver, cst.Subscript):
+            receiver = receiver.value
+        text = dotted(receiver)
+        if text is None:
+            return None
+        attributes, names = self.stores
+        parts = text.split(".")
+        if len(parts) > 1 and parts[1] in attributes:
+            return ".".join(parts[:2])
+        if len(parts) == 1 and parts[0] in names:
+            return parts[0]
+        return None
 
     def _shadowed(self) -> Set[str]:
         return set(self.shadowed)
@@ -394,6 +458,22 @@ class ReadCollector:
             return self._pure(call)
         # torch.nn.Linear(3, 4), torch.device(...), Normal(mu, sigma): objects made of their arguments.
         return self._pure(call)
+
+
+def _given_dim(call: cst.Call, name: str, position: int) -> bool:
+    """Does this reduction return (values, indices)? `max`/`min`/`median` only when given a
+    dimension (an integer, not another tensor: `torch.max(a, b)` is elementwise)."""
+    if name not in ("max", "min", "median", "nanmedian"):
+        return True
+    if keyword_arg(call, "dim") is not None:
+        return True
+    positional = [a.value for a in call.args if a.keyword is None]
+    if len(positional) <= position:
+        return False
+    dim = positional[position]
+    if isinstance(dim, cst.UnaryOperation):
+        dim = dim.expression
+    return isinstance(dim, cst.Integer)
 
 
 def keyword_arg(call: cst.Call, name: str) -> Optional[cst.BaseExpression]:

@@ -24,7 +24,7 @@ backward's own, a caller's argument, an iteration of a trainer class).
 
 from __future__ import annotations
 
-from typing import Dict, FrozenSet, List, Optional, Set, Tuple
+from typing import Callable, Dict, FrozenSet, List, Optional, Set, Tuple
 
 import libcst as cst
 
@@ -35,11 +35,13 @@ from gradlint.analysis.graph_scope import Scope
 from gradlint.analysis.helpers import (
     backward_helpers,
     detaching_functions,
+    detaching_instances,
     pure_functions,
     stateful_instances,
     stored_attributes,
 )
 from gradlint.analysis.names import ImportMap, dotted
+from gradlint.analysis.outliving import history_stores, opaque_walker
 from gradlint.analysis.reads import BUILTINS, ReadCollector, is_false, is_true, param_names
 from gradlint.analysis.reaching import ReachingDefinitions
 from gradlint.analysis.tree import COMPREHENSIONS, SCOPES, block_statements, walk
@@ -49,17 +51,29 @@ class GraphAnalysis:
     """Scopes of one module and the backward calls in them."""
 
     def __init__(self, module: cst.Module, imports: ImportMap, backward_functions: Tuple[str, ...] = (),
-                 only: Optional[Set[cst.CSTNode]] = None) -> None:
+                 only: Optional[Set[cst.CSTNode]] = None,
+                 walker: Optional[Callable[[cst.Call], bool]] = None,
+                 extra_detaching: FrozenSet[str] = frozenset()) -> None:
         """`only`: build the scopes of just these functions and classes (and the module's); the
-        others hold nothing GL002 asks about, and no scope reads another but the module's."""
+        others hold nothing GL002 asks about, and no scope reads another but the module's.
+        `walker`: which imported functions may run a backward on what they are given (default:
+        every one but torch's and data packages'). `extra_detaching`: imported names of project
+        functions known to return values without history."""
         self.only = only
+        self.may_walk: Callable[[cst.Call], bool] = walker or (lambda call: opaque_walker(call, imports))
         self.module = module
         self.imports = imports
         detaching = detaching_functions(module, imports)
+        detaching |= detaching_instances(module, imports, detaching) | frozenset(extra_detaching)
         self.reads = ReadCollector(imports, detaching, pure_functions(module, imports, detaching))
         self.reads.shadowed = shadowed_builtins(module)
         self.reads.stateful = stateful_instances(module, self.reads)
         self.stored_attributes = stored_attributes(module, self.reads)
+        # Attributes and globals the file fills with values that may carry history: they outlive
+        # each call, so a graph read from one may be walked again by the next call.
+        self.store_attributes, self.store_assigned, self.store_globals = history_stores(module, self.reads)
+        self.reads.stores = (self.store_attributes | self.store_assigned, self.store_globals)
+        self.reads.forget()
         self.backward_functions = tuple(backward_functions)
         self.helpers = backward_helpers(module, imports)
         self.scopes: List[Scope] = []
@@ -226,7 +240,10 @@ class GraphAnalysis:
         backward? `probe`: `node` is not a backward but a call handing the graph to a function that
         retains it. `exempt`: `self.x` attributes whose stores do not count as escapes (the caller
         follows them). `manual`: Lightning's manual `training_step`, whose return is not walked."""
-        graph = scope.linked(scope.closure(root_keys))
+        closure = scope.closure(root_keys)
+        if any(scope.persistent(k) for k in closure):
+            return False  # read from a store that outlives the call: the next call walks it again
+        graph = scope.linked(closure)
         group = scope.descendants(graph)
         if self._escapes(scope, stmt, group, node, manual, exempt):
             return False

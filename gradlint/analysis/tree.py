@@ -8,7 +8,7 @@ the dataclass fields of each node, skip whitespace and punctuation, and never al
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict, Iterator, Tuple, Type
+from typing import Dict, Iterator, List, Tuple, Type
 
 import libcst as cst
 
@@ -44,29 +44,45 @@ def _fields(node: cst.CSTNode) -> Tuple[str, ...]:
     return names
 
 
-_IS_NODE: Dict[type, bool] = {}
+# Per value type: 1 a node, 2 a list or tuple (of nodes or not), 0 anything else.
+_KIND: Dict[type, int] = {list: 2, tuple: 2, type(None): 0, str: 0}
 
 
-def _is_node(value: object) -> bool:
-    kind = type(value)
-    known = _IS_NODE.get(kind)
+def _kind(kind: type) -> int:
+    known = _KIND.get(kind)
     if known is None:
-        known = _IS_NODE[kind] = isinstance(value, cst.CSTNode)
+        known = _KIND[kind] = 1 if issubclass(kind, cst.CSTNode) else 0
     return known
 
 
-def children(node: cst.CSTNode) -> Iterator[cst.CSTNode]:
-    """Child nodes in source order (whitespace and punctuation left out)."""
-    for name in _fields(node):
+def _is_node(value: object) -> bool:
+    return _kind(type(value)) == 1
+
+
+def children(node: cst.CSTNode) -> List[cst.CSTNode]:
+    """Child nodes in source order (whitespace and punctuation left out), as a new list.
+    (Hot: every walk of every analysis goes through here, so it avoids generators and keeps the
+    per-type facts in dicts.)"""
+    names = _FIELDS.get(type(node))
+    if names is None:
+        names = _fields(node)
+    out: List[cst.CSTNode] = []
+    kinds = _KIND
+    for name in names:
         value = getattr(node, name, None)
-        if value is None:
-            continue
-        if _is_node(value):
-            yield value  # type: ignore[misc]
-        elif type(value) in (list, tuple):
+        kind = kinds.get(type(value))
+        if kind is None:
+            kind = _kind(type(value))
+        if kind == 1:
+            out.append(value)  # type: ignore[arg-type]
+        elif kind == 2:
             for item in value:  # type: ignore[union-attr]
-                if _is_node(item):
-                    yield item
+                item_kind = kinds.get(type(item))
+                if item_kind is None:
+                    item_kind = _kind(type(item))
+                if item_kind == 1:
+                    out.append(item)
+    return out
 
 
 def walk(node: cst.CSTNode, stop: Tuple[type, ...] = ()) -> Iterator[cst.CSTNode]:
@@ -74,12 +90,17 @@ def walk(node: cst.CSTNode, stop: Tuple[type, ...] = ()) -> Iterator[cst.CSTNode
     are yielded but not entered. (LibCST node classes are final, so types are compared exactly.)"""
     stop_types = frozenset(stop)
     stack = [node]
+    pop = stack.pop
+    extend = stack.extend
     while stack:
-        current = stack.pop()
+        current = pop()
         yield current
-        if current is not node and type(current) in stop_types:
+        if stop_types and current is not node and type(current) in stop_types:
             continue
-        stack.extend(reversed(tuple(children(current))))
+        below = children(current)
+        if below:
+            below.reverse()
+            extend(below)
 
 
 def block_statements(suite) -> list:

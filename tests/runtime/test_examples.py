@@ -11,7 +11,20 @@ import pytest
 
 from runtime_helpers import EXAMPLES, run_traced
 
-EXAMPLE_FILES = sorted(glob.glob(os.path.join(EXAMPLES, "GL00[1-9]_*.py")))
+from gradlint.findings import RULES
+from gradlint.runtime.judges import BY_RULE_NAME
+
+
+def _judged(code: str) -> bool:
+    """Does the rule have a runtime judge (declared with it, or found by its name)?"""
+    rule = RULES[code]
+    return rule.judge is not None or rule.name in BY_RULE_NAME
+
+
+# Examples of the rules that have a runtime judge (a rule without one is never confirmed).
+EXAMPLE_FILES = sorted(
+    p for p in glob.glob(os.path.join(EXAMPLES, "GL00[1-9]_*.py")) if _judged(os.path.basename(p)[:5])
+)
 
 
 @pytest.mark.parametrize("path", EXAMPLE_FILES, ids=[os.path.basename(p) for p in EXAMPLE_FILES])

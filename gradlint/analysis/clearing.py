@@ -1,0 +1,268 @@
+"""Clears that wipe a backward's gradients before the step that should use them (the
+gradients-cleared-before-step rule's analysis).
+
+`loss.backward(); optimizer.zero_grad(); optimizer.step()` steps on nothing; an unconditional
+`zero_grad()` between the backward and an accumulation-gated step (or at the top of every iteration
+while the step runs every k-th) throws away all but the last micro-batch.
+
+For every backward of a loop, every path from it (on the shared loop graphs,
+`gradlint.analysis.ordering`) is followed to the first optimizer step. A path is *fine* when that
+step sees the backward's gradients, when something reads `.grad` first (a probe or a log), or when a
+call we cannot see into might step or read; it is *wiped* when a clear of that optimizer comes
+first. A clear is found when every path from the backward that reaches a step is wiped by it. A
+backward followed first by another optimizer's step (a GAN's discriminator) is meant for that
+optimizer, so the generator's clear after it is fine; a loop without a step has no finding.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Tuple
+
+import libcst as cst
+
+from gradlint.analysis.names import dotted
+from gradlint.analysis.ordering import (
+    ALL,
+    BACKWARD,
+    CLEAR,
+    DEFINITE,
+    GATE,
+    MAYBE_STEP,
+    MAYBE_UNSCALE,
+    MIRROR,
+    READ,
+    STEP,
+    Event,
+    Finished,
+    LoopInfo,
+    clear_kind,
+    explore,
+    report_node,
+)
+from gradlint.analysis.tree import children
+
+# Secondary networks whose zero_grad() does not touch the stepped model's gradients.
+_SECONDARY = re.compile(r"ema|target|teacher|frozen|shadow|swa|averag|disc|critic|net_?d\b|^d$|_d$", re.I)
+# Tests of an `if` that gate a step for gradient accumulation.
+_ACCUMULATION_WORDS = re.compile(r"accum|sync_grad|update_step|do_step|should_step|step_now|is_step", re.I)
+
+
+@dataclass(frozen=True)
+class WipingClear:
+    """A clear (`node`: where to report it, the clear itself or the helper call leading to it)
+    that wipes `backward`'s gradients before `step`; `partly`: the step still sees the last
+    micro-batches of an accumulation (the clear runs on every iteration, the step every k-th)."""
+
+    node: cst.CSTNode
+    clear: Event
+    backward: Event
+    step: Event
+    partly: bool
+
+
+def wiping_clears(ctx) -> List[WipingClear]:
+    """Every clear of the file that wipes gradients before their step, once each."""
+    reported: Dict[int, WipingClear] = {}
+    sources = ctx.training_facts.sources
+    for loop in ctx.ordering_loops:
+        if not any(e.kind == STEP for e in loop.events):
+            continue  # saliency maps, Fisher information, probes: nothing is stepped
+        gates = _AccumulationGates(ctx, loop)
+        for backward in [e for e in _unique(loop.events) if e.kind == BACKWARD]:
+            for clear, step, partly in _wiping_clears(loop, backward, gates, sources, ctx.options):
+                node = report_node(clear, loop)
+                if node is not None and id(node) not in reported:
+                    reported[id(node)] = WipingClear(node, clear, backward, step, partly)
+    return list(reported.values())
+
+
+def _unique(events: List[Event]) -> List[Event]:
+    seen: set = set()
+    out = []
+    for event in events:
+        if id(event) not in seen:
+            seen.add(id(event))
+            out.append(event)
+    return out
+
+
+def _wiping_clears(loop: LoopInfo, backward: Event, gates: "_AccumulationGates", sources, options) -> List[Tuple]:
+    """(clear, step, partly) for the clears that wipe `backward`'s gradients on every path from it
+    to a step; [] when some path steps on them, reads them, or cannot be judged."""
+    gated = gates.gated_steps(backward)
+    clears: Dict[int, Event] = {}
+
+    def on_event(state, event: Event):
+        if state[0] == "pre":
+            return ("on", (), False, False, False) if event is backward else state
+        _, cleared, stepped, crossed, refilled = state
+        kind = event.kind
+        if kind in (READ, MAYBE_STEP, MAYBE_UNSCALE):
+            return Finished("fine")
+        if kind == CLEAR:
+            how = clear_kind(event, options)
+            if how == GATE:
+                return state
+            if how not in (DEFINITE, MIRROR):
+                return Finished("fine")  # a call we cannot see into: it may step or read first
+            if id(event) in cleared:
+                return state
+            clears[id(event)] = event
+            return ("on", cleared + (id(event),), stepped, crossed, refilled)
+        if kind == STEP:
+            for clear_id in cleared:
+                if _covers(clears[clear_id], event, sources):
+                    return Finished("wiped-partly" if refilled else "wiped", clears[clear_id], event)
+            if id(event) in gated and not crossed:
+                return Finished("pruned")  # the accumulation gate is closed in this iteration
+            return ("on", cleared, True, crossed, refilled)
+        if kind == BACKWARD:
+            if stepped:
+                return Finished("fine")  # a new backward for the next step: ours was used
+            if cleared:
+                if event is not backward or not crossed:
+                    # another backward after the clear: the step has gradients, perhaps of another
+                    # model; ours were lost, but whether they mattered cannot be told
+                    return Finished("other")
+                return ("on", cleared, stepped, crossed, True)  # the next micro-batch of an accumulation
+            return state
+        return state
+
+    def on_cross(state):
+        return state if state[0] == "pre" else state[:3] + (True,) + state[4:]
+
+    outcomes = explore(loop.graph, ("pre",), on_event, on_cross=on_cross)
+    if not outcomes or any(o.verdict == "fine" for o in outcomes):
+        return []
+    found = []
+    for outcome in outcomes:
+        if outcome.verdict.startswith("wiped") and _reportable(outcome.culprit, options):
+            found.append((outcome.culprit, outcome.witness, outcome.verdict == "wiped-partly"))
+    return found
+
+
+def _reportable(clear: Optional[Event], options) -> bool:
+    """A definite clear that is not part of an optimizer's step closure."""
+    if clear is None or clear_kind(clear, options) != DEFINITE:
+        return False
+    for node, _local in clear.chain[:-1]:
+        if isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute) and node.func.attr.value == "step":
+            return False  # optimizer.step(closure): the closure clears and recomputes on purpose
+    return True
+
+
+def _covers(clear: Event, step: Event, sources: Dict[str, set]) -> bool:
+    """Does `clear` drop gradients that `step` would use?"""
+    if step.target == ALL:
+        return clear.target == ALL and _model_clear_covers(clear, sources)
+    if clear.target == step.target:
+        return True
+    if clear.target != ALL:
+        return False  # another optimizer's gradients
+    return _model_clear_covers(clear, sources)
+
+
+def _model_clear_covers(clear: Event, sources: Dict[str, set]) -> bool:
+    """`model.zero_grad()` clears the stepped optimizer's gradients unless the model is known to be
+    another one (an EMA copy, a target network, the discriminator of a GAN whose optimizer we
+    know)."""
+    node = clear.node
+    owner = _grad_owner(node)
+    if owner is not None and not isinstance(owner, cst.Name):
+        return False  # `self.delta.grad.zero_()`: one tensor, not the stepped model's parameters
+    if isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute) and node.func.attr.value == "zero_grad":
+        text = dotted(node.func.value) or ""
+        last = text.rsplit(".", 1)[-1]
+        if _SECONDARY.search(last):
+            return False
+        if sources and text not in sources and text not in ("self", "model", "self.model"):
+            return False  # some optimizers' models are known, and this is none of them
+    return True
+
+
+def _grad_owner(node: cst.CSTNode) -> Optional[cst.BaseExpression]:
+    """`p` in `p.grad = None`, `p.grad.zero_()`, `del p.grad`; None for other clears."""
+    target: Optional[cst.BaseExpression] = None
+    if isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute):
+        target = node.func.value
+    elif isinstance(node, cst.Assign) and node.targets:
+        target = node.targets[0].target
+    elif isinstance(node, (cst.AnnAssign, cst.Del)):
+        target = node.target
+    if isinstance(target, cst.Attribute) and target.attr.value == "data":
+        target = target.value
+    if isinstance(target, cst.Attribute) and target.attr.value in ("grad", "main_grad"):
+        return target.value
+    return None
+
+
+class _AccumulationGates:
+    """Steps under an `if` that opens only every k-th iteration (`if (i + 1) % k == 0:`,
+    `if accelerator.sync_gradients:`), written directly in the analysed loop."""
+
+    def __init__(self, ctx, loop: LoopInfo) -> None:
+        self.loop = loop
+        self._parents: Optional[Dict[int, cst.CSTNode]] = None
+        self.active = not any(e.kind == CLEAR and clear_kind(e, ctx.options) == GATE for e in loop.events)
+        self.module = ctx.module
+
+    def parents(self) -> Dict[int, cst.CSTNode]:
+        if self._parents is None:
+            parents: Dict[int, cst.CSTNode] = {}
+            stack = [self.loop.loop]
+            while stack:
+                node = stack.pop()
+                for child in children(node):
+                    parents[id(child)] = node
+                    stack.append(child)
+            self._parents = parents
+        return self._parents
+
+    def _ancestors(self, node: cst.CSTNode) -> List[cst.CSTNode]:
+        parents = self.parents()
+        out = []
+        current = parents.get(id(node))
+        while current is not None and current is not self.loop.loop:
+            out.append(current)
+            current = parents.get(id(current))
+        return out
+
+    def gated_steps(self, backward: Event) -> set:
+        """ids of the step events gated for accumulation in a way that does not also gate
+        `backward` (so in the iterations where the gate is closed, the step does not run)."""
+        if not self.active:
+            return set()
+        back_node = report_node(backward, self.loop)
+        if back_node is None:
+            return set()
+        back_ancestors = {id(a) for a in self._ancestors(back_node)}
+        out = set()
+        for event in self.loop.events:
+            if event.kind != STEP:
+                continue
+            node = report_node(event, self.loop)
+            if node is None:
+                continue
+            for ancestor in self._ancestors(node):
+                if isinstance(ancestor, (cst.For, cst.While, cst.FunctionDef)):
+                    break  # inside a nested loop or def: not this loop's gate
+                if isinstance(ancestor, cst.If) and self._accumulation_test(ancestor.test):
+                    if id(ancestor) not in back_ancestors:
+                        out.add(id(event))
+                    break
+        return out
+
+    def _accumulation_test(self, test: cst.BaseExpression) -> bool:
+        stack: List[cst.CSTNode] = [test]
+        while stack:
+            node = stack.pop()
+            if isinstance(node, cst.BinaryOperation) and isinstance(node.operator, cst.Modulo):
+                return True
+            if isinstance(node, (cst.Name, cst.Attribute)):
+                text = dotted(node) if isinstance(node, cst.Attribute) else node.value
+                if text and _ACCUMULATION_WORDS.search(text):
+                    return True
+            stack.extend(children(node))
+        return False
