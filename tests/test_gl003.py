@@ -552,3 +552,13 @@ def test_shapes(expr, kind, dims):
     assert shape.kind == kind
     if dims is not None:
         assert shape.dims == dims
+
+
+def test_long_method_chains_are_evaluated_once_per_link():
+    # each link used to be evaluated twice (as the callee's base and as the receiver): 2**60 here
+    chain = "model(x)" + ".sum()" * 60
+    source = f"for x, y in loader:\n    loss = {chain}\n    loss.backward()\n    opt.zero_grad()\n"
+    assert _lint(source) == []
+    per_sample = "F.mse_loss(model(x), y, reduction='none')" + ".abs()" * 60
+    flagged = f"import torch.nn.functional as F\nfor x, y in loader:\n    loss = {per_sample}\n    loss.backward()\n"
+    assert [f.line for f in _lint(flagged)] == [4]

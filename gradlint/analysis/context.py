@@ -22,6 +22,7 @@ if TYPE_CHECKING:  # pragma: no cover - types only
     from gradlint.analysis.facts import ModuleFacts
     from gradlint.analysis.graphs import Verdict
     from gradlint.analysis.ordering import LoopInfo
+    from gradlint.analysis.retained import GraphAnalysis
 
 
 class Context:
@@ -55,6 +56,14 @@ class Context:
 
         return list(unnecessary_retains(self.module, self.imports, self.options.backward_functions, self.path,
                                         self.options.project_root, self.consulted_files))
+
+    @cached_property
+    def lifetime_analysis(self) -> Optional[GraphAnalysis]:
+        """GL002's def-use scopes of the functions that run a backward (None when none does), shared
+        by the graph-lifetime rules (kept histories, leaves made of losses, carried states)."""
+        from gradlint.analysis.lifetimes import build_analysis
+
+        return build_analysis(self.module, self.imports, self.options.backward_functions)
 
     @cached_property
     def nonscalar_roots(self) -> List[Tuple[Any, cst.CSTNode, Any]]:

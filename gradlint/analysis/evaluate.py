@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import builtins
 import math
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import libcst as cst
 
@@ -75,10 +75,25 @@ class Evaluator(TorchCalls):
 
     # -- entry ---------------------------------------------------------------------------
     def value(self, expr: cst.BaseExpression, env: Env) -> Value:
+        """What `expr` is under `env`. Within one outermost evaluation each sub-expression is
+        evaluated once (a call looks at its receiver both as the callee's base and as the
+        receiver: without the memo `x.sum().sum()...` costs 2**n)."""
+        memo: Optional[Dict[Tuple[int, int], Tuple[Any, Any, Value]]] = getattr(self, "_memo", None)
+        outermost = memo is None
+        if memo is None:
+            memo = {}
+            self._memo: Optional[Dict[Tuple[int, int], Tuple[Any, Any, Value]]] = memo
+        key = (id(expr), id(env))
         try:
-            return self._value(expr, env)
+            if key not in memo:
+                # keep expr and env alive with the answer, so their ids are not reused meanwhile
+                memo[key] = (expr, env, self._value(expr, env))
+            return memo[key][2]
         except RecursionError:  # absurdly deep expressions: know nothing
             return UNKNOWN
+        finally:
+            if outermost:
+                self._memo = None
 
     def shape(self, expr: cst.BaseExpression, env: Env) -> Shape:
         value = self.value(expr, env)
