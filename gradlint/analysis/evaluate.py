@@ -30,11 +30,14 @@ from gradlint.analysis.shapes import (
     Shape,
     Struct,
     Value,
+    GATHER_WHY,
     broadcast,
     elements,
     from_dims,
     int_literal,
+    is_per_gpu,
     merge,
+    per_gpu,
     string_literal,
 )
 from gradlint.analysis.torchcalls import CallArgs, TorchCalls, split_args
@@ -149,6 +152,8 @@ class Evaluator(TorchCalls):
         if key is not None and key.split(".")[0] in self.imports.aliases:
             return UNKNOWN  # an attribute of an imported module
         base_value = self.value(expr.value, env)
+        if is_per_gpu(base_value) and attr not in _META:
+            return base_value  # `out.loss` of a gathered output record
         if isinstance(base_value, Struct):
             return base_value.get(attr) or UNKNOWN
         if isinstance(base_value, Seq) and attr == "values" and base_value.items:
@@ -177,6 +182,9 @@ class Evaluator(TorchCalls):
                 return UNKNOWN
         if not isinstance(base, Shape):
             return UNKNOWN
+        if is_per_gpu(base) and len(items) == 1 and isinstance(items[0].slice, cst.Index):
+            # `out["loss"]` of a gathered dict; `out[0]` may be a row of a tensor: unknown
+            return base if string_literal(items[0].slice.value) is not None else UNKNOWN
         if base.kind == "output" and len(items) == 1 and isinstance(items[0].slice, cst.Index):
             key = string_literal(items[0].slice.value)
             if key is None or key in _PREDICTION_FIELDS:
@@ -264,20 +272,26 @@ class Evaluator(TorchCalls):
             return project
         callee = self.value(func, env) if isinstance(func, (cst.Name, cst.Attribute)) else UNKNOWN
         if isinstance(callee, LossFn):
-            if callee.reduces is True:
-                return Shape("scalar", rank=0)
             if callee.reduces is False:
                 return Shape("nonscalar", why=f"`{callee.origin}` returns one loss per element")
+            if callee.gathered:  # `nn.DataParallel(criterion)`: one loss per replica comes back
+                if callee.reduces is True:
+                    return Shape("gathered", rank=1, why=GATHER_WHY.format(name=self.code(func)))
+                return per_gpu(self.code(func))
+            if callee.reduces is True:
+                return Shape("scalar", rank=0)
             return UNKNOWN
         if isinstance(callee, Instance):
-            if callee.cls is not None:
+            if callee.cls is not None or callee.gathered:
                 result = self.instance_call(callee, call, args, env)
                 if result is not None:
                     return result
+            if callee.gathered:
+                return per_gpu(self.code(func))
             return OUTPUT if self._feeds_batch(args, env) else UNKNOWN
         if isinstance(func, cst.Attribute) and not self._names_module(func.value):
             receiver = self.value(func.value, env)
-            if isinstance(receiver, (Instance, LossFn)) and func.attr.value in _SELF_RETURNING:
+            if isinstance(receiver, (Instance, LossFn, Seq)) and func.attr.value in _SELF_RETURNING:
                 return receiver
             if func.attr.value in self.TENSOR_METHODS:
                 return self.method(func.attr.value, func.value, call, args, env)
@@ -318,6 +332,8 @@ class Evaluator(TorchCalls):
             gathers = listed is None or len(listed) > 1  # `device_ids=[0]`: one replica, nothing gathered
             if isinstance(inner, Instance):
                 return Instance(inner.cls, gathers, inner.library)
+            if isinstance(inner, LossFn):  # `nn.DataParallel(nn.NLLLoss())`: a criterion per replica
+                return LossFn(inner.reduces, inner.origin, gathers)
             return Instance(None, gathers, last)
         if qualified in ("torch.compile",) and isinstance(inner, Instance):
             return inner

@@ -12,7 +12,10 @@ call (see `analysis.shapes` for the kinds):
 - **batched**: one value per sample of a loader's batch (`(targets - q).pow(2)` for `q` a model's
   output on the batch, `worse - better`, `out.sum(-1)`, `q.gather(1, a)`), also when the value is
   computed in a helper, a method, a custom loss module's `forward` or another project module;
-- **gathered**: the 0-dim loss of a module wrapped in `nn.DataParallel`, one per GPU;
+- **gathered**: what a module wrapped in `nn.DataParallel` returns (its 0-dim loss, or any tensor,
+  alone or in a tuple, dict or record): the replicas' results are concatenated, at least one value
+  per GPU. The wrap may happen in another method of a trainer class, under a GPU-count test, of a
+  model built elsewhere, or of a criterion; `.mean()`/`.sum()` after the gather make a scalar;
 - **unknown**: everything else (a bare `model(x)`, parameters, names reassigned in a branch).
   Unknown means the rule stays silent.
 

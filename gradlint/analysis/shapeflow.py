@@ -18,13 +18,14 @@ from gradlint.analysis.backward import BackwardCall, backward_call
 from gradlint.analysis.bindings import assigned_keys, forget, target_keys
 from gradlint.analysis.evaluate import Evaluator
 from gradlint.analysis.names import ImportMap, dotted
-from gradlint.analysis.shapes import DATA, UNKNOWN, Seq, Shape, Value, elements, merge_envs
+from gradlint.analysis.shapes import DATA, UNKNOWN, Seq, Shape, Value, elements, is_per_gpu, merge_envs
 from gradlint.analysis.tree import COMPREHENSIONS, SCOPES, walk
 
 Env = Dict[str, Value]
 _TRY = (cst.Try, getattr(cst, "TryStar", cst.Try))
 # Wrappers around an iterable that yield its items (or (index, item) pairs for enumerate).
 _PASS_THROUGH = frozenset("tqdm iter cycle islice prefetch".split())
+_LIST_MUTATORS = frozenset("extend insert pop remove clear reverse sort __setitem__ __delitem__".split())
 
 
 @dataclass(frozen=True)
@@ -170,10 +171,14 @@ class Walker:
 
     def small(self, small: cst.BaseSmallStatement, env: Env) -> Env:
         self._scan(small, env)
+        if isinstance(small, cst.Expr) and isinstance(small.value, cst.Call):
+            return self._list_call(small.value, env)
         if isinstance(small, cst.Assign):
             value = self.evaluator.value(small.value, env)
             env = dict(env)
             for target in small.targets:
+                if isinstance(target.target, cst.Subscript):  # `items[i] = x` changes the list
+                    env = forget(env, [k for k in [dotted(target.target.value)] if k is not None])
                 self._bind(target.target, small.value, value, env)
             return env
         if isinstance(small, cst.AnnAssign) and small.value is not None:
@@ -205,6 +210,24 @@ class Walker:
         changed = assigned_keys(small)
         return forget(env, changed) if changed else env
 
+    def _list_call(self, call: cst.Call, env: Env) -> Env:
+        """`losses.append(x)` on a list (or `nn.ModuleList`) of known items adds `x`; any other
+        method that changes a list forgets its items."""
+        func = call.func
+        if not isinstance(func, cst.Attribute):
+            return env
+        key = dotted(func.value)
+        if key is None or not isinstance(env.get(key), Seq):
+            return env
+        method = func.attr.value
+        if method == "append" and len(call.args) == 1 and not call.args[0].keyword and not call.args[0].star:
+            env = dict(env)
+            env[key] = Seq(env[key].items + (self.evaluator.value(call.args[0].value, env),))  # type: ignore[union-attr]
+            return env
+        if method in _LIST_MUTATORS:
+            return forget(env, [key])
+        return env
+
     def _bind(self, target: cst.BaseExpression, value_expr: Optional[cst.BaseExpression], value: Value, env) -> None:
         keys = list(target_keys(target))
         for key in keys:
@@ -222,9 +245,9 @@ class Walker:
         elif targets is not None and isinstance(value, Seq) and len(value.items) == len(targets):
             for sub_target, item in zip(targets, value.items):  # `_, loss = net(x)`
                 self._bind(sub_target, None, item, env)
-        elif targets is not None and value == DATA:
-            for key in keys:  # `x, y = batch`
-                env[key] = DATA
+        elif targets is not None and (value == DATA or is_per_gpu(value)):
+            for key in keys:  # `x, y = batch`; `out, loss = dp_model(x)`: each gathered
+                env[key] = value
         else:
             for key in keys:
                 self._note_self(key, UNKNOWN)

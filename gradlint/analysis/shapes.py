@@ -6,8 +6,10 @@ A tensor's size is abstracted to a `Shape` whose `kind` is one of
 - "nonscalar": more than one element whatever the input (`torch.eye(4)`, `reduction='none'`);
 - "batched": one value per sample of a batch: more than one element whenever the batch holds more
   than one sample (`(pred - y) ** 2` for a model's predictions `pred` on a loader's batch);
-- "gathered": one value per GPU, what `nn.DataParallel` hands back for a forward that returns a
-  0-dim loss: more than one element on more than one GPU;
+- "gathered": what `nn.DataParallel` hands back: it concatenates the replicas' results along dim 0,
+  so a forward's 0-dim loss becomes one loss per GPU, and any tensor it returns (alone or in a
+  tuple, dict or output record) holds at least one element per GPU: more than one element on more
+  than one GPU. Reduced (`.mean()`, `.sum()`) it is a scalar again;
 - "data": what a data loader yields for a batch (a batch of inputs, not itself a loss);
 - "output": what a model returns for such a batch: predictions, features, or maybe a 0-dim loss or
   a dict (models differ), so it is not reported as it is; used as predictions it becomes "batched";
@@ -66,6 +68,10 @@ class LossFn:
 
     reduces: Optional[bool]
     origin: str
+    gathered: bool = False  # wrapped in `nn.DataParallel`: one loss per GPU comes back
+
+    def unwrapped(self) -> "LossFn":
+        return LossFn(self.reduces, self.origin)
 
 
 @dataclass(frozen=True)
@@ -124,33 +130,77 @@ def from_dims(dims: Tuple[int, ...], why: str) -> Shape:
     return Shape("nonscalar", dims=dims, rank=len(dims), why=why)
 
 
+def _wraps(value: Optional[Value]) -> bool:
+    return isinstance(value, (Instance, LossFn)) and value.gathered
+
+
 def merge(a: Optional[Value], b: Optional[Value]) -> Value:
     """The value of a name that may come from either of two definitions.
 
-    Equal values survive; a module and its DataParallel wrap (`if torch.cuda.device_count() > 1:
-    net = nn.DataParallel(net)`) merge into the wrap: on a machine with several GPUs it gathers."""
-    if a is None or b is None:
-        return UNKNOWN
-    if a == b:
+    Equal values survive. A DataParallel wrap survives a merge with anything but another value:
+    `if torch.cuda.device_count() > 1: net = nn.DataParallel(net)` (whatever `net` was before,
+    a module, a criterion, a model built elsewhere, or `net = DDP(net)` on the other arm) leaves a
+    module that gathers on a machine with several GPUs, where the wrap happens."""
+    if a == b and a is not None:
         return a
-    if isinstance(a, Instance) and isinstance(b, Instance) and a.unwrapped() == b.unwrapped():
-        return a if a.gathered else b
+    for wrap, other in ((a, b), (b, a)):
+        if _wraps(wrap) and (other is None or other == UNKNOWN or isinstance(other, (Instance, LossFn))):
+            if isinstance(wrap, LossFn) and isinstance(other, LossFn) and other.unwrapped() != wrap.unwrapped():
+                continue
+            return wrap  # type: ignore[return-value]
     return UNKNOWN
 
 
 def merge_envs(envs: List[dict]) -> dict:
+    """Names bound on every path keep a value they agree on; a name bound on some paths only
+    is unknown on the others (which a DataParallel wrap survives, see `merge`)."""
     if not envs:
         return {}
     merged: dict = {}
-    for key in set.intersection(*(set(e) for e in envs)):
-        value = envs[0][key]
+    for key in set().union(*(set(e) for e in envs)):
+        value = envs[0].get(key)
         for other in envs[1:]:
-            value = merge(value, other[key])
+            value = merge(value, other.get(key))
             if value == UNKNOWN:
                 break
-        if value != UNKNOWN:
+        if value is not None and value != UNKNOWN:
             merged[key] = value
     return merged
+
+
+GATHER_WHY = "`{name}` is wrapped in `nn.DataParallel`, whose forward returns a 0-dim loss per replica"
+CONCAT_WHY = (
+    "`{name}` is wrapped in `nn.DataParallel`, which concatenates what each replica returns along dim 0: "
+    "at least one value per GPU"
+)
+
+
+def per_gpu(name: str) -> Shape:
+    """What a DataParallel-wrapped module of unknown forward hands back: tensors (alone or in a
+    tuple, dict or record) each holding at least one value per GPU."""
+    return Shape("gathered", why=CONCAT_WHY.format(name=name))
+
+
+def gather(value: Optional[Value], name: str) -> Value:
+    """What DataParallel hands back for a forward that returns `value`: each 0-dim tensor becomes
+    one value per replica; a tensor of unknown size at least one value per replica; per-sample
+    outputs stay per-sample (concatenated along the batch)."""
+    if isinstance(value, Shape):
+        if value.is_scalar:
+            return Shape("gathered", rank=1, why=GATHER_WHY.format(name=name))
+        if value.kind == "unknown":
+            return per_gpu(name)
+        return value
+    if isinstance(value, Struct):
+        return Struct(tuple((k, gather(v, name)) for k, v in value.fields))
+    if isinstance(value, Seq):
+        return Seq(tuple(gather(v, name) for v in value.items))
+    return per_gpu(name)
+
+
+def is_per_gpu(value: Value) -> bool:
+    """A gathered result whose structure is not known (a tensor, or a tuple/dict of tensors)."""
+    return isinstance(value, Shape) and value.kind == "gathered" and value.rank is None and value.dims is None
 
 
 def broadcast(all_dims: List[Tuple[int, ...]]) -> Optional[Tuple[int, ...]]:

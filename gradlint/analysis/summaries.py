@@ -22,7 +22,7 @@ from gradlint.analysis.evaluate import CallArgs, Evaluator
 from gradlint.analysis.names import dotted
 from gradlint.analysis.projectmodules import ModuleInfo, ModuleLoader
 from gradlint.analysis.reads import param_names
-from gradlint.analysis.shapes import DATA, UNKNOWN, Instance, LossFn, Seq, Shape, Struct, Value, merge
+from gradlint.analysis.shapes import DATA, UNKNOWN, Instance, LossFn, Shape, Struct, Value, gather, merge
 from gradlint.analysis.shapeflow import Walker
 
 MAX_DEPTH = 4  # nested summaries (a helper of a method of a forward...)
@@ -30,7 +30,6 @@ MAX_SUMMARIES = 250  # function bodies walked for summaries while analysing one 
 MAX_BASES = 3  # project base classes followed for methods and attributes
 
 ClassRef = Tuple[ModuleInfo, cst.ClassDef]
-_GATHER_WHY = "`{name}` is wrapped in `nn.DataParallel`, whose forward returns a 0-dim loss per replica"
 
 
 class Summaries:
@@ -85,9 +84,15 @@ class Summaries:
         globals_env = self.module_globals(info)
         for method in info.methods(cls):
             walker = Walker(self.evaluator(info, ref, light=True), info.imports, {})
-            walker.block(method.body, forget(globals_env, param_names(method)))
+            end = walker.block(method.body, forget(globals_env, param_names(method)))
+            assigned: Dict[str, List[Value]] = {}
             for attr, value in walker.self_assignments:
-                seen.setdefault(attr, []).append(value)
+                assigned.setdefault(attr, []).append(value)
+            for attr, values in assigned.items():
+                # Assigned once: that value (also in a branch). Several times in one method
+                # (`self.model = Net()`, then `if n_gpu > 1: self.model = nn.DataParallel(self.model)`):
+                # its value where the method ends.
+                seen.setdefault(attr, []).append(values[0] if len(values) == 1 else end.get(attr, UNKNOWN))
         env.update({k: v[0] for k, v in seen.items() if len(v) == 1})
         self.class_envs[key] = env
         return env
@@ -221,17 +226,6 @@ def bind_arguments(fn: cst.FunctionDef, args: CallArgs, values, skip_self: bool)
     return bound
 
 
-def gather(value: Optional[Value], name: str) -> Optional[Value]:
-    """What DataParallel hands back: each 0-dim tensor becomes one value per replica."""
-    if isinstance(value, Shape) and value.is_scalar:
-        return Shape("gathered", rank=1, why=_GATHER_WHY.format(name=name))
-    if isinstance(value, Struct):
-        return Struct(tuple((k, gather(v, name) or UNKNOWN) for k, v in value.fields))
-    if isinstance(value, Seq):
-        return Seq(tuple(gather(v, name) or UNKNOWN for v in value.items))
-    return value
-
-
 def _matters(value: Value) -> bool:
     """Can a call's result depend on this argument in a way the rule reports?"""
     if isinstance(value, Shape):
@@ -289,6 +283,13 @@ class ProjectEvaluator(Evaluator):
         return self._summary(info, node, None, call, args, env)
 
     def instance_call(self, inst: Instance, call: cst.Call, args: CallArgs, env) -> Optional[Value]:
+        result = self._forward(inst, call, args, env)
+        if inst.gathered:
+            # whatever the forward returns, DataParallel concatenates it across the replicas
+            return gather(result, self.code(call.func))
+        return result
+
+    def _forward(self, inst: Instance, call: cst.Call, args: CallArgs, env) -> Optional[Value]:
         if self.light or inst.cls is None:
             return None
         ref = self.summaries.class_ref(inst.cls)
@@ -298,10 +299,7 @@ class ProjectEvaluator(Evaluator):
         if found is None:
             return None
         info, fn = found
-        result = self._summary(info, fn, ref, call, args, env)
-        if inst.gathered:
-            result = gather(result, self.code(call.func))
-        return result
+        return self._summary(info, fn, ref, call, args, env)
 
     def _imported(self, text: str, call: cst.Call, args: CallArgs, env):
         """An imported project name is looked up (its module parsed) only when the call can matter:

@@ -106,6 +106,11 @@ class TorchCalls:
         if qualified.startswith("torch.nn.") and qualified.rsplit(".", 1)[-1] in LOSS_CLASSES:
             return LossFn(self._reduces(args, 0, env), self.code(call))
         last = qualified.rsplit(".", 1)[-1]
+        if qualified.startswith("torch.nn.") and last == "ModuleList" and not args.keywords and not args.starred:
+            # a list of modules: `nn.ModuleList([])`, then `.append(m)` (see analysis.shapeflow)
+            listed = elements(args.positional[0]) if args.positional else []
+            if listed is not None and len(args.positional) <= 1:
+                return Seq(tuple(self.value(e, env) for e in listed))
         if qualified.startswith("torch.nn.") and last[:1].isupper() and not last.startswith("Parameter"):
             return Instance(None, False, qualified)  # nn.Linear(...), nn.Sequential(...)
         if qualified in ("torch.autograd.Variable", "torch.autograd.variable.Variable") and args.positional:
