@@ -10,7 +10,8 @@ import pytest
 
 from gradlint.analysis import AnalysisOptions
 from harness import lint_options
-from tests import test_gl003, test_gl003_batched
+import test_gl003
+import test_gl003_batched
 
 
 def _apply(text: str, fix) -> str:
