@@ -596,3 +596,23 @@ def test_error_without_retain_and_warning_with_it():
     (retained,) = _lint(textwrap.dedent(FLAGGED["retain_graph_workaround"]))
     assert retained.severity == "warning"
     assert "retain_graph" in retained.message
+
+
+FULL_BPTT = """
+    hidden = torch.zeros(2, 5)
+    optimizer.zero_grad()
+    for inputs, targets in chunks:
+        hidden = cell(inputs, hidden)
+        loss = F.mse_loss(head(hidden), targets)
+        loss.backward(retain_graph=True)
+    optimizer.step()
+"""
+
+
+def test_retained_carried_state_feeding_one_step_after_the_loop_is_full_bptt():
+    # every backward serves the one step after the loop: correct (if quadratic), so silent
+    assert _lint(textwrap.dedent(FULL_BPTT)) == []
+    # the same with the step inside the loop: the graphs outlive the steps they fed
+    stepping = FULL_BPTT.replace("        loss.backward(retain_graph=True)\n",
+                                 "        loss.backward(retain_graph=True)\n        optimizer.step()\n")
+    assert [(f.line, f.severity) for f in _lint(textwrap.dedent(stepping))] == [(7, "warning")]

@@ -94,10 +94,29 @@ def _carried_in_loop(analysis, scope: Scope, loop: Loop, classes) -> Iterator[Ca
             continue
         deps = carried_reads(scope, backward.tensor, later.node, loop, order)
         reset = scope.reset_after(stmt, loop, set())
+        retained = is_true(backward.retain_graph)
+        if retained and not _steps_inside(loop):
+            # Every backward feeds one step after the loop: full backpropagation through the
+            # sequence, computed piecewise. Wasteful, but each graph is walked for the same step.
+            continue
         for key, producer in candidates.items():
             if key in deps and key not in reset and not _reset_in_branch(scope, stmt, loop, key):
-                yield CarriedState(backward, key, producer, is_true(backward.retain_graph))
+                yield CarriedState(backward, key, producer, retained)
                 break
+
+
+def _steps_inside(loop: Loop) -> bool:
+    """Does the loop body step an optimizer (`opt.step()`, `scaler.step(opt)`), by the names the
+    rest of the analysis uses for optimizers? Then a retained graph outlives the step it fed."""
+    from gradlint.analysis.names import dotted
+    from gradlint.analysis.object_kinds import OPTIMIZER, name_kind
+
+    for node in walk(loop.body):
+        if type(node) is cst.Call and isinstance(node.func, cst.Attribute) and node.func.attr.value == "step":
+            receiver = dotted(node.func.value) or ""
+            if name_kind(receiver) == OPTIMIZER or "scaler" in receiver.lower():
+                return True
+    return False
 
 
 def carried_reads(
