@@ -31,7 +31,7 @@ from typing import Callable, Optional
 
 import gradlint
 from gradlint.atomic import write_atomic
-from gradlint.findings import RULES, Finding
+from gradlint.findings import Finding
 from gradlint.fingerprint import SourceLines, digest, normalise, posix_path, printable_path
 from gradlint.lines import line_starts
 
@@ -154,35 +154,27 @@ class _FixedLines:
 
     def __init__(self, lines: SourceLines, findings: list) -> None:
         self.lines = lines
-        self._edits: dict = {}
+        self._fixable: dict = {}  # path -> its findings whose fix plain `--fix` would apply
         for f in findings:
-            info = RULES.get(f.code)
-            # what plain `--fix` applies: safe fixes of fixable rules (unsafe ones need a flag)
-            if (f.cell is None and f.fix is not None and info is not None and info.fixable and f.fix.edits
-                    and f.fix.applicability == "safe"):
-                self._edits.setdefault(f.path, []).append([(e.start, e.end, e.text) for e in f.fix.edits])
+            # safe fixes only: unsafe ones need a flag, so they do not change the key
+            if f.cell is None and f.fix is not None and f.fix.edits and f.fix.applicability == "safe":
+                self._fixable.setdefault(f.path, []).append(f)
         self._files: dict = {}
 
     def _prepare(self, path: str):
+        """(line starts of the file, the edits --fix would make, the fixed text), once per file."""
+        from gradlint.fixes import apply_edits, choose_fixes
+
         if path not in self._files:
             text = self.lines.text(path)
-            chosen: list = []
-            if text is not None:
-                for edits in self._edits[path]:  # as --fix chooses: skip a fix overlapping a kept one
-                    if any(not 0 <= s <= e <= len(text) for s, e, _ in edits):
-                        continue
-                    if any(s < ce and cs < e or s == e == cs == ce for s, e, _ in edits for cs, ce, _ in chosen):
-                        continue
-                    chosen.extend(edits)
-            chosen.sort()
-            fixed = text or ""
-            for start, end, new in reversed(chosen):
-                fixed = fixed[:start] + new + fixed[end:]
+            edits = choose_fixes(text, self._fixable[path])[0] if text is not None else []
+            chosen = [(e.start, e.end, e.text) for e in edits]
+            fixed = apply_edits(text or "", edits)
             self._files[path] = (line_starts(text) if text is not None else [], chosen, fixed)
         return self._files[path]
 
     def line(self, finding: Finding) -> str:
-        if finding.cell is not None or finding.path not in self._edits:
+        if finding.cell is not None or finding.path not in self._fixable:
             return self.lines.line(finding)
         starts, edits, fixed = self._prepare(finding.path)
         if fixed is None or not 1 <= finding.line <= len(starts):
