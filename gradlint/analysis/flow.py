@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Deque, Dict, FrozenSet, List, Optional, Sequence, Set, Tuple
+from typing import Callable, Deque, Dict, FrozenSet, Iterator, List, Optional, Sequence, Set, Tuple
 
 import libcst as cst
 
@@ -28,6 +28,7 @@ from gradlint.analysis.calls import assigned_texts, assigns_grad, calls_in
 from gradlint.analysis.conditions import condition_key, unit_branch
 from gradlint.analysis.effects import Analyzer
 from gradlint.analysis.events import ALL, BACKWARD, CLEAR, STEP, Event, Inline, Scope
+from gradlint.analysis.facts import ModuleFacts, implicit_loops, iter_loops
 from gradlint.analysis.manual_updates import PARAMS
 from gradlint.analysis.tree import walk
 
@@ -493,6 +494,35 @@ def build_body_graph(func: cst.FunctionDef, analyzer: Analyzer, scope: Scope) ->
         pred.succ.append(latch)
     _keep_correlated_decisions(builder.nodes)
     return LoopGraph(header=header, nodes=builder.nodes)
+
+
+# (loop or per-batch function, its class, its function, the graph builder for it, its scope)
+CandidateLoop = Tuple[cst.CSTNode, Optional[str], Optional[cst.FunctionDef], Callable[..., LoopGraph], Scope]
+
+
+def candidate_loops(facts: ModuleFacts, analyzer: Analyzer) -> Iterator[CandidateLoop]:
+    """The loops written in the module, then the per-batch functions a framework loops over
+    (Lightning `training_step` with manual optimization, Ignite steps), in that order, without
+    those that cannot step or run a backward (per `analyzer`), nor the loops nested in such a
+    loop; loops too large to judge are skipped. Shared by every rule that reads loop graphs."""
+    gated_out: Set[int] = set()
+    candidates: List[Tuple[cst.CSTNode, Optional[str], Optional[cst.FunctionDef], Callable[..., LoopGraph]]] = [
+        (loop, cls, func, build_loop_graph) for loop, cls, func in iter_loops(facts)]
+    candidates += [(step, cls, step, build_body_graph) for step, cls in implicit_loops(facts)]
+    for loop, cls, func, build in candidates:
+        scope = Scope(facts=facts, root=facts, cls=cls, func=func)
+        parent = facts.loop_parent.get(id(loop))
+        if parent is not None and id(parent) in gated_out:
+            gated_out.add(id(loop))
+            continue
+        try:
+            possible = analyzer.may_step_or_backward(loop, scope)
+        except (TooLarge, RecursionError):
+            continue
+        if not possible:
+            gated_out.add(id(loop))
+            continue
+        yield loop, cls, func, build, scope
 
 
 def _keep_correlated_decisions(nodes: List[Node]) -> None:

@@ -22,9 +22,9 @@ import libcst as cst
 from gradlint.analysis.backward import backward_call
 from gradlint.analysis.effects import Analyzer
 from gradlint.analysis.events import ALL, BACKWARD, CLEAR, STEP, Event, Inline, Scope
-from gradlint.analysis.facts import ModuleFacts, implicit_loops, iter_loops
+from gradlint.analysis.facts import ModuleFacts
 from gradlint.analysis.object_kinds import ENGINE, OPTIMIZER, SCALER
-from gradlint.analysis.flow import LoopGraph, Node, TooLarge, build_body_graph, build_loop_graph
+from gradlint.analysis.flow import LoopGraph, Node, TooLarge, candidate_loops
 from gradlint.analysis.grad_calls import (
     clearing_assignment,
     clip_call,
@@ -230,19 +230,8 @@ def _build_loops(ctx) -> Iterator[LoopInfo]:
     facts = ctx.training_facts
     local = OrderingAnalyzer(facts, ctx.options, None)
     project: Optional[Project] = None
-    candidates: List[tuple] = [(loop, cls, func, build_loop_graph) for loop, cls, func in iter_loops(facts)]
-    candidates += [(step, cls, step, build_body_graph) for step, cls in implicit_loops(facts)]
-    gated_out: set = set()
-    for loop, cls, func, build in candidates:
-        scope = Scope(facts=facts, root=facts, cls=cls, func=func)
-        parent = facts.loop_parent.get(id(loop))
-        if parent is not None and id(parent) in gated_out:
-            gated_out.add(id(loop))
-            continue
+    for loop, _cls, _func, build, scope in candidate_loops(facts, local):
         try:
-            if not local.may_step_or_backward(loop, scope):
-                gated_out.add(id(loop))
-                continue
             local.wants_project = False
             local._plain.wants_project = False
             graph = build(loop, local, scope)

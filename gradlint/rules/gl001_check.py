@@ -16,8 +16,7 @@ import libcst as cst
 
 from gradlint.analysis.effects import Analyzer
 from gradlint.analysis.events import ALL, BACKWARD, CLEAR, STEP, Event, Scope
-from gradlint.analysis.facts import implicit_loops, iter_loops
-from gradlint.analysis.flow import LoopGraph, TooLarge, build_body_graph, build_loop_graph, stale_path
+from gradlint.analysis.flow import LoopGraph, TooLarge, candidate_loops, stale_path
 from gradlint.analysis.manual_updates import PARAMS, updated_by_call, updated_by_statement
 from gradlint.analysis.object_kinds import OPTIMIZER
 from gradlint.analysis.project import Project
@@ -79,21 +78,8 @@ def check(ctx, code: str) -> Iterable[Finding]:
     # underlying backward node id -> entry; report node id -> (entry, underlying backward node id)
     direct: Dict[int, _Entry] = {}
     via_helper: Dict[int, Tuple[_Entry, int]] = {}
-    gated_out: set = set()  # loops that cannot step or run a backward (nor can loops inside them)
-    # the loops written in the file, then Lightning training_steps with manual optimization
-    # (Lightning's own loop calls them once per batch)
-    candidates: List[_Candidate] = [(loop, cls, func, build_loop_graph) for loop, cls, func in iter_loops(facts)]
-    candidates += [(step, cls, step, build_body_graph) for step, cls in implicit_loops(facts)]
-    for loop, cls, func, build in candidates:
-        scope = Scope(facts=facts, root=facts, cls=cls, func=func)
-        parent = facts.loop_parent.get(id(loop))
-        if parent is not None and id(parent) in gated_out:
-            gated_out.add(id(loop))
-            continue
+    for loop, _cls, _func, build, scope in candidate_loops(facts, local):
         try:
-            if not local.may_step_or_backward(loop, scope):
-                gated_out.add(id(loop))
-                continue
             local.wants_project = False
             graph = build(loop, local, scope)
             events = list(graph.events())
