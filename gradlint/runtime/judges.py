@@ -25,7 +25,7 @@ import os
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Set, Tuple
 
-from gradlint.engine import display_path
+from gradlint.paths import display_path
 from gradlint.findings import RULES, Finding
 from gradlint.runtime.events import (CARRIED_REUSE, CLEAR_BEFORE_STEP, CLEAR_DISCARDED, CLIP_CALLS, CLIP_ON_SCALED,
                                      CLIP_USED, CLIP_WASTED, FREED_GRAPH, KEPT_GRAPH, LEAF_ROOT, PARAM_GRADS,
@@ -44,7 +44,8 @@ class RuleJudge:
     runtime_only: Callable[[Observations, str, Set[int], str], List[Finding]]
 
 
-def _plural(count: int, word: str) -> str:
+def plural(count: int, word: str) -> str:
+    """`1 step`, `2 steps`: for evidence sentences."""
     return f"{count} {word}{'' if count == 1 else 's'}"
 
 
@@ -104,10 +105,10 @@ def _clip_evidence(sites: List[BackwardSite]) -> Optional[str]:
     scaled, wasted = _total(sites, CLIP_ON_SCALED), _total(sites, CLIP_WASTED)
     parts = []
     if scaled:
-        parts.append(f"{_plural(scaled, 'clip call')} ran on gradients still scaled by an enabled GradScaler "
+        parts.append(f"{plural(scaled, 'clip call')} ran on gradients still scaled by an enabled GradScaler "
                      f"(no scaler.unscale_(optimizer) before it in that step)")
     if wasted:
-        parts.append(f"{_plural(wasted, 'clip call')}' clipped gradients were changed or cleared before any "
+        parts.append(f"{plural(wasted, 'clip call')}' clipped gradients were changed or cleared before any "
                      f"optimizer step used them")
     return "; ".join(parts) or None
 
@@ -119,10 +120,10 @@ def judge_clip(finding: Finding, obs: Observations, cwd: str) -> Verdict:
         return CONFIRMED, evidence, sites
     used, calls = _total(sites, CLIP_USED), _total(sites, CLIP_CALLS)
     if used:
-        return REFUTED, (f"the clip ran {_plural(calls, 'time')} on unscaled gradients and an optimizer step "
-                         f"used the clipped gradients {_plural(used, 'time')}"), sites
+        return REFUTED, (f"the clip ran {plural(calls, 'time')} on unscaled gradients and an optimizer step "
+                         f"used the clipped gradients {plural(used, 'time')}"), sites
     if calls:
-        return UNEXERCISED, f"the clip ran {_plural(calls, 'time')} but no optimizer step followed it", sites
+        return UNEXERCISED, f"the clip ran {plural(calls, 'time')} but no optimizer step followed it", sites
     return UNEXERCISED, "this clip did not run on any gradients", sites
 
 
@@ -145,15 +146,15 @@ def judge_clear_before_step(finding: Finding, obs: Observations, cwd: str) -> Ve
     sites = sites_in_lines(finding, _call_sites(obs, "clear"), cwd)
     before_step, dropped = _total(sites, CLEAR_BEFORE_STEP), _total(sites, CLEAR_DISCARDED)
     if before_step:
-        return CONFIRMED, (f"{_plural(before_step, 'optimizer step')} saw only gradients that a backward "
+        return CONFIRMED, (f"{plural(before_step, 'optimizer step')} saw only gradients that a backward "
                            f"produced and this clear then dropped"), sites
     if dropped and obs.steps:
         return CONFIRMED, (f"this clear dropped gradients that no optimizer step had used "
-                           f"{_plural(dropped, 'time')}"), sites
+                           f"{plural(dropped, 'time')}"), sites
     if obs.steps >= 2:
-        return REFUTED, (f"{_plural(obs.steps, 'optimizer step')} ran and this clear never dropped gradients "
+        return REFUTED, (f"{plural(obs.steps, 'optimizer step')} ran and this clear never dropped gradients "
                          f"a step had not used"), sites
-    return UNEXERCISED, f"only {_plural(obs.steps, 'optimizer step')} ran; at least 2 are needed to tell", sites
+    return UNEXERCISED, f"only {plural(obs.steps, 'optimizer step')} ran; at least 2 are needed to tell", sites
 
 
 def runtime_only_clear_before_step(obs: Observations, code: str, matched: Set[int], cwd: str) -> List[Finding]:
@@ -163,7 +164,7 @@ def runtime_only_clear_before_step(obs: Observations, code: str, matched: Set[in
             out.append(_new_finding(
                 code, site, "this clear drops the gradients before the optimizer step uses them: clear after "
                 "the step (or before the backward)",
-                f"{_plural(site.count(CLEAR_BEFORE_STEP), 'optimizer step')} saw only gradients this clear had "
+                f"{plural(site.count(CLEAR_BEFORE_STEP), 'optimizer step')} saw only gradients this clear had "
                 f"dropped", cwd))
     return out
 
@@ -171,7 +172,7 @@ def runtime_only_clear_before_step(obs: Observations, code: str, matched: Set[in
 # ------------------------------------------------------------------------------ loss history keeps graphs
 def _kept_evidence(sites: List[BackwardSite]) -> str:
     kept = _total(sites, KEPT_GRAPH)
-    return (f"the graphs of {_plural(kept, 'backward call')} were still alive three backward calls later: a "
+    return (f"the graphs of {plural(kept, 'backward call')} were still alive three backward calls later: a "
             f"value with history (the loss or an output) is kept across iterations")
 
 
@@ -181,9 +182,9 @@ def judge_kept_graph(finding: Finding, obs: Observations, cwd: str) -> Verdict:
         return CONFIRMED, _kept_evidence(sites), sites
     freed, calls = _total(sites, FREED_GRAPH), sum(s.calls for s in sites)
     if freed >= 2 and calls >= 3:
-        return REFUTED, (f"the backward nearby ran {_plural(calls, 'time')} and its graphs were freed each "
+        return REFUTED, (f"the backward nearby ran {plural(calls, 'time')} and its graphs were freed each "
                          f"iteration"), sites
-    return UNEXERCISED, f"the backward nearby ran {_plural(calls, 'time')}; at least 3 are needed to tell", sites
+    return UNEXERCISED, f"the backward nearby ran {plural(calls, 'time')}; at least 3 are needed to tell", sites
 
 
 def runtime_only_kept_graph(obs: Observations, code: str, matched: Set[int], cwd: str) -> List[Finding]:
@@ -194,7 +195,7 @@ def runtime_only_kept_graph(obs: Observations, code: str, matched: Set[int], cwd
 
 # ------------------------------------------------------------------------------ loss made a leaf
 def _leaf_evidence(sites: List[BackwardSite]) -> str:
-    return (f"backward ran {_plural(_total(sites, LEAF_ROOT), 'time')} on a leaf tensor without grad_fn: no "
+    return (f"backward ran {plural(_total(sites, LEAF_ROOT), 'time')} on a leaf tensor without grad_fn: no "
             f"parameter received a gradient from it")
 
 
@@ -205,7 +206,7 @@ def judge_leaf_root(finding: Finding, obs: Observations, cwd: str) -> Verdict:
         return CONFIRMED, _leaf_evidence(leaf), sites
     calls = sum(s.calls for s in sites)
     if calls and not _total(sites, LEAF_ROOT):
-        return REFUTED, f"the backward after it ran {_plural(calls, 'time')}, never on a leaf", sites
+        return REFUTED, f"the backward after it ran {plural(calls, 'time')}, never on a leaf", sites
     return UNEXERCISED, "no backward after it ran", sites
 
 
@@ -240,9 +241,9 @@ def judge_carried_graph(finding: Finding, obs: Observations, cwd: str) -> Verdic
     calls, steps = sum(s.calls for s in sites), sum(s.steps for s in sites)
     retained = [s for s in sites if s.retained]
     if calls >= 2 and steps >= 1 and all(s.retained_watched for s in retained):
-        return REFUTED, (f"the backward ran {_plural(calls, 'time')} over {_plural(steps, 'optimizer step')} and "
+        return REFUTED, (f"the backward ran {plural(calls, 'time')} over {plural(steps, 'optimizer step')} and "
                          f"never reached an earlier iteration's graph"), sites
-    return UNEXERCISED, f"the backward ran {_plural(calls, 'time')}; a step between two calls is needed to tell", sites
+    return UNEXERCISED, f"the backward ran {plural(calls, 'time')}; a step between two calls is needed to tell", sites
 
 
 def runtime_only_carried_graph(obs: Observations, code: str, matched: Set[int], cwd: str) -> List[Finding]:

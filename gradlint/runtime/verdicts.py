@@ -17,9 +17,9 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 from gradlint.findings import RULES, Finding
 from gradlint.paths import display_path
 from gradlint.runtime import judges
+from gradlint.runtime.judges import CONFIRMED, REFUTED, UNEXERCISED, plural
 from gradlint.runtime.events import BackwardSite, Observations, Stack
 
-CONFIRMED, REFUTED, UNEXERCISED = "confirmed", "refuted", "unexercised"
 
 
 def runtime_codes() -> Tuple[str, ...]:
@@ -33,11 +33,6 @@ def where(stack: Optional[Stack], cwd: Optional[str] = None) -> str:
         return "a backward outside the traced calls"
     path, line = stack[0]
     return f"{display_path(path, cwd)}:{line}"
-
-
-def plural(count: int, word: str) -> str:
-    """`1 step`, `2 steps`: for evidence sentences."""
-    return f"{count} {word}{'' if count == 1 else 's'}"
 
 
 class _SiteIndex:
