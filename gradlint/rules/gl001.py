@@ -32,7 +32,8 @@ def check(ctx: Context) -> Iterable[Finding]:
 def judge(sites: list, cwd: str) -> Tuple[str, str]:
     """Runtime verdict of a finding from the backward sites it covers: confirmed when a step used
     gradients that still held a backward from before that optimizer's previous step."""
-    from gradlint.runtime.verdicts import CONFIRMED, REFUTED, UNEXERCISED, manual_stale_evidence, plural
+    from gradlint.runtime.judges import CONFIRMED, REFUTED, UNEXERCISED, plural
+    from gradlint.runtime.verdicts import manual_stale_evidence
 
     sites = [s for s in sites if s.kind == "backward"]
     stale = sum(s.stale_steps for s in sites)

@@ -107,7 +107,8 @@ def _own_lines(ctx: Context, arg: cst.Arg, last: bool) -> Optional[Tuple[int, in
 def judge(sites: list, cwd: str) -> Tuple[str, str]:
     """Runtime verdict: confirmed when a graph retained here was never run again, refuted when a
     later backward ran it."""
-    from gradlint.runtime.verdicts import CONFIRMED, REFUTED, UNEXERCISED, plural, where
+    from gradlint.runtime.judges import CONFIRMED, REFUTED, UNEXERCISED, plural
+    from gradlint.runtime.verdicts import where
 
     retained = sum(s.retained for s in sites)
     reused = [s for s in sites if s.retained_reused]

@@ -81,7 +81,7 @@ def _short(code: str, limit: int = 60) -> str:
 
 def judge(sites: list, cwd: str) -> Tuple[str, str]:
     """Runtime verdict: confirmed when the backward ran on a tensor of several elements."""
-    from gradlint.runtime.verdicts import CONFIRMED, REFUTED, UNEXERCISED, plural
+    from gradlint.runtime.judges import CONFIRMED, REFUTED, UNEXERCISED, plural
 
     bad = [s for s in sites if s.nonscalar]
     if bad:

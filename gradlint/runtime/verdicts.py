@@ -17,7 +17,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 from gradlint.findings import RULES, Finding
 from gradlint.paths import display_path
 from gradlint.runtime import judges
-from gradlint.runtime.judges import CONFIRMED, REFUTED, UNEXERCISED, plural
+from gradlint.runtime.judges import CONFIRMED, plural
 from gradlint.runtime.events import BackwardSite, Observations, Stack
 
 
