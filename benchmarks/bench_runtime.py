@@ -4,14 +4,23 @@ MLP 128-256-256-10, Adam, batch 64, 2,000 steps, one thread; untraced and traced
 (repeats alternate which goes first), medians reported, with and without `retain_graph=True` on
 every backward. Also checks the final parameters are bitwise identical traced and untraced.
 
-    python benchmarks/bench_runtime.py [--steps 2000] [--repeats 5] [--json]
+`--process` measures whole processes instead, as a user sees them: the same loop written to a
+script in a temporary directory, `python SCRIPT` against `gradlint run SCRIPT` (interpreter start,
+torch import, gradlint's static pass over the script and its report included), interleaved, median
+wall time of `--repeats` runs each.
+
+    python benchmarks/bench_runtime.py [--steps 2000] [--repeats 5] [--json] [--process]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 
 
@@ -83,6 +92,55 @@ def measure(torch, steps: int, repeats: int, retain: bool) -> dict:
     return row
 
 
+SCRIPT = """\
+import sys
+import torch
+from torch import nn
+
+torch.set_num_threads(1)
+torch.manual_seed(0)
+model = nn.Sequential(nn.Linear(128, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 10))
+optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+generator = torch.Generator().manual_seed(1)
+inputs = [torch.randn(64, 128, generator=generator) for _ in range(16)]
+labels = [torch.randint(0, 10, (64,), generator=generator) for _ in range(16)]
+steps, retain = int(sys.argv[1]), sys.argv[2] == "retain"
+for step in range(steps):
+    optimizer.zero_grad()
+    loss = nn.functional.cross_entropy(model(inputs[step % 16]), labels[step % 16])
+    loss.backward(retain_graph=retain)
+    optimizer.step()
+"""
+
+
+def measure_processes(steps: int, repeats: int, retain: bool) -> dict:
+    """Median wall seconds of `python SCRIPT` and `gradlint run SCRIPT`, run alternately."""
+    argv = [str(steps), "retain" if retain else "plain"]
+    with tempfile.TemporaryDirectory() as folder:
+        script = os.path.join(folder, "train_mlp.py")
+        with open(script, "w", encoding="utf-8") as handle:
+            handle.write(SCRIPT)
+        commands = {
+            "plain": [sys.executable, script, *argv],
+            "traced": [sys.executable, "-m", "gradlint", "run", "--exit-zero", script, *argv],
+        }
+        env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+        times: dict = {"plain": [], "traced": []}
+        for repeat in range(repeats + 1):  # the first round warms the page cache and is dropped
+            names = ["plain", "traced"] if repeat % 2 else ["traced", "plain"]
+            for name in names:
+                start = time.perf_counter()
+                done = subprocess.run(commands[name], cwd=folder, env=env, capture_output=True, text=True)
+                elapsed = time.perf_counter() - start
+                if done.returncode != 0:
+                    raise SystemExit(f"{name} run failed ({done.returncode}):\n{done.stdout}{done.stderr}")
+                if repeat:
+                    times[name].append(elapsed)
+    plain, traced = statistics.median(times["plain"]), statistics.median(times["traced"])
+    return {"retain_graph": retain, "steps": steps, "repeats": repeats, "process_plain_s": round(plain, 3),
+            "process_traced_s": round(traced, 3), "process_ratio": round(traced / plain, 3)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=2000)
@@ -91,7 +149,21 @@ def main() -> None:
     parser.add_argument("--watch-every-graph", action="store_true",
                         help="hook every retained graph (by default, after 64 never-reused graphs at a "
                              "call site the tracer watches a 1-in-8 sample)")
+    parser.add_argument("--process", action="store_true",
+                        help="time whole processes: `python SCRIPT` against `gradlint run SCRIPT`")
     args = parser.parse_args()
+    if args.process:
+        rows = [measure_processes(args.steps, args.repeats, retain) for retain in (False, True)]
+        if args.json:
+            print(json.dumps(rows, indent=2))
+            return
+        print(f"whole processes, MLP 128-256-256-10, Adam, batch 64, {args.steps} steps, "
+              f"median wall of {args.repeats}")
+        for row in rows:
+            label = "retain_graph=True " if row["retain_graph"] else "retain_graph=False"
+            print(f"{label}: python {row['process_plain_s']:.3f} s, gradlint run {row['process_traced_s']:.3f} s, "
+                  f"ratio {row['process_ratio']:.3f}x")
+        return
     global WATCH_EVERY_GRAPH
     WATCH_EVERY_GRAPH = args.watch_every_graph
 

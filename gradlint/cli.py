@@ -17,7 +17,16 @@ import click
 from gradlint import __version__
 from gradlint.findings import RULES, Finding
 from gradlint.rules import by_name_or_code
-from gradlint.options import common_options, emit_report, fail, resolve_output_format, settings_from_options
+from gradlint.options import (
+    cache_dir_override,
+    cache_options,
+    cache_usable,
+    common_options,
+    emit_report,
+    fail,
+    resolve_output_format,
+    settings_from_options,
+)
 
 # Show a progress counter on a terminal only when the run is long enough to need one.
 PROGRESS_MIN_FILES = 50
@@ -84,11 +93,7 @@ def _read_text(path: str) -> Optional[str]:
 @common_options
 @click.option("-j", "--jobs", type=click.IntRange(min=0), default=0, show_default=False,
               help="Worker processes (default 0: all usable cores; 1 = serial).")
-@click.option("--no-cache", is_flag=True, envvar="GRADLINT_NO_CACHE",
-              help="Neither read nor write the result cache [env GRADLINT_NO_CACHE=1].")
-@click.option("--cache-dir", type=click.Path(), default=None, envvar="GRADLINT_CACHE_DIR",
-              help="Where the result cache lives [default: .gradlint_cache beside the config; "
-                   "env GRADLINT_CACHE_DIR].")
+@cache_options
 @click.option("--force-exclude", is_flag=True,
               help="Apply exclude/extend-exclude/.gitignore to paths named on the command line too.")
 @click.option("--statistics", is_flag=True, help="Print the number of findings per rule instead of each finding.")
@@ -122,9 +127,8 @@ def check(paths: Tuple[str, ...], select, ignore, extend_select, output_format, 
     from gradlint.discovery import DiscoveryError, discover
     from gradlint.engine import lint_files
 
-    # A cache folder named on the command line is relative to the current folder, not the config.
     overrides = {"force-exclude": True if force_exclude else None,
-                 "cache-dir": os.path.abspath(cache_dir) if cache_dir else None,
+                 "cache-dir": cache_dir_override(cache_dir),
                  "exclude": _patterns(exclude), "extend-exclude": _patterns(extend_exclude)}
     settings = settings_from_options(select=select, ignore=ignore, extend_select=extend_select, config=config,
                                      isolated=isolated, overrides=overrides)
@@ -152,11 +156,7 @@ def check(paths: Tuple[str, ...], select, ignore, extend_select, output_format, 
         if fmt not in ("full", "concise") or output:
             emit_report([], files_checked=0, **report)
         sys.exit(0)
-    use_cache = not no_cache
-    if use_cache and os.path.exists(settings.cache_path) and not os.path.isdir(settings.cache_path):
-        click.echo(f"gradlint: warning: cache dir {settings.cache_path} is not a folder; running without the cache",
-                   err=True)
-        use_cache = False
+    use_cache = cache_usable(settings, no_cache)
     progress = _Progress(len(files), enabled=not quiet)
     try:
         result = lint_files(files, settings, jobs=jobs, use_cache=use_cache, progress=progress)

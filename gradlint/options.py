@@ -58,6 +58,33 @@ def common_options(command: Callable) -> Callable:
     return command
 
 
+def cache_options(command: Callable) -> Callable:
+    """Add --no-cache and --cache-dir (shared by `check` and `run`)."""
+    command = click.option(
+        "--cache-dir", type=click.Path(), default=None, envvar="GRADLINT_CACHE_DIR",
+        help="Where the result cache lives [default: .gradlint_cache beside the config; env GRADLINT_CACHE_DIR].",
+    )(command)
+    return click.option("--no-cache", is_flag=True, envvar="GRADLINT_NO_CACHE",
+                        help="Neither read nor write the result cache [env GRADLINT_NO_CACHE=1].")(command)
+
+
+def cache_dir_override(cache_dir: Optional[str]) -> Optional[str]:
+    """A cache folder named on the command line is relative to the current folder, not the config."""
+    return os.path.abspath(cache_dir) if cache_dir else None
+
+
+def cache_usable(settings, no_cache: bool) -> bool:
+    """Whether to read and write the result cache: not with --no-cache, and not (with a one-line
+    warning) when the configured cache path exists but is not a folder."""
+    if no_cache:
+        return False
+    if os.path.exists(settings.cache_path) and not os.path.isdir(settings.cache_path):
+        click.echo(f"gradlint: warning: cache dir {settings.cache_path} is not a folder; running without the cache",
+                   err=True)
+        return False
+    return True
+
+
 def _codes(values: Optional[Sequence[str]]) -> Optional[List[str]]:
     """Repeated/comma-separated option values, or None when the option was not given."""
     if not values:

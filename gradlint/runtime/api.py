@@ -60,11 +60,13 @@ def imported_project_files(roots: Sequence[str]) -> List[str]:
 _GRADLINT_PACKAGE = os.path.realpath(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def lint(files: Sequence[str], settings) -> List[Finding]:
-    """Static findings for `files` through the engine (select/ignore/noqa applied)."""
+def lint(files: Sequence[str], settings, use_cache: bool = False) -> List[Finding]:
+    """Static findings for `files` through the engine (select/ignore/noqa applied); with `use_cache`
+    through the same result cache as `gradlint check`, so a rerun of an unchanged script skips the
+    static pass."""
     from gradlint.engine import lint_files
 
-    return list(lint_files(list(files), settings).findings)
+    return list(lint_files(list(files), settings, use_cache=use_cache).findings)
 
 
 def load_default_settings(cwd: Optional[str] = None):
@@ -77,13 +79,14 @@ class Trace:
     """A traced region of a program. Use as a context manager; read results after it ends."""
 
     def __init__(self, *, settings=None, files: Iterable[str] = (), roots: Optional[Sequence[str]] = None,
-                 cwd: Optional[str] = None) -> None:
+                 cwd: Optional[str] = None, use_cache: bool = False) -> None:
         from gradlint.runtime.tracer import Tracer
 
         self.cwd = os.path.abspath(cwd or os.getcwd())
         self.roots = list(roots) if roots is not None else [self.cwd]
         self.settings = settings
         self.extra_files = list(files)
+        self.use_cache = use_cache  # read and write gradlint check's result cache for the static pass
         self.tracer = Tracer()
         self._findings: Optional[List[Finding]] = None
         self._observations: Optional[Observations] = None
@@ -127,7 +130,7 @@ class Trace:
         if self._findings is None:
             settings = self._settings()
             files = self.files()
-            static = lint(files, settings) if files else []
+            static = lint(files, settings, self.use_cache) if files else []
 
             def enabled(code: str, path: str) -> bool:
                 return code in settings.enabled_codes(os.path.join(self.cwd, path))

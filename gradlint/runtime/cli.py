@@ -20,7 +20,16 @@ from typing import Any, List, Optional, Sequence, Set, Tuple
 
 import click
 
-from gradlint.options import common_options, emit_report, fail, resolve_output_format, settings_from_options
+from gradlint.options import (
+    cache_dir_override,
+    cache_options,
+    cache_usable,
+    common_options,
+    emit_report,
+    fail,
+    resolve_output_format,
+    settings_from_options,
+)
 
 _GRADLINT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -201,9 +210,10 @@ class _Program:
 @click.option("-m", "module", metavar="MODULE", default=None,
               help="Run a library module as a script, like python -m (the arguments follow it).")
 @common_options
+@cache_options
 @click.argument("argv", nargs=-1, type=click.UNPROCESSED, metavar="SCRIPT [ARGS]...")
 def run_command(module, argv, select, ignore, extend_select, output_format, output, exit_zero, config,
-                isolated) -> None:
+                isolated, no_cache, cache_dir) -> None:
     """Run a training script under the runtime tracer: confirm or refute findings by what autograd
     and the optimizers actually do.
 
@@ -215,13 +225,15 @@ def run_command(module, argv, select, ignore, extend_select, output_format, outp
     script = None if module is not None else argv[0]
     program = _Program(script, module, argv if module is not None else argv[1:])
     settings = settings_from_options(select=select, ignore=ignore, extend_select=extend_select, config=config,
-                                     isolated=isolated)
+                                     isolated=isolated, overrides={"cache-dir": cache_dir_override(cache_dir)})
     fmt = resolve_output_format(output_format, settings)
     program.check()
-    sys.exit(_trace_and_report(program, settings, fmt, output, exit_zero))
+    use_cache = cache_usable(settings, no_cache)
+    sys.exit(_trace_and_report(program, settings, fmt, output, exit_zero, use_cache))
 
 
-def _trace_and_report(program: _Program, settings, fmt: str, output: Optional[str], exit_zero: bool) -> int:
+def _trace_and_report(program: _Program, settings, fmt: str, output: Optional[str], exit_zero: bool,
+                      use_cache: bool = False) -> int:
     from gradlint.options import summary_line
     from gradlint.runtime import distributed
     from gradlint.runtime.api import Trace, imported_project_files, summary
@@ -229,7 +241,7 @@ def _trace_and_report(program: _Program, settings, fmt: str, output: Optional[st
 
     rank = distributed.context()
     roots = program.roots()
-    traced = Trace(settings=settings, roots=roots, files=program.files())
+    traced = Trace(settings=settings, roots=roots, files=program.files(), use_cache=use_cache)
     try:
         traced.start()
     except ImportError as err:

@@ -123,3 +123,29 @@ def test_module_mode_joins_a_project_helper_in_a_subprocess(tmp_path):
     assert gl002 and gl002[0]["path"] == "gl_pkg/steps.py" and gl002[0]["line"] == 5
     assert gl002[0]["runtime"] == "confirmed"
     assert done.returncode == 1
+
+
+def test_static_pass_reads_and_writes_the_check_cache(run, tmp_path):
+    """`gradlint run` shares `gradlint check`'s result cache: a rerun of an unchanged script gets
+    the same report, with the static findings served from the cache; --no-cache leaves none."""
+    cache = tmp_path / "cache"
+    first = run("--cache-dir", str(cache), "stale_loop.py")
+    entries = {p: p.stat().st_mtime_ns for p in cache.rglob("*") if p.is_file()}
+    assert first[0] == 1 and "GL001" in first[1] and entries
+    for path in entries:  # a rewrite on the second run would show as a new modification time
+        os.utime(path, ns=(1_000_000_000, 1_000_000_000))
+    second = run("--cache-dir", str(cache), "stale_loop.py")
+    assert second[:2] == first[:2]
+    assert {p: p.stat().st_mtime_ns for p in cache.rglob("*") if p.is_file()} == dict.fromkeys(entries, 1_000_000_000)
+
+    untouched = tmp_path / "none"
+    third = run("--no-cache", "--cache-dir", str(untouched), "stale_loop.py")
+    assert third[:2] == first[:2] and not untouched.exists()
+
+
+def test_cache_dir_that_is_a_file_warns_and_runs_without_it(run, tmp_path):
+    blocker = tmp_path / "cache"
+    blocker.write_text("not a folder")
+    status, out, err = run("--cache-dir", str(blocker), "stale_loop.py")
+    assert status == 1 and "GL001" in out
+    assert "is not a folder; running without the cache" in err and blocker.read_text() == "not a folder"
