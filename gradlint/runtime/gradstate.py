@@ -306,7 +306,10 @@ class GradState:
         return adopted
 
     def after_step(self, optimizer) -> None:
-        for ref, state in self.adopt(optimizer).pairs:
+        adopted = self.optimizers.get(id(optimizer))
+        if adopted is None or adopted.ref() is not optimizer:  # a step whose pre-hook we missed
+            adopted = self.adopt(optimizer)
+        for ref, state in adopted.pairs:
             param = ref()
             if param is None:
                 continue
