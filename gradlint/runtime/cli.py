@@ -229,11 +229,61 @@ def run_command(module, argv, select, ignore, extend_select, output_format, outp
     fmt = resolve_output_format(output_format, settings)
     program.check()
     use_cache = cache_usable(settings, no_cache)
-    sys.exit(_trace_and_report(program, settings, fmt, output, exit_zero, use_cache))
+    warm = None
+    from gradlint.runtime import distributed
+
+    rank = distributed.context()
+    if use_cache and script is not None and (rank is None or rank.rank == 0):  # rank 0 reports
+        options = [*(f"--select={v}" for v in select), *(f"--ignore={v}" for v in ignore),
+                   *(f"--extend-select={v}" for v in extend_select)]
+        options += [f"--config={config}"] if config else []
+        options += ["--isolated"] if isolated else []
+        options += [f"--cache-dir={cache_dir_override(cache_dir)}"] if cache_dir else []
+        warm = _CacheWarmer(script, options)
+    sys.exit(_trace_and_report(program, settings, fmt, output, exit_zero, use_cache, warm))
+
+
+class _CacheWarmer:
+    """`gradlint check SCRIPT` in a child process while the script trains, filling the result cache
+    so the static pass after the run finds the script's findings ready: on a machine with a spare
+    core the static analysis costs the run nothing. The report never depends on it: whatever the
+    child did not finish (or if it could not start) the static pass computes itself."""
+
+    WAIT_S = 120.0  # at most this long for a child still analysing when the script ends
+
+    def __init__(self, script: str, options: Sequence[str]) -> None:
+        self.child: Any = None
+        if os.environ.get("GRADLINT_NO_CACHE_WARMER"):
+            return
+        import subprocess
+
+        env = dict(os.environ)
+        for name in ("RANK", "WORLD_SIZE", "GITHUB_ACTIONS", "GRADLINT_OUTPUT_FORMAT"):
+            env.pop(name, None)
+        command = [sys.executable, "-m", "gradlint", "check", "--quiet", "--exit-zero", "--jobs=1",
+                   "--output-format=concise", *options, "--", script]
+        try:
+            self.child = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                          stderr=subprocess.DEVNULL, env=env, close_fds=True)
+        except (OSError, ValueError):
+            self.child = None
+
+    def finish(self) -> None:
+        """Wait for the child (bounded); a child still running then is stopped."""
+        child, self.child = self.child, None
+        if child is None:
+            return
+        import subprocess
+
+        try:
+            child.wait(timeout=self.WAIT_S)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
 
 
 def _trace_and_report(program: _Program, settings, fmt: str, output: Optional[str], exit_zero: bool,
-                      use_cache: bool = False) -> int:
+                      use_cache: bool = False, warm: Optional[_CacheWarmer] = None) -> int:
     from gradlint.options import summary_line
     from gradlint.runtime import distributed
     from gradlint.runtime.api import Trace, imported_project_files, summary
@@ -269,6 +319,8 @@ def _trace_and_report(program: _Program, settings, fmt: str, output: Optional[st
             click.echo(f"gradlint run: no report from rank{'s' if len(missing) > 1 else ''} "
                        f"{', '.join(map(str, missing))}; the report covers the others", err=True)
 
+    if warm is not None:
+        warm.finish()
     findings = traced.findings()
     source_of = _source_reader()
     files_checked = len(traced.files())

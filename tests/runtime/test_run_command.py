@@ -149,3 +149,35 @@ def test_cache_dir_that_is_a_file_warns_and_runs_without_it(run, tmp_path):
     status, out, err = run("--cache-dir", str(blocker), "stale_loop.py")
     assert status == 1 and "GL001" in out
     assert "is not a folder; running without the cache" in err and blocker.read_text() == "not a folder"
+
+
+def test_cache_warmer_lints_the_script_in_a_child_while_it_runs(tmp_path, monkeypatch):
+    """The child started beside the script fills the same cache entry the static pass reads."""
+    from gradlint.runtime.cli import _CacheWarmer
+
+    monkeypatch.chdir(SCRIPTS)
+    monkeypatch.delenv("GRADLINT_NO_CACHE_WARMER", raising=False)
+    cache = tmp_path / "cache"
+    warmer = _CacheWarmer("stale_loop.py", [f"--cache-dir={cache}"])
+    child = warmer.child
+    assert child is not None
+    warmer.finish()
+    assert child.returncode == 0 and warmer.child is None
+    entries = {p: p.stat().st_mtime_ns for p in cache.rglob("*") if p.is_file()}
+    assert entries
+    for path in entries:
+        os.utime(path, ns=(1_000_000_000, 1_000_000_000))
+    # The run's own static pass finds the child's entry: it neither rewrites nor adds one.
+    monkeypatch.setenv("GRADLINT_NO_CACHE_WARMER", "1")
+    result = CliRunner().invoke(main, ["run", f"--cache-dir={cache}", "stale_loop.py"], catch_exceptions=False)
+    assert result.exit_code == 1 and "GL001" in result.stdout
+    assert {p: p.stat().st_mtime_ns for p in cache.rglob("*") if p.is_file()} == dict.fromkeys(entries, 1_000_000_000)
+
+
+def test_cache_warmer_off_by_environment(monkeypatch):
+    from gradlint.runtime.cli import _CacheWarmer
+
+    monkeypatch.setenv("GRADLINT_NO_CACHE_WARMER", "1")
+    warmer = _CacheWarmer("stale_loop.py", [])
+    assert warmer.child is None
+    warmer.finish()  # nothing to wait for
