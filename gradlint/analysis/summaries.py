@@ -18,7 +18,7 @@ from typing import Dict, List, Optional, Tuple
 import libcst as cst
 
 from gradlint.analysis.bindings import assigned_keys, forget
-from gradlint.analysis.evaluate import CallArgs, Evaluator
+from gradlint.analysis.evaluate import BUILTINS, CallArgs, Evaluator
 from gradlint.analysis.names import dotted
 from gradlint.analysis.projectmodules import ModuleInfo, ModuleLoader
 from gradlint.analysis.reads import param_names
@@ -115,7 +115,14 @@ class Summaries:
         head, _, rest = text.partition(".")
         target = info.imports.aliases.get(head)
         if target is None:
-            return None
+            # A bare name the module never binds may come from its star imports. Only class
+            # names (capitalised) are looked for: a lower-case name is as likely a parameter or
+            # local variable of the function being read, which no import can bind.
+            if not head[:1].isupper() or not _star_candidate(info, head):
+                return None
+            if not load:
+                return "imported", info, text
+            return self._starred(info, text, 0)
         if not load:
             return "imported", info, text
         return self._imported(info, f"{target}.{rest}" if rest else target)
@@ -131,7 +138,20 @@ class Summaries:
         if attr in target.classes and target.counts.get(attr) == 1:
             return "class", target, target.classes[attr]
         alias = target.imports.aliases.get(attr)
-        return self._imported(target, alias, depth + 1) if alias else None
+        if alias:
+            return self._imported(target, alias, depth + 1)
+        return self._starred(target, attr, depth + 1) if _star_candidate(target, attr) else None
+
+    def _starred(self, info: ModuleInfo, name: str, depth: int):
+        """`name` (a bare name, maybe dotted) as brought into `info` by its `from M import *`
+        statements of project modules (`from .base_trainer import *` in a package `__init__`):
+        the last of those modules, in import order, that defines it (a later star import
+        rebinds the name)."""
+        for module in reversed(info.imports.stars):
+            found = self._imported(info, f"{module}.{name}", depth)
+            if found is not None:
+                return found
+        return None
 
     def class_ref(self, ref: Tuple[str, str]) -> Optional[ClassRef]:
         """The class an instance was made from: (module path, name as spelt there)."""
@@ -196,6 +216,13 @@ class Summaries:
             self.active.discard(key)
         self.memo[key] = result
         return result
+
+
+def _star_candidate(info: ModuleInfo, name: str) -> bool:
+    """Can the bare `name` come from a star import of `info`? Only when it has some, and the
+    module neither binds the name itself nor means a builtin."""
+    head = name.split(".")[0]
+    return bool(info.imports.stars) and head not in info.counts and head not in BUILTINS
 
 
 def _merge_returns(returns: List[Optional[Value]]) -> Optional[Value]:

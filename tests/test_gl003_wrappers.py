@@ -1,0 +1,206 @@
+"""GL003 on DataParallel gathers that reach the backward through less direct code (issue 10):
+
+- a trainer base class found through star imports (`from .runner import *` in a package
+  `__init__`, or `from pkg.runner import *` in the trainer's own file), whose wrap in
+  `DataParallel` the subclass's training loop inherits;
+- a gather on one branch of an `if` only (the model computes the loss itself on one path, a
+  criterion of unknown shape on the other): the gathered path still fails on several GPUs;
+- library wrappers that return a `DataParallel` (audiotools' `Accelerator.prepare_model`), and
+  the ones that do not (HF accelerate's `Accelerator.prepare`/`prepare_model`, which use DDP).
+
+Each flagged case has clean twins. Lines that must be reported end with `# GL003`; every
+other line must stay clean. All code here is written for these tests.
+"""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from gradlint.analysis import AnalysisOptions
+from harness import lint_options
+
+
+def _marked(source: str):
+    return [n for n, line in enumerate(source.splitlines(), 1) if line.rstrip().endswith("# GL003")]
+
+
+def _run(tmp_path, files: dict, main: str):
+    for name, text in files.items():
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text))
+    source = (tmp_path / main).read_text()
+    options = AnalysisOptions(project_root=str(tmp_path))
+    return source, lint_options(source, str(tmp_path / main), options, codes=["GL003"])
+
+
+# ---------------------------------------------------------------- star imports, one-branch gathers
+
+PACKAGE_INIT = """
+    from .hooks import *
+    from .runner import *
+"""
+HOOKS = """
+    def warmup(steps):
+        return min(1.0, steps / 100)
+"""
+RUNNER_DP = """
+    import torch
+
+    class Runner:
+        def __init__(self, net, crit, gpus):
+            self.crit = crit
+            self.net = net.cuda()
+            if len(gpus) > 1:
+                self.net = torch.nn.DataParallel(self.net, device_ids=gpus)
+"""
+RUNNER_DDP = RUNNER_DP.replace("torch.nn.DataParallel(self.net, device_ids=gpus)",
+                               "torch.nn.parallel.DistributedDataParallel(self.net)")
+RUNNER_SINGLE = RUNNER_DP.replace("torch.nn.DataParallel(self.net, device_ids=gpus)", "self.net.cuda()")
+
+# The subclass imports the base by name from the package; the package re-exports it by star.
+FIT_FROM_PACKAGE = """
+    from core import Runner
+
+    class Fitter(Runner):
+        def epoch(self):
+            for x, y in self.train_loader:
+                self.opt.zero_grad()
+                if self.net_takes_labels:
+                    pred, loss = self.net(x, labels=y)
+                else:
+                    pred = self.net(x)
+                    loss = self.crit(pred, y)
+                loss.backward()  # GL003
+                self.opt.step()
+"""
+# The subclass's own file star-imports the module that defines the base.
+FIT_STAR = """
+    from core.runner import *
+
+    class Fitter(Runner):
+        def epoch(self, scaler):
+            for step, (x, y) in enumerate(self.train_loader):
+                if self.joint:
+                    out = self.net(x, y)
+                    scores, loss = out
+                else:
+                    scores = self.net(x)
+                    loss = self.crit(scores, y)
+                if self.amp:
+                    scaler.scale(loss).backward()  # GL003
+                else:
+                    loss.backward()  # GL003
+"""
+
+
+def _package(runner: str, fit: str) -> dict:
+    return {"core/__init__.py": PACKAGE_INIT, "core/hooks.py": HOOKS, "core/runner.py": runner, "engine/fit.py": fit}
+
+
+FLAGGED = {
+    "base_reexported_by_star_gather_on_one_branch": _package(RUNNER_DP, FIT_FROM_PACKAGE),
+    "base_star_imported_in_trainer_file": _package(RUNNER_DP, FIT_STAR),
+    # one file: a model that returns (scores, loss) on one path, a custom criterion on the other
+    "single_file_gather_on_one_branch": {
+        "engine/fit.py": """
+        import torch
+        import torch.nn as nn
+
+        model = build_model(cfg)
+        if torch.cuda.device_count() > 1:
+            model = nn.DataParallel(model)
+        for images, labels in train_loader:
+            if cfg.model_computes_loss:
+                _, loss = model(images, labels)
+            else:
+                loss = criterion(model(images), labels)
+            optimizer.zero_grad()
+            loss.backward()  # GL003
+            optimizer.step()
+        """
+    },
+}
+
+CLEAN = {
+    # the gathered branch reduces what came back
+    "gathered_branch_reduced": _package(
+        RUNNER_DP, FIT_FROM_PACKAGE.replace("labels=y)\n", "labels=y)\n                    loss = loss.mean()\n")
+    ),
+    # reduced after the if, for several GPUs
+    "reduced_after_the_if": _package(
+        RUNNER_DP,
+        FIT_FROM_PACKAGE.replace(
+            "                loss.backward()  # GL003",
+            "                if torch.cuda.device_count() > 1:\n"
+            "                    loss = loss.mean()\n"
+            "                loss.backward()",
+        ).replace("from core import Runner", "import torch\n    from core import Runner"),
+    ),
+    "base_uses_ddp": _package(RUNNER_DDP, FIT_FROM_PACKAGE.replace("  # GL003", "")),
+    "base_never_wraps": _package(RUNNER_SINGLE, FIT_STAR.replace("  # GL003", "")),
+    # the other branch is a known scalar: a reduction on one path, the gather on the other
+    "other_branch_scalar": {
+        "engine/fit.py": """
+        import torch
+        import torch.nn as nn
+        import torch.nn.functional as F
+
+        model = build_model(cfg)
+        if torch.cuda.device_count() > 1:
+            model = nn.DataParallel(model)
+        for images, labels in train_loader:
+            if torch.cuda.device_count() > 1:
+                loss = model(images, labels).mean()
+            else:
+                loss = F.cross_entropy(model(images), labels)
+            loss.backward()
+        """
+    },
+    # a lower-case name that a star-imported module defines, but here a parameter: not resolved
+    "parameter_named_like_a_starred_function": {
+        "core/losses.py": """
+            import torch.nn.functional as F
+
+            def criterion(pred, target):
+                return F.mse_loss(pred, target, reduction="none")
+        """,
+        "engine/fit.py": """
+        from core.losses import *
+
+        def fit(net, criterion, loader):
+            for x, y in loader:
+                loss = criterion(net(x), y)
+                loss.backward()
+        """,
+    },
+}
+
+
+@pytest.mark.parametrize("name", sorted(FLAGGED))
+def test_flagged(tmp_path, name):
+    source, found = _run(tmp_path, FLAGGED[name], "engine/fit.py")
+    assert [f.line for f in found] == _marked(source)
+    assert found and all("fails on more than one GPU" in f.message for f in found)
+
+
+@pytest.mark.parametrize("name", sorted(CLEAN))
+def test_clean(tmp_path, name):
+    _, found = _run(tmp_path, CLEAN[name], "engine/fit.py")
+    assert [(f.line, f.message) for f in found] == []
+
+
+def test_later_star_import_wins(tmp_path):
+    """Two star-imported modules define the base: the later import is the one Python binds."""
+    files = _package(RUNNER_DP, FIT_STAR.replace("from core.runner import *", "from core.runner import *\n"
+                                                 "    from core.plain import *"))
+    files["core/plain.py"] = RUNNER_SINGLE
+    _, found = _run(tmp_path, files, "engine/fit.py")
+    assert found == []
+    files = _package(RUNNER_DP, FIT_STAR.replace("from core.runner import *", "from core.plain import *\n"
+                                                 "    from core.runner import *"))
+    files["core/plain.py"] = RUNNER_SINGLE
+    source, found = _run(tmp_path, files, "engine/fit.py")
+    assert [f.line for f in found] == _marked(source)
