@@ -204,3 +204,145 @@ def test_later_star_import_wins(tmp_path):
     files["core/plain.py"] = RUNNER_SINGLE
     source, found = _run(tmp_path, files, "engine/fit.py")
     assert [f.line for f in found] == _marked(source)
+
+
+# ---------------------------------------------------------------- library preparers
+
+# A codec whose forward returns its reconstruction and a 0-dim commitment loss in a dict.
+CODEC = """
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    class Codec(nn.Module):
+        def forward(self, x):
+            z = self.encoder(x)
+            q = self.quantizer(z)
+            return {"recon": self.decoder(q), "commit": F.mse_loss(z, q.detach())}
+"""
+
+LIBRARY_FLAGGED = {
+    # an annotated parameter types the preparer; the wrap happens in another function
+    "audiotools_annotated_parameter": CODEC
+    + """
+    from audiotools import ml
+
+    def build(accel: ml.Accelerator):
+        codec = Codec()
+        return accel.prepare_model(codec)
+
+    def train(accel: ml.Accelerator, loader):
+        codec = build(accel)
+        for batch in loader:
+            out = codec(batch["audio"])
+            loss = F.l1_loss(out["recon"], batch["audio"]) + 0.25 * out["commit"]
+            accel.backward(loss)  # GL003
+    """,
+    # constructed at module level, imported from the submodule, the loss unpacked from a tuple
+    "audiotools_constructed": """
+    import torch.nn as nn
+    import torch.nn.functional as F
+    from audiotools.ml.accelerator import Accelerator
+
+    class Denoiser(nn.Module):
+        def forward(self, noisy, clean):
+            pred = self.net(noisy)
+            return pred, F.mse_loss(pred, clean)
+
+    accel = Accelerator()
+    model = accel.prepare_model(Denoiser())
+    for noisy, clean in train_loader:
+        _, loss = model(noisy, clean)
+        loss.backward()  # GL003
+    """,
+}
+
+LIBRARY_CLEAN = {
+    "audiotools_reduced": LIBRARY_FLAGGED["audiotools_annotated_parameter"].replace(
+        '0.25 * out["commit"]', '0.25 * out["commit"].mean()').replace("  # GL003", ""),
+    # the wrapped module is an encoder; the loss is computed outside the wrap
+    "audiotools_wrapped_encoder": """
+    import torch.nn as nn
+    import torch.nn.functional as F
+    from audiotools import ml
+
+    accel = ml.Accelerator()
+    encoder = accel.prepare_model(nn.Linear(16, 8))
+    for x, y in train_loader:
+        loss = F.cross_entropy(head(encoder(x)), y)
+        accel.backward(loss)
+    """,
+    # HF accelerate wraps in DistributedDataParallel: nothing is gathered
+    "accelerate_prepare": """
+    import torch.nn as nn
+    import torch.nn.functional as F
+    from accelerate import Accelerator
+
+    class Classifier(nn.Module):
+        def forward(self, x, y):
+            return F.cross_entropy(self.body(x), y)
+
+    accelerator = Accelerator()
+    model, optimizer, train_loader = accelerator.prepare(Classifier(), optimizer, train_loader)
+    for x, y in train_loader:
+        loss = model(x, y)
+        accelerator.backward(loss)
+        optimizer.step()
+    """,
+    "accelerate_prepare_model": """
+    import torch.nn as nn
+    import torch.nn.functional as F
+    import accelerate
+
+    class Classifier(nn.Module):
+        def forward(self, x, y):
+            return F.cross_entropy(self.body(x), y)
+
+    def fit(accelerator: accelerate.Accelerator, loader):
+        model = accelerator.prepare_model(Classifier())
+        for x, y in loader:
+            accelerator.backward(model(x, y))
+    """,
+}
+
+
+@pytest.mark.parametrize("name", sorted(LIBRARY_FLAGGED))
+def test_library_flagged(tmp_path, name):
+    source, found = _run(tmp_path, {"train.py": LIBRARY_FLAGGED[name]}, "train.py")
+    assert [f.line for f in found] == _marked(source)
+    assert found and all("fails on more than one GPU" in f.message for f in found)
+
+
+@pytest.mark.parametrize("name", sorted(LIBRARY_CLEAN))
+def test_library_clean(tmp_path, name):
+    _, found = _run(tmp_path, {"train.py": LIBRARY_CLEAN[name]}, "train.py")
+    assert [(f.line, f.message) for f in found] == []
+
+
+def test_accelerate_passes_the_model_through(tmp_path):
+    """accelerate's prepare hands back the model: a per-sample loss it returns is still found,
+    reported as per-sample, not as a gather."""
+    source = """
+    import torch.nn as nn
+    import torch.nn.functional as F
+    from accelerate import Accelerator
+
+    class Regressor(nn.Module):
+        def forward(self, x, y):
+            return F.mse_loss(self.body(x), y, reduction="none").sum(1)
+
+    accelerator = Accelerator()
+    model = accelerator.prepare(Regressor())
+    for x, y in train_loader:
+        accelerator.backward(model(x, y))  # GL003
+    """
+    text, found = _run(tmp_path, {"train.py": source}, "train.py")
+    assert [f.line for f in found] == _marked(text)
+    assert "GPU" not in found[0].message and "DataParallel" not in found[0].message
+
+
+def test_preparer_table_names_its_sources():
+    """Every library fact says where it was read, and accelerate's never gathers."""
+    from gradlint.analysis.libraries import PREPARERS
+
+    assert all(fact.source for fact in PREPARERS)
+    assert not any(fact.gathers for fact in PREPARERS if fact.package == "accelerate")

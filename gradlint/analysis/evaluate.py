@@ -17,6 +17,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import libcst as cst
 
+from gradlint.analysis.libraries import Preparer, library_class, preparer
 from gradlint.analysis.names import ImportMap, dotted
 from gradlint.analysis.shapes import (
     DATA,
@@ -263,6 +264,9 @@ class Evaluator(TorchCalls):
             wrapped = self._wrapper(qualified, args, env)
             if wrapped is not None:
                 return wrapped
+        library = library_class(qualified)
+        if library is not None:
+            return Instance(None, False, library)  # `ml.Accelerator()`: a preparer of modules
         if qualified is not None and "." in qualified:
             result = self.qualified_call(qualified, call, args, env)
             if result is not None:
@@ -291,6 +295,10 @@ class Evaluator(TorchCalls):
             return OUTPUT if self._feeds_batch(args, env) else UNKNOWN
         if isinstance(func, cst.Attribute) and not self._names_module(func.value):
             receiver = self.value(func.value, env)
+            if isinstance(receiver, Instance) and receiver.library:
+                fact = preparer(receiver.library, func.attr.value)
+                if fact is not None:
+                    return self._prepared(fact, args, env)
             if isinstance(receiver, (Instance, LossFn, Seq)) and func.attr.value in _SELF_RETURNING:
                 return receiver
             if func.attr.value in self.TENSOR_METHODS:
@@ -338,6 +346,21 @@ class Evaluator(TorchCalls):
         if qualified in ("torch.compile",) and isinstance(inner, Instance):
             return inner
         return None
+
+    def _prepared(self, fact: Preparer, args: CallArgs, env: Env) -> Value:
+        """What a library preparer returns (see `analysis.libraries`): the module wrapped in
+        `DataParallel`, or what it was handed, passed through."""
+        values = [self.value(e, env) for e in args.positional]
+        if args.starred or not values:
+            return UNKNOWN
+        if not fact.gathers:
+            return values[0] if len(values) == 1 else Seq(tuple(values))
+        inner = values[0]
+        if isinstance(inner, Instance):
+            return Instance(inner.cls, True, inner.library)
+        if isinstance(inner, LossFn):
+            return LossFn(inner.reduces, inner.origin, True)
+        return Instance(None, True, "DataParallel")
 
     def _names_module(self, expr: cst.BaseExpression) -> bool:
         """Is `expr` an imported module (torch, F, nn...) rather than a tensor?"""

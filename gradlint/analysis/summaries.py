@@ -19,6 +19,7 @@ import libcst as cst
 
 from gradlint.analysis.bindings import assigned_keys, forget
 from gradlint.analysis.evaluate import BUILTINS, CallArgs, Evaluator
+from gradlint.analysis.libraries import add_annotated
 from gradlint.analysis.names import dotted
 from gradlint.analysis.projectmodules import ModuleInfo, ModuleLoader
 from gradlint.analysis.reads import param_names
@@ -208,6 +209,7 @@ class Summaries:
             if cls is not None and params[:1] == ["self"]:
                 env.update(self.class_env(cls))
             env.update(bound)
+            add_annotated(env, fn, info.imports)
             walker = Walker(self.evaluator(info, cls), info.imports, {})
             walker.block(fn.body, env)
             result = _merge_returns(walker.returns)
