@@ -124,7 +124,58 @@ FLAGGED = {
     },
 }
 
+# A project subclass of DataParallel re-exported by star, wrapping a model built elsewhere.
+PARALLEL_UTILS = {
+    "utils/__init__.py": """
+        from .parallel import *
+    """,
+    "utils/parallel.py": """
+        import torch.nn as nn
+
+        class BalancedParallel(nn.DataParallel):
+            def scatter(self, inputs, kwargs, device_ids):
+                return super().scatter(inputs, kwargs, device_ids)
+
+        class MultiGPU(nn.DataParallel):
+            pass
+
+        class SyncedReplicas(nn.parallel.DistributedDataParallel):
+            pass
+    """,
+}
+WRAP_UNDER_IF = """
+    import torch
+    from utils import *
+
+    model = build_model(cfg)
+    if torch.cuda.device_count() > 1:
+        model = BalancedParallel(model)
+    for images, targets in train_loader:
+        loss = model(images, targets)
+        loss.backward()  # GL003
+"""
+WRAP_PLAIN_NAME = """
+    from utils import MultiGPU
+
+    model = MultiGPU(build_model(cfg))
+    for images, targets in train_loader:
+        loss = model(images, targets)
+        loss.backward()  # GL003
+"""
+
+FLAGGED.update({
+    # `from core import *` in the trainer's file, `from .runner import *` in core/__init__
+    "base_through_two_star_imports": _package(RUNNER_DP, FIT_FROM_PACKAGE.replace("from core import Runner",
+                                                                                  "from core import *")),
+    "parallel_subclass_star_imported_under_if": dict(PARALLEL_UTILS, **{"engine/fit.py": WRAP_UNDER_IF}),
+    "parallel_subclass_without_parallel_in_name": dict(PARALLEL_UTILS, **{"engine/fit.py": WRAP_PLAIN_NAME}),
+})
+
 CLEAN = {
+    "distributed_subclass_star_imported": dict(
+        PARALLEL_UTILS,
+        **{"engine/fit.py": WRAP_UNDER_IF.replace("BalancedParallel", "SyncedReplicas").replace("  # GL003", "")},
+    ),
     # the gathered branch reduces what came back
     "gathered_branch_reduced": _package(
         RUNNER_DP, FIT_FROM_PACKAGE.replace("labels=y)\n", "labels=y)\n                    loss = loss.mean()\n")

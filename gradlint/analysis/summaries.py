@@ -23,7 +23,7 @@ from gradlint.analysis.libraries import add_annotated
 from gradlint.analysis.names import dotted
 from gradlint.analysis.projectmodules import ModuleInfo, ModuleLoader
 from gradlint.analysis.reads import param_names
-from gradlint.analysis.shapes import DATA, UNKNOWN, Instance, LossFn, Shape, Struct, Value, gather, merge
+from gradlint.analysis.shapes import DATA, UNKNOWN, Instance, LossFn, Shape, Struct, Value, gather, merge, per_gpu
 from gradlint.analysis.shapeflow import Walker
 
 MAX_DEPTH = 4  # nested summaries (a helper of a method of a forward...)
@@ -312,6 +312,12 @@ class ProjectEvaluator(Evaluator):
         return self._summary(info, node, None, call, args, env)
 
     def instance_call(self, inst: Instance, call: cst.Call, args: CallArgs, env) -> Optional[Value]:
+        if not inst.gathered and inst.cls is not None and not self.light:
+            # an instance of a project subclass of DataParallel made where its module was not
+            # known (`BalancedParallel(build_model(cfg))`): it gathers what that module returns
+            ref = self.summaries.class_ref(inst.cls)
+            if ref is not None and self.summaries.gathers(ref):
+                return per_gpu(self.code(call.func))
         result = self._forward(inst, call, args, env)
         if inst.gathered:
             # whatever the forward returns, DataParallel concatenates it across the replicas
@@ -337,7 +343,9 @@ class ProjectEvaluator(Evaluator):
         exprs = args.positional + list(args.keywords.values()) + args.star_values
         values = [self.value(e, env) for e in exprs]
         is_class = text.rsplit(".", 1)[-1][:1].isupper()
-        wraps = is_class and bool(args.positional) and isinstance(values[0], Instance)
+        # a module to wrap, or a class named like a parallel wrapper (`BalancedParallel(model)`:
+        # whether it gathers is read from its bases, and the wrap must survive an `if`)
+        wraps = is_class and bool(args.positional) and (isinstance(values[0], Instance) or "Parallel" in text)
         if wraps or any(_matters(v) for v in values):
             return self.summaries.named(self.info, text)
         return Instance((self.info.path, text)) if is_class else None
