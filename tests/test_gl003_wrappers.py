@@ -397,3 +397,62 @@ def test_preparer_table_names_its_sources():
 
     assert all(fact.source for fact in PREPARERS)
     assert not any(fact.gathers for fact in PREPARERS if fact.package == "accelerate")
+
+
+# ---------------------------------------------------------------- dicts of losses built key by key
+
+DICT_FLAGGED = """
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    codec = nn.DataParallel(Codec())
+    for x, y in train_loader:
+        out = model(x)
+        terms = {}
+        terms["rec"] = F.mse_loss(out, y, reduction="none")
+        terms["reg"] = out.pow(2).mean()
+        sum(terms.values()).backward()  # GL003
+        (terms["rec"] + 0.1 * terms["reg"]).backward()  # GL003
+        sum([terms["rec"], terms["reg"]]).backward()  # GL003
+        logs = {"step": 1}
+        logs["commit"] = codec(x)["commit"]
+        (F.l1_loss(out, y) + logs["commit"]).backward()  # GL003
+"""
+
+def _terms_clean(source: str) -> str:
+    """The variant where the `terms` backwards are no longer reported (the `logs` one still is)."""
+    return "\n".join(line.replace("  # GL003", "") if "terms" in line else line for line in source.splitlines())
+
+
+DICT_CLEAN = {
+    "entry_reduced_later": DICT_FLAGGED.replace('        sum(terms.values()).backward()  # GL003',
+                                                '        terms["rec"] = terms["rec"].mean()\n'
+                                                '        sum(terms.values()).backward()'),
+    "entry_overwritten_by_tuple_target": DICT_FLAGGED.replace(
+        '        sum(terms.values()).backward()  # GL003',
+        '        (terms["rec"], aux) = compute(out, y)\n        sum(terms.values()).backward()'),
+    "entry_updated_in_place": DICT_FLAGGED.replace(
+        '        sum(terms.values()).backward()  # GL003',
+        '        terms["rec"] += extra(out)\n        sum(terms.values()).backward()'),
+    "item_of_a_list": """
+        import torch.nn.functional as F
+
+        for x, y in train_loader:
+            parts = [F.mse_loss(model(x), y, reduction="none")]
+            parts[0] = parts[0].mean()
+            sum(parts).backward()
+    """,
+}
+
+
+def test_dict_flagged(tmp_path):
+    source, found = _run(tmp_path, {"train.py": DICT_FLAGGED}, "train.py")
+    assert [f.line for f in found] == _marked(source)
+
+
+@pytest.mark.parametrize("name", sorted(DICT_CLEAN))
+def test_dict_clean(tmp_path, name):
+    source, found = _run(tmp_path, {"train.py": _terms_clean(DICT_CLEAN[name])}, "train.py")
+    assert [f.line for f in found] == _marked(source)
+    assert all("terms" not in source.splitlines()[f.line - 1] for f in found)

@@ -271,6 +271,11 @@ class Evaluator(TorchCalls):
             result = self.qualified_call(qualified, call, args, env)
             if result is not None:
                 return result
+        shadowed = "sum" in env or "sum" in self.imports.aliases
+        if isinstance(func, cst.Name) and func.value == "sum" and not shadowed:
+            total = self._builtin_sum(args, env)
+            if total is not None:
+                return total
         project = self.project_call(call, args, env)
         if project is not None:
             return project
@@ -306,6 +311,23 @@ class Evaluator(TorchCalls):
         if args.keywords and not args.positional and not args.starred and _record_like(func):
             return Struct(tuple((k, self.value(v, env)) for k, v in args.keywords.items()))
         return self._opaque(func, args, env)
+
+    def _builtin_sum(self, args: CallArgs, env: Env) -> Optional[Value]:
+        """`sum([a, b])`, `sum(losses)` of a known tuple or list, `sum(record.values())` of a
+        known dict: the items added together (a per-sample item keeps the total per sample)."""
+        if len(args.positional) != 1 or args.starred:
+            return None
+        arg = args.positional[0]
+        value: Value = UNKNOWN
+        if isinstance(arg, cst.Call) and isinstance(arg.func, cst.Attribute) and arg.func.attr.value == "values":
+            record = self.value(arg.func.value, env) if not arg.args else UNKNOWN
+            value = Seq(tuple(v for _, v in record.fields)) if isinstance(record, Struct) else UNKNOWN
+        else:
+            value = self.value(arg, env)
+        if not isinstance(value, Seq) or not value.items:
+            return None
+        shapes = [item if isinstance(item, Shape) else UNKNOWN for item in value.items]
+        return self.elementwise(shapes, "add")
 
     def _opaque(self, func: cst.BaseExpression, args: CallArgs, env: Env) -> Value:
         """A call of something unknown (`scorer(a)`, `self.body(x)`, `engine(batch)`): fed a

@@ -93,6 +93,11 @@ class Struct:
                 return value
         return None
 
+    def with_field(self, key: str, value: "Value") -> "Struct":
+        """The record after `record[key] = value` (a dict of losses built key by key)."""
+        kept = tuple((k, v) for k, v in self.fields if k != key)
+        return Struct(kept + ((key, value),))
+
 
 @dataclass(frozen=True)
 class Instance:
