@@ -18,7 +18,7 @@ AUTOGRAD_BACKWARD = ("torch.autograd.backward",)
 AUTOGRAD_GRAD = ("torch.autograd.grad",)
 
 # Objects whose `.backward(loss)` runs the backward of `loss` for you (and may scale it).
-_DELEGATE_HINTS = ("accelerator", "fabric", "engine", "strategy")
+_DELEGATE_HINTS = ("accel", "fabric", "engine", "strategy")  # "accel": also `accelerator`
 
 
 @dataclass(frozen=True)

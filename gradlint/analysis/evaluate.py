@@ -17,6 +17,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import libcst as cst
 
+from gradlint.analysis.libraries import Preparer, library_class, preparer
 from gradlint.analysis.names import ImportMap, dotted
 from gradlint.analysis.shapes import (
     DATA,
@@ -263,10 +264,18 @@ class Evaluator(TorchCalls):
             wrapped = self._wrapper(qualified, args, env)
             if wrapped is not None:
                 return wrapped
+        library = library_class(qualified)
+        if library is not None:
+            return Instance(None, False, library)  # `ml.Accelerator()`: a preparer of modules
         if qualified is not None and "." in qualified:
             result = self.qualified_call(qualified, call, args, env)
             if result is not None:
                 return result
+        shadowed = "sum" in env or "sum" in self.imports.aliases
+        if isinstance(func, cst.Name) and func.value == "sum" and not shadowed:
+            total = self._builtin_sum(args, env)
+            if total is not None:
+                return total
         project = self.project_call(call, args, env)
         if project is not None:
             return project
@@ -291,6 +300,10 @@ class Evaluator(TorchCalls):
             return OUTPUT if self._feeds_batch(args, env) else UNKNOWN
         if isinstance(func, cst.Attribute) and not self._names_module(func.value):
             receiver = self.value(func.value, env)
+            if isinstance(receiver, Instance) and receiver.library:
+                fact = preparer(receiver.library, func.attr.value)
+                if fact is not None:
+                    return self._prepared(fact, args, env)
             if isinstance(receiver, (Instance, LossFn, Seq)) and func.attr.value in _SELF_RETURNING:
                 return receiver
             if func.attr.value in self.TENSOR_METHODS:
@@ -298,6 +311,23 @@ class Evaluator(TorchCalls):
         if args.keywords and not args.positional and not args.starred and _record_like(func):
             return Struct(tuple((k, self.value(v, env)) for k, v in args.keywords.items()))
         return self._opaque(func, args, env)
+
+    def _builtin_sum(self, args: CallArgs, env: Env) -> Optional[Value]:
+        """`sum([a, b])`, `sum(losses)` of a known tuple or list, `sum(record.values())` of a
+        known dict: the items added together (a per-sample item keeps the total per sample)."""
+        if len(args.positional) != 1 or args.starred:
+            return None
+        arg = args.positional[0]
+        value: Value = UNKNOWN
+        if isinstance(arg, cst.Call) and isinstance(arg.func, cst.Attribute) and arg.func.attr.value == "values":
+            record = self.value(arg.func.value, env) if not arg.args else UNKNOWN
+            value = Seq(tuple(v for _, v in record.fields)) if isinstance(record, Struct) else UNKNOWN
+        else:
+            value = self.value(arg, env)
+        if not isinstance(value, Seq) or not value.items:
+            return None
+        shapes = [item if isinstance(item, Shape) else UNKNOWN for item in value.items]
+        return self.elementwise(shapes, "add")
 
     def _opaque(self, func: cst.BaseExpression, args: CallArgs, env: Env) -> Value:
         """A call of something unknown (`scorer(a)`, `self.body(x)`, `engine(batch)`): fed a
@@ -338,6 +368,21 @@ class Evaluator(TorchCalls):
         if qualified in ("torch.compile",) and isinstance(inner, Instance):
             return inner
         return None
+
+    def _prepared(self, fact: Preparer, args: CallArgs, env: Env) -> Value:
+        """What a library preparer returns (see `analysis.libraries`): the module wrapped in
+        `DataParallel`, or what it was handed, passed through."""
+        values = [self.value(e, env) for e in args.positional]
+        if args.starred or not values:
+            return UNKNOWN
+        if not fact.gathers:
+            return values[0] if len(values) == 1 else Seq(tuple(values))
+        inner = values[0]
+        if isinstance(inner, Instance):
+            return Instance(inner.cls, True, inner.library)
+        if isinstance(inner, LossFn):
+            return LossFn(inner.reduces, inner.origin, True)
+        return Instance(None, True, "DataParallel")
 
     def _names_module(self, expr: cst.BaseExpression) -> bool:
         """Is `expr` an imported module (torch, F, nn...) rather than a tensor?"""

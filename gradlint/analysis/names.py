@@ -34,13 +34,16 @@ class ImportMap:
 
     def __init__(self) -> None:
         self.aliases: dict[str, str] = {}
+        # Modules whose names `from M import *` brings in (`.base_trainer`, `base`), in order:
+        # the names are not listed here; the analysis looks them up in those modules when needed.
+        self.stars: list[str] = []
 
     @classmethod
     def of(cls, module: cst.Module) -> "ImportMap":
         # Imports are statements, so only statements are walked: a visitor over every expression
         # of a large module costs more than parsing it.
         imports = cls()
-        collector = _ImportCollector(imports.aliases)
+        collector = _ImportCollector(imports.aliases, imports.stars)
         for stmt in _all_statements(module.body):
             if isinstance(stmt, cst.SimpleStatementLine):
                 for small in stmt.body:
@@ -95,8 +98,9 @@ def _blocks(stmt: cst.CSTNode):
 
 
 class _ImportCollector(cst.CSTVisitor):
-    def __init__(self, aliases: dict[str, str]) -> None:
+    def __init__(self, aliases: dict[str, str], stars: list[str]) -> None:
         self.aliases = aliases
+        self.stars = stars
 
     def visit_Import(self, node: cst.Import) -> bool:
         for alias in node.names:
@@ -114,6 +118,8 @@ class _ImportCollector(cst.CSTVisitor):
         else:
             base = _module_name(node.module)
         if isinstance(node.names, cst.ImportStar):
+            if base and base not in self.stars:
+                self.stars.append(base)
             return False
         for alias in node.names:
             name = _module_name(alias.name)

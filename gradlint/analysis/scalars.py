@@ -34,6 +34,7 @@ import libcst as cst
 from gradlint.analysis.backward import BackwardCall, backward_call, unknown_arguments
 from gradlint.analysis.bindings import _ASSIGNED, assigned_keys, definitions, forget
 from gradlint.analysis.evaluate import Evaluator, split_args
+from gradlint.analysis.libraries import add_annotated
 from gradlint.analysis.names import ImportMap
 from gradlint.analysis.projectmodules import ModuleInfo, ModuleLoader
 from gradlint.analysis.reads import param_names
@@ -168,6 +169,7 @@ class _ScopeIndex:
             env["batch"] = DATA  # Lightning hands its step hooks a batch of the loader
         if bound:
             env.update(bound)
+        add_annotated(env, fn, self.imports)
         walker = self._walker(cls if param_names(fn)[:1] == ["self"] else None)
         walker.block(fn.body, env)
         if cls is not None and fn.name.value == "training_step" and self._automatic_lightning(cls):

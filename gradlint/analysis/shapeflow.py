@@ -18,7 +18,18 @@ from gradlint.analysis.backward import BackwardCall, backward_call
 from gradlint.analysis.bindings import assigned_keys, forget, target_keys
 from gradlint.analysis.evaluate import Evaluator
 from gradlint.analysis.names import ImportMap, dotted
-from gradlint.analysis.shapes import DATA, UNKNOWN, Seq, Shape, Value, elements, is_per_gpu, merge_envs
+from gradlint.analysis.shapes import (
+    DATA,
+    UNKNOWN,
+    Seq,
+    Shape,
+    Struct,
+    Value,
+    elements,
+    is_per_gpu,
+    merge_envs,
+    string_literal,
+)
 from gradlint.analysis.tree import COMPREHENSIONS, SCOPES, walk
 
 Env = Dict[str, Value]
@@ -177,8 +188,9 @@ class Walker:
             value = self.evaluator.value(small.value, env)
             env = dict(env)
             for target in small.targets:
-                if isinstance(target.target, cst.Subscript):  # `items[i] = x` changes the list
-                    env = forget(env, [k for k in [dotted(target.target.value)] if k is not None])
+                if isinstance(target.target, cst.Subscript):
+                    env = self._store_item(target.target, value, env)
+                    continue
                 self._bind(target.target, small.value, value, env)
             return env
         if isinstance(small, cst.AnnAssign) and small.value is not None:
@@ -186,6 +198,8 @@ class Walker:
             self._bind(small.target, small.value, self.evaluator.value(small.value, env), env)
             return env
         if isinstance(small, cst.AugAssign):
+            if isinstance(small.target, cst.Subscript):  # `losses["total"] += x`: not followed
+                return forget(env, [k for k in [dotted(small.target.value)] if k is not None])
             keys = list(target_keys(small.target))
             env = dict(env)
             if len(keys) == 1 and isinstance(small.target, (cst.Name, cst.Attribute)):
@@ -228,7 +242,27 @@ class Walker:
             return forget(env, [key])
         return env
 
+    def _store_item(self, target: cst.Subscript, value: Value, env: Env) -> Env:
+        """`record["key"] = value` on a known dict of values records the field (losses gathered
+        key by key into a dict); any other item assignment (`items[i] = x`) forgets the container."""
+        base = dotted(target.value)
+        if base is None:
+            return env
+        record = env.get(base)
+        items = target.slice
+        single = len(items) == 1 and isinstance(items[0].slice, cst.Index)
+        key = string_literal(items[0].slice.value) if single else None  # type: ignore[attr-defined]
+        env = forget(env, [base])
+        if isinstance(record, Struct) and key is not None:
+            env[base] = record.with_field(key, value)
+        return env
+
     def _bind(self, target: cst.BaseExpression, value_expr: Optional[cst.BaseExpression], value: Value, env) -> None:
+        if isinstance(target, cst.Subscript):  # an item inside a tuple target: `(d["a"], d["b"]) = pair`
+            updated = self._store_item(target, value, env)
+            env.clear()
+            env.update(updated)
+            return
         keys = list(target_keys(target))
         for key in keys:
             for stale in [k for k in env if k == key or k.startswith(key + ".")]:
@@ -248,9 +282,17 @@ class Walker:
         elif targets is not None and (value == DATA or is_per_gpu(value)):
             for key in keys:  # `x, y = batch`; `out, loss = dp_model(x)`: each gathered
                 env[key] = value
+            self._items_unknown(targets, env)
         else:
             for key in keys:
                 self._note_self(key, UNKNOWN)
+            self._items_unknown(targets or [], env)
+
+    def _items_unknown(self, targets: List[cst.BaseExpression], env: Env) -> None:
+        """Items of a tuple target (`(d["a"], d["b"]) = f()`) get values not known here."""
+        for target in targets:
+            if isinstance(target, cst.Subscript):
+                self._bind(target, None, UNKNOWN, env)
 
     def _note_self(self, key: str, value: Value) -> None:
         if key.startswith("self."):

@@ -93,6 +93,11 @@ class Struct:
                 return value
         return None
 
+    def with_field(self, key: str, value: "Value") -> "Struct":
+        """The record after `record[key] = value` (a dict of losses built key by key)."""
+        kept = tuple((k, v) for k, v in self.fields if k != key)
+        return Struct(kept + ((key, value),))
+
 
 @dataclass(frozen=True)
 class Instance:
@@ -134,15 +139,28 @@ def _wraps(value: Optional[Value]) -> bool:
     return isinstance(value, (Instance, LossFn)) and value.gathered
 
 
+def _unsure(value: Optional[Value]) -> bool:
+    """Nothing bound, or a tensor of unknown size (maybe a model's output)."""
+    return value is None or (isinstance(value, Shape) and value.kind in ("unknown", "output") and value.dims is None)
+
+
 def merge(a: Optional[Value], b: Optional[Value]) -> Value:
     """The value of a name that may come from either of two definitions.
 
     Equal values survive. A DataParallel wrap survives a merge with anything but another value:
     `if torch.cuda.device_count() > 1: net = nn.DataParallel(net)` (whatever `net` was before,
     a module, a criterion, a model built elsewhere, or `net = DDP(net)` on the other arm) leaves a
-    module that gathers on a machine with several GPUs, where the wrap happens."""
+    module that gathers on a machine with several GPUs, where the wrap happens.
+
+    Likewise what such a module handed back ("gathered") survives a merge with a path that binds
+    nothing known, or a model's output of unknown size: `if model_needs_target: out, loss =
+    dp_net(x, y)` / `else: loss = crit(out, y)` backpropagates one loss per GPU on the first path.
+    Against a known value (`loss.mean()` on the other path) it does not survive."""
     if a == b and a is not None:
         return a
+    for gathered, other in ((a, b), (b, a)):
+        if isinstance(gathered, Shape) and gathered.kind == "gathered" and _unsure(other):
+            return gathered
     for wrap, other in ((a, b), (b, a)):
         if _wraps(wrap) and (other is None or other == UNKNOWN or isinstance(other, (Instance, LossFn))):
             if isinstance(wrap, LossFn) and isinstance(other, LossFn) and other.unwrapped() != wrap.unwrapped():

@@ -18,11 +18,12 @@ from typing import Dict, List, Optional, Tuple
 import libcst as cst
 
 from gradlint.analysis.bindings import assigned_keys, forget
-from gradlint.analysis.evaluate import CallArgs, Evaluator
+from gradlint.analysis.evaluate import BUILTINS, CallArgs, Evaluator
+from gradlint.analysis.libraries import add_annotated
 from gradlint.analysis.names import dotted
 from gradlint.analysis.projectmodules import ModuleInfo, ModuleLoader
 from gradlint.analysis.reads import param_names
-from gradlint.analysis.shapes import DATA, UNKNOWN, Instance, LossFn, Shape, Struct, Value, gather, merge
+from gradlint.analysis.shapes import DATA, UNKNOWN, Instance, LossFn, Shape, Struct, Value, gather, merge, per_gpu
 from gradlint.analysis.shapeflow import Walker
 
 MAX_DEPTH = 4  # nested summaries (a helper of a method of a forward...)
@@ -115,7 +116,14 @@ class Summaries:
         head, _, rest = text.partition(".")
         target = info.imports.aliases.get(head)
         if target is None:
-            return None
+            # A bare name the module never binds may come from its star imports. Only class
+            # names (capitalised) are looked for: a lower-case name is as likely a parameter or
+            # local variable of the function being read, which no import can bind.
+            if not head[:1].isupper() or not _star_candidate(info, head):
+                return None
+            if not load:
+                return "imported", info, text
+            return self._starred(info, text, 0)
         if not load:
             return "imported", info, text
         return self._imported(info, f"{target}.{rest}" if rest else target)
@@ -131,7 +139,20 @@ class Summaries:
         if attr in target.classes and target.counts.get(attr) == 1:
             return "class", target, target.classes[attr]
         alias = target.imports.aliases.get(attr)
-        return self._imported(target, alias, depth + 1) if alias else None
+        if alias:
+            return self._imported(target, alias, depth + 1)
+        return self._starred(target, attr, depth + 1) if _star_candidate(target, attr) else None
+
+    def _starred(self, info: ModuleInfo, name: str, depth: int):
+        """`name` (a bare name, maybe dotted) as brought into `info` by its `from M import *`
+        statements of project modules (`from .base_trainer import *` in a package `__init__`):
+        the last of those modules, in import order, that defines it (a later star import
+        rebinds the name)."""
+        for module in reversed(info.imports.stars):
+            found = self._imported(info, f"{module}.{name}", depth)
+            if found is not None:
+                return found
+        return None
 
     def class_ref(self, ref: Tuple[str, str]) -> Optional[ClassRef]:
         """The class an instance was made from: (module path, name as spelt there)."""
@@ -188,6 +209,7 @@ class Summaries:
             if cls is not None and params[:1] == ["self"]:
                 env.update(self.class_env(cls))
             env.update(bound)
+            add_annotated(env, fn, info.imports)
             walker = Walker(self.evaluator(info, cls), info.imports, {})
             walker.block(fn.body, env)
             result = _merge_returns(walker.returns)
@@ -196,6 +218,13 @@ class Summaries:
             self.active.discard(key)
         self.memo[key] = result
         return result
+
+
+def _star_candidate(info: ModuleInfo, name: str) -> bool:
+    """Can the bare `name` come from a star import of `info`? Only when it has some, and the
+    module neither binds the name itself nor means a builtin."""
+    head = name.split(".")[0]
+    return bool(info.imports.stars) and head not in info.counts and head not in BUILTINS
 
 
 def _merge_returns(returns: List[Optional[Value]]) -> Optional[Value]:
@@ -283,6 +312,12 @@ class ProjectEvaluator(Evaluator):
         return self._summary(info, node, None, call, args, env)
 
     def instance_call(self, inst: Instance, call: cst.Call, args: CallArgs, env) -> Optional[Value]:
+        if not inst.gathered and inst.cls is not None and not self.light:
+            # an instance of a project subclass of DataParallel made where its module was not
+            # known (`BalancedParallel(build_model(cfg))`): it gathers what that module returns
+            ref = self.summaries.class_ref(inst.cls)
+            if ref is not None and self.summaries.gathers(ref):
+                return per_gpu(self.code(call.func))
         result = self._forward(inst, call, args, env)
         if inst.gathered:
             # whatever the forward returns, DataParallel concatenates it across the replicas
@@ -308,7 +343,9 @@ class ProjectEvaluator(Evaluator):
         exprs = args.positional + list(args.keywords.values()) + args.star_values
         values = [self.value(e, env) for e in exprs]
         is_class = text.rsplit(".", 1)[-1][:1].isupper()
-        wraps = is_class and bool(args.positional) and isinstance(values[0], Instance)
+        # a module to wrap, or a class named like a parallel wrapper (`BalancedParallel(model)`:
+        # whether it gathers is read from its bases, and the wrap must survive an `if`)
+        wraps = is_class and bool(args.positional) and (isinstance(values[0], Instance) or "Parallel" in text)
         if wraps or any(_matters(v) for v in values):
             return self.summaries.named(self.info, text)
         return Instance((self.info.path, text)) if is_class else None
