@@ -69,6 +69,9 @@ def _words(path: str) -> FrozenSet[str]:
     return words
 
 
+file_words = _words  # for other analyses that want the same cheap look at a file
+
+
 @dataclass(frozen=True)
 class ParsedFile:
     path: str

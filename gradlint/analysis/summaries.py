@@ -22,7 +22,7 @@ from gradlint.analysis.evaluate import CallArgs, Evaluator
 from gradlint.analysis.names import dotted
 from gradlint.analysis.projectmodules import ModuleInfo, ModuleLoader
 from gradlint.analysis.reads import param_names
-from gradlint.analysis.shapes import DATA, UNKNOWN, Instance, LossFn, Shape, Struct, Value, gather, merge
+from gradlint.analysis.shapes import DATA, UNKNOWN, Instance, LossFn, Seq, Shape, Struct, Value, gather, merge
 from gradlint.analysis.shapeflow import Walker
 
 MAX_DEPTH = 4  # nested summaries (a helper of a method of a forward...)
@@ -93,7 +93,17 @@ class Summaries:
                 # (`self.model = Net()`, then `if n_gpu > 1: self.model = nn.DataParallel(self.model)`):
                 # its value where the method ends.
                 seen.setdefault(attr, []).append(values[0] if len(values) == 1 else end.get(attr, UNKNOWN))
-        env.update({k: v[0] for k, v in seen.items() if len(v) == 1})
+        for attr, values in seen.items():
+            if len(values) == 1:
+                env[attr] = values[0]
+            else:
+                # Assigned in several methods (`self.model = model` in `__init__`, then wrapped by a
+                # helper in `_setup`): a DataParallel wrap survives, as it does a conditional wrap.
+                merged = values[0]
+                for other in values[1:]:
+                    merged = merge(merged, other)
+                if holds_wrap(merged):
+                    env[attr] = merged
         self.class_envs[key] = env
         return env
 
@@ -172,6 +182,29 @@ class Summaries:
         return None
 
     # -- summaries -------------------------------------------------------------------------
+    def wrap_summary(self, info: ModuleInfo, fn: cst.FunctionDef) -> Optional[Value]:
+        """What a function returns when that holds a DataParallel wrap of a module it builds or is
+        given (`if len(ids) > 1: model = nn.DataParallel(model)` ... `return model`), computed
+        without summaries of the calls it makes (so it is cheap, and safe while classes' attributes
+        are being computed); None otherwise."""
+        key = ("wrap", info.path, id(fn))
+        if key in self.memo:
+            return self.memo[key]
+        if key in self.active or self.walked >= MAX_SUMMARIES:
+            return None
+        self.active.add(key)
+        self.walked += 1
+        try:
+            env = forget(self.module_globals(info), param_names(fn) + sorted(assigned_keys(fn.body)))
+            walker = Walker(self.evaluator(info, light=True), info.imports, {})
+            walker.block(fn.body, env)
+            result = _merge_returns(walker.returns)
+        finally:
+            self.active.discard(key)
+        found = result if holds_wrap(result) else None
+        self.memo[key] = found
+        return found
+
     def summary(self, info: ModuleInfo, fn: cst.FunctionDef, cls: Optional[ClassRef], bound: Dict[str, Value]):
         """The merged value of `fn`'s returns with its parameters bound; None: no summary."""
         key = (info.path, id(fn), (cls[0].path, cls[1].name.value) if cls else None, tuple(sorted(bound.items())))
@@ -196,6 +229,13 @@ class Summaries:
             self.active.discard(key)
         self.memo[key] = result
         return result
+
+
+def holds_wrap(value: Optional[Value]) -> bool:
+    """A DataParallel-wrapped module or criterion, alone or in a tuple (`return model, device`)."""
+    if isinstance(value, (Instance, LossFn)):
+        return value.gathered
+    return isinstance(value, Seq) and any(holds_wrap(item) for item in value.items)
 
 
 def _merge_returns(returns: List[Optional[Value]]) -> Optional[Value]:
@@ -278,8 +318,8 @@ class ProjectEvaluator(Evaluator):
                 # a dataclass or named tuple of outputs: `Output(loss=loss, logits=logits)`
                 return Struct(tuple((k, self.value(v, env)) for k, v in args.keywords.items()))
             return Instance(self._ref(ref))
-        if self.light:
-            return None
+        if self.light:  # no summaries here, but a helper that wraps the module it is given matters
+            return self.summaries.wrap_summary(info, node)
         return self._summary(info, node, None, call, args, env)
 
     def instance_call(self, inst: Instance, call: cst.Call, args: CallArgs, env) -> Optional[Value]:
@@ -309,9 +349,19 @@ class ProjectEvaluator(Evaluator):
         values = [self.value(e, env) for e in exprs]
         is_class = text.rsplit(".", 1)[-1][:1].isupper()
         wraps = is_class and bool(args.positional) and isinstance(values[0], Instance)
-        if wraps or any(_matters(v) for v in values):
+        if wraps or any(_matters(v) for v in values) or self._may_wrap(text):
             return self.summaries.named(self.info, text)
         return Instance((self.info.path, text)) if is_class else None
+
+    def _may_wrap(self, text: str) -> bool:
+        """Is an imported function one that may hand back a DataParallel wrap (its module spells
+        `DataParallel`: `model, device = model_device(n_gpu, model)`)? Others are not read."""
+        if text.rsplit(".", 1)[-1][:1].isupper():
+            return False
+        head, _, rest = text.partition(".")
+        target = self.info.imports.aliases.get(head)
+        qualified = f"{target}.{rest}" if target and rest else target
+        return qualified is not None and self.summaries.loader.mentions(self.info, qualified, "DataParallel")
 
     def _callable(self, ref: ClassRef) -> bool:
         return any(self.summaries.method(ref, name) is not None for name in ("forward", "__call__", "__init__"))
