@@ -221,6 +221,24 @@ class CallSiteIndex:
         return sites or None
 
 
+    def instantiations(self, cls: cst.ClassDef, init: cst.FunctionDef) -> List[CallSite]:
+        """The calls of a class's name in the project (`Trainer(model=net, ...)`), each with the
+        expression it passes to each parameter of `init`. Unlike `sites`, other uses of the name
+        (a base class, `isinstance`) do not void the answer: they build no instance we could miss
+        the arguments of. Calls with `*`/`**` arguments are left out."""
+        name = cls.name.value
+        files = self._files_mentioning(name)
+        sites: List[CallSite] = []
+        for parsed in files or ():
+            for node, chain, role in self._uses_of(parsed, False).get(name, ()):
+                if role != "call" or not isinstance(node, cst.Call):
+                    continue
+                arguments = bind_arguments(node, True, init)
+                if arguments is not None:
+                    sites.append(CallSite(parsed, node, chain, arguments))
+        return sites
+
+
 def _walked(folder: str) -> bool:
     return folder not in _SKIPPED_DIRS and not folder.startswith(".") and "venv" not in folder
 

@@ -35,6 +35,7 @@ from gradlint.analysis.backward import BackwardCall, backward_call, unknown_argu
 from gradlint.analysis.bindings import _ASSIGNED, assigned_keys, definitions, forget
 from gradlint.analysis.evaluate import Evaluator, split_args
 from gradlint.analysis.names import ImportMap
+from gradlint.analysis.param_sites import WrappedParams
 from gradlint.analysis.projectmodules import ModuleInfo, ModuleLoader
 from gradlint.analysis.reads import param_names
 from gradlint.analysis.shapeflow import BackwardShape, Walker
@@ -119,6 +120,14 @@ class _ScopeIndex:
         self.record: Dict[cst.Call, BackwardShape] = {}
         self.returned: List[Tuple["ReturnedLoss", cst.BaseExpression, Shape]] = []
         self.calls: Optional[_CallSites] = None
+        self.params: Optional[WrappedParams] = None
+
+    def _init_params(self, cls: cst.ClassDef, init: cst.FunctionDef) -> Dict[str, Value]:
+        """What the class's instantiations elsewhere pass to its `__init__`, when a wrap and the
+        class runs a backward."""
+        if self.params is None or not _lacks_gradient_somewhere(cls, self.imports):
+            return {}
+        return self.params.of_init(cls, init)
 
     def _walker(self, cls: Optional[ClassRef] = None) -> Walker:
         return Walker(self.summaries.evaluator(self.info, cls), self.imports, self.record, self.calls)
@@ -166,6 +175,8 @@ class _ScopeIndex:
             env.update(self.summaries.class_env(cls))
         if cls is not None and fn.name.value in _STEP_HOOKS and "batch" in param_names(fn):
             env["batch"] = DATA  # Lightning hands its step hooks a batch of the loader
+        if cls is None and self.params is not None and _lacks_gradient_somewhere(fn, self.imports):
+            env.update(self.params.of_function(fn))  # `train(wrapped_model, ...)` in another module
         if bound:
             env.update(bound)
         walker = self._walker(cls if param_names(fn)[:1] == ["self"] else None)
@@ -236,7 +247,11 @@ def backward_shapes(
 
 def _index(module: cst.Module, imports: ImportMap, path: str, project_root: Optional[str]) -> "_ScopeIndex":
     info = ModuleInfo(module, _main_path(path), imports)
-    index = _ScopeIndex(info, Summaries(ModuleLoader(info, project_root)))
+    summaries = Summaries(ModuleLoader(info, project_root))
+    index = _ScopeIndex(info, summaries)
+    if project_root is not None and info.path != "-":
+        index.params = WrappedParams(info, summaries, project_root)
+        summaries.init_params = index._init_params
     try:
         index.run()
     finally:
@@ -252,7 +267,7 @@ def _no_gradient(call: BackwardCall) -> bool:
     return not unknown_arguments(call.node)
 
 
-def _lacks_gradient_somewhere(module: cst.Module, imports: ImportMap) -> bool:
+def _lacks_gradient_somewhere(module: cst.CSTNode, imports: ImportMap) -> bool:
     """Is there a backward call without a gradient (or a Lightning `training_step`, whose returned
     loss Lightning backpropagates)? Only those can be reported, so without one the scope index
     (shapes of every function) need not be built."""

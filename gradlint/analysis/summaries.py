@@ -13,7 +13,7 @@ A project class deriving from `DataParallel` gathers like it. Project modules ar
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import libcst as cst
 
@@ -43,6 +43,9 @@ class Summaries:
         self.walked = 0
         self.class_envs: Dict[Tuple[str, str], Dict[str, Value]] = {}
         self.globals: Dict[str, Dict[str, Value]] = {}
+        # Values the callers elsewhere pass to an `__init__` of the analysed file (set by the
+        # analysis of that file: `analysis.param_sites`); none by default.
+        self.init_params: Optional[Callable[[cst.ClassDef, cst.FunctionDef], Dict[str, Value]]] = None
 
     def evaluator(self, info: ModuleInfo, cls: Optional[ClassRef] = None, light: bool = False) -> "ProjectEvaluator":
         return ProjectEvaluator(self, info, cls, light)
@@ -84,7 +87,10 @@ class Summaries:
         globals_env = self.module_globals(info)
         for method in info.methods(cls):
             walker = Walker(self.evaluator(info, ref, light=True), info.imports, {})
-            end = walker.block(method.body, forget(globals_env, param_names(method)))
+            start = forget(globals_env, param_names(method))
+            if method.name.value == "__init__" and info is self.loader.main and self.init_params is not None:
+                start.update(self.init_params(cls, method))  # `Trainer(model=wrapped)` elsewhere
+            end = walker.block(method.body, start)
             assigned: Dict[str, List[Value]] = {}
             for attr, value in walker.self_assignments:
                 assigned.setdefault(attr, []).append(value)
