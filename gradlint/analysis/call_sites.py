@@ -183,6 +183,30 @@ class CallSiteIndex:
             found.append(parsed)
         return found
 
+    def _importers(self, name: str) -> Iterator[ParsedFile]:
+        """The other project files that name `name` and one of the linted module's path parts (a
+        file that calls it from elsewhere imports it: `from tools import train`, `import
+        engine`), parsed (unreadable ones and those over the bound are left out)."""
+        if self.root is None or self._here_abs is None:
+            return
+        relative = os.path.relpath(self._here_abs, self.root)
+        parts = {p for p in os.path.splitext(relative)[0].split(os.sep) if p not in ("", ".", "..", "__init__")}
+        files = self._project_files()
+        if len(files) > MAX_SCANNED_FILES:
+            return
+        for path in files:
+            if os.path.abspath(path) == self._here_abs:
+                continue
+            self.consulted.add(path)
+            words = _words(path)
+            if name not in words or not parts & words:
+                continue
+            if len(self._parsed) >= MAX_PARSED_FILES and path not in self._parsed:
+                return
+            parsed = self._parse(path)
+            if parsed is not None:
+                yield parsed
+
     # -- sites -----------------------------------------------------------------------------
     def _uses_of(self, parsed: ParsedFile, method: bool) -> Dict[str, List[Use]]:
         """Every use of every name in a file, walked once per file and kind of name."""
@@ -221,19 +245,21 @@ class CallSiteIndex:
         return sites or None
 
 
-    def instantiations(self, cls: cst.ClassDef, init: cst.FunctionDef) -> List[CallSite]:
-        """The calls of a class's name in the project (`Trainer(model=net, ...)`), each with the
-        expression it passes to each parameter of `init`. Unlike `sites`, other uses of the name
-        (a base class, `isinstance`) do not void the answer: they build no instance we could miss
-        the arguments of. Calls with `*`/`**` arguments are left out."""
-        name = cls.name.value
-        files = self._files_mentioning(name)
+    def calls_by_name(self, fn: cst.FunctionDef, cls: Optional[cst.ClassDef] = None) -> List[CallSite]:
+        """The calls in the project of the function's bare or module-qualified name (of the
+        class's name when `cls` is given: `Trainer(model=net, ...)` runs its `__init__` `fn`), each
+        with the expression it passes to each parameter. Unlike `sites`, other uses of the name (a
+        callback, a base class, `isinstance`, a different binding of the name) leave the answer
+        as it is: a caller of it that is not seen, and calls that are not of this definition, are
+        for the user of the answer to weigh (resolve each call's name). Calls with `*`/`**`
+        arguments are left out."""
+        name = (cls or fn).name.value
         sites: List[CallSite] = []
-        for parsed in files or ():
+        for parsed in self._importers(name):
             for node, chain, role in self._uses_of(parsed, False).get(name, ()):
                 if role != "call" or not isinstance(node, cst.Call):
                     continue
-                arguments = bind_arguments(node, True, init)
+                arguments = bind_arguments(node, cls is not None, fn)
                 if arguments is not None:
                     sites.append(CallSite(parsed, node, chain, arguments))
         return sites

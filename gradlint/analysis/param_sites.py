@@ -45,7 +45,7 @@ class _Probe:
         self.values: Optional[Dict[str, Value]] = None
 
     def note(self, call: cst.Call, env, evaluator) -> None:
-        if call is self.call and self.values is None:
+        if call is self.call:  # the last visit knows most (a loop's body is walked again)
             self.values = {param: evaluator.value(expr, env) for param, expr in self.arguments.items()}
 
 
@@ -69,14 +69,14 @@ class WrappedParams:
         called = _called_names(fn) & set(param_names(fn))
         if not called:
             return {}
-        return self._remember(fn, lambda: self.index.sites(fn, None), called, "function", fn.name.value)
+        return self._remember(fn, lambda: self.index.calls_by_name(fn), called, "function", fn.name.value)
 
     def of_init(self, cls: cst.ClassDef, init: cst.FunctionDef) -> Dict[str, Value]:
         """Parameters of a class's `__init__` that the calls of the class elsewhere fill with a wrap."""
         if self.index is None:
             return {}
         params = set(param_names(init)[1:])
-        return self._remember(init, lambda: self.index.instantiations(cls, init), params, "class", cls.name.value)
+        return self._remember(init, lambda: self.index.calls_by_name(init, cls), params, "class", cls.name.value)
 
     def _remember(self, fn: cst.FunctionDef, find: Callable[[], Optional[List[CallSite]]], params, kind: str,
                   name: str) -> Dict[str, Value]:

@@ -18,7 +18,20 @@ from gradlint.analysis.backward import BackwardCall, backward_call
 from gradlint.analysis.bindings import assigned_keys, forget, target_keys
 from gradlint.analysis.evaluate import Evaluator
 from gradlint.analysis.names import ImportMap, dotted
-from gradlint.analysis.shapes import DATA, UNKNOWN, Seq, Shape, Value, elements, is_per_gpu, merge_envs
+from gradlint.analysis.shapes import (
+    DATA,
+    UNKNOWN,
+    Flag,
+    Instance,
+    LossFn,
+    Seq,
+    Shape,
+    Value,
+    elements,
+    is_per_gpu,
+    merge,
+    merge_envs,
+)
 from gradlint.analysis.tree import COMPREHENSIONS, SCOPES, walk
 
 Env = Dict[str, Value]
@@ -45,6 +58,40 @@ def root_expressions(tensor: cst.BaseExpression) -> List[cst.BaseExpression]:
     """`torch.autograd.backward([a, b])` starts from each element; otherwise from the tensor."""
     items = elements(tensor)
     return items if items is not None else [tensor]
+
+
+def _carried_wraps(changed, before: Env, after_body: Env) -> Env:
+    """Names the loop body leaves DataParallel-wrapped (perhaps under a condition) that the next
+    round starts from: a wrap survives the merge with the value before the loop."""
+    carried: Env = {}
+    for key in changed:
+        value = after_body.get(key)
+        if isinstance(value, (Instance, LossFn)) and value.gathered and merge(before.get(key), value) == value:
+            carried[key] = value
+    return carried
+
+
+def _ends(body) -> bool:
+    """Does the block end in `raise` or `return` (the code after it is not reached from it)?"""
+    statements = body.body if isinstance(body, cst.BaseSuite) else body
+    if isinstance(statements, cst.BaseSmallStatement):
+        statements = [statements]
+    if not statements:
+        return False
+    last = statements[-1]
+    if isinstance(last, cst.SimpleStatementLine):
+        return bool(last.body) and isinstance(last.body[-1], (cst.Raise, cst.Return))
+    if isinstance(last, (cst.Raise, cst.Return)):
+        return True
+    return isinstance(last, cst.If) and _terminates(last)
+
+
+def _terminates(stmt: cst.If) -> bool:
+    """Does every arm of the `if` (with an `else`) end in `raise` or `return`?"""
+    orelse = stmt.orelse
+    if orelse is None or not _ends(stmt.body):
+        return False
+    return _terminates(orelse) if isinstance(orelse, cst.If) else _ends(orelse.body)
 
 
 def _loader(expr: cst.BaseExpression, env: Env, evaluator: Evaluator) -> bool:
@@ -97,15 +144,24 @@ class Walker:
             return env
         if isinstance(stmt, cst.If):
             self._scan(stmt.test, env)
-            branches = [self.block(stmt.body, dict(env))]
             orelse = stmt.orelse
+            taken = self._known_test(stmt.test, env)
+            if taken is not None:  # `if is_train:` with `is_train=True` passed: one arm runs
+                if taken:
+                    return self.block(stmt.body, dict(env))
+                if orelse is None:
+                    return env
+                return self.statement(orelse, dict(env)) if isinstance(orelse, cst.If) else self.block(orelse.body, dict(env))
+            branches = [(self.block(stmt.body, dict(env)), _ends(stmt.body))]
             if orelse is None:
-                branches.append(env)
+                branches.append((env, False))
             elif isinstance(orelse, cst.If):
-                branches.append(self.statement(orelse, dict(env)))
+                branches.append((self.statement(orelse, dict(env)), _terminates(orelse)))
             else:
-                branches.append(self.block(orelse.body, dict(env)))
-            return merge_envs(branches)
+                branches.append((self.block(orelse.body, dict(env)), _ends(orelse.body)))
+            # an arm that ends in `raise` or `return` does not reach the code after the `if`
+            live = [e for e, ended in branches if not ended] or [e for e, _ in branches]
+            return merge_envs(live)
         if isinstance(stmt, (cst.For, cst.While)):
             if isinstance(stmt, cst.For):
                 self._scan(stmt.iter, env)
@@ -116,6 +172,9 @@ class Walker:
             else:
                 self._bind_loop_target(stmt.target, stmt.iter, env, entry)
             after_body = self.block(stmt.body, entry)
+            carried = _carried_wraps(changed, env, after_body)
+            if carried:  # `model = nn.DataParallel(model)` late in the body: wrapped in later rounds
+                after_body = self.block(stmt.body, {**entry, **carried})
             after = merge_envs([env, after_body])  # the body may run zero times
             if stmt.orelse is not None:
                 after = self.block(stmt.orelse.body, after)
@@ -148,6 +207,16 @@ class Walker:
         env = forget(env, changed)
         self._scan(stmt, env)
         return env
+
+    def _known_test(self, test: cst.BaseExpression, env: Env) -> Optional[bool]:
+        """The truth of `flag` or `not flag` for a name bound to `True`/`False` (a literal argument)."""
+        negate = False
+        while isinstance(test, cst.UnaryOperation) and isinstance(test.operator, cst.Not):
+            negate, test = not negate, test.expression
+        if not isinstance(test, (cst.Name, cst.Attribute)):
+            return None
+        value = self.evaluator.value(test, env)
+        return (value.value != negate) if isinstance(value, Flag) else None
 
     def _bind_loop_target(self, target: cst.BaseExpression, iterable: cst.BaseExpression, outer: Env, entry: Env):
         """`for x, y in loader`, `for i, batch in enumerate(tqdm(loader))`: the items are batches."""
