@@ -71,29 +71,6 @@ def _carried_wraps(changed, before: Env, after_body: Env) -> Env:
     return carried
 
 
-def _ends(body) -> bool:
-    """Does the block end in `raise` or `return` (the code after it is not reached from it)?"""
-    statements = body.body if isinstance(body, cst.BaseSuite) else body
-    if isinstance(statements, cst.BaseSmallStatement):
-        statements = [statements]
-    if not statements:
-        return False
-    last = statements[-1]
-    if isinstance(last, cst.SimpleStatementLine):
-        return bool(last.body) and isinstance(last.body[-1], (cst.Raise, cst.Return))
-    if isinstance(last, (cst.Raise, cst.Return)):
-        return True
-    return isinstance(last, cst.If) and _terminates(last)
-
-
-def _terminates(stmt: cst.If) -> bool:
-    """Does every arm of the `if` (with an `else`) end in `raise` or `return`?"""
-    orelse = stmt.orelse
-    if orelse is None or not _ends(stmt.body):
-        return False
-    return _terminates(orelse) if isinstance(orelse, cst.If) else _ends(orelse.body)
-
-
 def _loader(expr: cst.BaseExpression, env: Env, evaluator: Evaluator) -> bool:
     """Does iterating `expr` yield batches? (`train_loader`, `self.dataloader`, a DataLoader.)"""
     text = dotted(expr)
@@ -115,6 +92,7 @@ class Walker:
         self.self_assignments: List[Tuple[str, Value]] = []  # (`self.x`, value) in flow order
         self.returns: List[Optional[Value]] = []  # value of each `return` met (None: bare return)
         self.return_nodes: List[cst.Return] = []  # the `return` statements, in the same order
+        self.ended = False  # the statement just walked ended in `return` or `raise` on every path
 
     def block(self, body, env: Env) -> Env:
         statements = body.body if isinstance(body, cst.BaseSuite) else body
@@ -122,6 +100,8 @@ class Walker:
             statements = [statements]
         for statement in statements:
             env = self.statement(statement, env)
+            if self.ended:  # after `return` or `raise`: the rest of the block is not reached
+                break
         return env
 
     def _scan(self, node: cst.CSTNode, env: Env) -> None:
@@ -152,16 +132,17 @@ class Walker:
                 if orelse is None:
                     return env
                 return self.statement(orelse, dict(env)) if isinstance(orelse, cst.If) else self.block(orelse.body, dict(env))
-            branches = [(self.block(stmt.body, dict(env)), _ends(stmt.body))]
+            branches = [self._arm(stmt.body, env)]
             if orelse is None:
                 branches.append((env, False))
             elif isinstance(orelse, cst.If):
-                branches.append((self.statement(orelse, dict(env)), _terminates(orelse)))
+                branches.append(self._arm(orelse, env))
             else:
-                branches.append((self.block(orelse.body, dict(env)), _ends(orelse.body)))
+                branches.append(self._arm(orelse.body, env))
             # an arm that ends in `raise` or `return` does not reach the code after the `if`
-            live = [e for e, ended in branches if not ended] or [e for e, _ in branches]
-            return merge_envs(live)
+            live = [e for e, ended in branches if not ended]
+            self.ended = not live
+            return merge_envs(live or [e for e, _ in branches])
         if isinstance(stmt, (cst.For, cst.While)):
             if isinstance(stmt, cst.For):
                 self._scan(stmt.iter, env)
@@ -172,9 +153,11 @@ class Walker:
             else:
                 self._bind_loop_target(stmt.target, stmt.iter, env, entry)
             after_body = self.block(stmt.body, entry)
+            self.ended = False  # the body may run zero times
             carried = _carried_wraps(changed, env, after_body)
             if carried:  # `model = nn.DataParallel(model)` late in the body: wrapped in later rounds
                 after_body = self.block(stmt.body, {**entry, **carried})
+                self.ended = False
             after = merge_envs([env, after_body])  # the body may run zero times
             if stmt.orelse is not None:
                 after = self.block(stmt.orelse.body, after)
@@ -184,21 +167,27 @@ class Walker:
                 self._scan(item.item, env)
                 if item.asname is not None:
                     env = forget(env, target_keys(item.asname.name))
-            return self.block(stmt.body, env)
+            env = self.block(stmt.body, env)
+            self.ended = False  # a context manager may swallow what the body raises
+            return env
         if isinstance(stmt, _TRY):
             stmt = cast(cst.Try, stmt)  # or TryStar: the same fields
             changed = assigned_keys(stmt.body)
             after_body = self.block(stmt.body, dict(env))
+            self.ended = False  # a handler may continue after the try
             ends = []
             for handler in stmt.handlers:
                 start = forget(env, changed | assigned_keys(handler))
                 ends.append(self.block(handler.body, start))
+                self.ended = False
             if stmt.orelse is not None:
                 after_body = self.block(stmt.orelse.body, after_body)
+                self.ended = False
             ends.append(after_body)
             merged = merge_envs(ends)
             if stmt.finalbody is not None:
                 merged = self.block(stmt.finalbody.body, merged)
+                self.ended = False
             return merged
         if isinstance(stmt, (cst.FunctionDef, cst.ClassDef)):
             return forget(env, [stmt.name.value])
@@ -207,6 +196,13 @@ class Walker:
         env = forget(env, changed)
         self._scan(stmt, env)
         return env
+
+    def _arm(self, body, env: Env) -> Tuple[Env, bool]:
+        """Walk one arm of an `if` (a block, or the `elif` statement): its end, and whether it
+        ends in `return` or `raise` on every path."""
+        end = self.statement(body, dict(env)) if isinstance(body, cst.If) else self.block(body, dict(env))
+        ended, self.ended = self.ended, False
+        return end, ended
 
     def _known_test(self, test: cst.BaseExpression, env: Env) -> Optional[bool]:
         """The truth of `flag` or `not flag` for a name bound to `True`/`False` (a literal argument)."""
@@ -275,6 +271,10 @@ class Walker:
         if isinstance(small, cst.Return):
             self.returns.append(self.evaluator.value(small.value, env) if small.value is not None else None)
             self.return_nodes.append(small)
+            self.ended = True
+            return env
+        if isinstance(small, cst.Raise):
+            self.ended = True
             return env
         changed = assigned_keys(small)
         return forget(env, changed) if changed else env
