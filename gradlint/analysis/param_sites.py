@@ -64,19 +64,19 @@ class WrappedParams:
     def of_function(self, fn: cst.FunctionDef) -> Dict[str, Value]:
         """Parameters of a plain function of the linted file that it calls (`model(x)`) and that
         its callers in other modules fill with a DataParallel wrap."""
-        if self.index is None:
-            return {}
+        index = self.index
         called = _called_names(fn) & set(param_names(fn))
-        if not called:
+        if index is None or not called:
             return {}
-        return self._remember(fn, lambda: self.index.calls_by_name(fn), called, "function", fn.name.value)
+        return self._remember(fn, lambda: index.calls_by_name(fn), called, "function", fn.name.value)
 
     def of_init(self, cls: cst.ClassDef, init: cst.FunctionDef) -> Dict[str, Value]:
         """Parameters of a class's `__init__` that the calls of the class elsewhere fill with a wrap."""
-        if self.index is None:
+        index = self.index
+        if index is None:
             return {}
         params = set(param_names(init)[1:])
-        return self._remember(init, lambda: self.index.calls_by_name(init, cls), params, "class", cls.name.value)
+        return self._remember(init, lambda: index.calls_by_name(init, cls), params, "class", cls.name.value)
 
     def _remember(self, fn: cst.FunctionDef, find: Callable[[], Optional[List[CallSite]]], params, kind: str,
                   name: str) -> Dict[str, Value]:

@@ -131,7 +131,9 @@ class Walker:
                     return self.block(stmt.body, dict(env))
                 if orelse is None:
                     return env
-                return self.statement(orelse, dict(env)) if isinstance(orelse, cst.If) else self.block(orelse.body, dict(env))
+                if isinstance(orelse, cst.If):
+                    return self.statement(orelse, dict(env))
+                return self.block(orelse.body, dict(env))
             branches = [self._arm(stmt.body, env)]
             if orelse is None:
                 branches.append((env, False))
