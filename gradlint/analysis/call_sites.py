@@ -184,28 +184,50 @@ class CallSiteIndex:
         return found
 
     def _importers(self, name: str) -> Iterator[ParsedFile]:
-        """The other project files that name `name` and one of the linted module's path parts (a
-        file that calls it from elsewhere imports it: `from tools import train`, `import
-        engine`), parsed (unreadable ones and those over the bound are left out)."""
+        """The other project files that name `name` and import the linted module (`from
+        tools.train_function import train`, `from .steps import run`, `import engine` next to it,
+        or its package when the package's `__init__` names `name`: `from tools import train`),
+        parsed; unreadable ones and those over the bound are left out."""
         if self.root is None or self._here_abs is None:
             return
-        relative = os.path.relpath(self._here_abs, self.root)
-        parts = {p for p in os.path.splitext(relative)[0].split(os.sep) if p not in ("", ".", "..", "__init__")}
+        patterns = self._import_patterns(name)
         files = self._project_files()
         if len(files) > MAX_SCANNED_FILES:
             return
+        here_dir = os.path.dirname(self._here_abs)
         for path in files:
             if os.path.abspath(path) == self._here_abs:
                 continue
             self.consulted.add(path)
-            words = _words(path)
-            if name not in words or not parts & words:
+            if name not in _words(path) or not _imports(path, patterns, os.path.dirname(os.path.abspath(path)) == here_dir):
                 continue
             if len(self._parsed) >= MAX_PARSED_FILES and path not in self._parsed:
                 return
             parsed = self._parse(path)
             if parsed is not None:
                 yield parsed
+
+    def _import_patterns(self, name: str) -> List[Tuple["re.Pattern[bytes]", bool]]:
+        """Import statements that bring in the linted module (or its package re-exporting
+        `name`), each with whether a bare match (no package before it) needs the importing file
+        to sit next to the linted one (a script-directory import)."""
+        here = self._here_abs or ""
+        stem = os.path.splitext(os.path.basename(here))[0]
+        folder = os.path.dirname(here)
+        at_root = self.root is not None and os.path.abspath(folder) == self.root
+        names = [] if stem == "__init__" else [(stem, not at_root)]
+        init = os.path.join(folder, "__init__.py")
+        if not at_root and (stem == "__init__" or name in _words(init)):
+            names.append((os.path.basename(folder), False))  # the package re-exports it
+        out = []
+        for module, near in names:
+            word = re.escape(module.encode())
+            prefix = rb"(?:([\w.]*\.))?"
+            out.append((re.compile(rb"\bfrom\s+" + prefix + word + rb"\s+import\b"), near))
+            out.append((re.compile(rb"\bimport\s+" + prefix + word + rb"\b"), near))
+            if module == stem:  # `from tools import train_function`, `from . import steps`
+                out.append((re.compile(rb"\bfrom\s+([\w.]+)\s+import\s+(?:\([^)]*|[^\n]*)\b" + word + rb"\b"), False))
+        return out
 
     # -- sites -----------------------------------------------------------------------------
     def _uses_of(self, parsed: ParsedFile, method: bool) -> Dict[str, List[Use]]:
@@ -263,6 +285,21 @@ class CallSiteIndex:
                 if arguments is not None:
                     sites.append(CallSite(parsed, node, chain, arguments))
         return sites
+
+
+def _imports(path: str, patterns, beside: bool) -> bool:
+    """Does the file's text hold one of the import statements? A bare one (no package before the
+    module's name) counts next to the linted file only, unless it may be imported from anywhere."""
+    try:
+        with open(path, "rb") as handle:
+            text = handle.read(MAX_FILE_BYTES)
+    except OSError:
+        return False
+    for pattern, near in patterns:
+        for match in pattern.finditer(text):
+            if match.group(1) or beside or not near:
+                return True
+    return False
 
 
 def _walked(folder: str) -> bool:
