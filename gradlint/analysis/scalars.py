@@ -15,7 +15,9 @@ call (see `analysis.shapes` for the kinds):
 - **gathered**: what a module wrapped in `nn.DataParallel` returns (its 0-dim loss, or any tensor,
   alone or in a tuple, dict or record): the replicas' results are concatenated, at least one value
   per GPU. The wrap may happen in another method of a trainer class, under a GPU-count test, of a
-  model built elsewhere, or of a criterion; `.mean()`/`.sum()` after the gather make a scalar;
+  model built elsewhere, or of a criterion, in a helper (of another module too) that hands the
+  model back wrapped, or in the callers elsewhere of a function or trainer class of this file
+  (`analysis.param_sites`); `.mean()`/`.sum()` after the gather make a scalar;
 - **unknown**: everything else (a bare `model(x)`, parameters, names reassigned in a branch).
   Unknown means the rule stays silent.
 

@@ -7,7 +7,9 @@ is evaluated by walking the callee's body with its parameters bound to the argum
 merge of its `return` values is the call's value. Summaries are memoised per (function, argument
 values), bounded in depth and in number per file, and recursion gives up (unknown). Classes know
 their `self.<attr>` values (modules, criteria) from their methods, including project base classes.
-A project class deriving from `DataParallel` gathers like it. Project modules are located through
+A project class deriving from `DataParallel` gathers like it; a helper that hands back the module it
+is given wrapped in `DataParallel` is read even when its module would otherwise not be (it spells
+`DataParallel`), and also while classes' attributes are computed (`wrap_summary`). Project modules are located through
 `analysis.project.Project` and parsed once per modification (`analysis.projectmodules`).
 """
 
