@@ -199,7 +199,8 @@ class CallSiteIndex:
             if os.path.abspath(path) == self._here_abs:
                 continue
             self.consulted.add(path)
-            if name not in _words(path) or not _imports(path, patterns, os.path.dirname(os.path.abspath(path)) == here_dir):
+            beside = os.path.dirname(os.path.abspath(path)) == here_dir
+            if name not in _words(path) or not _imports(path, patterns, beside):
                 continue
             if len(self._parsed) >= MAX_PARSED_FILES and path not in self._parsed:
                 return

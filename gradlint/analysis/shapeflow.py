@@ -4,9 +4,9 @@ Values flow by straight-line reaching definitions: a name assigned differently i
 an `if` is unknown afterwards (a module and its DataParallel wrap merge into the wrap); an arm that
 ends in `return` or `raise` does not reach the code after the `if`, and an `if flag:` on a name
 bound to `True`/`False` (a literal argument) walks one arm; a name assigned inside a loop is
-unknown when the loop starts, except a DataParallel wrap the body leaves for the next round. A loop over a data loader binds its target
-to the loader's batch. The walker records the roots of the backward calls it meets and the values
-a function returns (for `analysis.summaries`).
+unknown when the loop starts, except a DataParallel wrap the body leaves for the next round. A
+loop over a data loader binds its target to the loader's batch. The walker records the roots of
+the backward calls it meets and the values a function returns (for `analysis.summaries`).
 """
 
 from __future__ import annotations
