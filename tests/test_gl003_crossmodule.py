@@ -408,3 +408,22 @@ def test_unwrapped_callers_leave_the_function_alone(tmp_path):
     files = dict(files, **{"main.py": MAIN_WRAPS.replace("net = torch.nn.DataParallel(net)", "pass")})
     _, found = _run(tmp_path, files, main)
     assert found == []
+
+
+def test_constant_switch_keeps_both_backwards(tmp_path):
+    """Flags pick an arm only in what a call returns: a file's own `USE_AMP = False` switch does
+    not hide the backward in the arm it turns off."""
+    source, found = _run(tmp_path, {"train.py": """
+        import torch.nn as nn
+
+        USE_AMP = False
+        criterion = nn.MSELoss(reduction="none")
+
+        def step(model, x, y, scaler):
+            loss = criterion(model(x), y)
+            if USE_AMP:
+                scaler.scale(loss).backward()  # GL003
+            else:
+                loss.backward()  # GL003
+    """}, "train.py")
+    assert [f.line for f in found] == _marked(source)

@@ -95,6 +95,10 @@ class Walker:
         self.returns: List[Optional[Value]] = []  # value of each `return` met (None: bare return)
         self.return_nodes: List[cst.Return] = []  # the `return` statements, in the same order
         self.ended = False  # the statement just walked ended in `return` or `raise` on every path
+        # Walk only the arm a known flag picks (`if is_train:`): for what a summarised call returns
+        # with the arguments it is given; a scope whose backward calls are judged walks both arms
+        # (a `USE_AMP = False` switch does not hide the other arm's backward).
+        self.flags = False
 
     def block(self, body, env: Env) -> Env:
         statements = body.body if isinstance(body, cst.BaseSuite) else body
@@ -127,7 +131,7 @@ class Walker:
         if isinstance(stmt, cst.If):
             self._scan(stmt.test, env)
             orelse = stmt.orelse
-            taken = self._known_test(stmt.test, env)
+            taken = self._known_test(stmt.test, env) if self.flags else None
             if taken is not None:  # `if is_train:` with `is_train=True` passed: one arm runs
                 if taken:
                     return self.block(stmt.body, dict(env))

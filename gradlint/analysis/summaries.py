@@ -230,6 +230,7 @@ class Summaries:
                 env.update(self.class_env(cls))
             env.update(bound)
             walker = Walker(self.evaluator(info, cls), info.imports, {})
+            walker.flags = True
             walker.block(fn.body, env)
             result = _merge_returns(walker.returns)
         finally:
