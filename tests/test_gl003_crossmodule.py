@@ -427,3 +427,25 @@ def test_constant_switch_keeps_both_backwards(tmp_path):
                 loss.backward()  # GL003
     """}, "train.py")
     assert [f.line for f in found] == _marked(source)
+
+
+def test_cached_findings_follow_the_callers_wrap(project):
+    """The finding in engine.py depends on main.py's wrap: the result cache is invalidated when
+    the caller changes."""
+    from gradlint.config import load_settings
+    from gradlint.engine import lint_files
+
+    def run():
+        settings = load_settings(str(project.root), overrides={"select": ["GL003"]})
+        return lint_files(["engine.py"], settings, jobs=1, use_cache=True)
+
+    project.write("pyproject.toml", "[tool.gradlint]\n")
+    project.write("nets.py", textwrap.dedent(NET))
+    project.write("engine.py", textwrap.dedent(FIT))
+    main = project.write("main.py", textwrap.dedent(MAIN_WRAPS))
+    first = run()
+    assert [f.code for f in first.findings] == ["GL003"]
+    assert run().cache_hits == 1
+    main.write_text(textwrap.dedent(MAIN_WRAPS.replace("net = torch.nn.DataParallel(net)", "pass")))
+    again = run()
+    assert again.cache_hits == 0 and again.findings == []
