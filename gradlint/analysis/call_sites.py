@@ -69,6 +69,9 @@ def _words(path: str) -> FrozenSet[str]:
     return words
 
 
+file_words = _words  # for other analyses that want the same cheap look at a file
+
+
 @dataclass(frozen=True)
 class ParsedFile:
     path: str
@@ -180,6 +183,53 @@ class CallSiteIndex:
             found.append(parsed)
         return found
 
+    def _importers(self, name: str) -> Iterator[ParsedFile]:
+        """The other project files that name `name` and import the linted module (`from
+        tools.train_function import train`, `from .steps import run`, `import engine` next to it,
+        or its package when the package's `__init__` names `name`: `from tools import train`),
+        parsed; unreadable ones and those over the bound are left out."""
+        if self.root is None or self._here_abs is None:
+            return
+        patterns = self._import_patterns(name)
+        files = self._project_files()
+        if len(files) > MAX_SCANNED_FILES:
+            return
+        here_dir = os.path.dirname(self._here_abs)
+        for path in files:
+            if os.path.abspath(path) == self._here_abs:
+                continue
+            self.consulted.add(path)
+            beside = os.path.dirname(os.path.abspath(path)) == here_dir
+            if name not in _words(path) or not _imports(path, patterns, beside):
+                continue
+            if len(self._parsed) >= MAX_PARSED_FILES and path not in self._parsed:
+                return
+            parsed = self._parse(path)
+            if parsed is not None:
+                yield parsed
+
+    def _import_patterns(self, name: str) -> List[Tuple["re.Pattern[bytes]", bool]]:
+        """Import statements that bring in the linted module (or its package re-exporting
+        `name`), each with whether a bare match (no package before it) needs the importing file
+        to sit next to the linted one (a script-directory import)."""
+        here = self._here_abs or ""
+        stem = os.path.splitext(os.path.basename(here))[0]
+        folder = os.path.dirname(here)
+        at_root = self.root is not None and os.path.abspath(folder) == self.root
+        names = [] if stem == "__init__" else [(stem, not at_root)]
+        init = os.path.join(folder, "__init__.py")
+        if not at_root and (stem == "__init__" or name in _words(init)):
+            names.append((os.path.basename(folder), False))  # the package re-exports it
+        out = []
+        for module, near in names:
+            word = re.escape(module.encode())
+            prefix = rb"(?:([\w.]*\.))?"
+            out.append((re.compile(rb"\bfrom\s+" + prefix + word + rb"\s+import\b"), near))
+            out.append((re.compile(rb"\bimport\s+" + prefix + word + rb"\b"), near))
+            if module == stem:  # `from tools import train_function`, `from . import steps`
+                out.append((re.compile(rb"\bfrom\s+([\w.]+)\s+import\s+(?:\([^)]*|[^\n]*)\b" + word + rb"\b"), False))
+        return out
+
     # -- sites -----------------------------------------------------------------------------
     def _uses_of(self, parsed: ParsedFile, method: bool) -> Dict[str, List[Use]]:
         """Every use of every name in a file, walked once per file and kind of name."""
@@ -216,6 +266,41 @@ class CallSiteIndex:
                     return None
                 sites.append(CallSite(parsed, node, chain, arguments))
         return sites or None
+
+
+    def calls_by_name(self, fn: cst.FunctionDef, cls: Optional[cst.ClassDef] = None) -> List[CallSite]:
+        """The calls in the project of the function's bare or module-qualified name (of the
+        class's name when `cls` is given: `Trainer(model=net, ...)` runs its `__init__` `fn`), each
+        with the expression it passes to each parameter. Unlike `sites`, other uses of the name (a
+        callback, a base class, `isinstance`, a different binding of the name) leave the answer
+        as it is: a caller of it that is not seen, and calls that are not of this definition, are
+        for the user of the answer to weigh (resolve each call's name). Calls with `*`/`**`
+        arguments are left out."""
+        name = (cls or fn).name.value
+        sites: List[CallSite] = []
+        for parsed in self._importers(name):
+            for node, chain, role in self._uses_of(parsed, False).get(name, ()):
+                if role != "call" or not isinstance(node, cst.Call):
+                    continue
+                arguments = bind_arguments(node, cls is not None, fn)
+                if arguments is not None:
+                    sites.append(CallSite(parsed, node, chain, arguments))
+        return sites
+
+
+def _imports(path: str, patterns, beside: bool) -> bool:
+    """Does the file's text hold one of the import statements? A bare one (no package before the
+    module's name) counts next to the linted file only, unless it may be imported from anywhere."""
+    try:
+        with open(path, "rb") as handle:
+            text = handle.read(MAX_FILE_BYTES)
+    except OSError:
+        return False
+    for pattern, near in patterns:
+        for match in pattern.finditer(text):
+            if match.group(1) or beside or not near:
+                return True
+    return False
 
 
 def _walked(folder: str) -> bool:

@@ -25,6 +25,7 @@ from gradlint.analysis.shapes import (
     OUTPUT,
     UNKNOWN,
     Const,
+    Flag,
     Instance,
     LossFn,
     Seq,
@@ -104,6 +105,8 @@ class Evaluator(TorchCalls):
         if isinstance(expr, (cst.Integer, cst.Float)):
             return NUMBER
         if isinstance(expr, cst.Name):
+            if expr.value in ("True", "False") and expr.value not in env:
+                return Flag(expr.value == "True")
             return env.get(expr.value, UNKNOWN)
         if isinstance(expr, cst.Attribute):
             return self._attribute(expr, env)

@@ -75,6 +75,14 @@ def _load(path: str) -> Optional[ModuleInfo]:
     return info
 
 
+def _consulted(path: str) -> None:
+    from gradlint.analysis import CONSULTED
+
+    collector = CONSULTED.get()
+    if collector is not None:  # this file's findings now depend on that module too
+        collector.add(path)
+
+
 class ModuleLoader:
     """Finds the project modules one file's analysis needs (bounded per file)."""
 
@@ -84,11 +92,10 @@ class ModuleLoader:
         self.by_path: Dict[str, ModuleInfo] = {main.path: main}
         self._found: Dict[Tuple[str, str], Optional[str]] = {}
 
-    def locate(self, info: ModuleInfo, qualified: str) -> Tuple[Optional[ModuleInfo], str]:
-        """(module, attribute) for an import-resolved name such as `model.Siamese`."""
-        module_name, _, attr = qualified.rpartition(".")
+    def _path(self, info: ModuleInfo, module_name: str) -> Optional[str]:
+        """The file of a project module as imported from `info` (None: not a project module)."""
         if not module_name.strip(".") and not module_name.startswith("."):
-            return None, attr
+            return None
         key = (os.path.dirname(info.path), module_name)
         if key not in self._found:
             try:
@@ -96,14 +103,38 @@ class ModuleLoader:
             except Exception:  # a name the locator cannot handle: not a project module
                 self._found[key] = None
         path = self._found[key]
+        return os.path.abspath(path) if path is not None else None
+
+    def mentions(self, info: ModuleInfo, qualified: str, word: str) -> bool:
+        """Does the project module an import-resolved name comes from spell `word`? A look at its
+        identifiers (cached), without parsing it: whether a helper there is worth summarising."""
+        from gradlint.analysis.call_sites import file_words
+
+        path = self._path(info, qualified.rpartition(".")[0])
+        return path is not None and word in file_words(path)
+
+    def module_at(self, path: str) -> Optional[ModuleInfo]:
+        """The module at `path` (a project file found by other means, e.g. a caller), registered so
+        that instances of its classes resolve; None when unreadable or over the per-file bound."""
+        path = os.path.abspath(path)
+        target = self.by_path.get(path)
+        if target is None:
+            if len(self.by_path) > MAX_MODULES_PER_FILE:
+                return None
+            target = _load(path)
+            if target is None:
+                return None
+            self.by_path[path] = target
+        _consulted(path)
+        return target
+
+    def locate(self, info: ModuleInfo, qualified: str) -> Tuple[Optional[ModuleInfo], str]:
+        """(module, attribute) for an import-resolved name such as `model.Siamese`."""
+        module_name, _, attr = qualified.rpartition(".")
+        path = self._path(info, module_name)
         if path is None:
             return None, attr
-        path = os.path.abspath(path)
-        from gradlint.analysis import CONSULTED
-
-        collector = CONSULTED.get()
-        if collector is not None:  # this file's findings now depend on that module too
-            collector.add(path)
+        _consulted(path)
         target = self.by_path.get(path)
         if target is None:
             if len(self.by_path) > MAX_MODULES_PER_FILE:

@@ -15,7 +15,9 @@ call (see `analysis.shapes` for the kinds):
 - **gathered**: what a module wrapped in `nn.DataParallel` returns (its 0-dim loss, or any tensor,
   alone or in a tuple, dict or record): the replicas' results are concatenated, at least one value
   per GPU. The wrap may happen in another method of a trainer class, under a GPU-count test, of a
-  model built elsewhere, or of a criterion; `.mean()`/`.sum()` after the gather make a scalar;
+  model built elsewhere, or of a criterion, in a helper (of another module too) that hands the
+  model back wrapped, or in the callers elsewhere of a function or trainer class of this file
+  (`analysis.param_sites`); `.mean()`/`.sum()` after the gather make a scalar;
 - **unknown**: everything else (a bare `model(x)`, parameters, names reassigned in a branch).
   Unknown means the rule stays silent.
 
@@ -36,6 +38,7 @@ from gradlint.analysis.bindings import _ASSIGNED, assigned_keys, definitions, fo
 from gradlint.analysis.evaluate import Evaluator, split_args
 from gradlint.analysis.libraries import add_annotated
 from gradlint.analysis.names import ImportMap
+from gradlint.analysis.param_sites import WrappedParams
 from gradlint.analysis.projectmodules import ModuleInfo, ModuleLoader
 from gradlint.analysis.reads import param_names
 from gradlint.analysis.shapeflow import BackwardShape, Walker
@@ -120,6 +123,14 @@ class _ScopeIndex:
         self.record: Dict[cst.Call, BackwardShape] = {}
         self.returned: List[Tuple["ReturnedLoss", cst.BaseExpression, Shape]] = []
         self.calls: Optional[_CallSites] = None
+        self.params: Optional[WrappedParams] = None
+
+    def _init_params(self, cls: cst.ClassDef, init: cst.FunctionDef) -> Dict[str, Value]:
+        """What the class's instantiations elsewhere pass to its `__init__`, when a wrap and the
+        class runs a backward."""
+        if self.params is None or not _lacks_gradient_somewhere(cls, self.imports):
+            return {}
+        return self.params.of_init(cls, init)
 
     def _walker(self, cls: Optional[ClassRef] = None) -> Walker:
         return Walker(self.summaries.evaluator(self.info, cls), self.imports, self.record, self.calls)
@@ -167,6 +178,8 @@ class _ScopeIndex:
             env.update(self.summaries.class_env(cls))
         if cls is not None and fn.name.value in _STEP_HOOKS and "batch" in param_names(fn):
             env["batch"] = DATA  # Lightning hands its step hooks a batch of the loader
+        if cls is None and self.params is not None and _lacks_gradient_somewhere(fn, self.imports):
+            env.update(self.params.of_function(fn))  # `train(wrapped_model, ...)` in another module
         if bound:
             env.update(bound)
         add_annotated(env, fn, self.imports)
@@ -238,7 +251,11 @@ def backward_shapes(
 
 def _index(module: cst.Module, imports: ImportMap, path: str, project_root: Optional[str]) -> "_ScopeIndex":
     info = ModuleInfo(module, _main_path(path), imports)
-    index = _ScopeIndex(info, Summaries(ModuleLoader(info, project_root)))
+    summaries = Summaries(ModuleLoader(info, project_root))
+    index = _ScopeIndex(info, summaries)
+    if project_root is not None and info.path != "-":
+        index.params = WrappedParams(info, summaries, project_root)
+        summaries.init_params = index._init_params
     try:
         index.run()
     finally:
@@ -254,7 +271,7 @@ def _no_gradient(call: BackwardCall) -> bool:
     return not unknown_arguments(call.node)
 
 
-def _lacks_gradient_somewhere(module: cst.Module, imports: ImportMap) -> bool:
+def _lacks_gradient_somewhere(module: cst.CSTNode, imports: ImportMap) -> bool:
     """Is there a backward call without a gradient (or a Lightning `training_step`, whose returned
     loss Lightning backpropagates)? Only those can be reported, so without one the scope index
     (shapes of every function) need not be built."""

@@ -1,10 +1,12 @@
 """Walking one scope's statements in order, keeping the abstract value of each name.
 
 Values flow by straight-line reaching definitions: a name assigned differently in the two arms of
-an `if` is unknown afterwards (a module and its DataParallel wrap merge into the wrap); a name
-assigned inside a loop is unknown when the loop starts. A loop over a data loader binds its target
-to the loader's batch. The walker records the roots of the backward calls it meets and the values
-a function returns (for `analysis.summaries`).
+an `if` is unknown afterwards (a module and its DataParallel wrap merge into the wrap); an arm that
+ends in `return` or `raise` does not reach the code after the `if`, and an `if flag:` on a name
+bound to `True`/`False` (a literal argument) walks one arm; a name assigned inside a loop is
+unknown when the loop starts, except a DataParallel wrap the body leaves for the next round. A
+loop over a data loader binds its target to the loader's batch. The walker records the roots of
+the backward calls it meets and the values a function returns (for `analysis.summaries`).
 """
 
 from __future__ import annotations
@@ -21,12 +23,16 @@ from gradlint.analysis.names import ImportMap, dotted
 from gradlint.analysis.shapes import (
     DATA,
     UNKNOWN,
+    Flag,
+    Instance,
+    LossFn,
     Seq,
     Shape,
     Struct,
     Value,
     elements,
     is_per_gpu,
+    merge,
     merge_envs,
     string_literal,
 )
@@ -58,6 +64,17 @@ def root_expressions(tensor: cst.BaseExpression) -> List[cst.BaseExpression]:
     return items if items is not None else [tensor]
 
 
+def _carried_wraps(changed, before: Env, after_body: Env) -> Env:
+    """Names the loop body leaves DataParallel-wrapped (perhaps under a condition) that the next
+    round starts from: a wrap survives the merge with the value before the loop."""
+    carried: Env = {}
+    for key in changed:
+        value = after_body.get(key)
+        if isinstance(value, (Instance, LossFn)) and value.gathered and merge(before.get(key), value) == value:
+            carried[key] = value
+    return carried
+
+
 def _loader(expr: cst.BaseExpression, env: Env, evaluator: Evaluator) -> bool:
     """Does iterating `expr` yield batches? (`train_loader`, `self.dataloader`, a DataLoader.)"""
     text = dotted(expr)
@@ -79,6 +96,11 @@ class Walker:
         self.self_assignments: List[Tuple[str, Value]] = []  # (`self.x`, value) in flow order
         self.returns: List[Optional[Value]] = []  # value of each `return` met (None: bare return)
         self.return_nodes: List[cst.Return] = []  # the `return` statements, in the same order
+        self.ended = False  # the statement just walked ended in `return` or `raise` on every path
+        # Walk only the arm a known flag picks (`if is_train:`): for what a summarised call returns
+        # with the arguments it is given; a scope whose backward calls are judged walks both arms
+        # (a `USE_AMP = False` switch does not hide the other arm's backward).
+        self.flags = False
 
     def block(self, body, env: Env) -> Env:
         statements = body.body if isinstance(body, cst.BaseSuite) else body
@@ -86,6 +108,8 @@ class Walker:
             statements = [statements]
         for statement in statements:
             env = self.statement(statement, env)
+            if self.ended:  # after `return` or `raise`: the rest of the block is not reached
+                break
         return env
 
     def _scan(self, node: cst.CSTNode, env: Env) -> None:
@@ -108,15 +132,27 @@ class Walker:
             return env
         if isinstance(stmt, cst.If):
             self._scan(stmt.test, env)
-            branches = [self.block(stmt.body, dict(env))]
             orelse = stmt.orelse
+            taken = self._known_test(stmt.test, env) if self.flags else None
+            if taken is not None:  # `if is_train:` with `is_train=True` passed: one arm runs
+                if taken:
+                    return self.block(stmt.body, dict(env))
+                if orelse is None:
+                    return env
+                if isinstance(orelse, cst.If):
+                    return self.statement(orelse, dict(env))
+                return self.block(orelse.body, dict(env))
+            branches = [self._arm(stmt.body, env)]
             if orelse is None:
-                branches.append(env)
+                branches.append((env, False))
             elif isinstance(orelse, cst.If):
-                branches.append(self.statement(orelse, dict(env)))
+                branches.append(self._arm(orelse, env))
             else:
-                branches.append(self.block(orelse.body, dict(env)))
-            return merge_envs(branches)
+                branches.append(self._arm(orelse.body, env))
+            # an arm that ends in `raise` or `return` does not reach the code after the `if`
+            live = [e for e, ended in branches if not ended]
+            self.ended = not live
+            return merge_envs(live or [e for e, _ in branches])
         if isinstance(stmt, (cst.For, cst.While)):
             if isinstance(stmt, cst.For):
                 self._scan(stmt.iter, env)
@@ -127,6 +163,11 @@ class Walker:
             else:
                 self._bind_loop_target(stmt.target, stmt.iter, env, entry)
             after_body = self.block(stmt.body, entry)
+            self.ended = False  # the body may run zero times
+            carried = _carried_wraps(changed, env, after_body)
+            if carried:  # `model = nn.DataParallel(model)` late in the body: wrapped in later rounds
+                after_body = self.block(stmt.body, {**entry, **carried})
+                self.ended = False
             after = merge_envs([env, after_body])  # the body may run zero times
             if stmt.orelse is not None:
                 after = self.block(stmt.orelse.body, after)
@@ -136,21 +177,27 @@ class Walker:
                 self._scan(item.item, env)
                 if item.asname is not None:
                     env = forget(env, target_keys(item.asname.name))
-            return self.block(stmt.body, env)
+            env = self.block(stmt.body, env)
+            self.ended = False  # a context manager may swallow what the body raises
+            return env
         if isinstance(stmt, _TRY):
             stmt = cast(cst.Try, stmt)  # or TryStar: the same fields
             changed = assigned_keys(stmt.body)
             after_body = self.block(stmt.body, dict(env))
+            self.ended = False  # a handler may continue after the try
             ends = []
             for handler in stmt.handlers:
                 start = forget(env, changed | assigned_keys(handler))
                 ends.append(self.block(handler.body, start))
+                self.ended = False
             if stmt.orelse is not None:
                 after_body = self.block(stmt.orelse.body, after_body)
+                self.ended = False
             ends.append(after_body)
             merged = merge_envs(ends)
             if stmt.finalbody is not None:
                 merged = self.block(stmt.finalbody.body, merged)
+                self.ended = False
             return merged
         if isinstance(stmt, (cst.FunctionDef, cst.ClassDef)):
             return forget(env, [stmt.name.value])
@@ -159,6 +206,23 @@ class Walker:
         env = forget(env, changed)
         self._scan(stmt, env)
         return env
+
+    def _arm(self, body, env: Env) -> Tuple[Env, bool]:
+        """Walk one arm of an `if` (a block, or the `elif` statement): its end, and whether it
+        ends in `return` or `raise` on every path."""
+        end = self.statement(body, dict(env)) if isinstance(body, cst.If) else self.block(body, dict(env))
+        ended, self.ended = self.ended, False
+        return end, ended
+
+    def _known_test(self, test: cst.BaseExpression, env: Env) -> Optional[bool]:
+        """The truth of `flag` or `not flag` for a name bound to `True`/`False` (a literal argument)."""
+        negate = False
+        while isinstance(test, cst.UnaryOperation) and isinstance(test.operator, cst.Not):
+            negate, test = not negate, test.expression
+        if not isinstance(test, (cst.Name, cst.Attribute)):
+            return None
+        value = self.evaluator.value(test, env)
+        return (value.value != negate) if isinstance(value, Flag) else None
 
     def _bind_loop_target(self, target: cst.BaseExpression, iterable: cst.BaseExpression, outer: Env, entry: Env):
         """`for x, y in loader`, `for i, batch in enumerate(tqdm(loader))`: the items are batches."""
@@ -220,6 +284,10 @@ class Walker:
         if isinstance(small, cst.Return):
             self.returns.append(self.evaluator.value(small.value, env) if small.value is not None else None)
             self.return_nodes.append(small)
+            self.ended = True
+            return env
+        if isinstance(small, cst.Raise):
+            self.ended = True
             return env
         changed = assigned_keys(small)
         return forget(env, changed) if changed else env

@@ -119,7 +119,14 @@ class Const:
     text: str
 
 
-Value = Union[Shape, LossFn, Seq, Struct, Instance, Const]
+@dataclass(frozen=True)
+class Flag:
+    """`True` or `False`, for the flags a call passes (`model(x, y, True)` into `is_train`)."""
+
+    value: bool
+
+
+Value = Union[Shape, LossFn, Seq, Struct, Instance, Const, Flag]
 UNKNOWN = Shape("unknown")
 NUMBER = Shape("scalar", dims=(), rank=0)
 DATA = Shape("data")

@@ -7,13 +7,15 @@ is evaluated by walking the callee's body with its parameters bound to the argum
 merge of its `return` values is the call's value. Summaries are memoised per (function, argument
 values), bounded in depth and in number per file, and recursion gives up (unknown). Classes know
 their `self.<attr>` values (modules, criteria) from their methods, including project base classes.
-A project class deriving from `DataParallel` gathers like it. Project modules are located through
+A project class deriving from `DataParallel` gathers like it; a helper that hands back the module it
+is given wrapped in `DataParallel` is read even when its module would otherwise not be (it spells
+`DataParallel`), and also while classes' attributes are computed (`wrap_summary`). Project modules are located through
 `analysis.project.Project` and parsed once per modification (`analysis.projectmodules`).
 """
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import libcst as cst
 
@@ -23,7 +25,7 @@ from gradlint.analysis.libraries import add_annotated
 from gradlint.analysis.names import dotted
 from gradlint.analysis.projectmodules import ModuleInfo, ModuleLoader
 from gradlint.analysis.reads import param_names
-from gradlint.analysis.shapes import DATA, UNKNOWN, Instance, LossFn, Shape, Struct, Value, gather, merge, per_gpu
+from gradlint.analysis.shapes import DATA, UNKNOWN, Instance, LossFn, Seq, Shape, Struct, Value, gather, merge, per_gpu
 from gradlint.analysis.shapeflow import Walker
 
 MAX_DEPTH = 4  # nested summaries (a helper of a method of a forward...)
@@ -44,6 +46,9 @@ class Summaries:
         self.walked = 0
         self.class_envs: Dict[Tuple[str, str], Dict[str, Value]] = {}
         self.globals: Dict[str, Dict[str, Value]] = {}
+        # Values the callers elsewhere pass to an `__init__` of the analysed file (set by the
+        # analysis of that file: `analysis.param_sites`); none by default.
+        self.init_params: Optional[Callable[[cst.ClassDef, cst.FunctionDef], Dict[str, Value]]] = None
 
     def evaluator(self, info: ModuleInfo, cls: Optional[ClassRef] = None, light: bool = False) -> "ProjectEvaluator":
         return ProjectEvaluator(self, info, cls, light)
@@ -85,7 +90,10 @@ class Summaries:
         globals_env = self.module_globals(info)
         for method in info.methods(cls):
             walker = Walker(self.evaluator(info, ref, light=True), info.imports, {})
-            end = walker.block(method.body, forget(globals_env, param_names(method)))
+            start = forget(globals_env, param_names(method))
+            if method.name.value == "__init__" and info is self.loader.main and self.init_params is not None:
+                start.update(self.init_params(cls, method))  # `Trainer(model=wrapped)` elsewhere
+            end = walker.block(method.body, start)
             assigned: Dict[str, List[Value]] = {}
             for attr, value in walker.self_assignments:
                 assigned.setdefault(attr, []).append(value)
@@ -94,7 +102,17 @@ class Summaries:
                 # (`self.model = Net()`, then `if n_gpu > 1: self.model = nn.DataParallel(self.model)`):
                 # its value where the method ends.
                 seen.setdefault(attr, []).append(values[0] if len(values) == 1 else end.get(attr, UNKNOWN))
-        env.update({k: v[0] for k, v in seen.items() if len(v) == 1})
+        for attr, values in seen.items():
+            if len(values) == 1:
+                env[attr] = values[0]
+            else:
+                # Assigned in several methods (`self.model = model` in `__init__`, then wrapped by a
+                # helper in `_setup`): a DataParallel wrap survives, as it does a conditional wrap.
+                merged = values[0]
+                for other in values[1:]:
+                    merged = merge(merged, other)
+                if holds_wrap(merged):
+                    env[attr] = merged
         self.class_envs[key] = env
         return env
 
@@ -193,6 +211,29 @@ class Summaries:
         return None
 
     # -- summaries -------------------------------------------------------------------------
+    def wrap_summary(self, info: ModuleInfo, fn: cst.FunctionDef) -> Optional[Value]:
+        """What a function returns when that holds a DataParallel wrap of a module it builds or is
+        given (`if len(ids) > 1: model = nn.DataParallel(model)` ... `return model`), computed
+        without summaries of the calls it makes (so it is cheap, and safe while classes' attributes
+        are being computed); None otherwise."""
+        key = ("wrap", info.path, id(fn))
+        if key in self.memo:
+            return self.memo[key]
+        if key in self.active or self.walked >= MAX_SUMMARIES:
+            return None
+        self.active.add(key)
+        self.walked += 1
+        try:
+            env = forget(self.module_globals(info), param_names(fn) + sorted(assigned_keys(fn.body)))
+            walker = Walker(self.evaluator(info, light=True), info.imports, {})
+            walker.block(fn.body, env)
+            result = _merge_returns(walker.returns)
+        finally:
+            self.active.discard(key)
+        found = result if holds_wrap(result) else None
+        self.memo[key] = found
+        return found
+
     def summary(self, info: ModuleInfo, fn: cst.FunctionDef, cls: Optional[ClassRef], bound: Dict[str, Value]):
         """The merged value of `fn`'s returns with its parameters bound; None: no summary."""
         key = (info.path, id(fn), (cls[0].path, cls[1].name.value) if cls else None, tuple(sorted(bound.items())))
@@ -211,6 +252,7 @@ class Summaries:
             env.update(bound)
             add_annotated(env, fn, info.imports)
             walker = Walker(self.evaluator(info, cls), info.imports, {})
+            walker.flags = True
             walker.block(fn.body, env)
             result = _merge_returns(walker.returns)
         finally:
@@ -225,6 +267,13 @@ def _star_candidate(info: ModuleInfo, name: str) -> bool:
     module neither binds the name itself nor means a builtin."""
     head = name.split(".")[0]
     return bool(info.imports.stars) and head not in info.counts and head not in BUILTINS
+
+
+def holds_wrap(value: Optional[Value]) -> bool:
+    """A DataParallel-wrapped module or criterion, alone or in a tuple (`return model, device`)."""
+    if isinstance(value, (Instance, LossFn)):
+        return value.gathered
+    return isinstance(value, Seq) and any(holds_wrap(item) for item in value.items)
 
 
 def _merge_returns(returns: List[Optional[Value]]) -> Optional[Value]:
@@ -307,8 +356,8 @@ class ProjectEvaluator(Evaluator):
                 # a dataclass or named tuple of outputs: `Output(loss=loss, logits=logits)`
                 return Struct(tuple((k, self.value(v, env)) for k, v in args.keywords.items()))
             return Instance(self._ref(ref))
-        if self.light:
-            return None
+        if self.light:  # no summaries here, but a helper that wraps the module it is given matters
+            return self.summaries.wrap_summary(info, node)
         return self._summary(info, node, None, call, args, env)
 
     def instance_call(self, inst: Instance, call: cst.Call, args: CallArgs, env) -> Optional[Value]:
@@ -346,9 +395,19 @@ class ProjectEvaluator(Evaluator):
         # a module to wrap, or a class named like a parallel wrapper (`BalancedParallel(model)`:
         # whether it gathers is read from its bases, and the wrap must survive an `if`)
         wraps = is_class and bool(args.positional) and (isinstance(values[0], Instance) or "Parallel" in text)
-        if wraps or any(_matters(v) for v in values):
+        if wraps or any(_matters(v) for v in values) or self._may_wrap(text):
             return self.summaries.named(self.info, text)
         return Instance((self.info.path, text)) if is_class else None
+
+    def _may_wrap(self, text: str) -> bool:
+        """Is an imported function one that may hand back a DataParallel wrap (its module spells
+        `DataParallel`: `model, device = model_device(n_gpu, model)`)? Others are not read."""
+        if text.rsplit(".", 1)[-1][:1].isupper():
+            return False
+        head, _, rest = text.partition(".")
+        target = self.info.imports.aliases.get(head)
+        qualified = f"{target}.{rest}" if target and rest else target
+        return qualified is not None and self.summaries.loader.mentions(self.info, qualified, "DataParallel")
 
     def _callable(self, ref: ClassRef) -> bool:
         return any(self.summaries.method(ref, name) is not None for name in ("forward", "__call__", "__init__"))
