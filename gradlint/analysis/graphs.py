@@ -48,7 +48,7 @@ from gradlint.analysis.helpers import own_nodes, stores_history_on_self
 from gradlint.analysis.inherited import Inheritance, inherited_calls
 from gradlint.analysis.names import ImportMap, dotted
 from gradlint.analysis.outliving import OpaqueCalls
-from gradlint.analysis.returns import history_free_imports
+from gradlint.analysis.returns import history_free_imports, history_free_locals
 from gradlint.analysis.reads import INERT, LEAF, is_false, is_true, key_of, param_names
 from gradlint.analysis.retained import GraphAnalysis
 from gradlint.analysis.tree import SCOPES, block_statements, children, walk
@@ -83,6 +83,7 @@ class RetainProver:
         self.project_root = project_root
         self.walkers: List[OpaqueCalls] = [OpaqueCalls(imports, path, project_root)]
         history_free = history_free_imports(module, imports, self.walkers[0])
+        history_free |= history_free_locals(module, imports, history_free)
         self.analysis = GraphAnalysis(module, imports, backward_functions, holders, self.walkers[0], history_free)
         self.index = CallSiteIndex(path, module, imports, project_root)
         self.inheritance = Inheritance(self.index.here, project_root)

@@ -6,11 +6,15 @@ itself proves history-free (detached, computed under `torch.no_grad()`, moved of
 `.detach()`), the results are data like a loader's batch, and a loop that reuses them is not carrying
 a graph. The function is analysed in its own module with its parameters unknown, so anything it
 returns that depends on what the caller passes stays a possible graph.
+
+The same flow-sensitive proof applies to the module's own functions and methods
+(`history_free_locals`): `self.random_crops(self.fake, self.real)` building its crops with
+`torch.tensor(x.data[...])` and returning them returns data, even though its arguments are graphs.
 """
 
 from __future__ import annotations
 
-from typing import Dict, FrozenSet, Optional, Set
+from typing import Dict, FrozenSet, Iterator, List, Optional, Set
 
 import libcst as cst
 
@@ -21,6 +25,7 @@ from gradlint.analysis.names import ImportMap
 from gradlint.analysis.outliving import OpaqueCalls
 from gradlint.analysis.reads import INERT
 from gradlint.analysis.retained import GraphAnalysis
+from gradlint.analysis.tree import walk
 
 MAX_FUNCTIONS = 20  # imported functions looked into per file
 
@@ -62,6 +67,50 @@ def history_free_imports(module: cst.Module, imports: ImportMap, walker: OpaqueC
     return frozenset(found)
 
 
+def history_free_locals(module: cst.Module, imports: ImportMap, known: FrozenSet[str]) -> FrozenSet[str]:
+    """Names of functions and methods of this module, called here, each defined once and
+    undecorated (but for `staticmethod`/`classmethod`), whose every `return` the function proves
+    history-free with its parameters unknown (`known`: imported names already proven so). A name
+    the module also imports or binds otherwise is left out: a call of it may reach something else."""
+    defined: Dict[str, List[cst.FunctionDef]] = {}
+    rebound: Set[str] = set()
+    for node in walk(module):
+        if isinstance(node, cst.FunctionDef):
+            defined.setdefault(node.name.value, []).append(node)
+        elif isinstance(node, (cst.AssignTarget, cst.AnnAssign, cst.AugAssign, cst.For, cst.CompFor, cst.AsName)):
+            target = node.name if isinstance(node, cst.AsName) else node.target
+            rebound |= {n.value for n in walk(target) if isinstance(n, cst.Name)}
+        elif isinstance(node, cst.Param):
+            rebound.add(node.name.value)
+    called: Set[str] = set()
+    for node in _calls(module):
+        func = node.func
+        if isinstance(func, cst.Name):
+            called.add(func.value)
+        elif isinstance(func, cst.Attribute) and isinstance(func.value, cst.Name) and func.value.value == "self":
+            called.add(func.attr.value)
+    candidates = [
+        fns[0]
+        for name, fns in sorted(defined.items())
+        if name in called and len(fns) == 1 and name not in imports.aliases and name not in rebound
+        and _plain_decorators(fns[0])
+    ][:MAX_FUNCTIONS]
+    if not candidates:
+        return frozenset()
+    try:
+        analysis = GraphAnalysis(module, imports, (), set(), extra_detaching=known)
+        return frozenset(fn.name.value for fn in candidates if _returns_no_history(analysis, fn))
+    except RecursionError:
+        return frozenset()
+
+
+def _plain_decorators(fn: cst.FunctionDef) -> bool:
+    return all(
+        isinstance(d.decorator, cst.Name) and d.decorator.value in ("staticmethod", "classmethod")
+        for d in fn.decorators
+    )
+
+
 def _returns_no_history(analysis: GraphAnalysis, fn: cst.FunctionDef) -> bool:
     scope = analysis.scope_of_chain((fn,))
     values = []
@@ -82,9 +131,7 @@ def _returns_no_history(analysis: GraphAnalysis, fn: cst.FunctionDef) -> bool:
     return True
 
 
-def _calls(module: cst.Module):
-    from gradlint.analysis.tree import walk
-
+def _calls(module: cst.Module) -> Iterator[cst.Call]:
     for node in walk(module):
         if isinstance(node, cst.Call):
             yield node

@@ -1,0 +1,173 @@
+"""GL002 in trainer code: values a project function proves history-free, attributes a forward refreshes.
+
+Each case is a small script as people write them. Lines that must be reported carry a `# GL002`
+comment; every other line must stay clean. Each flagged case has a clean twin that differs in the
+one fact the proof rests on.
+"""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from gradlint.analysis import AnalysisOptions
+from harness import lint_options
+
+CODES = ("GL002", "GL003")
+
+
+def _lint(source: str):
+    return lint_options(source, "train.py", AnalysisOptions(), codes=list(CODES))
+
+
+def _marked(source: str):
+    return [(n, "GL002") for n, line in enumerate(source.splitlines(), 1) if line.rstrip().endswith("# GL002")]
+
+
+_CROPPING_TRAINER = """
+    import random
+    import torch
+
+    class PatchGAN:
+        def set_input(self, batch):
+            self.src = batch["src"].to(self.device)
+            self.dst = batch["dst"].to(self.device)
+
+        def crops(self, fake, real, size):
+            out_fake, out_real = [], []
+            for b in range(real.size(0)):
+                i = random.randint(0, real.size(2) - size)
+                j = random.randint(0, real.size(3) - size)
+                {fake_crop}
+                out_real.append(torch.tensor(real.data[b, :, i:i + size, j:j + size]))
+            return torch.stack(out_fake), torch.stack(out_real)
+
+        def forward(self):
+            self.fake = self.netG(self.src)
+            self.fake_patches, self.real_patches = self.crops(self.fake, self.dst, 32)
+
+        def backward_G(self):
+            self.loss_G = self.l1(self.fake, self.dst) + self.gan(self.netD(self.fake), True)
+            self.loss_G.backward(retain_graph=True){mark}
+
+        def backward_D(self, net, real, fake):
+            loss_D = self.gan(net(real), True) + self.gan(net(fake), False)
+            loss_D.backward()
+
+        def optimize_parameters(self):
+            self.forward()
+            self.opt_G.zero_grad()
+            self.backward_G()
+            self.opt_G.step()
+            self.opt_D.zero_grad()
+            self.backward_D(self.netD_local, self.real_patches, self.fake_patches)
+            self.opt_D.step()
+
+    def train(model, dataset, epochs: int):
+        for epoch in range(epochs):
+            for batch in dataset:
+                model.set_input(batch)
+                model.optimize_parameters()
+"""
+
+FLAGGED = {
+    # The crops are copies of `.data`: the local discriminator walks nothing of G's graph.
+    "trainer_crops_copied_from_data": _CROPPING_TRAINER.format(
+        fake_crop="out_fake.append(torch.tensor(fake.data[b, :, i:i + size, j:j + size]))", mark="  # GL002"
+    ),
+    "trainer_crops_detached_in_a_loop": _CROPPING_TRAINER.format(
+        fake_crop="out_fake.append(fake[b, :, i:i + size, j:j + size].detach())", mark="  # GL002"
+    ),
+    "script_helper_returns_values_computed_without_grad": """
+        import torch
+        import torch.nn.functional as F
+
+        def pseudo_labels(teacher, images, threshold):
+            with torch.no_grad():
+                probs = teacher(images).softmax(dim=1)
+            confidence, labels = probs.max(dim=1)
+            keep = confidence > threshold
+            return labels, keep
+
+        for images, _ in loader:
+            student_out = student(images)
+            labels, keep = pseudo_labels(teacher, images, 0.9)
+            loss = (F.cross_entropy(student_out, labels, reduction="none") * keep).mean()
+            optimizer.zero_grad()
+            loss.backward(retain_graph=True)  # GL002
+            optimizer.step()
+            penalty = helper_loss(labels, keep)
+            penalty.backward()
+    """,
+}
+
+CLEAN = {
+    # The fake crops are slices of the generator's output: D's backward walks G's graph again.
+    "trainer_crops_sliced_from_the_fake": _CROPPING_TRAINER.format(
+        fake_crop="out_fake.append(fake[b, :, i:i + size, j:j + size])", mark=""
+    ),
+    # One path hands back the argument itself.
+    "trainer_crops_returned_as_given_when_small": _CROPPING_TRAINER.format(
+        fake_crop="out_fake.append(fake[b].detach())\n                if size >= real.size(2):\n"
+        "                    return fake, real", mark=""
+    ),
+    "script_helper_returns_the_teacher_output_with_history": """
+        import torch
+        import torch.nn.functional as F
+
+        def pseudo_labels(teacher, images, threshold):
+            probs = teacher(images).softmax(dim=1)
+            confidence, labels = probs.max(dim=1)
+            keep = confidence > threshold
+            return probs, keep
+
+        for images, _ in loader:
+            student_out = student(images)
+            probs, keep = pseudo_labels(teacher, images, 0.9)
+            loss = (F.kl_div(student_out.log_softmax(1), probs, reduction="none").sum(1) * keep).mean()
+            optimizer.zero_grad()
+            loss.backward(retain_graph=True)
+            optimizer.step()
+            penalty = helper_loss(probs, keep)
+            penalty.backward()
+    """,
+    # The helper's name is also rebound: a call of it may reach something else.
+    "script_helper_name_rebound": """
+        import torch
+        import torch.nn.functional as F
+
+        def pseudo_labels(teacher, images, threshold):
+            with torch.no_grad():
+                probs = teacher(images).softmax(dim=1)
+            return probs, probs.max(dim=1)[0] > threshold
+
+        if use_soft_labels:
+            pseudo_labels = soft_labels
+
+        for images, _ in loader:
+            student_out = student(images)
+            probs, keep = pseudo_labels(teacher, images, 0.9)
+            loss = (F.kl_div(student_out.log_softmax(1), probs, reduction="none").sum(1) * keep).mean()
+            optimizer.zero_grad()
+            loss.backward(retain_graph=True)
+            optimizer.step()
+            penalty = helper_loss(probs, keep)
+            penalty.backward()
+    """,
+}
+
+
+@pytest.mark.parametrize("name", sorted(FLAGGED))
+def test_flagged(name):
+    source = textwrap.dedent(FLAGGED[name])
+    found = [(f.line, f.code) for f in _lint(source)]
+    assert found == _marked(source)
+    assert found, "a flagged case must mark at least one line"
+
+
+@pytest.mark.parametrize("name", sorted(CLEAN))
+def test_clean(name):
+    source = textwrap.dedent(CLEAN[name])
+    assert "# GL002" not in source
+    assert [(f.line, f.code) for f in _lint(source)] == []
