@@ -171,3 +171,96 @@ def test_clean(name):
     source = textwrap.dedent(CLEAN[name])
     assert "# GL002" not in source
     assert [(f.line, f.code) for f in _lint(source)] == []
+
+
+_AUX_MODEL = """
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    class Base(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layer = nn.Linear(4, 1)
+            self.aux_loss = {init}
+
+        def add_aux(self, aux, weight):
+            self.aux_loss = {store}
+
+        def forward(self, x):
+            return self.layer(x)
+
+        def fit(self, loader, optimizer):
+            model = {model}
+            for x, y in loader:
+                {before}pred = model(x)
+                loss = F.mse_loss(pred, y) + self.reg() + {aux}
+                optimizer.zero_grad()
+                loss.backward(retain_graph=True){mark}
+                optimizer.step()
+
+        def reg(self):
+            return sum(p.pow(2).sum() for p in self.parameters()) * 1e-4
+
+    class WithAux(Base):
+        def forward(self, x):
+            h = self.layer(x)
+            {add}
+            return h
+"""
+
+_AUX_DEFAULTS = dict(
+    init="torch.zeros(1)", store="aux * weight", model="self.train()", before="", aux="self.aux_loss",
+    add="self.add_aux(h.pow(2).mean(), 0.1)", mark="",
+)
+
+
+def _aux(**changes):
+    return _AUX_MODEL.format(**{**_AUX_DEFAULTS, **changes})
+
+
+FLAGGED_FORWARD_STATE = {
+    # The subclass's forward sets the auxiliary loss afresh on every call; fit reads it after.
+    "aux_loss_set_by_every_forward": _aux(mark="  # GL002"),
+    "aux_loss_read_after_self_call": _aux(model="self", mark="  # GL002"),
+    "aux_loss_assigned_in_forward": _aux(add="self.aux_loss = h.abs().mean()", mark="  # GL002"),
+}
+
+CLEAN_FORWARD_STATE = {
+    # Set only in training mode: in other calls the last graph stays and the next backward walks it.
+    "aux_loss_set_under_a_condition": _aux(add="if self.training:\n                self.add_aux(h.pow(2).mean(), 0.1)"),
+    # Accumulated across calls: every iteration's graph is part of the next one's.
+    "aux_loss_accumulated": _aux(store="self.aux_loss + aux * weight"),
+    # Read before this iteration's forward: the previous iteration's graph.
+    "aux_loss_read_before_the_forward": _aux(before="aux = self.aux_loss\n                ", aux="aux"),
+    # A graph made once in the constructor, walked by every iteration's backward.
+    "aux_loss_built_in_the_constructor": _aux(init="self.layer.weight.norm()", add="pass"),
+    # The wrapper runs replicas: their forwards set the attribute on the copies.
+    "aux_loss_of_a_wrapped_model": _aux(model="nn.DataParallel(self)"),
+    # Something else sets it too.
+    "aux_loss_set_from_outside": _aux() + """
+    def attach(model, extra):
+        model.aux_loss = extra
+    """,
+    # A subclass may skip the forward that sets it.
+    "aux_loss_forward_overridden_conditionally": _aux() + """
+    class Gated(WithAux):
+        def forward(self, x):
+            return super().forward(x) if self.gate else self.layer(x)
+    """,
+}
+
+
+@pytest.mark.parametrize("name", sorted(FLAGGED_FORWARD_STATE))
+def test_flagged_forward_state(name):
+    source = textwrap.dedent(FLAGGED_FORWARD_STATE[name])
+    found = [(f.line, f.code) for f in _lint(source)]
+    assert found == _marked(source)
+    assert found, "a flagged case must mark at least one line"
+
+
+@pytest.mark.parametrize("name", sorted(CLEAN_FORWARD_STATE))
+def test_clean_forward_state(name):
+    source = textwrap.dedent(CLEAN_FORWARD_STATE[name])
+    assert "# GL002" not in source
+    assert [(f.line, f.code) for f in _lint(source)] == []

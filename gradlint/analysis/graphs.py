@@ -43,6 +43,7 @@ from gradlint.analysis.attribute_flow import (
 from gradlint.analysis.backward import BackwardCall, backward_call, unknown_arguments
 from gradlint.analysis.call_sites import CallSite, CallSiteIndex, ParsedFile
 from gradlint.analysis.defuse import Definition, join_classes, plain_params
+from gradlint.analysis.forward_state import forward_calls, refreshed_attributes
 from gradlint.analysis.graph_scope import Scope
 from gradlint.analysis.helpers import own_nodes, stores_history_on_self
 from gradlint.analysis.inherited import Inheritance, inherited_calls
@@ -125,10 +126,12 @@ class RetainProver:
                 return True
         if owner is not None:
             configured = self._constructor_attributes(owner)
-            if configured:
+            refreshing = self._forward_refreshes(fn, owner)
+            if configured or refreshing:
                 known = analysis.build_scope(fn, block_statements(fn.body), param_names(fn), scope.outer)
                 known.known_params = dict(self._summary(fn, owner, 0))
                 known.known_attributes = configured
+                known.refreshing = refreshing
                 if not _held_elsewhere(backward.tensor, known) and analysis.unused_after(
                     known, stmt, backward.node, root_keys, manual=manual
                 ):
@@ -157,6 +160,26 @@ class RetainProver:
             if klass in (INERT, LEAF):
                 out[key] = klass
         return out
+
+    def _forward_refreshes(self, fn: cst.FunctionDef, owner: cst.ClassDef) -> Dict[cst.Call, FrozenSet[str]]:
+        """Calls in `fn` that run the module's own forward (`model(x)` after `model = self.train()`),
+        with the `self.x` attributes `fn` reads that every forward sets afresh (`forward_state`)."""
+        calls = forward_calls(fn)
+        if not calls or "__call__" in class_methods(owner) or not self.inheritance.derives_from(owner, "Module"):
+            return {}
+        assigned = assigned_attributes(fn)
+        read = {
+            text.split(".")[1]
+            for node in walk(fn.body, SCOPES)
+            if isinstance(node, cst.Attribute)
+            for text in [dotted(node)]
+            if text is not None and text.count(".") == 1 and text.startswith("self.") and text not in assigned
+        }
+        fresh = refreshed_attributes(read, self.index.files_mentioning)
+        if not fresh:
+            return {}
+        keys = frozenset(f"self.{name}" for name in fresh)
+        return {call: keys for call in calls}
 
     # -- a retain whose root is a parameter ----------------------------------------------------
     def _parameter_rooted(
