@@ -264,3 +264,131 @@ def test_clean_forward_state(name):
     source = textwrap.dedent(CLEAN_FORWARD_STATE[name])
     assert "# GL002" not in source
     assert [(f.line, f.code) for f in _lint(source)] == []
+
+
+def _project(tmp_path, files):
+    for name, text in files.items():
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text), encoding="utf-8")
+
+
+def _lint_file(tmp_path, name):
+    path = tmp_path / name
+    options = AnalysisOptions(project_root=str(tmp_path))
+    return [f.line for f in lint_options(path.read_text(encoding="utf-8"), str(path), options, codes=list(CODES))]
+
+
+_BASE_MODEL = """
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    class BaseModel(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.out = nn.Linear(4, 1)
+            self.aux_loss = torch.zeros((1,))
+
+        def add_auxiliary_loss(self, aux_loss, alpha):
+            self.aux_loss = aux_loss * alpha
+
+        def fit(self, loader, optim):
+            model = self.train()
+            for x, y in loader:
+                y_pred = model(x).squeeze()
+                optim.zero_grad()
+                total_loss = F.binary_cross_entropy(y_pred, y) + self.aux_loss
+                total_loss.backward(retain_graph=True)
+                optim.step()
+"""
+
+_SEQUENCE_MODEL = """
+    from models.base import BaseModel
+
+    class SequenceModel(BaseModel):
+        def forward(self, x):
+            h, aux = self.extractor(x)
+            self.add_auxiliary_loss(aux, 0.5)
+            return self.out(h)
+"""
+
+
+def test_auxiliary_loss_set_by_a_subclass_in_another_module(tmp_path):
+    _project(tmp_path, {"models/__init__.py": "", "models/base.py": _BASE_MODEL, "models/sequence.py": _SEQUENCE_MODEL})
+    assert _lint_file(tmp_path, "models/base.py") == [21]
+
+
+def test_auxiliary_loss_also_set_by_the_training_script(tmp_path):
+    _project(tmp_path, {
+        "models/__init__.py": "", "models/base.py": _BASE_MODEL, "models/sequence.py": _SEQUENCE_MODEL,
+        "train.py": """
+            from models.sequence import SequenceModel
+
+            model = SequenceModel()
+            model.aux_loss = model.out.weight.norm()
+            model.fit(loader, optim)
+        """,
+    })
+    assert _lint_file(tmp_path, "models/base.py") == []
+
+
+def test_auxiliary_loss_added_outside_a_forward(tmp_path):
+    _project(tmp_path, {
+        "models/__init__.py": "", "models/base.py": _BASE_MODEL, "models/sequence.py": _SEQUENCE_MODEL,
+        "models/hooks.py": """
+            class Regularised:
+                def attach(self, model, penalty):
+                    model.add_auxiliary_loss(penalty, 1.0)
+        """,
+    })
+    assert _lint_file(tmp_path, "models/base.py") == []
+
+
+_CROPPING_BASE = """
+    import torch
+
+    class BaseTrainer:
+        def set_input(self, batch):
+            self.src = batch["src"]
+            self.dst = batch["dst"]
+
+        def crops(self, fake, real):
+            return torch.tensor(fake.data[:, :, :32, :32]), torch.tensor(real.data[:, :, :32, :32])
+
+        def optimize_parameters(self):
+            self.fake = self.netG(self.src)
+            fake_crop, real_crop = self.crops(self.fake, self.dst)
+            self.opt_G.zero_grad()
+            loss_G = self.l1(self.fake, self.dst)
+            loss_G.backward(retain_graph=True)
+            self.opt_G.step()
+            self.opt_D.zero_grad()
+            loss_D = self.gan(self.netD(real_crop), True) + self.gan(self.netD(fake_crop), False)
+            loss_D.backward()
+            self.opt_D.step()
+
+    def train(model, dataset):
+        for batch in dataset:
+            model.set_input(batch)
+            model.optimize_parameters()
+"""
+
+
+def test_history_free_method_of_a_trainer(tmp_path):
+    _project(tmp_path, {"trainers/__init__.py": "", "trainers/base.py": _CROPPING_BASE})
+    assert _lint_file(tmp_path, "trainers/base.py") == [17]
+
+
+def test_history_free_method_overridden_in_a_subclass(tmp_path):
+    _project(tmp_path, {
+        "trainers/__init__.py": "", "trainers/base.py": _CROPPING_BASE,
+        "trainers/sliced.py": """
+            from trainers.base import BaseTrainer
+
+            class SlicedTrainer(BaseTrainer):
+                def crops(self, fake, real):
+                    return fake[:, :, :32, :32], real[:, :, :32, :32]
+        """,
+    })
+    assert _lint_file(tmp_path, "trainers/base.py") == []

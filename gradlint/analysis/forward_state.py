@@ -95,10 +95,11 @@ def _refreshed(name: str, files: Files) -> bool:
     setters: Set[Tuple[str, str]] = set()  # (method, class) setting it outside __init__
     assigned = False
     for parsed in found:
-        if _setattr_named(parsed.module, name):
+        facts = _facts(parsed.module)
+        if facts.computed_setattr or name in facts.unfollowed:
             return False
         reads = ReadCollector(parsed.imports)
-        for assign, value, method, owner in _assignments(parsed.module, name):
+        for assign, value, method, owner in facts.assignments.get(name, ()):
             if method is None or owner is None:
                 return False  # on another object, or outside a method we can place
             assigned = True
@@ -126,12 +127,54 @@ def _refreshed(name: str, files: Files) -> bool:
     return True
 
 
-def _assignments(
-    module: cst.Module, name: str
-) -> List[Tuple[cst.CSTNode, Optional[cst.BaseExpression], Optional[cst.FunctionDef], Optional[cst.ClassDef]]]:
-    """(assignment, value, method, class) for every assignment of `<x>.name`: method and class are
-    None unless it is `self.name` in a method of a class (not nested deeper)."""
-    out: list = []
+_Assignment = Tuple[cst.CSTNode, Optional[cst.BaseExpression], Optional[cst.FunctionDef], Optional[cst.ClassDef]]
+
+
+class _Facts:
+    """What one module does to attributes, gathered in one walk."""
+
+    def __init__(self, module: cst.Module) -> None:
+        self.assignments = _assignments(module)
+        self.unfollowed: Set[str] = set()  # set by `setattr(x, "name", v)` or removed by `del x.name`
+        self.computed_setattr = False  # `setattr(x, name, v)` with a name we cannot read
+        self.base_words: Set[str] = set()  # names and strings in the bases of every class
+        for node in walk(module):
+            if isinstance(node, cst.Call) and isinstance(node.func, cst.Name) and node.func.value == "setattr":
+                named = node.args[1].value if len(node.args) > 1 else None
+                if isinstance(named, cst.SimpleString) and isinstance(named.evaluated_value, str):
+                    self.unfollowed.add(named.evaluated_value)
+                else:
+                    self.computed_setattr = True
+            elif isinstance(node, cst.Del):
+                self.unfollowed |= {n.attr.value for n in walk(node) if isinstance(n, cst.Attribute)}
+            elif isinstance(node, cst.ClassDef):
+                for base in node.bases:
+                    for n in walk(base.value):
+                        if isinstance(n, cst.Name):
+                            self.base_words.add(n.value)
+                        elif isinstance(n, cst.SimpleString):
+                            self.base_words.add(n.value)
+
+
+_FACTS: Dict[int, Tuple[cst.Module, _Facts]] = {}
+MAX_REMEMBERED = 64
+
+
+def _facts(module: cst.Module) -> _Facts:
+    known = _FACTS.get(id(module))
+    if known is not None and known[0] is module:
+        return known[1]
+    if len(_FACTS) >= MAX_REMEMBERED:
+        _FACTS.clear()
+    found = _Facts(module)
+    _FACTS[id(module)] = (module, found)
+    return found
+
+
+def _assignments(module: cst.Module) -> Dict[str, List[_Assignment]]:
+    """(assignment, value, method, class) for every assignment of `<x>.name`, by name: method and
+    class are None unless it is `self.name` in a method of a class (not nested deeper)."""
+    out: Dict[str, List[_Assignment]] = {}
     stack: List[Tuple[cst.CSTNode, Optional[cst.FunctionDef], Optional[cst.ClassDef]]] = [(module, None, None)]
     while stack:
         node, method, owner = stack.pop()
@@ -148,26 +191,12 @@ def _assignments(
             targets = [t.target for t in node.targets] if isinstance(node, cst.Assign) else [node.target]
             for target in targets:
                 for element in walk(target):
-                    if isinstance(element, cst.Attribute) and element.attr.value == name:
+                    if isinstance(element, cst.Attribute):
                         on_self = isinstance(element.value, cst.Name) and element.value.value == "self"
                         where = (method, owner) if on_self else (None, None)
-                        out.append((node, node.value, where[0], where[1]))
+                        out.setdefault(element.attr.value, []).append((node, node.value, where[0], where[1]))
         stack.extend((child, method, owner) for child in children(node))
     return out
-
-
-def _setattr_named(module: cst.Module, name: str) -> bool:
-    """`setattr(obj, "name", v)` (or with a computed name), or `del x.name`, anywhere: set where
-    we do not follow it."""
-    for node in walk(module):
-        if isinstance(node, cst.Call) and isinstance(node.func, cst.Name) and node.func.value == "setattr":
-            named = node.args[1].value if len(node.args) > 1 else None
-            if not isinstance(named, cst.SimpleString) or named.evaluated_value == name:
-                return True  # setattr(obj, "name", v), or a name we cannot read
-        if isinstance(node, cst.Del):
-            if any(isinstance(n, cst.Attribute) and n.attr.value == name for n in walk(node)):
-                return True
-    return False
 
 
 def _mentions_self_attribute(value: Optional[cst.BaseExpression], name: str) -> bool:
@@ -192,15 +221,9 @@ def _subclassed(class_name: str, files: Files) -> bool:
     if found is None:
         return True
     for parsed in found:
-        for node in walk(parsed.module):
-            if isinstance(node, cst.ClassDef):
-                for base in node.bases:
-                    if any(
-                        (isinstance(n, cst.Name) and n.value == class_name)
-                        or (isinstance(n, cst.SimpleString) and class_name in n.value)
-                        for n in walk(base.value)
-                    ):
-                        return True  # `DIEN`, `models.DIEN`, `mixin(DIEN)`
+        words = _facts(parsed.module).base_words
+        if class_name in words or any(class_name in w for w in words if w[:1] in "\"'"):
+            return True  # `DIEN`, `models.DIEN`, `mixin(DIEN)`, `"DIEN"`
     return False
 
 

@@ -45,11 +45,11 @@ from gradlint.analysis.call_sites import CallSite, CallSiteIndex, ParsedFile
 from gradlint.analysis.defuse import Definition, join_classes, plain_params
 from gradlint.analysis.forward_state import forward_calls, refreshed_attributes
 from gradlint.analysis.graph_scope import Scope
-from gradlint.analysis.helpers import own_nodes, stores_history_on_self
+from gradlint.analysis.helpers import detaching_functions, own_nodes, stores_history_on_self
 from gradlint.analysis.inherited import Inheritance, inherited_calls
 from gradlint.analysis.names import ImportMap, dotted
 from gradlint.analysis.outliving import OpaqueCalls
-from gradlint.analysis.returns import history_free_imports, history_free_locals
+from gradlint.analysis.returns import history_free_imports, history_free_locals, overridden_methods
 from gradlint.analysis.reads import INERT, LEAF, is_false, is_true, key_of, param_names
 from gradlint.analysis.retained import GraphAnalysis
 from gradlint.analysis.tree import SCOPES, block_statements, children, walk
@@ -83,10 +83,15 @@ class RetainProver:
         self.backward_functions = backward_functions
         self.project_root = project_root
         self.walkers: List[OpaqueCalls] = [OpaqueCalls(imports, path, project_root)]
+        self.index = CallSiteIndex(path, module, imports, project_root)
         history_free = history_free_imports(module, imports, self.walkers[0])
         history_free |= history_free_locals(module, imports, history_free)
-        self.analysis = GraphAnalysis(module, imports, backward_functions, holders, self.walkers[0], history_free)
-        self.index = CallSiteIndex(path, module, imports, project_root)
+        overridden = overridden_methods(
+            module, history_free | detaching_functions(module, imports), self.index.files_mentioning
+        )
+        self.analysis = GraphAnalysis(
+            module, imports, backward_functions, holders, self.walkers[0], history_free - overridden, overridden
+        )
         self.inheritance = Inheritance(self.index.here, project_root)
         self._analyses: Dict[str, GraphAnalysis] = {}
         self._owners: Dict[str, Dict[cst.FunctionDef, cst.ClassDef]] = {}

@@ -14,18 +14,18 @@ The same flow-sensitive proof applies to the module's own functions and methods
 
 from __future__ import annotations
 
-from typing import Dict, FrozenSet, Iterator, List, Optional, Set
+from typing import Callable, Dict, FrozenSet, Iterator, List, Optional, Set
 
 import libcst as cst
 
-from gradlint.analysis.call_sites import load_file
+from gradlint.analysis.call_sites import ParsedFile, load_file
 from gradlint.analysis.defuse import Definition
 from gradlint.analysis.helpers import own_nodes
 from gradlint.analysis.names import ImportMap
 from gradlint.analysis.outliving import OpaqueCalls
 from gradlint.analysis.reads import INERT
 from gradlint.analysis.retained import GraphAnalysis
-from gradlint.analysis.tree import walk
+from gradlint.analysis.tree import block_statements, walk
 
 MAX_FUNCTIONS = 20  # imported functions looked into per file
 
@@ -102,6 +102,32 @@ def history_free_locals(module: cst.Module, imports: ImportMap, known: FrozenSet
         return frozenset(fn.name.value for fn in candidates if _returns_no_history(analysis, fn))
     except RecursionError:
         return frozenset()
+
+
+def overridden_methods(
+    module: cst.Module, names: FrozenSet[str], files: Callable[[str], Optional[List[ParsedFile]]]
+) -> FrozenSet[str]:
+    """Those of `names` that are methods of a class here and that another project file defines
+    too (an override in a subclass, which `self.m(...)` runs instead), or whose files we cannot
+    read: their results are not known to be data."""
+    methods = {
+        stmt.name.value
+        for node in walk(module)
+        if isinstance(node, cst.ClassDef)
+        for stmt in block_statements(node.body)
+        if isinstance(stmt, cst.FunctionDef)
+    }
+    out: Set[str] = set()
+    for name in sorted(names & methods):
+        found = files(name)
+        if found is None or any(
+            isinstance(node, cst.FunctionDef) and node.name.value == name
+            for parsed in found
+            if parsed.module is not module
+            for node in walk(parsed.module)
+        ):
+            out.add(name)
+    return frozenset(out)
 
 
 def _plain_decorators(fn: cst.FunctionDef) -> bool:
