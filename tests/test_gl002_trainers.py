@@ -242,6 +242,13 @@ CLEAN_FORWARD_STATE = {
     def attach(model, extra):
         model.aux_loss = extra
     """,
+    # A project class defines its own `train()`: `model = self.train()` may not be the module.
+    "aux_loss_model_from_an_overridden_train": _aux() + """
+    class Switchable(nn.Module):
+        def train(self, mode=True):
+            for child in self.children():
+                child.train(mode)
+    """,
     # A subclass may skip the forward that sets it.
     "aux_loss_forward_overridden_conditionally": _aux() + """
     class Gated(WithAux):

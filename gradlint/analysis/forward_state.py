@@ -37,9 +37,18 @@ _RETURNS_SELF = frozenset({
 Files = Callable[[str], Optional[List[ParsedFile]]]
 
 
-def forward_calls(fn: cst.FunctionDef) -> List[cst.Call]:
-    """Calls in method `fn` (outside nested functions) that run the forward of `self`."""
-    aliases = _self_aliases(fn)
+def forward_calls(fn: cst.FunctionDef, files: Files) -> List[cst.Call]:
+    """Calls in method `fn` (outside nested functions) that run the forward of `self`: `self(x)`,
+    `self.forward(x)`, and calls of names bound only to `self` or `self.train()` (nn.Module methods
+    that return the module, unless a project class defines a method of that name: an override may
+    return something else, or nothing)."""
+    used = {
+        node.func.attr.value
+        for node in walk(fn.body, SCOPES)
+        if isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute) and node.func.attr.value in _RETURNS_SELF
+    }
+    returning_self = frozenset(name for name in used if not _defined_in_a_class(name, files))
+    aliases = _self_aliases(fn, returning_self)
     out: List[cst.Call] = []
     for node in walk(fn.body, SCOPES):
         if not isinstance(node, cst.Call):
@@ -52,7 +61,12 @@ def forward_calls(fn: cst.FunctionDef) -> List[cst.Call]:
     return out
 
 
-def _self_aliases(fn: cst.FunctionDef) -> Set[str]:
+def _defined_in_a_class(name: str, files: Files) -> bool:
+    found = files(name)
+    return found is None or any(name in _facts(parsed.module).method_names for parsed in found)
+
+
+def _self_aliases(fn: cst.FunctionDef, returning_self: FrozenSet[str]) -> Set[str]:
     """Names every binding of which in `fn` is `self` or `self.train()` (and the like)."""
     bound: Dict[str, bool] = {}
     params = set(param_names(fn))
@@ -71,15 +85,15 @@ def _self_aliases(fn: cst.FunctionDef) -> Set[str]:
             for name in walk(target):
                 if isinstance(name, cst.Name):
                     single = isinstance(target, cst.Name)
-                    bound[name.value] = bound.get(name.value, True) and single and _is_self(value)
+                    bound[name.value] = bound.get(name.value, True) and single and _is_self(value, returning_self)
     return {name for name, ok in bound.items() if ok and name not in params and name != "self"}
 
 
-def _is_self(value: Optional[cst.BaseExpression]) -> bool:
+def _is_self(value: Optional[cst.BaseExpression], returning_self: FrozenSet[str]) -> bool:
     if isinstance(value, cst.Name):
         return value.value == "self"
     if isinstance(value, cst.Call) and isinstance(value.func, cst.Attribute):
-        return value.func.attr.value in _RETURNS_SELF and _is_self(value.func.value)
+        return value.func.attr.value in returning_self and _is_self(value.func.value, returning_self)
     return False
 
 
@@ -138,6 +152,7 @@ class _Facts:
         self.unfollowed: Set[str] = set()  # set by `setattr(x, "name", v)` or removed by `del x.name`
         self.computed_setattr = False  # `setattr(x, name, v)` with a name we cannot read
         self.base_words: Set[str] = set()  # names and strings in the bases of every class
+        self.method_names: Set[str] = set()  # functions defined directly in a class body
         for node in walk(module):
             if isinstance(node, cst.Call) and isinstance(node.func, cst.Name) and node.func.value == "setattr":
                 named = node.args[1].value if len(node.args) > 1 else None
@@ -148,6 +163,9 @@ class _Facts:
             elif isinstance(node, cst.Del):
                 self.unfollowed |= {n.attr.value for n in walk(node) if isinstance(n, cst.Attribute)}
             elif isinstance(node, cst.ClassDef):
+                self.method_names |= {
+                    stmt.name.value for stmt in block_statements(node.body) if isinstance(stmt, cst.FunctionDef)
+                }
                 for base in node.bases:
                     for n in walk(base.value):
                         if isinstance(n, cst.Name):

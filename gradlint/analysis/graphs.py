@@ -169,7 +169,7 @@ class RetainProver:
     def _forward_refreshes(self, fn: cst.FunctionDef, owner: cst.ClassDef) -> Dict[cst.Call, FrozenSet[str]]:
         """Calls in `fn` that run the module's own forward (`model(x)` after `model = self.train()`),
         with the `self.x` attributes `fn` reads that every forward sets afresh (`forward_state`)."""
-        calls = forward_calls(fn)
+        calls = forward_calls(fn, self.index.files_mentioning)
         if not calls or "__call__" in class_methods(owner) or not self.inheritance.derives_from(owner, "Module"):
             return {}
         assigned = assigned_attributes(fn)
