@@ -178,7 +178,7 @@ _AUX_MODEL = """
     import torch.nn.functional as F
     from torch import nn
 
-    class Base(nn.Module):
+    {prelude}class Base({base}):
         def __init__(self):
             super().__init__()
             self.layer = nn.Linear(4, 1)
@@ -211,7 +211,7 @@ _AUX_MODEL = """
 
 _AUX_DEFAULTS = dict(
     init="torch.zeros(1)", store="aux * weight", model="self.train()", before="", aux="self.aux_loss",
-    add="self.add_aux(h.pow(2).mean(), 0.1)", mark="",
+    add="self.add_aux(h.pow(2).mean(), 0.1)", mark="", prelude="", base="nn.Module",
 )
 
 
@@ -242,13 +242,12 @@ CLEAN_FORWARD_STATE = {
     def attach(model, extra):
         model.aux_loss = extra
     """,
-    # A project class defines its own `train()`: `model = self.train()` may not be the module.
-    "aux_loss_model_from_an_overridden_train": _aux() + """
-    class Switchable(nn.Module):
-        def train(self, mode=True):
-            for child in self.children():
-                child.train(mode)
-    """,
+    # A base class defines its own `train()`: `model = self.train()` may not be the module.
+    "aux_loss_model_from_an_overridden_train": _aux(
+        base="Switchable",
+        prelude="class Switchable(nn.Module):\n        def train(self, mode=True):\n"
+        "            for child in self.children():\n                child.train(mode)\n\n    ",
+    ),
     # A subclass may skip the forward that sets it.
     "aux_loss_forward_overridden_conditionally": _aux() + """
     class Gated(WithAux):

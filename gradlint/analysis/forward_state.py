@@ -37,17 +37,17 @@ _RETURNS_SELF = frozenset({
 Files = Callable[[str], Optional[List[ParsedFile]]]
 
 
-def forward_calls(fn: cst.FunctionDef, files: Files) -> List[cst.Call]:
+def forward_calls(fn: cst.FunctionDef, overridden: Callable[[str], bool]) -> List[cst.Call]:
     """Calls in method `fn` (outside nested functions) that run the forward of `self`: `self(x)`,
     `self.forward(x)`, and calls of names bound only to `self` or `self.train()` (nn.Module methods
-    that return the module, unless a project class defines a method of that name: an override may
-    return something else, or nothing)."""
+    that return the module, unless `overridden(name)`: the class defines its own, which may return
+    something else, or nothing)."""
     used = {
         node.func.attr.value
         for node in walk(fn.body, SCOPES)
         if isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute) and node.func.attr.value in _RETURNS_SELF
     }
-    returning_self = frozenset(name for name in used if not _defined_in_a_class(name, files))
+    returning_self = frozenset(name for name in used if not overridden(name))
     aliases = _self_aliases(fn, returning_self)
     out: List[cst.Call] = []
     for node in walk(fn.body, SCOPES):
@@ -59,11 +59,6 @@ def forward_calls(fn: cst.FunctionDef, files: Files) -> List[cst.Call]:
         if isinstance(func, cst.Name) and (func.value == "self" or func.value in aliases):
             out.append(node)
     return out
-
-
-def _defined_in_a_class(name: str, files: Files) -> bool:
-    found = files(name)
-    return found is None or any(name in _facts(parsed.module).method_names for parsed in found)
 
 
 def _self_aliases(fn: cst.FunctionDef, returning_self: FrozenSet[str]) -> Set[str]:
@@ -97,12 +92,22 @@ def _is_self(value: Optional[cst.BaseExpression], returning_self: FrozenSet[str]
     return False
 
 
-def refreshed_attributes(names: Set[str], files: Files) -> FrozenSet[str]:
-    """The attribute names (without `self.`) that every forward call sets afresh, as above."""
-    return frozenset(name for name in sorted(names) if _refreshed(name, files))
+def refreshed_attributes(names: Set[str], here: ParsedFile, files: Files) -> FrozenSet[str]:
+    """The attribute names (without `self.`) that every forward call sets afresh, as above; the
+    linted file (`here`) is read first, so that an attribute it already rules out (`self.device =
+    device`, set in `compile()`) costs no search of the project."""
+
+    def only_here(_: str) -> Optional[List[ParsedFile]]:
+        return [here]
+
+    return frozenset(
+        name for name in sorted(names) if _refreshed(name, only_here, partial=True) and _refreshed(name, files)
+    )
 
 
-def _refreshed(name: str, files: Files) -> bool:
+def _refreshed(name: str, files: Files, partial: bool = False) -> bool:
+    """`partial`: `files` gives only some of the files naming it; say False only for what they
+    rule out (not for an assignment found nowhere)."""
     found = files(name)
     if not found:
         return False
@@ -130,7 +135,7 @@ def _refreshed(name: str, files: Files) -> bool:
                 setters.add(("forward", owner.name.value))
             else:
                 setters.add((method.name.value, owner.name.value))
-    if not assigned:
+    if not assigned and not partial:
         return False  # a method, or an attribute set where we do not see it
     for method_name, owner_name in setters:
         if method_name == "forward":
@@ -152,7 +157,6 @@ class _Facts:
         self.unfollowed: Set[str] = set()  # set by `setattr(x, "name", v)` or removed by `del x.name`
         self.computed_setattr = False  # `setattr(x, name, v)` with a name we cannot read
         self.base_words: Set[str] = set()  # names and strings in the bases of every class
-        self.method_names: Set[str] = set()  # functions defined directly in a class body
         for node in walk(module):
             if isinstance(node, cst.Call) and isinstance(node.func, cst.Name) and node.func.value == "setattr":
                 named = node.args[1].value if len(node.args) > 1 else None
@@ -163,9 +167,6 @@ class _Facts:
             elif isinstance(node, cst.Del):
                 self.unfollowed |= {n.attr.value for n in walk(node) if isinstance(n, cst.Attribute)}
             elif isinstance(node, cst.ClassDef):
-                self.method_names |= {
-                    stmt.name.value for stmt in block_statements(node.body) if isinstance(stmt, cst.FunctionDef)
-                }
                 for base in node.bases:
                     for n in walk(base.value):
                         if isinstance(n, cst.Name):

@@ -131,7 +131,7 @@ class RetainProver:
                 return True
         if owner is not None:
             configured = self._constructor_attributes(owner)
-            refreshing = self._forward_refreshes(fn, owner)
+            refreshing = self._forward_refreshes(fn, owner, scope.loops_around(stmt))
             if configured or refreshing:
                 known = analysis.build_scope(fn, block_statements(fn.body), param_names(fn), scope.outer)
                 known.known_params = dict(self._summary(fn, owner, 0))
@@ -166,21 +166,27 @@ class RetainProver:
                 out[key] = klass
         return out
 
-    def _forward_refreshes(self, fn: cst.FunctionDef, owner: cst.ClassDef) -> Dict[cst.Call, FrozenSet[str]]:
+    def _forward_refreshes(
+        self, fn: cst.FunctionDef, owner: cst.ClassDef, loops: list
+    ) -> Dict[cst.Call, FrozenSet[str]]:
         """Calls in `fn` that run the module's own forward (`model(x)` after `model = self.train()`),
-        with the `self.x` attributes `fn` reads that every forward sets afresh (`forward_state`)."""
-        calls = forward_calls(fn, self.index.files_mentioning)
+        with the `self.x` attributes that the loops around the backward (`loops`) read, that `fn`
+        does not assign and that every forward sets afresh (`forward_state`)."""
+        if not loops:
+            return {}  # only what a loop carries into the next iteration is in question
+        calls = forward_calls(fn, lambda name: self.inheritance.defines(owner, name))
         if not calls or "__call__" in class_methods(owner) or not self.inheritance.derives_from(owner, "Module"):
             return {}
         assigned = assigned_attributes(fn)
+        methods = class_methods(owner)
         read = {
             text.split(".")[1]
-            for node in walk(fn.body, SCOPES)
+            for node in walk(loops[0].body, SCOPES)
             if isinstance(node, cst.Attribute)
             for text in [dotted(node)]
             if text is not None and text.count(".") == 1 and text.startswith("self.") and text not in assigned
-        }
-        fresh = refreshed_attributes(read, self.index.files_mentioning)
+        } - set(methods)
+        fresh = refreshed_attributes(read, self.index.here, self.index.files_mentioning)
         if not fresh:
             return {}
         keys = frozenset(f"self.{name}" for name in fresh)
