@@ -99,9 +99,21 @@ def history_free_locals(module: cst.Module, imports: ImportMap, known: FrozenSet
         return frozenset()
     try:
         analysis = GraphAnalysis(module, imports, (), set(), extra_detaching=known)
-        return frozenset(fn.name.value for fn in candidates if _returns_no_history(analysis, fn))
+        return frozenset(
+            fn.name.value
+            for fn in candidates
+            if _returns_no_history(analysis, fn) and not _builds_objects(analysis, fn)
+        )
     except RecursionError:
         return frozenset()
+
+
+def _builds_objects(analysis: GraphAnalysis, fn: cst.FunctionDef) -> bool:
+    """Does a `return` of `fn` read a constructor (`return Net(cfg)`)? A factory of modules is not
+    a source of data (its result is called), as `helpers.detaching_functions` holds too."""
+    return any(
+        isinstance(node, cst.Return) and analysis.reads.reads(node.value).ctors for node in own_nodes(fn)
+    )
 
 
 def overridden_methods(
