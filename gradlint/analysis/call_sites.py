@@ -160,6 +160,10 @@ class CallSiteIndex:
             self._parsed[path] = load_file(path)
         return self._parsed[path]
 
+    def files_mentioning(self, name: str) -> Optional[List[ParsedFile]]:
+        """The linted file and every project file whose text names `name` (None: cannot tell)."""
+        return self._files_mentioning(name)
+
     def _files_mentioning(self, name: str) -> Optional[List[ParsedFile]]:
         """The linted file and every project file whose text names `name`; None when a file that
         names it cannot be read or there are too many to read."""

@@ -93,6 +93,7 @@ class ScopeView(Protocol):
     defs_at: Dict[cst.CSTNode, List[Definition]]
     later_calls: Dict[cst.CSTNode, List[Later]]
     container_collections: Set[str]
+    refreshing: Dict[cst.Call, FrozenSet[str]]
 
     @property
     def outer(self) -> Optional["ScopeView"]: ...

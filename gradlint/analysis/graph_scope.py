@@ -9,7 +9,7 @@ towards GRAPH, i.e. towards silence.
 
 from __future__ import annotations
 
-from typing import Dict, Iterable, List, Optional, Set, Tuple
+from typing import Dict, FrozenSet, Iterable, List, Optional, Set, Tuple
 
 import libcst as cst
 
@@ -86,6 +86,9 @@ class Scope:
         # every call site fills with data, `self.x` attributes every method fills with data.
         self.known_params: Dict[str, str] = {}
         self.known_attributes: Dict[str, str] = {}
+        # Calls that run `self`'s forward, with the `self.x` attributes every forward sets afresh
+        # (`forward_state`): read after such a call, they hold nothing of an earlier iteration.
+        self.refreshing: Dict[cst.Call, FrozenSet[str]] = {}
         self.loop_carry = LoopCarry(self)
         self._library: Dict[str, bool] = {}
         self._index_block(body, None, "body", no_grad=False, loop=None)

@@ -43,12 +43,13 @@ from gradlint.analysis.attribute_flow import (
 from gradlint.analysis.backward import BackwardCall, backward_call, unknown_arguments
 from gradlint.analysis.call_sites import CallSite, CallSiteIndex, ParsedFile
 from gradlint.analysis.defuse import Definition, join_classes, plain_params
+from gradlint.analysis.forward_state import forward_calls, refreshed_attributes
 from gradlint.analysis.graph_scope import Scope
-from gradlint.analysis.helpers import own_nodes, stores_history_on_self
+from gradlint.analysis.helpers import detaching_functions, own_nodes, stores_history_on_self
 from gradlint.analysis.inherited import Inheritance, inherited_calls
 from gradlint.analysis.names import ImportMap, dotted
 from gradlint.analysis.outliving import OpaqueCalls
-from gradlint.analysis.returns import history_free_imports
+from gradlint.analysis.returns import history_free_imports, history_free_locals, overridden_methods
 from gradlint.analysis.reads import INERT, LEAF, is_false, is_true, key_of, param_names
 from gradlint.analysis.retained import GraphAnalysis
 from gradlint.analysis.tree import SCOPES, block_statements, children, walk
@@ -82,9 +83,15 @@ class RetainProver:
         self.backward_functions = backward_functions
         self.project_root = project_root
         self.walkers: List[OpaqueCalls] = [OpaqueCalls(imports, path, project_root)]
-        history_free = history_free_imports(module, imports, self.walkers[0])
-        self.analysis = GraphAnalysis(module, imports, backward_functions, holders, self.walkers[0], history_free)
         self.index = CallSiteIndex(path, module, imports, project_root)
+        history_free = history_free_imports(module, imports, self.walkers[0])
+        history_free |= history_free_locals(module, imports, history_free)
+        overridden = overridden_methods(
+            module, history_free | detaching_functions(module, imports), self.index.files_mentioning
+        )
+        self.analysis = GraphAnalysis(
+            module, imports, backward_functions, holders, self.walkers[0], history_free - overridden, overridden
+        )
         self.inheritance = Inheritance(self.index.here, project_root)
         self._analyses: Dict[str, GraphAnalysis] = {}
         self._owners: Dict[str, Dict[cst.FunctionDef, cst.ClassDef]] = {}
@@ -124,10 +131,12 @@ class RetainProver:
                 return True
         if owner is not None:
             configured = self._constructor_attributes(owner)
-            if configured:
+            refreshing = self._forward_refreshes(fn, owner, scope.loops_around(stmt))
+            if configured or refreshing:
                 known = analysis.build_scope(fn, block_statements(fn.body), param_names(fn), scope.outer)
                 known.known_params = dict(self._summary(fn, owner, 0))
                 known.known_attributes = configured
+                known.refreshing = refreshing
                 if not _held_elsewhere(backward.tensor, known) and analysis.unused_after(
                     known, stmt, backward.node, root_keys, manual=manual
                 ):
@@ -156,6 +165,32 @@ class RetainProver:
             if klass in (INERT, LEAF):
                 out[key] = klass
         return out
+
+    def _forward_refreshes(
+        self, fn: cst.FunctionDef, owner: cst.ClassDef, loops: list
+    ) -> Dict[cst.Call, FrozenSet[str]]:
+        """Calls in `fn` that run the module's own forward (`model(x)` after `model = self.train()`),
+        with the `self.x` attributes that the loops around the backward (`loops`) read, that `fn`
+        does not assign and that every forward sets afresh (`forward_state`)."""
+        if not loops:
+            return {}  # only what a loop carries into the next iteration is in question
+        calls = forward_calls(fn, lambda name: self.inheritance.defines(owner, name))
+        if not calls or "__call__" in class_methods(owner) or not self.inheritance.derives_from(owner, "Module"):
+            return {}
+        assigned = assigned_attributes(fn)
+        methods = class_methods(owner)
+        read = {
+            text.split(".")[1]
+            for node in walk(loops[0].body, SCOPES)
+            if isinstance(node, cst.Attribute)
+            for text in [dotted(node)]
+            if text is not None and text.count(".") == 1 and text.startswith("self.") and text not in assigned
+        } - set(methods)
+        fresh = refreshed_attributes(read, self.index.here, self.index.files_mentioning)
+        if not fresh:
+            return {}
+        keys = frozenset(f"self.{name}" for name in fresh)
+        return {call: keys for call in calls}
 
     # -- a retain whose root is a parameter ----------------------------------------------------
     def _parameter_rooted(

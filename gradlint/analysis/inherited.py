@@ -39,6 +39,24 @@ class Inheritance:
         """Could `self.name(...)`, called in `owner` (of the linted file), run a backward?"""
         return self._inherited((owner, self.here), name, 0, set())
 
+    def defines(self, owner: cst.ClassDef, name: str) -> bool:
+        """Does the class (of the linted file) or one of its project bases define method `name`,
+        or has it a base we cannot read (which may)? torch's bases do not count."""
+        return name in class_methods(owner) or self._defined((owner, self.here), name, 0)
+
+    def _defined(self, cls: _Class, name: str, depth: int) -> bool:
+        if depth > MAX_DEPTH:
+            return True
+        for base in cls[0].bases:
+            if base.keyword is not None:
+                continue
+            found = self._resolve(base.value, cls[1])
+            if found == "torch":
+                continue
+            if found is None or name in class_methods(found[0]) or self._defined(found, name, depth + 1):
+                return True
+        return False
+
     def derives_from(self, owner: cst.ClassDef, base_name: str) -> bool:
         """Does the class derive from a class named `base_name` (`LightningModule`), directly or
         through bases in this file or in project modules?"""

@@ -154,7 +154,7 @@ class LoopCarry:
     def _carried_statement(self, stmt: cst.CSTNode, assigned: Set[str], carried: Set[str]) -> Set[str]:
         if isinstance(stmt, (cst.SimpleStatementLine,)):
             for small in stmt.body:
-                assigned = self._carried_small(small, assigned, carried)
+                assigned = self._carried_small(small, assigned, carried) | self._refreshed(small)
             return assigned
         if isinstance(stmt, cst.BaseSmallStatement):
             return self._carried_small(stmt, assigned, carried)
@@ -233,6 +233,16 @@ class LoopCarry:
         if isinstance(value, cst.BaseExpression):
             self._read(value, assigned, carried)
         return assigned
+
+    def _refreshed(self, small: cst.BaseSmallStatement) -> Set[str]:
+        """`self.x` attributes a call of `self`'s forward in the statement sets afresh."""
+        refreshing = self.scope.refreshing
+        if not refreshing:
+            return set()
+        out: Set[str] = set()
+        for call in calls_outside_nested(small):
+            out |= refreshing.get(call, frozenset())
+        return out
 
     def _read_target_bases(self, target: cst.BaseExpression, assigned: Set[str], carried: Set[str]) -> None:
         """`x[i] = v` updates x in place: a later read of x sees the old value plus v."""

@@ -53,18 +53,21 @@ class GraphAnalysis:
     def __init__(self, module: cst.Module, imports: ImportMap, backward_functions: Tuple[str, ...] = (),
                  only: Optional[Set[cst.CSTNode]] = None,
                  walker: Optional[Callable[[cst.Call], bool]] = None,
-                 extra_detaching: FrozenSet[str] = frozenset()) -> None:
+                 extra_detaching: FrozenSet[str] = frozenset(),
+                 not_detaching: FrozenSet[str] = frozenset()) -> None:
         """`only`: build the scopes of just these functions and classes (and the module's); the
         others hold nothing GL002 asks about, and no scope reads another but the module's.
         `walker`: which imported functions may run a backward on what they are given (default:
         every one but torch's and data packages'). `extra_detaching`: imported names of project
-        functions known to return values without history."""
+        functions known to return values without history; `not_detaching`: names whose calls may
+        reach another definition (a method a subclass elsewhere overrides)."""
         self.only = only
         self.may_walk: Callable[[cst.Call], bool] = walker or (lambda call: opaque_walker(call, imports))
         self.module = module
         self.imports = imports
         detaching = detaching_functions(module, imports)
         detaching |= detaching_instances(module, imports, detaching) | frozenset(extra_detaching)
+        detaching -= frozenset(not_detaching)
         self.reads = ReadCollector(imports, detaching, pure_functions(module, imports, detaching))
         self.reads.shadowed = shadowed_builtins(module)
         self.reads.stateful = stateful_instances(module, self.reads)

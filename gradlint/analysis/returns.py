@@ -6,21 +6,26 @@ itself proves history-free (detached, computed under `torch.no_grad()`, moved of
 `.detach()`), the results are data like a loader's batch, and a loop that reuses them is not carrying
 a graph. The function is analysed in its own module with its parameters unknown, so anything it
 returns that depends on what the caller passes stays a possible graph.
+
+The same flow-sensitive proof applies to the module's own functions and methods
+(`history_free_locals`): `self.random_crops(self.fake, self.real)` building its crops with
+`torch.tensor(x.data[...])` and returning them returns data, even though its arguments are graphs.
 """
 
 from __future__ import annotations
 
-from typing import Dict, FrozenSet, Optional, Set
+from typing import Callable, Dict, FrozenSet, Iterator, List, Optional, Set
 
 import libcst as cst
 
-from gradlint.analysis.call_sites import load_file
+from gradlint.analysis.call_sites import ParsedFile, load_file
 from gradlint.analysis.defuse import Definition
 from gradlint.analysis.helpers import own_nodes
 from gradlint.analysis.names import ImportMap
 from gradlint.analysis.outliving import OpaqueCalls
 from gradlint.analysis.reads import INERT
 from gradlint.analysis.retained import GraphAnalysis
+from gradlint.analysis.tree import block_statements, walk
 
 MAX_FUNCTIONS = 20  # imported functions looked into per file
 
@@ -62,6 +67,88 @@ def history_free_imports(module: cst.Module, imports: ImportMap, walker: OpaqueC
     return frozenset(found)
 
 
+def history_free_locals(module: cst.Module, imports: ImportMap, known: FrozenSet[str]) -> FrozenSet[str]:
+    """Names of functions and methods of this module, called here, each defined once and
+    undecorated (but for `staticmethod`/`classmethod`), whose every `return` the function proves
+    history-free with its parameters unknown (`known`: imported names already proven so). A name
+    the module also imports or binds otherwise is left out: a call of it may reach something else."""
+    defined: Dict[str, List[cst.FunctionDef]] = {}
+    rebound: Set[str] = set()
+    for node in walk(module):
+        if isinstance(node, cst.FunctionDef):
+            defined.setdefault(node.name.value, []).append(node)
+        elif isinstance(node, (cst.AssignTarget, cst.AnnAssign, cst.AugAssign, cst.For, cst.CompFor, cst.AsName)):
+            target = node.name if isinstance(node, cst.AsName) else node.target
+            rebound |= {n.value for n in walk(target) if isinstance(n, cst.Name)}
+        elif isinstance(node, cst.Param):
+            rebound.add(node.name.value)
+    called: Set[str] = set()
+    for node in _calls(module):
+        func = node.func
+        if isinstance(func, cst.Name):
+            called.add(func.value)
+        elif isinstance(func, cst.Attribute) and isinstance(func.value, cst.Name) and func.value.value == "self":
+            called.add(func.attr.value)
+    candidates = [
+        fns[0]
+        for name, fns in sorted(defined.items())
+        if name in called and len(fns) == 1 and name not in imports.aliases and name not in rebound
+        and _plain_decorators(fns[0])
+    ][:MAX_FUNCTIONS]
+    if not candidates:
+        return frozenset()
+    try:
+        analysis = GraphAnalysis(module, imports, (), set(), extra_detaching=known)
+        return frozenset(
+            fn.name.value
+            for fn in candidates
+            if _returns_no_history(analysis, fn) and not _builds_objects(analysis, fn)
+        )
+    except RecursionError:
+        return frozenset()
+
+
+def _builds_objects(analysis: GraphAnalysis, fn: cst.FunctionDef) -> bool:
+    """Does a `return` of `fn` read a constructor (`return Net(cfg)`)? A factory of modules is not
+    a source of data (its result is called), as `helpers.detaching_functions` holds too."""
+    return any(
+        isinstance(node, cst.Return) and analysis.reads.reads(node.value).ctors for node in own_nodes(fn)
+    )
+
+
+def overridden_methods(
+    module: cst.Module, names: FrozenSet[str], files: Callable[[str], Optional[List[ParsedFile]]]
+) -> FrozenSet[str]:
+    """Those of `names` that are methods of a class here and that another project file defines
+    too (an override in a subclass, which `self.m(...)` runs instead), or whose files we cannot
+    read: their results are not known to be data."""
+    methods = {
+        stmt.name.value
+        for node in walk(module)
+        if isinstance(node, cst.ClassDef)
+        for stmt in block_statements(node.body)
+        if isinstance(stmt, cst.FunctionDef)
+    }
+    out: Set[str] = set()
+    for name in sorted(names & methods):
+        found = files(name)
+        if found is None or any(
+            isinstance(node, cst.FunctionDef) and node.name.value == name
+            for parsed in found
+            if parsed.module is not module
+            for node in walk(parsed.module)
+        ):
+            out.add(name)
+    return frozenset(out)
+
+
+def _plain_decorators(fn: cst.FunctionDef) -> bool:
+    return all(
+        isinstance(d.decorator, cst.Name) and d.decorator.value in ("staticmethod", "classmethod")
+        for d in fn.decorators
+    )
+
+
 def _returns_no_history(analysis: GraphAnalysis, fn: cst.FunctionDef) -> bool:
     scope = analysis.scope_of_chain((fn,))
     values = []
@@ -82,9 +169,7 @@ def _returns_no_history(analysis: GraphAnalysis, fn: cst.FunctionDef) -> bool:
     return True
 
 
-def _calls(module: cst.Module):
-    from gradlint.analysis.tree import walk
-
+def _calls(module: cst.Module) -> Iterator[cst.Call]:
     for node in walk(module):
         if isinstance(node, cst.Call):
             yield node
