@@ -28,15 +28,7 @@ from typing import List, Optional, Tuple, Union
 
 import libcst as cst
 
-# Kinds whose backward without a gradient fails (always, or under the stated condition).
-REPORTED = frozenset({"nonscalar", "batched", "gathered"})
-
-# What each reported kind means for the user, said in the finding.
-CONDITIONS = {
-    "nonscalar": "is not a scalar",
-    "batched": "has one value per sample: fails for any batch larger than 1",
-    "gathered": "holds one loss per GPU (DataParallel gathers them): fails on more than one GPU",
-}
+from gradlint.analysis.shape_conditions import CONDITIONS, REPORTED
 
 
 @dataclass(frozen=True)

@@ -59,8 +59,9 @@ class Needs:
 
 # (per-file analysis Context) -> findings (gradlint.findings.Finding; not imported: findings imports this)
 Check = Callable[[Any], Iterable[Any]]
-# (backward sites a finding covers, cwd) -> (verdict, evidence sentence)
-Judge = Callable[[list, str], Tuple[str, str]]
+# (backward sites a finding covers, cwd, finding=the static finding, obs=the run's Observations)
+# -> (verdict, evidence sentence)
+Judge = Callable[..., Tuple[str, str]]
 # (one backward site, cwd, does a static finding of the rule cover it?) -> runtime-only
 # findings' (message, evidence, severity or None for the rule's)
 Observe = Callable[[Any, str, bool], List[Tuple[str, str, Optional[str]]]]

@@ -8,7 +8,7 @@ the helper that runs it). GAN loops, gradient accumulation and LBFGS closures ha
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterable, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Iterable, List, Optional, Tuple
 
 from gradlint.findings import Finding
 from gradlint.rules import Needs, Rule
@@ -29,7 +29,7 @@ def check(ctx: Context) -> Iterable[Finding]:
 # ------------------------------------------------------------------------------ gradlint run
 
 
-def judge(sites: list, cwd: str) -> Tuple[str, str]:
+def judge(sites: list, cwd: str, finding: Any = None, obs: Any = None) -> Tuple[str, str]:
     """Runtime verdict of a finding from the backward sites it covers: confirmed when a step used
     gradients that still held a backward from before that optimizer's previous step."""
     from gradlint.runtime.judges import CONFIRMED, REFUTED, UNEXERCISED, plural

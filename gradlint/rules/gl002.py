@@ -9,7 +9,7 @@ a `retain_graph=True` added to silence an error that had another cause. The proo
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Iterable, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Iterable, List, Optional, Tuple
 
 from gradlint.findings import Edit, Finding, Fix
 from gradlint.rules import Needs, Rule
@@ -104,7 +104,7 @@ def _own_lines(ctx: Context, arg: cst.Arg, last: bool) -> Optional[Tuple[int, in
 # ------------------------------------------------------------------------------ gradlint run
 
 
-def judge(sites: list, cwd: str) -> Tuple[str, str]:
+def judge(sites: list, cwd: str, finding: Any = None, obs: Any = None) -> Tuple[str, str]:
     """Runtime verdict: confirmed when a graph retained here was never run again, refuted when a
     later backward ran it."""
     from gradlint.runtime.judges import CONFIRMED, REFUTED, UNEXERCISED, plural

@@ -12,7 +12,7 @@ is backpropagated by Lightning and is checked the same way.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterable, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Iterable, List, Optional, Tuple
 
 from gradlint.findings import Edit, Finding, Fix
 from gradlint.rules import Needs, Rule
@@ -79,8 +79,13 @@ def _short(code: str, limit: int = 60) -> str:
 # ------------------------------------------------------------------------------ gradlint run
 
 
-def judge(sites: list, cwd: str) -> Tuple[str, str]:
-    """Runtime verdict: confirmed when the backward ran on a tensor of several elements."""
+def judge(sites: list, cwd: str, finding: Any = None, obs: Any = None) -> Tuple[str, str]:
+    """Runtime verdict: confirmed when the backward ran on a tensor of several elements. A finding
+    whose claim holds only on more than one GPU (a DataParallel gather) is unexercised, not
+    refuted, by a run on fewer GPUs; one whose root always had one element but dimensions ((1,),
+    (1, 1): a batch of one sample) is unexercised too. Refuted: one-element roots otherwise."""
+    from gradlint.analysis.shape_conditions import CONDITIONS
+    from gradlint.runtime.events import ONE_SAMPLE_ROOT
     from gradlint.runtime.judges import CONFIRMED, REFUTED, UNEXERCISED, plural
 
     bad = [s for s in sites if s.nonscalar]
@@ -95,9 +100,19 @@ def judge(sites: list, cwd: str) -> Tuple[str, str]:
             f"({plural(numel, 'element')}) without a gradient"
         )
     calls = sum(s.calls for s in sites)
-    if calls:
-        return REFUTED, f"the backward ran {plural(calls, 'time')}, always on a one-element tensor"
-    return UNEXERCISED, "this code did not run a backward"
+    if not calls:
+        return UNEXERCISED, "this code did not run a backward"
+    message = finding.message if finding is not None else ""
+    gpus = obs.gpus if obs is not None else 0
+    if CONDITIONS["gathered"] in message and gpus < 2:
+        return UNEXERCISED, (f"the backward ran {plural(calls, 'time')} on a one-element tensor, but DataParallel "
+                             f"gathers one loss per GPU only on 2 or more GPUs and this run saw {gpus}")
+    one_sample = sum(s.counts.get(ONE_SAMPLE_ROOT, 0) for s in sites)
+    if one_sample == calls and CONDITIONS["gathered"] not in message:
+        # shapes like (1,) or (1, 1): one value per sample or per element, of which there was one
+        return UNEXERCISED, (f"the backward ran {plural(calls, 'time')}, always on a one-element tensor with "
+                             f"dimensions (a batch of one sample); more elements fail")
+    return REFUTED, f"the backward ran {plural(calls, 'time')}, always on a one-element tensor"
 
 
 def observe(site, cwd: str, covered: bool) -> List[Tuple[str, str, Optional[str]]]:

@@ -29,6 +29,7 @@ PARAM_GRADS = "param_grads"  # backward site: calls that wrote into some optimiz
 CARRIED_REUSE = "carried_reuse"  # backward site: re-ran a graph it retained before an optimizer step
 SECOND_TIME = "second_time_error"  # backward site: raised "backward through the graph a second time"
 SECOND_TIME_AFTER_STEP = "second_time_after_step"  # ... when a step ran since this site's previous call
+ONE_SAMPLE_ROOT = "one_sample_root"  # backward site: one-element roots with dimensions (shape (1,), (1, 1))
 
 
 @dataclass
@@ -140,6 +141,7 @@ class Observations:
     first_error: Optional[str] = None
     ranks: int = 1
     threads: int = 1  # Python threads that ran traced training calls
+    gpus: int = 0  # torch.cuda.device_count() when tracing started (the most over ranks)
 
     def site(self, stack: Stack, kind: str, store: Optional[dict] = None) -> BackwardSite:
         sites = self.sites if store is None else store
@@ -160,6 +162,7 @@ class Observations:
             "first_error": self.first_error,
             "ranks": self.ranks,
             "threads": self.threads,
+            "gpus": self.gpus,
         }
 
     @classmethod
@@ -171,6 +174,7 @@ class Observations:
             first_error=data.get("first_error"),
             ranks=int(data.get("ranks", 1)),
             threads=int(data.get("threads", 1)),
+            gpus=int(data.get("gpus", 0)),
         )
         for raw in data.get("sites", []):
             site = BackwardSite.from_json(raw)
@@ -198,5 +202,6 @@ class Observations:
         self.optimizers.extend(OptimizerStats(**o.__dict__) for o in other.optimizers)
         self.backward_calls += other.backward_calls
         self.steps += other.steps
+        self.gpus = max(self.gpus, other.gpus)
         self.internal_errors += other.internal_errors
         self.first_error = self.first_error or other.first_error

@@ -33,7 +33,7 @@ import traceback
 import weakref
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from gradlint.runtime.events import BackwardSite, Observations, Stack
+from gradlint.runtime.events import ONE_SAMPLE_ROOT, BackwardSite, Observations, Stack
 from gradlint.runtime.frames import CallSites
 from gradlint.runtime.gradstate import GradState
 from gradlint.runtime.observers import Lifecycle
@@ -153,7 +153,16 @@ class Tracer:
             for state in threads:
                 merged.absorb(state.obs)
         merged.threads = max(1, len(busy))
+        merged.gpus = self._gpus()
         return merged
+
+    def _gpus(self) -> int:
+        """GPUs this process sees (what `nn.DataParallel` would replicate over), read after the
+        program ran so a script that narrows CUDA_VISIBLE_DEVICES first is counted as it ran."""
+        try:
+            return int(self.torch.cuda.device_count()) if self.torch is not None else 0
+        except Exception:
+            return 0
 
     # ------------------------------------------------------------------ install / remove
     def start(self) -> "Tracer":
@@ -320,13 +329,18 @@ class Tracer:
         state.obs.backward_calls += 1
 
         # GL003: a root of more than one element without a gradient (torch raises right after).
+        # A one-element root with dimensions ((1,), (1, 1)) is a batch of one sample: it tells
+        # nothing about a root claimed to hold one value per sample.
         for index, root in enumerate(roots):
             grad = grads[index] if index < len(grads) else None
-            if grad is None and isinstance(root, torch.Tensor) and root.numel() != 1:
-                site.nonscalar += 1
-                if site.nonscalar_shape is None:
-                    site.nonscalar_shape = list(root.shape)
-                break
+            if grad is None and isinstance(root, torch.Tensor):
+                if root.numel() != 1:
+                    site.nonscalar += 1
+                    if site.nonscalar_shape is None:
+                        site.nonscalar_shape = list(root.shape)
+                    break
+                if root.dim():
+                    site.bump(ONE_SAMPLE_ROOT)
 
         retain_graph, create_graph = bound.get("retain_graph"), bound.get("create_graph")
         # Only an explicit retain_graph=True is a GL002 question; create_graph keeps the graph for

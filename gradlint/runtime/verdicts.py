@@ -146,7 +146,7 @@ def judge(static: Sequence[Finding], obs: Observations, *, cwd: Optional[str] = 
         sites = index.matching(finding, cwd)
         for site in sites:
             matched.setdefault(finding.code, set()).add(id(site))
-        verdict, evidence = judge_one(sites, cwd)
+        verdict, evidence = judge_one(sites, cwd, finding=finding, obs=obs)
         if obs.ranks > 1:
             evidence += f" (merged over {obs.ranks} ranks)"
         out.append(finding.with_(runtime=verdict, evidence=evidence))
