@@ -15,6 +15,7 @@ from typing import Dict, List, Optional, Tuple, cast
 import libcst as cst
 
 from gradlint.analysis.backward import BackwardCall, backward_call
+from gradlint.analysis.batch_sources import is_loader
 from gradlint.analysis.bindings import assigned_keys, forget, target_keys
 from gradlint.analysis.evaluate import Evaluator
 from gradlint.analysis.names import ImportMap, dotted
@@ -56,15 +57,6 @@ def root_expressions(tensor: cst.BaseExpression) -> List[cst.BaseExpression]:
     """`torch.autograd.backward([a, b])` starts from each element; otherwise from the tensor."""
     items = elements(tensor)
     return items if items is not None else [tensor]
-
-
-def _loader(expr: cst.BaseExpression, env: Env, evaluator: Evaluator) -> bool:
-    """Does iterating `expr` yield batches? (`train_loader`, `self.dataloader`, a DataLoader.)"""
-    text = dotted(expr)
-    if text is not None and "loader" in text.rsplit(".", 1)[-1].lower():
-        return True
-    value = evaluator.value(expr, env)
-    return isinstance(value, Shape) and value.kind == "loader"
 
 
 class Walker:
@@ -171,7 +163,7 @@ class Walker:
             elif last not in _PASS_THROUGH:
                 break
             iterable = iterable.args[0].value
-        if not _loader(iterable, outer, self.evaluator):
+        if not is_loader(iterable, outer, self.evaluator):
             return
         if indexed:
             if not (isinstance(target, (cst.Tuple, cst.List)) and len(target.elements) == 2):
