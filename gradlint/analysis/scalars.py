@@ -35,6 +35,7 @@ from gradlint.analysis.backward import BackwardCall, backward_call, unknown_argu
 from gradlint.analysis.bindings import _ASSIGNED, assigned_keys, definitions, forget
 from gradlint.analysis.evaluate import Evaluator, split_args
 from gradlint.analysis.libraries import add_annotated
+from gradlint.analysis.method_sites import called_method
 from gradlint.analysis.names import ImportMap
 from gradlint.analysis.projectmodules import ModuleInfo, ModuleLoader
 from gradlint.analysis.reads import param_names
@@ -87,6 +88,11 @@ class _CallSites:
             if found is None or found[0] is not self.info or param_names(found[1])[:1] != ["self"]:
                 return
             fn = found[1]
+        elif isinstance(func, cst.Attribute) and not (isinstance(func.value, cst.Name) and func.value.value == "self"):
+            method = called_method(func, env, evaluator, self.info, self.summaries)  # `agent.learn(*batch)`
+            if method is None:
+                return
+            cls, fn = method
         else:
             return
         args = split_args(call)
