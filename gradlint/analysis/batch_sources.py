@@ -17,17 +17,21 @@ a dataset yields single samples, and a list holds whatever was put in it.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Dict, List, Optional
+from typing import Dict, List, Optional, Protocol
 
 import libcst as cst
 
 from gradlint.analysis.names import dotted
 from gradlint.analysis.shapes import DATA, UNKNOWN, Seq, Shape, Value
 
-if TYPE_CHECKING:
-    from gradlint.analysis.evaluate import Evaluator
-
 Env = Dict[str, Value]
+
+
+class Evaluator(Protocol):
+    """What is asked of the expression evaluator (`analysis.evaluate`, which imports this module)."""
+
+    def value(self, expr: cst.BaseExpression, env: Env) -> Value: ...
+
 LOADER = Shape("loader")
 # Methods of an object whose first name says it is an accelerator, which hand their arguments back
 # prepared, in order (`accelerator.prepare(model, optimizer, train_dl)`).
@@ -49,7 +53,7 @@ def _named(expr: cst.BaseExpression) -> Optional[str]:
     return dotted(expr)
 
 
-def is_loader(expr: cst.BaseExpression, env: Env, evaluator: "Evaluator") -> bool:
+def is_loader(expr: cst.BaseExpression, env: Env, evaluator: Evaluator) -> bool:
     """Does iterating `expr` yield batches?"""
     value = evaluator.value(expr, env)
     if isinstance(value, Shape) and value.kind == "loader":
@@ -61,7 +65,7 @@ def is_loader(expr: cst.BaseExpression, env: Env, evaluator: "Evaluator") -> boo
     return value == UNKNOWN and loader_name(text)
 
 
-def builtin_batch(call: cst.Call, env: Env, evaluator: "Evaluator") -> Optional[Value]:
+def builtin_batch(call: cst.Call, env: Env, evaluator: Evaluator) -> Optional[Value]:
     """`iter(source)` is a source; `next(source)` (also `next(it, None)`) is a batch. None: not
     such a call."""
     func = call.func
@@ -74,7 +78,7 @@ def builtin_batch(call: cst.Call, env: Env, evaluator: "Evaluator") -> Optional[
     return LOADER if func.value == "iter" else DATA
 
 
-def prepared(call: cst.Call, env: Env, evaluator: "Evaluator") -> Optional[Value]:
+def prepared(call: cst.Call, env: Env, evaluator: Evaluator) -> Optional[Value]:
     """`accelerator.prepare(model, opt, train_dl)` on an accelerator not otherwise known: the
     loaders come back in their places (the other objects are not followed). None: not such a call."""
     func = call.func
@@ -90,7 +94,7 @@ def prepared(call: cst.Call, env: Env, evaluator: "Evaluator") -> Optional[Value
 
 
 def prepared_items(
-    exprs: List[cst.BaseExpression], values: Optional[List[Value]], env: Env, evaluator: "Evaluator"
+    exprs: List[cst.BaseExpression], values: Optional[List[Value]], env: Env, evaluator: Evaluator
 ) -> List[Value]:
     """What a preparer hands back for each argument: a loader for a loader, else the argument's
     value (`values`, when known) or unknown."""

@@ -15,19 +15,20 @@ from typing import TYPE_CHECKING, Optional, Tuple
 
 import libcst as cst
 
+from gradlint.analysis.evaluate import Evaluator
 from gradlint.analysis.projectmodules import ModuleInfo
 from gradlint.analysis.reads import param_names
 from gradlint.analysis.shapes import UNKNOWN, Instance
 
 if TYPE_CHECKING:
-    from gradlint.analysis.summaries import ClassRef, ProjectEvaluator, Summaries
+    from gradlint.analysis.summaries import ClassRef, Summaries
 
 # Methods Python, torch or a framework call for us: their parameters are filled elsewhere too.
 _IMPLICIT = frozenset({"forward", "__call__", "__init__", "step", "zero_grad", "backward", "closure"})
 
 
 def called_method(
-    func: cst.Attribute, env, evaluator: "ProjectEvaluator", info: ModuleInfo, summaries: "Summaries"
+    func: cst.Attribute, env, evaluator: Evaluator, info: ModuleInfo, summaries: "Summaries"
 ) -> Optional[Tuple["ClassRef", cst.FunctionDef]]:
     """(class, def) of the module's method that `func(...)` calls; None when not known."""
     name = func.attr.value
