@@ -326,3 +326,24 @@ def test_cosine_loss_module_in_another_function_is_per_sample():
                 loss.backward()  # GL003
         """
     )
+
+
+def test_common_container_method_name_is_not_guessed():
+    """`stats.update(x, y)` on an unknown receiver may be a dict's or a meter's update, not the
+    module's only `update` method: its parameters stay unknown."""
+    _check(
+        """
+        class Learner:
+            def __init__(self, model):
+                self.model = model
+
+            def update(self, x, y):
+                loss = (self.model(x) - y) ** 2
+                loss.backward()
+
+
+        def run(stats, loader):
+            for x, y in loader:
+                stats.update(x, y)
+        """
+    )

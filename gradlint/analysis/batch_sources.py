@@ -89,6 +89,8 @@ def prepared(call: cst.Call, env: Env, evaluator: Evaluator) -> Optional[Value]:
         return None
     if any(arg.star or arg.keyword is not None for arg in call.args) or not call.args:
         return None
+    if evaluator.value(func.value, env) != UNKNOWN:
+        return None  # a known accelerator (`analysis.libraries`) or something else
     items = prepared_items([arg.value for arg in call.args], None, env, evaluator)
     return items[0] if len(items) == 1 else Seq(tuple(items))
 

@@ -25,6 +25,12 @@ if TYPE_CHECKING:
 
 # Methods Python, torch or a framework call for us: their parameters are filled elsewhere too.
 _IMPLICIT = frozenset({"forward", "__call__", "__init__", "step", "zero_grad", "backward", "closure"})
+# Names of methods of builtin containers and of every torch module: a call of one on an unknown
+# receiver is as likely `stats.update(...)` or `net.train()` as the module's own method.
+_COMMON = frozenset(
+    "update append extend add get pop copy items keys values clear insert remove setdefault to cuda cpu "
+    "train eval apply parameters state_dict load_state_dict register_buffer half float double".split()
+)
 
 
 def called_method(
@@ -47,7 +53,7 @@ def called_method(
         if found is None or found[0] is not info:
             return None
         method = found[1]
-    elif receiver == UNKNOWN:
+    elif receiver == UNKNOWN and name not in _COMMON:
         owners = [
             (cls, method)
             for cls_name, cls in info.classes.items()
