@@ -347,3 +347,40 @@ def test_common_container_method_name_is_not_guessed():
                 stats.update(x, y)
         """
     )
+
+
+def _project(tmp_path, data_module: str, train: str):
+    (tmp_path / "data.py").write_text(textwrap.dedent(data_module))
+    source = HEADER + textwrap.dedent(train)
+    (tmp_path / "train.py").write_text(source)
+    found = lint(source, str(tmp_path / "train.py"), ["GL003"], root=str(tmp_path), dedent=False)
+    assert sorted(f.line for f in found) == _marked(source), [f.message for f in found]
+
+
+TRAIN_ON_IMPORTED = """
+    from data import make_batches
+
+
+    def train(model, cfg):
+        for x, y in make_batches(cfg):
+            loss = per_sample(model, x, y)
+            loss.backward(){mark}
+"""
+
+
+def test_imported_project_function_returning_a_dataloader(tmp_path):
+    data = """
+        from torch.utils.data import DataLoader
+
+        def make_batches(cfg):
+            return DataLoader(cfg.dataset, batch_size=cfg.batch_size, shuffle=True)
+    """
+    _project(tmp_path, data, TRAIN_ON_IMPORTED.format(mark="  # GL003"))
+
+
+def test_imported_project_function_returning_samples_is_not_a_source(tmp_path):
+    data = """
+        def make_batches(cfg):
+            return [(cfg.x, cfg.y)]
+    """
+    _project(tmp_path, data, TRAIN_ON_IMPORTED.format(mark=""))

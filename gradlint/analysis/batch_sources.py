@@ -5,7 +5,8 @@ not known to hold samples, and GL003 stays silent on it. A source is what the co
 
 - a value built by a `DataLoader(...)` call (`Shape("loader")`), wherever it is bound: a local or
   module name, `self.loader = DataLoader(...)` in `__init__`, or returned by a project function or
-  method (`get_loader(ds)`, `self.train_dataloader()`), and passed through `accelerator.prepare`;
+  method (`get_loader(ds)`, `self.train_dataloader()`, `make_batches(cfg)` imported from another
+  module of the project), and passed through `accelerator.prepare`;
 - a name spelt like a loader when nothing else is known of it: `*loader*` (`train_loader`,
   `self.dataloader`), `dl`, `*_dl` (`train_dl`), or the call of a function so named
   (`build_loader(cfg)`, `self.get_train_dataloader()`);
@@ -58,6 +59,11 @@ def is_loader(expr: cst.BaseExpression, env: Env, evaluator: Evaluator) -> bool:
     value = evaluator.value(expr, env)
     if isinstance(value, Shape) and value.kind == "loader":
         return True
+    if value == UNKNOWN and isinstance(expr, cst.Call):
+        iterated = getattr(evaluator, "iterated", None)  # an imported project function's return
+        returned = iterated(expr, env) if iterated is not None else None
+        if isinstance(returned, Shape) and returned.kind == "loader":
+            return True
     text = _named(expr)
     if text is not None and "loader" in text.rsplit(".", 1)[-1].lower() and not isinstance(expr, cst.Call):
         return True  # `train_loader`, `self.dataloader`: named so, whatever it was built from
