@@ -17,6 +17,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import libcst as cst
 
+from gradlint.analysis.batch_sources import builtin_batch, prepared, prepared_items
 from gradlint.analysis.libraries import Preparer, library_class, preparer
 from gradlint.analysis.names import ImportMap, dotted
 from gradlint.analysis.shapes import (
@@ -279,6 +280,9 @@ class Evaluator(TorchCalls):
             total = self._builtin_sum(args, env)
             if total is not None:
                 return total
+        batch = builtin_batch(call, env, self) or prepared(call, env, self)  # `next(iter(loader))`
+        if batch is not None:
+            return batch
         project = self.project_call(call, args, env)
         if project is not None:
             return project
@@ -379,6 +383,7 @@ class Evaluator(TorchCalls):
         if args.starred or not values:
             return UNKNOWN
         if not fact.gathers:
+            values = prepared_items(args.positional, values, env, self)  # loaders stay loaders
             return values[0] if len(values) == 1 else Seq(tuple(values))
         inner = values[0]
         if isinstance(inner, Instance):

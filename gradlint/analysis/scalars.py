@@ -37,6 +37,7 @@ from gradlint.analysis.backward import BackwardCall, backward_call, unknown_argu
 from gradlint.analysis.bindings import _ASSIGNED, assigned_keys, definitions, forget
 from gradlint.analysis.evaluate import Evaluator, split_args
 from gradlint.analysis.libraries import add_annotated
+from gradlint.analysis.method_sites import called_method
 from gradlint.analysis.names import ImportMap
 from gradlint.analysis.param_sites import WrappedParams
 from gradlint.analysis.projectmodules import ModuleInfo, ModuleLoader
@@ -90,6 +91,11 @@ class _CallSites:
             if found is None or found[0] is not self.info or param_names(found[1])[:1] != ["self"]:
                 return
             fn = found[1]
+        elif isinstance(func, cst.Attribute) and not (isinstance(func.value, cst.Name) and func.value.value == "self"):
+            method = called_method(func, env, evaluator, self.info, self.summaries)  # `agent.learn(*batch)`
+            if method is None:
+                return
+            cls, fn = method
         else:
             return
         args = split_args(call)

@@ -17,6 +17,7 @@ from typing import Dict, List, Optional, Tuple, cast
 import libcst as cst
 
 from gradlint.analysis.backward import BackwardCall, backward_call
+from gradlint.analysis.batch_sources import is_loader
 from gradlint.analysis.bindings import assigned_keys, forget, target_keys
 from gradlint.analysis.evaluate import Evaluator
 from gradlint.analysis.names import ImportMap, dotted
@@ -73,15 +74,6 @@ def _carried_wraps(changed, before: Env, after_body: Env) -> Env:
         if isinstance(value, (Instance, LossFn)) and value.gathered and merge(before.get(key), value) == value:
             carried[key] = value
     return carried
-
-
-def _loader(expr: cst.BaseExpression, env: Env, evaluator: Evaluator) -> bool:
-    """Does iterating `expr` yield batches? (`train_loader`, `self.dataloader`, a DataLoader.)"""
-    text = dotted(expr)
-    if text is not None and "loader" in text.rsplit(".", 1)[-1].lower():
-        return True
-    value = evaluator.value(expr, env)
-    return isinstance(value, Shape) and value.kind == "loader"
 
 
 class Walker:
@@ -235,7 +227,7 @@ class Walker:
             elif last not in _PASS_THROUGH:
                 break
             iterable = iterable.args[0].value
-        if not _loader(iterable, outer, self.evaluator):
+        if not is_loader(iterable, outer, self.evaluator):
             return
         if indexed:
             if not (isinstance(target, (cst.Tuple, cst.List)) and len(target.elements) == 2):

@@ -20,7 +20,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 import libcst as cst
 
 from gradlint.analysis.bindings import assigned_keys, forget
-from gradlint.analysis.evaluate import BUILTINS, CallArgs, Evaluator
+from gradlint.analysis.evaluate import BUILTINS, CallArgs, Evaluator, split_args
 from gradlint.analysis.libraries import add_annotated
 from gradlint.analysis.names import dotted
 from gradlint.analysis.projectmodules import ModuleInfo, ModuleLoader
@@ -408,6 +408,18 @@ class ProjectEvaluator(Evaluator):
         target = self.info.imports.aliases.get(head)
         qualified = f"{target}.{rest}" if target and rest else target
         return qualified is not None and self.summaries.loader.mentions(self.info, qualified, "DataParallel")
+
+    def iterated(self, call: cst.Call, env) -> Optional[Value]:
+        """What a project function called as a loop's iterable returns (`for b in make_batches(cfg)`
+        with `make_batches` imported from the project), looked up even when no argument matters:
+        the DataLoader it builds makes the loop's items batches. None: not known."""
+        if self.light or (isinstance(call.func, cst.Name) and call.func.value in env):
+            return None
+        found = self.summaries.definition(self.info, call.func)
+        if found is None or found[0] != "function":
+            return None
+        _, info, fn = found
+        return self._summary(info, fn, None, call, split_args(call), env)
 
     def _callable(self, ref: ClassRef) -> bool:
         return any(self.summaries.method(ref, name) is not None for name in ("forward", "__call__", "__init__"))

@@ -47,6 +47,11 @@ from gradlint.analysis.shapes import (
 
 Env = Dict[str, Value]
 _BATCH_KINDS = ("output", "batched", "data")
+# Functions of two tensors that reduce one dimension of their broadcast inputs, row by row:
+# (name, the dim reduced when none is given; None: the last one, whatever is passed).
+_ROWWISE = {"cosine_similarity": 1, "pairwise_distance": None}
+_ONE = cst.Integer("1")
+_LAST = cst.UnaryOperation(cst.Minus(), cst.Integer("1"))
 
 
 @dataclass
@@ -102,6 +107,8 @@ class TorchCalls:
                 return self._loss_call(name, call, args, env)
             if name in ELEMENTWISE_FUNCTIONAL and args.positional:
                 return self.shape(args.positional[0], env)
+            if name in _ROWWISE:
+                return self._rowwise(name, call, args, env)
             return None
         if qualified.startswith("torch.nn.") and qualified.rsplit(".", 1)[-1] in LOSS_CLASSES:
             return LossFn(self._reduces(args, 0, env), self.code(call))
@@ -117,9 +124,14 @@ class TorchCalls:
             return self.value(args.positional[0], env)
         if qualified.endswith(".DataLoader"):
             return Shape("loader")
+        if qualified in ("torch.linalg.norm", "torch.linalg.vector_norm") and args.positional:
+            # `torch.linalg.norm(x, ord, dim)`: a norm over `dim` only keeps the other dimensions
+            return self.reduction("norm", self.shape(args.positional[0], env), args.positional[1:], args, call)
         if not qualified.startswith(TORCH) or qualified.count(".") != 1:
             return None
         name = qualified[len(TORCH) :]
+        if name in _ROWWISE:
+            return self._rowwise(name, call, args, env)
         if name in FACTORIES or name in ("full", "randint", "eye", "arange", "linspace", "tensor", "as_tensor"):
             return self._factory(name, call, args, env)
         if name in LIKE:
@@ -194,6 +206,25 @@ class TorchCalls:
                 return Shape("scalar", dims=inputs.dims, rank=inputs.rank)
             return Shape("nonscalar", dims=inputs.dims, rank=inputs.rank, why=why)
         return Shape("nonscalar", why=why)
+
+    def _rowwise(self, name: str, call: cst.Call, args: CallArgs, env: Env) -> Value:
+        """`F.cosine_similarity(za, zb, dim=1)`: one value per row of the inputs, so a batch of
+        embeddings gives one similarity per sample (as `(za * zb).sum(dim=1)` does);
+        `F.pairwise_distance(a, b)` reduces the last dimension."""
+        if args.starred or len(args.positional) < 2:
+            return UNKNOWN
+        base = self.elementwise([self.shape(a, env) for a in args.positional[:2]])
+        default = _ROWWISE[name]
+        dim_expr: cst.BaseExpression = _LAST
+        if default is not None:
+            given = args.keywords.get("dim", args.positional[2] if len(args.positional) > 2 else None)
+            dim_expr = given if given is not None else _ONE
+            if int_literal(dim_expr) is None:
+                return UNKNOWN
+        keepdim = bool_literal(args.keywords.get("keepdim")) if default is None else False
+        if keepdim is None and "keepdim" in args.keywords:
+            return UNKNOWN
+        return self._reduced(base, dim_expr, bool(keepdim), call)
 
     def _factory(self, name: str, call: cst.Call, args: CallArgs, env: Env) -> Value:
         if args.starred:
