@@ -62,8 +62,6 @@ LEAF_METHODS = frozenset({"requires_grad_"})
 INDEX_TARGET_LOSSES = frozenset(
     "torch.nn.functional." + name for name in ("nll_loss", "multi_margin_loss", "multilabel_margin_loss")
 )
-# Views of a container (`batch.items()`, `batch.get("x")`): what the container holds, nothing more.
-CONTAINER_VIEWS = frozenset({"items", "values", "keys", "get"})
 # Methods only modules, optimizers and the like have: their receiver is not a tensor.
 OBJECT_METHODS = frozenset(
     "parameters named_parameters train eval state_dict load_state_dict modules named_modules children "
@@ -321,7 +319,7 @@ class ReadCollector:
                 return out
             if method in RECEIVER_METHODS:
                 return self._reads(func.value)
-            if method in DATA_METHODS or method in CONTAINER_VIEWS:
+            if method in DATA_METHODS:
                 return self._reads(func.value).add(self._args(call))
             last = method
         elif isinstance(func, cst.Name):
