@@ -118,17 +118,19 @@ class RetainProver:
         param = _parameter_root(backward.tensor, scope)
         if param is not None and fn is not None:
             return self._parameter_rooted(backward, scope, stmt, fn, param)
+        owner = self._owner(self.index.here, fn) if fn is not None else None
         if not _held_elsewhere(backward.tensor, scope) and analysis.unused_after(
             scope, stmt, backward.node, root_keys, manual=manual
         ):
-            return True
+            if fn is None or self._callers_leave_unwalked(scope, root_keys, backward.node, fn, owner, 0):
+                return True
+            return False  # a caller's graph that a later backward of the caller walks again
         if fn is None:
             return False
-        owner = self._owner(self.index.here, fn)
         seeded = self._seeded(analysis, fn, owner, scope.outer, 0) if _params_matter(scope, stmt, root_keys) else None
         if seeded is not None and not _held_elsewhere(backward.tensor, seeded):
             if analysis.unused_after(seeded, stmt, backward.node, root_keys, manual=manual):
-                return True
+                return self._callers_leave_unwalked(seeded, root_keys, backward.node, fn, owner, 0)
         if owner is not None:
             configured = self._constructor_attributes(owner)
             refreshing = self._forward_refreshes(fn, owner, scope.loops_around(stmt))
@@ -140,7 +142,7 @@ class RetainProver:
                 if not _held_elsewhere(backward.tensor, known) and analysis.unused_after(
                     known, stmt, backward.node, root_keys, manual=manual
                 ):
-                    return True
+                    return self._callers_leave_unwalked(known, root_keys, backward.node, fn, owner, 0)
             return self._in_iterations(backward, fn, owner)
         return False
 
@@ -211,9 +213,15 @@ class RetainProver:
                 return False
         return True
 
-    def _proven_at(self, site: CallSite, argument: cst.BaseExpression) -> bool:
-        """Is the graph the caller passes walked by nothing after the call?"""
-        located = self._site_scope(site, 0)
+    def _proven_at(
+        self, site: CallSite, argument: cst.BaseExpression, depth: int = 0, walked_only: bool = False
+    ) -> bool:
+        """Is the graph the caller passes walked by nothing after the call (later statements, the
+        next round of a loop around the call, and, through the caller's own parameters, its
+        callers)? `walked_only`: the graph is the caller's input to the function, not one the
+        function hands back: only a later backward of the caller counts, not where else the
+        caller's values go."""
+        located = self._site_scope(site, depth)
         if located is None:
             return False
         analysis, scope = located
@@ -221,7 +229,53 @@ class RetainProver:
         if stmt is None:
             return False
         keys = set(analysis.reads.reads(argument).keys)
-        return analysis.unused_after(scope, stmt, site.call, keys, probe=True)
+        if not analysis.unused_after(scope, stmt, site.call, keys, probe=True, walked_only=walked_only):
+            return False
+        caller = scope.node
+        if not isinstance(caller, cst.FunctionDef) or not _graph_params(scope, keys, site.call):
+            return True
+        if site.file is not self.index.here:
+            return False  # the caller's callers are looked for from the linted file only
+        owner = self._owner(site.file, caller)
+        return self._callers_leave_unwalked(scope, keys, site.call, caller, owner, depth + 1)
+
+    def _callers_leave_unwalked(
+        self,
+        scope: Scope,
+        root_keys: Set[str],
+        at: cst.CSTNode,
+        fn: cst.FunctionDef,
+        owner: Optional[cst.ClassDef],
+        depth: int,
+    ) -> bool:
+        """A graph kept in `fn` that reaches into a parameter (`feats` a caller computed with its
+        encoder and passes in) is part of the caller's graph too: a later backward there (the next
+        call with the same features, the next round of a loop over heads, code after the call)
+        walks it again. Every call site that passes such a parameter a value that may carry a graph
+        must leave it unwalked after the call. Parameters every call site fills with data (loader
+        batches, detached values) do not count; neither do calls we cannot see (no call site known:
+        what a function is handed is taken to be its own input)."""
+        params = _graph_params(scope, root_keys, at)
+        if not params:
+            return True
+        if depth > MAX_SUMMARY_DEPTH:
+            return False
+        sites = self.index.sites(fn, owner)
+        if sites is None:
+            return True
+        for site in sites:
+            located = None
+            for name in sorted(params):
+                argument = site.arguments.get(name)
+                if argument is None:
+                    continue  # its default: not a graph the caller holds
+                if located is None:
+                    located = self._site_scope(site, depth + 1)
+                if located is not None and _argument_class(located[0], located[1], argument) in (INERT, LEAF):
+                    continue
+                if not self._proven_at(site, argument, depth, walked_only=True):
+                    return False
+        return True
 
     # -- parameters summarised from call sites -------------------------------------------------
     def _summary(self, fn: cst.FunctionDef, owner: Optional[cst.ClassDef], depth: int) -> Dict[str, str]:
@@ -475,6 +529,51 @@ def _params_matter(scope: Scope, stmt: cst.CSTNode, root_keys: Set[str]) -> bool
     if scope.closure(root_keys) & params:
         return True
     return any(scope.carried(loop) & params for loop in scope.loops_around(stmt))
+
+
+def _graph_params(scope: Scope, root_keys: Set[str], at: cst.CSTNode) -> Set[str]:
+    """Parameters of the scope's function that the graph of `root_keys` (used at `at`) reads and
+    that may carry a graph from the caller (not modules called, not plain settings, not known
+    data, not tensors the function makes leaves of before `at`)."""
+    found = {
+        key
+        for key in scope.closure(root_keys)
+        if key in scope.params
+        and key != "self"
+        and key not in scope.plain_params
+        and key not in scope.objects
+        and scope.known_params.get(key) not in (INERT, LEAF)
+    }
+    if found and isinstance(scope.node, cst.FunctionDef):
+        found -= {key for key in _made_leaves(block_statements(scope.node.body), at) if key not in scope.defs}
+    return found
+
+
+def _made_leaves(statements: List[cst.CSTNode], at: cst.CSTNode, found: Optional[Set[str]] = None) -> Set[str]:
+    """Names given `x.requires_grad = ...` by statements that always run before `at` (straight-line
+    code of the body and of `with` blocks). Torch refuses to change the flag of a tensor that has
+    history, so past such a statement the tensor is a leaf: no caller's graph reaches through it."""
+    found = set() if found is None else found
+    for stmt in statements:
+        if any(node is at for node in walk(stmt)):
+            if isinstance(stmt, cst.With):
+                _made_leaves(block_statements(stmt.body), at, found)
+            return found
+        if isinstance(stmt, cst.With):
+            _made_leaves(block_statements(stmt.body), at, found)
+        elif isinstance(stmt, cst.SimpleStatementLine):
+            for small in stmt.body:
+                if not isinstance(small, cst.Assign):
+                    continue
+                for target in small.targets:
+                    flag = target.target
+                    if (
+                        isinstance(flag, cst.Attribute)
+                        and flag.attr.value == "requires_grad"
+                        and isinstance(flag.value, cst.Name)
+                    ):
+                        found.add(flag.value.value)
+    return found
 
 
 def _argument_class(analysis: GraphAnalysis, scope: Scope, argument: cst.BaseExpression) -> str:

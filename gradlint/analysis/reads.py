@@ -58,6 +58,10 @@ DATA_METHODS = frozenset(
     "__getitem__ index_put".split()
 )
 LEAF_METHODS = frozenset({"requires_grad_"})
+# Losses whose target is class indices (integers): no gradient reaches the target.
+INDEX_TARGET_LOSSES = frozenset(
+    "torch.nn.functional." + name for name in ("nll_loss", "multi_margin_loss", "multilabel_margin_loss")
+)
 # Methods only modules, optimizers and the like have: their receiver is not a tensor.
 OBJECT_METHODS = frozenset(
     "parameters named_parameters train eval state_dict load_state_dict modules named_modules children "
@@ -266,12 +270,14 @@ class ReadCollector:
             out.add(self._reads(arg.value))
         return out
 
-    def _pure(self, call: cst.Call) -> Reads:
-        """A function of its arguments only: no history when none of them has any."""
+    def _pure(self, call: cst.Call, skip: Optional[cst.Arg] = None) -> Reads:
+        """A function of its arguments only (but `skip`): no history when none of them has any."""
         out = Reads()
         kinds = []
         for arg in call.args:
             if arg.keyword is not None and arg.keyword.value in ("device", "dtype", "non_blocking"):
+                continue
+            if arg is skip:
                 continue
             part = self._reads(arg.value)
             kinds.append(part.kind)
@@ -456,6 +462,9 @@ class ReadCollector:
             if create is None or is_false(create):
                 return Reads(kind=INERT)  # plain gradients carry no graph
             return self._pure(call)
+        if qualified in INDEX_TARGET_LOSSES:
+            # Class indices: an integer target never carries history, and no gradient flows to it.
+            return self._pure(call, skip=_argument(call, 1, "target"))
         # torch.nn.Linear(3, 4), torch.device(...), Normal(mu, sigma): objects made of their arguments.
         return self._pure(call)
 
@@ -474,6 +483,17 @@ def _given_dim(call: cst.Call, name: str, position: int) -> bool:
     if isinstance(dim, cst.UnaryOperation):
         dim = dim.expression
     return isinstance(dim, cst.Integer)
+
+
+def _argument(call: cst.Call, position: int, name: str) -> Optional[cst.Arg]:
+    """The argument filling parameter `name` (keyword, or the `position`-th positional)."""
+    positional = [a for a in call.args if a.keyword is None]
+    if any(a.star for a in call.args):
+        return None
+    for arg in call.args:
+        if arg.keyword is not None and arg.keyword.value == name:
+            return arg
+    return positional[position] if len(positional) > position else None
 
 
 def keyword_arg(call: cst.Call, name: str) -> Optional[cst.BaseExpression]:

@@ -42,7 +42,7 @@ from gradlint.analysis.helpers import (
 )
 from gradlint.analysis.names import ImportMap, dotted
 from gradlint.analysis.outliving import history_stores, opaque_walker
-from gradlint.analysis.reads import BUILTINS, ReadCollector, is_false, is_true, param_names
+from gradlint.analysis.reads import BUILTINS, GRAPH, ReadCollector, is_false, is_true, param_names
 from gradlint.analysis.reaching import ReachingDefinitions
 from gradlint.analysis.tree import COMPREHENSIONS, SCOPES, block_statements, walk
 
@@ -238,17 +238,24 @@ class GraphAnalysis:
         manual: bool = False,
         exempt: FrozenSet[str] = frozenset(),
         probe: bool = False,
+        walked_only: bool = False,
     ) -> bool:
         """Is the graph of `root_keys`, kept at `node` (in statement `stmt`), walked by no later
         backward? `probe`: `node` is not a backward but a call handing the graph to a function that
         retains it. `exempt`: `self.x` attributes whose stores do not count as escapes (the caller
-        follows them). `manual`: Lightning's manual `training_step`, whose return is not walked."""
+        follows them). `manual`: Lightning's manual `training_step`, whose return is not walked.
+        `walked_only`: ask only whether a later backward here walks the part of the graph this
+        function computed (the next call with the same features, a later round of a loop around the
+        call), not whether it leaves the function; values from outside it (parameters, attributes)
+        are the caller's to answer for."""
         closure = scope.closure(root_keys)
         if any(scope.persistent(k) for k in closure):
             return False  # read from a store that outlives the call: the next call walks it again
         graph = scope.linked(closure)
+        if walked_only:
+            graph = {k for k in graph if scope.class_of(k) == GRAPH}
         group = scope.descendants(graph)
-        if self._escapes(scope, stmt, group, node, manual, exempt):
+        if not walked_only and self._escapes(scope, stmt, group, node, manual, exempt):
             return False
         later_statements = scope.later_statements(stmt)
         candidates = scope.calls_within(later_statements)
@@ -258,6 +265,8 @@ class GraphAnalysis:
             retained = flow.linked_closure(node)
             if retained is None:
                 return False
+            if walked_only:
+                retained = {r for r in retained if r.klass == GRAPH}
             for later in candidates:
                 reached = flow.linked_closure(later.node)
                 if reached is None or reached & retained:
