@@ -372,3 +372,45 @@ def test_helper_module_called_by_a_function_given_shared_features(tmp_path):
         """,
     })
     assert _lint_file(tmp_path, "steps.py") == []
+
+
+REBOUND = """
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from datasets import load_arrays
+
+
+    def fit(model, opt, x, y):
+        loader = DataLoader(TensorDataset(torch.from_numpy(x), torch.from_numpy(y)), batch_size=32)
+        for x_batch, y_batch in loader:
+            x = x_batch.float()
+            y = y_batch.float()
+            opt.zero_grad()
+            loss = F.mse_loss(model(x), y)
+            loss.backward(retain_graph=True){mark}
+            opt.step()
+
+
+    def main(path):
+        net = nn.Linear(8, 1)
+        opt = torch.optim.SGD(net.parameters(), lr=0.1)
+        features, labels = load_arrays(path)
+        fit(net, opt, features, labels)
+        fit(net, opt, features, labels)
+"""
+
+
+def test_parameter_rebound_from_the_loader_before_the_backward_is_not_the_callers_graph():
+    """`x` is a parameter, but the loop rebinds it to each batch before the backward: whatever the
+    callers pass (here values gradlint cannot see, twice) never reaches the retained graph."""
+    source = REBOUND.format(mark="  # GL002")
+    assert _lines(source) == _marked(source) != []
+
+
+def test_parameter_used_as_passed_still_belongs_to_the_callers_graph():
+    source = REBOUND.format(mark="").replace("            x = x_batch.float()\n", "").replace(
+        "model(x)", "model(x[: len(y_batch)])")
+    assert "x_batch.float" not in source and _lines(source) == []

@@ -546,6 +546,31 @@ def _graph_params(scope: Scope, root_keys: Set[str], at: cst.CSTNode) -> Set[str
     }
     if found and isinstance(scope.node, cst.FunctionDef):
         found -= {key for key in _made_leaves(block_statements(scope.node.body), at) if key not in scope.defs}
+    if found:
+        found &= _parameters_reaching(scope, at, found)
+    return found
+
+
+def _parameters_reaching(scope: Scope, at: cst.CSTNode, names: Set[str]) -> Set[str]:
+    """Those of `names` whose binding as a parameter reaches the backward `at` through the
+    flow-sensitive def-use graph: `for x_b, y_b in loader: x = x_b.cuda()` rebinds the parameter
+    `x` before the backward, so what the caller passed as `x` is not in its graph. A call the
+    def-use graph did not record keeps every name (nothing proven)."""
+    reaching = scope.reaching()
+    reaches = reaching.at_call.get(at) if isinstance(at, cst.Call) else None
+    if reaches is None:
+        return set(names)
+    found: Set[str] = set()
+    seen: Set[int] = set()
+    todo = list(reaches)
+    while todo:
+        reach = todo.pop()
+        if id(reach) in seen:
+            continue
+        seen.add(id(reach))
+        if reach.definition is None and reach.key in names:
+            found.add(reach.key)
+        todo.extend(reach.sources)
     return found
 
 
