@@ -1040,3 +1040,53 @@ def test_messages_state_the_condition(tmp_path):
     _, found = _run(tmp_path, {"train.py": ISSUE_FLAGGED["1_dataparallel_under_device_count"]}, "train.py")
     (finding,) = found
     assert "one loss per GPU" in finding.message and "fails on more than one GPU" in finding.message
+
+
+# ---------------------------------------------------------------------------------------------
+# Sums in which model outputs appear with both signs compare them element by element
+
+SIGNED = """
+    import torch
+    import torch.nn as nn
+
+
+    class MarginRank(nn.Module):
+        def __init__(self, margin=0.1):
+            super().__init__()
+            self.margin = margin
+
+        def forward(self, preferred, other):
+            return torch.clamp({expr}, min=0.0)
+
+
+    def train(scorer, train_loader):
+        criterion = MarginRank()
+        opt = torch.optim.Adam(scorer.parameters(), lr=1e-3)
+        for preferred, other in train_loader:
+            opt.zero_grad()
+            loss = criterion(scorer(preferred), scorer(other))
+            loss.backward(){mark}
+            opt.step()
+"""
+
+
+@pytest.mark.parametrize("expr", [
+    "self.margin - preferred + other",
+    "-preferred + other + self.margin",
+    "0.1 + other - (preferred - 0.0)",
+    "other + (self.margin - preferred)",
+])
+def test_outputs_with_both_signs_are_per_sample(tmp_path, expr):
+    source, findings = _run(tmp_path, {"train.py": SIGNED.format(expr=expr, mark="  # GL003")}, "train.py")
+    assert [f.line for f in findings] == _marked(source) != []
+    assert "compares model outputs" in findings[0].message
+
+
+@pytest.mark.parametrize("expr", [
+    "self.margin + preferred + other",  # a sum of outputs: a model may return 0-dim scores
+    "self.margin - preferred.mean() + other.mean()",  # reduced first: scalars
+    "-(preferred + other).sum()",
+])
+def test_outputs_with_one_sign_or_reduced_stay_unknown(tmp_path, expr):
+    _, findings = _run(tmp_path, {"train.py": SIGNED.format(expr=expr, mark="")}, "train.py")
+    assert findings == []

@@ -119,7 +119,10 @@ class Evaluator(TorchCalls):
             left, right = self.shape(expr.left, env), self.shape(expr.right, env)
             if isinstance(expr.operator, cst.MatrixMultiply):
                 return self._matmul(left, right)
-            return self.elementwise([left, right], _operator(expr.operator), expr)
+            combined = self.elementwise([left, right], _operator(expr.operator), expr)
+            if combined.kind in ("output", "unknown") and isinstance(expr.operator, (cst.Add, cst.Subtract)):
+                return self._signed_comparison(expr, env) or combined
+            return combined
         if isinstance(expr, cst.IfExp):
             return merge(self.value(expr.body, env), self.value(expr.orelse, env))
         if isinstance(expr, cst.Call):
@@ -391,6 +394,24 @@ class Evaluator(TorchCalls):
         if isinstance(inner, LossFn):
             return LossFn(inner.reduces, inner.origin, True)
         return Instance(None, True, "DataParallel")
+
+    def _signed_comparison(self, expr: cst.BinaryOperation, env) -> Optional[Shape]:
+        """`margin - preferred + other`, `-a + b + c`: a sum in which model outputs for a batch
+        appear with both signs compares them element by element, like `other - preferred`."""
+        signs = set()
+        todo: List[Tuple[cst.BaseExpression, int]] = [(expr, 1)]
+        while todo:
+            part, sign = todo.pop()
+            if isinstance(part, cst.BinaryOperation) and isinstance(part.operator, (cst.Add, cst.Subtract)):
+                todo.append((part.left, sign))
+                todo.append((part.right, -sign if isinstance(part.operator, cst.Subtract) else sign))
+            elif isinstance(part, cst.UnaryOperation) and isinstance(part.operator, (cst.Minus, cst.Plus)):
+                todo.append((part.expression, -sign if isinstance(part.operator, cst.Minus) else sign))
+            elif self.shape(part, env).kind == "output":
+                signs.add(sign)
+        if len(signs) == 2:
+            return Shape("batched", why=f"`{self.code(expr)}` compares model outputs for a batch element by element")
+        return None
 
     def _names_module(self, expr: cst.BaseExpression) -> bool:
         """Is `expr` an imported module (torch, F, nn...) rather than a tensor?"""
