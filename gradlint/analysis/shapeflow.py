@@ -21,6 +21,7 @@ from gradlint.analysis.names import ImportMap, dotted
 from gradlint.analysis.shapes import (
     DATA,
     UNKNOWN,
+    Helper,
     Seq,
     Shape,
     Struct,
@@ -79,6 +80,7 @@ class Walker:
         self.self_assignments: List[Tuple[str, Value]] = []  # (`self.x`, value) in flow order
         self.returns: List[Optional[Value]] = []  # value of each `return` met (None: bare return)
         self.return_nodes: List[cst.Return] = []  # the `return` statements, in the same order
+        self.helpers = False  # inside a function: its nested plain functions are bound as `Helper`s
 
     def block(self, body, env: Env) -> Env:
         statements = body.body if isinstance(body, cst.BaseSuite) else body
@@ -153,7 +155,10 @@ class Walker:
                 merged = self.block(stmt.finalbody.body, merged)
             return merged
         if isinstance(stmt, (cst.FunctionDef, cst.ClassDef)):
-            return forget(env, [stmt.name.value])
+            env = forget(env, [stmt.name.value])
+            if self.helpers and isinstance(stmt, cst.FunctionDef) and not stmt.decorators and not stmt.asynchronous:
+                env[stmt.name.value] = Helper(stmt)  # a helper of this function, summarised where it is called
+            return env
         # Anything else (match, async constructs...): forget what it assigns, scan it as a whole.
         changed = assigned_keys(stmt)
         env = forget(env, changed)

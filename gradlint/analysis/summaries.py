@@ -23,8 +23,21 @@ from gradlint.analysis.libraries import add_annotated
 from gradlint.analysis.names import dotted
 from gradlint.analysis.projectmodules import ModuleInfo, ModuleLoader
 from gradlint.analysis.reads import param_names
-from gradlint.analysis.shapes import DATA, UNKNOWN, Instance, LossFn, Shape, Struct, Value, gather, merge, per_gpu
+from gradlint.analysis.shapes import (
+    DATA,
+    UNKNOWN,
+    Helper,
+    Instance,
+    LossFn,
+    Shape,
+    Struct,
+    Value,
+    gather,
+    merge,
+    per_gpu,
+)
 from gradlint.analysis.shapeflow import Walker
+from gradlint.analysis.tree import walk
 
 MAX_DEPTH = 4  # nested summaries (a helper of a method of a forward...)
 MAX_SUMMARIES = 250  # function bodies walked for summaries while analysing one file
@@ -193,8 +206,13 @@ class Summaries:
         return None
 
     # -- summaries -------------------------------------------------------------------------
-    def summary(self, info: ModuleInfo, fn: cst.FunctionDef, cls: Optional[ClassRef], bound: Dict[str, Value]):
-        """The merged value of `fn`'s returns with its parameters bound; None: no summary."""
+    def summary(
+        self, info: ModuleInfo, fn: cst.FunctionDef, cls: Optional[ClassRef], bound: Dict[str, Value],
+        nested: bool = False,
+    ):
+        """The merged value of `fn`'s returns with its parameters bound; None: no summary. A
+        `nested` function (defined in another) sees only `bound`: its arguments and what the
+        names it reads from around it hold where it is called, module globals included."""
         key = (info.path, id(fn), (cls[0].path, cls[1].name.value) if cls else None, tuple(sorted(bound.items())))
         if key in self.memo:
             return self.memo[key]
@@ -205,12 +223,13 @@ class Summaries:
         self.walked += 1
         try:
             params = param_names(fn)
-            env = forget(self.module_globals(info), params + sorted(assigned_keys(fn.body)))
+            env = {} if nested else forget(self.module_globals(info), params + sorted(assigned_keys(fn.body)))
             if cls is not None and params[:1] == ["self"]:
                 env.update(self.class_env(cls))
             env.update(bound)
             add_annotated(env, fn, info.imports)
             walker = Walker(self.evaluator(info, cls), info.imports, {})
+            walker.helpers = True
             walker.block(fn.body, env)
             result = _merge_returns(walker.returns)
         finally:
@@ -335,6 +354,18 @@ class ProjectEvaluator(Evaluator):
             return None
         info, fn = found
         return self._summary(info, fn, ref, call, args, env)
+
+    def helper_call(self, helper: Helper, call: cst.Call, args: CallArgs, env) -> Optional[Value]:
+        """A function defined in the function being read, called there: summarised with its
+        arguments and the caller's values of the names it reads but does not bind itself."""
+        if self.light:
+            return None
+        fn = helper.fn
+        own = set(param_names(fn)) | assigned_keys(fn.body)
+        reads = {node.value for node in walk(fn.body) if isinstance(node, cst.Name)} - own
+        bound = {k: v for k, v in env.items() if k.split(".")[0] in reads}
+        bound.update(bind_arguments(fn, args, lambda e: self.value(e, env), skip_self=False))
+        return self.summaries.summary(self.info, fn, None, bound, nested=True)
 
     def _imported(self, text: str, call: cst.Call, args: CallArgs, env):
         """An imported project name is looked up (its module parsed) only when the call can matter:
