@@ -103,6 +103,8 @@ class TorchCalls:
                 return self._loss_call(name, call, args, env)
             if name in ELEMENTWISE_FUNCTIONAL and args.positional:
                 return self.shape(args.positional[0], env)
+            if name == "pad" and args.positional:
+                return self._padded(args, env)
             return None
         if qualified.startswith("torch.nn.") and qualified.rsplit(".", 1)[-1] in LOSS_CLASSES:
             return LossFn(self._reduces(args, 0, env), self.code(call))
@@ -197,6 +199,16 @@ class TorchCalls:
         if "data" in kinds:
             return DATA
         return UNKNOWN
+
+    def _padded(self, args: CallArgs, env: Env) -> Shape:
+        """`F.pad(x, (0, n), value=pad_id)`: the same dimensions, none smaller, so a batch stays
+        a batch and a per-sample tensor per sample; negative (cropping) padding: not known."""
+        base = self.shape(args.positional[0], env)
+        widths = args.keywords.get("pad", args.positional[1] if len(args.positional) > 1 else None)
+        listed = elements(widths) if widths is not None else None
+        if listed is None or any((number_literal(w) or 0) < 0 for w in listed):
+            return UNKNOWN
+        return base if base.kind in _BATCH_KINDS else UNKNOWN
 
     def _reduces(self, args: CallArgs, skip: int, env: Env) -> Optional[bool]:
         """Does a loss built/called with these arguments reduce to a scalar? None: cannot tell."""
