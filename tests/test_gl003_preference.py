@@ -205,6 +205,18 @@ FLAGGED = {
                 loss.backward()  # GL003
                 opt.step()
     """,
+    "nested_helper_reads_the_local_criterion": """
+        import torch.nn as nn
+
+        def train(model, loader):
+            crit = nn.MSELoss(reduction="none")
+
+            def step(pred, y):
+                return crit(pred, y)
+
+            for x, y in loader:
+                step(model(x), y).backward()  # GL003
+    """,
     "pairs_concatenated_along_dim_1": """
         import torch
         import torch.nn.functional as F
