@@ -151,9 +151,9 @@ class TorchCalls:
             items = elements(args.positional[0])
             if items is not None and len(items) >= 2:
                 return Shape("nonscalar", why=f"`{self.code(call)}` stacks {len(items)} tensors")
-            listed = self._tensors(args.positional[0], env) if items is None else None
-            if listed is not None and len(listed) >= 2:  # a list of tensors built earlier
-                return Shape("nonscalar", why=f"`{self.code(call)}` stacks {len(listed)} tensors")
+            built = self._tensors(args.positional[0], env) if items is None else None
+            if built is not None and len(built) >= 2:  # a list of tensors built earlier
+                return Shape("nonscalar", why=f"`{self.code(call)}` stacks {len(built)} tensors")
             return UNKNOWN
         if name in ("cat", "concat", "concatenate"):
             return self._concat(call, args, env)
