@@ -20,6 +20,7 @@ from gradlint.analysis.evaluate import Evaluator
 from gradlint.analysis.names import ImportMap, dotted
 from gradlint.analysis.shapes import (
     DATA,
+    OUTPUT,
     UNKNOWN,
     Helper,
     Seq,
@@ -284,8 +285,10 @@ class Walker:
         elif targets is not None and isinstance(value, Seq) and len(value.items) == len(targets):
             for sub_target, item in zip(targets, value.items):  # `_, loss = net(x)`
                 self._bind(sub_target, None, item, env)
-        elif targets is not None and (value == DATA or is_per_gpu(value)):
-            for key in keys:  # `x, y = batch`; `out, loss = dp_model(x)`: each gathered
+        elif targets is not None and (value in (DATA, OUTPUT) or is_per_gpu(value)):
+            # `x, y = batch`; `values, aux = model(ids)`: each what the model returned for the
+            # batch (a 0-dim loss among them stays unreported); `out, loss = dp_model(x)`: each gathered
+            for key in keys:
                 env[key] = value
             self._items_unknown(targets, env)
         else:
