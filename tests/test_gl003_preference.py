@@ -217,6 +217,26 @@ FLAGGED = {
             for x, y in loader:
                 step(model(x), y).backward()  # GL003
     """,
+    "reward_model_returning_values_and_aux": """
+        import torch
+        import torch.nn.functional as F
+
+        class RewardTrainer:
+            def __init__(self, model, strategy, train_dataloader):
+                self.model = model
+                self.strategy = strategy
+                self.train_dataloader = train_dataloader
+
+            def both_rewards(self, chosen, rejected):
+                values, aux = self.model(torch.cat([chosen, rejected], dim=0))
+                return values[: chosen.shape[0]], values[chosen.shape[0] :], aux
+
+            def fit(self):
+                for chosen, rejected in self.train_dataloader:
+                    good, bad, aux = self.both_rewards(chosen, rejected)
+                    loss = -F.logsigmoid(good - bad)
+                    self.strategy.backward(loss, self.model)  # GL003
+    """,
     "pairs_concatenated_along_dim_1": """
         import torch
         import torch.nn.functional as F
@@ -346,6 +366,15 @@ CLEAN = {
 
             for x, y in loader:
                 step(model(x), y).backward()
+    """,
+    "model_output_tuple_with_its_own_loss": """
+        import torch.nn.functional as F
+
+        for x, y in loader:
+            logits, loss = model(x, y)
+            loss.backward(retain_graph=True)
+            out, aux_loss = model(x)
+            (F.cross_entropy(out, y) + 0.1 * aux_loss).backward()
     """,
     "padding_that_crops": """
         import torch.nn.functional as F
