@@ -4,9 +4,12 @@
 broadcasting, losses and their `reduction=`, reshapes, `gather`, subscripts; and it knows where
 batches come from: a loader's batch is "data", a model called on it gives an "output", and such an
 output used as a prediction (compared with the batch or with another output, indexed `[:, i]`,
-reduced along a dimension, gathered along dim 1) is "batched". Calls of the project's own functions,
-classes and methods are left to `project_call`/`instance_call`, which `analysis.summaries` fills in;
-here they know nothing.
+reduced along a dimension, gathered along dim 1) is "batched". Concatenation (`torch.cat`) and row
+slices (`x[:n]`, `x[n:]`) keep a batch a batch and a per-sample tensor per sample, and a lower
+bound on the number of dimensions (`x[:, :-1, :]` has 3) tells `(per_token * mask).sum(-1)` from
+a full reduction. Calls of the project's own functions, classes and methods, and of functions
+nested in the one being read, are left to `project_call`/`instance_call`/`helper_call`, which
+`analysis.summaries` fills in; here they know nothing.
 """
 
 from __future__ import annotations

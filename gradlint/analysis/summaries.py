@@ -4,7 +4,9 @@ argument pattern and used at every call site.
 A call `pair_loss(a, b)`, `self._similarity_loss(za, zb)`, `rank_loss(x, y)` (an instance of a
 project `nn.Module`, its `forward`), `net(x)` (a class imported from `model.py` next to the script)
 is evaluated by walking the callee's body with its parameters bound to the arguments' values; the
-merge of its `return` values is the call's value. Summaries are memoised per (function, argument
+merge of its `return` values is the call's value. A function nested in the one being read
+(`def pad_to_length(t, n, v): ...` in a method) is summarised where it is called, with the
+caller's values of the names it reads from around it. Summaries are memoised per (function, argument
 values), bounded in depth and in number per file, and recursion gives up (unknown). Classes know
 their `self.<attr>` values (modules, criteria) from their methods, including project base classes.
 A project class deriving from `DataParallel` gathers like it. Project modules are located through
