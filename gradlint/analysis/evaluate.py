@@ -4,15 +4,19 @@
 broadcasting, losses and their `reduction=`, reshapes, `gather`, subscripts; and it knows where
 batches come from: a loader's batch is "data", a model called on it gives an "output", and such an
 output used as a prediction (compared with the batch or with another output, indexed `[:, i]`,
-reduced along a dimension, gathered along dim 1) is "batched". Calls of the project's own functions,
-classes and methods are left to `project_call`/`instance_call`, which `analysis.summaries` fills in;
-here they know nothing.
+reduced along a dimension, gathered along dim 1) is "batched". Concatenation (`torch.cat`) and row
+slices (`x[:n]`, `x[n:]`) keep a batch a batch and a per-sample tensor per sample, and a lower
+bound on the number of dimensions (`x[:, :-1, :]` has 3) tells `(per_token * mask).sum(-1)` from
+a full reduction. Calls of the project's own functions, classes and methods, and of functions
+nested in the one being read, are left to `project_call`/`instance_call`/`helper_call`, which
+`analysis.summaries` fills in; here they know nothing.
 """
 
 from __future__ import annotations
 
 import builtins
 import math
+from dataclasses import replace
 from typing import Any, Dict, List, Optional, Tuple
 
 import libcst as cst
@@ -27,6 +31,7 @@ from gradlint.analysis.shapes import (
     UNKNOWN,
     Const,
     Flag,
+    Helper,
     Instance,
     LossFn,
     Seq,
@@ -74,6 +79,10 @@ class Evaluator(TorchCalls):
 
     def instance_call(self, inst: Instance, call: cst.Call, args: CallArgs, env: Env) -> Optional[Value]:
         """What calling a project module object returns; None: not known."""
+        return None
+
+    def helper_call(self, helper: Helper, call: cst.Call, args: CallArgs, env: Env) -> Optional[Value]:
+        """What a call of a function defined in the scope being read returns; None: not known."""
         return None
 
     # -- entry ---------------------------------------------------------------------------
@@ -201,9 +210,23 @@ class Evaluator(TorchCalls):
         if base.kind == "data":
             return DATA  # `batch["x"]`, `batch[0]`, `x[:, :-1]`
         if base.kind in ("output", "batched") and _keeps_dim0(items):
+            least = _indexed_rank(items, base.least_rank)
             if base.kind == "batched":
+                return replace(base, rank=None, min_rank=least) if least != base.least_rank else base
+            if all(isinstance(item.slice, cst.Slice) for item in items):
+                why = f"`{self.code(expr)}` slices a model's output for a batch, keeping one row per sample"
+            else:
+                why = f"`{self.code(expr)}` takes a column of a model's output for a batch"
+            return Shape("batched", why=why, min_rank=least)
+        if base.kind in ("output", "batched") and _row_slice(items):
+            # `x[:n]`, `x[n:]`: some of the rows (samples) of a per-sample tensor, still one per sample
+            if len(items) == 1:
                 return base
-            return Shape("batched", why=f"`{self.code(expr)}` takes a column of a model's output for a batch")
+            least = _indexed_rank(items, base.least_rank)
+            if base.kind == "batched":
+                return replace(base, rank=None, min_rank=least)
+            return Shape("batched", why=f"`{self.code(expr)}` takes a column of a model's output for a batch",
+                         min_rank=least)
         return UNKNOWN
 
     # -- combining shapes --------------------------------------------------------------------
@@ -223,7 +246,8 @@ class Evaluator(TorchCalls):
         for kind in ("batched", "gathered"):
             for s in shapes:
                 if s.kind == kind:
-                    return Shape(kind, rank=rank, why=s.why)
+                    least = max(other.least_rank for other in shapes) if rank is None else 0
+                    return Shape(kind, rank=rank, why=s.why, min_rank=least)
         if shapes and all(s.is_scalar for s in shapes):
             return Shape("scalar", dims=dims, rank=rank)
         kinds = [s.kind for s in shapes]
@@ -290,6 +314,11 @@ class Evaluator(TorchCalls):
         if project is not None:
             return project
         callee = self.value(func, env) if isinstance(func, (cst.Name, cst.Attribute)) else UNKNOWN
+        if isinstance(callee, Helper):
+            result = self.helper_call(callee, call, args, env)
+            if result is not None:
+                return result
+            return self._opaque(func, args, env)
         if isinstance(callee, LossFn):
             if callee.reduces is False:
                 return Shape("nonscalar", why=f"`{callee.origin}` returns one loss per element")
@@ -436,6 +465,45 @@ def _keeps_dim0(items) -> bool:
         return False
     first = items[0].slice
     return isinstance(first, cst.Slice) and first.lower is None and first.upper is None and first.step is None
+
+
+def _row_slice(items) -> bool:
+    """`x[:n]`, `x[n:]`, `x[a:b]`, `x[:n, 0]`: the first index takes some of the rows (samples) and
+    the code does not show that one row at most is left (`x[:1]`, `x[-1:]`, `x[3:4]`), nor a
+    step that may leave one (`x[::2]`)."""
+    first = items[0].slice if items else None
+    if not isinstance(first, cst.Slice) or first.step is not None:
+        return False
+    lower = int_literal(first.lower) if first.lower is not None else 0  # None: not a literal
+    upper = int_literal(first.upper) if first.upper is not None else None
+    if first.upper is None:
+        return lower != -1  # `x[n:]`, `x[1:]`; not `x[-1:]`, the last row
+    if upper is None:
+        return True  # `x[:n]`, `x[a:b]`
+    if lower is None:
+        return upper > 1 or upper < 0  # `x[n:-1]`; not `x[n:1]`
+    if (lower >= 0) == (upper >= 0):
+        return upper - lower > 1  # `x[0:4]`, `x[-4:-1]`; not `x[:1]`, `x[3:4]`, `x[-2:-1]`
+    return lower >= 0  # `x[:-1]`, `x[1:-1]`; `x[-3:2]` depends on the size
+
+
+def _indexed_rank(items, least: int) -> int:
+    """Dimensions `x[items]` has at least, for `x` with at least `least`: each index names a
+    dimension of `x`, an integer removes it, `None` adds one. An index that is not a literal or a
+    slice (maybe a mask spanning several dimensions) leaves nothing known."""
+    named = removed = added = 0
+    for item in items:
+        index = item.slice
+        if isinstance(index, cst.Slice):
+            named += 1
+        elif isinstance(index.value, cst.Name) and index.value.value == "None":
+            added += 1
+        elif int_literal(index.value) is not None:
+            named += 1
+            removed += 1
+        else:
+            return 0
+    return max(least, named) - removed + added
 
 
 def _record_like(func: cst.BaseExpression) -> bool:

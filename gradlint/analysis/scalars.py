@@ -190,6 +190,7 @@ class _ScopeIndex:
             env.update(bound)
         add_annotated(env, fn, self.imports)
         walker = self._walker(cls if param_names(fn)[:1] == ["self"] else None)
+        walker.helpers = True
         walker.block(fn.body, env)
         if cls is not None and fn.name.value == "training_step" and self._automatic_lightning(cls):
             self._returned_losses(walker)

@@ -23,8 +23,10 @@ from gradlint.analysis.evaluate import Evaluator
 from gradlint.analysis.names import ImportMap, dotted
 from gradlint.analysis.shapes import (
     DATA,
+    OUTPUT,
     UNKNOWN,
     Flag,
+    Helper,
     Instance,
     LossFn,
     Seq,
@@ -93,6 +95,7 @@ class Walker:
         # with the arguments it is given; a scope whose backward calls are judged walks both arms
         # (a `USE_AMP = False` switch does not hide the other arm's backward).
         self.flags = False
+        self.helpers = False  # inside a function: its nested plain functions are bound as `Helper`s
 
     def block(self, body, env: Env) -> Env:
         statements = body.body if isinstance(body, cst.BaseSuite) else body
@@ -192,7 +195,10 @@ class Walker:
                 self.ended = False
             return merged
         if isinstance(stmt, (cst.FunctionDef, cst.ClassDef)):
-            return forget(env, [stmt.name.value])
+            env = forget(env, [stmt.name.value])
+            if self.helpers and isinstance(stmt, cst.FunctionDef) and not stmt.decorators and not stmt.asynchronous:
+                env[stmt.name.value] = Helper(stmt)  # a helper of this function, summarised where it is called
+            return env
         # Anything else (match, async constructs...): forget what it assigns, scan it as a whole.
         changed = assigned_keys(stmt)
         env = forget(env, changed)
@@ -339,8 +345,10 @@ class Walker:
         elif targets is not None and isinstance(value, Seq) and len(value.items) == len(targets):
             for sub_target, item in zip(targets, value.items):  # `_, loss = net(x)`
                 self._bind(sub_target, None, item, env)
-        elif targets is not None and (value == DATA or is_per_gpu(value)):
-            for key in keys:  # `x, y = batch`; `out, loss = dp_model(x)`: each gathered
+        elif targets is not None and (value in (DATA, OUTPUT) or is_per_gpu(value)):
+            # `x, y = batch`; `values, aux = model(ids)`: each what the model returned for the
+            # batch (a 0-dim loss among them stays unreported); `out, loss = dp_model(x)`: each gathered
+            for key in keys:
                 env[key] = value
             self._items_unknown(targets, env)
         else:

@@ -23,7 +23,7 @@ through `model(x)["loss"]`, `_, loss = net(x)` and `self.criterion = PairLoss()`
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import List, Optional, Tuple, Union
 
 import libcst as cst
@@ -39,6 +39,12 @@ class Shape:
     dims: Optional[Tuple[int, ...]] = None  # exact sizes, when every one is a literal
     rank: Optional[int] = None  # exact number of dimensions, when known
     why: str = ""  # for a reported kind: where its extra elements come from (for messages)
+    min_rank: int = 0  # dimensions it has at least (`x[:, :-1, :]` has 3), when `rank` is not known
+
+    @property
+    def least_rank(self) -> int:
+        """Dimensions it has at least: its rank when known, else `min_rank`."""
+        return self.rank if self.rank is not None else self.min_rank
 
     @property
     def is_scalar(self) -> bool:
@@ -105,6 +111,14 @@ class Instance:
 
 
 @dataclass(frozen=True)
+class Helper:
+    """A function defined inside the function being read (`def pad_to(t, n): ...` in a method),
+    called there: summarised with the caller's values of the names it reads from around it."""
+
+    fn: cst.FunctionDef
+
+
+@dataclass(frozen=True)
 class Const:
     """A string constant (`reduction = "none"`), for the arguments that take one."""
 
@@ -118,7 +132,7 @@ class Flag:
     value: bool
 
 
-Value = Union[Shape, LossFn, Seq, Struct, Instance, Const, Flag]
+Value = Union[Shape, LossFn, Seq, Struct, Instance, Const, Flag, Helper]
 UNKNOWN = Shape("unknown")
 NUMBER = Shape("scalar", dims=(), rank=0)
 DATA = Shape("data")
@@ -157,6 +171,8 @@ def merge(a: Optional[Value], b: Optional[Value]) -> Value:
     Against a known value (`loss.mean()` on the other path) it does not survive."""
     if a == b and a is not None:
         return a
+    if isinstance(a, Shape) and isinstance(b, Shape) and a.kind in REPORTED and a == replace(b, min_rank=a.min_rank):
+        return a if a.min_rank <= b.min_rank else b  # the same value, its rank bound known less well on one path
     for gathered, other in ((a, b), (b, a)):
         if isinstance(gathered, Shape) and gathered.kind == "gathered" and _unsure(other):
             return gathered

@@ -4,7 +4,9 @@ argument pattern and used at every call site.
 A call `pair_loss(a, b)`, `self._similarity_loss(za, zb)`, `rank_loss(x, y)` (an instance of a
 project `nn.Module`, its `forward`), `net(x)` (a class imported from `model.py` next to the script)
 is evaluated by walking the callee's body with its parameters bound to the arguments' values; the
-merge of its `return` values is the call's value. Summaries are memoised per (function, argument
+merge of its `return` values is the call's value. A function nested in the one being read
+(`def pad_to_length(t, n, v): ...` in a method) is summarised where it is called, with the
+caller's values of the names it reads from around it. Summaries are memoised per (function, argument
 values), bounded in depth and in number per file, and recursion gives up (unknown). Classes know
 their `self.<attr>` values (modules, criteria) from their methods, including project base classes.
 A project class deriving from `DataParallel` gathers like it; a helper that hands back the module it
@@ -25,8 +27,22 @@ from gradlint.analysis.libraries import add_annotated
 from gradlint.analysis.names import dotted
 from gradlint.analysis.projectmodules import ModuleInfo, ModuleLoader
 from gradlint.analysis.reads import param_names
-from gradlint.analysis.shapes import DATA, UNKNOWN, Instance, LossFn, Seq, Shape, Struct, Value, gather, merge, per_gpu
+from gradlint.analysis.shapes import (
+    DATA,
+    UNKNOWN,
+    Helper,
+    Instance,
+    LossFn,
+    Seq,
+    Shape,
+    Struct,
+    Value,
+    gather,
+    merge,
+    per_gpu,
+)
 from gradlint.analysis.shapeflow import Walker
+from gradlint.analysis.tree import walk
 
 MAX_DEPTH = 4  # nested summaries (a helper of a method of a forward...)
 MAX_SUMMARIES = 250  # function bodies walked for summaries while analysing one file
@@ -234,8 +250,13 @@ class Summaries:
         self.memo[key] = found
         return found
 
-    def summary(self, info: ModuleInfo, fn: cst.FunctionDef, cls: Optional[ClassRef], bound: Dict[str, Value]):
-        """The merged value of `fn`'s returns with its parameters bound; None: no summary."""
+    def summary(
+        self, info: ModuleInfo, fn: cst.FunctionDef, cls: Optional[ClassRef], bound: Dict[str, Value],
+        nested: bool = False,
+    ):
+        """The merged value of `fn`'s returns with its parameters bound; None: no summary. A
+        `nested` function (defined in another) sees only `bound`: its arguments and what the
+        names it reads from around it hold where it is called, module globals included."""
         key = (info.path, id(fn), (cls[0].path, cls[1].name.value) if cls else None, tuple(sorted(bound.items())))
         if key in self.memo:
             return self.memo[key]
@@ -246,13 +267,14 @@ class Summaries:
         self.walked += 1
         try:
             params = param_names(fn)
-            env = forget(self.module_globals(info), params + sorted(assigned_keys(fn.body)))
+            env = {} if nested else forget(self.module_globals(info), params + sorted(assigned_keys(fn.body)))
             if cls is not None and params[:1] == ["self"]:
                 env.update(self.class_env(cls))
             env.update(bound)
             add_annotated(env, fn, info.imports)
             walker = Walker(self.evaluator(info, cls), info.imports, {})
             walker.flags = True
+            walker.helpers = True
             walker.block(fn.body, env)
             result = _merge_returns(walker.returns)
         finally:
@@ -384,6 +406,18 @@ class ProjectEvaluator(Evaluator):
             return None
         info, fn = found
         return self._summary(info, fn, ref, call, args, env)
+
+    def helper_call(self, helper: Helper, call: cst.Call, args: CallArgs, env) -> Optional[Value]:
+        """A function defined in the function being read, called there: summarised with its
+        arguments and the caller's values of the names it reads but does not bind itself."""
+        if self.light:
+            return None
+        fn = helper.fn
+        own = set(param_names(fn)) | assigned_keys(fn.body)
+        reads = {node.value for node in walk(fn.body) if isinstance(node, cst.Name)} - own
+        bound = {k: v for k, v in env.items() if k.split(".")[0] in reads}
+        bound.update(bind_arguments(fn, args, lambda e: self.value(e, env), skip_self=False))
+        return self.summaries.summary(self.info, fn, None, bound, nested=True)
 
     def _imported(self, text: str, call: cst.Call, args: CallArgs, env):
         """An imported project name is looked up (its module parsed) only when the call can matter:

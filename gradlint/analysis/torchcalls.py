@@ -5,13 +5,14 @@ reductions, reshapes, `gather`. A mixin of `analysis.evaluate.Evaluator`, which 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
 
 import libcst as cst
 
 from gradlint.analysis.shapes import (
     DATA,
+    OUTPUT,
     DIM_REQUIRED,
     ELEMENTWISE_FUNCTIONAL,
     ELEMENTWISE_LOSSES,
@@ -109,6 +110,8 @@ class TorchCalls:
                 return self.shape(args.positional[0], env)
             if name in _ROWWISE:
                 return self._rowwise(name, call, args, env)
+            if name == "pad" and args.positional:
+                return self._padded(args, env)
             return None
         if qualified.startswith("torch.nn.") and qualified.rsplit(".", 1)[-1] in LOSS_CLASSES:
             return LossFn(self._reduces(args, 0, env), self.code(call))
@@ -160,13 +163,64 @@ class TorchCalls:
             items = elements(args.positional[0])
             if items is not None and len(items) >= 2:
                 return Shape("nonscalar", why=f"`{self.code(call)}` stacks {len(items)} tensors")
+            built = self._tensors(args.positional[0], env) if items is None else None
+            if built is not None and len(built) >= 2:  # a list of tensors built earlier
+                return Shape("nonscalar", why=f"`{self.code(call)}` stacks {len(built)} tensors")
             return UNKNOWN
+        if name in ("cat", "concat", "concatenate"):
+            return self._concat(call, args, env)
         if name == "gather" and args.positional:
             return self._gather(self.shape(args.positional[0], env), args.positional[1:], args, call)
         if name in ELEMENTWISE_TORCH and args.positional:
             tensor_args = args.positional[:1] if name in ("softmax", "log_softmax") else args.positional
             return self.elementwise([self.shape(a, env) for a in tensor_args])
         return None
+
+    def _tensors(self, expr: cst.BaseExpression, env: Env) -> Optional[List[Shape]]:
+        """The tensors of a literal tuple/list or of a list known to hold them; None otherwise."""
+        items = elements(expr)
+        if items is not None:
+            return [self.shape(e, env) for e in items]
+        value = self.value(expr, env)
+        if isinstance(value, Seq):
+            return [v if isinstance(v, Shape) else UNKNOWN for v in value.items]
+        return None
+
+    def _concat(self, call: cst.Call, args: CallArgs, env: Env) -> Shape:
+        """`torch.cat([a, b], dim)`: never fewer elements than any of its tensors, so one with
+        several elements (always, per sample, per GPU) makes the result so along any dim; all
+        tensors keep their rank. The chosen and rejected halves of a preference batch
+        concatenated are a batch; model outputs concatenated, an output; a batch padded with
+        a tensor of unknown size (`torch.cat([x, pad], dim=1)`), still the batch."""
+        given = args.keywords.get("tensors", args.positional[0] if args.positional else None)
+        if given is None or args.starred:
+            return UNKNOWN
+        shapes = self._tensors(given, env)
+        if not shapes:
+            return UNKNOWN
+        ranks = {s.rank for s in shapes if s.rank is not None}
+        rank = ranks.pop() if len(ranks) == 1 else None
+        least = max(s.least_rank for s in shapes)
+        for kind in ("nonscalar", "batched", "gathered"):
+            for s in shapes:
+                if s.kind == kind:
+                    return Shape(kind, rank=rank, why=s.why, min_rank=least if rank is None else 0)
+        kinds = {s.kind for s in shapes}
+        if "output" in kinds:
+            return OUTPUT
+        if "data" in kinds:
+            return DATA
+        return UNKNOWN
+
+    def _padded(self, args: CallArgs, env: Env) -> Shape:
+        """`F.pad(x, (0, n), value=pad_id)`: the same dimensions, none smaller, so a batch stays
+        a batch and a per-sample tensor per sample; negative (cropping) padding: not known."""
+        base = self.shape(args.positional[0], env)
+        widths = args.keywords.get("pad", args.positional[1] if len(args.positional) > 1 else None)
+        listed = elements(widths) if widths is not None else None
+        if listed is None or any((number_literal(w) or 0) < 0 for w in listed):
+            return UNKNOWN
+        return base if base.kind in _BATCH_KINDS else UNKNOWN
 
     def _reduces(self, args: CallArgs, skip: int, env: Env) -> Optional[bool]:
         """Does a loss built/called with these arguments reduce to a scalar? None: cannot tell."""
@@ -318,9 +372,10 @@ class TorchCalls:
         dim_expr = args.keywords.get("dim", positional[0] if positional else None)
         dim = int_literal(dim_expr) if dim_expr is not None else None
         if dim is not None and dim != 0 and base.kind in _BATCH_KINDS:
+            least = max(base.least_rank, dim + 1) if dim > 0 else base.least_rank  # same rank as the input
             if base.kind == "batched":
-                return base
-            return Shape("batched", why=f"`{self.code(call)}` picks one entry per sample of a batch")
+                return base if least == base.least_rank else replace(base, min_rank=least)
+            return Shape("batched", why=f"`{self.code(call)}` picks one entry per sample of a batch", min_rank=least)
         return UNKNOWN
 
     def reduction(
@@ -377,6 +432,13 @@ class TorchCalls:
             return Shape("nonscalar", why=why + f", which keeps dim 0 of a per-element tensor; {base.why}")
         if base.kind == "batched" and at_least_one:
             return base
+        least = base.least_rank
+        if base.kind == "batched" and known and all(0 < -i < least for i in indices):  # type: ignore[operator]
+            # `(per_token * mask).sum(-1)` of a per-sample tensor of at least 2 dims: the last
+            # dims go, dim 0 (the batch) stays
+            remaining = least if keepdim else least - len(indices)
+            return Shape("batched", why=why + " of a per-sample tensor, keeping one value per sample",
+                         min_rank=max(remaining, 1))
         if base.kind == "data" and at_least_one:
             return DATA
         if base.kind == "output" and known and all(i != 0 for i in indices):  # type: ignore[operator]
@@ -416,4 +478,20 @@ class TorchCalls:
             dims = tuple(reversed(base.dims)) if name == "t" and base.dims is not None else None
         else:
             rank, dims = None, None
-        return Shape(kind, dims=dims, rank=rank, why=why)
+        least = 0
+        if kind == "batched" and rank is None:
+            least = _reshaped_rank(name, base.least_rank, args)
+        return Shape(kind, dims=dims, rank=rank, why=why, min_rank=least)
+
+
+def _reshaped_rank(name: str, least: int, args: CallArgs) -> int:
+    """Dimensions a reshaped per-sample tensor has at least, from those it had at least:
+    `unsqueeze` adds one, `squeeze(d)` may remove dim d, transposes keep them all."""
+    dim = int_literal(args.positional[0]) if len(args.positional) == 1 and not args.keywords else None
+    if name == "unsqueeze":
+        return least + 1
+    if name in ("transpose", "permute", "t"):
+        return least
+    if name == "squeeze" and dim is not None:
+        return max(least, dim + 1) - 1 if dim >= 0 else max(least - 1, 0)
+    return 0
