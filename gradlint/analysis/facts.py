@@ -64,6 +64,7 @@ class ModuleFacts:
     _relevant: Dict[Tuple[int, Optional[str]], bool] = field(default_factory=dict)  # (body id, receiver)
     _locals: Dict[int, frozenset] = field(default_factory=dict)
     _steppy: Dict[Tuple[int, Optional[str]], bool] = field(default_factory=dict)  # (body id, receiver)
+    _families: Dict[str, List[str]] = field(default_factory=dict)  # class -> it and its subclasses
     _summary: Dict[int, Tuple[List[cst.Call], bool]] = field(default_factory=dict)
     loop_parent: Dict[int, Optional[cst.CSTNode]] = field(default_factory=dict)  # loop id -> enclosing loop
 

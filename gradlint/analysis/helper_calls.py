@@ -307,8 +307,12 @@ class HelperResolver:
 
 
 def family(facts: ModuleFacts, cls: str) -> List[str]:
-    """`cls` and the classes of the module that derive from it (directly or not)."""
-    return [cls] + [name for name in facts.classes if name != cls and _derives(facts, name, cls)]
+    """`cls` and the classes of the module that derive from it (directly or not). Memoised."""
+    found = facts._families.get(cls)
+    if found is None:
+        found = [cls] + [name for name in facts.classes if name != cls and _derives(facts, name, cls)]
+        facts._families[cls] = found
+    return found
 
 
 def _derives(facts: ModuleFacts, name: str, base: str, depth: int = 0) -> bool:
