@@ -377,6 +377,26 @@ def test_comprehensions_that_do_not_train_are_clean(tmp_path):
     assert _check(tmp_path, files) == []
 
 
+def test_comprehension_over_optimizers_steps_each_once(tmp_path):
+    # every item brings its own model and optimizer: no optimizer steps twice in this loop
+    files = {
+        "train.py": """
+        import torch
+
+
+        def train(model, opt, x):
+            model(x).mean().backward()
+            opt.step()
+
+
+        models = [torch.nn.Linear(2, 2) for _ in range(3)]
+        opts = [torch.optim.SGD(m.parameters(), lr=0.1) for m in models]
+        done = [train(model, opt, x) for model, opt in zip(models, opts)]
+        """
+    }
+    assert _check(tmp_path, files) == []
+
+
 # -- 4. an epoch loop calling a helper whose own batch loop forgets the clear -----------------------
 
 TWO_MODULES = {

@@ -61,6 +61,21 @@ def comprehension_loops(facts: ModuleFacts) -> Iterator[Tuple[Comprehension, Opt
             yield comp, cls, func
 
 
+def per_item_names(loop: cst.CSTNode) -> frozenset:
+    """For a comprehension, the names its `for` clauses bind (`agent` in `[agent.learn(b) for agent
+    in agents]`): an optimizer reached through one is another object on every item, so a path
+    around the comprehension's back edge does not step the same optimizer twice. Empty for other
+    loops (a `for` statement's target may be a batch or an optimizer of a nested loop)."""
+    if type(loop) not in _COMPREHENSIONS:
+        return frozenset()
+    names: List[str] = []
+    clause: Optional[cst.CompFor] = loop.for_in  # type: ignore[attr-defined]
+    while clause is not None:
+        names.extend(text.split(".")[0] for text in assigned_texts(clause.target))
+        clause = clause.inner_for_in
+    return frozenset(names)
+
+
 def comprehension_contains(func: Optional[cst.FunctionDef], node: cst.CSTNode) -> List[Comprehension]:
     """The comprehensions of `func`'s body (training ones, as `comprehension_loops` finds them)
     that contain `node`."""

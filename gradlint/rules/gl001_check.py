@@ -18,6 +18,7 @@ from gradlint.analysis.comprehension_loops import (
     build_comprehension_graph,
     comprehension_contains,
     comprehension_loops,
+    per_item_names,
 )
 from gradlint.analysis.effects import Analyzer
 from gradlint.analysis.events import ALL, BACKWARD, CLEAR, STEP, Event, Scope
@@ -170,7 +171,8 @@ def _entries(ctx, project, loop, graph, direct, via_helper) -> List[_Found]:
     facts = ctx.training_facts
     events = list(graph.events())
     found: List[_Found] = []
-    optimizers = sorted({e.target for e in events if e.kind == STEP})
+    per_item = per_item_names(loop)  # `[agent.learn(b) for agent in agents]`: a new optimizer per item
+    optimizers = sorted({e.target for e in events if e.kind == STEP and e.target.split(".")[0] not in per_item})
     backwards = [e for e in events if e.kind == BACKWARD]
     if not optimizers or not backwards:
         return found
