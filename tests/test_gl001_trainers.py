@@ -549,3 +549,18 @@ def test_placement_whole_step_method_at_its_call_backward_only_method_at_the_bac
         """
     }
     assert _lines(_check(tmp_path, files)) == _marked(files)
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "class A(B):\n    def step(self, b):\n        self.step(b)\nclass B(A):\n    def fit(self, d):\n        for b in d:\n            self.step(b)\n",
+        "class A:\n    def step(self):\n        raise NotImplementedError\n    def fit(self, d):\n        [self.step() for _ in d]\n",
+        "x = [[y.backward() for y in z if (w := y)] for z in loader]\nopt.step()\n",
+        "async def f():\n    return [await g(b) async for b in loader]\n",
+        "class T:\n    def backward(self, loss):\n        self.backward(loss)\n    def fit(self, d):\n        for b in d:\n            self.backward(b)\n            self.opt.step()\n",
+    ],
+)
+def test_odd_trainer_code_does_not_crash(tmp_path, source):
+    found = _check(tmp_path, {"train.py": source})
+    assert all(f.code == "GL001" for f in found)
