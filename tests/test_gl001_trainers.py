@@ -29,6 +29,8 @@ def _write(tmp_path: Path, files: Dict[str, str]) -> None:
 
 def _check(tmp_path: Path, files: Dict[str, str], checked: str = "train.py"):
     _write(tmp_path, files)
+    for name in files:
+        compile((tmp_path / name).read_text(), name, "exec")  # a case that does not parse tests nothing
     source = (tmp_path / checked).read_text()
     options = AnalysisOptions(project_root=str(tmp_path))
     return lint_options(source, str(tmp_path / checked), options, codes=["GL001"])
@@ -86,7 +88,7 @@ def test_subclass_step_method_runs_the_chain(tmp_path, step):
 
 @pytest.mark.parametrize("step", ["step", "train_step"])
 def test_base_backward_method_that_clears_first_is_clean(tmp_path, step):
-    clear = "self.optimizer.zero_grad()\n        "
+    clear = "self.optimizer.zero_grad()\n            "
     files = {"train.py": BASE_WITH_STEP.format(step=step, clear=clear, mark="")}
     assert _check(tmp_path, files) == []
 
@@ -564,3 +566,47 @@ def test_placement_whole_step_method_at_its_call_backward_only_method_at_the_bac
 def test_odd_trainer_code_does_not_crash(tmp_path, source):
     found = _check(tmp_path, {"train.py": source})
     assert all(f.code == "GL001" for f in found)
+
+
+BASE_MODULE = """
+    class BaseTrainer:
+        def forward_backward(self, batch):
+            raise NotImplementedError
+
+        def train_step(self, batch):
+            self.forward_backward(batch)
+            self.optimizer.step()
+"""
+SUBCLASS = """
+    import torch
+    from base import BaseTrainer
+
+
+    class MyTrainer(BaseTrainer):
+        def __init__(self, model):
+            self.model = model
+            self.optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+
+        def forward_backward(self, batch):
+            {clear}loss = self.model(batch).mean()
+            loss.backward()
+
+        def fit(self, loader):
+            self.optimizer.zero_grad()
+            for batch in loader:
+                self.train_step(batch){mark}
+"""
+
+
+def test_base_of_another_module_calls_the_files_override(tmp_path):
+    # the base's train_step (another module) runs the whole step: reported at its call
+    files = {"base.py": BASE_MODULE, "train.py": SUBCLASS.format(clear="", mark="  " + MARK)}
+    found = _check(tmp_path, files)
+    assert _lines(found) == _marked(files)
+    assert found[0].fix is not None
+
+
+def test_base_of_another_module_calls_the_files_clearing_override(tmp_path):
+    files = {"base.py": BASE_MODULE,
+             "train.py": SUBCLASS.format(clear="self.optimizer.zero_grad()\n            ", mark="")}
+    assert _check(tmp_path, files) == []

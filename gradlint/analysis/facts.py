@@ -61,9 +61,9 @@ class ModuleFacts:
     sources: Dict[str, set] = field(default_factory=dict)  # module text -> optimizers built on it
     instances: Dict[str, str] = field(default_factory=dict)  # `trainer` -> `Trainer` for trainer = Trainer()
     star_import: bool = False
-    _relevant: Dict[Tuple[int, Optional[str]], bool] = field(default_factory=dict)  # (body id, receiver)
+    _relevant: Dict[Tuple[int, Optional[str]], bool] = field(default_factory=dict)  # (body id, context)
     _locals: Dict[int, frozenset] = field(default_factory=dict)
-    _steppy: Dict[Tuple[int, Optional[str]], bool] = field(default_factory=dict)  # (body id, receiver)
+    _steppy: Dict[Tuple[int, Optional[str]], bool] = field(default_factory=dict)  # (body id, context)
     _families: Dict[str, List[str]] = field(default_factory=dict)  # class -> it and its subclasses
     _summary: Dict[int, Tuple[List[cst.Call], bool]] = field(default_factory=dict)
     loop_parent: Dict[int, Optional[cst.CSTNode]] = field(default_factory=dict)  # loop id -> enclosing loop

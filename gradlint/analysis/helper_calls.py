@@ -35,6 +35,7 @@ class HelperResolver:
     # the class of the analysed object, when a loop of a base class is judged for one subclass
     receiver: Optional[str] = None
     ambiguous = False  # a `self.` call resolved differently in the classes of the loop's family
+    loop_class: Optional[str] = None  # the class of the method holding the analysed loop, if any
     abstract_hit = False  # with `receiver`: a `self.` method the receiver lacks or leaves abstract
     step_names: Tuple[str, ...] = ()
     backward_names: Tuple[str, ...] = ()
@@ -57,7 +58,11 @@ class HelperResolver:
         cls: Optional[str] = None
         is_method = False
         if len(parts) == 2 and parts[0] in ("self", "cls") and scope.cls is not None:
-            func, cls = self._self_method(facts, scope.cls, parts[1])
+            func, cls = self._root_override(facts, scope.cls, parts[1])
+            if func is not None:
+                target_facts = self.root  # a project base's method calling what the file's subclass overrides
+            else:
+                func, cls = self._self_method(facts, scope.cls, parts[1])
             if func is None:  # inherited from a base class of another project module
                 target_facts, func, cls = self._project_method(facts, scope.cls, parts[1])
             is_method = True
@@ -101,6 +106,13 @@ class HelperResolver:
 
         return make
 
+    def _context(self) -> Optional[str]:
+        """What `self.` calls resolve against beyond the code itself (cache keys of `relevant` and
+        `_steppy`, whose caches live on the helper module's facts, shared between files)."""
+        if self.receiver is None and self.loop_class is None:
+            return None
+        return f"{id(self.root)}:{self.receiver}:{self.loop_class}"
+
     def _self_method(self, facts: ModuleFacts, cls: str, name: str):
         """(method, its class) that `self.name(...)` runs in a method of `cls`, over the class
         hierarchy of the module: `BaseTrainer.train` calling `self.train_step(batch)` that only a
@@ -120,6 +132,18 @@ class HelperResolver:
             return candidates[0]
         if len(candidates) > 1 and facts is self.root:
             self.ambiguous = True
+        return func, owner
+
+    def _root_override(self, facts: ModuleFacts, cls: str, name: str):
+        """In a method of `cls`, a base class of another project module, `self.name(...)` of an
+        object of the analysed file's class (`loop_class`, or `receiver`) that derives from `cls`
+        and defines or inherits `name` in this file: (that method, its class), else (None, None)."""
+        obj = self.receiver or self.loop_class
+        if facts is self.root or obj is None or not _inherits_name(self.root, obj, cls):
+            return None, None
+        func, owner = self._find_method(self.root, obj, name)
+        if func is None or _abstract(func):
+            return None, None
         return func, owner
 
     def _overrides(self, facts: ModuleFacts, cls: str, name: str) -> List[Tuple[cst.FunctionDef, str]]:
@@ -188,7 +212,7 @@ class HelperResolver:
         """Does the helper (transitively) do anything to gradients? Memoised per function."""
         facts = inline.scope.facts
         cache = facts._relevant
-        key = (id(inline.body), self.receiver)
+        key = (id(inline.body), self._context())
         if key in cache:
             return cache[key]
         seen = _seen if _seen is not None else set()
@@ -268,7 +292,7 @@ class HelperResolver:
                     return True  # a method of a project class of another module: decided on the graph
                 continue
             inline = resolved(call)
-            key = (id(inline.body), self.receiver)
+            key = (id(inline.body), self._context())
             cached = facts._steppy.get(key)
             if cached is None:
                 if key in seen:
@@ -323,6 +347,21 @@ def _derives(facts: ModuleFacts, name: str, base: str, depth: int = 0) -> bool:
     if info is None or depth > 5:
         return False
     return any(_derives(facts, last_part(b), base, depth + 1) for b in info.bases if last_part(b) != name)
+
+
+def _inherits_name(facts: ModuleFacts, name: str, base: str, depth: int = 0) -> bool:
+    """Does class `name` of the module list a base named `base` (last part), directly or through
+    its bases of the module? (`base` being a class of another module, matched by name.)"""
+    info = facts.classes.get(name)
+    if info is None or depth > 5:
+        return False
+    for written in info.bases:
+        short = last_part(written)
+        if short == base and base not in facts.classes:
+            return True
+        if short != name and _inherits_name(facts, short, base, depth + 1):
+            return True
+    return False
 
 
 def _abstract(func: cst.FunctionDef) -> bool:

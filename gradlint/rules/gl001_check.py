@@ -89,11 +89,14 @@ def check(ctx, code: str) -> Iterable[Finding]:
         try:
             local.wants_project = False
             local.ambiguous = False
+            local.loop_class = cls
             graph = build(loop, local, scope)
+            local.loop_class = None  # (the next candidate's gate runs before its class is known)
             if local.wants_project or local.ambiguous:
                 # helpers imported from the project's other modules: read them for this loop only
                 # (before judging the loop: unread, such a helper looks like a clear at best)
                 analyzer = Analyzer(facts, ctx.options, project)
+                analyzer.loop_class = cls
                 graph = build(loop, analyzer, scope)
                 if analyzer.ambiguous and cls is not None:
                     # `self.train_step()` differs between the classes this loop may run on
@@ -257,7 +260,9 @@ def _reports_alone(ctx, project, facts, loop, cls, func, build, backward: int) -
     through the backward node `backward`?"""
     scope = Scope(facts=facts, root=facts, cls=cls, func=func)
     try:
-        graph = build(loop, Analyzer(facts, ctx.options, project), scope)
+        analyzer = Analyzer(facts, ctx.options, project)
+        analyzer.loop_class = cls
+        graph = build(loop, analyzer, scope)
         events = list(graph.events())
         optimizers = sorted({e.target for e in events if e.kind == STEP})
         known = frozenset(optimizers) | frozenset(
