@@ -9,6 +9,7 @@ Computed once per parsed module (`module_facts`), from statements only. What one
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from typing import Dict, Iterator, List, Optional, Tuple
 
@@ -34,6 +35,8 @@ from gradlint.analysis.object_kinds import (
 # ---------------------------------------------------------------------------------------------
 # Per-module facts
 # ---------------------------------------------------------------------------------------------
+
+_SERIALS = itertools.count()
 
 
 @dataclass
@@ -65,6 +68,7 @@ class ModuleFacts:
     _locals: Dict[int, frozenset] = field(default_factory=dict)
     _steppy: Dict[Tuple[int, Optional[str]], bool] = field(default_factory=dict)  # (body id, context)
     _families: Dict[str, List[str]] = field(default_factory=dict)  # class -> it and its subclasses
+    serial: int = field(default_factory=lambda: next(_SERIALS))  # unique per parse (ids get reused)
     _summary: Dict[int, Tuple[List[cst.Call], bool]] = field(default_factory=dict)
     loop_parent: Dict[int, Optional[cst.CSTNode]] = field(default_factory=dict)  # loop id -> enclosing loop
 

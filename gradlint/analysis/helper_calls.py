@@ -111,7 +111,7 @@ class HelperResolver:
         `_steppy`, whose caches live on the helper module's facts, shared between files)."""
         if self.receiver is None and self.loop_class is None:
             return None
-        return f"{id(self.root)}:{self.receiver}:{self.loop_class}"
+        return f"{self.root.serial}:{self.receiver}:{self.loop_class}"
 
     def _self_method(self, facts: ModuleFacts, cls: str, name: str):
         """(method, its class) that `self.name(...)` runs in a method of `cls`, over the class
@@ -120,7 +120,7 @@ class HelperResolver:
         `receiver` set (the analysed object is an instance of that subclass of `cls`), its method;
         else the one concrete method the classes of the family agree on. When they differ the
         base's own is returned and `ambiguous` is set, so that the caller may judge the loop once
-        per receiver class (`receiver_classes`)."""
+        per receiver class (GL001's `_receivers`)."""
         if self.receiver is not None and facts is self.root and _derives(facts, self.receiver, cls):
             func, owner = self._find_method(facts, self.receiver, name)
             if (func is None or _abstract(func)) and self._overrides(facts, cls, name):
