@@ -88,6 +88,8 @@ class Analyzer(HelperResolver):
                 return [scope.event(STEP, scope.subst(text)[0], call)]
 
         found = backward_call(call, facts.imports)
+        if found is not None and _on_self(call) and self._own_method(scope, "backward"):
+            return self._helper_effects(call, func_text, qual, scope)  # `def backward(self, loss)` of a trainer
         if found is not None:
             return [scope.event(BACKWARD, "", call)] if found.accumulates else []
 
@@ -116,6 +118,8 @@ class Analyzer(HelperResolver):
             if container is not None:
                 return container
             return None  # a wrapper class of this module: follow its method's body instead
+        if method == "step" and _on_self(call) and self._own_method(scope, "step"):
+            return None  # a trainer's own `def step(self, batch)`: follow it as a helper
         if method in _UPDATING_METHODS and updated_by_call(call) is not None:
             return [scope.event(STEP, PARAMS, call)]  # `p.data.add_(p.grad, alpha=-lr)`
         if method == "zero_grad":
@@ -175,6 +179,19 @@ class Analyzer(HelperResolver):
             # accelerator.accumulate(model): the prepared optimizer's zero_grad/step are gated
             return [scope.event(CLEAR, ALL, call)] if _is_accelerate(receiver, facts) else None
         return None
+
+    def _own_method(self, scope: Scope, name: str) -> bool:
+        """Is `self.step(...)` / `self.backward(loss)` a method of the project's class (or of a
+        subclass, see `_self_method`) that is neither an optimizer nor an optimizer container (a
+        class that defines both `step()` and `zero_grad()`)? Then it is a trainer's method, to
+        follow as a helper, not an optimizer's step or a tensor's backward."""
+        cls = scope.cls
+        if cls is None or cls not in scope.facts.classes or _optimizer_class(scope.facts, cls):
+            return False
+        if self._find_method(scope.facts, cls, "zero_grad")[0] is not None:
+            return False
+        func, owner = self._self_method(scope.facts, cls, name)
+        return func is not None and (owner is None or self._find_method(scope.facts, owner, "zero_grad")[0] is None)
 
     def _container_effects(
         self, call: cst.Call, receiver: cst.BaseExpression, method: str, scope: Scope
@@ -352,6 +369,12 @@ class Analyzer(HelperResolver):
             self._memo[id(stmt)] = list(effects)
         return effects
 
+
+
+def _on_self(call: cst.Call) -> bool:
+    """Is the call `self.<method>(...)`?"""
+    func = call.func
+    return isinstance(func, cst.Attribute) and isinstance(func.value, cst.Name) and func.value.value == "self"
 
 
 def _zero_arg(call: cst.Call) -> bool:

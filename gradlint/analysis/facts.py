@@ -9,6 +9,7 @@ Computed once per parsed module (`module_facts`), from statements only. What one
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from typing import Dict, Iterator, List, Optional, Tuple
 
@@ -34,6 +35,8 @@ from gradlint.analysis.object_kinds import (
 # ---------------------------------------------------------------------------------------------
 # Per-module facts
 # ---------------------------------------------------------------------------------------------
+
+_SERIALS = itertools.count()
 
 
 @dataclass
@@ -61,9 +64,11 @@ class ModuleFacts:
     sources: Dict[str, set] = field(default_factory=dict)  # module text -> optimizers built on it
     instances: Dict[str, str] = field(default_factory=dict)  # `trainer` -> `Trainer` for trainer = Trainer()
     star_import: bool = False
-    _relevant: Dict[int, bool] = field(default_factory=dict)
+    _relevant: Dict[Tuple[int, Optional[str]], bool] = field(default_factory=dict)  # (body id, context)
     _locals: Dict[int, frozenset] = field(default_factory=dict)
-    _steppy: Dict[int, bool] = field(default_factory=dict)
+    _steppy: Dict[Tuple[int, Optional[str]], bool] = field(default_factory=dict)  # (body id, context)
+    _families: Dict[str, List[str]] = field(default_factory=dict)  # class -> it and its subclasses
+    serial: int = field(default_factory=lambda: next(_SERIALS))  # unique per parse (ids get reused)
     _summary: Dict[int, Tuple[List[cst.Call], bool]] = field(default_factory=dict)
     loop_parent: Dict[int, Optional[cst.CSTNode]] = field(default_factory=dict)  # loop id -> enclosing loop
 

@@ -57,6 +57,8 @@ class Node:
 class LoopGraph:
     header: Node
     nodes: List[Node] = field(default_factory=list)
+    # id of a helper call followed while building -> the helper's scope (its module, def, class)
+    callees: Dict[int, Scope] = field(default_factory=dict)
 
     def events(self):
         for node in self.nodes:
@@ -106,6 +108,7 @@ class _Builder:
         # `do_step = (i + 1) % k == 0`: a flag that stands for a `% k` gate, by name
         self.gates: Dict[str, Tuple[str, FrozenSet[str], bool]] = {}
         self.unit_gates: Dict[str, Tuple[str, bool]] = {}  # the same flags, evaluated with k == 1
+        self.callees: Dict[int, Scope] = {}  # see LoopGraph.callees
 
     # nodes ----------------------------------------------------------------------------------
     def node(self, preds: Sequence[Node], events: Sequence[Event] = (), decide=None, kills=frozenset()) -> Node:
@@ -138,6 +141,7 @@ class _Builder:
         self.inlined += 1
         if self.inlined > MAX_INLINES:
             raise TooLarge()
+        self.callees.setdefault(id(inline.site), inline.scope)
         self.active.append(inline.key)
         saved = self.frames
         frame = _FuncFrame(returns=[])
@@ -475,7 +479,7 @@ def build_loop_graph(loop, analyzer: Analyzer, scope: Scope) -> LoopGraph:
     for pred in exits:
         pred.succ.append(latch)
     _keep_correlated_decisions(builder.nodes)
-    return LoopGraph(header=header, nodes=builder.nodes)
+    return LoopGraph(header=header, nodes=builder.nodes, callees=builder.callees)
 
 
 def build_body_graph(func: cst.FunctionDef, analyzer: Analyzer, scope: Scope) -> LoopGraph:
@@ -493,7 +497,7 @@ def build_body_graph(func: cst.FunctionDef, analyzer: Analyzer, scope: Scope) ->
     for pred in exits + frame.returns:
         pred.succ.append(latch)
     _keep_correlated_decisions(builder.nodes)
-    return LoopGraph(header=header, nodes=builder.nodes)
+    return LoopGraph(header=header, nodes=builder.nodes, callees=builder.callees)
 
 
 # (loop or per-batch function, its class, its function, the graph builder for it, its scope)

@@ -30,7 +30,13 @@ class HelperResolver:
     """How an `Analyzer` finds and follows helpers (a mixin: it owns the state)."""
 
     project = None
+    root: ModuleFacts
     wants_project = False
+    # the class of the analysed object, when a loop of a base class is judged for one subclass
+    receiver: Optional[str] = None
+    ambiguous = False  # a `self.` call resolved differently in the classes of the loop's family
+    loop_class: Optional[str] = None  # the class of the method holding the analysed loop, if any
+    abstract_hit = False  # with `receiver`: a `self.` method the receiver lacks or leaves abstract
     step_names: Tuple[str, ...] = ()
     backward_names: Tuple[str, ...] = ()
     clear_names: Tuple[str, ...] = ()
@@ -52,7 +58,11 @@ class HelperResolver:
         cls: Optional[str] = None
         is_method = False
         if len(parts) == 2 and parts[0] in ("self", "cls") and scope.cls is not None:
-            func, cls = self._find_method(facts, scope.cls, parts[1])
+            func, cls = self._root_override(facts, scope.cls, parts[1])
+            if func is not None:
+                target_facts = self.root  # a project base's method calling what the file's subclass overrides
+            else:
+                func, cls = self._self_method(facts, scope.cls, parts[1])
             if func is None:  # inherited from a base class of another project module
                 target_facts, func, cls = self._project_method(facts, scope.cls, parts[1])
             is_method = True
@@ -95,6 +105,57 @@ class HelperResolver:
             return Inline(func.body, inner, site, key)
 
         return make
+
+    def _context(self) -> Optional[str]:
+        """What `self.` calls resolve against beyond the code itself (cache keys of `relevant` and
+        `_steppy`, whose caches live on the helper module's facts, shared between files)."""
+        if self.receiver is None and self.loop_class is None:
+            return None
+        return f"{self.root.serial}:{self.receiver}:{self.loop_class}"
+
+    def _self_method(self, facts: ModuleFacts, cls: str, name: str):
+        """(method, its class) that `self.name(...)` runs in a method of `cls`, over the class
+        hierarchy of the module: `BaseTrainer.train` calling `self.train_step(batch)` that only a
+        subclass defines (or that the base leaves abstract) runs the subclass's method. With
+        `receiver` set (the analysed object is an instance of that subclass of `cls`), its method;
+        else the one concrete method the classes of the family agree on. When they differ the
+        base's own is returned and `ambiguous` is set, so that the caller may judge the loop once
+        per receiver class (GL001's `_receivers`)."""
+        if self.receiver is not None and facts is self.root and _derives(facts, self.receiver, cls):
+            func, owner = self._find_method(facts, self.receiver, name)
+            if (func is None or _abstract(func)) and self._overrides(facts, cls, name):
+                self.abstract_hit = True  # this class cannot be the object: it lacks the method
+            return func, owner
+        func, owner = self._find_method(facts, cls, name)
+        candidates = self._overrides(facts, cls, name)
+        if len(candidates) == 1:
+            return candidates[0]
+        if len(candidates) > 1 and facts is self.root:
+            self.ambiguous = True
+        return func, owner
+
+    def _root_override(self, facts: ModuleFacts, cls: str, name: str):
+        """In a method of `cls`, a base class of another project module, `self.name(...)` of an
+        object of the analysed file's class (`loop_class`, or `receiver`) that derives from `cls`
+        and defines or inherits `name` in this file: (that method, its class), else (None, None)."""
+        obj = self.receiver or self.loop_class
+        if facts is self.root or obj is None or not _inherits_name(self.root, obj, cls):
+            return None, None
+        func, owner = self._find_method(self.root, obj, name)
+        if func is None or _abstract(func):
+            return None, None
+        return func, owner
+
+    def _overrides(self, facts: ModuleFacts, cls: str, name: str) -> List[Tuple[cst.FunctionDef, str]]:
+        """The distinct concrete methods `name` resolves to for `cls` and its subclasses in the
+        module (abstract ones, `raise NotImplementedError`, left out)."""
+        found: List[Tuple[cst.FunctionDef, str]] = []
+        for member in family(facts, cls):
+            func, owner = self._find_method(facts, member, name)
+            if func is not None and owner is not None and not _abstract(func):
+                if all(func is not seen for seen, _ in found):
+                    found.append((func, owner))
+        return found
 
     def _wrapper_method(self, receiver: Optional[str], method: str, facts: ModuleFacts) -> bool:
         """Is `receiver` an instance of a class of this module that defines `method` and is not
@@ -151,7 +212,7 @@ class HelperResolver:
         """Does the helper (transitively) do anything to gradients? Memoised per function."""
         facts = inline.scope.facts
         cache = facts._relevant
-        key = id(inline.body)
+        key = (id(inline.body), self._context())
         if key in cache:
             return cache[key]
         seen = _seen if _seen is not None else set()
@@ -221,6 +282,8 @@ class HelperResolver:
                     if _STEPPY_NAME.search(last_part(text)) or self._hands_optimizer(call, scope):
                         return True  # maybe a project helper that trains: decided on the graph
                 continue
+            if self._steppy_override(text, scope, seen):
+                return True
             saved, self.wants_project = self.wants_project, False
             resolved = self._resolve_function(text, scope)
             wanted, self.wants_project = self.wants_project, saved
@@ -229,7 +292,7 @@ class HelperResolver:
                     return True  # a method of a project class of another module: decided on the graph
                 continue
             inline = resolved(call)
-            key = id(inline.body)
+            key = (id(inline.body), self._context())
             cached = facts._steppy.get(key)
             if cached is None:
                 if key in seen:
@@ -241,12 +304,87 @@ class HelperResolver:
                 return True
         return False
 
+    def _steppy_override(self, text: str, scope: Scope, seen: set) -> bool:
+        """`self.train_step(batch)` in a base class whose subclasses define it differently: could
+        any of their methods step or run a backward?"""
+        parts = text.split(".")
+        if len(parts) != 2 or parts[0] != "self" or scope.cls is None or scope.facts is not self.root:
+            return False
+        candidates = self._overrides(scope.facts, scope.cls, parts[1])
+        if len(candidates) < 2:
+            return False
+        for func, _owner in candidates:
+            if id(func) in seen:
+                continue
+            seen.add(id(func))
+            inner = Scope(facts=scope.facts, root=scope.root, cls=_owner, func=func)
+            if self._steppy(scope.facts.summary(func.body)[0], inner, seen):
+                return True
+        return False
+
     def _hands_optimizer(self, call: cst.Call, scope: Scope) -> bool:
         for arg in call.args:
             text = dotted(arg.value)
             if text is not None and scope.kind_of(text)[1] == OPTIMIZER:
                 return True
         return False
+
+
+def family(facts: ModuleFacts, cls: str) -> List[str]:
+    """`cls` and the classes of the module that derive from it (directly or not). Memoised."""
+    found = facts._families.get(cls)
+    if found is None:
+        found = [cls] + [name for name in facts.classes if name != cls and _derives(facts, name, cls)]
+        facts._families[cls] = found
+    return found
+
+
+def _derives(facts: ModuleFacts, name: str, base: str, depth: int = 0) -> bool:
+    """Is class `name` of the module `base` or a subclass of it (bases named in the module)?"""
+    if name == base:
+        return True
+    info = facts.classes.get(name)
+    if info is None or depth > 5:
+        return False
+    return any(_derives(facts, last_part(b), base, depth + 1) for b in info.bases if last_part(b) != name)
+
+
+def _inherits_name(facts: ModuleFacts, name: str, base: str, depth: int = 0) -> bool:
+    """Does class `name` of the module list a base named `base` (last part), directly or through
+    its bases of the module? (`base` being a class of another module, matched by name.)"""
+    info = facts.classes.get(name)
+    if info is None or depth > 5:
+        return False
+    for written in info.bases:
+        short = last_part(written)
+        if short == base and base not in facts.classes:
+            return True
+        if short != name and _inherits_name(facts, short, base, depth + 1):
+            return True
+    return False
+
+
+def _abstract(func: cst.FunctionDef) -> bool:
+    """A method a subclass must provide: decorated `@abstractmethod`, or whose body (after an
+    optional docstring) only raises `NotImplementedError`. (A `pass` body is a no-op method the
+    base class may really run: not abstract.)"""
+    for decorator in func.decorators:
+        if last_part(dotted(decorator.decorator) or "") == "abstractmethod":
+            return True
+    body = func.body
+    stmts = list(body.body) if isinstance(body, cst.IndentedBlock) else [body]
+    smalls: List[cst.CSTNode] = []
+    for stmt in stmts:
+        if not isinstance(stmt, (cst.SimpleStatementLine, cst.SimpleStatementSuite)):
+            return False
+        smalls.extend(stmt.body)
+    if smalls and isinstance(smalls[0], cst.Expr) and isinstance(smalls[0].value, cst.BaseString):
+        smalls = smalls[1:]
+    if len(smalls) != 1 or not isinstance(smalls[0], cst.Raise) or smalls[0].exc is None:
+        return False
+    exc = smalls[0].exc
+    exc = exc.func if isinstance(exc, cst.Call) else exc
+    return last_part(dotted(exc) or "") == "NotImplementedError"
 
 
 def _helper_local(text: str, scope: Scope) -> bool:

@@ -14,9 +14,16 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 import libcst as cst
 
+from gradlint.analysis.comprehension_loops import (
+    build_comprehension_graph,
+    comprehension_contains,
+    comprehension_loops,
+    per_item_names,
+)
 from gradlint.analysis.effects import Analyzer
 from gradlint.analysis.events import ALL, BACKWARD, CLEAR, STEP, Event, Scope
-from gradlint.analysis.flow import LoopGraph, TooLarge, candidate_loops, stale_path
+from gradlint.analysis.flow import LoopGraph, TooLarge, build_loop_graph, candidate_loops, stale_path
+from gradlint.analysis.helper_calls import family
 from gradlint.analysis.manual_updates import PARAMS, updated_by_call, updated_by_statement
 from gradlint.analysis.object_kinds import OPTIMIZER
 from gradlint.analysis.project import Project
@@ -25,8 +32,8 @@ from gradlint.findings import Finding, Fix
 from gradlint.rules.gl001_fix import build_fix
 
 # One finding before it is described: (report node, step event, optimizer, cleared somewhere?,
-# period key of the `% k` gates that line up only for k > 1, fix)
-_Entry = Tuple[cst.CSTNode, Event, str, bool, Optional[str], Optional[Fix]]
+# period key of the `% k` gates that line up only for k > 1, fix, backward in a helper's own loop?)
+_Entry = Tuple[cst.CSTNode, Event, str, bool, Optional[str], Optional[Fix], bool]
 # A loop to analyse: (loop or per-batch function, its class, its def, the graph builder for it)
 _Candidate = Tuple[cst.CSTNode, Optional[str], Optional[cst.FunctionDef], Callable[[Any, Analyzer, Scope], LoopGraph]]
 
@@ -78,69 +85,193 @@ def check(ctx, code: str) -> Iterable[Finding]:
     # underlying backward node id -> entry; report node id -> (entry, underlying backward node id)
     direct: Dict[int, _Entry] = {}
     via_helper: Dict[int, Tuple[_Entry, int]] = {}
-    for loop, _cls, _func, build, scope in candidate_loops(facts, local):
+    for loop, cls, _func, build, scope in _candidates(facts, local):
         try:
             local.wants_project = False
+            local.ambiguous = False
+            local.loop_class = cls
             graph = build(loop, local, scope)
-            events = list(graph.events())
-            if local.wants_project:
+            local.loop_class = None  # (the next candidate's gate runs before its class is known)
+            if local.wants_project or local.ambiguous:
                 # helpers imported from the project's other modules: read them for this loop only
                 # (before judging the loop: unread, such a helper looks like a clear at best)
-                graph = build(loop, Analyzer(facts, ctx.options, project), scope)
-                events = list(graph.events())
-            if not any(e.kind in (STEP, BACKWARD) for e in events):
-                continue  # no step and no backward here, even through the project's helpers
+                analyzer = Analyzer(facts, ctx.options, project)
+                analyzer.loop_class = cls
+                graph = build(loop, analyzer, scope)
+                if analyzer.ambiguous and cls is not None:
+                    # `self.train_step()` differs between the classes this loop may run on
+                    _per_receiver(ctx, facts, project, loop, cls, build, scope, direct, via_helper)
+                    continue
+            found = _entries(ctx, project, loop, graph, direct, via_helper)
         except (TooLarge, RecursionError):
             continue
-        optimizers = sorted({e.target for e in events if e.kind == STEP})
-        backwards = [e for e in events if e.kind == BACKWARD]
-        if not optimizers or not backwards:
-            continue
-        # texts that name distinct optimizers: stepped here, or built as optimizers in this module
-        known = frozenset(optimizers) | frozenset(
-            e.target for e in events if e.kind == CLEAR and facts.kinds.get(e.target) == OPTIMIZER
-        )
-        inside = _calls_within(loop)
-        groups: Dict[int, List[Event]] = {}
-        reports: Dict[int, cst.CSTNode] = {}
-        stepping = {_chain_key(e) for e in events if e.kind == STEP}
-        for event in backwards:
-            node = _report_node(event, inside, stepping)
-            if node is not None:
-                groups.setdefault(id(node), []).append(event)
-                reports[id(node)] = node
-        for key, group in groups.items():
-            report = reports[key]
-            underlying = id(group[0].node)
-            if underlying in direct or key in via_helper:
-                continue
-            members = {id(e) for e in group}
-            for optimizer in optimizers:
-                is_target = lambda e, members=members: id(e) in members  # noqa: E731
-                step = stale_path(graph, optimizer, is_target, known)
-                period: Optional[str] = None
-                for unit in graph.periods() if step is None else ():
-                    # gates that line up only for k > 1: `if it % k == 1: zero_grad()` never runs with k == 1
-                    step, period = stale_path(graph, optimizer, is_target, known, unit=unit), unit[1:]
-                    if step is not None:
-                        break
-                if step is None:
-                    continue
-                cleared = any(
-                    e.kind == CLEAR and (e.target in (optimizer, ALL) or optimizer == ALL or e.target not in known)
-                    for e in events
-                )
-                fix = build_fix(ctx, loop, report, step, group[0], events, len(groups) == 1)
-                if report is group[0].node:
-                    direct[underlying] = (report, step, optimizer, cleared, period, fix)
-                else:
-                    via_helper[key] = ((report, step, optimizer, cleared, period, fix), underlying)
-                break
+        _merge(found, direct, via_helper)
     findings = [_finding(ctx, code, *entry, True) for entry in direct.values()]
     for entry, underlying in via_helper.values():
         if underlying not in direct:
             findings.append(_finding(ctx, code, *entry, False))
     return findings
+
+
+def _candidates(facts, local: Analyzer):
+    """The loops to judge: `for`/`while` loops and per-batch functions (`candidate_loops`), then
+    comprehensions whose element may train (`[self.training_step(b) for b in self.loader]`)."""
+    yield from candidate_loops(facts, local)
+    for comp, cls, func in comprehension_loops(facts):
+        scope = Scope(facts=facts, root=facts, cls=cls, func=func)
+        try:
+            if local.may_step_or_backward(comp, scope):
+                yield comp, cls, func, build_comprehension_graph, scope
+        except (TooLarge, RecursionError):
+            continue
+
+
+# (report node id, underlying backward node id, entry, is the report the backward itself?)
+_Found = Tuple[int, int, _Entry, bool]
+
+
+def _merge(found: List[_Found], direct: Dict[int, _Entry], via_helper: Dict[int, Tuple[_Entry, int]]) -> None:
+    for key, underlying, entry, is_direct in found:
+        if is_direct:
+            direct.setdefault(underlying, entry)
+        else:
+            via_helper.setdefault(key, (entry, underlying))
+
+
+def _per_receiver(ctx, facts, project, loop, cls: str, build, scope: Scope, direct, via_helper) -> None:
+    """A loop of a base class whose `self.` methods differ between the class and its subclasses
+    in the module: judged once per class the object may be (those the module instantiates, else
+    every class of the family that has the methods), and reported only when it is wrong for each
+    of them (precision first: one correct subclass means the code does not show the bug)."""
+    results: List[List[_Found]] = []
+    for receiver in _receivers(facts, cls):
+        analyzer = Analyzer(facts, ctx.options, project)
+        analyzer.receiver = receiver
+        graph = build(loop, analyzer, scope)
+        if analyzer.abstract_hit:
+            continue  # an object of this class could not run the loop: not one to judge
+        results.append(_entries(ctx, project, loop, graph, direct, via_helper))
+    if results and all(results):
+        for found in results:
+            _merge(found, direct, via_helper)
+
+
+def _receivers(facts, cls: str) -> List[str]:
+    """The classes an object running a method of `cls` may have: those of `cls`'s family (itself
+    and its subclasses in the module) that the module instantiates, else all of them."""
+    members = family(facts, cls)
+    wanted = set(members)
+    built = {
+        node.func.value
+        for node in walk(facts.module)
+        if type(node) is cst.Call and isinstance(node.func, cst.Name) and node.func.value in wanted  # type: ignore[attr-defined]
+    }
+    return [m for m in members if m in built] or members
+
+
+def _entries(ctx, project, loop, graph, direct, via_helper) -> List[_Found]:
+    """The findings of one loop's graph (groups already reported are skipped)."""
+    facts = ctx.training_facts
+    events = list(graph.events())
+    found: List[_Found] = []
+    per_item = per_item_names(loop)  # `[agent.learn(b) for agent in agents]`: a new optimizer per item
+    optimizers = sorted({e.target for e in events if e.kind == STEP and e.target.split(".")[0] not in per_item})
+    backwards = [e for e in events if e.kind == BACKWARD]
+    if not optimizers or not backwards:
+        return found
+    # texts that name distinct optimizers: stepped here, or built as optimizers in this module
+    known = frozenset(optimizers) | frozenset(
+        e.target for e in events if e.kind == CLEAR and facts.kinds.get(e.target) == OPTIMIZER
+    )
+    inside = _calls_within(loop)
+    groups: Dict[int, List[Event]] = {}
+    reports: Dict[int, cst.CSTNode] = {}
+    stepping = {_chain_key(e) for e in events if e.kind == STEP}
+    for event in backwards:
+        node = _report_node(event, inside, stepping)
+        if node is not None:
+            groups.setdefault(id(node), []).append(event)
+            reports[id(node)] = node
+    for key, group in groups.items():
+        report = reports[key]
+        underlying = id(group[0].node)
+        if underlying in direct or key in via_helper:
+            continue
+        members = {id(e) for e in group}
+        for optimizer in optimizers:
+            is_target = lambda e, members=members: id(e) in members  # noqa: E731
+            step = stale_path(graph, optimizer, is_target, known)
+            period: Optional[str] = None
+            for unit in graph.periods() if step is None else ():
+                # gates that line up only for k > 1: `if it % k == 1: zero_grad()` never runs with k == 1
+                step, period = stale_path(graph, optimizer, is_target, known, unit=unit), unit[1:]
+                if step is not None:
+                    break
+            if step is None:
+                continue
+            inner = _helper_loop(ctx, project, graph, group[0], report)
+            if inner == _REPORTED_THERE:
+                break  # the helper's own loop is where the clear is missing, and is reported there
+            cleared = any(
+                e.kind == CLEAR and (e.target in (optimizer, ALL) or optimizer == ALL or e.target not in known)
+                for e in events
+            )
+            fix = None if inner else build_fix(ctx, loop, report, step, group[0], events, len(groups) == 1)
+            entry = (report, step, optimizer, cleared, period, fix, bool(inner))
+            found.append((key, underlying, entry, report is group[0].node))
+            break
+    return found
+
+
+_IN_HELPER_LOOP = 1  # the backward runs in a loop of a followed helper
+_REPORTED_THERE = 2  # ... and that loop, judged alone, reports it
+
+
+def _helper_loop(ctx, project, graph, event: Event, report: cst.CSTNode) -> int:
+    """Is the reported backward inside a loop of a helper the analysed loop calls (an epoch loop
+    calling `run_epoch()`, whose batch loop forgets the clear)? `_REPORTED_THERE` when that loop,
+    judged on its own in its module, reports the backward: the call site is then no finding of its
+    own (its fix, a clear before the call, would run once per epoch). `_IN_HELPER_LOOP` when it
+    does not (its optimizer is only known from the caller's argument): reported at the call, with
+    no fix. 0 otherwise."""
+    chain = event.chain
+    start = next((i for i, (node, _local) in enumerate(chain) if node is report), len(chain))
+    status = 0
+    for index in range(start + 1, len(chain)):
+        callee = graph.callees.get(id(chain[index - 1][0]))
+        if callee is None or callee.func is None:
+            continue
+        node = chain[index][0]
+        holding: List[Tuple[cst.CSTNode, Optional[str], Callable[..., LoopGraph]]] = [
+            (inner, cls, build_loop_graph)
+            for inner, cls, func in callee.facts.loops
+            if func is callee.func and any(n is node for n in walk(inner))
+        ]
+        holding += [(comp, callee.cls, build_comprehension_graph) for comp in comprehension_contains(callee.func, node)]
+        for inner, cls, build in holding:
+            status = _IN_HELPER_LOOP
+            if _reports_alone(ctx, project, callee.facts, inner, cls, callee.func, build, id(event.node)):
+                return _REPORTED_THERE
+    return status
+
+
+def _reports_alone(ctx, project, facts, loop, cls, func, build, backward: int) -> bool:
+    """Does `loop` of module `facts`, judged as when its own file is checked, have a stale path
+    through the backward node `backward`?"""
+    scope = Scope(facts=facts, root=facts, cls=cls, func=func)
+    try:
+        analyzer = Analyzer(facts, ctx.options, project)
+        analyzer.loop_class = cls
+        graph = build(loop, analyzer, scope)
+        events = list(graph.events())
+        optimizers = sorted({e.target for e in events if e.kind == STEP})
+        known = frozenset(optimizers) | frozenset(
+            e.target for e in events if e.kind == CLEAR and facts.kinds.get(e.target) == OPTIMIZER
+        )
+        is_target = lambda e: id(e.node) == backward  # noqa: E731
+        return any(stale_path(graph, optimizer, is_target, known) is not None for optimizer in optimizers)
+    except (TooLarge, RecursionError):
+        return False
 
 
 def _finding(
@@ -152,9 +283,10 @@ def _finding(
     cleared: bool,
     period: Optional[str],
     fix: Optional[Fix],
+    in_loop: bool,
     is_backward: bool,
 ) -> Finding:
-    finding = _described(ctx, code, report, step, optimizer, cleared, period, is_backward)
+    finding = _described(ctx, code, report, step, optimizer, cleared, period, in_loop, is_backward)
     if fix is None:
         finding = finding.with_(message=finding.message + _NO_FIX)
     return finding.with_(fix=fix)
@@ -173,6 +305,7 @@ def _described(
     optimizer: str,
     cleared: bool,
     period: Optional[str],
+    in_loop: bool,
     is_backward: bool,
 ) -> Finding:
     step_node = step.local_node()
@@ -196,6 +329,14 @@ def _described(
         return ctx.finding(code, report, message)
     name = "the optimizer" if optimizer == ALL else f"`{optimizer}`"
     clear = "optimizer.zero_grad()" if optimizer == ALL else f"{optimizer}.zero_grad()"
+    if step_node is report and in_loop:
+        # an epoch loop calling a helper whose own batch loop forgets the clear: the clear belongs there
+        message = (
+            f"`{backward}` runs a loop that runs a backward and steps {name}, adding to gradients that the "
+            f"previous step already applied: {name}'s gradients {how}; call `{clear}` in that loop, before "
+            f"the backward or after the step"
+        )
+        return ctx.finding(code, report, message)
     if step_node is report:
         message = (
             f"`{backward}` runs a backward and steps {name}, adding to gradients that its previous call "
