@@ -44,6 +44,7 @@ from gradlint.analysis.backward import BackwardCall, backward_call, unknown_argu
 from gradlint.analysis.call_sites import CallSite, CallSiteIndex, ParsedFile
 from gradlint.analysis.defuse import Definition, join_classes, plain_params
 from gradlint.analysis.forward_state import forward_calls, refreshed_attributes
+from gradlint.analysis.graph_params import graph_params
 from gradlint.analysis.graph_scope import Scope
 from gradlint.analysis.helpers import detaching_functions, own_nodes, stores_history_on_self
 from gradlint.analysis.inherited import Inheritance, inherited_calls
@@ -232,7 +233,7 @@ class RetainProver:
         if not analysis.unused_after(scope, stmt, site.call, keys, probe=True, walked_only=walked_only):
             return False
         caller = scope.node
-        if not isinstance(caller, cst.FunctionDef) or not _graph_params(scope, keys, site.call):
+        if not isinstance(caller, cst.FunctionDef) or not graph_params(scope, keys, site.call):
             return True
         if site.file is not self.index.here:
             return False  # the caller's callers are looked for from the linted file only
@@ -255,7 +256,7 @@ class RetainProver:
         must leave it unwalked after the call. Parameters every call site fills with data (loader
         batches, detached values) do not count; neither do calls we cannot see (no call site known:
         what a function is handed is taken to be its own input)."""
-        params = _graph_params(scope, root_keys, at)
+        params = graph_params(scope, root_keys, at)
         if not params:
             return True
         if depth > MAX_SUMMARY_DEPTH:
@@ -529,76 +530,6 @@ def _params_matter(scope: Scope, stmt: cst.CSTNode, root_keys: Set[str]) -> bool
     if scope.closure(root_keys) & params:
         return True
     return any(scope.carried(loop) & params for loop in scope.loops_around(stmt))
-
-
-def _graph_params(scope: Scope, root_keys: Set[str], at: cst.CSTNode) -> Set[str]:
-    """Parameters of the scope's function that the graph of `root_keys` (used at `at`) reads and
-    that may carry a graph from the caller (not modules called, not plain settings, not known
-    data, not tensors the function makes leaves of before `at`)."""
-    found = {
-        key
-        for key in scope.closure(root_keys)
-        if key in scope.params
-        and key != "self"
-        and key not in scope.plain_params
-        and key not in scope.objects
-        and scope.known_params.get(key) not in (INERT, LEAF)
-    }
-    if found and isinstance(scope.node, cst.FunctionDef):
-        found -= {key for key in _made_leaves(block_statements(scope.node.body), at) if key not in scope.defs}
-    if found:
-        found &= _parameters_reaching(scope, at, found)
-    return found
-
-
-def _parameters_reaching(scope: Scope, at: cst.CSTNode, names: Set[str]) -> Set[str]:
-    """Those of `names` whose binding as a parameter reaches the backward `at` through the
-    flow-sensitive def-use graph: `for x_b, y_b in loader: x = x_b.cuda()` rebinds the parameter
-    `x` before the backward, so what the caller passed as `x` is not in its graph. A call the
-    def-use graph did not record keeps every name (nothing proven)."""
-    reaching = scope.reaching()
-    reaches = reaching.at_call.get(at) if isinstance(at, cst.Call) else None
-    if reaches is None:
-        return set(names)
-    found: Set[str] = set()
-    seen: Set[int] = set()
-    todo = list(reaches)
-    while todo:
-        reach = todo.pop()
-        if id(reach) in seen:
-            continue
-        seen.add(id(reach))
-        if reach.definition is None and reach.key in names:
-            found.add(reach.key)
-        todo.extend(reach.sources)
-    return found
-
-
-def _made_leaves(statements: List[cst.CSTNode], at: cst.CSTNode, found: Optional[Set[str]] = None) -> Set[str]:
-    """Names given `x.requires_grad = ...` by statements that always run before `at` (straight-line
-    code of the body and of `with` blocks). Torch refuses to change the flag of a tensor that has
-    history, so past such a statement the tensor is a leaf: no caller's graph reaches through it."""
-    found = set() if found is None else found
-    for stmt in statements:
-        if any(node is at for node in walk(stmt)):
-            if isinstance(stmt, cst.With):
-                _made_leaves(block_statements(stmt.body), at, found)
-            return found
-        if isinstance(stmt, cst.With):
-            _made_leaves(block_statements(stmt.body), at, found)
-        elif isinstance(stmt, cst.SimpleStatementLine):
-            for small in stmt.body:
-                if not isinstance(small, cst.Assign):
-                    continue
-                for target in small.targets:
-                    flag = target.target
-                    if (
-                        isinstance(flag, cst.Attribute)
-                        and flag.attr.value == "requires_grad"
-                        and isinstance(flag.value, cst.Name)
-                    ):
-                        found.add(flag.value.value)
-    return found
 
 
 def _argument_class(analysis: GraphAnalysis, scope: Scope, argument: cst.BaseExpression) -> str:
