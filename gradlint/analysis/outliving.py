@@ -52,15 +52,16 @@ def history_stores(module: cst.Module, reads: ReadCollector) -> Tuple[FrozenSet[
             continue
         local = _locals(fn)
         declared = {n.name.value for g in walk(fn.body) if isinstance(g, cst.Global) for n in g.names}
+        sources: Dict[cst.FunctionDef, Dict[str, list]] = {}  # the function's plain-name values, once
         for node in walk(fn.body, (cst.FunctionDef,)):
             if isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute):
                 if node.func.attr.value not in CONTAINER_STORES:
                     continue
-                if not any(_carries(reads, arg.value, fn) for arg in node.args):
+                if not any(_carries(reads, arg.value, fn, sources) for arg in node.args):
                     continue
                 _note_store(node.func.value, attributes, names, local, module_names)
             elif isinstance(node, (cst.Assign, cst.AugAssign, cst.AnnAssign)) and node.value is not None:
-                if not _carries(reads, node.value, fn):
+                if not _carries(reads, node.value, fn, sources):
                     continue
                 targets = [t.target for t in node.targets] if isinstance(node, cst.Assign) else [node.target]
                 for target in targets:
@@ -75,15 +76,21 @@ def history_stores(module: cst.Module, reads: ReadCollector) -> Tuple[FrozenSet[
     return frozenset(attributes), frozenset(assigned), frozenset(names)
 
 
-def _carries(reads: ReadCollector, value: cst.BaseExpression, fn: Optional[cst.FunctionDef] = None) -> bool:
+def _carries(reads: ReadCollector, value: cst.BaseExpression, fn: Optional[cst.FunctionDef] = None,
+             memo: Optional[Dict[cst.FunctionDef, Dict[str, list]]] = None) -> bool:
     """May the value have history (not a constant, a detached value or a new leaf)? A name the
-    function only ever assigns such values (`weight = nn.Parameter(...)`) has none either."""
+    function only ever assigns such values (`weight = nn.Parameter(...)`) has none either. `memo`
+    keeps each function's plain-name values across the questions asked of it."""
     found = reads.reads(value)
     if found.kind in (INERT, LEAF):
         return False
     if fn is None or found.opaque or found.ctors or found.receivers:
         return True
-    sources = _local_values(fn)
+    if memo is None:
+        memo = {}
+    sources = memo.get(fn)
+    if sources is None:
+        sources = memo[fn] = _local_values(fn)
     for key in found.keys:
         values = sources.get(key)
         if not values or any(reads.reads(v).kind not in (INERT, LEAF) for v in values):
