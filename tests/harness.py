@@ -71,3 +71,14 @@ def lint_options(source: str, path: str, options=None, codes: Optional[Iterable[
     return lint(source, path, codes, root=options.project_root, dedent=False,
                 backward_functions=options.backward_functions, step_functions=options.step_functions,
                 clear_functions=options.clear_functions)
+
+
+def syntax_error_at(source: str) -> str:
+    """`line:column:` where the running CPython puts the syntax error of `source` (GL000 reports
+    CPython's position, which moved between versions: 3.9 reports an unclosed `(` at the end of the
+    file, 3.10+ at the bracket)."""
+    try:
+        compile(source, "<test>", "exec")
+    except SyntaxError as err:
+        return f"{err.lineno}:{err.offset}:"
+    raise AssertionError("source compiles")

@@ -13,8 +13,6 @@ import sys
 import textwrap
 import time
 
-from click.testing import CliRunner
-
 from gradlint import pool
 from gradlint.analysis.imports import forget_files, import_bindings
 
@@ -150,9 +148,9 @@ def test_workers_die_with_their_parent(tmp_path):
         raise AssertionError("the worker outlived its parent")
 
 
-def test_internal_errors_name_the_file_show_a_traceback_on_request_and_are_never_all_passed(tmp_path, monkeypatch):
+def test_internal_errors_name_the_file_show_a_traceback_on_request_and_are_never_all_passed(tmp_path, monkeypatch,
+                                                                                           gradlint):
     import gradlint.analysis as analysis
-    from gradlint.cli import main
 
     (tmp_path / "train.py").write_text(TRAIN)
 
@@ -162,11 +160,11 @@ def test_internal_errors_name_the_file_show_a_traceback_on_request_and_are_never
     monkeypatch.setattr(analysis, "analyze", broken)
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("GRADLINT_DEBUG", raising=False)
-    result = CliRunner().invoke(main, ["check", "--no-cache", "-j1", "train.py"])
+    result = gradlint("check", "--no-cache", "-j1", "train.py")
     assert result.exit_code == 2
     assert "internal error while checking train.py: KeyError" in result.stderr
     assert "All checks passed" not in result.stderr
     assert "Traceback" not in result.stderr
     monkeypatch.setenv("GRADLINT_DEBUG", "1")
-    result = CliRunner().invoke(main, ["check", "--no-cache", "-j1", "train.py"])
+    result = gradlint("check", "--no-cache", "-j1", "train.py")
     assert "Traceback" in result.stderr and "broken" in result.stderr

@@ -12,6 +12,7 @@ import pytest
 
 from gradlint.findings import RULES, Edit, Finding, Fix
 from gradlint.reporters import ReportContext, renderer
+from harness import syntax_error_at
 
 SCHEMA = json.loads((Path(__file__).parent / "data" / "sarif-schema-2.1.0.json").read_text(encoding="utf-8"))
 render = renderer("sarif")
@@ -264,7 +265,7 @@ def test_cli_writes_valid_sarif(project, gradlint):
     assert res["ruleId"] == "GL000"
     location = res["locations"][0]["physicalLocation"]
     assert location["artifactLocation"] == {"uri": "pkg/broken%20file.py", "uriBaseId": "%SRCROOT%"}
-    assert location["region"]["startLine"] == 1
+    assert location["region"]["startLine"] == int(syntax_error_at("x = (\nloss.backward()\n").split(":")[0])
     assert doc["runs"][0]["originalUriBaseIds"]["%SRCROOT%"]["uri"] == Path.cwd().as_uri() + "/"
 
 
