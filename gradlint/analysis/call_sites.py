@@ -160,25 +160,28 @@ class CallSiteIndex:
             self._parsed[path] = load_file(path)
         return self._parsed[path]
 
-    def files_mentioning(self, name: str) -> Optional[List[ParsedFile]]:
-        """The linted file and every project file whose text names `name` (None: cannot tell)."""
-        return self._files_mentioning(name)
-
-    def _files_mentioning(self, name: str) -> Optional[List[ParsedFile]]:
-        """The linted file and every project file whose text names `name`; None when a file that
-        names it cannot be read or there are too many to read."""
-        found = [self.here]
+    def _naming(self, name: str) -> Iterator[str]:
+        """The other project files whose text names `name` (each recorded as consulted), in walk
+        order; nothing when there is no root or too many files to scan."""
         if self.root is None:
-            return found
+            return
         files = self._project_files()
         if len(files) > MAX_SCANNED_FILES:
-            return None
+            return
         for path in files:
             if self._here_abs is not None and os.path.abspath(path) == self._here_abs:
                 continue
             self.consulted.add(path)
-            if name not in _words(path):
-                continue
+            if name in _words(path):
+                yield path
+
+    def files_mentioning(self, name: str) -> Optional[List[ParsedFile]]:
+        """The linted file and every project file whose text names `name`; None when a file that
+        names it cannot be read or there are too many to read (cannot tell)."""
+        found = [self.here]
+        if self.root is not None and len(self._project_files()) > MAX_SCANNED_FILES:
+            return None
+        for path in self._naming(name):
             if len(self._parsed) >= MAX_PARSED_FILES and path not in self._parsed:
                 return None
             parsed = self._parse(path)
@@ -192,19 +195,13 @@ class CallSiteIndex:
         tools.train_function import train`, `from .steps import run`, `import engine` next to it,
         or its package when the package's `__init__` names `name`: `from tools import train`),
         parsed; unreadable ones and those over the bound are left out."""
-        if self.root is None or self._here_abs is None:
+        if self._here_abs is None:
             return
         patterns = self._import_patterns(name)
-        files = self._project_files()
-        if len(files) > MAX_SCANNED_FILES:
-            return
         here_dir = os.path.dirname(self._here_abs)
-        for path in files:
-            if os.path.abspath(path) == self._here_abs:
-                continue
-            self.consulted.add(path)
+        for path in self._naming(name):
             beside = os.path.dirname(os.path.abspath(path)) == here_dir
-            if name not in _words(path) or not _imports(path, patterns, beside):
+            if not _imports(path, patterns, beside):
                 continue
             if len(self._parsed) >= MAX_PARSED_FILES and path not in self._parsed:
                 return
@@ -254,7 +251,7 @@ class CallSiteIndex:
             return None
         if owner is not None and framework_base(owner, self.here.imports):
             return None  # the framework calls it too, with values we cannot see
-        files = self._files_mentioning(name)
+        files = self.files_mentioning(name)
         if files is None:
             return None
         skip_self = owner is not None and not _static(fn)
@@ -270,7 +267,6 @@ class CallSiteIndex:
                     return None
                 sites.append(CallSite(parsed, node, chain, arguments))
         return sites or None
-
 
     def calls_by_name(self, fn: cst.FunctionDef, cls: Optional[cst.ClassDef] = None) -> List[CallSite]:
         """The calls in the project of the function's bare or module-qualified name (of the
