@@ -35,7 +35,7 @@ FRAMEWORKS = frozenset(
     "catalyst mmengine mmcv detectron2 keras torchtnt".split()
 )
 # Methods Python or torch call on their own (`model(x)` runs forward).
-_IMPLICIT = frozenset({"forward", "step", "zero_grad", "backward", "closure"})
+IMPLICIT_METHODS = frozenset({"forward", "step", "zero_grad", "backward", "closure"})
 
 
 _IDENTIFIER = re.compile(rb"[A-Za-z_][A-Za-z0-9_]*")
@@ -247,7 +247,7 @@ class CallSiteIndex:
         """Every call of `fn` (a method of `owner`, or a plain function) in the project, or None
         when some use of it is not a call we can read, or when there is none."""
         name = fn.name.value
-        if name.startswith("__") or name in _IMPLICIT or _decorated(fn):
+        if name.startswith("__") or name in IMPLICIT_METHODS or _decorated(fn):
             return None
         if owner is not None and framework_base(owner, self.here.imports):
             return None  # the framework calls it too, with values we cannot see

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Optional, Tuple
 
 import libcst as cst
 
+from gradlint.analysis.call_sites import IMPLICIT_METHODS
 from gradlint.analysis.evaluate import Evaluator
 from gradlint.analysis.projectmodules import ModuleInfo
 from gradlint.analysis.reads import param_names
@@ -23,8 +24,6 @@ from gradlint.analysis.shapes import UNKNOWN, Instance
 if TYPE_CHECKING:
     from gradlint.analysis.summaries import ClassRef, Summaries
 
-# Methods Python, torch or a framework call for us: their parameters are filled elsewhere too.
-_IMPLICIT = frozenset({"forward", "__call__", "__init__", "step", "zero_grad", "backward", "closure"})
 # Names of methods of builtin containers and of every torch module: a call of one on an unknown
 # receiver is as likely `stats.update(...)` or `net.train()` as the module's own method.
 _COMMON = frozenset(
@@ -38,7 +37,7 @@ def called_method(
 ) -> Optional[Tuple["ClassRef", cst.FunctionDef]]:
     """(class, def) of the module's method that `func(...)` calls; None when not known."""
     name = func.attr.value
-    if name in _IMPLICIT or name.startswith("__"):
+    if name in IMPLICIT_METHODS or name.startswith("__"):  # torch or a framework calls these too
         return None
     if evaluator._names_module(func.value):
         return None  # `torch.save(...)`, `np.mean(...)`
