@@ -16,7 +16,7 @@ import io
 import os
 import sys
 import traceback
-from typing import Any, List, Optional, Sequence, Set, Tuple
+from typing import TYPE_CHECKING, Any, List, Optional, Sequence, Set, Tuple
 
 import click
 
@@ -30,6 +30,9 @@ from gradlint.options import (
     resolve_output_format,
     settings_from_options,
 )
+
+if TYPE_CHECKING:  # pragma: no cover - types only
+    from gradlint.runtime.distributed import RankContext
 
 _GRADLINT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -240,7 +243,7 @@ def run_command(module, argv, select, ignore, extend_select, output_format, outp
         options += ["--isolated"] if isolated else []
         options += [f"--cache-dir={cache_dir_override(cache_dir)}"] if cache_dir else []
         warm = _CacheWarmer(script, options)
-    sys.exit(_trace_and_report(program, settings, fmt, output, exit_zero, use_cache, warm))
+    sys.exit(_trace_and_report(program, settings, fmt, output, exit_zero, rank, use_cache, warm))
 
 
 class _CacheWarmer:
@@ -283,13 +286,13 @@ class _CacheWarmer:
 
 
 def _trace_and_report(program: _Program, settings, fmt: str, output: Optional[str], exit_zero: bool,
-                      use_cache: bool = False, warm: Optional[_CacheWarmer] = None) -> int:
+                      rank: Optional[RankContext] = None, use_cache: bool = False,
+                      warm: Optional[_CacheWarmer] = None) -> int:
     from gradlint.options import summary_line
     from gradlint.runtime import distributed
     from gradlint.runtime.api import Trace, imported_project_files, summary
     from gradlint.runtime.verdicts import failing
 
-    rank = distributed.context()
     roots = program.roots()
     traced = Trace(settings=settings, roots=roots, files=program.files(), use_cache=use_cache)
     try:
