@@ -82,3 +82,21 @@ def syntax_error_at(source: str) -> str:
     except SyntaxError as err:
         return f"{err.lineno}:{err.offset}:"
     raise AssertionError("source compiles")
+
+
+def marked_lines(source: str, code: str) -> List[int]:
+    """Lines of `source` ending in a `# GLnnn` comment for `code`: where a test expects findings."""
+    return [n for n, line in enumerate(source.splitlines(), 1) if line.rstrip().endswith("# " + code)]
+
+
+def lint_project(root, files: dict, main: str, code: str):
+    """Write `files` (name -> dedented text) under folder `root`, lint `main` there as part of that
+    project with only `code` selected; returns (main's text, its findings)."""
+    from gradlint.analysis import AnalysisOptions
+
+    for name, text in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text))
+    source = (root / main).read_text()
+    return source, lint_options(source, str(root / main), AnalysisOptions(project_root=str(root)), codes=[code])

@@ -212,6 +212,8 @@ class Evaluator(TorchCalls):
         if base.kind in ("output", "batched") and _keeps_dim0(items):
             least = _indexed_rank(items, base.least_rank)
             if base.kind == "batched":
+                if not all(isinstance(item.slice, cst.Slice) for item in items):
+                    base = replace(base, like_output=False)  # `x[:, 0]` drops a dimension
                 return replace(base, rank=None, min_rank=least) if least != base.least_rank else base
             if all(isinstance(item.slice, cst.Slice) for item in items):
                 why = f"`{self.code(expr)}` slices a model's output for a batch, keeping one row per sample"
@@ -224,7 +226,7 @@ class Evaluator(TorchCalls):
                 return base
             least = _indexed_rank(items, base.least_rank)
             if base.kind == "batched":
-                return replace(base, rank=None, min_rank=least)
+                return replace(base, rank=None, min_rank=least, like_output=False)
             return Shape("batched", why=f"`{self.code(expr)}` takes a column of a model's output for a batch",
                          min_rank=least)
         return UNKNOWN
@@ -238,16 +240,18 @@ class Evaluator(TorchCalls):
         dims = None
         if shapes and all(s.dims is not None for s in shapes):
             dims = broadcast([s.dims for s in shapes])  # type: ignore[misc]
+        like_output = any(s.like_output for s in shapes if s.kind != "output")
         for s in shapes:
             if s.kind == "nonscalar":
                 if dims is not None and math.prod(dims) > 1:
                     return Shape("nonscalar", dims=dims, rank=len(dims), why=s.why)
-                return Shape("nonscalar", rank=rank, why=s.why)
+                return Shape("nonscalar", rank=rank, why=s.why, like_output=like_output)
         for kind in ("batched", "gathered"):
             for s in shapes:
                 if s.kind == kind:
                     least = max(other.least_rank for other in shapes) if rank is None else 0
-                    return Shape(kind, rank=rank, why=s.why, min_rank=least)
+                    return Shape(kind, rank=rank, why=s.why, min_rank=least,
+                                 like_output=like_output and kind == "batched")
         if shapes and all(s.is_scalar for s in shapes):
             return Shape("scalar", dims=dims, rank=rank)
         kinds = [s.kind for s in shapes]
@@ -255,8 +259,11 @@ class Evaluator(TorchCalls):
         text = f"`{self.code(node)}`" if node is not None else "it"
         if outputs and datas:
             why = f"{text} combines a model's output for a batch with the batch, element by element"
-            return Shape("batched", why=why)
+            like_output = any(s.like_output for s in shapes if s.kind == "output")
+            return Shape("batched", why=why, like_output=like_output)
         if outputs >= 2 and op == "sub":
+            # scores compared with scores (`worse - better`) are often one per sample already: a
+            # reduction over their last dimension may leave a scalar
             return Shape("batched", why=f"{text} compares model outputs for a batch element by element")
         others = [k for k in kinds if k not in ("output", "data", "scalar")]
         if outputs and (not others or op == "scale"):
@@ -321,7 +328,10 @@ class Evaluator(TorchCalls):
             return self._opaque(func, args, env)
         if isinstance(callee, LossFn):
             if callee.reduces is False:
-                return Shape("nonscalar", why=f"`{callee.origin}` returns one loss per element")
+                like_output = callee.elementwise and len(args.positional) >= 2 and self.elementwise(
+                    [self.shape(a, env) for a in args.positional[:2]]).like_output
+                return Shape("nonscalar", why=f"`{callee.origin}` returns one loss per element",
+                             like_output=like_output)
             if callee.gathered:  # `nn.DataParallel(criterion)`: one loss per replica comes back
                 if callee.reduces is True:
                     return Shape("gathered", rank=1, why=GATHER_WHY.format(name=self.code(func)))
@@ -402,7 +412,7 @@ class Evaluator(TorchCalls):
             if isinstance(inner, Instance):
                 return Instance(inner.cls, gathers, inner.library)
             if isinstance(inner, LossFn):  # `nn.DataParallel(nn.NLLLoss())`: a criterion per replica
-                return LossFn(inner.reduces, inner.origin, gathers)
+                return replace(inner, gathered=gathers)
             return Instance(None, gathers, last)
         if qualified in ("torch.compile",) and isinstance(inner, Instance):
             return inner
@@ -421,7 +431,7 @@ class Evaluator(TorchCalls):
         if isinstance(inner, Instance):
             return Instance(inner.cls, True, inner.library)
         if isinstance(inner, LossFn):
-            return LossFn(inner.reduces, inner.origin, True)
+            return replace(inner, gathered=True)
         return Instance(None, True, "DataParallel")
 
     def _signed_comparison(self, expr: cst.BinaryOperation, env) -> Optional[Shape]:

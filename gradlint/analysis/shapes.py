@@ -40,6 +40,11 @@ class Shape:
     rank: Optional[int] = None  # exact number of dimensions, when known
     why: str = ""  # for a reported kind: where its extra elements come from (for messages)
     min_rank: int = 0  # dimensions it has at least (`x[:, :-1, :]` has 3), when `rank` is not known
+    # At least the dimensions of a model's output for a batch: the output itself (not squeezed or
+    # flattened), or element by element of it and the batch (`(pred - y).abs()`, `mse_loss(pred, y,
+    # reduction='none')`). A reduction over a dimension other than 0, even `dim=-1`, then keeps
+    # one value per sample, as the contract has it for model outputs used as predictions.
+    like_output: bool = False
 
     @property
     def least_rank(self) -> int:
@@ -67,9 +72,10 @@ class LossFn:
     reduces: Optional[bool]
     origin: str
     gathered: bool = False  # wrapped in `nn.DataParallel`: one loss per GPU comes back
+    elementwise: bool = False  # one loss per element of its broadcast inputs (`nn.MSELoss`), unreduced
 
     def unwrapped(self) -> "LossFn":
-        return LossFn(self.reduces, self.origin)
+        return LossFn(self.reduces, self.origin, elementwise=self.elementwise)
 
 
 @dataclass(frozen=True)
@@ -136,7 +142,7 @@ Value = Union[Shape, LossFn, Seq, Struct, Instance, Const, Flag, Helper]
 UNKNOWN = Shape("unknown")
 NUMBER = Shape("scalar", dims=(), rank=0)
 DATA = Shape("data")
-OUTPUT = Shape("output")
+OUTPUT = Shape("output", like_output=True)
 
 
 def from_dims(dims: Tuple[int, ...], why: str) -> Shape:
@@ -267,6 +273,9 @@ LOSS_FUNCTIONS = frozenset(
     "ctc_loss".split()
 )
 # Losses whose unreduced output has the broadcast shape of their two inputs.
+ELEMENTWISE_LOSS_CLASSES = frozenset(
+    "L1Loss MSELoss SmoothL1Loss HuberLoss BCELoss BCEWithLogitsLoss KLDivLoss PoissonNLLLoss".split()
+)
 ELEMENTWISE_LOSSES = frozenset(
     "l1_loss mse_loss smooth_l1_loss huber_loss binary_cross_entropy binary_cross_entropy_with_logits "
     "kl_div poisson_nll_loss".split()

@@ -21,6 +21,7 @@ from gradlint.analysis.shapes import (
     FACTORIES,
     FUNCTIONAL,
     LIKE,
+    ELEMENTWISE_LOSS_CLASSES,
     LOSS_CLASSES,
     LOSS_FUNCTIONS,
     NORM_LIKE,
@@ -114,7 +115,8 @@ class TorchCalls:
                 return self._padded(args, env)
             return None
         if qualified.startswith("torch.nn.") and qualified.rsplit(".", 1)[-1] in LOSS_CLASSES:
-            return LossFn(self._reduces(args, 0, env), self.code(call))
+            last = qualified.rsplit(".", 1)[-1]
+            return LossFn(self._reduces(args, 0, env), self.code(call), elementwise=last in ELEMENTWISE_LOSS_CLASSES)
         last = qualified.rsplit(".", 1)[-1]
         if qualified.startswith("torch.nn.") and last == "ModuleList" and not args.keywords and not args.starred:
             # a list of modules: `nn.ModuleList([])`, then `.append(m)` (see analysis.shapeflow)
@@ -258,7 +260,7 @@ class TorchCalls:
             inputs = self.elementwise([self.shape(a, env) for a in args.positional[:2]])
             if inputs.dims is not None and math.prod(inputs.dims) <= 1:
                 return Shape("scalar", dims=inputs.dims, rank=inputs.rank)
-            return Shape("nonscalar", dims=inputs.dims, rank=inputs.rank, why=why)
+            return Shape("nonscalar", dims=inputs.dims, rank=inputs.rank, why=why, like_output=inputs.like_output)
         return Shape("nonscalar", why=why)
 
     def _rowwise(self, name: str, call: cst.Call, args: CallArgs, env: Env) -> Value:
@@ -431,7 +433,7 @@ class TorchCalls:
             # `per_element.sum(dim=1)`: dim 1 exists, so dim 0 (the batch) survives the reduction.
             return Shape("nonscalar", why=why + f", which keeps dim 0 of a per-element tensor; {base.why}")
         if base.kind == "batched" and at_least_one:
-            return base
+            return replace(base, like_output=False)
         least = base.least_rank
         if base.kind == "batched" and known and all(0 < -i < least for i in indices):  # type: ignore[operator]
             # `(per_token * mask).sum(-1)` of a per-sample tensor of at least 2 dims: the last
@@ -441,8 +443,12 @@ class TorchCalls:
                          min_rank=max(remaining, 1))
         if base.kind == "data" and at_least_one:
             return DATA
-        if base.kind == "output" and known and all(i != 0 for i in indices):  # type: ignore[operator]
+        if base.kind == "output" and known and all(i > 0 or (i < 0 and base.like_output) for i in indices):  # type: ignore[operator]
             return Shape("batched", why=why + " of a model's output for a batch, keeping one value per sample")
+        if base.like_output and base.kind in ("batched", "nonscalar") and known and all(i != 0 for i in indices):  # type: ignore[operator]
+            # `(pred - y).abs().sum(dim=-1)`: at least the output's dimensions, so as for the output
+            return Shape("batched", why=why + " of a per-element tensor of a model's output for a batch, "
+                         "keeping one value per sample")
         return UNKNOWN
 
     def _reshape(self, name: str, base: Shape, args: CallArgs, call: cst.Call) -> Shape:
@@ -481,7 +487,10 @@ class TorchCalls:
         least = 0
         if kind == "batched" and rank is None:
             least = _reshaped_rank(name, base.least_rank, args)
-        return Shape(kind, dims=dims, rank=rank, why=why, min_rank=least)
+        # adding or reordering dimensions keeps at least those of the output; squeezing, flattening
+        # and views may drop some (`q(s).squeeze(-1)` of a `(B, 1)` output is `(B,)`)
+        like_output = base.like_output and kind == base.kind and name in ("unsqueeze", "t", "transpose", "permute")
+        return Shape(kind, dims=dims, rank=rank, why=why, min_rank=least, like_output=like_output)
 
 
 def _reshaped_rank(name: str, least: int, args: CallArgs) -> int:
