@@ -129,7 +129,11 @@ def measure_processes(steps: int, repeats: int, retain: bool) -> dict:
             # a rerun of an unchanged script: the static findings come from the cache
             "rerun": [*traced, "--cache-dir", os.path.join(folder, "cache"), script, *argv],
         }
-        env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+        # PYTHONDONTWRITEBYTECODE is dropped as bench_check.py does: an installed gradlint has its
+        # bytecode compiled at install time, a checkout under that variable would recompile every
+        # gradlint module on every start and charge that to the tracer
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+        env.update(OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
         times: dict = {name: [] for name in commands}
         for repeat in range(repeats + 1):  # the first round warms the page cache and is dropped
             names = list(commands)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import os
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any, Callable, List, Optional, Sequence, Tuple, TypeVar
 
 T = TypeVar("T")
@@ -66,6 +65,8 @@ def _in_pool(items, jobs, chunk_work, serial_work, key, initializer, initargs, p
     """Items over a pool. A pool that breaks (a worker killed by a signal: a segfault, the
     out-of-memory killer) is replaced: the unfinished items run again one per task, and an item
     whose worker dies on its own is `crashed(item)` (or, without that, run here)."""
+    # imported here, not at the top: a one-file run (`gradlint run`, the editor) never starts a pool
+    from concurrent.futures import ProcessPoolExecutor, as_completed
     from concurrent.futures.process import BrokenProcessPool
 
     outcomes: list = []

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Iterable, List, Optional, Sequence
+from typing import Dict, Iterable, List, Optional, Sequence
 
 from gradlint.findings import RULES, Finding
 from gradlint.runtime.events import Observations
@@ -20,12 +20,28 @@ def _under(path: str, roots: Sequence[str]) -> bool:
     return any(path == root or path.startswith(root.rstrip(os.sep) + os.sep) for root in roots)
 
 
+_PREFIXES: List[str] = []
+
+
 def _is_library(path: str) -> bool:
     parts = path.split(os.sep)
     if "site-packages" in parts or "dist-packages" in parts:
         return True
-    prefixes = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
-    return any(_under(path, [p]) for p in prefixes if p and p != os.sep)
+    if not _PREFIXES:
+        found = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix) if p}
+        _PREFIXES.extend(sorted(p for p in found if p != os.sep) or [""])
+    return any(_under(path, [p]) for p in _PREFIXES if p)
+
+
+def _realpath(path: str, folders: Dict[str, str]) -> str:
+    """`os.path.realpath(path)`, resolving each folder once (`folders` memoises them): a program
+    that imported torch has about a thousand modules in a few dozen folders."""
+    head, tail = os.path.split(path)
+    real_head = folders.get(head)
+    if real_head is None:
+        real_head = folders[head] = os.path.realpath(head)
+    joined = os.path.join(real_head, tail)
+    return os.path.realpath(joined) if not tail or os.path.islink(joined) else joined
 
 
 def files_that_ran(obs: Observations, *, roots: Sequence[str], extra: Iterable[str] = ()) -> List[str]:
@@ -47,11 +63,12 @@ def imported_project_files(roots: Sequence[str]) -> List[str]:
     """Project modules imported so far: loaded from under `roots`, not from installed packages."""
     roots = [os.path.realpath(r) for r in roots]
     out = []
+    folders: Dict[str, str] = {}
     for module in list(sys.modules.values()):
         path = getattr(module, "__file__", None)
-        if not path:
+        if not path or not isinstance(path, str):
             continue
-        real = os.path.realpath(path)
+        real = _realpath(path, folders)
         if _under(real, roots) and not _is_library(real) and not _under(real, [_GRADLINT_PACKAGE]):
             out.append(real)
     return out
