@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import functools
 import weakref
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
 from gradlint.runtime.events import CLEAR_BEFORE_STEP, PARAM_GRADS, BackwardSite, Observations, OptimizerStats
 
@@ -279,17 +279,21 @@ class GradState:
         for site in self.pending_sites.values():
             site.steps += 1
         self.pending_sites.clear()
-        stale_sites: Dict[int, Tuple[BackwardSite, int]] = {}
+        stale_sites: Optional[Dict[int, Tuple[BackwardSite, int]]] = None
         fresh = False
-        dropped: Dict[int, BackwardSite] = {}
+        dropped: Optional[Dict[int, BackwardSite]] = None
         for ref, state in adopted.pairs:
             if state.fresh:
                 fresh = True
             elif state.discarded is not None:
+                if dropped is None:
+                    dropped = {}
                 dropped[id(state.discarded)] = state.discarded
             if state.stale is not None:
                 param = ref()
                 if param is not None and param.grad is not None:
+                    if stale_sites is None:
+                        stale_sites = {}
                     site, count = stale_sites.get(id(state.stale), (state.stale, 0))
                     stale_sites[id(site)] = (site, count + 1)
         if dropped and not fresh:
@@ -314,28 +318,48 @@ class GradState:
             if param is None:
                 continue
             grad = param.grad
-            state.remember(grad)
-            state.used = grad is not None
+            if grad is None:
+                state.grad_ref, state.version, state.used = None, -1, False
+            else:  # LeafState.remember, inlined: this runs for every parameter on every step
+                gref = state.grad_ref
+                if gref is None or gref() is not grad:
+                    state.grad_ref = weakref.ref(grad)
+                state.version = grad._version
+                state.used = True
             state.stale = None
             state.fresh = False
             state.discarded = None
 
     # ------------------------------------------------------------------ clears
-    def optimizer_params(self, optimizer) -> list:
-        return [(ref(), state) for ref, state in self.adopt(optimizer).pairs]
+    def optimizer_params(self, optimizer) -> Iterator[Tuple[object, LeafState]]:
+        for ref, state in self.adopt(optimizer).pairs:
+            yield ref(), state
 
-    def module_params(self, module) -> list:
+    def module_params(self, module) -> Iterator[Tuple[object, Optional[LeafState]]]:
         known = self.known
-        return [(param, known(param)) for param in module.parameters()]
+        for param in module.parameters():
+            yield param, known(param)
 
-    def cleared(self, params: list, site_of: Callable[[], BackwardSite]) -> Optional[BackwardSite]:
-        """An explicit clear of `params`. When it drops gradients no step used yet, the clear's
-        site (from `site_of`, worked out only then) is charged and returned."""
+    def cleared(self, params: Iterable[Tuple[object, Optional[LeafState]]],
+                site_of: Callable[[], BackwardSite]) -> Optional[BackwardSite]:
+        """An explicit clear of `params` ((leaf, its state or None) pairs). When it drops
+        gradients no step used yet, the clear's site (from `site_of`, worked out only then) is
+        charged and returned."""
         site = None
         for param, state in params:
-            if state is not None and param is not None:
-                if state.fresh and site is None:
-                    site = site_of()
+            if state is None or param is None:
+                continue
+            if state.fresh and site is None:
+                site = site_of()
+            if state.fresh or state.noted is not None:
                 state.clear(site)
-                state.remember(param.grad)
+            else:  # LeafState.clear with nothing to settle, inlined: runs for every parameter
+                state.used = False
+                state.stale = None
+                state.cleared = True
+            grad = param.grad  # type: ignore[attr-defined]
+            if grad is None:  # set_to_none (the default): LeafState.remember(None), inlined
+                state.grad_ref, state.version = None, -1
+            else:
+                state.remember(grad)
         return site

@@ -81,6 +81,7 @@ def _positional(args: tuple, kwargs: dict, names: Tuple[str, ...]) -> Dict[str, 
     return bound
 
 
+_NO_ARGUMENTS: Dict[str, Any] = {}
 _TENSOR_BACKWARD = ("self", "gradient", "retain_graph", "create_graph", "inputs")
 _AUTOGRAD_BACKWARD = ("tensors", "grad_tensors", "retain_graph", "create_graph", "grad_variables", "inputs")
 _AUTOGRAD_GRAD = ("outputs", "inputs", "grad_outputs", "retain_graph", "create_graph")
@@ -308,7 +309,10 @@ class Tracer:
 
     def _enter(self, state: _Thread, kind: str, args: tuple, kwargs: dict) -> _Call:
         torch = self.torch
-        if kind == "tensor":
+        if kind == "tensor" and len(args) == 1 and not kwargs:
+            bound = _NO_ARGUMENTS  # `loss.backward()`, the common call
+            roots, grads = [args[0]], [None]
+        elif kind == "tensor":
             bound = _positional(args, kwargs, _TENSOR_BACKWARD)
             roots, grads = [bound.get("self")], [bound.get("gradient")]
         elif kind == "autograd":
@@ -407,8 +411,8 @@ class Tracer:
                 if not state.depth:
                     try:
                         grads = state.grads
-                        params = (grads.optimizer_params(owner) if owner_kind == "optimizer"
-                                  else grads.module_params(owner))
+                        params: Any = (grads.optimizer_params(owner) if owner_kind == "optimizer"
+                                       else grads.module_params(owner))
                         site = grads.cleared(params, lambda: tracer._call_site("clear", state))
                         state.life.after_clear(site)
                     except Exception:
