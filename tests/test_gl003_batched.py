@@ -7,26 +7,9 @@ cases are written to a temporary project and analysed with `AnalysisOptions(proj
 
 from __future__ import annotations
 
-import textwrap
-
 import pytest
 
-from gradlint.analysis import AnalysisOptions
-from harness import lint_options
-
-
-def _marked(source: str):
-    return [n for n, line in enumerate(source.splitlines(), 1) if line.rstrip().endswith("# GL003")]
-
-
-def _run(tmp_path, files: dict, main: str):
-    for name, text in files.items():
-        path = tmp_path / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(textwrap.dedent(text))
-    source = (tmp_path / main).read_text()
-    options = AnalysisOptions(project_root=str(tmp_path))
-    return source, lint_options(source, str(tmp_path / main), options, codes=["GL003"])
+from harness import lint_project, marked_lines
 
 
 # ---------------------------------------------------------------------------------------------
@@ -884,15 +867,15 @@ CLEAN = {
 @pytest.mark.parametrize("name", sorted(ISSUE_FLAGGED) + sorted(FLAGGED))
 def test_flagged(tmp_path, name):
     text = ISSUE_FLAGGED.get(name) or FLAGGED[name]
-    source, found = _run(tmp_path, {"train.py": text}, "train.py")
-    assert [f.line for f in found] == _marked(source)
+    source, found = lint_project(tmp_path, {"train.py": text}, "train.py", "GL003")
+    assert [f.line for f in found] == marked_lines(source, "GL003")
     assert found, "a flagged case must mark at least one line"
 
 
 @pytest.mark.parametrize("name", sorted(ISSUE_CLEAN) + sorted(CLEAN))
 def test_clean(tmp_path, name):
     text = ISSUE_CLEAN.get(name) or CLEAN[name]
-    _, found = _run(tmp_path, {"train.py": text}, "train.py")
+    _, found = lint_project(tmp_path, {"train.py": text}, "train.py", "GL003")
     assert [(f.line, f.message) for f in found] == []
 
 
@@ -933,8 +916,8 @@ def test_3_script_directory_import(tmp_path):
             loss.backward()  # GL003
             opt.step()
     """
-    source, found = _run(tmp_path, {"model.py": SIAMESE, "train.py": train}, "train.py")
-    assert [f.line for f in found] == _marked(source)
+    source, found = lint_project(tmp_path, {"model.py": SIAMESE, "train.py": train}, "train.py", "GL003")
+    assert [f.line for f in found] == marked_lines(source, "GL003")
     assert "one value per sample: fails for any batch larger than 1" in found[0].message
 
 
@@ -947,7 +930,7 @@ def test_3_twin_mean(tmp_path):
             loss = net(a, b).mean()
             loss.backward()
     """
-    _, found = _run(tmp_path, {"model.py": SIAMESE, "train.py": train}, "train.py")
+    _, found = lint_project(tmp_path, {"model.py": SIAMESE, "train.py": train}, "train.py", "GL003")
     assert found == []
 
 
@@ -977,8 +960,8 @@ def test_package_import_with_reexport(tmp_path):
                 pair_margin(model(a), model(b)).mean().backward()
         """,
     }
-    source, found = _run(tmp_path, files, "proj/train.py")
-    assert [f.line for f in found] == _marked(source)
+    source, found = lint_project(tmp_path, files, "proj/train.py", "GL003")
+    assert [f.line for f in found] == marked_lines(source, "GL003")
 
 
 def test_import_module_attribute_and_dataparallel_across_files(tmp_path):
@@ -1003,8 +986,8 @@ def test_import_module_attribute_and_dataparallel_across_files(tmp_path):
                 loss.backward()  # GL003
         """,
     }
-    source, found = _run(tmp_path, files, "train.py")
-    assert [f.line for f in found] == _marked(source)
+    source, found = lint_project(tmp_path, files, "train.py", "GL003")
+    assert [f.line for f in found] == marked_lines(source, "GL003")
     assert "fails on more than one GPU" in found[0].message and "DataParallel" in found[0].message
 
 
@@ -1020,7 +1003,7 @@ def test_unreadable_or_missing_modules_stay_silent(tmp_path):
                 g(model(x), y).backward()
         """,
     }
-    _, found = _run(tmp_path, files, "train.py")
+    _, found = lint_project(tmp_path, files, "train.py", "GL003")
     assert found == []
 
 
@@ -1028,16 +1011,16 @@ def test_summaries_are_bounded(tmp_path):
     # A long chain of helpers: deeper than the summary depth, so the root stays unknown, quickly.
     chain = "\n".join(f"def h{i}(a, b):\n    return h{i + 1}(a, b)\n" for i in range(40))
     text = chain + "def h40(a, b):\n    return a - b\n\nfor x, y in loader:\n    h0(model(x), y).backward()\n"
-    _, found = _run(tmp_path, {"train.py": text}, "train.py")
+    _, found = lint_project(tmp_path, {"train.py": text}, "train.py", "GL003")
     assert found == []
 
 
 def test_messages_state_the_condition(tmp_path):
-    _, found = _run(tmp_path, {"train.py": ISSUE_FLAGGED["4_precedence_in_function_fed_by_loop"]}, "train.py")
+    _, found = lint_project(tmp_path, {"train.py": ISSUE_FLAGGED["4_precedence_in_function_fed_by_loop"]}, "train.py", "GL003")
     (finding,) = found
     assert "has one value per sample: fails for any batch larger than 1" in finding.message
     assert "`loss.mean()` or `loss.sum()`" in finding.help
-    _, found = _run(tmp_path, {"train.py": ISSUE_FLAGGED["1_dataparallel_under_device_count"]}, "train.py")
+    _, found = lint_project(tmp_path, {"train.py": ISSUE_FLAGGED["1_dataparallel_under_device_count"]}, "train.py", "GL003")
     (finding,) = found
     assert "one loss per GPU" in finding.message and "fails on more than one GPU" in finding.message
 
@@ -1077,8 +1060,8 @@ SIGNED = """
     "other + (self.margin - preferred)",
 ])
 def test_outputs_with_both_signs_are_per_sample(tmp_path, expr):
-    source, findings = _run(tmp_path, {"train.py": SIGNED.format(expr=expr, mark="  # GL003")}, "train.py")
-    assert [f.line for f in findings] == _marked(source) != []
+    source, findings = lint_project(tmp_path, {"train.py": SIGNED.format(expr=expr, mark="  # GL003")}, "train.py", "GL003")
+    assert [f.line for f in findings] == marked_lines(source, "GL003") != []
     assert "compares model outputs" in findings[0].message
 
 
@@ -1088,5 +1071,5 @@ def test_outputs_with_both_signs_are_per_sample(tmp_path, expr):
     "-(preferred + other).sum()",
 ])
 def test_outputs_with_one_sign_or_reduced_stay_unknown(tmp_path, expr):
-    _, findings = _run(tmp_path, {"train.py": SIGNED.format(expr=expr, mark="")}, "train.py")
+    _, findings = lint_project(tmp_path, {"train.py": SIGNED.format(expr=expr, mark="")}, "train.py", "GL003")
     assert findings == []

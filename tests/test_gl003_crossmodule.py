@@ -14,8 +14,7 @@ import textwrap
 
 import pytest
 
-from gradlint.analysis import AnalysisOptions
-from harness import lint_options
+from harness import lint_project, marked_lines
 
 NET = """
     import torch.nn as nn
@@ -371,33 +370,19 @@ CLEAN = {
 }
 
 
-def _marked(source: str):
-    return [n for n, line in enumerate(source.splitlines(), 1) if line.rstrip().endswith("# GL003")]
-
-
-def _run(tmp_path, files: dict, main: str):
-    for name, text in files.items():
-        path = tmp_path / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(textwrap.dedent(text))
-    source = (tmp_path / main).read_text()
-    options = AnalysisOptions(project_root=str(tmp_path))
-    return source, lint_options(source, str(tmp_path / main), options, codes=["GL003"])
-
-
 @pytest.mark.parametrize("name", sorted(FLAGGED))
 def test_flagged(tmp_path, name):
     files, main = FLAGGED[name]
-    source, found = _run(tmp_path, files, main)
-    assert _marked(source)
-    assert [f.line for f in found] == _marked(source)
+    source, found = lint_project(tmp_path, files, main, "GL003")
+    assert marked_lines(source, "GL003")
+    assert [f.line for f in found] == marked_lines(source, "GL003")
     assert all("fails on more than one GPU" in f.message for f in found)
 
 
 @pytest.mark.parametrize("name", sorted(CLEAN))
 def test_clean(tmp_path, name):
     files, main = CLEAN[name]
-    _, found = _run(tmp_path, files, main)
+    _, found = lint_project(tmp_path, files, main, "GL003")
     assert [(f.line, f.message) for f in found] == []
 
 
@@ -406,14 +391,14 @@ def test_unwrapped_callers_leave_the_function_alone(tmp_path):
     from the caller's wrap, not from the function's own code."""
     files, main = FLAGGED["caller_in_script_wraps"]
     files = dict(files, **{"main.py": MAIN_WRAPS.replace("net = torch.nn.DataParallel(net)", "pass")})
-    _, found = _run(tmp_path, files, main)
+    _, found = lint_project(tmp_path, files, main, "GL003")
     assert found == []
 
 
 def test_constant_switch_keeps_both_backwards(tmp_path):
     """Flags pick an arm only in what a call returns: a file's own `USE_AMP = False` switch does
     not hide the backward in the arm it turns off."""
-    source, found = _run(tmp_path, {"train.py": """
+    source, found = lint_project(tmp_path, {"train.py": """
         import torch.nn as nn
 
         USE_AMP = False
@@ -425,8 +410,8 @@ def test_constant_switch_keeps_both_backwards(tmp_path):
                 scaler.scale(loss).backward()  # GL003
             else:
                 loss.backward()  # GL003
-    """}, "train.py")
-    assert [f.line for f in found] == _marked(source)
+    """}, "train.py", "GL003")
+    assert [f.line for f in found] == marked_lines(source, "GL003")
 
 
 def test_cached_findings_follow_the_callers_wrap(project):

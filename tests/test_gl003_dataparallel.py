@@ -8,26 +8,9 @@ Lines that must be reported carry a `# GL003` comment; every other line must sta
 
 from __future__ import annotations
 
-import textwrap
-
 import pytest
 
-from gradlint.analysis import AnalysisOptions
-from harness import lint_options
-
-
-def _marked(source: str):
-    return [n for n, line in enumerate(source.splitlines(), 1) if line.rstrip().endswith("# GL003")]
-
-
-def _run(tmp_path, files: dict, main: str):
-    for name, text in files.items():
-        path = tmp_path / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(textwrap.dedent(text))
-    source = (tmp_path / main).read_text()
-    options = AnalysisOptions(project_root=str(tmp_path))
-    return source, lint_options(source, str(tmp_path / main), options, codes=["GL003"])
+from harness import lint_project, marked_lines
 
 
 # A model whose forward returns a 0-dim loss when training and logits otherwise.
@@ -438,12 +421,12 @@ CLEAN = {
 
 @pytest.mark.parametrize("name", sorted(FLAGGED))
 def test_flagged(tmp_path, name):
-    source, found = _run(tmp_path, {"train.py": FLAGGED[name]}, "train.py")
-    assert [f.line for f in found] == _marked(source)
+    source, found = lint_project(tmp_path, {"train.py": FLAGGED[name]}, "train.py", "GL003")
+    assert [f.line for f in found] == marked_lines(source, "GL003")
     assert found and all("fails on more than one GPU" in f.message for f in found)
 
 
 @pytest.mark.parametrize("name", sorted(CLEAN))
 def test_clean(tmp_path, name):
-    _, found = _run(tmp_path, {"train.py": CLEAN[name]}, "train.py")
+    _, found = lint_project(tmp_path, {"train.py": CLEAN[name]}, "train.py", "GL003")
     assert [(f.line, f.message) for f in found] == []

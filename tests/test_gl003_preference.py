@@ -9,28 +9,11 @@ Lines that must be reported carry a `# GL003` comment; every other line must sta
 
 from __future__ import annotations
 
-import textwrap
-
 import pytest
 
-from gradlint.analysis import AnalysisOptions
-from harness import lint_options
+from harness import lint_project, marked_lines
 
 PER_SAMPLE = "has one value per sample: fails for any batch larger than 1"
-
-
-def _marked(source: str):
-    return [n for n, line in enumerate(source.splitlines(), 1) if line.rstrip().endswith("# GL003")]
-
-
-def _run(tmp_path, files: dict, main: str):
-    for name, text in files.items():
-        path = tmp_path / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(textwrap.dedent(text))
-    source = (tmp_path / main).read_text()
-    options = AnalysisOptions(project_root=str(tmp_path))
-    return source, lint_options(source, str(tmp_path / main), options, codes=["GL003"])
 
 
 # A preference trainer: a loss module returning one value per pair, a nested padding helper,
@@ -99,8 +82,8 @@ TRAINER = """
 
 def test_trainer_with_strategy_backward(tmp_path):
     text = TRAINER.replace("{REDUCE}", "per_pair").replace("{MARK}", "  # GL003")
-    source, found = _run(tmp_path, {"trainer.py": text}, "trainer.py")
-    assert [f.line for f in found] == _marked(source)
+    source, found = lint_project(tmp_path, {"trainer.py": text}, "trainer.py", "GL003")
+    assert [f.line for f in found] == marked_lines(source, "GL003")
     assert PER_SAMPLE in found[0].message
     assert "`loss.mean()` or `loss.sum()`" in found[0].help
 
@@ -110,7 +93,7 @@ def test_trainer_with_strategy_backward(tmp_path):
 def test_trainer_twin_reduced_or_one_pair(tmp_path, reduced):
     """A full reduction (also `.sum(-1)` of the per-pair vector), or one pair picked: clean."""
     text = TRAINER.replace("{REDUCE}", reduced).replace("{MARK}", "")
-    _, found = _run(tmp_path, {"trainer.py": text}, "trainer.py")
+    _, found = lint_project(tmp_path, {"trainer.py": text}, "trainer.py", "GL003")
     assert [(f.line, f.message) for f in found] == []
 
 
@@ -126,8 +109,8 @@ def test_loss_module_in_another_module(tmp_path):
         "rl/models/losses.py": loss_module,
         "rl/trainer.py": trainer,
     }
-    source, found = _run(tmp_path, files, "rl/trainer.py")
-    assert [f.line for f in found] == _marked(source)
+    source, found = lint_project(tmp_path, files, "rl/trainer.py", "GL003")
+    assert [f.line for f in found] == marked_lines(source, "GL003")
     assert found
 
 
@@ -400,20 +383,20 @@ CLEAN = {
 
 @pytest.mark.parametrize("name", sorted(FLAGGED))
 def test_flagged(tmp_path, name):
-    source, found = _run(tmp_path, {"train.py": FLAGGED[name]}, "train.py")
-    assert [f.line for f in found] == _marked(source)
+    source, found = lint_project(tmp_path, {"train.py": FLAGGED[name]}, "train.py", "GL003")
+    assert [f.line for f in found] == marked_lines(source, "GL003")
     assert found, "a flagged case must mark at least one line"
 
 
 @pytest.mark.parametrize("name", sorted(CLEAN))
 def test_clean(tmp_path, name):
-    _, found = _run(tmp_path, {"train.py": CLEAN[name]}, "train.py")
+    _, found = lint_project(tmp_path, {"train.py": CLEAN[name]}, "train.py", "GL003")
     assert [(f.line, f.message) for f in found] == []
 
 
 def test_per_sample_message(tmp_path):
     """The condition is said: one value per sample, failing for batches larger than 1."""
-    _, found = _run(tmp_path, {"train.py": FLAGGED["functions_engine_backward_fpad"]}, "train.py")
+    _, found = lint_project(tmp_path, {"train.py": FLAGGED["functions_engine_backward_fpad"]}, "train.py", "GL003")
     (finding,) = found
     assert PER_SAMPLE in finding.message
     assert "`engine.backward(loss)` starts from `loss`" in finding.message

@@ -10,7 +10,7 @@ import textwrap
 
 import pytest
 
-from harness import lint
+from harness import lint, marked_lines
 
 HEADER = """
 import torch
@@ -25,14 +25,10 @@ def per_sample(model, x, y):
 """
 
 
-def _marked(source: str):
-    return [n for n, line in enumerate(source.splitlines(), 1) if line.rstrip().endswith("# GL003")]
-
-
 def _check(*bodies: str) -> None:
     source = HEADER + "\n".join(textwrap.dedent(body) for body in bodies)
     found = lint(source, codes=["GL003"], dedent=False)
-    assert sorted(f.line for f in found) == _marked(source), [f.message for f in found]
+    assert sorted(f.line for f in found) == marked_lines(source, "GL003"), [f.message for f in found]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -354,7 +350,7 @@ def _project(tmp_path, data_module: str, train: str):
     source = HEADER + textwrap.dedent(train)
     (tmp_path / "train.py").write_text(source)
     found = lint(source, str(tmp_path / "train.py"), ["GL003"], root=str(tmp_path), dedent=False)
-    assert sorted(f.line for f in found) == _marked(source), [f.message for f in found]
+    assert sorted(f.line for f in found) == marked_lines(source, "GL003"), [f.message for f in found]
 
 
 TRAIN_ON_IMPORTED = """

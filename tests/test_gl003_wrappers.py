@@ -14,26 +14,9 @@ other line must stay clean. All code here is written for these tests.
 
 from __future__ import annotations
 
-import textwrap
-
 import pytest
 
-from gradlint.analysis import AnalysisOptions
-from harness import lint_options
-
-
-def _marked(source: str):
-    return [n for n, line in enumerate(source.splitlines(), 1) if line.rstrip().endswith("# GL003")]
-
-
-def _run(tmp_path, files: dict, main: str):
-    for name, text in files.items():
-        path = tmp_path / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(textwrap.dedent(text))
-    source = (tmp_path / main).read_text()
-    options = AnalysisOptions(project_root=str(tmp_path))
-    return source, lint_options(source, str(tmp_path / main), options, codes=["GL003"])
+from harness import lint_project, marked_lines
 
 
 # ---------------------------------------------------------------- star imports, one-branch gathers
@@ -232,14 +215,14 @@ CLEAN = {
 
 @pytest.mark.parametrize("name", sorted(FLAGGED))
 def test_flagged(tmp_path, name):
-    source, found = _run(tmp_path, FLAGGED[name], "engine/fit.py")
-    assert [f.line for f in found] == _marked(source)
+    source, found = lint_project(tmp_path, FLAGGED[name], "engine/fit.py", "GL003")
+    assert [f.line for f in found] == marked_lines(source, "GL003")
     assert found and all("fails on more than one GPU" in f.message for f in found)
 
 
 @pytest.mark.parametrize("name", sorted(CLEAN))
 def test_clean(tmp_path, name):
-    _, found = _run(tmp_path, CLEAN[name], "engine/fit.py")
+    _, found = lint_project(tmp_path, CLEAN[name], "engine/fit.py", "GL003")
     assert [(f.line, f.message) for f in found] == []
 
 
@@ -248,13 +231,13 @@ def test_later_star_import_wins(tmp_path):
     files = _package(RUNNER_DP, FIT_STAR.replace("from core.runner import *", "from core.runner import *\n"
                                                  "    from core.plain import *"))
     files["core/plain.py"] = RUNNER_SINGLE
-    _, found = _run(tmp_path, files, "engine/fit.py")
+    _, found = lint_project(tmp_path, files, "engine/fit.py", "GL003")
     assert found == []
     files = _package(RUNNER_DP, FIT_STAR.replace("from core.runner import *", "from core.plain import *\n"
                                                  "    from core.runner import *"))
     files["core/plain.py"] = RUNNER_SINGLE
-    source, found = _run(tmp_path, files, "engine/fit.py")
-    assert [f.line for f in found] == _marked(source)
+    source, found = lint_project(tmp_path, files, "engine/fit.py", "GL003")
+    assert [f.line for f in found] == marked_lines(source, "GL003")
 
 
 # ---------------------------------------------------------------- library preparers
@@ -358,14 +341,14 @@ LIBRARY_CLEAN = {
 
 @pytest.mark.parametrize("name", sorted(LIBRARY_FLAGGED))
 def test_library_flagged(tmp_path, name):
-    source, found = _run(tmp_path, {"train.py": LIBRARY_FLAGGED[name]}, "train.py")
-    assert [f.line for f in found] == _marked(source)
+    source, found = lint_project(tmp_path, {"train.py": LIBRARY_FLAGGED[name]}, "train.py", "GL003")
+    assert [f.line for f in found] == marked_lines(source, "GL003")
     assert found and all("fails on more than one GPU" in f.message for f in found)
 
 
 @pytest.mark.parametrize("name", sorted(LIBRARY_CLEAN))
 def test_library_clean(tmp_path, name):
-    _, found = _run(tmp_path, {"train.py": LIBRARY_CLEAN[name]}, "train.py")
+    _, found = lint_project(tmp_path, {"train.py": LIBRARY_CLEAN[name]}, "train.py", "GL003")
     assert [(f.line, f.message) for f in found] == []
 
 
@@ -386,8 +369,8 @@ def test_accelerate_passes_the_model_through(tmp_path):
     for x, y in train_loader:
         accelerator.backward(model(x, y))  # GL003
     """
-    text, found = _run(tmp_path, {"train.py": source}, "train.py")
-    assert [f.line for f in found] == _marked(text)
+    text, found = lint_project(tmp_path, {"train.py": source}, "train.py", "GL003")
+    assert [f.line for f in found] == marked_lines(text, "GL003")
     assert "GPU" not in found[0].message and "DataParallel" not in found[0].message
 
 
@@ -447,12 +430,12 @@ DICT_CLEAN = {
 
 
 def test_dict_flagged(tmp_path):
-    source, found = _run(tmp_path, {"train.py": DICT_FLAGGED}, "train.py")
-    assert [f.line for f in found] == _marked(source)
+    source, found = lint_project(tmp_path, {"train.py": DICT_FLAGGED}, "train.py", "GL003")
+    assert [f.line for f in found] == marked_lines(source, "GL003")
 
 
 @pytest.mark.parametrize("name", sorted(DICT_CLEAN))
 def test_dict_clean(tmp_path, name):
-    source, found = _run(tmp_path, {"train.py": _terms_clean(DICT_CLEAN[name])}, "train.py")
-    assert [f.line for f in found] == _marked(source)
+    source, found = lint_project(tmp_path, {"train.py": _terms_clean(DICT_CLEAN[name])}, "train.py", "GL003")
+    assert [f.line for f in found] == marked_lines(source, "GL003")
     assert all("terms" not in source.splitlines()[f.line - 1] for f in found)
