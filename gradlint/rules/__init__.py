@@ -64,7 +64,8 @@ Check = Callable[[Any], Iterable[Any]]
 Judge = Callable[..., Tuple[str, str]]
 # (one backward site, cwd, does a static finding of the rule cover it?) -> runtime-only
 # findings' (message, evidence, severity or None for the rule's)
-Observe = Callable[[Any, str, bool], List[Tuple[str, str, Optional[str]]]]
+# observe(site, cwd, covered, peers): `peers` are the sites reported at the same line (call paths through it)
+Observe = Callable[[Any, str, bool, List[Any]], List[Tuple[str, str, Optional[str]]]]
 
 
 @dataclass(frozen=True)

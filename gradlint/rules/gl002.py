@@ -130,11 +130,14 @@ def judge(sites: list, cwd: str, finding: Any = None, obs: Any = None) -> Tuple[
     return UNEXERCISED, "this code did not run a backward"
 
 
-def observe(site, cwd: str, covered: bool) -> List[Tuple[str, str, Optional[str]]]:
-    """A retained graph nothing ran again, at a site no static GL002 points to."""
-    if covered or not site.retained or site.retained_reused:
+def observe(site, cwd: str, covered: bool, peers: Optional[list] = None) -> List[Tuple[str, str, Optional[str]]]:
+    """A retained graph nothing ran again, at a site no static GL002 points to. `retain_graph` is
+    written once per line: when a graph retained on another call path through the same line
+    (`peers`: a helper called from two places) was run again, the line needs it."""
+    peers = peers or [site]
+    if covered or not site.retained or any(s.retained_reused for s in peers):
         return []
-    _, evidence = judge([site], cwd)
+    _, evidence = judge(peers, cwd)
     return [("`retain_graph=True` keeps a graph that no later backward uses; drop it to free the "
              "saved tensors", evidence, None)]
 

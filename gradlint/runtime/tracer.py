@@ -411,8 +411,8 @@ class Tracer:
                 if not state.depth:
                     try:
                         grads = state.grads
-                        params: Any = (grads.optimizer_params(owner) if owner_kind == "optimizer"
-                                       else grads.module_params(owner))
+                        params = (grads.optimizer_params(owner) if owner_kind == "optimizer"
+                                  else grads.module_params(owner))
                         site = grads.cleared(params, lambda: tracer._call_site("clear", state))
                         state.life.after_clear(site)
                     except Exception:

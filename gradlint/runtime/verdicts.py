@@ -93,11 +93,22 @@ def runtime_only(obs: Observations, matched: Dict[str, set], cwd: str) -> List[F
     `observe`), in rule order per site."""
     out: List[Finding] = []
     observers = [(code, rule.observe) for code, rule in RULES.items() if rule.observe is not None]
+    # A runtime-only finding sits on its site's innermost user line; every call path through that
+    # line is a peer (a helper's backward called from two places is one line, two sites).
+    reported: set = set()
+    by_line: Dict[Tuple[str, int, str], List[BackwardSite]] = {}
     for site in obs.sites.values():
+        by_line.setdefault((site.where[0], site.where[1], site.kind), []).append(site)
+    for site in obs.sites.values():
+        peers = by_line[(site.where[0], site.where[1], site.kind)]
         for code, observe in observers:
             covered = id(site) in matched.get(code, set())
-            for message, evidence, severity in observe(site, cwd, covered):
-                out.append(_runtime_finding(code, site, message, evidence, cwd, severity=severity))
+            for message, evidence, severity in observe(site, cwd, covered, peers):
+                finding = _runtime_finding(code, site, message, evidence, cwd, severity=severity)
+                key = (code, finding.path, finding.line, finding.column, message)
+                if key not in reported:  # one finding per line, however many call paths ran it
+                    reported.add(key)
+                    out.append(finding)
     out.extend(_extra_runtime_only(obs, matched, cwd))
     return out
 

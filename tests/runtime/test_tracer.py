@@ -192,6 +192,41 @@ def test_retain_graph_reused_is_refuted_with_the_line():
     assert "GL002" not in _codes(traced)
 
 
+def _weighted_backward(loss, weight):
+    (weight * loss).backward(retain_graph=True)  # one line, two call paths below
+
+
+def test_retain_graph_needed_on_one_call_path_of_a_helper_is_not_reported():
+    """Two losses on one trunk backpropagated through the same helper: the first call's retained
+    graph is run by the second call's backward, so the helper's `retain_graph=True` is needed
+    (dropping it raises "backward through the graph a second time"), though the second call's own
+    graph is never run again. The line is one: nothing to report on it."""
+    with _trace() as traced:
+        model = mlp()
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+        for inputs, labels in batches(3):
+            optimizer.zero_grad()
+            hidden = model[:2](inputs).relu()
+            _weighted_backward(nn.functional.cross_entropy(model[2:](hidden), labels), 1.0)
+            _weighted_backward(hidden.pow(2).mean(), 0.1)
+            optimizer.step()
+    sites = [s for s in traced.observations.sites.values() if s.retained]
+    assert len(sites) == 2 and sum(bool(s.retained_reused) for s in sites) == 1  # one path reused, one not
+    assert "GL002" not in _codes(traced)
+
+
+def test_retain_graph_never_reused_on_any_call_path_of_a_helper_is_confirmed():
+    with _trace() as traced:
+        model = mlp()
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+        for inputs, labels in batches(3):
+            optimizer.zero_grad()
+            _weighted_backward(nn.functional.cross_entropy(model(inputs), labels), 1.0)
+            _weighted_backward(model(inputs).pow(2).mean(), 0.1)
+            optimizer.step()
+    assert _codes(traced) == ["GL002"]
+
+
 def test_retain_graph_never_reused_is_confirmed():
     with _trace() as traced:
         train_mlp(steps=4, retain=True)
