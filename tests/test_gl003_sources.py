@@ -35,6 +35,17 @@ def _check(*bodies: str) -> None:
 # Batch sources: what the code shows is a data loader
 
 SOURCES_FLAGGED = {
+    "dataloader_batch_sampler": """
+        def train(model, ds, sampler):
+            for x, y in DataLoader(ds, batch_sampler=sampler):
+                per_sample(model, x, y).backward()  # GL003
+    """,
+    "dataloader_batch_size_from_config": """
+        def train(model, ds, cfg):
+            loader = DataLoader(ds, cfg.batch_size, shuffle=True)
+            for x, y in loader:
+                per_sample(model, x, y).backward()  # GL003
+    """,
     "parameter_named_train_dl": """
         def train(model, train_dl, opt):
             for x, y in train_dl:
@@ -130,6 +141,29 @@ SOURCES_FLAGGED = {
 }
 
 SOURCES_CLEAN = {
+    # one sample at a time: automatic batching off, the default batch of one, batch_size=1; the
+    # loader's name does not make it batch
+    "dataloader_batch_size_none": """
+        def train(model, ds):
+            loader = DataLoader(ds, batch_size=None, shuffle=True)
+            for x, y in loader:
+                loss = per_sample(model, x, y)
+                loss.backward()
+    """,
+    "dataloader_default_batch_of_one": """
+        train_loader = DataLoader(ds, shuffle=True)
+
+        def train(model):
+            for x, y in train_loader:
+                per_sample(model, x, y).backward()
+            for x, y in iter(train_loader):
+                per_sample(model, x, y).backward()
+    """,
+    "dataloader_positional_batch_size_one": """
+        def train(model, ds):
+            for x, y in DataLoader(ds, 1):
+                per_sample(model, x, y).backward()
+    """,
     "arbitrary_parameter_name": """
         def train(model, pairs):
             for x, y in pairs:

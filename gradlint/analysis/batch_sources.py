@@ -34,6 +34,26 @@ class Evaluator(Protocol):
     def value(self, expr: cst.BaseExpression, env: Env) -> Value: ...
 
 LOADER = Shape("loader")
+# What a DataLoader yields one sample at a time: `batch_size=None` (automatic batching off) or
+# batches of one (`batch_size=1`, the default). Its values are never larger batches, so it is no
+# batch source, whatever its name says.
+SAMPLES = Shape("samples")
+
+
+def loader_of(args) -> Shape:
+    """`DataLoader(dataset, batch_size, ...)` (`args`: the call's `CallArgs`): a batch source
+    unless the call shows samples come one at a time. A `batch_sampler` batches whatever
+    `batch_size` says; a `batch_size` that is not a literal (`cfg.batch_size`) is taken as a batch."""
+    if args.starred or "batch_sampler" in args.keywords:
+        return LOADER
+    given = args.keywords.get("batch_size", args.positional[1] if len(args.positional) > 1 else None)
+    if given is None:
+        return SAMPLES  # the default batch_size=1
+    if isinstance(given, cst.Name) and given.value == "None":
+        return SAMPLES
+    if isinstance(given, cst.Integer) and given.evaluated_value == 1:
+        return SAMPLES
+    return LOADER
 # Methods of an object whose first name says it is an accelerator, which hand their arguments back
 # prepared, in order (`accelerator.prepare(model, optimizer, train_dl)`).
 _PREPARE = frozenset({"prepare", "prepare_data_loader"})
@@ -59,6 +79,8 @@ def is_loader(expr: cst.BaseExpression, env: Env, evaluator: Evaluator) -> bool:
     value = evaluator.value(expr, env)
     if isinstance(value, Shape) and value.kind == "loader":
         return True
+    if value == SAMPLES:
+        return False
     if value == UNKNOWN and isinstance(expr, cst.Call):
         iterated = getattr(evaluator, "iterated", None)  # an imported project function's return
         returned = iterated(expr, env) if iterated is not None else None

@@ -329,7 +329,7 @@ def bind_arguments(fn: cst.FunctionDef, args: CallArgs, values, skip_self: bool)
 def _matters(value: Value) -> bool:
     """Can a call's result depend on this argument in a way the rule reports?"""
     if isinstance(value, Shape):
-        return value.kind not in ("unknown", "scalar", "loader")
+        return value.kind not in ("unknown", "scalar", "loader", "samples")
     return isinstance(value, (LossFn, Struct))
 
 

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
 
 import libcst as cst
 
+from gradlint.analysis.batch_sources import loader_of
 from gradlint.analysis.shapes import (
     DATA,
     OUTPUT,
@@ -128,7 +129,7 @@ class TorchCalls:
         if qualified in ("torch.autograd.Variable", "torch.autograd.variable.Variable") and args.positional:
             return self.value(args.positional[0], env)
         if qualified.endswith(".DataLoader"):
-            return Shape("loader")
+            return loader_of(args)
         if qualified in ("torch.linalg.norm", "torch.linalg.vector_norm") and args.positional:
             # `torch.linalg.norm(x, ord, dim)`: a norm over `dim` only keeps the other dimensions
             return self.reduction("norm", self.shape(args.positional[0], env), args.positional[1:], args, call)
