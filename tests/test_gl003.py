@@ -27,6 +27,18 @@ def _marked(source: str):
 
 
 FLAGGED = {
+    "hardest_k_of_per_element_losses": """
+        import torch.nn.functional as F
+        from torch.utils.data import DataLoader
+
+        for x, y in DataLoader(ds, batch_size=64):
+            per = F.mse_loss(model(x), y, reduction="none")
+            per.topk(8).values.backward()  # GL003
+            per.topk(k=4)[0].backward()  # GL003
+            per.sort(descending=True).values.backward()  # GL003
+            per.cumsum(0).backward()  # GL003
+            per.flip(0).backward()  # GL003
+    """,
     "criterion_reduction_none": """
         import torch
         from torch import nn
@@ -275,6 +287,19 @@ FLAGGED = {
 }
 
 CLEAN = {
+    "hardest_k_then_reduced_or_a_single_one": """
+        import torch.nn.functional as F
+        from torch.utils.data import DataLoader
+
+        for x, y in DataLoader(ds, batch_size=64):
+            per = F.mse_loss(model(x), y, reduction="none")
+            per.topk(8).values.mean().backward()
+            per.topk(1).values.backward()  # one value per row: may be one element
+            per.topk(k).values.backward()  # k not shown
+            per.sort().values[:2].backward()  # two rows: maybe one element each
+            per.cumsum(0)[-1].sum().backward()
+            model(x).topk(3).values.backward()  # a model's output: maybe anything
+    """,
     "none_then_mean": """
         import torch.nn.functional as F
 

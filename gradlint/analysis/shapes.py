@@ -290,11 +290,14 @@ REDUCTIONS = frozenset(
 NORM_LIKE = {"norm": 1}  # x.norm(p, dim)
 DIM_REQUIRED = frozenset({"logsumexp"})
 
+SAME_SHAPE_ALONG_DIM = "cumsum cumprod logcumsumexp flip fliplr flipud roll".split()
 ELEMENTWISE_METHODS = frozenset(
     "exp log log1p log2 log10 expm1 abs neg negative sqrt rsqrt square pow sigmoid tanh relu clamp clamp_min "
     "clamp_max clip sin cos reciprocal float double half bfloat16 to cuda cpu contiguous clone mul add sub "
     "div true_divide multiply subtract divide mul_ add_ sub_ div_ pow_ exp_ clamp_ softmax log_softmax "
     "masked_fill type_as requires_grad_ nan_to_num lerp addcmul addcdiv where detach".split()
+    # the same shape, rearranged or accumulated along a dimension (their arguments are dims)
+    + SAME_SHAPE_ALONG_DIM
 )
 # Methods that keep the number of elements but may change the rank.
 NUMEL_PRESERVING = frozenset("view reshape flatten view_as reshape_as squeeze unsqueeze t transpose permute".split())

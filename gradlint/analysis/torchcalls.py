@@ -23,6 +23,7 @@ from gradlint.analysis.shapes import (
     FUNCTIONAL,
     LIKE,
     ELEMENTWISE_LOSS_CLASSES,
+    SAME_SHAPE_ALONG_DIM,
     LOSS_CLASSES,
     LOSS_FUNCTIONS,
     NORM_LIKE,
@@ -87,7 +88,7 @@ class TorchCalls:
         REDUCTIONS
         | ELEMENTWISE_METHODS
         | NUMEL_PRESERVING
-        | frozenset("expand repeat expand_as tile gather item".split())
+        | frozenset("expand repeat expand_as tile gather item sort topk".split())
     )
 
     if TYPE_CHECKING:  # supplied by the evaluator this is mixed into
@@ -357,7 +358,8 @@ class TorchCalls:
             return self.reduction(name, base, args.positional, args, call)
         if name in ELEMENTWISE_METHODS:
             operands = [base]
-            if name not in ("softmax", "log_softmax", "to", "type_as", "clamp", "clip", "masked_fill"):
+            if name not in ("softmax", "log_softmax", "to", "type_as", "clamp", "clip", "masked_fill",
+                            *SAME_SHAPE_ALONG_DIM):
                 operands += [self.shape(a, env) for a in args.positional]
             return self.elementwise(operands, "sub" if name in ("sub", "subtract") else "", call)
         if name in NUMEL_PRESERVING:
@@ -366,8 +368,23 @@ class TorchCalls:
             return Shape("nonscalar", why=base.why) if base.is_nonscalar else UNKNOWN
         if name == "gather":
             return self._gather(base, args.positional, args, call)
+        if name == "sort" and not args.starred:
+            return Seq((base, UNKNOWN))  # (values, indices): the values keep the shape
+        if name == "topk":
+            return Seq((self._top(base, args, call), UNKNOWN))
         if name == "item":
             return NUMBER
+        return UNKNOWN
+
+    def _top(self, base: Shape, args: CallArgs, call: cst.Call) -> Shape:
+        """`x.topk(k)` values: k per row of the reduced dimension, so k >= 2 (a literal) is never
+        one element (torch raises when a row holds fewer than k)."""
+        given = args.keywords.get("k", args.positional[0] if args.positional else None)
+        count = int_literal(given) if given is not None else None
+        if args.starred or count is None:
+            return UNKNOWN
+        if count >= 2 and base.is_nonscalar:
+            return Shape("nonscalar", why=f"`{self.code(call)}` keeps {count} values")
         return UNKNOWN
 
     def _gather(self, base: Shape, positional: List[cst.BaseExpression], args: CallArgs, call: cst.Call) -> Shape:
