@@ -52,8 +52,16 @@ def _paint(ctx) -> _Paint:
 
 
 def render_concise(findings: list, ctx) -> str:
+    """One headline per finding; under `gradlint run` it ends with the runtime verdict
+    (` (runtime: unexercised)`), which decides whether the finding fails the run."""
     paint = _paint(ctx)
-    return "".join(headline(f, paint) + "\n" for f in sorted(findings, key=Finding.sort_key))
+    lines = []
+    for finding in sorted(findings, key=Finding.sort_key):
+        line = headline(finding, paint)
+        if finding.runtime is not None or not finding.static:
+            line += f" (runtime: {finding.runtime or 'observed'})"
+        lines.append(line + "\n")
+    return "".join(lines)
 
 
 def _source_lines(finding: Finding, ctx) -> Optional[List[str]]:

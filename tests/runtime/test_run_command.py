@@ -197,3 +197,10 @@ def test_cache_warmer_off_by_environment(monkeypatch):
     warmer = _CacheWarmer("stale_loop.py", [])
     assert warmer.child is None
     warmer.finish()  # nothing to wait for
+
+
+def test_concise_report_says_each_findings_runtime_verdict(run):
+    status, out, err = run("--output-format", "concise", "stale_loop.py")
+    assert status == 1
+    (line,) = [line for line in out.splitlines() if ": GL001 " in line]
+    assert line.startswith("stale_loop.py:23:") and line.endswith("(runtime: confirmed)")
