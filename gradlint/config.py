@@ -226,18 +226,25 @@ class Settings:
 # Reading the configuration
 
 
+def _shown(path: str) -> str:
+    """A configuration file as messages name it: relative to the current directory when under it
+    (as the other configuration errors say it: `pyproject.toml: select: ...`)."""
+    cwd = os.getcwd()
+    return os.path.relpath(path, cwd) if path.startswith(cwd + os.sep) else path
+
+
 def _read_toml(path: str) -> dict:
     try:
         with open(path, "rb") as handle:
             return _toml.load(handle)
     except OSError as err:
-        raise ConfigError(f"cannot read {path}: {err.strerror or err}") from None
+        raise ConfigError(f"{_shown(path)}: cannot read: {err.strerror or err}") from None
     except _toml.TOMLDecodeError as err:
-        raise ConfigError(f"invalid TOML in {path}: {' '.join(str(err).split())}") from None
+        raise ConfigError(f"{_shown(path)}: invalid TOML: {' '.join(str(err).split())}") from None
     except UnicodeDecodeError:
-        raise ConfigError(f"invalid TOML in {path}: not UTF-8") from None
+        raise ConfigError(f"{_shown(path)}: invalid TOML: not UTF-8") from None
     except RecursionError:  # tomllib recurses once per nested array/table
-        raise ConfigError(f"invalid TOML in {path}: nested too deeply to read") from None
+        raise ConfigError(f"{_shown(path)}: invalid TOML: nested too deeply to read") from None
 
 
 def _tool_table(doc: dict) -> Optional[dict]:
@@ -287,8 +294,7 @@ def _settings_of_config(path: str, overrides: Dict[str, Any]) -> "Settings":
         table = _tool_table(_read_toml(path)) or {}
         if not isinstance(table, dict):
             raise ConfigError(f"{path}: [tool.gradlint] must be a table")
-        shown = os.path.relpath(path) if path.startswith(os.getcwd() + os.sep) else path
-        values = _validate(table, shown)
+        values = _validate(table, _shown(path))
         cli = _validate({k: v for k, v in overrides.items() if v is not None}, None)
         settings = _settings_from(values, os.path.dirname(path), path, cli)
         settings.hierarchical = True

@@ -95,10 +95,14 @@ def test_bad_keys_and_values_raise_one_line(project, body, fragment):
     assert "pyproject.toml" in str(err.value)
 
 
-def test_invalid_toml_is_a_config_error(project):
+def test_invalid_toml_is_a_config_error(project, monkeypatch):
     project.write("pyproject.toml", "[tool.gradlint\nselect = [")
     with pytest.raises(ConfigError, match="invalid TOML"):
         load_settings(str(project.root))
+    monkeypatch.chdir(project.root)  # named as the other configuration errors name it: relative
+    with pytest.raises(ConfigError) as err:
+        load_settings(str(project.root))
+    assert str(err.value).startswith("pyproject.toml: invalid TOML: ")
 
 
 def test_config_file_option(project):
