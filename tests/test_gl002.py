@@ -32,6 +32,39 @@ def _apply(source: str, fix) -> str:
 
 
 FLAGGED = {
+    "lbfgs_step_closure": """
+        import torch
+        import torch.nn.functional as F
+
+        opt = torch.optim.LBFGS(model.parameters(), lr=0.1)
+        for epoch in range(20):
+            def closure():
+                opt.zero_grad()
+                loss = F.mse_loss(model(x), y)
+                loss.backward(retain_graph=True)  # GL002
+                return loss
+            opt.step(closure)
+    """,
+    "step_closure_keyword_in_two_functions": """
+        import torch
+
+        def fit(model, opt, x, y):
+            def closure():
+                opt.zero_grad()
+                loss = (model(x) - y).pow(2).mean()
+                loss.backward(retain_graph=True)  # GL002
+                return loss
+            for _ in range(10):
+                opt.step(closure=closure)
+
+        def refit(model, opt, x, y):
+            def closure():
+                opt.zero_grad()
+                loss = (model(x) - y).abs().mean()
+                loss.backward()
+                return loss
+            opt.step(closure)
+    """,
     "seed_repeated_backward": """
         import torch
 
@@ -541,6 +574,42 @@ FLAGGED = {
 }
 
 CLEAN = {
+    "step_closure_also_called_and_backpropagated": """
+        import torch
+
+        opt = torch.optim.LBFGS(model.parameters())
+        def closure():
+            opt.zero_grad()
+            loss = (model(x) - y).pow(2).mean()
+            loss.backward(retain_graph=True)
+            return loss
+        for _ in range(5):
+            opt.step(closure)
+        final = closure()
+        final.backward()  # walks the graph the closure retained
+    """,
+    "step_closure_second_loss_on_the_graph": """
+        import torch
+
+        opt = torch.optim.LBFGS(model.parameters())
+        def closure():
+            opt.zero_grad()
+            out = model(x)
+            loss = (out - y).pow(2).mean()
+            loss.backward(retain_graph=True)
+            out.abs().mean().backward()
+            return loss
+        opt.step(closure)
+    """,
+    "function_passed_to_something_else": """
+        import torch
+
+        def closure():
+            loss = (model(x) - y).pow(2).mean()
+            loss.backward(retain_graph=True)
+            return loss
+        trainer.fit(closure)
+    """,
     "gan_needs_retain": """
         import torch
         from torch import nn

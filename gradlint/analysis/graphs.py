@@ -114,7 +114,9 @@ class RetainProver:
         analysis = self.analysis
         assert backward.tensor is not None
         fn = scope.node if isinstance(scope.node, cst.FunctionDef) else None
-        manual = backward.kind == "manual" and fn is not None and fn.name.value == "training_step"
+        manual = fn is not None and (
+            (backward.kind == "manual" and fn.name.value == "training_step") or _only_a_step_closure(fn, self.module)
+        )
         root_keys = set(analysis.reads.reads(backward.tensor).keys)
         param = _parameter_root(backward.tensor, scope)
         if param is not None and fn is not None:
@@ -633,3 +635,26 @@ def unnecessary_retains(
         return found
     finally:
         _ASSIGNED.clear()  # scalars' memo of assigned names: keep no tree alive after the file is done
+
+
+def _only_a_step_closure(fn: cst.FunctionDef, module: cst.Module) -> bool:
+    """Is `fn` used only as an optimizer's step closure (`opt.step(closure)`, `step(closure=...)`),
+    its name read nowhere else? The optimizer calls it and reads what it returns as a number
+    (LBFGS's line search, `float(loss)`), never running a backward on it: what it returns is not
+    walked again, as with Lightning's manual `training_step`."""
+    name = fn.name.value
+    named = closures = defined = 0
+    for node in walk(module):
+        if isinstance(node, cst.Name) and node.value == name:
+            named += 1
+        elif isinstance(node, cst.FunctionDef) and node.name.value == name:
+            defined += 1  # each `def closure():` (one per training function, say) names it once
+        elif isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute) and node.func.attr.value == "step":
+            for arg in node.args:
+                if isinstance(arg.value, cst.Name) and arg.value.value == name and not arg.star:
+                    if arg.keyword is None:
+                        closures += 1
+                    elif arg.keyword.value == "closure":
+                        closures += 1
+                        defined += name == "closure"  # the keyword `closure=` is a name too
+    return closures > 0 and named == closures + defined
