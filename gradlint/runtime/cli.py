@@ -135,12 +135,19 @@ class _Program:
         if self.module is not None:
             import importlib.util
 
+            # As `python -m` finds it: the current folder first. Only the top-level package is
+            # looked up here (finding `pkg.sub` would import `pkg`, untraced, before the run).
+            top = self.module.split(".", 1)[0]
+            saved = sys.path[:]
+            sys.path.insert(0, os.getcwd())
             try:
-                spec = importlib.util.find_spec(self.module)
+                spec = importlib.util.find_spec(top)
             except (ImportError, ValueError) as err:
                 fail(f"module {self.module!r}: {err}")
+            finally:
+                sys.path[:] = saved
             if spec is None:
-                fail(f"no module named {self.module!r}")
+                fail(f"no module named {top!r}")
 
     def roots(self) -> List[str]:
         roots = [os.getcwd()]

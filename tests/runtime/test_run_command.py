@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 
 import pytest
 from click.testing import CliRunner
@@ -204,3 +205,23 @@ def test_concise_report_says_each_findings_runtime_verdict(run):
     assert status == 1
     (line,) = [line for line in out.splitlines() if ": GL001 " in line]
     assert line.startswith("stale_loop.py:23:") and line.endswith("(runtime: confirmed)")
+
+
+def test_module_mode_finds_modules_in_the_current_folder_as_python_m_does(tmp_path, monkeypatch):
+    """`python -m train` runs ./train.py (the current folder comes first on sys.path), whatever
+    folder the gradlint command itself was started from (a console script's is its bin folder)."""
+    package = tmp_path / "gl_cwd_pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "__main__.py").write_text("import sys\nprint('package main', sys.argv[1:])\n")
+    (tmp_path / "gl_cwd_train.py").write_text("import sys\nprint('module main', __name__, sys.argv[1:])\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", ".", str(tmp_path))])
+    for name in ("GITHUB_ACTIONS", "GRADLINT_OUTPUT_FORMAT", "RANK", "WORLD_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+    for module, expected in (("gl_cwd_train", "module main __main__ ['x']"), ("gl_cwd_pkg", "package main ['x']")):
+        result = CliRunner().invoke(main, ["run", "--no-cache", "-m", module, "x"], catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        assert expected in result.stdout
+    result = CliRunner().invoke(main, ["run", "--no-cache", "-m", "gl_cwd_missing"], catch_exceptions=False)
+    assert result.exit_code == 2
