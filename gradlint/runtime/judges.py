@@ -172,8 +172,8 @@ def runtime_only_clear_before_step(obs: Observations, code: str, matched: Set[in
 # ------------------------------------------------------------------------------ loss history keeps graphs
 def _kept_evidence(sites: List[BackwardSite]) -> str:
     kept = _total(sites, KEPT_GRAPH)
-    return (f"the graphs of {plural(kept, 'backward call')} were still alive three backward calls later: a "
-            f"value with history (the loss or an output) is kept across iterations")
+    return (f"the graphs of {plural(kept, 'backward call')} were still alive two optimizer steps later: a value "
+            f"with history (the loss or an output) is kept across iterations")
 
 
 def judge_kept_graph(finding: Finding, obs: Observations, cwd: str) -> Verdict:

@@ -81,7 +81,9 @@ class Lifecycle:
     def __init__(self, grads: GradState) -> None:
         self.grads = grads
         self.clips: List[_PendingClip] = []
-        self.roots: Dict[int, List[Tuple[int, weakref.ref]]] = {}  # id(site) -> watched roots
+        # id(site) -> watched roots: (the site's call count, the thread's step count, sentinel ref)
+        self.roots: Dict[int, List[Tuple[int, int, weakref.ref]]] = {}
+        self.stepping = False  # inside an optimizer step (a closure's backward calls run there)
         self.calls: Dict[int, int] = {}  # id(site) -> calls seen (for the roots' age)
         self.last_steps: Dict[int, int] = {}  # id(site) -> thread's step count at its last call
         self.scalers: Dict[int, ScalerRecord] = {}  # id(GradScaler) -> record
@@ -100,17 +102,21 @@ class Lifecycle:
         key = id(site)
         calls = self.calls.get(key, 0) + 1
         self.calls[key] = calls
-        watched = self.roots.get(key)
+        steps = self.grads.steps
+        watched = self.roots.get(key) if not self.stepping else None
         if watched:
-            # Roots from two or more calls ago whose graph is still alive: kept past the iteration.
+            # Roots whose graph is still alive two iterations later: kept past the iteration. An
+            # iteration ends at an optimizer step (several backward calls may feed one step: task
+            # losses on a shared trunk, micro-batches kept for logging until the step); where
+            # nothing steps, nothing is said.
             alive = []
-            for index, ref in watched:
+            for index, stepped, ref in watched:
                 if ref() is None:
                     continue
-                if index <= calls - 3:
+                if index <= calls - 3 and steps >= stepped + 2:
                     site.bump(KEPT_GRAPH)
                 else:
-                    alive.append((index, ref))
+                    alive.append((index, stepped, ref))
             self.roots[key] = alive
         all_leaves = bool(roots)
         for root in roots:
@@ -123,6 +129,8 @@ class Lifecycle:
                 break
         if all_leaves:
             site.bump(LEAF_ROOT)
+        if self.stepping:
+            return  # an optimizer's step closure (LBFGS): the optimizer holds its loss until the step ends
         if calls <= WATCH_ALL_ROOTS or calls % SAMPLE_ROOTS_EVERY == 0:
             for root in roots:
                 node = getattr(root, "grad_fn", None) if isinstance(root, torch.Tensor) else None
@@ -137,7 +145,7 @@ class Lifecycle:
                 sentinel = _Sentinel()
                 metadata[_SENTINEL_KEY] = sentinel
                 ref = weakref.ref(sentinel, functools.partial(_freed, site))
-                self.roots.setdefault(key, []).append((calls, ref))
+                self.roots.setdefault(key, []).append((calls, steps, ref))
                 break  # one root per call is enough
 
     def after_backward(self, site: BackwardSite, error: Optional[BaseException], accumulated: bool) -> None:

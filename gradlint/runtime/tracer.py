@@ -395,9 +395,12 @@ class Tracer:
         state = self._thread()
         adopted = state.grads.before_step(optimizer)
         state.life.before_step(adopted)
+        state.life.stepping = True
 
     def _after_step(self, optimizer, args, kwargs) -> None:
-        self._thread().grads.after_step(optimizer)
+        state = self._thread()
+        state.life.stepping = False
+        state.grads.after_step(optimizer)
 
     # ------------------------------------------------------------------ clears
     def _wrap_clear(self, original: Callable, owner_kind: str) -> Callable:

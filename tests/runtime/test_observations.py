@@ -297,6 +297,59 @@ def test_loss_history_keeping_graphs(keep):
         assert judges.runtime_only_kept_graph(obs, "GL006", set(), REPO) == []
 
 
+@pytest.mark.parametrize("losses_per_step", [3, 4, 6])
+def test_several_backward_calls_per_step_keep_no_graph_past_the_step(losses_per_step):
+    """Task losses on a shared trunk (or micro-batches kept until the step for logging), each
+    backpropagated at one line: their graphs live until the step, however many there are."""
+    with _trace() as traced:
+        model = mlp()
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+        for inputs, labels in batches(6):
+            optimizer.zero_grad()
+            hidden = model[:2](inputs)
+            losses = [nn.functional.cross_entropy(model[2:](hidden * (k + 1)), labels)
+                      for k in range(losses_per_step)]
+            for k, loss in enumerate(losses):
+                loss.backward(retain_graph=k < losses_per_step - 1)
+            optimizer.step()
+    obs = traced.observations
+    assert _count(obs, events.KEPT_GRAPH) == 0
+    assert judges.runtime_only_kept_graph(obs, "GL006", set(), REPO) == []
+
+
+@pytest.mark.parametrize("kept", [False, True])
+def test_lbfgs_closure_losses_are_the_optimizers_until_the_step_ends(kept):
+    """LBFGS keeps the first closure call's loss until step() returns, across several closure
+    backward calls: not the user's history. A list the user fills with the losses is."""
+    history = []
+    with _trace() as traced:
+        model = mlp()
+        optimizer = torch.optim.LBFGS(model.parameters(), max_iter=5)
+        inputs, labels = next(iter(batches(1)))
+
+        def closure():
+            optimizer.zero_grad()
+            loss = nn.functional.cross_entropy(model(inputs), labels)
+            loss.backward()
+            if kept:
+                history.append(loss)
+            return loss
+
+        for _ in range(4):
+            optimizer.step(closure)
+        plain = torch.optim.SGD(model.parameters(), lr=0.01)
+        for _ in range(6):  # plain steps after: losses kept in the list are still alive
+            plain.zero_grad()
+            loss = nn.functional.cross_entropy(model(inputs), labels)
+            loss.backward()
+            plain.step()
+            if kept:
+                history.append(loss)
+    obs = traced.observations
+    found = judges.runtime_only_kept_graph(obs, "GL006", set(), REPO)
+    assert bool(found) is kept
+
+
 # ------------------------------------------------------------------------------ loss made a leaf
 @pytest.mark.parametrize("leaf", [True, False])
 def test_loss_made_leaf(leaf):
