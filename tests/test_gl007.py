@@ -25,6 +25,16 @@ def _marked(source: str):
 
 
 FLAGGED = {
+    "detached_output_then_requires_grad_in_place": """
+        def train(model, loader, optimizer, criterion):
+            for x, y in loader:
+                out = model(x).detach()
+                loss = criterion(out, y)
+                loss.requires_grad_()  # GL007
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+    """,
     "requires_grad_attribute_on_argmax_loss": """
         def train(model, loader, optimizer):
             for x, y in loader:
@@ -214,6 +224,29 @@ FLAGGED = {
 }
 
 CLEAN = {
+    "defensive_requires_grad_on_a_loss_with_its_graph": """
+        import torch
+        import torch.nn as nn
+
+        model = nn.Linear(4, 1)
+        opt = torch.optim.SGD(model.parameters(), 0.1)
+        for step in range(4):
+            opt.zero_grad()
+            loss = model(torch.randn(8, 4)).pow(2).mean()
+            loss.requires_grad_(True)
+            loss.backward()
+            opt.step()
+    """,
+    "requires_grad_assigned_on_a_criterion_loss_with_its_graph": """
+        def train(model, loader, optimizer, criterion):
+            for x, y in loader:
+                out = model(x)
+                loss = criterion(out, y)
+                loss.requires_grad = True
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+    """,
     "fgsm_input_requires_grad": """
         import torch.nn.functional as F
 

@@ -76,6 +76,8 @@ def made_leaves(analysis: GraphAnalysis) -> List[MadeLeaf]:
             at = order.get(node)
             if at is None or not _computed_sources(scope, sources, order, at):
                 continue
+            if _in_place(node) and _graph_intact(analysis.module, scope, key):
+                continue  # `loss.requires_grad_()` on a loss that still has its graph: a no-op
             for stmt, backward in sorted(backwards, key=lambda pair: order.get(pair[0], -1)):
                 where = order.get(stmt, -1)
                 if where <= at:
@@ -165,6 +167,71 @@ def _leaf_call_sources(scope: Scope, value: cst.BaseExpression) -> Optional[List
 
 # --------------------------------------------------------------------------------------------
 # Was the leaf made from a computed value?
+
+
+def _in_place(node: cst.CSTNode) -> bool:
+    """`loss.requires_grad = True` / `loss.requires_grad_()`: the tensor itself is flagged, which
+    makes a leaf only of a tensor without a graph (on one with a `grad_fn` that requires grad it
+    changes nothing)."""
+    if isinstance(node, cst.Expr):
+        return True
+    return isinstance(node, cst.Assign) and any(
+        isinstance(t.target, cst.Attribute) and t.target.attr.value == "requires_grad" for t in node.targets)
+
+
+_CUT_CALLS = ("torch.tensor(", "torch.as_tensor(", "torch.from_numpy(", "no_grad", "inference_mode")
+
+
+def _graph_intact(module: cst.Module, scope: Scope, key: str) -> bool:
+    """Is `key` defined in this scope only by computations the code shows keep their graph: no cut
+    (`_cut`) on the way and no definition under `torch.no_grad()`? A parameter or a name with no
+    definition here is not known to be intact."""
+    definitions = scope.defs.get(key, ())
+    if not definitions or key in scope.params:
+        return False
+    values = [getattr(d.node, "value", None) for d in definitions]
+    if any(not isinstance(v, cst.BaseExpression) for v in values):
+        return False
+    gradless = _without_grad(module, scope)
+    if any(id(d.node) in gradless for d in definitions):
+        return False
+    return not _cut(module, scope, values, set(), gradless)  # type: ignore[arg-type]
+
+
+def _without_grad(module: cst.Module, scope: Scope) -> Set[int]:
+    """Ids of the nodes inside `with torch.no_grad():` / `inference_mode()` blocks of the scope."""
+    inside: Set[int] = set()
+    for node in walk(scope.node, SCOPES):
+        if isinstance(node, cst.With) and any(
+            word in module.code_for_node(item.item) for item in node.items for word in ("no_grad", "inference_mode")
+        ):
+            inside.update(id(n) for n in walk(node.body))
+    return inside
+
+
+def _cut(module: cst.Module, scope: Scope, exprs: List[cst.BaseExpression], seen: Set[str],
+         gradless: Set[int]) -> bool:
+    """Does the code show the value's graph cut on the way (`.item()`, `.detach()`, `.data`,
+    `float(...)`, a new tensor from numbers, a definition under `no_grad`), following the names'
+    definitions?"""
+    for expr in exprs:
+        text = module.code_for_node(expr)
+        if any(word in text for word in _CUT_WORDS + _CUT_CALLS):
+            return True
+        for node in walk(expr, SCOPES):
+            if not isinstance(node, (cst.Name, cst.Attribute)):
+                continue
+            key = key_of(node)
+            if key is None or key in seen:
+                continue
+            seen.add(key)
+            definitions = scope.defs.get(key, ())
+            if any(id(d.node) in gradless for d in definitions):
+                return True
+            values = [getattr(d.node, "value", None) for d in definitions]
+            if _cut(module, scope, [v for v in values if isinstance(v, cst.BaseExpression)], seen, gradless):
+                return True
+    return False
 
 
 def _computed_sources(scope: Scope, sources: List[cst.BaseExpression], order, at: int) -> bool:
