@@ -131,10 +131,15 @@ class Context:
 def analyze(source: str, path: str, options: AnalysisOptions,
             checks: Sequence[Callable[[Context], Iterable[Finding]]]) -> List[Finding]:
     """Parse once, then every check on the one shared context; findings sorted."""
+    from gradlint.analysis.tree import forget_trees
+
     module = cst.parse_module(source)
     ctx = Context(module, path, options)
     findings: List[Finding] = []
-    for check in checks:
-        findings.extend(check(ctx))
+    try:
+        for check in checks:
+            findings.extend(check(ctx))
+    finally:
+        forget_trees()  # the walk indexes keep their trees alive: none outlives the file
     findings.sort(key=Finding.sort_key)
     return findings
