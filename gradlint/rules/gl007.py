@@ -54,6 +54,9 @@ RULE = Rule(
     default_on=True,
     tags=("correctness", "pytorch", "autograd"),
     gitlab_category="Bug Risk",
-    needs=Needs(words=NEEDS_WORDS),
+    # The leaf matters only to a backward of the same file (`made_leaves` pairs each leaf with a
+    # real backward call), so the code must also read a backward's name: a file that only
+    # mentions `requires_grad` (most of torch's own sources) cannot hold a finding.
+    needs=Needs(words=NEEDS_WORDS, names=("backward", "manual_backward"), autograd_names=("grad",)),
     check=check,
 )
