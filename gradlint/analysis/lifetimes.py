@@ -60,36 +60,67 @@ class KeptHistory:
 # Building the scopes
 
 
-def training_holders(
-    module: cst.Module, imports: ImportMap, backward_functions: Tuple[str, ...]
-) -> Optional[Set[cst.CSTNode]]:
-    """Functions and classes around a backward-like call (None when the module has none): only
-    their scopes can hold a training loop."""
+@dataclass(frozen=True)
+class Survey:
+    """What one pass over a module tells before any scope is built: which functions and classes
+    can hold a training loop, and whether the questions of GL006-GL008 can have an answer."""
+
+    holders: Optional[Set[cst.CSTNode]]  # around a backward-like call (None when there is none)
+    loop_backward: bool  # a real backward call inside the body of a `for`/`while`
+    leaf_backward: bool  # a real backward call, and `requires_grad` named (attribute or keyword)
+
+
+def survey(module: cst.Module, imports: ImportMap, backward_functions: Tuple[str, ...]) -> Survey:
+    """One walk of the module (see `Survey`). Kept histories and carried states need a loop whose
+    body runs a backward (`calls_within(loop.body)` with `.backward`); a made leaf needs a
+    `requires_grad` attribute or keyword and a backward; without those the scopes need not be
+    built at all."""
     helpers = backward_helpers(module, imports)
     configured = {f.split(".")[-1] for f in backward_functions}
     holders: Set[cst.CSTNode] = set()
-    found = False
-    stack: List[Tuple[cst.CSTNode, Tuple[cst.CSTNode, ...]]] = [(module, ())]
+    found = loop_backward = real_backward = leaf_word = False
+    stack: List[Tuple[cst.CSTNode, Tuple[cst.CSTNode, ...], bool]] = [(module, (), False)]
     while stack:
-        node, around = stack.pop()
+        node, around, in_loop = stack.pop()
         kind = type(node)
         if kind is cst.Call:
             name = dotted(node.func)  # type: ignore[attr-defined]
             last = name.split(".")[-1] if name else ""
-            if backward_call(node, imports) is not None or last in helpers or last in configured:  # type: ignore[arg-type]
+            real = backward_call(node, imports) is not None  # type: ignore[arg-type]
+            if real:
+                real_backward = True
+                loop_backward = loop_backward or in_loop
+            if real or last in helpers or last in configured:
                 found = True
                 holders.update(around)
         elif kind is cst.FunctionDef or kind is cst.ClassDef:
             around = around + (node,)
-        stack.extend((child, around) for child in children(node))
-    return holders if found else None
+        elif kind is cst.Attribute:
+            leaf_word = leaf_word or node.attr.value in _LEAF_WORDS  # type: ignore[attr-defined]
+        elif kind is cst.Arg:
+            keyword = node.keyword  # type: ignore[attr-defined]
+            leaf_word = leaf_word or (keyword is not None and keyword.value == "requires_grad")
+        if kind is cst.For or kind is cst.While:
+            body = node.body  # type: ignore[attr-defined]
+            stack.extend((child, around, in_loop or child is body) for child in children(node))
+        else:
+            stack.extend((child, around, in_loop) for child in children(node))
+    return Survey(holders if found else None, loop_backward, real_backward and leaf_word)
+
+
+# The names a made leaf is spelt with: `x.requires_grad = True`, `x.requires_grad_()` (and the
+# `requires_grad=True` keyword, checked on arguments).
+_LEAF_WORDS = frozenset({"requires_grad", "requires_grad_"})
 
 
 def build_analysis(
-    module: cst.Module, imports: ImportMap, backward_functions: Tuple[str, ...]
+    module: cst.Module, imports: ImportMap, backward_functions: Tuple[str, ...],
+    holders: Optional[Set[cst.CSTNode]] = None,
 ) -> Optional[GraphAnalysis]:
-    """GL002's scopes for the functions that run a backward, or None when none does."""
-    holders = training_holders(module, imports, backward_functions)
+    """GL002's scopes for the functions that run a backward, or None when none does. `holders`:
+    those functions and classes, when a `survey` found them already."""
+    if holders is None:
+        holders = survey(module, imports, backward_functions).holders
     if holders is None:
         return None
     try:

@@ -28,6 +28,8 @@ def check(ctx: Context) -> Iterable[Finding]:
     """One error per leaf made from a computed value and then backpropagated on its own."""
     from gradlint.analysis.leaves import made_leaves
 
+    if not ctx.lifetime_survey.leaf_backward:
+        return  # no leaf is made, or nothing runs a backward: no scope need be built
     analysis = ctx.lifetime_analysis
     if analysis is None:
         return
