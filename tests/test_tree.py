@@ -56,3 +56,14 @@ def test_nodes_outside_any_index_are_walked_fresh_and_the_index_is_bounded():
     first = modules[0]  # dropped from the index: still walked correctly
     assert list(walk(first.body[0])) == _fresh(first.body[0])
     forget_trees()
+
+
+def test_typed_gives_the_nodes_of_exactly_those_types_in_walk_order():
+    forget_trees()
+    module = cst.parse_module(SOURCE)
+    for root in (module, module.body[1], cst.parse_statement("for a in b:\n    f(a)\n")):
+        for kinds in ((cst.FunctionDef,), (cst.Call, cst.Lambda), (cst.Name,)):
+            expected = [n for n in _fresh(root) if type(n) in kinds]
+            assert tree.typed(root, *kinds) == expected
+            assert tree.typed(root, *kinds) == expected  # a kept answer is the same answer
+    forget_trees()

@@ -89,7 +89,7 @@ class _Preorder:
     """One tree's nodes in walk order, with where each node's subtree ends: a walk of any node of
     the tree is then a slice of one list instead of a fresh traversal."""
 
-    __slots__ = ("order", "ends", "at")
+    __slots__ = ("order", "ends", "at", "typed")
 
     def __init__(self, root: cst.CSTNode) -> None:
         order: List[cst.CSTNode] = []
@@ -116,6 +116,7 @@ class _Preorder:
         self.order = order
         self.ends = ends
         self.at = at  # id(node) -> its index (the tree holds every node, so ids stay unique)
+        self.typed: Dict[frozenset, List[cst.CSTNode]] = {}  # `typed` answers for the whole tree
 
 
 # The indexed trees, newest last: whole-module walks index their module, so the dozens of later
@@ -157,6 +158,24 @@ def walk(node: cst.CSTNode, stop: Tuple[type, ...] = ()) -> Iterator[cst.CSTNode
     if not stop:
         return iter(tree.order[start:end])
     return _walk_indexed(tree, start, end, frozenset(stop))
+
+
+def typed(node: cst.CSTNode, *kinds: type) -> List[cst.CSTNode]:
+    """The nodes of exactly these types among `node` and its descendants, in walk order. For a
+    whole indexed module the answer is kept with its index (the analyses ask the same questions
+    of a module over and over: its functions, its classes, its calls); exact type tests, because
+    LibCST's node classes are final and `isinstance` on them goes through ABCMeta."""
+    wanted = frozenset(kinds)
+    found = _indexed(node)
+    if found is None:
+        return [n for n in _walk_fresh(node, ()) if type(n) in wanted]
+    tree, start = found
+    if start == 0:
+        known = tree.typed.get(wanted)
+        if known is None:
+            known = tree.typed[wanted] = [n for n in tree.order if type(n) in wanted]
+        return known
+    return [n for n in tree.order[start:tree.ends[start]] if type(n) in wanted]
 
 
 def _walk_indexed(tree: _Preorder, start: int, end: int, stop_types: frozenset) -> Iterator[cst.CSTNode]:
