@@ -47,7 +47,7 @@ def backward_helpers(module: cst.Module, imports: ImportMap) -> FrozenSet[str]:
         name = fn.name.value
         called = calls.setdefault(name, set())
         for node in own_nodes(fn):
-            if isinstance(node, cst.Call):
+            if type(node) is cst.Call:  # exact type: LibCST's node classes are final
                 if backward_call(node, imports) is not None:
                     helpers.add(name)
                 text = dotted(node.func)
@@ -121,13 +121,13 @@ def _assigned(node: cst.CSTNode) -> List[cst.BaseAssignTargetExpression]:
     return []
 
 
+_SELF_STORES = frozenset({cst.Assign, cst.AugAssign, cst.AnnAssign})
+
+
 def stores_history_on_self(node: cst.CSTNode, reads: ReadCollector) -> bool:
-    if isinstance(node, cst.Assign):
-        value: Optional[cst.BaseExpression] = node.value
-    elif isinstance(node, (cst.AugAssign, cst.AnnAssign)):
-        value = node.value
-    else:
+    if type(node) not in _SELF_STORES:  # exact types: LibCST's node classes are final
         return False
+    value: Optional[cst.BaseExpression] = node.value  # type: ignore[attr-defined]
     targets = _assigned(node)
     if value is None or not any(k.startswith("self.") for t in targets for k in target_keys(t)):
         return False
@@ -184,9 +184,10 @@ def detaching_functions(module: cst.Module, imports: ImportMap) -> FrozenSet[str
             excluded.add(name)
         values = returns.setdefault(name, [])
         for node in own_nodes(fn):
-            if isinstance(node, cst.Return):
-                values.append(node.value)
-            elif isinstance(node, cst.Yield):
+            kind = type(node)
+            if kind is cst.Return:
+                values.append(node.value)  # type: ignore[attr-defined]
+            elif kind is cst.Yield:
                 excluded.add(name)
     candidates = {
         name

@@ -28,7 +28,7 @@ from gradlint.analysis.retained import GraphAnalysis
 from gradlint.analysis.helpers import backward_helpers
 from gradlint.analysis.names import ImportMap, dotted
 from gradlint.analysis.reads import GRAPH, INERT, LEAF, LOGGING_METHODS, key_of
-from gradlint.analysis.tree import SCOPES, block_statements, children, walk
+from gradlint.analysis.tree import SCOPES, block_statements, children, typed, walk
 
 Loop = Union[cst.For, cst.While]
 
@@ -331,14 +331,14 @@ def _bounded_on_purpose(scope: Scope, holder: str) -> bool:
     (torchtune's `running_loss`, all-reduced at each optimizer step, logged as
     `running_loss.detach().item()` and reset): it holds a bounded window of graphs by design."""
     detached = any(
-        isinstance(n, cst.Call) and isinstance(n.func, cst.Attribute) and n.func.attr.value == "detach"
-        and dotted(n.func.value) == holder
-        for n in walk(scope.node)
+        type(n.func) is cst.Attribute and n.func.attr.value == "detach"  # type: ignore[attr-defined]
+        and dotted(n.func.value) == holder  # type: ignore[attr-defined]
+        for n in typed(scope.node, cst.Call)
     )
     return detached and any(
-        isinstance(n, cst.Assign) and any(dotted(t.target) == holder for t in n.targets)
-        and holder not in set(names_of(n.value))
-        for loop in loops_of(scope) for n in walk(loop.body)
+        any(dotted(t.target) == holder for t in n.targets)  # type: ignore[attr-defined]
+        and holder not in set(names_of(n.value))  # type: ignore[attr-defined]
+        for loop in loops_of(scope) for n in typed(loop.body, cst.Assign)
     )
 
 

@@ -17,14 +17,14 @@ def dotted(expr: cst.BaseExpression) -> Optional[str]:
     # Exact type tests: LibCST's node classes are final, and `isinstance` on them goes through
     # ABCMeta (about ten times slower; this runs for most expressions of an analysed file).
     if type(expr) is cst.Name:
-        return expr.value  # type: ignore[attr-defined]
+        return expr.value
     parts = []
     while type(expr) is cst.Attribute:
-        parts.append(expr.attr.value)  # type: ignore[attr-defined]
-        expr = expr.value  # type: ignore[attr-defined]
+        parts.append(expr.attr.value)
+        expr = expr.value
     if type(expr) is not cst.Name:
         return None
-    parts.append(expr.value)  # type: ignore[attr-defined]
+    parts.append(expr.value)
     return ".".join(reversed(parts))
 
 

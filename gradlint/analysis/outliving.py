@@ -102,22 +102,25 @@ def _carries(reads: ReadCollector, value: cst.BaseExpression, fn: Optional[cst.F
     return False
 
 
+_BINDING_ELSE = frozenset({cst.For, cst.CompFor, cst.AugAssign, cst.AnnAssign, cst.With, cst.NamedExpr})
+
+
 def _local_values(fn: cst.FunctionDef) -> Dict[str, list]:
     """Values assigned to plain names in a function (None for a name bound otherwise)."""
     out: Dict[str, list] = {}
+    node: Any
     for node in walk(fn.body, (cst.FunctionDef, cst.ClassDef, cst.Lambda)):
-        if isinstance(node, cst.Assign) and all(isinstance(t.target, cst.Name) for t in node.targets):
+        kind = type(node)  # exact types: LibCST's node classes are final (isinstance is slower)
+        if kind is cst.Assign and all(type(t.target) is cst.Name for t in node.targets):
             for t in node.targets:
-                out.setdefault(t.target.value, []).append(node.value)  # type: ignore[attr-defined]
-        elif isinstance(node, (cst.For, cst.CompFor, cst.AugAssign, cst.AnnAssign, cst.With, cst.NamedExpr)):
-            for name in walk(node.target if hasattr(node, "target") else node):
-                if isinstance(name, cst.Name):
-                    out.setdefault(name.value, []).append(None)
-        elif isinstance(node, cst.Assign):
+                out.setdefault(t.target.value, []).append(node.value)
+        elif kind in _BINDING_ELSE:
+            for name in typed(node.target if hasattr(node, "target") else node, cst.Name):
+                out.setdefault(name.value, []).append(None)  # type: ignore[attr-defined]
+        elif kind is cst.Assign:
             for t in node.targets:
-                for name in walk(t.target):
-                    if isinstance(name, cst.Name):
-                        out.setdefault(name.value, []).append(None)
+                for name in typed(t.target, cst.Name):
+                    out.setdefault(name.value, []).append(None)  # type: ignore[attr-defined]
     return {k: v for k, v in out.items() if None not in v}
 
 
@@ -200,7 +203,7 @@ def lambda_captures(node: cst.CSTNode) -> Set[str]:
 
     found: Set[str] = set()
     for inner in walk(node, (cst.FunctionDef, cst.ClassDef)):
-        if isinstance(inner, cst.Lambda):
+        if type(inner) is cst.Lambda:
             found |= free_names(inner)
     return found - BUILTINS
 

@@ -340,7 +340,7 @@ def shadowed_builtins(module: cst.Module) -> FrozenSet[str]:
     bound: Set[str] = set()
     for node in typed(module, cst.Param, cst.AssignTarget, cst.For):
         if type(node) is cst.Param:
-            bound.add(node.name.value)  # type: ignore[attr-defined]
+            bound.add(node.name.value)
         elif type(node.target) is cst.Name:  # type: ignore[attr-defined]
             bound.add(node.target.value)  # type: ignore[attr-defined]
     return frozenset(bound & BUILTINS)
