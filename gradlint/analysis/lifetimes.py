@@ -17,7 +17,7 @@ facts leave a doubt the analysis stays silent.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Iterator, List, Optional, Set, Tuple, Union
+from typing import Any, Dict, Iterator, List, Optional, Set, Tuple, Union
 
 import libcst as cst
 
@@ -28,7 +28,7 @@ from gradlint.analysis.retained import GraphAnalysis
 from gradlint.analysis.helpers import backward_helpers
 from gradlint.analysis.names import ImportMap, dotted
 from gradlint.analysis.reads import GRAPH, INERT, LEAF, LOGGING_METHODS, key_of
-from gradlint.analysis.tree import SCOPES, block_statements, children, typed, walk
+from gradlint.analysis.tree import SCOPES, block_statements, children, preorder, typed, walk
 
 Loop = Union[cst.For, cst.While]
 
@@ -79,32 +79,40 @@ def survey(module: cst.Module, imports: ImportMap, backward_functions: Tuple[str
     configured = {f.split(".")[-1] for f in backward_functions}
     holders: Set[cst.CSTNode] = set()
     found = loop_backward = real_backward = leaf_word = False
-    stack: List[Tuple[cst.CSTNode, Tuple[cst.CSTNode, ...], bool]] = [(module, (), False)]
-    while stack:
-        node, around, in_loop = stack.pop()
+    # One pass in walk order: the definitions around a node are those whose subtree (index range)
+    # holds it, and it is in a loop body when some open loop body's range holds it.
+    order, ends, at = preorder(module)
+    around: List[Tuple[int, cst.CSTNode]] = []  # (end of its subtree, def or class), innermost last
+    # (start, end) of the loop bodies opened and not yet left, innermost last; the innermost may
+    # not have started (the walk is in its loop's target or iterable), the others have.
+    bodies: List[Tuple[int, int]] = []
+    node: Any
+    for index, node in enumerate(order):
+        while around and around[-1][0] <= index:
+            around.pop()
+        while bodies and bodies[-1][1] <= index:
+            bodies.pop()
         kind = type(node)
         if kind is cst.Call:
-            name = dotted(node.func)  # type: ignore[attr-defined]
+            name = dotted(node.func)
             last = name.split(".")[-1] if name else ""
-            real = backward_call(node, imports) is not None  # type: ignore[arg-type]
+            real = backward_call(node, imports) is not None
             if real:
                 real_backward = True
-                loop_backward = loop_backward or in_loop
+                loop_backward = loop_backward or len(bodies) > 1 or bool(bodies) and bodies[-1][0] <= index
             if real or last in helpers or last in configured:
                 found = True
-                holders.update(around)
+                holders.update(n for _, n in around)
         elif kind is cst.FunctionDef or kind is cst.ClassDef:
-            around = around + (node,)
+            around.append((ends[index], node))
         elif kind is cst.Attribute:
-            leaf_word = leaf_word or node.attr.value in _LEAF_WORDS  # type: ignore[attr-defined]
+            leaf_word = leaf_word or node.attr.value in _LEAF_WORDS
         elif kind is cst.Arg:
-            keyword = node.keyword  # type: ignore[attr-defined]
+            keyword = node.keyword
             leaf_word = leaf_word or (keyword is not None and keyword.value == "requires_grad")
-        if kind is cst.For or kind is cst.While:
-            body = node.body  # type: ignore[attr-defined]
-            stack.extend((child, around, in_loop or child is body) for child in children(node))
-        else:
-            stack.extend((child, around, in_loop) for child in children(node))
+        elif kind is cst.For or kind is cst.While:
+            start = at[id(node.body)]
+            bodies.append((start, ends[start]))
     return Survey(holders if found else None, loop_backward, real_backward and leaf_word)
 
 

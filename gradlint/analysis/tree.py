@@ -160,6 +160,16 @@ def walk(node: cst.CSTNode, stop: Tuple[type, ...] = ()) -> Iterator[cst.CSTNode
     return _walk_indexed(tree, start, end, frozenset(stop))
 
 
+def preorder(module: cst.Module) -> Tuple[List[cst.CSTNode], List[int], Dict[int, int]]:
+    """The module's nodes in walk order, where each node's subtree ends (an index into the same
+    list) and id(node) -> its index: for one linear pass that needs the enclosing definitions of
+    a node (those whose subtree range holds its index) without a traversal of its own."""
+    found = _indexed(module)
+    assert found is not None  # a module is always indexed
+    tree = found[0]
+    return tree.order, tree.ends, tree.at
+
+
 def typed(node: cst.CSTNode, *kinds: type) -> List[cst.CSTNode]:
     """The nodes of exactly these types among `node` and its descendants, in walk order. For a
     whole indexed module the answer is kept with its index (the analyses ask the same questions
