@@ -124,3 +124,31 @@ def test_each_rules_needs_decide_what_the_prefilter_admits(tmp_path):
     source = "from torch import autograd\ng = autograd.grad(losses, params)\n"
     assert prefilter.needs_analysis(source, None, "t.py", settings, {"GL003"})
     assert not prefilter.needs_analysis(source, None, "t.py", settings, {"GL001"})
+
+
+# Make a tensor require grad, with no backward anywhere in the file (most of torch's own sources).
+REQUIRES_GRAD_ONLY = (
+    "import torch\n\n"
+    "def make_inputs(shape):\n"
+    "    x = torch.randn(shape, requires_grad=True)\n"
+    "    x.requires_grad_()\n"
+    "    y = x.detach()\n"
+    "    y.requires_grad = True\n"
+    "    return x, y\n"
+)
+
+
+def test_requires_grad_without_a_backward_is_not_analysed_and_hides_nothing(tmp_path):
+    # GL007 pairs a leaf with a backward of the same file: without one nothing can fire.
+    settings = _settings(tmp_path)
+    for enabled in ({"GL007"}, settings.enabled_codes("t.py")):
+        if prefilter._compiler_keeps_dead_names():
+            assert not prefilter.needs_analysis(REQUIRES_GRAD_ONLY, None, "t.py", settings, enabled)
+        assert analyze(REQUIRES_GRAD_ONLY, "t.py", AnalysisOptions(), checks_for(sorted(enabled))) == []
+
+
+@pytest.mark.parametrize("backward", ["loss.backward()", "torch.autograd.grad(loss, [w])"])
+def test_requires_grad_with_a_backward_reaches_the_leaf_rule(backward, tmp_path):
+    settings = _settings(tmp_path)
+    source = f"import torch\nloss = torch.tensor(loss.item(), requires_grad=True)\n{backward}\n"
+    assert prefilter.needs_analysis(source, None, "t.py", settings, {"GL007"})

@@ -142,18 +142,24 @@ def _child_blocks(stmt: cst.BaseCompoundStatement) -> Iterator:
         yield case.body
 
 
+# Binders counted once (`=`, augmented, annotated, loop targets, defs); the others count twice.
+_PLAIN_BINDERS = frozenset({cst.AssignTarget, cst.AugAssign, cst.AnnAssign, cst.For, cst.FunctionDef, cst.ClassDef})
+
+
 def assignment_counts(body) -> Dict[str, int]:
     """How often each module-level name is bound; names bound in other ways than `=` count twice."""
     counts: Dict[str, int] = {}
-    plain = (cst.AssignTarget, cst.AugAssign, cst.AnnAssign, cst.For, cst.FunctionDef, cst.ClassDef)
     for stmt in body:
         for node in walk(stmt, SCOPES):
-            weight = 1 if isinstance(node, plain) else 2
+            kind = type(node)  # exact types: LibCST's node classes are final (isinstance is slower)
+            if kind not in _BINDERS:
+                continue  # binds nothing (bound_by would yield nothing)
+            weight = 1 if kind in _PLAIN_BINDERS else 2
             for key in bound_by(node):
                 counts[key] = counts.get(key, 0) + weight
-            if isinstance(node, cst.For):
+            if kind is cst.For:
                 # A name assigned in a loop body is assigned once per iteration.
-                for inner in assigned_keys(node.body):
+                for inner in assigned_keys(node.body):  # type: ignore[attr-defined]
                     counts[inner] = counts.get(inner, 0) + 2
     return counts
 

@@ -6,12 +6,12 @@ followed helper body is walked, so this is on the hot path of GL001.
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Dict, List, Tuple
+from typing import List, Tuple
 
 import libcst as cst
 
 from gradlint.analysis.names import dotted
+from gradlint.analysis.tree import children
 
 
 def assigned_texts(target: cst.CSTNode) -> List[str]:
@@ -46,26 +46,9 @@ def _clears_grad_by_assignment(stmt: cst.CSTNode) -> bool:
     return False
 
 
-# Fields of LibCST nodes that hold only punctuation, whitespace or flags: never a call.
-_SKIPPED_FIELDS = frozenset(
-    """lpar rpar comma semicolon leading_lines lines_after_decorators header footer newline indent
-    colon equal dot star lbracket rbracket lbrace rbrace operator first_line last_line empty_lines
-    trailing_whitespace asynchronous default_indent default_newline encoding has_trailing_newline""".split()
-)
-_NODE_FIELDS: Dict[type, Tuple[str, ...]] = {}
 _NOT_HERE = (cst.Lambda, cst.FunctionDef, cst.ClassDef)  # bodies that do not run where written
-
-
-def _fields_of(cls: type) -> Tuple[str, ...]:
-    names = _NODE_FIELDS.get(cls)
-    if names is None:
-        names = tuple(
-            f.name
-            for f in dataclasses.fields(cls)
-            if f.name not in _SKIPPED_FIELDS and not f.name.startswith("whitespace")
-        )
-        _NODE_FIELDS[cls] = names
-    return names
+_NOT_HERE_TYPES = frozenset(_NOT_HERE)
+_ASSIGNMENTS = frozenset({cst.Assign, cst.AnnAssign, cst.Del})
 
 
 def _walk_calls(root: cst.CSTNode) -> Tuple[List[cst.Call], bool]:
@@ -78,25 +61,23 @@ def _walk_calls(root: cst.CSTNode) -> Tuple[List[cst.Call], bool]:
     calls: List[cst.Call] = []
     grad_assign = False
     stack: List[Tuple[cst.CSTNode, bool]] = [(root, False)]
+    pop = stack.pop
+    push = stack.append
     while stack:
-        node, finished = stack.pop()
+        node, finished = pop()
         if finished:
             calls.append(node)  # type: ignore[arg-type]
             continue
-        if node is not root and isinstance(node, _NOT_HERE):
+        kind = type(node)  # exact types: LibCST's node classes are final (isinstance is slower)
+        if kind in _NOT_HERE_TYPES and node is not root:
             continue
-        if isinstance(node, cst.Call):
-            stack.append((node, True))
-        elif isinstance(node, (cst.Assign, cst.AnnAssign, cst.Del)) and not grad_assign:
+        if kind is cst.Call:
+            push((node, True))
+        elif kind in _ASSIGNMENTS and not grad_assign:
             grad_assign = _clears_grad_by_assignment(node)
-        children: List[cst.CSTNode] = []
-        for name in _fields_of(type(node)):
-            value = getattr(node, name)
-            if isinstance(value, cst.CSTNode):
-                children.append(value)
-            elif isinstance(value, (tuple, list)):
-                children.extend(child for child in value if isinstance(child, cst.CSTNode))
-        stack.extend((child, False) for child in reversed(children))
+        below = children(node)  # punctuation and whitespace hold no call
+        for index in range(len(below) - 1, -1, -1):
+            push((below[index], False))
     return calls, grad_assign
 
 

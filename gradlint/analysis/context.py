@@ -21,6 +21,7 @@ from gradlint.findings import RULES, Finding, Fix
 if TYPE_CHECKING:  # pragma: no cover - types only
     from gradlint.analysis.facts import ModuleFacts
     from gradlint.analysis.graphs import Verdict
+    from gradlint.analysis.lifetimes import Survey
     from gradlint.analysis.ordering import LoopInfo
     from gradlint.analysis.retained import GraphAnalysis
 
@@ -58,12 +59,24 @@ class Context:
                                         self.options.project_root, self.consulted_files))
 
     @cached_property
+    def lifetime_survey(self) -> Survey:
+        """One pass over the module before any scope is built: the functions that run a backward,
+        and whether a loop body runs one (kept histories, carried states) or a leaf is made in a
+        file that runs one (made leaves). Rules ask it first: without those, no scope is built."""
+        from gradlint.analysis.lifetimes import survey
+
+        return survey(self.module, self.imports, self.options.backward_functions)
+
+    @cached_property
     def lifetime_analysis(self) -> Optional[GraphAnalysis]:
         """GL002's def-use scopes of the functions that run a backward (None when none does), shared
         by the graph-lifetime rules (kept histories, leaves made of losses, carried states)."""
         from gradlint.analysis.lifetimes import build_analysis
 
-        return build_analysis(self.module, self.imports, self.options.backward_functions)
+        holders = self.lifetime_survey.holders
+        if holders is None:
+            return None
+        return build_analysis(self.module, self.imports, self.options.backward_functions, holders)
 
     @cached_property
     def nonscalar_roots(self) -> List[Tuple[Any, cst.CSTNode, Any]]:
@@ -131,10 +144,15 @@ class Context:
 def analyze(source: str, path: str, options: AnalysisOptions,
             checks: Sequence[Callable[[Context], Iterable[Finding]]]) -> List[Finding]:
     """Parse once, then every check on the one shared context; findings sorted."""
+    from gradlint.analysis.tree import forget_trees
+
     module = cst.parse_module(source)
     ctx = Context(module, path, options)
     findings: List[Finding] = []
-    for check in checks:
-        findings.extend(check(ctx))
+    try:
+        for check in checks:
+            findings.extend(check(ctx))
+    finally:
+        forget_trees()  # the walk indexes keep their trees alive: none outlives the file
     findings.sort(key=Finding.sort_key)
     return findings

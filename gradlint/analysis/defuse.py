@@ -149,12 +149,12 @@ def object_names(body: Block) -> Set[str]:
     names: Set[str] = set()
     for stmt in body:
         for node in walk(stmt, (cst.FunctionDef, cst.ClassDef)):
-            if not isinstance(node, cst.Call):
+            if type(node) is not cst.Call:  # exact types: LibCST's node classes are final
                 continue
             func = node.func
-            if isinstance(func, cst.Name):
+            if type(func) is cst.Name:
                 names.add(func.value)
-            elif isinstance(func, cst.Attribute):
+            elif type(func) is cst.Attribute:
                 key = key_of(func)
                 if key is not None and key.startswith("self."):
                     names.add(key)  # self.model(x)
@@ -183,15 +183,15 @@ def blocks_of(stmt: cst.CSTNode) -> Iterator[Block]:
 def calls_outside_nested(node: cst.CSTNode) -> List[cst.Call]:
     """Calls in a statement or expression; nested scopes, comprehensions and blocks are left out
     (nested statements are indexed on their own)."""
-    return [n for n in walk(node, SCOPES + COMPREHENSIONS + SUITES) if isinstance(n, cst.Call)]
+    return [n for n in walk(node, SCOPES + COMPREHENSIONS + SUITES) if type(n) is cst.Call]
 
 
 def yields_in(node: cst.CSTNode) -> List[cst.Yield]:
-    return [n for n in walk(node, SCOPES) if isinstance(n, cst.Yield)]
+    return [n for n in walk(node, SCOPES) if type(n) is cst.Yield]
 
 
 def walruses_in(node: cst.CSTNode) -> List[cst.NamedExpr]:
-    return [n for n in walk(node, SCOPES) if isinstance(n, cst.NamedExpr)]
+    return [n for n in walk(node, SCOPES) if type(n) is cst.NamedExpr]
 
 PASS_THROUGH = frozenset({"enumerate", "zip", "reversed", "list", "tuple", "sorted", "iter"})
 

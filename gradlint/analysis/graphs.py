@@ -53,7 +53,7 @@ from gradlint.analysis.outliving import OpaqueCalls
 from gradlint.analysis.returns import history_free_imports, history_free_locals, overridden_methods
 from gradlint.analysis.reads import INERT, LEAF, is_false, is_true, key_of, param_names
 from gradlint.analysis.retained import GraphAnalysis
-from gradlint.analysis.tree import SCOPES, block_statements, children, walk
+from gradlint.analysis.tree import SCOPES, block_statements, children, preorder, walk
 
 MAX_SUMMARY_DEPTH = 2  # callers of callers whose parameters are summarised in turn
 
@@ -593,18 +593,19 @@ def _retaining_scopes(module: cst.Module, imports: ImportMap) -> Optional[Set[cs
     modules with a backward never retain, and most functions of those that do hold no retain."""
     holders: Set[cst.CSTNode] = set()
     found = False
-    stack: List[Tuple[cst.CSTNode, Tuple[cst.CSTNode, ...]]] = [(module, ())]
-    while stack:
-        node, around = stack.pop()
+    order, ends, _ = preorder(module)  # one pass; the defs around a node hold it in their range
+    around: List[Tuple[int, cst.CSTNode]] = []  # (end of its subtree, def or class), innermost last
+    for index, node in enumerate(order):
+        while around and around[-1][0] <= index:
+            around.pop()
         kind = type(node)
-        if isinstance(node, cst.Call):
-            backward = backward_call(node, imports)
+        if kind is cst.Call:
+            backward = backward_call(node, imports)  # type: ignore[arg-type]
             if backward is not None and is_true(backward.retain_graph):
                 found = True
-                holders.update(around)
+                holders.update(n for _, n in around)
         elif kind is cst.FunctionDef or kind is cst.ClassDef:
-            around = around + (node,)
-        stack.extend((child, around) for child in children(node))
+            around.append((ends[index], node))
     return holders if found else None
 
 

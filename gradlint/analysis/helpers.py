@@ -27,13 +27,11 @@ from gradlint.analysis.reads import (
     reads_around,
     target_keys,
 )
-from gradlint.analysis.tree import block_statements, walk
+from gradlint.analysis.tree import block_statements, typed, walk
 
 def module_functions(module: cst.Module) -> Iterator[cst.FunctionDef]:
     """Every function and method of the module, nested ones included."""
-    for node in walk(module):
-        if isinstance(node, cst.FunctionDef):
-            yield node
+    yield from typed(module, cst.FunctionDef)  # type: ignore[misc]
 
 
 def own_nodes(fn: cst.FunctionDef) -> Iterator[cst.CSTNode]:
@@ -49,7 +47,7 @@ def backward_helpers(module: cst.Module, imports: ImportMap) -> FrozenSet[str]:
         name = fn.name.value
         called = calls.setdefault(name, set())
         for node in own_nodes(fn):
-            if isinstance(node, cst.Call):
+            if type(node) is cst.Call:  # exact type: LibCST's node classes are final
                 if backward_call(node, imports) is not None:
                     helpers.add(name)
                 text = dotted(node.func)
@@ -69,26 +67,24 @@ def stateful_instances(module: cst.Module, reads: ReadCollector) -> FrozenSet[st
     """Names bound to instances of classes of this module whose methods (other than `__init__`)
     store a value with history on `self`: each call of such an object continues the last one."""
     stateful_classes: Set[str] = set()
-    for node in walk(module):
-        if not isinstance(node, cst.ClassDef):
-            continue
-        for method in block_statements(node.body):
+    for node in typed(module, cst.ClassDef):
+        for method in block_statements(node.body):  # type: ignore[attr-defined]
             if not isinstance(method, cst.FunctionDef) or method.name.value == "__init__":
                 continue
             if any(stores_history_on_self(n, reads) for n in own_nodes(method)):
-                stateful_classes.add(node.name.value)
+                stateful_classes.add(node.name.value)  # type: ignore[attr-defined]
                 break
     if not stateful_classes:
         return frozenset()
     names: Set[str] = set()
-    for node in walk(module):
-        if isinstance(node, cst.Assign) and isinstance(node.value, cst.Call):
-            func = node.value.func
+    for node in typed(module, cst.Assign):
+        if type(node.value) is cst.Call:  # type: ignore[attr-defined]
+            func = node.value.func  # type: ignore[attr-defined]
             while isinstance(func, cst.Attribute) and isinstance(func.value, cst.Call):
                 func = func.value.func  # Tagger(...).to(device)
             text = dotted(func)
             if text is not None and text.split(".")[-1] in stateful_classes:
-                for target in node.targets:
+                for target in node.targets:  # type: ignore[attr-defined]
                     names.update(target_keys(target.target))
     return frozenset(names)
 
@@ -99,14 +95,15 @@ def stored_attributes(module: cst.Module, reads: ReadCollector) -> FrozenSet[str
     attribute may hold tensors of earlier graphs; any other tensor attribute of a module is taken
     for a parameter or a buffer."""
     names: Set[str] = set()
-    for node in walk(module):
-        if isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute):
-            receiver = node.func.value
-            if node.func.attr.value in CONTAINER_STORES and isinstance(receiver, cst.Attribute):
-                if any(reads.reads(arg.value).kind != INERT for arg in node.args):
+    for node in typed(module, cst.Call, cst.FunctionDef):
+        kind = type(node)
+        if kind is cst.Call and type(node.func) is cst.Attribute:  # type: ignore[attr-defined]
+            receiver = node.func.value  # type: ignore[attr-defined]
+            if node.func.attr.value in CONTAINER_STORES and type(receiver) is cst.Attribute:  # type: ignore[attr-defined]
+                if any(reads.reads(arg.value).kind != INERT for arg in node.args):  # type: ignore[attr-defined]
                     names.add(receiver.attr.value)
-        elif isinstance(node, cst.FunctionDef) and node.name.value != "__init__":
-            for inner in own_nodes(node):
+        elif kind is cst.FunctionDef and node.name.value != "__init__":  # type: ignore[attr-defined]
+            for inner in own_nodes(node):  # type: ignore[arg-type]
                 if stores_history_on_self(inner, reads):
                     for target in _assigned(inner):
                         for key in target_keys(target):
@@ -124,13 +121,13 @@ def _assigned(node: cst.CSTNode) -> List[cst.BaseAssignTargetExpression]:
     return []
 
 
+_SELF_STORES = frozenset({cst.Assign, cst.AugAssign, cst.AnnAssign})
+
+
 def stores_history_on_self(node: cst.CSTNode, reads: ReadCollector) -> bool:
-    if isinstance(node, cst.Assign):
-        value: Optional[cst.BaseExpression] = node.value
-    elif isinstance(node, (cst.AugAssign, cst.AnnAssign)):
-        value = node.value
-    else:
+    if type(node) not in _SELF_STORES:  # exact types: LibCST's node classes are final
         return False
+    value: Optional[cst.BaseExpression] = node.value  # type: ignore[attr-defined]
     targets = _assigned(node)
     if value is None or not any(k.startswith("self.") for t in targets for k in target_keys(t)):
         return False
@@ -187,9 +184,10 @@ def detaching_functions(module: cst.Module, imports: ImportMap) -> FrozenSet[str
             excluded.add(name)
         values = returns.setdefault(name, [])
         for node in own_nodes(fn):
-            if isinstance(node, cst.Return):
-                values.append(node.value)
-            elif isinstance(node, cst.Yield):
+            kind = type(node)
+            if kind is cst.Return:
+                values.append(node.value)  # type: ignore[attr-defined]
+            elif kind is cst.Yield:
                 excluded.add(name)
     candidates = {
         name
@@ -213,16 +211,14 @@ def detaching_instances(module: cst.Module, imports: ImportMap, detaching: Froze
     calling one gives data, like calling a detaching function."""
     reads = ReadCollector(imports, detaching)
     classes: Set[str] = set()
-    for node in walk(module):
-        if not isinstance(node, cst.ClassDef):
-            continue
-        for stmt in block_statements(node.body):
+    for node in typed(module, cst.ClassDef):
+        for stmt in block_statements(node.body):  # type: ignore[attr-defined]
             if isinstance(stmt, cst.FunctionDef) and stmt.name.value == "__call__":
                 values = [n.value for n in own_nodes(stmt) if isinstance(n, cst.Return)]
                 if any(isinstance(n, cst.Yield) for n in own_nodes(stmt)) or not values:
                     continue
                 if all(v is not None and reads.reads(v).kind == INERT and not reads.reads(v).ctors for v in values):
-                    classes.add(node.name.value)
+                    classes.add(node.name.value)  # type: ignore[attr-defined]
     if not classes:
         return frozenset()
     bound: Dict[str, bool] = {}

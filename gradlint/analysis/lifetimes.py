@@ -17,7 +17,7 @@ facts leave a doubt the analysis stays silent.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Iterator, List, Optional, Set, Tuple, Union
+from typing import Any, Dict, Iterator, List, Optional, Set, Tuple, Union
 
 import libcst as cst
 
@@ -28,7 +28,7 @@ from gradlint.analysis.retained import GraphAnalysis
 from gradlint.analysis.helpers import backward_helpers
 from gradlint.analysis.names import ImportMap, dotted
 from gradlint.analysis.reads import GRAPH, INERT, LEAF, LOGGING_METHODS, key_of
-from gradlint.analysis.tree import SCOPES, block_statements, children, walk
+from gradlint.analysis.tree import SCOPES, block_statements, children, preorder, typed, walk
 
 Loop = Union[cst.For, cst.While]
 
@@ -60,36 +60,75 @@ class KeptHistory:
 # Building the scopes
 
 
-def training_holders(
-    module: cst.Module, imports: ImportMap, backward_functions: Tuple[str, ...]
-) -> Optional[Set[cst.CSTNode]]:
-    """Functions and classes around a backward-like call (None when the module has none): only
-    their scopes can hold a training loop."""
+@dataclass(frozen=True)
+class Survey:
+    """What one pass over a module tells before any scope is built: which functions and classes
+    can hold a training loop, and whether the questions of GL006-GL008 can have an answer."""
+
+    holders: Optional[Set[cst.CSTNode]]  # around a backward-like call (None when there is none)
+    loop_backward: bool  # a real backward call inside the body of a `for`/`while`
+    leaf_backward: bool  # a real backward call, and `requires_grad` named (attribute or keyword)
+
+
+def survey(module: cst.Module, imports: ImportMap, backward_functions: Tuple[str, ...]) -> Survey:
+    """One walk of the module (see `Survey`). Kept histories and carried states need a loop whose
+    body runs a backward (`calls_within(loop.body)` with `.backward`); a made leaf needs a
+    `requires_grad` attribute or keyword and a backward; without those the scopes need not be
+    built at all."""
     helpers = backward_helpers(module, imports)
     configured = {f.split(".")[-1] for f in backward_functions}
     holders: Set[cst.CSTNode] = set()
-    found = False
-    stack: List[Tuple[cst.CSTNode, Tuple[cst.CSTNode, ...]]] = [(module, ())]
-    while stack:
-        node, around = stack.pop()
+    found = loop_backward = real_backward = leaf_word = False
+    # One pass in walk order: the definitions around a node are those whose subtree (index range)
+    # holds it, and it is in a loop body when some open loop body's range holds it.
+    order, ends, at = preorder(module)
+    around: List[Tuple[int, cst.CSTNode]] = []  # (end of its subtree, def or class), innermost last
+    # (start, end) of the loop bodies opened and not yet left, innermost last; the innermost may
+    # not have started (the walk is in its loop's target or iterable), the others have.
+    bodies: List[Tuple[int, int]] = []
+    node: Any
+    for index, node in enumerate(order):
+        while around and around[-1][0] <= index:
+            around.pop()
+        while bodies and bodies[-1][1] <= index:
+            bodies.pop()
         kind = type(node)
         if kind is cst.Call:
-            name = dotted(node.func)  # type: ignore[attr-defined]
+            name = dotted(node.func)
             last = name.split(".")[-1] if name else ""
-            if backward_call(node, imports) is not None or last in helpers or last in configured:  # type: ignore[arg-type]
+            real = backward_call(node, imports) is not None
+            if real:
+                real_backward = True
+                loop_backward = loop_backward or len(bodies) > 1 or bool(bodies) and bodies[-1][0] <= index
+            if real or last in helpers or last in configured:
                 found = True
-                holders.update(around)
+                holders.update(n for _, n in around)
         elif kind is cst.FunctionDef or kind is cst.ClassDef:
-            around = around + (node,)
-        stack.extend((child, around) for child in children(node))
-    return holders if found else None
+            around.append((ends[index], node))
+        elif kind is cst.Attribute:
+            leaf_word = leaf_word or node.attr.value in _LEAF_WORDS
+        elif kind is cst.Arg:
+            keyword = node.keyword
+            leaf_word = leaf_word or (keyword is not None and keyword.value == "requires_grad")
+        elif kind is cst.For or kind is cst.While:
+            start = at[id(node.body)]
+            bodies.append((start, ends[start]))
+    return Survey(holders if found else None, loop_backward, real_backward and leaf_word)
+
+
+# The names a made leaf is spelt with: `x.requires_grad = True`, `x.requires_grad_()` (and the
+# `requires_grad=True` keyword, checked on arguments).
+_LEAF_WORDS = frozenset({"requires_grad", "requires_grad_"})
 
 
 def build_analysis(
-    module: cst.Module, imports: ImportMap, backward_functions: Tuple[str, ...]
+    module: cst.Module, imports: ImportMap, backward_functions: Tuple[str, ...],
+    holders: Optional[Set[cst.CSTNode]] = None,
 ) -> Optional[GraphAnalysis]:
-    """GL002's scopes for the functions that run a backward, or None when none does."""
-    holders = training_holders(module, imports, backward_functions)
+    """GL002's scopes for the functions that run a backward, or None when none does. `holders`:
+    those functions and classes, when a `survey` found them already."""
+    if holders is None:
+        holders = survey(module, imports, backward_functions).holders
     if holders is None:
         return None
     try:
@@ -300,14 +339,14 @@ def _bounded_on_purpose(scope: Scope, holder: str) -> bool:
     (torchtune's `running_loss`, all-reduced at each optimizer step, logged as
     `running_loss.detach().item()` and reset): it holds a bounded window of graphs by design."""
     detached = any(
-        isinstance(n, cst.Call) and isinstance(n.func, cst.Attribute) and n.func.attr.value == "detach"
-        and dotted(n.func.value) == holder
-        for n in walk(scope.node)
+        type(n.func) is cst.Attribute and n.func.attr.value == "detach"  # type: ignore[attr-defined]
+        and dotted(n.func.value) == holder  # type: ignore[attr-defined]
+        for n in typed(scope.node, cst.Call)
     )
     return detached and any(
-        isinstance(n, cst.Assign) and any(dotted(t.target) == holder for t in n.targets)
-        and holder not in set(names_of(n.value))
-        for loop in loops_of(scope) for n in walk(loop.body)
+        any(dotted(t.target) == holder for t in n.targets)  # type: ignore[attr-defined]
+        and holder not in set(names_of(n.value))  # type: ignore[attr-defined]
+        for loop in loops_of(scope) for n in typed(loop.body, cst.Assign)
     )
 
 

@@ -36,6 +36,7 @@ from gradlint.analysis.grad_calls import (
 )
 from gradlint.analysis.names import dotted
 from gradlint.analysis.project import Project
+from gradlint.analysis.tree import walk
 
 # Event kinds this layer adds to the facts layer's BACKWARD / STEP / CLEAR.
 CLIP = "clip"  # target: the clip's flavour (grad_calls.CLIP_TORCH / CLIP_SCALE_AWARE)
@@ -249,13 +250,9 @@ def _build_loops(ctx) -> Iterator[LoopInfo]:
 
 
 def _ids_within(node: cst.CSTNode) -> FrozenSet[int]:
-    out: List[int] = []
-    stack = [node]
-    while stack:
-        current = stack.pop()
-        out.append(id(current))
-        stack.extend(current.children)
-    return frozenset(out)
+    # The analysis walk (no whitespace or punctuation nodes: no event is one) off the module's
+    # index; LibCST's `children` rebuilds every node's child list through its visitor machinery.
+    return frozenset(map(id, walk(node)))
 
 
 def report_node(event: Event, loop: LoopInfo) -> Optional[cst.CSTNode]:

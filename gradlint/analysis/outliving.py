@@ -17,20 +17,23 @@ analysis sees:
 
 from __future__ import annotations
 
-from typing import Dict, FrozenSet, Optional, Set, Tuple
+from typing import Any, Dict, FrozenSet, List, Optional, Set, Tuple, cast
 
 import libcst as cst
 
 from gradlint.analysis.backward import backward_call
 from gradlint.analysis.names import ImportMap, dotted
 from gradlint.analysis.reads import BUILTINS, CONTAINER_STORES, INERT, LEAF, LOGGING_METHODS, ReadCollector, target_keys
-from gradlint.analysis.tree import walk
+from gradlint.analysis.tree import typed, walk
 
 # Packages whose functions take tensors to compute, show or save numbers and never run autograd.
 DATA_PACKAGES = frozenset(
     "numpy math statistics random time os sys json pickle logging warnings PIL matplotlib sklearn scipy "
     "pandas tqdm wandb tensorboardX torchvision cv2 imageio einops".split()
 )
+
+
+_ASSIGNMENTS = frozenset({cst.Assign, cst.AugAssign, cst.AnnAssign})
 
 
 def history_stores(module: cst.Module, reads: ReadCollector) -> Tuple[FrozenSet[str], FrozenSet[str], FrozenSet[str]]:
@@ -47,20 +50,21 @@ def history_stores(module: cst.Module, reads: ReadCollector) -> Tuple[FrozenSet[
     assigned: Set[str] = set()
     names: Set[str] = set()
     module_names = _module_names(module)
-    for fn in walk(module):
-        if not isinstance(fn, cst.FunctionDef):
-            continue
+    functions = cast(List[cst.FunctionDef], typed(module, cst.FunctionDef))
+    node: Any
+    for fn in functions:
         local = _locals(fn)
-        declared = {n.name.value for g in walk(fn.body) if isinstance(g, cst.Global) for n in g.names}
+        declared = {n.name.value for g in typed(fn.body, cst.Global) for n in g.names}  # type: ignore[attr-defined]
         sources: Dict[cst.FunctionDef, Dict[str, list]] = {}  # the function's plain-name values, once
         for node in walk(fn.body, (cst.FunctionDef,)):
-            if isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute):
+            kind = type(node)  # exact types: LibCST's node classes are final (isinstance is slower)
+            if kind is cst.Call and type(node.func) is cst.Attribute:
                 if node.func.attr.value not in CONTAINER_STORES:
                     continue
                 if not any(_carries(reads, arg.value, fn, sources) for arg in node.args):
                     continue
                 _note_store(node.func.value, attributes, names, local, module_names)
-            elif isinstance(node, (cst.Assign, cst.AugAssign, cst.AnnAssign)) and node.value is not None:
+            elif kind in _ASSIGNMENTS and node.value is not None:
                 if not _carries(reads, node.value, fn, sources):
                     continue
                 targets = [t.target for t in node.targets] if isinstance(node, cst.Assign) else [node.target]
@@ -98,22 +102,25 @@ def _carries(reads: ReadCollector, value: cst.BaseExpression, fn: Optional[cst.F
     return False
 
 
+_BINDING_ELSE = frozenset({cst.For, cst.CompFor, cst.AugAssign, cst.AnnAssign, cst.With, cst.NamedExpr})
+
+
 def _local_values(fn: cst.FunctionDef) -> Dict[str, list]:
     """Values assigned to plain names in a function (None for a name bound otherwise)."""
     out: Dict[str, list] = {}
+    node: Any
     for node in walk(fn.body, (cst.FunctionDef, cst.ClassDef, cst.Lambda)):
-        if isinstance(node, cst.Assign) and all(isinstance(t.target, cst.Name) for t in node.targets):
+        kind = type(node)  # exact types: LibCST's node classes are final (isinstance is slower)
+        if kind is cst.Assign and all(type(t.target) is cst.Name for t in node.targets):
             for t in node.targets:
-                out.setdefault(t.target.value, []).append(node.value)  # type: ignore[attr-defined]
-        elif isinstance(node, (cst.For, cst.CompFor, cst.AugAssign, cst.AnnAssign, cst.With, cst.NamedExpr)):
-            for name in walk(node.target if hasattr(node, "target") else node):
-                if isinstance(name, cst.Name):
-                    out.setdefault(name.value, []).append(None)
-        elif isinstance(node, cst.Assign):
+                out.setdefault(t.target.value, []).append(node.value)
+        elif kind in _BINDING_ELSE:
+            for name in typed(node.target if hasattr(node, "target") else node, cst.Name):
+                out.setdefault(name.value, []).append(None)  # type: ignore[attr-defined]
+        elif kind is cst.Assign:
             for t in node.targets:
-                for name in walk(t.target):
-                    if isinstance(name, cst.Name):
-                        out.setdefault(name.value, []).append(None)
+                for name in typed(t.target, cst.Name):
+                    out.setdefault(name.value, []).append(None)  # type: ignore[attr-defined]
     return {k: v for k, v in out.items() if None not in v}
 
 
@@ -142,13 +149,11 @@ def _module_names(module: cst.Module) -> Set[str]:
     found: Set[str] = set()
     for stmt in module.body:
         for node in walk(stmt, (cst.FunctionDef, cst.ClassDef)):
-            if isinstance(node, cst.AssignTarget):
-                found |= set(target_keys(node.target))
-            elif isinstance(node, (cst.AnnAssign, cst.AugAssign)):
-                found |= set(target_keys(node.target))
-    for node in walk(module):
-        if isinstance(node, cst.Global):
-            found |= {n.name.value for n in node.names}
+            kind = type(node)
+            if kind is cst.AssignTarget or kind is cst.AnnAssign or kind is cst.AugAssign:
+                found |= set(target_keys(node.target))  # type: ignore[attr-defined]
+    for node in typed(module, cst.Global):
+        found |= {n.name.value for n in node.names}  # type: ignore[attr-defined]
     return found
 
 
@@ -157,12 +162,11 @@ def _locals(fn: cst.FunctionDef) -> Set[str]:
     params = fn.params
     bound = {p.name.value for p in list(params.posonly_params) + list(params.params) + list(params.kwonly_params)}
     for node in walk(fn.body, (cst.FunctionDef, cst.ClassDef)):
-        if isinstance(node, cst.AssignTarget):
-            bound |= {k for k in target_keys(node.target) if "." not in k}
-        elif isinstance(node, (cst.For, cst.CompFor)):
-            bound |= {k for k in target_keys(node.target) if "." not in k}
-        elif isinstance(node, cst.Global):
-            bound -= {n.name.value for n in node.names}
+        kind = type(node)
+        if kind is cst.AssignTarget or kind is cst.For or kind is cst.CompFor:
+            bound |= {k for k in target_keys(node.target) if "." not in k}  # type: ignore[attr-defined]
+        elif kind is cst.Global:
+            bound -= {n.name.value for n in node.names}  # type: ignore[attr-defined]
     return bound
 
 
@@ -199,7 +203,7 @@ def lambda_captures(node: cst.CSTNode) -> Set[str]:
 
     found: Set[str] = set()
     for inner in walk(node, (cst.FunctionDef, cst.ClassDef)):
-        if isinstance(inner, cst.Lambda):
+        if type(inner) is cst.Lambda:
             found |= free_names(inner)
     return found - BUILTINS
 

@@ -576,25 +576,29 @@ def reads_around(node: cst.CSTNode) -> Set[str]:
     stack = [node]
     while stack:
         current = stack.pop()
-        if current is not node and isinstance(current, SCOPES + COMPREHENSIONS):
+        kind = type(current)  # exact types: LibCST's node classes are final (isinstance is slower)
+        if kind in _NESTED_TYPES and current is not node:
             out |= free_names(current)
             continue
-        if isinstance(current, cst.Name):
-            out.add(current.value)
+        if kind is cst.Name:
+            out.add(current.value)  # type: ignore[attr-defined]
             continue
-        if isinstance(current, cst.Attribute):
-            key = key_of(current)
+        if kind is cst.Attribute:
+            key = key_of(current)  # type: ignore[arg-type]
             if key is not None:
                 out.add(key)
                 out.add(key.split(".")[0])
             else:
-                stack.append(current.value)
+                stack.append(current.value)  # type: ignore[attr-defined]
             continue
-        if isinstance(current, cst.Arg):
-            stack.append(current.value)
+        if kind is cst.Arg:
+            stack.append(current.value)  # type: ignore[attr-defined]
             continue
         stack.extend(children(current))
     return out
+
+
+_NESTED_TYPES = frozenset(SCOPES + COMPREHENSIONS)
 
 
 def free_names(node: cst.CSTNode) -> Set[str]:

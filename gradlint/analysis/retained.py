@@ -44,7 +44,7 @@ from gradlint.analysis.names import ImportMap, dotted
 from gradlint.analysis.outliving import history_stores, opaque_walker
 from gradlint.analysis.reads import BUILTINS, GRAPH, ReadCollector, is_false, is_true, param_names
 from gradlint.analysis.reaching import ReachingDefinitions
-from gradlint.analysis.tree import COMPREHENSIONS, SCOPES, block_statements, walk
+from gradlint.analysis.tree import COMPREHENSIONS, SCOPES, block_statements, typed, walk
 
 
 class GraphAnalysis:
@@ -338,22 +338,19 @@ class GraphAnalysis:
 def shadowed_builtins(module: cst.Module) -> FrozenSet[str]:
     """Builtin names the module binds as parameters or variables (`input`, `iter`, `filter`)."""
     bound: Set[str] = set()
-    for node in walk(module):
-        if isinstance(node, cst.Param):
+    for node in typed(module, cst.Param, cst.AssignTarget, cst.For):
+        if type(node) is cst.Param:
             bound.add(node.name.value)
-        elif isinstance(node, cst.AssignTarget) and isinstance(node.target, cst.Name):
-            bound.add(node.target.value)
-        elif isinstance(node, cst.For) and isinstance(node.target, cst.Name):
-            bound.add(node.target.value)
+        elif type(node.target) is cst.Name:  # type: ignore[attr-defined]
+            bound.add(node.target.value)  # type: ignore[attr-defined]
     return frozenset(bound & BUILTINS)
 
 
 def _function_homes(module: cst.Module) -> List[Tuple[List[cst.CSTNode], bool]]:
     """The module body (functions) and each class body (methods)."""
     homes: List[Tuple[List[cst.CSTNode], bool]] = [(list(module.body), False)]
-    for node in walk(module):
-        if isinstance(node, cst.ClassDef):
-            homes.append((block_statements(node.body), True))
+    for node in typed(module, cst.ClassDef):
+        homes.append((block_statements(node.body), True))  # type: ignore[attr-defined]
     return homes
 
 

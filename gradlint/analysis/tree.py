@@ -8,7 +8,7 @@ the dataclass fields of each node, skip whitespace and punctuation, and never al
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict, Iterator, List, Tuple, Type
+from typing import Dict, Iterator, List, Optional, Tuple, Type
 
 import libcst as cst
 
@@ -85,9 +85,121 @@ def children(node: cst.CSTNode) -> List[cst.CSTNode]:
     return out
 
 
+class _Preorder:
+    """One tree's nodes in walk order, with where each node's subtree ends: a walk of any node of
+    the tree is then a slice of one list instead of a fresh traversal."""
+
+    __slots__ = ("order", "ends", "at", "typed")
+
+    def __init__(self, root: cst.CSTNode) -> None:
+        order: List[cst.CSTNode] = []
+        ends: List[int] = []
+        at: Dict[int, int] = {}
+        stack: list = [root]
+        pop = stack.pop
+        append = stack.append
+        extend = stack.extend
+        while stack:
+            current = pop()
+            if type(current) is int:  # the marker pushed below: this node's subtree is complete
+                ends[current] = len(order)
+                continue
+            index = len(order)
+            order.append(current)
+            ends.append(0)
+            at[id(current)] = index
+            append(index)
+            below = children(current)
+            if below:
+                below.reverse()
+                extend(below)
+        self.order = order
+        self.ends = ends
+        self.at = at  # id(node) -> its index (the tree holds every node, so ids stay unique)
+        self.typed: Dict[frozenset, List[cst.CSTNode]] = {}  # `typed` answers for the whole tree
+
+
+# The indexed trees, newest last: whole-module walks index their module, so the dozens of later
+# walks over it and its parts cost a slice each. Bounded (a few modules: the analysed file and
+# project files read for it); `forget_trees` drops them when a file's analysis ends.
+_TREES: List[_Preorder] = []
+_MAX_TREES = 4
+
+
+def forget_trees() -> None:
+    """Drop every tree index (and with it the trees it keeps alive)."""
+    _TREES.clear()
+
+
+def _indexed(node: cst.CSTNode) -> Optional[Tuple[_Preorder, int]]:
+    key = id(node)
+    for tree in reversed(_TREES):
+        index = tree.at.get(key)
+        if index is not None and tree.order[index] is node:
+            return tree, index
+    if type(node) is cst.Module:
+        tree = _Preorder(node)
+        _TREES.append(tree)
+        if len(_TREES) > _MAX_TREES:
+            del _TREES[0]
+        return tree, 0
+    return None
+
+
 def walk(node: cst.CSTNode, stop: Tuple[type, ...] = ()) -> Iterator[cst.CSTNode]:
     """`node` and its descendants, pre-order; nodes of a `stop` type (other than `node` itself)
-    are yielded but not entered. (LibCST node classes are final, so types are compared exactly.)"""
+    are yielded but not entered. (LibCST node classes are final, so types are compared exactly.)
+    A node of an indexed tree (see `_Preorder`) is walked off the index, in the same order."""
+    found = _indexed(node)
+    if found is None:
+        return _walk_fresh(node, stop)
+    tree, start = found
+    end = tree.ends[start]
+    if not stop:
+        return iter(tree.order[start:end])
+    return _walk_indexed(tree, start, end, frozenset(stop))
+
+
+def preorder(module: cst.Module) -> Tuple[List[cst.CSTNode], List[int], Dict[int, int]]:
+    """The module's nodes in walk order, where each node's subtree ends (an index into the same
+    list) and id(node) -> its index: for one linear pass that needs the enclosing definitions of
+    a node (those whose subtree range holds its index) without a traversal of its own."""
+    found = _indexed(module)
+    assert found is not None  # a module is always indexed
+    tree = found[0]
+    return tree.order, tree.ends, tree.at
+
+
+def typed(node: cst.CSTNode, *kinds: type) -> List[cst.CSTNode]:
+    """The nodes of exactly these types among `node` and its descendants, in walk order. For a
+    whole indexed module the answer is kept with its index (the analyses ask the same questions
+    of a module over and over: its functions, its classes, its calls); exact type tests, because
+    LibCST's node classes are final and `isinstance` on them goes through ABCMeta."""
+    wanted = frozenset(kinds)
+    found = _indexed(node)
+    if found is None:
+        return [n for n in _walk_fresh(node, ()) if type(n) in wanted]
+    tree, start = found
+    if start == 0:
+        known = tree.typed.get(wanted)
+        if known is None:
+            known = tree.typed[wanted] = [n for n in tree.order if type(n) in wanted]
+        return known
+    return [n for n in tree.order[start:tree.ends[start]] if type(n) in wanted]
+
+
+def _walk_indexed(tree: _Preorder, start: int, end: int, stop_types: frozenset) -> Iterator[cst.CSTNode]:
+    order = tree.order
+    ends = tree.ends
+    yield order[start]
+    index = start + 1
+    while index < end:
+        current = order[index]
+        yield current
+        index = ends[index] if type(current) in stop_types else index + 1
+
+
+def _walk_fresh(node: cst.CSTNode, stop: Tuple[type, ...]) -> Iterator[cst.CSTNode]:
     stop_types = frozenset(stop)
     stack = [node]
     pop = stack.pop

@@ -29,6 +29,8 @@ def check(ctx: Context) -> Iterable[Finding]:
     """One warning per store that keeps an iteration's graph alive past the iteration."""
     from gradlint.analysis.lifetimes import kept_histories
 
+    if not ctx.lifetime_survey.loop_backward:
+        return  # no loop body runs a backward: no scope need be built
     analysis = ctx.lifetime_analysis
     if analysis is None:
         return

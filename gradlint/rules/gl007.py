@@ -28,6 +28,8 @@ def check(ctx: Context) -> Iterable[Finding]:
     """One error per leaf made from a computed value and then backpropagated on its own."""
     from gradlint.analysis.leaves import made_leaves
 
+    if not ctx.lifetime_survey.leaf_backward:
+        return  # no leaf is made, or nothing runs a backward: no scope need be built
     analysis = ctx.lifetime_analysis
     if analysis is None:
         return
@@ -54,6 +56,9 @@ RULE = Rule(
     default_on=True,
     tags=("correctness", "pytorch", "autograd"),
     gitlab_category="Bug Risk",
-    needs=Needs(words=NEEDS_WORDS),
+    # The leaf matters only to a backward of the same file (`made_leaves` pairs each leaf with a
+    # real backward call), so the code must also read a backward's name: a file that only
+    # mentions `requires_grad` (most of torch's own sources) cannot hold a finding.
+    needs=Needs(words=NEEDS_WORDS, names=("backward", "manual_backward"), autograd_names=("grad",)),
     check=check,
 )

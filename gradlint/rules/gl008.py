@@ -28,6 +28,8 @@ def check(ctx: Context) -> Iterable[Finding]:
     """One finding per backward whose root reads a state carried, undetached, from the last iteration."""
     from gradlint.analysis.carried import carried_states
 
+    if not ctx.lifetime_survey.loop_backward:
+        return  # no loop body runs a backward: no scope need be built
     analysis = ctx.lifetime_analysis
     if analysis is None:
         return
