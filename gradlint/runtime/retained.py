@@ -16,18 +16,20 @@ from gradlint.runtime.events import CARRIED_REUSE, BackwardSite
 from gradlint.runtime.gradstate import GRAPH_LIMIT
 
 _SAVED_TYPES: Dict[type, bool] = {}
+_SITES_KEY = "_gradlint_retained_by"  # in a node's metadata: ids of the sites whose retained graphs held it
 
 
 class Retained:
     """One retained graph: the hooks placed on it. Referenced only by those hooks' closures, so it
     dies with the graph; the tracer keeps it in a WeakSet to remove the hooks on exit."""
 
-    __slots__ = ("site", "handles", "reused", "steps_at", "grads", "__weakref__")
+    __slots__ = ("site", "handles", "reused", "carried", "steps_at", "grads", "__weakref__")
 
     def __init__(self, site: BackwardSite, grads: Any, steps_at: int) -> None:
         self.site = site
         self.handles: list = []
         self.reused = False
+        self.carried = False
         self.grads = grads  # the GradState of the thread that retained it (its step count)
         self.steps_at = steps_at
 
@@ -102,6 +104,32 @@ def hook_retained(tracer, site: BackwardSite, roots: list, inputs: list, grads: 
     if not roots:
         return
     record = Retained(site, grads, grads.steps)
+    # A graph built once before the loop and run by every iteration (`h = tanh(z)` outside it) is
+    # in every retained graph of the site; state carried from iteration to iteration is new in each.
+    # So only a node not in any graph the site retained before, run again by the same site after a
+    # step, shows carried state; on the site's first graph nothing can be told apart, and nothing
+    # is counted.
+    first = id(site) not in tracer.retained_sites
+    tracer.retained_sites.add(id(site))
+    mark = id(site)
+
+    def is_new(node) -> bool:
+        """Not in a graph this site retained before (node ids are reused once a graph dies, so
+        the mark lives in the node's own metadata, which dies with it)."""
+        try:
+            metadata = node.metadata
+        except Exception:
+            return False
+        if not isinstance(metadata, dict):
+            return False
+        marks = metadata.get(_SITES_KEY)
+        if marks is None:
+            metadata[_SITES_KEY] = {mark}
+            return not first
+        if mark in marks:
+            return False
+        marks.add(mark)
+        return not first
 
     def ran_again(grad_outputs):
         # A later backward runs a node of the retained graph: the retain was needed.
@@ -113,7 +141,18 @@ def hook_retained(tracer, site: BackwardSite, roots: list, inputs: list, grads: 
             call = current_call()
             if site.reused_by is None:
                 site.reused_by = call.stack if call is not None else ()
+        except Exception:
+            tracer.count_error()
+        return None
+
+    def ran_again_new(grad_outputs):
+        ran_again(grad_outputs)
+        if record.carried or not tracer.active:
+            return None
+        try:
+            call = current_call()
             if call is not None and call.site is site and record.grads.steps != record.steps_at:
+                record.carried = True
                 site.bump(CARRIED_REUSE)
         except Exception:
             tracer.count_error()
@@ -124,7 +163,7 @@ def hook_retained(tracer, site: BackwardSite, roots: list, inputs: list, grads: 
     if inputs:
         for node in executed_nodes(tracer.torch, roots, inputs):
             if holds_saved(node):
-                handles.append(node.register_prehook(ran_again))
+                handles.append(node.register_prehook(ran_again_new if is_new(node) else ran_again))
     else:
         # One pass over the graph: every node the backward ran that holds saved tensors.
         seen: set = set()
@@ -140,7 +179,7 @@ def hook_retained(tracer, site: BackwardSite, roots: list, inputs: list, grads: 
             if holds is None:
                 holds = holds_saved(node)
             if holds:
-                handles.append(node.register_prehook(ran_again))
+                handles.append(node.register_prehook(ran_again_new if is_new(node) else ran_again))
             for child, _ in node.next_functions:
                 if child is not None:
                     todo.append(child)

@@ -33,13 +33,14 @@ import traceback
 import weakref
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from gradlint.runtime.events import ONE_SAMPLE_ROOT, BackwardSite, Observations, Stack
+from gradlint.runtime.events import CARRIED_REUSE, ONE_SAMPLE_ROOT, BackwardSite, Observations, Stack
 from gradlint.runtime.frames import CallSites
 from gradlint.runtime.gradstate import GradState
 from gradlint.runtime.observers import Lifecycle
 from gradlint.runtime.retained import Retained, hook_retained
 
 _DUMMY_THREAD = getattr(threading, "_DummyThread", None)
+CARRIED_WATCH = 8  # retained graphs hooked at most at a site that reused its own (carried or built once)
 
 
 class _Call:
@@ -114,6 +115,7 @@ class Tracer:
         self._patches: List[Tuple[Any, str, Any, Any]] = []  # (owner, name, original, wrapper)
         self._handles: list = []
         self._retained: "weakref.WeakSet[Retained]" = weakref.WeakSet()
+        self.retained_sites: set = set()  # ids of the sites with a hooked retained graph (retained.py)
         self._local = threading.local()
         self._threads: List[_Thread] = []
         self._running: set = set()  # idents of threads inside an outermost backward
@@ -205,6 +207,7 @@ class Tracer:
         with self.lock:
             retained = list(self._retained)
             self._retained = weakref.WeakSet()
+            self.retained_sites.clear()
         for record in retained:
             for handle in record.handles:
                 handle.remove()
@@ -372,11 +375,18 @@ class Tracer:
         if call.retain and error is None:
             site = call.site
             site.retained += 1
-            # Once one graph retained here was needed the verdict is settled: stop hooking. Every
-            # graph of a site is watched up to `watch_all_retained`; after that many were never
-            # reused, a pseudo-random sample (1 in `sample_retained_every`, not periodic, so a
-            # periodic reuse cannot dodge it) keeps the per-step cost low on long runs.
-            if not site.retained_reused and (
+            # Once one graph retained here was needed the verdict is settled: stop hooking (after a
+            # few more graphs when the site itself reused one after a step: carried state or a
+            # graph built once before the loop, which only later graphs tell apart). Every graph of
+            # a site is watched up to `watch_all_retained`; after that many were never reused, a
+            # pseudo-random sample (1 in `sample_retained_every`, not periodic, so a periodic reuse
+            # cannot dodge it) keeps the per-step cost low on long runs.
+            settling = site.retained_reused and site.reused_by == site.stack and not site.count(CARRIED_REUSE)
+            if settling and site.retained_watched < CARRIED_WATCH:
+                site.retained_watched += 1
+                hook_retained(self, site, call.roots or [], call.inputs, state.grads, self._current_call,
+                              self._retained)
+            elif not site.retained_reused and (
                 site.retained_watched < self.watch_all_retained
                 or self._sample.random() * self.sample_retained_every < 1.0
             ):

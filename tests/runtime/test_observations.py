@@ -420,6 +420,23 @@ def test_hidden_state_carried_across_iterations(mode):
         assert verdict == "confirmed" and extra[0].severity == "warning"
 
 
+@pytest.mark.parametrize("iterations", [2, 3, 6])
+def test_a_graph_built_once_before_the_loop_is_not_carried_state(iterations):
+    """`h` is computed once, before the loop, and every iteration backpropagates through it with
+    retain_graph=True: the same graph every time, not state produced from its previous value."""
+    with _trace() as traced:
+        features = torch.tanh(torch.randn(2, 16, requires_grad=True))  # built once
+        model = mlp()
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+        for _ in range(iterations):
+            optimizer.zero_grad()
+            model(features).pow(2).mean().backward(retain_graph=True)
+            optimizer.step()
+    obs = traced.observations
+    assert _count(obs, events.CARRIED_REUSE) == 0
+    assert judges.runtime_only_carried_graph(obs, "GL008", set(), REPO) == []
+
+
 def test_two_losses_sharing_a_trunk_are_not_a_carried_graph():
     with _trace() as traced:
         model = mlp()
