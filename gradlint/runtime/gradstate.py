@@ -51,11 +51,23 @@ FRESH, CARRY, STALE, UNSURE = 0, 1, 2, 3
 _INF = float("inf")
 
 
+def _carried(pair: Optional[Tuple[float, float]]) -> int:
+    """From (norm when a step used the gradient, norm before a backward accumulated onto it):
+    STALE (carried over as used), FRESH (zeroed or changed through `.data` in between), or UNSURE
+    (no usable probe: missing, all zero, nan or inf)."""
+    if pair is None:
+        return UNSURE
+    used, before = pair
+    if used == 0.0 or used != used or used in (_INF, -_INF):
+        return UNSURE
+    return STALE if before == used else FRESH
+
+
 class LeafState:
     """What we know about one leaf's `.grad`. Holds the gradient only by weak reference."""
 
     __slots__ = ("grad_ref", "version", "used", "stale", "owned", "cleared", "noted", "before",
-                 "value_version", "fresh", "discarded", "suspect", "probe", "unsure")
+                 "value_version", "fresh", "discarded", "suspect", "probe", "unsure", "pre")
 
     def __init__(self) -> None:
         self.grad_ref: Optional[weakref.ref] = None  # the .grad last seen (None: no grad)
@@ -72,6 +84,7 @@ class LeafState:
         self.suspect = False  # once found untouched since it was used: its content gets probed
         self.probe = None  # 0-dim tensor: L1 norm of the gradient when last used (suspects only)
         self.unsure: Optional[BackwardSite] = None  # site that accumulated onto an UNSURE gradient
+        self.pre = None  # 0-dim tensor: its norm just before the backward that made it (maybe) stale
 
     def remember(self, grad) -> None:
         if grad is None:
@@ -97,7 +110,7 @@ class LeafState:
         self.used = False
         self.stale = None
         self.unsure = None
-        self.probe = None
+        self.probe = self.pre = None
         self.cleared = True
         if self.noted is not None:  # a cleared leaf is not a never-cleared leaf after all
             self.noted.loose_leaves -= 1
@@ -136,7 +149,7 @@ class GradState:
         self.manual = 0  # manual updates seen (leaves in no optimizer whose value changed)
         self.marks = 0  # backwards that marked leaves stale or unsure (closures inside a step)
         # Provisionally stale leaves of the running backward and their norms just before it
-        self.checks: Optional[Tuple[List[Tuple[LeafState, object]], list]] = None
+        self.checks: Optional[List[Tuple[LeafState, object]]] = None
 
     # ------------------------------------------------------------------ leaves
     def watched(self) -> list:
@@ -227,35 +240,40 @@ class GradState:
                     state.clear()
                 state.remember(grad)
                 state.before = FRESH
-        if checks:  # their norms now, queued on the device; read only for leaves the backward writes
-            self.checks = (checks, self.norms([grad for _, grad in checks]))
+        if checks:
+            # Their norms now, queued on the device. Read back (a sync) only where they matter: for
+            # an optimizer's parameter when a step is about to use the gradient (a GAN's generator
+            # backward writes into the discriminator's gradients, which are cleared before its own
+            # step: never read), for a leaf in no optimizer right after this backward if it wrote it.
+            manual = []
+            for (state, grad), norm in zip(checks, self.norms([grad for _, grad in checks])):
+                state.pre = norm
+                if not state.owned:
+                    manual.append((state, grad))
+            if manual:
+                self.checks = manual
 
     def _settle_checks(self) -> None:
-        """Provisionally stale leaves this backward wrote into: cleared through `.data` since they
-        were used (zero, or changed, before the backward), carried over (as they were used), or
-        unsure (nothing to tell by)."""
+        """Provisionally stale leaves in no optimizer this backward wrote into: cleared through
+        `.data` since the update read them (zero, or changed, before the backward), carried over
+        (as the update read them), or unsure (nothing to tell by)."""
         assert self.checks is not None
-        checks, norms = self.checks
+        checks = self.checks
         self.checks = None
-        written, old, now = [], [], []
-        for index, (state, grad) in enumerate(checks):
+        written = []
+        for state, grad in checks:
             ref = state.grad_ref
             if ref is not None and ref() is grad and grad._version == state.version:  # type: ignore[attr-defined]
                 continue  # not written by this backward: not judged, no sync for it
+            state.suspect = True  # however it turns out: probe it from now on
             written.append(state)
-            old.append(state.probe)
-            now.append(norms[index])
-        for state, pair in zip(written, self.compare(old, now)):
-            if pair is None:
-                state.before = UNSURE
-                continue
-            used, before = pair
-            if used == 0.0 or used != used or used in (_INF, -_INF):
-                state.before = UNSURE  # all zero when used (nothing to tell by), nan or inf
-            elif before != used:  # zeroed (or changed) through .data since it was used: cleared
+        pairs = self.compare([state.probe for state in written], [state.pre for state in written])
+        for state, pair in zip(written, pairs):
+            result = _carried(pair)
+            if result == FRESH:
                 state.clear()
-                state.before = FRESH
-            # else: the gradient was as the step (or update) used it: carried over, STALE stands
+            state.before = result
+            state.pre = None
 
     def after_accumulate(self, site: BackwardSite) -> None:
         """Leaves whose gradient the backward changed: note stale and never-cleared accumulation."""
@@ -284,8 +302,6 @@ class GradState:
             state.fresh = True
             state.discarded = None
             before = state.before
-            if before >= STALE:  # accumulated onto used gradients (or maybe): probe it from now on
-                state.suspect = True
             if state.owned:
                 params = True
                 if before == STALE:
@@ -297,6 +313,8 @@ class GradState:
                     if state.unsure is None:
                         state.unsure = site
             else:
+                if before >= STALE:  # accumulated onto gradients an update read (or maybe): probe it
+                    state.suspect = True
                 if before == STALE:
                     manual += 1
                 elif before == CARRY and not state.cleared and state.noted is None:
@@ -450,15 +468,31 @@ class GradState:
         The marks are settled here, so one step is counted once."""
         stale_sites: Dict[int, Tuple[BackwardSite, int]] = {}
         unsure_sites: Dict[int, BackwardSite] = {}
+        live = []
         for ref, state in marked:
             param = ref()
             if param is not None and param.grad is not None:
-                if state.stale is not None:
-                    site, count = stale_sites.get(id(state.stale), (state.stale, 0))
-                    stale_sites[id(site)] = (site, count + 1)
-                elif state.unsure is not None:
-                    unsure_sites[id(state.unsure)] = state.unsure
-            state.stale = state.unsure = None
+                live.append(state)
+                state.suspect = True  # judged at a step: probe it at the next ones
+        # Content check of the provisionally stale: the norm just before the backward accumulated
+        # onto the gradient against the norm when the previous step used it (one sync).
+        stale = [state for state in live if state.stale is not None]
+        verdicts = self.compare([state.probe for state in stale], [state.pre for state in stale])
+        outcome: Dict[int, int] = {}
+        for state, pair in zip(stale, verdicts):
+            outcome[id(state)] = _carried(pair)
+        for state in live:
+            result = outcome.get(id(state), UNSURE)
+            if result == STALE and state.stale is not None:
+                site, count = stale_sites.get(id(state.stale), (state.stale, 0))
+                stale_sites[id(site)] = (site, count + 1)
+            elif result == UNSURE:
+                site = state.stale if state.stale is not None else state.unsure
+                if site is not None:
+                    unsure_sites[id(site)] = site
+            # FRESH: cleared through .data before that backward
+        for _, state in marked:
+            state.stale = state.unsure = state.pre = None
         if stale_sites:
             stats.stale_steps += 1
             for site, count in stale_sites.values():
