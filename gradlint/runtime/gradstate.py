@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import functools
 import weakref
-from typing import Callable, Dict, Iterable, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
 from gradlint.runtime.events import (
     CLEAR_BEFORE_STEP,
@@ -149,7 +149,7 @@ class GradState:
         self.manual = 0  # manual updates seen (leaves in no optimizer whose value changed)
         self.marks = 0  # backwards that marked leaves stale or unsure (closures inside a step)
         # Provisionally stale leaves of the running backward and their norms just before it
-        self.checks: Optional[List[Tuple[LeafState, object]]] = None
+        self.checks: Optional[List[Tuple[LeafState, Any]]] = None
 
     # ------------------------------------------------------------------ leaves
     def watched(self) -> list:
@@ -207,7 +207,7 @@ class GradState:
     # ------------------------------------------------------------------ around a backward
     def before_accumulate(self) -> None:
         """Classify every watched leaf's gradient just before a backward writes into it."""
-        checks: Optional[List[Tuple[LeafState, object]]] = None
+        checks: Optional[List[Tuple[LeafState, Any]]] = None
         for ref, state in self.watched():
             leaf = ref()
             if leaf is None:
@@ -263,7 +263,7 @@ class GradState:
         written = []
         for state, grad in checks:
             ref = state.grad_ref
-            if ref is not None and ref() is grad and grad._version == state.version:  # type: ignore[attr-defined]
+            if ref is not None and grad._version == state.version and ref() is grad:
                 continue  # not written by this backward: not judged, no sync for it
             state.suspect = True  # however it turns out: probe it from now on
             written.append(state)
@@ -280,7 +280,7 @@ class GradState:
         stale = unsure = False
         manual = 0
         params = False
-        probes: Optional[List[Tuple[LeafState, object]]] = None
+        probes: Optional[List[Tuple[LeafState, Any]]] = None
         if self.checks is not None:
             self._settle_checks()
         for ref, state in self.watched():
@@ -372,7 +372,7 @@ class GradState:
                     out.append(None)
             return out
 
-    def take_probes(self, pairs: List[Tuple[LeafState, object]]) -> None:
+    def take_probes(self, pairs: List[Tuple[LeafState, Any]]) -> None:
         """Store each leaf's probe: its gradient's norm now, as the step or update uses it."""
         for (state, _), norm in zip(pairs, self.norms([grad for _, grad in pairs])):
             state.probe = norm
@@ -487,9 +487,9 @@ class GradState:
                 site, count = stale_sites.get(id(state.stale), (state.stale, 0))
                 stale_sites[id(site)] = (site, count + 1)
             elif result == UNSURE:
-                site = state.stale if state.stale is not None else state.unsure
-                if site is not None:
-                    unsure_sites[id(site)] = site
+                unsure_site = state.stale if state.stale is not None else state.unsure
+                if unsure_site is not None:
+                    unsure_sites[id(unsure_site)] = unsure_site
             # FRESH: cleared through .data before that backward
         for _, state in marked:
             state.stale = state.unsure = state.pre = None
@@ -518,7 +518,7 @@ class GradState:
                                              if state.stale is not None or state.unsure is not None])
         probe_all = not adopted.probed
         adopted.probed = True
-        probes: Optional[List[Tuple[LeafState, object]]] = None
+        probes: Optional[List[Tuple[LeafState, Any]]] = None
         for ref, state in adopted.pairs:
             param = ref()
             if param is None:
