@@ -386,14 +386,18 @@ class GradState:
         for index, (before, after) in enumerate(zip(old, now)):
             if before is not None and after is not None and before.device == after.device:
                 by_device.setdefault(after.device, []).append(index)
-        for indexes in by_device.values():
+        for device, indexes in by_device.items():
             try:
-                values = torch.stack([torch.stack([old[i] for i in indexes]),
-                                      torch.stack([now[i] for i in indexes])]).tolist()
+                if getattr(device, "type", None) == "cpu":  # nothing to sync: read them one by one
+                    for index in indexes:
+                        out[index] = (old[index].item(), now[index].item())
+                    continue
+                values = torch.stack([old[i] for i in indexes] + [now[i] for i in indexes]).tolist()
             except Exception:
                 continue
+            half = len(indexes)
             for position, index in enumerate(indexes):
-                out[index] = (values[0][position], values[1][position])
+                out[index] = (values[position], values[half + position])
         return out
 
     # ------------------------------------------------------------------ optimizers
