@@ -10,14 +10,15 @@ backwards that accumulate into it without a clear is a manual update with stale 
 
 Clears through `.data` (`p.grad.data.zero_()`, `p.grad.data = torch.zeros_like(p)`, common in older
 code) leave the gradient's object and version counter as they were, so "untouched" alone cannot
-tell them from a forgotten clear. Before a leaf is judged stale its gradient's content is therefore
-checked against a *probe*: the L1 norm of the gradient as the step used it. A gradient now zero
-(or otherwise changed) was cleared; one equal to its probe was carried over; one without a probe,
-or whose probe was zero (nothing to tell by), is *unsure*: never a stale step, and never evidence
-of a clean one either. Probes are taken only for leaves that were once found untouched since a step
-used them (and for all parameters at an optimizer's first step, once), so correct code that clears
-with `zero_grad()` or `p.grad.zero_()` pays nothing per step; the check itself syncs with the device
-once per backward, and only when some leaf is under suspicion.
+tell them from a forgotten clear. A step is therefore called stale only after a content check: the
+L1 norm of the gradient just before the backward accumulated onto it against its norm (the
+*probe*) when the previous step used it. Zero or changed: it was cleared; equal: carried over.
+Without a probe, or when the probe was zero (nothing to tell by), the step is *unsure*: never a
+stale step, and never evidence of a clean one either. Probes are taken only for parameters once
+judged at a step with carried-over gradients (and for all of an optimizer's parameters at its first
+step, once), so correct code that clears with `zero_grad()` or `p.grad.zero_()` pays nothing per
+step. The norms are queued on the device and read back (one sync) only when a step is about to use
+such gradients; a leaf in no optimizer (a hand-written update) is checked right after the backward.
 
 A step given a closure (`LBFGS`, `SGD.step(closure)`) runs its backward *inside* the step: what
 that backward accumulated onto is counted when the step ends, so such a step is judged like the
