@@ -3,6 +3,8 @@ backward inside (closures), and what the content probes cost correct code."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from torch import nn
@@ -11,7 +13,7 @@ import gradlint.runtime
 from gradlint.rules import gl001
 from gradlint.runtime.events import UNSURE_CARRY
 from gradlint.runtime.gradstate import GradState
-from runtime_helpers import REPO
+from runtime_helpers import REPO, gradlint_run
 from runtime_loops import batches, mlp
 
 
@@ -276,3 +278,20 @@ def test_correct_loops_take_content_probes_only_at_the_first_step(monkeypatch, s
     # each optimizer's parameters once at its first step (plus, before the first step, the leaves'
     # first gradients: they are in no optimizer yet); then nothing for 19 iterations
     assert len(calls) <= 4, calls
+
+
+# ------------------------------------------------------------------------------ gradlint run
+# The static GL001 findings of legacy_clears.py (each loop's clear is behind a switch): the LBFGS
+# step call (line 21) and the SGD loop's backward (line 26); the loop not run stays unexercised.
+@pytest.mark.parametrize("args, status, verdicts", [
+    ((), 0, {21: "unexercised", 26: "refuted"}),  # cleared through .data, verified at every step
+    (("--forget",), 1, {21: "unexercised", 26: "confirmed"}),
+    (("--lbfgs",), 0, {21: "refuted", 26: "unexercised"}),  # LBFGS clearing in its closure
+    (("--lbfgs", "--forget"), 1, {21: "confirmed", 26: "unexercised"}),  # was refuted: counted in the step
+])
+def test_gradlint_run_verdicts_and_exit_status(tmp_path, args, status, verdicts):
+    report = tmp_path / "report.json"
+    done = gradlint_run("--output-format", "json", "-o", str(report), "legacy_clears.py", *args)
+    assert done.returncode == status, done.stdout + done.stderr
+    found = {f["line"]: f["runtime"] for f in json.loads(report.read_text()) if f["code"] == "GL001"}
+    assert found == verdicts
