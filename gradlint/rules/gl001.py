@@ -32,6 +32,7 @@ def check(ctx: Context) -> Iterable[Finding]:
 def judge(sites: list, cwd: str, finding: Any = None, obs: Any = None) -> Tuple[str, str]:
     """Runtime verdict of a finding from the backward sites it covers: confirmed when a step used
     gradients that still held a backward from before that optimizer's previous step."""
+    from gradlint.runtime.events import UNSURE_CARRY
     from gradlint.runtime.judges import CONFIRMED, REFUTED, UNEXERCISED, plural
     from gradlint.runtime.verdicts import manual_stale_evidence
 
@@ -50,6 +51,13 @@ def judge(sites: list, cwd: str, finding: Any = None, obs: Any = None) -> Tuple[
             f"that optimizer's previous step"
         )
     calls = sum(s.calls for s in sites)
+    unsure = sum(s.count(UNSURE_CARRY) for s in sites)
+    if unsure:  # gradients neither cleared in a way the tracer sees nor verifiably carried over
+        return UNEXERCISED, (
+            f"the backward ran {plural(calls, 'time')}, followed by {plural(steps, 'optimizer step')}; "
+            f"{plural(unsure, 'step')} used gradients that no clear the tracer saw had reset and whose "
+            f"content could not show a carry-over (a clear through .data, or all-zero gradients)"
+        )
     if steps >= 2:
         return REFUTED, (
             f"the backward ran {plural(calls, 'time')}, followed by {plural(steps, 'optimizer step')}; "

@@ -30,6 +30,10 @@ CARRIED_REUSE = "carried_reuse"  # backward site: re-ran a graph it retained bef
 SECOND_TIME = "second_time_error"  # backward site: raised "backward through the graph a second time"
 SECOND_TIME_AFTER_STEP = "second_time_after_step"  # ... when a step ran since this site's previous call
 ONE_SAMPLE_ROOT = "one_sample_root"  # backward site: one-element roots with dimensions (shape (1,), (1, 1))
+# backward site: steps that used gradients it accumulated onto ones a step had used, untouched as far
+# as the version counter shows, whose content could not tell a `.data` clear from a carry-over (no
+# probe yet, or all zero): neither a stale step nor a clean one
+UNSURE_CARRY = "unsure_carry"
 
 
 @dataclass

@@ -8,6 +8,22 @@ state (None, replaced, or changed in place since we last saw it) catches `p.grad
 AccumulateGrad node. A leaf in no optimizer has no step to watch: its *value* changing between two
 backwards that accumulate into it without a clear is a manual update with stale gradients.
 
+Clears through `.data` (`p.grad.data.zero_()`, `p.grad.data = torch.zeros_like(p)`, common in older
+code) leave the gradient's object and version counter as they were, so "untouched" alone cannot
+tell them from a forgotten clear. A step is therefore called stale only after a content check: the
+L1 norm of the gradient just before the backward accumulated onto it against its norm (the
+*probe*) when the previous step used it. Zero or changed: it was cleared; equal: carried over.
+Without a probe, or when the probe was zero (nothing to tell by), the step is *unsure*: never a
+stale step, and never evidence of a clean one either. Probes are taken only for parameters once
+judged at a step with carried-over gradients (and for all of an optimizer's parameters at its first
+step, once), so correct code that clears with `zero_grad()` or `p.grad.zero_()` pays nothing per
+step. The norms are queued on the device and read back (one sync) only when a step is about to use
+such gradients; a leaf in no optimizer (a hand-written update) is checked right after the backward.
+
+A step given a closure (`LBFGS`, `SGD.step(closure)`) runs its backward *inside* the step: what
+that backward accumulated onto is counted when the step ends, so such a step is judged like the
+usual backward-then-step, and never twice.
+
 Each thread has its own `GradState`: a thread only ever reads the gradients of leaves its own
 backward calls wrote into and of optimizers it steps or clears, never those another thread's
 autograd may be writing at the same moment. Leaves are held by weak reference.
@@ -17,21 +33,42 @@ from __future__ import annotations
 
 import functools
 import weakref
-from typing import Callable, Dict, Iterable, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
-from gradlint.runtime.events import CLEAR_BEFORE_STEP, PARAM_GRADS, BackwardSite, Observations, OptimizerStats
+from gradlint.runtime.events import (
+    CLEAR_BEFORE_STEP,
+    PARAM_GRADS,
+    UNSURE_CARRY,
+    BackwardSite,
+    Observations,
+    OptimizerStats,
+)
 
 GRAPH_LIMIT = 50_000  # nodes walked at most per graph (discovery of leaves, retained graphs)
 
-# Gradient state of a watched leaf just before a backward runs.
-FRESH, CARRY, STALE = 0, 1, 2
+# Gradient state of a watched leaf just before a backward runs. UNSURE: untouched since a step (or
+# a manual update) used it, but its content could not show whether it was cleared through `.data`.
+FRESH, CARRY, STALE, UNSURE = 0, 1, 2, 3
+_INF = float("inf")
+
+
+def _carried(pair: Optional[Tuple[float, float]]) -> int:
+    """From (norm when a step used the gradient, norm before a backward accumulated onto it):
+    STALE (carried over as used), FRESH (zeroed or changed through `.data` in between), or UNSURE
+    (no usable probe: missing, all zero, nan or inf)."""
+    if pair is None:
+        return UNSURE
+    used, before = pair
+    if used == 0.0 or used != used or used in (_INF, -_INF):
+        return UNSURE
+    return STALE if before == used else FRESH
 
 
 class LeafState:
     """What we know about one leaf's `.grad`. Holds the gradient only by weak reference."""
 
     __slots__ = ("grad_ref", "version", "used", "stale", "owned", "cleared", "noted", "before",
-                 "value_version", "fresh", "discarded")
+                 "value_version", "fresh", "discarded", "suspect", "probe", "unsure", "pre")
 
     def __init__(self) -> None:
         self.grad_ref: Optional[weakref.ref] = None  # the .grad last seen (None: no grad)
@@ -45,6 +82,10 @@ class LeafState:
         self.value_version = -1  # the leaf's own version counter after the last backward into it
         self.fresh = False  # a backward wrote into the gradient since a step used it / a clear
         self.discarded: Optional[BackwardSite] = None  # clear site that dropped fresh gradients
+        self.suspect = False  # once found untouched since it was used: its content gets probed
+        self.probe = None  # 0-dim tensor: L1 norm of the gradient when last used (suspects only)
+        self.unsure: Optional[BackwardSite] = None  # site that accumulated onto an UNSURE gradient
+        self.pre = None  # 0-dim tensor: its norm just before the backward that made it (maybe) stale
 
     def remember(self, grad) -> None:
         if grad is None:
@@ -69,6 +110,8 @@ class LeafState:
         self.fresh = False
         self.used = False
         self.stale = None
+        self.unsure = None
+        self.probe = self.pre = None
         self.cleared = True
         if self.noted is not None:  # a cleared leaf is not a never-cleared leaf after all
             self.noted.loose_leaves -= 1
@@ -79,13 +122,15 @@ class LeafState:
 class Adopted:
     """An optimizer we have seen: its stats and its parameters' states (weakly held)."""
 
-    __slots__ = ("ref", "stats", "count", "pairs")
+    __slots__ = ("ref", "stats", "count", "pairs", "marks", "probed")
 
     def __init__(self, ref: weakref.ref, stats: OptimizerStats) -> None:
         self.ref = ref
         self.stats = stats
         self.count = -1
         self.pairs: List[Tuple[weakref.ref, LeafState]] = []
+        self.marks = 0  # GradState.marks when its step began
+        self.probed = False  # its parameters were all probed once (at its first step)
 
 
 class GradState:
@@ -103,6 +148,9 @@ class GradState:
         self.pending_sites: Dict[int, BackwardSite] = {}  # sites run since the last step
         self.steps = 0  # steps this thread ran (GL008 asks whether one ran between two backwards)
         self.manual = 0  # manual updates seen (leaves in no optimizer whose value changed)
+        self.marks = 0  # backwards that marked leaves stale or unsure (closures inside a step)
+        # Provisionally stale leaves of the running backward and their norms just before it
+        self.checks: Optional[List[Tuple[LeafState, Any]]] = None
 
     # ------------------------------------------------------------------ leaves
     def watched(self) -> list:
@@ -160,6 +208,7 @@ class GradState:
     # ------------------------------------------------------------------ around a backward
     def before_accumulate(self) -> None:
         """Classify every watched leaf's gradient just before a backward writes into it."""
+        checks: Optional[List[Tuple[LeafState, Any]]] = None
         for ref, state in self.watched():
             leaf = ref()
             if leaf is None:
@@ -172,10 +221,17 @@ class GradState:
                     state.grad_ref = None
                 state.before = FRESH
             elif state.untouched(grad):
-                if state.used:
-                    state.before = STALE
-                elif not state.owned and state.value_version >= 0 and leaf._version != state.value_version:
-                    state.before = STALE  # updated by hand since it got these gradients
+                # Used by a step, or (a leaf in no optimizer) updated by hand since it got these
+                # gradients: stale unless cleared through `.data`, which only its content can show.
+                if state.used or (not state.owned and state.value_version >= 0
+                                  and leaf._version != state.value_version):
+                    if state.probe is None:
+                        state.before = UNSURE
+                    else:
+                        state.before = STALE  # until its content says otherwise (after_accumulate)
+                        if checks is None:
+                            checks = []
+                        checks.append((state, grad))
                 else:
                     state.before = CARRY
             else:
@@ -185,12 +241,49 @@ class GradState:
                     state.clear()
                 state.remember(grad)
                 state.before = FRESH
+        if checks:
+            # Their norms now, queued on the device. Read back (a sync) only where they matter: for
+            # an optimizer's parameter when a step is about to use the gradient (a GAN's generator
+            # backward writes into the discriminator's gradients, which are cleared before its own
+            # step: never read), for a leaf in no optimizer right after this backward if it wrote it.
+            manual = []
+            for (state, grad), norm in zip(checks, self.norms([grad for _, grad in checks])):
+                state.pre = norm
+                if not state.owned:
+                    manual.append((state, grad))
+            if manual:
+                self.checks = manual
+
+    def _settle_checks(self) -> None:
+        """Provisionally stale leaves in no optimizer this backward wrote into: cleared through
+        `.data` since the update read them (zero, or changed, before the backward), carried over
+        (as the update read them), or unsure (nothing to tell by)."""
+        assert self.checks is not None
+        checks = self.checks
+        self.checks = None
+        written = []
+        for state, grad in checks:
+            ref = state.grad_ref
+            if ref is not None and grad._version == state.version and ref() is grad:
+                continue  # not written by this backward: not judged, no sync for it
+            state.suspect = True  # however it turns out: probe it from now on
+            written.append(state)
+        pairs = self.compare([state.probe for state in written], [state.pre for state in written])
+        for state, pair in zip(written, pairs):
+            result = _carried(pair)
+            if result == FRESH:
+                state.clear()
+            state.before = result
+            state.pre = None
 
     def after_accumulate(self, site: BackwardSite) -> None:
         """Leaves whose gradient the backward changed: note stale and never-cleared accumulation."""
-        stale = False
+        stale = unsure = False
         manual = 0
         params = False
+        probes: Optional[List[Tuple[LeafState, Any]]] = None
+        if self.checks is not None:
+            self._settle_checks()
         for ref, state in self.watched():
             leaf = ref()
             if leaf is None:
@@ -216,15 +309,33 @@ class GradState:
                     stale = True
                     if state.stale is None:
                         state.stale = site
+                elif before == UNSURE:
+                    unsure = True
+                    if state.unsure is None:
+                        state.unsure = site
             else:
+                if before >= STALE:  # accumulated onto gradients an update read (or maybe): probe it
+                    state.suspect = True
                 if before == STALE:
                     manual += 1
                 elif before == CARRY and not state.cleared and state.noted is None:
                     state.noted = site
                     site.loose_leaves += 1
+                # A hand-written update reads the gradient as this backward leaves it: probe
+                # suspects (and a leaf's first gradient) now, for the check before the next one.
+                if state.suspect or state.value_version < 0:
+                    if probes is None:
+                        probes = []
+                    probes.append((state, grad))
+                else:
+                    state.probe = None
                 state.value_version = leaf._version
             state.used = False
             state.before = FRESH
+        if probes:
+            self.take_probes(probes)
+        if stale or unsure:
+            self.marks += 1  # a step in progress (a closure's backward) counts these when it ends
         if stale:
             site.stale_accumulations += 1
         if manual:
@@ -234,6 +345,61 @@ class GradState:
                 site.manual_stale_leaves = manual
         if params:
             site.bump(PARAM_GRADS)
+
+    # ------------------------------------------------------------------ content probes
+    def norms(self, grads: list) -> list:
+        """The L1 norm of each gradient as a 0-dim tensor on its device (no host sync), None where
+        it cannot be taken. A DTensor gradient is probed by this rank's shard."""
+        torch = self.torch
+        tensors = []
+        for grad in grads:
+            to_local = getattr(grad, "to_local", None)
+            tensors.append(to_local() if callable(to_local) else grad)
+        with torch.no_grad():
+            if all(t.layout == torch.strided for t in tensors):
+                try:  # one call for the whole list, as clip_grad_norm_ does
+                    return list(torch._foreach_norm(tensors, 1))
+                except Exception:
+                    pass
+            out = []
+            for tensor in tensors:
+                try:
+                    if tensor.is_sparse:
+                        tensor = tensor._values()
+                    elif tensor.layout != torch.strided:
+                        tensor = tensor.values()
+                    out.append(torch.linalg.vector_norm(tensor, 1))
+                except Exception:
+                    out.append(None)
+            return out
+
+    def take_probes(self, pairs: List[Tuple[LeafState, Any]]) -> None:
+        """Store each leaf's probe: its gradient's norm now, as the step or update uses it."""
+        for (state, _), norm in zip(pairs, self.norms([grad for _, grad in pairs])):
+            state.probe = norm
+
+    def compare(self, old: list, now: list) -> List[Optional[Tuple[float, float]]]:
+        """Pairs of norms (0-dim tensors) as numbers; None where either is missing. Reading them
+        back syncs once per device."""
+        torch = self.torch
+        out: List[Optional[Tuple[float, float]]] = [None] * len(now)
+        by_device: Dict[object, List[int]] = {}
+        for index, (before, after) in enumerate(zip(old, now)):
+            if before is not None and after is not None and before.device == after.device:
+                by_device.setdefault(after.device, []).append(index)
+        for device, indexes in by_device.items():
+            try:
+                if getattr(device, "type", None) == "cpu":  # nothing to sync: read them one by one
+                    for index in indexes:
+                        out[index] = (old[index].item(), now[index].item())
+                    continue
+                values = torch.stack([old[i] for i in indexes] + [now[i] for i in indexes]).tolist()
+            except Exception:
+                continue
+            half = len(indexes)
+            for position, index in enumerate(indexes):
+                out[index] = (values[position], values[half + position])
+        return out
 
     # ------------------------------------------------------------------ optimizers
     def adopt(self, optimizer) -> Adopted:
@@ -279,9 +445,9 @@ class GradState:
         for site in self.pending_sites.values():
             site.steps += 1
         self.pending_sites.clear()
-        stale_sites: Optional[Dict[int, Tuple[BackwardSite, int]]] = None
         fresh = False
         dropped: Optional[Dict[int, BackwardSite]] = None
+        marked = []
         for ref, state in adopted.pairs:
             if state.fresh:
                 fresh = True
@@ -289,17 +455,49 @@ class GradState:
                 if dropped is None:
                     dropped = {}
                 dropped[id(state.discarded)] = state.discarded
-            if state.stale is not None:
-                param = ref()
-                if param is not None and param.grad is not None:
-                    if stale_sites is None:
-                        stale_sites = {}
-                    site, count = stale_sites.get(id(state.stale), (state.stale, 0))
-                    stale_sites[id(site)] = (site, count + 1)
+            if state.stale is not None or state.unsure is not None:
+                marked.append((ref, state))
         if dropped and not fresh:
             # GL005: every gradient a backward produced for this step was cleared before it.
             for clear_site in dropped.values():
                 clear_site.bump(CLEAR_BEFORE_STEP)
+        if marked:
+            self._judge_step(stats, marked)
+        adopted.marks = self.marks
+        return adopted
+
+    def _judge_step(self, stats: OptimizerStats, marked: List[Tuple[weakref.ref, LeafState]]) -> None:
+        """A step about to use (or, after a closure, that used) the gradients of `marked` leaves:
+        a stale step for the sites that accumulated onto used gradients; for sites whose carried
+        gradients could not be verified, an unsure step (counted apart: neither stale nor clean).
+        The marks are settled here, so one step is counted once."""
+        stale_sites: Dict[int, Tuple[BackwardSite, int]] = {}
+        unsure_sites: Dict[int, BackwardSite] = {}
+        live = []
+        for ref, state in marked:
+            param = ref()
+            if param is not None and param.grad is not None:
+                live.append(state)
+                state.suspect = True  # judged at a step: probe it at the next ones
+        # Content check of the provisionally stale: the norm just before the backward accumulated
+        # onto the gradient against the norm when the previous step used it (one sync).
+        stale = [state for state in live if state.stale is not None]
+        verdicts = self.compare([state.probe for state in stale], [state.pre for state in stale])
+        outcome: Dict[int, int] = {}
+        for state, pair in zip(stale, verdicts):
+            outcome[id(state)] = _carried(pair)
+        for state in live:
+            result = outcome.get(id(state), UNSURE)
+            if result == STALE and state.stale is not None:
+                site, count = stale_sites.get(id(state.stale), (state.stale, 0))
+                stale_sites[id(site)] = (site, count + 1)
+            elif result == UNSURE:
+                unsure_site = state.stale if state.stale is not None else state.unsure
+                if unsure_site is not None:
+                    unsure_sites[id(unsure_site)] = unsure_site
+            # FRESH: cleared through .data before that backward
+        for _, state in marked:
+            state.stale = state.unsure = state.pre = None
         if stale_sites:
             stats.stale_steps += 1
             for site, count in stale_sites.values():
@@ -307,12 +505,25 @@ class GradState:
                 site.stale_params = max(site.stale_params, count)
                 if stats.name not in site.stale_optimizers:
                     site.stale_optimizers.append(stats.name)
-        return adopted
+        for key, site in unsure_sites.items():
+            if key not in stale_sites:
+                site.bump(UNSURE_CARRY)
 
     def after_step(self, optimizer) -> None:
         adopted = self.optimizers.get(id(optimizer))
         if adopted is None or adopted.ref() is not optimizer:  # a step whose pre-hook we missed
             adopted = self.adopt(optimizer)
+            adopted.marks = self.marks
+        if self.pending_sites:  # backwards run by the step itself (a closure): this step followed them
+            for site in self.pending_sites.values():
+                site.steps += 1
+            self.pending_sites.clear()
+        if self.marks != adopted.marks:  # a closure's backward accumulated onto used gradients
+            self._judge_step(adopted.stats, [(ref, state) for ref, state in adopted.pairs
+                                             if state.stale is not None or state.unsure is not None])
+        probe_all = not adopted.probed
+        adopted.probed = True
+        probes: Optional[List[Tuple[LeafState, Any]]] = None
         for ref, state in adopted.pairs:
             param = ref()
             if param is None:
@@ -320,15 +531,24 @@ class GradState:
             grad = param.grad
             if grad is None:
                 state.grad_ref, state.version, state.used = None, -1, False
+                state.probe = None
             else:  # LeafState.remember, inlined: this runs for every parameter on every step
                 gref = state.grad_ref
                 if gref is None or gref() is not grad:
                     state.grad_ref = weakref.ref(grad)
                 state.version = grad._version
                 state.used = True
+                if state.suspect or probe_all:
+                    if probes is None:
+                        probes = []
+                    probes.append((state, grad))
+                else:
+                    state.probe = None
             state.stale = None
             state.fresh = False
             state.discarded = None
+        if probes:
+            self.take_probes(probes)
 
     # ------------------------------------------------------------------ clears
     def optimizer_params(self, optimizer) -> Iterator[Tuple[object, LeafState]]:
@@ -355,7 +575,7 @@ class GradState:
                 state.clear(site)
             else:  # LeafState.clear with nothing to settle, inlined: runs for every parameter
                 state.used = False
-                state.stale = None
+                state.stale = state.unsure = None
                 state.cleared = True
             grad = param.grad  # type: ignore[attr-defined]
             if grad is None:  # set_to_none (the default): LeafState.remember(None), inlined

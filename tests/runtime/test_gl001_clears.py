@@ -1,0 +1,297 @@
+"""GL001 at runtime: clears the version counter cannot see (through `.data`), steps that run their
+backward inside (closures), and what the content probes cost correct code."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+import gradlint.runtime
+from gradlint.rules import gl001
+from gradlint.runtime.events import UNSURE_CARRY
+from gradlint.runtime.gradstate import GradState
+from runtime_helpers import REPO, gradlint_run
+from runtime_loops import batches, mlp
+
+
+def _trace():
+    return gradlint.runtime.trace(cwd=REPO)
+
+
+def _backward_sites(traced):
+    return [s for s in traced.observations.sites.values() if s.kind == "backward" and s.calls]
+
+
+def _stale_steps(traced) -> int:
+    return sum(o.stale_steps for o in traced.observations.optimizers)
+
+
+def _verdict(traced):
+    return gl001.judge(_backward_sites(traced), REPO)
+
+
+def _clear(model: nn.Module, how: str) -> None:
+    for p in model.parameters():
+        if p.grad is None:
+            continue
+        if how == "data_zero":
+            p.grad.data.zero_()
+        elif how == "data_assign":
+            p.grad.data = torch.zeros_like(p)
+        elif how == "data_mul":
+            p.grad.data.mul_(0)
+
+
+def _sgd_loop(how: str, steps: int = 6) -> None:
+    model = mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    for inputs, labels in batches(steps):
+        nn.functional.cross_entropy(model(inputs), labels).backward()
+        optimizer.step()
+        _clear(model, how)
+
+
+# ------------------------------------------------------------------------------ clears through .data
+@pytest.mark.parametrize("how", ["data_zero", "data_assign", "data_mul"])
+def test_clearing_through_data_is_not_stale(how):
+    with _trace() as traced:
+        _sgd_loop(how)
+    assert _stale_steps(traced) == 0
+    assert not [f for f in traced.confirmed() if f.code == "GL001"]
+    # every step was verified to use cleared gradients: the static finding could be refuted
+    verdict, evidence = _verdict(traced)
+    assert verdict == "refuted", evidence
+
+
+def test_clearing_through_data_before_the_backward_is_not_stale():
+    with _trace() as traced:
+        model = mlp()
+        optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+        for inputs, labels in batches(6):
+            _clear(model, "data_zero")
+            nn.functional.cross_entropy(model(inputs), labels).backward()
+            optimizer.step()
+    assert _stale_steps(traced) == 0
+
+
+def test_missing_clear_is_still_confirmed_and_each_step_counted_once():
+    with _trace() as traced:
+        _sgd_loop("none", steps=6)
+    # the first step has nothing to carry: the other five are stale, each counted once
+    assert _stale_steps(traced) == 5
+    assert _verdict(traced)[0] == "confirmed"
+    (site,) = _backward_sites(traced)
+    assert site.stale_params == 6 and site.count(UNSURE_CARRY) == 0
+
+
+def test_clearing_through_data_only_sometimes_is_confirmed_on_the_steps_it_missed():
+    with _trace() as traced:
+        model = mlp()
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+        for index, (inputs, labels) in enumerate(batches(8)):
+            nn.functional.cross_entropy(model(inputs), labels).backward()
+            optimizer.step()
+            if index % 2 == 0:
+                _clear(model, "data_zero")
+    assert _stale_steps(traced) == 3  # the steps after iterations 1, 3, 5 carried gradients over
+    assert _verdict(traced)[0] == "confirmed"
+
+
+@pytest.mark.parametrize("how", ["none", "data_zero"])
+def test_embedding_whose_unused_rows_have_zero_gradients(how):
+    """Only the rows a batch looks up get gradients: a probe of the first elements would be all
+    zero, the norm of the whole gradient is not."""
+    with _trace() as traced:
+        torch.manual_seed(0)
+        table = nn.Embedding(1000, 8)
+        optimizer = torch.optim.SGD(table.parameters(), lr=0.1)
+        for step in range(5):
+            tokens = torch.tensor([500 + step, 900 - step])
+            table(tokens).pow(2).sum().backward()
+            optimizer.step()
+            _clear(table, how)
+    if how == "none":
+        assert _stale_steps(traced) == 4
+        assert _verdict(traced)[0] == "confirmed"
+    else:
+        assert _stale_steps(traced) == 0
+        assert _verdict(traced)[0] == "refuted"
+
+
+def test_sparse_embedding_missing_clear_is_confirmed():
+    with _trace() as traced:
+        torch.manual_seed(0)
+        table = nn.Embedding(50, 4, sparse=True)
+        optimizer = torch.optim.SGD(table.parameters(), lr=0.1)
+        for step in range(4):
+            table(torch.tensor([step, step + 1])).sum().backward()
+            optimizer.step()
+    assert _verdict(traced)[0] == "confirmed"
+
+
+def test_manual_update_cleared_through_data_is_not_stale():
+    for clear in (True, False):
+        with _trace() as traced:
+            weight = torch.ones(3, requires_grad=True)
+            for _ in range(5):
+                (weight * torch.arange(3.0)).sum().backward()
+                with torch.no_grad():
+                    weight -= 0.1 * weight.grad
+                if clear:
+                    weight.grad.data.zero_()
+        manual = sum(s.manual_stale for s in _backward_sites(traced))
+        # without the clear every backward after the first re-applies stale gradients (a leaf's
+        # first gradient is probed, so even the first carry-over is verified)
+        assert manual == (0 if clear else 4), clear
+
+
+# ------------------------------------------------------------------------------ unsure carry-overs
+def test_a_first_carry_over_without_a_probe_is_neither_stale_nor_clean():
+    """Cleared by zero_grad (so never probed) until it stops: that first carry-over cannot be told
+    from a clear through .data; the next one can."""
+    for forgotten, stale, verdict in ((1, 0, "unexercised"), (2, 1, "confirmed")):
+        with _trace() as traced:
+            model = mlp()
+            optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+            for index, (inputs, labels) in enumerate(batches(4 + forgotten)):
+                if index < 4:
+                    optimizer.zero_grad()
+                nn.functional.cross_entropy(model(inputs), labels).backward()
+                optimizer.step()
+        assert _stale_steps(traced) == stale
+        (site,) = _backward_sites(traced)
+        assert site.count(UNSURE_CARRY) == 1
+        result, evidence = _verdict(traced)
+        assert result == verdict, evidence
+        if verdict == "unexercised":
+            assert "could not show a carry-over" in evidence
+
+
+def test_all_zero_gradients_carried_over_are_unsure_not_refuted():
+    with _trace() as traced:
+        weight = nn.Parameter(torch.ones(3))
+        optimizer = torch.optim.SGD([weight], lr=0.1)
+        for _ in range(4):
+            (weight * 0).sum().backward()
+            optimizer.step()
+    assert _stale_steps(traced) == 0
+    assert _verdict(traced)[0] == "unexercised"
+
+
+# ------------------------------------------------------------------------------ closures
+def _quadratic():
+    torch.manual_seed(0)
+    return nn.Linear(4, 1), torch.randn(16, 4), torch.randn(16, 1)
+
+
+@pytest.mark.parametrize("clear", [False, True])
+def test_lbfgs_closure(clear):
+    with _trace() as traced:
+        model, inputs, targets = _quadratic()
+        optimizer = torch.optim.LBFGS(model.parameters(), lr=0.5, max_iter=4)
+
+        def closure():
+            if clear:
+                optimizer.zero_grad()
+            loss = (model(inputs) - targets).pow(2).mean()
+            loss.backward()
+            return loss
+
+        for _ in range(3):
+            optimizer.step(closure)
+    (site,) = _backward_sites(traced)
+    assert site.steps == 3  # the closure's backward is followed by the step that runs it
+    if clear:
+        assert _stale_steps(traced) == 0
+        assert _verdict(traced)[0] == "refuted"
+    else:
+        assert _stale_steps(traced) == 2
+        assert site.stale_steps == 2 and site.stale_optimizers == ["LBFGS"]
+        assert _verdict(traced)[0] == "confirmed"
+
+
+@pytest.mark.parametrize("clear", [False, True])
+def test_sgd_step_with_closure(clear):
+    with _trace() as traced:
+        model = mlp()
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+        for inputs, labels in batches(5):
+            def closure(inputs=inputs, labels=labels):
+                if clear:
+                    optimizer.zero_grad()
+                loss = nn.functional.cross_entropy(model(inputs), labels)
+                loss.backward()
+                return loss
+
+            optimizer.step(closure)
+    assert _stale_steps(traced) == (0 if clear else 4)
+    assert _verdict(traced)[0] == ("refuted" if clear else "confirmed")
+
+
+def test_backward_before_a_closure_step_is_not_counted_twice():
+    """A backward outside the step, then a step whose closure runs another: one step, counted
+    once, stale once per step."""
+    with _trace() as traced:
+        model = mlp()
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+        for inputs, labels in batches(4):
+            nn.functional.cross_entropy(model(inputs), labels).backward()
+
+            def closure(inputs=inputs, labels=labels):
+                loss = nn.functional.cross_entropy(model(inputs), labels)
+                loss.backward()
+                return loss
+
+            optimizer.step(closure)
+    stats = traced.observations.optimizers[0]
+    assert stats.steps == 4 and stats.stale_steps == 3
+    assert all(s.steps == 4 for s in _backward_sites(traced))
+
+
+# ------------------------------------------------------------------------------ cost on correct code
+@pytest.mark.parametrize("set_to_none", [True, False])
+def test_correct_loops_take_content_probes_only_at_the_first_step(monkeypatch, set_to_none):
+    calls = []
+    original = GradState.norms
+
+    def counted(self, grads):
+        calls.append(len(grads))
+        return original(self, grads)
+
+    monkeypatch.setattr(GradState, "norms", counted)
+    with _trace() as traced:
+        generator, discriminator = mlp(0), nn.Sequential(nn.Linear(4, 1))
+        opt_g = torch.optim.Adam(generator.parameters(), lr=1e-3)
+        opt_d = torch.optim.Adam(discriminator.parameters(), lr=1e-3)
+        for inputs, _ in batches(20):
+            opt_d.zero_grad(set_to_none=set_to_none)
+            fake = generator(inputs)
+            discriminator(fake.detach()).mean().backward()
+            opt_d.step()
+            opt_g.zero_grad(set_to_none=set_to_none)
+            discriminator(fake).mean().backward()
+            opt_g.step()
+    assert _stale_steps(traced) == 0
+    # each optimizer's parameters once at its first step (plus, before the first step, the leaves'
+    # first gradients: they are in no optimizer yet); then nothing for 19 iterations
+    assert len(calls) <= 4, calls
+
+
+# ------------------------------------------------------------------------------ gradlint run
+# The static GL001 findings of legacy_clears.py (each loop's clear is behind a switch): the LBFGS
+# step call (line 21) and the SGD loop's backward (line 26); the loop not run stays unexercised.
+@pytest.mark.parametrize("args, status, verdicts", [
+    ((), 0, {21: "unexercised", 26: "refuted"}),  # cleared through .data, verified at every step
+    (("--forget",), 1, {21: "unexercised", 26: "confirmed"}),
+    (("--lbfgs",), 0, {21: "refuted", 26: "unexercised"}),  # LBFGS clearing in its closure
+    (("--lbfgs", "--forget"), 1, {21: "confirmed", 26: "unexercised"}),  # was refuted: counted in the step
+])
+def test_gradlint_run_verdicts_and_exit_status(tmp_path, args, status, verdicts):
+    report = tmp_path / "report.json"
+    done = gradlint_run("--output-format", "json", "-o", str(report), "legacy_clears.py", *args)
+    assert done.returncode == status, done.stdout + done.stderr
+    found = {f["line"]: f["runtime"] for f in json.loads(report.read_text()) if f["code"] == "GL001"}
+    assert found == verdicts
