@@ -292,6 +292,20 @@ def _lint_chunk(paths: Sequence[str]) -> List[_Outcome]:
     return [_lint_path(p, _WORKER["settings"], _WORKER["caches"]) for p in paths]
 
 
+def cached(path: str, settings: Any) -> bool:
+    """Does the result cache already hold `path`'s findings as it is now (a hit `lint_files`
+    would take)? False when it cannot tell (unreadable file, configuration error)."""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+        settings = settings.for_path(path)
+        cache = _Caches(True).for_settings(settings)
+        key = cache.key(path, data, settings.enabled_codes(path))
+        return cache.get(key, display_path(path), lambda: _program_text(data, path)) is not None
+    except Exception:
+        return False
+
+
 def lint_files(
     files: List[str],
     settings: Any,

@@ -243,7 +243,8 @@ def run_command(module, argv, select, ignore, extend_select, output_format, outp
     from gradlint.runtime import distributed
 
     rank = distributed.context()
-    if use_cache and script is not None and (rank is None or rank.rank == 0):  # rank 0 reports
+    if use_cache and script is not None and (rank is None or rank.rank == 0) and not _cached(script, settings):
+        # rank 0 reports; a rerun of an unchanged script finds its findings cached: no child
         options = [*(f"--select={v}" for v in select), *(f"--ignore={v}" for v in ignore),
                    *(f"--extend-select={v}" for v in extend_select)]
         options += [f"--config={config}"] if config else []
@@ -251,6 +252,12 @@ def run_command(module, argv, select, ignore, extend_select, output_format, outp
         options += [f"--cache-dir={cache_dir_override(cache_dir)}"] if cache_dir else []
         warm = _CacheWarmer(script, options)
     sys.exit(_trace_and_report(program, settings, fmt, output, exit_zero, rank, use_cache, warm))
+
+
+def _cached(script: str, settings) -> bool:
+    from gradlint.engine import cached
+
+    return os.path.isfile(script) and cached(os.path.abspath(script), settings)
 
 
 class _CacheWarmer:

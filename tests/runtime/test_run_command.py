@@ -227,3 +227,28 @@ def test_module_mode_finds_modules_in_the_current_folder_as_python_m_does(tmp_pa
         assert expected in result.stdout
     result = CliRunner().invoke(main, ["run", "--no-cache", "-m", "gl_cwd_missing"], catch_exceptions=False)
     assert result.exit_code == 2
+
+
+def test_no_cache_warmer_child_when_the_scripts_findings_are_cached(tmp_path, monkeypatch):
+    """A rerun of an unchanged script has its findings cached: no child is started; after an
+    edit (or with an empty cache) one is."""
+    import gradlint.runtime.cli as runtime_cli
+
+    script = tmp_path / "train.py"
+    script.write_text("import torch\nfor x in loader:\n    model(x).sum().backward()\n    opt.step()\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("GRADLINT_NO_CACHE_WARMER", raising=False)
+    started = []
+    monkeypatch.setattr(runtime_cli, "_CacheWarmer", lambda script, options: started.append(script))
+    monkeypatch.setattr(runtime_cli, "_trace_and_report", lambda *args, **kwargs: 0)
+    cache = f"--cache-dir={tmp_path / 'cache'}"
+
+    def run_once():
+        CliRunner().invoke(main, ["run", cache, "train.py"], catch_exceptions=False)
+        return len(started)
+
+    assert run_once() == 1  # empty cache
+    CliRunner().invoke(main, ["check", cache, "train.py"], catch_exceptions=False)  # fills it
+    assert run_once() == 1  # cached: no second child
+    script.write_text(script.read_text() + "# edited\n")
+    assert run_once() == 2
