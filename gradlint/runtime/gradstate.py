@@ -32,6 +32,7 @@ autograd may be writing at the same moment. Leaves are held by weak reference.
 from __future__ import annotations
 
 import functools
+import math
 import weakref
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
@@ -49,7 +50,6 @@ GRAPH_LIMIT = 50_000  # nodes walked at most per graph (discovery of leaves, ret
 # Gradient state of a watched leaf just before a backward runs. UNSURE: untouched since a step (or
 # a manual update) used it, but its content could not show whether it was cleared through `.data`.
 FRESH, CARRY, STALE, UNSURE = 0, 1, 2, 3
-_INF = float("inf")
 
 
 def _carried(pair: Optional[Tuple[float, float]]) -> int:
@@ -59,7 +59,7 @@ def _carried(pair: Optional[Tuple[float, float]]) -> int:
     if pair is None:
         return UNSURE
     used, before = pair
-    if used == 0.0 or used != used or used in (_INF, -_INF):
+    if used == 0.0 or not math.isfinite(used):
         return UNSURE
     return STALE if before == used else FRESH
 
@@ -442,9 +442,7 @@ class GradState:
         stats.steps += 1
         self.steps += 1
         self.obs.steps += 1
-        for site in self.pending_sites.values():
-            site.steps += 1
-        self.pending_sites.clear()
+        self._followed_by_step()
         fresh = False
         dropped: Optional[Dict[int, BackwardSite]] = None
         marked = []
@@ -509,15 +507,18 @@ class GradState:
             if key not in stale_sites:
                 site.bump(UNSURE_CARRY)
 
+    def _followed_by_step(self) -> None:
+        """The backward sites run since the last step are followed by one now."""
+        for site in self.pending_sites.values():
+            site.steps += 1
+        self.pending_sites.clear()
+
     def after_step(self, optimizer) -> None:
         adopted = self.optimizers.get(id(optimizer))
         if adopted is None or adopted.ref() is not optimizer:  # a step whose pre-hook we missed
             adopted = self.adopt(optimizer)
             adopted.marks = self.marks
-        if self.pending_sites:  # backwards run by the step itself (a closure): this step followed them
-            for site in self.pending_sites.values():
-                site.steps += 1
-            self.pending_sites.clear()
+        self._followed_by_step()  # backwards run by the step itself (a closure): this step followed them
         if self.marks != adopted.marks:  # a closure's backward accumulated onto used gradients
             self._judge_step(adopted.stats, [(ref, state) for ref, state in adopted.pairs
                                              if state.stale is not None or state.unsure is not None])
@@ -571,15 +572,6 @@ class GradState:
                 continue
             if state.fresh and site is None:
                 site = site_of()
-            if state.fresh or state.noted is not None:
-                state.clear(site)
-            else:  # LeafState.clear with nothing to settle, inlined: runs for every parameter
-                state.used = False
-                state.stale = state.unsure = None
-                state.cleared = True
-            grad = param.grad  # type: ignore[attr-defined]
-            if grad is None:  # set_to_none (the default): LeafState.remember(None), inlined
-                state.grad_ref, state.version = None, -1
-            else:
-                state.remember(grad)
+            state.clear(site)
+            state.remember(param.grad)  # type: ignore[attr-defined]
         return site
