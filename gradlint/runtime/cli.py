@@ -257,7 +257,7 @@ def run_command(module, argv, select, ignore, extend_select, output_format, outp
 def _cached(script: str, settings) -> bool:
     from gradlint.engine import cached
 
-    return os.path.isfile(script) and cached(os.path.abspath(script), settings)
+    return cached(os.path.abspath(script), settings)  # a folder or zip to run is never cached
 
 
 class _CacheWarmer:

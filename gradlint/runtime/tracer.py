@@ -382,14 +382,10 @@ class Tracer:
             # pseudo-random sample (1 in `sample_retained_every`, not periodic, so a periodic reuse
             # cannot dodge it) keeps the per-step cost low on long runs.
             settling = site.retained_reused and site.reused_by == site.stack and not site.count(CARRIED_REUSE)
-            if settling and site.retained_watched < CARRIED_WATCH:
-                site.retained_watched += 1
-                hook_retained(self, site, call.roots or [], call.inputs, state.grads, self._current_call,
-                              self._retained)
-            elif not site.retained_reused and (
+            if (settling and site.retained_watched < CARRIED_WATCH) or (not site.retained_reused and (
                 site.retained_watched < self.watch_all_retained
                 or self._sample.random() * self.sample_retained_every < 1.0
-            ):
+            )):
                 site.retained_watched += 1
                 hook_retained(self, site, call.roots or [], call.inputs, state.grads, self._current_call,
                               self._retained)
