@@ -98,6 +98,7 @@ class RetainProver:
         self._owners: Dict[str, Dict[cst.FunctionDef, cst.ClassDef]] = {}
         self._summaries: Dict[cst.FunctionDef, Dict[str, str]] = {}
         self._summarising: Set[cst.FunctionDef] = set()
+        self._step_closures: Dict[str, bool] = {}  # function name -> used only as `opt.step(name)`
 
     # -- entry ---------------------------------------------------------------------------------
     def verdicts(self) -> List[Verdict]:
@@ -115,7 +116,7 @@ class RetainProver:
         assert backward.tensor is not None
         fn = scope.node if isinstance(scope.node, cst.FunctionDef) else None
         manual = fn is not None and (
-            (backward.kind == "manual" and fn.name.value == "training_step") or _only_a_step_closure(fn, self.module)
+            (backward.kind == "manual" and fn.name.value == "training_step") or self._step_closure(fn)
         )
         root_keys = set(analysis.reads.reads(backward.tensor).keys)
         param = _parameter_root(backward.tensor, scope)
@@ -148,6 +149,15 @@ class RetainProver:
                     return self._callers_leave_unwalked(known, root_keys, backward.node, fn, owner, 0)
             return self._in_iterations(backward, fn, owner)
         return False
+
+    def _step_closure(self, fn: cst.FunctionDef) -> bool:
+        """`_only_a_step_closure`, once per name: a file may hold hundreds of retaining backwards
+        (torch's autograd tests), each asking about its function."""
+        name = fn.name.value
+        found = self._step_closures.get(name)
+        if found is None:
+            found = self._step_closures[name] = _only_a_step_closure(fn, self.module)
+        return found
 
     def _constructor_attributes(self, owner: cst.ClassDef) -> Dict[str, str]:
         """`self.x` attributes only `__init__` assigns (`self.gama = gama`, `self.device = ...`),
