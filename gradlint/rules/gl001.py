@@ -78,10 +78,16 @@ def observe(site, cwd: str, covered: bool, peers: Optional[list] = None) -> List
     the summary, not a finding: with no step there is no GL001.)"""
     from gradlint.runtime.verdicts import manual_stale_evidence
 
+    from gradlint.runtime.events import STALE_UPSTREAM
+
     if covered:
         return []
     out: List[Tuple[str, str, Optional[str]]] = []
-    if site.stale_steps:
+    # Reported where the stale gradients were last added to before a step used them: a backward
+    # that is only ever followed by another one accumulating onto the same stale gradients (a
+    # GAN's generator backward through a discriminator its loop never clears) is the same missing
+    # clear, reported (or confirmed) at that later backward.
+    if site.stale_steps > site.count(STALE_UPSTREAM):
         _, evidence = judge([site], cwd)
         out.append((
             "this backward accumulates onto gradients an optimizer step already used: clear them "

@@ -34,6 +34,9 @@ ONE_SAMPLE_ROOT = "one_sample_root"  # backward site: one-element roots with dim
 # as the version counter shows, whose content could not tell a `.data` clear from a carry-over (no
 # probe yet, or all zero): neither a stale step nor a clean one
 UNSURE_CARRY = "unsure_carry"
+# backward site: of its stale steps, those where a later backward accumulated onto the same stale
+# gradients before the step (it was not the last to add to what the step used)
+STALE_UPSTREAM = "stale_upstream"
 
 
 @dataclass

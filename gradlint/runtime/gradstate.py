@@ -39,6 +39,7 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tupl
 from gradlint.runtime.events import (
     CLEAR_BEFORE_STEP,
     PARAM_GRADS,
+    STALE_UPSTREAM,
     UNSURE_CARRY,
     BackwardSite,
     Observations,
@@ -49,7 +50,11 @@ GRAPH_LIMIT = 50_000  # nodes walked at most per graph (discovery of leaves, ret
 
 # Gradient state of a watched leaf just before a backward runs. UNSURE: untouched since a step (or
 # a manual update) used it, but its content could not show whether it was cleared through `.data`.
-FRESH, CARRY, STALE, UNSURE = 0, 1, 2, 3
+# STALE_AGAIN: an optimizer's parameter already made stale by an earlier backward since its last step
+# (`loss_a.backward(); loss_b.backward(); opt.step()` without a clear, or a GAN's generator backward
+# through a discriminator that is never cleared): every such backward is charged when the step
+# comes, the content check stays the one taken before the first.
+FRESH, CARRY, STALE, UNSURE, STALE_AGAIN = 0, 1, 2, 3, 4
 
 
 def _carried(pair: Optional[Tuple[float, float]]) -> int:
@@ -68,18 +73,24 @@ class LeafState:
     """What we know about one leaf's `.grad`. Holds the gradient only by weak reference."""
 
     __slots__ = ("grad_ref", "version", "used", "stale", "owned", "cleared", "noted", "before",
-                 "value_version", "fresh", "discarded", "suspect", "probe", "unsure", "pre")
+                 "value_version", "fresh", "discarded", "suspect", "probe", "unsure", "pre", "also",
+                 "value_probe")
 
     def __init__(self) -> None:
         self.grad_ref: Optional[weakref.ref] = None  # the .grad last seen (None: no grad)
         self.version = -1  # its version counter then
-        self.used = False  # the gradient as last seen is what an optimizer step used
+        self.used = False  # the gradient holds what an optimizer step used (no clear seen since)
         self.stale: Optional[BackwardSite] = None  # site that accumulated onto used gradients
+        self.also: Optional[List[BackwardSite]] = None  # later sites that did, before the next step
         self.owned = False  # some optimizer holds this leaf
         self.cleared = False  # its gradient was cleared at least once
         self.noted: Optional[BackwardSite] = None  # site charged with the loose-leaf note
         self.before = FRESH  # state just before the running backward
         self.value_version = -1  # the leaf's own version counter after the last backward into it
+        # (storage address, L1 norm) of a leaf in no optimizer after the last backward into it: an
+        # update through `.data` (`p.data.add_(...)`, `p.data = p.data - ...`) leaves the version
+        # counter as it was, so only these show that its value changed
+        self.value_probe: Optional[Tuple[int, Any]] = None
         self.fresh = False  # a backward wrote into the gradient since a step used it / a clear
         self.discarded: Optional[BackwardSite] = None  # clear site that dropped fresh gradients
         self.suspect = False  # once found untouched since it was used: its content gets probed
@@ -110,6 +121,7 @@ class LeafState:
         self.fresh = False
         self.used = False
         self.stale = None
+        self.also = None
         self.unsure = None
         self.probe = self.pre = None
         self.cleared = True
@@ -223,8 +235,10 @@ class GradState:
             elif state.untouched(grad):
                 # Used by a step, or (a leaf in no optimizer) updated by hand since it got these
                 # gradients: stale unless cleared through `.data`, which only its content can show.
-                if state.used or (not state.owned and state.value_version >= 0
-                                  and leaf._version != state.value_version):
+                if state.used and state.stale is not None:
+                    state.before = STALE_AGAIN  # judged with the first, by its content check
+                elif state.used or (not state.owned and state.value_version >= 0
+                                    and (leaf._version != state.value_version or self._moved(leaf, state))):
                     if state.probe is None:
                         state.before = UNSURE
                     else:
@@ -309,6 +323,10 @@ class GradState:
                     stale = True
                     if state.stale is None:
                         state.stale = site
+                elif before == STALE_AGAIN:
+                    stale = True
+                    if site is not state.stale and (state.also is None or site not in state.also):
+                        state.also = (state.also or []) + [site]
                 elif before == UNSURE:
                     unsure = True
                     if state.unsure is None:
@@ -329,8 +347,13 @@ class GradState:
                     probes.append((state, grad))
                 else:
                     state.probe = None
+                if before == STALE and state.noted is not None:  # updated by hand after all: no note
+                    state.noted.loose_leaves -= 1
+                    state.noted = None
                 state.value_version = leaf._version
-            state.used = False
+                state.value_probe = self._value_of(leaf)
+            if before not in (STALE, STALE_AGAIN, UNSURE):  # still holding what a step used, if it did
+                state.used = False
             state.before = FRESH
         if probes:
             self.take_probes(probes)
@@ -347,6 +370,26 @@ class GradState:
             site.bump(PARAM_GRADS)
 
     # ------------------------------------------------------------------ content probes
+    def _value_of(self, leaf) -> Optional[Tuple[int, Any]]:
+        """(storage address, L1 norm as a 0-dim tensor) of a leaf's value, None if not taken."""
+        try:
+            norm = self.norms([leaf.detach()])[0]
+            return (leaf.data_ptr(), norm) if norm is not None else None
+        except Exception:
+            return None
+
+    def _moved(self, leaf, state: LeafState) -> bool:
+        """Did the value of a leaf in no optimizer change through `.data` since the last backward
+        into it (new storage, or another norm)? False when that cannot be told."""
+        seen = state.value_probe
+        now = self._value_of(leaf) if seen is not None else None
+        if seen is None or now is None:
+            return False
+        if now[0] != seen[0]:
+            return True
+        pair = self.compare([seen[1]], [now[1]])[0]
+        return pair is not None and pair[0] != pair[1]
+
     def norms(self, grads: list) -> list:
         """The L1 norm of each gradient as a 0-dim tensor on its device (no host sync), None where
         it cannot be taken. A DTensor gradient is probed by this rank's shard."""
@@ -484,22 +527,28 @@ class GradState:
         outcome: Dict[int, int] = {}
         for state, pair in zip(stale, verdicts):
             outcome[id(state)] = _carried(pair)
+        last: set = set()  # the sites that accumulated last onto a stale gradient this step uses
         for state in live:
             result = outcome.get(id(state), UNSURE)
             if result == STALE and state.stale is not None:
-                site, count = stale_sites.get(id(state.stale), (state.stale, 0))
-                stale_sites[id(site)] = (site, count + 1)
+                charged = [state.stale] + (state.also or [])
+                for site in charged:
+                    site, count = stale_sites.get(id(site), (site, 0))
+                    stale_sites[id(site)] = (site, count + 1)
+                last.add(id(charged[-1]))
             elif result == UNSURE:
                 unsure_site = state.stale if state.stale is not None else state.unsure
                 if unsure_site is not None:
                     unsure_sites[id(unsure_site)] = unsure_site
             # FRESH: cleared through .data before that backward
         for _, state in marked:
-            state.stale = state.unsure = state.pre = None
+            state.stale = state.unsure = state.pre = state.also = None
         if stale_sites:
             stats.stale_steps += 1
-            for site, count in stale_sites.values():
+            for key, (site, count) in stale_sites.items():
                 site.stale_steps += 1
+                if key not in last:  # a later backward accumulated onto the same stale gradients
+                    site.bump(STALE_UPSTREAM)
                 site.stale_params = max(site.stale_params, count)
                 if stats.name not in site.stale_optimizers:
                     site.stale_optimizers.append(stats.name)
@@ -545,7 +594,7 @@ class GradState:
                     probes.append((state, grad))
                 else:
                     state.probe = None
-            state.stale = None
+            state.stale = state.also = None
             state.fresh = False
             state.discarded = None
         if probes:

@@ -295,3 +295,71 @@ def test_gradlint_run_verdicts_and_exit_status(tmp_path, args, status, verdicts)
     assert done.returncode == status, done.stdout + done.stderr
     found = {f["line"]: f["runtime"] for f in json.loads(report.read_text()) if f["code"] == "GL001"}
     assert found == verdicts
+
+
+# ------------------------------------------------------------------------------ updates through .data
+@pytest.mark.parametrize("how", ["data_add", "data_assign", "data_copy"])
+def test_manual_update_through_data_with_stale_gradients_is_seen(how):
+    # `.data` keeps the leaf's version counter as it was: the value probe shows the update
+    for clear in (False, True):
+        with _trace() as traced:
+            weight = torch.ones(3, requires_grad=True)
+            for _ in range(5):
+                (weight * torch.arange(1.0, 4.0)).sum().backward()
+                if how == "data_add":
+                    weight.data.add_(weight.grad, alpha=-0.1)
+                elif how == "data_assign":
+                    weight.data = weight.data - 0.1 * weight.grad
+                else:
+                    weight.data.copy_(weight.data - 0.1 * weight.grad)
+                if clear:
+                    weight.grad = None
+        manual = sum(s.manual_stale for s in _backward_sites(traced))
+        loose = sum(s.loose_leaves for s in _backward_sites(traced))
+        assert (manual, loose) == ((0, 0) if clear else (4, 0)), (how, clear)
+
+
+def test_leaves_that_only_accumulate_keep_their_note_and_no_finding():
+    with _trace() as traced:  # Fisher information: gradients summed on purpose, values untouched
+        weight = torch.ones(3, requires_grad=True)
+        for _ in range(4):
+            (weight * torch.randn(3)).sum().pow(2).backward()
+    sites = _backward_sites(traced)
+    assert sum(s.manual_stale for s in sites) == 0 and sum(s.loose_leaves for s in sites) == 1
+    assert [f for s in sites for f in gl001.observe(s, REPO, False)] == []
+
+
+# ------------------------------------------------------------------------------ several stale backwards
+def _shared_trunk(clear_first: bool) -> tuple:
+    torch.manual_seed(0)
+    shared = torch.randn(3, requires_grad=True)
+    other = torch.randn(3, requires_grad=True)
+    opt_a = torch.optim.SGD([shared], lr=0.01)
+    opt_b = torch.optim.SGD([other], lr=0.01)
+    with _trace() as traced:
+        for _ in range(6):
+            x = torch.randn(3)
+            if clear_first:
+                opt_a.zero_grad()
+            (shared * x).sum().pow(2).backward()  # line A: opt_a never cleared (unless clear_first)
+            opt_a.step()
+            opt_b.zero_grad()
+            ((shared * other) * x).sum().pow(2).backward()  # line B: also reaches `shared`
+            opt_b.step()
+    sites = sorted(_backward_sites(traced), key=lambda s: s.where[1])
+    return sites[0], sites[1]
+
+
+def test_every_backward_onto_stale_gradients_before_a_step_is_charged():
+    # B adds to what opt_a's step used, then A adds again: opt_a's next step uses both. A (where a
+    # static GL001 points) is confirmed; B, only ever followed by A, gets no finding of its own.
+    first, second = _shared_trunk(clear_first=False)
+    assert first.stale_steps == 5 and second.stale_steps == 5
+    assert gl001.judge([first], REPO)[0] == "confirmed"
+    assert gl001.observe(first, REPO, False) != []
+    assert gl001.observe(second, REPO, False) == []
+
+
+def test_a_clear_before_the_first_backward_leaves_no_stale_step():
+    first, second = _shared_trunk(clear_first=True)
+    assert first.stale_steps == 0 and second.stale_steps == 0
