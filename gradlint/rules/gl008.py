@@ -53,17 +53,22 @@ def check(ctx: Context) -> Iterable[Finding]:
             message = (
                 f"`{backward}` walks `{carried.state}`, which `{producer}` carries from the previous iteration "
                 f"with its graph: retain_graph=True hides the second-backward error while the graph grows every "
-                f"iteration; detach it once per iteration (`{carried.state} = {carried.state}.detach()`) and "
-                f"drop retain_graph"
+                f"iteration; detach it once per iteration ({_detaching(carried.state)}) and drop retain_graph"
             )
             yield ctx.finding(RULE.code, carried.backward.node, message, severity="warning")
         else:
             message = (
                 f"`{backward}` walks `{carried.state}`, which `{producer}` carries from the previous iteration "
                 f"with its graph: the second backward raises \"Trying to backward through the graph a second "
-                f"time\"; detach it once per iteration (`{carried.state} = {carried.state}.detach()`)"
+                f"time\"; detach it once per iteration ({_detaching(carried.state)})"
             )
             yield ctx.finding(RULE.code, carried.backward.node, message)
+
+
+def _detaching(state: str) -> str:
+    """How to detach `state`: a tensor, or a tuple of them (an LSTM's `(h, c)`, which has no
+    `.detach()`)."""
+    return f"`{state} = {state}.detach()`, or `tuple(t.detach() for t in {state})` for a tuple such as an LSTM's (h, c)"
 
 
 def _short(code: str, limit: int = 50) -> str:

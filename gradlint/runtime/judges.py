@@ -252,7 +252,8 @@ def runtime_only_carried_graph(obs: Observations, code: str, matched: Set[int], 
         if id(site) in matched or not (site.count(SECOND_TIME_AFTER_STEP) or site.count(CARRIED_REUSE)):
             continue
         out.append(_new_finding(code, site, "a value carried from the previous iteration keeps its graph: detach "
-                                "it (h = h.detach()) before the next forward", _carried_evidence([site]) or "",
+                                "it (h = h.detach(), or each tensor of a tuple such as an LSTM's (h, c)) "
+                                "before the next forward", _carried_evidence([site]) or "",
                                 cwd, severity="warning" if site.retained else "error"))
     return out
 
