@@ -7,7 +7,7 @@ A `check` that used the result cache ends by writing a *manifest* into the cache
 - the run's key: the command line, the current folder, the environment variables the output can
   depend on (GRADLINT_*, PYTHON*, LIBCST_*, GITHUB_*, CI*, colour and locale, HOME), whether stdout
   and stderr are terminals and their encodings, and the Python that runs (version, executable,
-  sys.path, where gradlint lives);
+  sys.path, flags and -W options, where gradlint lives);
 - the watched paths, each with what `os.stat` said of it (mtime_ns, ctime_ns, size, inode,
   device) or that it was absent: every file linted, every folder walked (adding, removing or
   renaming an entry changes a folder's mtime), the symbolic links met there, the configuration
@@ -21,7 +21,8 @@ bytes and returns the stored status. No manifest, another key, any path changed,
 corrupt file: None, and the normal run goes on exactly as it would without this module. What makes
 this safe, and which runs write a manifest, is explained in gradlint/warm_record.py.
 
-Only os, sys, marshal and zlib are imported here: the point is to answer before anything heavy loads.
+Not on Windows, whose st_ctime is the creation time (an edit that keeps size and mtime could not
+be told). Only os, sys, marshal and zlib are imported here: the point is to answer before anything heavy loads.
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ def run_key(argv: Sequence[str]) -> Optional[bytes]:
     """Everything besides the watched paths that a `check`'s output depends on, as bytes; None
     when this run cannot be served or recorded (odd streams, no current folder, an option that
     writes files or reads stdin)."""
-    if not argv or argv[0] != "check":
+    if not argv or argv[0] != "check" or os.name == "nt":  # Windows' st_ctime is the creation time
         return None
     for arg in argv[1:]:
         if arg in NEVER or arg.startswith(("--output=", "--baseline=", "--write-baseline=", "--stdin-filename=")):
@@ -81,7 +82,7 @@ def run_key(argv: Sequence[str]) -> Optional[bytes]:
         return None
     env = sorted((k, v) for k, v in os.environ.items() if k in ENV_NAMES or k.startswith(ENV_PREFIXES))
     described = (MAGIC, tuple(argv), cwd, tuple(env), out, err, sys.version, sys.executable, tuple(sys.path),
-                 package_folder(), os.name)
+                 tuple(sys.flags), tuple(sys.warnoptions), package_folder())
     # repr, not marshal: equal values always give equal text (marshal's back-references do not)
     return repr(described).encode("utf-8", "backslashreplace")
 

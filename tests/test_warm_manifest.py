@@ -130,7 +130,7 @@ def scenarios(tmp_path_factory):
     commands = {name: [s.args] for name, s in made.items()}
     commands["formats"] = [made["formats"].args + ("--output-format", fmt) for fmt in FORMATS]
     commands["formats"].append(made["formats"].args + ("--statistics",))
-    for name, scenario in made.items():  # fill the result caches
+    for scenario in made.values():  # fill the result caches
         scenario.run()
     time.sleep(warm_record.MARGIN_NS / 1e9 + 0.5)  # nothing here is "racily" new any more
     for name, scenario in made.items():  # record the manifests
