@@ -52,7 +52,10 @@ NEVER = frozenset(("-", "--fix", "--diff", "--add-noqa", "--no-cache", "-o", "--
 
 
 def _stream_facts(stream) -> Optional[Tuple[bool, str, str]]:
+    """(is a terminal, encoding, errors) of a standard stream that has a binary buffer to replay into."""
     try:
+        if stream.buffer is None:
+            return None
         return bool(stream.isatty()), str(stream.encoding), str(stream.errors)
     except (AttributeError, ValueError, OSError):
         return None

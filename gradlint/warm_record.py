@@ -128,10 +128,11 @@ class Recorder:
 
     def install(self) -> None:
         out, err = self._real
-        if getattr(out, "buffer", None) is None or getattr(err, "buffer", None) is None:
-            return
-        sys.stdout = _text_stream(out, 1, self.log)
-        sys.stderr = _text_stream(err, 2, self.log)
+        try:
+            mine = _text_stream(out, 1, self.log), _text_stream(err, 2, self.log)
+        except (AttributeError, TypeError, ValueError, OSError, LookupError):
+            return  # not standard streams: nothing is recorded, so no manifest
+        sys.stdout, sys.stderr = mine
         self._installed = True
 
     def restore(self) -> bool:
@@ -200,8 +201,13 @@ class Recorder:
         """path -> "must" (present), "may" (absence allowed), "if-present"; plus the outer snapshot."""
         assert self.run is not None
         kinds: Dict[str, str] = {}
-        for path in self.run["given"] + self.run["files"] + self.trace.get("folders", []) + self.run["dependencies"]:
+        for path in self.run["given"] + self.run["files"] + self.trace.get("folders", []):
             kinds[path] = "must"
+        # a dependency that is itself linted is watched already (under the name it was linted by)
+        linted = {os.path.abspath(f) for f in self.run["files"] if os.pardir not in f.split(os.sep)}
+        for path in self.run["dependencies"]:
+            if os.path.abspath(path) not in linted:
+                kinds.setdefault(path, "must")
         for path in self.trace.get("links", []):
             kinds.setdefault(path, "may")
         for folder in self.trace.get("folders", []):
