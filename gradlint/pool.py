@@ -9,14 +9,23 @@ housekeeping a long-lived worker needs after a large file.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import gc
 import os
-from typing import Any, Callable, List, Optional, Sequence, Tuple, TypeVar
+from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple, TypeVar
 
 T = TypeVar("T")
 
 # Below this many items a process pool costs more than it saves.
 SERIAL_BELOW = 8
+
+# Allocations between young-generation collections while items are worked on (CPython's default
+# is 700). A LibCST tree is hundreds of thousands of objects without reference cycles, built and
+# dropped per file: at the default, the collector walks the live tree over and over while it is
+# built. Measured on the 134 files of torch's sources that reach LibCST: 31.7 -> 26.6 CPU s (the
+# parses 18.5 -> 13.3), peak memory 372 -> 388 MB. (mypy raises its threshold for the same reason.)
+YOUNG_COLLECTION_EVERY = 100_000
 
 
 def default_jobs() -> int:
@@ -53,10 +62,11 @@ def run(
     after each item or chunk."""
     if jobs == 1 or len(items) < SERIAL_BELOW:
         out: List[T] = []
-        for done, item in enumerate(items, 1):
-            out.append(serial_work(item))
-            if progress:
-                progress(done, len(items))
+        with _batch_collection():
+            for done, item in enumerate(items, 1):
+                out.append(serial_work(item))
+                if progress:
+                    progress(done, len(items))
         return out
     return _in_pool(items, jobs, chunk_work, serial_work, key, initializer, initargs, progress, crashed)
 
@@ -102,8 +112,22 @@ def _in_pool(items, jobs, chunk_work, serial_work, key, initializer, initargs, p
     return outcomes
 
 
+@contextlib.contextmanager
+def _batch_collection() -> Iterator[None]:
+    """Young-generation collections every YOUNG_COLLECTION_EVERY allocations inside the block
+    (the thresholds before it are restored after)."""
+    before = gc.get_threshold()
+    gc.set_threshold(max(before[0], YOUNG_COLLECTION_EVERY), *before[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
+
+
 def _start_worker(parent: int, initializer: Optional[Callable[..., None]], initargs: Tuple[Any, ...]) -> None:
     die_with_parent(parent)
+    threshold = gc.get_threshold()
+    gc.set_threshold(max(threshold[0], YOUNG_COLLECTION_EVERY), *threshold[1:])  # a worker only works on items
     if initializer is not None:
         initializer(*initargs)
 

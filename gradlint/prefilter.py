@@ -233,16 +233,22 @@ class _ProjectFiles:
     def __init__(self) -> None:
         self.memo: Dict[tuple, Tuple[tuple, _ModuleText]] = {}
         self.answers: Dict[tuple, Tuple[bool, List[str]]] = {}
+        # keys of `memo` whose file was stat-checked since the last `forget_answers` (one run):
+        # a search reaches the same few modules hundreds of thousands of times on a large tree
+        self.checked: set = set()
 
     def facts(self, path: str, wanted: Wanted, root: str) -> _ModuleText:
+        key = (path, wanted, root)
+        if key in self.checked:
+            return self.memo[key][1]
         try:
             st = os.stat(path)
             stamp: tuple = (st.st_mtime_ns, st.st_size)
         except OSError:
             stamp = (None, None)
-        key = (path, wanted, root)
         known = self.memo.get(key)
         if known is not None and known[0] == stamp:
+            self.checked.add(key)
             return known[1]
         try:
             with open(path, "rb") as handle:
@@ -252,8 +258,10 @@ class _ProjectFiles:
         module = _module_text(data, path, root, wanted)
         self.memo.pop(key, None)
         while len(self.memo) >= MAX_MODULES:
+            self.checked.discard(next(iter(self.memo)))
             del self.memo[next(iter(self.memo))]
         self.memo[key] = (stamp, module)
+        self.checked.add(key)
         return module
 
     def _definition(self, target: str, name: str, wanted: Wanted, root: str) -> Optional[Tuple[str, str]]:
@@ -315,14 +323,17 @@ _PROJECT = _ProjectFiles()
 
 
 def forget_answers() -> None:
-    """Forget the helper-search answers of earlier runs (their files may have changed)."""
+    """Forget the helper-search answers of earlier runs (their files may have changed): call it
+    before each run (a run trusts, for its duration, the files it has already looked at)."""
     _PROJECT.answers.clear()
+    _PROJECT.checked.clear()
 
 
 def forget_all() -> None:
     """Forget everything the helper search memoised (tests that rewrite files in place)."""
     _PROJECT.memo.clear()
     _PROJECT.answers.clear()
+    _PROJECT.checked.clear()
 
 
 def _code_objects(code) -> List:

@@ -304,9 +304,13 @@ def lint_document(text: str, path: str) -> List[Finding]:
     """What `gradlint check` reports for `path` if it held `text`: the nearest config of the file's
     folder, per-file-ignores and noqa applied. A configuration error becomes one log line and no
     diagnostics (the editor keeps working); a file that does not parse is a GL000 diagnostic."""
+    from gradlint.analysis.imports import forget_files
     from gradlint.config import load_settings
     from gradlint.engine import lint_source
+    from gradlint.prefilter import forget_answers
 
+    forget_files()  # each lint is a run of its own: other files may have changed since the last
+    forget_answers()
     folder = os.path.dirname(os.path.abspath(path)) if os.path.isabs(path) else os.getcwd()
     settings = load_settings(folder)
     return lint_source(text, path, settings)

@@ -152,3 +152,39 @@ def test_requires_grad_with_a_backward_reaches_the_leaf_rule(backward, tmp_path)
     settings = _settings(tmp_path)
     source = f"import torch\nloss = torch.tensor(loss.item(), requires_grad=True)\n{backward}\n"
     assert prefilter.needs_analysis(source, None, "t.py", settings, {"GL007"})
+
+
+def test_a_run_trusts_the_files_it_has_looked_at_and_the_next_run_looks_again(project):
+    # Within one run (one `lint_files`, one editor lint) a helper module read once is not stat-ed
+    # again; `forget_answers` starts the next run, which must see the edit.
+    project.write("helpers.py", "def report(loss):\n    print(loss)\n")
+    project.write("train.py", "from helpers import report\nfor x in data:\n    report(model(x))\n")
+    project.write("pyproject.toml", "[tool.gradlint]\n")
+    settings = load_settings(str(project.root))
+    enabled = settings.enabled_codes("train.py")
+    prefilter.forget_all()
+    assert not prefilter.needs_analysis("", b"from helpers import report\nreport(1)\n", "train.py", settings, enabled)
+    project.write("helpers.py", "def report(loss):\n    loss.backward()  # now a step of training\n")
+    prefilter.forget_answers()
+    data = (project.root / "train.py").read_bytes()
+    assert prefilter.needs_analysis(data.decode(), data, "train.py", settings, enabled)
+
+
+IMPORT_TEXTS = [
+    b"import os\nfrom a.b import (c,\n    d as e)\nx = 1; import f; from g import h\n",
+    b"from q import (\n import_this,\nimport_that)\nimport r\n",  # `import` words inside a parenthesised list
+    b"s = 'import t'\n# import u\nif x: import v\n    from . import w\n",
+    b"from x import y",  # no newline at the end
+    b"a = 1;from b import c;import d\r\nfrom e import f\r\n",
+    b"from z import (a, b\nimport c\n",  # never closed: the list runs on to the next `)`
+    b"",
+]
+
+
+@pytest.mark.parametrize("text", IMPORT_TEXTS)
+def test_import_statements_from_import_lines_match_a_scan_of_the_whole_text(text):
+    from gradlint.analysis import imports
+
+    froms, found = imports._import_statements(text)
+    assert [m.span() for m in froms] == [m.span() for m in imports._FROM.finditer(text)]
+    assert [m.span() for m in found] == [m.span() for m in imports._IMPORT.finditer(text)]

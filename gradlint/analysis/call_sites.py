@@ -14,6 +14,7 @@ call sites we cannot see: `sites` then answers None.
 
 from __future__ import annotations
 
+import ast
 import os
 import re
 from collections import OrderedDict
@@ -70,6 +71,39 @@ def _words(path: str) -> FrozenSet[str]:
 
 
 file_words = _words  # for other analyses that want the same cheap look at a file
+
+
+# path -> ((mtime, size), names of the functions the file defines, or None when CPython cannot
+# parse it): answers "is `name` defined there?" without a LibCST parse (bounded like _WORDS).
+_DEFINED: "OrderedDict[str, Tuple[Tuple[float, int], Optional[FrozenSet[str]]]]" = OrderedDict()
+
+
+def _defined_functions(path: str) -> Optional[FrozenSet[str]]:
+    """The names of every function the file defines (methods and nested ones too, `async def`
+    included), from CPython's parser; None when unreadable, too large or unparsable."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    stamp = (stat.st_mtime, stat.st_size)
+    cached = _DEFINED.get(path)
+    if cached is not None and cached[0] == stamp:
+        return cached[1]
+    names: Optional[FrozenSet[str]] = None
+    if stat.st_size <= MAX_FILE_BYTES:
+        try:
+            with open(path, "rb") as handle:
+                tree = ast.parse(handle.read())
+            names = frozenset(
+                node.name for node in ast.walk(tree) if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+            )
+        except Exception:  # unreadable, undecodable, unparsable (or too deep): not known
+            names = None
+    _DEFINED[path] = (stamp, names)
+    _DEFINED.move_to_end(path)
+    while len(_DEFINED) > MAX_CACHED_WORDS:
+        _DEFINED.popitem(last=False)
+    return names
 
 
 @dataclass(frozen=True)
@@ -189,6 +223,29 @@ class CallSiteIndex:
                 return None
             found.append(parsed)
         return found
+
+    def defined_elsewhere(self, name: str) -> Optional[bool]:
+        """Does another project file define a function `name` (a method, a nested function)?
+        None when that cannot be told: too many project files, or a file that names `name`
+        cannot be read or parsed. Answered from CPython's parser (a LibCST tree is not needed
+        to see a `def`), only for files whose text holds `def name`."""
+        if self.root is not None and len(self._project_files()) > MAX_SCANNED_FILES:
+            return None
+        defining = re.compile(rb"\bdef(?:\s|\\)+" + re.escape(name.encode()) + rb"\b")
+        for path in self._naming(name):
+            try:
+                with open(path, "rb") as handle:
+                    text = handle.read(MAX_FILE_BYTES + 1)
+            except OSError:
+                return None
+            if defining.search(text) is None:
+                continue
+            names = _defined_functions(path)
+            if names is None:
+                return None
+            if name in names:
+                return True
+        return False
 
     def _importers(self, name: str) -> Iterator[ParsedFile]:
         """The other project files that name `name` and import the linted module (`from

@@ -88,7 +88,7 @@ class RetainProver:
         history_free = history_free_imports(module, imports, self.walkers[0])
         history_free |= history_free_locals(module, imports, history_free)
         overridden = overridden_methods(
-            module, history_free | detaching_functions(module, imports), self.index.files_mentioning
+            module, history_free | detaching_functions(module, imports), self.index.defined_elsewhere
         )
         self.analysis = GraphAnalysis(
             module, imports, backward_functions, holders, self.walkers[0], history_free - overridden, overridden

@@ -137,6 +137,38 @@ def _names(text: bytes) -> List[Tuple[str, str]]:
     return out
 
 
+def _import_statements(data: bytes) -> Tuple[List["re.Match[bytes]"], List["re.Match[bytes]"]]:
+    """The matches of `_FROM` and of `_IMPORT` in `data`, as their `finditer` gives them, found
+    from the lines that hold the word `import` (both need it on the line they start on): the
+    patterns can start at any line start or `;`, which makes a scan of every position of the
+    file several times slower than `bytes.find`."""
+    froms: List["re.Match[bytes]"] = []
+    imports: List["re.Match[bytes]"] = []
+    resume = 0  # a `from` match may run over lines (`import (a,\n b)`): no match starts inside
+    at = data.find(b"import")
+    while at >= 0:
+        start = data.rfind(b"\n", 0, at) + 1
+        end = data.find(b"\n", at)
+        end = len(data) if end < 0 else end
+        if b";" in data[start:end]:  # several statements on the line: let the patterns scan it
+            for match in _FROM.finditer(data, max(start, resume)):
+                if match.start() >= end:
+                    break
+                froms.append(match)
+                resume = match.end()
+            imports.extend(_IMPORT.finditer(data, start, end))
+        else:
+            found = _FROM.match(data, start) if start >= resume else None
+            if found is not None:
+                froms.append(found)
+                resume = found.end()
+            found = _IMPORT.match(data, start)
+            if found is not None:
+                imports.append(found)
+        at = data.find(b"import", end)
+    return froms, imports
+
+
 def import_bindings(data: bytes, path: str, root: Optional[str]) -> List[Tuple[str, str, str]]:
     """(project file, local name, remote name) for each name a file binds by importing from a
     module of the project under `root`. `remote` is a function (or submodule) name for
@@ -149,7 +181,8 @@ def import_bindings(data: bytes, path: str, root: Optional[str]) -> List[Tuple[s
     if b"\\" in data:  # backslash continuations: `from utils import \\` + newline + `reset`
         data = _CONTINUATION.sub(b" ", data)
     out: List[Tuple[str, str, str]] = []
-    for match in _FROM.finditer(data):
+    froms, imports = _import_statements(data)
+    for match in froms:
         try:
             spec = match.group("module").decode("ascii")
         except UnicodeDecodeError:
@@ -164,7 +197,7 @@ def import_bindings(data: bytes, path: str, root: Optional[str]) -> List[Tuple[s
                 out.append((sub, local, ""))
             elif target is not None:
                 out.append((target, local, name))
-    for match in _IMPORT.finditer(data):
+    for match in imports:
         for name, local in _names(match.group("modules")):
             target = resolve_module(name, here, root)
             if target is not None:

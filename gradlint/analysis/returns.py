@@ -18,7 +18,7 @@ from typing import Callable, Dict, FrozenSet, Iterator, List, Optional, Set
 
 import libcst as cst
 
-from gradlint.analysis.call_sites import ParsedFile, load_file
+from gradlint.analysis.call_sites import load_file
 from gradlint.analysis.defuse import Definition
 from gradlint.analysis.helpers import own_nodes
 from gradlint.analysis.names import ImportMap
@@ -117,11 +117,11 @@ def _builds_objects(analysis: GraphAnalysis, fn: cst.FunctionDef) -> bool:
 
 
 def overridden_methods(
-    module: cst.Module, names: FrozenSet[str], files: Callable[[str], Optional[List[ParsedFile]]]
+    module: cst.Module, names: FrozenSet[str], defined_elsewhere: Callable[[str], Optional[bool]]
 ) -> FrozenSet[str]:
     """Those of `names` that are methods of a class here and that another project file defines
     too (an override in a subclass, which `self.m(...)` runs instead), or whose files we cannot
-    read: their results are not known to be data."""
+    read (`defined_elsewhere` answers None): their results are not known to be data."""
     methods = {
         stmt.name.value
         for node in walk(module)
@@ -129,17 +129,7 @@ def overridden_methods(
         for stmt in block_statements(node.body)
         if isinstance(stmt, cst.FunctionDef)
     }
-    out: Set[str] = set()
-    for name in sorted(names & methods):
-        found = files(name)
-        if found is None or any(
-            isinstance(node, cst.FunctionDef) and node.name.value == name
-            for parsed in found
-            if parsed.module is not module
-            for node in walk(parsed.module)
-        ):
-            out.add(name)
-    return frozenset(out)
+    return frozenset(name for name in sorted(names & methods) if defined_elsewhere(name) is not False)
 
 
 def _plain_decorators(fn: cst.FunctionDef) -> bool:

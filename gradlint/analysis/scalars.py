@@ -27,9 +27,10 @@ return summaries of functions and classes `analysis.summaries`.
 
 from __future__ import annotations
 
+import bisect
 import os
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple, Union
+from typing import Dict, List, Optional, Set, Tuple, Union
 
 import libcst as cst
 
@@ -45,7 +46,7 @@ from gradlint.analysis.reads import param_names
 from gradlint.analysis.shapeflow import BackwardShape, Walker
 from gradlint.analysis.shapes import DATA, UNKNOWN, LossFn, Shape, Struct, Value
 from gradlint.analysis.summaries import ClassRef, Summaries, bind_arguments
-from gradlint.analysis.tree import walk
+from gradlint.analysis.tree import preorder, typed, walk
 
 __all__ = [
     "BackwardShape",
@@ -130,6 +131,7 @@ class _ScopeIndex:
         self.returned: List[Tuple["ReturnedLoss", cst.BaseExpression, Shape]] = []
         self.calls: Optional[_CallSites] = None
         self.params: Optional[WrappedParams] = None
+        self.walked = _definitions_to_walk(info.module, info.imports)
 
     def _init_params(self, cls: cst.ClassDef, init: cst.FunctionDef) -> Dict[str, Value]:
         """What the class's instantiations elsewhere pass to its `__init__`, when a wrap and the
@@ -156,12 +158,16 @@ class _ScopeIndex:
         # Second pass over the functions whose calls in this file pass known criteria or shapes.
         calls, self.calls = self.calls, None
         for fn, cls, bound in calls.agreed():
-            self._function(fn, globals_env, cls, bound)
+            if id(fn) in self.walked:
+                self._function(fn, globals_env, cls, bound)
         return self.record
 
     def _scope_children(self, body, globals_env, cls: Optional[ClassRef]) -> None:
-        """Walk every function and class defined directly or nested in `body`."""
+        """Walk every function and class defined directly or nested in `body` (those that can
+        record a root: see `_definitions_to_walk`)."""
         for node in definitions(body):
+            if id(node) not in self.walked:
+                continue
             if isinstance(node, cst.ClassDef):
                 self._class(node, globals_env)
             else:
@@ -172,6 +178,8 @@ class _ScopeIndex:
         self._walker().block(cls.body, dict(globals_env))
         ref = (self.info, cls)
         for node in definitions(cls.body.body):
+            if id(node) not in self.walked:
+                continue
             if isinstance(node, cst.ClassDef):
                 self._class(node, globals_env)
             else:
@@ -223,6 +231,39 @@ class _ScopeIndex:
                     )
             if isinstance(value, Shape) and value.is_nonscalar:
                 self.returned.append((ReturnedLoss(node, expr), expr, value))
+
+
+def _definitions_to_walk(module: cst.Module, imports: ImportMap) -> Set[int]:
+    """ids of the functions and classes whose walk can record something: those holding a backward
+    call or a `training_step` (the roots recorded are lexically inside the walked scope), and
+    those holding a call that may reach one of those functions (`f(...)`, `self.f(...)`,
+    `obj.f(...)`: what `_CallSites` notes for the second pass). The rest of a large module
+    (most of a library file with one backward) is never walked: it could record nothing."""
+    order, ends, at = preorder(module)
+    definitions = typed(module, cst.FunctionDef, cst.ClassDef)
+    calls = typed(module, cst.Call)
+    hot = sorted(
+        [at[id(c)] for c in calls if backward_call(c, imports) is not None]  # type: ignore[arg-type]
+        + [at[id(d)] for d in definitions if type(d) is cst.FunctionDef and d.name.value == "training_step"]
+    )
+
+    def holding(points: List[int]) -> List[cst.CSTNode]:
+        out = []
+        for node in definitions:
+            start = at[id(node)]
+            i = bisect.bisect_left(points, start)
+            if i < len(points) and points[i] < ends[start]:
+                out.append(node)
+        return out
+
+    names = {d.name.value for d in holding(hot) if type(d) is cst.FunctionDef}
+    for call in calls:
+        func = call.func  # type: ignore[attr-defined]
+        kind = type(func)
+        if (kind is cst.Name and func.value in names) or (kind is cst.Attribute and func.attr.value in names):
+            hot.append(at[id(call)])
+    hot.sort()
+    return {id(node) for node in holding(hot)}
 
 
 @dataclass(frozen=True)
