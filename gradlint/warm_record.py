@@ -123,6 +123,7 @@ class Recorder:
         self.run: Optional[dict] = None  # what `check` noted; None: no manifest for this run
         self._real: Tuple[Any, Any] = (sys.stdout, sys.stderr)
         self._installed = False
+        self.failed = False
 
     # -- streams ----------------------------------------------------------------------------
 
@@ -163,6 +164,13 @@ class Recorder:
     def snapshot(self, given: Sequence[str]) -> None:
         """Before any configuration is read: the files the configuration, .gitignore and repository
         searches may read in the current folder, the named paths and every folder above them."""
+        try:
+            self._snapshot(given)
+        except Exception:  # e.g. the current folder was removed: no manifest for this run
+            self.outer.clear()
+            self.failed = True
+
+    def _snapshot(self, given: Sequence[str]) -> None:
         folders = set()
         starts = [os.path.abspath(p) for p in given]
         for start in [os.getcwd()] + [p if os.path.isdir(p) else os.path.dirname(p) for p in starts]:
@@ -176,7 +184,7 @@ class Recorder:
         home = os.path.expanduser("~")
         xdg = os.environ.get("XDG_CONFIG_HOME") or os.path.join(home, ".config")
         paths: List[Optional[str]] = [os.path.join(xdg, "git", "config"), os.path.join(home, ".gitconfig"),
-                 os.path.join(xdg, "git", "ignore")]
+                                      os.path.join(xdg, "git", "ignore")]
         for folder in sorted(folders):
             paths += [os.path.join(folder, name) for name in FOLDER_FILES + GIT_FILES]
             if os.path.exists(os.path.join(folder, ".git")):
@@ -190,14 +198,14 @@ class Recorder:
 
     def note(self, given: Sequence[str], files: Sequence[str], settings, result) -> None:
         """`check` ran to its report under conditions a manifest may stand for (see the module)."""
-        if result.errors or result.dependencies is None:
+        if self.failed or result.errors or result.dependencies is None:
             return
         self.run = {"given": list(given), "files": list(files), "settings": settings,
                     "dependencies": sorted(result.dependencies)}
 
     # -- the manifest -----------------------------------------------------------------------
 
-    def _watched(self) -> Optional[Tuple[Dict[str, str], Dict[str, object]]]:
+    def _watched(self) -> Tuple[Dict[str, str], Dict[str, object]]:
         """path -> "must" (present), "may" (absence allowed), "if-present"; plus the outer snapshot."""
         assert self.run is not None
         kinds: Dict[str, str] = {}
@@ -232,10 +240,7 @@ class Recorder:
         """The manifest's bytes, or None when this run may not stand for the next (see the module)."""
         if self.run is None or not isinstance(status, int) or not 0 <= status <= 255:
             return None
-        watched = self._watched()
-        if watched is None:
-            return None
-        kinds, outer = watched
+        kinds, outer = self._watched()
         limit = self.started - MARGIN_NS
         paths: List[str] = []
         wants: List[object] = []
@@ -262,13 +267,13 @@ class Recorder:
         for want in wants:
             if isinstance(want, tuple) and want[1] >= limit:
                 return None  # racy: changed too recently to be told apart from a later edit
-        chunks: List[Tuple[int, bytes]] = []
-        for fd, data in self.log:
+        chunks: List[Tuple[int, List[bytes]]] = []
+        for fd, data in self.log:  # consecutive writes to one stream become one chunk
             if chunks and chunks[-1][0] == fd:
-                chunks[-1] = (fd, chunks[-1][1] + data)
+                chunks[-1][1].append(data)
             elif data:
-                chunks.append((fd, data))
-        return warm.pack(self.key, paths, wants, chunks, status)
+                chunks.append((fd, [data]))
+        return warm.pack(self.key, paths, wants, [(fd, b"".join(parts)) for fd, parts in chunks], status)
 
     def finish(self, status) -> None:
         """Restore the streams; write the manifest when this run may stand for the next."""

@@ -124,6 +124,8 @@ def scenarios(tmp_path_factory):
         "other_argv": _scenario(base, "other_argv", {"train.py": RETAINING_LOOP}, ("--isolated", ".")),
         "corrupt": _scenario(base, "corrupt", {"train.py": RETAINING_LOOP}, ("--isolated", ".")),
         "formats": _scenario(base, "formats", {"train.py": RETAINING_LOOP, "ok.py": CLEAN_LOOP}, ("--isolated", ".")),
+        "github": _scenario(base, "github", {"train.py": RETAINING_LOOP},
+                            ("--isolated", "--output-format", "github", ".")),
     }
     (base / "outside").mkdir()  # the link's target lies outside every folder the run walks
     os.symlink(str(base / "outside" / "missing.py"), str(base / "link" / "dangling.py"))
@@ -269,6 +271,15 @@ def test_replayed_output_equals_a_normal_run_in_every_format(scenarios):
         truth = scenario.truth(*args)
         assert (fast.status, fast.out, fast.err) == (truth.status, truth.out, truth.err), extra
     assert fast.out  # something was compared
+
+
+def test_side_effect_formats_are_never_recorded(scenarios):
+    """The github format appends to $GITHUB_STEP_SUMMARY when that is set: never replayed."""
+    scenario = scenarios["github"]
+    again = scenario.run()
+    truth = scenario.truth()
+    assert not again.served and not (scenario.cache / warm.FOLDER).exists()
+    assert (again.status, again.out, again.err) == (truth.status, truth.out, truth.err)
 
 
 def test_replayed_run_imports_neither_click_nor_the_engine(scenarios, tmp_path):
