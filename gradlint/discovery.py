@@ -216,7 +216,7 @@ def discover(paths: Sequence[str], settings, *, force_exclude: Optional[bool] = 
              trace: Optional[Dict[str, List[str]]] = None) -> List[str]:
     """The files to lint for the command-line `paths` (sorted, unique). Raises DiscoveryError.
     `trace`, when given, receives the folders walked ("folders") and the symbolic links met in
-    them ("links"): what a warm run's manifest (gradlint/manifest.py) must watch."""
+    them ("links"): what a warm run's manifest (gradlint/warm_record.py) must watch."""
     wanted = suffixes()
     found: Dict[str, str] = {}  # absolute -> as found
     excluders: Dict[int, Excluder] = {}

@@ -22,7 +22,8 @@ corrupt file: None, and the normal run goes on exactly as it would without this 
 this safe, and which runs write a manifest, is explained in gradlint/warm_record.py.
 
 Not on Windows, whose st_ctime is the creation time (an edit that keeps size and mtime could not
-be told). Only os, sys, marshal and zlib are imported here: the point is to answer before anything heavy loads.
+be told). Only os, sys, marshal and zlib are imported here: the point is to answer before anything
+heavy loads.
 """
 
 from __future__ import annotations
