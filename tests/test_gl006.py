@@ -314,9 +314,60 @@ FLAGGED = {
                 writer.add_scalar("loss", loss.item(), step)
             return step_losses
     """,
+    "epoch_list_with_micro_batch_steps_inside": """
+        def train(model, loader, optimizer, accumulation, epochs):
+            for epoch in range(epochs):
+                epoch_losses = []  # reset per epoch, but the steps happen inside: an epoch of graphs
+                for i, (x, y) in enumerate(loader):
+                    loss = (model(x) - y).pow(2).mean()
+                    (loss / accumulation).backward()
+                    epoch_losses.append(loss)  # GL006
+                    if (i + 1) % accumulation == 0:
+                        optimizer.step()
+                        optimizer.zero_grad()
+                print(epoch, sum(l.item() for l in epoch_losses))
+    """,
+    "micro_batch_list_reset_per_epoch_not_per_step": """
+        def train(model, loader, optimizer, micro):
+            for epoch in range(3):
+                kept = []
+                for batch in loader:
+                    for part in batch.chunk(micro):
+                        loss = model(part).mean()
+                        loss.backward()
+                        kept.append(loss)  # GL006
+                    optimizer.step()
+                    optimizer.zero_grad()
+                print(sum(l.item() for l in kept))
+    """,
 }
 
 CLEAN = {
+    "micro_batch_losses_reset_each_step": """
+        def train(model, loader, optimizer, micro):
+            for batch in loader:
+                micro_losses = []
+                for part in batch.chunk(micro):
+                    loss = model(part).pow(2).mean()
+                    loss.backward()
+                    micro_losses.append(loss)
+                optimizer.step()
+                optimizer.zero_grad()
+                print(sum(l.item() for l in micro_losses))
+    """,
+    "micro_batch_total_reset_each_scaled_step": """
+        def train(model, loader, optimizer, scaler, chunks):
+            for x, y in loader:
+                total = 0.0
+                for xs, ys in zip(x.chunk(chunks), y.chunk(chunks)):
+                    loss = (model(xs) - ys).abs().mean() / chunks
+                    scaler.scale(loss).backward()
+                    total += loss
+                scaler.step(optimizer)
+                scaler.update()
+                optimizer.zero_grad()
+                log(total.item())
+    """,
     "item_accumulation": """
         def train(model, loader, optimizer, criterion):
             running_loss = 0.0

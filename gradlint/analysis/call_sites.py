@@ -19,7 +19,7 @@ import os
 import re
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Dict, FrozenSet, Iterator, List, Optional, Set, Tuple
+from typing import Any, Callable, Dict, FrozenSet, Iterator, List, Optional, Set, Tuple, TypeVar
 
 import libcst as cst
 
@@ -40,70 +40,70 @@ IMPLICIT_METHODS = frozenset({"forward", "step", "zero_grad", "backward", "closu
 
 
 _IDENTIFIER = re.compile(rb"[A-Za-z_][A-Za-z0-9_]*")
-# path -> ((mtime, size), identifiers in the file): which files can mention a name, without
-# reading every project file again for each name asked about (bounded, least recently used out).
-_WORDS: "OrderedDict[str, Tuple[Tuple[float, int], FrozenSet[str]]]" = OrderedDict()
 MAX_CACHED_WORDS = 6000
+MAX_CACHED_FILES = 64
+
+T = TypeVar("T")
+
+
+def _per_file(cache: "OrderedDict[str, Tuple[Tuple[float, int], Any]]", limit: int, path: str,
+              read: Callable[[bytes], T], unknown: T) -> T:
+    """`read(the file's bytes)`, remembered in `cache` (path -> ((mtime, size), answer)) until the
+    file changes, least recently used out past `limit`; `unknown` when the file cannot be read,
+    is larger than MAX_FILE_BYTES, or `read` raises (undecodable, unparsable, too deep)."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return unknown
+    stamp = (stat.st_mtime, stat.st_size)
+    cached = cache.get(path)
+    if cached is not None and cached[0] == stamp:
+        cache.move_to_end(path)
+        return cached[1]
+    answer = unknown
+    if stat.st_size <= MAX_FILE_BYTES:
+        try:
+            with open(path, "rb") as handle:
+                answer = read(handle.read())
+        except Exception:  # an unreadable or unparsable file: not known
+            answer = unknown
+    cache[path] = (stamp, answer)
+    cache.move_to_end(path)
+    while len(cache) > limit:
+        cache.popitem(last=False)
+    return answer
+
+
+# Which files can mention a name, without reading every project file again for each name asked
+# about; which functions a file defines; the parsed files (shared by the files linted in one
+# process, so a project's modules are parsed once however many files ask).
+_WORDS: "OrderedDict[str, Tuple[Tuple[float, int], FrozenSet[str]]]" = OrderedDict()
+_DEFINED: "OrderedDict[str, Tuple[Tuple[float, int], Optional[FrozenSet[str]]]]" = OrderedDict()
+_FILES: "OrderedDict[str, Tuple[Tuple[float, int], Optional[ParsedFile]]]" = OrderedDict()
+
+
+def _identifiers(data: bytes) -> FrozenSet[str]:
+    return frozenset(w.decode("ascii") for w in _IDENTIFIER.findall(data))
 
 
 def _words(path: str) -> FrozenSet[str]:
     """The identifiers a file's text holds (empty when unreadable)."""
-    try:
-        stat = os.stat(path)
-    except OSError:
-        return frozenset()
-    stamp = (stat.st_mtime, stat.st_size)
-    cached = _WORDS.get(path)
-    if cached is not None and cached[0] == stamp:
-        return cached[1]
-    words: FrozenSet[str] = frozenset()
-    if stat.st_size <= MAX_FILE_BYTES:
-        try:
-            with open(path, "rb") as handle:
-                words = frozenset(w.decode("ascii") for w in _IDENTIFIER.findall(handle.read()))
-        except OSError:
-            words = frozenset()
-    _WORDS[path] = (stamp, words)
-    _WORDS.move_to_end(path)
-    while len(_WORDS) > MAX_CACHED_WORDS:
-        _WORDS.popitem(last=False)
-    return words
+    return _per_file(_WORDS, MAX_CACHED_WORDS, path, _identifiers, frozenset())
 
 
 file_words = _words  # for other analyses that want the same cheap look at a file
 
 
-# path -> ((mtime, size), names of the functions the file defines, or None when CPython cannot
-# parse it): answers "is `name` defined there?" without a LibCST parse (bounded like _WORDS).
-_DEFINED: "OrderedDict[str, Tuple[Tuple[float, int], Optional[FrozenSet[str]]]]" = OrderedDict()
+def _function_names(data: bytes) -> FrozenSet[str]:
+    tree = ast.parse(data)
+    return frozenset(node.name for node in ast.walk(tree) if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)))
 
 
 def _defined_functions(path: str) -> Optional[FrozenSet[str]]:
     """The names of every function the file defines (methods and nested ones too, `async def`
-    included), from CPython's parser; None when unreadable, too large or unparsable."""
-    try:
-        stat = os.stat(path)
-    except OSError:
-        return None
-    stamp = (stat.st_mtime, stat.st_size)
-    cached = _DEFINED.get(path)
-    if cached is not None and cached[0] == stamp:
-        return cached[1]
-    names: Optional[FrozenSet[str]] = None
-    if stat.st_size <= MAX_FILE_BYTES:
-        try:
-            with open(path, "rb") as handle:
-                tree = ast.parse(handle.read())
-            names = frozenset(
-                node.name for node in ast.walk(tree) if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
-            )
-        except Exception:  # unreadable, undecodable, unparsable (or too deep): not known
-            names = None
-    _DEFINED[path] = (stamp, names)
-    _DEFINED.move_to_end(path)
-    while len(_DEFINED) > MAX_CACHED_WORDS:
-        _DEFINED.popitem(last=False)
-    return names
+    included), from CPython's parser (a `def` needs no LibCST tree); None when unreadable, too
+    large or unparsable."""
+    return _per_file(_DEFINED, MAX_CACHED_WORDS, path, _function_names, None)
 
 
 @dataclass(frozen=True)
@@ -113,36 +113,17 @@ class ParsedFile:
     imports: ImportMap
 
 
-# path -> ((mtime, size), parsed file or None): shared by the files linted in one process, least
-# recently used first out, so a project's modules are parsed once however many files ask.
-_FILES: "OrderedDict[str, Tuple[Tuple[float, int], Optional[ParsedFile]]]" = OrderedDict()
-MAX_CACHED_FILES = 64
+def _parsed(path: str) -> Callable[[bytes], ParsedFile]:
+    def parse(data: bytes) -> ParsedFile:
+        module = cst.parse_module(data)
+        return ParsedFile(path, module, ImportMap.of(module))
+
+    return parse
 
 
 def load_file(path: str) -> Optional[ParsedFile]:
     """The parsed file at `path`, re-read when it changes; None when unreadable or unparsable."""
-    try:
-        stat = os.stat(path)
-    except OSError:
-        return None
-    stamp = (stat.st_mtime, stat.st_size)
-    cached = _FILES.get(path)
-    if cached is not None and cached[0] == stamp:
-        _FILES.move_to_end(path)
-        return cached[1]
-    parsed: Optional[ParsedFile] = None
-    if stat.st_size <= MAX_FILE_BYTES:
-        try:
-            with open(path, "rb") as handle:
-                module = cst.parse_module(handle.read())
-            parsed = ParsedFile(path, module, ImportMap.of(module))
-        except Exception:  # unreadable, undecodable or unparsable: its calls are not known
-            parsed = None
-    _FILES[path] = (stamp, parsed)
-    _FILES.move_to_end(path)
-    while len(_FILES) > MAX_CACHED_FILES:
-        _FILES.popitem(last=False)
-    return parsed
+    return _per_file(_FILES, MAX_CACHED_FILES, path, _parsed(path), None)
 
 
 Use = Tuple[cst.CSTNode, Tuple[cst.CSTNode, ...], str]  # node, enclosing defs, "call"/"value"

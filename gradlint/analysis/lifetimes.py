@@ -435,7 +435,8 @@ def _kept(
     if reads.kind in (INERT, LEAF) or under_no_grad(scope, stmt):
         return None
     stored = feeding_definitions(scope, value, order.get(small, -1), order)
-    for loop in scope.loops_around(stmt):  # innermost first
+    around = scope.loops_around(stmt)  # innermost first
+    for depth, loop in enumerate(around):
         if assigns_before(scope, stmt, loop, holder) or holder in scope.reset_after(stmt, loop, set()):
             return None  # a new holder each iteration of this loop
         calls = training.get(loop)
@@ -454,9 +455,33 @@ def _kept(
             if any(scope.class_of(d.key) == GRAPH and not d.key.startswith("<unpacked@") for d in shared):
                 if _computed_by_metric(analysis.module, scope, reads.keys, stored):
                     return None
+                if _reset_each_step(scope, stmt, around[depth:], holder):
+                    return None
                 scalar = _scalar_root(value, later)
                 return KeptHistory(small, holder, value, form, scalar, scalar and only_shown(scope, holder))
     return None
+
+
+def _reset_each_step(scope: Scope, stmt: cst.CSTNode, loops: List[Loop], holder: str) -> bool:
+    """Do the graphs stored from `loops[0]` (a micro-batch loop, running backward without a step)
+    die at each optimizer step? So when an enclosing loop binds `holder` afresh in each iteration
+    and steps in it, with no step in the loops between: `micro_losses = []` per batch, filled once
+    per micro-batch, logged after `optimizer.step()`. The holder then keeps the graphs of one
+    step's micro-batches (already walked by their backward), not every iteration's."""
+    for index, outer in enumerate(loops[1:], 1):
+        if any(_steps(inner.body) for inner in loops[:index]):
+            return False  # a step inside: the holder outlives training steps
+        if assigns_before(scope, stmt, outer, holder):
+            return _steps(outer.body)
+    return False
+
+
+def _steps(node: cst.CSTNode) -> bool:
+    """Does `node` call a `.step(...)` (an optimizer's, a scaler's `scaler.step(opt)`)?"""
+    return any(
+        type(call.func) is cst.Attribute and call.func.attr.value == "step"  # type: ignore[attr-defined]
+        for call in typed(node, cst.Call)
+    )
 
 
 def feeding_definitions(
