@@ -16,7 +16,7 @@ import hashlib
 import json
 import os
 import sys
-from typing import Callable, Dict, Iterable, List, Optional
+from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 from gradlint import __version__
 from gradlint.atomic import write_atomic
@@ -225,6 +225,13 @@ class Cache:
         """The stored findings for `key`, re-attached to `display`, or None (a miss). `source()`
         gives the file's decoded program: every finding must lie inside it and every fix edit
         apply to it (an entry is not trusted because it sits in the cache folder)."""
+        hit = self.lookup(key, display, source)
+        return None if hit is None else hit[0]
+
+    def lookup(self, key: str, display: str, source: Optional[Callable[[], Optional[str]]] = None
+               ) -> Optional[Tuple[List[Finding], List[str]]]:
+        """Like `get`, with the paths of the helper modules the hit was checked against (the
+        files its findings depend on besides the file itself)."""
         try:
             with open(self._entry(key), "r", encoding="utf-8") as handle:
                 stored = json.load(handle)
@@ -235,7 +242,7 @@ class Cache:
             for dep, sha in stored["deps"].items():
                 if file_sha(dep) != sha:
                     return None  # a helper module changed: its callers must be re-checked
-            return [_load(entry, display) for entry in stored["findings"]]
+            return [_load(entry, display) for entry in stored["findings"]], sorted(stored["deps"])
         except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
             return None
 

@@ -17,6 +17,7 @@ import click
 from gradlint import __version__
 from gradlint.findings import RULES, Finding
 from gradlint.rules import by_name_or_code
+from gradlint.warm_record import active as recording, uncaptured
 from gradlint.options import (
     cache_dir_override,
     cache_options,
@@ -68,14 +69,16 @@ class _Progress:
 
     def __call__(self, done: int, total: int) -> None:
         if self.enabled:
-            sys.stderr.write(f"\rgradlint: {done}/{total} files")
-            sys.stderr.flush()
+            stream = uncaptured(sys.stderr)  # it only redraws a line: not part of a warm-run manifest
+            stream.write(f"\rgradlint: {done}/{total} files")
+            stream.flush()
             self.shown = True
 
     def close(self) -> None:
         if self.shown:
-            sys.stderr.write("\r\033[K")
-            sys.stderr.flush()
+            stream = uncaptured(sys.stderr)
+            stream.write("\r\033[K")
+            stream.flush()
 
 
 def _read_text(path: str) -> Optional[str]:
@@ -127,6 +130,9 @@ def check(paths: Tuple[str, ...], select, ignore, extend_select, output_format, 
     from gradlint.discovery import DiscoveryError, discover
     from gradlint.engine import lint_files
 
+    recorder = recording()  # a warm-run manifest may be written for this run (gradlint/warm_record.py)
+    if recorder is not None:
+        recorder.snapshot(list(paths) or ["."])  # before any configuration is read
     overrides = {"force-exclude": True if force_exclude else None,
                  "cache-dir": cache_dir_override(cache_dir),
                  "exclude": _patterns(exclude), "extend-exclude": _patterns(extend_exclude)}
@@ -143,7 +149,7 @@ def check(paths: Tuple[str, ...], select, ignore, extend_select, output_format, 
             fail("`-` (stdin) cannot be combined with other paths")
         sys.exit(_check_stdin(settings, stdin_filename, fix, report, show_diff))
     try:
-        files = discover(list(paths) or ["."], settings)
+        files = discover(list(paths) or ["."], settings, trace=recorder.trace if recorder is not None else None)
         for path in files:  # nested configs: report a broken one now, before any linting
             settings.for_path(path)
     except (DiscoveryError, ConfigError) as err:
@@ -186,6 +192,8 @@ def check(paths: Tuple[str, ...], select, ignore, extend_select, output_format, 
         click.echo(f"gradlint: error: {error}", err=True)
     if fixed and exit_non_zero_on_fix:
         status = 1
+    if recorder is not None and use_cache and not (fix or write_baseline or baseline or output or fmt == "github"):
+        recorder.note(list(paths) or ["."], files, settings, result)
     sys.exit(2 if result.errors else status)
 
 

@@ -212,8 +212,11 @@ class Excluder:
         return False
 
 
-def discover(paths: Sequence[str], settings, *, force_exclude: Optional[bool] = None) -> List[str]:
-    """The files to lint for the command-line `paths` (sorted, unique). Raises DiscoveryError."""
+def discover(paths: Sequence[str], settings, *, force_exclude: Optional[bool] = None,
+             trace: Optional[Dict[str, List[str]]] = None) -> List[str]:
+    """The files to lint for the command-line `paths` (sorted, unique). Raises DiscoveryError.
+    `trace`, when given, receives the folders walked ("folders") and the symbolic links met in
+    them ("links"): what a warm run's manifest (gradlint/warm_record.py) must watch."""
     wanted = suffixes()
     found: Dict[str, str] = {}  # absolute -> as found
     excluders: Dict[int, Excluder] = {}
@@ -234,7 +237,7 @@ def discover(paths: Sequence[str], settings, *, force_exclude: Optional[bool] = 
                 walker = Excluder(local, anchor=given)  # named explicitly: lint inside it
             else:
                 walker = excluder
-            for path in _walk(given, walker, wanted):
+            for path in _walk(given, walker, wanted, trace):
                 found.setdefault(os.path.abspath(path), path)
         else:
             if force and excluder.excluded_with_parents(given, False):
@@ -243,7 +246,15 @@ def discover(paths: Sequence[str], settings, *, force_exclude: Optional[bool] = 
     return sorted(found.values())
 
 
-def _walk(top: str, excluder: Excluder, wanted: Tuple[str, ...]) -> List[str]:
+def _is_link(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_symlink()
+    except OSError:
+        return True  # cannot tell: watch it as if it were one
+
+
+def _walk(top: str, excluder: Excluder, wanted: Tuple[str, ...],
+          trace: Optional[Dict[str, List[str]]] = None) -> List[str]:
     """Files under `top` with a wanted suffix, following symlinked folders once each."""
     out: List[str] = []
     seen = set()
@@ -257,11 +268,15 @@ def _walk(top: str, excluder: Excluder, wanted: Tuple[str, ...]) -> List[str]:
         if real in seen:
             continue
         seen.add(real)
+        if trace is not None:
+            trace.setdefault("folders", []).append(folder)
         try:
             entries = sorted(os.scandir(folder), key=lambda e: e.name)
         except OSError:
             continue  # unreadable folder: nothing to lint there
         for entry in entries:
+            if trace is not None and _is_link(entry):
+                trace.setdefault("links", []).append(entry.path)
             try:
                 is_dir = entry.is_dir()  # follows symlinks
                 is_file = not is_dir and entry.is_file()

@@ -20,7 +20,7 @@ An unexpected exception inside the analysis of one file is reported as an error 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from gradlint import pool
 from gradlint.analysis.imports import forget_files
@@ -55,6 +55,9 @@ class LintResult:
     # display path -> SHA-256 of the bytes the findings were computed from (--fix writes only onto them)
     digests: Dict[str, str] = field(default_factory=dict)
     cached: set = field(default_factory=set)  # display paths whose findings came from the cache
+    # the other files the findings depend on (helper modules, callers read), as the result cache
+    # records them; None once a file's are unknown (no cache, or they could not be recorded)
+    dependencies: Optional[set] = field(default_factory=set)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -193,6 +196,7 @@ class _Outcome:
     error: Optional[str] = None
     cached: bool = False
     digest: Optional[str] = None
+    deps: Optional[Tuple[str, ...]] = None  # the files the findings depend on; None: unknown
 
 
 def _internal_error(shown: str, err: BaseException) -> str:
@@ -252,9 +256,9 @@ def _lint_path(path: str, settings: Any, caches: _Caches) -> _Outcome:
     digest = hashlib.sha256(data).hexdigest()
     if cache is not None:
         key = cache.key(path, data, enabled)
-        hit = cache.get(key, display_path(path), lambda: _program_text(data, path))
+        hit = cache.lookup(key, display_path(path), lambda: _program_text(data, path))
         if hit is not None:
-            return _Outcome(path, hit, cached=True, digest=digest)
+            return _Outcome(path, hit[0], cached=True, digest=digest, deps=tuple(hit[1]))
     from gradlint.analysis import collecting_consulted_files
 
     try:
@@ -262,6 +266,7 @@ def _lint_path(path: str, settings: Any, caches: _Caches) -> _Outcome:
             findings = lint_bytes(data, path, settings, enabled)
     except Exception as err:  # never let one file take the run down
         return _Outcome(path, [], _internal_error(display_path(path), err))
+    deps = None
     if cache is not None and key is not None:
         from gradlint.cache import dependencies, file_sha
 
@@ -272,9 +277,10 @@ def _lint_path(path: str, settings: Any, caches: _Caches) -> _Outcome:
                 if sha is not None:
                     depends[other] = sha
             cache.put(key, findings, depends)
+            deps = tuple(sorted(depends))
         except Exception:  # the cache is only an optimisation
             pass
-    return _Outcome(path, findings, digest=digest)
+    return _Outcome(path, findings, digest=digest, deps=deps)
 
 
 _WORKER: dict = {}
@@ -340,5 +346,9 @@ def lint_files(
             result.cached.add(display_path(outcome.path))
         if outcome.error:
             result.errors.append(outcome.error)
+        if outcome.deps is None or result.dependencies is None:
+            result.dependencies = None
+        else:
+            result.dependencies.update(outcome.deps)
     result.findings.sort(key=Finding.sort_key)
     return result
