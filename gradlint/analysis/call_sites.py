@@ -17,18 +17,17 @@ from __future__ import annotations
 import ast
 import os
 import re
-from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, FrozenSet, Iterator, List, Optional, Set, Tuple, TypeVar
+from typing import Callable, Dict, FrozenSet, Iterator, List, Optional, Set, Tuple
 
 import libcst as cst
 
+from gradlint.analysis.filememo import MAX_FILE_BYTES, FileMemo
 from gradlint.analysis.names import ImportMap, dotted
 from gradlint.analysis.tree import children
 
 MAX_SCANNED_FILES = 3000  # Python files looked at under the project root
 MAX_PARSED_FILES = 40  # of those, files that mention the name and are parsed
-MAX_FILE_BYTES = 400_000
 _SKIPPED_DIRS = frozenset({".git", ".hg", ".svn", "node_modules", "site-packages", "__pycache__", "build", "dist"})
 # Packages whose base classes call their subclasses' methods themselves (training loops, hooks).
 FRAMEWORKS = frozenset(
@@ -42,44 +41,14 @@ IMPLICIT_METHODS = frozenset({"forward", "step", "zero_grad", "backward", "closu
 _IDENTIFIER = re.compile(rb"[A-Za-z_][A-Za-z0-9_]*")
 MAX_CACHED_WORDS = 6000
 MAX_CACHED_FILES = 64
-
-T = TypeVar("T")
-
-
-def _per_file(cache: "OrderedDict[str, Tuple[Tuple[float, int], Any]]", limit: int, path: str,
-              read: Callable[[bytes], T], unknown: T) -> T:
-    """`read(the file's bytes)`, remembered in `cache` (path -> ((mtime, size), answer)) until the
-    file changes, least recently used out past `limit`; `unknown` when the file cannot be read,
-    is larger than MAX_FILE_BYTES, or `read` raises (undecodable, unparsable, too deep)."""
-    try:
-        stat = os.stat(path)
-    except OSError:
-        return unknown
-    stamp = (stat.st_mtime, stat.st_size)
-    cached = cache.get(path)
-    if cached is not None and cached[0] == stamp:
-        cache.move_to_end(path)
-        return cached[1]
-    answer = unknown
-    if stat.st_size <= MAX_FILE_BYTES:
-        try:
-            with open(path, "rb") as handle:
-                answer = read(handle.read())
-        except Exception:  # an unreadable or unparsable file: not known
-            answer = unknown
-    cache[path] = (stamp, answer)
-    cache.move_to_end(path)
-    while len(cache) > limit:
-        cache.popitem(last=False)
-    return answer
-
+PARSED_SOURCE_BYTES = 300_000  # of source behind the parsed files kept (a tree is ~400 bytes per byte)
 
 # Which files can mention a name, without reading every project file again for each name asked
 # about; which functions a file defines; the parsed files (shared by the files linted in one
-# process, so a project's modules are parsed once however many files ask).
-_WORDS: "OrderedDict[str, Tuple[Tuple[float, int], FrozenSet[str]]]" = OrderedDict()
-_DEFINED: "OrderedDict[str, Tuple[Tuple[float, int], Optional[FrozenSet[str]]]]" = OrderedDict()
-_FILES: "OrderedDict[str, Tuple[Tuple[float, int], Optional[ParsedFile]]]" = OrderedDict()
+# process, so a project's modules are parsed once however many files ask, within a memory bound).
+_WORDS = FileMemo(MAX_CACHED_WORDS)
+_DEFINED = FileMemo(MAX_CACHED_WORDS)
+_FILES = FileMemo(MAX_CACHED_FILES, PARSED_SOURCE_BYTES)
 
 
 def _identifiers(data: bytes) -> FrozenSet[str]:
@@ -88,7 +57,7 @@ def _identifiers(data: bytes) -> FrozenSet[str]:
 
 def _words(path: str) -> FrozenSet[str]:
     """The identifiers a file's text holds (empty when unreadable)."""
-    return _per_file(_WORDS, MAX_CACHED_WORDS, path, _identifiers, frozenset())
+    return _WORDS.get(path, _identifiers, frozenset())
 
 
 file_words = _words  # for other analyses that want the same cheap look at a file
@@ -103,7 +72,7 @@ def _defined_functions(path: str) -> Optional[FrozenSet[str]]:
     """The names of every function the file defines (methods and nested ones too, `async def`
     included), from CPython's parser (a `def` needs no LibCST tree); None when unreadable, too
     large or unparsable."""
-    return _per_file(_DEFINED, MAX_CACHED_WORDS, path, _function_names, None)
+    return _DEFINED.get(path, _function_names, None)
 
 
 @dataclass(frozen=True)
@@ -123,7 +92,7 @@ def _parsed(path: str) -> Callable[[bytes], ParsedFile]:
 
 def load_file(path: str) -> Optional[ParsedFile]:
     """The parsed file at `path`, re-read when it changes; None when unreadable or unparsable."""
-    return _per_file(_FILES, MAX_CACHED_FILES, path, _parsed(path), None)
+    return _FILES.get(path, _parsed(path), None)
 
 
 Use = Tuple[cst.CSTNode, Tuple[cst.CSTNode, ...], str]  # node, enclosing defs, "call"/"value"

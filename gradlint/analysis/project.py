@@ -11,47 +11,27 @@ resolved (the caller then treats the helper as unknown). Nothing is imported or 
 from __future__ import annotations
 
 import os
-from collections import OrderedDict
-from typing import Optional, Tuple
+from typing import Optional
 
 import libcst as cst
 
+from gradlint.analysis.filememo import FileMemo
 from gradlint.analysis.facts import ModuleFacts, module_facts
 from gradlint.analysis.imports import resolve_module
 
 MAX_REEXPORTS = 3  # `from .train import reset` in a package __init__, followed this many times
-MAX_FILE_BYTES = 400_000  # larger modules are not read (a helper module is rarely this big)
 MAX_MODULES_PER_FILE = 12  # distinct project modules read while analysing one file
-
-# path -> (mtime, facts or None); shared by every file linted in this process, least recently used
-# first out: parsed trees are large, and a process linting a big repository must not keep them all
-_MODULES: "OrderedDict[str, Tuple[float, Optional[ModuleFacts]]]" = OrderedDict()
 MAX_CACHED_MODULES = 32
+PARSED_SOURCE_BYTES = 200_000  # of source behind the facts kept (each holds its LibCST tree)
+
+# path -> facts or None; shared by every file linted in this process, least recently used first
+# out: parsed trees are large, and a process linting a big repository must not keep them all
+_MODULES = FileMemo(MAX_CACHED_MODULES, PARSED_SOURCE_BYTES)
 
 
 def _load(path: str) -> Optional[ModuleFacts]:
     """Facts of the module at `path`, parsed once per modification; None if unreadable."""
-    try:
-        stat = os.stat(path)
-    except OSError:
-        return None
-    cached = _MODULES.get(path)
-    if cached is not None and cached[0] == stat.st_mtime:
-        _MODULES.move_to_end(path)
-        return cached[1]
-    facts: Optional[ModuleFacts] = None
-    if stat.st_size <= MAX_FILE_BYTES:
-        try:
-            with open(path, "rb") as handle:
-                module = cst.parse_module(handle.read())
-            facts = module_facts(module, path)
-        except Exception:  # unreadable, undecodable or unparsable: not resolved
-            facts = None
-    _MODULES[path] = (stat.st_mtime, facts)
-    _MODULES.move_to_end(path)
-    while len(_MODULES) > MAX_CACHED_MODULES:
-        _MODULES.popitem(last=False)
-    return facts
+    return _MODULES.get(path, lambda data: module_facts(cst.parse_module(data), path), None)
 
 
 class Project:

@@ -8,18 +8,18 @@ linted in the process. Nothing is imported or executed.
 from __future__ import annotations
 
 import os
-from collections import OrderedDict
 from typing import Dict, List, Optional, Tuple
 
 import libcst as cst
 
+from gradlint.analysis.filememo import FileMemo
 from gradlint.analysis.bindings import assignment_counts, definitions, statement_counts
 from gradlint.analysis.names import ImportMap
 from gradlint.analysis.project import Project
 
-MAX_FILE_BYTES = 400_000  # larger modules are not read
 MAX_MODULES_PER_FILE = 12  # distinct project modules read while analysing one file
 MAX_CACHED = 64
+PARSED_SOURCE_BYTES = 300_000  # of source behind the trees kept (a tree is ~400 bytes per byte)
 
 
 class ModuleInfo:
@@ -48,31 +48,12 @@ class ModuleInfo:
         return found
 
 
-# path -> (mtime, info or None), least recently used first out
-_CACHE: "OrderedDict[str, Tuple[float, Optional[ModuleInfo]]]" = OrderedDict()
+# The parsed modules, shared by every file linted in the process (bounded: see analysis.filememo).
+_CACHE = FileMemo(MAX_CACHED, PARSED_SOURCE_BYTES)
 
 
 def _load(path: str) -> Optional[ModuleInfo]:
-    try:
-        stat = os.stat(path)
-    except OSError:
-        return None
-    cached = _CACHE.get(path)
-    if cached is not None and cached[0] == stat.st_mtime:
-        _CACHE.move_to_end(path)
-        return cached[1]
-    info: Optional[ModuleInfo] = None
-    if stat.st_size <= MAX_FILE_BYTES:
-        try:
-            with open(path, "rb") as handle:
-                info = ModuleInfo(cst.parse_module(handle.read()), path, main=False)
-        except Exception:  # unreadable, undecodable or unparsable: not resolved
-            info = None
-    _CACHE[path] = (stat.st_mtime, info)
-    _CACHE.move_to_end(path)
-    while len(_CACHE) > MAX_CACHED:
-        _CACHE.popitem(last=False)
-    return info
+    return _CACHE.get(path, lambda data: ModuleInfo(cst.parse_module(data), path, main=False), None)
 
 
 def _consulted(path: str) -> None:
