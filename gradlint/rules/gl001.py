@@ -89,9 +89,10 @@ def observe(site, cwd: str, covered: bool, peers: Optional[list] = None) -> List
     # clear, reported (or confirmed) at that later backward.
     if site.stale_steps > site.count(STALE_UPSTREAM):
         _, evidence = judge([site], cwd)
+        names = " and ".join(site.stale_optimizers) or "an optimizer"
         out.append((
-            "this backward accumulates onto gradients an optimizer step already used: clear them "
-            "(optimizer.zero_grad()) before the next backward",
+            f"this backward accumulates onto gradients that a step of {names} already used: clear "
+            f"that optimizer's gradients (its zero_grad()) after its step or before this backward",
             evidence, None))
     elif site.manual_stale:
         out.append((
