@@ -363,3 +363,12 @@ def test_every_backward_onto_stale_gradients_before_a_step_is_charged():
 def test_a_clear_before_the_first_backward_leaves_no_stale_step():
     first, second = _shared_trunk(clear_first=True)
     assert first.stale_steps == 0 and second.stale_steps == 0
+
+
+def test_an_update_through_data_of_a_large_leaf_is_seen_from_a_sample_of_its_elements():
+    with _trace() as traced:
+        weight = torch.randn(300, 200).requires_grad_()
+        for _ in range(4):
+            (weight * 2.0).sum().backward()
+            weight.data.add_(weight.grad, alpha=-0.01)  # every element moves; no clear
+    assert sum(s.manual_stale for s in _backward_sites(traced)) == 3
