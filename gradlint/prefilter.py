@@ -2,7 +2,8 @@
 that they are never parsed by LibCST (most files of a repository have no training loop).
 
 What a file must contain comes from the rules' declarations (`Rule.needs`, gradlint/rules/):
-1. Stage one, text: some selected rule's words (or a configured helper name) occur in it.
+1. Stage one, text: some selected rule's words (or a configured helper name) occur in it, and so
+   does one of the names stage two looks for (a name the code reads is spelled in its text).
 2. Stage two, compiled names: CPython compiles the file (fast, in C) and the names its code really
    reads must include one of those rules' `names` (`autograd_names` count only when the module
    names torch.autograd), or a configured helper. Words only in docstrings, comments or
@@ -507,13 +508,24 @@ def _decide(text: str, data: Optional[bytes], path: str, settings,
     compiled = False
     stage = STAGE_NO_WORDS
     if any(word in text for word in wanted.words + tuple(sorted(wanted.helpers))):
-        possible, compiled = compiled_prefilter(text, path, wanted)
-        if possible:
-            return True, compiled, STAGE_NAMES
+        if _may_name(text, wanted):
+            possible, compiled = compiled_prefilter(text, path, wanted)
+            if possible:
+                return True, compiled, STAGE_NAMES
         stage = STAGE_NO_NAMES
     if _needs_analysis_beyond_words(text, data, path, settings, rules):
         return True, compiled, STAGE_BEYOND
     return False, compiled, stage
+
+
+def _may_name(text: str, wanted: Wanted) -> bool:
+    """Can stage two find a wanted name at all? A name the code reads is spelled in its text, so a
+    file with a rule's word (`grad`, `requires_grad`) but none of the names (`backward`,
+    `manual_backward`, a clip function, `training_step`, a configured helper; `grad` only with
+    `autograd`) is not compiled: about a quarter of the stage-one files of torch's sources."""
+    if "autograd" in text and wanted.autograd_names:
+        return True
+    return any(name in text for name in sorted(wanted.names | wanted.defines | wanted.helpers))
 
 
 def _needs_analysis_beyond_words(text: str, data: Optional[bytes], path: str, settings,

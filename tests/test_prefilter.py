@@ -188,3 +188,17 @@ def test_import_statements_from_import_lines_match_a_scan_of_the_whole_text(text
     froms, found = imports._import_statements(text)
     assert [m.span() for m in froms] == [m.span() for m in imports._FROM.finditer(text)]
     assert [m.span() for m in found] == [m.span() for m in imports._IMPORT.finditer(text)]
+
+
+def test_a_file_with_a_rule_word_but_none_of_the_names_is_not_compiled(tmp_path):
+    # `grad` (GL005's word) and `requires_grad` (GL007's) without any backward, clip function,
+    # `training_step` or `autograd`: no name stage two looks for is spelled, so no compile, and no
+    # GL000 for a syntax error there (it cannot hold a finding; ruff reports it)
+    settings = _settings(tmp_path)
+    enabled = settings.enabled_codes("t.py")
+    for source in ("x.requires_grad = True\nprint(x.grad)\n", "with torch.no_grad(:\n    pass\n"):
+        assert prefilter.prefilter(source, None, "t.py", settings, enabled) == (False, False)
+        assert prefilter.prefilter_stage(source, None, "t.py", settings, enabled) == prefilter.STAGE_NO_NAMES
+        assert engine.lint_source(source, "t.py", settings) == []
+    with_name = "with torch.no_grad(:\n    loss.backward()\n"
+    assert [f.code for f in engine.lint_source(with_name, "t.py", settings)] == ["GL000"]
