@@ -131,8 +131,9 @@ class _ModuleText:
         """May function `name` run a backward? Its text must name a prefilter word and, where
         the module compiles, its code must use one (stage two, as for files: a word in a
         docstring or comment, or `def backward` itself, runs nothing). Compiled on first ask."""
-        if not self.functions[name][2]:
-            return False
+        start, end, mentions = self.functions[name]
+        if not mentions or (self.wanted is not None and not _may_name_bytes(self.data, start, end, self.wanted)):
+            return False  # no wanted name spelled in its body: its code cannot read one (no compile)
         if not self._running:
             mentioning = {n for n, (_, _, mentions) in self.functions.items() if mentions}
             self._running.append(_functions_running_backward(self.data, self.path, mentioning, self.wanted))
@@ -526,6 +527,17 @@ def _may_name(text: str, wanted: Wanted) -> bool:
     if "autograd" in text and wanted.autograd_names:
         return True
     return any(name in text for name in sorted(wanted.names | wanted.defines | wanted.helpers))
+
+
+def _may_name_bytes(data: bytes, start: int, end: int, wanted: Wanted) -> bool:
+    """`_may_name` for a function's body data[start:end] in the helper search (its autograd names
+    count when the module anywhere names `autograd`, as stage two counts them)."""
+    def spelled(names) -> bool:
+        return any(data.find(name.encode("utf-8", "surrogatepass"), start, end) >= 0 for name in sorted(names))
+
+    if wanted.autograd_names and b"autograd" in data and spelled(wanted.autograd_names):
+        return True
+    return spelled(wanted.names | wanted.defines | wanted.helpers)
 
 
 def _needs_analysis_beyond_words(text: str, data: Optional[bytes], path: str, settings,

@@ -202,3 +202,17 @@ def test_a_file_with_a_rule_word_but_none_of_the_names_is_not_compiled(tmp_path)
         assert engine.lint_source(source, "t.py", settings) == []
     with_name = "with torch.no_grad(:\n    loss.backward()\n"
     assert [f.code for f in engine.lint_source(with_name, "t.py", settings)] == ["GL000"]
+
+
+def test_a_helper_calling_autograd_grad_imported_at_the_top_of_its_module_pulls_in_its_callers(project):
+    # the helper's own body spells only `grad`; `autograd` is named in its module's import
+    project.write("helpers.py", "from torch.autograd import grad\n\n\ndef penalty(out, x):\n"
+                  "    return grad(out, x, retain_graph=True)\n\n\ndef report(x):\n    print(x)\n")
+    project.write("train.py", "from helpers import penalty\nfor x in data:\n    penalty(model(x), x)\n")
+    project.write("quiet.py", "from helpers import report\nfor x in data:\n    report(x)\n")
+    project.write("pyproject.toml", "[tool.gradlint]\n")
+    settings = load_settings(str(project.root))
+    prefilter.forget_all()
+    for name, expected in (("train.py", True), ("quiet.py", False)):
+        data = (project.root / name).read_bytes()
+        assert prefilter.needs_analysis(data.decode(), data, name, settings, settings.enabled_codes(name)) is expected
