@@ -239,7 +239,7 @@ def _definitions_to_walk(module: cst.Module, imports: ImportMap) -> Set[int]:
     those holding a call that may reach one of those functions (`f(...)`, `self.f(...)`,
     `obj.f(...)`: what `_CallSites` notes for the second pass). The rest of a large module
     (most of a library file with one backward) is never walked: it could record nothing."""
-    order, ends, at = preorder(module)
+    _, ends, at = preorder(module)
     definitions = typed(module, cst.FunctionDef, cst.ClassDef)
     calls = typed(module, cst.Call)
     hot = sorted(
