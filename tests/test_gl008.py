@@ -616,3 +616,38 @@ def test_retained_carried_state_feeding_one_step_after_the_loop_is_full_bptt():
     stepping = FULL_BPTT.replace("        loss.backward(retain_graph=True)\n",
                                  "        loss.backward(retain_graph=True)\n        optimizer.step()\n")
     assert [(f.line, f.severity) for f in _lint(textwrap.dedent(stepping))] == [(7, "warning")]
+
+
+
+MANUAL_BPTT = """
+    h = torch.zeros(2, 8)
+    for x, y in chunks:
+        h = torch.tanh(x @ W_xh + h @ W_hh)
+        loss = ((h @ W_hy - y) ** 2).mean()
+        loss.backward(retain_graph=True)
+    with torch.no_grad():
+        for p in params:
+            p -= 0.01 * p.grad
+            p.grad = None
+"""
+
+MANUAL_TBPTT_NO_DETACH = """
+    h = torch.zeros(2, 8)
+    for x, y in chunks:
+        h = torch.tanh(x @ W_xh + h @ W_hh)
+        loss = ((h @ W_hy - y) ** 2).mean()
+        loss.backward(retain_graph=True)
+        with torch.no_grad():
+            for p in params:
+                p -= 0.01 * p.grad
+                p.grad = None
+"""
+
+
+def test_a_hand_written_update_inside_the_loop_is_a_step_the_retained_graph_outlives():
+    # full BPTT with the update after the loop: silent, as with an optimizer
+    assert _lint(textwrap.dedent(MANUAL_BPTT)) == []
+    # the update inside the loop (a second tester's b34c: the next backward walks into graphs
+    # whose weights were updated in place) is reported as with `optimizer.step()` there
+    found = _lint(textwrap.dedent(MANUAL_TBPTT_NO_DETACH))
+    assert [(f.line, f.severity) for f in found] == [(6, "warning")]

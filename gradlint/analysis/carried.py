@@ -106,8 +106,10 @@ def _carried_in_loop(analysis, scope: Scope, loop: Loop, classes) -> Iterator[Ca
 
 
 def _steps_inside(loop: Loop) -> bool:
-    """Does the loop body step an optimizer (`opt.step()`, `scaler.step(opt)`), by the names the
-    rest of the analysis uses for optimizers? Then a retained graph outlives the step it fed."""
+    """Does the loop body step an optimizer (`opt.step()`, `scaler.step(opt)`, by the names the
+    rest of the analysis uses for optimizers) or update parameters by hand from their gradients
+    (`p -= lr * p.grad`)? Then a retained graph outlives the step it fed."""
+    from gradlint.analysis.manual_updates import has_manual_update
     from gradlint.analysis.names import dotted
     from gradlint.analysis.object_kinds import OPTIMIZER, name_kind
 
@@ -116,7 +118,7 @@ def _steps_inside(loop: Loop) -> bool:
             receiver = dotted(node.func.value) or ""
             if name_kind(receiver) == OPTIMIZER or "scaler" in receiver.lower():
                 return True
-    return False
+    return has_manual_update(loop.body)
 
 
 def carried_reads(
