@@ -240,7 +240,7 @@ class Cache:
             if source is not None and stored["findings"] and not _fits(stored["findings"], source()):
                 return None
             for dep, sha in stored["deps"].items():
-                if file_sha(dep) != sha:
+                if dependency_sha(dep) != sha:
                     return None  # a helper module changed: its callers must be re-checked
             return [_load(entry, display) for entry in stored["findings"]], sorted(stored["deps"])
         except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
@@ -291,6 +291,16 @@ def dependency_digest(program: bytes, path: str, settings) -> str:
 
 
 _SHAS: Dict[tuple, str] = {}
+
+
+def dependency_sha(dep: str) -> Optional[str]:
+    """What a dependency of an entry is checked by: a file's sha256, or for the project's file
+    listing (`discovery.PROJECT_LISTING` + root) the hash of which `.py` files it holds."""
+    from gradlint.discovery import PROJECT_LISTING, listing_digest
+
+    if dep.startswith(PROJECT_LISTING):
+        return listing_digest(dep[len(PROJECT_LISTING):])
+    return file_sha(dep)
 
 
 def file_sha(path: str) -> Optional[str]:

@@ -26,6 +26,54 @@ if TYPE_CHECKING:  # imported where patterns are matched (see `_spec`): start-up
 
 PYTHON_SUFFIXES = (".py", ".pyi")
 
+# The project as the cross-file analyses see it (callers of a function, modules an import may
+# resolve to): the `.py` files under the project root, outside version-control, build, dependency
+# and virtual-environment folders, at most this many (beyond, those analyses give up).
+MAX_PROJECT_FILES = 3000
+_SKIPPED_PROJECT_DIRS = frozenset({".git", ".hg", ".svn", "node_modules", "site-packages", "__pycache__", "build",
+                                   "dist"})
+# A cache dependency on which files the project holds (not on their contents): the prefix, then the
+# root. A file added or removed there can change what a caller search or an import finds.
+PROJECT_LISTING = "<python files under> "
+
+
+def _project_folder(name: str) -> bool:
+    return name not in _SKIPPED_PROJECT_DIRS and not name.startswith(".") and "venv" not in name
+
+
+def project_python_files(root: str) -> Tuple[List[str], List[str]]:
+    """(the project's `.py` files, the folders walked for them), in walk order; the walk stops
+    after the folder that takes the files past MAX_PROJECT_FILES."""
+    files: List[str] = []
+    folders: List[str] = []
+    if os.path.isdir(root):
+        for folder, dirs, names in os.walk(root):
+            folders.append(folder)
+            dirs[:] = sorted(d for d in dirs if _project_folder(d))
+            files.extend(os.path.join(folder, name) for name in sorted(names) if name.endswith(".py"))
+            if len(files) > MAX_PROJECT_FILES:
+                break
+    return files, folders
+
+
+_LISTINGS: Dict[str, str] = {}  # root -> listing digest, for one run
+
+
+def listing_digest(root: str) -> str:
+    """A hash of which `.py` files the project under `root` holds (their paths), once per run."""
+    if root not in _LISTINGS:
+        import hashlib
+
+        files = project_python_files(root)[0]
+        text = "\n".join(os.path.relpath(f, root) for f in files)
+        _LISTINGS[root] = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+    return _LISTINGS[root]
+
+
+def forget_listings() -> None:
+    """Files may have come and gone since the last run in this process."""
+    _LISTINGS.clear()
+
 
 class DiscoveryError(Exception):
     """A path given on the command line that cannot be linted (one-line message)."""

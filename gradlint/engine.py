@@ -24,6 +24,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from gradlint import pool
 from gradlint.analysis.imports import forget_files
+from gradlint.discovery import forget_listings
 from gradlint.findings import RULES, Finding
 from gradlint.paths import display_path
 from gradlint.prefilter import forget_answers, names_a_word, prefilter
@@ -268,12 +269,17 @@ def _lint_path(path: str, settings: Any, caches: _Caches) -> _Outcome:
         return _Outcome(path, [], _internal_error(display_path(path), err))
     deps = None
     if cache is not None and key is not None:
-        from gradlint.cache import dependencies, file_sha
+        import os as _os
+
+        from gradlint.cache import dependencies, dependency_sha
+        from gradlint.discovery import PROJECT_LISTING
 
         try:
             depends = dependencies(_program_bytes(data, path), path, settings)
+            if depends and getattr(settings, "root", None):  # a new module may take an import's place
+                consulted.add(PROJECT_LISTING + _os.path.abspath(settings.root))
             for other in sorted(consulted):  # e.g. the callers GL002 read: the findings depend on them
-                sha = file_sha(other)
+                sha = dependency_sha(other)
                 if sha is not None:
                     depends[other] = sha
             cache.put(key, findings, depends)
@@ -327,6 +333,7 @@ def lint_files(
     result = LintResult(files_checked=len(unique))
     forget_files()  # files may have come and gone since the last run in this process
     forget_answers()
+    forget_listings()
     if not unique:
         return result
     jobs = pool.default_jobs() if not jobs or jobs < 1 else jobs

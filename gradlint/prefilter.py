@@ -266,9 +266,14 @@ class _ProjectFiles:
         self.checked.add(key)
         return module
 
-    def _definition(self, target: str, name: str, wanted: Wanted, root: str) -> Optional[Tuple[str, str]]:
-        """Where `name` seen in module `target` is defined, following re-exports."""
+    def _definition(self, target: str, name: str, wanted: Wanted, root: str,
+                    read: Optional[set] = None) -> Optional[Tuple[str, str]]:
+        """Where `name` seen in module `target` is defined, following re-exports; the modules
+        looked at on the way go into `read` (a re-exporting `__init__` edited to define the name
+        itself changes the answer)."""
         for _ in range(REEXPORT_HOPS + 1):
+            if read is not None:
+                read.add(target)
             module = self.facts(target, wanted, root)
             if name in module.functions or name in module.classes:
                 return target, name
@@ -291,7 +296,8 @@ class _ProjectFiles:
                       for b in m.group(1).split(b",") if b.strip()}
         # Sorted throughout: the walk is bounded, so its order must not depend on hash seeds
         # (the visited modules go into cache keys, which must be the same in every run).
-        todo = [d for d in (self._definition(t, n, wanted, root) for t, n in _targets(calls, bindings)) if d]
+        hops: set = set()  # modules read while following re-exports
+        todo = [d for d in (self._definition(t, n, wanted, root, hops) for t, n in _targets(calls, bindings)) if d]
         todo = sorted(set(todo), reverse=True)
         seen: set = set()
         found = False
@@ -310,11 +316,11 @@ class _ProjectFiles:
                 continue
             local, targets = module.edges(name)  # helpers of the helper: same module, or imported there
             more = [(where, short) for _, short in local]
-            imported = (self._definition(t, n, wanted, root) for t, n in targets)
+            imported = (self._definition(t, n, wanted, root, hops) for t, n in targets)
             more += [d for d in imported if d]
             todo += sorted(set(more), reverse=True)
         me = os.path.abspath(path)
-        answer = (found, sorted({m for m, _ in seen} - {me}))
+        answer = (found, sorted(({m for m, _ in seen} | hops) - {me}))
         if len(self.answers) >= MAX_ANSWERS:
             self.answers.clear()
         self.answers[key] = answer

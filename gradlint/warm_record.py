@@ -30,6 +30,7 @@ import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from gradlint import warm
+from gradlint.discovery import PROJECT_LISTING, project_python_files
 
 MARGIN_NS = 2_500_000_000  # 2 s timestamp granularity (FAT) plus the kernel's coarse clock
 MAX_MANIFESTS = 32  # per cache folder: the oldest go first (pre-commit passes new file lists)
@@ -214,7 +215,10 @@ class Recorder:
         # a dependency that is itself linted is watched already (under the name it was linted by)
         linted = {os.path.abspath(f) for f in self.run["files"] if os.pardir not in f.split(os.sep)}
         for path in self.run["dependencies"]:
-            if os.path.abspath(path) not in linted:
+            if path.startswith(PROJECT_LISTING):  # which files the project holds: its folders' mtimes
+                for folder in project_python_files(path[len(PROJECT_LISTING):])[1]:
+                    kinds.setdefault(folder, "must")
+            elif os.path.abspath(path) not in linted:
                 kinds.setdefault(path, "must")
         for path in self.trace.get("links", []):
             kinds.setdefault(path, "may")

@@ -214,3 +214,39 @@ def test_notebook_entries_track_helper_modules(project):
     assert run(project, "nb.ipynb").cache_hits == 1
     helpers.write_text("def reset(opt):\n    pass\n")
     assert run(project, "nb.ipynb").cache_hits == 0
+
+
+def test_a_re_exporting_package_init_is_a_dependency_of_the_files_calling_through_it(project):
+    pkg = project.write("pkg/__init__.py", "from .utils import update\n")
+    project.write("pkg/utils.py", "def update(loss, opt):\n    loss.backward()\n    opt.step()\n")
+    project.write("train.py", "from pkg import update\n\nfor x, y in loader:\n    update(model(x).sum(), opt)\n")
+    assert [f.code for f in run(project, "train.py").findings] == ["GL001"]
+    pkg.write_text("def update(loss, opt):\n    pass\n")  # now defined in the package itself
+    again = run(project, "train.py")
+    assert again.cache_hits == 0 and again.findings == []
+
+
+def test_a_new_caller_file_invalidates_a_callee_whose_findings_depend_on_its_callers(project):
+    project.write("pyproject.toml", "[tool.gradlint]\n")
+    project.write("helpers.py", "def update(optimizer, loss):\n    optimizer.zero_grad()\n"
+                                "    loss.backward(retain_graph=True)\n    optimizer.step()\n")
+    project.write("train.py", "import torch.nn.functional as F\nfrom helpers import update\n\n"
+                              "for x, y in loader:\n    update(opt, F.mse_loss(model(x), y))\n")
+    assert [f.code for f in run(project, "helpers.py").findings] == ["GL002"]
+    # a second caller walks the graph again after the call: the retain is needed now
+    project.write("tools/finetune.py", "from helpers import update\n\nfor x, y in loader:\n    out = model(x)\n"
+                                       "    update(opt, crit(out, y))\n    update(opt_aux, aux(out).mean())\n")
+    again = run(project, "helpers.py")
+    assert again.cache_hits == 0 and again.findings == []
+
+
+def test_a_module_created_where_an_import_now_resolves_invalidates_the_importer(project):
+    project.write("pyproject.toml", "[tool.gradlint]\n")
+    project.write("utils.py", "def update(loss, opt):\n    pass\n")
+    project.write("scripts/train.py", "from utils import update\n\nfor x, y in loader:\n"
+                                      "    update(model(x).sum(), opt)\n")
+    assert run(project, "scripts/train.py").findings == []
+    # `python scripts/train.py` imports scripts/utils.py first, once it exists
+    project.write("scripts/utils.py", "def update(loss, opt):\n    loss.backward()\n    opt.step()\n")
+    again = run(project, "scripts/train.py")
+    assert again.cache_hits == 0 and [f.code for f in again.findings] == ["GL001"]

@@ -120,6 +120,12 @@ def scenarios(tmp_path_factory):
                           "    loss.backward(retain_graph=True)\n    optimizer.step()\n",
             "train.py": "import torch.nn.functional as F\nfrom helpers import update\n\n"
                         "for x, y in loader:\n    update(opt, F.mse_loss(model(x), y))\n"}, ("helpers.py",)),
+        "new_caller": _scenario(base, "new_caller", {
+            "pyproject.toml": "[tool.gradlint]\n",
+            "pkg/helpers.py": "def update(optimizer, loss):\n    optimizer.zero_grad()\n"
+                              "    loss.backward(retain_graph=True)\n    optimizer.step()\n",
+            "train.py": "import torch.nn.functional as F\nfrom pkg.helpers import update\n\n"
+                        "for x, y in loader:\n    update(opt, F.mse_loss(model(x), y))\n"}, ("pkg",)),
         "link": _scenario(base, "link", {"train.py": CLEAN_LOOP}, ("--isolated", ".")),
         "other_argv": _scenario(base, "other_argv", {"train.py": RETAINING_LOOP}, ("--isolated", ".")),
         "corrupt": _scenario(base, "corrupt", {"train.py": RETAINING_LOOP}, ("--isolated", ".")),
@@ -225,6 +231,19 @@ def test_caller_read_by_the_analysis_edited(scenarios):
     assert b"GL002" in before.out
     scenario.write("train.py", "from helpers import update\n\nfor x, y in loader:\n    out = model(x)\n"
                                "    update(opt, crit(out, y))\n    update(opt_aux, aux(out).mean())\n")
+    after = check_relinted(scenario, before)
+    assert b"GL002" not in after.out
+
+
+def test_new_caller_outside_the_walked_folders(scenarios):
+    # the caller search reads the whole project: a file added where the run does not walk (the
+    # run checks pkg/ only) can make the retain needed
+    scenario = scenarios["new_caller"]
+    before = replayed(scenario)
+    assert b"GL002" in before.out
+    scenario.write("tools/finetune.py", "from pkg.helpers import update\n\nfor x, y in loader:\n"
+                                        "    out = model(x)\n    update(opt, crit(out, y))\n"
+                                        "    update(opt_aux, aux(out).mean())\n")
     after = check_relinted(scenario, before)
     assert b"GL002" not in after.out
 

@@ -23,12 +23,12 @@ from typing import Callable, Dict, FrozenSet, Iterator, List, Optional, Set, Tup
 import libcst as cst
 
 from gradlint.analysis.filememo import MAX_FILE_BYTES, FileMemo
+from gradlint.discovery import MAX_PROJECT_FILES, PROJECT_LISTING, project_python_files
 from gradlint.analysis.names import ImportMap, dotted
 from gradlint.analysis.tree import children
 
-MAX_SCANNED_FILES = 3000  # Python files looked at under the project root
+MAX_SCANNED_FILES = MAX_PROJECT_FILES  # Python files looked at under the project root
 MAX_PARSED_FILES = 40  # of those, files that mention the name and are parsed
-_SKIPPED_DIRS = frozenset({".git", ".hg", ".svn", "node_modules", "site-packages", "__pycache__", "build", "dist"})
 # Packages whose base classes call their subclasses' methods themselves (training loops, hooks).
 FRAMEWORKS = frozenset(
     "lightning pytorch_lightning lightning_fabric transformers accelerate ignite fastai composer deepspeed "
@@ -125,19 +125,9 @@ class CallSiteIndex:
 
     # -- files -----------------------------------------------------------------------------
     def _project_files(self) -> List[str]:
-        if self._files is not None:
-            return self._files
-        files: List[str] = []
-        if self.root is not None and os.path.isdir(self.root):
-            for folder, dirs, names in os.walk(self.root):
-                dirs[:] = sorted(d for d in dirs if _walked(d))
-                for name in sorted(names):
-                    if name.endswith(".py"):
-                        files.append(os.path.join(folder, name))
-                if len(files) > MAX_SCANNED_FILES:
-                    break
-        self._files = files
-        return files
+        if self._files is None:
+            self._files = project_python_files(self.root)[0] if self.root is not None else []
+        return self._files
 
     def _parse(self, path: str) -> Optional[ParsedFile]:
         if path not in self._parsed:
@@ -152,6 +142,7 @@ class CallSiteIndex:
         files = self._project_files()
         if len(files) > MAX_SCANNED_FILES:
             return
+        self.consulted.add(PROJECT_LISTING + self.root)  # a new file may name it too
         for path in files:
             if self._here_abs is not None and os.path.abspath(path) == self._here_abs:
                 continue
@@ -308,10 +299,6 @@ def _imports(path: str, patterns, beside: bool) -> bool:
             if match.group(1) or beside or not near:
                 return True
     return False
-
-
-def _walked(folder: str) -> bool:
-    return folder not in _SKIPPED_DIRS and not folder.startswith(".") and "venv" not in folder
 
 
 def framework_base(owner: cst.ClassDef, imports: ImportMap) -> bool:
