@@ -269,7 +269,7 @@ def _lint_path(path: str, settings: Any, caches: _Caches) -> _Outcome:
         return _Outcome(path, [], _internal_error(display_path(path), err))
     deps = None
     if cache is not None and key is not None:
-        import os as _os
+        import os
 
         from gradlint.cache import dependencies, dependency_sha
         from gradlint.discovery import PROJECT_LISTING
@@ -277,7 +277,7 @@ def _lint_path(path: str, settings: Any, caches: _Caches) -> _Outcome:
         try:
             depends = dependencies(_program_bytes(data, path), path, settings)
             if depends and getattr(settings, "root", None):  # a new module may take an import's place
-                consulted.add(PROJECT_LISTING + _os.path.abspath(settings.root))
+                consulted.add(PROJECT_LISTING + os.path.abspath(settings.root))
             for other in sorted(consulted):  # e.g. the callers GL002 read: the findings depend on them
                 sha = dependency_sha(other)
                 if sha is not None:

@@ -23,7 +23,7 @@ import hashlib
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from gradlint.analysis.imports import REEXPORT_HOPS, import_bindings
 from gradlint.rules import RULES, Rule
@@ -515,7 +515,7 @@ def _decide(text: str, data: Optional[bytes], path: str, settings,
     compiled = False
     stage = STAGE_NO_WORDS
     if any(word in text for word in wanted.words + tuple(sorted(wanted.helpers))):
-        if _may_name(text, wanted):
+        if _may_name(text.__contains__, "autograd" in text, wanted):
             possible, compiled = compiled_prefilter(text, path, wanted)
             if possible:
                 return True, compiled, STAGE_NAMES
@@ -525,25 +525,22 @@ def _decide(text: str, data: Optional[bytes], path: str, settings,
     return False, compiled, stage
 
 
-def _may_name(text: str, wanted: Wanted) -> bool:
+def _may_name(spelled: Callable[[str], bool], autograd_named: bool, wanted: Wanted) -> bool:
     """Can stage two find a wanted name at all? A name the code reads is spelled in its text, so a
-    file with a rule's word (`grad`, `requires_grad`) but none of the names (`backward`,
-    `manual_backward`, a clip function, `training_step`, a configured helper; `grad` only with
-    `autograd`) is not compiled: about a quarter of the stage-one files of torch's sources."""
-    if "autograd" in text and wanted.autograd_names:
+    file (or, in the helper search, a function's body) with a rule's word (`grad`,
+    `requires_grad`) but none of the names (`backward`, `manual_backward`, a clip function,
+    `training_step`, a configured helper; `grad` only where the module names `autograd`) is not
+    compiled: about a quarter of the stage-one files of torch's sources. `spelled(name)`: does
+    the text hold it?"""
+    if autograd_named and any(spelled(name) for name in sorted(wanted.autograd_names)):
         return True
-    return any(name in text for name in sorted(wanted.names | wanted.defines | wanted.helpers))
+    return any(spelled(name) for name in sorted(wanted.names | wanted.defines | wanted.helpers))
 
 
 def _may_name_bytes(data: bytes, start: int, end: int, wanted: Wanted) -> bool:
-    """`_may_name` for a function's body data[start:end] in the helper search (its autograd names
-    count when the module anywhere names `autograd`, as stage two counts them)."""
-    def spelled(names) -> bool:
-        return any(data.find(name.encode("utf-8", "surrogatepass"), start, end) >= 0 for name in sorted(names))
-
-    if wanted.autograd_names and b"autograd" in data and spelled(wanted.autograd_names):
-        return True
-    return spelled(wanted.names | wanted.defines | wanted.helpers)
+    """`_may_name` for a function's body data[start:end] of a module's bytes."""
+    return _may_name(lambda name: data.find(name.encode("utf-8", "surrogatepass"), start, end) >= 0,
+                     b"autograd" in data, wanted)
 
 
 def _needs_analysis_beyond_words(text: str, data: Optional[bytes], path: str, settings,

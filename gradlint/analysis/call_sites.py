@@ -47,6 +47,7 @@ PARSED_SOURCE_BYTES = 300_000  # of source behind the parsed files kept (a tree 
 # about; which functions a file defines; the parsed files (shared by the files linted in one
 # process, so a project's modules are parsed once however many files ask, within a memory bound).
 _WORDS = FileMemo(MAX_CACHED_WORDS)
+_DEF_WORDS = FileMemo(MAX_CACHED_WORDS)
 _DEFINED = FileMemo(MAX_CACHED_WORDS)
 _FILES = FileMemo(MAX_CACHED_FILES, PARSED_SOURCE_BYTES)
 
@@ -61,6 +62,15 @@ def _words(path: str) -> FrozenSet[str]:
 
 
 file_words = _words  # for other analyses that want the same cheap look at a file
+
+
+_DEF_WORD = re.compile(rb"\bdef(?:\s|\\)+(\w+)")
+
+
+def _def_words(data: bytes) -> FrozenSet[str]:
+    """The identifiers after a `def` anywhere in the text (strings and comments too): every
+    function the file defines is among them."""
+    return frozenset(w.decode("ascii") for w in _DEF_WORD.findall(data))
 
 
 def _function_names(data: bytes) -> FrozenSet[str]:
@@ -169,17 +179,14 @@ class CallSiteIndex:
         """Does another project file define a function `name` (a method, a nested function)?
         None when that cannot be told: too many project files, or a file that names `name`
         cannot be read or parsed. Answered from CPython's parser (a LibCST tree is not needed
-        to see a `def`), only for files whose text holds `def name`."""
+        to see a `def`), only for files whose text holds `def name` (both read once per file)."""
         if self.root is not None and len(self._project_files()) > MAX_SCANNED_FILES:
             return None
-        defining = re.compile(rb"\bdef(?:\s|\\)+" + re.escape(name.encode()) + rb"\b")
         for path in self._naming(name):
-            try:
-                with open(path, "rb") as handle:
-                    text = handle.read(MAX_FILE_BYTES + 1)
-            except OSError:
+            words = _DEF_WORDS.get(path, _def_words, None)
+            if words is None:
                 return None
-            if defining.search(text) is None:
+            if name not in words:
                 continue
             names = _defined_functions(path)
             if names is None:
