@@ -252,3 +252,18 @@ def test_no_cache_warmer_child_when_the_scripts_findings_are_cached(tmp_path, mo
     assert run_once() == 1  # cached: no second child
     script.write_text(script.read_text() + "# edited\n")
     assert run_once() == 2
+
+
+def test_script_runs_on_a_roomy_stack_that_changes_nothing_it_sees():
+    """The script's first frame opens a fresh frame-stack chunk: arguments, results, exceptions
+    and deep recursion pass through exactly as in a plain call."""
+    from gradlint.runtime import cli as run_cli
+
+    def deep(n, *, step=1):
+        return 0 if n == 0 else step + deep(n - step, step=step)
+
+    assert run_cli.on_roomy_stack(deep, 600, step=1) == 600
+    with pytest.raises(ZeroDivisionError):
+        run_cli.on_roomy_stack(lambda: 1 / 0)
+    if sys.implementation.name == "cpython" and sys.version_info >= (3, 11):
+        assert run_cli._roomy_call.__code__.co_stacksize == run_cli.ROOMY_STACK_WORDS
