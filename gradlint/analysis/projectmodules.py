@@ -89,10 +89,10 @@ class ModuleLoader:
     def mentions(self, info: ModuleInfo, qualified: str, word: str) -> bool:
         """Does the project module an import-resolved name comes from spell `word`? A look at its
         identifiers (cached), without parsing it: whether a helper there is worth summarising."""
-        from gradlint.analysis.call_sites import file_words
+        from gradlint.analysis.call_sites import mentions
 
         path = self._path(info, qualified.rpartition(".")[0])
-        return path is not None and word in file_words(path)
+        return path is not None and mentions(path, word)
 
     def module_at(self, path: str) -> Optional[ModuleInfo]:
         """The module at `path` (a project file found by other means, e.g. a caller), registered so
