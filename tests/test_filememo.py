@@ -65,3 +65,15 @@ def test_the_newest_answer_is_kept_whatever_its_size(tmp_path):
     path = _write(tmp_path / "large.py", "x" * 100)
     memo.get(path, len, 0)
     assert len(memo) == 1
+
+
+def test_a_project_files_words_are_whole_identifiers_from_code_strings_and_comments(tmp_path):
+    from gradlint.analysis.call_sites import mentions
+
+    path = _write(tmp_path / "helpers.py", "def train_step(model):  # calls closure\n    return 'zero_grad'\n")
+    for word in ("train_step", "model", "closure", "zero_grad", "def", "return"):
+        assert mentions(path, word), word
+    # parts of a word, a word with a neighbour's character, and names no ASCII file list holds
+    for word in ("train", "step", "train_step(", "rain_step", "zero", "modell", "", "mödel"):
+        assert not mentions(path, word), word
+    assert not mentions(str(tmp_path / "missing.py"), "model")
