@@ -94,8 +94,9 @@ def analyse_text(text: str, path: str, settings: Any, enabled: set, data: Option
     from gradlint.analysis import analyze
 
     try:
-        view = libcst_view(text)  # same offsets; lines numbered as CPython numbers them
-        return deep_call(lambda: list(analyze(view, path, settings.analysis_options, checks_for(codes))))
+        with pool.large_item(len(text)):  # never two such trees at once in a pool (may raise pool.Later)
+            view = libcst_view(text)  # same offsets; lines numbered as CPython numbers them
+            return deep_call(lambda: list(analyze(view, path, settings.analysis_options, checks_for(codes))))
     except libcst.ParserSyntaxError as err:
         return [parse_error_of(err, text, path)]
     except RecursionError as err:  # deeper than the guard measured: this file only
@@ -301,7 +302,7 @@ def _init_worker(settings: Any, use_cache: bool, cwd: str) -> None:
 
 
 def _lint_chunk(paths: Sequence[str]) -> List[_Outcome]:
-    return [_lint_path(p, _WORKER["settings"], _WORKER["caches"]) for p in paths]
+    return pool.work_through(paths, lambda p: _lint_path(p, _WORKER["settings"], _WORKER["caches"]))
 
 
 def cached(path: str, settings: Any) -> bool:

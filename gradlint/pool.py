@@ -89,9 +89,13 @@ def _in_pool(items, jobs, chunk_work, serial_work, key, initializer, initargs, p
             progress(len(finished), len(items))
 
     def attempt(parts: List[List[str]], workers: int) -> bool:
+        import multiprocessing
+
+        context = multiprocessing.get_context()
         try:
-            with ProcessPoolExecutor(max_workers=workers, initializer=_start_worker,
-                                     initargs=(os.getpid(), initializer, initargs)) as pool:
+            # a fresh lock per pool: one a killed worker held dies with its pool
+            with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_start_worker,
+                                     initargs=(os.getpid(), context.Lock(), initializer, initargs)) as pool:
                 futures = [pool.submit(chunk_work, chunk) for chunk in parts]
                 for future in as_completed(futures):
                     record(future.result())
@@ -124,12 +128,75 @@ def _batch_collection() -> Iterator[None]:
         gc.set_threshold(*before)
 
 
-def _start_worker(parent: int, initializer: Optional[Callable[..., None]], initargs: Tuple[Any, ...]) -> None:
+def _start_worker(parent: int, large: Any, initializer: Optional[Callable[..., None]],
+                  initargs: Tuple[Any, ...]) -> None:
+    global _LARGE
     die_with_parent(parent)
+    _LARGE = large
     threshold = gc.get_threshold()
     gc.set_threshold(max(threshold[0], YOUNG_COLLECTION_EVERY), *threshold[1:])  # a worker only works on items
     if initializer is not None:
         initializer(*initargs)
+
+
+# -------------------------------------------------------------------------------- large items
+# A LibCST tree takes ~400 bytes per character of source, so two workers each analysing one of
+# torch's largest test files held over 500 MB between them. An item whose work needs that much
+# (the caller says so, by `large_item`) runs while no other worker of the pool runs one: a worker
+# that meets one while another is busy with one puts it after the rest of its chunk (`Later`),
+# and waits its turn only there.
+LARGE_ITEM_CHARS = 150_000  # characters of source from which an analysis counts as large
+LARGE_WAIT_S = 600.0  # at most this long for the turn; then it runs anyway (memory before a hang)
+
+_LARGE: Any = None  # in a pool worker: the pool's lock for large items
+_may_put_off = True  # while an item may still be put off (False for the put-off ones)
+
+
+class Later(BaseException):
+    """The item needs a large analysis while another worker runs one: do it after the others.
+    A BaseException, so the handlers that turn a file's failure into a message let it through."""
+
+
+@contextlib.contextmanager
+def large_item(chars: int) -> Iterator[None]:
+    """Around work on an item of `chars` characters: from LARGE_ITEM_CHARS on, in a pool worker,
+    it runs only while no other worker of the pool runs one. Raises Later when the item may be
+    put off (see `work_through`); else waits (at most LARGE_WAIT_S)."""
+    lock = _LARGE
+    if lock is None or chars < LARGE_ITEM_CHARS:
+        yield
+        return
+    if _may_put_off:
+        held = lock.acquire(False)
+        if not held:
+            raise Later
+    else:
+        held = lock.acquire(True, LARGE_WAIT_S)
+    try:
+        yield
+    finally:
+        if held:
+            lock.release()
+
+
+def work_through(items: Sequence[str], work: Callable[[str], T]) -> List[T]:
+    """`work(item)` for each item, in order, except items put off by `Later`: those run last,
+    each waiting for its turn at a large analysis."""
+    global _may_put_off
+    done: List[T] = []
+    later = []
+    for item in items:
+        try:
+            done.append(work(item))
+        except Later:
+            later.append(item)
+    if later:
+        _may_put_off = False
+        try:
+            done.extend(work(item) for item in later)
+        finally:
+            _may_put_off = True
+    return done
 
 
 PR_SET_PDEATHSIG = 1

@@ -95,18 +95,16 @@ class _ModuleText:
     # names of the functions whose compiled code may run a backward, once asked (None: the
     # module does not compile, so the word in the text decides)
     _running: list = field(default_factory=list, compare=False, repr=False)
-    # name -> (calls in its body, the same-module helpers and imported targets they reach);
-    # pure functions of this module's bytes, so kept with it (many files reach one helper)
-    _calls: Dict[str, set] = field(default_factory=dict, compare=False, repr=False)
+    # name -> (the same-module helpers and imported targets its calls reach); a pure function of
+    # this module's bytes, so kept with it (many files reach one helper). The calls themselves
+    # are not kept: 8 MB of strings per pool worker on torch's sources, read once each.
     _edges: Dict[str, Tuple[List[Tuple[str, str]], List[Tuple[str, str]]]] = field(
         default_factory=dict, compare=False, repr=False)
 
     def calls_in(self, name: str) -> set:
-        calls = self._calls.get(name)
-        if calls is None:
-            start, end, _ = self.functions[name]
-            calls = self._calls[name] = {c.decode("ascii", "replace") for c in _CALL.findall(self.data, start, end)}
-        return calls
+        """The calls in function `name`'s body, as written (`f`, `self.f`, `mod.f`)."""
+        start, end, _ = self.functions[name]
+        return {c.decode("ascii", "replace") for c in _CALL.findall(self.data, start, end)}
 
     def edges(self, name: str) -> Tuple[List[Tuple[str, str]], List[Tuple[str, str]]]:
         """What a call of `name` may run next: (helpers of this module its body calls, directly or

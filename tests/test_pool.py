@@ -40,3 +40,66 @@ def test_a_higher_threshold_set_by_the_embedding_program_is_kept():
         assert seen == [pool.YOUNG_COLLECTION_EVERY * 2]
     finally:
         gc.set_threshold(*before)
+
+
+# -- large items: one at a time across a pool's workers --------------------------------------
+
+def _large_chunk(items):
+    """Pool work: each item holds the large-item turn for a while; returns when it held it."""
+    import time
+
+    out = []
+
+    def work(item):
+        with pool.large_item(pool.LARGE_ITEM_CHARS if item.startswith("large") else 10):
+            start = time.monotonic()
+            time.sleep(0.15)
+            return (item, start, time.monotonic())
+
+    out.extend(pool.work_through(items, work))
+    return out
+
+
+def test_large_items_never_run_in_two_workers_at_once():
+    items = [f"large{i}" for i in range(6)] + [f"small{i}" for i in range(10)]
+    out = pool.run(items, 2, _large_chunk, lambda item: _large_chunk([item])[0], lambda result: result[0])
+    assert sorted(r[0] for r in out) == sorted(items)
+    large = sorted((start, end) for name, start, end in out if name.startswith("large"))
+    for (_, end), (start, _) in zip(large, large[1:]):
+        assert start >= end, large
+
+
+def test_an_item_whose_turn_is_taken_is_put_after_the_rest_of_its_chunk(monkeypatch):
+    class Taken:
+        """A lock another worker holds until the first put-off item asks to wait for it."""
+
+        def __init__(self):
+            self.waits = 0
+
+        def acquire(self, block=True, timeout=None):
+            if block:
+                self.waits += 1
+            return block
+
+        def release(self):
+            pass
+
+    lock = Taken()
+    monkeypatch.setattr(pool, "_LARGE", lock)
+    ran = []
+
+    def work(item):
+        with pool.large_item(pool.LARGE_ITEM_CHARS if item.startswith("large") else 1):
+            ran.append(item)
+            return item
+
+    assert pool.work_through(["large-a", "b", "large-c", "d"], work) == ["b", "d", "large-a", "large-c"]
+    assert ran == ["b", "d", "large-a", "large-c"] and lock.waits == 2
+    assert pool._may_put_off  # the next chunk may put items off again
+
+
+def test_outside_a_pool_large_items_just_run():
+    assert pool._LARGE is None
+    with pool.large_item(pool.LARGE_ITEM_CHARS * 10):
+        pass
+    assert pool.work_through(["a"], lambda item: item * 2) == ["aa"]
