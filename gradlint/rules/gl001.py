@@ -94,7 +94,7 @@ def observe(site, cwd: str, covered: bool, peers: Optional[list] = None) -> List
             f"this backward accumulates onto gradients that a step of {names} already used: clear "
             f"that optimizer's gradients (its zero_grad()) after its step or before this backward",
             evidence, None))
-    elif site.manual_stale:
+    elif manual_stale_evidence([site]) is not None:
         out.append((
             "this backward accumulates onto gradients a manual update already applied: clear them "
             "(p.grad = None) after each update",

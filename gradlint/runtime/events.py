@@ -27,6 +27,9 @@ FREED_GRAPH = "freed_graph"  # backward site: watched roots whose graph was free
 LEAF_ROOT = "leaf_root"  # backward site: calls whose roots are all leaves (no grad_fn, not parameters)
 PARAM_GRADS = "param_grads"  # backward site: calls that wrote into some optimizer's parameter
 CARRIED_REUSE = "carried_reuse"  # backward site: re-ran a graph it retained before an optimizer step
+# backward site: retained graphs hooked holding nodes no earlier graph of the site held (those that
+# could show CARRIED_REUSE): state carried from each iteration to the next shows it in nearly all
+FRESH_RETAINED = "fresh_retained"
 SECOND_TIME = "second_time_error"  # backward site: raised "backward through the graph a second time"
 SECOND_TIME_AFTER_STEP = "second_time_after_step"  # ... when a step ran since this site's previous call
 ONE_SAMPLE_ROOT = "one_sample_root"  # backward site: one-element roots with dimensions (shape (1,), (1, 1))
@@ -37,6 +40,9 @@ UNSURE_CARRY = "unsure_carry"
 # backward site: of its stale steps, those where a later backward accumulated onto the same stale
 # gradients before the step (it was not the last to add to what the step used)
 STALE_UPSTREAM = "stale_upstream"
+# backward site: calls that found leaves in no optimizer changed since the previous backward in no
+# relation to their gradients (every leaf that could tell): an average or a copy, not an update
+MOVED_OTHERWISE = "moved_otherwise"
 
 
 @dataclass

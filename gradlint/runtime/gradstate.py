@@ -38,6 +38,7 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tupl
 
 from gradlint.runtime.events import (
     CLEAR_BEFORE_STEP,
+    MOVED_OTHERWISE,
     PARAM_GRADS,
     STALE_UPSTREAM,
     UNSURE_CARRY,
@@ -58,6 +59,39 @@ VALUE_SAMPLE = 16  # elements of a leaf in no optimizer compared to see a hand-w
 FRESH, CARRY, STALE, UNSURE, STALE_AGAIN = 0, 1, 2, 3, 4
 
 
+def _sample(tensor) -> Any:
+    """A copy of up to VALUE_SAMPLE evenly spaced elements of `tensor` (flattened); raises for a
+    layout without a flat view (sparse)."""
+    value = tensor.detach()
+    flat = value.view(-1) if value.is_contiguous() else value.reshape(-1)
+    step = max(1, flat.numel() // VALUE_SAMPLE)
+    return flat[::step][:VALUE_SAMPLE].clone()
+
+
+FOLLOW_MIN = 4  # sampled elements where both the change and the gradient are non-zero, at least
+FOLLOW_SHARE = 0.9  # of those, moved with the gradient's sign (or all against it), at least
+
+
+def _follows(old, new, grad) -> Optional[bool]:
+    """Did a value move from `old` to `new` (samples) along its gradient `grad` (a sample at the
+    same elements)? True when at least FOLLOW_SHARE of the elements where both the change and the
+    gradient are non-zero moved against the gradient's sign (descent: `p -= lr * p.grad`, with
+    momentum or per-element scaling too) or with it (ascent); False when the signs do not agree
+    (an average, a copy); None when too few elements tell (or the samples do not line up)."""
+    if grad is None or not (old.is_floating_point() and grad.is_floating_point()):
+        return None
+    if old.shape != new.shape or old.shape != grad.shape or old.device != grad.device:
+        return None
+    change = (new - old).sign()
+    direction = grad.to(change.dtype).sign()
+    counted = (change != 0) & (direction != 0)
+    told = int(counted.sum())
+    if told < FOLLOW_MIN:
+        return None
+    along = int(((change == direction) & counted).sum())
+    return along >= FOLLOW_SHARE * told or told - along >= FOLLOW_SHARE * told
+
+
 def _carried(pair: Optional[Tuple[float, float]]) -> int:
     """From (norm when a step used the gradient, norm before a backward accumulated onto it):
     STALE (carried over as used), FRESH (zeroed or changed through `.data` in between), or UNSURE
@@ -75,7 +109,7 @@ class LeafState:
 
     __slots__ = ("grad_ref", "version", "used", "stale", "owned", "cleared", "noted", "before",
                  "value_version", "fresh", "discarded", "suspect", "probe", "unsure", "pre", "also",
-                 "value_probe")
+                 "value_probe", "grad_sample")
 
     def __init__(self) -> None:
         self.grad_ref: Optional[weakref.ref] = None  # the .grad last seen (None: no grad)
@@ -92,6 +126,8 @@ class LeafState:
         # update through `.data` (`p.data.add_(...)`, `p.data = p.data - ...`) leaves the version
         # counter as it was, so only these show that its value changed
         self.value_probe: Optional[Tuple[int, Any]] = None
+        # its gradient then, at the same elements: an update that read it moved them along it
+        self.grad_sample: Any = None
         self.fresh = False  # a backward wrote into the gradient since a step used it / a clear
         self.discarded: Optional[BackwardSite] = None  # clear site that dropped fresh gradients
         self.suspect = False  # once found untouched since it was used: its content gets probed
@@ -164,6 +200,7 @@ class GradState:
         self.marks = 0  # backwards that marked leaves stale or unsure (closures inside a step)
         # Provisionally stale leaves of the running backward and their norms just before it
         self.checks: Optional[List[Tuple[LeafState, Any]]] = None
+        self.moved_otherwise = False  # the running backward found such leaves moved unlike an update
 
     # ------------------------------------------------------------------ leaves
     def watched(self) -> list:
@@ -222,6 +259,7 @@ class GradState:
     def before_accumulate(self) -> None:
         """Classify every watched leaf's gradient just before a backward writes into it."""
         checks: Optional[List[Tuple[LeafState, Any]]] = None
+        moved: Optional[List[Tuple[LeafState, Any, Optional[bool]]]] = None  # changed, in no optimizer
         for ref, state in self.watched():
             leaf = ref()
             if leaf is None:
@@ -236,19 +274,16 @@ class GradState:
             elif state.untouched(grad):
                 # Used by a step, or (a leaf in no optimizer) updated by hand since it got these
                 # gradients: stale unless cleared through `.data`, which only its content can show.
+                state.before = CARRY
                 if state.used and state.stale is not None:
                     state.before = STALE_AGAIN  # judged with the first, by its content check
-                elif state.used or (not state.owned and state.value_version >= 0
-                                    and (leaf._version != state.value_version or self._moved(leaf, state))):
-                    if state.probe is None:
-                        state.before = UNSURE
-                    else:
-                        state.before = STALE  # until its content says otherwise (after_accumulate)
-                        if checks is None:
-                            checks = []
-                        checks.append((state, grad))
-                else:
-                    state.before = CARRY
+                elif state.used:
+                    checks = self._stale(state, grad, checks)
+                elif not state.owned and state.value_version >= 0:
+                    changed, verdict = self._updated(leaf, state)
+                    if changed:
+                        moved = moved or []
+                        moved.append((state, grad, verdict))
             else:
                 # Replaced or changed in place since we last looked (p.grad.zero_(), p.grad = ...):
                 # treated as cleared. Precision first: only untouched gradients count as carried.
@@ -256,6 +291,18 @@ class GradState:
                     state.clear()
                 state.remember(grad)
                 state.before = FRESH
+        if moved:
+            # A hand-written update moves every parameter it trains along its gradient: where one
+            # leaf shows it, leaves too small to tell were updated too; where none could tell, the
+            # change of value alone decides; where every leaf that could tell moved otherwise (an
+            # average of another model's weights, a copy), nothing read these gradients.
+            told = [verdict for _, _, verdict in moved if verdict is not None]
+            if any(told) or not told:
+                for state, grad, verdict in moved:
+                    if verdict is not False:
+                        checks = self._stale(state, grad, checks)
+            else:
+                self.moved_otherwise = True
         if checks:
             # Their norms now, queued on the device. Read back (a sync) only where they matter: for
             # an optimizer's parameter when a step is about to use the gradient (a GAN's generator
@@ -268,6 +315,18 @@ class GradState:
                     manual.append((state, grad))
             if manual:
                 self.checks = manual
+
+    @staticmethod
+    def _stale(state: LeafState, grad, checks: Optional[list]) -> Optional[list]:
+        """Mark a leaf whose gradient something already used as stale, pending the check of its
+        content (UNSURE without a probe to check by); returns `checks` with it added."""
+        if state.probe is None:
+            state.before = UNSURE
+            return checks
+        state.before = STALE  # until its content says otherwise (after_accumulate)
+        checks = checks if checks is not None else []
+        checks.append((state, grad))
+        return checks
 
     def _settle_checks(self) -> None:
         """Provisionally stale leaves in no optimizer this backward wrote into: cleared through
@@ -353,11 +412,15 @@ class GradState:
                     state.noted = None
                 state.value_version = leaf._version
                 state.value_probe = self._value_of(leaf)
+                state.grad_sample = _sample(grad) if state.value_probe is not None else None
             if before not in (STALE, STALE_AGAIN, UNSURE):  # still holding what a step used, if it did
                 state.used = False
             state.before = FRESH
         if probes:
             self.take_probes(probes)
+        if self.moved_otherwise:
+            self.moved_otherwise = False
+            site.bump(MOVED_OTHERWISE)
         if stale or unsure:
             self.marks += 1  # a step in progress (a closure's backward) counts these when it ends
         if stale:
@@ -377,28 +440,29 @@ class GradState:
         size of leaf (a backbone left out of the optimizer is probed after every backward).
         None when it cannot be taken."""
         try:
-            value = leaf.detach()
-            flat = value.view(-1) if value.is_contiguous() else value.reshape(-1)
-            step = max(1, flat.numel() // VALUE_SAMPLE)
-            return leaf.data_ptr(), flat[::step][:VALUE_SAMPLE].clone()
+            return leaf.data_ptr(), _sample(leaf)
         except Exception:
             return None
 
-    def _moved(self, leaf, state: LeafState) -> bool:
-        """Did the value of a leaf in no optimizer change through `.data` since the last backward
-        into it (new storage, or other values in the sample)? False when that cannot be told."""
+    def _updated(self, leaf, state: LeafState) -> Tuple[bool, Optional[bool]]:
+        """Was a leaf in no optimizer updated since the last backward into it, and from its
+        gradient? (changed, how): changed when its version counter, storage or sampled elements
+        differ; how is True when it moved along (or against) the gradient that backward left,
+        False when in no relation to it (an exponential moving average of another model's weights,
+        a copy: the gradient was not read), None when the samples cannot tell."""
         seen = state.value_probe
         now = self._value_of(leaf) if seen is not None else None
         if seen is None or now is None:
-            return False
-        if now[0] != seen[0]:
-            return True
-        old, new = seen[1], now[1]
+            return leaf._version != state.value_version, None  # the counter alone
+        changed = leaf._version != state.value_version or now[0] != seen[0]
         try:
-            same = (old == new) | (old.isnan() & new.isnan()) if old.is_floating_point() else old == new
-            return not bool(same.all())
+            old, new = seen[1], now[1]
+            if not changed:
+                same = (old == new) | (old.isnan() & new.isnan()) if old.is_floating_point() else old == new
+                changed = not bool(same.all())
+            return changed, (_follows(old, new, state.grad_sample) if changed else None)
         except Exception:
-            return False
+            return changed, None
 
     def norms(self, grads: list) -> list:
         """The L1 norm of each gradient as a 0-dim tensor on its device (no host sync), None where

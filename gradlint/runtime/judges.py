@@ -28,7 +28,8 @@ from typing import Callable, Dict, List, Optional, Set, Tuple
 from gradlint.paths import display_path
 from gradlint.findings import RULES, Finding
 from gradlint.runtime.events import (CARRIED_REUSE, CLEAR_BEFORE_STEP, CLEAR_DISCARDED, CLIP_CALLS, CLIP_ON_SCALED,
-                                     CLIP_USED, CLIP_WASTED, FREED_GRAPH, KEPT_GRAPH, LEAF_ROOT, PARAM_GRADS,
+                                     CLIP_USED, CLIP_WASTED, FREED_GRAPH, FRESH_RETAINED, KEPT_GRAPH, LEAF_ROOT,
+                                     PARAM_GRADS,
                                      SECOND_TIME, SECOND_TIME_AFTER_STEP, BackwardSite, Observations)
 
 CONFIRMED, REFUTED, UNEXERCISED = "confirmed", "refuted", "unexercised"
@@ -220,8 +221,17 @@ def runtime_only_leaf_root(obs: Observations, code: str, matched: Set[int], cwd:
 
 
 # ------------------------------------------------------------------------------ graph carried across iterations
+def _chained(sites: List[BackwardSite]) -> bool:
+    """Did the backward re-run, after a step, graph it retained one iteration earlier, in (nearly)
+    every iteration watched? Carried state links each iteration's graph to the one before, so
+    all but the last graph hooked show it; a graph built once per epoch and reused by that epoch's
+    steps shows it once per epoch (a graph built once before the loop never: it is not new)."""
+    carried, fresh = _total(sites, CARRIED_REUSE), _total(sites, FRESH_RETAINED)
+    return carried > 0 and 4 * carried >= 3 * (fresh - 1)
+
+
 def _carried_evidence(sites: List[BackwardSite]) -> Optional[str]:
-    raised, reused = _total(sites, SECOND_TIME_AFTER_STEP), _total(sites, CARRIED_REUSE)
+    raised, reused = _total(sites, SECOND_TIME_AFTER_STEP), _chained(sites)
     if raised:
         return ("this backward raised \"Trying to backward through the graph a second time\" after an optimizer "
                 "step: its graph reaches into the previous iteration's")
@@ -240,6 +250,9 @@ def judge_carried_graph(finding: Finding, obs: Observations, cwd: str) -> Verdic
         return CONFIRMED, evidence, sites
     calls, steps = sum(s.calls for s in sites), sum(s.steps for s in sites)
     retained = [s for s in sites if s.retained]
+    if _total(sites, CARRIED_REUSE):
+        return UNEXERCISED, ("the backward re-ran a graph built before several of its iterations (built once "
+                             "per epoch, say), not one carried from each iteration into the next"), sites
     if calls >= 2 and steps >= 1 and all(s.retained_watched for s in retained):
         return REFUTED, (f"the backward ran {plural(calls, 'time')} over {plural(steps, 'optimizer step')} and "
                          f"never reached an earlier iteration's graph"), sites
@@ -249,7 +262,7 @@ def judge_carried_graph(finding: Finding, obs: Observations, cwd: str) -> Verdic
 def runtime_only_carried_graph(obs: Observations, code: str, matched: Set[int], cwd: str) -> List[Finding]:
     out = []
     for site in _backward_sites(obs):
-        if id(site) in matched or not (site.count(SECOND_TIME_AFTER_STEP) or site.count(CARRIED_REUSE)):
+        if id(site) in matched or not (site.count(SECOND_TIME_AFTER_STEP) or _chained([site])):
             continue
         out.append(_new_finding(code, site, "a value carried from the previous iteration keeps its graph: detach "
                                 "it (h = h.detach(), or each tensor of a tuple such as an LSTM's (h, c)) "

@@ -12,7 +12,7 @@ from __future__ import annotations
 import weakref
 from typing import Any, Callable, Dict, List, Optional
 
-from gradlint.runtime.events import CARRIED_REUSE, BackwardSite
+from gradlint.runtime.events import CARRIED_REUSE, FRESH_RETAINED, BackwardSite
 from gradlint.runtime.gradstate import GRAPH_LIMIT
 
 _SAVED_TYPES: Dict[type, bool] = {}
@@ -112,6 +112,7 @@ def hook_retained(tracer, site: BackwardSite, roots: list, inputs: list, grads: 
     first = id(site) not in tracer.retained_sites
     tracer.retained_sites.add(id(site))
     mark = id(site)
+    fresh: list = []  # holds True once a node of this graph is new to the site
 
     def is_new(node) -> bool:
         """Not in a graph this site retained before (node ids are reused once a graph dies, so
@@ -124,12 +125,15 @@ def hook_retained(tracer, site: BackwardSite, roots: list, inputs: list, grads: 
             return False
         marks = metadata.get(_SITES_KEY)
         if marks is None:
-            metadata[_SITES_KEY] = {mark}
-            return not first
-        if mark in marks:
+            metadata[_SITES_KEY] = marks = set()
+        elif mark in marks:
             return False
         marks.add(mark)
-        return not first
+        if first:
+            return False
+        if not fresh:
+            fresh.append(True)
+        return True
 
     def ran_again(grad_outputs):
         # A later backward runs a node of the retained graph: the retain was needed.
@@ -183,6 +187,8 @@ def hook_retained(tracer, site: BackwardSite, roots: list, inputs: list, grads: 
             for child, _ in node.next_functions:
                 if child is not None:
                     todo.append(child)
+    if fresh:
+        site.bump(FRESH_RETAINED)
     if record.handles:
         with tracer.lock:
             registry.add(record)

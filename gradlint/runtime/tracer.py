@@ -33,7 +33,7 @@ import traceback
 import weakref
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from gradlint.runtime.events import CARRIED_REUSE, ONE_SAMPLE_ROOT, BackwardSite, Observations, Stack
+from gradlint.runtime.events import ONE_SAMPLE_ROOT, BackwardSite, Observations, Stack
 from gradlint.runtime.frames import CallSites
 from gradlint.runtime.gradstate import GradState
 from gradlint.runtime.observers import Lifecycle
@@ -381,7 +381,7 @@ class Tracer:
             # a site is watched up to `watch_all_retained`; after that many were never reused, a
             # pseudo-random sample (1 in `sample_retained_every`, not periodic, so a periodic reuse
             # cannot dodge it) keeps the per-step cost low on long runs.
-            settling = site.retained_reused and site.reused_by == site.stack and not site.count(CARRIED_REUSE)
+            settling = site.retained_reused and site.reused_by == site.stack
             if (settling and site.retained_watched < CARRIED_WATCH) or (not site.retained_reused and (
                 site.retained_watched < self.watch_all_retained
                 or self._sample.random() * self.sample_retained_every < 1.0

@@ -18,7 +18,7 @@ from gradlint.findings import RULES, Finding
 from gradlint.paths import display_path
 from gradlint.runtime import judges
 from gradlint.runtime.judges import CONFIRMED, plural
-from gradlint.runtime.events import BackwardSite, Observations, Stack
+from gradlint.runtime.events import MOVED_OTHERWISE, BackwardSite, Observations, Stack
 
 
 
@@ -56,9 +56,12 @@ class _SiteIndex:
 
 def manual_stale_evidence(sites: List[BackwardSite]) -> Optional[str]:
     """Evidence of stale gradients applied without an optimizer: a leaf in no optimizer whose value
-    changed between two backwards that accumulated into it with no clear in between."""
+    changed along its gradient between two backwards that accumulated into it with no clear in
+    between. None unless every such change looked like an update: a hand-written update moves its
+    leaves along their gradients every time, while an average of another model's weights (an EMA
+    teacher) does so only where that model's gradient happens to point the same way."""
     manual = sum(s.manual_stale for s in sites)
-    if not manual:
+    if not manual or any(s.count(MOVED_OTHERWISE) for s in sites):
         return None
     leaves = max(s.manual_stale_leaves for s in sites)
     return (

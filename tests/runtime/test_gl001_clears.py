@@ -329,6 +329,51 @@ def test_leaves_that_only_accumulate_keep_their_note_and_no_finding():
     assert [f for s in sites for f in gl001.observe(s, REPO, False)] == []
 
 
+def _teacher_student(update: str, seed: int) -> list:
+    """A student trained by SGD and a teacher copy whose output is not detached, so every
+    backward writes into the teacher's gradients too; the teacher then changes by `update`."""
+    import copy
+
+    torch.manual_seed(seed)
+    student = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+    teacher = copy.deepcopy(student)
+    opt = torch.optim.SGD(student.parameters(), lr=0.05)
+    with _trace() as traced:
+        for _ in range(6):
+            x = torch.randn(6, 4)
+            out = student(x)
+            loss = nn.functional.mse_loss(out, teacher(x + 0.05 * torch.randn_like(x)))
+            loss = loss + nn.functional.cross_entropy(out, torch.randint(0, 2, (6,)))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            with torch.no_grad():
+                for tp, sp in zip(teacher.parameters(), student.parameters()):
+                    if update == "ema":
+                        tp.mul_(0.99).add_(sp, alpha=0.01)
+                    elif update == "copy":
+                        tp.copy_(sp)
+                    else:  # a hand-written step on the teacher's own (never cleared) gradients
+                        tp.sub_(0.05 * tp.grad)
+    return _backward_sites(traced)
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("update", ["ema", "copy"])
+def test_a_teacher_averaged_or_copied_from_the_student_gets_a_note_and_no_finding(update, seed):
+    # Its value changes between backwards, but in no relation to its own gradients: never read.
+    sites = _teacher_student(update, seed)
+    assert [f for s in sites for f in gl001.observe(s, REPO, False)] == []
+    assert sum(s.loose_leaves for s in sites) >= 1
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_teacher_stepped_by_hand_on_its_stale_gradients_is_gl001(seed):
+    sites = _teacher_student("sgd", seed)
+    found = [f for s in sites for f in gl001.observe(s, REPO, False)]
+    assert len(found) == 1 and "manual update" in found[0][0]
+
+
 # ------------------------------------------------------------------------------ several stale backwards
 def _shared_trunk(clear_first: bool) -> tuple:
     torch.manual_seed(0)

@@ -437,6 +437,48 @@ def test_a_graph_built_once_before_the_loop_is_not_carried_state(iterations):
     assert judges.runtime_only_carried_graph(obs, "GL008", set(), REPO) == []
 
 
+@pytest.mark.parametrize("epochs, minibatches", [(2, 3), (3, 2), (4, 5)])
+def test_a_graph_built_once_per_epoch_and_reused_by_its_steps_is_not_carried_state(epochs, minibatches):
+    """`emb` is computed once per epoch, and each of the epoch's steps backpropagates through its
+    own slice of it with retain_graph=True: each epoch's first steps re-run a graph retained
+    before a step, but no iteration's graph comes from the previous iteration's."""
+    torch.manual_seed(0)
+    encoder = nn.Linear(6, 4)
+    features = torch.randn(minibatches * 5, 6)
+    optimizer = torch.optim.SGD(encoder.parameters(), lr=0.01)
+    with _trace() as traced:
+        for _ in range(epochs):
+            emb = torch.tanh(encoder(features))  # built once per epoch
+            for start in range(0, minibatches * 5, 5):
+                optimizer.zero_grad()
+                emb[start:start + 5].pow(2).mean().backward(retain_graph=True)  # backward: per epoch
+                optimizer.step()
+    obs = traced.observations
+    assert _count(obs, events.CARRIED_REUSE) >= 1  # seen, and judged not to be carried state
+    assert judges.runtime_only_carried_graph(obs, "GL008", set(), REPO) == []
+    finding = _finding("GL008", "emb[start:start + 5].pow(2).mean().backward(retain_graph=True)  # backward: per epoch")
+    verdict, _, _ = judges.judge_carried_graph(finding, obs, REPO)
+    assert verdict == "unexercised"
+
+
+@pytest.mark.parametrize("iterations", [3, 12, 80])
+def test_state_carried_through_many_iterations_with_retained_graphs_stays_confirmed(iterations):
+    # The step changes only `weight`, which no node of the chain saved (the inputs do not require
+    # grad), so every backward runs through the whole history without an error: the graph grows.
+    torch.manual_seed(0)
+    weight = nn.Parameter(torch.randn(4, 8) * 0.1)
+    optimizer = torch.optim.SGD([weight], lr=0.001)
+    with _trace() as traced:
+        hidden = torch.zeros(2, 8)
+        for _ in range(iterations):
+            optimizer.zero_grad()
+            hidden = torch.tanh(hidden + torch.randn(2, 4) @ weight)
+            hidden.pow(2).mean().backward(retain_graph=True)
+            optimizer.step()
+    (extra,) = judges.runtime_only_carried_graph(traced.observations, "GL008", set(), REPO)
+    assert "carries its graph" in extra.evidence
+
+
 def test_two_losses_sharing_a_trunk_are_not_a_carried_graph():
     with _trace() as traced:
         model = mlp()
