@@ -2592,12 +2592,31 @@ PROJECT_OPTIMIZERS = """
         def step(self):
             self.optimizer.step()
             self.optimizer.zero_grad()
+
+    class InheritsTheClear(StepAndClearSGD):
+        pass
+
+    class StepsThroughSuper(StepAndClearSGD):
+        def step(self, closure=None):
+            return super().step(closure)
+
+    class BypassesTheClear(StepAndClearSGD):
+        def step(self, closure=None):
+            return SGD.step(self, closure)
     """
 
 
 @pytest.mark.parametrize(
     "cls, mark",
-    [("AnalogSGD", "  # GL001"), ("StepAndClearSGD", ""), ("Warmup", "  # GL001"), ("WarmupThatClears", "")],
+    [
+        ("AnalogSGD", "  # GL001"),
+        ("StepAndClearSGD", ""),
+        ("Warmup", "  # GL001"),
+        ("WarmupThatClears", ""),
+        ("InheritsTheClear", ""),
+        ("StepsThroughSuper", ""),
+        ("BypassesTheClear", "  # GL001"),
+    ],
 )
 def test_optimizer_subclass_defined_in_another_project_module(tmp_path, cls, mark):
     _write_project(tmp_path, {"src/hwlib/__init__.py": "", "src/hwlib/optim.py": PROJECT_OPTIMIZERS})
@@ -2612,6 +2631,135 @@ def test_optimizer_subclass_defined_in_another_project_module(tmp_path, cls, mar
         """
     path = str(tmp_path / "examples" / "simple.py")
     assert reported(source, AnalysisOptions(project_root=str(tmp_path)), path) == expected(source)
+
+
+# Optimizer classes of the script itself whose step() clears (or does not): the loop relies on it.
+SELF_CLEARING_OPTIMIZERS = {
+    "clears_after_super_step": ("""
+        class AutoClearAdam(torch.optim.Adam):
+            @torch.no_grad()
+            def step(self, closure=None):
+                loss = super().step(closure)
+                self.zero_grad(set_to_none=True)
+                return loss
+        """, "AutoClearAdam", ""),
+    "clears_before_super_step": ("""
+        class AutoClearAdam(torch.optim.Adam):
+            def step(self, closure=None):
+                self.zero_grad()
+                return super().step(closure)
+        """, "AutoClearAdam", ""),
+    "clears_through_the_grads": ("""
+        class WipingSGD(torch.optim.SGD):
+            def step(self, closure=None):
+                super().step(closure)
+                for group in self.param_groups:
+                    for p in group["params"]:
+                        p.grad = None
+        """, "WipingSGD", ""),
+    "subclass_of_a_clearing_subclass": ("""
+        class AutoClearAdam(torch.optim.Adam):
+            def step(self, closure=None):
+                loss = super().step(closure)
+                self.zero_grad(set_to_none=True)
+                return loss
+
+        class WarmAdam(AutoClearAdam):
+            pass
+        """, "WarmAdam", ""),
+    "override_that_steps_through_super": ("""
+        class AutoClearAdam(torch.optim.Adam):
+            def step(self, closure=None):
+                loss = super().step(closure)
+                self.zero_grad()
+                return loss
+
+        class Logged:
+            def log(self):
+                pass
+
+        class LoggedAdam(Logged, AutoClearAdam):
+            def step(self, closure=None):
+                self.log()
+                return super(LoggedAdam, self).step(closure)
+        """, "LoggedAdam", ""),
+    "override_that_names_the_base": ("""
+        class AutoClearAdam(torch.optim.Adam):
+            def step(self, closure=None):
+                loss = super().step(closure)
+                self.zero_grad()
+                return loss
+
+        class LoggedAdam(AutoClearAdam):
+            def step(self, closure=None):
+                return AutoClearAdam.step(self, closure)
+        """, "LoggedAdam", ""),
+    "step_that_does_not_clear": ("""
+        class CountingAdam(torch.optim.Adam):
+            def step(self, closure=None):
+                loss = super().step(closure)
+                self.steps = getattr(self, "steps", 0) + 1
+                return loss
+        """, "CountingAdam", "  # GL001"),
+    "plain_subclass": ("""
+        class MyAdam(torch.optim.Adam):
+            pass
+        """, "MyAdam", "  # GL001"),
+    "override_that_skips_the_clearing_base": ("""
+        class AutoClearAdam(torch.optim.Adam):
+            def step(self, closure=None):
+                loss = super().step(closure)
+                self.zero_grad()
+                return loss
+
+        class RawAdam(AutoClearAdam):
+            def step(self, closure=None):
+                return torch.optim.Adam.step(self, closure)
+        """, "RawAdam", "  # GL001"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SELF_CLEARING_OPTIMIZERS))
+def test_optimizer_subclass_of_the_script_that_clears_in_its_step(name):
+    classes, cls, mark = SELF_CLEARING_OPTIMIZERS[name]
+    source = f"""
+        import torch
+        from torch import nn
+        {textwrap.indent(textwrap.dedent(classes), " " * 8).strip()}
+
+        model = nn.Linear(4, 2)
+        opt = {cls}(model.parameters(), lr=1e-3)
+        for i in range(6):
+            x, y = torch.randn(5, 4), torch.randint(0, 2, (5,))
+            nn.functional.cross_entropy(model(x), y).backward(){mark}
+            opt.step()
+        """
+    assert reported(source) == expected(source)
+
+
+@pytest.mark.parametrize("clears, mark", [(True, ""), (False, "  # GL001")])
+def test_trainer_attribute_holding_a_clearing_optimizer_subclass(clears, mark):
+    source = f"""
+        import torch
+        from torch import nn
+
+        class AutoClearSGD(torch.optim.SGD):
+            def step(self, closure=None):
+                {"self.zero_grad()" if clears else "pass"}
+                return super().step(closure)
+
+        class Trainer:
+            def __init__(self, model):
+                self.model = model
+                self.optimizer = AutoClearSGD(model.parameters(), lr=0.1)
+
+            def train(self, loader):
+                for x, y in loader:
+                    loss = nn.functional.mse_loss(self.model(x), y)
+                    loss.backward(){mark}
+                    self.optimizer.step()
+        """
+    assert reported(source) == expected(source)
 
 
 def test_step_method_of_a_project_class_instance_is_followed(tmp_path):

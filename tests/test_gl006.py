@@ -340,6 +340,185 @@ FLAGGED = {
                     optimizer.zero_grad()
                 print(sum(l.item() for l in kept))
     """,
+    "step_dict_log_entry_holds_the_loss": """
+        import torch
+        from torch import nn
+
+
+        class LitRegressor(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.layer = nn.Linear(3, 1)
+
+            def training_step(self, batch, batch_idx):
+                x, y = batch
+                logits = self.layer(x)
+                loss = nn.functional.mse_loss(logits, y)
+                return {"loss": loss, "logits": logits, "log": {"train_loss": loss}}
+
+
+        class MiniTrainer:
+            def __init__(self):
+                self.history = []
+
+            def fit(self, module, loader, optimizer):
+                for batch_idx, batch in enumerate(loader):
+                    out = module.training_step(batch, batch_idx)
+                    optimizer.zero_grad()
+                    out["loss"].backward()
+                    optimizer.step()
+                    self.history.append(out["log"]["train_loss"])  # GL006
+    """,
+    "step_dict_log_dict_holds_the_loss": """
+        import torch
+        from torch import nn
+
+
+        class LitRegressor(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.layer = nn.Linear(3, 1)
+
+            def training_step(self, batch, batch_idx):
+                x, y = batch
+                logits = self.layer(x)
+                loss = nn.functional.mse_loss(logits, y)
+                return {"loss": loss, "logits": logits, "log": {"train_loss": loss}}
+
+
+        class MiniTrainer:
+            def __init__(self):
+                self.history = []
+
+            def fit(self, module, loader, optimizer):
+                for batch_idx, batch in enumerate(loader):
+                    out = module.training_step(batch, batch_idx)
+                    optimizer.zero_grad()
+                    out["loss"].backward()
+                    optimizer.step()
+                    self.history.append(out["log"])  # GL006
+    """,
+    "step_dict_walked_entry_kept": """
+        import torch
+        from torch import nn
+
+
+        class LitRegressor(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.layer = nn.Linear(3, 1)
+
+            def training_step(self, batch, batch_idx):
+                x, y = batch
+                logits = self.layer(x)
+                loss = nn.functional.mse_loss(logits, y)
+                return {"loss": loss, "logits": logits, "log": {"train_loss": loss.detach()}}
+
+
+        class MiniTrainer:
+            def __init__(self):
+                self.history = []
+
+            def fit(self, module, loader, optimizer):
+                for batch_idx, batch in enumerate(loader):
+                    out = module.training_step(batch, batch_idx)
+                    optimizer.zero_grad()
+                    out["loss"].backward()
+                    optimizer.step()
+                    self.history.append(out["loss"])  # GL006
+    """,
+    "step_dict_logits_entry_kept": """
+        import torch
+        from torch import nn
+
+
+        class LitRegressor(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.layer = nn.Linear(3, 1)
+
+            def training_step(self, batch, batch_idx):
+                x, y = batch
+                logits = self.layer(x)
+                loss = nn.functional.mse_loss(logits, y)
+                return {"loss": loss, "logits": logits, "log": {"train_loss": loss.detach()}}
+
+
+        class MiniTrainer:
+            def __init__(self):
+                self.history = []
+
+            def fit(self, module, loader, optimizer):
+                for batch_idx, batch in enumerate(loader):
+                    out = module.training_step(batch, batch_idx)
+                    optimizer.zero_grad()
+                    loss = out["loss"]; loss.backward()
+                    optimizer.step()
+                    self.history.append(out["logits"])  # GL006
+    """,
+    "step_dict_whole_dict_kept": """
+        import torch
+        from torch import nn
+
+
+        class LitRegressor(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.layer = nn.Linear(3, 1)
+
+            def training_step(self, batch, batch_idx):
+                x, y = batch
+                logits = self.layer(x)
+                loss = nn.functional.mse_loss(logits, y)
+                return {"loss": loss, "logits": logits, "log": {"train_loss": loss.detach()}}
+
+
+        class MiniTrainer:
+            def __init__(self):
+                self.history = []
+
+            def fit(self, module, loader, optimizer):
+                for batch_idx, batch in enumerate(loader):
+                    out = module.training_step(batch, batch_idx)
+                    optimizer.zero_grad()
+                    out["loss"].backward()
+                    optimizer.step()
+                    self.history.append(out)  # GL006
+    """,
+    "ema_with_a_conditional_start": """
+        import torch
+
+        smoothed = None
+        for step in range(1000):
+            loss = model(next_batch()).pow(2).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            smoothed = loss if smoothed is None else 0.9 * smoothed + 0.1 * loss  # GL006
+            if step % 100 == 0:
+                print(step, float(smoothed))
+    """,
+    "ema_with_the_start_in_the_else_branch": """
+        def train(model, loader, opt):
+            ema = None
+            for x, y in loader:
+                loss = (model(x) - y).abs().mean()
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                ema = ema * 0.98 + loss * 0.02 if ema is not None else loss  # GL006
+            return ema
+    """,
+    "both_branches_accumulate": """
+        total = 0.0
+        for i, (x, y) in enumerate(loader):
+            loss = crit(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total = total + 2 * loss if i % 2 else total + loss  # GL006
+        print(total)
+    """,
 }
 
 CLEAN = {
@@ -673,6 +852,133 @@ CLEAN = {
         total = torch.stack(losses).mean()
         total.backward()
     """,
+    "step_dict_log_entry_detached": """
+        import torch
+        from torch import nn
+
+
+        class LitRegressor(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.layer = nn.Linear(3, 1)
+
+            def training_step(self, batch, batch_idx):
+                x, y = batch
+                logits = self.layer(x)
+                loss = nn.functional.mse_loss(logits, y)
+                return {"loss": loss, "logits": logits, "log": {"train_loss": loss.detach()}}
+
+
+        class MiniTrainer:
+            def __init__(self):
+                self.history = []
+
+            def fit(self, module, loader, optimizer):
+                for batch_idx, batch in enumerate(loader):
+                    out = module.training_step(batch, batch_idx)
+                    optimizer.zero_grad()
+                    out["loss"].backward()
+                    optimizer.step()
+                    self.history.append(out["log"]["train_loss"])
+    """,
+    "step_dict_log_entry_a_number": """
+        import torch
+        from torch import nn
+
+
+        class LitRegressor(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.layer = nn.Linear(3, 1)
+
+            def training_step(self, batch, batch_idx):
+                x, y = batch
+                logits = self.layer(x)
+                loss = nn.functional.mse_loss(logits, y)
+                return {"loss": loss, "logits": logits, "log": {"train_loss": loss.item()}}
+
+
+        class MiniTrainer:
+            def __init__(self):
+                self.history = []
+
+            def fit(self, module, loader, optimizer):
+                for batch_idx, batch in enumerate(loader):
+                    out = module.training_step(batch, batch_idx)
+                    optimizer.zero_grad()
+                    loss = out["loss"]; loss.backward()
+                    optimizer.step()
+                    self.history.append(out["log"])
+    """,
+    "step_dict_log_read_through_a_name": """
+        import torch
+        from torch import nn
+
+
+        class LitRegressor(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.layer = nn.Linear(3, 1)
+
+            def training_step(self, batch, batch_idx):
+                x, y = batch
+                logits = self.layer(x)
+                loss = nn.functional.mse_loss(logits, y)
+                return {"loss": loss, "logits": logits, "log": {"train_loss": loss.detach()}}
+
+
+        class MiniTrainer:
+            def __init__(self):
+                self.history = []
+
+            def fit(self, module, loader, optimizer):
+                for batch_idx, batch in enumerate(loader):
+                    out = module.training_step(batch, batch_idx)
+                    optimizer.zero_grad()
+                    loss = out["loss"]; loss.backward()
+                    optimizer.step()
+                    logs = out["log"]; self.history.append(logs["train_loss"])
+    """,
+    "step_dict_from_an_unknown_callee": """
+        def fit(trainer, loader, optimizer, history):
+            for batch in loader:
+                out = trainer.compute_step(batch)
+                optimizer.zero_grad()
+                out["loss"].backward()
+                optimizer.step()
+                history.append(out["log"]["train_loss"])
+    """,
+    "step_tuple_second_entry_a_number": """
+        def step(model, batch):
+            x, y = batch
+            loss = ((model(x) - y) ** 2).mean()
+            return loss, loss.item()
+
+
+        def fit(model, loader, optimizer):
+            history = []
+            for batch in loader:
+                out = step(model, batch)
+                optimizer.zero_grad()
+                out[0].backward()
+                optimizer.step()
+                history.append(out[1])
+            return history
+    """,
+    "ema_of_numbers_with_a_conditional_start": """
+        smoothed = None
+        for x, y in loader:
+            loss = crit(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            smoothed = loss.item() if smoothed is None else 0.9 * smoothed + 0.1 * loss.item()
+            ema = loss.detach() if smoothed is None else 0.9 * ema + 0.1 * loss.detach()
+            last = loss.item() if len(loader) > 1 else 0.0
+            best = loss if best is None or loss < best else best
+            total = total + (loss.item() if x.numel() else 0.0)
+        print(smoothed, ema, last, best, total)
+    """,
 }
 
 
@@ -779,3 +1085,14 @@ def test_item_fix_is_unsafe_when_the_holder_is_used_through_a_method():
     )
     (finding,) = _lint(source)
     assert finding.fix.applicability == "unsafe"
+
+
+def test_conditional_accumulation_fix_is_never_the_safe_item():
+    # `.item()` on the added loss leaves the first iteration's loss (with its graph) in the holder
+    source = textwrap.dedent(FLAGGED["ema_with_a_conditional_start"])
+    (finding,) = _lint(source)
+    assert "`0.1 * loss`" in finding.message
+    assert finding.fix is not None and finding.fix.applicability == "unsafe"
+    fixed = _apply(source, finding.fix)
+    assert "0.9 * smoothed + (0.1 * loss).detach()" in fixed
+    assert _lint(fixed) == []

@@ -160,7 +160,10 @@ class Analyzer(HelperResolver):
             if kind == OPTIMIZER:
                 if _helper_local(text, scope):
                     return []  # a helper's own optimizer, new at every call: its loop is its own
-                return self._step_with_closure(call, bound, scope)
+                effects = list(self._step_with_closure(call, bound, scope))
+                if effects and self._clearing_optimizer(text, facts):
+                    effects.append(scope.event(CLEAR, bound, call))  # its own step() clears its gradients
+                return effects
             if kind == SCALER or (kind is None and "scaler" in last_part(text).lower()):
                 if call.args and call.args[0].keyword is None:
                     target = call.args[0].value
@@ -216,6 +219,33 @@ class Analyzer(HelperResolver):
             return []
         return [scope.event(STEP if method == "step" else CLEAR, bound, call)]
 
+    def _clearing_optimizer(self, text: str, facts: ModuleFacts) -> bool:
+        """Was `text` built by an optimizer class of this module (`class AutoClearAdam(Adam)`, or a
+        subclass of one) whose `step()`, its own or inherited from a class of this module, clears
+        gradients (`self.zero_grad()` before or after `super().step()`)? Each of its steps then
+        leaves the gradients cleared."""
+        cls = facts.instances.get(text)
+        if cls is None or cls not in facts.classes or not _optimizer_class(facts, cls):
+            return False
+        return self._step_clears(facts, cls)
+
+    def _step_clears(self, facts: ModuleFacts, start: str) -> bool:
+        """Does the `step()` that class `start` (of `facts`'s module) runs clear gradients, in its own
+        body or in the body of a base's step it reaches through `super().step()`?"""
+        cls = start
+        for _ in range(6):  # `super().step()` up a chain of the module's classes
+            step, owner = self._find_method(facts, cls, "step")
+            if step is None or owner is None:
+                return False
+            if _clears_in(step):
+                return True
+            # The next class of this module whose step() `super().step()` reaches, if any.
+            reached = [b for b in _base_step_classes(facts, owner, step) if self._find_method(facts, b, "step")[0]]
+            if not reached:
+                return False
+            cls = reached[0]
+        return False
+
     def _project_optimizer(self, text: str, scope: Scope) -> bool:
         """Was `text` built by a class of another project module that derives from a torch
         optimizer (`class AnalogSGD(AnalogOptimizerMixin, SGD)`) and whose `step()` does not
@@ -234,8 +264,7 @@ class Analyzer(HelperResolver):
         target, name = resolved
         if not _optimizer_class(target, name):
             return False
-        step, _ = self._find_method(target, name, "step")
-        return step is None or not _clears_in(step)
+        return not self._step_clears(target, name)
 
     def _step_with_closure(self, call: cst.Call, target: str, scope: Scope) -> List[Effect]:
         """`opt.step()` or `opt.step(closure)`: the closure's effects happen inside the step."""
@@ -394,6 +423,26 @@ def _zero_arg(call: cst.Call) -> bool:
 def _is_accelerate(receiver: cst.BaseExpression, facts: ModuleFacts) -> bool:
     text = dotted(receiver) or ""
     return "accelerator" in last_part(text).lower() or "accelerate" in (facts.imports.resolve(receiver) or "")
+
+
+def _base_step_classes(facts: ModuleFacts, owner: str, step: cst.FunctionDef) -> List[str]:
+    """The bases of `owner` that are classes of this module, in order, when its `step()` runs a
+    base's step (`super().step()`); the one base named, for `Base.step(self, ...)`."""
+    info = facts.classes.get(owner)
+    if info is None:
+        return []
+    bases = [last_part(base) for base in info.bases if last_part(base) in facts.classes]
+    for call in calls_in(step):
+        func = call.func
+        if not isinstance(func, cst.Attribute) or func.attr.value != "step":
+            continue
+        receiver = func.value
+        if isinstance(receiver, cst.Call) and dotted(receiver.func) == "super":
+            return bases
+        name = dotted(receiver)
+        if name is not None and name in bases:
+            return [name]
+    return []
 
 
 def _clears_in(func: cst.FunctionDef) -> bool:

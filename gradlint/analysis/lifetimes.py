@@ -23,6 +23,7 @@ import libcst as cst
 
 from gradlint.analysis.backward import backward_call
 from gradlint.analysis.defuse import Definition
+from gradlint.analysis.entries import different_entries
 from gradlint.analysis.graph_scope import Scope
 from gradlint.analysis.retained import GraphAnalysis
 from gradlint.analysis.helpers import backward_helpers
@@ -374,12 +375,10 @@ def _store(scope: Scope, small: cst.CSTNode) -> Optional[Tuple[str, cst.BaseExpr
                 return None
             return base, value, "store"
         key = _holder_key(target)
-        if key is None or not isinstance(value, cst.BinaryOperation) or not isinstance(value.operator, cst.Add):
+        if key is None:
             return None
-        for own, other in ((value.left, value.right), (value.right, value.left)):
-            if any(_holder_key(part) == key for part in _unscaled(own)):
-                return key, other, "accumulate"  # `total = total + loss`, `ema = 0.9 * ema + 0.1 * loss`
-        return None
+        added = _added(key, value)
+        return (key, added, "accumulate") if added is not None else None
     if isinstance(small, cst.Expr) and isinstance(small.value, cst.Call):
         call = small.value
         func = call.func
@@ -393,6 +392,24 @@ def _store(scope: Scope, small: cst.CSTNode) -> Optional[Tuple[str, cst.BaseExpr
         if key is None or not args or len(args) != (2 if func.attr.value == "insert" else 1):
             return None
         return key, args[-1].value, "append"
+    return None
+
+
+def _added(key: str, value: cst.BaseExpression) -> Optional[cst.BaseExpression]:
+    """What `key = value` adds to the old `key`: `loss` in `total = total + loss`, `0.1 * loss` in
+    `ema = 0.9 * ema + 0.1 * loss`. A conditional expression adds what its accumulating branch
+    adds (`ema = loss if ema is None else 0.9 * ema + 0.1 * loss`); the other branch replaces the
+    holder, which keeps one graph, not one per iteration. When both branches accumulate, the whole
+    expression is what the holder takes on."""
+    if isinstance(value, cst.IfExp):
+        found = [_added(key, branch) for branch in (value.body, value.orelse)]
+        kept = [branch for branch in found if branch is not None]
+        return kept[0] if len(kept) == 1 else (value if kept else None)
+    if not isinstance(value, cst.BinaryOperation) or not isinstance(value.operator, cst.Add):
+        return None
+    for own, other in ((value.left, value.right), (value.right, value.left)):
+        if any(_holder_key(part) == key for part in _unscaled(own)):
+            return other  # `total = total + loss`, `ema = 0.9 * ema + 0.1 * loss`
     return None
 
 
@@ -452,13 +469,25 @@ def _kept(
             # A definition of a value with history that both read. The tuple a call returns does
             # not count by itself (`loss, stats = compute_loss(batch)`: the stats are usually numbers).
             shared = [stored[k] for k in set(stored) & set(walked) if k in inside]
-            if any(scope.class_of(d.key) == GRAPH and not d.key.startswith("<unpacked@") for d in shared):
+            # Nor does a dict the call returns when the two read different entries of it
+            # (`out["loss"].backward()`, `history.append(out["log"]["train_loss"])`).
+            if any(
+                scope.class_of(d.key) == GRAPH and not d.key.startswith("<unpacked@")
+                and not different_entries(
+                    analysis.module, analysis.reads, scope.node, d,
+                    (value, stored.values()), (later.tensor, walked.values()),
+                )
+                for d in shared
+            ):
                 if _computed_by_metric(analysis.module, scope, reads.keys, stored):
                     return None
                 if _reset_each_step(scope, stmt, around[depth:], holder):
                     return None
                 scalar = _scalar_root(value, later)
-                return KeptHistory(small, holder, value, form, scalar, scalar and only_shown(scope, holder))
+                # `ema = loss if ema is None else ema + loss`: `.item()` on the added loss leaves the
+                # first loss (and its graph) in the holder, so that fix is never the safe one.
+                whole = not (isinstance(small, cst.Assign) and isinstance(small.value, cst.IfExp))
+                return KeptHistory(small, holder, value, form, scalar, scalar and whole and only_shown(scope, holder))
     return None
 
 
