@@ -23,7 +23,11 @@ CLIP_WASTED = "clip_wasted"  # ... whose clipped gradients were changed or clear
 CLEAR_DISCARDED = "clear_discarded"  # clear site: clears that dropped gradients no step had used yet
 CLEAR_BEFORE_STEP = "clear_before_step"  # ... after which a step saw only such dropped gradients
 KEPT_GRAPH = "kept_graph"  # backward site: roots whose graph was still alive two iterations later
+KEPT_AT_ONCE = "kept_at_once"  # backward site: most such graphs alive at the same time
 FREED_GRAPH = "freed_graph"  # backward site: watched roots whose graph was freed in time
+# backward site: calls whose graph kept, two iterations later, a node near its root that the
+# iteration had made (a stored output or component loss: `all_logits.append(logits)`)
+KEPT_UPSTREAM = "kept_upstream"
 LEAF_ROOT = "leaf_root"  # backward site: calls whose roots are all leaves (no grad_fn, not parameters)
 PARAM_GRADS = "param_grads"  # backward site: calls that wrote into some optimizer's parameter
 CARRIED_REUSE = "carried_reuse"  # backward site: re-ran a graph it retained before an optimizer step

@@ -28,9 +28,9 @@ from typing import Callable, Dict, List, Optional, Set, Tuple
 from gradlint.paths import display_path
 from gradlint.findings import RULES, Finding
 from gradlint.runtime.events import (CARRIED_REUSE, CLEAR_BEFORE_STEP, CLEAR_DISCARDED, CLIP_CALLS, CLIP_ON_SCALED,
-                                     CLIP_USED, CLIP_WASTED, FREED_GRAPH, FRESH_RETAINED, KEPT_GRAPH, LEAF_ROOT,
-                                     PARAM_GRADS,
-                                     SECOND_TIME, SECOND_TIME_AFTER_STEP, BackwardSite, Observations)
+                                     CLIP_USED, CLIP_WASTED, FREED_GRAPH, FRESH_RETAINED, KEPT_AT_ONCE, KEPT_GRAPH,
+                                     KEPT_UPSTREAM, LEAF_ROOT, PARAM_GRADS, SECOND_TIME, SECOND_TIME_AFTER_STEP,
+                                     BackwardSite, Observations)
 
 CONFIRMED, REFUTED, UNEXERCISED = "confirmed", "refuted", "unexercised"
 Verdict = Tuple[str, str, List[BackwardSite]]
@@ -171,8 +171,8 @@ def runtime_only_clear_before_step(obs: Observations, code: str, matched: Set[in
 
 
 # ------------------------------------------------------------------------------ loss history keeps graphs
-def _kept_evidence(sites: List[BackwardSite]) -> str:
-    kept = _total(sites, KEPT_GRAPH)
+def _kept_evidence(sites: List[BackwardSite], name: str = KEPT_GRAPH) -> str:
+    kept = _total(sites, name)
     return (f"the graphs of {plural(kept, 'backward call')} were still alive two optimizer steps later: a value "
             f"with history (the loss or an output) is kept across iterations")
 
@@ -181,6 +181,8 @@ def judge_kept_graph(finding: Finding, obs: Observations, cwd: str) -> Verdict:
     sites = nearest_sites(finding, _backward_sites(obs), cwd)
     if _total(sites, KEPT_GRAPH):
         return CONFIRMED, _kept_evidence(sites), sites
+    if _total(sites, KEPT_UPSTREAM):  # what the store keeps may be an output, not the loss itself
+        return CONFIRMED, _kept_evidence(sites, KEPT_UPSTREAM), sites
     freed, calls = _total(sites, FREED_GRAPH), sum(s.calls for s in sites)
     if freed >= 2 and calls >= 3:
         return REFUTED, (f"the backward nearby ran {plural(calls, 'time')} and its graphs were freed each "
@@ -191,7 +193,8 @@ def judge_kept_graph(finding: Finding, obs: Observations, cwd: str) -> Verdict:
 def runtime_only_kept_graph(obs: Observations, code: str, matched: Set[int], cwd: str) -> List[Finding]:
     return [_new_finding(code, site, "graphs of this backward stay alive across iterations: store "
                          "loss.item() or loss.detach() instead of the loss (or an output)", _kept_evidence([site]), cwd)
-            for site in _backward_sites(obs) if id(site) not in matched and site.count(KEPT_GRAPH) >= 2]
+            for site in _backward_sites(obs)
+            if id(site) not in matched and site.count(KEPT_GRAPH) >= 2 and site.count(KEPT_AT_ONCE) >= 2]
 
 
 # ------------------------------------------------------------------------------ loss made a leaf

@@ -26,13 +26,17 @@ import weakref
 from typing import Any, Dict, List, Optional, Tuple
 
 from gradlint.runtime.events import (CLEAR_DISCARDED, CLIP_CALLS, CLIP_ON_SCALED, CLIP_USED, CLIP_WASTED, FREED_GRAPH,
-                                     KEPT_GRAPH, LEAF_ROOT, SECOND_TIME, SECOND_TIME_AFTER_STEP, BackwardSite)
+                                     KEPT_AT_ONCE, KEPT_GRAPH, KEPT_UPSTREAM, LEAF_ROOT, SECOND_TIME,
+                                     SECOND_TIME_AFTER_STEP, BackwardSite)
 from gradlint.runtime.gradstate import GradState
 
 WATCH_ALL_ROOTS = 64  # backward calls per site whose graph lifetime is watched before sampling
 SAMPLE_ROOTS_EVERY = 16
 _SECOND_TIME_TEXT = "backward through the graph a second time"
 _SENTINEL_KEY = "_gradlint_lifetime"
+_UPSTREAM_KEY = "_gradlint_upstream"
+UPSTREAM_DEPTH = 4  # edges from the root within which the nodes an iteration made are watched
+UPSTREAM_NODES = 32  # of those, at most this many per call
 
 
 class _Sentinel:
@@ -87,6 +91,9 @@ class Lifecycle:
         self.calls: Dict[int, int] = {}  # id(site) -> calls seen (for the roots' age)
         self.last_steps: Dict[int, int] = {}  # id(site) -> thread's step count at its last call
         self.scalers: Dict[int, ScalerRecord] = {}  # id(GradScaler) -> record
+        # id(site) -> watched nodes near its roots: (call count, step count, their sentinels)
+        self.upstream: Dict[int, List[Tuple[int, int, List[weakref.ref]]]] = {}
+        self.made_after: Dict[int, int] = {}  # id(site) -> autograd sequence number at its last call
 
     def scaler(self, scaler) -> ScalerRecord:
         key = id(scaler)
@@ -109,15 +116,24 @@ class Lifecycle:
             # iteration ends at an optimizer step (several backward calls may feed one step: task
             # losses on a shared trunk, micro-batches kept for logging until the step); where
             # nothing steps, nothing is said.
+            # An old root is counted once (its index made negative) and watched on while it
+            # lives: how many are alive at once tells graphs piling up (a history, a running sum)
+            # from one kept at a time (the best loss so far).
             alive = []
+            at_once = 0
             for index, stepped, ref in watched:
                 if ref() is None:
                     continue
-                if index <= calls - 3 and steps >= stepped + 2:
+                if index < 0:
+                    at_once += 1
+                elif index <= calls - 3 and steps >= stepped + 2:
                     site.bump(KEPT_GRAPH)
-                else:
-                    alive.append((index, stepped, ref))
+                    at_once += 1
+                    index = -1
+                alive.append((index, stepped, ref))
             self.roots[key] = alive
+            if at_once > site.count(KEPT_AT_ONCE):
+                site.bump(KEPT_AT_ONCE, at_once - site.count(KEPT_AT_ONCE))
         all_leaves = bool(roots)
         for root in roots:
             if not isinstance(root, torch.Tensor) or root.grad_fn is not None or not root.requires_grad:
@@ -131,7 +147,19 @@ class Lifecycle:
             site.bump(LEAF_ROOT)
         if self.stepping:
             return  # an optimizer's step closure (LBFGS): the optimizer holds its loss until the step ends
-        if calls <= WATCH_ALL_ROOTS or calls % SAMPLE_ROOTS_EVERY == 0:
+        kept = self.upstream.get(key)
+        if kept:
+            younger = []
+            for index, stepped, refs in kept:
+                if index <= calls - 3 and steps >= stepped + 2:
+                    if any(ref() is not None for ref in refs):
+                        site.bump(KEPT_UPSTREAM)
+                else:
+                    younger.append((index, stepped, refs))
+            self.upstream[key] = younger
+        watch = calls <= WATCH_ALL_ROOTS or calls % SAMPLE_ROOTS_EVERY == 0
+        self._watch_upstream(key, calls, steps, roots, torch, watch)
+        if watch:
             for root in roots:
                 node = getattr(root, "grad_fn", None) if isinstance(root, torch.Tensor) else None
                 if node is None:
@@ -147,6 +175,51 @@ class Lifecycle:
                 ref = weakref.ref(sentinel, functools.partial(_freed, site))
                 self.roots.setdefault(key, []).append((calls, steps, ref))
                 break  # one root per call is enough
+
+    def _watch_upstream(self, key: int, calls: int, steps: int, roots: list, torch, watch: bool) -> None:
+        """Sentinels on the nodes within UPSTREAM_DEPTH of the first root's node that this
+        iteration made (autograd numbers nodes in the order they are made: those after the site's
+        previous backward), parameters' accumulators aside: a stored output or component loss keeps
+        its node alive however the root's own node fares. Nothing on a site's first call (what
+        the iteration made is not known yet), nor on a node another call already watches."""
+        node = None
+        for root in roots:
+            node = getattr(root, "grad_fn", None) if isinstance(root, torch.Tensor) else None
+            if node is not None:
+                break
+        if node is None:
+            return
+        try:
+            made_after = self.made_after.get(key)
+            self.made_after[key] = node._sequence_nr()
+        except Exception:
+            return
+        if made_after is None or not watch:
+            return
+        refs: List[weakref.ref] = []
+        level = [child for child, _ in node.next_functions if child is not None]
+        seen = {id(node)}
+        for _ in range(UPSTREAM_DEPTH):
+            below: list = []
+            for current in level:
+                if id(current) in seen or len(refs) >= UPSTREAM_NODES:
+                    continue
+                seen.add(id(current))
+                if getattr(current, "variable", None) is not None:
+                    continue  # a leaf's accumulator: it lives as long as the leaf (a parameter)
+                try:
+                    if current._sequence_nr() <= made_after:
+                        continue  # made before this iteration (built once before the loop, say)
+                    metadata = current.metadata
+                except Exception:  # nodes without a sequence number or metadata
+                    continue
+                if isinstance(metadata, dict) and _UPSTREAM_KEY not in metadata:
+                    sentinel = metadata[_UPSTREAM_KEY] = _Sentinel()
+                    refs.append(weakref.ref(sentinel))
+                below.extend(child for child, _ in current.next_functions if child is not None)
+            level = below
+        if refs:
+            self.upstream.setdefault(key, []).append((calls, steps, refs))
 
     def after_backward(self, site: BackwardSite, error: Optional[BaseException], accumulated: bool) -> None:
         key = id(site)

@@ -290,11 +290,78 @@ def test_loss_history_keeping_graphs(keep):
     finding = _finding("GL006", "running += loss  # keep: history")
     verdict = judges.judge_kept_graph(finding, obs, REPO)[0]
     if keep in ("sum", "append"):
-        assert kept >= 4 and verdict == "confirmed"
+        assert kept >= 4 and verdict == "confirmed" and _count(obs, events.KEPT_AT_ONCE) >= 4
         assert judges.runtime_only_kept_graph(obs, "GL006", set(), REPO)
     else:
         assert kept == 0 and verdict == "refuted"
         assert judges.runtime_only_kept_graph(obs, "GL006", set(), REPO) == []
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_best_loss_so_far_keeps_one_graph_at_a_time_and_no_runtime_finding(seed):
+    torch.manual_seed(seed)
+    with _trace() as traced:
+        model = mlp()
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+        best = None
+        for inputs, labels in batches(12):
+            optimizer.zero_grad()
+            loss = nn.functional.cross_entropy(model(inputs), labels) * (1.0 if len(labels) else 0.0)
+            loss.backward()
+            optimizer.step()
+            if best is None or loss < best:
+                best = loss  # a plain reassignment: one graph kept at a time
+    obs = traced.observations
+    assert _count(obs, events.KEPT_AT_ONCE) <= 1
+    assert judges.runtime_only_kept_graph(obs, "GL006", set(), REPO) == []
+
+
+@pytest.mark.parametrize("keep", ["logits", "component", "logits-detached", "component-item", "nothing"])
+def test_outputs_and_component_losses_kept_across_iterations(keep):
+    """What a store keeps is often not the backward's root: the model's output, or one term of a
+    summed loss. Their nodes outlive the root's; a store of detached values or numbers keeps none."""
+    with _trace() as traced:
+        model = mlp()
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+        features = torch.tanh(torch.randn(4, 16))  # no history: built once
+        outputs, meters = [], {"cls": 0.0}
+        for inputs, labels in batches(8):
+            logits = model(inputs + features.sum() * 0)
+            cls_loss = nn.functional.cross_entropy(logits, labels)
+            loss = cls_loss + logits.pow(2).mean() * 0.01
+            optimizer.zero_grad()
+            loss.backward()  # backward: outputs kept
+            optimizer.step()
+            if keep == "logits":
+                outputs.append(logits)
+            elif keep == "component":
+                meters["cls"] += cls_loss
+            elif keep == "logits-detached":
+                outputs.append(logits.detach())
+            elif keep == "component-item":
+                meters["cls"] += cls_loss.item()
+    obs = traced.observations
+    finding = _finding("GL006", "loss.backward()  # backward: outputs kept")
+    verdict, evidence, _ = judges.judge_kept_graph(finding, obs, REPO)
+    assert _count(obs, events.KEPT_GRAPH) == 0  # the root itself is freed each time
+    if keep in ("logits", "component"):
+        assert _count(obs, events.KEPT_UPSTREAM) >= 4 and verdict == "confirmed" and "still alive" in evidence
+    else:
+        assert _count(obs, events.KEPT_UPSTREAM) == 0 and verdict == "refuted"
+    assert judges.runtime_only_kept_graph(obs, "GL006", set(), REPO) == []  # the root's graph alone says that
+
+
+def test_a_graph_built_once_before_the_loop_keeps_no_iterations_graph():
+    with _trace() as traced:
+        model = mlp()
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+        source = torch.randn(4, 16, requires_grad=True)
+        features = torch.tanh(source * 2)  # made before the loop: alive throughout, on purpose
+        for inputs, labels in batches(8):
+            optimizer.zero_grad()
+            nn.functional.cross_entropy(model(inputs + features.mean()), labels).backward(retain_graph=True)
+            optimizer.step()
+    assert _count(traced.observations, events.KEPT_UPSTREAM) == 0
 
 
 @pytest.mark.parametrize("losses_per_step", [3, 4, 6])
