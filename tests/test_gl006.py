@@ -31,6 +31,43 @@ def _apply(source: str, fix) -> str:
     return source
 
 
+def _trainer_with_dict_step(log: str, backward: str, store: str) -> str:
+    """A Lightning-style module whose `training_step` returns {"loss", "logits", "log"} (the
+    log entry holding `log`) and a hand-written trainer loop that runs `backward` and `store`."""
+    return TRAINER_WITH_DICT_STEP.format(log=log, backward=backward, store=store)
+
+
+TRAINER_WITH_DICT_STEP = """
+        import torch
+        from torch import nn
+
+
+        class LitRegressor(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.layer = nn.Linear(3, 1)
+
+            def training_step(self, batch, batch_idx):
+                x, y = batch
+                logits = self.layer(x)
+                loss = nn.functional.mse_loss(logits, y)
+                return {{"loss": loss, "logits": logits, "log": {{"train_loss": {log}}}}}
+
+
+        class MiniTrainer:
+            def __init__(self):
+                self.history = []
+
+            def fit(self, module, loader, optimizer):
+                for batch_idx, batch in enumerate(loader):
+                    out = module.training_step(batch, batch_idx)
+                    optimizer.zero_grad()
+                    {backward}
+                    optimizer.step()
+                    {store}
+    """
+
+
 FLAGGED = {
     "running_loss_plus_equals": """
         import torch
@@ -340,151 +377,21 @@ FLAGGED = {
                     optimizer.zero_grad()
                 print(sum(l.item() for l in kept))
     """,
-    "step_dict_log_entry_holds_the_loss": """
-        import torch
-        from torch import nn
-
-
-        class LitRegressor(nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.layer = nn.Linear(3, 1)
-
-            def training_step(self, batch, batch_idx):
-                x, y = batch
-                logits = self.layer(x)
-                loss = nn.functional.mse_loss(logits, y)
-                return {"loss": loss, "logits": logits, "log": {"train_loss": loss}}
-
-
-        class MiniTrainer:
-            def __init__(self):
-                self.history = []
-
-            def fit(self, module, loader, optimizer):
-                for batch_idx, batch in enumerate(loader):
-                    out = module.training_step(batch, batch_idx)
-                    optimizer.zero_grad()
-                    out["loss"].backward()
-                    optimizer.step()
-                    self.history.append(out["log"]["train_loss"])  # GL006
-    """,
-    "step_dict_log_dict_holds_the_loss": """
-        import torch
-        from torch import nn
-
-
-        class LitRegressor(nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.layer = nn.Linear(3, 1)
-
-            def training_step(self, batch, batch_idx):
-                x, y = batch
-                logits = self.layer(x)
-                loss = nn.functional.mse_loss(logits, y)
-                return {"loss": loss, "logits": logits, "log": {"train_loss": loss}}
-
-
-        class MiniTrainer:
-            def __init__(self):
-                self.history = []
-
-            def fit(self, module, loader, optimizer):
-                for batch_idx, batch in enumerate(loader):
-                    out = module.training_step(batch, batch_idx)
-                    optimizer.zero_grad()
-                    out["loss"].backward()
-                    optimizer.step()
-                    self.history.append(out["log"])  # GL006
-    """,
-    "step_dict_walked_entry_kept": """
-        import torch
-        from torch import nn
-
-
-        class LitRegressor(nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.layer = nn.Linear(3, 1)
-
-            def training_step(self, batch, batch_idx):
-                x, y = batch
-                logits = self.layer(x)
-                loss = nn.functional.mse_loss(logits, y)
-                return {"loss": loss, "logits": logits, "log": {"train_loss": loss.detach()}}
-
-
-        class MiniTrainer:
-            def __init__(self):
-                self.history = []
-
-            def fit(self, module, loader, optimizer):
-                for batch_idx, batch in enumerate(loader):
-                    out = module.training_step(batch, batch_idx)
-                    optimizer.zero_grad()
-                    out["loss"].backward()
-                    optimizer.step()
-                    self.history.append(out["loss"])  # GL006
-    """,
-    "step_dict_logits_entry_kept": """
-        import torch
-        from torch import nn
-
-
-        class LitRegressor(nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.layer = nn.Linear(3, 1)
-
-            def training_step(self, batch, batch_idx):
-                x, y = batch
-                logits = self.layer(x)
-                loss = nn.functional.mse_loss(logits, y)
-                return {"loss": loss, "logits": logits, "log": {"train_loss": loss.detach()}}
-
-
-        class MiniTrainer:
-            def __init__(self):
-                self.history = []
-
-            def fit(self, module, loader, optimizer):
-                for batch_idx, batch in enumerate(loader):
-                    out = module.training_step(batch, batch_idx)
-                    optimizer.zero_grad()
-                    loss = out["loss"]; loss.backward()
-                    optimizer.step()
-                    self.history.append(out["logits"])  # GL006
-    """,
-    "step_dict_whole_dict_kept": """
-        import torch
-        from torch import nn
-
-
-        class LitRegressor(nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.layer = nn.Linear(3, 1)
-
-            def training_step(self, batch, batch_idx):
-                x, y = batch
-                logits = self.layer(x)
-                loss = nn.functional.mse_loss(logits, y)
-                return {"loss": loss, "logits": logits, "log": {"train_loss": loss.detach()}}
-
-
-        class MiniTrainer:
-            def __init__(self):
-                self.history = []
-
-            def fit(self, module, loader, optimizer):
-                for batch_idx, batch in enumerate(loader):
-                    out = module.training_step(batch, batch_idx)
-                    optimizer.zero_grad()
-                    out["loss"].backward()
-                    optimizer.step()
-                    self.history.append(out)  # GL006
-    """,
+    "step_dict_log_entry_holds_the_loss": _trainer_with_dict_step(
+        'loss', 'out["loss"].backward()',
+        'self.history.append(out["log"]["train_loss"])  # GL006'),
+    "step_dict_log_dict_holds_the_loss": _trainer_with_dict_step(
+        'loss', 'out["loss"].backward()',
+        'self.history.append(out["log"])  # GL006'),
+    "step_dict_walked_entry_kept": _trainer_with_dict_step(
+        'loss.detach()', 'out["loss"].backward()',
+        'self.history.append(out["loss"])  # GL006'),
+    "step_dict_logits_entry_kept": _trainer_with_dict_step(
+        'loss.detach()', 'loss = out["loss"]; loss.backward()',
+        'self.history.append(out["logits"])  # GL006'),
+    "step_dict_whole_dict_kept": _trainer_with_dict_step(
+        'loss.detach()', 'out["loss"].backward()',
+        'self.history.append(out)  # GL006'),
     "ema_with_a_conditional_start": """
         import torch
 
@@ -852,93 +759,15 @@ CLEAN = {
         total = torch.stack(losses).mean()
         total.backward()
     """,
-    "step_dict_log_entry_detached": """
-        import torch
-        from torch import nn
-
-
-        class LitRegressor(nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.layer = nn.Linear(3, 1)
-
-            def training_step(self, batch, batch_idx):
-                x, y = batch
-                logits = self.layer(x)
-                loss = nn.functional.mse_loss(logits, y)
-                return {"loss": loss, "logits": logits, "log": {"train_loss": loss.detach()}}
-
-
-        class MiniTrainer:
-            def __init__(self):
-                self.history = []
-
-            def fit(self, module, loader, optimizer):
-                for batch_idx, batch in enumerate(loader):
-                    out = module.training_step(batch, batch_idx)
-                    optimizer.zero_grad()
-                    out["loss"].backward()
-                    optimizer.step()
-                    self.history.append(out["log"]["train_loss"])
-    """,
-    "step_dict_log_entry_a_number": """
-        import torch
-        from torch import nn
-
-
-        class LitRegressor(nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.layer = nn.Linear(3, 1)
-
-            def training_step(self, batch, batch_idx):
-                x, y = batch
-                logits = self.layer(x)
-                loss = nn.functional.mse_loss(logits, y)
-                return {"loss": loss, "logits": logits, "log": {"train_loss": loss.item()}}
-
-
-        class MiniTrainer:
-            def __init__(self):
-                self.history = []
-
-            def fit(self, module, loader, optimizer):
-                for batch_idx, batch in enumerate(loader):
-                    out = module.training_step(batch, batch_idx)
-                    optimizer.zero_grad()
-                    loss = out["loss"]; loss.backward()
-                    optimizer.step()
-                    self.history.append(out["log"])
-    """,
-    "step_dict_log_read_through_a_name": """
-        import torch
-        from torch import nn
-
-
-        class LitRegressor(nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.layer = nn.Linear(3, 1)
-
-            def training_step(self, batch, batch_idx):
-                x, y = batch
-                logits = self.layer(x)
-                loss = nn.functional.mse_loss(logits, y)
-                return {"loss": loss, "logits": logits, "log": {"train_loss": loss.detach()}}
-
-
-        class MiniTrainer:
-            def __init__(self):
-                self.history = []
-
-            def fit(self, module, loader, optimizer):
-                for batch_idx, batch in enumerate(loader):
-                    out = module.training_step(batch, batch_idx)
-                    optimizer.zero_grad()
-                    loss = out["loss"]; loss.backward()
-                    optimizer.step()
-                    logs = out["log"]; self.history.append(logs["train_loss"])
-    """,
+    "step_dict_log_entry_detached": _trainer_with_dict_step(
+        'loss.detach()', 'out["loss"].backward()',
+        'self.history.append(out["log"]["train_loss"])'),
+    "step_dict_log_entry_a_number": _trainer_with_dict_step(
+        'loss.item()', 'loss = out["loss"]; loss.backward()',
+        'self.history.append(out["log"])'),
+    "step_dict_log_read_through_a_name": _trainer_with_dict_step(
+        'loss.detach()', 'loss = out["loss"]; loss.backward()',
+        'logs = out["log"]; self.history.append(logs["train_loss"])'),
     "step_dict_from_an_unknown_callee": """
         def fit(trainer, loader, optimizer, history):
             for batch in loader:
