@@ -173,8 +173,9 @@ def _write(text: str, output: Optional[str], to_stderr: bool = False, colour: bo
 
 def summary_line(findings: Sequence[Finding], files_checked: int, fixed: int = 0,
                  unsafe_fixes: bool = False, errors: int = 0) -> str:
-    """The closing line on stderr: what was fixed, what was found, and how many findings
-    `--fix` (and `--unsafe-fixes`) would fix; never "All checks passed" after `errors`."""
+    """The closing line on stderr: what was fixed, what was found (and, under `gradlint run`, how
+    many of those the run refuted), and how many findings `--fix` (and `--unsafe-fixes`) would fix
+    (a refuted finding is not offered a fix); never "All checks passed" after `errors`."""
     parts = []
     if fixed:
         parts.append(f"Fixed {fixed} finding{'s' if fixed != 1 else ''}.")
@@ -184,8 +185,12 @@ def summary_line(findings: Sequence[Finding], files_checked: int, fixed: int = 0
             f"Found {len(findings)} finding{'s' if len(findings) != 1 else ''} in {files} of "
             f"{files_checked} file{'s' if files_checked != 1 else ''}."
         )
-        safe = sum(1 for f in findings if f.fix is not None and f.fix.applicability == "safe")
-        unsafe = sum(1 for f in findings if f.fix is not None and f.fix.applicability == "unsafe")
+        refuted = sum(1 for f in findings if f.runtime == "refuted")
+        if refuted:
+            parts.append(f"{refuted} of them refuted by the run (see each one's evidence).")
+        fixes = [f.fix for f in findings if f.fix is not None and f.runtime != "refuted"]
+        safe = sum(1 for fix in fixes if fix.applicability == "safe")
+        unsafe = sum(1 for fix in fixes if fix.applicability == "unsafe")
         if unsafe_fixes:
             safe, unsafe = safe + unsafe, 0
         if safe:

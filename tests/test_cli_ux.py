@@ -74,6 +74,15 @@ def test_fix_tiers():
     assert "fixable" not in summary_line([_finding("safe").with_(fix=None)], 1)
 
 
+def test_a_finding_the_run_refuted_is_counted_as_such_and_offered_no_fix():
+    refuted, confirmed = _finding("unsafe").with_(runtime="refuted"), _finding("safe").with_(runtime="confirmed")
+    text = summary_line([refuted], files_checked=1)
+    assert "Found 1 finding" in text and "1 of them refuted by the run" in text and "fixable" not in text
+    text = summary_line([refuted, confirmed], files_checked=1)
+    assert "1 of them refuted" in text and "1 fixable with `--fix`." in text and "more fixable" not in text
+    assert "refuted" not in summary_line([confirmed], files_checked=1)
+
+
 def test_full_output_shows_severity_help_and_fix_tier():
     finding = _finding("unsafe").with_(help="call `opt.zero_grad()` after the step")
     ctx = ReportContext(cwd="/", rules=[], source_of=lambda path: "x = 1\n")
