@@ -46,9 +46,9 @@ from gradlint.runtime.events import (
     Observations,
     OptimizerStats,
 )
+from gradlint.runtime.probes import follows, sample
 
 GRAPH_LIMIT = 50_000  # nodes walked at most per graph (discovery of leaves, retained graphs)
-VALUE_SAMPLE = 16  # elements of a leaf in no optimizer compared to see a hand-written update
 
 # Gradient state of a watched leaf just before a backward runs. UNSURE: untouched since a step (or
 # a manual update) used it, but its content could not show whether it was cleared through `.data`.
@@ -57,39 +57,6 @@ VALUE_SAMPLE = 16  # elements of a leaf in no optimizer compared to see a hand-w
 # through a discriminator that is never cleared): every such backward is charged when the step
 # comes, the content check stays the one taken before the first.
 FRESH, CARRY, STALE, UNSURE, STALE_AGAIN = 0, 1, 2, 3, 4
-
-
-def _sample(tensor) -> Any:
-    """A copy of up to VALUE_SAMPLE evenly spaced elements of `tensor` (flattened); raises for a
-    layout without a flat view (sparse)."""
-    value = tensor.detach()
-    flat = value.view(-1) if value.is_contiguous() else value.reshape(-1)
-    step = max(1, flat.numel() // VALUE_SAMPLE)
-    return flat[::step][:VALUE_SAMPLE].clone()
-
-
-FOLLOW_MIN = 4  # sampled elements where both the change and the gradient are non-zero, at least
-FOLLOW_SHARE = 0.9  # of those, moved with the gradient's sign (or all against it), at least
-
-
-def _follows(old, new, grad) -> Optional[bool]:
-    """Did a value move from `old` to `new` (samples) along its gradient `grad` (a sample at the
-    same elements)? True when at least FOLLOW_SHARE of the elements where both the change and the
-    gradient are non-zero moved against the gradient's sign (descent: `p -= lr * p.grad`, with
-    momentum or per-element scaling too) or with it (ascent); False when the signs do not agree
-    (an average, a copy); None when too few elements tell (or the samples do not line up)."""
-    if grad is None or not (old.is_floating_point() and grad.is_floating_point()):
-        return None
-    if old.shape != new.shape or old.shape != grad.shape or old.device != grad.device:
-        return None
-    change = (new - old).sign()
-    direction = grad.to(change.dtype).sign()
-    counted = (change != 0) & (direction != 0)
-    told = int(counted.sum())
-    if told < FOLLOW_MIN:
-        return None
-    along = int(((change == direction) & counted).sum())
-    return along >= FOLLOW_SHARE * told or told - along >= FOLLOW_SHARE * told
 
 
 def _carried(pair: Optional[Tuple[float, float]]) -> int:
@@ -412,7 +379,7 @@ class GradState:
                     state.noted = None
                 state.value_version = leaf._version
                 state.value_probe = self._value_of(leaf)
-                state.grad_sample = _sample(grad) if state.value_probe is not None else None
+                state.grad_sample = sample(grad) if state.value_probe is not None else None
             if before not in (STALE, STALE_AGAIN, UNSURE):  # still holding what a step used, if it did
                 state.used = False
             state.before = FRESH
@@ -440,7 +407,7 @@ class GradState:
         size of leaf (a backbone left out of the optimizer is probed after every backward).
         None when it cannot be taken."""
         try:
-            return leaf.data_ptr(), _sample(leaf)
+            return leaf.data_ptr(), sample(leaf)
         except Exception:
             return None
 
@@ -460,7 +427,7 @@ class GradState:
             if not changed:
                 same = (old == new) | (old.isnan() & new.isnan()) if old.is_floating_point() else old == new
                 changed = not bool(same.all())
-            return changed, (_follows(old, new, state.grad_sample) if changed else None)
+            return changed, (follows(old, new, state.grad_sample) if changed else None)
         except Exception:
             return changed, None
 
