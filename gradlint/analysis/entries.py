@@ -21,7 +21,7 @@ from typing import Dict, Iterable, List, Optional, Set, Tuple, Union
 import libcst as cst
 
 from gradlint.analysis.defuse import Definition
-from gradlint.analysis.helpers import own_nodes
+from gradlint.analysis.helpers import assigned_targets, own_nodes
 from gradlint.analysis.reads import INERT, ReadCollector
 from gradlint.analysis.tree import children, typed
 
@@ -162,9 +162,8 @@ def _related(a: Path, b: Path) -> bool:
 
 def _entries_stored_into(scope_node: cst.CSTNode, base: str) -> bool:
     for node in typed(scope_node, cst.Assign, cst.AugAssign, cst.AnnAssign):
-        targets = [t.target for t in node.targets] if isinstance(node, cst.Assign) else [node.target]  # type: ignore[attr-defined]
-        for target in targets:
-            inner = target
+        for target in assigned_targets(node):
+            inner: cst.BaseExpression = target
             while isinstance(inner, cst.Subscript):
                 inner = inner.value
             if inner is not target and isinstance(inner, cst.Name) and inner.value == base:
@@ -243,16 +242,16 @@ def _linked(
     kept = [e for e in kept if reads.reads(e).kind != INERT]
     if not kept:
         return False  # `loss.detach()`, `loss.item()`, a constant: no graph in it
-    sources = _assigned_values(reads, fn)
+    sources = _assigned_values(fn)
     return bool(_feeding(reads, kept, sources) & _feeding(reads, used, sources))
 
 
-def _assigned_values(reads: ReadCollector, fn: cst.FunctionDef) -> Dict[str, List[cst.BaseExpression]]:
+def _assigned_values(fn: cst.FunctionDef) -> Dict[str, List[cst.BaseExpression]]:
+    """Name -> the values `fn`'s own assignments give it."""
     out: Dict[str, List[cst.BaseExpression]] = {}
     for node in own_nodes(fn):
         if isinstance(node, (cst.Assign, cst.AugAssign, cst.AnnAssign)) and node.value is not None:
-            targets = [t.target for t in node.targets] if isinstance(node, cst.Assign) else [node.target]
-            for target in targets:
+            for target in assigned_targets(node):
                 for name in typed(target, cst.Name):
                     out.setdefault(name.value, []).append(node.value)  # type: ignore[attr-defined]
     return out

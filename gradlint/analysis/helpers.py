@@ -105,14 +105,14 @@ def stored_attributes(module: cst.Module, reads: ReadCollector) -> FrozenSet[str
         elif kind is cst.FunctionDef and node.name.value != "__init__":  # type: ignore[attr-defined]
             for inner in own_nodes(node):  # type: ignore[arg-type]
                 if stores_history_on_self(inner, reads):
-                    for target in _assigned(inner):
+                    for target in assigned_targets(inner):
                         for key in target_keys(target):
                             if key.startswith("self."):
                                 names.add(key.split(".")[1])
     return frozenset(names)
 
 
-def _assigned(node: cst.CSTNode) -> List[cst.BaseAssignTargetExpression]:
+def assigned_targets(node: cst.CSTNode) -> List[cst.BaseAssignTargetExpression]:
     """The targets of an assignment statement (`=`, `+=`, annotated), else none."""
     if isinstance(node, cst.Assign):
         return [t.target for t in node.targets]
@@ -128,7 +128,7 @@ def stores_history_on_self(node: cst.CSTNode, reads: ReadCollector) -> bool:
     if type(node) not in _SELF_STORES:  # exact types: LibCST's node classes are final
         return False
     value: Optional[cst.BaseExpression] = node.value  # type: ignore[attr-defined]
-    targets = _assigned(node)
+    targets = assigned_targets(node)
     if value is None or not any(k.startswith("self.") for t in targets for k in target_keys(t)):
         return False
     found = reads.reads(value)

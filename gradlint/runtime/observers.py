@@ -45,6 +45,12 @@ class _Sentinel:
     __slots__ = ("__weakref__",)
 
 
+def _outlived(index: int, stepped: int, calls: int, steps: int) -> bool:
+    """Is a graph watched at a site's call `index`, after `stepped` steps, past its iteration now
+    (at call `calls`, after `steps` steps): two calls and two optimizer steps later?"""
+    return index <= calls - 3 and steps >= stepped + 2
+
+
 def _freed(site: BackwardSite, _ref: Any) -> None:
     site.bump(FREED_GRAPH)
 
@@ -126,7 +132,7 @@ class Lifecycle:
                     continue
                 if index < 0:
                     at_once += 1
-                elif index <= calls - 3 and steps >= stepped + 2:
+                elif _outlived(index, stepped, calls, steps):
                     site.bump(KEPT_GRAPH)
                     at_once += 1
                     index = -1
@@ -151,7 +157,7 @@ class Lifecycle:
         if kept:
             younger = []
             for index, stepped, refs in kept:
-                if index <= calls - 3 and steps >= stepped + 2:
+                if _outlived(index, stepped, calls, steps):
                     if any(ref() is not None for ref in refs):
                         site.bump(KEPT_UPSTREAM)
                 else:
@@ -199,12 +205,14 @@ class Lifecycle:
         refs: List[weakref.ref] = []
         level = [child for child, _ in node.next_functions if child is not None]
         seen = {id(node)}
+        keep = [node]  # holds the walked nodes alive while their ids are in `seen`
         for _ in range(UPSTREAM_DEPTH):
             below: list = []
             for current in level:
                 if id(current) in seen or len(refs) >= UPSTREAM_NODES:
                     continue
                 seen.add(id(current))
+                keep.append(current)
                 if getattr(current, "variable", None) is not None:
                     continue  # a leaf's accumulator: it lives as long as the leaf (a parameter)
                 try:
