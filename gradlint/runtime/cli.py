@@ -12,6 +12,7 @@ import torch.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import sys
@@ -72,6 +73,27 @@ def _print_traceback(error: BaseException) -> None:
     except Exception:  # never lose the user's error over formatting it
         text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
     _stream("stderr").write(text)
+
+
+def _thread_excepthook(args: Any) -> None:
+    """threading.excepthook while the script runs: what python prints for an exception that ends a
+    thread ("Exception in thread NAME:" and its traceback), without our own frames."""
+    import threading
+
+    if args.exc_type is SystemExit:
+        return  # python ends the thread silently
+    try:
+        thread = args.thread
+        name = thread.name if thread is not None else threading.get_ident()
+        stream = _stream("stderr")
+        stream.write(f"Exception in thread {name}:\n")
+        error = args.exc_value if args.exc_value is not None else args.exc_type()
+        formatted = traceback.TracebackException(args.exc_type, error, args.exc_traceback)
+        _strip_ours(formatted, set())
+        stream.write("".join(formatted.format()))
+        stream.flush()
+    except Exception:  # never lose the user's error over formatting it
+        threading.__excepthook__(args)
 
 
 def _exit_code(error: SystemExit) -> Tuple[int, bool]:
@@ -196,8 +218,12 @@ class _Program:
 
     def _run(self) -> Tuple[int, bool, Optional[BaseException]]:
         import runpy
+        import threading
 
         saved_argv, saved_path0 = sys.argv[:], sys.path[0] if sys.path else None
+        saved_hook = threading.excepthook
+        if saved_hook is threading.__excepthook__:  # a hook someone installed is left alone
+            threading.excepthook = _thread_excepthook
         try:
             if self.script is not None:
                 sys.argv = [self.script] + self.args
@@ -211,7 +237,10 @@ class _Program:
                 sys.path.insert(0, head)
             try:
                 if self.script is not None:
-                    on_roomy_stack(runpy.run_path, self.script, run_name="__main__")
+                    # As python names it (3.9+): the script's code and __file__ carry its absolute
+                    # path, so a script that changes folder still points at itself (argv keeps
+                    # the path as given).
+                    on_roomy_stack(runpy.run_path, os.path.abspath(self.script), run_name="__main__")
                 else:
                     on_roomy_stack(runpy.run_module, self.module or "", run_name="__main__", alter_sys=True)
             except SystemExit as error:
@@ -226,6 +255,8 @@ class _Program:
             return 0, False, None
         finally:
             sys.argv = saved_argv
+            if threading.excepthook is _thread_excepthook:
+                threading.excepthook = saved_hook
             if saved_path0 is not None and sys.path:
                 sys.path[0] = saved_path0
             for stream in (sys.stdout, sys.stderr):
@@ -328,10 +359,7 @@ class _CacheWarmer:
 def _trace_and_report(program: _Program, settings, fmt: str, output: Optional[str], exit_zero: bool,
                       rank: Optional[RankContext] = None, use_cache: bool = False,
                       warm: Optional[_CacheWarmer] = None) -> int:
-    from gradlint.options import summary_line
-    from gradlint.runtime import distributed
-    from gradlint.runtime.api import Trace, imported_project_files, summary
-    from gradlint.runtime.verdicts import failing
+    from gradlint.runtime.api import Trace
 
     roots = program.roots()
     traced = Trace(settings=settings, roots=roots, files=program.files(), use_cache=use_cache)
@@ -343,6 +371,41 @@ def _trace_and_report(program: _Program, settings, fmt: str, output: Optional[st
         status, failed, outcome = program.run()
     finally:
         obs = traced.stop()
+    with _in_folder(roots[0]):  # the report names paths from where the run started
+        return _report(roots, traced, obs, status, failed, outcome, settings, fmt, output, exit_zero,
+                       rank, warm)
+
+
+@contextlib.contextmanager
+def _in_folder(folder: str):
+    """Work in `folder`, then go back to the folder the script left the process in (its atexit
+    handlers run there after the report, as they would have without gradlint)."""
+    try:
+        left_in = os.getcwd()
+    except OSError:
+        left_in = None
+    try:
+        os.chdir(folder)
+    except OSError:
+        pass
+    try:
+        yield
+    finally:
+        if left_in is not None:
+            try:
+                os.chdir(left_in)
+            except OSError:
+                pass
+
+
+def _report(roots: List[str], traced, obs, status: int, failed: bool, outcome: Optional[str], settings,
+            fmt: str, output: Optional[str], exit_zero: bool, rank: Optional[RankContext],
+            warm: Optional[_CacheWarmer]) -> int:
+    from gradlint.options import summary_line
+    from gradlint.runtime import distributed
+    from gradlint.runtime.api import imported_project_files, summary
+    from gradlint.runtime.verdicts import failing
+
     traced.extra_files.extend(imported_project_files(roots))
 
     if rank is not None:

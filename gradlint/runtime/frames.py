@@ -46,6 +46,12 @@ class CallSites:
         self._file_kind: Dict[str, int] = {}
         self._abs: Dict[str, str] = {}
         self._lines: Dict[Tuple[Any, int], Span] = {}
+        # Relative code file names (a module imported through a relative sys.path entry) name
+        # files in the folder the run started in, whatever folder the script changes to later.
+        try:
+            self._start_dir = os.getcwd()
+        except OSError:  # started in a folder that no longer exists: names stay as they are
+            self._start_dir = ""
 
     def classify(self, filename: str) -> int:
         kind = self._file_kind.get(filename)
@@ -54,7 +60,7 @@ class CallSites:
         if filename.startswith("<"):
             kind = LIBRARY
         else:
-            real = os.path.realpath(filename)
+            real = os.path.realpath(os.path.join(self._start_dir, filename))
             if real.startswith(self._torch_dir) or real.startswith(GRADLINT_DIR + os.sep):
                 kind = INTERNAL
             elif (real.startswith(self._library_dirs) or f"{os.sep}site-packages{os.sep}" in real

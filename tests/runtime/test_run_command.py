@@ -267,3 +267,71 @@ def test_script_runs_on_a_roomy_stack_that_changes_nothing_it_sees():
         run_cli.on_roomy_stack(lambda: 1 / 0)
     if sys.implementation.name == "cpython" and sys.version_info >= (3, 11):
         assert run_cli._roomy_call.__code__.co_stacksize == run_cli.ROOMY_STACK_WORDS
+
+
+CHDIR_SCRIPT = """\
+import os, sys, tempfile
+import torch
+from torch import nn
+
+os.chdir(tempfile.mkdtemp())  # a script that moves to its output folder before training
+model = nn.Linear(4, 1)
+optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+for step in range(4):
+    loss = nn.functional.mse_loss(model(torch.randn(8, 4)), torch.randn(8, 1))
+    loss.backward()
+    optimizer.step()
+print("file", __file__)
+"""
+
+
+def test_script_that_changes_folder_keeps_its_findings_on_its_own_file(tmp_path):
+    (tmp_path / "train.py").write_text(CHDIR_SCRIPT)
+    report = tmp_path / "report.json"
+    done = gradlint_run("--output-format", "json", "-o", str(report), "train.py", cwd=str(tmp_path))
+    assert done.returncode == 1, done.stderr
+    assert f"file {tmp_path / 'train.py'}" in done.stdout  # __file__ absolute, as python gives it
+    findings = json.loads(report.read_text())
+    # One finding, on the script itself (not a runtime-only twin under the folder it moved to).
+    assert [(f["code"], f["path"], f["line"], f["runtime"]) for f in findings] == [
+        ("GL001", "train.py", 10, "confirmed")]
+
+
+THREAD_SCRIPT = """\
+import threading
+import torch
+from torch import nn
+
+model = nn.Linear(6, 1)
+
+
+def train():
+    loss = nn.functional.mse_loss(model(torch.randn(8, 6)), torch.randn(8, 1), reduction="none")
+    loss.backward()
+
+
+def leave():
+    raise SystemExit(0)
+
+
+worker = threading.Thread(target=train, name="trainer")
+worker.start()
+worker.join()
+quiet = threading.Thread(target=leave)
+quiet.start()
+quiet.join()
+print("main thread done")
+"""
+
+
+def test_exception_in_a_thread_hides_the_tracers_frames(tmp_path):
+    (tmp_path / "train.py").write_text(THREAD_SCRIPT)
+    done = gradlint_run("train.py", cwd=str(tmp_path))
+    assert "main thread done" in done.stdout
+    err = done.stderr
+    assert "Exception in thread trainer:" in err and "RuntimeError: grad can be implicitly created" in err
+    frames = _traceback_files(err.split("RuntimeError")[0])
+    assert any(path.endswith("train.py") for path in frames)
+    assert frames and not any(_ours(path) for path in frames)
+    assert err.count("Exception in thread") == 1  # a thread ended by SystemExit prints nothing, as in python
+    assert "GL003" in done.stdout and "runtime: confirmed" in done.stdout
