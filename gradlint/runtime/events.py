@@ -36,6 +36,10 @@ CARRIED_REUSE = "carried_reuse"  # backward site: re-ran a graph it retained bef
 FRESH_RETAINED = "fresh_retained"
 SECOND_TIME = "second_time_error"  # backward site: raised "backward through the graph a second time"
 SECOND_TIME_AFTER_STEP = "second_time_after_step"  # ... when a step ran since this site's previous call
+# backward site: raised "modified by an inplace operation" on a call after a step, every earlier call
+# having succeeded: it reached tensors saved by a graph made before the step (which updated them)
+INPLACE_AFTER_STEP = "inplace_after_step"
+BACKWARD_FAILED = "backward_failed"  # backward site: calls that raised
 ONE_SAMPLE_ROOT = "one_sample_root"  # backward site: one-element roots with dimensions (shape (1,), (1, 1))
 # backward site: steps that used gradients it accumulated onto ones a step had used, untouched as far
 # as the version counter shows, whose content could not tell a `.data` clear from a carry-over (no

@@ -27,6 +27,7 @@ from typing import Callable, Dict, List, Optional, Set, Tuple
 
 from gradlint.paths import display_path
 from gradlint.findings import RULES, Finding
+from gradlint.runtime.events import BACKWARD_FAILED, INPLACE_AFTER_STEP
 from gradlint.runtime.events import (CARRIED_REUSE, CLEAR_BEFORE_STEP, CLEAR_DISCARDED, CLIP_CALLS, CLIP_ON_SCALED,
                                      CLIP_USED, CLIP_WASTED, FREED_GRAPH, FRESH_RETAINED, KEPT_AT_ONCE, KEPT_GRAPH,
                                      KEPT_UPSTREAM, LEAF_ROOT, PARAM_GRADS, SECOND_TIME, SECOND_TIME_AFTER_STEP,
@@ -251,6 +252,14 @@ def judge_carried_graph(finding: Finding, obs: Observations, cwd: str) -> Verdic
     evidence = _carried_evidence(sites)
     if evidence is not None:
         return CONFIRMED, evidence, sites
+    if _total(sites, INPLACE_AFTER_STEP):
+        # Where the code shows carried state, this crash is it: the graph the state carries saved
+        # tensors the step has since updated in place (alone, it could be another in-place write).
+        return CONFIRMED, ("after an optimizer step this backward raised \"modified by an inplace operation\", "
+                           "having run before: it reached tensors an earlier iteration's graph saved, which "
+                           "the step updated"), sites
+    if _total(sites, BACKWARD_FAILED):
+        return UNEXERCISED, "the backward raised before it could tell", sites
     calls, steps = sum(s.calls for s in sites), sum(s.steps for s in sites)
     retained = [s for s in sites if s.retained]
     if _total(sites, CARRIED_REUSE):

@@ -25,6 +25,7 @@ import math
 import weakref
 from typing import Any, Dict, List, Optional, Tuple
 
+from gradlint.runtime.events import BACKWARD_FAILED, INPLACE_AFTER_STEP
 from gradlint.runtime.events import (CLEAR_DISCARDED, CLIP_CALLS, CLIP_ON_SCALED, CLIP_USED, CLIP_WASTED, FREED_GRAPH,
                                      KEPT_AT_ONCE, KEPT_GRAPH, KEPT_UPSTREAM, LEAF_ROOT, SECOND_TIME,
                                      SECOND_TIME_AFTER_STEP, BackwardSite)
@@ -33,6 +34,7 @@ from gradlint.runtime.gradstate import GradState
 WATCH_ALL_ROOTS = 64  # backward calls per site whose graph lifetime is watched before sampling
 SAMPLE_ROOTS_EVERY = 16
 _SECOND_TIME_TEXT = "backward through the graph a second time"
+_INPLACE_TEXT = "has been modified by an inplace operation"
 _SENTINEL_KEY = "_gradlint_lifetime"
 _UPSTREAM_KEY = "_gradlint_upstream"
 UPSTREAM_DEPTH = 4  # edges from the root within which the nodes an iteration made are watched
@@ -234,10 +236,17 @@ class Lifecycle:
         steps = self.grads.steps
         previous = self.last_steps.get(key)
         self.last_steps[key] = steps
-        if error is not None and isinstance(error, RuntimeError) and _SECOND_TIME_TEXT in str(error):
-            site.bump(SECOND_TIME)
-            if previous is not None and previous != steps:
-                site.bump(SECOND_TIME_AFTER_STEP)
+        if error is not None:
+            failed_before = site.count(BACKWARD_FAILED)
+            site.bump(BACKWARD_FAILED)
+            text = str(error) if isinstance(error, RuntimeError) else ""
+            after_step = previous is not None and previous != steps
+            if _SECOND_TIME_TEXT in text:
+                site.bump(SECOND_TIME)
+                if after_step:
+                    site.bump(SECOND_TIME_AFTER_STEP)
+            elif _INPLACE_TEXT in text and after_step and not failed_before:
+                site.bump(INPLACE_AFTER_STEP)
         if accumulated and self.clips:
             self.settle_clips(None)
 

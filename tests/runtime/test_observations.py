@@ -487,6 +487,68 @@ def test_hidden_state_carried_across_iterations(mode):
         assert verdict == "confirmed" and extra[0].severity == "warning"
 
 
+@pytest.mark.parametrize("cell_kind", ["lstm", "linear"])
+def test_carried_state_whose_old_graph_saved_stepped_weights_is_confirmed_by_its_crash(cell_kind):
+    """retain_graph=True and state carried without detach: the second backward runs into the first
+    iteration's graph, whose saved weights the step has updated in place; autograd raises
+    "modified by an inplace operation" (not "a second time")."""
+    torch.manual_seed(0)
+    cell = nn.LSTM(3, 6) if cell_kind == "lstm" else nn.Linear(6, 6)
+    head = nn.Linear(6, 1)
+    optimizer = torch.optim.SGD(list(cell.parameters()) + list(head.parameters()), lr=0.01)
+    raised = None
+    with _trace() as traced:
+        state = (torch.zeros(1, 1, 6), torch.zeros(1, 1, 6)) if cell_kind == "lstm" else torch.zeros(2, 6)
+        try:
+            for _ in range(4):
+                if cell_kind == "lstm":
+                    out, state = cell(torch.randn(4, 1, 3), state)
+                    last = out[-1]
+                else:
+                    state = torch.tanh(cell(state + torch.randn(2, 6)))
+                    last = state
+                loss = head(last).pow(2).mean()
+                optimizer.zero_grad()
+                loss.backward(retain_graph=True)  # backward: stepped weights
+                optimizer.step()
+        except RuntimeError as error:
+            raised = error
+    assert raised is not None and "inplace operation" in str(raised)
+    obs = traced.observations
+    assert _count(obs, events.INPLACE_AFTER_STEP) == 1
+    finding = _finding("GL008", "loss.backward(retain_graph=True)  # backward: stepped weights")
+    verdict, evidence, _ = judges.judge_carried_graph(finding, obs, REPO)
+    assert verdict == "confirmed"
+    if cell_kind == "lstm":  # the crash is the only sign (the linear chain's retained hooks fire first)
+        assert "modified by an inplace operation" in evidence
+        assert judges.runtime_only_carried_graph(obs, "GL008", set(), REPO) == []  # alone, it could be another write
+
+
+def test_an_inplace_error_on_the_first_backward_is_not_carried_state():
+    """An in-place write inside one iteration (an activation changed after use) fails from the
+    first call: no earlier graph is involved, and a crashed backward refutes nothing either."""
+    model = mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    raised = None
+    with _trace() as traced:
+        try:
+            for inputs, _ in batches(3):
+                optimizer.zero_grad()
+                hidden = torch.sigmoid(model[0](inputs))
+                loss = model[2:](hidden).pow(2).mean()
+                hidden.mul_(2.0)  # sigmoid saved its output
+                loss.backward(retain_graph=True)  # backward: same iteration
+                optimizer.step()
+        except RuntimeError as error:
+            raised = error
+    assert raised is not None and "inplace operation" in str(raised)
+    obs = traced.observations
+    assert _count(obs, events.INPLACE_AFTER_STEP) == 0 and _count(obs, events.BACKWARD_FAILED) == 1
+    finding = _finding("GL008", "loss.backward(retain_graph=True)  # backward: same iteration")
+    verdict, _, _ = judges.judge_carried_graph(finding, obs, REPO)
+    assert verdict == "unexercised"
+
+
 @pytest.mark.parametrize("iterations", [2, 3, 6])
 def test_a_graph_built_once_before_the_loop_is_not_carried_state(iterations):
     """`h` is computed once, before the loop, and every iteration backpropagates through it with
