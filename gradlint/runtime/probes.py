@@ -18,24 +18,47 @@ def sample(tensor) -> Any:
 
 
 FOLLOW_MIN = 4  # sampled elements where both the change and the gradient are non-zero, at least
-FOLLOW_SHARE = 0.9  # of those, moved with the gradient's sign (or all against it), at least
+FOLLOW_SHARE = 0.9  # of those, moved in proportion to the gradient, at least
+FOLLOW_SLACK = 0.02  # relative distance from the common ratio of change to gradient still "in proportion"
 
 
 def follows(old, new, grad) -> Optional[bool]:
-    """Did a value move from `old` to `new` (samples) along its gradient `grad` (a sample at the
-    same elements)? True when at least FOLLOW_SHARE of the elements where both the change and the
-    gradient are non-zero moved against the gradient's sign (descent: `p -= lr * p.grad`, with
-    momentum or per-element scaling too) or with it (ascent); False when the signs do not agree
-    (an average, a copy); None when too few elements tell (or the samples do not line up)."""
+    """Did a value move from `old` to `new` (samples) by a step from its gradient `grad` (a sample
+    at the same elements)? True when at least FOLLOW_SHARE of the elements where both the change
+    and the gradient are non-zero moved by one common multiple of the gradient (descent:
+    `p -= lr * p.grad`, `p.data.add_(p.grad, alpha=-lr)`; or ascent), within FOLLOW_SLACK and the
+    rounding of the value; False otherwise (an average or a copy of other weights, which may even
+    share the gradient's signs: a mean teacher pulled toward its student moves the way its own
+    distillation gradient points, but not in proportion to it); None when too few elements tell
+    (or the samples do not line up). A hand-written step with momentum, weight decay or
+    per-element scaling is not in proportion either, and is not told apart from an average."""
+    import torch
+
     if grad is None or not (old.is_floating_point() and grad.is_floating_point()):
         return None
     if old.shape != new.shape or old.shape != grad.shape or old.device != grad.device:
         return None
-    change = (new - old).sign()
-    direction = grad.to(change.dtype).sign()
-    counted = (change != 0) & (direction != 0)
+    change = (new - old).double()
+    gradient = grad.double()
+    counted = (change != 0) & (gradient != 0)
     told = int(counted.sum())
     if told < FOLLOW_MIN:
         return None
-    along = int(((change == direction) & counted).sum())
-    return along >= FOLLOW_SHARE * told or told - along >= FOLLOW_SHARE * told
+    ratios = change[counted] / gradient[counted]
+    ratio = ratios.median()
+    expected = ratio * gradient[counted]
+    # A step rounds the new value to the nearest representable one: half a unit in its last place
+    # (at most eps * |value|) off the exact multiple. An average moving a value by a few such units
+    # only is not in proportion to its gradient for being that small.
+    rounding = _eps(old) * torch.maximum(old.double().abs(), new.double().abs())[counted]
+    close = (change[counted] - expected).abs() <= FOLLOW_SLACK * expected.abs() + rounding
+    return int(close.sum()) >= FOLLOW_SHARE * told
+
+
+def _eps(tensor) -> float:
+    import torch
+
+    try:
+        return float(torch.finfo(tensor.dtype).eps)
+    except TypeError:
+        return 0.0

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 import gradlint.runtime
+from gradlint.runtime import probes
 from gradlint.rules import gl001
 from gradlint.runtime.events import UNSURE_CARRY
 from gradlint.runtime.gradstate import GradState
@@ -372,6 +373,59 @@ def test_a_teacher_stepped_by_hand_on_its_stale_gradients_is_gl001(seed):
     sites = _teacher_student("sgd", seed)
     found = [f for s in sites for f in gl001.observe(s, REPO, False)]
     assert len(found) == 1 and "manual update" in found[0][0]
+
+
+def _mean_teacher(update: str, seed: int, lr: float = 0.05) -> list:
+    """A distillation loss pulls the teacher (not detached) toward the student, so its own gradients
+    point the way an exponential moving average toward the student moves it: the signs agree."""
+    import copy
+
+    torch.manual_seed(seed)
+    student = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 8))
+    teacher = copy.deepcopy(student)
+    opt = torch.optim.SGD(student.parameters(), lr=0.05)
+    with _trace() as traced:
+        for _ in range(8):
+            x = torch.randn(16, 6)
+            loss = (student(x).softmax(-1) - teacher(x + 0.1 * torch.randn_like(x)).softmax(-1)).pow(2).sum(-1).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            with torch.no_grad():
+                for tp, sp in zip(teacher.parameters(), student.parameters()):
+                    if update == "ema":
+                        tp.copy_(0.99 * tp + 0.01 * sp)
+                    elif update == "ema_lerp":
+                        tp.lerp_(sp, 0.05)
+                    else:  # a hand-written step on the teacher's own, never cleared, gradients
+                        tp.sub_(lr * tp.grad)
+    return _backward_sites(traced)
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("update", ["ema", "ema_lerp"])
+def test_a_mean_teacher_pulled_along_its_own_gradient_is_not_a_manual_update(update, seed):
+    # It moves the way its gradient points, but not by a multiple of it: an average, not a step.
+    sites = _mean_teacher(update, seed)
+    assert [f for s in sites for f in gl001.observe(s, REPO, False)] == []
+    assert sum(s.loose_leaves for s in sites) >= 1
+
+
+@pytest.mark.parametrize("lr", [0.05, 1e-4])
+def test_a_teacher_stepped_by_hand_along_the_same_gradient_is_gl001(lr):
+    sites = _mean_teacher("sgd", 0, lr)
+    found = [f for s in sites for f in gl001.observe(s, REPO, False)]
+    assert len(found) == 1 and "manual update" in found[0][0]
+
+
+def test_follows_takes_a_multiple_of_the_gradient_not_its_signs_alone():
+    grad = torch.tensor([0.5, -1.0, 2.0, -0.25, 1.5, -3.0])
+    old = torch.tensor([0.3, -0.2, 0.1, 0.7, -0.4, 0.05])
+    assert probes.follows(old, old - 0.01 * grad, grad) is True  # descent
+    assert probes.follows(old, old + 0.2 * grad, grad) is True  # ascent
+    assert probes.follows(old, old - 0.01 * grad.sign(), grad) is False  # same signs, not in proportion
+    assert probes.follows(old, old + 0.01 * grad.flip(0), grad) is False
+    assert probes.follows(old[:3], old[:3] - 0.01 * grad[:3], grad[:3]) is None  # too few to tell
 
 
 # ------------------------------------------------------------------------------ several stale backwards
