@@ -289,6 +289,33 @@ FLAGGED = {
             if step % 100 == 0:
                 print(step, loss.item())
         """,
+    "same_modulo_gate_on_the_clear_before_and_the_step_after_the_backward": """
+        import torch
+
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+        accum_steps = 4
+        for i, (x, y) in enumerate(loader):
+            if i % accum_steps == 0:
+                optimizer.zero_grad()  # GL005
+            loss = criterion(model(x), y) / accum_steps
+            loss.backward()
+            if i % accum_steps == 0:
+                optimizer.step()
+        """,
+    "same_gate_in_a_trainer_method_on_self_counters": """
+        class Trainer:
+            def train_epoch(self, loader):
+                for batch in loader:
+                    if (self.global_step + 1) % self.accumulate == 0:
+                        self.model.zero_grad()  # GL005
+                    loss = self.model(batch).loss / self.accumulate
+                    loss.backward()
+                    if (self.global_step + 1) % self.accumulate == 0:
+                        self.optimizer.step()
+                        self.scheduler.step()
+                    print(loss.item())
+                self.global_step += 1
+        """,
 }
 
 
@@ -538,6 +565,58 @@ CLEAN = {
             optimizer.zero_grad()
             criterion(model(x), y).backward()
             optimizer.step()
+        """,
+    "clear_gated_on_the_first_micro_batch_step_gated_on_the_last": """
+        for i, (x, y) in enumerate(loader):
+            if i % accum_steps == 0:
+                optimizer.zero_grad()
+            loss = criterion(model(x), y) / accum_steps
+            loss.backward()
+            if (i + 1) % accum_steps == 0:
+                optimizer.step()
+        """,
+    "same_gate_with_the_counter_moved_between_the_tests": """
+        step = 0
+        while step < max_steps:
+            if step % accum_steps == 0:
+                optimizer.zero_grad()
+            loss = model(next(batches)).loss / accum_steps
+            loss.backward()
+            step += 1
+            if step % accum_steps == 0:
+                optimizer.step()
+        """,
+    "same_gate_clear_right_after_the_step": """
+        for i, (x, y) in enumerate(loader):
+            loss = criterion(model(x), y) / accum_steps
+            loss.backward()
+            if (i + 1) % accum_steps == 0:
+                optimizer.step()
+                optimizer.zero_grad()
+            if (i + 1) % accum_steps == 0:
+                scheduler.step()
+        """,
+    "same_gate_step_and_clear_together_before_the_backward": """
+        for i, (x, y) in enumerate(loader):
+            if i % accum_steps == 0:
+                optimizer.step()
+                optimizer.zero_grad()
+            loss = criterion(model(x), y) / accum_steps
+            loss.backward()
+            if i % accum_steps == 0:
+                log(loss.item())
+        """,
+    "same_gate_with_grad_norm_read_before_the_step": """
+        for i, (x, y) in enumerate(loader):
+            if i % log_every == 0:
+                optimizer.zero_grad()
+                probe_loss(model).backward()
+                norms.append(sum(p.grad.norm() for p in model.parameters()))
+            optimizer.zero_grad()
+            loss = criterion(model(x), y)
+            loss.backward()
+            if i % log_every == 0:
+                optimizer.step()
         """,
 }
 

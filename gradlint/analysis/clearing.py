@@ -60,6 +60,7 @@ class WipingClear:
     backward: Event
     step: Event
     partly: bool
+    gate: Optional[cst.If] = None  # the clear's `if`, when its test is the step's (see _same_gate_wipes)
 
 
 def wiping_clears(ctx) -> List[WipingClear]:
@@ -75,6 +76,8 @@ def wiping_clears(ctx) -> List[WipingClear]:
                 node = report_node(clear, loop)
                 if node is not None and id(node) not in reported:
                     reported[id(node)] = WipingClear(node, clear, backward, step, partly)
+        for wipe in _same_gate_wipes(ctx, loop, sources):
+            reported.setdefault(id(wipe.node), wipe)
     return list(reported.values())
 
 
@@ -266,3 +269,127 @@ class _AccumulationGates:
                     return True
             stack.extend(children(node))
         return False
+
+
+# ---------------------------------------------------------------------------------------------
+# The same accumulation gate on the clear before the backward and on the step after it
+# ---------------------------------------------------------------------------------------------
+
+
+def _same_gate_wipes(ctx, loop: LoopInfo, sources) -> List[WipingClear]:
+    """`if i % k == 0: opt.zero_grad()` at the top of the body, then the backward, then
+    `if i % k == 0: opt.step()`: the clear and the step open in the same iterations, so what the
+    backwards of the iterations in between accumulated is wiped before the step that should use it
+    (the step sees one micro-batch). The path walk cannot tell: it does not know the two tests
+    agree. Both `if`s are statements of the loop body with the same test (a modulo, no `else`), its
+    names not assigned between them; the backward is a statement between them; nothing reads `.grad`
+    or might step in the loop."""
+    events = _unique(loop.events)
+    if any(e.kind in (READ, MAYBE_STEP, MAYBE_UNSCALE) for e in events):
+        return []
+    body = getattr(getattr(loop.loop, "body", None), "body", None)
+    if not isinstance(body, (list, tuple)):
+        return []
+    gates = {i: stmt for i, stmt in enumerate(body)
+             if isinstance(stmt, cst.If) and stmt.orelse is None and _modulo(stmt.test)}
+    if len(gates) < 2:
+        return []
+    where = _statement_index(body)
+    found = []
+    for clear in events:
+        if clear.kind != CLEAR or not _reportable(clear, ctx.options):
+            continue
+        at = _placed(clear, loop, where, gates)
+        if at is None:
+            continue
+        test = ctx.code(gates[at].test)
+        for step in events:
+            if step.kind != STEP or not _covers(clear, step, sources):
+                continue
+            step_at = _placed(step, loop, where, gates)
+            if step_at is None or step_at <= at or ctx.code(gates[step_at].test) != test:
+                continue
+            if _assigned_between(body[at:step_at], _names(gates[at].test)):
+                continue  # `step += 1` between them: the tests differ by an iteration (a correct gate)
+            for backward in events:
+                node = report_node(backward, loop)
+                if backward.kind == BACKWARD and node is not None and at < where.get(id(node), -1) < step_at:
+                    clear_node = report_node(clear, loop)
+                    if clear_node is not None:
+                        found.append(WipingClear(clear_node, clear, backward, step, True, gates[at]))
+                    break
+    return found
+
+
+def _statement_index(body) -> Dict[int, int]:
+    """id of every node in the loop body -> the index of the body statement holding it."""
+    where: Dict[int, int] = {}
+    for index, statement in enumerate(body):
+        stack = [statement]
+        while stack:
+            node = stack.pop()
+            where[id(node)] = index
+            stack.extend(children(node))
+    return where
+
+
+def _placed(event: Event, loop: LoopInfo, where: Dict[int, int], gates: Dict[int, cst.If]) -> Optional[int]:
+    """The index of the gate holding `event`'s node directly (not in a nested loop or def)."""
+    node = report_node(event, loop)
+    index = where.get(id(node)) if node is not None else None
+    if index is None or index not in gates:
+        return None
+    stack: List[Tuple[cst.CSTNode, bool]] = [(child, False) for child in children(gates[index].body)]
+    while stack:
+        current, nested = stack.pop()
+        if current is node:
+            return None if nested else index
+        nested = nested or isinstance(current, (cst.For, cst.While, cst.FunctionDef, cst.Lambda))
+        stack.extend((child, nested) for child in children(current))
+    return None
+
+
+def _modulo(test: cst.BaseExpression) -> bool:
+    stack: List[cst.CSTNode] = [test]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, cst.BinaryOperation) and isinstance(node.operator, cst.Modulo):
+            return True
+        stack.extend(children(node))
+    return False
+
+
+def _names(test: cst.BaseExpression) -> set:
+    """Dotted names read by a test (`i`, `self.step`)."""
+    out = set()
+    stack: List[cst.CSTNode] = [test]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, (cst.Name, cst.Attribute)):
+            text = dotted(node)
+            if text:
+                out.add(text)
+                if isinstance(node, cst.Attribute):
+                    continue
+        stack.extend(children(node))
+    return out
+
+
+def _assigned_between(statements, names: set) -> bool:
+    stack: List[cst.CSTNode] = list(statements)
+    while stack:
+        node = stack.pop()
+        targets: List[cst.CSTNode] = []
+        if isinstance(node, cst.Assign):
+            targets = [t.target for t in node.targets]
+        elif isinstance(node, (cst.AugAssign, cst.AnnAssign)):
+            targets = [node.target]
+        elif isinstance(node, cst.NamedExpr):
+            targets = [node.target]
+        for target in targets:
+            for sub in [target, *getattr(target, "elements", ())]:
+                sub = getattr(sub, "value", sub) if isinstance(sub, cst.Element) else sub
+                if isinstance(sub, (cst.Name, cst.Attribute)) and dotted(sub) in names:
+                    return True
+        stack.extend(children(node))
+    return False

@@ -44,6 +44,13 @@ def _message(ctx: Context, wipe: WipingClear) -> str:
     back_line = ctx.position(back).start.line
     step_line = ctx.position(step).start.line
     what = f"`{_short(ctx, wipe.node)}`"
+    if wipe.gate is not None:
+        return (
+            f"{what} runs in the same iterations as `{_short(ctx, step)}` (line {step_line}), under the "
+            f"same test `{_short(ctx, wipe.gate.test)}`, but before `{_short(ctx, back)}` (line {back_line}): "
+            f"it wipes what the backwards of the iterations in between accumulated, so each step sees one "
+            f"micro-batch; clear right after the step, inside its `if`"
+        )
     if wipe.node is not wipe.clear.node:
         what += " clears gradients and"
     if wipe.partly:
