@@ -68,9 +68,16 @@ class Wanted:
     helpers: frozenset
     defines: frozenset = frozenset()
 
-    @property
+    @functools.cached_property
     def bwords(self) -> Tuple[bytes, ...]:
         return tuple(w.encode("utf-8", "surrogatepass") for w in self.words + tuple(sorted(self.helpers)))
+
+    @functools.cached_property
+    def _hash(self) -> int:
+        return hash((self.words, self.names, self.autograd_names, self.helpers, self.defines))
+
+    def __hash__(self) -> int:  # part of memo keys looked up 400,000 times a run: hashed once
+        return self._hash
 
 
 def _helper_names(settings) -> frozenset:
@@ -78,10 +85,17 @@ def _helper_names(settings) -> frozenset:
 
 
 def wanted_by(rules: Sequence[Rule], settings) -> Wanted:
-    """The union of the staged needs (those with compiled names) of `rules`."""
+    """The union of the staged needs (those with compiled names) of `rules`. One instance per
+    selection and configured helpers: equal memo keys are then the same object (no field-by-field
+    comparison on each lookup)."""
+    return _wanted(tuple(rules), _helper_names(settings))
+
+
+@functools.lru_cache(maxsize=64)
+def _wanted(rules: Tuple[Rule, ...], configured: frozenset) -> Wanted:
     staged = [r.needs for r in rules if r.needs.names or r.needs.autograd_names]
     words = tuple(dict.fromkeys(w for n in staged for w in n.words))
-    helpers = _helper_names(settings) if any(n.helpers for n in staged) else frozenset()
+    helpers = configured if any(n.helpers for n in staged) else frozenset()
     return Wanted(words, frozenset(x for n in staged for x in n.names),
                   frozenset(x for n in staged for x in n.autograd_names), helpers,
                   frozenset(x for n in staged for x in n.defines))
@@ -245,6 +259,7 @@ def _calls_through(data: bytes, bindings) -> set:
 # search (each keeps its bytes while it has functions) and answers per linted file.
 MAX_MODULES = 2048
 MAX_ANSWERS = 4096
+MAX_DEFINITIONS = 65536
 
 
 class _ProjectFiles:
@@ -258,6 +273,9 @@ class _ProjectFiles:
         # keys of `memo` whose file was stat-checked since the last `forget_answers` (one run):
         # a search reaches the same few modules hundreds of thousands of times on a large tree
         self.checked: set = set()
+        # (module, name, wanted, root) -> (where `_definition` found it, the modules it read):
+        # answered from modules checked in this run, so forgotten with `checked`
+        self.definitions: Dict[tuple, Tuple[Optional[Tuple[str, str]], Tuple[str, ...]]] = {}
 
     def facts(self, path: str, wanted: Wanted, root: str) -> _ModuleText:
         key = (path, wanted, root)
@@ -278,7 +296,8 @@ class _ProjectFiles:
         except OSError:
             data = b""
         module = _module_text(data, path, root, wanted)
-        self.memo.pop(key, None)
+        if self.memo.pop(key, None) is not None or len(self.memo) >= MAX_MODULES:
+            self.definitions.clear()  # some were answered from a module that changed or goes now
         while len(self.memo) >= MAX_MODULES:
             self.checked.discard(next(iter(self.memo)))
             del self.memo[next(iter(self.memo))]
@@ -291,9 +310,21 @@ class _ProjectFiles:
         """Where `name` seen in module `target` is defined, following re-exports; the modules
         looked at on the way go into `read` (a re-exporting `__init__` edited to define the name
         itself changes the answer)."""
+        key = (target, name, wanted, root)
+        known = self.definitions.get(key)
+        if known is None:  # the same few names are looked up from most files of a tree
+            looked: List[str] = []
+            known = (self._follow(target, name, wanted, root, looked), tuple(looked))
+            if len(self.definitions) >= MAX_DEFINITIONS:
+                self.definitions.clear()
+            self.definitions[key] = known
+        if read is not None:
+            read.update(known[1])
+        return known[0]
+
+    def _follow(self, target: str, name: str, wanted: Wanted, root: str, read: List[str]) -> Optional[Tuple[str, str]]:
         for _ in range(REEXPORT_HOPS + 1):
-            if read is not None:
-                read.add(target)
+            read.append(target)
             module = self.facts(target, wanted, root)
             if name in module.functions or name in module.classes:
                 return target, name
@@ -355,6 +386,7 @@ def forget_answers() -> None:
     before each run (a run trusts, for its duration, the files it has already looked at)."""
     _PROJECT.answers.clear()
     _PROJECT.checked.clear()
+    _PROJECT.definitions.clear()
 
 
 def forget_all() -> None:
@@ -362,6 +394,7 @@ def forget_all() -> None:
     _PROJECT.memo.clear()
     _PROJECT.answers.clear()
     _PROJECT.checked.clear()
+    _PROJECT.definitions.clear()
 
 
 def _code_objects(code) -> List:
