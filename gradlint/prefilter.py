@@ -26,6 +26,9 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from gradlint.analysis.imports import REEXPORT_HOPS, import_bindings
+from gradlint.compiled import (compile_codes, compiler_keeps_dead_names, forget_summaries, functions_running_backward,
+                               may_run_backward, names_autograd, remember_summary, running_known, running_names,
+                               summarised)
 from gradlint.rules import RULES, Rule
 
 _DEF = re.compile(rb"^[ \t]*(?:async[ \t]+)?def[ \t]+(\w+)", re.MULTILINE)
@@ -170,7 +173,13 @@ class _ModuleText:
             return False  # no wanted name spelled in its body: its code cannot read one (no compile)
         if not self._running:
             mentioning = {n for n, (_, _, mentions) in self.functions.items() if mentions}
-            self._running.append(_functions_running_backward(self.data, self.path, mentioning, self.wanted))
+            known = running_known(self.sha, self.path, self.wanted) if self.wanted is not None else None
+            if known is not None and compiler_keeps_dead_names():  # compiled when it was linted
+                self._running.append(mentioning & known)
+            else:
+                universe = _universe(self.wanted.helpers) if self.wanted is not None else None
+                self._running.append(
+                    functions_running_backward(self.data, self.path, mentioning, self.wanted, universe))
         running = self._running[0]
         return running is None or name in running
 
@@ -392,131 +401,42 @@ def forget_answers() -> None:
 def forget_all() -> None:
     """Forget everything the helper search memoised (tests that rewrite files in place)."""
     _PROJECT.memo.clear()
+    forget_summaries()
     _PROJECT.answers.clear()
     _PROJECT.checked.clear()
     _PROJECT.definitions.clear()
 
 
-def _code_objects(code) -> List:
-    """A code object and every code object nested in it (functions, classes, lambdas, ...)."""
-    out = []
-    todo = [code]
-    while todo:
-        code = todo.pop()
-        out.append(code)
-        todo.extend(c for c in code.co_consts if hasattr(c, "co_names"))
-    return out
+# (the name the tests read)
+_compiler_keeps_dead_names = compiler_keeps_dead_names
 
 
-def _reads_name(code, name: str) -> bool:
-    """Does `code` (not the code nested in it) do more with global/attribute/imported `name`
-    than bind it? `def backward(ctx, grad)` in an autograd Function's class body only stores
-    the name. When some name of `co_names` is used by no instruction, the compiler dropped
-    code that used it (`if False:`), whose reads are unknown: then True."""
-    import dis
-
-    seen = set()
-    for instruction in dis.get_instructions(code):
-        value = instruction.argval
-        if isinstance(value, str):
-            if value == name and not instruction.opname.startswith(("STORE_", "DELETE_")):
-                return True
-            seen.add(value)
-    return not set(code.co_names) <= seen
+def _universe(configured: frozenset) -> Wanted:
+    """Every staged rule's needs: stage two's `wanted` for any selection is within it."""
+    return _wanted(tuple(r for r in RULES.values() if r.needs.names or r.needs.autograd_names), configured)
 
 
-def _used_names(codes: List, candidates: Iterable[str]) -> set:
-    """Those of `candidates` that some code object reads (see `_reads_name`)."""
-    used = set()
-    for name in candidates:
-        if any(name in code.co_names and _reads_name(code, name) for code in codes):
-            used.add(name)
-    return used
-
-
-def _all_names(codes: List) -> set:
-    """Every name of the code objects: globals, attributes, imports, locals, cells, free."""
-    names: set = set()
-    for code in codes:
-        names.update(code.co_names, code.co_varnames, code.co_cellvars, code.co_freevars)
-    return names
-
-
-def _compile_codes(text: str, path: str) -> Optional[List]:
-    """The module's code objects as CPython compiles it; None when it does not compile."""
-    import warnings
-
-    try:
-        with warnings.catch_warnings():  # invalid escapes etc. are the user's business, not ours
-            warnings.simplefilter("ignore")
-            code = compile(text, path, "exec", dont_inherit=True, optimize=0)
-    except (SyntaxError, ValueError, MemoryError, RecursionError, OverflowError):
-        return None
-    return _code_objects(code)
-
-
-@functools.lru_cache(maxsize=1)
-def _compiler_keeps_dead_names() -> bool:
-    """Does this CPython record the names of code it never runs (`if False:`, `while 0:`)?
-    3.10+ do; 3.9 drops them, so there a name missing from the code proves nothing (LibCST
-    still sees such calls) and stage two stays off."""
-    probe = ("if False:\n    a.n1()\nif 0:\n    a.n2()\nwhile False:\n    a.n3()\n"
-             "if not __debug__:\n    a.n4()\nif True:\n    pass\nelse:\n    a.n5()\n")
-    wanted = {"n1", "n2", "n3", "n4", "n5"}
-    return _used_names(_compile_codes(probe, "<probe>") or [], wanted) == wanted
-
-
-def compiled_prefilter(text: str, path: str, wanted: Wanted) -> Tuple[bool, bool]:
+def compiled_prefilter(text: str, path: str, wanted: Wanted, data: Optional[bytes] = None,
+                       configured: frozenset = frozenset(), search: Optional[Wanted] = None) -> Tuple[bool, bool]:
     """Stage two, for text that names a wanted word: (may a finding be here?, did CPython
     compile it?). A finding needs a wanted name or a configured helper among the names the
     code really uses. A file CPython cannot compile (or a CPython that drops dead code's names)
-    is analysed, so LibCST decides."""
-    codes = _compile_codes(text, path)
+    is analysed, so LibCST decides. `data`: the bytes the text was decoded from, and
+    `configured`: the configured helper names, to take the answer from the helper search's
+    compile of the same bytes when there was one. With `search` (the helper search's needs),
+    what the helper search of other files needs of this module is kept in turn."""
+    known = summarised(text, data, path, wanted, configured)
+    if known is not None:
+        return known, True
+    codes = compile_codes(text, path)
     if codes is None:
         return True, False
-    if not _compiler_keeps_dead_names():
+    if not compiler_keeps_dead_names():
         return True, True
-    return _may_run_backward(codes, wanted, _names_autograd(codes)), True
-
-
-def _names_autograd(codes: List) -> bool:
-    """Does the code name torch.autograd at all (`torch.autograd.grad`, `from torch import
-    autograd`, `from torch.autograd import grad`: an attribute, an imported name or a dotted
-    module of an import)? Without it no call resolves to `torch.autograd.grad`."""
-    return any(name == "autograd" or "autograd" in name.split(".")
-               for code in codes for name in code.co_names)
-
-
-def _may_run_backward(codes: List, wanted: Wanted, autograd: bool) -> bool:
-    """Do these code objects read a wanted name, a configured helper (any name), or an
-    autograd name (when the module names torch.autograd: `autograd`)?"""
-    if (wanted.helpers | wanted.defines) & _all_names(codes):
-        return True
-    names = wanted.names | (wanted.autograd_names if autograd else frozenset())
-    return bool(_used_names(codes, sorted(names)))
-
-
-def _functions_running_backward(data: bytes, path: str, names: set, wanted: Optional[Wanted]) -> Optional[set]:
-    """Those of the function `names` whose compiled code (any definition of that name, with
-    the code nested in it) may run a backward (`_may_run_backward`); None when the module
-    does not compile or this CPython drops dead code's names."""
-    import warnings
-
-    if not names or wanted is None or not _compiler_keeps_dead_names():
-        return None
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            module = compile(data, path, "exec", dont_inherit=True, optimize=0)
-    except (SyntaxError, ValueError, MemoryError, RecursionError, OverflowError):
-        return None
-    autograd = _names_autograd(_code_objects(module))
-    out = set()
-    for code in _code_objects(module):
-        if code.co_name in names and code.co_name not in out:
-            if _may_run_backward(_code_objects(code), wanted, autograd):
-                out.add(code.co_name)
-    return out
+    autograd = names_autograd(codes)
+    if search is not None and data is not None and text.encode("utf-8", "surrogatepass") == data:
+        remember_summary(data, path, _universe(search.helpers), codes, autograd, running_names(codes, search, autograd))
+    return may_run_backward(codes, wanted, autograd), True
 
 
 def _selected(enabled: Iterable[str]) -> List[Rule]:
@@ -569,7 +489,8 @@ def _decide(text: str, data: Optional[bytes], path: str, settings,
     stage = STAGE_NO_WORDS
     if any(word in text for word in wanted.words + tuple(sorted(wanted.helpers))):
         if _may_name(text.__contains__, "autograd" in text, wanted):
-            possible, compiled = compiled_prefilter(text, path, wanted)
+            search = search_wanted(settings) if getattr(settings, "root", None) else None
+            possible, compiled = compiled_prefilter(text, path, wanted, data, _helper_names(settings), search)
             if possible:
                 return True, compiled, STAGE_NAMES
         stage = STAGE_NO_NAMES
