@@ -92,11 +92,12 @@ def _resolve_uncached(spec: str, here: str, root: Optional[str]) -> Optional[str
         # Like sys.path: the first base holding the top-level package is the one used.
         top = dotted.split(".")[0]
         key = (top, here, root)
-        bases = _BASES.get(key)  # the same few top-level packages are asked about from each folder
-        if bases is None:
-            bases = _BASES[key] = [
+        first = _BASES.get(key)  # the same few top-level packages are asked about from each folder
+        if first is None:
+            first = _BASES[key] = [
                 b for b in _search_bases(here, root)
                 if _kind(os.path.join(b, top)) == "dir" or _kind(os.path.join(b, top + ".py")) == "file"][:1]
+        bases = first
     else:
         return None
     for base in bases:
