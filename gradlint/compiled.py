@@ -1,7 +1,7 @@
 """Stage two of the prefilter (gradlint/prefilter.py): the names CPython's compiled code of a
 module really reads (not merely binds, not in docstrings or comments), and what of that is kept
-per module so that one compile serves both stage two of a linted file and the imported-helper
-search of other files that reach it.
+of each module the imported-helper search compiled, so that stage two of that module, when it
+is linted too, needs no compile of its own.
 
 `wanted` arguments are prefilter.Wanted (names, autograd_names, helpers, defines). Imports no
 LibCST.
@@ -108,7 +108,7 @@ def may_run_backward(codes: List, wanted: Wanted, autograd: bool) -> bool:
 # and stage two then need not compile them again. Not the code objects (about 55 bytes per byte
 # of source): whether the module names torch.autograd, which of every rule's names it reads and
 # which of the names that admit by being bound (defines, configured helpers) it binds.
-_SUMMARIES: Dict[Tuple[str, str, frozenset], Tuple[bool, frozenset, frozenset, Optional[frozenset]]] = {}
+_SUMMARIES: Dict[Tuple[str, str, frozenset], Tuple[bool, frozenset, frozenset]] = {}
 MAX_SUMMARIES = 4096
 
 
@@ -117,45 +117,16 @@ def forget_summaries() -> None:
     _SUMMARIES.clear()
 
 
-def remember_summary(data: bytes, path: str, universe, codes: List, autograd: bool,
-                     running: Optional[frozenset] = None) -> None:
-    """Keep what stage two (and, with `running`, the helper search) needs of the module compiled
-    from `data` into `codes` (the module's code first). `universe`: every staged rule's needs,
-    with the configured helpers (stage two's `wanted` for any selection is within it)."""
+def remember_summary(data: bytes, path: str, universe, codes: List, autograd: bool) -> None:
+    """Keep what stage two needs of the module compiled from `data` into `codes` (the module's
+    code first). `universe`: every staged rule's needs, with the configured helpers (stage
+    two's `wanted` for any selection is within it)."""
     configured = universe.helpers
     used = frozenset(_used_names(codes, sorted(universe.names | universe.autograd_names)))
     bound = frozenset((universe.helpers | universe.defines) & _all_names(codes))
     if len(_SUMMARIES) >= MAX_SUMMARIES:
         _SUMMARIES.clear()
-    _SUMMARIES[(os.path.abspath(path), hashlib.sha256(data).hexdigest(), configured)] = (autograd, used, bound, running)
-
-
-def running_names(codes: List, wanted: Wanted, autograd: bool) -> frozenset:
-    """The names of the code objects (of `codes`, a module's from `_code_objects`) that may run a
-    backward by `may_run_backward` of them and the code nested in them: what
-    `functions_running_backward` answers for every name at once. Bottom-up, since a code object
-    runs one when it does itself or some code nested in it does."""
-    names = wanted.names | (wanted.autograd_names if autograd else frozenset())
-    own = wanted.helpers | wanted.defines
-    runs: Dict[int, bool] = {}
-    out = set()
-    for code in reversed(codes):  # the code nested in a code object comes after it in `codes`
-        found = any(runs.get(id(c), False) for c in code.co_consts if hasattr(c, "co_names"))
-        if not found and own:
-            found = bool(own.intersection(code.co_names, code.co_varnames, code.co_cellvars, code.co_freevars))
-        if not found:
-            found = any(_reads_name(code, name) for name in sorted(names.intersection(code.co_names)))
-        runs[id(code)] = found
-        if found:
-            out.add(code.co_name)
-    return frozenset(out)
-
-
-def running_known(data_sha: str, path: str, wanted: Wanted) -> Optional[frozenset]:
-    """`running_names` of the module at `path` with bytes of that sha256, from stage two's
-    compile of it when it was linted (None: not known)."""
-    known = _SUMMARIES.get((os.path.abspath(path), data_sha, wanted.helpers))
-    return known[3] if known is not None else None
+    _SUMMARIES[(os.path.abspath(path), hashlib.sha256(data).hexdigest(), configured)] = (autograd, used, bound)
 
 
 def summarised(text: str, data: Optional[bytes], path: str, wanted: Wanted, configured: frozenset) -> Optional[bool]:
@@ -166,7 +137,7 @@ def summarised(text: str, data: Optional[bytes], path: str, wanted: Wanted, conf
     known = _SUMMARIES.get((os.path.abspath(path), hashlib.sha256(data).hexdigest(), configured))
     if known is None or text.encode("utf-8", "surrogatepass") != data:
         return None
-    autograd, used, bound, _ = known
+    autograd, used, bound = known
     if (wanted.helpers | wanted.defines) & bound:
         return True
     return bool((wanted.names | (wanted.autograd_names if autograd else frozenset())) & used)

@@ -27,8 +27,7 @@ from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence,
 
 from gradlint.analysis.imports import REEXPORT_HOPS, import_bindings
 from gradlint.compiled import (compile_codes, compiler_keeps_dead_names, forget_summaries, functions_running_backward,
-                               may_run_backward, names_autograd, remember_summary, running_known, running_names,
-                               summarised)
+                               may_run_backward, names_autograd, summarised)
 from gradlint.rules import RULES, Rule
 
 _DEF = re.compile(rb"^[ \t]*(?:async[ \t]+)?def[ \t]+(\w+)", re.MULTILINE)
@@ -173,13 +172,8 @@ class _ModuleText:
             return False  # no wanted name spelled in its body: its code cannot read one (no compile)
         if not self._running:
             mentioning = {n for n, (_, _, mentions) in self.functions.items() if mentions}
-            known = running_known(self.sha, self.path, self.wanted) if self.wanted is not None else None
-            if known is not None and compiler_keeps_dead_names():  # compiled when it was linted
-                self._running.append(mentioning & known)
-            else:
-                universe = _universe(self.wanted.helpers) if self.wanted is not None else None
-                self._running.append(
-                    functions_running_backward(self.data, self.path, mentioning, self.wanted, universe))
+            universe = _universe(self.wanted.helpers) if self.wanted is not None else None
+            self._running.append(functions_running_backward(self.data, self.path, mentioning, self.wanted, universe))
         running = self._running[0]
         return running is None or name in running
 
@@ -417,14 +411,13 @@ def _universe(configured: frozenset) -> Wanted:
 
 
 def compiled_prefilter(text: str, path: str, wanted: Wanted, data: Optional[bytes] = None,
-                       configured: frozenset = frozenset(), search: Optional[Wanted] = None) -> Tuple[bool, bool]:
+                       configured: frozenset = frozenset()) -> Tuple[bool, bool]:
     """Stage two, for text that names a wanted word: (may a finding be here?, did CPython
     compile it?). A finding needs a wanted name or a configured helper among the names the
     code really uses. A file CPython cannot compile (or a CPython that drops dead code's names)
     is analysed, so LibCST decides. `data`: the bytes the text was decoded from, and
     `configured`: the configured helper names, to take the answer from the helper search's
-    compile of the same bytes when there was one. With `search` (the helper search's needs),
-    what the helper search of other files needs of this module is kept in turn."""
+    compile of the same bytes when there was one."""
     known = summarised(text, data, path, wanted, configured)
     if known is not None:
         return known, True
@@ -433,10 +426,7 @@ def compiled_prefilter(text: str, path: str, wanted: Wanted, data: Optional[byte
         return True, False
     if not compiler_keeps_dead_names():
         return True, True
-    autograd = names_autograd(codes)
-    if search is not None and data is not None and text.encode("utf-8", "surrogatepass") == data:
-        remember_summary(data, path, _universe(search.helpers), codes, autograd, running_names(codes, search, autograd))
-    return may_run_backward(codes, wanted, autograd), True
+    return may_run_backward(codes, wanted, names_autograd(codes)), True
 
 
 def _selected(enabled: Iterable[str]) -> List[Rule]:
@@ -489,8 +479,7 @@ def _decide(text: str, data: Optional[bytes], path: str, settings,
     stage = STAGE_NO_WORDS
     if any(word in text for word in wanted.words + tuple(sorted(wanted.helpers))):
         if _may_name(text.__contains__, "autograd" in text, wanted):
-            search = search_wanted(settings) if getattr(settings, "root", None) else None
-            possible, compiled = compiled_prefilter(text, path, wanted, data, _helper_names(settings), search)
+            possible, compiled = compiled_prefilter(text, path, wanted, data, _helper_names(settings))
             if possible:
                 return True, compiled, STAGE_NAMES
         stage = STAGE_NO_NAMES
