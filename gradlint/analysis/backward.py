@@ -16,6 +16,8 @@ from gradlint.analysis.names import ImportMap, dotted
 
 AUTOGRAD_BACKWARD = ("torch.autograd.backward",)
 AUTOGRAD_GRAD = ("torch.autograd.grad",)
+# The last part of every name above, and the methods that run a backward (see backward_call).
+_BACKWARD_ATTRIBUTES = frozenset({"backward", "grad", "manual_backward"})
 
 # Objects whose `.backward(loss)` runs the backward of `loss` for you (and may scale it).
 _DELEGATE_HINTS = ("accel", "fabric", "engine", "strategy")  # "accel": also `accelerator`
@@ -91,6 +93,15 @@ def _scaled_tensor(receiver: cst.BaseExpression) -> Optional[cst.BaseExpression]
 def backward_call(call: cst.Call, imports: ImportMap) -> Optional[BackwardCall]:
     """Describe `call` if it runs a backward pass, else None."""
     func = call.func
+    # Asked of every call of a file by several analyses: answer most without resolving names.
+    # An attribute call resolves to a name ending in its attribute, and only a name or an
+    # attribute chain resolves at all.
+    kind = type(func)
+    if kind is cst.Attribute:
+        if func.attr.value not in _BACKWARD_ATTRIBUTES:  # type: ignore[attr-defined]
+            return None
+    elif kind is not cst.Name:
+        return None
     if imports.is_torch(func, *AUTOGRAD_BACKWARD):
         args = _args(call, ("tensors", "grad_tensors", "retain_graph", "create_graph", "grad_variables", "inputs"))
         return BackwardCall(

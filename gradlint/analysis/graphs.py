@@ -53,7 +53,7 @@ from gradlint.analysis.outliving import OpaqueCalls
 from gradlint.analysis.returns import history_free_imports, history_free_locals, overridden_methods
 from gradlint.analysis.reads import INERT, LEAF, is_false, is_true, key_of, param_names
 from gradlint.analysis.retained import GraphAnalysis
-from gradlint.analysis.tree import SCOPES, block_statements, children, preorder, walk
+from gradlint.analysis.tree import SCOPES, block_statements, children, preorder, typed, walk
 
 MAX_SUMMARY_DEPTH = 2  # callers of callers whose parameters are summarised in turn
 
@@ -655,13 +655,16 @@ def _only_a_step_closure(fn: cst.FunctionDef, module: cst.Module) -> bool:
     walked again, as with Lightning's manual `training_step`."""
     name = fn.name.value
     named = closures = defined = 0
-    for node in walk(module):
-        if isinstance(node, cst.Name) and node.value == name:
+    # The module's names, defs and calls (kept with its index), by exact type: LibCST's node
+    # classes are final, and isinstance on them goes through ABCMeta.
+    for node in typed(module, cst.Name, cst.FunctionDef, cst.Call):
+        kind = type(node)
+        if kind is cst.Name and node.value == name:  # type: ignore[attr-defined]
             named += 1
-        elif isinstance(node, cst.FunctionDef) and node.name.value == name:
+        elif kind is cst.FunctionDef and node.name.value == name:  # type: ignore[attr-defined]
             defined += 1  # each `def closure():` (one per training function, say) names it once
-        elif isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute) and node.func.attr.value == "step":
-            for arg in node.args:
+        elif kind is cst.Call and isinstance(node.func, cst.Attribute) and node.func.attr.value == "step":  # type: ignore[attr-defined]
+            for arg in node.args:  # type: ignore[attr-defined]
                 if isinstance(arg.value, cst.Name) and arg.value.value == name and not arg.star:
                     if arg.keyword is None:
                         closures += 1

@@ -77,6 +77,7 @@ def forget_files() -> None:
     """Clear the file-system memo (files may have come and gone since the last run)."""
     _KINDS.clear()
     _RESOLVED.clear()
+    _BASES.clear()
 
 
 def _resolve_uncached(spec: str, here: str, root: Optional[str]) -> Optional[str]:
@@ -90,8 +91,13 @@ def _resolve_uncached(spec: str, here: str, root: Optional[str]) -> Optional[str
     elif dotted:
         # Like sys.path: the first base holding the top-level package is the one used.
         top = dotted.split(".")[0]
-        bases = [b for b in _search_bases(here, root)
-                 if _kind(os.path.join(b, top)) == "dir" or _kind(os.path.join(b, top + ".py")) == "file"][:1]
+        key = (top, here, root)
+        first = _BASES.get(key)  # the same few top-level packages are asked about from each folder
+        if first is None:
+            first = _BASES[key] = [
+                b for b in _search_bases(here, root)
+                if _kind(os.path.join(b, top)) == "dir" or _kind(os.path.join(b, top + ".py")) == "file"][:1]
+        bases = first
     else:
         return None
     for base in bases:
@@ -106,6 +112,7 @@ def _resolve_uncached(spec: str, here: str, root: Optional[str]) -> Optional[str
 # Memos of the file system, cleared by each lint_files (files may come and go between runs).
 _KINDS: Dict[str, Optional[str]] = {}  # path -> "dir" | "file" | None
 _RESOLVED: Dict[Tuple[str, str, Optional[str]], Optional[str]] = {}  # (spec, importing folder, root) -> file
+_BASES: Dict[Tuple[str, str, Optional[str]], List[str]] = {}  # (top-level name, folder, root) -> [its base]
 
 
 def _kind(path: str) -> Optional[str]:

@@ -25,7 +25,7 @@ from gradlint.analysis.names import ImportMap
 from gradlint.analysis.outliving import OpaqueCalls
 from gradlint.analysis.reads import INERT
 from gradlint.analysis.retained import GraphAnalysis
-from gradlint.analysis.tree import block_statements, walk
+from gradlint.analysis.tree import block_statements, typed, walk
 
 MAX_FUNCTIONS = 20  # imported functions looked into per file
 
@@ -67,6 +67,9 @@ def history_free_imports(module: cst.Module, imports: ImportMap, walker: OpaqueC
     return frozenset(found)
 
 
+_BINDING_KINDS = (cst.AssignTarget, cst.AnnAssign, cst.AugAssign, cst.For, cst.CompFor, cst.AsName)
+
+
 def history_free_locals(module: cst.Module, imports: ImportMap, known: FrozenSet[str]) -> FrozenSet[str]:
     """Names of functions and methods of this module, called here, each defined once and
     undecorated (but for `staticmethod`/`classmethod`), whose every `return` the function proves
@@ -74,14 +77,17 @@ def history_free_locals(module: cst.Module, imports: ImportMap, known: FrozenSet
     the module also imports or binds otherwise is left out: a call of it may reach something else."""
     defined: Dict[str, List[cst.FunctionDef]] = {}
     rebound: Set[str] = set()
-    for node in walk(module):
-        if isinstance(node, cst.FunctionDef):
-            defined.setdefault(node.name.value, []).append(node)
-        elif isinstance(node, (cst.AssignTarget, cst.AnnAssign, cst.AugAssign, cst.For, cst.CompFor, cst.AsName)):
-            target = node.name if isinstance(node, cst.AsName) else node.target
+    # Only these kinds matter: the module's nodes of them (kept with its index), by exact type
+    # (LibCST's node classes are final; isinstance on them goes through ABCMeta).
+    for node in typed(module, cst.FunctionDef, *_BINDING_KINDS, cst.Param):
+        kind = type(node)
+        if kind is cst.FunctionDef:
+            defined.setdefault(node.name.value, []).append(node)  # type: ignore[attr-defined,arg-type]
+        elif kind is cst.Param:
+            rebound.add(node.name.value)  # type: ignore[attr-defined]
+        else:
+            target = node.name if kind is cst.AsName else node.target  # type: ignore[attr-defined]
             rebound |= {n.value for n in walk(target) if isinstance(n, cst.Name)}
-        elif isinstance(node, cst.Param):
-            rebound.add(node.name.value)
     called: Set[str] = set()
     for node in _calls(module):
         func = node.func
