@@ -22,12 +22,17 @@ CLIP_USED = "clip_used"  # ... whose clipped gradients an optimizer step then us
 CLIP_WASTED = "clip_wasted"  # ... whose clipped gradients were changed or cleared before any step used them
 CLEAR_DISCARDED = "clear_discarded"  # clear site: clears that dropped gradients no step had used yet
 CLEAR_BEFORE_STEP = "clear_before_step"  # ... after which a step saw only such dropped gradients
+# backward site: optimizer steps that found every gradient this site wrote for them gone (None, or
+# zeroed) though no wrapped clear ran: cleared by hand (`p.grad = None`, `p.grad.zero_()` per
+# parameter) between the backward and the step
+FRESH_DROPPED = "fresh_dropped"
 KEPT_GRAPH = "kept_graph"  # backward site: roots whose graph was still alive two iterations later
 KEPT_AT_ONCE = "kept_at_once"  # backward site: most such graphs alive at the same time
 FREED_GRAPH = "freed_graph"  # backward site: watched roots whose graph was freed in time
 # backward site: calls whose graph kept, two iterations later, a node near its root that the
 # iteration had made (a stored output or component loss: `all_logits.append(logits)`)
 KEPT_UPSTREAM = "kept_upstream"
+KEPT_UPSTREAM_AT_ONCE = "kept_upstream_at_once"  # backward site: most such calls' nodes alive at the same time
 LEAF_ROOT = "leaf_root"  # backward site: calls whose roots are all leaves (no grad_fn, not parameters)
 PARAM_GRADS = "param_grads"  # backward site: calls that wrote into some optimizer's parameter
 CARRIED_REUSE = "carried_reuse"  # backward site: re-ran a graph it retained before an optimizer step

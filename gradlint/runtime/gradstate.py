@@ -38,6 +38,7 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tupl
 
 from gradlint.runtime.events import (
     CLEAR_BEFORE_STEP,
+    FRESH_DROPPED,
     MOVED_OTHERWISE,
     PARAM_GRADS,
     STALE_UPSTREAM,
@@ -76,7 +77,7 @@ class LeafState:
 
     __slots__ = ("grad_ref", "version", "used", "stale", "owned", "cleared", "noted", "before",
                  "value_version", "fresh", "discarded", "suspect", "probe", "unsure", "pre", "also",
-                 "value_probe", "grad_sample")
+                 "value_probe", "grad_sample", "clip_version")
 
     def __init__(self) -> None:
         self.grad_ref: Optional[weakref.ref] = None  # the .grad last seen (None: no grad)
@@ -95,12 +96,14 @@ class LeafState:
         self.value_probe: Optional[Tuple[int, Any]] = None
         # its gradient then, at the same elements: an update that read it moved them along it
         self.grad_sample: Any = None
-        self.fresh = False  # a backward wrote into the gradient since a step used it / a clear
+        # the backward site that wrote into the gradient since a step used it / a clear (None: none did)
+        self.fresh: Optional[BackwardSite] = None
         self.discarded: Optional[BackwardSite] = None  # clear site that dropped fresh gradients
         self.suspect = False  # once found untouched since it was used: its content gets probed
         self.probe = None  # 0-dim tensor: L1 norm of the gradient when last used (suspects only)
         self.unsure: Optional[BackwardSite] = None  # site that accumulated onto an UNSURE gradient
         self.pre = None  # 0-dim tensor: its norm just before the backward that made it (maybe) stale
+        self.clip_version = -1  # the gradient's version counter after a clip changed it in place
 
     def remember(self, grad) -> None:
         if grad is None:
@@ -119,10 +122,10 @@ class LeafState:
     def clear(self, site: Optional[BackwardSite] = None) -> bool:
         """The gradient was cleared (by the clear at `site` when known). Returns whether it held
         gradients no step had used (GL005's observation)."""
-        dropped = self.fresh
+        dropped = self.fresh is not None
         if dropped and site is not None:
             self.discarded = site
-        self.fresh = False
+        self.fresh = None
         self.used = False
         self.stale = None
         self.also = None
@@ -340,8 +343,9 @@ class GradState:
                     continue  # not written by this backward
             else:
                 state.grad_ref = weakref.ref(grad)
+                state.clip_version = -1
             state.version = version
-            state.fresh = True
+            state.fresh = site
             state.discarded = None
             before = state.before
             if state.owned:
@@ -527,12 +531,24 @@ class GradState:
         self.steps += 1
         self.obs.steps += 1
         self._followed_by_step()
-        fresh = False
+        fresh = kept = False
+        gone: Optional[List[Tuple[LeafState, Any]]] = None  # fresh gradients not as their backward left them
         dropped: Optional[Dict[int, BackwardSite]] = None
         marked = []
         for ref, state in adopted.pairs:
-            if state.fresh:
+            if state.fresh is not None:
                 fresh = True
+                if not kept:  # one gradient still as its backward (or a clip) left it settles it
+                    param = ref()
+                    grad = param.grad if param is not None else None
+                    gref = state.grad_ref
+                    if grad is not None and gref is not None and gref() is grad and (
+                            grad._version == state.version or grad._version == state.clip_version):
+                        kept = True
+                    elif param is not None:
+                        if gone is None:
+                            gone = []
+                        gone.append((state, grad))
             elif state.discarded is not None:
                 if dropped is None:
                     dropped = {}
@@ -543,10 +559,40 @@ class GradState:
             # GL005: every gradient a backward produced for this step was cleared before it.
             for clear_site in dropped.values():
                 clear_site.bump(CLEAR_BEFORE_STEP)
+        if gone and not kept:
+            self._dropped_by_hand(gone)
         if marked:
             self._judge_step(stats, marked)
         adopted.marks = self.marks
         return adopted
+
+    def _dropped_by_hand(self, gone: List[Tuple[LeafState, Any]]) -> None:
+        """A step's fresh gradients, none as the backward that wrote them left it: each is None,
+        replaced, or changed in place (not by a clip). Set to None or zeroed (`p.grad = None`,
+        `p.grad.zero_()` per parameter: nothing the tracer wraps), every one of them: the step
+        sees none of what the backward produced, and each backward that wrote them is charged
+        (GL005's observation without a clear call). One that still holds something non-zero was
+        assigned by hand (`p.grad = summed / n`) or scaled (unscaled, averaged): the step uses it."""
+        for _, grad in gone:
+            if grad is not None and not self._all_zero(grad):
+                return
+        writers: Dict[int, BackwardSite] = {}
+        for state, _ in gone:
+            if state.fresh is not None:
+                writers[id(state.fresh)] = state.fresh
+        for site in writers.values():
+            site.bump(FRESH_DROPPED)
+
+    def _all_zero(self, grad) -> bool:
+        """Does a gradient hold only zeros? False when it cannot be told (one host sync)."""
+        try:
+            to_local = getattr(grad, "to_local", None)
+            tensor = to_local() if callable(to_local) else grad
+            if tensor.layout != self.torch.strided:
+                tensor = tensor._values() if tensor.is_sparse else tensor.values()
+            return not bool(tensor.any())
+        except Exception:
+            return False
 
     def _judge_step(self, stats: OptimizerStats, marked: List[Tuple[weakref.ref, LeafState]]) -> None:
         """A step about to use (or, after a closure, that used) the gradients of `marked` leaves:
@@ -636,7 +682,7 @@ class GradState:
                 else:
                     state.probe = None
             state.stale = state.also = None
-            state.fresh = False
+            state.fresh = None
             state.discarded = None
         if probes:
             self.take_probes(probes)
@@ -660,7 +706,7 @@ class GradState:
         for param, state in params:
             if state is None or param is None:
                 continue
-            if state.fresh and site is None:
+            if state.fresh is not None and site is None:
                 site = site_of()
             state.clear(site)
             state.remember(param.grad)  # type: ignore[attr-defined]

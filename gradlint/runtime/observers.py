@@ -26,7 +26,7 @@ import weakref
 from typing import Any, Dict, List, Optional, Tuple
 
 from gradlint.runtime.events import (CLEAR_DISCARDED, CLIP_CALLS, CLIP_ON_SCALED, CLIP_USED, CLIP_WASTED, FREED_GRAPH,
-                                     KEPT_AT_ONCE, KEPT_GRAPH, KEPT_UPSTREAM, LEAF_ROOT, SECOND_TIME,
+                                     KEPT_AT_ONCE, KEPT_GRAPH, KEPT_UPSTREAM, KEPT_UPSTREAM_AT_ONCE, LEAF_ROOT, SECOND_TIME,
                                      SECOND_TIME_AFTER_STEP, BackwardSite)
 from gradlint.runtime.gradstate import GradState
 
@@ -35,8 +35,9 @@ SAMPLE_ROOTS_EVERY = 16
 _SECOND_TIME_TEXT = "backward through the graph a second time"
 _SENTINEL_KEY = "_gradlint_lifetime"
 _UPSTREAM_KEY = "_gradlint_upstream"
-UPSTREAM_DEPTH = 4  # edges from the root within which the nodes an iteration made are watched
+UPSTREAM_DEPTH = 6  # edges from the root within which the nodes an iteration made are watched
 UPSTREAM_NODES = 32  # of those, at most this many per call
+UPSTREAM_HELD = 8  # of the groups still alive past their iteration, at most this many watched on
 
 
 class _Sentinel:
@@ -155,14 +156,27 @@ class Lifecycle:
             return  # an optimizer's step closure (LBFGS): the optimizer holds its loss until the step ends
         kept = self.upstream.get(key)
         if kept:
+            # As for the roots: an old group still alive is counted once, then watched on (at
+            # most UPSTREAM_HELD of them) to tell a store that piles them up from one that keeps
+            # the latest (`self.last_out = out`) or the best so far.
             younger = []
+            held = 0
             for index, stepped, refs in kept:
-                if _outlived(index, stepped, calls, steps):
+                if index < 0:
+                    if any(ref() is not None for ref in refs):
+                        held += 1
+                        younger.append((index, stepped, refs))
+                elif _outlived(index, stepped, calls, steps):
                     if any(ref() is not None for ref in refs):
                         site.bump(KEPT_UPSTREAM)
+                        if held < UPSTREAM_HELD:
+                            held += 1
+                            younger.append((-1, stepped, refs))
                 else:
                     younger.append((index, stepped, refs))
             self.upstream[key] = younger
+            if held > site.count(KEPT_UPSTREAM_AT_ONCE):
+                site.bump(KEPT_UPSTREAM_AT_ONCE, held - site.count(KEPT_UPSTREAM_AT_ONCE))
         watch = calls <= WATCH_ALL_ROOTS or calls % SAMPLE_ROOTS_EVERY == 0
         self._watch_upstream(key, calls, steps, roots, torch, watch)
         if watch:
@@ -244,9 +258,15 @@ class Lifecycle:
     # ------------------------------------------------------------------ clipping
     def clipped(self, site: BackwardSite, params: list, limit: Any) -> None:
         """A clip at `site` ran on `params` (already clipped)."""
+        torch = self.grads.torch
+        known = self.grads.known
+        for param in params:
+            grad = param.grad if isinstance(param, torch.Tensor) else None
+            state = known(param) if grad is not None else None
+            if state is not None:  # changed in place by the clip (even by 1.0), not cleared: GL005
+                state.clip_version = grad._version
         if isinstance(limit, (int, float)) and math.isinf(limit):
             return  # max_norm=inf: computes the norm for logging, changes nothing
-        torch = self.grads.torch
         entries = []
         ids = set()
         for param in params:
