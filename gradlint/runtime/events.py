@@ -20,6 +20,9 @@ CLIP_CALLS = "clip_calls"  # clip site: clip calls that had gradients to clip (m
 CLIP_ON_SCALED = "clip_on_scaled"  # ... on gradients still scaled by an enabled GradScaler (no unscale_)
 CLIP_USED = "clip_used"  # ... whose clipped gradients an optimizer step then used unchanged
 CLIP_WASTED = "clip_wasted"  # ... whose clipped gradients were changed or cleared before any step used them
+# clip site: steps on gradients assigned by hand (`p.grad = summed / n`) that came after clips of
+# this site whose gradients were changed or cleared: those may have been read (summed) first
+CLIP_BEFORE_ASSIGNED = "clip_before_assigned"
 CLEAR_DISCARDED = "clear_discarded"  # clear site: clears that dropped gradients no step had used yet
 CLEAR_BEFORE_STEP = "clear_before_step"  # ... after which a step saw only such dropped gradients
 # backward site: optimizer steps that found every gradient this site wrote for them gone (None, or

@@ -171,6 +171,9 @@ class GradState:
         # Provisionally stale leaves of the running backward and their norms just before it
         self.checks: Optional[List[Tuple[LeafState, Any]]] = None
         self.moved_otherwise = False  # the running backward found such leaves moved unlike an update
+        # the step in progress uses gradients assigned (or changed, not zeroed) by hand since the
+        # backward or clear that last left them: an average of per-sample gradients, say (GL004)
+        self.assigned = False
 
     # ------------------------------------------------------------------ leaves
     def watched(self) -> list:
@@ -555,33 +558,51 @@ class GradState:
                 dropped[id(state.discarded)] = state.discarded
             if state.stale is not None or state.unsure is not None:
                 marked.append((ref, state))
+        assigned = False
         if dropped and not fresh:
-            # GL005: every gradient a backward produced for this step was cleared before it.
-            for clear_site in dropped.values():
-                clear_site.bump(CLEAR_BEFORE_STEP)
+            # GL005: every gradient a backward produced for this step was cleared before it, unless
+            # what the step uses was assigned by hand after the clear.
+            assigned = self._assigned_after_clear(adopted)
+            if not assigned:
+                for clear_site in dropped.values():
+                    clear_site.bump(CLEAR_BEFORE_STEP)
         if gone and not kept:
-            self._dropped_by_hand(gone)
+            assigned = self._dropped_by_hand(gone)
+        self.assigned = assigned
         if marked:
             self._judge_step(stats, marked)
         adopted.marks = self.marks
         return adopted
 
-    def _dropped_by_hand(self, gone: List[Tuple[LeafState, Any]]) -> None:
+    @staticmethod
+    def _assigned_after_clear(adopted: Adopted) -> bool:
+        """Does a parameter whose gradient a clear dropped hold one assigned since?"""
+        for ref, state in adopted.pairs:
+            if state.discarded is not None:
+                param = ref()
+                grad = param.grad if param is not None else None
+                if grad is not None and not state.untouched(grad):
+                    return True
+        return False
+
+    def _dropped_by_hand(self, gone: List[Tuple[LeafState, Any]]) -> bool:
         """A step's fresh gradients, none as the backward that wrote them left it: each is None,
         replaced, or changed in place (not by a clip). Set to None or zeroed (`p.grad = None`,
         `p.grad.zero_()` per parameter: nothing the tracer wraps), every one of them: the step
         sees none of what the backward produced, and each backward that wrote them is charged
         (GL005's observation without a clear call). One that still holds something non-zero was
-        assigned by hand (`p.grad = summed / n`) or scaled (unscaled, averaged): the step uses it."""
+        assigned by hand (`p.grad = summed / n`) or scaled (unscaled, averaged): the step uses it
+        (returns True then)."""
         for _, grad in gone:
             if grad is not None and not self._all_zero(grad):
-                return
+                return True
         writers: Dict[int, BackwardSite] = {}
         for state, _ in gone:
             if state.fresh is not None:
                 writers[id(state.fresh)] = state.fresh
         for site in writers.values():
             site.bump(FRESH_DROPPED)
+        return False
 
     def _all_zero(self, grad) -> bool:
         """Does a gradient hold only zeros? False when it cannot be told (one host sync)."""

@@ -27,7 +27,7 @@ from typing import Callable, Dict, List, Optional, Set, Tuple
 
 from gradlint.paths import display_path
 from gradlint.findings import RULES, Finding
-from gradlint.runtime.events import (CARRIED_REUSE, CLEAR_BEFORE_STEP, CLEAR_DISCARDED, CLIP_CALLS, CLIP_ON_SCALED,
+from gradlint.runtime.events import (CARRIED_REUSE, CLEAR_BEFORE_STEP, CLIP_BEFORE_ASSIGNED, CLEAR_DISCARDED, CLIP_CALLS, CLIP_ON_SCALED,
                                      CLIP_USED, CLIP_WASTED, FREED_GRAPH, FRESH_DROPPED, FRESH_RETAINED, KEPT_AT_ONCE, KEPT_GRAPH,
                                      KEPT_UPSTREAM, KEPT_UPSTREAM_AT_ONCE, LEAF_ROOT, PARAM_GRADS, SECOND_TIME, SECOND_TIME_AFTER_STEP,
                                      BackwardSite, Observations)
@@ -104,6 +104,8 @@ def _new_finding(code: str, site: BackwardSite, message: str, evidence: str, cwd
 # ------------------------------------------------------------------------------ clip misuse
 def _clip_evidence(sites: List[BackwardSite]) -> Optional[str]:
     scaled, wasted = _total(sites, CLIP_ON_SCALED), _total(sites, CLIP_WASTED)
+    if _total(sites, CLIP_BEFORE_ASSIGNED):
+        wasted = 0  # changed after being read, maybe: a step then used gradients assigned by hand
     parts = []
     if scaled:
         parts.append(f"{plural(scaled, 'clip call')} ran on gradients still scaled by an enabled GradScaler "
@@ -123,6 +125,10 @@ def judge_clip(finding: Finding, obs: Observations, cwd: str) -> Verdict:
     if used:
         return REFUTED, (f"the clip ran {plural(calls, 'time')} on unscaled gradients and an optimizer step "
                          f"used the clipped gradients {plural(used, 'time')}"), sites
+    if _total(sites, CLIP_BEFORE_ASSIGNED):
+        return UNEXERCISED, (f"the clip ran {plural(calls, 'time')}; its gradients were replaced before the "
+                             f"step, which used gradients assigned by hand (maybe summed from the clipped "
+                             f"ones)"), sites
     if calls:
         return UNEXERCISED, f"the clip ran {plural(calls, 'time')} but no optimizer step followed it", sites
     return UNEXERCISED, "this clip did not run on any gradients", sites
@@ -136,7 +142,7 @@ def runtime_only_clip(obs: Observations, code: str, matched: Set[int], cwd: str)
         if site.count(CLIP_ON_SCALED):
             out.append(_new_finding(code, site, "gradients are clipped while still scaled by the GradScaler: call "
                                     "scaler.unscale_(optimizer) before clipping", _clip_evidence([site]) or "", cwd))
-        elif site.count(CLIP_WASTED) >= 2 and not site.count(CLIP_USED):
+        elif site.count(CLIP_WASTED) >= 2 and not site.count(CLIP_USED) and not site.count(CLIP_BEFORE_ASSIGNED):
             out.append(_new_finding(code, site, "the clipped gradients never reach an optimizer step: clip after "
                                     "the backward and before optimizer.step()", _clip_evidence([site]) or "", cwd))
     return out

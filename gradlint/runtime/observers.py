@@ -25,7 +25,7 @@ import math
 import weakref
 from typing import Any, Dict, List, Optional, Tuple
 
-from gradlint.runtime.events import (CLEAR_DISCARDED, CLIP_CALLS, CLIP_ON_SCALED, CLIP_USED, CLIP_WASTED, FREED_GRAPH,
+from gradlint.runtime.events import (CLEAR_DISCARDED, CLIP_BEFORE_ASSIGNED, CLIP_CALLS, CLIP_ON_SCALED, CLIP_USED, CLIP_WASTED, FREED_GRAPH,
                                      KEPT_AT_ONCE, KEPT_GRAPH, KEPT_UPSTREAM, KEPT_UPSTREAM_AT_ONCE, LEAF_ROOT, SECOND_TIME,
                                      SECOND_TIME_AFTER_STEP, BackwardSite)
 from gradlint.runtime.gradstate import GradState
@@ -92,6 +92,7 @@ class Lifecycle:
     def __init__(self, grads: GradState) -> None:
         self.grads = grads
         self.clips: List[_PendingClip] = []
+        self.wasted: Dict[int, BackwardSite] = {}  # clip sites with clips wasted since the last step
         # id(site) -> watched roots: (the site's call count, the thread's step count, sentinel ref)
         self.roots: Dict[int, List[Tuple[int, int, weakref.ref]]] = {}
         self.stepping = False  # inside an optimizer step (a closure's backward calls run there)
@@ -314,11 +315,23 @@ class Lifecycle:
                 keep.append(clip)
             else:
                 clip.site.bump(verdict)
+                if verdict == CLIP_WASTED:
+                    self.wasted[id(clip.site)] = clip.site
         self.clips = keep
 
-    def before_step(self, adopted) -> None:
+    def before_step(self, adopted, assigned: Optional[bool] = None) -> None:
+        """An optimizer step begins (`assigned` given: its pre-hook; whether it uses gradients
+        assigned by hand). Clips whose gradients were changed since this thread's previous step
+        and before one on gradients assigned by hand may have been read first (per-sample clips
+        summed by hand, as DP-SGD does): each such clip site is marked so."""
         if self.clips:
             self.settle_clips({id(ref()) for ref, _ in adopted.pairs})
+        if assigned is None or not self.wasted:
+            return
+        if assigned:
+            for site in self.wasted.values():
+                site.bump(CLIP_BEFORE_ASSIGNED)
+        self.wasted.clear()
 
     def after_clear(self, site: Optional[BackwardSite]) -> None:
         if site is not None:

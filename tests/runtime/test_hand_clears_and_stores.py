@@ -288,3 +288,67 @@ def test_one_graph_kept_at_a_time_or_none_is_not_reported(store):
     if store == "every-4th":  # kept past their iteration, but never two at once
         assert _count(obs, events.KEPT_UPSTREAM) >= 2
     assert judges.runtime_only_kept_graph(obs, "GL006", set(), REPO) == []
+
+
+# ------------------------------------------------------------------------------ GL004: clipped, then read by hand
+def _clipped_loop(how: str) -> None:
+    model = mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    for inputs, labels in batches(4):
+        if how in ("dp-sgd", "dp-sgd-cleared"):  # per-sample clip, summed by hand, averaged into .grad
+            summed = [torch.zeros_like(p) for p in model.parameters()]
+            for row in range(4):
+                model.zero_grad()
+                _loss(model, inputs[row:row + 1], labels[row:row + 1]).backward()
+                nn.utils.clip_grad_norm_(model.parameters(), 0.5)  # clip: per sample
+                for total, p in zip(summed, model.parameters()):
+                    total += p.grad
+            if how == "dp-sgd-cleared":
+                optimizer.zero_grad()
+            for total, p in zip(summed, model.parameters()):
+                p.grad = total / 4
+            optimizer.step()
+        elif how == "noise":  # clipped, then noised in place: the step uses the clipped gradients
+            optimizer.zero_grad()
+            _loss(model, inputs, labels).backward()
+            nn.utils.clip_grad_norm_(model.parameters(), 0.5)  # clip: then noise
+            for p in model.parameters():
+                p.grad.add_(0.01 * torch.randn_like(p))
+            optimizer.step()
+        elif how == "zero-grad-between":
+            _loss(model, inputs, labels).backward()
+            nn.utils.clip_grad_norm_(model.parameters(), 0.5)  # clip: cleared before the step
+            optimizer.zero_grad()
+            optimizer.step()
+        else:  # "before-backward": clips the zeros left by the last clear, not this batch's gradients
+            nn.utils.clip_grad_norm_(model.parameters(), 0.5)  # clip: before the backward
+            _loss(model, inputs, labels).backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=False)
+
+
+@pytest.mark.parametrize("how,text", [("dp-sgd", "# clip: per sample"), ("dp-sgd-cleared", "# clip: per sample"),
+                                      ("noise", "# clip: then noise")])
+def test_clipped_gradients_read_before_a_step_on_gradients_assigned_by_hand_are_not_confirmed(how, text):
+    with _trace() as traced:
+        _clipped_loop(how)
+    obs = traced.observations
+    assert _count(obs, events.CLIP_BEFORE_ASSIGNED, "call_sites") >= 3
+    assert judges.runtime_only_clip(obs, "GL004", set(), REPO) == []
+    assert judges.judge_clip(_finding("GL004", text), obs, REPO)[0] != "confirmed"
+    # the per-sample clears dropped gradients, but the step used the average assigned after them
+    assert _count(obs, events.CLEAR_BEFORE_STEP, "call_sites") == 0
+    assert judges.runtime_only_clear_before_step(obs, "GL005", set(), REPO) == []
+
+
+@pytest.mark.parametrize("how,text", [("zero-grad-between", "# clip: cleared before the step"),
+                                      ("before-backward", "# clip: before the backward")])
+def test_clipped_gradients_that_never_reach_a_step_stay_confirmed(how, text):
+    with _trace() as traced:
+        _clipped_loop(how)
+    obs = traced.observations
+    assert _count(obs, events.CLIP_BEFORE_ASSIGNED, "call_sites") == 0
+    verdict, evidence, _ = judges.judge_clip(_finding("GL004", text), obs, REPO)
+    assert verdict == "confirmed" and "before any optimizer step used them" in evidence
+    (found,) = judges.runtime_only_clip(obs, "GL004", set(), REPO)
+    assert found.line == _finding("GL004", text).line
