@@ -290,6 +290,27 @@ def test_one_graph_kept_at_a_time_or_none_is_not_reported(store):
     assert judges.runtime_only_kept_graph(obs, "GL006", set(), REPO) == []
 
 
+def test_nodes_kept_by_state_carried_into_the_next_graph_are_left_to_the_carried_graph_rule():
+    """`h = 0.9 * h + x @ w` without detaching: each graph reaches into the previous iteration's,
+    which keeps its nodes alive with no store at all (GL008's finding, not a history)."""
+    with _trace() as traced:
+        weight = nn.Parameter(torch.randn(3, 6) * 0.1)
+        head = nn.Linear(6, 1)
+        optimizer = torch.optim.SGD([weight, *head.parameters()], lr=0.01)
+        hidden = torch.zeros(4, 6)
+        for _ in range(8):
+            hidden = 0.9 * hidden + torch.randn(4, 3) @ weight
+            loss = head(torch.tanh(hidden)).pow(2).mean()
+            optimizer.zero_grad()
+            loss.backward(retain_graph=True)
+            optimizer.step()
+    obs = traced.observations
+    assert _count(obs, events.KEPT_UPSTREAM_AT_ONCE) >= 2 and _count(obs, events.CARRIED_REUSE) >= 2
+    assert judges.runtime_only_kept_graph(obs, "GL006", set(), REPO) == []
+    assert judges.runtime_only_carried_graph(obs, "GL008", set(), REPO)
+
+
+
 # ------------------------------------------------------------------------------ GL004: clipped, then read by hand
 def _clipped_loop(how: str) -> None:
     model = mlp()
