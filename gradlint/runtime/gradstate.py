@@ -38,7 +38,6 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tupl
 
 from gradlint.runtime.events import (
     CLEAR_BEFORE_STEP,
-    FRESH_DROPPED,
     MOVED_OTHERWISE,
     PARAM_GRADS,
     STALE_UPSTREAM,
@@ -47,6 +46,7 @@ from gradlint.runtime.events import (
     Observations,
     OptimizerStats,
 )
+from gradlint.runtime.handgrads import assigned_after_clear, dropped_by_hand
 from gradlint.runtime.probes import follows, sample
 
 GRAPH_LIMIT = 50_000  # nodes walked at most per graph (discovery of leaves, retained graphs)
@@ -545,10 +545,10 @@ class GradState:
                     param = ref()
                     grad = param.grad if param is not None else None
                     gref = state.grad_ref
-                    if grad is not None and gref is not None and gref() is grad and (
-                            grad._version == state.version or grad._version == state.clip_version):
-                        kept = True
-                    elif param is not None:
+                    if grad is not None and gref is not None:
+                        version = grad._version
+                        kept = gref() is grad and (version == state.version or version == state.clip_version)
+                    if not kept and param is not None:
                         if gone is None:
                             gone = []
                         gone.append((state, grad))
@@ -562,58 +562,17 @@ class GradState:
         if dropped and not fresh:
             # GL005: every gradient a backward produced for this step was cleared before it, unless
             # what the step uses was assigned by hand after the clear.
-            assigned = self._assigned_after_clear(adopted)
+            assigned = assigned_after_clear(adopted.pairs)
             if not assigned:
                 for clear_site in dropped.values():
                     clear_site.bump(CLEAR_BEFORE_STEP)
         if gone and not kept:
-            assigned = self._dropped_by_hand(gone)
+            assigned = dropped_by_hand(gone, self.torch)
         self.assigned = assigned
         if marked:
             self._judge_step(stats, marked)
         adopted.marks = self.marks
         return adopted
-
-    @staticmethod
-    def _assigned_after_clear(adopted: Adopted) -> bool:
-        """Does a parameter whose gradient a clear dropped hold one assigned since?"""
-        for ref, state in adopted.pairs:
-            if state.discarded is not None:
-                param = ref()
-                grad = param.grad if param is not None else None
-                if grad is not None and not state.untouched(grad):
-                    return True
-        return False
-
-    def _dropped_by_hand(self, gone: List[Tuple[LeafState, Any]]) -> bool:
-        """A step's fresh gradients, none as the backward that wrote them left it: each is None,
-        replaced, or changed in place (not by a clip). Set to None or zeroed (`p.grad = None`,
-        `p.grad.zero_()` per parameter: nothing the tracer wraps), every one of them: the step
-        sees none of what the backward produced, and each backward that wrote them is charged
-        (GL005's observation without a clear call). One that still holds something non-zero was
-        assigned by hand (`p.grad = summed / n`) or scaled (unscaled, averaged): the step uses it
-        (returns True then)."""
-        for _, grad in gone:
-            if grad is not None and not self._all_zero(grad):
-                return True
-        writers: Dict[int, BackwardSite] = {}
-        for state, _ in gone:
-            if state.fresh is not None:
-                writers[id(state.fresh)] = state.fresh
-        for site in writers.values():
-            site.bump(FRESH_DROPPED)
-        return False
-
-    def _all_zero(self, grad) -> bool:
-        """Does a gradient hold only zeros? False when it cannot be told (one host sync)."""
-        try:
-            to_local = getattr(grad, "to_local", None)
-            tensor = to_local() if callable(to_local) else grad
-            if tensor.layout != self.torch.strided:
-                tensor = tensor._values() if tensor.is_sparse else tensor.values()
-            return not bool(tensor.any())
-        except Exception:
-            return False
 
     def _judge_step(self, stats: OptimizerStats, marked: List[Tuple[weakref.ref, LeafState]]) -> None:
         """A step about to use (or, after a closure, that used) the gradients of `marked` leaves:

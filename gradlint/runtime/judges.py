@@ -27,10 +27,11 @@ from typing import Callable, Dict, List, Optional, Set, Tuple
 
 from gradlint.paths import display_path
 from gradlint.findings import RULES, Finding
-from gradlint.runtime.events import (CARRIED_REUSE, CLEAR_BEFORE_STEP, CLIP_BEFORE_ASSIGNED, CLEAR_DISCARDED, CLIP_CALLS, CLIP_ON_SCALED,
-                                     CLIP_USED, CLIP_WASTED, FREED_GRAPH, FRESH_DROPPED, FRESH_RETAINED, KEPT_AT_ONCE, KEPT_GRAPH,
-                                     KEPT_UPSTREAM, KEPT_UPSTREAM_AT_ONCE, LEAF_ROOT, PARAM_GRADS, SECOND_TIME, SECOND_TIME_AFTER_STEP,
-                                     BackwardSite, Observations)
+from gradlint.runtime.events import (CARRIED_REUSE, CLEAR_BEFORE_STEP, CLEAR_DISCARDED, CLIP_BEFORE_ASSIGNED,
+                                     CLIP_CALLS, CLIP_ON_SCALED, CLIP_USED, CLIP_WASTED, FREED_GRAPH, FRESH_DROPPED,
+                                     FRESH_RETAINED, KEPT_AT_ONCE, KEPT_GRAPH, KEPT_UPSTREAM, KEPT_UPSTREAM_AT_ONCE,
+                                     LEAF_ROOT, PARAM_GRADS, SECOND_TIME, SECOND_TIME_AFTER_STEP, BackwardSite,
+                                     Observations)
 
 CONFIRMED, REFUTED, UNEXERCISED = "confirmed", "refuted", "unexercised"
 Verdict = Tuple[str, str, List[BackwardSite]]
@@ -179,7 +180,8 @@ def _judge_clear_by_hand(finding: Finding, obs: Observations, cwd: str) -> Verdi
     if steps >= 2:
         return REFUTED, (f"{plural(steps, 'optimizer step')} after the backward nearby found the gradients it "
                          f"wrote still there"), backs
-    return UNEXERCISED, f"only {plural(steps, 'optimizer step')} followed the backward nearby; at least 2 are needed to tell", backs
+    return UNEXERCISED, (f"only {plural(steps, 'optimizer step')} followed the backward nearby; at least 2 are "
+                         f"needed to tell"), backs
 
 
 def runtime_only_clear_before_step(obs: Observations, code: str, matched: Set[int], cwd: str) -> List[Finding]:

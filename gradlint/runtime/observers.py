@@ -25,9 +25,10 @@ import math
 import weakref
 from typing import Any, Dict, List, Optional, Tuple
 
-from gradlint.runtime.events import (CLEAR_DISCARDED, CLIP_BEFORE_ASSIGNED, CLIP_CALLS, CLIP_ON_SCALED, CLIP_USED, CLIP_WASTED, FREED_GRAPH,
-                                     KEPT_AT_ONCE, KEPT_GRAPH, KEPT_UPSTREAM, KEPT_UPSTREAM_AT_ONCE, LEAF_ROOT, SECOND_TIME,
-                                     SECOND_TIME_AFTER_STEP, BackwardSite)
+from gradlint.runtime.events import (CLEAR_DISCARDED, CLIP_BEFORE_ASSIGNED, CLIP_CALLS, CLIP_ON_SCALED, CLIP_USED,
+                                     CLIP_WASTED, FREED_GRAPH, KEPT_AT_ONCE, KEPT_GRAPH, KEPT_UPSTREAM,
+                                     KEPT_UPSTREAM_AT_ONCE, LEAF_ROOT, SECOND_TIME, SECOND_TIME_AFTER_STEP,
+                                     BackwardSite)
 from gradlint.runtime.gradstate import GradState
 
 WATCH_ALL_ROOTS = 64  # backward calls per site whose graph lifetime is watched before sampling
@@ -263,7 +264,9 @@ class Lifecycle:
         known = self.grads.known
         for param in params:
             grad = param.grad if isinstance(param, torch.Tensor) else None
-            state = known(param) if grad is not None else None
+            if grad is None:
+                continue
+            state = known(param)
             if state is not None:  # changed in place by the clip (even by 1.0), not cleared: GL005
                 state.clip_version = grad._version
         if isinstance(limit, (int, float)) and math.isinf(limit):
