@@ -29,6 +29,9 @@ CLEAR_BEFORE_STEP = "clear_before_step"  # ... after which a step saw only such 
 # zeroed) though no wrapped clear ran: cleared by hand (`p.grad = None`, `p.grad.zero_()` per
 # parameter) between the backward and the step
 FRESH_DROPPED = "fresh_dropped"
+# backward site: backwards after it that found the gradients it wrote cleared by hand (None, or
+# zeroed) with no wrapped clear, before any step used them (a clear on every micro-batch)
+FRESH_CLEARED = "fresh_cleared"
 KEPT_GRAPH = "kept_graph"  # backward site: roots whose graph was still alive two iterations later
 KEPT_AT_ONCE = "kept_at_once"  # backward site: most such graphs alive at the same time
 FREED_GRAPH = "freed_graph"  # backward site: watched roots whose graph was freed in time

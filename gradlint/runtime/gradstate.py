@@ -38,6 +38,7 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tupl
 
 from gradlint.runtime.events import (
     CLEAR_BEFORE_STEP,
+    FRESH_CLEARED,
     MOVED_OTHERWISE,
     PARAM_GRADS,
     STALE_UPSTREAM,
@@ -46,7 +47,7 @@ from gradlint.runtime.events import (
     Observations,
     OptimizerStats,
 )
-from gradlint.runtime.handgrads import assigned_after_clear, dropped_by_hand
+from gradlint.runtime.handgrads import all_zero, assigned_after_clear, dropped_by_hand
 from gradlint.runtime.probes import follows, sample
 
 GRAPH_LIMIT = 50_000  # nodes walked at most per graph (discovery of leaves, retained graphs)
@@ -233,6 +234,7 @@ class GradState:
         """Classify every watched leaf's gradient just before a backward writes into it."""
         checks: Optional[List[Tuple[LeafState, Any]]] = None
         moved: Optional[List[Tuple[LeafState, Any, Optional[bool]]]] = None  # changed, in no optimizer
+        dropped: Dict[int, BackwardSite] = {}  # sites whose fresh gradients were cleared by hand
         for ref, state in self.watched():
             leaf = ref()
             if leaf is None:
@@ -241,6 +243,8 @@ class GradState:
             grad = leaf.grad
             if grad is None:
                 if state.grad_ref is not None:  # set to None since we last looked: cleared
+                    if state.fresh is not None and state.owned:  # by hand, before any step used them
+                        dropped[id(state.fresh)] = state.fresh
                     state.clear()
                     state.grad_ref = None
                 state.before = FRESH
@@ -261,9 +265,14 @@ class GradState:
                 # Replaced or changed in place since we last looked (p.grad.zero_(), p.grad = ...):
                 # treated as cleared. Precision first: only untouched gradients count as carried.
                 if state.grad_ref is not None:
+                    if (state.fresh is not None and state.owned and grad._version != state.clip_version
+                            and all_zero(grad, self.torch)):  # zeroed by hand before any step used them
+                        dropped[id(state.fresh)] = state.fresh
                     state.clear()
                 state.remember(grad)
                 state.before = FRESH
+        for site in dropped.values():
+            site.bump(FRESH_CLEARED)
         if moved:
             # A hand-written update moves every parameter it trains along its gradient: where one
             # leaf shows it, leaves too small to tell were updated too; where none could tell, the
@@ -535,7 +544,7 @@ class GradState:
         self.obs.steps += 1
         self._followed_by_step()
         fresh = kept = False
-        gone: Optional[List[Tuple[LeafState, Any]]] = None  # fresh gradients not as their backward left them
+        gone: List[Tuple[LeafState, Any]] = []  # fresh gradients not as their backward left them
         dropped: Optional[Dict[int, BackwardSite]] = None
         marked = []
         for ref, state in adopted.pairs:
@@ -549,8 +558,6 @@ class GradState:
                         version = grad._version
                         kept = gref() is grad and (version == state.version or version == state.clip_version)
                     if not kept and param is not None:
-                        if gone is None:
-                            gone = []
                         gone.append((state, grad))
             elif state.discarded is not None:
                 if dropped is None:

@@ -28,10 +28,10 @@ from typing import Callable, Dict, List, Optional, Set, Tuple
 from gradlint.paths import display_path
 from gradlint.findings import RULES, Finding
 from gradlint.runtime.events import (CARRIED_REUSE, CLEAR_BEFORE_STEP, CLEAR_DISCARDED, CLIP_BEFORE_ASSIGNED,
-                                     CLIP_CALLS, CLIP_ON_SCALED, CLIP_USED, CLIP_WASTED, FREED_GRAPH, FRESH_DROPPED,
-                                     FRESH_RETAINED, KEPT_AT_ONCE, KEPT_GRAPH, KEPT_UPSTREAM, KEPT_UPSTREAM_AT_ONCE,
-                                     LEAF_ROOT, PARAM_GRADS, SECOND_TIME, SECOND_TIME_AFTER_STEP, BackwardSite,
-                                     Observations)
+                                     CLIP_CALLS, CLIP_ON_SCALED, CLIP_USED, CLIP_WASTED, FREED_GRAPH, FRESH_CLEARED,
+                                     FRESH_DROPPED, FRESH_RETAINED, KEPT_AT_ONCE, KEPT_GRAPH, KEPT_UPSTREAM,
+                                     KEPT_UPSTREAM_AT_ONCE, LEAF_ROOT, PARAM_GRADS, SECOND_TIME,
+                                     SECOND_TIME_AFTER_STEP, BackwardSite, Observations)
 
 CONFIRMED, REFUTED, UNEXERCISED = "confirmed", "refuted", "unexercised"
 Verdict = Tuple[str, str, List[BackwardSite]]
@@ -172,10 +172,13 @@ def _judge_clear_by_hand(finding: Finding, obs: Observations, cwd: str) -> Verdi
     parameter, or one that never ran), judged from the backward nearest to it: did the steps
     after that backward find every gradient it wrote gone?"""
     backs = nearest_sites(finding, [s for s in _backward_sites(obs) if s.steps], cwd)
-    lost = _total(backs, FRESH_DROPPED)
+    lost, cleared = _total(backs, FRESH_DROPPED), _total(backs, FRESH_CLEARED)
     if lost:
         return CONFIRMED, (f"{plural(lost, 'optimizer step')} found every gradient the backward nearby had "
                            f"written cleared (None or zeroed) before the step ran"), backs
+    if cleared:
+        return CONFIRMED, (f"the gradients the backward nearby wrote were cleared (None or zeroed) before any "
+                           f"optimizer step used them {plural(cleared, 'time')}"), backs
     steps = sum(s.steps for s in backs)
     if steps >= 2:
         return REFUTED, (f"{plural(steps, 'optimizer step')} after the backward nearby found the gradients it "

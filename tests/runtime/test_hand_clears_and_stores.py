@@ -82,6 +82,30 @@ def test_a_clear_by_hand_on_every_micro_batch_before_a_gated_step_is_seen():
     assert _count(traced.observations, events.FRESH_DROPPED) == 2
 
 
+@pytest.mark.parametrize("how", ["none", "zero"])
+def test_a_clear_by_hand_at_the_top_of_every_micro_batch_is_confirmed(how):
+    """Accumulation over four micro-batches, cleared by hand on each: every step sees only the
+    last one. The next backward finds what the previous one wrote cleared, unused by any step."""
+    with _trace() as traced:
+        model = mlp()
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+        for index, (inputs, labels) in enumerate(batches(12)):
+            for p in model.parameters():
+                if how == "none":
+                    p.grad = None  # clear: every micro-batch
+                elif p.grad is not None:
+                    p.grad.zero_()
+            (_loss(model, inputs, labels) / 4).backward()
+            if index % 4 == 3:
+                optimizer.step()
+    obs = traced.observations
+    # 3 per step after the first (until a step, the optimizer's parameters are not known as such)
+    assert _count(obs, events.FRESH_CLEARED) == 6 and _count(obs, events.FRESH_DROPPED) == 0
+    finding = _finding("GL005", "# clear: every micro-batch")
+    verdict, evidence, _ = judges.judge_clear_before_step(finding, obs, REPO)
+    assert verdict == "confirmed" and "6 times" in evidence
+
+
 def _clean_loop(how: str) -> None:
     """Loops that clear by hand and still step on what their backward produced."""
     model = mlp()
@@ -146,6 +170,8 @@ def test_clears_by_hand_that_keep_the_steps_gradients_drop_nothing(how):
         _clean_loop(how)
     obs = traced.observations
     assert _count(obs, events.FRESH_DROPPED) == 0
+    if how not in ("nan-skip", "sam"):  # those drop gradients no step needs (a skipped batch; the first pass)
+        assert _count(obs, events.FRESH_CLEARED) == 0
     if how == "top":  # a static finding there would be refuted: the steps used what backward wrote
         verdict, _, _ = judges.judge_clear_before_step(_finding("GL005", "# clear: at the top"), obs, REPO)
         assert verdict == "refuted"
