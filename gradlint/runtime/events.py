@@ -20,14 +20,25 @@ CLIP_CALLS = "clip_calls"  # clip site: clip calls that had gradients to clip (m
 CLIP_ON_SCALED = "clip_on_scaled"  # ... on gradients still scaled by an enabled GradScaler (no unscale_)
 CLIP_USED = "clip_used"  # ... whose clipped gradients an optimizer step then used unchanged
 CLIP_WASTED = "clip_wasted"  # ... whose clipped gradients were changed or cleared before any step used them
+# clip site: steps on gradients assigned by hand (`p.grad = summed / n`) that came after clips of
+# this site whose gradients were changed or cleared: those may have been read (summed) first
+CLIP_BEFORE_ASSIGNED = "clip_before_assigned"
 CLEAR_DISCARDED = "clear_discarded"  # clear site: clears that dropped gradients no step had used yet
 CLEAR_BEFORE_STEP = "clear_before_step"  # ... after which a step saw only such dropped gradients
+# backward site: optimizer steps that found every gradient this site wrote for them gone (None, or
+# zeroed) though no wrapped clear ran: cleared by hand (`p.grad = None`, `p.grad.zero_()` per
+# parameter) between the backward and the step
+FRESH_DROPPED = "fresh_dropped"
+# backward site: backwards after it that found the gradients it wrote cleared by hand (None, or
+# zeroed) with no wrapped clear, before any step used them (a clear on every micro-batch)
+FRESH_CLEARED = "fresh_cleared"
 KEPT_GRAPH = "kept_graph"  # backward site: roots whose graph was still alive two iterations later
 KEPT_AT_ONCE = "kept_at_once"  # backward site: most such graphs alive at the same time
 FREED_GRAPH = "freed_graph"  # backward site: watched roots whose graph was freed in time
 # backward site: calls whose graph kept, two iterations later, a node near its root that the
 # iteration had made (a stored output or component loss: `all_logits.append(logits)`)
 KEPT_UPSTREAM = "kept_upstream"
+KEPT_UPSTREAM_AT_ONCE = "kept_upstream_at_once"  # backward site: most such calls' nodes alive at the same time
 LEAF_ROOT = "leaf_root"  # backward site: calls whose roots are all leaves (no grad_fn, not parameters)
 PARAM_GRADS = "param_grads"  # backward site: calls that wrote into some optimizer's parameter
 CARRIED_REUSE = "carried_reuse"  # backward site: re-ran a graph it retained before an optimizer step

@@ -38,6 +38,7 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tupl
 
 from gradlint.runtime.events import (
     CLEAR_BEFORE_STEP,
+    FRESH_CLEARED,
     MOVED_OTHERWISE,
     PARAM_GRADS,
     STALE_UPSTREAM,
@@ -46,6 +47,7 @@ from gradlint.runtime.events import (
     Observations,
     OptimizerStats,
 )
+from gradlint.runtime.handgrads import all_zero, assigned_after_clear, dropped_by_hand
 from gradlint.runtime.probes import follows, sample
 
 GRAPH_LIMIT = 50_000  # nodes walked at most per graph (discovery of leaves, retained graphs)
@@ -76,7 +78,7 @@ class LeafState:
 
     __slots__ = ("grad_ref", "version", "used", "stale", "owned", "cleared", "noted", "before",
                  "value_version", "fresh", "discarded", "suspect", "probe", "unsure", "pre", "also",
-                 "value_probe", "grad_sample")
+                 "value_probe", "grad_sample", "clip_version")
 
     def __init__(self) -> None:
         self.grad_ref: Optional[weakref.ref] = None  # the .grad last seen (None: no grad)
@@ -95,12 +97,14 @@ class LeafState:
         self.value_probe: Optional[Tuple[int, Any]] = None
         # its gradient then, at the same elements: an update that read it moved them along it
         self.grad_sample: Any = None
-        self.fresh = False  # a backward wrote into the gradient since a step used it / a clear
+        # the backward site that wrote into the gradient since a step used it / a clear (None: none did)
+        self.fresh: Optional[BackwardSite] = None
         self.discarded: Optional[BackwardSite] = None  # clear site that dropped fresh gradients
         self.suspect = False  # once found untouched since it was used: its content gets probed
         self.probe = None  # 0-dim tensor: L1 norm of the gradient when last used (suspects only)
         self.unsure: Optional[BackwardSite] = None  # site that accumulated onto an UNSURE gradient
         self.pre = None  # 0-dim tensor: its norm just before the backward that made it (maybe) stale
+        self.clip_version = -1  # the gradient's version counter after a clip changed it in place
 
     def remember(self, grad) -> None:
         if grad is None:
@@ -119,10 +123,10 @@ class LeafState:
     def clear(self, site: Optional[BackwardSite] = None) -> bool:
         """The gradient was cleared (by the clear at `site` when known). Returns whether it held
         gradients no step had used (GL005's observation)."""
-        dropped = self.fresh
+        dropped = self.fresh is not None
         if dropped and site is not None:
             self.discarded = site
-        self.fresh = False
+        self.fresh = None
         self.used = False
         self.stale = None
         self.also = None
@@ -168,6 +172,9 @@ class GradState:
         # Provisionally stale leaves of the running backward and their norms just before it
         self.checks: Optional[List[Tuple[LeafState, Any]]] = None
         self.moved_otherwise = False  # the running backward found such leaves moved unlike an update
+        # the step in progress uses gradients assigned (or changed, not zeroed) by hand since the
+        # backward or clear that last left them: an average of per-sample gradients, say (GL004)
+        self.assigned = False
 
     # ------------------------------------------------------------------ leaves
     def watched(self) -> list:
@@ -227,6 +234,7 @@ class GradState:
         """Classify every watched leaf's gradient just before a backward writes into it."""
         checks: Optional[List[Tuple[LeafState, Any]]] = None
         moved: Optional[List[Tuple[LeafState, Any, Optional[bool]]]] = None  # changed, in no optimizer
+        dropped: Dict[int, BackwardSite] = {}  # sites whose fresh gradients were cleared by hand
         for ref, state in self.watched():
             leaf = ref()
             if leaf is None:
@@ -235,6 +243,8 @@ class GradState:
             grad = leaf.grad
             if grad is None:
                 if state.grad_ref is not None:  # set to None since we last looked: cleared
+                    if state.fresh is not None and state.owned:  # by hand, before any step used them
+                        dropped[id(state.fresh)] = state.fresh
                     state.clear()
                     state.grad_ref = None
                 state.before = FRESH
@@ -255,9 +265,14 @@ class GradState:
                 # Replaced or changed in place since we last looked (p.grad.zero_(), p.grad = ...):
                 # treated as cleared. Precision first: only untouched gradients count as carried.
                 if state.grad_ref is not None:
+                    if (state.fresh is not None and state.owned and grad._version != state.clip_version
+                            and all_zero(grad, self.torch)):  # zeroed by hand before any step used them
+                        dropped[id(state.fresh)] = state.fresh
                     state.clear()
                 state.remember(grad)
                 state.before = FRESH
+        for site in dropped.values():
+            site.bump(FRESH_CLEARED)
         if moved:
             # A hand-written update moves every parameter it trains along its gradient: where one
             # leaf shows it, leaves too small to tell were updated too; where none could tell, the
@@ -340,8 +355,9 @@ class GradState:
                     continue  # not written by this backward
             else:
                 state.grad_ref = weakref.ref(grad)
+                state.clip_version = -1
             state.version = version
-            state.fresh = True
+            state.fresh = site
             state.discarded = None
             before = state.before
             if state.owned:
@@ -527,22 +543,39 @@ class GradState:
         self.steps += 1
         self.obs.steps += 1
         self._followed_by_step()
-        fresh = False
+        fresh = kept = False
+        gone: List[Tuple[LeafState, Any]] = []  # fresh gradients not as their backward left them
         dropped: Optional[Dict[int, BackwardSite]] = None
         marked = []
         for ref, state in adopted.pairs:
-            if state.fresh:
+            if state.fresh is not None:
                 fresh = True
+                if not kept:  # one gradient still as its backward (or a clip) left it settles it
+                    param = ref()
+                    grad = param.grad if param is not None else None
+                    gref = state.grad_ref
+                    if grad is not None and gref is not None:
+                        version = grad._version
+                        kept = gref() is grad and (version == state.version or version == state.clip_version)
+                    if not kept and param is not None:
+                        gone.append((state, grad))
             elif state.discarded is not None:
                 if dropped is None:
                     dropped = {}
                 dropped[id(state.discarded)] = state.discarded
             if state.stale is not None or state.unsure is not None:
                 marked.append((ref, state))
+        assigned = False
         if dropped and not fresh:
-            # GL005: every gradient a backward produced for this step was cleared before it.
-            for clear_site in dropped.values():
-                clear_site.bump(CLEAR_BEFORE_STEP)
+            # GL005: every gradient a backward produced for this step was cleared before it, unless
+            # what the step uses was assigned by hand after the clear.
+            assigned = assigned_after_clear(adopted.pairs)
+            if not assigned:
+                for clear_site in dropped.values():
+                    clear_site.bump(CLEAR_BEFORE_STEP)
+        if gone and not kept:
+            assigned = dropped_by_hand(gone, self.torch)
+        self.assigned = assigned
         if marked:
             self._judge_step(stats, marked)
         adopted.marks = self.marks
@@ -636,7 +669,7 @@ class GradState:
                 else:
                     state.probe = None
             state.stale = state.also = None
-            state.fresh = False
+            state.fresh = None
             state.discarded = None
         if probes:
             self.take_probes(probes)
@@ -660,7 +693,7 @@ class GradState:
         for param, state in params:
             if state is None or param is None:
                 continue
-            if state.fresh and site is None:
+            if state.fresh is not None and site is None:
                 site = site_of()
             state.clear(site)
             state.remember(param.grad)  # type: ignore[attr-defined]

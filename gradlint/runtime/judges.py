@@ -28,10 +28,11 @@ from typing import Callable, Dict, List, Optional, Set, Tuple
 from gradlint.paths import display_path
 from gradlint.findings import RULES, Finding
 from gradlint.runtime.events import BACKWARD_FAILED, INPLACE_AFTER_STEP
-from gradlint.runtime.events import (CARRIED_REUSE, CLEAR_BEFORE_STEP, CLEAR_DISCARDED, CLIP_CALLS, CLIP_ON_SCALED,
-                                     CLIP_USED, CLIP_WASTED, FREED_GRAPH, FRESH_RETAINED, KEPT_AT_ONCE, KEPT_GRAPH,
-                                     KEPT_UPSTREAM, LEAF_ROOT, PARAM_GRADS, SECOND_TIME, SECOND_TIME_AFTER_STEP,
-                                     BackwardSite, Observations)
+from gradlint.runtime.events import (CARRIED_REUSE, CLEAR_BEFORE_STEP, CLEAR_DISCARDED, CLIP_BEFORE_ASSIGNED,
+                                     CLIP_CALLS, CLIP_ON_SCALED, CLIP_USED, CLIP_WASTED, FREED_GRAPH, FRESH_CLEARED,
+                                     FRESH_DROPPED, FRESH_RETAINED, KEPT_AT_ONCE, KEPT_GRAPH, KEPT_UPSTREAM,
+                                     KEPT_UPSTREAM_AT_ONCE, LEAF_ROOT, PARAM_GRADS, SECOND_TIME,
+                                     SECOND_TIME_AFTER_STEP, BackwardSite, Observations)
 
 CONFIRMED, REFUTED, UNEXERCISED = "confirmed", "refuted", "unexercised"
 Verdict = Tuple[str, str, List[BackwardSite]]
@@ -105,6 +106,8 @@ def _new_finding(code: str, site: BackwardSite, message: str, evidence: str, cwd
 # ------------------------------------------------------------------------------ clip misuse
 def _clip_evidence(sites: List[BackwardSite]) -> Optional[str]:
     scaled, wasted = _total(sites, CLIP_ON_SCALED), _total(sites, CLIP_WASTED)
+    if _total(sites, CLIP_BEFORE_ASSIGNED):
+        wasted = 0  # changed after being read, maybe: a step then used gradients assigned by hand
     parts = []
     if scaled:
         parts.append(f"{plural(scaled, 'clip call')} ran on gradients still scaled by an enabled GradScaler "
@@ -124,6 +127,10 @@ def judge_clip(finding: Finding, obs: Observations, cwd: str) -> Verdict:
     if used:
         return REFUTED, (f"the clip ran {plural(calls, 'time')} on unscaled gradients and an optimizer step "
                          f"used the clipped gradients {plural(used, 'time')}"), sites
+    if _total(sites, CLIP_BEFORE_ASSIGNED):
+        return UNEXERCISED, (f"the clip ran {plural(calls, 'time')}; its gradients were replaced before the "
+                             f"step, which used gradients assigned by hand (maybe summed from the clipped "
+                             f"ones)"), sites
     if calls:
         return UNEXERCISED, f"the clip ran {plural(calls, 'time')} but no optimizer step followed it", sites
     return UNEXERCISED, "this clip did not run on any gradients", sites
@@ -137,7 +144,7 @@ def runtime_only_clip(obs: Observations, code: str, matched: Set[int], cwd: str)
         if site.count(CLIP_ON_SCALED):
             out.append(_new_finding(code, site, "gradients are clipped while still scaled by the GradScaler: call "
                                     "scaler.unscale_(optimizer) before clipping", _clip_evidence([site]) or "", cwd))
-        elif site.count(CLIP_WASTED) >= 2 and not site.count(CLIP_USED):
+        elif site.count(CLIP_WASTED) >= 2 and not site.count(CLIP_USED) and not site.count(CLIP_BEFORE_ASSIGNED):
             out.append(_new_finding(code, site, "the clipped gradients never reach an optimizer step: clip after "
                                     "the backward and before optimizer.step()", _clip_evidence([site]) or "", cwd))
     return out
@@ -153,10 +160,32 @@ def judge_clear_before_step(finding: Finding, obs: Observations, cwd: str) -> Ve
     if dropped and obs.steps:
         return CONFIRMED, (f"this clear dropped gradients that no optimizer step had used "
                            f"{plural(dropped, 'time')}"), sites
+    if not sites:
+        return _judge_clear_by_hand(finding, obs, cwd)
     if obs.steps >= 2:
         return REFUTED, (f"{plural(obs.steps, 'optimizer step')} ran and this clear never dropped gradients "
                          f"a step had not used"), sites
     return UNEXERCISED, f"only {plural(obs.steps, 'optimizer step')} ran; at least 2 are needed to tell", sites
+
+
+def _judge_clear_by_hand(finding: Finding, obs: Observations, cwd: str) -> Verdict:
+    """A clear that called nothing the tracer wraps (`p.grad = None` / `p.grad.zero_()` per
+    parameter, or one that never ran), judged from the backward nearest to it: did the steps
+    after that backward find every gradient it wrote gone?"""
+    backs = nearest_sites(finding, [s for s in _backward_sites(obs) if s.steps], cwd)
+    lost, cleared = _total(backs, FRESH_DROPPED), _total(backs, FRESH_CLEARED)
+    if lost:
+        return CONFIRMED, (f"{plural(lost, 'optimizer step')} found every gradient the backward nearby had "
+                           f"written cleared (None or zeroed) before the step ran"), backs
+    if cleared:
+        return CONFIRMED, (f"the gradients the backward nearby wrote were cleared (None or zeroed) before any "
+                           f"optimizer step used them {plural(cleared, 'time')}"), backs
+    steps = sum(s.steps for s in backs)
+    if steps >= 2:
+        return REFUTED, (f"{plural(steps, 'optimizer step')} after the backward nearby found the gradients it "
+                         f"wrote still there"), backs
+    return UNEXERCISED, (f"only {plural(steps, 'optimizer step')} followed the backward nearby; at least 2 are "
+                         f"needed to tell"), backs
 
 
 def runtime_only_clear_before_step(obs: Observations, code: str, matched: Set[int], cwd: str) -> List[Finding]:
@@ -192,10 +221,26 @@ def judge_kept_graph(finding: Finding, obs: Observations, cwd: str) -> Verdict:
 
 
 def runtime_only_kept_graph(obs: Observations, code: str, matched: Set[int], cwd: str) -> List[Finding]:
-    return [_new_finding(code, site, "graphs of this backward stay alive across iterations: store "
-                         "loss.item() or loss.detach() instead of the loss (or an output)", _kept_evidence([site]), cwd)
-            for site in _backward_sites(obs)
-            if id(site) not in matched and site.count(KEPT_GRAPH) >= 2 and site.count(KEPT_AT_ONCE) >= 2]
+    """Sites whose graphs pile up: the root's (a loss history), or nodes near it that its
+    iteration made (an output or a component loss stored by a module's forward, a forward hook,
+    a helper in another module). Two or more alive at the same time past their iteration: one
+    kept at a time (the latest, the best so far) is not a history. Nodes kept because each
+    iteration's graph reaches into the previous one's (carried state) are the carried-graph rule's."""
+    out = []
+    for site in _backward_sites(obs):
+        if id(site) in matched:
+            continue
+        if site.count(KEPT_GRAPH) >= 2 and site.count(KEPT_AT_ONCE) >= 2:
+            out.append(_new_finding(code, site, "graphs of this backward stay alive across iterations: store "
+                                    "loss.item() or loss.detach() instead of the loss (or an output)",
+                                    _kept_evidence([site]), cwd))
+        elif (site.count(KEPT_UPSTREAM) >= 2 and site.count(KEPT_UPSTREAM_AT_ONCE) >= 2
+              and _carried_evidence([site]) is None):  # state carried into the next graph: GL008's
+            out.append(_new_finding(code, site, "parts of this backward's graph (an output or a loss term, "
+                                    "kept by a list, a module's forward or a forward hook) stay alive across "
+                                    "iterations: store .detach() or .item() of it instead",
+                                    _kept_evidence([site], KEPT_UPSTREAM), cwd))
+    return out
 
 
 # ------------------------------------------------------------------------------ loss made a leaf

@@ -26,9 +26,10 @@ import weakref
 from typing import Any, Dict, List, Optional, Tuple
 
 from gradlint.runtime.events import BACKWARD_FAILED, INPLACE_AFTER_STEP
-from gradlint.runtime.events import (CLEAR_DISCARDED, CLIP_CALLS, CLIP_ON_SCALED, CLIP_USED, CLIP_WASTED, FREED_GRAPH,
-                                     KEPT_AT_ONCE, KEPT_GRAPH, KEPT_UPSTREAM, LEAF_ROOT, SECOND_TIME,
-                                     SECOND_TIME_AFTER_STEP, BackwardSite)
+from gradlint.runtime.events import (CLEAR_DISCARDED, CLIP_BEFORE_ASSIGNED, CLIP_CALLS, CLIP_ON_SCALED, CLIP_USED,
+                                     CLIP_WASTED, FREED_GRAPH, KEPT_AT_ONCE, KEPT_GRAPH, KEPT_UPSTREAM,
+                                     KEPT_UPSTREAM_AT_ONCE, LEAF_ROOT, SECOND_TIME, SECOND_TIME_AFTER_STEP,
+                                     BackwardSite)
 from gradlint.runtime.gradstate import GradState
 
 WATCH_ALL_ROOTS = 64  # backward calls per site whose graph lifetime is watched before sampling
@@ -37,8 +38,9 @@ _SECOND_TIME_TEXT = "backward through the graph a second time"
 _INPLACE_TEXT = "has been modified by an inplace operation"
 _SENTINEL_KEY = "_gradlint_lifetime"
 _UPSTREAM_KEY = "_gradlint_upstream"
-UPSTREAM_DEPTH = 4  # edges from the root within which the nodes an iteration made are watched
+UPSTREAM_DEPTH = 6  # edges from the root within which the nodes an iteration made are watched
 UPSTREAM_NODES = 32  # of those, at most this many per call
+UPSTREAM_HELD = 8  # of the groups still alive past their iteration, at most this many watched on
 
 
 class _Sentinel:
@@ -93,6 +95,7 @@ class Lifecycle:
     def __init__(self, grads: GradState) -> None:
         self.grads = grads
         self.clips: List[_PendingClip] = []
+        self.wasted: Dict[int, BackwardSite] = {}  # clip sites with clips wasted since the last step
         # id(site) -> watched roots: (the site's call count, the thread's step count, sentinel ref)
         self.roots: Dict[int, List[Tuple[int, int, weakref.ref]]] = {}
         self.stepping = False  # inside an optimizer step (a closure's backward calls run there)
@@ -157,14 +160,27 @@ class Lifecycle:
             return  # an optimizer's step closure (LBFGS): the optimizer holds its loss until the step ends
         kept = self.upstream.get(key)
         if kept:
+            # As for the roots: an old group still alive is counted once, then watched on (at
+            # most UPSTREAM_HELD of them) to tell a store that piles them up from one that keeps
+            # the latest (`self.last_out = out`) or the best so far.
             younger = []
+            held = 0
             for index, stepped, refs in kept:
-                if _outlived(index, stepped, calls, steps):
+                if index < 0:
+                    if any(ref() is not None for ref in refs):
+                        held += 1
+                        younger.append((index, stepped, refs))
+                elif _outlived(index, stepped, calls, steps):
                     if any(ref() is not None for ref in refs):
                         site.bump(KEPT_UPSTREAM)
+                        if held < UPSTREAM_HELD:
+                            held += 1
+                            younger.append((-1, stepped, refs))
                 else:
                     younger.append((index, stepped, refs))
             self.upstream[key] = younger
+            if held > site.count(KEPT_UPSTREAM_AT_ONCE):
+                site.bump(KEPT_UPSTREAM_AT_ONCE, held - site.count(KEPT_UPSTREAM_AT_ONCE))
         watch = calls <= WATCH_ALL_ROOTS or calls % SAMPLE_ROOTS_EVERY == 0
         self._watch_upstream(key, calls, steps, roots, torch, watch)
         if watch:
@@ -253,9 +269,17 @@ class Lifecycle:
     # ------------------------------------------------------------------ clipping
     def clipped(self, site: BackwardSite, params: list, limit: Any) -> None:
         """A clip at `site` ran on `params` (already clipped)."""
+        torch = self.grads.torch
+        known = self.grads.known
+        for param in params:
+            grad = param.grad if isinstance(param, torch.Tensor) else None
+            if grad is None:
+                continue
+            state = known(param)
+            if state is not None:  # changed in place by the clip (even by 1.0), not cleared: GL005
+                state.clip_version = grad._version
         if isinstance(limit, (int, float)) and math.isinf(limit):
             return  # max_norm=inf: computes the norm for logging, changes nothing
-        torch = self.grads.torch
         entries = []
         ids = set()
         for param in params:
@@ -303,11 +327,23 @@ class Lifecycle:
                 keep.append(clip)
             else:
                 clip.site.bump(verdict)
+                if verdict == CLIP_WASTED:
+                    self.wasted[id(clip.site)] = clip.site
         self.clips = keep
 
-    def before_step(self, adopted) -> None:
+    def before_step(self, adopted, assigned: Optional[bool] = None) -> None:
+        """An optimizer step begins (`assigned` given: its pre-hook; whether it uses gradients
+        assigned by hand). Clips whose gradients were changed since this thread's previous step
+        and before one on gradients assigned by hand may have been read first (per-sample clips
+        summed by hand, as DP-SGD does): each such clip site is marked so."""
         if self.clips:
             self.settle_clips({id(ref()) for ref, _ in adopted.pairs})
+        if assigned is None or not self.wasted:
+            return
+        if assigned:
+            for site in self.wasted.values():
+                site.bump(CLIP_BEFORE_ASSIGNED)
+        self.wasted.clear()
 
     def after_clear(self, site: Optional[BackwardSite]) -> None:
         if site is not None:

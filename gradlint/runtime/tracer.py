@@ -400,7 +400,7 @@ class Tracer:
     def _before_step(self, optimizer, args, kwargs) -> None:
         state = self._thread()
         adopted = state.grads.before_step(optimizer)
-        state.life.before_step(adopted)
+        state.life.before_step(adopted, state.grads.assigned)
         state.life.stepping = True
 
     def _after_step(self, optimizer, args, kwargs) -> None:

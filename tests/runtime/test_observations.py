@@ -344,11 +344,13 @@ def test_outputs_and_component_losses_kept_across_iterations(keep):
     finding = _finding("GL006", "loss.backward()  # backward: outputs kept")
     verdict, evidence, _ = judges.judge_kept_graph(finding, obs, REPO)
     assert _count(obs, events.KEPT_GRAPH) == 0  # the root itself is freed each time
+    found = judges.runtime_only_kept_graph(obs, "GL006", set(), REPO)
     if keep in ("logits", "component"):
         assert _count(obs, events.KEPT_UPSTREAM) >= 4 and verdict == "confirmed" and "still alive" in evidence
+        # without a static finding on the store (one in another module, say): reported at the backward
+        assert [f.line for f in found] == [finding.line]
     else:
-        assert _count(obs, events.KEPT_UPSTREAM) == 0 and verdict == "refuted"
-    assert judges.runtime_only_kept_graph(obs, "GL006", set(), REPO) == []  # the root's graph alone says that
+        assert _count(obs, events.KEPT_UPSTREAM) == 0 and verdict == "refuted" and found == []
 
 
 def test_a_graph_built_once_before_the_loop_keeps_no_iterations_graph():
