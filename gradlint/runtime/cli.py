@@ -31,6 +31,7 @@ from gradlint.options import (
     resolve_output_format,
     settings_from_options,
 )
+from gradlint.runtime.frames import FLOOR_CODES
 
 if TYPE_CHECKING:  # pragma: no cover - types only
     from gradlint.runtime.distributed import RankContext
@@ -160,6 +161,10 @@ _roomy_call = _call
 if sys.implementation.name == "cpython" and sys.version_info >= (3, 11):
     _roomy_call = type(_call)(_call.__code__.replace(co_stacksize=ROOMY_STACK_WORDS), _call.__globals__,
                               "_roomy_call")
+
+
+# Call paths are told apart by the frames above the script's start only (runtime/frames.py).
+FLOOR_CODES.update({_call.__code__, _roomy_call.__code__})
 
 
 def on_roomy_stack(function, *args, **kwargs):

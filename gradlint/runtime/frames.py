@@ -21,6 +21,10 @@ GRADLINT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STACK_LIMIT = 64  # user frames kept per call
 KEY_DEPTH = 256  # frames that identify a call path in the site cache
 
+# Code objects of the frames that start a traced program (`gradlint run`'s call of the script): the
+# frames below them are the runner's, the same for every call, so a call path's key stops there.
+FLOOR_CODES: set = set()
+
 # Frame file kinds.
 INTERNAL, LIBRARY, USER = 0, 1, 2
 
@@ -125,8 +129,12 @@ class CallSites:
         frame: Any = sys._getframe(depth + 1)
         start = frame
         count = 0
+        floor = FLOOR_CODES
         while frame is not None and count < KEY_DEPTH:
-            key.append(id(frame.f_code))
+            code = frame.f_code
+            if code in floor:
+                break
+            key.append(id(code))
             key.append(frame.f_lasti)
             frame = frame.f_back
             count += 1
@@ -141,7 +149,7 @@ class CallSites:
         # The cached code objects keep their ids from being reused while the entry exists.
         codes: list = []
         frame = start
-        while frame is not None and len(codes) < KEY_DEPTH:
+        while frame is not None and len(codes) < count:
             codes.append(frame.f_code)
             frame = frame.f_back
         if len(cache) > 10_000:
