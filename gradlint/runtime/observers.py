@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 import weakref
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -36,6 +37,11 @@ WATCH_ALL_ROOTS = 64  # backward calls per site whose graph lifetime is watched 
 SAMPLE_ROOTS_EVERY = 16
 _SECOND_TIME_TEXT = "backward through the graph a second time"
 _INPLACE_TEXT = "has been modified by an inplace operation"
+# "[torch.FloatTensor [24, 3]] is at version 2" (a leaf), "[torch.FloatTensor [2, 10]], which is
+# output 0 of SigmoidBackward0, is at version 2" (an op's output: no weight)
+_WEIGHT_VIEW = re.compile(r"output \d+ of (T|Transpose|Permute|View|Alias|Expand|Unsqueeze|Squeeze|AsStrided)"
+                          r"(Backward\d*)?\b")
+_INPLACE_TENSOR = re.compile(r"\[torch\.[\w.]+ \[([\d, ]*)\]\]([^\[\]]{0,120}?) is at version")
 _SENTINEL_KEY = "_gradlint_lifetime"
 _UPSTREAM_KEY = "_gradlint_upstream"
 UPSTREAM_DEPTH = 6  # edges from the root within which the nodes an iteration made are watched
@@ -247,6 +253,29 @@ class Lifecycle:
         if refs:
             self.upstream.setdefault(key, []).append((calls, steps, refs))
 
+    def _stepped_weight(self, text: str) -> bool:
+        """Does the tensor an "inplace operation" error names (by type and shape only) have the shape
+        of a parameter some optimizer holds? Then the write was most likely the step's update of a
+        weight an earlier graph saved; an activation changed in place within the iteration rarely
+        shares a weight's shape."""
+        match = _INPLACE_TENSOR.search(text)
+        if match is None:
+            return False
+        made_by = match.group(2)
+        if "output" in made_by and _WEIGHT_VIEW.search(made_by) is None:
+            return False  # an op's result (an activation), not a weight or a view of one
+        try:
+            shape = tuple(int(n) for n in match.group(1).replace(" ", "").split(",") if n)
+        except ValueError:
+            return False
+        shapes = {shape, shape[::-1]}  # `linear` saves its weight transposed
+        for adopted in list(self.grads.optimizers.values()):
+            for ref, _ in adopted.pairs:
+                param = ref()
+                if param is not None and tuple(param.shape) in shapes:
+                    return True
+        return False
+
     def after_backward(self, site: BackwardSite, error: Optional[BaseException], accumulated: bool) -> None:
         key = id(site)
         steps = self.grads.steps
@@ -261,7 +290,7 @@ class Lifecycle:
                 site.bump(SECOND_TIME)
                 if after_step:
                     site.bump(SECOND_TIME_AFTER_STEP)
-            elif _INPLACE_TEXT in text and after_step and not failed_before:
+            elif _INPLACE_TEXT in text and after_step and not failed_before and self._stepped_weight(text):
                 site.bump(INPLACE_AFTER_STEP)
         if accumulated and self.clips:
             self.settle_clips(None)

@@ -526,19 +526,22 @@ def test_carried_state_whose_old_graph_saved_stepped_weights_is_confirmed_by_its
         assert judges.runtime_only_carried_graph(obs, "GL008", set(), REPO) == []  # alone, it could be another write
 
 
-def test_an_inplace_error_on_the_first_backward_is_not_carried_state():
-    """An in-place write inside one iteration (an activation changed after use) fails from the
-    first call: no earlier graph is involved, and a crashed backward refutes nothing either."""
+@pytest.mark.parametrize("from_iteration", [0, 2])
+def test_an_inplace_error_on_an_activation_is_not_carried_state(from_iteration):
+    """An in-place write inside one iteration (an activation changed after use) fails on the
+    first call that makes it, after steps or not: no earlier graph is involved (the error names
+    an op's output, not a weight), and a crashed backward refutes nothing either."""
     model = mlp()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
     raised = None
     with _trace() as traced:
         try:
-            for inputs, _ in batches(3):
+            for index, (inputs, _) in enumerate(batches(4)):
                 optimizer.zero_grad()
                 hidden = torch.sigmoid(model[0](inputs))
                 loss = model[2:](hidden).pow(2).mean()
-                hidden.mul_(2.0)  # sigmoid saved its output
+                if index >= from_iteration:
+                    hidden.mul_(2.0)  # sigmoid saved its output
                 loss.backward(retain_graph=True)  # backward: same iteration
                 optimizer.step()
         except RuntimeError as error:
