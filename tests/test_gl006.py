@@ -69,6 +69,17 @@ TRAINER_WITH_DICT_STEP = """
 
 
 FLAGGED = {
+    "stored_under_a_key_that_changes_each_iteration": """
+        def fit(model, batches, opt, loss_fn, epoch):
+            history = {}
+            for step, (x, y) in enumerate(batches):
+                loss = loss_fn(model(x), y)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                history[epoch, step] = loss  # GL006
+            return history
+    """,
     "running_loss_plus_equals": """
         import torch
 
@@ -429,6 +440,22 @@ FLAGGED = {
 }
 
 CLEAN = {
+    "latest_values_overwritten_under_constant_keys": """
+        def fit(model, batches, opt, loss_fn):
+            latest = {}
+            window = [None]
+            for x, y in batches:
+                logits = model(x)
+                loss = loss_fn(logits, y)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                latest["loss"] = loss
+                latest["logits"] = logits
+                window[0] = loss
+                window[-1] = loss
+            return float(latest["loss"])
+    """,
     "micro_batch_losses_reset_each_step": """
         def train(model, loader, optimizer, micro):
             for batch in loader:

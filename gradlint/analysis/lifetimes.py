@@ -371,8 +371,8 @@ def _store(scope: Scope, small: cst.CSTNode) -> Optional[Tuple[str, cst.BaseExpr
         value = small.value
         if isinstance(target, cst.Subscript):
             base = _holder_key(target.value)
-            if base is None or not _plain_container(scope, base):
-                return None
+            if base is None or not _plain_container(scope, base) or _constant_index(target):
+                return None  # `latest["loss"] = loss` overwrites one slot: one graph at a time
             return base, value, "store"
         key = _holder_key(target)
         if key is None:
@@ -393,6 +393,21 @@ def _store(scope: Scope, small: cst.CSTNode) -> Optional[Tuple[str, cst.BaseExpr
             return None
         return key, args[-1].value, "append"
     return None
+
+
+def _constant_index(target: cst.Subscript) -> bool:
+    """`d["loss"]`, `buf[0]`, `grid[0, 1]`: every index a literal, the same slot every time."""
+    def constant(node: cst.BaseExpression) -> bool:
+        if isinstance(node, (cst.SimpleString, cst.Integer, cst.Float, cst.ConcatenatedString)):
+            return True
+        if isinstance(node, cst.UnaryOperation):
+            return constant(node.expression)
+        if isinstance(node, cst.Tuple):
+            return all(constant(element.value) for element in node.elements)
+        return False
+
+    return bool(target.slice) and all(
+        isinstance(element.slice, cst.Index) and constant(element.slice.value) for element in target.slice)
 
 
 def _added(key: str, value: cst.BaseExpression) -> Optional[cst.BaseExpression]:
