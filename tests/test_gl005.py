@@ -316,6 +316,17 @@ FLAGGED = {
                     print(loss.item())
                 self.global_step += 1
         """,
+    "per_parameter_clear_over_the_stepped_model": """
+        import torch
+
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+        for x, y in loader:
+            loss = criterion(model(x), y)
+            loss.backward()
+            for name, p in model.named_parameters():
+                p.grad = None  # GL005
+            optimizer.step()
+        """,
 }
 
 
@@ -617,6 +628,40 @@ CLEAN = {
             loss.backward()
             if i % log_every == 0:
                 optimizer.step()
+        """,
+    "per_parameter_clear_of_a_frozen_backbone_before_the_step": """
+        import torch
+
+        opt = torch.optim.SGD(list(backbone.parameters()) + list(head.parameters()), lr=0.05)
+        for epoch in range(epochs):
+            for x, y in loader:
+                loss = criterion(head(backbone(x)), y)
+                opt.zero_grad()
+                loss.backward()
+                if epoch < freeze_epochs:
+                    for p in backbone.parameters():
+                        p.grad = None
+                for p in backbone[0].parameters():
+                    p.grad = None
+                opt.step()
+        """,
+    "per_parameter_clear_of_the_discriminator_before_the_generator_step": """
+        import torch
+
+        opt_g = torch.optim.Adam(G.parameters(), lr=2e-4)
+        opt_d = torch.optim.Adam(D.parameters(), lr=2e-4)
+        for real in loader:
+            fake = G(torch.randn(16, 4))
+            d_loss = D(fake.detach()).mean() - D(real).mean()
+            opt_d.zero_grad()
+            d_loss.backward()
+            opt_d.step()
+            g_loss = -D(fake).mean()
+            opt_g.zero_grad()
+            g_loss.backward()
+            for p in D.parameters():
+                p.grad = None
+            opt_g.step()
         """,
 }
 

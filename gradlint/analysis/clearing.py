@@ -71,12 +71,13 @@ def wiping_clears(ctx) -> List[WipingClear]:
         if not any(e.kind == STEP for e in loop.events):
             continue  # saliency maps, Fisher information, probes: nothing is stepped
         gates = _AccumulationGates(ctx, loop)
+        models = _Models(sources, _iterated_modules(loop))
         for backward in [e for e in _unique(loop.events) if e.kind == BACKWARD]:
-            for clear, step, partly in _wiping_clears(loop, backward, gates, sources, ctx.options):
+            for clear, step, partly in _wiping_clears(loop, backward, gates, models, ctx.options):
                 node = report_node(clear, loop)
                 if node is not None and id(node) not in reported:
                     reported[id(node)] = WipingClear(node, clear, backward, step, partly)
-        for wipe in _same_gate_wipes(ctx, loop, sources):
+        for wipe in _same_gate_wipes(ctx, loop, models):
             reported.setdefault(id(wipe.node), wipe)
     return list(reported.values())
 
@@ -91,7 +92,8 @@ def _unique(events: List[Event]) -> List[Event]:
     return out
 
 
-def _wiping_clears(loop: LoopInfo, backward: Event, gates: "_AccumulationGates", sources, options) -> List[Tuple]:
+def _wiping_clears(loop: LoopInfo, backward: Event, gates: "_AccumulationGates", models: "_Models",
+                   options) -> List[Tuple]:
     """(clear, step, partly) for the clears that wipe `backward`'s gradients on every path from it
     to a step; [] when some path steps on them, reads them, or cannot be judged."""
     gated = gates.gated_steps(backward)
@@ -116,7 +118,7 @@ def _wiping_clears(loop: LoopInfo, backward: Event, gates: "_AccumulationGates",
             return ("on", cleared + (id(event),), stepped, crossed, refilled)
         if kind == STEP:
             for clear_id in cleared:
-                if _covers(clears[clear_id], event, sources):
+                if _covers(clears[clear_id], event, models):
                     return Finished("wiped-partly" if refilled else "wiped", clears[clear_id], event)
             if id(event) in gated and not crossed:
                 return Finished("pruned")  # the accumulation gate is closed in this iteration
@@ -156,8 +158,31 @@ def _reportable(clear: Optional[Event], options) -> bool:
     return True
 
 
-def _covers(clear: Event, step: Event, sources: Dict[str, set]) -> bool:
-    """Does `clear` drop gradients that `step` would use?"""
+@dataclass(frozen=True)
+class _Models:
+    """What tells whose gradients a clear drops: `sources`, module text -> the optimizers built on
+    its parameters; `iterated`, id of a per-parameter clear (`p.grad = None` in
+    `for p in backbone.parameters():`) -> the text of the module whose parameters it loops over."""
+
+    sources: Dict[str, set]
+    iterated: Dict[int, str]
+
+
+def _covers(clear: Event, step: Event, models: _Models) -> bool:
+    """Does `clear` drop gradients that `step` would use (all of them, for a per-parameter clear
+    over one module's parameters: a frozen backbone's or a discriminator's, cleared before the
+    step of an optimizer that also holds others, drops what that step was not meant to use)?"""
+    sources = models.sources
+    module = models.iterated.get(id(clear.node))
+    if module is not None and step.target != ALL:
+        if _SECONDARY.search(module.rsplit(".", 1)[-1]):
+            return False
+        if sources:
+            holders = sources.get(module)
+            if holders is None or step.target not in holders:
+                return False  # another optimizer's model, or one we cannot place
+            if any(step.target in stepped for text, stepped in sources.items() if text != module):
+                return False  # the step also holds other modules' parameters: they keep theirs
     if step.target == ALL:
         return clear.target == ALL and _model_clear_covers(clear, sources)
     if clear.target == step.target:
@@ -165,6 +190,39 @@ def _covers(clear: Event, step: Event, sources: Dict[str, set]) -> bool:
     if clear.target != ALL:
         return False  # another optimizer's gradients
     return _model_clear_covers(clear, sources)
+
+
+def _iterated_modules(loop: LoopInfo) -> Dict[int, str]:
+    """id of each per-parameter clear written in `loop` inside `for p in M.parameters():` (or
+    `for name, p in M.named_parameters():`) whose `p` it clears -> the text of M."""
+    out: Dict[int, str] = {}
+    stack: List[cst.CSTNode] = [loop.loop]
+    while stack:
+        node = stack.pop()
+        stack.extend(children(node))
+        if not isinstance(node, cst.For) or node is loop.loop:
+            continue
+        it = node.iter
+        if not (isinstance(it, cst.Call) and isinstance(it.func, cst.Attribute)
+                and it.func.attr.value in ("parameters", "named_parameters")):
+            continue
+        owner = it.func.value
+        module = dotted(owner)
+        if not module and isinstance(owner, cst.Subscript) and dotted(owner.value):
+            module = f"{dotted(owner.value)}[]"  # `backbone[0]`: a part of a model, never a whole one
+        target: cst.BaseExpression = node.target
+        if isinstance(target, cst.Tuple) and target.elements:
+            target = target.elements[-1].value
+        if not module or not isinstance(target, cst.Name):
+            continue
+        inner: List[cst.CSTNode] = [node.body]
+        while inner:
+            current = inner.pop()
+            cleared = _grad_owner(current)
+            if isinstance(cleared, cst.Name) and cleared.value == target.value:
+                out[id(current)] = module
+            inner.extend(children(current))
+    return out
 
 
 def _model_clear_covers(clear: Event, sources: Dict[str, set]) -> bool:
@@ -276,7 +334,7 @@ class _AccumulationGates:
 # ---------------------------------------------------------------------------------------------
 
 
-def _same_gate_wipes(ctx, loop: LoopInfo, sources) -> List[WipingClear]:
+def _same_gate_wipes(ctx, loop: LoopInfo, models: _Models) -> List[WipingClear]:
     """`if i % k == 0: opt.zero_grad()` at the top of the body, then the backward, then
     `if i % k == 0: opt.step()`: the clear and the step open in the same iterations, so what the
     backwards of the iterations in between accumulated is wiped before the step that should use it
@@ -304,7 +362,7 @@ def _same_gate_wipes(ctx, loop: LoopInfo, sources) -> List[WipingClear]:
             continue
         test = ctx.code(gates[at].test)
         for step in events:
-            if step.kind != STEP or not _covers(clear, step, sources):
+            if step.kind != STEP or not _covers(clear, step, models):
                 continue
             step_at = _placed(step, loop, where, gates)
             if step_at is None or step_at <= at or ctx.code(gates[step_at].test) != test:
