@@ -44,7 +44,7 @@ _WEIGHT_VIEW = re.compile(r"output \d+ of (T|Transpose|Permute|View|Alias|Expand
 _INPLACE_TENSOR = re.compile(r"\[torch\.[\w.]+ \[([\d, ]*)\]\]([^\[\]]{0,120}?) is at version")
 _SENTINEL_KEY = "_gradlint_lifetime"
 _UPSTREAM_KEY = "_gradlint_upstream"
-UPSTREAM_DEPTH = 6  # edges from the root within which the nodes an iteration made are watched
+UPSTREAM_DEPTH = 8  # edges from the root within which the nodes an iteration made are watched
 UPSTREAM_NODES = 32  # of those, at most this many per call
 UPSTREAM_HELD = 8  # of the groups still alive past their iteration, at most this many watched on
 
