@@ -69,6 +69,22 @@ TRAINER_WITH_DICT_STEP = """
 
 
 FLAGGED = {
+    "critic_loss_kept_in_a_gradient_penalty_loop": """
+        import torch
+
+        def train_critic(critic, opt, loader, gp_weight=10.0):
+            history = []
+            for real, fake in loader:
+                mix = (0.5 * real + 0.5 * fake).requires_grad_(True)
+                grads = torch.autograd.grad(critic(mix).sum(), mix, create_graph=True)[0]
+                penalty = ((grads.norm(2, dim=1) - 1) ** 2).mean()
+                loss = critic(fake).mean() - critic(real).mean() + gp_weight * penalty
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                history.append(loss)  # GL006
+            return history
+    """,
     "stored_under_a_key_that_changes_each_iteration": """
         def fit(model, batches, opt, loss_fn, epoch):
             history = {}
@@ -440,6 +456,21 @@ FLAGGED = {
 }
 
 CLEAN = {
+    "maml_inner_loop_keeps_fast_weights_for_the_outer_backward": """
+        import torch
+        import torch.nn.functional as F
+
+        class Learner(torch.nn.Module):
+            def adapt(self, x, y, steps=3, lr=0.1):
+                params = (self.w, self.w2)
+                for _ in range(steps):
+                    loss = F.mse_loss(self(x, params), y)
+                    grads = torch.autograd.grad(loss, params, create_graph=True)
+                    params = tuple(p - lr * g for p, g in zip(params, grads))
+                    self.adapted.append(params)
+                    self.inner_losses.append(loss)
+                return params
+    """,
     "latest_values_overwritten_under_constant_keys": """
         def fit(model, batches, opt, loss_fn):
             latest = {}

@@ -28,7 +28,7 @@ from gradlint.analysis.graph_scope import Scope
 from gradlint.analysis.retained import GraphAnalysis
 from gradlint.analysis.helpers import backward_helpers
 from gradlint.analysis.names import ImportMap, dotted
-from gradlint.analysis.reads import GRAPH, INERT, LEAF, LOGGING_METHODS, key_of
+from gradlint.analysis.reads import GRAPH, INERT, LEAF, LOGGING_METHODS, is_false, key_of
 from gradlint.analysis.tree import SCOPES, block_statements, children, preorder, typed, walk
 
 Loop = Union[cst.For, cst.While]
@@ -281,8 +281,12 @@ def _kept_in_scope(analysis: GraphAnalysis, scope: Scope) -> Iterator[KeptHistor
     training: Dict[cst.CSTNode, list] = {}
     for loop in loops:
         # Real backward calls only: a helper that runs one (`train_step(...)`) usually hands back
-        # numbers, and what it keeps is its own business.
-        calls = [later for later in scope.calls_within(block_statements(loop.body)) if later.backward is not None]
+        # numbers, and what it keeps is its own business. One that builds a graph of its gradients
+        # (`create_graph=True`: MAML's inner loop, a gradient penalty) keeps graphs on purpose, for
+        # the higher-order backward that walks them.
+        calls = [later for later in scope.calls_within(block_statements(loop.body))
+                 if later.backward is not None
+                 and (later.backward.create_graph is None or is_false(later.backward.create_graph))]
         if calls:
             training[loop] = calls
     if not training:
