@@ -34,7 +34,7 @@ from __future__ import annotations
 import functools
 import math
 import weakref
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
 from gradlint.runtime.events import (
     CLEAR_BEFORE_STEP,
@@ -48,7 +48,7 @@ from gradlint.runtime.events import (
     OptimizerStats,
 )
 from gradlint.runtime.handgrads import all_zero, assigned_after_clear, dropped_by_hand
-from gradlint.runtime.probes import follows, sample
+from gradlint.runtime.probes import follows, sample, stepped_by_hand
 
 GRAPH_LIMIT = 50_000  # nodes walked at most per graph (discovery of leaves, retained graphs)
 
@@ -233,7 +233,7 @@ class GradState:
     def before_accumulate(self) -> None:
         """Classify every watched leaf's gradient just before a backward writes into it."""
         checks: Optional[List[Tuple[LeafState, Any]]] = None
-        moved: Optional[List[Tuple[LeafState, Any, Optional[bool]]]] = None  # changed, in no optimizer
+        moved: Optional[List[Tuple[LeafState, Any, Union[bool, str, None]]]] = None  # changed, in no optimizer
         dropped: Dict[int, BackwardSite] = {}  # sites whose fresh gradients were cleared by hand
         for ref, state in self.watched():
             leaf = ref()
@@ -274,17 +274,11 @@ class GradState:
         for site in dropped.values():
             site.bump(FRESH_CLEARED)
         if moved:
-            # A hand-written update moves every parameter it trains along its gradient: where one
-            # leaf shows it, leaves too small to tell were updated too; where none could tell, the
-            # change of value alone decides; where every leaf that could tell moved otherwise (an
-            # average of another model's weights, a copy), nothing read these gradients.
-            told = [verdict for _, _, verdict in moved if verdict is not None]
-            if any(told) or not told:
-                for state, grad, verdict in moved:
-                    if verdict is not False:
-                        checks = self._stale(state, grad, checks)
-            else:
-                self.moved_otherwise = True
+            stepped, otherwise = stepped_by_hand([verdict for _, _, verdict in moved])
+            for (state, grad, _), by_hand in zip(moved, stepped):
+                if by_hand:
+                    checks = self._stale(state, grad, checks)
+            self.moved_otherwise = self.moved_otherwise or otherwise
         if checks:
             # Their norms now, queued on the device. Read back (a sync) only where they matter: for
             # an optimizer's parameter when a step is about to use the gradient (a GAN's generator
@@ -427,7 +421,7 @@ class GradState:
         except Exception:
             return None
 
-    def _updated(self, leaf, state: LeafState) -> Tuple[bool, Optional[bool]]:
+    def _updated(self, leaf, state: LeafState) -> Tuple[bool, Union[bool, str, None]]:
         """Was a leaf in no optimizer updated since the last backward into it, and from its
         gradient? (changed, how): changed when its version counter, storage or sampled elements
         differ; how is True when it moved along (or against) the gradient that backward left,

@@ -3,7 +3,7 @@ changed some other way, at a cost that does not grow with the leaf's size (grads
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, List, Tuple, Union
 
 VALUE_SAMPLE = 16  # elements of a leaf in no optimizer compared to see a hand-written update
 
@@ -20,18 +20,24 @@ def sample(tensor) -> Any:
 FOLLOW_MIN = 4  # sampled elements where both the change and the gradient are non-zero, at least
 FOLLOW_SHARE = 0.9  # of those, moved in proportion to the gradient, at least
 FOLLOW_SLACK = 0.02  # relative distance from the common ratio of change to gradient still "in proportion"
+# A change of fewer units in the last place of the value than this tells nothing about proportion:
+# rounding alone moves it by up to half a unit.
+RESOLVED_ULPS = 8
+FAINT = "faint"  # follows(): the value moved, but by too little to tell how
 
 
-def follows(old, new, grad) -> Optional[bool]:
+def follows(old, new, grad) -> Union[bool, str, None]:
     """Did a value move from `old` to `new` (samples) by a step from its gradient `grad` (a sample
     at the same elements)? True when at least FOLLOW_SHARE of the elements where both the change
-    and the gradient are non-zero moved by one common multiple of the gradient (descent:
-    `p -= lr * p.grad`, `p.data.add_(p.grad, alpha=-lr)`; or ascent), within FOLLOW_SLACK and the
-    rounding of the value; False otherwise (an average or a copy of other weights, which may even
-    share the gradient's signs: a mean teacher pulled toward its student moves the way its own
-    distillation gradient points, but not in proportion to it); None when too few elements tell
-    (or the samples do not line up). A hand-written step with momentum, weight decay or
-    per-element scaling is not in proportion either, and is not told apart from an average."""
+    and the gradient are non-zero, and the change is at least RESOLVED_ULPS units in the last place,
+    moved by one common multiple of the gradient (descent: `p -= lr * p.grad`,
+    `p.data.add_(p.grad, alpha=-lr)`; or ascent), within FOLLOW_SLACK and the rounding of the value;
+    False otherwise (an average or a copy of other weights, which may even share the gradient's
+    signs: a mean teacher pulled toward its student moves the way its own distillation gradient
+    points, but not in proportion to it); FAINT when fewer than FOLLOW_MIN elements moved that
+    much; None when too few elements tell at all (or the samples do not line up). A hand-written
+    step with momentum, weight decay or per-element scaling is not in proportion either, and is not
+    told apart from an average."""
     import torch
 
     if grad is None or not (old.is_floating_point() and grad.is_floating_point()):
@@ -41,18 +47,33 @@ def follows(old, new, grad) -> Optional[bool]:
     change = (new - old).double()
     gradient = grad.double()
     counted = (change != 0) & (gradient != 0)
+    if int(counted.sum()) < FOLLOW_MIN:
+        return None
+    # A step rounds the new value to the nearest representable one: half a unit in its last place
+    # (at most eps * |value|) off the exact multiple.
+    rounding = _eps(old) * torch.maximum(old.double().abs(), new.double().abs())
+    counted &= change.abs() >= RESOLVED_ULPS * rounding
     told = int(counted.sum())
     if told < FOLLOW_MIN:
-        return None
-    ratios = change[counted] / gradient[counted]
-    ratio = ratios.median()
+        return FAINT
+    ratio = (change[counted] / gradient[counted]).median()
     expected = ratio * gradient[counted]
-    # A step rounds the new value to the nearest representable one: half a unit in its last place
-    # (at most eps * |value|) off the exact multiple. An average moving a value by a few such units
-    # only is not in proportion to its gradient for being that small.
-    rounding = _eps(old) * torch.maximum(old.double().abs(), new.double().abs())[counted]
-    close = (change[counted] - expected).abs() <= FOLLOW_SLACK * expected.abs() + rounding
+    close = (change[counted] - expected).abs() <= FOLLOW_SLACK * expected.abs() + rounding[counted]
     return int(close.sum()) >= FOLLOW_SHARE * told
+
+
+def stepped_by_hand(verdicts: List[Union[bool, str, None]]) -> Tuple[List[bool], bool]:
+    """From the follows() verdicts of the leaves in no optimizer whose value changed since the last
+    backward into them: which to take as updated from their (stale) gradients, and whether the
+    changes show that nothing read those gradients. A hand-written update moves every leaf it trains
+    by a multiple of its gradient: where one leaf shows it, the leaves too small to tell (None) were
+    updated too; where no leaf could tell at all, the change of value alone decides; where every
+    leaf that could tell moved otherwise (an average of another model's weights, a copy), nothing
+    read these gradients. A FAINT leaf is never taken as updated, and shows nothing either way."""
+    told = [verdict for verdict in verdicts if verdict is True or verdict is False]
+    if any(told) or not (told or FAINT in verdicts):
+        return [verdict is True or verdict is None for verdict in verdicts], False
+    return [False] * len(verdicts), bool(told)
 
 
 def _eps(tensor) -> float:
