@@ -316,11 +316,11 @@ class _AccumulationGates:
         return out
 
     def _accumulation_test(self, test: cst.BaseExpression) -> bool:
+        if _modulo(test):
+            return True
         stack: List[cst.CSTNode] = [test]
         while stack:
             node = stack.pop()
-            if isinstance(node, cst.BinaryOperation) and isinstance(node.operator, cst.Modulo):
-                return True
             if isinstance(node, (cst.Name, cst.Attribute)):
                 text = dotted(node) if isinstance(node, cst.Attribute) else node.value
                 if text and _ACCUMULATION_WORDS.search(text):
