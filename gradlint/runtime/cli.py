@@ -164,7 +164,7 @@ if sys.implementation.name == "cpython" and sys.version_info >= (3, 11):
 
 
 # Call paths are told apart by the frames above the script's start only (runtime/frames.py).
-FLOOR_CODES.update({_call.__code__, _roomy_call.__code__})
+FLOOR_CODES.update({id(code): code for code in (_call.__code__, _roomy_call.__code__)})
 
 
 def on_roomy_stack(function, *args, **kwargs):

@@ -21,9 +21,11 @@ GRADLINT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STACK_LIMIT = 64  # user frames kept per call
 KEY_DEPTH = 256  # frames that identify a call path in the site cache
 
-# Code objects of the frames that start a traced program (`gradlint run`'s call of the script): the
-# frames below them are the runner's, the same for every call, so a call path's key stops there.
-FLOOR_CODES: set = set()
+# Code objects of the frames that start a traced program (`gradlint run`'s call of the script), by
+# id: the frames below them are the runner's, the same for every call, so a call path's key stops
+# there. Keyed by id because hashing a code object hashes its contents (up to 0.5 us for a large
+# function, on every frame of every traced call); the values keep those ids from being reused.
+FLOOR_CODES: Dict[int, Any] = {}
 
 # Frame file kinds.
 INTERNAL, LIBRARY, USER = 0, 1, 2
@@ -131,10 +133,10 @@ class CallSites:
         count = 0
         floor = FLOOR_CODES
         while frame is not None and count < KEY_DEPTH:
-            code = frame.f_code
-            if code in floor:
+            code_id = id(frame.f_code)
+            if code_id in floor:
                 break
-            key.append(id(code))
+            key.append(code_id)
             key.append(frame.f_lasti)
             frame = frame.f_back
             count += 1
