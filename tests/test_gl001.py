@@ -2211,6 +2211,40 @@ def test_message_for_a_hand_written_update():
     )
 
 
+def test_message_for_a_hand_written_update_of_one_tensor_names_that_tensor():
+    # `model.zero_grad()` would not clear an adversarial perturbation or a tutorial's bare leaf
+    (finding,) = findings(TRAINERS_FLAGGED["tutorial_linear_regression_data_update"])
+    assert finding.message == (
+        "`loss.backward()` adds to the gradient that the hand-written update `b.data -= 0.01 * b.grad` (line 11) "
+        "already applied: `b.grad` is never cleared between steps; clear it after the update (`b.grad = None`)"
+    )
+    (finding,) = findings("""
+        for x, y in loader:
+            delta = torch.zeros_like(x, requires_grad=True)
+            for _ in range(5):
+                F.cross_entropy(model(x + delta), y).backward()
+                delta.data = delta.data + alpha * delta.grad
+        """)
+    assert "`delta.grad` is never cleared" in finding.message and "zero_grad" not in finding.message
+
+
+@pytest.mark.parametrize("update", [
+    "[p.data.sub_(lr * p.grad) for p in model.parameters()]",
+    "[p.data.sub_(lr * p.grad) for group in groups for p in group]",
+    "for name, p in model.named_parameters(): p.data -= lr * p.grad",
+])
+def test_message_for_a_hand_written_update_over_parameters_suggests_the_module_clear(update):
+    (finding,) = findings(f"""
+        for x, y in loader:
+            loss = F.mse_loss(model(x), y)
+            loss.backward()
+            with torch.no_grad():
+                {update}
+        """)
+    assert "the parameters' gradients are never cleared" in finding.message
+    assert "(`model.zero_grad()`)" in finding.message
+
+
 def test_message_for_gates_that_line_up_only_for_k_above_one_names_k():
     (finding,) = findings(TRAINERS_FLAGGED["gates_that_line_up_only_for_k_above_one"])
     assert "never cleared between steps when `steps_per_update == 1`" in finding.message

@@ -320,11 +320,22 @@ def _described(
         )
     if optimizer == PARAMS:
         tensor = _updated_tensor(step.node) or "p"
-        where = "in a helper" if step_node is not step.node else f"`{_short(ctx, step_node)}` (line {step_line})"
+        local = step_node is step.node
+        where = f"`{_short(ctx, step_node)}` (line {step_line})" if local else "in a helper"
+        adds = "adds" if is_backward else "runs a backward that adds"
+        if local and _one_tensor(ctx, step_node, tensor):
+            # `delta.data += alpha * delta.grad` (an adversarial perturbation, a tutorial's `w`): a
+            # tensor of no module, so `model.zero_grad()` would not clear it
+            message = (
+                f"`{backward}` {adds} to the gradient that the hand-written update {where} already applied: "
+                f"`{tensor}.grad` {how.replace('are ', 'is ', 1)}; clear it after the update "
+                f"(`{tensor}.grad = None`)"
+            )
+            return ctx.finding(code, report, message)
         message = (
-            f"`{backward}` {'adds' if is_backward else 'runs a backward that adds'} to gradients that the "
-            f"hand-written update {where} already applied: the parameters' gradients {how}; clear them "
-            f"after the update (`{tensor}.grad = None`) or before the backward (`model.zero_grad()`)"
+            f"`{backward}` {adds} to gradients that the hand-written update {where} already applied: the "
+            f"parameters' gradients {how}; clear them after the update (`{tensor}.grad = None`) or before "
+            f"the backward (`model.zero_grad()`)"
         )
         return ctx.finding(code, report, message)
     name = "the optimizer" if optimizer == ALL else f"`{optimizer}`"
@@ -350,6 +361,41 @@ def _described(
         f"{name}'s gradients {how}; call `{clear}` {where}"
     )
     return ctx.finding(code, report, message)
+
+
+def _one_tensor(ctx, update: cst.CSTNode, tensor: str) -> bool:
+    """Does the hand-written `update` of `tensor` update one named tensor (`delta`, `w`, `self.w`)
+    rather than each of several parameters in turn (the target of an enclosing
+    `for p in model.parameters():`)? Read off the analysed file's loops around the update."""
+    if "." in tensor.replace("self.", "", 1) or "[" in tensor:
+        return False
+    start = ctx.position(update).start
+    spot = (start.line, start.column)
+    for node in walk(ctx.module):
+        if type(node) is cst.For:
+            targets, inside = _target_names(node.target), node.body
+        elif type(node) in (cst.ListComp, cst.SetComp, cst.GeneratorExp, cst.DictComp):
+            targets, inside, loop = [], node, node.for_in
+            while loop is not None:  # `[p.sub_(lr * p.grad) for group in groups for p in group]`
+                targets += _target_names(loop.target)
+                loop = loop.inner_for_in
+        else:
+            continue
+        if tensor not in targets:
+            continue
+        span = ctx.position(inside)
+        if (span.start.line, span.start.column) <= spot <= (span.end.line, span.end.column):
+            return False
+    return True
+
+
+def _target_names(target: cst.BaseExpression) -> List[str]:
+    """The names a `for` target binds: `p`, `(name, p)`."""
+    if isinstance(target, cst.Name):
+        return [target.value]
+    if isinstance(target, (cst.Tuple, cst.List)):
+        return [name for element in target.elements for name in _target_names(element.value)]
+    return []
 
 
 def _updated_tensor(node: cst.CSTNode) -> str:
