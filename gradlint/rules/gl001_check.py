@@ -372,10 +372,12 @@ def _one_tensor(ctx, update: cst.CSTNode, tensor: str) -> bool:
     start = ctx.position(update).start
     spot = (start.line, start.column)
     for node in walk(ctx.module):
-        if type(node) is cst.For:
+        inside: cst.CSTNode
+        if isinstance(node, cst.For):
             targets, inside = _target_names(node.target), node.body
-        elif type(node) in (cst.ListComp, cst.SetComp, cst.GeneratorExp, cst.DictComp):
-            targets, inside, loop = [], node, node.for_in
+        elif isinstance(node, (cst.ListComp, cst.SetComp, cst.GeneratorExp, cst.DictComp)):
+            targets, inside = [], node
+            loop: Optional[cst.CompFor] = node.for_in
             while loop is not None:  # `[p.sub_(lr * p.grad) for group in groups for p in group]`
                 targets += _target_names(loop.target)
                 loop = loop.inner_for_in
