@@ -441,7 +441,11 @@ class Tracer:
     def _patch_clipping(self, torch) -> None:
         utils = getattr(torch.nn, "utils", None)
         clip_module = getattr(utils, "clip_grad", None)
-        for name, limit_name in (("clip_grad_norm_", "max_norm"), ("clip_grad_value_", "clip_value")):
+        # `clip_grads_with_norm_` (torch 2.6+) clips by a total norm the caller computed
+        # (`get_total_norm`); torch's own `clip_grad_norm_` calls it under a private name, which
+        # stays unpatched, so one clip is seen once.
+        for name, limit_name in (("clip_grad_norm_", "max_norm"), ("clip_grad_value_", "clip_value"),
+                                 ("clip_grads_with_norm_", "max_norm")):
             original = getattr(utils, name, None)
             if original is None:
                 continue

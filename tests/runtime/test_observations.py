@@ -194,6 +194,32 @@ def test_clip_after_the_step_is_wasted():
     assert verdict == "confirmed" and "before any optimizer step used them" in evidence
 
 
+@pytest.mark.skipif(not hasattr(nn.utils, "clip_grads_with_norm_"), reason="torch < 2.6 has no clip_grads_with_norm_")
+@pytest.mark.parametrize("order", ["clip", "clip-after-step", "unscale-clip"])
+def test_clip_by_a_precomputed_total_norm_is_observed(order):
+    # `get_total_norm` then `clip_grads_with_norm_`: the clip torch >= 2.6 splits in two
+    with _trace() as traced:
+        model = mlp()
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+        scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+        for inputs, labels in batches(4):
+            optimizer.zero_grad()
+            scaler.scale(nn.functional.cross_entropy(model(inputs), labels)).backward()
+            if order == "unscale-clip":
+                scaler.unscale_(optimizer)
+            total = nn.utils.get_total_norm([p.grad for p in model.parameters()])
+            if order != "clip-after-step":
+                nn.utils.clip_grads_with_norm_(model.parameters(), 1.0, total)
+            scaler.step(optimizer)
+            if order == "clip-after-step":
+                nn.utils.clip_grads_with_norm_(model.parameters(), 1.0, total)
+            scaler.update()
+    obs = traced.observations
+    expected = {"clip": (4, 4, 0), "clip-after-step": (0, 0, 3), "unscale-clip": (0, 4, 0)}[order]
+    assert (_count(obs, events.CLIP_ON_SCALED, "call_sites"), _count(obs, events.CLIP_USED, "call_sites"),
+            _count(obs, events.CLIP_WASTED, "call_sites")) == expected
+
+
 def test_clip_with_infinite_norm_only_measures():
     with _trace() as traced:
         model = mlp()
