@@ -372,13 +372,54 @@ def _trace_and_report(program: _Program, settings, fmt: str, output: Optional[st
         traced.start()
     except ImportError as err:
         fail(f"gradlint run needs PyTorch: {err}")
-    try:
-        status, failed, outcome = program.run()
-    finally:
+
+    def report(status: int, failed: bool, outcome: Optional[str]) -> int:
         obs = traced.stop()
-    with _in_folder(roots[0]):  # the report names paths from where the run started
-        return _report(roots, traced, obs, status, failed, outcome, settings, fmt, output, exit_zero,
-                       rank, warm)
+        with _in_folder(roots[0]):  # the report names paths from where the run started
+            return _report(roots, traced, obs, status, failed, outcome, settings, fmt, output, exit_zero,
+                           rank, warm)
+
+    with _reporting_on_hard_exit(report):
+        try:
+            status, failed, outcome = program.run()
+        finally:
+            traced.stop()
+    return report(status, failed, outcome)
+
+
+@contextlib.contextmanager
+def _reporting_on_hard_exit(report):
+    """While the script runs, `os._exit(code)` in this process (a script that skips interpreter
+    shutdown, say to avoid hanging DataLoader workers) first writes the report, then exits with the
+    status `report(status, failed, outcome)` gives, as `sys.exit(code)` would have. A forked child
+    (a DataLoader or multiprocessing worker) exits as it asked, untouched."""
+    real_exit = os._exit
+    main_pid = os.getpid()
+    reported = []
+
+    def exit_after_report(code: int) -> None:
+        if os.getpid() != main_pid or reported:
+            real_exit(code)
+        reported.append(code)
+        status = code
+        try:
+            status, failed = _exit_code(SystemExit(code))
+            status = report(status, failed, _outcome(status, failed, SystemExit(code)))
+        except BaseException:  # never keep a process from exiting as it asked
+            pass
+        for name in ("stdout", "stderr"):
+            try:
+                _stream(name).flush()
+            except Exception:
+                pass
+        real_exit(status)
+
+    os._exit = exit_after_report  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        if os._exit is exit_after_report:
+            os._exit = real_exit
 
 
 @contextlib.contextmanager

@@ -52,7 +52,7 @@ def test_json_report_with_runtime_fields_in_a_subprocess(tmp_path):
     assert f"argv=['--select', 'x'] main=__main__ path0={SCRIPTS}" in done.stdout
     findings = json.loads(report.read_text())
     (finding,) = [f for f in findings if f["code"] == "GL001"]
-    assert finding["path"] == "stale_loop.py" and finding["line"] == 23
+    assert finding["path"] == "stale_loop.py" and finding["line"] == 26
     assert finding["runtime"] == "confirmed" and "optimizer step" in finding["evidence"]
     assert finding["static"] in (True, False)
 
@@ -71,6 +71,28 @@ def test_systemexit_0_is_success_and_nonzero_is_the_scripts_status(run):
     assert status == 3
     assert "the script exited with status 3; traced 4 backward calls" in err  # the report is produced anyway
     assert "All checks passed" not in err
+
+
+def test_hard_exit_still_reports_and_keeps_the_scripts_status(tmp_path):
+    # os._exit skips interpreter shutdown (scripts use it against hanging DataLoader workers)
+    report = tmp_path / "report.json"
+    done = gradlint_run("--output-format", "json", "-o", str(report), "stale_loop.py", "--hard-exit", "0")
+    assert done.returncode == 1, done.stdout + done.stderr
+    (finding,) = json.loads(report.read_text())
+    assert finding["code"] == "GL001" and finding["runtime"] == "confirmed"
+    done = gradlint_run("stale_loop.py", "--clear", "--hard-exit", "0")
+    assert done.returncode == 0 and "traced 4 backward calls" in done.stderr, done.stderr
+    done = gradlint_run("stale_loop.py", "--clear", "--hard-exit", "3")
+    assert done.returncode == 3
+    assert "the script exited with status 3; traced 4 backward calls" in done.stderr
+    assert "All checks passed" not in done.stderr
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX only")
+def test_a_forked_child_leaving_with_os_exit_does_not_report():
+    done = gradlint_run("stale_loop.py", "--clear", "--fork-child")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stderr.count("gradlint run: traced") == 1 and "traced 4 backward calls" in done.stderr
 
 
 def test_script_exception_shows_its_traceback_and_still_reports(run):
@@ -205,7 +227,7 @@ def test_concise_report_says_each_findings_runtime_verdict(run):
     assert status == 1
     # (project modules an earlier in-process test imported may be reported too: unexercised)
     (line,) = [line for line in out.splitlines() if line.startswith("stale_loop.py:") and ": GL001 " in line]
-    assert line.startswith("stale_loop.py:23:") and line.endswith("(runtime: confirmed)")
+    assert line.startswith("stale_loop.py:26:") and line.endswith("(runtime: confirmed)")
     assert all(line.endswith(")") and "(runtime: " in line for line in out.splitlines() if ": GL" in line)
 
 

@@ -366,7 +366,7 @@ def test_traced_scripts_report_paths_relative_to_cwd():
     traced = run_traced(os.path.join(SCRIPTS, "stale_loop.py"))
     (finding,) = traced.confirmed()
     assert finding.path == "tests/runtime/scripts/stale_loop.py"
-    assert finding.code == "GL001" and finding.line == 23
+    assert finding.code == "GL001" and finding.line == 26
     assert finding.to_json()["runtime"] == "confirmed"
 
 

@@ -1,5 +1,6 @@
 """A loop that never clears its gradients (GL001), with switches for the CLI tests."""
 import argparse
+import os
 import sys
 
 import torch
@@ -10,6 +11,8 @@ parser.add_argument("--select", default=None, help="an option gradlint also has:
 parser.add_argument("--exit", type=int, default=None, help="end with SystemExit(N)")
 parser.add_argument("--fail", action="store_true", help="raise after training")
 parser.add_argument("--interrupt", action="store_true", help="raise KeyboardInterrupt after training")
+parser.add_argument("--hard-exit", type=int, default=None, help="end with os._exit(N), skipping shutdown")
+parser.add_argument("--fork-child", action="store_true", help="fork a child that leaves with os._exit(0) first")
 args = parser.parse_args()
 
 print(f"argv={sys.argv[1:]} main={__name__} path0={sys.path[0]}")
@@ -23,9 +26,17 @@ for _ in range(4):
     loss.backward()
     optimizer.step()
 
+if args.fork_child:
+    child = os.fork()
+    if child == 0:
+        os._exit(0)  # a worker process leaving as workers do: the parent's run goes on
+    os.waitpid(child, 0)
 if args.fail:
     raise ValueError("boom after training")
 if args.interrupt:
     raise KeyboardInterrupt
 if args.exit is not None:
     sys.exit(args.exit)
+if args.hard_exit is not None:
+    sys.stdout.flush()
+    os._exit(args.hard_exit)
