@@ -48,7 +48,7 @@ from gradlint.runtime.events import (
     OptimizerStats,
 )
 from gradlint.runtime.handgrads import all_zero, assigned_after_clear, dropped_by_hand
-from gradlint.runtime.probes import follows, sample, stepped_by_hand
+from gradlint.runtime.probes import compare, follows, norms, sample, stepped_by_hand
 
 GRAPH_LIMIT = 50_000  # nodes walked at most per graph (discovery of leaves, retained graphs)
 
@@ -175,6 +175,8 @@ class GradState:
         # the step in progress uses gradients assigned (or changed, not zeroed) by hand since the
         # backward or clear that last left them: an average of per-sample gradients, say (GL004)
         self.assigned = False
+        self.dropping_clears = 0  # clears that dropped gradients no step had used
+        self.judged: set = set()  # optimizers and (optimizer, site) counted stale in the running step
 
     # ------------------------------------------------------------------ leaves
     def watched(self) -> list:
@@ -285,7 +287,7 @@ class GradState:
             # backward writes into the discriminator's gradients, which are cleared before its own
             # step: never read), for a leaf in no optimizer right after this backward if it wrote it.
             manual = []
-            for (state, grad), norm in zip(checks, self.norms([grad for _, grad in checks])):
+            for (state, grad), norm in zip(checks, norms([grad for _, grad in checks], self.torch)):
                 state.pre = norm
                 if not state.owned:
                     manual.append((state, grad))
@@ -318,7 +320,7 @@ class GradState:
                 continue  # not written by this backward: not judged, no sync for it
             state.suspect = True  # however it turns out: probe it from now on
             written.append(state)
-        pairs = self.compare([state.probe for state in written], [state.pre for state in written])
+        pairs = compare([state.probe for state in written], [state.pre for state in written], self.torch)
         for state, pair in zip(written, pairs):
             result = _carried(pair)
             if result == FRESH:
@@ -441,59 +443,10 @@ class GradState:
         except Exception:
             return changed, None
 
-    def norms(self, grads: list) -> list:
-        """The L1 norm of each gradient as a 0-dim tensor on its device (no host sync), None where
-        it cannot be taken. A DTensor gradient is probed by this rank's shard."""
-        torch = self.torch
-        tensors = []
-        for grad in grads:
-            to_local = getattr(grad, "to_local", None)
-            tensors.append(to_local() if callable(to_local) else grad)
-        with torch.no_grad():
-            if all(t.layout == torch.strided for t in tensors):
-                try:  # one call for the whole list, as clip_grad_norm_ does
-                    return list(torch._foreach_norm(tensors, 1))
-                except Exception:
-                    pass
-            out = []
-            for tensor in tensors:
-                try:
-                    if tensor.is_sparse:
-                        tensor = tensor._values()
-                    elif tensor.layout != torch.strided:
-                        tensor = tensor.values()
-                    out.append(torch.linalg.vector_norm(tensor, 1))
-                except Exception:
-                    out.append(None)
-            return out
-
     def take_probes(self, pairs: List[Tuple[LeafState, Any]]) -> None:
         """Store each leaf's probe: its gradient's norm now, as the step or update uses it."""
-        for (state, _), norm in zip(pairs, self.norms([grad for _, grad in pairs])):
+        for (state, _), norm in zip(pairs, norms([grad for _, grad in pairs], self.torch)):
             state.probe = norm
-
-    def compare(self, old: list, now: list) -> List[Optional[Tuple[float, float]]]:
-        """Pairs of norms (0-dim tensors) as numbers; None where either is missing. Reading them
-        back syncs once per device."""
-        torch = self.torch
-        out: List[Optional[Tuple[float, float]]] = [None] * len(now)
-        by_device: Dict[object, List[int]] = {}
-        for index, (before, after) in enumerate(zip(old, now)):
-            if before is not None and after is not None and before.device == after.device:
-                by_device.setdefault(after.device, []).append(index)
-        for device, indexes in by_device.items():
-            try:
-                if getattr(device, "type", None) == "cpu":  # nothing to sync: read them one by one
-                    for index in indexes:
-                        out[index] = (old[index].item(), now[index].item())
-                    continue
-                values = torch.stack([old[i] for i in indexes] + [now[i] for i in indexes]).tolist()
-            except Exception:
-                continue
-            half = len(indexes)
-            for position, index in enumerate(indexes):
-                out[index] = (values[position], values[half + position])
-        return out
 
     # ------------------------------------------------------------------ optimizers
     def adopt(self, optimizer) -> Adopted:
@@ -536,6 +489,7 @@ class GradState:
         stats.steps += 1
         self.steps += 1
         self.obs.steps += 1
+        self.judged.clear()
         self._followed_by_step()
         fresh = kept = False
         gone: List[Tuple[LeafState, Any]] = []  # fresh gradients not as their backward left them
@@ -591,7 +545,7 @@ class GradState:
         # Content check of the provisionally stale: the norm just before the backward accumulated
         # onto the gradient against the norm when the previous step used it (one sync).
         stale = [state for state in live if state.stale is not None]
-        verdicts = self.compare([state.probe for state in stale], [state.pre for state in stale])
+        verdicts = compare([state.probe for state in stale], [state.pre for state in stale], self.torch)
         outcome: Dict[int, int] = {}
         for state, pair in zip(stale, verdicts):
             outcome[id(state)] = _carried(pair)
@@ -612,9 +566,14 @@ class GradState:
         for _, state in marked:
             state.stale = state.unsure = state.pre = state.also = None
         if stale_sites:
-            stats.stale_steps += 1
+            # once per step, however many of its closure's evaluations read stale gradients
+            if id(stats) not in self.judged:
+                self.judged.add(id(stats))
+                stats.stale_steps += 1
             for key, (site, count) in stale_sites.items():
-                site.stale_steps += 1
+                if (id(stats), key) not in self.judged:
+                    self.judged.add((id(stats), key))
+                    site.stale_steps += 1
                 if key not in last:  # a later backward accumulated onto the same stale gradients
                     site.bump(STALE_UPSTREAM)
                 site.stale_params = max(site.stale_params, count)
@@ -636,11 +595,22 @@ class GradState:
             adopted = self.adopt(optimizer)
             adopted.marks = self.marks
         self._followed_by_step()  # backwards run by the step itself (a closure): this step followed them
-        if self.marks != adopted.marks:  # a closure's backward accumulated onto used gradients
-            self._judge_step(adopted.stats, [(ref, state) for ref, state in adopted.pairs
-                                             if state.stale is not None or state.unsure is not None])
+        self.judge_marks(adopted)
         probe_all = not adopted.probed
         adopted.probed = True
+        self.mark_used(adopted, probe_all)
+
+    def judge_marks(self, adopted: Adopted) -> None:
+        """Judge what backward calls inside `adopted`'s running step (a closure's) marked stale or
+        unsure since the optimizer last read its gradients."""
+        if self.marks != adopted.marks:
+            self._judge_step(adopted.stats, [(ref, state) for ref, state in adopted.pairs
+                                             if state.stale is not None or state.unsure is not None])
+            adopted.marks = self.marks
+
+    def mark_used(self, adopted: Adopted, probe_all: bool) -> None:
+        """The optimizer read its parameters' gradients as they are now (its step, or the return
+        of its step's closure): remember them as used, probing those judged before (or all)."""
         probes: Optional[List[Tuple[LeafState, Any]]] = None
         for ref, state in adopted.pairs:
             param = ref()
@@ -689,6 +659,7 @@ class GradState:
                 continue
             if state.fresh is not None and site is None:
                 site = site_of()
+                self.dropping_clears += 1
             state.clear(site)
             state.remember(param.grad)  # type: ignore[attr-defined]
         return site

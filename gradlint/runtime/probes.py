@@ -1,9 +1,11 @@
-"""Samples of a leaf's value and gradient: how the tracer tells a hand-written update from a value
-changed some other way, at a cost that does not grow with the leaf's size (gradstate.py)."""
+"""Content probes (gradstate.py): samples of a leaf's value and gradient, which tell a hand-written
+update from a value changed some other way at a cost that does not grow with the leaf's size; and
+gradient norms queued on the device, read back in one sync per device, which tell a gradient
+carried over as a step used it from one cleared through `.data`."""
 
 from __future__ import annotations
 
-from typing import Any, List, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 VALUE_SAMPLE = 16  # elements of a leaf in no optimizer compared to see a hand-written update
 
@@ -83,3 +85,52 @@ def _eps(tensor) -> float:
         return float(torch.finfo(tensor.dtype).eps)
     except TypeError:
         return 0.0
+
+
+def norms(grads: list, torch) -> list:
+    """The L1 norm of each gradient as a 0-dim tensor on its device (no host sync), None where
+    it cannot be taken. A DTensor gradient is probed by this rank's shard."""
+    tensors = []
+    for grad in grads:
+        to_local = getattr(grad, "to_local", None)
+        tensors.append(to_local() if callable(to_local) else grad)
+    with torch.no_grad():
+        if all(t.layout == torch.strided for t in tensors):
+            try:  # one call for the whole list, as clip_grad_norm_ does
+                return list(torch._foreach_norm(tensors, 1))
+            except Exception:
+                pass
+        out = []
+        for tensor in tensors:
+            try:
+                if tensor.is_sparse:
+                    tensor = tensor._values()
+                elif tensor.layout != torch.strided:
+                    tensor = tensor.values()
+                out.append(torch.linalg.vector_norm(tensor, 1))
+            except Exception:
+                out.append(None)
+        return out
+
+
+def compare(old: list, now: list, torch) -> List[Optional[Tuple[float, float]]]:
+    """Pairs of norms (0-dim tensors) as numbers; None where either is missing. Reading them
+    back syncs once per device."""
+    out: List[Optional[Tuple[float, float]]] = [None] * len(now)
+    by_device: Dict[object, List[int]] = {}
+    for index, (before, after) in enumerate(zip(old, now)):
+        if before is not None and after is not None and before.device == after.device:
+            by_device.setdefault(after.device, []).append(index)
+    for device, indexes in by_device.items():
+        try:
+            if getattr(device, "type", None) == "cpu":  # nothing to sync: read them one by one
+                for index in indexes:
+                    out[index] = (old[index].item(), now[index].item())
+                continue
+            values = torch.stack([old[i] for i in indexes] + [now[i] for i in indexes]).tolist()
+        except Exception:
+            continue
+        half = len(indexes)
+        for position, index in enumerate(indexes):
+            out[index] = (values[position], values[half + position])
+    return out

@@ -33,6 +33,7 @@ import traceback
 import weakref
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
+from gradlint.runtime.closures import Entered, closure_entered, closure_returned
 from gradlint.runtime.events import ONE_SAMPLE_ROOT, BackwardSite, Observations, Stack
 from gradlint.runtime.frames import CallSites
 from gradlint.runtime.gradstate import GradState
@@ -254,7 +255,7 @@ class Tracer:
             if not self.active or self._is_compiling():
                 return None
             try:
-                body(*args, **kwargs)
+                return body(*args, **kwargs)  # a step pre-hook may hand back new (args, kwargs)
             except Exception:
                 self.count_error()
             return None
@@ -397,11 +398,41 @@ class Tracer:
         return self._last_call
 
     # ------------------------------------------------------------------ steps
-    def _before_step(self, optimizer, args, kwargs) -> None:
+    def _before_step(self, optimizer, args, kwargs) -> Optional[Tuple[tuple, dict]]:
         state = self._thread()
         adopted = state.grads.before_step(optimizer)
         state.life.before_step(adopted, state.grads.assigned)
         state.life.stepping = True
+        # A step given a closure (`opt.step(closure)`): the optimizer reads the gradients each time
+        # the closure returns (closures.py), so the closure it runs is ours around the user's.
+        # (`args` are the step's own: the optimizer first.)
+        if len(args) > 1 and callable(args[1]) and not isinstance(args[1], self.torch.Tensor):
+            return (args[0], self._wrap_closure(optimizer, args[1])) + tuple(args[2:]), kwargs
+        closure = kwargs.get("closure")
+        if callable(closure):
+            return args, dict(kwargs, closure=self._wrap_closure(optimizer, closure))
+        return None
+
+    def _wrap_closure(self, optimizer, closure: Callable) -> Callable:
+        tracer = self
+
+        @functools.wraps(closure)
+        def traced_closure(*args, **kwargs):
+            state = tracer._thread()
+            try:
+                entered: Optional[Entered] = closure_entered(state.grads, state.obs)
+            except Exception:
+                tracer.count_error()
+                entered = None
+            result = closure(*args, **kwargs)
+            if entered is not None and tracer.active:
+                try:
+                    closure_returned(state.grads, state.obs, optimizer, entered)
+                except Exception:
+                    tracer.count_error()
+            return result
+
+        return traced_closure
 
     def _after_step(self, optimizer, args, kwargs) -> None:
         state = self._thread()

@@ -250,6 +250,102 @@ def test_clear_between_backward_and_step_is_observed():
     assert extra.line == finding.line
 
 
+# ------------------------------------------------------------------------------ step closures
+def _closure_loop(optimizer_class, order: str, **options):
+    """`optimizer.step(closure)` three times; `order` places the clear in or around the closure."""
+    model = mlp()
+    optimizer = optimizer_class(model.parameters(), **options)
+    inputs, labels = next(iter(batches(1)))
+
+    def closure():
+        if order == "clear-first":
+            optimizer.zero_grad()
+        loss = nn.functional.cross_entropy(model(inputs), labels)
+        loss.backward()
+        if order == "clear-after-backward":
+            optimizer.zero_grad()  # clear: in the closure, after its backward
+        elif order == "clear-then-assign":
+            grads = [p.grad.clone() for p in model.parameters()]
+            optimizer.zero_grad()
+            for param, grad in zip(model.parameters(), grads):
+                param.grad = grad  # what the optimizer reads: assigned after the clear
+        return loss
+
+    for _ in range(3):
+        if order == "clear-outside":
+            optimizer.zero_grad()
+        optimizer.step(closure)
+
+
+@pytest.mark.parametrize("optimizer_class, options", [
+    (torch.optim.LBFGS, {"lr": 0.1, "max_iter": 3}), (torch.optim.SGD, {"lr": 0.01}),
+])
+def test_a_closure_that_clears_after_its_backward_hands_the_step_nothing(optimizer_class, options):
+    with _trace() as traced:
+        _closure_loop(optimizer_class, "clear-after-backward", **options)
+    obs = traced.observations
+    assert _count(obs, events.CLEAR_BEFORE_STEP, "call_sites") >= 3
+    finding = _finding("GL005", "optimizer.zero_grad()  # clear: in the closure, after its backward")
+    assert judges.judge_clear_before_step(finding, obs, REPO)[0] == "confirmed"
+    (extra,) = judges.runtime_only_clear_before_step(obs, "GL005", set(), REPO)
+    assert extra.line == finding.line
+
+
+@pytest.mark.parametrize("order", ["clear-first", "clear-then-assign"])
+@pytest.mark.parametrize("optimizer_class, options", [
+    (torch.optim.LBFGS, {"lr": 0.1, "max_iter": 3}), (torch.optim.SGD, {"lr": 0.01}),
+])
+def test_closures_that_hand_the_step_their_gradients_are_clean(optimizer_class, options, order):
+    with _trace() as traced:
+        _closure_loop(optimizer_class, order, **options)
+    obs = traced.observations
+    assert _count(obs, events.CLEAR_BEFORE_STEP, "call_sites") == 0
+    assert sum(site.stale_steps for site in obs.sites.values()) == 0
+
+
+def test_lbfgs_under_a_clear_written_outside_its_closure_reads_stale_gradients():
+    # zero_grad() before step(closure) clears once per step; LBFGS evaluates the closure up to
+    # max_iter times and reads the gradients after each: every evaluation after the first adds on
+    with _trace() as traced:
+        _closure_loop(torch.optim.LBFGS, "clear-outside", lr=0.1, max_iter=3)
+    (site,) = [site for site in traced.observations.sites.values() if site.calls]
+    assert site.stale_steps == 3 and site.stale_optimizers == ["LBFGS"]
+    with _trace() as traced:  # SGD evaluates its closure once per step: nothing carried over
+        _closure_loop(torch.optim.SGD, "clear-outside", lr=0.01)
+    assert sum(site.stale_steps for site in traced.observations.sites.values()) == 0
+
+
+def test_a_step_that_clears_between_its_own_reads_is_clean():
+    # sharpness-aware minimisation: the step reads the gradients, clears them itself, evaluates the
+    # closure for new ones and reads those: no clear after the closure's backward
+    class TwoReads(torch.optim.SGD):
+        @torch.no_grad()
+        def step(self, closure=None):
+            for group in self.param_groups:
+                for param in group["params"]:
+                    param.add_(param.grad, alpha=0.01)
+            self.zero_grad()
+            with torch.enable_grad():
+                closure()
+            return super().step()
+
+    with _trace() as traced:
+        model = mlp()
+        optimizer = TwoReads(model.parameters(), lr=0.01)
+        for inputs, labels in batches(3):
+            def closure():
+                loss = nn.functional.cross_entropy(model(inputs), labels)
+                loss.backward()
+                return loss
+
+            optimizer.zero_grad()
+            closure()
+            optimizer.step(closure)
+    obs = traced.observations
+    assert _count(obs, events.CLEAR_BEFORE_STEP, "call_sites") == 0
+    assert sum(site.stale_steps for site in obs.sites.values()) == 0
+
+
 def test_unconditional_clear_before_an_accumulation_gated_step_is_confirmed_when_joined():
     with _trace() as traced:
         model = mlp()
