@@ -20,9 +20,10 @@ step, once), so correct code that clears with `zero_grad()` or `p.grad.zero_()` 
 step. The norms are queued on the device and read back (one sync) only when a step is about to use
 such gradients; a leaf in no optimizer (a hand-written update) is checked right after the backward.
 
-A step given a closure (`LBFGS`, `SGD.step(closure)`) runs its backward *inside* the step: what
-that backward accumulated onto is counted when the step ends, so such a step is judged like the
-usual backward-then-step, and never twice.
+A step given a closure (`LBFGS`, `SGD.step(closure)`) runs its backward *inside* the step, and the
+optimizer reads the gradients each time the closure returns (closures.py): what that backward
+accumulated onto is judged then, and a stale step is counted once however many evaluations read
+stale gradients.
 
 Each thread has its own `GradState`: a thread only ever reads the gradients of leaves its own
 backward calls wrote into and of optimizers it steps or clears, never those another thread's
@@ -401,7 +402,7 @@ class GradState:
             self.moved_otherwise = False
             site.bump(MOVED_OTHERWISE)
         if stale or unsure:
-            self.marks += 1  # a step in progress (a closure's backward) counts these when it ends
+            self.marks += 1  # a step in progress (a closure's backward) judges these when the closure returns
         if stale:
             site.stale_accumulations += 1
         if manual:
