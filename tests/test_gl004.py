@@ -671,6 +671,24 @@ def test_messages_say_which_problem_and_how_to_fix():
     assert "no optimizer step uses" in before and "backward" in before and "adds to them" in before
 
 
+def test_a_clip_run_through_a_step_closure_is_named_as_run_by_that_call():
+    (finding,) = findings("""
+        def closure():
+            optimizer.zero_grad()
+            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            loss = criterion(model(x), y)
+            loss.backward()
+            return loss
+
+        for x, y in loader:
+            optimizer.step(closure)
+        """)
+    assert finding.message.startswith("The clip that `optimizer.step(closure)` runs clips gradients that no "
+                                      "optimizer step uses")
+    (direct,) = findings(FLAGGED["clip_before_backward"])
+    assert direct.message.startswith("`") and "` clips gradients" in direct.message
+
+
 def _apply(source: str, finding) -> str:
     text = textwrap.dedent(source)
     for edit in sorted(finding.fix.edits, key=lambda e: e.start, reverse=True):

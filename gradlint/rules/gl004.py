@@ -49,7 +49,7 @@ def _scaled_message(ctx: Context, problem: ClipProblem) -> str:
     scaler = problem.scaled.target or "scaler"
     line = ctx.position(problem.scaled.local_node()).start.line
     return (
-        f"`{_short(ctx, problem.node)}` clips gradients still multiplied by the loss scale of `{scaler}` "
+        f"{_clipper(ctx, problem.node)} gradients still multiplied by the loss scale of `{scaler}` "
         f"(scaled backward on line {line}), so the threshold is off by the scale factor; "
         f"call `{problem.unscale}` before clipping"
     )
@@ -68,7 +68,17 @@ def _unused_message(ctx: Context, problem: ClipProblem) -> str:
     else:
         how = f"they are cleared by{where} before any step" if where else "they are cleared before any step"
         fix = "clip after the backward and before `optimizer.step()`, not after the step"
-    return f"`{_short(ctx, problem.node)}` clips gradients that no optimizer step uses: {how}; {fix}"
+    return f"{_clipper(ctx, problem.node)} gradients that no optimizer step uses: {how}; {fix}"
+
+
+def _clipper(ctx: Context, node: cst.CSTNode) -> str:
+    """The subject of the message: the clip call itself, or the call in the loop whose helper,
+    or step closure (`opt.step(closure)`), runs the clip."""
+    func = getattr(node, "func", None)
+    name = getattr(getattr(func, "attr", func), "value", None)
+    if name in _CLIP_NAMES:
+        return f"`{_short(ctx, node)}` clips"
+    return f"The clip that `{_short(ctx, node)}` runs clips"
 
 
 def _short(ctx: Context, node: cst.CSTNode, limit: int = 60) -> str:
