@@ -333,7 +333,7 @@ def test_a_step_that_clears_between_its_own_reads_is_clean():
         model = mlp()
         optimizer = TwoReads(model.parameters(), lr=0.01)
         for inputs, labels in batches(3):
-            def closure():
+            def closure(inputs=inputs, labels=labels):
                 loss = nn.functional.cross_entropy(model(inputs), labels)
                 loss.backward()
                 return loss
