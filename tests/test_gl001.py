@@ -354,10 +354,78 @@ FLAGGED = {
                 opt.step()
                 return loss
         """,
+    "head_optimizer_beside_a_body_optimizer_cleared_alone": """
+        import torch
+        import torch.nn as nn
+
+        body, head = nn.Linear(5, 8), nn.Linear(8, 2)
+        opt_body = torch.optim.SGD(body.parameters(), lr=0.01)
+        opt_head = torch.optim.SGD(head.parameters(), lr=0.05)
+        for x, y in loader:
+            opt_body.zero_grad()  # does not touch the head
+            loss = nn.functional.cross_entropy(head(body(x)), y)
+            loss.backward()  # GL001
+            opt_body.step()
+            opt_head.step()
+        """,
+    "subset_optimizer_cleared_leaves_the_whole_one_stale": """
+        import torch
+        import torch.nn as nn
+
+        body, head = nn.Linear(5, 8), nn.Linear(8, 2)
+        opt_all = torch.optim.SGD([*body.parameters(), *head.parameters()], lr=0.01)
+        opt_head = torch.optim.SGD(head.parameters(), lr=0.05)
+        for x, y in loader:
+            opt_head.zero_grad()  # the body's gradients stay
+            loss = nn.functional.cross_entropy(head(body(x)), y)
+            loss.backward()  # GL001
+            opt_all.step()
+            opt_head.step()
+        """,
 }
 
 
 CLEAN = {
+    "optimizer_whose_parameters_cover_another_ones": """
+        import torch
+        import torch.nn as nn
+
+        body, head = nn.Linear(5, 8), nn.Linear(8, 2)
+        opt_all = torch.optim.SGD([*body.parameters(), *head.parameters()], lr=0.01)
+        opt_head = torch.optim.SGD(head.parameters(), lr=0.05)
+        for x, y in loader:
+            opt_all.zero_grad()  # clears the head too
+            loss = nn.functional.cross_entropy(head(body(x).relu()), y)
+            loss.backward()
+            opt_all.step()
+            opt_head.step()
+        """,
+    "whole_model_optimizer_cleared_and_a_submodule_optimizer": """
+        import torch
+
+        def train(model, loader):
+            opt = torch.optim.Adam(model.parameters())
+            opt_head = torch.optim.SGD(model.head.parameters(), lr=0.1)
+            for x, y in loader:
+                opt.zero_grad()
+                loss = (model(x) - y).pow(2).mean()
+                loss.backward()
+                opt.step()
+                opt_head.step()
+        """,
+    "model_zero_grad_clears_an_optimizer_of_its_submodule": """
+        import torch
+
+        def train(model, loader):
+            opt = torch.optim.Adam(model.parameters())
+            opt_head = torch.optim.SGD(model.head.parameters(), lr=0.1)
+            for x, y in loader:
+                model.zero_grad()
+                loss = (model(x) - y).pow(2).mean()
+                loss.backward()
+                opt.step()
+                opt_head.step()
+        """,
     "vanilla_zero_grad_first": """
         for x, y in loader:
             optimizer.zero_grad()

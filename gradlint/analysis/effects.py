@@ -127,10 +127,15 @@ class Analyzer(HelperResolver):
             if text is not None:
                 bound, kind = scope.kind_of(text)
                 if kind == OPTIMIZER:
-                    return [scope.event(CLEAR, bound, call)]
+                    # and every optimizer built only on parameters this one holds (`opt_head` on
+                    # `head.parameters()` when `opt_all` holds `[*body.parameters(), *head.parameters()]`)
+                    within = self.root.optimizers_within(self.root.optimizer_sources(bound)) - {bound}
+                    return [scope.event(CLEAR, target, call) for target in [bound, *sorted(within)]]
                 owners = self.root.sources.get(bound) if bound else None
                 if owners:
-                    # netD.zero_grad() where opt_d = Adam(netD.parameters()): clears opt_d's grads
+                    # netD.zero_grad() where opt_d = Adam(netD.parameters()): clears opt_d's grads,
+                    # and those of optimizers on its submodules (`netD.head.parameters()`)
+                    owners = set(owners) | self.root.optimizers_within({bound})
                     return [scope.event(CLEAR, owner, call) for owner in sorted(owners)]
             if text is None and isinstance(receiver, cst.Subscript):
                 base = dotted(receiver.value)
