@@ -382,10 +382,95 @@ FLAGGED = {
             opt_all.step()
             opt_head.step()
         """,
+    "escaped_zero_grad_but_the_loop_calls_no_callback": """
+        import functools
+
+        import torch
+
+        model = torch.nn.Linear(4, 2)
+        opt = torch.optim.SGD(model.parameters(), lr=0.05)
+        clear = functools.partial(opt.zero_grad, set_to_none=True)
+        hooks = {"before_backward": [clear]}
+        for x, y in loader:
+            loss = torch.nn.functional.mse_loss(model(x), y)
+            loss.backward()  # GL001
+            opt.step()
+        """,
+    "escaped_zero_grad_of_another_optimizer_called_back": """
+        import torch
+
+        gen, disc = torch.nn.Linear(4, 4), torch.nn.Linear(4, 1)
+        opt_g = torch.optim.Adam(gen.parameters())
+        opt_d = torch.optim.Adam(disc.parameters())
+        callbacks = [opt_d.zero_grad]
+        for x in loader:
+            for cb in callbacks:
+                cb()
+            d_loss = disc(x).mean() - disc(gen(torch.randn(8, 4)).detach()).mean()
+            d_loss.backward()
+            opt_d.step()
+            g_loss = -disc(gen(torch.randn(8, 4))).mean()
+            g_loss.backward()  # GL001
+            opt_g.step()
+        """,
 }
 
 
 CLEAN = {
+    "partial_zero_grad_in_a_dict_of_callbacks": """
+        import functools
+
+        import torch
+
+        model = torch.nn.Linear(4, 2)
+        opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+        clear = functools.partial(opt.zero_grad, set_to_none=True)
+        hooks = {"before_backward": [clear]}
+        for x, y in loader:
+            loss = torch.nn.functional.mse_loss(model(x), y)
+            for fn in hooks["before_backward"]:
+                fn()
+            loss.backward()
+            opt.step()
+        """,
+    "bound_zero_grad_appended_to_callbacks": """
+        import torch
+
+        model = torch.nn.Linear(4, 2)
+        opt = torch.optim.Adam(model.parameters())
+        callbacks = []
+        callbacks.append(opt.zero_grad)
+        for x, y in loader:
+            for cb in callbacks:
+                cb()
+            (model(x) - y).pow(2).mean().backward()
+            opt.step()
+        """,
+    "zero_grad_passed_as_a_callback_argument": """
+        import torch
+
+        def train(model, opt, loader, before_batch):
+            for x, y in loader:
+                before_batch()
+                loss = (model(x) - y).pow(2).mean()
+                loss.backward()
+                opt.step()
+
+        net = torch.nn.Linear(4, 2)
+        optimizer = torch.optim.Adam(net.parameters())
+        train(net, optimizer, loader, before_batch=optimizer.zero_grad)
+        """,
+    "callback_table_indexed_in_the_loop": """
+        import torch
+
+        model = torch.nn.Linear(4, 2)
+        opt = torch.optim.Adam(model.parameters())
+        events = {"start": opt.zero_grad}
+        for x, y in loader:
+            events["start"]()
+            (model(x) - y).pow(2).mean().backward()
+            opt.step()
+        """,
     "optimizer_whose_parameters_cover_another_ones": """
         import torch
         import torch.nn as nn
