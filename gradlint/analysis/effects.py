@@ -510,7 +510,7 @@ def _escapes(facts: ModuleFacts) -> Tuple[List[str], FrozenSet[str]]:
         elif kind in (cst.List, cst.Tuple, cst.Set):
             values = [element.value for element in node.elements]  # type: ignore[attr-defined]
         elif kind is cst.Dict:
-            values = [getattr(element, "value", None) for element in node.elements]  # type: ignore[attr-defined]
+            values = [element.value for element in node.elements if hasattr(element, "value")]  # type: ignore[attr-defined]
         elif kind in (cst.Assign, cst.AnnAssign) and node.value is not None:  # type: ignore[attr-defined]
             values = [node.value]  # type: ignore[attr-defined]
             if type(node.value) is cst.Subscript or _hands_zero_grad(node.value):  # type: ignore[attr-defined]
