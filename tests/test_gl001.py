@@ -413,10 +413,51 @@ FLAGGED = {
             g_loss.backward()  # GL001
             opt_g.step()
         """,
+    "copy_of_the_model_cleared_instead_of_the_model": """
+        import copy
+
+        import torch
+
+        student = torch.nn.Sequential(torch.nn.Linear(6, 12), torch.nn.ReLU(), torch.nn.Linear(12, 3))
+        teacher = copy.deepcopy(student).requires_grad_(False)
+        optimizer = torch.optim.SGD(student.parameters(), lr=0.05)
+        for x in loader:
+            with torch.no_grad():
+                soft = teacher(x).softmax(-1)
+            loss = torch.nn.functional.kl_div(student(x).log_softmax(-1), soft, reduction="batchmean")
+            teacher.zero_grad()
+            loss.backward()  # GL001
+            optimizer.step()
+        """,
 }
 
 
 CLEAN = {
+    "wrapper_of_the_optimized_model_cleared": """
+        import torch
+
+        model = torch.nn.Linear(6, 3)
+        wrapped = Wrapper(model)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+        for x, y in loader:
+            wrapped.zero_grad()
+            loss = (wrapped(x) - y).pow(2).mean()
+            loss.backward()
+            optimizer.step()
+        """,
+    "other_model_cleared_while_an_optimizer_holds_an_unread_list": """
+        import torch
+
+        gen, disc = Generator(), Discriminator()
+        g_params = [p for p in gen.parameters() if p.requires_grad]
+        opt_g = torch.optim.Adam(g_params)
+        opt_d = torch.optim.Adam(disc.parameters())
+        for x in loader:
+            gen.zero_grad()
+            g_loss = -disc(gen(x)).mean()
+            g_loss.backward()
+            opt_g.step()
+        """,
     "partial_zero_grad_in_a_dict_of_callbacks": """
         import functools
 

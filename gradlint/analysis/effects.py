@@ -138,6 +138,8 @@ class Analyzer(HelperResolver):
                     # and those of optimizers on its submodules (`netD.head.parameters()`)
                     owners = set(owners) | self.root.optimizers_within({bound})
                     return [scope.event(CLEAR, owner, call) for owner in sorted(owners)]
+                if bound and _another_model(self.root, bound):
+                    return []  # `teacher.zero_grad()`: no optimizer of the file holds its parameters
             if text is None and isinstance(receiver, cst.Subscript):
                 base = dotted(receiver.value)
                 if base is not None and scope.kind_of(base)[1] == OPTIMIZER:
@@ -555,3 +557,47 @@ def _callable_value(func: cst.BaseExpression, facts: ModuleFacts) -> bool:
             and name not in facts.imports.aliases
         )
     return type(func) in (cst.Subscript, cst.Call)
+
+
+def _another_model(facts: ModuleFacts, text: str) -> bool:
+    """Is `text` a model none of the file's optimizers holds, so that its `zero_grad()` clears none
+    of them? Only when that is shown: every optimizer the file builds has known parameter sources
+    (`Adam(student.parameters())`), none of them is `text`, a part of it or a whole it is part of,
+    and every assignment of `text` builds a new object (`copy.deepcopy(student)`, `Teacher()`),
+    not another name for a model an optimizer holds."""
+    if not facts.sources or text in facts.sources:
+        return False
+    if any(m.startswith(text + ".") or text.startswith(m + ".") for m in facts.sources):
+        return False
+    held = {owner for owners in facts.sources.values() for owner in owners}
+    if any(kind == OPTIMIZER and name not in held for name, kind in facts.kinds.items()):
+        return False  # an optimizer built on a list we cannot read: it may hold this model
+    values = [
+        node.value  # type: ignore[attr-defined]
+        for node in walk(facts.module)
+        if type(node) is cst.Assign
+        for target in node.targets  # type: ignore[attr-defined]
+        if dotted(target.target) == text
+    ]
+    heads = {m.split(".")[0] for m in facts.sources}
+    return bool(values) and all(_new_object(value, heads) for value in values)
+
+
+def _new_object(value: cst.BaseExpression, held: set) -> bool:
+    """`copy.deepcopy(m)`, `Teacher(...)`, `nn.Linear(...)`, possibly followed by `.to(device)`,
+    `.eval()` or `.requires_grad_(False)`; a constructor handed one of the `held` models
+    (`DDP(model)`, `Wrapper(student)`) wraps it rather than making a new one."""
+    while type(value) is cst.Call and type(value.func) is cst.Attribute:  # type: ignore[attr-defined]
+        func = value.func  # type: ignore[attr-defined]
+        if func.attr.value not in ("to", "cuda", "cpu", "eval", "train", "requires_grad_", "float", "half"):
+            break
+        value = func.value
+    if type(value) is not cst.Call:
+        return False
+    name = dotted(value.func) or ""  # type: ignore[attr-defined]
+    last = name.rsplit(".", 1)[-1]
+    if last == "deepcopy":
+        return True
+    if not last[:1].isupper():
+        return False
+    return not any(type(n) is cst.Name and n.value in held for arg in value.args for n in walk(arg))  # type: ignore[attr-defined]
