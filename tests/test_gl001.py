@@ -433,6 +433,22 @@ FLAGGED = {
 
 
 CLEAN = {
+    "scheduled_optimizer_wrapper_cleared": """
+        import torch
+
+        class Trainer:
+            def __init__(self, model):
+                self.model = model
+                optim = torch.optim.Adam(self.model.parameters())
+                self.schedule = ScheduledOptim(optim, 256, n_warmup_steps=1000)
+
+            def iteration(self, loader):
+                for x, y in loader:
+                    self.schedule.zero_grad()
+                    loss = (self.model(x) - y).pow(2).mean()
+                    loss.backward()
+                    self.schedule.step_and_update_lr()
+        """,
     "wrapper_of_the_optimized_model_cleared": """
         import torch
 
@@ -3087,3 +3103,31 @@ def test_each_helper_backward_is_reported_under_gates_that_line_up_only_for_k_ab
         """
     assert reported(source) == expected(source)
     assert all("when `k == 1`" in finding.message for finding in findings(source))
+
+
+def test_project_optimizer_subclass_cleared_beside_a_torch_optimizer(tmp_path):
+    """`opt` is built by a torch optimizer subclass of the project: its `zero_grad()` clears it,
+    even though the file's only optimizer with known parameter sources is another one."""
+    (tmp_path / "analog.py").write_text(textwrap.dedent("""
+        import torch
+
+
+        class AnalogSGD(torch.optim.SGD):
+            def regroup_param_groups(self, model):
+                pass
+    """))
+    source = """
+        import torch
+        from analog import AnalogSGD
+
+        model, reference = torch.nn.Linear(4, 2), torch.nn.Linear(4, 2)
+        opt = AnalogSGD(model.parameters(), lr=0.1)
+        opt_ref = torch.optim.SGD(reference.parameters(), lr=0.1)
+        for _ in range(100):
+            opt.zero_grad()
+            loss = (model(x) - y).pow(2).mean()
+            loss.backward()
+            opt.step()
+    """
+    path = str(tmp_path / "train.py")
+    assert reported(source, AnalysisOptions(project_root=str(tmp_path)), path) == []

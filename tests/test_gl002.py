@@ -590,6 +590,20 @@ FLAGGED = {
             v_loss.backward()
             opt.step()
     """,
+    "replay_buffer_methods_do_not_link_two_fresh_losses": """
+        import torch
+
+        rb = ReplayBuffer(buffer_size, obs_space, act_space, device)
+        for step in range(1000):
+            rb.add(obs, next_obs, actions, rewards)
+            batch = rb.sample(64)
+            q_loss = (q_net(batch.obs) - batch.target).pow(2).mean()
+            opt.zero_grad()
+            q_loss.backward(retain_graph=True)  # GL002
+            opt.step()
+            pi_loss = -q_net(actor(rb.sample(64).obs)).mean()
+            pi_loss.backward()
+    """,
     "normal_policy_entropy_of_one_network_value_of_another": """
         import torch
         from torch.distributions import Normal
@@ -651,11 +665,13 @@ CLEAN = {
             v_loss.backward()
             opt.step()
     """,
-    "method_of_a_project_object_built_from_the_shared_output": """
+    "project_distribution_built_from_the_shared_output": """
+        from distributions import FixedCategorical
+
         def update(model, opt, x, y):
             feats = model(x)
-            scorer = Scorer(feats, temperature=2.0)
-            first = scorer.margin_loss(y)
+            dist = FixedCategorical(logits=feats)
+            first = -dist.log_probs(y).mean()
             second = feats.pow(2).mean()
             opt.zero_grad()
             first.backward(retain_graph=True)

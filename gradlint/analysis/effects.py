@@ -138,7 +138,7 @@ class Analyzer(HelperResolver):
                     # and those of optimizers on its submodules (`netD.head.parameters()`)
                     owners = set(owners) | self.root.optimizers_within({bound})
                     return [scope.event(CLEAR, owner, call) for owner in sorted(owners)]
-                if bound and _another_model(self.root, bound):
+                if bound and kind is None and _another_model(self.root, bound):
                     return []  # `teacher.zero_grad()`: no optimizer of the file holds its parameters
             if text is None and isinstance(receiver, cst.Subscript):
                 base = dotted(receiver.value)
@@ -579,14 +579,15 @@ def _another_model(facts: ModuleFacts, text: str) -> bool:
         for target in node.targets  # type: ignore[attr-defined]
         if dotted(target.target) == text
     ]
-    heads = {m.split(".")[0] for m in facts.sources}
+    heads = {m.split(".")[0] for m in facts.sources} | {n.split(".")[0] for n in held}
     return bool(values) and all(_new_object(value, heads) for value in values)
 
 
 def _new_object(value: cst.BaseExpression, held: set) -> bool:
     """`copy.deepcopy(m)`, `Teacher(...)`, `nn.Linear(...)`, possibly followed by `.to(device)`,
-    `.eval()` or `.requires_grad_(False)`; a constructor handed one of the `held` models
-    (`DDP(model)`, `Wrapper(student)`) wraps it rather than making a new one."""
+    `.eval()` or `.requires_grad_(False)`; a constructor handed one of the `held` models or an
+    optimizer (`DDP(model)`, `Wrapper(student)`, `ScheduledOptim(optim)`) wraps it rather than
+    making a new one."""
     while type(value) is cst.Call and type(value.func) is cst.Attribute:  # type: ignore[attr-defined]
         func = value.func  # type: ignore[attr-defined]
         if func.attr.value not in ("to", "cuda", "cpu", "eval", "train", "requires_grad_", "float", "half"):

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Dict, FrozenSet, Iterator, List, Optional, Set
 
 import libcst as cst
@@ -91,11 +92,18 @@ def stateful_instances(module: cst.Module, reads: ReadCollector) -> FrozenSet[st
     return frozenset(names)
 
 
+_DISTRIBUTION = re.compile(
+    r"^(?=[A-Z])\w*(Categorical|Normal|Gaussian|Bernoulli|Beta|Dirichlet|Distribution|Laplace|Gumbel|Poisson|"
+    r"Multinomial|Cauchy|Gamma|Uniform|Independent|Binomial)$"
+)
+
+
 def tensor_holders(module: cst.Module, reads: ReadCollector, imports: ImportMap) -> FrozenSet[str]:
-    """Names bound to an object a constructor (a capitalised callee, or a class of
-    `torch.distributions`) built from values that may carry history: `dist =
-    Categorical(logits=logits)`, `m = Normal(mu, std)`. Such an object keeps what it was given, so
-    a method of it (`dist.log_prob(a)`, `dist.entropy()`) may return a value with that history."""
+    """Names bound to a distribution (a class of `torch.distributions`, or a project class named
+    like one: `FixedCategorical`, `TanhNormal`, `DiagGaussian`) built from values that may carry
+    history: `dist = Categorical(logits=logits)`, `m = Normal(mu, std)`. Such an object keeps what
+    it was given, so a method of it (`dist.log_prob(a)`, `dist.entropy()`) may return a value with
+    that history."""
     names: Set[str] = set()
     for node in typed(module, cst.Assign):
         value = node.value  # type: ignore[attr-defined]
@@ -105,8 +113,8 @@ def tensor_holders(module: cst.Module, reads: ReadCollector, imports: ImportMap)
         if text is None or text.startswith("self.") or text.split(".")[-1] in BUILTINS:
             continue
         qualified = imports.resolve(value.func) or ""
-        if not (text.split(".")[-1][:1].isupper() or qualified.startswith("torch.distributions.")):
-            continue
+        if not (qualified.startswith("torch.distributions.") or _DISTRIBUTION.search(text.split(".")[-1])):
+            continue  # a replay buffer, a loader, a module: built from configuration, not tensors
         found = reads.reads(value)
         if found.kind == INERT or not found.keys:
             continue  # made of constants or configuration only (`nn.Linear(4, 8)`)
