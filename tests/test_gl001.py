@@ -354,10 +354,220 @@ FLAGGED = {
                 opt.step()
                 return loss
         """,
+    "head_optimizer_beside_a_body_optimizer_cleared_alone": """
+        import torch
+        import torch.nn as nn
+
+        body, head = nn.Linear(5, 8), nn.Linear(8, 2)
+        opt_body = torch.optim.SGD(body.parameters(), lr=0.01)
+        opt_head = torch.optim.SGD(head.parameters(), lr=0.05)
+        for x, y in loader:
+            opt_body.zero_grad()  # does not touch the head
+            loss = nn.functional.cross_entropy(head(body(x)), y)
+            loss.backward()  # GL001
+            opt_body.step()
+            opt_head.step()
+        """,
+    "subset_optimizer_cleared_leaves_the_whole_one_stale": """
+        import torch
+        import torch.nn as nn
+
+        body, head = nn.Linear(5, 8), nn.Linear(8, 2)
+        opt_all = torch.optim.SGD([*body.parameters(), *head.parameters()], lr=0.01)
+        opt_head = torch.optim.SGD(head.parameters(), lr=0.05)
+        for x, y in loader:
+            opt_head.zero_grad()  # the body's gradients stay
+            loss = nn.functional.cross_entropy(head(body(x)), y)
+            loss.backward()  # GL001
+            opt_all.step()
+            opt_head.step()
+        """,
+    "escaped_zero_grad_but_the_loop_calls_no_callback": """
+        import functools
+
+        import torch
+
+        model = torch.nn.Linear(4, 2)
+        opt = torch.optim.SGD(model.parameters(), lr=0.05)
+        clear = functools.partial(opt.zero_grad, set_to_none=True)
+        hooks = {"before_backward": [clear]}
+        for x, y in loader:
+            loss = torch.nn.functional.mse_loss(model(x), y)
+            loss.backward()  # GL001
+            opt.step()
+        """,
+    "escaped_zero_grad_of_another_optimizer_called_back": """
+        import torch
+
+        gen, disc = torch.nn.Linear(4, 4), torch.nn.Linear(4, 1)
+        opt_g = torch.optim.Adam(gen.parameters())
+        opt_d = torch.optim.Adam(disc.parameters())
+        callbacks = [opt_d.zero_grad]
+        for x in loader:
+            for cb in callbacks:
+                cb()
+            d_loss = disc(x).mean() - disc(gen(torch.randn(8, 4)).detach()).mean()
+            d_loss.backward()
+            opt_d.step()
+            g_loss = -disc(gen(torch.randn(8, 4))).mean()
+            g_loss.backward()  # GL001
+            opt_g.step()
+        """,
+    "copy_of_the_model_cleared_instead_of_the_model": """
+        import copy
+
+        import torch
+
+        student = torch.nn.Sequential(torch.nn.Linear(6, 12), torch.nn.ReLU(), torch.nn.Linear(12, 3))
+        teacher = copy.deepcopy(student).requires_grad_(False)
+        optimizer = torch.optim.SGD(student.parameters(), lr=0.05)
+        for x in loader:
+            with torch.no_grad():
+                soft = teacher(x).softmax(-1)
+            loss = torch.nn.functional.kl_div(student(x).log_softmax(-1), soft, reduction="batchmean")
+            teacher.zero_grad()
+            loss.backward()  # GL001
+            optimizer.step()
+        """,
 }
 
 
 CLEAN = {
+    "scheduled_optimizer_wrapper_cleared": """
+        import torch
+
+        class Trainer:
+            def __init__(self, model):
+                self.model = model
+                optim = torch.optim.Adam(self.model.parameters())
+                self.schedule = ScheduledOptim(optim, 256, n_warmup_steps=1000)
+
+            def iteration(self, loader):
+                for x, y in loader:
+                    self.schedule.zero_grad()
+                    loss = (self.model(x) - y).pow(2).mean()
+                    loss.backward()
+                    self.schedule.step_and_update_lr()
+        """,
+    "wrapper_of_the_optimized_model_cleared": """
+        import torch
+
+        model = torch.nn.Linear(6, 3)
+        wrapped = Wrapper(model)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+        for x, y in loader:
+            wrapped.zero_grad()
+            loss = (wrapped(x) - y).pow(2).mean()
+            loss.backward()
+            optimizer.step()
+        """,
+    "other_model_cleared_while_an_optimizer_holds_an_unread_list": """
+        import torch
+
+        gen, disc = Generator(), Discriminator()
+        g_params = [p for p in gen.parameters() if p.requires_grad]
+        opt_g = torch.optim.Adam(g_params)
+        opt_d = torch.optim.Adam(disc.parameters())
+        for x in loader:
+            gen.zero_grad()
+            g_loss = -disc(gen(x)).mean()
+            g_loss.backward()
+            opt_g.step()
+        """,
+    "partial_zero_grad_in_a_dict_of_callbacks": """
+        import functools
+
+        import torch
+
+        model = torch.nn.Linear(4, 2)
+        opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+        clear = functools.partial(opt.zero_grad, set_to_none=True)
+        hooks = {"before_backward": [clear]}
+        for x, y in loader:
+            loss = torch.nn.functional.mse_loss(model(x), y)
+            for fn in hooks["before_backward"]:
+                fn()
+            loss.backward()
+            opt.step()
+        """,
+    "bound_zero_grad_appended_to_callbacks": """
+        import torch
+
+        model = torch.nn.Linear(4, 2)
+        opt = torch.optim.Adam(model.parameters())
+        callbacks = []
+        callbacks.append(opt.zero_grad)
+        for x, y in loader:
+            for cb in callbacks:
+                cb()
+            (model(x) - y).pow(2).mean().backward()
+            opt.step()
+        """,
+    "zero_grad_passed_as_a_callback_argument": """
+        import torch
+
+        def train(model, opt, loader, before_batch):
+            for x, y in loader:
+                before_batch()
+                loss = (model(x) - y).pow(2).mean()
+                loss.backward()
+                opt.step()
+
+        net = torch.nn.Linear(4, 2)
+        optimizer = torch.optim.Adam(net.parameters())
+        train(net, optimizer, loader, before_batch=optimizer.zero_grad)
+        """,
+    "callback_table_indexed_in_the_loop": """
+        import torch
+
+        model = torch.nn.Linear(4, 2)
+        opt = torch.optim.Adam(model.parameters())
+        events = {"start": opt.zero_grad}
+        for x, y in loader:
+            events["start"]()
+            (model(x) - y).pow(2).mean().backward()
+            opt.step()
+        """,
+    "optimizer_whose_parameters_cover_another_ones": """
+        import torch
+        import torch.nn as nn
+
+        body, head = nn.Linear(5, 8), nn.Linear(8, 2)
+        opt_all = torch.optim.SGD([*body.parameters(), *head.parameters()], lr=0.01)
+        opt_head = torch.optim.SGD(head.parameters(), lr=0.05)
+        for x, y in loader:
+            opt_all.zero_grad()  # clears the head too
+            loss = nn.functional.cross_entropy(head(body(x).relu()), y)
+            loss.backward()
+            opt_all.step()
+            opt_head.step()
+        """,
+    "whole_model_optimizer_cleared_and_a_submodule_optimizer": """
+        import torch
+
+        def train(model, loader):
+            opt = torch.optim.Adam(model.parameters())
+            opt_head = torch.optim.SGD(model.head.parameters(), lr=0.1)
+            for x, y in loader:
+                opt.zero_grad()
+                loss = (model(x) - y).pow(2).mean()
+                loss.backward()
+                opt.step()
+                opt_head.step()
+        """,
+    "model_zero_grad_clears_an_optimizer_of_its_submodule": """
+        import torch
+
+        def train(model, loader):
+            opt = torch.optim.Adam(model.parameters())
+            opt_head = torch.optim.SGD(model.head.parameters(), lr=0.1)
+            for x, y in loader:
+                model.zero_grad()
+                loss = (model(x) - y).pow(2).mean()
+                loss.backward()
+                opt.step()
+                opt_head.step()
+        """,
     "vanilla_zero_grad_first": """
         for x, y in loader:
             optimizer.zero_grad()
@@ -2893,3 +3103,31 @@ def test_each_helper_backward_is_reported_under_gates_that_line_up_only_for_k_ab
         """
     assert reported(source) == expected(source)
     assert all("when `k == 1`" in finding.message for finding in findings(source))
+
+
+def test_project_optimizer_subclass_cleared_beside_a_torch_optimizer(tmp_path):
+    """`opt` is built by a torch optimizer subclass of the project: its `zero_grad()` clears it,
+    even though the file's only optimizer with known parameter sources is another one."""
+    (tmp_path / "analog.py").write_text(textwrap.dedent("""
+        import torch
+
+
+        class AnalogSGD(torch.optim.SGD):
+            def regroup_param_groups(self, model):
+                pass
+    """))
+    source = """
+        import torch
+        from analog import AnalogSGD
+
+        model, reference = torch.nn.Linear(4, 2), torch.nn.Linear(4, 2)
+        opt = AnalogSGD(model.parameters(), lr=0.1)
+        opt_ref = torch.optim.SGD(reference.parameters(), lr=0.1)
+        for _ in range(100):
+            opt.zero_grad()
+            loss = (model(x) - y).pow(2).mean()
+            loss.backward()
+            opt.step()
+    """
+    path = str(tmp_path / "train.py")
+    assert reported(source, AnalysisOptions(project_root=str(tmp_path)), path) == []

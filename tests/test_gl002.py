@@ -571,9 +571,123 @@ FLAGGED = {
             loss.backward(retain_graph=True)  # GL002
             optimizer.step()
     """,
+    "policy_distribution_and_value_of_separate_networks": """
+        import torch
+        import torch.nn as nn
+
+        actor, critic = nn.Linear(4, 2), nn.Linear(4, 1)
+        opt = torch.optim.Adam([*actor.parameters(), *critic.parameters()])
+        for update in range(4):
+            obs, returns = torch.randn(20, 4), torch.randn(20)
+            dist = torch.distributions.Categorical(logits=actor(obs))
+            values = critic(obs).squeeze(-1)
+            a = dist.sample()
+            adv = (returns - values).detach()
+            pi_loss = -(dist.log_prob(a) * adv).mean()
+            v_loss = (returns - values).pow(2).mean()
+            opt.zero_grad()
+            pi_loss.backward(retain_graph=True)  # GL002
+            v_loss.backward()
+            opt.step()
+    """,
+    "replay_buffer_methods_do_not_link_two_fresh_losses": """
+        import torch
+
+        rb = ReplayBuffer(buffer_size, obs_space, act_space, device)
+        for step in range(1000):
+            rb.add(obs, next_obs, actions, rewards)
+            batch = rb.sample(64)
+            q_loss = (q_net(batch.obs) - batch.target).pow(2).mean()
+            opt.zero_grad()
+            q_loss.backward(retain_graph=True)  # GL002
+            opt.step()
+            pi_loss = -q_net(actor(rb.sample(64).obs)).mean()
+            pi_loss.backward()
+    """,
+    "normal_policy_entropy_of_one_network_value_of_another": """
+        import torch
+        from torch.distributions import Normal
+
+        for obs, returns in loader:
+            mu, log_std = policy(obs)
+            dist = Normal(mu, log_std.exp())
+            ent_loss = -dist.entropy().mean()
+            v_loss = (critic(obs) - returns).pow(2).mean()
+            opt.zero_grad()
+            ent_loss.backward(retain_graph=True)  # GL002
+            v_loss.backward()
+            opt.step()
+    """,
 }
 
 CLEAN = {
+    "actor_critic_outputs_of_one_forward_through_a_distribution": """
+        import torch
+        import torch.nn as nn
+
+        class ActorCritic(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.body = nn.Sequential(nn.Linear(4, 32), nn.Tanh())
+                self.policy = nn.Linear(32, 2)
+                self.value = nn.Linear(32, 1)
+
+            def forward(self, obs):
+                h = self.body(obs)
+                return self.policy(h), self.value(h).squeeze(-1)
+
+        net = ActorCritic()
+        opt = torch.optim.Adam(net.parameters())
+        for update in range(4):
+            obs, returns = torch.randn(20, 4), torch.randn(20)
+            logits, values = net(obs)
+            dist = torch.distributions.Categorical(logits=logits)
+            a = dist.sample()
+            adv = (returns - values).detach()
+            pi_loss = -(dist.log_prob(a) * adv).mean()
+            v_loss = 0.5 * (returns - values).pow(2).mean()
+            opt.zero_grad()
+            pi_loss.backward(retain_graph=True)
+            v_loss.backward()
+            opt.step()
+    """,
+    "entropy_of_an_imported_distribution_then_value_of_the_same_forward": """
+        import torch
+        from torch.distributions import Normal
+
+        def update(net, opt, obs, returns):
+            mu, std, value = net(obs)
+            dist = Normal(mu, std)
+            ent_loss = -dist.entropy().mean()
+            v_loss = (value - returns).pow(2).mean()
+            opt.zero_grad()
+            ent_loss.backward(retain_graph=True)
+            v_loss.backward()
+            opt.step()
+    """,
+    "project_distribution_built_from_the_shared_output": """
+        from distributions import FixedCategorical
+
+        def update(model, opt, x, y):
+            feats = model(x)
+            dist = FixedCategorical(logits=feats)
+            first = -dist.log_probs(y).mean()
+            second = feats.pow(2).mean()
+            opt.zero_grad()
+            first.backward(retain_graph=True)
+            second.backward()
+            opt.step()
+    """,
+    "two_outputs_of_one_forward_unpacked": """
+        def update(net, opt, obs):
+            logits, values = net(obs)
+            first = logits.logsumexp(-1).mean()
+            second = values.mean()
+            opt.zero_grad()
+            first.backward(retain_graph=True)
+            second.backward()
+            opt.step()
+    """,
     "step_closure_also_called_and_backpropagated": """
         import torch
 

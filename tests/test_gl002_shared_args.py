@@ -414,3 +414,72 @@ def test_parameter_used_as_passed_still_belongs_to_the_callers_graph():
     source = REBOUND.format(mark="").replace("            x = x_batch.float()\n", "").replace(
         "model(x)", "model(x[: len(y_batch)])")
     assert "x_batch.float" not in source and _lines(source) == []
+
+
+SCALED_CALLER = """
+    import torch
+    import torch.nn as nn
+
+    from utils import {name}
+
+    trunk = nn.Sequential(nn.Linear(5, 8), nn.ReLU())
+    ha, hb = nn.Linear(8, 1), nn.Linear(8, 2)
+    opt = torch.optim.SGD([*trunk.parameters(), *ha.parameters(), *hb.parameters()], lr=0.01)
+    for it in range(4):
+        f = trunk(torch.randn(6, 5))
+        la = ha({first}).pow(2).mean()
+        lb = nn.functional.cross_entropy(hb(f), torch.randint(0, 2, (6,)))
+        opt.zero_grad()
+        {name}(la, 0.5)
+        lb.backward()
+        opt.step()
+"""
+
+SCALED_ROOTS = {
+    "product": "(loss * scale).backward(retain_graph=True)",
+    "product_reversed": "(scale * loss).backward(retain_graph=True)",
+    "quotient": "(loss / scale).backward(retain_graph=True)",
+    "mean": "loss.mean().backward(retain_graph=True)",
+    "named_first": "total = loss * scale\n        total.backward(retain_graph=True)",
+}
+
+
+@pytest.mark.parametrize("root", sorted(SCALED_ROOTS))
+def test_helper_named_backward_scaling_the_callers_loss_keeps_the_retain(tmp_path, root):
+    """`backward` is also every tensor's method, so its call sites are not all readable: a root
+    made from the parameter by tensor arithmetic holds the unseen caller's graph, like a root that
+    is the parameter (silent for both)."""
+    _project(tmp_path, {
+        "utils.py": f"def backward(loss, scale=1.0):\n    {SCALED_ROOTS[root].replace(chr(10) + '        ', chr(10) + '    ')}\n",
+        "train.py": SCALED_CALLER.format(name="backward", first="f"),
+    })
+    assert _lint_file(tmp_path, "utils.py") == []
+
+
+@pytest.mark.parametrize("root", sorted(SCALED_ROOTS))
+def test_scaling_helper_whose_caller_walks_the_shared_trunk_again(tmp_path, root):
+    _project(tmp_path, {
+        "utils.py": f"def scaled(loss, scale=1.0):\n    {SCALED_ROOTS[root].replace(chr(10) + '        ', chr(10) + '    ')}\n",
+        "train.py": SCALED_CALLER.format(name="scaled", first="f"),
+    })
+    assert _lint_file(tmp_path, "utils.py") == []
+
+
+@pytest.mark.parametrize("root", sorted(SCALED_ROOTS))
+def test_scaling_helper_whose_caller_builds_a_fresh_graph_is_reported(tmp_path, root):
+    _project(tmp_path, {
+        "utils.py": f"def scaled(loss, scale=1.0):\n    {SCALED_ROOTS[root].replace(chr(10) + '        ', chr(10) + '    ')}\n",
+        "train.py": SCALED_CALLER.format(name="scaled", first="trunk(torch.randn(6, 5))"),
+    })
+    line = 3 if root == "named_first" else 2
+    assert _lint_file(tmp_path, "utils.py") == [line]
+
+
+def test_helper_running_its_own_head_on_the_callers_features_is_still_reported():
+    """The graph is mostly the helper's own (a head it runs): with no readable call site, what the
+    helper is handed is taken to be its input, as before."""
+    source = """
+        def backward(head, feats, scale=1.0):
+            (head(feats).mean() * scale).backward(retain_graph=True)  # GL002
+    """
+    assert _lines(source) == _marked(source) != []

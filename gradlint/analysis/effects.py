@@ -9,7 +9,7 @@ analysis cannot see into that might clear gradients is taken to clear them.
 from __future__ import annotations
 
 import re
-from typing import Dict, List, Optional
+from typing import Dict, FrozenSet, List, Optional, Tuple
 
 import libcst as cst
 
@@ -20,6 +20,7 @@ from gradlint.analysis.facts import ModuleFacts, _optimizer_class, _qualify
 from gradlint.analysis.helper_calls import _GRAD_WIPES, HelperResolver, _helper_local
 from gradlint.analysis.manual_updates import _UPDATING_METHODS, PARAMS, updated_by_call, updated_by_statement
 from gradlint.analysis.names import dotted
+from gradlint.analysis.tree import walk
 from gradlint.analysis.object_kinds import (
     ENGINE,
     KNOWN_LIBRARIES,
@@ -127,11 +128,18 @@ class Analyzer(HelperResolver):
             if text is not None:
                 bound, kind = scope.kind_of(text)
                 if kind == OPTIMIZER:
-                    return [scope.event(CLEAR, bound, call)]
+                    # and every optimizer built only on parameters this one holds (`opt_head` on
+                    # `head.parameters()` when `opt_all` holds `[*body.parameters(), *head.parameters()]`)
+                    within = self.root.optimizers_within(self.root.optimizer_sources(bound)) - {bound}
+                    return [scope.event(CLEAR, target, call) for target in [bound, *sorted(within)]]
                 owners = self.root.sources.get(bound) if bound else None
                 if owners:
-                    # netD.zero_grad() where opt_d = Adam(netD.parameters()): clears opt_d's grads
+                    # netD.zero_grad() where opt_d = Adam(netD.parameters()): clears opt_d's grads,
+                    # and those of optimizers on its submodules (`netD.head.parameters()`)
+                    owners = set(owners) | self.root.optimizers_within({bound})
                     return [scope.event(CLEAR, owner, call) for owner in sorted(owners)]
+                if bound and kind is None and _another_model(self.root, bound):
+                    return []  # `teacher.zero_grad()`: no optimizer of the file holds its parameters
             if text is None and isinstance(receiver, cst.Subscript):
                 base = dotted(receiver.value)
                 if base is not None and scope.kind_of(base)[1] == OPTIMIZER:
@@ -335,6 +343,8 @@ class Analyzer(HelperResolver):
                 effects.append(scope.event(CLEAR, bound, call))
             elif text in facts.sources or bound in self.root.sources or _MODEL_NAME.search(last_part(text)):
                 handed_model = True
+        if _escapes(facts)[0] and _callable_value(call.func, facts):
+            effects.extend(self._escaped_clears(call, scope))
         if func_text is None:
             return effects
         name_says = bool(_MIGHT_CLEAR_NAME.search(last_part(func_text)))
@@ -349,6 +359,30 @@ class Analyzer(HelperResolver):
             # a callable we cannot see (a parameter, a local `zero_fn = ...`) named like a clear
             effects.append(scope.event(CLEAR, ALL, call))
         return effects
+
+    def _escaped_clears(self, call: cst.Call, scope: Scope) -> List[Effect]:
+        """Clears a call of a callable value may run: the module hands a bound `zero_grad` around
+        as a value (`functools.partial(opt.zero_grad, set_to_none=True)` stored in a dict of
+        callbacks, `hooks.append(model.zero_grad)`), and a callable we cannot resolve
+        (`for fn in hooks["before_backward"]: fn()`) may be it. Each such optimizer may be cleared
+        there; an escaped `model.zero_grad`, or one of a name the calling function never mentions
+        (handed in from its caller), may clear every optimizer. Nothing when no `zero_grad`
+        escapes: an opaque callback alone clears nothing."""
+        out: List[Effect] = []
+        func = scope.func
+        seen = None if func is None else {n.value for n in walk(func) if type(n) is cst.Name}  # type: ignore[attr-defined]
+        for text in _escapes(scope.facts)[0]:
+            bound, kind = scope.kind_of(text)
+            if seen is not None and text.split(".")[0] not in seen:
+                # handed in from outside the function (`train(..., before_batch=opt.zero_grad)`):
+                # the function knows that optimizer by another name, if at all
+                targets = [ALL]
+            elif kind == OPTIMIZER:
+                targets = [bound]
+            else:
+                targets = sorted(self.root.sources.get(bound, ())) or [ALL]
+            out.extend(scope.event(CLEAR, target, call) for target in targets)
+        return out
 
     def _maybe_project_helper(self, func_text: str, qual: Optional[str], scope: Scope) -> bool:
         """Could this unresolved call be one of the project's own helpers?"""
@@ -453,3 +487,118 @@ def _clears_in(func: cst.FunctionDef) -> bool:
         ):
             return True
     return assigns_grad(func.body)
+
+
+_ESCAPES: Dict[int, Tuple[List[str], FrozenSet[str]]] = {}  # ModuleFacts.serial -> _escapes()
+
+
+def _escapes(facts: ModuleFacts) -> Tuple[List[str], FrozenSet[str]]:
+    """(texts of the receivers whose bound `zero_grad` the module hands on as a value, names that
+    may hold a callable handed around). A `zero_grad` escapes when it is an argument of a call
+    (`partial(opt.zero_grad)`, `callbacks.append(opt.zero_grad)`), an element of a container
+    literal or the value assigned (`clear = opt.zero_grad`); a bare `opt.zero_grad` statement is a
+    no-op, not an escape. The names: loop targets, parameters, and names assigned an element of a
+    container, a `zero_grad` or a call handed one (`clear = partial(opt.zero_grad)`)."""
+    found = _ESCAPES.get(facts.serial)
+    if found is not None:
+        return found
+    texts: List[str] = []
+    names: set = set()
+    for node in walk(facts.module):
+        kind = type(node)
+        values: List[cst.BaseExpression] = []
+        if kind is cst.Call:
+            values = [arg.value for arg in node.args]  # type: ignore[attr-defined]
+        elif kind in (cst.List, cst.Tuple, cst.Set):
+            values = [element.value for element in node.elements]  # type: ignore[attr-defined]
+        elif kind is cst.Dict:
+            values = [element.value for element in node.elements if hasattr(element, "value")]  # type: ignore[attr-defined]
+        elif kind in (cst.Assign, cst.AnnAssign) and node.value is not None:  # type: ignore[attr-defined]
+            values = [node.value]  # type: ignore[attr-defined]
+            if type(node.value) is cst.Subscript or _hands_zero_grad(node.value):  # type: ignore[attr-defined]
+                targets = [t.target for t in node.targets] if kind is cst.Assign else [node.target]  # type: ignore[attr-defined]
+                names.update(t.value for t in targets if type(t) is cst.Name)  # type: ignore[attr-defined]
+        elif kind is cst.For:
+            names.update(n.value for n in walk(node.target) if type(n) is cst.Name)  # type: ignore[attr-defined]
+        elif kind is cst.Param:
+            names.add(node.name.value)  # type: ignore[attr-defined]
+        for value in values:
+            if type(value) is cst.Attribute and value.attr.value == "zero_grad":  # type: ignore[attr-defined]
+                text = dotted(value.value)  # type: ignore[attr-defined]
+                if text is not None and text not in texts:
+                    texts.append(text)
+    if len(_ESCAPES) > 64:
+        _ESCAPES.clear()  # keep no memo of long-gone parses
+    found = _ESCAPES[facts.serial] = (texts, frozenset(names))
+    return found
+
+
+def _hands_zero_grad(value: cst.BaseExpression) -> bool:
+    """`opt.zero_grad`, or a call given it (`functools.partial(opt.zero_grad, set_to_none=True)`)."""
+    if type(value) is cst.Attribute:
+        return value.attr.value == "zero_grad"  # type: ignore[attr-defined]
+    if type(value) is cst.Call:
+        return any(_hands_zero_grad(arg.value) for arg in value.args)  # type: ignore[attr-defined]
+    return False
+
+
+def _callable_value(func: cst.BaseExpression, facts: ModuleFacts) -> bool:
+    """Is the called thing a callable handed around that the analysis cannot resolve to code: a
+    name of `_escapes` that no `def`, class or import of the module binds (a loop's `fn`, a
+    parameter, `cb = partial(...)`), an element of a container (`hooks["step"]()`), or what
+    another call returned?"""
+    if type(func) is cst.Name:
+        name = func.value  # type: ignore[attr-defined]
+        return (
+            name in _escapes(facts)[1]
+            and facts.kind_of(name) is None  # not a module, an optimizer, a loss of known kind
+            and name not in facts.functions
+            and name not in facts.classes
+            and name not in facts.imports.aliases
+        )
+    return type(func) in (cst.Subscript, cst.Call)
+
+
+def _another_model(facts: ModuleFacts, text: str) -> bool:
+    """Is `text` a model none of the file's optimizers holds, so that its `zero_grad()` clears none
+    of them? Only when that is shown: every optimizer the file builds has known parameter sources
+    (`Adam(student.parameters())`), none of them is `text`, a part of it or a whole it is part of,
+    and every assignment of `text` builds a new object (`copy.deepcopy(student)`, `Teacher()`),
+    not another name for a model an optimizer holds."""
+    if not facts.sources or text in facts.sources:
+        return False
+    if any(m.startswith(text + ".") or text.startswith(m + ".") for m in facts.sources):
+        return False
+    held = {owner for owners in facts.sources.values() for owner in owners}
+    if any(kind == OPTIMIZER and name not in held for name, kind in facts.kinds.items()):
+        return False  # an optimizer built on a list we cannot read: it may hold this model
+    values = [
+        node.value  # type: ignore[attr-defined]
+        for node in walk(facts.module)
+        if type(node) is cst.Assign
+        for target in node.targets  # type: ignore[attr-defined]
+        if dotted(target.target) == text
+    ]
+    heads = {m.split(".")[0] for m in facts.sources} | {n.split(".")[0] for n in held}
+    return bool(values) and all(_new_object(value, heads) for value in values)
+
+
+def _new_object(value: cst.BaseExpression, held: set) -> bool:
+    """`copy.deepcopy(m)`, `Teacher(...)`, `nn.Linear(...)`, possibly followed by `.to(device)`,
+    `.eval()` or `.requires_grad_(False)`; a constructor handed one of the `held` models or an
+    optimizer (`DDP(model)`, `Wrapper(student)`, `ScheduledOptim(optim)`) wraps it rather than
+    making a new one."""
+    while type(value) is cst.Call and type(value.func) is cst.Attribute:  # type: ignore[attr-defined]
+        func = value.func  # type: ignore[attr-defined]
+        if func.attr.value not in ("to", "cuda", "cpu", "eval", "train", "requires_grad_", "float", "half"):
+            break
+        value = func.value
+    if type(value) is not cst.Call:
+        return False
+    name = dotted(value.func) or ""  # type: ignore[attr-defined]
+    last = name.rsplit(".", 1)[-1]
+    if last == "deepcopy":
+        return True
+    if not last[:1].isupper():
+        return False
+    return not any(type(n) is cst.Name and n.value in held for arg in value.args for n in walk(arg))  # type: ignore[attr-defined]

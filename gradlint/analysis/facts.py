@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Dict, Iterable, Iterator, List, Optional, Set, Tuple
 
 import libcst as cst
 
@@ -79,6 +79,28 @@ class ModuleFacts:
             found = _walk_calls(body.body if isinstance(body, cst.FunctionDef) else body)
             self._summary[id(body)] = found
         return found
+
+    def optimizers_within(self, modules: Iterable[str]) -> Set[str]:
+        """The optimizers built (by `sources`) only on parameters of `modules` or of their
+        submodules (`opt_head` on `head.parameters()`, or on `model.head.parameters()`, is within
+        `{"body", "head"}` and within `{"model"}`): a clear of those modules' gradients clears
+        theirs too."""
+        texts = set(modules)
+        if not texts:
+            return set()
+        held: Dict[str, Set[str]] = {}
+        for module, owners in self.sources.items():
+            for owner in owners:
+                held.setdefault(owner, set()).add(module)
+        return {
+            owner
+            for owner, built_on in held.items()
+            if all(any(m == t or m.startswith(t + ".") for t in texts) for m in built_on)
+        }
+
+    def optimizer_sources(self, optimizer: str) -> Set[str]:
+        """The module texts whose parameters `optimizer` was built on (empty when unknown)."""
+        return {module for module, owners in self.sources.items() if optimizer in owners}
 
     def kind_of(self, text: str) -> Optional[str]:
         """The kind of the object `text` names: by how it was built, else by its name."""

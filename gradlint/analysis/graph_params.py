@@ -86,3 +86,34 @@ def _made_leaves(statements: List[cst.CSTNode], at: cst.CSTNode, found: Optional
                     ):
                         found.add(flag.value.value)
     return found
+
+
+def made_from_parameters(scope: Scope, tensor: cst.BaseExpression, at: cst.CSTNode) -> Set[str]:
+    """The parameters a backward root is built from when it is built from them by known tensor
+    operations only (`(loss * scale)`, `loss / n`, `total = loss.mean()`), with nothing of its own
+    that a module or an unknown call made: the graph it keeps is, but for a few nodes, the graph
+    the caller passed in, like a root that *is* the parameter. Empty when some step is a call we
+    cannot see into (`head(feats).sum()` makes a graph of the function's own), or some value
+    comes from elsewhere than the parameters and the function's own assignments (`hidden @ w`
+    for `w` in `self.weights`: leaves of the function's own)."""
+    reads = scope.analysis.reads
+    seen: Set[str] = set()
+    todo = [reads.reads(tensor)]
+    while todo:
+        found = todo.pop()
+        if found.opaque or found.ctors or found.object_args:
+            return set()
+        if any(not scope.library_object(r) for r in found.receivers):
+            return set()
+        for key in found.keys - seen:
+            seen.add(key)
+            if key not in scope.params and key not in scope.defs:
+                if scope.class_of(key) == INERT:
+                    continue  # a constant of the module
+                return set()
+            for definition in scope.defs.get(key, ()):
+                if definition.loop_target is not None:
+                    return set()
+                if not scope.inert_definition(definition):
+                    todo.append(definition.reads)
+    return graph_params(scope, seen, at)

@@ -44,7 +44,7 @@ from gradlint.analysis.backward import BackwardCall, backward_call, unknown_argu
 from gradlint.analysis.call_sites import CallSite, CallSiteIndex, ParsedFile
 from gradlint.analysis.defuse import Definition, join_classes, plain_params
 from gradlint.analysis.forward_state import forward_calls, refreshed_attributes
-from gradlint.analysis.graph_params import graph_params
+from gradlint.analysis.graph_params import graph_params, made_from_parameters
 from gradlint.analysis.graph_scope import Scope
 from gradlint.analysis.helpers import detaching_functions, own_nodes, stores_history_on_self
 from gradlint.analysis.inherited import Inheritance, inherited_calls
@@ -123,6 +123,9 @@ class RetainProver:
         if param is not None and fn is not None:
             return self._parameter_rooted(backward, scope, stmt, fn, param)
         owner = self._owner(self.index.here, fn) if fn is not None else None
+        if fn is not None and made_from_parameters(scope, backward.tensor, backward.node):
+            if self.index.sites(fn, owner) is None:
+                return False  # as for a root that is the parameter: the unseen callers' graph
         if not _held_elsewhere(backward.tensor, scope) and analysis.unused_after(
             scope, stmt, backward.node, root_keys, manual=manual
         ):

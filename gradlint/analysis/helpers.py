@@ -8,10 +8,13 @@
   functions of their arguments.
 - `stateful_instances`: names bound to instances of classes of the file that keep a tensor with
   history on `self` between calls (an LSTM tagger with `self.hidden`).
+- `tensor_holders`: names bound to objects built from tensors (`Categorical(logits=logits)`): their
+  methods' results may carry those tensors' history.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Dict, FrozenSet, Iterator, List, Optional, Set
 
 import libcst as cst
@@ -86,6 +89,38 @@ def stateful_instances(module: cst.Module, reads: ReadCollector) -> FrozenSet[st
             if text is not None and text.split(".")[-1] in stateful_classes:
                 for target in node.targets:  # type: ignore[attr-defined]
                     names.update(target_keys(target.target))
+    return frozenset(names)
+
+
+_DISTRIBUTION = re.compile(
+    r"^(?=[A-Z])\w*(Categorical|Normal|Gaussian|Bernoulli|Beta|Dirichlet|Distribution|Laplace|Gumbel|Poisson|"
+    r"Multinomial|Cauchy|Gamma|Uniform|Independent|Binomial)$"
+)
+
+
+def tensor_holders(module: cst.Module, reads: ReadCollector, imports: ImportMap) -> FrozenSet[str]:
+    """Names bound to a distribution (a class of `torch.distributions`, or a project class named
+    like one: `FixedCategorical`, `TanhNormal`, `DiagGaussian`) built from values that may carry
+    history: `dist = Categorical(logits=logits)`, `m = Normal(mu, std)`. Such an object keeps what
+    it was given, so a method of it (`dist.log_prob(a)`, `dist.entropy()`) may return a value with
+    that history."""
+    names: Set[str] = set()
+    for node in typed(module, cst.Assign):
+        value = node.value  # type: ignore[attr-defined]
+        if type(value) is not cst.Call:
+            continue
+        text = dotted(value.func)
+        if text is None or text.startswith("self.") or text.split(".")[-1] in BUILTINS:
+            continue
+        qualified = imports.resolve(value.func) or ""
+        if not (qualified.startswith("torch.distributions.") or _DISTRIBUTION.search(text.split(".")[-1])):
+            continue  # a replay buffer, a loader, a module: built from configuration, not tensors
+        found = reads.reads(value)
+        if found.kind == INERT or not found.keys:
+            continue  # made of constants or configuration only (`nn.Linear(4, 8)`)
+        for target in node.targets:  # type: ignore[attr-defined]
+            if type(target.target) is cst.Name:
+                names.add(target.target.value)
     return frozenset(names)
 
 

@@ -148,6 +148,9 @@ class ReadCollector:
         # Names holding instances of this module's classes that keep tensors on `self` between
         # calls (`out, self.hidden = self.lstm(x, self.hidden)`): every call reads their state.
         self.stateful: FrozenSet[str] = frozenset()
+        # Names holding objects built from tensors (`dist = Categorical(logits=logits)`): a method
+        # of one reads the object (`helpers.tensor_holders`).
+        self.holders: FrozenSet[str] = frozenset()
         # Builtin names the module binds itself (`def set_input(self, input)`): variables there.
         self.shadowed: FrozenSet[str] = frozenset()
         # (attribute names, global names) filled with values that may carry history: a method
@@ -352,6 +355,8 @@ class ReadCollector:
             out.keys.add(store)
         if receiver is not None and not receiver.startswith("self.") and receiver != "self":
             out.receivers.add(receiver)  # decided per scope: a library object's method, or opaque
+            if receiver in self.holders:
+                out.keys.add(receiver)  # `dist.log_prob(a)`: computed from what `dist` was built of
         else:
             out.opaque = True
         return out

@@ -39,6 +39,7 @@ from gradlint.analysis.helpers import (
     pure_functions,
     stateful_instances,
     stored_attributes,
+    tensor_holders,
 )
 from gradlint.analysis.names import ImportMap, dotted
 from gradlint.analysis.outliving import history_stores, opaque_walker
@@ -71,6 +72,7 @@ class GraphAnalysis:
         self.reads = ReadCollector(imports, detaching, pure_functions(module, imports, detaching))
         self.reads.shadowed = shadowed_builtins(module)
         self.reads.stateful = stateful_instances(module, self.reads)
+        self.reads.holders = tensor_holders(module, self.reads, imports)
         self.stored_attributes = stored_attributes(module, self.reads)
         # Attributes and globals the file fills with values that may carry history: they outlive
         # each call, so a graph read from one may be walked again by the next call.
