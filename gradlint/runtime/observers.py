@@ -35,6 +35,10 @@ from gradlint.runtime.gradstate import GradState
 
 WATCH_ALL_ROOTS = 64  # backward calls per site whose graph lifetime is watched before sampling
 SAMPLE_ROOTS_EVERY = 16
+# After those, the nodes upstream of the root (a walk of up to UPSTREAM_NODES, ~50 us) are watched
+# on 1 call in this many: a store that piles outputs up keeps every watched group alive, so two
+# are alive at once within twice this many calls however rarely it is sampled.
+SAMPLE_UPSTREAM_EVERY = 64
 _SECOND_TIME_TEXT = "backward through the graph a second time"
 _INPLACE_TEXT = "has been modified by an inplace operation"
 # "[torch.FloatTensor [24, 3]] is at version 2" (a leaf), "[torch.FloatTensor [2, 10]], which is
@@ -188,7 +192,7 @@ class Lifecycle:
             if held > site.count(KEPT_UPSTREAM_AT_ONCE):
                 site.bump(KEPT_UPSTREAM_AT_ONCE, held - site.count(KEPT_UPSTREAM_AT_ONCE))
         watch = calls <= WATCH_ALL_ROOTS or calls % SAMPLE_ROOTS_EVERY == 0
-        self._watch_upstream(key, calls, steps, roots, torch, watch)
+        self._watch_upstream(key, calls, steps, roots, torch)
         if watch:
             for root in roots:
                 node = getattr(root, "grad_fn", None) if isinstance(root, torch.Tensor) else None
@@ -206,12 +210,18 @@ class Lifecycle:
                 self.roots.setdefault(key, []).append((calls, steps, ref))
                 break  # one root per call is enough
 
-    def _watch_upstream(self, key: int, calls: int, steps: int, roots: list, torch, watch: bool) -> None:
+    def _watch_upstream(self, key: int, calls: int, steps: int, roots: list, torch) -> None:
         """Sentinels on the nodes within UPSTREAM_DEPTH of the first root's node that this
         iteration made (autograd numbers nodes in the order they are made: those after the site's
         previous backward), parameters' accumulators aside: a stored output or component loss keeps
         its node alive however the root's own node fares. Nothing on a site's first call (what
-        the iteration made is not known yet), nor on a node another call already watches."""
+        the iteration made is not known yet), nor on a node another call already watches. Every
+        call of the first WATCH_ALL_ROOTS is watched, then 1 in SAMPLE_UPSTREAM_EVERY; only the
+        call before a watched one notes where its iteration's nodes end."""
+        watch = calls <= WATCH_ALL_ROOTS or calls % SAMPLE_UPSTREAM_EVERY == 0
+        following = calls + 1 <= WATCH_ALL_ROOTS or (calls + 1) % SAMPLE_UPSTREAM_EVERY == 0
+        if not watch and not following:
+            return
         node = None
         for root in roots:
             node = getattr(root, "grad_fn", None) if isinstance(root, torch.Tensor) else None
@@ -226,6 +236,8 @@ class Lifecycle:
             return
         if made_after is None or not watch:
             return
+        if calls > WATCH_ALL_ROOTS:
+            self.made_after.pop(key, None)  # noted again by the call before the next watched one
         refs: List[weakref.ref] = []
         level = [child for child, _ in node.next_functions if child is not None]
         seen = {id(node)}

@@ -284,6 +284,31 @@ def test_graphs_kept_by_a_forward_or_a_hook_are_reported_at_the_backward(store):
     assert "still alive" in (found.evidence or "")
 
 
+@pytest.mark.parametrize("store, kept_at_once", [("append", True), ("overwrite", False)])
+def test_a_store_that_starts_late_in_a_long_run_is_still_seen(store, kept_at_once):
+    # past the first 64 backward calls the nodes upstream of the root are watched on a sample of
+    # calls only: a forward hook that starts keeping outputs at call 100 is still caught
+    bank: list = []
+    latest: dict = {}
+    model = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 1))
+    calls = [0]
+
+    def hook(module, inputs, output):
+        calls[0] += 1
+        if calls[0] > 100:
+            if store == "append":
+                bank.append(output)
+            else:
+                latest["out"] = output
+
+    model[1].register_forward_hook(hook)
+    with _trace() as traced:
+        _train(model, steps=300)
+    obs = traced.observations
+    assert (_count(obs, events.KEPT_UPSTREAM_AT_ONCE) >= 2) is kept_at_once
+    assert bool(judges.runtime_only_kept_graph(obs, "GL006", set(), REPO)) is kept_at_once
+
+
 @pytest.mark.parametrize("store", ["maps-detached", "latest", "hook-overwrite", "best-output", "last-batch",
                                    "every-4th"])
 def test_one_graph_kept_at_a_time_or_none_is_not_reported(store):
