@@ -27,6 +27,7 @@ from gradlint.analysis.helper_calls import family
 from gradlint.analysis.manual_updates import PARAMS, updated_by_call, updated_by_statement
 from gradlint.analysis.object_kinds import OPTIMIZER
 from gradlint.analysis.project import Project
+from gradlint.analysis.reads import bound_names
 from gradlint.analysis.tree import walk
 from gradlint.findings import Finding, Fix
 from gradlint.rules.gl001_fix import build_fix
@@ -374,12 +375,12 @@ def _one_tensor(ctx, update: cst.CSTNode, tensor: str) -> bool:
     for node in walk(ctx.module):
         inside: cst.CSTNode
         if isinstance(node, cst.For):
-            targets, inside = _target_names(node.target), node.body
+            targets, inside = list(bound_names(node.target)), node.body
         elif isinstance(node, (cst.ListComp, cst.SetComp, cst.GeneratorExp, cst.DictComp)):
             targets, inside = [], node
             loop: Optional[cst.CompFor] = node.for_in
             while loop is not None:  # `[p.sub_(lr * p.grad) for group in groups for p in group]`
-                targets += _target_names(loop.target)
+                targets += bound_names(loop.target)
                 loop = loop.inner_for_in
         else:
             continue
@@ -389,15 +390,6 @@ def _one_tensor(ctx, update: cst.CSTNode, tensor: str) -> bool:
         if (span.start.line, span.start.column) <= spot <= (span.end.line, span.end.column):
             return False
     return True
-
-
-def _target_names(target: cst.BaseExpression) -> List[str]:
-    """The names a `for` target binds: `p`, `(name, p)`."""
-    if isinstance(target, cst.Name):
-        return [target.value]
-    if isinstance(target, (cst.Tuple, cst.List)):
-        return [name for element in target.elements for name in _target_names(element.value)]
-    return []
 
 
 def _updated_tensor(node: cst.CSTNode) -> str:
