@@ -7,7 +7,10 @@ What a file must contain comes from the rules' declarations (`Rule.needs`, gradl
 2. Stage two, compiled names: CPython compiles the file (fast, in C) and the names its code really
    reads must include one of those rules' `names` (`autograd_names` count only when the module
    names torch.autograd), or a configured helper. Words only in docstrings, comments or
-   `def backward` of autograd Functions do not count; a file CPython cannot compile is analysed.
+   `def backward` of autograd Functions do not count; a file CPython cannot compile is analysed
+   (so it gets its GL000). A compiled file must also spell one of the names as a call (or an
+   import under another name): every rule reports at a call, and code that only reads a name
+   (`torch.Tensor.backward` in a table) runs no backward of its own (`_may_call`).
 3. Imported helpers: a file with none of that can still hold a finding when it calls a project
    function, imported from another module, whose body meets the needs (followed through the
    modules it imports, bounded). Found with regexes over the text, resolved by the one import
@@ -479,13 +482,29 @@ def _decide(text: str, data: Optional[bytes], path: str, settings,
     stage = STAGE_NO_WORDS
     if any(word in text for word in wanted.words + tuple(sorted(wanted.helpers))):
         if _may_name(text.__contains__, "autograd" in text, wanted):
+            # Compiled even when it names no call: a file the words admit that does not compile
+            # gets its GL000 (LibCST reports it).
             possible, compiled = compiled_prefilter(text, path, wanted, data, _helper_names(settings))
-            if possible:
+            if possible and (not compiled or _may_call(text.__contains__, _text_calls(text),
+                                                       "autograd" in text, wanted)):
                 return True, compiled, STAGE_NAMES
         stage = STAGE_NO_NAMES
     if _needs_analysis_beyond_words(text, data, path, settings, rules):
         return True, compiled, STAGE_BEYOND
     return False, compiled, stage
+
+
+# What may follow a called name before its `(`: blanks, line breaks, backslash continuations,
+# comments, and the `)` of a parenthesised reference (`(loss.backward)()`). Or the name is
+# imported under another (`from torch.autograd import backward as bw`), which the calls spell.
+_CALL_TAIL = r"(?:(?:[ \t\r\n\f\v)\\]|#[^\r\n]*)*\(|[ \t\\]+as\s)"
+
+
+@functools.lru_cache(maxsize=256)
+def _called_pattern(name: str, binary: bool) -> "re.Pattern":
+    """`name` spelled as a call: not the tail of a longer word, then `(` (see `_CALL_TAIL`)."""
+    pattern = r"(?<![\w])" + re.escape(name) + _CALL_TAIL
+    return re.compile(pattern.encode("utf-8", "surrogatepass") if binary else pattern)
 
 
 def _may_name(spelled: Callable[[str], bool], autograd_named: bool, wanted: Wanted) -> bool:
@@ -500,10 +519,36 @@ def _may_name(spelled: Callable[[str], bool], autograd_named: bool, wanted: Want
     return any(spelled(name) for name in sorted(wanted.names | wanted.defines | wanted.helpers))
 
 
+def _may_call(spelled: Callable[[str], bool], called: Callable[[str], bool], autograd_named: bool,
+              wanted: Wanted) -> bool:
+    """`_may_name`, narrowed to calls: every rule reports at a call of one of the names
+    (`backward`, `manual_backward`, a clip function; `grad` where the module names `autograd`)
+    or at what admits by being bound or passed (`training_step`, a configured helper). Code that
+    only reads a name (`torch.Tensor.backward` in a table of overrides, `hook = node.backward`
+    kept for later) runs no backward of its own: about 70% of what stage two admitted from
+    torch's sources, none of them with a finding. A call is spelled as one in the text (see
+    `_CALL_TAIL`). `called(name)`: does the text hold it as a call?"""
+    if autograd_named and any(called(name) for name in sorted(wanted.autograd_names)):
+        return True
+    if any(called(name) for name in sorted(wanted.names)):
+        return True
+    return any(spelled(name) for name in sorted(wanted.defines | wanted.helpers))
+
+
+def _text_calls(text: str) -> Callable[[str], bool]:
+    return lambda name: name in text and _called_pattern(name, False).search(text) is not None
+
+
 def _may_name_bytes(data: bytes, start: int, end: int, wanted: Wanted) -> bool:
-    """`_may_name` for a function's body data[start:end] of a module's bytes."""
-    return _may_name(lambda name: data.find(name.encode("utf-8", "surrogatepass"), start, end) >= 0,
-                     b"autograd" in data, wanted)
+    """`_may_call` for a function's body data[start:end] of a module's bytes (the helper search:
+    a helper that only reads a name runs no backward for its callers)."""
+    def spelled(name: str) -> bool:
+        return data.find(name.encode("utf-8", "surrogatepass"), start, end) >= 0
+
+    def called(name: str) -> bool:
+        return spelled(name) and _called_pattern(name, True).search(data, start, end) is not None
+
+    return _may_call(spelled, called, b"autograd" in data, wanted)
 
 
 def _needs_analysis_beyond_words(text: str, data: Optional[bytes], path: str, settings,

@@ -24,6 +24,13 @@ KEPT = {
     "grad through module alias": "import torch.autograd as ag\nag.grad(y, x, retain_graph=True)\n",
     "grad through from-import": "from torch import autograd\nautograd.grad(y, x, retain_graph=True)\n",
     "in a lambda": "step = lambda: loss.backward(retain_graph=True)\n",
+    "call split over lines": "(loss\n    .backward\n    (retain_graph=True))\n",
+    "comment before the parenthesis": "(loss.backward  # keep it\n (retain_graph=True))\n",
+    "parenthesised reference": "(loss.backward)()\n",
+    "clip imported under another name": (
+        "from torch.nn.utils import clip_grad_norm_ as clip\nclip(model.parameters(), 1.0)\n"
+    ),
+    "aliased in a parenthesised import": "from torch.autograd import (\n    backward as bw,\n)\nbw(loss)\n",
 }
 
 # Name a prefilter word without running a backward.
@@ -46,6 +53,10 @@ SKIPPED = {
         "import torch\n# autograd is not used here\nout = torch.nn.grad.conv1d_input(size, w, g)\n"
     ),
     "attribute store": "import torch\nmodule.backward = None\n",
+    # read, never called: every rule reports at a call (the table of torch's overrides)
+    "read in a table": "import torch\nOVERRIDES = {torch.Tensor.backward: lambda self: -1}\n",
+    "kept for later": "def hooks(node):\n    return [node.backward, node.backward_hooks]\n",
+    "word after the name": "import torch\nif torch.Tensor.backward is not None and backwards(x): pass\n",
 }
 
 
@@ -82,6 +93,30 @@ def test_compiler_failure_falls_back_to_the_analysis(tmp_path):
     possible, compiled = prefilter.prefilter(source, None, "t.py", settings, settings.enabled_codes("t.py"))
     assert possible and not compiled
     assert engine.lint_source(source, "t.py", settings) == []
+
+
+def test_a_file_that_reads_a_name_without_calling_it_still_gets_its_syntax_error(tmp_path):
+    # The call test comes after the compile: a file the words admit keeps its GL000.
+    settings = _settings(tmp_path)
+    source = "import torch\nOVERRIDES = {torch.Tensor.backward: -1}\ndef f(:\n    pass\n"
+    possible, compiled = prefilter.prefilter(source, None, "t.py", settings, settings.enabled_codes("t.py"))
+    assert possible and not compiled
+    assert [f.code for f in engine.lint_source(source, "t.py", settings)] == ["GL000"]
+    fixed = source.replace("def f(:", "def f():")
+    assert prefilter.prefilter(fixed, None, "t.py", settings, settings.enabled_codes("t.py")) == (False, True)
+
+
+def test_a_helper_that_only_reads_backward_does_not_pull_in_its_callers(project):
+    project.write("helpers.py", "def hook_of(loss):\n    return loss.backward\n")
+    project.write("train.py", "from helpers import hook_of\nfor x in data:\n    hook_of(model(x))\n")
+    project.write("pyproject.toml", "[tool.gradlint]\n")
+    settings = load_settings(str(project.root))
+    data = (project.root / "train.py").read_bytes()
+    enabled = settings.enabled_codes("train.py")
+    assert not prefilter.needs_analysis(data.decode(), data, "train.py", settings, enabled)
+    project.write("helpers.py", "def hook_of(loss):\n    return loss.backward(retain_graph=True)\n")
+    prefilter.forget_all()
+    assert prefilter.needs_analysis(data.decode(), data, "train.py", settings, enabled)
 
 
 def test_a_helper_that_only_mentions_backward_does_not_pull_in_its_callers(project):
