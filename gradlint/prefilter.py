@@ -525,9 +525,10 @@ def _may_call(spelled: Callable[[str], bool], called: Callable[[str], bool], aut
     (`backward`, `manual_backward`, a clip function; `grad` where the module names `autograd`)
     or at what admits by being bound or passed (`training_step`, a configured helper). Code that
     only reads a name (`torch.Tensor.backward` in a table of overrides, `hook = node.backward`
-    kept for later) runs no backward of its own: about 70% of what stage two admitted from
-    torch's sources, none of them with a finding. A call is spelled as one in the text (see
-    `_CALL_TAIL`). `called(name)`: does the text hold it as a call?"""
+    kept for later) runs no backward of its own. On torch's sources this leaves 60 of the 134
+    files LibCST parsed (8 only read a name, 66 called a helper that only reads one), with the
+    same findings. A call is spelled as one in the text (see `_CALL_TAIL`). `called(name)`: does
+    the text hold it as a call?"""
     if autograd_named and any(called(name) for name in sorted(wanted.autograd_names)):
         return True
     if any(called(name) for name in sorted(wanted.names)):
