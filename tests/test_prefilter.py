@@ -106,21 +106,17 @@ def test_a_file_that_reads_a_name_without_calling_it_still_gets_its_syntax_error
     assert prefilter.prefilter(fixed, None, "t.py", settings, settings.enabled_codes("t.py")) == (False, True)
 
 
-def test_a_helper_that_only_reads_backward_does_not_pull_in_its_callers(project):
-    project.write("helpers.py", "def hook_of(loss):\n    return loss.backward\n")
-    project.write("train.py", "from helpers import hook_of\nfor x in data:\n    hook_of(model(x))\n")
-    project.write("pyproject.toml", "[tool.gradlint]\n")
-    settings = load_settings(str(project.root))
-    data = (project.root / "train.py").read_bytes()
-    enabled = settings.enabled_codes("train.py")
-    assert not prefilter.needs_analysis(data.decode(), data, "train.py", settings, enabled)
-    project.write("helpers.py", "def hook_of(loss):\n    return loss.backward(retain_graph=True)\n")
-    prefilter.forget_all()
-    assert prefilter.needs_analysis(data.decode(), data, "train.py", settings, enabled)
+# A helper body that runs no backward for its callers, and one that does (same name).
+HELPER_BODIES = {
+    "only mentions backward": ('    """Logs the loss before backward."""\n    print(loss)\n', "    loss.backward()\n"),
+    "only reads backward": ("    return loss.backward\n", "    return loss.backward(retain_graph=True)\n"),
+}
 
 
-def test_a_helper_that_only_mentions_backward_does_not_pull_in_its_callers(project):
-    project.write("helpers.py", "def report(loss):\n    '''Logs the loss before backward.'''\n    print(loss)\n")
+@pytest.mark.parametrize("name", sorted(HELPER_BODIES))
+def test_a_helper_that_runs_no_backward_does_not_pull_in_its_callers(name, project):
+    idle, running = HELPER_BODIES[name]
+    project.write("helpers.py", "def report(loss):\n" + idle)
     project.write("train.py", "from helpers import report\nfor x in data:\n    report(model(x))\n")
     project.write("pyproject.toml", "[tool.gradlint]\n")
     settings = load_settings(str(project.root))
@@ -128,7 +124,7 @@ def test_a_helper_that_only_mentions_backward_does_not_pull_in_its_callers(proje
     enabled = settings.enabled_codes("train.py")
     if prefilter._compiler_keeps_dead_names():
         assert not prefilter.needs_analysis(data.decode(), data, "train.py", settings, enabled)
-    project.write("helpers.py", "def report(loss):\n    loss.backward()\n")
+    project.write("helpers.py", "def report(loss):\n" + running)
     prefilter.forget_all()
     assert prefilter.needs_analysis(data.decode(), data, "train.py", settings, enabled)
 
