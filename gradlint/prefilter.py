@@ -10,7 +10,7 @@ What a file must contain comes from the rules' declarations (`Rule.needs`, gradl
    `def backward` of autograd Functions do not count; a file CPython cannot compile is analysed
    (so it gets its GL000). A compiled file must also spell one of the names as a call (or an
    import under another name): every rule reports at a call, and code that only reads a name
-   (`torch.Tensor.backward` in a table) runs no backward of its own (`_may_call`).
+   (`torch.Tensor.backward` in a table) runs no backward of its own (`_may_name` with `called`).
 3. Imported helpers: a file with none of that can still hold a finding when it calls a project
    function, imported from another module, whose body meets the needs (followed through the
    modules it imports, bounded). Found with regexes over the text, resolved by the one import
@@ -481,12 +481,13 @@ def _decide(text: str, data: Optional[bytes], path: str, settings,
     compiled = False
     stage = STAGE_NO_WORDS
     if any(word in text for word in wanted.words + tuple(sorted(wanted.helpers))):
-        if _may_name(text.__contains__, "autograd" in text, wanted):
+        autograd_named = "autograd" in text
+        if _may_name(text.__contains__, autograd_named, wanted):
             # Compiled even when it names no call: a file the words admit that does not compile
             # gets its GL000 (LibCST reports it).
             possible, compiled = compiled_prefilter(text, path, wanted, data, _helper_names(settings))
-            if possible and (not compiled or _may_call(text.__contains__, _text_calls(text),
-                                                       "autograd" in text, wanted)):
+            if possible and (not compiled or _may_name(text.__contains__, autograd_named, wanted,
+                                                       _text_calls(text))):
                 return True, compiled, STAGE_NAMES
         stage = STAGE_NO_NAMES
     if _needs_analysis_beyond_words(text, data, path, settings, rules):
@@ -507,28 +508,24 @@ def _called_pattern(name: str, binary: bool) -> "re.Pattern":
     return re.compile(pattern.encode("utf-8", "surrogatepass") if binary else pattern)
 
 
-def _may_name(spelled: Callable[[str], bool], autograd_named: bool, wanted: Wanted) -> bool:
+def _may_name(spelled: Callable[[str], bool], autograd_named: bool, wanted: Wanted,
+              called: Optional[Callable[[str], bool]] = None) -> bool:
     """Can stage two find a wanted name at all? A name the code reads is spelled in its text, so a
     file (or, in the helper search, a function's body) with a rule's word (`grad`,
     `requires_grad`) but none of the names (`backward`, `manual_backward`, a clip function,
     `training_step`, a configured helper; `grad` only where the module names `autograd`) is not
     compiled: about a quarter of the stage-one files of torch's sources. `spelled(name)`: does
-    the text hold it?"""
-    if autograd_named and any(spelled(name) for name in sorted(wanted.autograd_names)):
-        return True
-    return any(spelled(name) for name in sorted(wanted.names | wanted.defines | wanted.helpers))
+    the text hold it?
 
-
-def _may_call(spelled: Callable[[str], bool], called: Callable[[str], bool], autograd_named: bool,
-              wanted: Wanted) -> bool:
-    """`_may_name`, narrowed to calls: every rule reports at a call of one of the names
-    (`backward`, `manual_backward`, a clip function; `grad` where the module names `autograd`)
-    or at what admits by being bound or passed (`training_step`, a configured helper). Code that
-    only reads a name (`torch.Tensor.backward` in a table of overrides, `hook = node.backward`
-    kept for later) runs no backward of its own. On torch's sources this leaves 60 of the 134
-    files LibCST parsed (8 only read a name, 66 called a helper that only reads one), with the
-    same findings. A call is spelled as one in the text (see `_CALL_TAIL`). `called(name)`: does
-    the text hold it as a call?"""
+    With `called(name)` (does the text hold it as a call? see `_CALL_TAIL`), narrowed to calls:
+    every rule reports at a call of one of the names (`backward`, `manual_backward`, a clip
+    function; `grad` where the module names `autograd`) or at what admits by being bound or
+    passed (`training_step`, a configured helper, still `spelled`). Code that only reads a name
+    (`torch.Tensor.backward` in a table of overrides, `hook = node.backward` kept for later) runs
+    no backward of its own. On torch's sources this leaves 60 of the 134 files LibCST parsed (8
+    only read a name, 66 called a helper that only reads one), with the same findings."""
+    if called is None:
+        called = spelled
     if autograd_named and any(called(name) for name in sorted(wanted.autograd_names)):
         return True
     if any(called(name) for name in sorted(wanted.names)):
@@ -541,15 +538,15 @@ def _text_calls(text: str) -> Callable[[str], bool]:
 
 
 def _may_name_bytes(data: bytes, start: int, end: int, wanted: Wanted) -> bool:
-    """`_may_call` for a function's body data[start:end] of a module's bytes (the helper search:
-    a helper that only reads a name runs no backward for its callers)."""
+    """`_may_name`, narrowed to calls, for a function's body data[start:end] of a module's bytes
+    (the helper search: a helper that only reads a name runs no backward for its callers)."""
     def spelled(name: str) -> bool:
         return data.find(name.encode("utf-8", "surrogatepass"), start, end) >= 0
 
     def called(name: str) -> bool:
         return spelled(name) and _called_pattern(name, True).search(data, start, end) is not None
 
-    return _may_call(spelled, called, b"autograd" in data, wanted)
+    return _may_name(spelled, b"autograd" in data, wanted, called)
 
 
 def _needs_analysis_beyond_words(text: str, data: Optional[bytes], path: str, settings,
