@@ -444,13 +444,19 @@ SCALED_ROOTS = {
 }
 
 
+def _scaling_helper(name, root):
+    """utils.py: `def name(loss, scale=1.0)` running the backward of SCALED_ROOTS[root]."""
+    body = SCALED_ROOTS[root].replace("\n        ", "\n    ")
+    return f"def {name}(loss, scale=1.0):\n    {body}\n"
+
+
 @pytest.mark.parametrize("root", sorted(SCALED_ROOTS))
 def test_helper_named_backward_scaling_the_callers_loss_keeps_the_retain(tmp_path, root):
     """`backward` is also every tensor's method, so its call sites are not all readable: a root
     made from the parameter by tensor arithmetic holds the unseen caller's graph, like a root that
     is the parameter (silent for both)."""
     _project(tmp_path, {
-        "utils.py": f"def backward(loss, scale=1.0):\n    {SCALED_ROOTS[root].replace(chr(10) + '        ', chr(10) + '    ')}\n",
+        "utils.py": _scaling_helper("backward", root),
         "train.py": SCALED_CALLER.format(name="backward", first="f"),
     })
     assert _lint_file(tmp_path, "utils.py") == []
@@ -459,7 +465,7 @@ def test_helper_named_backward_scaling_the_callers_loss_keeps_the_retain(tmp_pat
 @pytest.mark.parametrize("root", sorted(SCALED_ROOTS))
 def test_scaling_helper_whose_caller_walks_the_shared_trunk_again(tmp_path, root):
     _project(tmp_path, {
-        "utils.py": f"def scaled(loss, scale=1.0):\n    {SCALED_ROOTS[root].replace(chr(10) + '        ', chr(10) + '    ')}\n",
+        "utils.py": _scaling_helper("scaled", root),
         "train.py": SCALED_CALLER.format(name="scaled", first="f"),
     })
     assert _lint_file(tmp_path, "utils.py") == []
@@ -468,7 +474,7 @@ def test_scaling_helper_whose_caller_walks_the_shared_trunk_again(tmp_path, root
 @pytest.mark.parametrize("root", sorted(SCALED_ROOTS))
 def test_scaling_helper_whose_caller_builds_a_fresh_graph_is_reported(tmp_path, root):
     _project(tmp_path, {
-        "utils.py": f"def scaled(loss, scale=1.0):\n    {SCALED_ROOTS[root].replace(chr(10) + '        ', chr(10) + '    ')}\n",
+        "utils.py": _scaling_helper("scaled", root),
         "train.py": SCALED_CALLER.format(name="scaled", first="trunk(torch.randn(6, 5))"),
     })
     line = 3 if root == "named_first" else 2
