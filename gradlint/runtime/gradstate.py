@@ -35,7 +35,7 @@ from __future__ import annotations
 import functools
 import math
 import weakref
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
 
 from gradlint.runtime.events import (
     CLEAR_BEFORE_STEP,
@@ -143,7 +143,7 @@ class LeafState:
 class Adopted:
     """An optimizer we have seen: its stats and its parameters' states (weakly held)."""
 
-    __slots__ = ("ref", "stats", "count", "pairs", "marks", "probed")
+    __slots__ = ("ref", "stats", "count", "pairs", "marks", "probed", "settled")
 
     def __init__(self, ref: weakref.ref, stats: OptimizerStats) -> None:
         self.ref = ref
@@ -152,6 +152,9 @@ class Adopted:
         self.pairs: List[Tuple[weakref.ref, LeafState]] = []
         self.marks = 0  # GradState.marks when its step began
         self.probed = False  # its parameters were all probed once (at its first step)
+        # (GradState.marks, GradState.dropping_clears) when its step last left none of its leaves
+        # marked stale or unsure or charged to a clear; None: not known to be so
+        self.settled: Optional[Tuple[int, int]] = None
 
 
 class GradState:
@@ -359,6 +362,9 @@ class GradState:
             before = state.before
             if state.owned:
                 params = True
+                if before == FRESH:  # the common case: a clear (or a new leaf) before this backward
+                    state.used = False
+                    continue
                 if before == STALE:
                     stale = True
                     if state.stale is None:
@@ -477,6 +483,7 @@ class GradState:
                             state.noted.loose_leaves -= 1
                             state.noted = None
             adopted.pairs = pairs
+            adopted.settled = None
         return adopted
 
     def _forget_optimizer(self, key: int, ref: weakref.ref) -> None:
@@ -496,24 +503,17 @@ class GradState:
         gone: List[Tuple[LeafState, Any]] = []  # fresh gradients not as their backward left them
         dropped: Optional[Dict[int, BackwardSite]] = None
         marked = []
-        for ref, state in adopted.pairs:
-            if state.fresh is not None:
-                fresh = True
-                if not kept:  # one gradient still as its backward (or a clip) left it settles it
-                    param = ref()
-                    grad = param.grad if param is not None else None
-                    gref = state.grad_ref
-                    if grad is not None and gref is not None:
-                        version = grad._version
-                        kept = gref() is grad and (version == state.version or version == state.clip_version)
-                    if not kept and param is not None:
-                        gone.append((state, grad))
-            elif state.discarded is not None:
-                if dropped is None:
-                    dropped = {}
-                dropped[id(state.discarded)] = state.discarded
-            if state.stale is not None or state.unsure is not None:
-                marked.append((ref, state))
+        if adopted.settled == (self.marks, self.dropping_clears):
+            # Nothing marked a leaf or charged a clear since the last step left none so (the
+            # common loop): only whether one fresh gradient is kept as its backward left it.
+            for ref, state in adopted.pairs:
+                if state.fresh is not None:
+                    fresh = True
+                    kept = self._kept(ref, state, gone)
+                    if kept:
+                        break
+        else:
+            fresh, kept, dropped, marked = self._scan(adopted, gone)
         assigned = False
         if dropped and not fresh:
             # GL005: every gradient a backward produced for this step was cleared before it, unless
@@ -529,6 +529,40 @@ class GradState:
             self._judge_step(stats, marked)
         adopted.marks = self.marks
         return adopted
+
+    @staticmethod
+    def _kept(ref: weakref.ref, state: LeafState, gone: List[Tuple[LeafState, Any]]) -> bool:
+        """Is a fresh gradient still as its backward (or a clip) left it? If not, it is added to
+        `gone` (unless its leaf died)."""
+        param = ref()
+        grad = param.grad if param is not None else None
+        gref = state.grad_ref
+        kept = False
+        if grad is not None and gref is not None:
+            version = grad._version
+            kept = gref() is grad and (version == state.version or version == state.clip_version)
+        if not kept and param is not None:
+            gone.append((state, grad))
+        return kept
+
+    def _scan(self, adopted: Adopted, gone: List[Tuple[LeafState, Any]]):
+        """Every leaf of a stepping optimizer: (some gradient is fresh, one fresh gradient is kept,
+        clear sites that dropped fresh gradients by id, the leaves marked stale or unsure)."""
+        fresh = kept = False
+        dropped: Optional[Dict[int, BackwardSite]] = None
+        marked = []
+        for ref, state in adopted.pairs:
+            if state.fresh is not None:
+                fresh = True
+                if not kept:  # one gradient still as its backward (or a clip) left it settles it
+                    kept = self._kept(ref, state, gone)
+            elif state.discarded is not None:
+                if dropped is None:
+                    dropped = {}
+                dropped[id(state.discarded)] = state.discarded
+            if state.stale is not None or state.unsure is not None:
+                marked.append((ref, state))
+        return fresh, kept, dropped, marked
 
     def _judge_step(self, stats: OptimizerStats, marked: List[Tuple[weakref.ref, LeafState]]) -> None:
         """A step about to use (or, after a closure, that used) the gradients of `marked` leaves:
@@ -613,10 +647,15 @@ class GradState:
         """The optimizer read its parameters' gradients as they are now (its step, or the return
         of its step's closure): remember them as used, probing those judged before (or all)."""
         probes: Optional[List[Tuple[LeafState, Any]]] = None
+        settled = True
         for ref, state in adopted.pairs:
             param = ref()
             if param is None:
+                if state.stale is not None or state.unsure is not None or state.discarded is not None:
+                    settled = False
                 continue
+            if state.unsure is not None:
+                settled = False
             grad = param.grad
             if grad is None:
                 state.grad_ref, state.version, state.used = None, -1, False
@@ -636,18 +675,17 @@ class GradState:
             state.stale = state.also = None
             state.fresh = None
             state.discarded = None
+        adopted.settled = (self.marks, self.dropping_clears) if settled else None
         if probes:
             self.take_probes(probes)
 
     # ------------------------------------------------------------------ clears
-    def optimizer_params(self, optimizer) -> Iterator[Tuple[object, LeafState]]:
-        for ref, state in self.adopt(optimizer).pairs:
-            yield ref(), state
+    def optimizer_params(self, optimizer) -> List[Tuple[object, LeafState]]:
+        return [(ref(), state) for ref, state in self.adopt(optimizer).pairs]
 
-    def module_params(self, module) -> Iterator[Tuple[object, Optional[LeafState]]]:
+    def module_params(self, module) -> List[Tuple[object, Optional[LeafState]]]:
         known = self.known
-        for param in module.parameters():
-            yield param, known(param)
+        return [(param, known(param)) for param in module.parameters()]
 
     def cleared(self, params: Iterable[Tuple[object, Optional[LeafState]]],
                 site_of: Callable[[], BackwardSite]) -> Optional[BackwardSite]:
@@ -662,5 +700,9 @@ class GradState:
                 site = site_of()
                 self.dropping_clears += 1
             state.clear(site)
-            state.remember(param.grad)  # type: ignore[attr-defined]
+            grad = param.grad  # type: ignore[attr-defined]
+            if grad is None:  # LeafState.remember, inlined: this runs for every parameter on every step
+                state.grad_ref, state.version = None, -1
+            else:
+                state.remember(grad)
         return site

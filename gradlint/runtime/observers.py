@@ -192,7 +192,10 @@ class Lifecycle:
             if held > site.count(KEPT_UPSTREAM_AT_ONCE):
                 site.bump(KEPT_UPSTREAM_AT_ONCE, held - site.count(KEPT_UPSTREAM_AT_ONCE))
         watch = calls <= WATCH_ALL_ROOTS or calls % SAMPLE_ROOTS_EVERY == 0
-        self._watch_upstream(key, calls, steps, roots, torch)
+        # (the walk's own test, spelled here so most calls skip the call: sampled calls and the
+        # ones just before them)
+        if watch or calls % SAMPLE_UPSTREAM_EVERY == 0 or (calls + 1) % SAMPLE_UPSTREAM_EVERY == 0:
+            self._watch_upstream(key, calls, steps, roots, torch)
         if watch:
             for root in roots:
                 node = getattr(root, "grad_fn", None) if isinstance(root, torch.Tensor) else None

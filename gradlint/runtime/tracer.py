@@ -313,9 +313,10 @@ class Tracer:
 
     def _enter(self, state: _Thread, kind: str, args: tuple, kwargs: dict) -> _Call:
         torch = self.torch
-        if kind == "tensor" and len(args) == 1 and not kwargs:
-            bound = _NO_ARGUMENTS  # `loss.backward()`, the common call
-            roots, grads = [args[0]], [None]
+        if kind == "tensor" and len(args) == 1:
+            # `loss.backward()` or `loss.backward(retain_graph=...)`: the keywords are the names
+            bound = kwargs or _NO_ARGUMENTS
+            roots, grads = [args[0]], [bound.get("gradient")]
         elif kind == "tensor":
             bound = _positional(args, kwargs, _TENSOR_BACKWARD)
             roots, grads = [bound.get("self")], [bound.get("gradient")]
@@ -354,7 +355,7 @@ class Tracer:
         # Only an explicit retain_graph=True is a GL002 question; create_graph keeps the graph for
         # higher-order gradients, which is its purpose.
         retain = bool(retain_graph) and not create_graph
-        inputs = _as_list(bound.get("inputs"))
+        inputs = _as_list(bound.get("inputs")) if bound else []
         graph_roots = []
         if retain or (accumulates and site.calls == 1):
             graph_roots = [r.grad_fn for r in roots if isinstance(r, torch.Tensor) and r.grad_fn is not None]

@@ -250,6 +250,29 @@ def test_clear_between_backward_and_step_is_observed():
     assert extra.line == finding.line
 
 
+def test_a_clear_before_the_step_or_a_forgotten_clear_between_clean_steps_is_each_counted():
+    """Clean steps let the step hook skip its scan of the parameters (nothing marked or charged
+    since); a clear before one step, then a forgotten clear before another, must still be seen, and
+    the clean steps around them must count as clean."""
+    with _trace() as traced:
+        model = mlp()
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+        for index, (inputs, labels) in enumerate(batches(12)):
+            if index not in (6, 7):  # forgotten twice: steps 6 and 7 keep what the step before used
+                optimizer.zero_grad()
+            nn.functional.cross_entropy(model(inputs), labels).backward()
+            if index == 3:
+                optimizer.zero_grad()  # clear: dropped once
+            optimizer.step()
+    obs = traced.observations
+    assert _count(obs, events.CLEAR_BEFORE_STEP, "call_sites") == 1
+    # Step 6 is unsure (no content probe was taken yet: a clear through `.data` cannot be ruled
+    # out); the parameters are probed from then on, so step 7 is stale.
+    assert _count(obs, events.UNSURE_CARRY) == 1
+    assert [o.stale_steps for o in obs.optimizers] == [1]
+    assert [o.steps for o in obs.optimizers] == [12]
+
+
 # ------------------------------------------------------------------------------ step closures
 def _closure_loop(optimizer_class, order: str, **options):
     """`optimizer.step(closure)` three times; `order` places the clear in or around the closure."""
