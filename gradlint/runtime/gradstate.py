@@ -680,21 +680,29 @@ class GradState:
             self.take_probes(probes)
 
     # ------------------------------------------------------------------ clears
-    def optimizer_params(self, optimizer) -> List[Tuple[object, LeafState]]:
-        return [(ref(), state) for ref, state in self.adopt(optimizer).pairs]
+    def optimizer_params(self, optimizer) -> List[Tuple[weakref.ref, LeafState]]:
+        """(weak reference, state) of each parameter of `optimizer`."""
+        return self.adopt(optimizer).pairs
 
-    def module_params(self, module) -> List[Tuple[object, Optional[LeafState]]]:
-        known = self.known
-        return [(param, known(param)) for param in module.parameters()]
+    def module_params(self, module) -> List[Tuple[weakref.ref, LeafState]]:
+        """(weak reference, state) of each parameter of `module` that is watched."""
+        leaves = self.leaves
+        pairs = []
+        for param in module.parameters():
+            entry = leaves.get(id(param))
+            if entry is not None and entry[0]() is param:
+                pairs.append(entry)
+        return pairs
 
-    def cleared(self, params: Iterable[Tuple[object, Optional[LeafState]]],
+    def cleared(self, params: Iterable[Tuple[weakref.ref, LeafState]],
                 site_of: Callable[[], BackwardSite]) -> Optional[BackwardSite]:
-        """An explicit clear of `params` ((leaf, its state or None) pairs). When it drops
-        gradients no step used yet, the clear's site (from `site_of`, worked out only then) is
-        charged and returned."""
+        """An explicit clear of `params` ((weak reference to a leaf, its state) pairs). When it
+        drops gradients no step used yet, the clear's site (from `site_of`, worked out only then)
+        is charged and returned."""
         site = None
-        for param, state in params:
-            if state is None or param is None:
+        for ref, state in params:
+            param = ref()
+            if param is None:
                 continue
             if state.fresh is not None and site is None:
                 site = site_of()
