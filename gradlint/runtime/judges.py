@@ -224,18 +224,17 @@ def runtime_only_kept_graph(obs: Observations, code: str, matched: Set[int], cwd
     """Sites whose graphs pile up: the root's (a loss history), or nodes near it that its
     iteration made (an output or a component loss stored by a module's forward, a forward hook,
     a helper in another module). Two or more alive at the same time past their iteration: one
-    kept at a time (the latest, the best so far) is not a history. Nodes kept because each
+    kept at a time (the latest, the best so far) is not a history. Graphs kept because each
     iteration's graph reaches into the previous one's (carried state) are the carried-graph rule's."""
     out = []
     for site in _backward_sites(obs):
-        if id(site) in matched:
+        if id(site) in matched or _carried_evidence([site]) is not None:  # state carried into the next graph: GL008's
             continue
         if site.count(KEPT_GRAPH) >= 2 and site.count(KEPT_AT_ONCE) >= 2:
             out.append(_new_finding(code, site, "graphs of this backward stay alive across iterations: store "
                                     "loss.item() or loss.detach() instead of the loss (or an output)",
                                     _kept_evidence([site]), cwd))
-        elif (site.count(KEPT_UPSTREAM) >= 2 and site.count(KEPT_UPSTREAM_AT_ONCE) >= 2
-              and _carried_evidence([site]) is None):  # state carried into the next graph: GL008's
+        elif site.count(KEPT_UPSTREAM) >= 2 and site.count(KEPT_UPSTREAM_AT_ONCE) >= 2:
             out.append(_new_finding(code, site, "parts of this backward's graph (an output or a loss term, "
                                     "kept by a list, a module's forward or a forward hook) stay alive across "
                                     "iterations: store .detach() or .item() of it instead",

@@ -634,6 +634,40 @@ def test_hidden_state_carried_across_iterations(mode):
         assert verdict == "confirmed" and extra[0].severity == "warning"
 
 
+@pytest.mark.parametrize("carry", ["running-sum", "decayed-average", "history-list"])
+def test_a_carried_root_is_the_carried_graph_rule_not_a_loss_history(carry):
+    """A backward on a running sum (or decayed average) of the losses with retain_graph=True keeps
+    every iteration's graph alive because the next one runs through it: GL008's, reported once, not
+    again as a runtime-only loss history. A list of the losses beside a per-iteration backward is
+    the history rule's."""
+    torch.manual_seed(0)
+    layer = nn.Linear(3, 3)
+    optimizer = torch.optim.SGD(layer.parameters(), lr=0.01)
+    inputs = torch.randn(4, 3)
+    with _trace() as traced:
+        total = torch.zeros(())
+        history = []
+        for _ in range(6):
+            step_loss = layer(inputs + 0.1 * torch.randn_like(inputs)).pow(2).mean()
+            optimizer.zero_grad()
+            if carry == "history-list":
+                history.append(step_loss)
+                step_loss.backward()  # backward: per iteration
+            else:
+                total = total + step_loss if carry == "running-sum" else 0.9 * total + 0.1 * step_loss
+                total.backward(retain_graph=True)  # backward: carried root
+            optimizer.step()
+    obs = traced.observations
+    kept = judges.runtime_only_kept_graph(obs, "GL006", set(), REPO)
+    carried = judges.runtime_only_carried_graph(obs, "GL008", set(), REPO)
+    if carry == "history-list":
+        assert [f.line for f in kept] == [_line_of("step_loss.backward()  # backward: per iteration")]
+        assert carried == []
+    else:
+        assert [f.line for f in carried] == [_line_of("total.backward(retain_graph=True)  # backward: carried root")]
+        assert kept == []
+
+
 @pytest.mark.parametrize("cell_kind", ["lstm", "linear"])
 def test_carried_state_whose_old_graph_saved_stepped_weights_is_confirmed_by_its_crash(cell_kind):
     """retain_graph=True and state carried without detach: the second backward runs into the first
