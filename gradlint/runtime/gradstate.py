@@ -49,7 +49,7 @@ from gradlint.runtime.events import (
     OptimizerStats,
 )
 from gradlint.runtime.handgrads import all_zero, assigned_after_clear, dropped_by_hand
-from gradlint.runtime.probes import compare, follows, norms, sample, stepped_by_hand
+from gradlint.runtime.probes import compare, norms, sample, stepped_by_hand, updated, value_of
 
 GRAPH_LIMIT = 50_000  # nodes walked at most per graph (discovery of leaves, retained graphs)
 
@@ -263,7 +263,7 @@ class GradState:
                 elif state.used:
                     checks = self._stale(state, grad, checks)
                 elif not state.owned and state.value_version >= 0:
-                    changed, verdict = self._updated(leaf, state)
+                    changed, verdict = updated(leaf, state.value_probe, state.value_version, state.grad_sample)
                     if changed:
                         moved = moved or []
                         moved.append((state, grad, verdict))
@@ -397,7 +397,7 @@ class GradState:
                     state.noted.loose_leaves -= 1
                     state.noted = None
                 state.value_version = leaf._version
-                state.value_probe = self._value_of(leaf)
+                state.value_probe = value_of(leaf)
                 state.grad_sample = sample(grad) if state.value_probe is not None else None
             if before not in (STALE, STALE_AGAIN, UNSURE):  # still holding what a step used, if it did
                 state.used = False
@@ -420,36 +420,6 @@ class GradState:
             site.bump(PARAM_GRADS)
 
     # ------------------------------------------------------------------ content probes
-    def _value_of(self, leaf) -> Optional[Tuple[int, Any]]:
-        """(storage address, a copy of up to VALUE_SAMPLE evenly spaced elements) of a leaf's
-        value: an update changes (nearly) every element, and a sample costs the same for any
-        size of leaf (a backbone left out of the optimizer is probed after every backward).
-        None when it cannot be taken."""
-        try:
-            return leaf.data_ptr(), sample(leaf)
-        except Exception:
-            return None
-
-    def _updated(self, leaf, state: LeafState) -> Tuple[bool, Union[bool, str, None]]:
-        """Was a leaf in no optimizer updated since the last backward into it, and from its
-        gradient? (changed, how): changed when its version counter, storage or sampled elements
-        differ; how is True when it moved along (or against) the gradient that backward left,
-        False when in no relation to it (an exponential moving average of another model's weights,
-        a copy: the gradient was not read), None when the samples cannot tell."""
-        seen = state.value_probe
-        now = self._value_of(leaf) if seen is not None else None
-        if seen is None or now is None:
-            return leaf._version != state.value_version, None  # the counter alone
-        changed = leaf._version != state.value_version or now[0] != seen[0]
-        try:
-            old, new = seen[1], now[1]
-            if not changed:
-                same = (old == new) | (old.isnan() & new.isnan()) if old.is_floating_point() else old == new
-                changed = not bool(same.all())
-            return changed, (follows(old, new, state.grad_sample) if changed else None)
-        except Exception:
-            return changed, None
-
     def take_probes(self, pairs: List[Tuple[LeafState, Any]]) -> None:
         """Store each leaf's probe: its gradient's norm now, as the step or update uses it."""
         for (state, _), norm in zip(pairs, norms([grad for _, grad in pairs], self.torch)):

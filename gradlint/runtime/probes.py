@@ -134,3 +134,35 @@ def compare(old: list, now: list, torch) -> List[Optional[Tuple[float, float]]]:
         for position, index in enumerate(indexes):
             out[index] = (values[position], values[half + position])
     return out
+
+
+def value_of(leaf) -> Optional[Tuple[int, Any]]:
+    """(storage address, a copy of up to VALUE_SAMPLE evenly spaced elements) of a leaf's value:
+    an update changes (nearly) every element, and a sample costs the same for any size of leaf (a
+    backbone left out of the optimizer is probed after every backward). None when it cannot be
+    taken."""
+    try:
+        return leaf.data_ptr(), sample(leaf)
+    except Exception:
+        return None
+
+
+def updated(leaf, seen: Optional[Tuple[int, Any]], version: int, grad_sample) -> Tuple[bool, Union[bool, str, None]]:
+    """Was a leaf in no optimizer updated since the last backward into it, and from its gradient?
+    `seen`, `version` and `grad_sample` are its value probe, version counter and gradient sample
+    after that backward. (changed, how): changed when its version counter, storage or sampled
+    elements differ; how is True when it moved along (or against) the gradient that backward
+    left, False when in no relation to it (an exponential moving average of another model's
+    weights, a copy: the gradient was not read), None when the samples cannot tell."""
+    now = value_of(leaf) if seen is not None else None
+    if seen is None or now is None:
+        return leaf._version != version, None  # the counter alone
+    changed = leaf._version != version or now[0] != seen[0]
+    try:
+        old, new = seen[1], now[1]
+        if not changed:
+            same = (old == new) | (old.isnan() & new.isnan()) if old.is_floating_point() else old == new
+            changed = not bool(same.all())
+        return changed, (follows(old, new, grad_sample) if changed else None)
+    except Exception:
+        return changed, None
