@@ -18,7 +18,7 @@ import importlib
 import pkgutil
 import re
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Set, Tuple
 
 # A rule module's name: gl + three digits (the code, lower case).
 _MODULE_NAME = re.compile(r"^gl\d{3}$")
@@ -64,8 +64,9 @@ Check = Callable[[Any], Iterable[Any]]
 Judge = Callable[..., Tuple[str, str]]
 # (one backward site, cwd, does a static finding of the rule cover it?) -> runtime-only
 # findings' (message, evidence, severity or None for the rule's)
-# observe(site, cwd, covered, peers): `peers` are the sites reported at the same line (call paths through it)
-Observe = Callable[[Any, str, bool, List[Any]], List[Tuple[str, str, Optional[str]]]]
+# observe(site, cwd, covered, peers, ran): `peers` are the sites reported at the same line (call paths
+# through it); `ran` the (path, line) of every traced backward's innermost user frame
+Observe = Callable[[Any, str, bool, List[Any], Set[Tuple[str, int]]], List[Tuple[str, str, Optional[str]]]]
 
 
 @dataclass(frozen=True)

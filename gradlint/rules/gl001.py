@@ -71,7 +71,8 @@ def judge(sites: list, cwd: str, finding: Any = None, obs: Any = None) -> Tuple[
     return UNEXERCISED, "this code did not run a backward"
 
 
-def observe(site, cwd: str, covered: bool, peers: Optional[list] = None) -> List[Tuple[str, str, Optional[str]]]:
+def observe(site, cwd: str, covered: bool, peers: Optional[list] = None,
+            ran: Optional[set] = None) -> List[Tuple[str, str, Optional[str]]]:
     """Runtime-only findings at one backward site no static GL001 points to (`covered`): an
     optimizer step, or a hand-written update, that used gradients an earlier step already used.
     (Leaves that no optimizer holds and that only accumulate, as for saliency maps, are a note in

@@ -130,12 +130,19 @@ def judge(sites: list, cwd: str, finding: Any = None, obs: Any = None) -> Tuple[
     return UNEXERCISED, "this code did not run a backward"
 
 
-def observe(site, cwd: str, covered: bool, peers: Optional[list] = None) -> List[Tuple[str, str, Optional[str]]]:
+def observe(site, cwd: str, covered: bool, peers: Optional[list] = None,
+            ran: Optional[set] = None) -> List[Tuple[str, str, Optional[str]]]:
     """A retained graph nothing ran again, at a site no static GL002 points to. `retain_graph` is
     written once per line: when a graph retained on another call path through the same line
-    (`peers`: a helper called from two places) was run again, the line needs it."""
+    (`peers`: a helper called from two places) was run again, the line needs it. When a backward
+    written in the same function never ran (`ran`: where traced backwards ran), this run did not
+    take the path that may need the graph (`if args.aux: aux.backward()`): nothing is said."""
+    from gradlint.runtime.untaken import untaken_backward
+
     peers = peers or [site]
     if covered or not site.retained or any(s.retained_reused for s in peers):
+        return []
+    if ran is not None and untaken_backward(site.where[0], site.where[1], ran) is not None:
         return []
     _, evidence = judge(peers, cwd)
     return [("`retain_graph=True` keeps a graph that no later backward uses; drop it to free the "

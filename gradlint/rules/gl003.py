@@ -115,7 +115,8 @@ def judge(sites: list, cwd: str, finding: Any = None, obs: Any = None) -> Tuple[
     return REFUTED, f"the backward ran {plural(calls, 'time')}, always on a one-element tensor"
 
 
-def observe(site, cwd: str, covered: bool, peers: Optional[list] = None) -> List[Tuple[str, str, Optional[str]]]:
+def observe(site, cwd: str, covered: bool, peers: Optional[list] = None,
+            ran: Optional[set] = None) -> List[Tuple[str, str, Optional[str]]]:
     """A backward on a tensor of several elements at a site no static GL003 points to."""
     if covered or not site.nonscalar:
         return []

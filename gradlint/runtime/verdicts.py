@@ -12,7 +12,7 @@ each rule lives in that rule's module.
 from __future__ import annotations
 
 import os
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 from gradlint.findings import RULES, Finding
 from gradlint.paths import display_path
@@ -100,13 +100,15 @@ def runtime_only(obs: Observations, matched: Dict[str, set], cwd: str) -> List[F
     # line is a peer (a helper's backward called from two places is one line, two sites).
     reported: set = set()
     by_line: Dict[Tuple[str, int, str], List[BackwardSite]] = {}
+    ran: Set[Tuple[str, int]] = set()
     for site in obs.sites.values():
         by_line.setdefault((site.where[0], site.where[1], site.kind), []).append(site)
+        ran.add((site.where[0], site.where[1]))
     for site in obs.sites.values():
         peers = by_line[(site.where[0], site.where[1], site.kind)]
         for code, observe in observers:
             covered = id(site) in matched.get(code, set())
-            for message, evidence, severity in observe(site, cwd, covered, peers):
+            for message, evidence, severity in observe(site, cwd, covered, peers, ran):
                 finding = _runtime_finding(code, site, message, evidence, cwd, severity=severity)
                 key = (code, finding.path, finding.line, finding.column, message)
                 if key not in reported:  # one finding per line, however many call paths ran it

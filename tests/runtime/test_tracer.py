@@ -233,6 +233,46 @@ def test_retain_graph_never_reused_is_confirmed():
     assert _codes(traced) == ["GL002"]
 
 
+def _retain_for_an_optional_second_backward(option: str) -> None:
+    """retain_graph=True kept for a second backward that runs only when a config option asks."""
+    model = mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    for inputs, labels in batches(3):
+        features = model(inputs)
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(features, labels).backward(retain_graph=True)
+        if option == "aux":
+            features.abs().mean().backward()
+        elif option == "input-grad":
+            torch.autograd.grad(features.pow(2).sum(), model[0].weight)
+        optimizer.step()
+
+
+def _retain_beside_a_backward_on_another_graph() -> None:
+    model = mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    for inputs, labels in batches(3):
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(model(inputs), labels).backward(retain_graph=True)
+        model(inputs).pow(2).mean().backward()  # a new forward: never runs the retained graph
+        optimizer.step()
+
+
+@pytest.mark.parametrize("option", ["off", "aux", "input-grad"])
+def test_retain_graph_kept_for_a_backward_the_run_may_not_take_is_not_confirmed(option):
+    """Off, the branch that may need the graph never ran: this run cannot tell, so nothing is
+    said (not confirmed); on, it ran the graph again (refuted)."""
+    with _trace() as traced:
+        _retain_for_an_optional_second_backward(option)
+    assert _codes(traced) == []
+
+
+def test_retain_graph_beside_a_backward_that_ran_on_another_graph_is_confirmed():
+    with _trace() as traced:
+        _retain_beside_a_backward_on_another_graph()
+    assert _codes(traced) == ["GL002"]
+
+
 def test_nonscalar_backward_seen_before_torch_raises():
     with _trace() as traced:
         out = mlp()(torch.randn(3, 16))
