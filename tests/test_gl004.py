@@ -342,10 +342,98 @@ FLAGGED = {
                 optimizer.step()
                 clip(model, args.clip)  # GL004
         """,
+    "unscale_guarded_by_another_flag_than_the_scalers": """
+        import torch
+
+        scaler = torch.amp.GradScaler("cuda", enabled=args.amp)
+        for batch in loader:
+            optimizer.zero_grad()
+            with torch.autocast("cuda", enabled=args.amp):
+                loss = model(batch).mean()
+            scaler.scale(loss).backward()
+            if args.log_norms:  # not the scaler's flag: with amp on and this off, the clip sees scaled grads
+                scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)  # GL004
+            scaler.step(optimizer)
+            scaler.update()
+        """,
+    "unscale_only_when_the_scaler_is_off": """
+        import torch
+
+        scaler = torch.amp.GradScaler("cuda")
+        for batch in loader:
+            optimizer.zero_grad()
+            scaler.scale(model(batch).mean()).backward()
+            if not scaler.is_enabled():  # backwards: unscales exactly when there is nothing to unscale
+                scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)  # GL004
+            scaler.step(optimizer)
+            scaler.update()
+        """,
 }
 
 
 CLEAN = {
+    "unscale_when_the_scaler_is_enabled": """
+        import torch
+
+        scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+        for step, (images, labels) in enumerate(loader):
+            optimizer.zero_grad(set_to_none=True)
+            with torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
+                loss = criterion(model(images), labels)
+            scaler.scale(loss).backward()
+            if scaler.is_enabled():
+                scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=1.0)
+            scaler.step(optimizer)
+            scaler.update()
+        """,
+    "unscale_under_the_flag_the_scaler_was_built_with": """
+        import torch
+
+        scaler = torch.cuda.amp.GradScaler(enabled=args.fp16)
+        for batch in loader:
+            optimizer.zero_grad()
+            with torch.cuda.amp.autocast(enabled=args.fp16):
+                loss = model(**batch).loss
+            scaler.scale(loss).backward()
+            if args.fp16:
+                scaler.unscale_(optimizer)
+            else:
+                pass  # full precision: the gradients are as the backward left them
+            torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+            scaler.step(optimizer)
+            scaler.update()
+        """,
+    "trainer_unscales_under_a_copy_of_the_flag": """
+        import torch
+        from torch import nn
+
+        class AmpTrainer:
+            def __init__(self, model, use_amp):
+                self.use_amp = use_amp
+                self.model = model
+                self.optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+                self.scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+
+            def step(self, x, y):
+                self.optimizer.zero_grad()
+                with torch.autocast("cuda", enabled=self.use_amp):
+                    loss = nn.functional.cross_entropy(self.model(x), y)
+                self.scaler.scale(loss).backward()
+                if not self.use_amp:
+                    pass
+                else:
+                    self.scaler.unscale_(self.optimizer)
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+
+            def fit(self, loader):
+                for x, y in loader:
+                    self.step(x, y)
+        """,
     "amp_unscale_first": """
         import torch
 

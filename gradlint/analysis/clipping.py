@@ -31,6 +31,7 @@ from gradlint.analysis.ordering import (
     GATE,
     MAYBE_STEP,
     MAYBE_UNSCALE,
+    SCALER_IDLE,
     MIRROR,
     SCALED,
     STEP,
@@ -120,6 +121,8 @@ def _clips_on_scaled_gradients(loop: LoopInfo, scaled: Event, options) -> List[t
         kind = event.kind
         if kind in (UNSCALE, MAYBE_UNSCALE):
             return ("scaled", True, clip)
+        if kind == SCALER_IDLE and event.target == scaled.target:
+            return Finished("ok")  # the scaler is off on this path: nothing was scaled
         if kind == CLIP:
             if clip is None and not unscaled and event.target == CLIP_TORCH:
                 return ("scaled", unscaled, event)

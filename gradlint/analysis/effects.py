@@ -15,7 +15,7 @@ import libcst as cst
 
 from gradlint.analysis.backward import backward_call
 from gradlint.analysis.calls import _clears_grad_by_assignment, _is_grad, assigns_grad, calls_in
-from gradlint.analysis.events import ALL, BACKWARD, CLEAR, STEP, Effect, Scope, expr_text
+from gradlint.analysis.events import ALL, BACKWARD, CLEAR, STEP, Effect, Event, Scope, expr_text
 from gradlint.analysis.facts import ModuleFacts, _optimizer_class, _qualify
 from gradlint.analysis.helper_calls import _GRAD_WIPES, HelperResolver, _helper_local
 from gradlint.analysis.manual_updates import _UPDATING_METHODS, PARAMS, updated_by_call, updated_by_statement
@@ -66,6 +66,11 @@ class Analyzer(HelperResolver):
         self._memo: Dict[int, List[Effect]] = {}  # statement id -> effects, for root-scope code
         self._context_call: Optional[int] = None  # id of the `with` item call being classified
 
+
+    def branch_events(self, test: cst.BaseExpression, scope: Scope, taken: bool) -> List[Event]:
+        """Events that taking (`taken`) or skipping the branch of `if test:` implies by itself;
+        none at this layer (the ordering layer adds a scaler known to be off)."""
+        return []
 
     # -- the main entry ----------------------------------------------------------------------
     def call_effects(self, call: cst.Call, scope: Scope) -> List[Effect]:

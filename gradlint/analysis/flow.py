@@ -315,14 +315,17 @@ class _Builder:
             if clearing is None or not _clears_syntactically(clearing):
                 none_branch = None
         cleared = [scope.event(CLEAR, ALL, stmt.test)]
+        branch_events = self.analyzer.branch_events
         then = self.node(
-            preds, cleared if none_branch is True else (), decide=(key[0], key[1], key[2]) if key else None
+            preds, (cleared if none_branch is True else []) + branch_events(stmt.test, scope, True),
+            decide=(key[0], key[1], key[2]) if key else None
         )
         unit = self.unit_of(stmt.test, scope.facts.module)
         then.unit = unit
         exits = self.block(stmt.body, [then], scope)
         other = self.node(
-            preds, cleared if none_branch is False else (), decide=(key[0], key[1], not key[2]) if key else None
+            preds, (cleared if none_branch is False else []) + branch_events(stmt.test, scope, False),
+            decide=(key[0], key[1], not key[2]) if key else None
         )
         other.unit = (unit[0], not unit[1]) if unit is not None else None
         if stmt.orelse is None:

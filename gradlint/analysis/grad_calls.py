@@ -195,6 +195,41 @@ def _always_false_names(module: cst.Module) -> frozenset:
     return frozenset(false - other)
 
 
+def scaler_flags(module: cst.Module, imports: ImportMap) -> Dict[str, str]:
+    """Expression text of a GradScaler's `enabled=` argument -> the text of the name it is bound
+    to, for `scaler = GradScaler(enabled=args.amp)` (also `self.scaler = ...`, and a copy of the
+    flag such as `self.use_amp = use_amp`): where the flag is false the scaler is off. Only names
+    and attributes count as flags; a flag shared by scalers bound to different names maps to none
+    of them."""
+    flags: Dict[str, str] = {}
+    shared: set = set()
+    copies: List[tuple] = []  # (target text, value text) of `self.use_amp = use_amp`
+    for node in walk(module, (cst.Lambda,)):
+        if type(node) is not cst.Assign:
+            continue
+        if not isinstance(node.value, cst.Call):  # type: ignore[attr-defined]
+            value = dotted(node.value)  # type: ignore[attr-defined]
+            if value is not None:
+                copies.extend((dotted(t.target), value) for t in node.targets)  # type: ignore[attr-defined]
+            continue
+        call = node.value  # type: ignore[attr-defined]
+        if not (imports.resolve(call.func) or "").endswith("GradScaler"):
+            continue
+        flag = next((dotted(arg.value) for arg in call.args
+                     if arg.keyword is not None and arg.keyword.value == "enabled"), None)
+        for target in node.targets:  # type: ignore[attr-defined]
+            text = dotted(target.target)
+            if flag is None or text is None:
+                continue
+            if flags.get(flag, text) != text:
+                shared.add(flag)
+            flags[flag] = text
+    for copy, value in copies:  # a copy of the flag is the flag (`self.use_amp = use_amp`)
+        if copy is not None and value in flags and copy not in flags:
+            flags[copy] = flags[value]
+    return {flag: text for flag, text in flags.items() if flag not in shared}
+
+
 def _scaler_state(value: cst.BaseExpression, imports: ImportMap, falses: frozenset = frozenset()) -> Optional[str]:
     if isinstance(value, cst.IfExp):  # scaler = GradScaler() if args.amp else None
         states = [_scaler_state(v, imports, falses) for v in (value.body, value.orelse)]

@@ -31,6 +31,7 @@ from gradlint.analysis.grad_calls import (
     reads_grad,
     reads_grad_statement,
     scaled_backward_scaler,
+    scaler_flags,
     unscale_call,
     wiping_call,
 )
@@ -45,10 +46,14 @@ SCALED = "scaled-backward"  # just before the BACKWARD of `scaler.scale(loss).ba
 READ = "grad-read"  # an expression reads a `.grad` value
 MAYBE_STEP = "maybe-step"  # `engine.step()`, `thing.step()` of an object we cannot identify
 MAYBE_UNSCALE = "maybe-unscale"  # a call we cannot see into, handed the scaler or named so
+# entering the branch of `if scaler.is_enabled():` (or of the flag the scaler was built with,
+# `GradScaler(enabled=args.amp)` ... `if args.amp:`) where the test is false: the scaler is off
+# there, its scale() a no-op; target: the scaler's text
+SCALER_IDLE = "scaler-idle"
 
 __all__ = [
     "ALL", "BACKWARD", "CLEAR", "STEP", "CLIP", "UNSCALE", "SCALED", "READ", "MAYBE_STEP",
-    "MAYBE_UNSCALE", "Event", "LoopGraph", "Node", "LoopInfo", "OrderingAnalyzer", "ordering_loops",
+    "MAYBE_UNSCALE", "SCALER_IDLE", "Event", "LoopGraph", "Node", "LoopInfo", "OrderingAnalyzer", "ordering_loops",
     "explore", "events_of", "clear_kind", "report_node", "Finished", "MAX_STATES",
 ]
 
@@ -68,12 +73,38 @@ class OrderingAnalyzer(Analyzer):
         # memoised answer; this class only widens it (helpers that clip, unscale or read).
         self._plain = Analyzer(root, options, project)
         self._touching: Dict[int, bool] = {}
+        self._flags: Dict[int, Dict[str, str]] = {}  # id(module) -> scaler_flags of it
 
     @property
     def needs_project(self) -> bool:
         return self.wants_project or self._plain.wants_project
 
     # -- events ------------------------------------------------------------------------------
+    def branch_events(self, test: cst.BaseExpression, scope: Scope, taken: bool) -> List[Event]:
+        """SCALER_IDLE on the branch where `scaler.is_enabled()`, or the flag a scaler was built
+        with, is false (`not` flips it)."""
+        positive = True
+        while isinstance(test, cst.UnaryOperation) and isinstance(test.operator, cst.Not):
+            test = test.expression
+            positive = not positive
+        if taken == positive:
+            return []
+        scaler = None
+        if (isinstance(test, cst.Call) and not test.args and isinstance(test.func, cst.Attribute)
+                and test.func.attr.value == "is_enabled"):
+            scaler = dotted(test.func.value)
+        else:
+            flag = dotted(test)
+            if flag is not None:
+                module = scope.facts.module
+                flags = self._flags.get(id(module))
+                if flags is None:
+                    flags = self._flags[id(module)] = scaler_flags(module, scope.facts.imports)
+                scaler = flags.get(flag)
+        if not scaler:
+            return []
+        return [scope.event(SCALER_IDLE, scope.subst(scaler)[0], test)]
+
     def call_effects(self, call: cst.Call, scope: Scope):
         effects = super().call_effects(call, scope)
         imports = scope.facts.imports
