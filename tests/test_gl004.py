@@ -759,6 +759,36 @@ def test_messages_say_which_problem_and_how_to_fix():
     assert "no optimizer step uses" in before and "backward" in before and "adds to them" in before
 
 
+def test_a_method_called_on_an_instance_is_told_in_its_own_names():
+    """The loop that runs it calls `trainer.step(...)`; the finding is in the method, where the
+    scaler and the optimizer are `self.` attributes."""
+    source = """
+        import torch
+
+        class AmpTrainer:
+            def __init__(self, model):
+                self.model = model
+                self.optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+                self.scaler = torch.amp.GradScaler("cuda")
+
+            def step(self, batch):
+                self.optimizer.zero_grad()
+                self.scaler.scale(self.model(batch).mean()).backward()
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)  # GL004
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+
+        trainer = AmpTrainer(build_model())
+        for batch in loader:
+            trainer.step(batch)
+        """
+    (finding,) = findings(source)
+    assert (finding.code, finding.line) == expected(source)[0]
+    assert "loss scale of `self.scaler`" in finding.message
+    assert "`self.scaler.unscale_(self.optimizer)`" in finding.message
+    assert "trainer." not in finding.message
+
+
 def test_a_clip_run_through_a_step_closure_is_named_as_run_by_that_call():
     (finding,) = findings("""
         def closure():

@@ -16,11 +16,11 @@ paths are those of the shared loop graphs (`gradlint.analysis.ordering`).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import libcst as cst
 
-from gradlint.analysis.grad_calls import CLIP_TORCH, SCALER_OFF, scaler_states
+from gradlint.analysis.grad_calls import CLIP_TORCH, SCALER_OFF, scaled_backward_scaler, scaler_states
 from gradlint.analysis.names import dotted
 from gradlint.analysis.ordering import (
     ALL,
@@ -67,6 +67,7 @@ class ClipProblem:
     witness: Optional[Event] = None
     unscale: str = ""
     fix: Optional[Fix] = None
+    scaler: str = ""  # the scaler as written where the clip is (a)
 
 
 def clip_problems(ctx) -> List[ClipProblem]:
@@ -86,9 +87,10 @@ def clip_problems(ctx) -> List[ClipProblem]:
             for clip, step in _clips_on_scaled_gradients(loop, backward, ctx.options):
                 node = clip.local_node()
                 if id(node) not in reported:
-                    unscale = _unscale_text(backward, step)
+                    scaler, optimizer = _unscale_names(backward, step, clip)
+                    unscale = f"{scaler}.unscale_({optimizer})"
                     fix = _unscale_fix(ctx, loop, clip, backward, step, unscale)
-                    reported[id(node)] = ClipProblem(node, SCALED_CLIP, backward, step, None, unscale, fix)
+                    reported[id(node)] = ClipProblem(node, SCALED_CLIP, backward, step, None, unscale, fix, scaler)
         for clip in clips:
             if id(clip.local_node()) in reported:
                 continue
@@ -100,10 +102,37 @@ def clip_problems(ctx) -> List[ClipProblem]:
     return list(reported.values())
 
 
-def _unscale_text(scaled: Event, step: Event) -> str:
-    scaler = scaled.target or "scaler"
-    optimizer = step.target if step.target != ALL else "optimizer"
-    return f"{scaler}.unscale_({optimizer})"
+def _unscale_names(scaled: Event, step: Event, clip: Event) -> Tuple[str, str]:
+    """(scaler, optimizer) of the call to insert before `clip`, in the names written where the
+    clip is: a method's own `self.scaler` rather than the `trainer.scaler` of the loop that calls
+    it."""
+    written = _written_names(scaled, step, clip)
+    if written is not None:
+        return written
+    return scaled.target or "scaler", step.target if step.target != ALL else "optimizer"
+
+
+def _written_names(scaled: Event, step: Event, clip: Event) -> Optional[Tuple[str, str]]:
+    """(scaler, optimizer) as the code names them, when the scaled backward, the step and the
+    clip sit in the same body of this file (reached through the same helper calls); else None."""
+    path = [node for node, _ in clip.chain[:-1]]
+    for event in (scaled, step, clip):
+        if not event.chain[-1][1] or len(event.chain) != len(path) + 1:
+            return None
+        if any(a is not b for a, b in zip(path, (node for node, _ in event.chain[:-1]))):
+            return None
+    backward, stepping = scaled.node, step.node
+    if not isinstance(backward, cst.Call) or not isinstance(stepping, cst.Call):
+        return None
+    scaler = scaled_backward_scaler(backward)
+    if scaler is None and isinstance(backward.func, cst.Attribute):  # `scaler.scale(loss)` itself
+        scaler = backward.func.value
+    func = stepping.func
+    if scaler is None or not isinstance(func, cst.Attribute) or func.attr.value != "step":
+        return None
+    optimizer = stepping.args[0].value if stepping.args else func.value  # `scaler.step(opt)`, `opt.step()`
+    names = dotted(scaler), dotted(optimizer)
+    return (names[0], names[1]) if names[0] and names[1] else None
 
 
 # (a) -------------------------------------------------------------------------------------------

@@ -46,7 +46,7 @@ def check(ctx: Context) -> Iterable[Finding]:
 
 def _scaled_message(ctx: Context, problem: ClipProblem) -> str:
     assert problem.scaled is not None
-    scaler = problem.scaled.target or "scaler"
+    scaler = problem.scaler or problem.scaled.target or "scaler"
     line = ctx.position(problem.scaled.local_node()).start.line
     return (
         f"{_clipper(ctx, problem.node)} gradients still multiplied by the loss scale of `{scaler}` "
