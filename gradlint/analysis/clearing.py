@@ -22,6 +22,7 @@ from typing import Dict, List, Optional, Tuple
 
 import libcst as cst
 
+from gradlint.analysis.flush_gates import is_flush_gate
 from gradlint.analysis.names import dotted
 from gradlint.analysis.ordering import (
     ALL,
@@ -97,12 +98,13 @@ def _wiping_clears(loop: LoopInfo, backward: Event, gates: "_AccumulationGates",
     """(clear, step, partly) for the clears that wipe `backward`'s gradients on every path from it
     to a step; [] when some path steps on them, reads them, or cannot be judged."""
     gated = gates.gated_steps(backward)
+    flushes = gates.flushes()
     clears: Dict[int, Event] = {}
 
     def on_event(state, event: Event):
         if state[0] == "pre":
-            return ("on", (), False, False, False) if event is backward else state
-        _, cleared, stepped, crossed, refilled = state
+            return ("on", (), False, False, False, frozenset()) if event is backward else state
+        _, cleared, stepped, crossed, refilled, closed = state
         kind = event.kind
         if kind in (READ, MAYBE_STEP, MAYBE_UNSCALE):
             return Finished("fine")
@@ -115,14 +117,14 @@ def _wiping_clears(loop: LoopInfo, backward: Event, gates: "_AccumulationGates",
             if id(event) in cleared:
                 return state
             clears[id(event)] = event
-            return ("on", cleared + (id(event),), stepped, crossed, refilled)
+            return ("on", cleared + (id(event),), stepped, crossed, refilled, closed)
         if kind == STEP:
             for clear_id in cleared:
                 if _covers(clears[clear_id], event, models):
                     return Finished("wiped-partly" if refilled else "wiped", clears[clear_id], event)
             if id(event) in gated and not crossed:
                 return Finished("pruned")  # the accumulation gate is closed in this iteration
-            return ("on", cleared, True, crossed, refilled)
+            return ("on", cleared, True, crossed, refilled, closed)
         if kind == BACKWARD:
             if stepped:
                 return Finished("fine")  # a new backward for the next step: ours was used
@@ -131,14 +133,15 @@ def _wiping_clears(loop: LoopInfo, backward: Event, gates: "_AccumulationGates",
                     # another backward after the clear: the step has gradients, perhaps of another
                     # model; ours were lost, but whether they mattered cannot be told
                     return Finished("other")
-                return ("on", cleared, stepped, crossed, True)  # the next micro-batch of an accumulation
+                return ("on", cleared, stepped, crossed, True, closed)  # the next micro-batch of an accumulation
             return state
         return state
 
     def on_cross(state):
         return state if state[0] == "pre" else state[:3] + (True,) + state[4:]
 
-    outcomes = explore(loop.graph, ("pre",), on_event, on_cross=on_cross)
+    outcomes = explore(loop.graph, ("pre",), on_event, on_cross=on_cross,
+                       on_edge=flushes.on_edge if flushes.active else None)
     if not outcomes or any(o.verdict == "fine" for o in outcomes):
         return []
     found = []
@@ -268,6 +271,8 @@ class _AccumulationGates:
         self._parents: Optional[Dict[int, cst.CSTNode]] = None
         self.active = not any(e.kind == CLEAR and clear_kind(e, ctx.options) == GATE for e in loop.events)
         self.module = ctx.module
+        self._functions = {id(node): func for node, _cls, func in ctx.training_facts.loops}
+        self._flushes: Optional[_Flushes] = None
 
     def parents(self) -> Dict[int, cst.CSTNode]:
         if self._parents is None:
@@ -315,6 +320,45 @@ class _AccumulationGates:
                     break
         return out
 
+    def flushes(self) -> "_Flushes":
+        """The accumulation gates of steps in loops nested in this one that also open on their
+        loop's last iteration (`or i + 1 == len(loader)`), as edges of the loop graph."""
+        if self._flushes is not None:
+            return self._flushes
+        found = _Flushes()
+        graph = self.loop.graph
+        for event in (self.loop.events if self.active else ()):
+            node = report_node(event, self.loop) if event.kind == STEP else None
+            gate_loop = self._flush_gate(node) if node is not None else None
+            if gate_loop is None:
+                continue
+            gate, inner = gate_loop
+            for _then, other in graph.branches.get(id(gate), ()):
+                found.closing[id(other)] = id(inner)
+            for head, latch in graph.loops.get(id(inner), ()):
+                found.heads[id(head)] = id(inner)
+                found.latches[id(latch)] = (id(inner), head)
+        self._flushes = found
+        return found
+
+    def _flush_gate(self, node: cst.CSTNode) -> Optional[Tuple[cst.If, cst.For]]:
+        """(the `if`, its `for`) when `node` is under an accumulation `if` written in the body of a
+        `for` nested in this loop (not in a loop or def nested in that one) whose test also holds
+        on that loop's last iteration: where the test is false, the iteration is not the last."""
+        gate: Optional[cst.If] = None
+        for ancestor in self._ancestors(node):
+            if isinstance(ancestor, (cst.While, cst.FunctionDef, cst.Lambda, cst.ClassDef)):
+                return None
+            if gate is None:
+                if isinstance(ancestor, cst.For):
+                    return None
+                if isinstance(ancestor, cst.If) and self._accumulation_test(ancestor.test):
+                    gate = ancestor
+            elif isinstance(ancestor, cst.For):
+                scope = self._functions.get(id(ancestor)) or self.module
+                return (gate, ancestor) if is_flush_gate(gate, ancestor, scope) else None
+        return None
+
     def _accumulation_test(self, test: cst.BaseExpression) -> bool:
         if _modulo(test):
             return True
@@ -327,6 +371,39 @@ class _AccumulationGates:
                     return True
             stack.extend(children(node))
         return False
+
+
+class _Flushes:
+    """Where a path may go once a flush gate was seen closed: that iteration of its loop is not
+    the last, so the path cannot leave the loop at the end of the iteration (it steps there on
+    the last one). `closing`: id of the node entered when such a gate's test is false -> the id
+    of its loop; `heads` / `latches`: that loop's head and latch nodes (a latch's successors
+    other than the head leave the loop). The state's last item is the set of loops whose gate was
+    seen closed since their head."""
+
+    def __init__(self) -> None:
+        self.closing: Dict[int, int] = {}
+        self.heads: Dict[int, int] = {}
+        self.latches: Dict[int, Tuple[int, object]] = {}
+
+    @property
+    def active(self) -> bool:
+        return bool(self.closing and self.latches)
+
+    def on_edge(self, state, node, succ):
+        if state[0] != "on":
+            return state
+        closed = state[-1]
+        latch = self.latches.get(id(node))
+        if latch is not None and succ is not latch[1] and latch[0] in closed:
+            return None  # leaving the loop after an iteration that was not its last
+        loop = self.heads.get(id(succ))
+        if loop is not None and loop in closed:
+            closed = closed - {loop}  # a new iteration: it may be the last
+        loop = self.closing.get(id(succ))
+        if loop is not None:
+            closed = closed | {loop}
+        return state if closed is state[-1] else state[:-1] + (closed,)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -59,6 +59,10 @@ class LoopGraph:
     nodes: List[Node] = field(default_factory=list)
     # id of a helper call followed while building -> the helper's scope (its module, def, class)
     callees: Dict[int, Scope] = field(default_factory=dict)
+    # id of a nested loop statement -> its (head, latch) nodes; the latch's other successors leave it
+    loops: Dict[int, List[Tuple[Node, Node]]] = field(default_factory=dict)
+    # id of an `if` statement -> its (then, other) entry nodes (`other`: the test was false)
+    branches: Dict[int, List[Tuple[Node, Node]]] = field(default_factory=dict)
 
     def events(self):
         for node in self.nodes:
@@ -109,6 +113,8 @@ class _Builder:
         self.gates: Dict[str, Tuple[str, FrozenSet[str], bool]] = {}
         self.unit_gates: Dict[str, Tuple[str, bool]] = {}  # the same flags, evaluated with k == 1
         self.callees: Dict[int, Scope] = {}  # see LoopGraph.callees
+        self.loops: Dict[int, List[Tuple[Node, Node]]] = {}  # see LoopGraph.loops
+        self.branches: Dict[int, List[Tuple[Node, Node]]] = {}  # see LoopGraph.branches
 
     # nodes ----------------------------------------------------------------------------------
     def node(self, preds: Sequence[Node], events: Sequence[Event] = (), decide=None, kills=frozenset()) -> Node:
@@ -328,6 +334,7 @@ class _Builder:
             decide=(key[0], key[1], not key[2]) if key else None
         )
         other.unit = (unit[0], not unit[1]) if unit is not None else None
+        self.branches.setdefault(id(stmt), []).append((then, other))
         if stmt.orelse is None:
             return exits + [other]
         if isinstance(stmt.orelse, cst.If):  # elif
@@ -348,6 +355,7 @@ class _Builder:
             latch = self.node([], self.analyzer_events(stmt.test, scope))
             endless = _always_true(stmt.test)
         latch.succ.append(head)
+        self.loops.setdefault(id(stmt), []).append((head, latch))
         frame = _LoopFrame(latch=latch, breaks=[])
         self.frames.append(frame)
         try:
@@ -482,7 +490,11 @@ def build_loop_graph(loop, analyzer: Analyzer, scope: Scope) -> LoopGraph:
     for pred in exits:
         pred.succ.append(latch)
     _keep_correlated_decisions(builder.nodes)
-    return LoopGraph(header=header, nodes=builder.nodes, callees=builder.callees)
+    return _graph(builder, header)
+
+
+def _graph(builder: _Builder, header: Node) -> LoopGraph:
+    return LoopGraph(header, builder.nodes, builder.callees, builder.loops, builder.branches)
 
 
 def build_body_graph(func: cst.FunctionDef, analyzer: Analyzer, scope: Scope) -> LoopGraph:
@@ -500,7 +512,7 @@ def build_body_graph(func: cst.FunctionDef, analyzer: Analyzer, scope: Scope) ->
     for pred in exits + frame.returns:
         pred.succ.append(latch)
     _keep_correlated_decisions(builder.nodes)
-    return LoopGraph(header=header, nodes=builder.nodes, callees=builder.callees)
+    return _graph(builder, header)
 
 
 # (loop or per-batch function, its class, its function, the graph builder for it, its scope)

@@ -372,12 +372,15 @@ def explore(
     on_event: Callable[[State, Event], object],
     on_leave: Optional[Callable[[State], Optional[Outcome]]] = None,
     on_cross: Optional[Callable[[State], State]] = None,
+    on_edge: Optional[Callable[[State, Node, Node], Optional[State]]] = None,
 ) -> Optional[List[Outcome]]:
     """Walk every path of the loop from its header, around the back edge as often as needed.
 
     `on_event(state, event)` returns the next state (a tuple) or an `Outcome` (a `Finished`),
     which ends the path; `on_leave(state)` may give an outcome for a path that leaves the loop
-    (break, return, a raise nobody catches); `on_cross(state)` updates the state on the back edge.
+    (break, return, a raise nobody catches); `on_cross(state)` updates the state on the back edge;
+    `on_edge(state, node, succ)` gives the state on the edge node -> succ, or None where no path
+    can take that edge.
     Returns the outcomes of all paths (each distinct one once), or None when the search grew past
     MAX_STATES (the caller stays silent).
     """
@@ -410,6 +413,11 @@ def explore(
                 outcomes.append(result)
         for succ in node.succ:
             next_state = on_cross(state) if (on_cross is not None and succ is graph.header) else state
+            if on_edge is not None:
+                edged = on_edge(next_state, node, succ)
+                if edged is None:
+                    continue
+                next_state = edged
             entered = _enter(succ, decisions)
             if entered is None:
                 continue
