@@ -429,10 +429,59 @@ FLAGGED = {
             loss.backward()  # GL001
             optimizer.step()
         """,
+    "context_manager_steps_on_exit_and_nothing_clears": """
+        import contextlib
+
+        import torch
+
+        @contextlib.contextmanager
+        def optimizer_step(optimizer):
+            yield
+            optimizer.step()
+
+        def train(model, optimizer, loader):
+            for inputs, targets in loader:
+                with optimizer_step(optimizer):
+                    loss = torch.nn.functional.cross_entropy(model(inputs), targets)
+                    loss.backward()  # GL001
+        """,
 }
 
 
 CLEAN = {
+    "context_manager_clears_on_entry_and_steps_on_exit": """
+        import contextlib
+
+        import torch
+
+        @contextlib.contextmanager
+        def optimizer_step(optimizer):
+            optimizer.zero_grad()
+            try:
+                yield
+            finally:
+                optimizer.step()
+
+        def train(model, optimizer, loader):
+            for inputs, targets in loader:
+                with optimizer_step(optimizer):
+                    loss = torch.nn.functional.cross_entropy(model(inputs), targets)
+                    loss.backward()
+        """,
+    "generator_that_clears_advanced_by_next": """
+        import torch
+
+        def clearing(optimizer):
+            optimizer.zero_grad()
+            yield
+
+        def train(model, optimizer, loader):
+            for inputs, targets in loader:
+                next(clearing(optimizer))
+                loss = torch.nn.functional.cross_entropy(model(inputs), targets)
+                loss.backward()
+                optimizer.step()
+        """,
     "scheduled_optimizer_wrapper_cleared": """
         import torch
 

@@ -15,8 +15,9 @@ import libcst as cst
 
 from gradlint.analysis.backward import backward_call
 from gradlint.analysis.calls import _clears_grad_by_assignment, _is_grad, assigns_grad, calls_in
-from gradlint.analysis.events import ALL, BACKWARD, CLEAR, STEP, Effect, Event, Scope, expr_text
+from gradlint.analysis.events import ALL, BACKWARD, CLEAR, STEP, Effect, Event, Inline, Scope, expr_text
 from gradlint.analysis.facts import ModuleFacts, _optimizer_class, _qualify
+from gradlint.analysis.generators import context_parts, is_context_manager, is_generator
 from gradlint.analysis.helper_calls import _GRAD_WIPES, HelperResolver, _helper_local
 from gradlint.analysis.manual_updates import _UPDATING_METHODS, PARAMS, updated_by_call, updated_by_statement
 from gradlint.analysis.names import dotted
@@ -312,10 +313,26 @@ class Analyzer(HelperResolver):
             if resolved is not None:
                 inline = resolved(call)
                 if self.relevant(inline) or self._hands_optimizer(call, scope):
+                    if inline.scope.func is not None and is_generator(inline.scope.func):
+                        return self._generator_effects(inline, call, func_text, qual, scope)
                     return [inline]  # (handed the optimizer: follow it, whatever it does with it)
                 return []
             if func_text in _HARMLESS_CALLS:
                 return []
+        return self._opaque_effects(call, func_text, qual, scope)
+
+    def _generator_effects(
+        self, inline: Inline, call: cst.Call, func_text: Optional[str], qual: Optional[str], scope: Scope
+    ) -> List[Effect]:
+        """A call of a generator function runs none of its body. As the item of a `with` (a
+        `@contextmanager` whose `yield` splits its body simply), the control-flow layer runs the
+        part before the `yield` on entering the block and the rest on leaving it; any other use
+        (`next(gen)`, iterating it) runs the body at times not followed here: a call we cannot
+        see into."""
+        func = inline.scope.func
+        if (func is not None and id(call) == self._context_call
+                and is_context_manager(func, inline.scope.facts.imports) and context_parts(func) is not None):
+            return [inline]
         return self._opaque_effects(call, func_text, qual, scope)
 
     def _opaque_effects(

@@ -29,6 +29,7 @@ from gradlint.analysis.conditions import condition_key, unit_branch
 from gradlint.analysis.effects import Analyzer
 from gradlint.analysis.events import ALL, BACKWARD, CLEAR, STEP, Event, Inline, Scope
 from gradlint.analysis.facts import ModuleFacts, implicit_loops, iter_loops
+from gradlint.analysis.generators import Part, context_parts
 from gradlint.analysis.manual_updates import PARAMS
 from gradlint.analysis.tree import walk
 
@@ -97,6 +98,11 @@ class _TryFrame:
 
 
 @dataclass
+class _ExitFrame:
+    parts: List[Part]  # run when a jump leaves the `with` block, innermost first
+
+
+@dataclass
 class _FinallyFrame:
     body: cst.BaseSuite
     scope: Scope
@@ -136,12 +142,14 @@ class _Builder:
             if pending:
                 preds = [self.node(preds, pending)]
                 pending = []
-            preds = self.inline(effect, preds)
+            part = effect if isinstance(effect, Part) else None
+            preds = self.inline(part.inline, preds, part.statements) if part else self.inline(effect, preds)
         if (pending or kills) and preds:
             preds = [self.node(preds, pending, kills=kills)]
         return preds
 
-    def inline(self, inline: Inline, preds: List[Node]) -> List[Node]:
+    def inline(self, inline: Inline, preds: List[Node], statements: Optional[Sequence] = None) -> List[Node]:
+        """Follow a helper's body (or only `statements` of it: a part of a generator)."""
         if inline.key in self.active or len(self.active) >= MAX_INLINE_DEPTH:
             return preds
         self.inlined += 1
@@ -153,7 +161,8 @@ class _Builder:
         frame = _FuncFrame(returns=[])
         self.frames = [f for f in saved if isinstance(f, _TryFrame)] + [frame]
         try:
-            exits = self.block(inline.body, preds, inline.scope)
+            exits = (self.block(inline.body, preds, inline.scope) if statements is None
+                     else self.statements(statements, preds, inline.scope))
         finally:
             self.frames = saved
             self.active.pop()
@@ -168,6 +177,9 @@ class _Builder:
             return self.simple(body.body, preds, scope)
         else:
             stmts = [body]
+        return self.statements(stmts, preds, scope)
+
+    def statements(self, stmts: Sequence[cst.CSTNode], preds: List[Node], scope: Scope) -> List[Node]:
         dispatch = self.handler_entry()
         for stmt in stmts:
             if not preds:
@@ -194,14 +206,7 @@ class _Builder:
         if isinstance(stmt, (cst.For, cst.While)):
             return self.loop(stmt, preds, scope)
         if isinstance(stmt, cst.With):
-            effects = []
-            kills = set()
-            for item in stmt.items:
-                effects.extend(self.analyzer.context_effects(item.item, scope))
-                if item.asname is not None:
-                    kills.update(assigned_texts(item.asname.name))
-            preds = self.effects(preds, effects, scope, frozenset(kills))
-            return self.block(stmt.body, preds, scope)
+            return self.with_(stmt, preds, scope)
         if isinstance(stmt, cst.Try):
             return self.try_(stmt, preds, scope)
         if isinstance(stmt, (cst.FunctionDef, cst.ClassDef)):
@@ -279,6 +284,14 @@ class _Builder:
                 self.frames = frames[:index]
                 try:
                     preds = self.block(frame.body, preds, frame.scope)
+                finally:
+                    self.frames = saved
+                if not preds:
+                    return
+            elif isinstance(frame, _ExitFrame):
+                saved, self.frames = self.frames, frames[:index]
+                try:
+                    preds = self.run_parts(frame.parts, preds)
                 finally:
                     self.frames = saved
                 if not preds:
@@ -372,6 +385,39 @@ class _Builder:
     def analyzer_events(self, expr: cst.CSTNode, scope: Scope) -> List[Event]:
         """Events of an expression evaluated again at a loop's latch (helpers not followed)."""
         return [e for e in self.analyzer.expr_effects(expr, scope) if isinstance(e, Event)]
+
+    def with_(self, stmt: cst.With, preds: List[Node], scope: Scope) -> List[Node]:
+        """The items' calls, the body, then (for `@contextmanager` generators followed as items)
+        the part of each generator after its `yield`, innermost first, also where the body
+        leaves by break, continue or return."""
+        effects: list = []
+        kills = set()
+        exits: List[Part] = []
+        for item in stmt.items:
+            for effect in self.analyzer.context_effects(item.item, scope):
+                func = effect.scope.func if isinstance(effect, Inline) else None
+                parts = context_parts(func) if func is not None else None  # (None: not a generator)
+                if parts is None:
+                    effects.append(effect)
+                    continue
+                effects.append(Part(effect, parts[0]))  # type: ignore[arg-type]
+                exits.insert(0, Part(effect, parts[1]))  # type: ignore[arg-type]
+            if item.asname is not None:
+                kills.update(assigned_texts(item.asname.name))
+        preds = self.effects(preds, effects, scope, frozenset(kills))
+        if not exits:
+            return self.block(stmt.body, preds, scope)
+        self.frames.append(_ExitFrame(exits))
+        try:
+            preds = self.block(stmt.body, preds, scope)
+        finally:
+            self.frames.pop()
+        return self.run_parts(exits, preds)
+
+    def run_parts(self, parts: List[Part], preds: List[Node]) -> List[Node]:
+        for part in parts:
+            preds = self.inline(part.inline, preds, part.statements) if preds else preds
+        return preds
 
     def try_(self, stmt: cst.Try, preds: List[Node], scope: Scope) -> List[Node]:
         if stmt.finalbody is not None:
@@ -490,10 +536,6 @@ def build_loop_graph(loop, analyzer: Analyzer, scope: Scope) -> LoopGraph:
     for pred in exits:
         pred.succ.append(latch)
     _keep_correlated_decisions(builder.nodes)
-    return _graph(builder, header)
-
-
-def _graph(builder: _Builder, header: Node) -> LoopGraph:
     return LoopGraph(header, builder.nodes, builder.callees, builder.loops, builder.branches)
 
 
@@ -512,7 +554,7 @@ def build_body_graph(func: cst.FunctionDef, analyzer: Analyzer, scope: Scope) ->
     for pred in exits + frame.returns:
         pred.succ.append(latch)
     _keep_correlated_decisions(builder.nodes)
-    return _graph(builder, header)
+    return LoopGraph(header, builder.nodes, builder.callees, builder.loops, builder.branches)
 
 
 # (loop or per-batch function, its class, its function, the graph builder for it, its scope)
