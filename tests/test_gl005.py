@@ -327,10 +327,232 @@ FLAGGED = {
                 p.grad = None  # GL005
             optimizer.step()
         """,
+    "epoch_clear_with_accumulation_gate_that_leaves_the_last_micro_batches": """
+        import torch
+
+        def train(model, optimizer, loader, epochs, accum_steps):
+            for epoch in range(epochs):
+                optimizer.zero_grad()  # GL005
+                for step, (images, labels) in enumerate(loader):
+                    loss = torch.nn.functional.cross_entropy(model(images), labels) / accum_steps
+                    loss.backward()
+                    if (step + 1) % accum_steps == 0:
+                        optimizer.step()
+                        optimizer.zero_grad()
+        """,
+    "epoch_clear_with_a_last_batch_test_on_another_loader": """
+        import torch
+
+        def train(model, optimizer, train_loader, val_loader, epochs, accum_steps):
+            for epoch in range(epochs):
+                optimizer.zero_grad()  # GL005
+                for step, batch in enumerate(train_loader):
+                    loss = model(**batch).loss / accum_steps
+                    loss.backward()
+                    if (step + 1) % accum_steps == 0 or step + 1 == len(val_loader):
+                        optimizer.step()
+                        optimizer.zero_grad()
+        """,
+    "epoch_clear_with_a_last_batch_test_that_is_off_by_one": """
+        import torch
+
+        def train(model, optimizer, loader, epochs, accum_steps):
+            for epoch in range(epochs):
+                optimizer.zero_grad()  # GL005
+                for step, batch in enumerate(loader):
+                    loss = model(**batch).loss / accum_steps
+                    loss.backward()
+                    if (step + 1) % accum_steps == 0 or step == len(loader):
+                        optimizer.step()
+                        optimizer.zero_grad()
+        """,
+    "micro_batch_clear_with_a_gate_that_flushes_the_last_batch": """
+        import torch
+
+        def train(model, optimizer, loader, epochs, accum_steps):
+            for epoch in range(epochs):
+                for step, batch in enumerate(loader):
+                    optimizer.zero_grad()  # GL005
+                    loss = model(**batch).loss / accum_steps
+                    loss.backward()
+                    if (step + 1) % accum_steps == 0 or step + 1 == len(loader):
+                        optimizer.step()
+        """,
+    "context_manager_clears_after_its_yield_before_the_step": """
+        import contextlib
+
+        import torch
+
+        @contextlib.contextmanager
+        def optimizer_step(optimizer):
+            yield
+            optimizer.zero_grad()
+            optimizer.step()
+
+        def train(model, optimizer, loader):
+            for inputs, targets in loader:
+                with optimizer_step(optimizer):  # GL005
+                    loss = torch.nn.functional.cross_entropy(model(inputs), targets)
+                    loss.backward()
+        """,
+    "clear_in_the_with_body_before_the_context_managers_step": """
+        from contextlib import contextmanager
+
+        import torch
+
+        @contextmanager
+        def stepping(optimizer):
+            yield
+            optimizer.step()
+
+        def train(model, optimizer, loader):
+            for inputs, targets in loader:
+                with stepping(optimizer):
+                    loss = torch.nn.functional.cross_entropy(model(inputs), targets)
+                    loss.backward()
+                    optimizer.zero_grad()  # GL005
+        """,
 }
 
 
 CLEAN = {
+    "epoch_clear_with_a_gate_that_also_steps_on_the_last_batch": """
+        import torch
+
+        model = torch.nn.Linear(16, 2)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        for epoch in range(num_epochs):
+            optimizer.zero_grad()
+            for i, (x, y) in enumerate(train_loader):
+                loss = torch.nn.functional.cross_entropy(model(x), y) / accumulation_steps
+                loss.backward()
+                if (i + 1) % accumulation_steps == 0 or i + 1 == len(train_loader):
+                    optimizer.step()
+                    optimizer.zero_grad()
+        """,
+    "trainer_epoch_clear_with_a_last_batch_test_on_num_batches": """
+        import torch
+
+        class Trainer:
+            def fit(self, epochs):
+                num_batches = len(self.train_loader)
+                for epoch in range(epochs):
+                    self.optimizer.zero_grad()
+                    for step, batch in enumerate(self.train_loader):
+                        with torch.autocast("cuda", dtype=torch.bfloat16):
+                            loss = self.model(**batch).loss / self.grad_accum
+                        loss.backward()
+                        if (step + 1) % self.grad_accum == 0 or step == num_batches - 1:
+                            torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+                            self.optimizer.step()
+                            self.scheduler.step()
+                            self.optimizer.zero_grad()
+        """,
+    "epoch_clear_with_a_step_flag_that_flushes_the_last_batch": """
+        import torch
+
+        def train(model, optimizer, loader, epochs, accum):
+            for epoch in range(epochs):
+                optimizer.zero_grad()
+                for it, batch in enumerate(loader, start=1):
+                    loss = model(**batch).loss / accum
+                    loss.backward()
+                    do_step = it % accum == 0 or it == len(loader)
+                    if do_step:
+                        optimizer.step()
+                        optimizer.zero_grad()
+        """,
+    "context_manager_clears_before_its_yield_and_steps_after": """
+        import contextlib
+
+        import torch
+
+        @contextlib.contextmanager
+        def optimizer_step(optimizer):
+            optimizer.zero_grad()
+            yield
+            optimizer.step()
+
+        model = torch.nn.Linear(8, 1)
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        for batch in loader:
+            with optimizer_step(opt):
+                loss = model(batch).pow(2).mean()
+                loss.backward()
+        """,
+    "context_manager_steps_in_finally_and_the_body_may_continue": """
+        from contextlib import contextmanager
+
+        import torch
+
+        @contextmanager
+        def training_step(optimizer, scheduler=None):
+            optimizer.zero_grad(set_to_none=True)
+            try:
+                yield
+            finally:
+                optimizer.step()
+                if scheduler is not None:
+                    scheduler.step()
+
+        def train(model, optimizer, loader):
+            for inputs, targets in loader:
+                with training_step(optimizer):
+                    loss = torch.nn.functional.cross_entropy(model(inputs), targets)
+                    if not torch.isfinite(loss):
+                        continue
+                    loss.backward()
+        """,
+    "context_manager_steps_and_clears_after_its_yield": """
+        import contextlib
+
+        @contextlib.contextmanager
+        def optimizer_step(optimizer):
+            yield
+            optimizer.step()
+            optimizer.zero_grad()
+
+        def train(model, optimizer, loader, criterion):
+            for x, y in loader:
+                with optimizer_step(optimizer):
+                    criterion(model(x), y).backward()
+        """,
+    "generator_advanced_by_next_around_the_backward": """
+        import torch
+
+        def clear_then_step(optimizer):
+            optimizer.zero_grad()
+            yield
+            optimizer.step()
+
+        def train(model, optimizer, loader):
+            for inputs, targets in loader:
+                steps = clear_then_step(optimizer)
+                next(steps)
+                loss = torch.nn.functional.cross_entropy(model(inputs), targets)
+                loss.backward()
+                next(steps, None)
+        """,
+    "class_context_manager_clears_on_enter_and_steps_on_exit": """
+        import torch
+
+        class OptimizerStep:
+            def __init__(self, optimizer):
+                self.optimizer = optimizer
+
+            def __enter__(self):
+                self.optimizer.zero_grad()
+                return self
+
+            def __exit__(self, *exc):
+                self.optimizer.step()
+                return False
+
+        def train(model, optimizer, loader):
+            for x, y in loader:
+                with OptimizerStep(optimizer):
+                    torch.nn.functional.mse_loss(model(x), y).backward()
+        """,
     "clear_only_on_logging_iterations_is_not_every_path": """
         for i, batch in enumerate(loader):
             loss = model(batch)
@@ -664,6 +886,55 @@ CLEAN = {
             opt_g.step()
         """,
 }
+
+
+# An epoch-start clear, then accumulation over `loader`: the clear wipes what the last micro-batches
+# of the epoch before left, unless the gate also steps on the loop's last iteration.
+EPOCH_CLEAR = """
+    import torch
+
+    def train(model, optimizer, loader, epochs, accum):
+        num_batches = len(loader)
+        for epoch in range(epochs):
+            optimizer.zero_grad(){mark}
+            for {loop}:
+                loss = torch.nn.functional.mse_loss(model(x), y) / accum
+                loss.backward()
+                if {gate}:
+                    optimizer.step()
+                    optimizer.zero_grad()
+    """
+ENUMERATE = "i, (x, y) in enumerate(loader)"
+FLUSHING_GATES = [
+    (ENUMERATE, "(i + 1) % accum == 0 or i + 1 == len(loader)"),
+    (ENUMERATE, "(i + 1) % accum == 0 or (i + 1) == len(loader)"),
+    (ENUMERATE, "((i + 1) % accum == 0) or (i == len(loader) - 1)"),
+    (ENUMERATE, "(i + 1) % accum == 0 or len(loader) == i + 1"),
+    (ENUMERATE, "(i + 1) % accum == 0 or i + 1 >= len(loader)"),
+    (ENUMERATE, "(i + 1) % accum == 0 or i + 1 == num_batches"),
+    ("i, (x, y) in enumerate(loader, 1)", "i % accum == 0 or i == len(loader)"),
+    ("i in range(len(loader))", "(i + 1) % accum == 0 or i == num_batches - 1"),
+]
+LEAVING_GATES = [
+    (ENUMERATE, "(i + 1) % accum == 0"),
+    (ENUMERATE, "(i + 1) % accum == 0 and i + 1 == len(loader)"),
+    (ENUMERATE, "(i + 1) % accum == 0 or i == len(loader)"),
+    (ENUMERATE, "(i + 1) % accum == 0 or i + 2 == len(loader)"),
+    (ENUMERATE, "(i + 1) % accum == 0 or i + 1 == len(val_loader)"),
+    ("i, (x, y) in enumerate(loader, 1)", "i % accum == 0 or i + 1 == len(loader)"),
+    ("i in range(len(loader) - 1)", "(i + 1) % accum == 0 or i + 1 == len(loader)"),
+]
+
+
+@pytest.mark.parametrize("loop, gate", FLUSHING_GATES)
+def test_epoch_clear_with_a_gate_that_flushes_the_last_micro_batch(loop, gate):
+    assert reported(EPOCH_CLEAR.format(mark="", loop=loop, gate=gate)) == []
+
+
+@pytest.mark.parametrize("loop, gate", LEAVING_GATES)
+def test_epoch_clear_with_a_gate_that_leaves_the_last_micro_batches(loop, gate):
+    source = EPOCH_CLEAR.format(mark="  " + MARK, loop=loop, gate=gate)
+    assert reported(source) == expected(source)
 
 
 @pytest.mark.parametrize("name", sorted(FLAGGED))
