@@ -46,13 +46,19 @@ def _moduli(expr: cst.CSTNode) -> List[cst.BaseExpression]:
             if type(node) is cst.BinaryOperation and isinstance(node.operator, cst.Modulo)]
 
 
-def condition_key(test: cst.BaseExpression, module: cst.Module) -> Optional[Tuple[str, FrozenSet[str], bool]]:
-    """(key, names it depends on, polarity) of a branch condition, or None when it cannot be
-    compared with others (it calls something, so two evaluations may differ)."""
+def without_not(test: cst.BaseExpression) -> Tuple[cst.BaseExpression, bool]:
+    """(the test under any `not`s, whether an even number of them: the test's own polarity)."""
     positive = True
     while isinstance(test, cst.UnaryOperation) and isinstance(test.operator, cst.Not):
         test = test.expression
         positive = not positive
+    return test, positive
+
+
+def condition_key(test: cst.BaseExpression, module: cst.Module) -> Optional[Tuple[str, FrozenSet[str], bool]]:
+    """(key, names it depends on, polarity) of a branch condition, or None when it cannot be
+    compared with others (it calls something, so two evaluations may differ)."""
+    test, positive = without_not(test)
     if _has_call(test):
         return None
     moduli = _moduli(test)
@@ -102,10 +108,7 @@ def unit_branch(test: cst.BaseExpression, module: cst.Module) -> Optional[Tuple[
     """(period key, whether the test holds) for a gate on `% k` evaluated with `k == 1`, where
     `x % k` is 0 whatever `x` is: `it % k == 1` -> False, `(i + 1) % k == 0` -> True,
     `i % k != 0` -> False, `i % k` -> False. None for any other test."""
-    positive = True
-    while isinstance(test, cst.UnaryOperation) and isinstance(test.operator, cst.Not):
-        test = test.expression
-        positive = not positive
+    test, positive = without_not(test)
     period = _modulo_period(test, module)
     if period is not None:
         return period, not positive  # `if i % k:` is false when k == 1

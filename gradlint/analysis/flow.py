@@ -25,7 +25,7 @@ from typing import Callable, Deque, Dict, FrozenSet, Iterator, List, Optional, S
 import libcst as cst
 
 from gradlint.analysis.calls import assigned_texts, assigns_grad, calls_in
-from gradlint.analysis.conditions import condition_key, unit_branch
+from gradlint.analysis.conditions import condition_key, unit_branch, without_not
 from gradlint.analysis.effects import Analyzer
 from gradlint.analysis.events import ALL, BACKWARD, CLEAR, STEP, Event, Inline, Scope
 from gradlint.analysis.facts import ModuleFacts, implicit_loops, iter_loops
@@ -254,11 +254,7 @@ class _Builder:
 
     def unit_of(self, test: cst.BaseExpression, module: cst.Module) -> Optional[Tuple[str, bool]]:
         """Which branch `test` takes when its `% k` period is 1 (flags included), or None."""
-        positive = True
-        inner = test
-        while isinstance(inner, cst.UnaryOperation) and isinstance(inner.operator, cst.Not):
-            inner = inner.expression
-            positive = not positive
+        inner, positive = without_not(test)
         if isinstance(inner, cst.Name) and inner.value in self.unit_gates:
             key, holds = self.unit_gates[inner.value]
             return key, holds == positive

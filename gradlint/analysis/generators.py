@@ -24,9 +24,10 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import libcst as cst
 
+from gradlint.analysis.defuse import yields_in
 from gradlint.analysis.events import Inline
 from gradlint.analysis.names import ImportMap, dotted
-from gradlint.analysis.tree import SCOPES, walk
+from gradlint.analysis.tree import walk
 
 @dataclass
 class Part:
@@ -45,7 +46,7 @@ _PARTS: Dict[int, Tuple[cst.FunctionDef, Optional[Parts]]] = {}
 
 def is_generator(func: cst.FunctionDef) -> bool:
     """Does the def's own body (not a def, lambda or class nested in it) hold a `yield`?"""
-    return any(type(node) is cst.Yield for node in walk(func.body, SCOPES))
+    return bool(yields_in(func.body))
 
 
 def is_context_manager(func: cst.FunctionDef, imports: ImportMap) -> bool:
@@ -75,7 +76,7 @@ def context_parts(func: cst.FunctionDef) -> Optional[Parts]:
 
 
 def _split(func: cst.FunctionDef) -> Optional[Parts]:
-    yields = [node for node in walk(func.body, SCOPES) if type(node) is cst.Yield]
+    yields = yields_in(func.body)
     if len(yields) != 1 or not isinstance(func.body, cst.IndentedBlock):
         return None
     only = yields[0]

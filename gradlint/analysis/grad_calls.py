@@ -213,10 +213,10 @@ def scaler_flags(module: cst.Module, imports: ImportMap) -> Dict[str, str]:
                 copies.extend((dotted(t.target), value) for t in node.targets)  # type: ignore[attr-defined]
             continue
         call = node.value  # type: ignore[attr-defined]
-        if not (imports.resolve(call.func) or "").endswith("GradScaler"):
+        if not _builds_scaler(call, imports):
             continue
-        flag = next((dotted(arg.value) for arg in call.args
-                     if arg.keyword is not None and arg.keyword.value == "enabled"), None)
+        enabled = _enabled_argument(call)
+        flag = dotted(enabled) if enabled is not None else None
         for target in node.targets:  # type: ignore[attr-defined]
             text = dotted(target.target)
             if flag is None or text is None:
@@ -235,19 +235,24 @@ def _scaler_state(value: cst.BaseExpression, imports: ImportMap, falses: frozens
         states = [_scaler_state(v, imports, falses) for v in (value.body, value.orelse)]
         known = [s for s in states if s is not None]
         return None if not known else (SCALER_ON if SCALER_ON in known else SCALER_OFF)
-    if not isinstance(value, cst.Call):
+    if not isinstance(value, cst.Call) or not _builds_scaler(value, imports):
         return None
-    name = imports.resolve(value.func) or ""
-    if not name.endswith("GradScaler"):
-        return None
-    for arg in value.args:
-        if arg.keyword is not None and arg.keyword.value == "enabled":
-            literal = arg.value
-            if isinstance(literal, cst.Name) and (literal.value == "False" or literal.value in falses):
-                return SCALER_OFF
-            if isinstance(literal, cst.Integer) and literal.value == "0":
-                return SCALER_OFF
+    literal = _enabled_argument(value)
+    if isinstance(literal, cst.Name) and (literal.value == "False" or literal.value in falses):
+        return SCALER_OFF
+    if isinstance(literal, cst.Integer) and literal.value == "0":
+        return SCALER_OFF
     return SCALER_ON
+
+
+def _builds_scaler(call: cst.Call, imports: ImportMap) -> bool:
+    """Does the call construct a GradScaler (torch.amp, torch.cuda.amp, imported under any name)?"""
+    return (imports.resolve(call.func) or "").endswith("GradScaler")
+
+
+def _enabled_argument(call: cst.Call) -> Optional[cst.BaseExpression]:
+    """The value of a GradScaler construction's `enabled=` keyword (the first one), if any."""
+    return next((arg.value for arg in call.args if arg.keyword is not None and arg.keyword.value == "enabled"), None)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from typing import Callable, Dict, FrozenSet, Iterator, List, Optional, Tuple
 import libcst as cst
 
 from gradlint.analysis.backward import backward_call
+from gradlint.analysis.conditions import without_not
 from gradlint.analysis.effects import Analyzer
 from gradlint.analysis.events import ALL, BACKWARD, CLEAR, STEP, Event, Inline, Scope
 from gradlint.analysis.facts import ModuleFacts
@@ -83,10 +84,7 @@ class OrderingAnalyzer(Analyzer):
     def branch_events(self, test: cst.BaseExpression, scope: Scope, taken: bool) -> List[Event]:
         """SCALER_IDLE on the branch where `scaler.is_enabled()`, or the flag a scaler was built
         with, is false (`not` flips it)."""
-        positive = True
-        while isinstance(test, cst.UnaryOperation) and isinstance(test.operator, cst.Not):
-            test = test.expression
-            positive = not positive
+        test, positive = without_not(test)
         if taken == positive:
             return []
         scaler = None

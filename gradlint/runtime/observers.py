@@ -192,10 +192,12 @@ class Lifecycle:
             if held > site.count(KEPT_UPSTREAM_AT_ONCE):
                 site.bump(KEPT_UPSTREAM_AT_ONCE, held - site.count(KEPT_UPSTREAM_AT_ONCE))
         watch = calls <= WATCH_ALL_ROOTS or calls % SAMPLE_ROOTS_EVERY == 0
-        # (the walk's own test, spelled here so most calls skip the call: sampled calls and the
-        # ones just before them)
-        if watch or calls % SAMPLE_UPSTREAM_EVERY == 0 or (calls + 1) % SAMPLE_UPSTREAM_EVERY == 0:
-            self._watch_upstream(key, calls, steps, roots, torch)
+        # The upstream walk: every call of the first WATCH_ALL_ROOTS, then 1 in
+        # SAMPLE_UPSTREAM_EVERY, and the call before each of those (it notes where its iteration's
+        # nodes end); most calls are neither.
+        upstream = calls <= WATCH_ALL_ROOTS or calls % SAMPLE_UPSTREAM_EVERY == 0
+        if upstream or calls + 1 <= WATCH_ALL_ROOTS or (calls + 1) % SAMPLE_UPSTREAM_EVERY == 0:
+            self._watch_upstream(key, calls, steps, roots, torch, upstream)
         if watch:
             for root in roots:
                 node = getattr(root, "grad_fn", None) if isinstance(root, torch.Tensor) else None
@@ -213,18 +215,15 @@ class Lifecycle:
                 self.roots.setdefault(key, []).append((calls, steps, ref))
                 break  # one root per call is enough
 
-    def _watch_upstream(self, key: int, calls: int, steps: int, roots: list, torch) -> None:
+    def _watch_upstream(self, key: int, calls: int, steps: int, roots: list, torch, watch: bool) -> None:
         """Sentinels on the nodes within UPSTREAM_DEPTH of the first root's node that this
         iteration made (autograd numbers nodes in the order they are made: those after the site's
         previous backward), parameters' accumulators aside: a stored output or component loss keeps
         its node alive however the root's own node fares. Nothing on a site's first call (what
         the iteration made is not known yet), nor on a node another call already watches. Every
-        call of the first WATCH_ALL_ROOTS is watched, then 1 in SAMPLE_UPSTREAM_EVERY; only the
-        call before a watched one notes where its iteration's nodes end."""
-        watch = calls <= WATCH_ALL_ROOTS or calls % SAMPLE_UPSTREAM_EVERY == 0
-        following = calls + 1 <= WATCH_ALL_ROOTS or (calls + 1) % SAMPLE_UPSTREAM_EVERY == 0
-        if not watch and not following:
-            return
+        call of the first WATCH_ALL_ROOTS is watched (`watch`), then 1 in SAMPLE_UPSTREAM_EVERY;
+        called also for the call before a watched one, which only notes where its iteration's
+        nodes end."""
         node = None
         for root in roots:
             node = getattr(root, "grad_fn", None) if isinstance(root, torch.Tensor) else None

@@ -100,10 +100,9 @@ def runtime_only(obs: Observations, matched: Dict[str, set], cwd: str) -> List[F
     # line is a peer (a helper's backward called from two places is one line, two sites).
     reported: set = set()
     by_line: Dict[Tuple[str, int, str], List[BackwardSite]] = {}
-    ran: Set[Tuple[str, int]] = set()
     for site in obs.sites.values():
         by_line.setdefault((site.where[0], site.where[1], site.kind), []).append(site)
-        ran.add((site.where[0], site.where[1]))
+    ran: Set[Tuple[str, int]] = {(path, line) for path, line, _ in by_line}  # where traced backwards ran
     for site in obs.sites.values():
         peers = by_line[(site.where[0], site.where[1], site.kind)]
         for code, observe in observers:
