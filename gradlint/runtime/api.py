@@ -33,17 +33,6 @@ def _is_library(path: str) -> bool:
     return any(_under(path, [p]) for p in _PREFIXES if p)
 
 
-def _realpath(path: str, folders: Dict[str, str]) -> str:
-    """`os.path.realpath(path)`, resolving each folder once (`folders` memoises them): a program
-    that imported torch has about a thousand modules in a few dozen folders."""
-    head, tail = os.path.split(path)
-    real_head = folders.get(head)
-    if real_head is None:
-        real_head = folders[head] = os.path.realpath(head)
-    joined = os.path.join(real_head, tail)
-    return os.path.realpath(joined) if not tail or os.path.islink(joined) else joined
-
-
 def files_that_ran(obs: Observations, *, roots: Sequence[str], extra: Iterable[str] = ()) -> List[str]:
     """User source files worth linting: those in traced stacks and `extra` (e.g. the script and
     project modules it imported) that lie under one of `roots` and outside installed packages."""
@@ -59,18 +48,51 @@ def files_that_ran(obs: Observations, *, roots: Sequence[str], extra: Iterable[s
     )
 
 
+def _resolved(folder: str, memo: Dict[str, str]) -> str:
+    """`os.path.realpath(folder)` for an absolute folder, resolving each parent once through `memo`
+    (one `lstat` per folder met instead of one per component of every path)."""
+    real = memo.get(folder)
+    if real is None:
+        parent, name = os.path.split(folder)
+        if not name or parent == folder or name in (os.curdir, os.pardir):
+            real = os.path.realpath(folder)
+        else:
+            joined = os.path.join(_resolved(parent, memo), name)
+            real = os.path.realpath(joined) if os.path.islink(joined) else joined
+        memo[folder] = real
+    return real
+
+
 def imported_project_files(roots: Sequence[str]) -> List[str]:
-    """Project modules imported so far: loaded from under `roots`, not from installed packages."""
+    """Project modules imported so far: loaded from under `roots`, not from installed packages.
+
+    A program that imported torch has about a thousand modules in a couple of hundred folders, so
+    each folder is resolved and judged once; only files in project folders are checked for being
+    links (`os.path.realpath` on each module costs a run some 20 ms). Modules whose `__file__` is
+    not an absolute path (objects such as `torch.ops` that name a file they were not loaded from)
+    are not files of the project."""
     roots = [os.path.realpath(r) for r in roots]
     out = []
-    folders: Dict[str, str] = {}
+    memo: Dict[str, str] = {}
+    folders: Dict[str, Optional[str]] = {}  # folder as imported -> resolved, None: not the project's
     for module in list(sys.modules.values()):
         path = getattr(module, "__file__", None)
-        if not path or not isinstance(path, str):
+        if not path or not isinstance(path, str) or not os.path.isabs(path):
             continue
-        real = _realpath(path, folders)
-        if _under(real, roots) and not _is_library(real) and not _under(real, [_GRADLINT_PACKAGE]):
-            out.append(real)
+        head, tail = os.path.split(path)
+        if head not in folders:
+            real_head = _resolved(head, memo)
+            project = _under(real_head, roots) and not _is_library(real_head + os.sep)
+            folders[head] = real_head if project and not _under(real_head, [_GRADLINT_PACKAGE]) else None
+        real_head = folders[head]
+        if real_head is None or not tail:
+            continue
+        real = os.path.join(real_head, tail)
+        if os.path.islink(real):
+            real = os.path.realpath(real)
+            if not _under(real, roots) or _is_library(real) or _under(real, [_GRADLINT_PACKAGE]):
+                continue
+        out.append(real)
     return out
 
 
