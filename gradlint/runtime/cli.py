@@ -323,9 +323,9 @@ def _cached(script: str, settings) -> bool:
 
 
 class _CacheWarmer:
-    """`gradlint check SCRIPT` in a child process while the script trains, filling the result cache
-    so the static pass after the run finds the script's findings ready: on a machine with a spare
-    core the static analysis costs the run nothing. The report never depends on it: whatever the
+    """`gradlint check SCRIPT` in a child process at the lowest priority while the script trains,
+    filling the result cache so the static pass after the run finds the script's findings ready: on
+    a machine with a spare core the static analysis costs the run nothing. The report never depends on it: whatever the
     child did not finish (or if it could not start) the static pass computes itself."""
 
     WAIT_S = 120.0  # at most this long for a child still analysing when the script ends
@@ -346,6 +346,14 @@ class _CacheWarmer:
                                           stderr=subprocess.DEVNULL, env=env, close_fds=True)
         except (OSError, ValueError):
             self.child = None
+            return
+        # The lowest priority: where the training uses every core (torch's default thread count),
+        # the child takes only time the training leaves idle, and runs at full speed once it ends.
+        if hasattr(os, "setpriority"):
+            try:
+                os.setpriority(os.PRIO_PROCESS, self.child.pid, 19)
+            except OSError:
+                pass
 
     def finish(self) -> None:
         """Wait for the child (bounded); a child still running then is stopped."""

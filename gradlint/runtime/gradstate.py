@@ -674,10 +674,19 @@ class GradState:
             param = ref()
             if param is None:
                 continue
-            if state.fresh is not None and site is None:
-                site = site_of()
-                self.dropping_clears += 1
-            state.clear(site)
+            if state.fresh is not None:
+                if site is None:
+                    site = site_of()
+                    self.dropping_clears += 1
+                state.clear(site)
+            elif state.unsure is None and state.noted is None and state.probe is None and state.pre is None:
+                # LeafState.clear, inlined for what a step leaves (this runs for every parameter on
+                # every step): nothing to drop or forget besides the use mark
+                state.used = False
+                state.stale = state.also = None
+                state.cleared = True
+            else:
+                state.clear(site)
             grad = param.grad  # type: ignore[attr-defined]
             if grad is None:  # LeafState.remember, inlined: this runs for every parameter on every step
                 state.grad_ref, state.version = None, -1
