@@ -81,9 +81,9 @@ def imported_project_files(roots: Sequence[str]) -> List[str]:
             continue
         head, tail = os.path.split(path)
         if head not in folders:
-            real_head = _resolved(head, memo)
-            project = _under(real_head, roots) and not _is_library(real_head + os.sep)
-            folders[head] = real_head if project and not _under(real_head, [_GRADLINT_PACKAGE]) else None
+            resolved = _resolved(head, memo)
+            project = _under(resolved, roots) and not _is_library(resolved + os.sep)
+            folders[head] = resolved if project and not _under(resolved, [_GRADLINT_PACKAGE]) else None
         real_head = folders[head]
         if real_head is None or not tail:
             continue
