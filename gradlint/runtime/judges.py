@@ -88,6 +88,12 @@ def _backward_sites(obs: Observations) -> List[BackwardSite]:
     return [s for s in obs.sites.values() if s.kind == "backward"]
 
 
+def _graph_sites(obs: Observations) -> List[BackwardSite]:
+    """Backward and `torch.autograd.grad` sites: either may walk a graph kept past its iteration or
+    carried into the next one (a loop whose gradients come from `autograd.grad`, applied by hand)."""
+    return [s for s in obs.sites.values() if s.kind in ("backward", "grad")]
+
+
 def _call_sites(obs: Observations, kind: str) -> List[BackwardSite]:
     return [s for s in obs.call_sites.values() if s.kind == kind]
 
@@ -208,7 +214,9 @@ def _kept_evidence(sites: List[BackwardSite], name: str = KEPT_GRAPH) -> str:
 
 
 def judge_kept_graph(finding: Finding, obs: Observations, cwd: str) -> Verdict:
-    sites = nearest_sites(finding, _backward_sites(obs), cwd)
+    # the nearest backward; an `autograd.grad` call only where no backward in the file ran (the
+    # graph a gradient penalty's `autograd.grad` walks is not the loss the store keeps)
+    sites = nearest_sites(finding, _backward_sites(obs), cwd) or nearest_sites(finding, _graph_sites(obs), cwd)
     if _total(sites, KEPT_GRAPH):
         return CONFIRMED, _kept_evidence(sites), sites
     if _total(sites, KEPT_UPSTREAM):  # what the store keeps may be an output, not the loss itself
@@ -227,7 +235,12 @@ def runtime_only_kept_graph(obs: Observations, code: str, matched: Set[int], cwd
     kept at a time (the latest, the best so far) is not a history. Graphs kept because each
     iteration's graph reaches into the previous one's (carried state) are the carried-graph rule's."""
     out = []
-    for site in _backward_sites(obs):
+    # A backward whose kept graph holds an `autograd.grad`'s (a gradient penalty made with
+    # create_graph=True) explains both: the store is reported once, at the backward.
+    by_backward = any(site.count(KEPT_GRAPH) or site.count(KEPT_UPSTREAM) for site in _backward_sites(obs))
+    for site in _graph_sites(obs):
+        if site.kind == "grad" and by_backward:
+            continue
         if id(site) in matched or _carried_evidence([site]) is not None:  # state carried into the next graph: GL008's
             continue
         if site.count(KEPT_GRAPH) >= 2 and site.count(KEPT_AT_ONCE) >= 2:
@@ -292,7 +305,7 @@ def _carried_evidence(sites: List[BackwardSite]) -> Optional[str]:
 
 
 def judge_carried_graph(finding: Finding, obs: Observations, cwd: str) -> Verdict:
-    sites = sites_in_lines(finding, _backward_sites(obs), cwd)
+    sites = sites_in_lines(finding, _graph_sites(obs), cwd)
     evidence = _carried_evidence(sites)
     if evidence is not None:
         return CONFIRMED, evidence, sites
@@ -317,7 +330,7 @@ def judge_carried_graph(finding: Finding, obs: Observations, cwd: str) -> Verdic
 
 def runtime_only_carried_graph(obs: Observations, code: str, matched: Set[int], cwd: str) -> List[Finding]:
     out = []
-    for site in _backward_sites(obs):
+    for site in _graph_sites(obs):
         if id(site) in matched or not (site.count(SECOND_TIME_AFTER_STEP) or _chained([site])):
             continue
         out.append(_new_finding(code, site, "a value carried from the previous iteration keeps its graph: detach "

@@ -124,6 +124,9 @@ class Tracer:
         self._final: Optional[Observations] = None
         self._sites: Optional[CallSites] = None
         self._is_compiling: Callable[[], bool] = lambda: False
+        self._global_pre: Any = None  # handle of our global step pre-hook
+        # id(optimizer) -> (weak reference to it, handle of our pre-hook of its own)
+        self._own_pre: Dict[int, Tuple[weakref.ref, Any]] = {}
 
     # ------------------------------------------------------------------ threads and results
     def _thread(self) -> _Thread:
@@ -191,7 +194,8 @@ class Tracer:
                         self._wrap_clear(torch.optim.Optimizer.zero_grad, "optimizer"))
             self._patch(torch.nn.Module, "zero_grad", self._wrap_clear(torch.nn.Module.zero_grad, "module"))
             self._patch_clipping(torch)
-            self._handles.append(optim_mod.register_optimizer_step_pre_hook(self._guard(self._before_step)))
+            self._global_pre = optim_mod.register_optimizer_step_pre_hook(self._guard(self._step_pre_hook))
+            self._handles.append(self._global_pre)
             self._handles.append(optim_mod.register_optimizer_step_post_hook(self._guard(self._after_step)))
         except BaseException:
             self._unpatch()
@@ -239,6 +243,7 @@ class Tracer:
                 setattr(owner, name, original)
         while self._handles:
             self._handles.pop().remove()
+        self._own_pre.clear()
 
     # ------------------------------------------------------------------ guarding
     def count_error(self) -> None:
@@ -363,7 +368,9 @@ class Tracer:
             if site.calls == 1:
                 state.grads.discover(graph_roots, inputs)
             state.grads.before_accumulate()
-            state.life.before_backward(site, roots, torch)
+        # graphs kept past their iteration: `torch.autograd.grad` serves as a loop's backward too
+        # (its gradients assigned to `.grad` by hand, or applied by a hand-written update)
+        state.life.before_backward(site, roots, torch)
         call = _Call(site, site.stack, graph_roots if retain else None, inputs, retain, accumulates)
         state.call = call
         self._last_call = call
@@ -372,7 +379,7 @@ class Tracer:
     def _leave(self, state: _Thread, call: _Call, error: Optional[BaseException]) -> None:
         if call.accumulates:
             state.grads.after_accumulate(call.site)
-            state.grads.pending_sites[id(call.site)] = call.site
+        state.grads.pending_sites[id(call.site)] = call.site  # counts the steps that follow it
         state.life.after_backward(call.site, error, call.accumulates)
         if call.retain and error is None:
             site = call.site
@@ -399,6 +406,28 @@ class Tracer:
         return self._last_call
 
     # ------------------------------------------------------------------ steps
+    def _step_pre_hook(self, optimizer, args, kwargs) -> Optional[Tuple[tuple, dict]]:
+        """torch's global step pre-hook. Pre-hooks run in order: global ones, then the optimizer's
+        own (`register_step_pre_hook`), and what they do (a clip, a clear) is what the step uses.
+        When one runs after ours, the step is taken from a pre-hook of the optimizer's own,
+        registered last (and moved to the end again if others were added since)."""
+        own = getattr(optimizer, "_optimizer_step_pre_hooks", None)
+        global_hooks = self._global_pre.hooks_dict_ref()
+        if not own and (global_hooks is None or next(reversed(global_hooks), None) == self._global_pre.id):
+            return self._before_step(optimizer, args, kwargs)  # the common case: nothing runs after ours
+        if own is None:
+            return self._before_step(optimizer, args, kwargs)
+        key = id(optimizer)
+        entry = self._own_pre.get(key)
+        handle = entry[1] if entry is not None and entry[0]() is optimizer else None
+        if handle is None or next(reversed(own), None) != handle.id:
+            if handle is not None:
+                handle.remove()  # not iterating the optimizer's hooks yet: it may change
+            handle = optimizer.register_step_pre_hook(self._guard(self._before_step))
+            self._own_pre[key] = (weakref.ref(optimizer), handle)
+            self._handles.append(handle)
+        return None
+
     def _before_step(self, optimizer, args, kwargs) -> Optional[Tuple[tuple, dict]]:
         state = self._thread()
         adopted = state.grads.before_step(optimizer)

@@ -1,0 +1,122 @@
+"""Step pre-hooks that run after the tracer's: what they do to the gradients (a clip, a clear) is
+what the step uses, so the step is judged after them.
+
+torch runs the global step pre-hooks first (the tracer's is one), then the optimizer's own
+(`optimizer.register_step_pre_hook`)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+import torch.optim.optimizer as optim_mod
+from torch import nn
+
+import gradlint.runtime
+from gradlint.findings import Finding
+from gradlint.runtime import judges
+from runtime_helpers import REPO
+from runtime_loops import batches, mlp
+
+HERE = os.path.realpath(__file__)
+
+
+def _trace():
+    return gradlint.runtime.trace(cwd=REPO)
+
+
+def _line(text: str) -> int:
+    lines = open(HERE).read().splitlines()
+    return next(i for i, source in enumerate(lines, 1) if text in source and "_line(" not in source)
+
+
+def _finding(code: str, text: str) -> Finding:
+    line = _line(text)
+    return Finding(code=code, message="m", path=os.path.relpath(HERE, REPO), line=line, column=1,
+                   end_line=line, end_column=80)
+
+
+def _train(optimizer, model, steps=4):
+    for inputs, labels in batches(steps):
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(model(inputs), labels).backward()
+        optimizer.step()
+
+
+@pytest.mark.parametrize("where", ["own", "own-after-first-step", "global-after-tracer"])
+def test_a_clip_in_a_step_pre_hook_is_what_the_step_uses(where):
+    model = mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+
+    def clip(opt, args, kwargs):
+        nn.utils.clip_grad_norm_(model.parameters(), 0.01)  # clip: in a step pre-hook
+
+    handle = None
+    with _trace() as traced:
+        if where == "own":
+            handle = optimizer.register_step_pre_hook(clip)
+        elif where == "global-after-tracer":
+            handle = optim_mod.register_optimizer_step_pre_hook(clip)
+        _train(optimizer, model, 1)
+        if where == "own-after-first-step":
+            handle = optimizer.register_step_pre_hook(clip)
+        _train(optimizer, model, 4)
+    handle.remove()
+    obs = traced.observations
+    assert obs.steps == 5 and obs.internal_errors == 0
+    assert judges.runtime_only_clip(obs, "GL004", set(), REPO) == []
+    assert judges.judge_clip(_finding("GL004", "# clip: in a step pre-hook"), obs, REPO)[0] != "confirmed"
+    assert not optimizer._optimizer_step_pre_hooks  # the tracer's own hook left with it
+
+
+def test_a_clear_in_a_step_pre_hook_drops_what_the_step_should_use():
+    model = mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+
+    def wipe(opt, args, kwargs):
+        opt.zero_grad(set_to_none=False)  # clear: in a step pre-hook
+
+    handle = optimizer.register_step_pre_hook(wipe)
+    try:
+        with _trace() as traced:
+            _train(optimizer, model, 4)
+    finally:
+        handle.remove()
+    (found,) = judges.runtime_only_clear_before_step(traced.observations, "GL005", set(), REPO)
+    assert found.line == _line("# clear: in a step pre-hook")
+
+
+def test_a_step_pre_hook_beside_a_closure_still_sees_each_evaluation():
+    torch.manual_seed(0)
+    model, inputs, targets = nn.Linear(4, 1), torch.randn(16, 4), torch.randn(16, 1)
+    optimizer = torch.optim.LBFGS(model.parameters(), lr=0.5, max_iter=4)
+    seen = []
+    handle = optimizer.register_step_pre_hook(lambda opt, args, kwargs: seen.append(1))
+
+    def closure():  # never clears: each evaluation after the first adds onto what LBFGS read
+        loss = (model(inputs) - targets).pow(2).mean()
+        loss.backward()
+        return loss
+
+    try:
+        with _trace() as traced:
+            for _ in range(3):
+                optimizer.step(closure)
+    finally:
+        handle.remove()
+    obs = traced.observations
+    assert len(seen) == 3 and obs.steps == 3 and obs.internal_errors == 0
+    (site,) = [s for s in obs.sites.values() if s.calls]
+    assert site.stale_steps == 3  # the closure the tracer wraps is the one LBFGS ran
+
+
+def test_every_step_is_counted_once_whatever_the_hooks():
+    model = mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    handle = optimizer.register_step_pre_hook(lambda opt, args, kwargs: None)
+    with _trace() as traced:
+        _train(optimizer, model, 2)
+        handle.remove()  # only the tracer's own hook is left on the optimizer
+        _train(optimizer, model, 3)
+    assert traced.observations.steps == 5
