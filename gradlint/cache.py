@@ -22,7 +22,7 @@ from gradlint import __version__
 from gradlint.atomic import write_atomic
 from gradlint.findings import Edit, Finding, Fix
 
-FORMAT = 3  # bump when the entry layout changes
+FORMAT = 4  # bump when the entry layout changes
 
 
 def _digest(*parts: str) -> str:
@@ -88,6 +88,8 @@ def _dump(finding: Finding) -> dict:
         out["help"] = finding.help
     if finding.cell is not None:
         out["cell"] = finding.cell
+    if finding.related:
+        out["related"] = list(finding.related)
     if finding.fix is not None:
         out["fix"] = {"description": finding.fix.description,
                       "applicability": finding.fix.applicability,
@@ -112,6 +114,7 @@ def _load(entry: dict, path: str) -> Finding:
         fix=fix,
         help=entry.get("help"),
         cell=entry.get("cell"),
+        related=tuple(entry.get("related", ())),
     )
 
 
@@ -140,6 +143,9 @@ def valid_finding(entry, source: Optional[str] = None) -> bool:
     if "cell" in entry and entry["cell"] is not None and not _is_int(entry["cell"], 1):
         return False
     if "help" in entry and not isinstance(entry["help"], str):
+        return False
+    related = entry.get("related", [])
+    if not isinstance(related, list) or not all(_is_int(line, 1) for line in related):
         return False
     fix = entry.get("fix")
     if fix is None:

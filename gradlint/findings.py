@@ -7,7 +7,7 @@ This module is the end of that pipe that everyone shares, so it imports nothing 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
-from typing import Optional
+from typing import Optional, Tuple
 
 # The rule table lives with the rule declarations (gradlint/rules/); re-exported here because
 # every stage that handles findings also asks about their rules.
@@ -52,6 +52,10 @@ class Finding:
     evidence: Optional[str] = None
     static: bool = True
     extra: dict = field(default_factory=dict, compare=False, hash=False)
+    # Lines (same file, same numbering as `line`) of the calls the finding is about when they are
+    # not on its own lines: the backward whose graph a GL006 store keeps, the backward a GL007 leaf
+    # is run through. `gradlint run` joins the finding to the sites that ran there. Not in reports.
+    related: Tuple[int, ...] = field(default=(), compare=False, hash=False)
 
     @property
     def name(self) -> str:

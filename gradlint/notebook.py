@@ -98,7 +98,8 @@ class Notebook:
             end_column = finding.column
         message = _LINE_REFERENCE.sub(lambda m: self._line_reference(m, cell), finding.message)
         return finding.with_(
-            cell=cell, line=line, end_line=end_line, end_column=end_column, fix=None, message=message
+            cell=cell, line=line, end_line=end_line, end_column=end_column, fix=None, message=message,
+            related=(),  # lines of the joined program; nothing runs a notebook under the tracer
         )
 
     def _line_reference(self, match, cell: int) -> str:

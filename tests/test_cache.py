@@ -250,3 +250,37 @@ def test_a_module_created_where_an_import_now_resolves_invalidates_the_importer(
     project.write("scripts/utils.py", "def update(loss, opt):\n    loss.backward()\n    opt.step()\n")
     again = run(project, "scripts/train.py")
     assert again.cache_hits == 0 and [f.code for f in again.findings] == ["GL001"]
+
+
+STORE_AND_BACKWARD = """\
+def train(model, loader, optimizer):
+    history = []
+    for x, y in loader:
+        loss = model(x, y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        history.append(loss)
+"""
+
+
+def test_the_lines_a_finding_is_about_survive_the_cache(project):
+    """`gradlint run` joins a cached GL006 to the backward it names, as it does a fresh one."""
+    project.write("t.py", STORE_AND_BACKWARD)
+    cold = run(project, "t.py")
+    warm = run(project, "t.py")
+    assert warm.cache_hits == 1
+    assert [(f.code, f.related) for f in warm.findings] == [(f.code, f.related) for f in cold.findings] == \
+        [("GL006", (6,))]
+
+
+@pytest.mark.parametrize("related", ["6", [0], [True], ["6"], {"line": 6}])
+def test_a_stored_finding_with_malformed_related_lines_is_a_miss(project, related):
+    project.write("t.py", STORE_AND_BACKWARD)
+    run(project, "t.py")
+    (entry,) = entries(project)
+    stored = json.loads(entry.read_text())
+    stored["findings"][0]["related"] = related
+    entry.write_text(json.dumps(stored))
+    again = run(project, "t.py")
+    assert again.cache_hits == 0 and [f.related for f in again.findings] == [(6,)]

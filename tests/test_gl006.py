@@ -983,3 +983,26 @@ def test_conditional_accumulation_fix_is_never_the_safe_item():
     fixed = _apply(source, finding.fix)
     assert "0.9 * smoothed + (0.1 * loss).detach()" in fixed
     assert _lint(fixed) == []
+
+
+def test_the_finding_names_the_line_of_the_backward_whose_graph_it_keeps():
+    """`gradlint run` joins the finding to that backward, not to a nearer one (a GAN's other loss)."""
+    source = textwrap.dedent("""
+        def train(gen, critic, batches, gen_opt, critic_opt, bce):
+            history = []
+            for real, noise in batches:
+                fake = gen(noise)
+                gen_loss = bce(critic(fake), 1)
+                gen_opt.zero_grad()
+                gen_loss.backward()
+                gen_opt.step()
+                critic_loss = bce(critic(real), 1) + bce(critic(fake.detach()), 0)
+                critic_opt.zero_grad()
+                critic_loss.backward()
+                critic_opt.step()
+                history.append(gen_loss)
+    """)
+    (finding,) = _lint(source)
+    lines = source.splitlines()
+    assert lines[finding.line - 1].strip() == "history.append(gen_loss)"
+    assert [lines[n - 1].strip() for n in finding.related] == ["gen_loss.backward()"]

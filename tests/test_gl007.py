@@ -482,3 +482,25 @@ def test_message_and_severity():
     assert finding.name == "loss-made-leaf"
     assert "`loss`" in finding.message and "reaches no parameter" in finding.message
     assert finding.fix is None
+
+
+def test_the_finding_names_the_line_of_the_backward_it_is_about():
+    """`gradlint run` joins the finding to that backward, not to a nearer one (a GAN's other loss)."""
+    source = textwrap.dedent("""
+        def train(gen, critic, batches, gen_opt, critic_opt, bce):
+            for real, noise in batches:
+                fake = gen(noise)
+                critic_loss = bce(critic(real), 1) + bce(critic(fake.detach()), 0)
+                critic_loss = torch.tensor(critic_loss.item(), requires_grad=True)
+                gen_loss = bce(critic(fake), 1)
+                gen_opt.zero_grad()
+                gen_loss.backward()
+                gen_opt.step()
+                critic_opt.zero_grad()
+                critic_loss.backward()
+                critic_opt.step()
+    """)
+    (finding,) = _lint(source)
+    lines = source.splitlines()
+    assert lines[finding.line - 1].strip().startswith("critic_loss = torch.tensor(")
+    assert [lines[n - 1].strip() for n in finding.related] == ["critic_loss.backward()"]

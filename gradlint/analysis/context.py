@@ -103,9 +103,11 @@ class Context:
         return self._positions[node]
 
     def finding(self, code: str, node: cst.CSTNode, message: str, fix: Optional[Fix] = None,
-                help: Optional[str] = None, severity: Optional[str] = None) -> Finding:
+                help: Optional[str] = None, severity: Optional[str] = None,
+                related: Sequence[cst.CSTNode] = ()) -> Finding:
         """A finding of `code` on `node`: `message` says what is wrong, `help` (one line) how to fix
-        it; `severity` overrides the rule's declared one for this finding only."""
+        it; `severity` overrides the rule's declared one for this finding only; `related` are the
+        calls it is about elsewhere (their first lines become `Finding.related`)."""
         where = self.position(node)
         return Finding(
             code=code,
@@ -118,6 +120,7 @@ class Context:
             severity=severity or RULES[code].severity,
             fix=fix,
             help=help,
+            related=tuple(sorted({self.position(other).start.line for other in related})),
         )
 
     def code(self, node: cst.CSTNode) -> str:

@@ -55,6 +55,7 @@ class KeptHistory:
     form: str  # "accumulate" | "append" | "store"
     scalar: bool  # `value` is the (scalar) root of a backward: `.item()` gives its number
     item_fix: bool  # `.item()` on `value` is a safe fix (a scalar root, the holder only shown)
+    backward: cst.CSTNode  # the backward call whose graph the stored value shares
 
 
 # --------------------------------------------------------------------------------------------
@@ -506,7 +507,8 @@ def _kept(
                 # `ema = loss if ema is None else ema + loss`: `.item()` on the added loss leaves the
                 # first loss (and its graph) in the holder, so that fix is never the safe one.
                 whole = not (isinstance(small, cst.Assign) and isinstance(small.value, cst.IfExp))
-                return KeptHistory(small, holder, value, form, scalar, scalar and whole and only_shown(scope, holder))
+                return KeptHistory(small, holder, value, form, scalar, scalar and whole and only_shown(scope, holder),
+                                   later.node)
     return None
 
 

@@ -45,7 +45,7 @@ def check(ctx: Context) -> Iterable[Finding]:
             f"this {where}, which outlives the iteration: `{value}` carries its autograd graph, so every "
             f"iteration's graph stays alive with it; store {_detached(value, kept.scalar)} instead"
         )
-        yield ctx.finding(RULE.code, kept.statement, message, fix=_fix(ctx, kept))
+        yield ctx.finding(RULE.code, kept.statement, message, fix=_fix(ctx, kept), related=[kept.backward])
 
 
 def _detached(value: str, scalar: bool) -> str:

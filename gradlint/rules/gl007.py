@@ -40,7 +40,7 @@ def check(ctx: Context) -> Iterable[Finding]:
             f"`{backward}` then reaches no parameter and the model does not train; compute the loss from the "
             f"model's outputs and remove what cut the graph (`.item()`, `.detach()`, `.data`, `torch.no_grad()`)"
         )
-        yield ctx.finding(RULE.code, leaf.node, message)
+        yield ctx.finding(RULE.code, leaf.node, message, related=[leaf.backward.node])
 
 
 def _short(code: str, limit: int = 50) -> str:
