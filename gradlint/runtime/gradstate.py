@@ -33,7 +33,6 @@ autograd may be writing at the same moment. Leaves are held by weak reference.
 from __future__ import annotations
 
 import functools
-import math
 import weakref
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
 
@@ -48,114 +47,14 @@ from gradlint.runtime.events import (
     Observations,
     OptimizerStats,
 )
-from gradlint.runtime.handgrads import all_zero, assigned_after_clear, dropped_by_hand
+from gradlint.runtime.handgrads import all_zero, assigned_after_clear, dropped_by_hand, zeroed_through_data
+from gradlint.runtime.leafstate import CARRY, FRESH, STALE, STALE_AGAIN, UNSURE, Adopted, LeafState, carried
 from gradlint.runtime.probes import compare, norms, sample, stepped_by_hand, updated, value_of
 
 GRAPH_LIMIT = 50_000  # nodes walked at most per graph (discovery of leaves, retained graphs)
-
-# Gradient state of a watched leaf just before a backward runs. UNSURE: untouched since a step (or
-# a manual update) used it, but its content could not show whether it was cleared through `.data`.
-# STALE_AGAIN: an optimizer's parameter already made stale by an earlier backward since its last step
-# (`loss_a.backward(); loss_b.backward(); opt.step()` without a clear, or a GAN's generator backward
-# through a discriminator that is never cleared): every such backward is charged when the step
-# comes, the content check stays the one taken before the first.
-FRESH, CARRY, STALE, UNSURE, STALE_AGAIN = 0, 1, 2, 3, 4
-
-
-def _carried(pair: Optional[Tuple[float, float]]) -> int:
-    """From (norm when a step used the gradient, norm before a backward accumulated onto it):
-    STALE (carried over as used), FRESH (zeroed or changed through `.data` in between), or UNSURE
-    (no usable probe: missing, all zero, nan or inf)."""
-    if pair is None:
-        return UNSURE
-    used, before = pair
-    if used == 0.0 or not math.isfinite(used):
-        return UNSURE
-    return STALE if before == used else FRESH
-
-
-class LeafState:
-    """What we know about one leaf's `.grad`. Holds the gradient only by weak reference."""
-
-    __slots__ = ("grad_ref", "version", "used", "stale", "owned", "cleared", "noted", "before",
-                 "value_version", "fresh", "discarded", "suspect", "probe", "unsure", "pre", "also",
-                 "value_probe", "grad_sample", "clip_version")
-
-    def __init__(self) -> None:
-        self.grad_ref: Optional[weakref.ref] = None  # the .grad last seen (None: no grad)
-        self.version = -1  # its version counter then
-        self.used = False  # the gradient holds what an optimizer step used (no clear seen since)
-        self.stale: Optional[BackwardSite] = None  # site that accumulated onto used gradients
-        self.also: Optional[List[BackwardSite]] = None  # later sites that did, before the next step
-        self.owned = False  # some optimizer holds this leaf
-        self.cleared = False  # its gradient was cleared at least once
-        self.noted: Optional[BackwardSite] = None  # site charged with the loose-leaf note
-        self.before = FRESH  # state just before the running backward
-        self.value_version = -1  # the leaf's own version counter after the last backward into it
-        # (storage address, sampled elements) of a leaf in no optimizer after the last backward into it: an
-        # update through `.data` (`p.data.add_(...)`, `p.data = p.data - ...`) leaves the version
-        # counter as it was, so only these show that its value changed
-        self.value_probe: Optional[Tuple[int, Any]] = None
-        # its gradient then, at the same elements: an update that read it moved them along it
-        self.grad_sample: Any = None
-        # the backward site that wrote into the gradient since a step used it / a clear (None: none did)
-        self.fresh: Optional[BackwardSite] = None
-        self.discarded: Optional[BackwardSite] = None  # clear site that dropped fresh gradients
-        self.suspect = False  # once found untouched since it was used: its content gets probed
-        self.probe = None  # 0-dim tensor: L1 norm of the gradient when last used (suspects only)
-        self.unsure: Optional[BackwardSite] = None  # site that accumulated onto an UNSURE gradient
-        self.pre = None  # 0-dim tensor: its norm just before the backward that made it (maybe) stale
-        self.clip_version = -1  # the gradient's version counter after a clip changed it in place
-
-    def remember(self, grad) -> None:
-        if grad is None:
-            self.grad_ref, self.version = None, -1
-            return
-        ref = self.grad_ref
-        if ref is None or ref() is not grad:  # accumulation in place keeps the same object
-            self.grad_ref = weakref.ref(grad)
-        self.version = grad._version
-
-    def untouched(self, grad) -> bool:
-        """Is `grad` exactly what we last saw (same object, not modified in place)?"""
-        ref = self.grad_ref
-        return ref is not None and grad._version == self.version and ref() is grad
-
-    def clear(self, site: Optional[BackwardSite] = None) -> bool:
-        """The gradient was cleared (by the clear at `site` when known). Returns whether it held
-        gradients no step had used (GL005's observation)."""
-        dropped = self.fresh is not None
-        if dropped and site is not None:
-            self.discarded = site
-        self.fresh = None
-        self.used = False
-        self.stale = None
-        self.also = None
-        self.unsure = None
-        self.probe = self.pre = None
-        self.cleared = True
-        if self.noted is not None:  # a cleared leaf is not a never-cleared leaf after all
-            self.noted.loose_leaves -= 1
-            self.noted = None
-        return dropped
-
-
-class Adopted:
-    """An optimizer we have seen: its stats and its parameters' states (weakly held)."""
-
-    __slots__ = ("ref", "stats", "count", "pairs", "marks", "probed", "settled")
-
-    def __init__(self, ref: weakref.ref, stats: OptimizerStats) -> None:
-        self.ref = ref
-        self.stats = stats
-        self.count = -1
-        self.pairs: List[Tuple[weakref.ref, LeafState]] = []
-        self.marks = 0  # GradState.marks when its step began
-        self.probed = False  # its parameters were all probed once (at its first step)
-        # (GradState.marks, GradState.dropping_clears) when its step last left none of its leaves
-        # marked stale or unsure or charged to a clear; None: not known to be so
-        self.settled: Optional[Tuple[int, int]] = None
-
+# An optimizer's first steps whose fresh gradients, kept as their backward left them by object and
+# version, are checked for having been zeroed through `.data` (one host sync each)
+ZEROED_CHECKED_STEPS = 8
 
 class GradState:
     """One thread's watched leaves and optimizers, and the GL001/GL005 bookkeeping on them."""
@@ -180,6 +79,7 @@ class GradState:
         # backward or clear that last left them: an average of per-sample gradients, say (GL004)
         self.assigned = False
         self.dropping_clears = 0  # clears that dropped gradients no step had used
+        self.leaf_roots = 0  # backwards that started from a leaf loss and reached no parameter (GL007)
         self.judged: set = set()  # optimizers and (optimizer, site) counted stale in the running step
 
     # ------------------------------------------------------------------ leaves
@@ -199,6 +99,11 @@ class GradState:
         self.leaves[key] = (weakref.ref(leaf, functools.partial(self._forget, key)), state)
         self.watch = None
         return state
+
+    def is_owned(self, leaf) -> bool:
+        """Does some optimizer hold `leaf` (as far as the steps and clears seen so far tell)?"""
+        state = self.known(leaf)
+        return state is not None and state.owned
 
     def known(self, leaf) -> Optional[LeafState]:
         entry = self.leaves.get(id(leaf))
@@ -326,18 +231,21 @@ class GradState:
             written.append(state)
         pairs = compare([state.probe for state in written], [state.pre for state in written], self.torch)
         for state, pair in zip(written, pairs):
-            result = _carried(pair)
+            result = carried(pair)
             if result == FRESH:
                 state.clear()
             state.before = result
             state.pre = None
 
-    def after_accumulate(self, site: BackwardSite) -> None:
-        """Leaves whose gradient the backward changed: note stale and never-cleared accumulation."""
+    def after_accumulate(self, site: BackwardSite) -> bool:
+        """Leaves whose gradient the backward changed: note stale and never-cleared accumulation.
+        Returns whether it wrote some optimizer's parameter's gradient."""
         stale = unsure = False
         manual = 0
         params = False
         probes: Optional[List[Tuple[LeafState, Any]]] = None
+        early = site.calls <= ZEROED_CHECKED_STEPS
+        written: Optional[List[Tuple[LeafState, Any]]] = [] if early else None
         if self.checks is not None:
             self._settle_checks()
         for ref, state in self.watched():
@@ -362,6 +270,8 @@ class GradState:
             before = state.before
             if state.owned:
                 params = True
+                if written is not None:
+                    written.append((state, grad))
                 if before == FRESH:  # the common case: a clear (or a new leaf) before this backward
                     state.used = False
                     continue
@@ -404,6 +314,9 @@ class GradState:
             state.before = FRESH
         if probes:
             self.take_probes(probes)
+        if written:
+            for (state, _), norm in zip(written, norms([grad for _, grad in written], self.torch)):
+                state.written = norm
         if self.moved_otherwise:
             self.moved_otherwise = False
             site.bump(MOVED_OTHERWISE)
@@ -418,6 +331,7 @@ class GradState:
                 site.manual_stale_leaves = manual
         if params:
             site.bump(PARAM_GRADS)
+        return params
 
     # ------------------------------------------------------------------ content probes
     def take_probes(self, pairs: List[Tuple[LeafState, Any]]) -> None:
@@ -487,17 +401,21 @@ class GradState:
         assigned = False
         if dropped and not fresh:
             # GL005: every gradient a backward produced for this step was cleared before it, unless
-            # what the step uses was assigned by hand after the clear.
+            # what the step uses was assigned by hand after the clear, or the backward meant to give
+            # the step its gradients started from a leaf loss and reached no parameter (GL007's).
             assigned = assigned_after_clear(adopted.pairs)
-            if not assigned:
+            if not assigned and self.leaf_roots == adopted.leaf_roots:
                 for clear_site in dropped.values():
                     clear_site.bump(CLEAR_BEFORE_STEP)
         if gone and not kept:
             assigned = dropped_by_hand(gone, self.torch)
+        elif kept and stats.steps <= ZEROED_CHECKED_STEPS:
+            zeroed_through_data(adopted.pairs, self.torch)
         self.assigned = assigned
         if marked:
             self._judge_step(stats, marked)
         adopted.marks = self.marks
+        adopted.leaf_roots = self.leaf_roots
         return adopted
 
     @staticmethod
@@ -553,7 +471,7 @@ class GradState:
         verdicts = compare([state.probe for state in stale], [state.pre for state in stale], self.torch)
         outcome: Dict[int, int] = {}
         for state, pair in zip(stale, verdicts):
-            outcome[id(state)] = _carried(pair)
+            outcome[id(state)] = carried(pair)
         last: set = set()  # the sites that accumulated last onto a stale gradient this step uses
         for state in live:
             result = outcome.get(id(state), UNSURE)

@@ -37,13 +37,49 @@ def dropped_by_hand(gone: List[Tuple[Any, Any]], torch) -> bool:
     for _, grad in gone:
         if grad is not None and not all_zero(grad, torch):
             return True
+    _charge_writers([state for state, _ in gone])
+    return False
+
+
+def zeroed_through_data(pairs: List[Tuple[Any, Any]], torch) -> bool:
+    """Were a step's fresh gradients (of an optimizer's (weakref(param), LeafState) `pairs`), each
+    still the object and version its backward left, all zeroed through `.data`
+    (`p.grad.data.zero_()`, which leaves the version counter as it was) since that backward wrote
+    something non-zero (`LeafState.written`; a backward may write zeros itself: `(out * 0).sum()`)?
+    Then the step sees none of what the backward produced, and each backward that wrote them is
+    charged. Stops at the first non-zero gradient: one host sync on a normal step."""
+    zeroed = []
+    wrote = False
+    try:
+        for ref, state in pairs:
+            if state.fresh is None:
+                continue
+            param = ref()
+            grad = param.grad if param is not None else None
+            if grad is None:
+                continue
+            if not all_zero(grad, torch):
+                return False
+            zeroed.append(state)
+            if not wrote and state.written is not None:
+                wrote = bool(state.written != 0)
+    finally:
+        for _, state in pairs:
+            state.written = None  # each step judges what the backward before it wrote
+    if zeroed and wrote:
+        _charge_writers(zeroed)
+        return True
+    return False
+
+
+def _charge_writers(states: List[Any]) -> None:
+    """One FRESH_DROPPED per backward site that wrote the fresh gradients of `states`."""
     writers: Dict[int, BackwardSite] = {}
-    for state, _ in gone:
+    for state in states:
         if state.fresh is not None:
             writers[id(state.fresh)] = state.fresh
     for site in writers.values():
         site.bump(FRESH_DROPPED)
-    return False
 
 
 def all_zero(grad, torch) -> bool:

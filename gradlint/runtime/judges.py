@@ -84,6 +84,16 @@ def nearest_sites(finding: Finding, sites: List[BackwardSite], cwd: str, after: 
     return found
 
 
+def related_sites(finding: Finding, sites: List[BackwardSite], cwd: str) -> List[BackwardSite]:
+    """Sites with a user frame on one of the lines the finding names as the calls it is about
+    (`Finding.related`: the backward whose graph a store keeps, the one a leaf is run through)."""
+    if not finding.related:
+        return []
+    path = _finding_path(finding, cwd)
+    lines = set(finding.related)
+    return [s for s in sites if any(p == path and n in lines for p, n in s.stack)]
+
+
 def _backward_sites(obs: Observations) -> List[BackwardSite]:
     return [s for s in obs.sites.values() if s.kind == "backward"]
 
@@ -214,9 +224,11 @@ def _kept_evidence(sites: List[BackwardSite], name: str = KEPT_GRAPH) -> str:
 
 
 def judge_kept_graph(finding: Finding, obs: Observations, cwd: str) -> Verdict:
-    # the nearest backward; an `autograd.grad` call only where no backward in the file ran (the
-    # graph a gradient penalty's `autograd.grad` walks is not the loss the store keeps)
-    sites = nearest_sites(finding, _backward_sites(obs), cwd) or nearest_sites(finding, _graph_sites(obs), cwd)
+    # the backward the store shares its graph with; else the nearest backward, and an
+    # `autograd.grad` call only where no backward in the file ran (the graph a gradient penalty's
+    # `autograd.grad` walks is not the loss the store keeps)
+    sites = (related_sites(finding, _graph_sites(obs), cwd) or nearest_sites(finding, _backward_sites(obs), cwd)
+             or nearest_sites(finding, _graph_sites(obs), cwd))
     if _total(sites, KEPT_GRAPH):
         return CONFIRMED, _kept_evidence(sites), sites
     if _total(sites, KEPT_UPSTREAM):  # what the store keeps may be an output, not the loss itself
@@ -257,13 +269,17 @@ def runtime_only_kept_graph(obs: Observations, code: str, matched: Set[int], cwd
 
 # ------------------------------------------------------------------------------ loss made a leaf
 def _leaf_evidence(sites: List[BackwardSite]) -> str:
-    return (f"backward ran {plural(_total(sites, LEAF_ROOT), 'time')} on a leaf tensor without grad_fn: no "
-            f"parameter received a gradient from it")
+    return (f"backward ran {plural(_total(sites, LEAF_ROOT), 'time')} from a leaf tensor (itself, or values "
+            f"computed from it alone): no parameter received a gradient from it")
 
 
 def judge_leaf_root(finding: Finding, obs: Observations, cwd: str) -> Verdict:
-    sites = nearest_sites(finding, _backward_sites(obs), cwd, after=True)
-    leaf = [s for s in sites if s.count(LEAF_ROOT) and not s.count(PARAM_GRADS)]
+    # the backward the leaf is run through; else the nearest one after the leaf is made
+    sites = related_sites(finding, _backward_sites(obs), cwd) or nearest_sites(finding, _backward_sites(obs), cwd,
+                                                                                after=True)
+    # a call from a leaf writes no parameter, so one is enough (the leaf may be made on some
+    # iterations only, `if ...: loss = torch.tensor(loss.item(), requires_grad=True)`)
+    leaf = [s for s in sites if s.count(LEAF_ROOT)]
     if leaf:
         return CONFIRMED, _leaf_evidence(leaf), sites
     calls = sum(s.calls for s in sites)

@@ -29,7 +29,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from gradlint.runtime.events import BACKWARD_FAILED, INPLACE_AFTER_STEP
 from gradlint.runtime.events import (CLEAR_DISCARDED, CLIP_BEFORE_ASSIGNED, CLIP_CALLS, CLIP_ON_SCALED, CLIP_USED,
                                      CLIP_WASTED, FREED_GRAPH, KEPT_AT_ONCE, KEPT_GRAPH, KEPT_UPSTREAM,
-                                     KEPT_UPSTREAM_AT_ONCE, LEAF_ROOT, SECOND_TIME, SECOND_TIME_AFTER_STEP,
+                                     KEPT_UPSTREAM_AT_ONCE, SECOND_TIME, SECOND_TIME_AFTER_STEP,
                                      BackwardSite)
 from gradlint.runtime.gradstate import GradState
 
@@ -155,17 +155,6 @@ class Lifecycle:
             self.roots[key] = alive
             if at_once > site.count(KEPT_AT_ONCE):
                 site.bump(KEPT_AT_ONCE, at_once - site.count(KEPT_AT_ONCE))
-        all_leaves = bool(roots)
-        for root in roots:
-            if not isinstance(root, torch.Tensor) or root.grad_fn is not None or not root.requires_grad:
-                all_leaves = False
-                break
-            state = self.grads.known(root)
-            if state is not None and state.owned:
-                all_leaves = False
-                break
-        if all_leaves:
-            site.bump(LEAF_ROOT)
         if self.stepping:
             return  # an optimizer's step closure (LBFGS): the optimizer holds its loss until the step ends
         kept = self.upstream.get(key)

@@ -34,9 +34,10 @@ import weakref
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from gradlint.runtime.closures import Entered, closure_entered, closure_returned
-from gradlint.runtime.events import ONE_SAMPLE_ROOT, BackwardSite, Observations, Stack
+from gradlint.runtime.events import LEAF_ROOT, ONE_SAMPLE_ROOT, BackwardSite, Observations, Stack
 from gradlint.runtime.frames import CallSites
 from gradlint.runtime.gradstate import GradState
+from gradlint.runtime.leafroots import leaf_rooted
 from gradlint.runtime.observers import Lifecycle
 from gradlint.runtime.retained import Retained, hook_retained
 
@@ -47,12 +48,13 @@ CARRIED_WATCH = 8  # retained graphs hooked at most at a site that reused its ow
 class _Call:
     """The backward call in progress (only the outermost one)."""
 
-    __slots__ = ("site", "stack", "roots", "inputs", "retain", "accumulates")
+    __slots__ = ("site", "stack", "roots", "tensors", "inputs", "retain", "accumulates")
 
-    def __init__(self, site, stack, roots, inputs, retain, accumulates) -> None:
+    def __init__(self, site, stack, roots, tensors, inputs, retain, accumulates) -> None:
         self.site = site
         self.stack = stack
         self.roots = roots  # grad_fn of each root, only when the graph is retained
+        self.tensors = tensors  # the roots themselves
         self.inputs = inputs
         self.retain = retain
         self.accumulates = accumulates
@@ -371,14 +373,17 @@ class Tracer:
         # graphs kept past their iteration: `torch.autograd.grad` serves as a loop's backward too
         # (its gradients assigned to `.grad` by hand, or applied by a hand-written update)
         state.life.before_backward(site, roots, torch)
-        call = _Call(site, site.stack, graph_roots if retain else None, inputs, retain, accumulates)
+        call = _Call(site, site.stack, graph_roots if retain else None, roots, inputs, retain, accumulates)
         state.call = call
         self._last_call = call
         return call
 
     def _leave(self, state: _Thread, call: _Call, error: Optional[BaseException]) -> None:
         if call.accumulates:
-            state.grads.after_accumulate(call.site)
+            wrote = state.grads.after_accumulate(call.site)
+            if not wrote and error is None and leaf_rooted(call.tensors, state.grads.is_owned, self.torch):
+                call.site.bump(LEAF_ROOT)  # GL007: this backward started from a leaf loss
+                state.grads.leaf_roots += 1
         state.grads.pending_sites[id(call.site)] = call.site  # counts the steps that follow it
         state.life.after_backward(call.site, error, call.accumulates)
         if call.retain and error is None:

@@ -359,3 +359,23 @@ def test_exception_in_a_thread_hides_the_tracers_frames(tmp_path):
     assert frames and not any(_ours(path) for path in frames)
     assert err.count("Exception in thread") == 1  # a thread ended by SystemExit prints nothing, as in python
     assert "GL003" in done.stdout and "runtime: confirmed" in done.stdout
+
+
+@pytest.mark.parametrize("flag,code,bug_text,about_text", [
+    ("--leaf", "GL007", "critic_loss = torch.tensor(", "critic_loss.backward()"),
+    ("--history", "GL006", "gen_history.append(gen_loss)", "`gen_loss` carries its autograd graph"),
+])
+def test_a_finding_is_joined_to_the_backward_it_names_not_the_nearest(tmp_path, flag, code, bug_text, about_text):
+    """GL007's leaf and GL006's store are judged by the backward they are about (the static
+    finding's related line), though another backward is nearer: one finding, confirmed, and no
+    runtime-only twin at the backward, nor a GL005 for the clear before the leaf's backward."""
+    report = tmp_path / "report.json"
+    done = gradlint_run("--no-cache", "--output-format", "json", "-o", str(report), "gan_two_backwards.py", flag)
+    findings = json.loads(report.read_text())
+    lines = open(os.path.join(SCRIPTS, "gan_two_backwards.py")).read().splitlines()
+    bug_line = next(i for i, text in enumerate(lines, 1) if bug_text in text)
+    confirmed = [f for f in findings if f["runtime"] == "confirmed"]
+    assert [(f["code"], f["line"]) for f in confirmed] == [(code, bug_line)], findings
+    assert about_text in confirmed[0]["message"] and done.returncode == 1
+    # the other rule's static finding (the switch that makes its bug is off) is not confirmed
+    assert {f["code"] for f in findings} == {"GL006", "GL007"}
