@@ -25,6 +25,19 @@ def _marked(source: str):
 
 
 FLAGGED = {
+    "retain_by_a_flag_with_a_step_each_iteration": """
+        import torch
+        from torch import nn
+
+        def train(cell, head, stream, targets, optimizer, keep):
+            h = torch.zeros(2, 8)
+            for x, y in zip(stream, targets):
+                h = cell(x, h)
+                loss = nn.functional.mse_loss(head(h), y)
+                optimizer.zero_grad()
+                loss.backward(retain_graph=keep)  # GL008
+                optimizer.step()
+    """,
     "word_lm_without_repackage": """
         def train(model, train_data, bptt, criterion, optimizer, ntokens, batch_size):
             model.train()
@@ -273,6 +286,37 @@ CLEAN = {
                 output, hidden = model(data, hidden)
                 loss = criterion(output.view(-1, ntokens), targets)
                 loss.backward()
+                optimizer.step()
+    """,
+    "repackage_hidden_imported_from_another_module": """
+        import torch.nn as nn
+        from rnn_utils import repackage_hidden
+        from . import state_utils
+
+        def train(rnn, head, stream, target, optimizer):
+            hidden = torch.zeros(1, 3, 12)
+            cell = torch.zeros(1, 3, 12)
+            for i in range(0, 50, 10):
+                hidden = repackage_hidden(hidden)
+                cell = state_utils.detach_state(cell)
+                out, (hidden, cell) = rnn(stream[i:i + 10], (hidden, cell))
+                loss = nn.functional.mse_loss(head(out), target[i:i + 10])
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+    """,
+    "full_bptt_in_chunks_retaining_all_but_the_last": """
+        def train(cell, head, sequences, optimizer, chunk):
+            for xs, ys in sequences:
+                h = torch.zeros(2, 8)
+                optimizer.zero_grad()
+                n_chunks = xs.size(0) // chunk
+                for c in range(n_chunks):
+                    loss = 0
+                    for t in range(c * chunk, (c + 1) * chunk):
+                        h = cell(xs[t], h)
+                        loss = loss + nn.functional.mse_loss(head(h), ys[t])
+                    loss.backward(retain_graph=c < n_chunks - 1)
                 optimizer.step()
     """,
     "detach_each_iteration": """

@@ -95,7 +95,9 @@ def _carried_in_loop(analysis, scope: Scope, loop: Loop, classes) -> Iterator[Ca
         deps = carried_reads(scope, backward.tensor, later.node, loop, order)
         reset = scope.reset_after(stmt, loop, set())
         retained = is_true(backward.retain_graph)
-        if retained and not _steps_inside(loop):
+        # retain_graph=True, or an expression (`retain_graph=c < n_chunks - 1`: all but the last)
+        retains = retained or (backward.retain_graph is not None and not is_false(backward.retain_graph))
+        if retains and not _steps_inside(loop):
             # Every backward feeds one step after the loop: full backpropagation through the
             # sequence, computed piecewise. Wasteful, but each graph is walked for the same step.
             continue
@@ -280,7 +282,10 @@ def _cut_in_loop(scope: Scope, loop: Loop) -> Set[str]:
         for small in smalls_of(scope, stmt):
             if isinstance(small, cst.Assign):
                 value = reads.reads(small.value)
-                if value.kind == INERT and _detaching_text(small.value, reads.detaching):
+                # what a helper of another module returns is unknown, but its name says it cuts
+                # the graph (`h = repackage_hidden(h)` imported from a utils module)
+                if (value.kind == INERT or _named_detaching_call(small.value)) and \
+                        _detaching_text(small.value, reads.detaching):
                     for target in small.targets:
                         cut |= target_names(target.target)
             elif isinstance(small, cst.Expr) and isinstance(small.value, cst.Call):
@@ -299,6 +304,15 @@ def _cut_in_loop(scope: Scope, loop: Loop) -> Set[str]:
                     if key:
                         cut.add(key)
     return cut
+
+
+def _named_detaching_call(expr: cst.BaseExpression) -> bool:
+    """Is the expression a call of a function named as a detaching helper is
+    (`repackage_hidden(h)`, `utils.detach_state(h)`)?"""
+    if not isinstance(expr, cst.Call):
+        return False
+    last = (dotted(expr.func) or "").split(".")[-1].lower()
+    return "detach" in last or "repackage" in last
 
 
 def _detaching_text(expr: cst.BaseExpression, detaching: FrozenSet[str]) -> bool:
