@@ -32,6 +32,18 @@ def _apply(source: str, fix) -> str:
 
 
 FLAGGED = {
+    "one_loss_over_a_checkpointed_trunk": """
+        import torch
+        from torch.utils import checkpoint as ckpt
+
+        for step in range(4):
+            x = torch.randn(5, 6)
+            feats = ckpt.checkpoint_sequential(trunk, 2, x, use_reentrant=False)
+            loss = head(feats).pow(2).mean()
+            opt.zero_grad()
+            loss.backward(retain_graph=True)  # GL002
+            opt.step()
+    """,
     "lbfgs_step_closure": """
         import torch
         import torch.nn.functional as F
@@ -621,6 +633,24 @@ FLAGGED = {
 }
 
 CLEAN = {
+    "two_losses_over_a_checkpointed_trunk": """
+        import torch
+        from torch import nn
+        from torch.utils.checkpoint import checkpoint
+
+        trunk = nn.Sequential(nn.Linear(6, 12), nn.GELU(), nn.Linear(12, 12))
+        head_a, head_b = nn.Linear(12, 1), nn.Linear(12, 1)
+        opt = torch.optim.SGD([*trunk.parameters(), *head_a.parameters(), *head_b.parameters()], lr=0.01)
+        for step in range(4):
+            x = torch.randn(5, 6)
+            feats = checkpoint(trunk, x, use_reentrant=False)
+            loss_a = head_a(feats).pow(2).mean()
+            loss_b = head_b(feats).abs().mean()
+            opt.zero_grad()
+            loss_a.backward(retain_graph=True)
+            loss_b.backward()
+            opt.step()
+    """,
     "actor_critic_outputs_of_one_forward_through_a_distribution": """
         import torch
         import torch.nn as nn

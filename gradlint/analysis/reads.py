@@ -467,11 +467,22 @@ class ReadCollector:
             if create is None or is_false(create):
                 return Reads(kind=INERT)  # plain gradients carry no graph
             return self._pure(call)
+        if qualified in CHECKPOINTS:
+            # `checkpoint(trunk, x)`: `trunk(x)`, its activations recomputed in the backward. What
+            # calling the function gives: the other arguments flow in, and it may make a graph of
+            # its own (the function is the callee, not a value read).
+            out = self._args(call.with_changes(args=call.args[1:]))
+            out.opaque = True
+            return out
         if qualified in INDEX_TARGET_LOSSES:
             # Class indices: an integer target never carries history, and no gradient flows to it.
             return self._pure(call, skip=_argument(call, 1, "target"))
         # torch.nn.Linear(3, 4), torch.device(...), Normal(mu, sigma): objects made of their arguments.
         return self._pure(call)
+
+
+# Activation checkpointing: calls its first argument with the rest
+CHECKPOINTS = frozenset(("torch.utils.checkpoint.checkpoint", "torch.utils.checkpoint.checkpoint_sequential"))
 
 
 def _given_dim(call: cst.Call, name: str, position: int) -> bool:
