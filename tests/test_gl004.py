@@ -357,6 +357,19 @@ FLAGGED = {
             scaler.step(optimizer)
             scaler.update()
         """,
+    "unscale_under_another_condition_beside_the_scaler_test": """
+        import torch
+
+        scaler = torch.amp.GradScaler("cuda")
+        for step, batch in enumerate(loader):
+            optimizer.zero_grad()
+            scaler.scale(model(batch).mean()).backward()
+            if scaler is not None and step > warmup:  # before warmup ends the clip sees scaled gradients
+                scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)  # GL004
+            scaler.step(optimizer)
+            scaler.update()
+        """,
     "unscale_only_when_the_scaler_is_off": """
         import torch
 
@@ -374,6 +387,47 @@ FLAGGED = {
 
 
 CLEAN = {
+    "helper_unscales_when_a_scaler_is_given_and_enabled": """
+        import torch
+
+        def prepare_for_clipping(scaler, optimizer):
+            if scaler is not None and scaler.is_enabled():
+                scaler.unscale_(optimizer)
+
+        scaler = torch.amp.GradScaler("cuda")
+        for x, y in loader:
+            optimizer.zero_grad()
+            scaler.scale(criterion(model(x), y)).backward()
+            prepare_for_clipping(scaler, optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            scaler.step(optimizer)
+            scaler.update()
+        """,
+    "unscale_when_there_is_a_scaler": """
+        import torch
+
+        def train_step(model, batch, optimizer, scaler=None):
+            optimizer.zero_grad()
+            loss = model(batch).mean()
+            if scaler is None:
+                loss.backward()
+            else:
+                scaler.scale(loss).backward()
+            if scaler is None or not scaler.is_enabled():
+                pass  # nothing was scaled
+            else:
+                scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            if scaler:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
+
+        scaler = torch.amp.GradScaler("cuda")
+        for batch in loader:
+            train_step(model, batch, optimizer, scaler)
+        """,
     "unscale_when_the_scaler_is_enabled": """
         import torch
 

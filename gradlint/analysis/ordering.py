@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
-from typing import Callable, Dict, FrozenSet, Iterator, List, Optional, Tuple
+from typing import Callable, Dict, FrozenSet, Iterator, List, Optional, Set, Tuple
 
 import libcst as cst
 
@@ -64,6 +64,36 @@ _NOT_STEPPERS = ("sched", "lr_", "warmup", "env", "ema", "swa", "averag", "progr
                  "scaler", "profiler", "prof", "meter", "logger", "writer", "stepper")
 
 
+def _idle_scalers(test: cst.BaseExpression, outcome: bool, flags: Dict[str, str]) -> Set[str]:
+    """Scalers (dotted names) off or absent wherever `test` evaluates to `outcome`. `flags` maps
+    a flag a scaler was built with (`GradScaler(enabled=args.amp)`) to that scaler."""
+    test, positive = without_not(test)
+    if not positive:
+        outcome = not outcome
+    if isinstance(test, cst.BooleanOperation):
+        left = _idle_scalers(test.left, outcome, flags)
+        right = _idle_scalers(test.right, outcome, flags)
+        # `a and b` true (`a or b` false): both hold; false (true): one of them, unknown which
+        both = isinstance(test.operator, cst.And) == outcome
+        return left | right if both else left & right
+    compared = test.comparisons[0] if isinstance(test, cst.Comparison) and len(test.comparisons) == 1 else None
+    if compared is not None and isinstance(compared.comparator, cst.Name) and compared.comparator.value == "None":
+        operator = compared.operator
+        absent = isinstance(operator, cst.Is) if outcome else isinstance(operator, cst.IsNot)
+        name = dotted(test.left) if isinstance(test, cst.Comparison) else None
+        return {name} if absent and name else set()
+    if outcome:
+        return set()
+    if (isinstance(test, cst.Call) and not test.args and isinstance(test.func, cst.Attribute)
+            and test.func.attr.value == "is_enabled"):
+        name = dotted(test.func.value)
+        return {name} if name else set()
+    name = dotted(test)
+    if name is None:
+        return set()
+    return {flags[name]} if name in flags else {name}  # a scaler object is never false
+
+
 class OrderingAnalyzer(Analyzer):
     """The facts layer's `Analyzer` recording clips, unscales, scaled backwards, `.grad` reads and
     calls that may step, in the order they run, next to its backward/step/clear events."""
@@ -82,26 +112,17 @@ class OrderingAnalyzer(Analyzer):
 
     # -- events ------------------------------------------------------------------------------
     def branch_events(self, test: cst.BaseExpression, scope: Scope, taken: bool) -> List[Event]:
-        """SCALER_IDLE on the branch where `scaler.is_enabled()`, or the flag a scaler was built
-        with, is false (`not` flips it)."""
-        test, positive = without_not(test)
-        if taken == positive:
-            return []
-        scaler = None
-        if (isinstance(test, cst.Call) and not test.args and isinstance(test.func, cst.Attribute)
-                and test.func.attr.value == "is_enabled"):
-            scaler = dotted(test.func.value)
-        else:
-            flag = dotted(test)
-            if flag is not None:
-                module = scope.facts.module
-                flags = self._flags.get(id(module))
-                if flags is None:
-                    flags = self._flags[id(module)] = scaler_flags(module, scope.facts.imports)
-                scaler = flags.get(flag)
-        if not scaler:
-            return []
-        return [scope.event(SCALER_IDLE, scope.subst(scaler)[0], test)]
+        """SCALER_IDLE on the branch where a scaler is off or absent: `scaler.is_enabled()` or the
+        flag it was built with false, `scaler is None` (or `scaler` false), and `not`, `and`, `or`
+        of those (`if scaler is not None and scaler.is_enabled(): scaler.unscale_(opt)`: both
+        ways out of the test leave no scaled gradients to clip). The event only matters for the
+        scaler a scaled backward used, so any name may be named."""
+        module = scope.facts.module
+        flags = self._flags.get(id(module))
+        if flags is None:
+            flags = self._flags[id(module)] = scaler_flags(module, scope.facts.imports)
+        idle = _idle_scalers(test, taken, flags)
+        return [scope.event(SCALER_IDLE, scope.subst(scaler)[0], test) for scaler in sorted(idle)]
 
     def call_effects(self, call: cst.Call, scope: Scope):
         effects = super().call_effects(call, scope)
