@@ -39,9 +39,11 @@ FREED_GRAPH = "freed_graph"  # backward site: watched roots whose graph was free
 # iteration had made (a stored output or component loss: `all_logits.append(logits)`)
 KEPT_UPSTREAM = "kept_upstream"
 KEPT_UPSTREAM_AT_ONCE = "kept_upstream_at_once"  # backward site: most such calls' nodes alive at the same time
-# backward site: calls that wrote no parameter's gradient, from roots that are leaves in no optimizer
-# or computed from one-element such leaves alone (runtime/leafroots.py)
+# backward site: calls that wrote no parameter's gradient from roots that are leaves in no optimizer
+# (LEAF_ROOT), or computed from one-element such leaves alone, `(loss / k).backward()`
+# (LEAF_DERIVED; runtime/leafroots.py)
 LEAF_ROOT = "leaf_root"
+LEAF_DERIVED = "leaf_derived"
 PARAM_GRADS = "param_grads"  # backward site: calls that wrote into some optimizer's parameter
 CARRIED_REUSE = "carried_reuse"  # backward site: re-ran a graph it retained before an optimizer step
 # backward site: retained graphs hooked holding nodes no earlier graph of the site held (those that

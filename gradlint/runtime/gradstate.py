@@ -244,8 +244,6 @@ class GradState:
         manual = 0
         params = False
         probes: Optional[List[Tuple[LeafState, Any]]] = None
-        early = site.calls <= ZEROED_CHECKED_STEPS
-        written: Optional[List[Tuple[LeafState, Any]]] = [] if early else None
         if self.checks is not None:
             self._settle_checks()
         for ref, state in self.watched():
@@ -270,8 +268,6 @@ class GradState:
             before = state.before
             if state.owned:
                 params = True
-                if written is not None:
-                    written.append((state, grad))
                 if before == FRESH:  # the common case: a clear (or a new leaf) before this backward
                     state.used = False
                     continue
@@ -314,9 +310,8 @@ class GradState:
             state.before = FRESH
         if probes:
             self.take_probes(probes)
-        if written:
-            for (state, _), norm in zip(written, norms([grad for _, grad in written], self.torch)):
-                state.written = norm
+        if params and site.calls <= ZEROED_CHECKED_STEPS:
+            self._measure_written(site)
         if self.moved_otherwise:
             self.moved_otherwise = False
             site.bump(MOVED_OTHERWISE)
@@ -332,6 +327,17 @@ class GradState:
         if params:
             site.bump(PARAM_GRADS)
         return params
+
+    def _measure_written(self, site: BackwardSite) -> None:
+        """`LeafState.written` of the optimizers' parameters whose gradients `site` wrote (its
+        first calls only): queued on the device, read only by a step that finds them all zero."""
+        written = []
+        for ref, state in self.watched():
+            leaf = ref()
+            if leaf is not None and state.owned and state.fresh is site and leaf.grad is not None:
+                written.append((state, leaf.grad))
+        for (state, _), norm in zip(written, norms([grad for _, grad in written], self.torch)):
+            state.written = norm
 
     # ------------------------------------------------------------------ content probes
     def take_probes(self, pairs: List[Tuple[LeafState, Any]]) -> None:

@@ -31,7 +31,7 @@ from gradlint.runtime.events import BACKWARD_FAILED, INPLACE_AFTER_STEP
 from gradlint.runtime.events import (CARRIED_REUSE, CLEAR_BEFORE_STEP, CLEAR_DISCARDED, CLIP_BEFORE_ASSIGNED,
                                      CLIP_CALLS, CLIP_ON_SCALED, CLIP_USED, CLIP_WASTED, FREED_GRAPH, FRESH_CLEARED,
                                      FRESH_DROPPED, FRESH_RETAINED, KEPT_AT_ONCE, KEPT_GRAPH, KEPT_UPSTREAM,
-                                     KEPT_UPSTREAM_AT_ONCE, LEAF_ROOT, PARAM_GRADS, SECOND_TIME,
+                                     KEPT_UPSTREAM_AT_ONCE, LEAF_DERIVED, LEAF_ROOT, PARAM_GRADS, SECOND_TIME,
                                      SECOND_TIME_AFTER_STEP, BackwardSite, Observations)
 
 CONFIRMED, REFUTED, UNEXERCISED = "confirmed", "refuted", "unexercised"
@@ -269,8 +269,9 @@ def runtime_only_kept_graph(obs: Observations, code: str, matched: Set[int], cwd
 
 # ------------------------------------------------------------------------------ loss made a leaf
 def _leaf_evidence(sites: List[BackwardSite]) -> str:
-    return (f"backward ran {plural(_total(sites, LEAF_ROOT), 'time')} from a leaf tensor (itself, or values "
-            f"computed from it alone): no parameter received a gradient from it")
+    calls = _total(sites, LEAF_ROOT) + _total(sites, LEAF_DERIVED)
+    return (f"backward ran {plural(calls, 'time')} from a leaf tensor (itself, or values computed from it "
+            f"alone): no parameter received a gradient from it")
 
 
 def judge_leaf_root(finding: Finding, obs: Observations, cwd: str) -> Verdict:
@@ -279,16 +280,19 @@ def judge_leaf_root(finding: Finding, obs: Observations, cwd: str) -> Verdict:
                                                                                 after=True)
     # a call from a leaf writes no parameter, so one is enough (the leaf may be made on some
     # iterations only, `if ...: loss = torch.tensor(loss.item(), requires_grad=True)`)
-    leaf = [s for s in sites if s.count(LEAF_ROOT)]
+    leaf = [s for s in sites if s.count(LEAF_ROOT) or s.count(LEAF_DERIVED)]
     if leaf:
         return CONFIRMED, _leaf_evidence(leaf), sites
     calls = sum(s.calls for s in sites)
-    if calls and not _total(sites, LEAF_ROOT):
+    if calls:
         return REFUTED, f"the backward after it ran {plural(calls, 'time')}, never on a leaf", sites
     return UNEXERCISED, "no backward after it ran", sites
 
 
 def runtime_only_leaf_root(obs: Observations, code: str, matched: Set[int], cwd: str) -> List[Finding]:
+    """Sites whose every backward ran on a leaf root itself. A backward through arithmetic on a
+    one-element leaf (LEAF_DERIVED) only confirms a static finding, which shows the leaf was made
+    from a computed loss; from the run alone it may be a stand-alone scalar."""
     if not obs.steps:
         return []  # nothing trains: a backward on a leaf is harmless there
     return [_new_finding(code, site, "backward on a leaf tensor reaches no parameter: compute the loss from "

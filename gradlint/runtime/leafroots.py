@@ -10,29 +10,34 @@ from __future__ import annotations
 
 from typing import Callable, Optional
 
+LEAF, DERIVED = "leaf", "derived"
+
 # Nodes walked from a root at most: a leaf loss scaled, divided or summed is a handful of nodes; a
 # graph larger than this comes from a model and is not a leaf loss.
 WALK_LIMIT = 16
 
 
-def leaf_rooted(roots: list, owned: Callable[[object], bool], torch) -> bool:
-    """Did a backward from `roots` start at a leaf loss? True when every root is a leaf that
-    requires grad and no optimizer holds, or is computed from such leaves alone, each of one
-    element (a loss, not a batch of inputs or representations made leaves on purpose, as
-    saliency maps and GradCache do). `owned(tensor)` tells whether an optimizer holds a leaf."""
+def leaf_rooted(roots: list, owned: Callable[[object], bool], torch) -> Optional[str]:
+    """Did a backward from `roots` start at a leaf loss? LEAF when every root is a leaf that
+    requires grad and no optimizer holds; DERIVED when some are instead computed from such
+    leaves alone, each of one element (a loss, not a batch of inputs or representations made
+    leaves on purpose, as saliency maps and GradCache do); else None. `owned(tensor)` tells
+    whether an optimizer holds a leaf."""
     if not roots:
-        return False
+        return None
+    kind = LEAF
     for root in roots:
         if not isinstance(root, torch.Tensor) or not root.requires_grad:
-            return False
+            return None
         node = root.grad_fn
         if node is None:
             if owned(root):
-                return False
+                return None
             continue
         if not _from_one_element_leaves(node, owned, torch):
-            return False
-    return True
+            return None
+        kind = DERIVED
+    return kind
 
 
 def _from_one_element_leaves(node, owned: Callable[[object], bool], torch) -> bool:

@@ -34,10 +34,10 @@ import weakref
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from gradlint.runtime.closures import Entered, closure_entered, closure_returned
-from gradlint.runtime.events import LEAF_ROOT, ONE_SAMPLE_ROOT, BackwardSite, Observations, Stack
+from gradlint.runtime.events import LEAF_DERIVED, LEAF_ROOT, ONE_SAMPLE_ROOT, BackwardSite, Observations, Stack
 from gradlint.runtime.frames import CallSites
 from gradlint.runtime.gradstate import GradState
-from gradlint.runtime.leafroots import leaf_rooted
+from gradlint.runtime.leafroots import LEAF, leaf_rooted
 from gradlint.runtime.observers import Lifecycle
 from gradlint.runtime.retained import Retained, hook_retained
 
@@ -127,6 +127,7 @@ class Tracer:
         self._sites: Optional[CallSites] = None
         self._is_compiling: Callable[[], bool] = lambda: False
         self._global_pre: Any = None  # handle of our global step pre-hook
+        self._global_hooks: Any = {}
         # id(optimizer) -> (weak reference to it, handle of our pre-hook of its own)
         self._own_pre: Dict[int, Tuple[weakref.ref, Any]] = {}
 
@@ -197,6 +198,8 @@ class Tracer:
             self._patch(torch.nn.Module, "zero_grad", self._wrap_clear(torch.nn.Module.zero_grad, "module"))
             self._patch_clipping(torch)
             self._global_pre = optim_mod.register_optimizer_step_pre_hook(self._guard(self._step_pre_hook))
+            hooks = self._global_pre.hooks_dict_ref()  # torch's global pre-hooks, ours among them
+            self._global_hooks = hooks if hooks is not None else {}
             self._handles.append(self._global_pre)
             self._handles.append(optim_mod.register_optimizer_step_post_hook(self._guard(self._after_step)))
         except BaseException:
@@ -381,8 +384,9 @@ class Tracer:
     def _leave(self, state: _Thread, call: _Call, error: Optional[BaseException]) -> None:
         if call.accumulates:
             wrote = state.grads.after_accumulate(call.site)
-            if not wrote and error is None and leaf_rooted(call.tensors, state.grads.is_owned, self.torch):
-                call.site.bump(LEAF_ROOT)  # GL007: this backward started from a leaf loss
+            rooted = None if wrote or error is not None else leaf_rooted(call.tensors, state.grads.is_owned, self.torch)
+            if rooted is not None:  # GL007: this backward started from a leaf loss
+                call.site.bump(LEAF_ROOT if rooted == LEAF else LEAF_DERIVED)
                 state.grads.leaf_roots += 1
         state.grads.pending_sites[id(call.site)] = call.site  # counts the steps that follow it
         state.life.after_backward(call.site, error, call.accumulates)
@@ -417,8 +421,7 @@ class Tracer:
         When one runs after ours, the step is taken from a pre-hook of the optimizer's own,
         registered last (and moved to the end again if others were added since)."""
         own = getattr(optimizer, "_optimizer_step_pre_hooks", None)
-        global_hooks = self._global_pre.hooks_dict_ref()
-        if not own and (global_hooks is None or next(reversed(global_hooks), None) == self._global_pre.id):
+        if not own and next(reversed(self._global_hooks), None) == self._global_pre.id:
             return self._before_step(optimizer, args, kwargs)  # the common case: nothing runs after ours
         if own is None:
             return self._before_step(optimizer, args, kwargs)
