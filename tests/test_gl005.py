@@ -33,6 +33,35 @@ def reported(source: str, options: Optional[AnalysisOptions] = None, path: str =
 
 
 FLAGGED = {
+    "epoch_helper_with_its_own_loop_reported_once_on_its_clear": """
+        import torch
+        from torch import nn
+
+        def train_one_epoch(model, loader, optimizer, criterion):
+            for x, y in loader:
+                loss = criterion(model(x), y)
+                loss.backward()
+                optimizer.zero_grad()  # GL005
+                optimizer.step()
+
+        model = nn.Linear(4, 3)
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        for epoch in range(3):
+            train_one_epoch(model, loader, opt, nn.CrossEntropyLoss())
+        """,
+    "step_helper_without_a_loop_reported_on_its_call": """
+        import torch
+
+        def train_step(model, batch, optimizer):
+            loss = model(batch).mean()
+            loss.backward()
+            optimizer.zero_grad()
+            optimizer.step()
+
+        for epoch in range(3):
+            for batch in loader:
+                train_step(model, batch, opt)  # GL005
+        """,
     "zero_grad_between_backward_and_step": """
         import torch
 

@@ -80,7 +80,10 @@ def wiping_clears(ctx) -> List[WipingClear]:
                     reported[id(node)] = WipingClear(node, clear, backward, step, partly)
         for wipe in _same_gate_wipes(ctx, loop, models):
             reported.setdefault(id(wipe.node), wipe)
-    return list(reported.values())
+    # A helper whose own loop clears between its backward and its step is reported there, on the
+    # clear; the call of that helper in an outer loop (an epoch loop) is the same bug again.
+    direct = {id(wipe.clear.node) for wipe in reported.values() if wipe.node is wipe.clear.node}
+    return [wipe for wipe in reported.values() if wipe.node is wipe.clear.node or id(wipe.clear.node) not in direct]
 
 
 def _unique(events: List[Event]) -> List[Event]:
