@@ -43,3 +43,21 @@ def gradlint_run(*args, cwd=SCRIPTS, env=None, timeout=120):
     environ.pop("GRADLINT_OUTPUT_FORMAT", None)
     return subprocess.run([sys.executable, "-m", "gradlint", "run", *args], cwd=cwd, env=environ,
                           capture_output=True, text=True, timeout=timeout)
+
+
+def finding_on(path: str, code: str, text: str):
+    """A static finding of `code` (as `gradlint check` would give it) on the first line of the test
+    file `path` that holds `text`, skipping lines that call a `finding...(` helper themselves."""
+    from gradlint.findings import Finding
+
+    lines = open(path).read().splitlines()
+    line = next(i for i, source in enumerate(lines, 1) if text in source and "finding" not in source.split(text)[0])
+    return Finding(code=code, message="m", path=os.path.relpath(path, REPO), line=line, column=1,
+                   end_line=line, end_column=80)
+
+
+def tracing():
+    """`gradlint.runtime.trace()` rooted at the repository, as `gradlint run` from there."""
+    import gradlint.runtime
+
+    return gradlint.runtime.trace(cwd=REPO)

@@ -11,23 +11,12 @@ import pytest
 import torch
 from torch import nn
 
-import gradlint.runtime
-from gradlint.findings import Finding
 from gradlint.runtime import events, judges
-from runtime_helpers import REPO
+from runtime_helpers import REPO, finding_on, tracing
 
 HERE = os.path.realpath(__file__)
 
 
-def _trace():
-    return gradlint.runtime.trace(cwd=REPO)
-
-
-def _finding(code: str, text: str) -> Finding:
-    lines = open(HERE).read().splitlines()
-    line = next(i for i, source in enumerate(lines, 1) if text in source and "_finding(" not in source)
-    return Finding(code=code, message="m", path=os.path.relpath(HERE, REPO), line=line, column=1,
-                   end_line=line, end_column=80)
 
 
 def _count(obs, name):
@@ -41,7 +30,7 @@ def test_a_loss_history_beside_autograd_grad_keeps_graphs(store):
     params = list(model.parameters())
     optimizer = torch.optim.SGD(params, lr=0.01)
     history = []
-    with _trace() as traced:
+    with tracing() as traced:
         for _ in range(8):
             loss = nn.functional.mse_loss(model(torch.randn(6, 4)), torch.randn(6, 1))
             grads = torch.autograd.grad(loss, params)  # grad: the loop's backward
@@ -50,11 +39,11 @@ def test_a_loss_history_beside_autograd_grad_keeps_graphs(store):
             optimizer.step()
             history.append(loss if store == "loss" else loss.item())  # store: history
     obs = traced.observations
-    verdict, evidence, _ = judges.judge_kept_graph(_finding("GL006", "# store: history"), obs, REPO)
+    verdict, evidence, _ = judges.judge_kept_graph(finding_on(HERE, "GL006", "# store: history"), obs, REPO)
     extra = judges.runtime_only_kept_graph(obs, "GL006", set(), REPO)
     if store == "loss":
         assert verdict == "confirmed" and "still alive two optimizer steps later" in evidence
-        assert len(extra) == 1 and extra[0].line == _finding("GL006", "# grad: the loop's backward").line
+        assert len(extra) == 1 and extra[0].line == finding_on(HERE, "GL006", "# grad: the loop's backward").line
     else:
         assert verdict == "refuted" and extra == []
 
@@ -67,7 +56,7 @@ def test_state_carried_into_an_autograd_grad_loop(mode):
     params = [w_in, w_state, w_out]
     optimizer = torch.optim.SGD(params, lr=0.05)
     raised = None
-    with _trace() as traced:
+    with tracing() as traced:
         hidden = torch.zeros(2, 6)
         try:
             for _ in range(5):
@@ -82,7 +71,7 @@ def test_state_carried_into_an_autograd_grad_loop(mode):
         except RuntimeError as error:
             raised = error
     obs = traced.observations
-    finding = _finding("GL008", "# grad: carried")
+    finding = finding_on(HERE, "GL008", "# grad: carried")
     verdict, evidence, _ = judges.judge_carried_graph(finding, obs, REPO)
     extra = judges.runtime_only_carried_graph(obs, "GL008", set(), REPO)
     if mode == "detached":
@@ -104,7 +93,7 @@ def test_a_gradient_penalty_and_a_meta_learning_inner_step_keep_no_graph():
     critic_opt = torch.optim.Adam(critic.parameters(), lr=1e-3)
     meta_opt = torch.optim.SGD(learner.parameters(), lr=0.01)
     scores = []
-    with _trace() as traced:
+    with tracing() as traced:
         for _ in range(6):
             real, fake = torch.randn(8, 4), torch.randn(8, 4)
             mix = (0.5 * real + 0.5 * fake).requires_grad_()
@@ -131,7 +120,7 @@ def test_a_gradient_penalty_and_a_meta_learning_inner_step_keep_no_graph():
     assert judges.runtime_only_kept_graph(obs, "GL006", set(), REPO) == []
     assert judges.runtime_only_carried_graph(obs, "GL008", set(), REPO) == []
     # a store of the scores beside them is judged by the backward nearest to it, whose graphs died
-    assert judges.judge_kept_graph(_finding("GL006", "scores.append("), obs, REPO)[0] == "refuted"
+    assert judges.judge_kept_graph(finding_on(HERE, "GL006", "scores.append("), obs, REPO)[0] == "refuted"
 
 
 def test_a_stored_loss_holding_a_gradient_penalty_is_reported_once_at_its_backward():
@@ -139,7 +128,7 @@ def test_a_stored_loss_holding_a_gradient_penalty_is_reported_once_at_its_backwa
     critic = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 1))
     optimizer = torch.optim.Adam(critic.parameters(), lr=1e-3)
     history = []
-    with _trace() as traced:
+    with tracing() as traced:
         for _ in range(6):
             real, fake = torch.randn(8, 4), torch.randn(8, 4)
             mix = (0.5 * real + 0.5 * fake).requires_grad_()
@@ -150,6 +139,6 @@ def test_a_stored_loss_holding_a_gradient_penalty_is_reported_once_at_its_backwa
             optimizer.step()
             history.append(loss)  # store: critic loss
     obs = traced.observations
-    assert judges.judge_kept_graph(_finding("GL006", "# store: critic loss"), obs, REPO)[0] == "confirmed"
+    assert judges.judge_kept_graph(finding_on(HERE, "GL006", "# store: critic loss"), obs, REPO)[0] == "confirmed"
     (found,) = judges.runtime_only_kept_graph(obs, "GL006", set(), REPO)
-    assert found.line == _finding("GL006", "# backward: critic").line
+    assert found.line == finding_on(HERE, "GL006", "# backward: critic").line

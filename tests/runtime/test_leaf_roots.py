@@ -10,24 +10,13 @@ import pytest
 import torch
 from torch import nn
 
-import gradlint.runtime
-from gradlint.findings import Finding
 from gradlint.runtime import events, judges
-from runtime_helpers import REPO
+from runtime_helpers import REPO, finding_on, tracing
 from runtime_loops import batches, mlp
 
 HERE = os.path.realpath(__file__)
 
 
-def _trace():
-    return gradlint.runtime.trace(cwd=REPO)
-
-
-def _finding(text: str) -> Finding:
-    lines = open(HERE).read().splitlines()
-    line = next(i for i, source in enumerate(lines, 1) if text in source and "_finding(" not in source)
-    return Finding(code="GL007", message="m", path=os.path.relpath(HERE, REPO), line=line, column=1,
-                   end_line=line, end_column=80)
 
 
 def _leaf_calls(obs) -> int:
@@ -39,7 +28,7 @@ def test_a_backward_through_arithmetic_on_a_leaf_loss_reaches_no_parameter(root)
     model = mlp()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     scale = torch.tensor(1024.0)  # as a GradScaler multiplies the loss
-    with _trace() as traced:
+    with tracing() as traced:
         for inputs, labels in batches(4):
             loss = nn.functional.cross_entropy(model(inputs), labels)
             loss = torch.tensor(loss.item(), requires_grad=True)  # leaf: made
@@ -55,7 +44,7 @@ def test_a_backward_through_arithmetic_on_a_leaf_loss_reaches_no_parameter(root)
             optimizer.step()
     obs = traced.observations
     assert _leaf_calls(obs) == 4
-    verdict, evidence, _ = judges.judge_leaf_root(_finding("# leaf: made"), obs, REPO)
+    verdict, evidence, _ = judges.judge_leaf_root(finding_on(HERE, "GL007", "# leaf: made"), obs, REPO)
     assert verdict == "confirmed" and "no parameter received a gradient" in evidence
     # from the run alone only a leaf root itself: arithmetic on a stand-alone scalar may be anything
     assert len(judges.runtime_only_leaf_root(obs, "GL007", set(), REPO)) == (1 if root == "leaf" else 0)
@@ -68,7 +57,7 @@ def test_a_leaf_made_on_some_iterations_confirms_the_static_finding_only():
     batch is written on purpose)."""
     model = mlp()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    with _trace() as traced:
+    with tracing() as traced:
         for index, (inputs, labels) in enumerate(batches(6)):
             loss = nn.functional.cross_entropy(model(inputs), labels)
             if index % 2 == 0:
@@ -78,7 +67,7 @@ def test_a_leaf_made_on_some_iterations_confirms_the_static_finding_only():
             optimizer.step()
     obs = traced.observations
     assert _leaf_calls(obs) == 3
-    assert judges.judge_leaf_root(_finding("# leaf: some iterations"), obs, REPO)[0] == "confirmed"
+    assert judges.judge_leaf_root(finding_on(HERE, "GL007", "# leaf: some iterations"), obs, REPO)[0] == "confirmed"
     assert judges.runtime_only_leaf_root(obs, "GL007", set(), REPO) == []
 
 
@@ -89,7 +78,7 @@ def test_representations_made_leaves_on_purpose_and_a_trained_scalar_are_not_lea
     encoder = nn.Linear(8, 4)
     temperature = nn.Parameter(torch.tensor(1.0))
     optimizer = torch.optim.SGD([*encoder.parameters(), temperature], lr=0.1)
-    with _trace() as traced:
+    with tracing() as traced:
         for _ in range(3):
             queries, keys = torch.randn(6, 8), torch.randn(6, 8)
             with torch.no_grad():
@@ -114,5 +103,5 @@ def test_representations_made_leaves_on_purpose_and_a_trained_scalar_are_not_lea
     # train never are leaf losses
     assert _leaf_calls(obs) == 3
     assert [site.where[1] for site in obs.sites.values() if site.count(events.LEAF_DERIVED)] == \
-        [_finding("(scalar * 3).backward()").line]
+        [finding_on(HERE, "GL007", "(scalar * 3).backward()").line]
     assert judges.runtime_only_leaf_root(obs, "GL007", set(), REPO) == []

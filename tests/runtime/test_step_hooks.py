@@ -13,28 +13,14 @@ import torch
 import torch.optim.optimizer as optim_mod
 from torch import nn
 
-import gradlint.runtime
-from gradlint.findings import Finding
 from gradlint.runtime import judges
-from runtime_helpers import REPO
+from runtime_helpers import REPO, finding_on, tracing
 from runtime_loops import batches, mlp
 
 HERE = os.path.realpath(__file__)
 
 
-def _trace():
-    return gradlint.runtime.trace(cwd=REPO)
 
-
-def _line(text: str) -> int:
-    lines = open(HERE).read().splitlines()
-    return next(i for i, source in enumerate(lines, 1) if text in source and "_line(" not in source)
-
-
-def _finding(code: str, text: str) -> Finding:
-    line = _line(text)
-    return Finding(code=code, message="m", path=os.path.relpath(HERE, REPO), line=line, column=1,
-                   end_line=line, end_column=80)
 
 
 def _train(optimizer, model, steps=4):
@@ -53,7 +39,7 @@ def test_a_clip_in_a_step_pre_hook_is_what_the_step_uses(where):
         nn.utils.clip_grad_norm_(model.parameters(), 0.01)  # clip: in a step pre-hook
 
     handle = None
-    with _trace() as traced:
+    with tracing() as traced:
         if where == "own":
             handle = optimizer.register_step_pre_hook(clip)
         elif where == "global-after-tracer":
@@ -66,7 +52,7 @@ def test_a_clip_in_a_step_pre_hook_is_what_the_step_uses(where):
     obs = traced.observations
     assert obs.steps == 5 and obs.internal_errors == 0
     assert judges.runtime_only_clip(obs, "GL004", set(), REPO) == []
-    assert judges.judge_clip(_finding("GL004", "# clip: in a step pre-hook"), obs, REPO)[0] != "confirmed"
+    assert judges.judge_clip(finding_on(HERE, "GL004", "# clip: in a step pre-hook"), obs, REPO)[0] != "confirmed"
     assert not optimizer._optimizer_step_pre_hooks  # the tracer's own hook left with it
 
 
@@ -79,12 +65,12 @@ def test_a_clear_in_a_step_pre_hook_drops_what_the_step_should_use():
 
     handle = optimizer.register_step_pre_hook(wipe)
     try:
-        with _trace() as traced:
+        with tracing() as traced:
             _train(optimizer, model, 4)
     finally:
         handle.remove()
     (found,) = judges.runtime_only_clear_before_step(traced.observations, "GL005", set(), REPO)
-    assert found.line == _line("# clear: in a step pre-hook")
+    assert found.line == finding_on(HERE, "GL005", "# clear: in a step pre-hook").line
 
 
 def test_a_step_pre_hook_beside_a_closure_still_sees_each_evaluation():
@@ -100,7 +86,7 @@ def test_a_step_pre_hook_beside_a_closure_still_sees_each_evaluation():
         return loss
 
     try:
-        with _trace() as traced:
+        with tracing() as traced:
             for _ in range(3):
                 optimizer.step(closure)
     finally:
@@ -115,7 +101,7 @@ def test_every_step_is_counted_once_whatever_the_hooks():
     model = mlp()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     handle = optimizer.register_step_pre_hook(lambda opt, args, kwargs: None)
-    with _trace() as traced:
+    with tracing() as traced:
         _train(optimizer, model, 2)
         handle.remove()  # only the tracer's own hook is left on the optimizer
         _train(optimizer, model, 3)

@@ -11,25 +11,14 @@ import pytest
 import torch
 from torch import nn
 
-import gradlint.runtime
-from gradlint.findings import Finding
 from gradlint.rules import gl001
 from gradlint.runtime import events, gradstate, handgrads, judges
-from runtime_helpers import REPO
+from runtime_helpers import REPO, finding_on, tracing
 from runtime_loops import batches, mlp
 
 HERE = os.path.realpath(__file__)
 
 
-def _trace():
-    return gradlint.runtime.trace(cwd=REPO)
-
-
-def _finding(code: str, text: str) -> Finding:
-    lines = open(HERE).read().splitlines()
-    line = next(i for i, source in enumerate(lines, 1) if text in source and "_finding(" not in source)
-    return Finding(code=code, message="m", path=os.path.relpath(HERE, REPO), line=line, column=1,
-                   end_line=line, end_column=80)
 
 
 def _loss(model, inputs, labels):
@@ -40,7 +29,7 @@ def _loss(model, inputs, labels):
 def test_gradients_zeroed_through_data_before_the_step(where):
     model = mlp()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    with _trace() as traced:
+    with tracing() as traced:
         for inputs, labels in batches(5):
             if where == "before-backward":
                 for param in model.parameters():
@@ -52,7 +41,7 @@ def test_gradients_zeroed_through_data_before_the_step(where):
                     param.grad.data.zero_()  # clear: through .data
             optimizer.step()
     obs = traced.observations
-    verdict, evidence, _ = judges.judge_clear_before_step(_finding("GL005", "# clear: through .data"), obs, REPO)
+    verdict, evidence, _ = judges.judge_clear_before_step(finding_on(HERE, "GL005", "# clear: through .data"), obs, REPO)
     dropped = sum(site.count(events.FRESH_DROPPED) for site in obs.sites.values())
     if where == "between":
         # every step but the first: its backward ran before any clear or step made the optimizer's
@@ -73,7 +62,7 @@ def test_the_zeroed_check_costs_only_an_optimizers_first_steps(monkeypatch):
     monkeypatch.setattr(handgrads, "all_zero", counted)
     model = mlp()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    with _trace():
+    with tracing():
         for inputs, labels in batches(40):
             optimizer.zero_grad()
             _loss(model, inputs, labels).backward()
@@ -85,7 +74,7 @@ def test_the_zeroed_check_costs_only_an_optimizers_first_steps(monkeypatch):
 def test_a_clip_that_only_measures_the_norm_after_the_step_clears_nothing(clear):
     model = mlp()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    with _trace() as traced:
+    with tracing() as traced:
         for inputs, labels in batches(6):
             if clear:
                 optimizer.zero_grad()
