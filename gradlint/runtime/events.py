@@ -34,6 +34,9 @@ FRESH_DROPPED = "fresh_dropped"
 FRESH_CLEARED = "fresh_cleared"
 KEPT_GRAPH = "kept_graph"  # backward site: roots whose graph was still alive two iterations later
 KEPT_AT_ONCE = "kept_at_once"  # backward site: most such graphs alive at the same time
+# backward site: most roots of calls three or more calls back still alive at once, before any
+# optimizer step ran (a loop updating its parameters by hand has no steps to count iterations by)
+KEPT_UNSTEPPED = "kept_unstepped"
 FREED_GRAPH = "freed_graph"  # backward site: watched roots whose graph was freed in time
 # backward site: calls whose graph kept, two iterations later, a node near its root that the
 # iteration had made (a stored output or component loss: `all_logits.append(logits)`)

@@ -31,8 +31,8 @@ from gradlint.runtime.events import BACKWARD_FAILED, INPLACE_AFTER_STEP
 from gradlint.runtime.events import (CARRIED_REUSE, CLEAR_BEFORE_STEP, CLEAR_DISCARDED, CLIP_BEFORE_ASSIGNED,
                                      CLIP_CALLS, CLIP_ON_SCALED, CLIP_USED, CLIP_WASTED, FREED_GRAPH, FRESH_CLEARED,
                                      FRESH_DROPPED, FRESH_RETAINED, KEPT_AT_ONCE, KEPT_GRAPH, KEPT_UPSTREAM,
-                                     KEPT_UPSTREAM_AT_ONCE, LEAF_DERIVED, LEAF_ROOT, PARAM_GRADS, SECOND_TIME,
-                                     SECOND_TIME_AFTER_STEP, BackwardSite, Observations)
+                                     KEPT_UNSTEPPED, KEPT_UPSTREAM_AT_ONCE, LEAF_DERIVED, LEAF_ROOT, PARAM_GRADS,
+                                     SECOND_TIME, SECOND_TIME_AFTER_STEP, BackwardSite, Observations)
 
 CONFIRMED, REFUTED, UNEXERCISED = "confirmed", "refuted", "unexercised"
 Verdict = Tuple[str, str, List[BackwardSite]]
@@ -234,6 +234,16 @@ def judge_kept_graph(finding: Finding, obs: Observations, cwd: str) -> Verdict:
     if _total(sites, KEPT_UPSTREAM):  # what the store keeps may be an output, not the loss itself
         return CONFIRMED, _kept_evidence(sites, KEPT_UPSTREAM), sites
     freed, calls = _total(sites, FREED_GRAPH), sum(s.calls for s in sites)
+    if not obs.steps:
+        # No optimizer step to tell iterations by (parameters updated by hand): the backward's own
+        # calls do. Graphs freed only when the script ended say nothing, so no refutation here.
+        unstepped = _total(sites, KEPT_UNSTEPPED)
+        if unstepped >= 2:
+            return CONFIRMED, (f"no optimizer step ran, and the graphs of {plural(unstepped, 'backward call')} "
+                               f"were still alive three backward calls later: a value with history (the loss "
+                               f"or an output) is kept across iterations"), sites
+        return UNEXERCISED, ("no optimizer step ran and no graph was seen kept across backward calls: "
+                             "iterations cannot be told apart"), sites
     if freed >= 2 and calls >= 3:
         return REFUTED, (f"the backward nearby ran {plural(calls, 'time')} and its graphs were freed each "
                          f"iteration"), sites

@@ -29,7 +29,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from gradlint.runtime.events import BACKWARD_FAILED, INPLACE_AFTER_STEP
 from gradlint.runtime.events import (CLEAR_DISCARDED, CLIP_BEFORE_ASSIGNED, CLIP_CALLS, CLIP_ON_SCALED, CLIP_USED,
                                      CLIP_WASTED, FREED_GRAPH, KEPT_AT_ONCE, KEPT_GRAPH, KEPT_UPSTREAM,
-                                     KEPT_UPSTREAM_AT_ONCE, SECOND_TIME, SECOND_TIME_AFTER_STEP,
+                                     KEPT_UNSTEPPED, KEPT_UPSTREAM_AT_ONCE, SECOND_TIME, SECOND_TIME_AFTER_STEP,
                                      BackwardSite)
 from gradlint.runtime.gradstate import GradState
 
@@ -141,7 +141,7 @@ class Lifecycle:
             # lives: how many are alive at once tells graphs piling up (a history, a running sum)
             # from one kept at a time (the best loss so far).
             alive = []
-            at_once = 0
+            at_once = unstepped = 0
             for index, stepped, ref in watched:
                 if ref() is None:
                     continue
@@ -151,10 +151,14 @@ class Lifecycle:
                     site.bump(KEPT_GRAPH)
                     at_once += 1
                     index = -1
+                elif not steps and index <= calls - 3:
+                    unstepped += 1  # no optimizer has stepped (a hand-written update): counted by calls
                 alive.append((index, stepped, ref))
             self.roots[key] = alive
             if at_once > site.count(KEPT_AT_ONCE):
                 site.bump(KEPT_AT_ONCE, at_once - site.count(KEPT_AT_ONCE))
+            if unstepped > site.count(KEPT_UNSTEPPED):
+                site.bump(KEPT_UNSTEPPED, unstepped - site.count(KEPT_UNSTEPPED))
         if self.stepping:
             return  # an optimizer's step closure (LBFGS): the optimizer holds its loss until the step ends
         kept = self.upstream.get(key)

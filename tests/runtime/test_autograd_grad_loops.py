@@ -142,3 +142,36 @@ def test_a_stored_loss_holding_a_gradient_penalty_is_reported_once_at_its_backwa
     assert judges.judge_kept_graph(finding_on(HERE, "GL006", "# store: critic loss"), obs, REPO)[0] == "confirmed"
     (found,) = judges.runtime_only_kept_graph(obs, "GL006", set(), REPO)
     assert found.line == finding_on(HERE, "GL006", "# backward: critic").line
+
+
+@pytest.mark.parametrize("gradients", ["backward", "autograd.grad"])
+@pytest.mark.parametrize("store", ["loss", "item"])
+def test_a_running_sum_in_a_loop_updated_by_hand(gradients, store):
+    """No optimizer, so no step to tell iterations by: the backward's own calls do. Graphs that
+    die only when the script ends are no evidence of a clean loop."""
+    torch.manual_seed(0)
+    model = nn.Linear(8, 1)
+    params = list(model.parameters())
+    running = 0.0
+    with tracing() as traced:
+        for _ in range(6):
+            loss = nn.functional.mse_loss(model(torch.randn(16, 8)), torch.randn(16, 1))
+            if gradients == "backward":
+                model.zero_grad()
+                loss.backward()  # backward: by hand
+                grads = [p.grad for p in params]
+            else:
+                grads = torch.autograd.grad(loss, params)  # backward: by hand
+            with torch.no_grad():
+                for param, grad in zip(params, grads):
+                    param -= 0.05 * grad
+            running += loss if store == "loss" else loss.item()  # store: running sum
+        del running
+    obs = traced.observations
+    assert obs.steps == 0
+    verdict, evidence, _ = judges.judge_kept_graph(finding_on(HERE, "GL006", "# store: running sum"), obs, REPO)
+    if store == "loss":
+        assert verdict == "confirmed" and "no optimizer step ran" in evidence
+    else:
+        assert verdict == "unexercised"
+    assert judges.runtime_only_kept_graph(obs, "GL006", set(), REPO) == []  # where nothing steps, nothing is said
