@@ -205,6 +205,9 @@ def _judge_clear_by_hand(finding: Finding, obs: Observations, cwd: str) -> Verdi
 
 
 def runtime_only_clear_before_step(obs: Observations, code: str, matched: Set[int], cwd: str) -> List[Finding]:
+    """Clear calls whose dropped gradients a step then missed entirely; and, for clears written by
+    hand per parameter (`p.grad = None` in a step pre-hook, say), which the tracer cannot wrap and
+    so cannot place, the backward whose gradients 2 or more steps found all gone."""
     out = []
     for site in _call_sites(obs, "clear"):
         if id(site) not in matched and site.count(CLEAR_BEFORE_STEP):
@@ -213,6 +216,14 @@ def runtime_only_clear_before_step(obs: Observations, code: str, matched: Set[in
                 "the step (or before the backward)",
                 f"{plural(site.count(CLEAR_BEFORE_STEP), 'optimizer step')} saw only gradients this clear had "
                 f"dropped", cwd))
+    for site in _backward_sites(obs):
+        lost = site.count(FRESH_DROPPED)
+        if id(site) not in matched and lost >= 2:
+            out.append(_new_finding(
+                code, site, "the gradients this backward writes are cleared by hand (set to None or zeroed) "
+                "before the optimizer step uses them: clear after the step (or before the backward)",
+                f"{plural(lost, 'optimizer step')} found every gradient this backward had written cleared (None "
+                f"or zeroed) before the step ran", cwd))
     return out
 
 

@@ -66,7 +66,11 @@ def test_gradients_cleared_by_hand_between_backward_and_step_are_confirmed(how):
     assert _count(obs, events.FRESH_DROPPED) == 5
     verdict, evidence, sites = judges.judge_clear_before_step(_finding("GL005", "# clear: by hand"), obs, REPO)
     assert verdict == "confirmed" and "5 optimizer steps" in evidence and sites
-    assert judges.runtime_only_clear_before_step(obs, "GL005", set(), REPO) == []  # no clear site to report at
+    # joined to the static finding, nothing more; without one, reported at the backward (the clear
+    # by hand calls nothing the tracer can place)
+    assert judges.runtime_only_clear_before_step(obs, "GL005", {id(s) for s in sites}, REPO) == []
+    (alone,) = judges.runtime_only_clear_before_step(obs, "GL005", set(), REPO)
+    assert alone.line == sites[0].where[1]
 
 
 def test_a_clear_by_hand_on_every_micro_batch_before_a_gated_step_is_seen():

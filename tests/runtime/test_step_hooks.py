@@ -106,3 +106,44 @@ def test_every_step_is_counted_once_whatever_the_hooks():
         handle.remove()  # only the tracer's own hook is left on the optimizer
         _train(optimizer, model, 3)
     assert traced.observations.steps == 5
+
+
+@pytest.mark.parametrize("how", ["none", "zero"])
+def test_a_clear_by_hand_in_a_step_pre_hook_is_reported_at_the_backward(how):
+    """`p.grad = None` per parameter calls nothing the tracer wraps, so the clear cannot be placed;
+    the backward whose gradients every step found gone is reported instead."""
+    model = mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+
+    def wipe(opt, args, kwargs):
+        for param in model.parameters():
+            if how == "none":
+                param.grad = None
+            else:
+                param.grad.zero_()
+
+    handle = optimizer.register_step_pre_hook(wipe)
+    try:
+        with tracing() as traced:
+            for inputs, labels in batches(4):
+                optimizer.zero_grad()
+                nn.functional.cross_entropy(model(inputs), labels).backward()  # backward: wiped by hand
+                optimizer.step()
+    finally:
+        handle.remove()
+    (found,) = judges.runtime_only_clear_before_step(traced.observations, "GL005", set(), REPO)
+    assert found.line == finding_on(HERE, "GL005", "# backward: wiped by hand").line
+    assert "cleared by hand" in found.message
+
+
+def test_hand_clears_that_keep_the_steps_gradients_report_nothing_from_the_run():
+    model = mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with tracing() as traced:
+        for index, (inputs, labels) in enumerate(batches(8)):
+            nn.functional.cross_entropy(model(inputs), labels).backward()
+            if index % 2 == 1:  # accumulate two micro-batches, step, then clear by hand
+                optimizer.step()
+                for param in model.parameters():
+                    param.grad = None
+    assert judges.runtime_only_clear_before_step(traced.observations, "GL005", set(), REPO) == []
