@@ -248,6 +248,8 @@ class Tracer:
                 setattr(owner, name, original)
         while self._handles:
             self._handles.pop().remove()
+        for _, handle in self._own_pre.values():
+            handle.remove()
         self._own_pre.clear()
 
     # ------------------------------------------------------------------ guarding
@@ -432,8 +434,7 @@ class Tracer:
             if handle is not None:
                 handle.remove()  # not iterating the optimizer's hooks yet: it may change
             handle = optimizer.register_step_pre_hook(self._guard(self._before_step))
-            self._own_pre[key] = (weakref.ref(optimizer), handle)
-            self._handles.append(handle)
+            self._own_pre[key] = (weakref.ref(optimizer), handle)  # removed by _unpatch
         return None
 
     def _before_step(self, optimizer, args, kwargs) -> Optional[Tuple[tuple, dict]]:
