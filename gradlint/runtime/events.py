@@ -110,6 +110,11 @@ class BackwardSite:
     def bump(self, name: str, by: int = 1) -> None:
         self.counts[name] = self.counts.get(name, 0) + by
 
+    def raise_to(self, name: str, value: int) -> None:
+        """Keep the largest value seen of a count that is a maximum (graphs alive at once)."""
+        if value > self.counts.get(name, 0):
+            self.counts[name] = value
+
     def count(self, name: str) -> int:
         return self.counts.get(name, 0)
 

@@ -60,11 +60,17 @@ def _finding_path(finding: Finding, cwd: str) -> str:
     return os.path.realpath(os.path.join(cwd, finding.path))
 
 
+def _framed(finding: Finding, sites: List[BackwardSite], cwd: str,
+            on_line: Callable[[int], bool]) -> List[BackwardSite]:
+    """Sites with a user frame in the finding's file on a line `on_line` accepts."""
+    path = _finding_path(finding, cwd)
+    return [s for s in sites if any(p == path and on_line(n) for p, n in s.stack)]
+
+
 def sites_in_lines(finding: Finding, sites: List[BackwardSite], cwd: str) -> List[BackwardSite]:
     """Sites with a user frame in the finding's file and within its lines."""
-    path = _finding_path(finding, cwd)
     end = max(finding.end_line, finding.line)
-    return [s for s in sites if any(p == path and finding.line <= n <= end for p, n in s.stack)]
+    return _framed(finding, sites, cwd, lambda n: finding.line <= n <= end)
 
 
 def nearest_sites(finding: Finding, sites: List[BackwardSite], cwd: str, after: bool = False) -> List[BackwardSite]:
@@ -87,11 +93,8 @@ def nearest_sites(finding: Finding, sites: List[BackwardSite], cwd: str, after: 
 def related_sites(finding: Finding, sites: List[BackwardSite], cwd: str) -> List[BackwardSite]:
     """Sites with a user frame on one of the lines the finding names as the calls it is about
     (`Finding.related`: the backward whose graph a store keeps, the one a leaf is run through)."""
-    if not finding.related:
-        return []
-    path = _finding_path(finding, cwd)
     lines = set(finding.related)
-    return [s for s in sites if any(p == path and n in lines for p, n in s.stack)]
+    return _framed(finding, sites, cwd, lines.__contains__) if lines else []
 
 
 def _backward_sites(obs: Observations) -> List[BackwardSite]:

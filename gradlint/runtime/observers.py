@@ -155,10 +155,8 @@ class Lifecycle:
                     unstepped += 1  # no optimizer has stepped (a hand-written update): counted by calls
                 alive.append((index, stepped, ref))
             self.roots[key] = alive
-            if at_once > site.count(KEPT_AT_ONCE):
-                site.bump(KEPT_AT_ONCE, at_once - site.count(KEPT_AT_ONCE))
-            if unstepped > site.count(KEPT_UNSTEPPED):
-                site.bump(KEPT_UNSTEPPED, unstepped - site.count(KEPT_UNSTEPPED))
+            site.raise_to(KEPT_AT_ONCE, at_once)
+            site.raise_to(KEPT_UNSTEPPED, unstepped)
         if self.stepping:
             return  # an optimizer's step closure (LBFGS): the optimizer holds its loss until the step ends
         kept = self.upstream.get(key)
@@ -182,8 +180,7 @@ class Lifecycle:
                 else:
                     younger.append((index, stepped, refs))
             self.upstream[key] = younger
-            if held > site.count(KEPT_UPSTREAM_AT_ONCE):
-                site.bump(KEPT_UPSTREAM_AT_ONCE, held - site.count(KEPT_UPSTREAM_AT_ONCE))
+            site.raise_to(KEPT_UPSTREAM_AT_ONCE, held)
         watch = calls <= WATCH_ALL_ROOTS or calls % SAMPLE_ROOTS_EVERY == 0
         # The upstream walk: every call of the first WATCH_ALL_ROOTS, then 1 in
         # SAMPLE_UPSTREAM_EVERY, and the call before each of those (it notes where its iteration's
